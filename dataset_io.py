@@ -1,0 +1,136 @@
+"""The toolkit's one dataset format: a plain ``.npz`` of named arrays.
+
+Every dataset -- MUCT, 300-W, YouTube68, Kaggle, WFLW, dlib XML -- becomes the
+same file, readable with ``np.load(path, allow_pickle=False)``:
+
+============  ==================  =============================================
+key           dtype, shape        meaning
+============  ==================  =============================================
+images        uint8 (N, S, S, C)  face crops, RGB (C=3) or gray (C=1)
+landmarks     float32 (N, K, 2)   x, y in normalised crop coordinates [0, 1]
+visible       bool (N, K)         False: point unavailable / unlabelled
+subject       str (N,)            identity used for splits
+scheme        str ()              landmark scheme name (``landmarks.py``)
+box           float32 (N, 4)      crop ``[x0, y0, x1, y1]`` in original pixels
+name          str (N,)            image file (relative to the source)
+source        str (N,)            dataset the face came from (``300w``…)
+mirrored      bool (N,)           face is a horizontal mirror of ``name``
+detection     str (N,)            ``dlib`` or ``landmarks`` (fallback box)
+============  ==================  =============================================
+
+Bottleneck files (``datagen.py bottleneck``) replace ``images`` by
+``features`` float32 (N, F) and add ``backbone``; everything else is kept.
+
+Writes are atomic: a temporary file in the same folder, then a rename, so an
+interrupted run never leaves a truncated npz under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from landmarks import get_scheme
+
+REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
+PER_FACE = ("images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "detection")
+
+
+class DatasetError(ValueError):
+    """A dataset file that does not follow the schema; the message names the file."""
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
+    """Write ``arrays`` to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            (np.savez_compressed if compress else np.savez)(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>") -> None:
+    """Check the schema; raise ``DatasetError`` naming ``path`` and the problem."""
+
+    def fail(problem: str):
+        raise DatasetError(f"{path}: {problem}")
+
+    missing = [k for k in REQUIRED if k not in arrays]
+    if "images" not in arrays and "features" not in arrays:
+        missing.insert(0, "images (or features)")
+    if missing:
+        fail(f"missing key(s) {', '.join(missing)}")
+    try:
+        scheme = get_scheme(str(arrays["scheme"]))
+    except ValueError as err:
+        fail(str(err))
+    landmarks, visible = arrays["landmarks"], arrays["visible"]
+    n, k = len(landmarks), scheme.num_points
+    if landmarks.dtype != np.float32 or landmarks.shape != (n, k, 2):
+        fail(f"landmarks must be float32 (N, {k}, 2) for scheme {scheme.name}, got {landmarks.dtype} {landmarks.shape}")
+    if visible.dtype != np.bool_ or visible.shape != (n, k):
+        fail(f"visible must be bool (N, {k}), got {visible.dtype} {visible.shape}")
+    if "images" in arrays:
+        images = arrays["images"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] not in (1, 3):
+            fail(f"images must be uint8 (N, S, S, 1|3), got {images.dtype} {images.shape}")
+    for key in PER_FACE:
+        if key in arrays and len(arrays[key]) != n:
+            fail(f"{key} has {len(arrays[key])} rows, landmarks has {n}")
+    if arrays["box"].shape != (n, 4):
+        fail(f"box must be (N, 4), got {arrays['box'].shape}")
+    if not np.isfinite(landmarks[visible]).all():
+        fail("visible landmarks contain NaN or infinity")
+    if not np.isfinite(arrays["box"]).all():
+        fail("box contains NaN or infinity")
+
+
+def load_npz(path: str | os.PathLike, validate_schema: bool = True) -> dict[str, np.ndarray]:
+    """Read a dataset file into a dict of arrays (no pickles), checking the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: not a readable npz file ({err})") from err
+    if validate_schema:
+        validate(arrays, path)
+    return arrays
+
+
+def scheme_of(arrays: dict[str, np.ndarray]):
+    return get_scheme(str(arrays["scheme"]))
+
+
+def subset(arrays: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
+    """Rows ``index`` of every per-face array; file-level arrays are kept."""
+    n = len(arrays["landmarks"])
+    return {k: (v[index] if v.ndim and len(v) == n and k in PER_FACE else v) for k, v in arrays.items()}
+
+
+def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join datasets of one scheme (and one image size) row-wise."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    schemes = {str(p["scheme"]) for p in parts}
+    if len(schemes) != 1:
+        raise ValueError(f"cannot combine datasets of different schemes: {sorted(schemes)}")
+    out = {}
+    for key in parts[0]:
+        if key in PER_FACE:
+            out[key] = np.concatenate([p[key] for p in parts])
+        else:
+            out[key] = parts[0][key]
+    return out
