@@ -51,12 +51,19 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: b
     try:
         with os.fdopen(fd, "wb") as handle:
             (np.savez_compressed if compress else np.savez)(handle, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>") -> None:

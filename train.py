@@ -1,0 +1,94 @@
+"""Train a registered landmark model on a prepared npz.
+
+    python train.py mobilenetv2 --data dataset/ibug128_train.npz --val-fraction 0.1 \\
+        --weights ../shared/weights/mobilenet_v2_imagenet_notop.weights.h5 --run-dir runs/mnv2
+
+The run directory keeps the config, checkpoints, history and TensorBoard logs
+(see training.py); ``--resume`` continues an interrupted run from its last
+epoch with the same settings.  ``python models.py --list`` shows the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import training
+
+
+def parse_json_options(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{flag}: not a JSON object ({err}): {text!r}")
+    if not isinstance(value, dict):
+        raise SystemExit(f"{flag}: expected a JSON object like '{{\"dropout\": 0.3}}', got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", help="registered model name (python models.py --list)")
+    parser.add_argument("--data", help="training npz (images, or features for inception_bottleneck)")
+    parser.add_argument("--val", help="validation npz; default: a by-subject split of --data")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of faces (whole subjects) held out for validation")
+    parser.add_argument("--run-dir", required=True, help="where checkpoints, logs and config go")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
+    parser.add_argument("--size", type=int, help="input size in pixels (images are resized); default: the npz's")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=32, help="batch size (global, over all replicas)")
+    parser.add_argument("--optimizer", default="adam", choices=training.OPTIMIZERS)
+    parser.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    parser.add_argument("--schedule", default="plateau", choices=training.SCHEDULES,
+                        help="plateau: halve on a val_loss plateau; cosine: cosine decay to 1%% over --epochs")
+    parser.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
+    parser.add_argument("--loss", default="mse", help="mse, l1, wing or cgd (masked by visibility)")
+    parser.add_argument("--loss-options", default="{}", help='JSON, e.g. \'{"alpha": 0.01}\' for cgd')
+    parser.add_argument("--weights", default="none", help="backbone weights: none, imagenet (download) or a local file")
+    parser.add_argument("--train-blocks", type=int, help="retrain the last N backbone blocks (-1: all)")
+    parser.add_argument("--model-options", default="{}", help="JSON of extra builder arguments")
+    parser.add_argument("--augment", default="default",
+                        help='"default", "none", or e.g. "rotation=15,scale=0.1,flip=0.5,brightness=0.2" (see augment.py)')
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", action="store_true", help="float16 on GPU, bfloat16 on CPU")
+    parser.add_argument("--pretrain-epochs", type=int, default=10, help="autoencoder reconstruction epochs")
+    parser.add_argument("--preview-every", type=int, default=5, help="epochs between TensorBoard preview images (0: off)")
+    parser.add_argument("--workers", type=int, default=2, help="threads preparing batches (1: in the training thread)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        config = training.TrainConfig.load(run_dir / "config.json")
+        if "--epochs" in (argv if argv is not None else sys.argv):
+            config.epochs = args.epochs
+    else:
+        if not args.model or not args.data:
+            raise SystemExit("train.py: a model name and --data are required (or --resume with --run-dir)")
+        config = training.TrainConfig(
+            model=args.model, data=args.data, val=args.val, val_fraction=args.val_fraction, run_dir=args.run_dir,
+            size=args.size, epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
+            schedule=args.schedule, patience=args.patience, loss=args.loss,
+            loss_options=parse_json_options(args.loss_options, "--loss-options"), weights=args.weights,
+            train_blocks=args.train_blocks, model_options=parse_json_options(args.model_options, "--model-options"),
+            augment=args.augment, seed=args.seed, mixed_precision=args.mixed_precision,
+            pretrain_epochs=args.pretrain_epochs, preview_every=args.preview_every, workers=args.workers,
+        )
+    try:
+        summary = training.fit(config, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python train.py --resume --run-dir {run_dir}", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"train.py: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
