@@ -121,6 +121,14 @@ def crop_box_from_detection(box, scale: float = CROP_SCALE, shift: float = CROP_
     return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
 
 
+def detection_from_crop_box(crop_box, scale: float = CROP_SCALE, shift: float = CROP_SHIFT) -> np.ndarray:
+    """The detection a crop box was made from (inverse of ``crop_box_from_detection``)."""
+    x0, y0, x1, y1 = (float(v) for v in crop_box)
+    side = (x1 - x0) / scale
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - shift * side
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+
+
 def landmark_bounds(points: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
     """Bounding box ``[x0, y0, x1, y1]`` (continuous coords) of the visible pixel points."""
     points = np.asarray(points, np.float64)

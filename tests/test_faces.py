@@ -67,3 +67,8 @@ def test_crop_round_trip_and_border():
 def test_empty_box_is_an_error():
     with pytest.raises(ValueError, match="empty crop box"):
         faces.crop_face(np.zeros((10, 10, 3), np.uint8), [5, 5, 5, 9], 16)
+
+
+def test_detection_from_crop_box_inverts_crop_box_from_detection():
+    det = np.array([100.0, 50.0, 180.0, 130.0], np.float32)
+    np.testing.assert_allclose(faces.detection_from_crop_box(faces.crop_box_from_detection(det)), det, atol=1e-3)

@@ -1,0 +1,254 @@
+"""Use a trained run on faces, crops or whole photos.
+
+    from predictor import Predictor
+    predictor = Predictor.load("runs/mobilenetv2-128")
+    points = predictor.predict(image)          # (faces, K, 2) pixel coordinates, RGB uint8 image in
+    faces = predictor.detect_and_predict(image)  # boxes, scores and points per face
+
+Photos go through the same steps as training data (``faces.py``): dlib finds
+each face, the crop box gets the same margin, the crop is resized to the
+model's input, and the predicted points are mapped back to the photo.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import faces
+from landmarks import get_scheme
+
+
+@dataclass
+class FaceLandmarks:
+    """One face found in a photo."""
+
+    detection: np.ndarray  # dlib box [x0, y0, x1, y1]
+    score: float
+    crop_box: np.ndarray  # the square the model saw
+    points: np.ndarray  # (K, 2) pixel coordinates in the photo
+
+    def to_json(self) -> dict:
+        return {
+            "detection": [round(float(v), 2) for v in self.detection],
+            "score": round(float(self.score), 4),
+            "crop_box": [round(float(v), 2) for v in self.crop_box],
+            "points": [[round(float(x), 2), round(float(y), 2)] for x, y in self.points],
+        }
+
+
+def match_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """RGB -> gray or gray -> RGB so ``images`` (N, S, S, C) has ``channels`` channels."""
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if have == 3 and channels == 1:
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+        return np.round(images.astype(np.float32) @ weights)[..., None].clip(0, 255).astype(np.uint8)
+    if have == 1 and channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    raise ValueError(f"cannot feed {have}-channel images to a {channels}-channel model")
+
+
+def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1] == size:
+        return images
+    interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    channels = images.shape[-1]
+    return np.stack([cv2.resize(im, (size, size), interpolation=interpolation).reshape(size, size, channels) for im in images])
+
+
+class Predictor:
+    """A trained model plus what it needs to see faces as it saw them in training.
+
+    Args:
+        model: a Keras model mapping crops (N, S, S, C) of raw pixels to
+            (N, K, 2) normalised crop coordinates.
+        scheme: the landmark scheme name.
+        name: a label for tables and plots.
+        detector: a ``faces.FaceDetector`` (default: dlib HOG, one doubling
+            on images up to 2.5 Mpx).
+    """
+
+    def __init__(self, model, scheme: str, name: str = "model", detector: faces.FaceDetector | None = None,
+                 config: dict | None = None):
+        self.model = model
+        self.scheme = get_scheme(scheme)
+        self.name = name
+        self.detector = detector or faces.FaceDetector()
+        self.config = config or {}
+        shape = model.inputs[0].shape
+        self.input_size, self.channels = int(shape[1]), int(shape[3])
+
+    @classmethod
+    def load(cls, run_dir: str | Path, weights: str = "best", **kwargs) -> "Predictor":
+        """Load a run directory written by ``train.py``.
+
+        Args:
+            weights: 'best' uses ``model.keras`` (saved with the best
+                weights), falling back to the registry + ``best.weights.h5``
+                for a run that was interrupted before it finished; 'last'
+                loads ``last.weights.h5``.
+        """
+        import keras
+
+        import losses  # noqa: F401  (registers custom objects)
+        import models
+
+        run_dir = Path(run_dir)
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+        config = json.loads(config_path.read_text())
+        if config.get("input_kind") == "features":
+            raise ValueError(
+                f"{run_dir}: {config['model']} takes precomputed backbone features, not images; "
+                "evaluate it on a features npz with evaluate.py"
+            )
+        model_file = run_dir / "model.keras"
+        if weights == "best" and model_file.is_file():
+            model = keras.models.load_model(model_file, compile=False)
+        else:
+            model = models.build_model(
+                config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
+                weights="none", train_blocks=config.get("train_blocks"), **config.get("model_options", {}),
+            )
+            file = run_dir / ("last.weights.h5" if weights == "last" else "best.weights.h5")
+            if not file.is_file():
+                raise FileNotFoundError(f"{run_dir}: no {file.name} to load")
+            model.load_weights(file, skip_mismatch=False)
+        return cls(model, config["scheme"], name=run_dir.name, config=config, **kwargs)
+
+    # -- crops -------------------------------------------------------------
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        return match_channels(resize_crops(crops, self.input_size), self.channels).astype(np.float32)
+
+    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, K, 2) normalised crop coordinates for face crops (N, S, S, C) of any size S."""
+        out = []
+        for start in range(0, len(crops), batch_size):
+            batch = self.prepare(crops[start:start + batch_size])
+            out.append(np.asarray(self.model.predict_on_batch(batch), np.float32))
+        k = self.scheme.num_points
+        return np.concatenate(out).reshape(-1, k, 2) if out else np.zeros((0, k, 2), np.float32)
+
+    def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
+        """Median CPU/GPU milliseconds for one face at batch 1 (after warm-up)."""
+        batch = self.prepare(crop)
+        for _ in range(3):
+            self.model.predict_on_batch(batch)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.asarray(self.model.predict_on_batch(batch))
+            times.append(time.perf_counter() - start)
+        return 1000.0 * float(np.median(times))
+
+    # -- photos ------------------------------------------------------------
+
+    def detect_and_predict(self, image: np.ndarray, detections=None) -> list[FaceLandmarks]:
+        """Every face in an RGB (or gray) uint8 photo, with its landmarks in photo pixels."""
+        if detections is None:
+            detections, scores = self.detect(image)
+        else:
+            detections = np.asarray(detections, np.float32).reshape(-1, 4)
+            scores = np.ones(len(detections), np.float32)
+        if len(detections) == 0:
+            return []
+        boxes = np.stack([faces.crop_box_from_detection(d) for d in detections])
+        crops = np.stack([faces.crop_face(image, box, self.input_size) for box in boxes])
+        uv = self.predict_crops(crops)
+        return [
+            FaceLandmarks(det, float(score), box, faces.points_from_crop(points, box))
+            for det, score, box, points in zip(detections, scores, boxes, uv)
+        ]
+
+    def detect(self, image: np.ndarray):
+        """dlib detections, searching once more at twice the resolution when none is found."""
+        boxes, scores = self.detector.detect(image)
+        if len(boxes) == 0 and image.shape[0] * image.shape[1] <= self.detector.max_upsample_pixels:
+            boxes, scores = self.detector.detect(image, self.detector.upsample + 1)
+        return boxes, scores
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """(faces, K, 2) landmark pixel coordinates of every face dlib finds in ``image``."""
+        found = self.detect_and_predict(image)
+        k = self.scheme.num_points
+        return np.stack([f.points for f in found]) if found else np.zeros((0, k, 2), np.float32)
+
+
+class DlibPredictor:
+    """dlib's stock 68-point shape predictor (PyPI ``face-recognition-models``), the baseline.
+
+    Given the same face box the toolkit's models get, it predicts the iBUG 68
+    points; ``predict_dataset`` runs it on a prepared npz, on the original
+    photo when the npz records where it is, else on the crop.
+    """
+
+    name = "dlib (ERT, 68 pts)"
+
+    def __init__(self, model_path: str | Path | None = None):
+        import dlib
+
+        self.model_path = Path(model_path) if model_path else self.default_model_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: dlib shape predictor model not found")
+        self._predictor = dlib.shape_predictor(str(self.model_path))
+        self._dlib = dlib
+        self.scheme = get_scheme("ibug68")
+
+    @staticmethod
+    def default_model_path() -> Path:
+        import importlib.util
+
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError("PyPI package face-recognition-models is not installed (pip install face-recognition-models)")
+        return Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
+
+    def predict_box(self, image: np.ndarray, detection) -> np.ndarray:
+        """(68, 2) pixel points for the face in ``detection`` [x0, y0, x1, y1]."""
+        x0, y0, x1, y1 = (int(round(float(v))) for v in detection)
+        rect = self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1)
+        image = np.ascontiguousarray(image if image.ndim == 2 else image[..., :3])
+        shape = self._predictor(image, rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+
+    def predict_dataset(self, arrays: dict, progress: bool = True) -> np.ndarray:
+        """(N, 68, 2) normalised crop coordinates for every face of a prepared npz."""
+        from tqdm import tqdm
+
+        if str(arrays["scheme"]) != "ibug68":
+            raise ValueError(f"dlib's predictor gives ibug68 points; this data is {arrays['scheme']}")
+        paths = arrays.get("path")
+        out = np.zeros((len(arrays["landmarks"]), 68, 2), np.float32)
+        for i in tqdm(range(len(out)), desc="dlib baseline", disable=not progress, unit="face"):
+            crop_box = arrays["box"][i]
+            detection = faces.detection_from_crop_box(crop_box)
+            original = _read_rgb(paths[i]) if paths is not None and not arrays["mirrored"][i] else None
+            if original is not None:
+                points = self.predict_box(original, detection)
+                out[i] = faces.points_to_crop(points, crop_box)
+            else:
+                # the crop is all there is: the same box, in crop pixels
+                crop = arrays["images"][i]
+                size = crop.shape[0]
+                scale = size / (crop_box[2] - crop_box[0])
+                in_crop = (detection - np.tile(crop_box[:2], 2)) * scale
+                points = self.predict_box(crop[..., 0] if crop.shape[-1] == 1 else crop, in_crop)
+                out[i] = (points + 0.5) / size
+        return out
+
+
+def _read_rgb(path) -> np.ndarray | None:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path and Path(str(path)).is_file() else None
+    return None if image is None else image[..., ::-1].copy()
