@@ -36,7 +36,8 @@ class Scheme:
         mirror: tuple of K indices; point ``i`` of a mirrored face is point
             ``mirror[i]`` of the original, moved to ``1 - x``.
         norm_points: the two indices whose distance normalises NME
-            (outer eye corners; the eye centres for kaggle15).
+            (outer eye corners; the eye centres for kaggle15); None for the
+            derived schemes of single regions and region boxes.
         pupils: the two pupil indices, or None when the markup has none.
         regions: region name -> tuple of point indices.
         description: one line for listings.
@@ -45,7 +46,7 @@ class Scheme:
     name: str
     num_points: int
     mirror: tuple[int, ...]
-    norm_points: tuple[int, int]
+    norm_points: tuple[int, int] | None
     pupils: tuple[int, int] | None
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
     description: str = ""
@@ -56,7 +57,7 @@ class Scheme:
             raise ValueError(f"scheme {self.name!r}: mirror is not a permutation of 0..{k - 1}")
         if any(self.mirror[self.mirror[i]] != i for i in range(k)):
             raise ValueError(f"scheme {self.name!r}: mirror is not an involution")
-        for idx in (*self.norm_points, *(self.pupils or ())):
+        for idx in (*(self.norm_points or ()), *(self.pupils or ())):
             if not 0 <= idx < k:
                 raise ValueError(f"scheme {self.name!r}: point index {idx} outside 0..{k - 1}")
         for region, points in self.regions.items():
@@ -219,10 +220,59 @@ KAGGLE15 = Scheme(
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (MUCT76, IBUG68, WFLW98, KAGGLE15)}
 
 
+# Regions the coarse-to-fine refiners work on (seed 003): the jaw stays with
+# the global model.
+REFINED_REGIONS = ("right_brow", "left_brow", "right_eye", "left_eye", "nose", "mouth")
+BOX_CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+def region_scheme(base: Scheme | str, region: str) -> Scheme:
+    """The points of one region as a scheme of their own (``ibug68/left_eye``).
+
+    Used by the region refiners; a lone region cannot be mirrored onto
+    itself, so its mirror is the identity (refiners train without flips).
+    """
+    base = get_scheme(base) if isinstance(base, str) else base
+    if region not in base.regions:
+        raise ValueError(f"scheme {base.name} has no region {region!r}; regions: {', '.join(base.regions)}")
+    k = len(base.regions[region])
+    return Scheme(
+        name=f"{base.name}/{region}", num_points=k, mirror=tuple(range(k)), norm_points=None, pupils=None,
+        regions={region: tuple(range(k))}, description=f"{region} points of {base.name}",
+    )
+
+
+def box_scheme(base: Scheme | str, regions=REFINED_REGIONS) -> Scheme:
+    """Region boxes as landmarks (``ibug68/boxes``): the four corners of each region's box.
+
+    Point ``4 * r + c`` is corner ``BOX_CORNERS[c]`` of region ``regions[r]``.
+    Four corners (not two) make the horizontal mirror a pure permutation --
+    left and right regions swap, and so do each box's left and right
+    corners -- so augmentation and mirroring treat boxes like any markup.
+    """
+    base = get_scheme(base) if isinstance(base, str) else base
+    regions = tuple(regions)
+    for region in regions:
+        if region not in base.regions:
+            raise ValueError(f"scheme {base.name} has no region {region!r}")
+    twin = {r: r.replace("left", "@").replace("right", "left").replace("@", "right") for r in regions}
+    corner_twin = {0: 1, 1: 0, 2: 3, 3: 2}
+    mirror = [4 * regions.index(twin[r]) + corner_twin[c] for r in regions for c in range(4)]
+    return Scheme(
+        name=f"{base.name}/boxes", num_points=4 * len(regions), mirror=tuple(mirror), norm_points=None, pupils=None,
+        regions={r: tuple(range(4 * i, 4 * i + 4)) for i, r in enumerate(regions)},
+        description=f"boxes of {', '.join(regions)} of {base.name}",
+    )
+
+
 def get_scheme(name: str) -> Scheme:
-    """Look a scheme up by name, with an error that lists the known ones."""
+    """Look a scheme up by name (``ibug68``, ``ibug68/left_eye``, ``ibug68/boxes``)."""
+    name = str(name)
+    if "/" in name:
+        base, part = name.split("/", 1)
+        return box_scheme(get_scheme(base)) if part == "boxes" else region_scheme(get_scheme(base), part)
     try:
-        return SCHEMES[str(name)]
+        return SCHEMES[name]
     except KeyError:
         raise ValueError(f"unknown landmark scheme {name!r}; known: {', '.join(SCHEMES)}") from None
 

@@ -44,6 +44,8 @@ def normalising_distance(gt: np.ndarray, visible: np.ndarray, scheme, by: str = 
     """
     scheme = _scheme(scheme)
     if by == "corners":
+        if scheme.norm_points is None:
+            raise ValueError(f"scheme {scheme.name} has no normalising points")
         a, b = scheme.norm_points
     elif by == "pupils":
         if scheme.pupils is None:

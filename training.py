@@ -286,10 +286,6 @@ def restore_callbacks(state: dict, stateful: dict) -> None:
             setattr(callback, key, _from_json(value))
 
 
-class TrainingInterrupted(RuntimeError):
-    pass
-
-
 def read_history_epochs(path: Path) -> list[int]:
     if not path.is_file():
         return []
@@ -313,11 +309,6 @@ def trim_history(path: Path, last_epoch: int) -> None:
         writer.writeheader()
         writer.writerows(kept)
     os.replace(tmp, path)
-
-
-def elapsed(start: float) -> str:
-    seconds = int(time.time() - start)
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def scheme_for(arrays: dict):
@@ -449,10 +440,13 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
         models.pretrain(config.model, model, x_train, epochs=config.pretrain_epochs, batch_size=config.batch)
 
+    tracked = [losses.get_loss("mse", name="mse")]
+    if scheme.norm_points is not None:  # region and box schemes have no eye corners
+        tracked.insert(0, losses.NormalizedMeanError(scheme.norm_points, name="nme"))
     model.compile(
         optimizer=make_optimizer(config.optimizer, config.lr),
         loss=losses.get_loss(config.loss, **config.loss_options),
-        metrics=[losses.NormalizedMeanError(scheme.norm_points, name="nme"), losses.get_loss("mse", name="mse")],
+        metrics=tracked,
     )
 
     augmenter = None
@@ -521,8 +515,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     if val is not None:
         pred = np.asarray(model.predict(x_val.astype(np.float32), batch_size=config.batch, verbose=0))
         pred = pred.reshape(val["landmarks"].shape)
-        scores = metrics.summarize(pred, val["landmarks"], val["visible"], scheme)
-        summary.update({"val_" + k: v for k, v in scores.items()})
+        if scheme.norm_points is not None:
+            scores = metrics.summarize(pred, val["landmarks"], val["visible"], scheme)
+            summary.update({"val_" + k: v for k, v in scores.items()})
         summary["val_mse"] = metrics.masked_mse(pred, val["landmarks"], val["visible"])
     summary["best_epoch"] = _best_epoch(run_dir / "history.csv", monitor)
     _write_json_atomic(run_dir / "summary.json", summary)

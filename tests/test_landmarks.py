@@ -102,3 +102,28 @@ def test_mirror_twice_is_identity():
     p2, v2 = mirror_landmarks(p1, v1, "ibug68")
     np.testing.assert_allclose(p2, pts, atol=1e-6)
     np.testing.assert_array_equal(v2, vis)
+
+
+def test_derived_region_and_box_schemes():
+    eye = get_scheme("ibug68/left_eye")
+    assert eye.num_points == 6 and eye.norm_points is None
+    boxes = get_scheme("muct76/boxes")
+    assert boxes.num_points == 4 * len(landmarks.REFINED_REGIONS)
+    # mirroring box corners of a face equals the boxes of the mirrored face
+    rng = np.random.default_rng(3)
+    points = rng.random((68, 2)).astype(np.float32)
+    scheme = get_scheme("ibug68/boxes")
+
+    def corners(pts):
+        out = []
+        for region in landmarks.REFINED_REGIONS:
+            p = pts[list(landmarks.IBUG68.regions[region])]
+            (x0, y0), (x1, y1) = p.min(0), p.max(0)
+            out += [(x0, y0), (x1, y0), (x0, y1), (x1, y1)]
+        return np.array(out, np.float32)
+
+    mirrored_face, _ = mirror_landmarks(points, np.ones(68, bool), "ibug68")
+    mirrored_boxes, _ = mirror_landmarks(corners(points), np.ones(scheme.num_points, bool), scheme)
+    np.testing.assert_allclose(mirrored_boxes, corners(mirrored_face), atol=1e-6)
+    with pytest.raises(ValueError, match="no region 'ears'"):
+        get_scheme("ibug68/ears")
