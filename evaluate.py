@@ -80,17 +80,11 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, predictions, histories = [], {}, {}
     for run_dir in map(Path, run_dirs):
-        predictor = Predictor.load(run_dir)
-        if predictor.scheme.name != scheme.name:
-            raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
-        pred = predictor.predict_crops(arrays["images"])
-        row = score(run_dir.name, pred, arrays, scheme)
-        row["train_loss"], row["val_loss"], row["best_epoch"] = history_losses(run_dir)
-        row["params"] = int(predictor.model.count_params())
-        row["ms_per_face"] = predictor.ms_per_face(arrays["images"][0]) if timing else float("nan")
-        rows.append(row)
-        predictions[row["model"]] = pred
-        histories[row["model"]] = run_dir / "history.csv"
+        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing):
+            rows.append(row)
+            predictions[row["model"]] = pred
+            if history is not None:
+                histories[row["model"]] = history
     if baseline == "dlib":
         dlib_model = DlibPredictor()
         pred = dlib_model.predict_dataset(arrays)
@@ -109,6 +103,46 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     if histories:
         plots.learning_curves(histories, out_dir / "curves.png")
     return rows
+
+
+def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool):
+    """(row, predictions, history file) for a run; several for a coarse-to-fine pipeline."""
+    from refine import PipelinePredictor
+
+    predictor = Predictor.load(run_dir)
+    if predictor.scheme.name != scheme.name:
+        raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
+    images = arrays["images"]
+    if not isinstance(predictor, PipelinePredictor):
+        variants = [(run_dir.name, predictor.predict_crops(images), predictor, run_dir)]
+    else:
+        stage1 = predictor.stage1
+        coarse = stage1.predict_crops(images)
+        kind = predictor.pipeline.kind
+        truth = (arrays["landmarks"], arrays["visible"])
+        variants = [(f"{run_dir.name}: stage 1 ({Path(predictor.pipeline.stage1).name})", coarse, stage1, Path(predictor.pipeline.stage1)),
+                    (f"{run_dir.name}: stage 1 + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None)]
+        if predictor.box_net is not None:
+            variants.append((f"{run_dir.name}: stage 1 + {kind} (box net)", predictor.refine(images, coarse, "boxes"), None, None))
+        variants.append((f"{run_dir.name}: stage 1 + {kind} (oracle boxes)", predictor.refine(images, coarse, "oracle", truth), None, None))
+    out = []
+    for name, pred, timed, history_dir in variants:
+        row = score(name, pred, arrays, scheme)
+        row["train_loss"], row["val_loss"], row["best_epoch"] = (
+            history_losses(history_dir) if history_dir is not None else (float("nan"), float("nan"), None)
+        )
+        row["params"] = count_params(timed) if timed is not None else None
+        row["ms_per_face"] = timed.ms_per_face(images[0]) if (timing and timed is not None) else float("nan")
+        out.append((row, pred, history_dir / "history.csv" if history_dir is not None else None))
+    return out
+
+
+def count_params(predictor) -> int:
+    total = int(predictor.model.count_params())
+    for extra in list(getattr(predictor, "refiners", {}).values()) + [getattr(predictor, "box_net", None)]:
+        if extra is not None:
+            total += int(extra.model.count_params())
+    return total
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

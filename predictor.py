@@ -84,6 +84,7 @@ class Predictor:
         self.config = config or {}
         shape = model.inputs[0].shape
         self.input_size, self.channels = int(shape[1]), int(shape[3])
+        self.crop_size = self.input_size  # resolution photos are cropped at
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = "best", **kwargs) -> "Predictor":
@@ -101,6 +102,10 @@ class Predictor:
         import models
 
         run_dir = Path(run_dir)
+        if (run_dir / "pipeline.json").is_file():
+            from refine import PipelinePredictor
+
+            return PipelinePredictor.load(run_dir, **kwargs)
         config_path = run_dir / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
@@ -165,7 +170,7 @@ class Predictor:
         if len(detections) == 0:
             return []
         boxes = np.stack([faces.crop_box_from_detection(d) for d in detections])
-        crops = np.stack([faces.crop_face(image, box, self.input_size) for box in boxes])
+        crops = np.stack([faces.crop_face(image, box, self.crop_size) for box in boxes])
         uv = self.predict_crops(crops)
         return [
             FaceLandmarks(det, float(score), box, faces.points_from_crop(points, box))

@@ -6,6 +6,12 @@
 The run directory keeps the config, checkpoints, history and TensorBoard logs
 (see training.py); ``--resume`` continues an interrupted run from its last
 epoch with the same settings.  ``python models.py --list`` shows the models.
+
+Coarse-to-fine pipelines (refine.py) take the place of the model name:
+
+    python train.py boxes   --data TRAIN.npz --run-dir runs/boxes            # region-box network
+    python train.py cascade --stage1 runs/mnv2 --run-dir runs/mnv2-cascade   # seed 001 level 2
+    python train.py regions --stage1 runs/mnv2 --boxes runs/boxes --run-dir runs/mnv2-regions  # seed 003
 """
 
 from __future__ import annotations
@@ -56,18 +62,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-epochs", type=int, default=10, help="autoencoder reconstruction epochs")
     parser.add_argument("--preview-every", type=int, default=5, help="epochs between TensorBoard preview images (0: off)")
     parser.add_argument("--workers", type=int, default=2, help="threads preparing batches (1: in the training thread)")
+    pipeline = parser.add_argument_group("coarse-to-fine pipelines (model name cascade, regions or boxes)")
+    pipeline.add_argument("--stage1", help="run directory of the global model to refine")
+    pipeline.add_argument("--boxes", help="regions: run directory of a box network (train.py boxes)")
+    pipeline.add_argument("--refiner", default="scratch", help="registered model used for each region refiner")
+    pipeline.add_argument("--box-model", default="resnet_scratch", help="registered model used for the box network")
+    pipeline.add_argument("--patch-size", type=int, default=32, help="refiner input size in pixels")
+    pipeline.add_argument("--margin", type=float, default=0.25, help="region box margin per side, fraction of its size")
+    pipeline.add_argument("--copies", type=int, default=4, help="jittered patches per training face")
     return parser
+
+
+def train_pipeline(args, config) -> dict:
+    import refine
+
+    if args.model == "boxes":
+        config.model = args.box_model
+        return refine.train_boxes(config, margin=args.margin)
+    if not args.stage1:
+        raise ValueError(f"train.py {args.model} needs --stage1 RUN_DIR (the global model to refine)")
+    pipeline = refine.PipelineConfig(
+        kind=args.model, stage1=args.stage1, run_dir=args.run_dir, boxes=args.boxes, refiner=args.refiner,
+        patch_size=args.patch_size, margin=args.margin, copies=args.copies,
+    )
+    return refine.train_pipeline(pipeline, config)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     run_dir = Path(args.run_dir)
-    if args.resume:
+    pipeline = args.model in ("cascade", "regions", "boxes")
+    if args.resume and not pipeline:
         config = training.TrainConfig.load(run_dir / "config.json")
         if "--epochs" in (argv if argv is not None else sys.argv):
             config.epochs = args.epochs
     else:
-        if not args.model or not args.data:
+        if not args.model or not (args.data or (pipeline and args.stage1)):
             raise SystemExit("train.py: a model name and --data are required (or --resume with --run-dir)")
         config = training.TrainConfig(
             model=args.model, data=args.data, val=args.val, val_fraction=args.val_fraction, run_dir=args.run_dir,
@@ -79,7 +109,7 @@ def main(argv=None) -> int:
             pretrain_epochs=args.pretrain_epochs, preview_every=args.preview_every, workers=args.workers,
         )
     try:
-        summary = training.fit(config, resume=args.resume)
+        summary = train_pipeline(args, config) if pipeline else training.fit(config, resume=args.resume)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python train.py --resume --run-dir {run_dir}", file=sys.stderr)
         return 130
