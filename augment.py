@@ -573,7 +573,11 @@ class Augmenter:
     Call ``augmenter(images, landmarks, visible)`` on a batch: images uint8 or
     float (B, S, S, C) 0..255, landmarks float32 (B, K, 2), visible bool
     (B, K); it returns numpy ``(images float32, landmarks float32, visible
-    bool)``.
+    bool)``.  Inside a jitted training step, draw ``sample_params`` outside
+    the step and call ``apply_augmentation`` in it.
+
+    The host Generator is not thread-safe: give each loader thread its own
+    Augmenter (for instance ``seed + worker_index``).
     """
 
     def __init__(self, config: AugmentConfig, scheme: Scheme | str, seed: int = 0, compile: bool = True):
@@ -603,21 +607,22 @@ class Augmenter:
         cfg, rng, b = self.config, self.rng, batch_size
 
         def amounts(name: str, low: float, high: float, shape=()) -> np.ndarray:
+            """Uniform amounts where the transform is chosen, 0 elsewhere."""
             # Draw every value so the stream does not depend on which are applied.
             chosen = rng.random(b) < cfg.probability(name)
             values = rng.uniform(low, high, (b, *shape))
-            return np.where(chosen.reshape(-1, *[1] * len(shape)), values, 0.0), chosen
+            return np.where(chosen.reshape(-1, *[1] * len(shape)), values, 0.0)
 
-        rotation, _ = amounts("rotation", -cfg.rotation, cfg.rotation)
-        zoom, zoomed = amounts("scale", -cfg.scale, cfg.scale)
-        translate, _ = amounts("translate", -cfg.translate, cfg.translate, (2,))
-        shear, _ = amounts("shear", -cfg.shear, cfg.shear, (2,))
+        rotation = amounts("rotation", -cfg.rotation, cfg.rotation)
+        zoom = amounts("scale", -cfg.scale, cfg.scale)
+        translate = amounts("translate", -cfg.translate, cfg.translate, (2,))
+        shear = amounts("shear", -cfg.shear, cfg.shear, (2,))
         flip = rng.random(b) < cfg.flip
         points, warp = affine_matrices(rotation, 1.0 + zoom, translate, shear, flip, size)
 
-        contrast, _ = amounts("contrast", -cfg.contrast, cfg.contrast)
-        brightness, _ = amounts("brightness", -cfg.brightness * 255.0, cfg.brightness * 255.0)
-        noise_std, _ = amounts("noise", 0.0, cfg.noise)
+        contrast = amounts("contrast", -cfg.contrast, cfg.contrast)
+        brightness = amounts("brightness", -cfg.brightness * 255.0, cfg.brightness * 255.0)
+        noise_std = amounts("noise", 0.0, cfg.noise)
         occluded = rng.random(b) < cfg.occlusion
         sides = rng.uniform(OCCLUSION_MIN_FRACTION * cfg.occlusion_size, cfg.occlusion_size, (b, 2)) * size
         centres = rng.uniform(0.0, size, (b, 2))
@@ -642,7 +647,12 @@ class Augmenter:
         }
 
     def apply(self, images, landmarks, visible, params):
-        """Apply given parameters (from ``sample_params``) and return numpy arrays."""
+        """Apply given parameters and return numpy arrays.
+
+        Args:
+            images, landmarks, visible: the batch, as for ``__call__``.
+            params: from ``sample_params`` (or edited: tests set exact maps).
+        """
         from keras import ops
 
         images, landmarks, visible = _check_batch(images, landmarks, visible, self.scheme)

@@ -14,7 +14,7 @@ import pytest
 
 import faces
 from augment import AugmentConfig, Augmenter, affine_matrices, apply_augmentation, gaussian_noise, warp_images
-from landmarks import IBUG68
+from landmarks import IBUG68, mirror_landmarks
 
 SIZE = 128
 MARKER_RADIUS = 2.5
@@ -98,19 +98,14 @@ def marker_centres(images):
     return np.array(centres)
 
 
-def params_for(augmenter, batch, **geometry):
-    """Identity parameters of ``augmenter`` with the given geometry instead."""
+def exact_params(batch, rotation=0.0, translate=(0.0, 0.0), flip=False):
+    """No photometric change and the same given geometry for every image."""
     params = Augmenter(AugmentConfig.none(), IBUG68).sample_params(batch, SIZE)
-    b = batch
+    flips = np.full(batch, flip)
     points, warp = affine_matrices(
-        geometry.get("rotation", np.zeros(b)),
-        geometry.get("scale", np.ones(b)),
-        geometry.get("translate", np.zeros((b, 2))),
-        geometry.get("shear", np.zeros((b, 2))),
-        geometry.get("flip", np.zeros(b, bool)),
-        SIZE,
+        np.full(batch, rotation), np.ones(batch), np.tile(translate, (batch, 1)), np.zeros((batch, 2)), flips, SIZE
     )
-    params.update(points=points, warp=warp, flip=geometry.get("flip", np.zeros(b, bool)))
+    params.update(points=points, warp=warp, flip=flips)
     return params
 
 
@@ -167,12 +162,11 @@ def test_points_pushed_outside_become_invisible(real_faces):
     images, landmarks, visible = real_faces
     visible = visible.copy()
     visible[:, 27] = False  # nose bridge: unlabelled, must stay invisible though it stays inside
-    shift = np.tile([[0.4, 0.0]], (8, 1))
     augmenter = Augmenter(AugmentConfig.none(), IBUG68)
     jaw_right = 14  # on the subject's left cheek: image right, pushed past the edge
     marked, landmarks = draw_markers(images, landmarks, [jaw_right] * 4 + [30] * 4)
     out_images, out_landmarks, out_visible = augmenter.apply(
-        marked, landmarks, visible, params_for(augmenter, 8, translate=shift)
+        marked, landmarks, visible, exact_params(8, translate=(0.4, 0.0))
     )
     np.testing.assert_allclose(out_landmarks, landmarks + [0.4, 0.0], atol=1e-5)
     inside = np.all((out_landmarks >= 0) & (out_landmarks <= 1), axis=-1)
@@ -197,6 +191,23 @@ def test_random_geometry_keeps_the_visibility_rule(real_faces):
     inside = np.all((out_landmarks >= 0) & (out_landmarks <= 1), axis=-1)
     np.testing.assert_array_equal(out_visible, np.take_along_axis(visible, order, 1) & inside)
     assert (~inside).any()
+
+
+@pytest.mark.backend
+def test_exact_quarter_turn_and_flip_match_numpy_and_landmarks_py(real_faces):
+    images, landmarks, visible = real_faces
+    augmenter = Augmenter(AugmentConfig.none(), IBUG68)
+    turned, turned_landmarks, _ = augmenter.apply(images, landmarks, visible, exact_params(8, rotation=90))
+    # Clockwise on screen: the image rotates like np.rot90(k=-1) and (u, v) -> (1 - v, u).
+    np.testing.assert_allclose(turned, np.rot90(images, k=-1, axes=(1, 2)), atol=1e-2)
+    np.testing.assert_allclose(turned_landmarks, np.stack([1 - landmarks[..., 1], landmarks[..., 0]], -1), atol=1e-6)
+    flipped, flipped_landmarks, flipped_visible = augmenter.apply(
+        images, landmarks, visible, exact_params(8, flip=True)
+    )
+    np.testing.assert_array_equal(flipped, images[:, :, ::-1])
+    reference_landmarks, reference_visible = mirror_landmarks(landmarks, visible, IBUG68)
+    np.testing.assert_allclose(flipped_landmarks, reference_landmarks, atol=1e-6)
+    np.testing.assert_array_equal(flipped_visible, reference_visible)
 
 
 PHOTOMETRIC = {
