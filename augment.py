@@ -591,20 +591,23 @@ class Augmenter:
         self.rng = np.random.default_rng(self.seed)
         self._apply = _augmentation_function(self.scheme.mirror, config.fill_mode, float(config.fill_value), compile)
 
-    def sample_params(self, batch_size: int, size: int, channels: int = 3) -> dict[str, np.ndarray | None]:
+    def sample_params(self, batch_size: int, size: int, channels: int = 3, rng=None) -> dict[str, np.ndarray | None]:
         """Draw the random parameters of one batch of (S, S, C) crops (host, numpy).
 
         Args:
             batch_size: B.
             size: crop side S in pixels.
             channels: C (sizes the noise field).
+            rng: a numpy Generator to draw from instead of the Augmenter's
+                own (a data loader passes one per batch, seeded by epoch and
+                batch index, so results do not depend on thread timing).
 
         Returns:
             The ``params`` dict of ``apply_augmentation``.
         """
         if batch_size < 1 or size < 1 or channels < 1:
             raise ValueError(f"batch_size, size and channels must be >= 1, got {batch_size}, {size}, {channels}")
-        cfg, rng, b = self.config, self.rng, batch_size
+        cfg, rng, b = self.config, (self.rng if rng is None else rng), batch_size
 
         def amounts(name: str, low: float, high: float, shape=()) -> np.ndarray:
             """Uniform amounts where the transform is chosen, 0 elsewhere."""
@@ -659,11 +662,11 @@ class Augmenter:
         out = self._apply(images, landmarks, visible, params)
         return tuple(ops.convert_to_numpy(x) for x in out)
 
-    def __call__(self, images, landmarks, visible):
+    def __call__(self, images, landmarks, visible, rng=None):
         images, landmarks, visible = _check_batch(images, landmarks, visible, self.scheme)
         if not self.config.enabled:
             return images.astype(np.float32), landmarks.copy(), visible.copy()
-        params = self.sample_params(images.shape[0], images.shape[1], images.shape[3])
+        params = self.sample_params(images.shape[0], images.shape[1], images.shape[3], rng=rng)
         return self.apply(images, landmarks, visible, params)
 
 

@@ -159,9 +159,10 @@ def model_inputs(arrays: dict, size: int | None) -> np.ndarray:
 class LandmarkBatches(keras.utils.PyDataset):
     """Shuffled, optionally augmented batches of (inputs, packed targets).
 
-    The order of epoch ``e`` depends only on ``seed`` and ``e``, so a resumed
-    run sees the same batches as an uninterrupted one.  The last, partial
-    batch is kept.
+    The order of epoch ``e`` and the augmentation of each batch depend only
+    on ``seed``, ``e`` and the batch index -- not on which loader thread
+    makes the batch -- so a resumed run sees the same batches as an
+    uninterrupted one.  The last, partial batch is kept.
     """
 
     def __init__(self, inputs, landmarks, visible, batch_size, augmenter=None, shuffle=True, seed=0, **kwargs):
@@ -175,6 +176,7 @@ class LandmarkBatches(keras.utils.PyDataset):
 
     def set_epoch(self, epoch: int) -> None:
         n = len(self.landmarks)
+        self.epoch = epoch
         self.order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
     def __len__(self):
@@ -184,8 +186,8 @@ class LandmarkBatches(keras.utils.PyDataset):
         rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
         x, landmarks, visible = self.inputs[rows], self.landmarks[rows], self.visible[rows]
         if self.augmenter is not None:
-            x, landmarks, visible = self.augmenter(x, landmarks, visible)
-            x, landmarks, visible = (keras.ops.convert_to_numpy(v) for v in (x, landmarks, visible))
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            x, landmarks, visible = self.augmenter(x, landmarks, visible, rng=rng)
         return np.asarray(x, np.float32), self._pack(landmarks, visible)
 
 
