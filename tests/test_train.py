@@ -1,0 +1,149 @@
+"""train.py / training.py on real faces: run directory, TensorBoard, resume, bottleneck training."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import dataset_io
+import training
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.backend
+
+
+def history(run_dir):
+    with open(Path(run_dir) / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def tensorboard_tags(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    return accumulator, set(accumulator.Tags()["tensors"])
+
+
+def test_run_directory_holds_everything_to_reuse_the_run(tiny_run, tiny_ibug):
+    import keras
+
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["model"] == "scratch" and config["scheme"] == "ibug68" and config["num_points"] == 68
+    assert config["data"] == str(tiny_ibug["train"]) and config["input_shape"] == [48, 48, 3]
+    for name in ("best.weights.h5", "last.weights.h5", "model.keras", "history.csv", "state.json", "summary.json"):
+        assert (tiny_run / name).is_file(), name
+    with h5py.File(tiny_run / "best.weights.h5") as handle:
+        assert "layers" in handle and "optimizer" in handle  # HDF5 weights + optimizer state
+    rows = history(tiny_run)
+    assert len(rows) == 12 and {"loss", "val_loss", "val_nme", "learning_rate"} <= set(rows[0])
+    val_losses = [float(r["val_loss"]) for r in rows]
+    assert min(val_losses) < val_losses[0], "training did not lower the validation loss"
+
+    # model.keras carries the best weights: same predictions as best.weights.h5 in a fresh model
+    import models
+
+    val = dataset_io.load_npz(tiny_ibug["test"])
+    x = val["images"][:4].astype(np.float32)
+    loaded = keras.models.load_model(tiny_run / "model.keras", compile=False)
+    fresh = models.build_model("scratch", input_shape=(48, 48, 3), num_points=68)
+    fresh.load_weights(tiny_run / "best.weights.h5")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), fresh.predict(x, verbose=0), atol=1e-5)
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["best_epoch"] == int(np.argmin(val_losses)) + 1
+
+
+def test_tensorboard_has_losses_nme_learning_rate_and_preview_images(tiny_run):
+    train_acc, train_tags = tensorboard_tags(tiny_run / "logs" / "train")
+    assert {"epoch_loss", "epoch_nme", "epoch_learning_rate"} <= train_tags
+    assert len(train_acc.Tensors("epoch_loss")) == 12
+    _, val_tags = tensorboard_tags(tiny_run / "logs" / "validation")
+    assert {"epoch_loss", "epoch_nme"} <= val_tags
+    previews, tags = tensorboard_tags(tiny_run / "logs" / "previews")
+    events = previews.Tensors("validation predictions")
+    assert [e.step for e in events] == [3, 7, 11]  # every 4 epochs
+    png = events[-1].tensor_proto.string_val[2]  # [width, height, encoded PNG]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validation_split_is_by_subject():
+    subjects = np.array([f"s{i // 3}" for i in range(60)])
+    train_idx, val_idx = training.split_by_subject(subjects, 0.25, seed=3)
+    assert set(subjects[train_idx]).isdisjoint(subjects[val_idx])
+    assert len(train_idx) + len(val_idx) == 60 and 12 <= len(val_idx) <= 18
+
+
+def test_existing_run_is_never_overwritten(tiny_run, tiny_ibug):
+    before = (tiny_run / "best.weights.h5").read_bytes()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tiny_run)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert (tiny_run / "best.weights.h5").read_bytes() == before
+
+
+def test_killed_run_resumes_with_the_right_epoch_and_learning_rate(tmp_path, tiny_ibug):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "train.py"), "scratch", "--data", str(tiny_ibug["train"]),
+               "--run-dir", str(run_dir), "--epochs", "6", "--batch", "16", "--schedule", "cosine",
+               "--lr", "0.004", "--augment", "none", "--workers", "1", "--preview-every", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            state = run_dir / "state.json"
+            if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
+                break
+            if process.poll() is not None:
+                pytest.fail("training ended before it could be interrupted")
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 240 s")
+        os.killpg(process.pid, signal.SIGKILL)  # as hard as a power cut
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stopped_at = json.loads((run_dir / "state.json").read_text())["epoch"]
+    assert stopped_at < 5, "the run finished before it was killed"
+
+    result = subprocess.run(command[:2] + ["--resume", "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming {run_dir} at epoch {stopped_at + 2}" in result.stdout
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(6)), "an epoch is missing or repeated"
+    schedule = training.cosine_lr(0.004, 6)
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], [schedule(e) for e in range(6)], rtol=1e-5)
+    assert json.loads((run_dir / "state.json").read_text())["epoch"] == 5
+
+
+def test_bottleneck_features_train_the_inception_bottleneck_head(tmp_path, tiny_ibug, data_dir):
+    import datagen
+
+    weights = data_dir.parent / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
+    features = tmp_path / "features.npz"
+    datagen.bottleneck(tiny_ibug["train"], features, backbone="mobilenetv2", weights=str(weights), batch_size=32)
+    arrays = dataset_io.load_npz(features)
+    assert arrays["features"].dtype == np.float32 and arrays["features"].ndim == 2
+    config = training.TrainConfig(
+        model="inception_bottleneck", data=str(features), run_dir=str(tmp_path / "head"), val_fraction=0.2,
+        epochs=3, batch=16, workers=1,
+    )
+    summary = training.fit(config, verbose=0)
+    assert summary["epochs"] == 3 and np.isfinite(summary["val_nme"])
+    assert json.loads((tmp_path / "head" / "config.json").read_text())["input_kind"] == "features"
+
+
+def test_images_cannot_feed_a_features_model(tmp_path, tiny_ibug):
+    config = training.TrainConfig(model="inception_bottleneck", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "r"), epochs=1)
+    with pytest.raises(ValueError, match="takes features but .* holds images"):
+        training.fit(config, verbose=0)
