@@ -222,10 +222,11 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     # The data may hold 8 or 16 bits, gray, RGB or RGBA: IMREAD_COLOR gives 8-bit BGR for all.
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
+        if kind == "JPEG" and b"\xff\xd9" not in data[-4096:]:
+            raise ImageReadError("truncated JPEG (no end-of-image marker)")
+        if kind == "PNG" and b"IEND" not in data[-64:]:
+            raise ImageReadError("truncated PNG (no IEND chunk)")
         raise ImageReadError(f"corrupt or unsupported image data ({kind} signature)")
-    if kind == "JPEG" and b"\xff\xd9" not in data[-4096:]:
-        # libjpeg pads a truncated JPEG with gray and only warns.
-        raise ImageReadError("truncated JPEG (no end-of-image marker)")
     notes = []
     expected = _SUFFIX_FORMAT.get(path.suffix.lower())
     if expected and kind not in ("unknown", expected):
