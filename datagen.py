@@ -828,8 +828,9 @@ class CroppedFace:
 _WORKER: dict = {}
 
 
-def _init_worker(settings: CropSettings) -> None:
-    cv2.setNumThreads(1)
+def _init_worker(settings: CropSettings, pooled: bool = True) -> None:
+    if pooled:
+        cv2.setNumThreads(1)  # the pool already uses every core
     _WORKER["settings"] = settings
     _WORKER["detector"] = faces.FaceDetector(upsample=settings.upsample)
 
@@ -992,7 +993,7 @@ def _iterate_crops(records, settings: CropSettings, workers: int):
     """Yield ``(index, CroppedFace | FaceSkipped)`` in record order, streaming from a process pool."""
     items = list(enumerate(records))
     if workers <= 1 or len(records) < 4:
-        _init_worker(settings)
+        _init_worker(settings, pooled=False)
         yield from map(_crop_task, items)
         return
     chunk = max(1, min(16, len(items) // (workers * 8)))
