@@ -1298,7 +1298,12 @@ def bottleneck(data: str | os.PathLike, out: str | os.PathLike, backbone: str, w
     arrays = dataset_io.load_npz(data)
     if "images" not in arrays:
         raise dataset_io.DatasetError(f"{data}: has no images (already a bottleneck file?)")
-    import backbones
+    try:
+        import backbones
+    except ModuleNotFoundError as err:
+        if err.name != "backbones":
+            raise
+        raise ValueError("bottleneck needs backbones.py beside datagen.py") from None
 
     features = np.asarray(backbones.extract_features(arrays["images"], backbone, weights, batch_size=batch_size), np.float32)
     n = len(arrays["images"])
