@@ -44,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ElementTree
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -989,6 +989,19 @@ def output_paths(prefix: str | os.PathLike) -> dict[str, Path]:
     }
 
 
+def worker_context():
+    """Processes started from a clean server, never forked from this one.
+
+    Forking a process whose OpenCV, TensorFlow or JAX thread pools are running
+    (a test session, a notebook, train.py preparing data) can leave a lock
+    held forever in the child; the forkserver forks from a fresh process
+    that has only imported this module.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["datagen"])
+    return context
+
+
 def _iterate_crops(records, settings: CropSettings, workers: int):
     """Yield ``(index, CroppedFace | FaceSkipped)`` in record order, streaming from a process pool."""
     items = list(enumerate(records))
@@ -997,7 +1010,7 @@ def _iterate_crops(records, settings: CropSettings, workers: int):
         yield from map(_crop_task, items)
         return
     chunk = max(1, min(16, len(items) // (workers * 8)))
-    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+    with worker_context().Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
         yield from pool.imap(_crop_task, items, chunksize=chunk)
 
 

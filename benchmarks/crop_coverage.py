@@ -23,7 +23,6 @@ preparation uses.  The readers come from ``datagen.py``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -72,7 +71,7 @@ def main(argv=None) -> int:
         records = [records[i] for i in np.linspace(0, len(records) - 1, args.limit).round().astype(int)]
     from tqdm import tqdm
 
-    with multiprocessing.Pool(args.workers or os.cpu_count()) as pool:
+    with datagen.worker_context().Pool(args.workers or os.cpu_count()) as pool:
         boxes = list(tqdm(pool.imap(_measure, records, chunksize=4), total=len(records), desc="detect", unit="face"))
 
     scale, shift_x, shift_y, covered = [], [], [], {s: [] for s in SCALES}
