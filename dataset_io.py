@@ -15,8 +15,17 @@ box           float32 (N, 4)      crop ``[x0, y0, x1, y1]`` in original pixels
 name          str (N,)            image file (relative to the source)
 source        str (N,)            dataset the face came from (``300w``…)
 mirrored      bool (N,)           face is a horizontal mirror of ``name``
-detection     str (N,)            ``dlib`` or ``landmarks`` (fallback box)
+vflipped      bool (N,)           face is a vertical flip of ``name`` (``--vflip``)
+detection     str (N,)            ``dlib``, ``landmarks`` (fallback box) or
+                                  ``given`` (box from the dataset)
 ============  ==================  =============================================
+
+Landmarks with ``visible`` False are either unlabelled (stored as 0) or
+labelled but outside the crop (stored where they are, outside [0, 1]); either
+way they carry no loss and no error.  ``box`` is always the crop in the
+original image ``name``: for a mirrored row, mirror the landmarks back
+(``landmarks.mirror_landmarks``), for a vertically flipped row take
+``y = 1 - y``, before ``faces.points_from_crop``.
 
 Bottleneck files (``datagen.py bottleneck``) replace ``images`` by
 ``features`` float32 (N, F) and add ``backbone``; everything else is kept.
@@ -36,7 +45,9 @@ import numpy as np
 from landmarks import get_scheme
 
 REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
-PER_FACE = ("images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "detection")
+PER_FACE = (
+    "images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "vflipped", "detection",
+)
 
 
 class DatasetError(ValueError):

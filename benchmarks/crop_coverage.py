@@ -1,0 +1,118 @@
+"""Where dlib's box sits on a face, and how much of the face the crop holds.
+
+Measures, on faces of real 300-W + YouTube68 data that dlib's HOG detector
+finds (``faces.FaceDetector.find_face``, the detection ``datagen.py prepare``
+uses), the numbers ``faces.py`` cites:
+
+* dlib's box relative to the landmarks' bounding box: median side ratio
+  (``LANDMARK_BOX_SCALE``) and vertical centre shift in units of the landmark
+  box's larger side (``LANDMARK_BOX_SHIFT``, negative = dlib's centre is higher);
+* the fraction of landmarks, and of whole faces, inside the crop box
+  ``crop_box_from_detection`` makes at several scales (``CROP_SCALE``) and at
+  ``CROP_SHIFT``;
+* the same coverage for the fallback box built from the landmarks.
+
+Faces are a deterministic, evenly spaced sample (``--limit``).  Only faces
+whose detection ``find_face`` accepts are counted (it asks for 90 % of the
+landmarks inside the crop), so the coverage is that of the detections the
+preparation uses.  The readers come from ``datagen.py``.
+
+    python benchmarks/crop_coverage.py --limit 800
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import datagen  # noqa: E402
+import faces  # noqa: E402
+
+SCALES = (1.3, 1.4, 1.5, 1.6, 1.8)
+_DETECTOR = {}
+
+
+def _measure(record: datagen.FaceRecord):
+    """dlib's box for one face, or None when dlib finds none matching its landmarks."""
+    detector = _DETECTOR.setdefault("dlib", faces.FaceDetector())
+    try:
+        image, _ = datagen.read_image(record.image_path)
+    except datagen.ImageReadError:
+        return None
+    found = detector.find_face(image, record.points, record.labelled)
+    return None if found is None else np.asarray(found, np.float64)
+
+
+def inside_fraction(box, points) -> np.ndarray:
+    """Per point: inside ``box`` (pixel centres at p + 0.5)."""
+    c = points + 0.5
+    return (c[:, 0] >= box[0]) & (c[:, 0] <= box[2]) & (c[:, 1] >= box[1]) & (c[:, 1] <= box[3])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
+                        help="folder holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
+    parser.add_argument("--limit", type=int, default=800, help="faces to sample, evenly spaced (0: all; default 800)")
+    parser.add_argument("--workers", type=int, default=0, help="processes (default one per CPU)")
+    args = parser.parse_args(argv)
+    if args.limit < 0:
+        parser.error(f"--limit must be >= 0, got {args.limit}")
+
+    records = datagen.read_300w(args.data / "300w").records + datagen.read_youtube68(args.data / "youtube68").records
+    if args.limit and args.limit < len(records):
+        records = [records[i] for i in np.linspace(0, len(records) - 1, args.limit).round().astype(int)]
+    from tqdm import tqdm
+
+    with datagen.worker_context().Pool(args.workers or os.cpu_count()) as pool:
+        boxes = list(tqdm(pool.imap(_measure, records, chunksize=4), total=len(records), desc="detect", unit="face"))
+
+    scale, shift_x, shift_y, covered = [], [], [], {s: [] for s in SCALES}
+    fallback_points, fallback_faces = [], []
+    for record, det in zip(records, boxes):
+        points = record.points[record.labelled]
+        fallback = inside_fraction(faces.crop_box_from_landmarks(points), points)
+        fallback_points.append(fallback.mean())
+        fallback_faces.append(fallback.all())
+        if det is None:
+            continue
+        lm = faces.landmark_bounds(points)
+        side = max(lm[2] - lm[0], lm[3] - lm[1])
+        scale.append(max(det[2] - det[0], det[3] - det[1]) / side)
+        shift_x.append(((det[0] + det[2]) - (lm[0] + lm[2])) / 2 / side)
+        shift_y.append(((det[1] + det[3]) - (lm[1] + lm[3])) / 2 / side)
+        for s in SCALES:
+            covered[s].append(inside_fraction(faces.crop_box_from_detection(det, scale=s), points))
+    n = len(scale)
+    if not n:
+        print("dlib found none of the sampled faces", file=sys.stderr)
+        return 1
+    print(f"\n{len(records)} faces sampled from 300-W + YouTube68; dlib found {n} ({n / len(records):.1%})\n")
+    print("| dlib box / landmark box | median | 10th pct | 90th pct |")
+    print("|---|---|---|---|")
+    for label, values in (("side ratio (LANDMARK_BOX_SCALE)", scale), ("centre shift x / side", shift_x),
+                          ("centre shift y / side (LANDMARK_BOX_SHIFT)", shift_y)):
+        lo, mid, hi = np.percentile(values, [10, 50, 90])
+        print(f"| {label} | {mid:.3f} | {lo:.3f} | {hi:.3f} |")
+    print(f"\ncrop_box_from_detection at CROP_SHIFT {faces.CROP_SHIFT} (faces.py uses CROP_SCALE {faces.CROP_SCALE})\n")
+    print("| crop scale | landmarks inside | faces wholly inside |")
+    print("|---|---|---|")
+    for s in SCALES:
+        per_face = covered[s]
+        points_in = np.concatenate(per_face).mean()
+        faces_in = np.mean([f.all() for f in per_face])
+        print(f"| {s}{' (used)' if s == faces.CROP_SCALE else ''} | {points_in:.2%} | {faces_in:.1%} |")
+    print(f"| fallback box from landmarks (all {len(records)} faces) | {np.mean(fallback_points):.2%} | "
+          f"{np.mean(fallback_faces):.1%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

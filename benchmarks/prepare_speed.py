@@ -1,0 +1,167 @@
+"""How fast ``datagen.py prepare`` is, and whether its memory stays flat.
+
+Prepares real 300-W and YouTube68 data at 128 px (each configuration in a
+fresh process, so peaks do not carry over) and prints one table row per
+configuration: faces, images per second, wall time, and peak resident memory:
+the main process (``resource.getrusage``), the largest of its worker processes
+(``getrusage`` of children and, for the forkserver's workers it cannot reap,
+their ``VmHWM`` from /proc), and all of them together (sampled).  The main process holds the output arrays, so its peak minus
+the output size is the overhead, which should not grow with the number of
+images.
+
+    python benchmarks/prepare_speed.py                 # 300w, then 300w + youtube68
+    python benchmarks/prepare_speed.py --configs both --size 64
+
+Not a test: it takes minutes.  Run it ``nice``'d on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CONFIGS = {
+    "300w": ["300w"],
+    "youtube68": ["youtube68"],
+    "both": ["300w", "youtube68"],
+}
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory(threading.Thread):
+    """Samples the peak memory of this process's descendants (the worker pool).
+
+    The workers come from datagen's forkserver, so they are grandchildren
+    that this process never reaps and ``RUSAGE_CHILDREN`` does not see them;
+    their own high-water marks (``VmHWM``) are read from /proc instead.
+    """
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.interval, self.largest_kb, self.tree_kb = interval, 0, 0
+        self.stopped = threading.Event()
+
+    def run(self):
+        me = os.getpid()
+        while not self.stopped.wait(self.interval):
+            pids = _descendants(me)
+            self.largest_kb = max([self.largest_kb] + [_memory_kb(p, "VmHWM") for p in pids])
+            current = _memory_kb(me, "VmRSS") + sum(_memory_kb(p, "VmRSS") for p in pids)
+            self.tree_kb = max(self.tree_kb, current)
+
+
+def run_inner(config: str, data_dir: Path, size: int, workers: int, out_dir: Path) -> dict:
+    """Prepare one configuration in this process; return its measurements."""
+    import datagen
+
+    datasets = [(name, str(data_dir / name)) for name in CONFIGS[config]]
+    options = datagen.PrepareOptions(size=size, out=str(out_dir / config), workers=workers, progress=False)
+    sampler = TreeMemory()
+    sampler.start()
+    started = time.perf_counter()
+    report = datagen.prepare(datasets, options)
+    wall = time.perf_counter() - started
+    sampler.stopped.set()
+    sampler.join()
+    output_bytes = sum(os.path.getsize(o["path"]) for o in report["outputs"].values())
+    return {
+        "config": config,
+        "listed": report["counts"]["listed"],
+        "written": report["counts"]["written"],
+        "fallback": report["counts"]["fallback"],
+        "rows": sum(o["faces"] for o in report["outputs"].values()),
+        "wall_s": wall,
+        "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children_peak_mb": max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, sampler.largest_kb) / 1024,
+        "tree_peak_mb": sampler.tree_kb / 1024,
+        "output_mb": output_bytes / 2**20,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=default_data_dir(), help="folder holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
+    parser.add_argument("--configs", default="300w,both", help=f"comma-separated, of {', '.join(CONFIGS)} (default 300w,both)")
+    parser.add_argument("--size", type=int, default=128, help="crop size (default 128)")
+    parser.add_argument("--workers", type=int, default=0, help="prepare --workers (default one per CPU)")
+    parser.add_argument("--inner", help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inner:
+        print(json.dumps(run_inner(args.inner, args.data, args.size, args.workers, args.out_dir)))
+        return 0
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s) {unknown}; known: {', '.join(CONFIGS)}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="prepare_speed_") as tmp:
+        for config in configs:
+            print(f"preparing {config} at {args.size} px ...", file=sys.stderr, flush=True)
+            command = [sys.executable, __file__, "--inner", config, "--data", str(args.data), "--size", str(args.size),
+                       "--workers", str(args.workers), "--out-dir", tmp]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stdout + done.stderr, file=sys.stderr)
+                return done.returncode
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            for path in Path(tmp).glob(f"{config}_*"):
+                path.unlink()
+    print(f"\ndatagen.py prepare at {args.size} px, {args.workers or os.cpu_count()} worker(s), {os.cpu_count()} CPU(s)\n")
+    header = ("datasets", "faces", "written", "fallback", "rows out", "images/s", "wall s",
+              "main peak MB", "largest worker MB", "all processes MB", "output MB", "main - output MB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print(
+            f"| {'+'.join(CONFIGS[r['config']])} | {r['listed']} | {r['written']} | {r['fallback']} | {r['rows']} | "
+            f"{r['listed'] / r['wall_s']:.1f} | {r['wall_s']:.0f} | {r['main_peak_mb']:.0f} | {r['children_peak_mb']:.0f} | "
+            f"{r['tree_peak_mb']:.0f} | "
+            f"{r['output_mb']:.0f} | {r['main_peak_mb'] - r['output_mb']:.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
