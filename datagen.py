@@ -899,7 +899,7 @@ class SplitBuffer:
         self.box = np.empty((capacity, 4), np.float32)
         self.mirrored = np.zeros(capacity, bool)
         self.vflipped = np.zeros(capacity, bool)
-        self.strings = {"subject": [], "name": [], "source": [], "detection": []}
+        self.strings = {"subject": [], "name": [], "source": [], "detection": [], "path": []}
         self.count = 0
 
     def add(self, face: CroppedFace, record: FaceRecord, image, landmarks, visible, mirrored=False, vflipped=False):
@@ -910,7 +910,9 @@ class SplitBuffer:
         self.box[i] = face.box
         self.mirrored[i] = mirrored
         self.vflipped[i] = vflipped
-        for key, value in (("subject", record.subject), ("name", record.name), ("source", record.source), ("detection", face.detection)):
+        strings = (("subject", record.subject), ("name", record.name), ("source", record.source),
+                   ("detection", face.detection), ("path", record.image_path or ""))
+        for key, value in strings:
             self.strings[key].append(value)
         self.count += 1
 

@@ -18,6 +18,9 @@ mirrored      bool (N,)           face is a horizontal mirror of ``name``
 vflipped      bool (N,)           face is a vertical flip of ``name`` (``--vflip``)
 detection     str (N,)            ``dlib``, ``landmarks`` (fallback box) or
                                   ``given`` (box from the dataset)
+path          str (N,)            absolute path of the original image when it
+                                  was prepared ('' for CSV pixels); the dlib
+                                  baseline reads the photo from there
 ============  ==================  =============================================
 
 Landmarks with ``visible`` False are either unlabelled (stored as 0) or
@@ -47,6 +50,7 @@ from landmarks import get_scheme
 REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
 PER_FACE = (
     "images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "vflipped", "detection",
+    "path",
 )
 
 

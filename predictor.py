@@ -239,7 +239,8 @@ class DlibPredictor:
         for i in tqdm(range(len(out)), desc="dlib baseline", disable=not progress, unit="face"):
             crop_box = arrays["box"][i]
             detection = faces.detection_from_crop_box(crop_box)
-            original = _read_rgb(paths[i]) if paths is not None and not arrays["mirrored"][i] else None
+            flipped = arrays["mirrored"][i] or ("vflipped" in arrays and arrays["vflipped"][i])
+            original = _read_rgb(paths[i]) if paths is not None and paths[i] and not flipped else None
             if original is not None:
                 points = self.predict_box(original, detection)
                 out[i] = faces.points_to_crop(points, crop_box)

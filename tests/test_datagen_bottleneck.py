@@ -1,8 +1,4 @@
-"""datagen.py bottleneck: frozen-backbone features replace the images, every other key is kept.
-
-PENDING: needs backbones.py (branch `models`); rename to test_datagen_bottleneck.py once it is on main.
-Verified against models@4253cac on TensorFlow and JAX.
-"""
+"""datagen.py bottleneck: frozen-backbone features replace the images, every other key is kept."""
 
 import numpy as np
 import pytest
