@@ -963,6 +963,7 @@ class PrepareOptions:
     upsample: int = 0
     compress: bool = False
     progress: bool = True
+    shard_size: int = 0
     split: SplitOptions = field(default_factory=SplitOptions)
 
     def __post_init__(self):
@@ -972,6 +973,8 @@ class PrepareOptions:
             raise ValueError(f"workers must be >= 0 (0: one per CPU), got {self.workers}")
         if self.upsample < 0:
             raise ValueError(f"upsample must be >= 0, got {self.upsample}")
+        if self.shard_size < 0:
+            raise ValueError(f"shard size must be >= 0 (0: one file per side), got {self.shard_size}")
         frac = self.split.test_fraction
         if frac is not None and not 0.0 <= frac <= 1.0:
             raise ValueError(f"test fraction must be in [0, 1], got {frac}")
@@ -979,6 +982,45 @@ class PrepareOptions:
             raise ValueError(f"test subjects must be >= 0, got {self.split.test_subjects}")
         if self.split.official_split not in ("auto", "keep", "ignore"):
             raise ValueError(f"official split must be auto, keep or ignore, got {self.split.official_split!r}")
+
+
+class ShardedBuffer:
+    """Faces of one side written ``shard_size`` rows at a time to numbered npz files.
+
+    Memory stays at one shard whatever the dataset's size; ``finish`` writes
+    the manifest (``PREFIX_train.shards.json``) that ``train.py --data`` reads.
+    """
+
+    def __init__(self, prefix: Path, shard_size: int, copies: int, size: int, channels: int, num_points: int,
+                 scheme: str, compress: bool):
+        self.prefix, self.shard_size, self.scheme, self.compress = prefix, shard_size, scheme, compress
+        self.shape = (size, size, channels)
+        self.buffer = SplitBuffer(shard_size + copies, size, channels, num_points)
+        self._fresh = lambda: SplitBuffer(shard_size + copies, size, channels, num_points)
+        self.shards, self.subjects = [], set()
+        self.count = 0
+
+    def add(self, face, record, scheme, mirror: bool, vflip: bool) -> None:
+        before = self.buffer.count
+        _add_with_copies(self.buffer, face, record, scheme, mirror, vflip)
+        self.count += self.buffer.count - before
+        self.subjects.add(record.subject)
+        if self.buffer.count >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer.count == 0:
+            return
+        path = dataset_io.shard_path(self.prefix, len(self.shards))
+        arrays = self.buffer.arrays(self.scheme)
+        dataset_io.validate(arrays, path)
+        dataset_io.save_npz(path, arrays, compress=self.compress)
+        self.shards.append({"file": str(path), "faces": int(self.buffer.count)})
+        self.buffer = self._fresh()
+
+    def finish(self) -> Path:
+        self.flush()
+        return dataset_io.write_manifest(f"{self.prefix}{dataset_io.MANIFEST_SUFFIX}", self.shards, self.scheme, self.shape)
 
 
 def output_paths(prefix: str | os.PathLike) -> dict[str, Path]:
@@ -1071,10 +1113,20 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
     copies = 1 + options.mirror + options.vflip
     channels = 1 if options.gray else 3
     n_train = sides.count("train")
-    buffers = {
-        "train": SplitBuffer(n_train * copies, options.size, channels, scheme.num_points),
-        "test": SplitBuffer(len(records) - n_train, options.size, channels, scheme.num_points),
-    }
+    if options.shard_size:
+        # shards hold random samples of the faces, not one dataset or subject after another
+        order = np.random.default_rng(options.split.seed).permutation(len(records))
+        records, sides = [records[i] for i in order], [sides[i] for i in order]
+        buffers = {
+            side: ShardedBuffer(Path(f"{options.out}_{side}"), options.shard_size, copies, options.size, channels,
+                                scheme.num_points, scheme_name, options.compress)
+            for side in ("train", "test")
+        }
+    else:
+        buffers = {
+            "train": SplitBuffer(n_train * copies, options.size, channels, scheme.num_points),
+            "test": SplitBuffer(len(records) - n_train, options.size, channels, scheme.num_points),
+        }
     skips = [skip for listing in listings for skip in listing.skips]
     counts = Counter()
     notes = Counter()
@@ -1097,7 +1149,11 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
             notes[note] += 1
             note_example.setdefault(note, record.name)
         side = sides[index]
-        _add_with_copies(buffers[side], outcome, record, scheme, side == "train" and options.mirror, side == "train" and options.vflip)
+        mirror, vflip = side == "train" and options.mirror, side == "train" and options.vflip
+        if options.shard_size:
+            buffers[side].add(outcome, record, scheme, mirror, vflip)
+        else:
+            _add_with_copies(buffers[side], outcome, record, scheme, mirror, vflip)
     progress.close()
 
     written = counts["dlib"] + counts["landmarks"] + counts["given"]
@@ -1105,7 +1161,11 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
         raise ValueError(f"every face was skipped ({len(skips)}); first: {skips[0].file}: {skips[0].reason}")
     paths = output_paths(options.out)
     outputs = {}
-    for side in ("train", "test"):
+    for side in ("train", "test") if options.shard_size else ():
+        manifest = buffers[side].finish()
+        outputs[side] = {"path": str(manifest), "faces": buffers[side].count, "shards": len(buffers[side].shards),
+                         "subjects": len(buffers[side].subjects)}
+    for side in () if options.shard_size else ("train", "test"):
         arrays = buffers[side].arrays(scheme_name)
         dataset_io.validate(arrays, paths[side])
         dataset_io.save_npz(paths[side], arrays, compress=options.compress)
@@ -1160,6 +1220,9 @@ def format_summary(report: dict, paths: dict[str, Path]) -> str:
         f" / given box {c['given']} / skipped {c['skipped']} (of {c['listed']} annotated faces)"
     )
     for side, out in report["outputs"].items():
+        if "shards" in out:
+            lines.append(f"  {side}: {out['faces']} faces in {out['shards']} shards, {out['subjects']} subjects -> {out['path']}")
+            continue
         lines.append(
             f"  {side}: {out['faces']} faces ({out['originals']} + {out['mirrored']} mirrored"
             f" + {out['vflipped']} vertically flipped), {out['subjects']} subjects -> {out['path']}"
@@ -1416,6 +1479,9 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         "(YouTube68's do), keep always, ignore never (default auto)",
     )
     prep.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU)")
+    prep.add_argument("--shard-size", type=int, default=0,
+                      help="write numbered shards of N faces and a PREFIX_{train,test}.shards.json manifest "
+                           "(for sets larger than memory; train.py streams them)")
     prep.add_argument("--upsample", type=int, default=0, help="dlib upsampling before detection (one more is tried on a miss)")
     prep.add_argument("--compress", action="store_true", help="write compressed npz files")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -1449,7 +1515,7 @@ def main(argv: list[str] | None = None) -> int:
             options = PrepareOptions(
                 size=args.size, out=args.out, gray=args.gray, mirror=args.mirror, vflip=args.vflip,
                 fallback=args.fallback, workers=args.workers, upsample=args.upsample, compress=args.compress,
-                progress=not args.quiet,
+                shard_size=args.shard_size, progress=not args.quiet,
                 split=SplitOptions(args.test_fraction, args.test_subjects, args.seed, args.official_split),
             )
             prepare(list(zip(args.datasets, args.source)), options)

@@ -156,3 +156,71 @@ def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         else:
             out[key] = parts[0][key]
     return out
+
+
+# ----------------------------------------------------------------------------
+# Shards: datasets larger than memory
+
+MANIFEST_SUFFIX = ".shards.json"
+
+
+def shard_path(prefix: str | os.PathLike, index: int) -> Path:
+    return Path(f"{prefix}-{index:05d}.npz")
+
+
+def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, image_shape) -> Path:
+    """``PREFIX.shards.json``: the shard files (relative to it), their face counts, scheme and image shape."""
+    import json
+
+    path = Path(path)
+    body = {
+        "scheme": scheme,
+        "image_shape": [int(v) for v in image_shape],
+        "faces": int(sum(s["faces"] for s in shards)),
+        "shards": [{"file": Path(s["file"]).name, "faces": int(s["faces"])} for s in shards],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def is_manifest(path: str | os.PathLike) -> bool:
+    return str(path).endswith(MANIFEST_SUFFIX)
+
+
+class ShardSet:
+    """The shards of a manifest, read one at a time (nothing loads the whole set).
+
+    Args:
+        manifest: path of a ``.shards.json`` written by ``datagen.py prepare --shard-size``.
+    """
+
+    def __init__(self, manifest: str | os.PathLike):
+        import json
+
+        self.manifest = Path(manifest)
+        try:
+            body = json.loads(self.manifest.read_text())
+            self.files = [self.manifest.parent / s["file"] for s in body["shards"]]
+            self.counts = [int(s["faces"]) for s in body["shards"]]
+            self.scheme = get_scheme(body["scheme"])
+            self.image_shape = tuple(body["image_shape"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DatasetError(f"{self.manifest}: not a readable shard manifest ({err})") from err
+        missing = [str(f) for f in self.files if not f.is_file()]
+        if missing:
+            raise DatasetError(f"{self.manifest}: shard file(s) missing: {', '.join(missing[:3])}")
+
+    @property
+    def faces(self) -> int:
+        return sum(self.counts)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        arrays = load_npz(self.files[index])
+        if str(arrays["scheme"]) != self.scheme.name or len(arrays["landmarks"]) != self.counts[index]:
+            raise DatasetError(f"{self.files[index]}: does not match its manifest {self.manifest}")
+        return arrays

@@ -203,6 +203,26 @@ def test_300w_and_youtube68_combine_with_no_subject_on_both_sides(ibug_subset, t
                 assert np.abs(points[visible] - truth[visible]).max() < 1.0
 
 
+def test_shards_hold_the_same_faces_as_one_file(ibug_subset, tmp_path):
+    import dataset_io
+
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    args = ("300w", "--source", ibug_subset / "300w", "youtube68", "--source", ibug_subset / "youtube68", "--size", 32)
+    assert run_prepare(*args, "--out", whole) == 0
+    assert run_prepare(*args, "--out", sharded, "--shard-size", 5) == 0
+    for side in ("train", "test"):
+        reference = load(f"{whole}_{side}.npz")
+        shards = dataset_io.ShardSet(f"{sharded}_{side}.shards.json")
+        assert shards.faces == len(reference["landmarks"])
+        assert all(count <= 5 + 1 for count in shards.counts)  # a face and its mirror stay together
+        names = []
+        for i in range(len(shards)):
+            part = shards.load(i)
+            check_contract(part, "ibug68", 32)
+            names += [f"{n}|{m}" for n, m in zip(part["name"], part["mirrored"])]
+        assert sorted(names) == sorted(f"{n}|{m}" for n, m in zip(reference["name"], reference["mirrored"]))
+
+
 def test_official_split_keep_and_300w_test_folders(ibug_subset, data_dir, tmp_path):
     out = tmp_path / "keep"
     assert run_prepare("youtube68", "--source", ibug_subset / "youtube68", "--official-split", "keep",
