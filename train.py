@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
     parser.add_argument("--size", type=int, help="input size in pixels (images are resized); default: the npz's")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=32, help="batch size (global, over all replicas)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size per replica (= the batch on one device)")
     parser.add_argument("--optimizer", default="adam", choices=training.OPTIMIZERS)
     parser.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     parser.add_argument("--schedule", default="plateau", choices=training.SCHEDULES,
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-epochs", type=int, default=10, help="autoencoder reconstruction epochs")
     parser.add_argument("--preview-every", type=int, default=5, help="epochs between TensorBoard preview images (0: off)")
     parser.add_argument("--workers", type=int, default=2, help="threads preparing batches (1: in the training thread)")
+    parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "data-parallel"],
+                        help="mirrored: all GPUs here (TF); multiworker: a TF_CONFIG cluster (TF); "
+                             "data-parallel: all devices (JAX). --batch is then per replica and the learning "
+                             "rate scales with the number of replicas")
     pipeline = parser.add_argument_group("coarse-to-fine pipelines (model name cascade, regions or boxes)")
     pipeline.add_argument("--stage1", help="run directory of the global model to refine")
     pipeline.add_argument("--boxes", help="regions: run directory of a box network (train.py boxes)")
@@ -107,6 +111,7 @@ def main(argv=None) -> int:
             train_blocks=args.train_blocks, model_options=parse_json_options(args.model_options, "--model-options"),
             augment=args.augment, seed=args.seed, mixed_precision=args.mixed_precision,
             pretrain_epochs=args.pretrain_epochs, preview_every=args.preview_every, workers=args.workers,
+            distribute=args.distribute,
         )
     try:
         summary = train_pipeline(args, config) if pipeline else training.fit(config, resume=args.resume)

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,18 +106,38 @@ def _write_json_atomic(path: Path, values) -> None:
 
 
 def load_split(config: TrainConfig):
-    """Training and validation arrays, the validation split taken by subject."""
-    train = dataset_io.load_npz(config.data)
+    """Training data (arrays, or a ``ShardSet`` streamed from disk) and validation arrays.
+
+    A validation split taken from in-memory training data is by subject;
+    sharded training data needs ``--val`` (a subject split would have to read
+    every shard first).
+    """
+    if dataset_io.is_manifest(config.data):
+        train = dataset_io.ShardSet(config.data)
+        if not config.val:
+            raise ValueError(f"{config.data} is sharded: give the validation set with --val (an npz or a manifest)")
+        scheme = train.scheme.name
+    else:
+        train = dataset_io.load_npz(config.data)
+        scheme = str(train["scheme"])
     if config.val:
-        val = dataset_io.load_npz(config.val)
-        if str(val["scheme"]) != str(train["scheme"]):
-            raise ValueError(f"{config.val}: scheme {val['scheme']} differs from {config.data}'s {train['scheme']}")
+        val = load_all(config.val)
+        if str(val["scheme"]) != scheme:
+            raise ValueError(f"{config.val}: scheme {val['scheme']} differs from {config.data}'s {scheme}")
     elif config.val_fraction > 0:
         train_idx, val_idx = split_by_subject(train["subject"], config.val_fraction, config.seed)
         train, val = dataset_io.subset(train, train_idx), dataset_io.subset(train, val_idx)
     else:
         val = None
     return train, val
+
+
+def load_all(path) -> dict:
+    """An npz, or every shard of a manifest joined (for validation sets, which are small)."""
+    if dataset_io.is_manifest(path):
+        shards = dataset_io.ShardSet(path)
+        return dataset_io.concatenate([shards.load(i) for i in range(len(shards))])
+    return dataset_io.load_npz(path)
 
 
 def split_by_subject(subjects: np.ndarray, fraction: float, seed: int):
@@ -156,39 +177,117 @@ def model_inputs(arrays: dict, size: int | None) -> np.ndarray:
     return out
 
 
+class FaceParts:
+    """Training faces as parts read one at a time: one in-memory part, or the shards of a manifest.
+
+    A worker of a cluster takes every ``workers``-th part (shards), or every
+    ``workers``-th face (in-memory data), so workers never share a face.
+    """
+
+    def __init__(self, data, size: int | None, worker_index: int = 0, workers: int = 1):
+        self.size = size
+        if isinstance(data, dataset_io.ShardSet):
+            self.shards = data
+            self.indices = list(range(worker_index, len(data), workers))
+            if not self.indices:
+                raise ValueError(f"{data.manifest}: {len(data)} shard(s) for {workers} workers; write smaller shards")
+            self.counts = [data.counts[i] for i in self.indices]
+            self._memory = None
+        else:
+            rows = np.arange(worker_index, len(data["landmarks"]), workers)
+            self.shards, self.indices, self.counts = None, [0], [len(rows)]
+            self._memory = (model_inputs(dataset_io.subset(data, rows), size), data["landmarks"][rows], data["visible"][rows])
+        self._cache, self._lock = {}, threading.Lock()
+
+    @property
+    def faces(self) -> int:
+        return sum(self.counts)
+
+    def get(self, part: int):
+        """(inputs, landmarks, visible) of part ``part``; keeps the two most recent shards loaded."""
+        if self._memory is not None:
+            return self._memory
+        with self._lock:
+            if part not in self._cache:
+                arrays = self.shards.load(self.indices[part])
+                self._cache[part] = (model_inputs(arrays, self.size), arrays["landmarks"], arrays["visible"])
+                while len(self._cache) > 2:
+                    self._cache.pop(next(iter(self._cache)))
+            return self._cache[part]
+
+
 class LandmarkBatches(keras.utils.PyDataset):
     """Shuffled, optionally augmented batches of (inputs, packed targets).
 
+    Each epoch shuffles the order of the parts and the faces inside each part
+    (batches never span two shards, so at most two shards are in memory).
     The order of epoch ``e`` and the augmentation of each batch depend only
     on ``seed``, ``e`` and the batch index -- not on which loader thread
     makes the batch -- so a resumed run sees the same batches as an
-    uninterrupted one.  The last, partial batch is kept.
+    uninterrupted one.  The last, partial batch of a part is kept unless
+    ``drop_remainder``.
     """
 
-    def __init__(self, inputs, landmarks, visible, batch_size, augmenter=None, shuffle=True, seed=0, **kwargs):
+    def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False, **kwargs):
         super().__init__(**kwargs)
         from losses import pack_targets
 
+        if batch_size > parts.faces:
+            raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces")
         self._pack = pack_targets
-        self.inputs, self.landmarks, self.visible = inputs, landmarks, visible
-        self.batch_size, self.augmenter, self.shuffle, self.seed = batch_size, augmenter, shuffle, seed
+        self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter
+        self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        n = len(self.landmarks)
-        self.epoch = epoch
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.parts.counts)) if self.shuffle else range(len(self.parts.counts))
+        self.epoch, self.plan = epoch, []
+        for part in order:
+            rows = rng.permutation(self.parts.counts[part]) if self.shuffle else np.arange(self.parts.counts[part])
+            stop = len(rows) - len(rows) % self.batch_size if self.drop_remainder else len(rows)
+            self.plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, stop, self.batch_size)]
 
     def __len__(self):
-        return math.ceil(len(self.landmarks) / self.batch_size)
+        return len(self.plan)
 
     def __getitem__(self, index):
-        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
-        x, landmarks, visible = self.inputs[rows], self.landmarks[rows], self.visible[rows]
+        part, rows = self.plan[index]
+        inputs, landmarks, visible = self.parts.get(part)
+        x, landmarks, visible = inputs[rows], landmarks[rows], visible[rows]
         if self.augmenter is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             x, landmarks, visible = self.augmenter(x, landmarks, visible, rng=rng)
         return np.asarray(x, np.float32), self._pack(landmarks, visible)
+
+    def endless(self):
+        """Batches epoch after epoch (for a tf.data pipeline under a tf.distribute strategy)."""
+        epoch = 0
+        while True:
+            self.set_epoch(epoch)
+            for index in range(len(self)):
+                yield self[index]
+            epoch += 1
+
+
+def tf_input_pipeline(batches: LandmarkBatches, batch_size: int, input_shape, num_points: int):
+    """A tf.data pipeline of fixed-size batches from ``batches``, for tf.distribute strategies.
+
+    Every step gets a full batch (faces flow on into the next pass over the
+    data), so the last partial batch never breaks a synchronous step; each
+    worker feeds its own faces, so the strategy must not shard the data.
+    """
+    import tensorflow as tf
+
+    signature = (
+        tf.TensorSpec((None, *input_shape), tf.float32),
+        tf.TensorSpec((None, num_points, 3), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(batches.endless, output_signature=signature)
+    dataset = dataset.rebatch(batch_size, drop_remainder=True).prefetch(2)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
 
 
 class EpochOrder(keras.callbacks.Callback):
@@ -212,6 +311,17 @@ def cosine_lr(base: float, epochs: int, final_fraction: float = 0.01):
         return float(base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))))
 
     return schedule
+
+
+class CosineSchedule(keras.callbacks.Callback):
+    """Cosine decay from ``base`` to 1 % of it over ``epochs``, set at each epoch's start."""
+
+    def __init__(self, base: float, epochs: int):
+        super().__init__()
+        self.schedule = cosine_lr(base, epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.schedule(epoch))
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -396,134 +506,196 @@ def _has_gpu() -> bool:
 
 def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     """Train ``config.model`` as configured; returns the run's summary dict."""
-    import losses
-    import metrics
+    import distribute
     import models
 
     run_dir = Path(config.run_dir)
-    state = None
+    state = _check_run_dir(run_dir, resume)
+    config.validate()
+    cluster = distribute.setup(config.distribute)
+    try:
+        keras.utils.set_random_seed(config.seed)
+        set_precision(config.mixed_precision)
+        out_dir = Path(cluster.output_dir(str(run_dir)))
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        train, val = load_split(config)
+        scheme = train.scheme if isinstance(train, dataset_io.ShardSet) else scheme_for(train)
+        parts = FaceParts(train, config.size, cluster.worker_index, cluster.workers)
+        x_val = model_inputs(val, config.size) if val is not None else None
+        spec = models.get_spec(config.model)
+        sample = parts.get(0)[0]
+        input_kind = "image" if sample.ndim == 4 else "features"
+        if input_kind != spec.input_kind:
+            raise ValueError(
+                f"model {config.model!r} takes {spec.input_kind}s but {config.data} holds {input_kind}s"
+                + (" (make features with `datagen.py bottleneck`)" if spec.input_kind == "features" else "")
+            )
+        config.scheme, config.num_points = scheme.name, scheme.num_points
+        config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
+        if not resume:
+            config.save(out_dir / "config.json")
+
+        with cluster.scope():
+            model = models.build_model(
+                config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points,
+                weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
+            )
+            if spec.pretrain is not None and not resume:
+                print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
+                models.pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)
+            _compile(model, config, scheme, cluster)
+
+        global_batch = cluster.global_batch(config.batch)
+        augmenter = None
+        if input_kind == "image" and config.augment not in ("none", ""):
+            import augment
+
+            augmenter = augment.Augmenter(augment.AugmentConfig.parse(config.augment), scheme, seed=config.seed)
+        per_worker = global_batch // cluster.workers
+        batches = LandmarkBatches(
+            parts, per_worker, augmenter, seed=config.seed + cluster.worker_index,
+            drop_remainder=cluster.mode == "data-parallel", workers=config.workers, use_multiprocessing=False,
+        )
+        if cluster.strategy is not None:
+            train_data = tf_input_pipeline(batches, per_worker, config.input_shape, scheme.num_points)
+            steps = max(1, cluster_faces(train, cluster.workers) // per_worker)
+        else:
+            train_data, steps = batches, None
+        val_data = None
+        if val is not None:
+            from losses import pack_targets
+
+            val_data = (x_val.astype(np.float32), pack_targets(val["landmarks"], val["visible"]))
+
+        monitor = "val_loss" if val is not None else "loss"
+        callbacks, stateful = make_callbacks(
+            config, out_dir, monitor, batches, val, x_val, input_kind, resume, cluster.scaled_lr(config.lr)
+        )
+        initial_epoch = 0
+        if resume:
+            initial_epoch = restore_for_resume(model, run_dir, out_dir, state, stateful, callbacks)
+
+        start = time.time()
+        if initial_epoch < config.epochs:
+            model.fit(
+                train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=steps, callbacks=callbacks, verbose=verbose if cluster.is_chief else 0,
+                validation_batch_size=global_batch,
+            )
+        return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster.is_chief)
+    finally:
+        cluster.close()
+
+
+def _check_run_dir(run_dir: Path, resume: bool):
     if resume:
         state_path = run_dir / "state.json"
         if not (state_path.is_file() and (run_dir / "last.weights.h5").is_file()):
             raise FileNotFoundError(f"{run_dir}: nothing to resume (no state.json / last.weights.h5)")
-        state = json.loads(state_path.read_text())
-    elif (run_dir / "last.weights.h5").exists() or (run_dir / "model.keras").exists():
+        return json.loads(state_path.read_text())
+    if (run_dir / "last.weights.h5").exists() or (run_dir / "model.keras").exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.validate()
-    keras.utils.set_random_seed(config.seed)
-    set_precision(config.mixed_precision)
+    return None
 
-    train, val = load_split(config)
-    scheme = scheme_for(train)
-    spec = models.get_spec(config.model)
-    x_train = model_inputs(train, config.size)
-    x_val = model_inputs(val, config.size) if val is not None else None
-    input_kind = "features" if "features" in train else "image"
-    if input_kind != spec.input_kind:
-        raise ValueError(
-            f"model {config.model!r} takes {spec.input_kind}s but {config.data} holds {input_kind}s"
-            + (" (make features with `datagen.py bottleneck`)" if spec.input_kind == "features" else "")
-        )
-    config.scheme, config.num_points = scheme.name, scheme.num_points
-    config.input_shape, config.input_kind = list(x_train.shape[1:]), input_kind
-    if not resume:
-        config.save(run_dir / "config.json")
 
-    model = models.build_model(
-        config.model,
-        input_shape=tuple(config.input_shape),
-        num_points=scheme.num_points,
-        weights=config.weights,
-        train_blocks=config.train_blocks,
-        **config.model_options,
-    )
-    if spec.pretrain is not None and not resume:
-        print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
-        models.pretrain(config.model, model, x_train, epochs=config.pretrain_epochs, batch_size=config.batch)
+def cluster_faces(train, workers: int) -> int:
+    """Faces of the worker with the fewest: every worker must take the same number of steps."""
+    if isinstance(train, dataset_io.ShardSet):
+        return min(sum(train.counts[i::workers]) for i in range(workers))
+    return len(train["landmarks"]) // workers
+
+
+def _compile(model, config: TrainConfig, scheme, cluster) -> None:
+    import losses
 
     tracked = [losses.get_loss("mse", name="mse")]
     if scheme.norm_points is not None:  # region and box schemes have no eye corners
         tracked.insert(0, losses.NormalizedMeanError(scheme.norm_points, name="nme"))
     model.compile(
-        optimizer=make_optimizer(config.optimizer, config.lr),
+        optimizer=make_optimizer(config.optimizer, cluster.scaled_lr(config.lr)),
         loss=losses.get_loss(config.loss, **config.loss_options),
         metrics=tracked,
     )
 
-    augmenter = None
-    if input_kind == "image" and config.augment not in ("none", ""):
-        import augment
 
-        augmenter = augment.Augmenter(augment.AugmentConfig.parse(config.augment), scheme, seed=config.seed)
-    batches = LandmarkBatches(
-        x_train, train["landmarks"], train["visible"], config.batch, augmenter, seed=config.seed,
-        workers=config.workers, use_multiprocessing=False,
-    )
-    val_data = None
-    if val is not None:
-        val_data = (x_val.astype(np.float32), losses.pack_targets(val["landmarks"], val["visible"]))
+def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_kind, resume, lr: float):
+    """The run's callbacks (in the order they must run) and the stateful ones, by class name.
 
-    monitor = "val_loss" if val is not None else "loss"
+    ``lr`` is the base learning rate after scaling for the number of replicas.
+    """
     best = keras.callbacks.ModelCheckpoint(
-        str(run_dir / "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
+        str(out_dir / "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
     )
     early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True)
     stateful = {"ModelCheckpoint": best, "EarlyStopping": early}
     callbacks = [EpochOrder(batches), LearningRateLogger()]
     if config.schedule == "plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=0.5, patience=max(2, config.patience // 3), min_lr=config.lr * 1e-3
+            monitor=monitor, factor=0.5, patience=max(2, config.patience // 3), min_lr=lr * 1e-3
         )
         stateful["ReduceLROnPlateau"] = plateau
         callbacks.append(plateau)
     elif config.schedule == "cosine":
-        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_lr(config.lr, config.epochs)))
-    callbacks += [best, early, ResumeCheckpoint(run_dir, stateful)]
-    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume))
-    callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False))
+        callbacks.append(CosineSchedule(lr, config.epochs))
+    callbacks += [best, early, ResumeCheckpoint(out_dir, stateful)]
+    callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume))
+    callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False))
     if val is not None and input_kind == "image" and config.preview_every > 0:
-        callbacks.append(PreviewImages(run_dir / "logs", x_val, val["landmarks"], val["visible"], config.preview_every))
+        callbacks.append(PreviewImages(out_dir / "logs", x_val, val["landmarks"], val["visible"], config.preview_every))
+    return callbacks, stateful
 
-    initial_epoch = 0
-    if resume:
-        model.optimizer.build(model.trainable_variables)
-        best_weights = None
-        if (run_dir / "best.weights.h5").is_file():
-            model.load_weights(run_dir / "best.weights.h5")
-            best_weights = model.get_weights()
-        model.load_weights(run_dir / "last.weights.h5")
-        model.optimizer.learning_rate.assign(state["learning_rate"])
-        initial_epoch = state["epoch"] + 1
-        trim_history(run_dir / "history.csv", state["epoch"])
-        callbacks.append(RestoreCallbackState(state, stateful, best_weights))
-        print(f"resuming {run_dir} at epoch {initial_epoch + 1} (learning rate {state['learning_rate']:.3g})")
 
-    start = time.time()
-    if initial_epoch < config.epochs:
-        model.fit(
-            batches, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-            callbacks=callbacks, verbose=verbose,
-        )
+def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, stateful: dict, callbacks: list) -> int:
+    """Weights, optimizer state, learning rate and callback counters of the last finished epoch."""
+    model.optimizer.build(model.trainable_variables)
+    best_weights = None
     if (run_dir / "best.weights.h5").is_file():
         model.load_weights(run_dir / "best.weights.h5")
-    tmp = run_dir / ".model.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, run_dir / "model.keras")
+        best_weights = model.get_weights()
+    model.load_weights(run_dir / "last.weights.h5")
+    model.optimizer.learning_rate.assign(state["learning_rate"])
+    if out_dir == run_dir:
+        trim_history(run_dir / "history.csv", state["epoch"])
+    callbacks.append(RestoreCallbackState(state, stateful, best_weights))
+    print(f"resuming {run_dir} at epoch {state['epoch'] + 2} (learning rate {state['learning_rate']:.3g})")
+    return state["epoch"] + 1
 
+
+def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, is_chief: bool) -> dict:
+    """Best weights into ``model.keras`` and the validation summary (written by the chief)."""
+    import metrics
+
+    if (out_dir / "best.weights.h5").is_file():
+        model.load_weights(out_dir / "best.weights.h5")
     summary = {"model": config.model, "train_seconds": round(time.time() - start, 1)}
-    epochs_run = read_history_epochs(run_dir / "history.csv")
+    epochs_run = read_history_epochs(out_dir / "history.csv")
     summary["epochs"] = (max(epochs_run) + 1) if epochs_run else 0
-    if val is not None:
+    if val is not None:  # every worker predicts: under a strategy this is a collective step
         pred = np.asarray(model.predict(x_val.astype(np.float32), batch_size=config.batch, verbose=0))
         pred = pred.reshape(val["landmarks"].shape)
         if scheme.norm_points is not None:
             scores = metrics.summarize(pred, val["landmarks"], val["visible"], scheme)
             summary.update({"val_" + k: v for k, v in scores.items()})
         summary["val_mse"] = metrics.masked_mse(pred, val["landmarks"], val["visible"])
-    summary["best_epoch"] = _best_epoch(run_dir / "history.csv", monitor)
-    _write_json_atomic(run_dir / "summary.json", summary)
+    summary["best_epoch"] = _best_epoch(out_dir / "history.csv", monitor)
+    summary["weights_sha1"] = weights_fingerprint(model)
+    if is_chief:
+        tmp = out_dir / ".model.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, out_dir / "model.keras")
+        _write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def weights_fingerprint(model) -> str:
+    """SHA-1 of the model's weights: equal on every worker of a synchronous cluster."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _best_epoch(path: Path, monitor: str):
