@@ -10,7 +10,7 @@ or float, 0..255, RGB or grayscale) and returns the backbone's last feature
 map (or its global average with ``pooling='avg'``)::
 
     pixels (S, S, C) -> [gray_to_rgb: learnable 1x1 Conv2D, C=1 only]
-                     -> pixel_normalization (PixelNormalization, mode below)
+                     -> input_normalization (PixelNormalization, mode below)
                      -> the keras.applications model (include_top=False)
 
 Normalisation modes (``PixelNormalization``):
@@ -280,7 +280,7 @@ def build_backbone(
 
     Returns:
         ``keras.Model`` named ``<name>_backbone`` with layers ``pixels``
-        (input), ``gray_to_rgb`` (gray input only), ``pixel_normalization``,
+        (input), ``gray_to_rgb`` (gray input only), ``input_normalization``,
         the application (named ``BACKBONES[name].application_name``) and
         ``feature_pool`` (with ``pooling='avg'``).
     """
@@ -311,7 +311,7 @@ def build_backbone(
         x = keras.layers.Conv2D(
             3, 1, kernel_initializer="ones", bias_initializer="zeros", name="gray_to_rgb"
         )(x)
-    x = PixelNormalization(mode, name="pixel_normalization")(x)
+    x = PixelNormalization(mode, name="input_normalization")(x)
     x = application(x)
     if pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="feature_pool")(x)

@@ -1,0 +1,99 @@
+"""Parameters and CPU inference time per face of every registered model.
+
+Each model is built at its default input size (``models.REGISTRY``) with K
+landmarks and random weights (speed does not depend on the weights), warmed
+up, then timed on batches of one face with ``predict_on_batch`` (the
+compiled inference path).  The table gives the median and the fastest of the
+timed calls in milliseconds.  ``inception_bottleneck`` is timed twice: the
+head alone (what training on a bottleneck file costs) and with the InceptionV3
+feature extraction a new photo needs first.
+
+Run it niced on a quiet machine; the backend is the one ``KERAS_BACKEND``
+selects::
+
+    nice python benchmarks/model_speed.py
+    KERAS_BACKEND=jax nice python benchmarks/model_speed.py --models mobilenetv2 heatmap
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import backbones  # noqa: E402
+import models  # noqa: E402
+
+
+def time_calls(predict, batch, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of ``repeats`` calls of ``predict(batch)`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        np.asarray(predict(batch))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.asarray(predict(batch))
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def bottleneck_pipeline(num_points: int):
+    """InceptionV3 features (299 px) followed by the bottleneck head, as one model."""
+    backbone = backbones.build_backbone("inception", (299, 299, 3), pooling="avg")
+    head = models.build_model("inception_bottleneck", (backbone.output.shape[-1],), num_points)
+    pixels = keras.Input((299, 299, 3), name="pixels")
+    return keras.Model(pixels, head(backbone(pixels)), name="inception_bottleneck_pipeline")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(models.REGISTRY), default=list(models.REGISTRY), help="models to time (default: all)")
+    parser.add_argument("--num-points", type=int, default=68, help="landmarks K (default 68)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls (default 20)")
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.repeats < 1:
+        parser.error(f"--warmup and --repeats must be >= 1, got {args.warmup} and {args.repeats}")
+
+    rng = np.random.default_rng(0)
+    rows = []
+    jobs = [(name, None) for name in args.models]
+    if "inception_bottleneck" in args.models:
+        jobs.insert(jobs.index(("inception_bottleneck", None)) + 1, ("inception_bottleneck", "with InceptionV3 features"))
+    for name, variant in tqdm(jobs, desc="models", unit="model"):
+        spec = models.get_spec(name)
+        if variant:
+            model, shape = bottleneck_pipeline(args.num_points), (299, 299, 3)
+        else:
+            model, shape = models.build_model(name, spec.default_input_shape, args.num_points), spec.default_input_shape
+        if spec.input_kind == models.FEATURES and not variant:
+            batch = rng.random((1, *shape)).astype(np.float32)
+        else:
+            batch = rng.integers(0, 256, (1, *shape), dtype=np.uint8)
+        times = time_calls(model.predict_on_batch, batch, args.warmup, args.repeats)
+        rows.append((name + (f" ({variant})" if variant else ""), "x".join(map(str, shape)), model.count_params(),
+                     statistics.median(times), min(times)))
+        del model
+        keras.backend.clear_session()
+
+    print(f"\nbackend {keras.backend.backend()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, batch 1, K={args.num_points}, median / fastest of {args.repeats} calls")
+    print(f"{'model':<48} {'input':<12} {'params':>12} {'ms/face':>9} {'fastest':>9}")
+    for name, shape, params, median, fastest in rows:
+        print(f"{name:<48} {shape:<12} {params:>12,} {median:>9.1f} {fastest:>9.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

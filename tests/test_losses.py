@@ -1,0 +1,175 @@
+"""Masked landmark losses and the NME metric: hand-computed values, masking, gradients, serialisation."""
+
+import math
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+import losses
+import metrics
+from face_batches import face_batch
+from landmarks import get_scheme
+
+pytestmark = pytest.mark.backend
+
+
+def gradient(fn, x: np.ndarray) -> np.ndarray:
+    """d fn(x) / dx for a scalar keras.ops function, on the active backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensor = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            value = fn(tensor)
+        return tape.gradient(value, tensor).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda t: fn(t))(x))
+    raise RuntimeError(f"gradient helper has no implementation for backend {backend!r}")
+
+
+def value(loss, y_true, y_pred) -> float:
+    return float(ops.convert_to_numpy(loss(y_true, y_pred)))
+
+
+# Three points, the last hidden: its coordinates must never matter.
+TRUE = np.array([[[0.2, 0.3], [0.6, 0.3], [0.4, 0.8]]], np.float32)
+VISIBLE = np.array([[True, True, False]])
+PRED = np.array([[[0.3, 0.3], [0.6, 0.1], [5.0, -7.0]]], np.float32)
+# visible coordinate errors: x0 +0.1, y0 0, x1 0, y1 -0.2  (4 visible coordinates)
+
+
+def test_pack_targets_layout_and_hidden_coordinates_are_zeroed():
+    landmarks = TRUE.copy()
+    landmarks[0, 2] = np.nan  # a dataset may hold NaN for a missing point
+    packed = losses.pack_targets(landmarks, VISIBLE)
+    assert packed.dtype == np.float32 and packed.shape == (1, 3, 3)
+    np.testing.assert_array_equal(packed[0, :, 2], [1, 1, 0])
+    np.testing.assert_array_equal(packed[0, 2], [0, 0, 0])
+    np.testing.assert_array_equal(packed[0, :2, :2], TRUE[0, :2])
+    with pytest.raises(ValueError, match=r"visible must be \(N, K\)"):
+        losses.pack_targets(TRUE, VISIBLE[:, :2])
+
+
+def test_mse_and_l1_match_hand_computation():
+    y_true = losses.pack_targets(TRUE, VISIBLE)
+    assert value(losses.get_loss("mse"), y_true, PRED) == pytest.approx((0.1**2 + 0.2**2) / 4, rel=1e-5)
+    assert value(losses.get_loss("l1"), y_true, PRED) == pytest.approx((0.1 + 0.2) / 4, rel=1e-5)
+    # (N, 2K) predictions are read as x0, y0, x1, y1, ...
+    assert value(losses.get_loss("mse"), y_true, PRED.reshape(1, 6)) == pytest.approx(0.0125, rel=1e-5)
+
+
+def test_wing_matches_hand_computation_on_both_branches():
+    # crop_size 100: w = 0.1, eps = 0.02 in normalised units.  The 0.1 error sits exactly
+    # at w (linear branch), 0.2 is beyond it; add a small error for the log branch.
+    pred = PRED.copy()
+    pred[0, 1, 0] = 0.6 + 0.01
+    y_true = losses.pack_targets(TRUE, VISIBLE)
+    w, eps = 0.1, 0.02
+    c = w - w * math.log(1 + w / eps)
+    expected = ((0.1 - c) + w * math.log(1 + 0.01 / eps) + (0.2 - c)) / 4
+    loss = losses.get_loss("wing", crop_size=100)
+    assert value(loss, y_true, pred) == pytest.approx(expected, rel=1e-4)
+    # ... which is the pixel Wing loss (w = 10 px, eps = 2 px) on a 100-px crop, divided by 100.
+    pixel_errors = np.array([10.0, 1.0, 20.0])
+    pixel_wing = np.where(pixel_errors < 10, 10 * np.log1p(pixel_errors / 2), pixel_errors - (10 - 10 * math.log(6)))
+    assert value(loss, y_true, pred) == pytest.approx(pixel_wing.sum() / 4 / 100, rel=1e-4)
+
+
+def test_cgd_matches_hand_computation():
+    y_true = losses.pack_targets(TRUE, VISIBLE)
+    # One visible pair (0, 1): true length 0.4, predicted |(0.3,0.3)-(0.6,0.1)| = sqrt(0.13).
+    cgd = abs(math.sqrt(0.09 + 0.04) - 0.4)
+    mse = 0.0125
+    assert value(losses.get_loss("cgd"), y_true, PRED) == pytest.approx(mse + 0.01 * cgd, rel=1e-5)
+    assert value(losses.get_loss("cgd", alpha=1.0), y_true, PRED) == pytest.approx(mse + cgd, rel=1e-5)
+    # All three visible: mean over the three pairs.
+    all_visible = losses.pack_targets(TRUE, np.ones((1, 3), bool))
+    pred = TRUE.copy()
+    pred[0, 2] = [0.4, 1.0]  # only point 2 moves, by 0.2 in y
+    d_true = [0.4, math.dist((0.2, 0.3), (0.4, 0.8)), math.dist((0.6, 0.3), (0.4, 0.8))]
+    d_pred = [0.4, math.dist((0.2, 0.3), (0.4, 1.0)), math.dist((0.6, 0.3), (0.4, 1.0))]
+    expected = 0.2**2 / 6 + 1.0 * np.mean(np.abs(np.subtract(d_pred, d_true)))
+    assert value(losses.get_loss("cgd", alpha=1.0), all_visible, pred) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_hidden_points_change_neither_value_nor_gradient(data_dir, name):
+    _, landmarks, visible = face_batch(data_dir, "muct76", size=32, count=8)
+    assert (~visible).sum() >= 5, "the MUCT test faces should hide some points"
+    y_true = ops.convert_to_tensor(losses.pack_targets(landmarks, visible))
+    rng = np.random.default_rng(1)
+    pred = (landmarks + rng.normal(0, 0.05, landmarks.shape)).astype(np.float32)
+    moved = pred.copy()
+    moved[~visible] = rng.normal(0, 50, ((~visible).sum(), 2))  # wild predictions where nothing is known
+    loss = losses.get_loss(name, **({"alpha": 1.0} if name == "cgd" else {}))
+    fn = lambda p: loss(y_true, p)  # noqa: E731
+    assert value(loss, y_true, pred) == pytest.approx(value(loss, y_true, moved), rel=1e-6)
+    grad, grad_moved = gradient(fn, pred), gradient(fn, moved)
+    np.testing.assert_allclose(grad, grad_moved, rtol=1e-5, atol=1e-9)
+    assert np.all(grad[~visible] == 0) and np.abs(grad[visible]).sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_batch_without_visible_points_gives_zero_not_nan(name):
+    y_true = losses.pack_targets(TRUE, np.zeros((1, 3), bool))
+    loss = losses.get_loss(name)
+    assert value(loss, y_true, PRED) == 0.0
+    grad = gradient(lambda p: loss(y_true, p), PRED)
+    assert np.all(grad == 0)
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_losses_serialise_and_reload(name):
+    options = {"wing": {"crop_size": 64, "width": 8.0}, "cgd": {"alpha": 0.5}}.get(name, {})
+    loss = losses.get_loss(name, **options)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert type(restored) is type(loss) and restored.get_config() == loss.get_config()
+    y_true = losses.pack_targets(TRUE, VISIBLE)
+    assert value(restored, y_true, PRED) == pytest.approx(value(loss, y_true, PRED), rel=1e-6)
+
+
+def test_get_loss_rejects_unknown_names_and_options():
+    with pytest.raises(ValueError, match="unknown loss 'huber'; known: mse, l1, wing, cgd"):
+        losses.get_loss("huber")
+    with pytest.raises(ValueError, match="loss 'mse' has no option.*alpha"):
+        losses.get_loss("mse", alpha=0.1)
+    with pytest.raises(ValueError, match="cgd alpha must be a number >= 0, got -1"):
+        losses.get_loss("cgd", alpha=-1)
+    with pytest.raises(ValueError, match="wing loss crop_size must be a positive number, got 0"):
+        losses.get_loss("wing", crop_size=0)
+
+
+def test_nme_metric_matches_hand_computation():
+    # Face 0: eye corners (points 0, 1) 0.4 apart; errors 0.1 and 0 on the visible points -> 0.05 / 0.4.
+    # Face 1: its normalising point 1 is hidden -> not scored.
+    true = np.concatenate([TRUE, TRUE])
+    visible = np.array([[True, True, False], [True, False, True]])
+    pred = np.concatenate([PRED, TRUE])
+    pred[0, 1] = TRUE[0, 1]
+    metric = losses.NormalizedMeanError(norm_points=(0, 1))
+    metric.update_state(losses.pack_targets(true, visible), pred)
+    assert float(metric.result()) == pytest.approx(100 * 0.05 / 0.4, rel=1e-5)
+    # A second batch accumulates: face NMEs 12.5 % and 0 % -> mean 6.25 %.
+    metric.update_state(losses.pack_targets(TRUE, np.ones((1, 3), bool)), TRUE)
+    assert float(metric.result()) == pytest.approx(6.25, rel=1e-5)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+
+
+def test_nme_metric_agrees_with_metrics_py_on_real_faces(data_dir):
+    _, landmarks, visible = face_batch(data_dir, "muct76", size=32, count=8)
+    pred = landmarks + np.random.default_rng(2).normal(0, 0.02, landmarks.shape).astype(np.float32)
+    metric = losses.NormalizedMeanError("muct76")
+    assert metric.norm_points == get_scheme("muct76").norm_points
+    metric.update_state(losses.pack_targets(landmarks, visible), pred.reshape(len(pred), -1))
+    expected = 100 * np.nanmean(metrics.nme_per_face(pred, landmarks, visible, "muct76"))
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-4)
+    restored = losses.NormalizedMeanError.from_config(metric.get_config())
+    assert restored.norm_points == metric.norm_points and restored.name == "nme"
