@@ -609,7 +609,7 @@ def cluster_faces(train, workers: int) -> int:
 def _compile(model, config: TrainConfig, scheme, cluster) -> None:
     import losses
 
-    tracked = [losses.get_loss("mse", name="mse")]
+    tracked = [keras.metrics.MeanMetricWrapper(losses.get_loss("mse"), name="mse")]
     if scheme.norm_points is not None:  # region and box schemes have no eye corners
         tracked.insert(0, losses.NormalizedMeanError(scheme.norm_points, name="nme"))
     model.compile(

@@ -1,0 +1,150 @@
+"""Distributed training: a real two-process MultiWorkerMirroredStrategy cluster, JAX data parallelism, shards."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dataset_io
+import distribute
+import training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def train_command(data, run_dir, *extra):
+    return [sys.executable, str(ROOT / "train.py"), "scratch", "--data", str(data), "--run-dir", str(run_dir),
+            "--epochs", "2", "--batch", "8", "--workers", "1", "--preview-every", "1", "--augment", "default", *extra]
+
+
+def run_cluster(commands_envs, timeout):
+    """Start every process in its own session; always kill them all."""
+    processes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True) for cmd, env in commands_envs]
+    try:
+        deadline = time.time() + timeout
+        outputs = []
+        for process in processes:
+            out, err = process.communicate(timeout=max(1, deadline - time.time()))
+            outputs.append((process.returncode, out, err))
+        return outputs
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def summary_of(stdout):
+    return json.loads(stdout[stdout.index("{"):])
+
+
+def test_two_worker_cluster_agrees_and_only_the_chief_writes(tiny_ibug, tmp_path):
+    run_dir = tmp_path / "run"
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    jobs = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        env = dict(os.environ, KERAS_BACKEND="tensorflow", TMPDIR=str(scratch), CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        jobs.append((train_command(tiny_ibug["train"], run_dir, "--distribute", "multiworker"), env))
+    results = run_cluster(jobs, timeout=300)
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
+    chief, worker = (summary_of(out) for _, out, _ in results)
+    assert chief["weights_sha1"] == worker["weights_sha1"], "workers ended with different weights"
+    assert chief["val_nme"] == worker["val_nme"]
+    for name in ("config.json", "best.weights.h5", "last.weights.h5", "model.keras", "history.csv", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    # the other worker wrote into a private scratch folder and removed it
+    assert list((tmp_path / "tmp1").iterdir()) == []
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["distribute"] == "multiworker"
+    rows = (run_dir / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + 2 epochs, written once
+
+
+def test_jax_data_parallel_on_two_devices(tiny_ibug, tmp_path):
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    code = ("import distribute, keras; c = distribute.setup('data-parallel'); "
+            "print('replicas', c.replicas, type(keras.distribution.distribution()).__name__)")
+    probe = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "replicas 2 DataParallel" in probe.stdout, probe.stderr[-2000:]
+    (result,) = run_cluster([(train_command(tiny_ibug["train"], tmp_path / "dp", "--distribute", "data-parallel",
+                                            "--batch", "5"), env)], timeout=300)
+    code, out, err = result
+    assert code == 0, err[-3000:]
+    summary = summary_of(out)
+    assert summary["epochs"] == 2 and np.isfinite(summary["val_nme"])
+
+
+@pytest.mark.backend
+def test_mirrored_strategy_or_a_clear_error(tiny_ibug, tmp_path):
+    import keras
+
+    config = training.TrainConfig(model="scratch", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "m"),
+                                  epochs=1, batch=8, workers=1, distribute="mirrored")
+    if keras.config.backend() != "tensorflow":
+        with pytest.raises(ValueError, match="mirrored is TensorFlow's"):
+            training.fit(config, verbose=0)
+        return
+    summary = training.fit(config, verbose=0)
+    assert summary["epochs"] == 1 and (tmp_path / "m" / "model.keras").is_file()
+
+
+def test_tf_config_errors_name_the_problem(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}')
+    with pytest.raises(ValueError, match="task type 'ps' is not in the cluster"):
+        distribute.read_tf_config()
+    monkeypatch.setenv("TF_CONFIG", "not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not a valid cluster description"):
+        distribute.read_tf_config()
+    assert distribute.is_chief_task({"cluster": {"worker": ["a", "b"]}, "task": {"type": "worker", "index": 0}})
+    assert not distribute.is_chief_task({"cluster": {"chief": ["c"], "worker": ["a"]}, "task": {"type": "worker", "index": 0}})
+
+
+@pytest.mark.backend
+def test_training_streams_shards_two_at_a_time(tiny_ibug, tmp_path):
+    import datagen
+
+    source = tiny_ibug["root"] / "youtube68"
+    options = datagen.PrepareOptions(size=32, out=str(tmp_path / "sharded"), workers=1, progress=False, shard_size=12)
+    datagen.prepare([("youtube68", str(source))], options)
+    shards = dataset_io.ShardSet(tmp_path / "sharded_train.shards.json")
+    assert len(shards) >= 5
+    # workers of a cluster read disjoint shards that together cover the set
+    halves = [training.FaceParts(shards, None, worker_index=i, workers=2) for i in range(2)]
+    assert set(halves[0].indices).isdisjoint(halves[1].indices)
+    assert halves[0].faces + halves[1].faces == shards.faces
+    parts = training.FaceParts(shards, None)
+    batches = training.LandmarkBatches(parts, 8)
+    seen = 0
+    for index in range(len(batches)):
+        x, y = batches[index]
+        seen += len(x)
+        assert len(parts._cache) <= 2
+    assert seen == shards.faces
+    config = training.TrainConfig(model="scratch", data=str(tmp_path / "sharded_train.shards.json"),
+                                  val=str(tmp_path / "sharded_test.shards.json"), run_dir=str(tmp_path / "run"),
+                                  epochs=2, batch=8, workers=1)
+    summary = training.fit(config, verbose=0)
+    assert summary["epochs"] == 2 and np.isfinite(summary["val_nme"])
