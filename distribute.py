@@ -85,7 +85,9 @@ def read_tf_config() -> dict:
         config = json.loads(text)
         workers = config["cluster"]["worker"]
         task = config["task"]
-        task_type, index = task["type"], int(task["index"])
+        task_type = task["type"]
+        if int(task["index"]) < 0:
+            raise ValueError(f"negative task index {task['index']}")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"TF_CONFIG is not a valid cluster description ({err}): {text!r}") from err
     if task_type not in config["cluster"]:

@@ -312,7 +312,7 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.data:
-            rows = evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing)
+            evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing)
             print((Path(args.out) / "results.md").read_text())
             return 0
         if len(args.runs) != 1:

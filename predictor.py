@@ -98,8 +98,7 @@ class Predictor:
         """
         import keras
 
-        import losses  # noqa: F401  (registers custom objects)
-        import models
+        import models  # registers the custom layers and losses a .keras file may name
 
         run_dir = Path(run_dir)
         if (run_dir / "pipeline.json").is_file():

@@ -34,7 +34,7 @@ import numpy as np
 import dataset_io
 import faces
 import training
-from landmarks import REFINED_REGIONS, Scheme, box_scheme, get_scheme, region_scheme
+from landmarks import REFINED_REGIONS, Scheme, box_scheme, region_scheme
 from predictor import Predictor
 
 KINDS = ("cascade", "regions")

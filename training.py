@@ -325,11 +325,15 @@ class CosineSchedule(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Puts the epoch's learning rate into the logs (history.csv, TensorBoard)."""
+    """Puts the epoch's learning rate and duration (seconds) into the logs (history.csv, TensorBoard)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["epoch_seconds"] = round(time.perf_counter() - self._started, 2)
 
 
 def make_optimizer(name: str, lr: float):

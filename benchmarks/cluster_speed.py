@@ -1,0 +1,103 @@
+"""Images/s of one training process against a two-worker MultiWorkerMirroredStrategy cluster (not a test).
+
+    python benchmarks/cluster_speed.py --data dataset/ibug128_train.npz --faces 1024 --model scratch --size 96
+
+Each configuration runs ``train.py`` for ``--epochs`` epochs in fresh processes
+on this machine (the workers of the cluster talk over 127.0.0.1) and reads
+the last epoch's duration from the chief's ``history.csv``; images/s counts
+the faces every worker processed in that epoch.  On one machine the workers
+share its cores, so this shows the strategy's overhead, not a speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import dataset_io  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def last_epoch_seconds(run_dir: Path) -> float:
+    with open(run_dir / "history.csv", newline="") as handle:
+        return float(list(csv.DictReader(handle))[-1]["epoch_seconds"])
+
+
+def run(workers: int, args, data: Path, work: Path) -> float:
+    """Train with ``workers`` processes; the chief's last epoch in seconds."""
+    run_dir = work / f"run-{workers}"
+    command = [sys.executable, str(ROOT / "train.py"), args.model, "--data", str(data), "--run-dir", str(run_dir),
+               "--epochs", str(args.epochs), "--batch", str(args.batch), "--size", str(args.size), "--workers", "1",
+               "--preview-every", "0", "--augment", args.augment, "--val-fraction", "0.05"]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+    if workers == 1:
+        processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+    else:
+        cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(workers)]}
+        processes = []
+        for index in range(workers):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            processes.append(subprocess.Popen(command + ["--distribute", "multiworker"], env=dict(env, TF_CONFIG=tf_config),
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, err = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"training failed:\n{err[-3000:]}")
+    return last_epoch_seconds(run_dir)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared training npz")
+    parser.add_argument("--faces", type=int, default=1024, help="faces taken from --data")
+    parser.add_argument("--model", default="scratch")
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=32, help="per replica")
+    parser.add_argument("--epochs", type=int, default=2, help="the last one is timed")
+    parser.add_argument("--augment", default="default")
+    args = parser.parse_args(argv)
+
+    arrays = dataset_io.load_npz(args.data)
+    rows = np.random.default_rng(0).permutation(len(arrays["landmarks"]))[: args.faces]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = dataset_io.save_npz(work / "subset.npz", dataset_io.subset(arrays, np.sort(rows)))
+        del arrays
+        table = []
+        for workers in (1, 2):
+            seconds = run(workers, args, data, work)
+            train_faces = int(round(args.faces * 0.95))
+            global_batch = args.batch * workers
+            steps = train_faces // global_batch if workers > 1 else -(-train_faces // args.batch)
+            images = steps * global_batch if workers > 1 else train_faces
+            table.append((workers, seconds, images / seconds, global_batch))
+    print(f"{args.model} at {args.size} px, {args.faces} faces, batch {args.batch} per replica, "
+          f"epoch {args.epochs} timed, TensorFlow, {os.cpu_count()} CPU cores")
+    print("| processes | strategy | global batch | epoch s | images/s | vs 1 process |")
+    print("|---|---|---|---|---|---|")
+    base = table[0][2]
+    for workers, seconds, speed, global_batch in table:
+        strategy = "none" if workers == 1 else "MultiWorkerMirroredStrategy"
+        print(f"| {workers} | {strategy} | {global_batch} | {seconds:.1f} | {speed:.1f} | {speed / base:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
