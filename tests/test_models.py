@@ -120,7 +120,7 @@ def test_model_builds_trains_and_survives_a_keras_round_trip(data_dir, tmp_path,
     assert after.shape == (len(x), num_points, 2) and np.isfinite(after).all()
     path = tmp_path / f"{name}.keras"
     model.save(path)
-    restored = keras.saving.load_model(path)
+    restored = models.load_model(path)
     np.testing.assert_allclose(infer(restored, x), after, rtol=1e-5, atol=1e-6)
     assert len(restored.trainable_weights) == len(model.trainable_weights)
     assert isinstance(restored.loss, type(model.loss))
