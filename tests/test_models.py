@@ -8,6 +8,7 @@ mixed-precision test; under JAX the compiled step and compiled prediction are
 the cheap ones (op-by-op dispatch compiles every op separately).
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from face_batches import face_batch
 
 pytestmark = pytest.mark.backend
 
-OFFLINE_NOTOP = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
+# The offline ImageNet MobileNetV2 files (../shared/weights, or FACE_WEIGHTS_DIR).
+WEIGHTS_DIR = Path(os.environ.get("FACE_WEIGHTS_DIR", Path(__file__).resolve().parents[2] / "shared" / "weights"))
+OFFLINE_NOTOP = WEIGHTS_DIR / "mobilenet_v2_imagenet_notop.weights.h5"
 OFFLINE_TOP = OFFLINE_NOTOP.with_name("mobilenet_v2_imagenet.weights.h5")
 
 # Small inputs (InceptionV3's minimum is 75); each model meets one of the two schemes.
