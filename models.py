@@ -41,6 +41,7 @@ import keras
 from keras import ops
 
 import backbones
+import losses  # noqa: F401  (registers the losses and the NME metric, so compiled .keras files reload)
 from backbones import PACKAGE, PixelNormalization
 
 IMAGE, FEATURES = "image", "features"
@@ -612,6 +613,11 @@ def pretrain(name: str, model: keras.Model, images: np.ndarray, epochs: int, bat
         with_hook = [s.name for s in REGISTRY.values() if s.pretrain is not None]
         raise ValueError(f"model {name!r} has no pretraining step (models with one: {', '.join(with_hook)})")
     return spec.pretrain(model, images, epochs=epochs, batch_size=batch_size, callbacks=callbacks, **options)
+
+
+def load_model(path, compile: bool = True) -> keras.Model:
+    """Load a ``.keras`` landmark model saved by this toolkit (custom layers and losses registered)."""
+    return keras.saving.load_model(path, compile=compile)
 
 
 def describe_models(num_points: int = 68) -> list[dict]:

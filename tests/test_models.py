@@ -8,6 +8,7 @@ mixed-precision test; under JAX the compiled step and compiled prediction are
 the cheap ones (op-by-op dispatch compiles every op separately).
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from face_batches import face_batch
 
 pytestmark = pytest.mark.backend
 
-OFFLINE_NOTOP = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
+# The offline ImageNet MobileNetV2 files (../shared/weights, or FACE_WEIGHTS_DIR).
+WEIGHTS_DIR = Path(os.environ.get("FACE_WEIGHTS_DIR", Path(__file__).resolve().parents[2] / "shared" / "weights"))
+OFFLINE_NOTOP = WEIGHTS_DIR / "mobilenet_v2_imagenet_notop.weights.h5"
 OFFLINE_TOP = OFFLINE_NOTOP.with_name("mobilenet_v2_imagenet.weights.h5")
 
 # Small inputs (InceptionV3's minimum is 75); each model meets one of the two schemes.
@@ -65,8 +68,10 @@ def model_inputs(data_dir, name):
     scheme = TEST_SCHEME[name]
     size = TEST_SIZE.get(name, 32)
     if spec.input_kind == models.FEATURES:
+        # Real per-face features without a backbone pass (extract_features is tested on Lenna):
+        # the 32x32 crop average-pooled to 8x8x3 = 192 values.
         images, landmarks, visible = face_batch(data_dir, scheme, size=32)
-        x = backbones.extract_features(images, "mobilenetv2", OFFLINE_NOTOP, batch_size=4)
+        x = images.reshape(len(images), 8, 4, 8, 4, 3).mean(axis=(2, 4)).reshape(len(images), -1).astype(np.float32) / 255
     else:
         channels = spec.default_input_shape[-1]
         x, landmarks, visible = face_batch(data_dir, scheme, size=size, channels=channels)
@@ -118,7 +123,7 @@ def test_model_builds_trains_and_survives_a_keras_round_trip(data_dir, tmp_path,
     assert after.shape == (len(x), num_points, 2) and np.isfinite(after).all()
     path = tmp_path / f"{name}.keras"
     model.save(path)
-    restored = keras.saving.load_model(path)
+    restored = models.load_model(path)
     np.testing.assert_allclose(infer(restored, x), after, rtol=1e-5, atol=1e-6)
     assert len(restored.trainable_weights) == len(model.trainable_weights)
     assert isinstance(restored.loss, type(model.loss))
@@ -265,17 +270,18 @@ def test_mixed_precision_keeps_float32_landmarks(data_dir):
     images, landmarks, visible = face_batch(data_dir, "ibug68", size=32, count=4)
     try:
         keras.mixed_precision.set_global_policy("mixed_float16")
-        regressor = models.build_model("scratch", images.shape[1:], 68, filters=(8,), dense_units=(8,))
-        assert regressor.get_layer("head_dense1").compute_dtype == "float16"
-        assert regressor.get_layer("landmark_coordinates").compute_dtype == "float32"
-        assert regressor.output.dtype == "float32"
-        model = models.build_model("heatmap", images.shape[1:], 68, filters=(8, 8, 8))
+        model = models.build_model("scratch", images.shape[1:], 68, filters=(8,), dense_units=(8,))
         model.compile(optimizer="adam", loss=losses.get_loss("wing", crop_size=32))
         loss = model.train_on_batch(images, losses.pack_targets(landmarks, visible))
         prediction = model.predict_on_batch(images)
         assert prediction.dtype == np.float32 and np.isfinite(loss) and np.isfinite(prediction).all()
         assert model.get_layer("input_normalization").compute_dtype == "float16"
-        assert model.get_layer("heatmaps").compute_dtype == "float32"
+        assert model.get_layer("head_dense1").compute_dtype == "float16"
+        assert model.get_layer("landmark_coordinates").compute_dtype == "float32"
+        heatmap = models.build_model("heatmap", images.shape[1:], 68, filters=(8, 8, 8))
+        assert heatmap.get_layer("down1_a_conv").compute_dtype == "float16"
+        coords = keras.ops.convert_to_numpy(heatmap(images, training=False))
+        assert coords.dtype == np.float32 and np.isfinite(coords).all()
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
