@@ -531,8 +531,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         sample = parts.get(0)[0]
         input_kind = "image" if sample.ndim == 4 else "features"
         if input_kind != spec.input_kind:
+            words = {"image": "images", "features": "features"}
             raise ValueError(
-                f"model {config.model!r} takes {spec.input_kind}s but {config.data} holds {input_kind}s"
+                f"model {config.model!r} takes {words[spec.input_kind]} but {config.data} holds {words[input_kind]}"
                 + (" (make features with `datagen.py bottleneck`)" if spec.input_kind == "features" else "")
             )
         config.scheme, config.num_points = scheme.name, scheme.num_points

@@ -28,7 +28,7 @@ def history(run_dir):
 def tensorboard_tags(log_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(log_dir))
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})  # 0: keep every event
     accumulator.Reload()
     return accumulator, set(accumulator.Tags()["tensors"])
 
