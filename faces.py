@@ -83,6 +83,25 @@ class FaceDetector:
         order = np.argsort(-scores)
         return boxes.reshape(-1, 4)[order], scores[order]
 
+    def detect_all(self, image: np.ndarray, overlap: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+        """Every face: detections at ``upsample`` and, on images up to
+        ``max_upsample_pixels``, at one more doubling, merged (of two boxes
+        overlapping by more than ``overlap`` IoU the higher score stays).
+
+        The second scale finds faces the first misses, large ones included:
+        dlib's HOG window and image pyramid do not line up with every face.
+        """
+        image = _as_uint8_rgb_or_gray(image)
+        boxes, scores = self.detect(image, self.upsample)
+        if image.shape[0] * image.shape[1] <= self.max_upsample_pixels:
+            more, more_scores = self.detect(image, self.upsample + 1)
+            boxes, scores = np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
+        keep = []
+        for i in np.argsort(-scores):
+            if all(box_iou(boxes[i], boxes[j]) <= overlap for j in keep):
+                keep.append(i)
+        return boxes[keep].reshape(-1, 4), scores[keep]
+
     def find_face(self, image: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None):
         """The detection that belongs to these landmarks, or None.
 
@@ -100,6 +119,15 @@ class FaceDetector:
             if index is not None:
                 return boxes[index]
         return None
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two ``[x0, y0, x1, y1]`` boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 def _as_uint8_rgb_or_gray(image: np.ndarray) -> np.ndarray:

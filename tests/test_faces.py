@@ -26,6 +26,11 @@ def test_detector_finds_the_annotated_face(data_dir):
     box = detector.find_face(image, points)  # one doubling finds the annotated face
     assert box is not None
     assert faces.coverage(faces.crop_box_from_detection(box), points) == 1.0
+    # both scales together find both actors, each once
+    boxes, _ = detector.detect_all(image)
+    assert faces.match_detection(boxes, points) is not None
+    assert any(faces.box_iou(b, [624, 222, 883, 481]) > 0.7 for b in boxes)
+    assert all(faces.box_iou(a, b) <= 0.4 for i, a in enumerate(boxes) for b in boxes[:i])
 
 
 def test_match_rejects_a_detection_of_another_face(data_dir):
