@@ -435,8 +435,9 @@ class PreviewImages(keras.callbacks.Callback):
     """Every ``every`` epochs, draws predictions (red) and ground truth (green) on
     validation faces into TensorBoard (``logs/previews``)."""
 
-    def __init__(self, log_dir: Path, images, landmarks, visible, every: int = 5, count: int = 8):
+    def __init__(self, log_dir: Path, images, landmarks, visible, every: int = 5, count: int = 8, cluster=None, batch=32):
         super().__init__()
+        self.cluster, self.batch = cluster, batch
         self.log_dir = Path(log_dir)
         self.every = max(1, every)
         self.images, self.landmarks, self.visible = images[:count], landmarks[:count], visible[:count]
@@ -452,7 +453,10 @@ class PreviewImages(keras.callbacks.Callback):
     def render(self) -> np.ndarray:
         from drawing import draw_crop, grid
 
-        pred = np.asarray(self.model.predict(self.images.astype(np.float32), verbose=0))
+        if self.cluster is None:
+            pred = np.asarray(self.model.predict(self.images.astype(np.float32), verbose=0))
+        else:
+            pred = predict_all(self.model, self.images.astype(np.float32), self.batch, self.cluster)
         pred = pred.reshape(self.landmarks.shape)
         scale = max(1, 192 // self.images.shape[1])
         tiles = [draw_crop(img, p, g, v, scale=scale) for img, p, g, v in zip(self.images, pred, self.landmarks, self.visible)]
@@ -571,11 +575,16 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if val is not None:
             from losses import pack_targets
 
-            val_data = (x_val.astype(np.float32), pack_targets(val["landmarks"], val["visible"]))
+            # under data parallelism every batch must split evenly over the devices: pad the
+            # validation set with faces that have no visible point (they carry no loss, no NME)
+            x_padded, targets = pad_rows(x_val.astype(np.float32), pack_targets(val["landmarks"], val["visible"]),
+                                         multiple=global_batch if cluster.mode == "data-parallel" else 1)
+            val_data = (x_padded, targets)
 
         monitor = "val_loss" if val is not None else "loss"
         callbacks, stateful = make_callbacks(
-            config, out_dir, monitor, batches, val, x_val, input_kind, resume, cluster.scaled_lr(config.lr)
+            config, out_dir, monitor, batches, val, x_val, input_kind, resume, cluster.scaled_lr(config.lr),
+            cluster, global_batch,
         )
         initial_epoch = 0
         if resume:
@@ -588,7 +597,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 steps_per_epoch=steps, callbacks=callbacks, verbose=verbose if cluster.is_chief else 0,
                 validation_batch_size=global_batch,
             )
-        return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster.is_chief)
+        return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster, global_batch)
     finally:
         cluster.close()
 
@@ -624,7 +633,8 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
     )
 
 
-def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_kind, resume, lr: float):
+def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_kind, resume, lr: float, cluster=None,
+                   global_batch: int = 32):
     """The run's callbacks (in the order they must run) and the stateful ones, by class name.
 
     ``lr`` is the base learning rate after scaling for the number of replicas.
@@ -647,7 +657,8 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
     callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume))
     callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False))
     if val is not None and input_kind == "image" and config.preview_every > 0:
-        callbacks.append(PreviewImages(out_dir / "logs", x_val, val["landmarks"], val["visible"], config.preview_every))
+        callbacks.append(PreviewImages(out_dir / "logs", x_val, val["landmarks"], val["visible"], config.preview_every,
+                                       cluster=cluster, batch=global_batch))
     return callbacks, stateful
 
 
@@ -667,7 +678,24 @@ def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, statefu
     return state["epoch"] + 1
 
 
-def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, is_chief: bool) -> dict:
+def pad_rows(x: np.ndarray, targets: np.ndarray, multiple: int):
+    """Rows added so the count is a multiple of ``multiple``; padded targets are invisible."""
+    extra = -len(x) % multiple
+    if not extra:
+        return x, targets
+    x = np.concatenate([x, np.repeat(x[:1], extra, axis=0)])
+    blank = np.zeros((extra, *targets.shape[1:]), targets.dtype)
+    return x, np.concatenate([targets, blank])
+
+
+def predict_all(model, x: np.ndarray, batch: int, cluster) -> np.ndarray:
+    """Predictions for every row; batches padded to split evenly under data parallelism."""
+    multiple = batch if cluster.mode == "data-parallel" else 1
+    padded, _ = pad_rows(x, np.zeros((len(x), 1), np.float32), multiple)
+    return np.asarray(model.predict(padded, batch_size=batch, verbose=0))[: len(x)]
+
+
+def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, cluster, global_batch: int) -> dict:
     """Best weights into ``model.keras`` and the validation summary (written by the chief)."""
     import metrics
 
@@ -677,15 +705,14 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
     epochs_run = read_history_epochs(out_dir / "history.csv")
     summary["epochs"] = (max(epochs_run) + 1) if epochs_run else 0
     if val is not None:  # every worker predicts: under a strategy this is a collective step
-        pred = np.asarray(model.predict(x_val.astype(np.float32), batch_size=config.batch, verbose=0))
-        pred = pred.reshape(val["landmarks"].shape)
+        pred = predict_all(model, x_val.astype(np.float32), global_batch, cluster).reshape(val["landmarks"].shape)
         if scheme.norm_points is not None:
             scores = metrics.summarize(pred, val["landmarks"], val["visible"], scheme)
             summary.update({"val_" + k: v for k, v in scores.items()})
         summary["val_mse"] = metrics.masked_mse(pred, val["landmarks"], val["visible"])
     summary["best_epoch"] = _best_epoch(out_dir / "history.csv", monitor)
     summary["weights_sha1"] = weights_fingerprint(model)
-    if is_chief:
+    if cluster.is_chief:
         tmp = out_dir / ".model.tmp.keras"
         model.save(tmp)
         os.replace(tmp, out_dir / "model.keras")
