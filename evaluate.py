@@ -68,13 +68,41 @@ def score(name: str, pred: np.ndarray, arrays: dict, scheme) -> dict:
     return row
 
 
-def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6) -> list[dict]:
-    """Score every run (and the baseline) on ``data_path``; write tables and plots to ``out_dir``."""
+def select_faces(arrays: dict, where: list[str], data_path) -> dict:
+    """The faces matching every ``KEY=VALUE`` (equal) or ``KEY~TEXT`` (contains) filter.
+
+    KEY is a per-face string array of the npz: ``source``, ``subject``,
+    ``path``, ``detection`` ... (``datagen.py info`` lists them).
+    """
+    keep = np.ones(len(arrays["landmarks"]), bool)
+    for spec in where:
+        op = "=" if "=" in spec else "~" if "~" in spec else None
+        key, _, value = spec.partition(op) if op else (spec, "", "")
+        if op is None or not key or not value:
+            raise ValueError(f"--where {spec!r}: write KEY=VALUE or KEY~TEXT, e.g. source=youtube68")
+        if key not in arrays or arrays[key].ndim != 1 or len(arrays[key]) != len(keep):
+            per_face = sorted(k for k, v in arrays.items() if v.ndim == 1 and len(v) == len(keep))
+            raise ValueError(f"{data_path}: no per-face key {key!r} for --where (have: {', '.join(per_face)})")
+        column = arrays[key].astype(str)
+        keep &= (column == value) if op == "=" else np.char.find(column, value) >= 0
+    if not keep.any():
+        raise ValueError(f"{data_path}: no face matches --where {' '.join(where)}")
+    return dataset_io.subset(arrays, np.flatnonzero(keep))
+
+
+def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6, where=()) -> list[dict]:
+    """Score every run (and the baseline) on ``data_path``; write tables and plots to ``out_dir``.
+
+    ``where``: filters of ``select_faces`` (for example one source of a combined test set).
+    """
     import plots
 
     arrays = dataset_io.load_npz(data_path)
     if "images" not in arrays:
         raise ValueError(f"{data_path}: evaluation needs face images (a prepared npz, not bottleneck features)")
+    if where:
+        arrays = select_faces(arrays, list(where), data_path)
+    label = Path(data_path).name + (f" ({' '.join(where)})" if where else "")
     scheme = dataset_io.scheme_of(arrays)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +126,9 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
         raise ValueError(f"unknown baseline {baseline!r} (known: dlib)")
 
     write_csv(out_dir / "results.csv", rows)
-    (out_dir / "results.md").write_text(results_markdown(rows, scheme, data_path, len(arrays["landmarks"])))
+    (out_dir / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))
     nmes = {name: metrics.nme_per_face(p, arrays["landmarks"], arrays["visible"], scheme) for name, p in predictions.items()}
-    plots.ced_plot(nmes, out_dir / "ced.png", title=f"{Path(data_path).name} ({scheme.name})")
+    plots.ced_plot(nmes, out_dir / "ced.png", title=f"{label} ({scheme.name})")
     plots.gallery(arrays, predictions, nmes, out_dir / "gallery.png", count=gallery_faces)
     if histories:
         plots.learning_curves(histories, out_dir / "curves.png")
@@ -165,8 +193,8 @@ def _fmt(value, digits=2):
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def results_markdown(rows: list[dict], scheme, data_path, faces: int) -> str:
-    lines = [f"# Results on `{Path(data_path).name}` ({scheme.name}, {faces} faces)", ""]
+def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
+    lines = [f"# Results on `{label}` ({scheme.name}, {faces} faces)", ""]
     main = [("model", "model", None), ("train loss", "train_loss", 5), ("val loss", "val_loss", 5),
             ("test MSE", "test_mse", 5), ("NME %", "nme", 2)]
     if scheme.pupils is not None:
@@ -301,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (--data, --image) or video file (--video)")
     parser.add_argument("--baseline", choices=["none", "dlib"], default="none",
                         help="add dlib's stock 68-point predictor (68-point data only)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="score only matching faces: KEY=VALUE or KEY~TEXT on a per-face key "
+                             "(source=youtube68, path~youtube68/test/); repeat to combine")
     parser.add_argument("--no-timing", action="store_true", help="skip the ms/face measurement")
     parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")
     return parser
@@ -314,7 +345,8 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.data:
-            evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing)
+            evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
+                          where=args.where)
             print((Path(args.out) / "results.md").read_text())
             return 0
         if len(args.runs) != 1:

@@ -206,6 +206,9 @@ def patch_dataset(arrays: dict, boxes: np.ndarray, region_index: int, scheme: Sc
 
 def train_pipeline(config: PipelineConfig, template: training.TrainConfig) -> dict:
     """Train one refiner per region; returns {region: summary}."""
+    unknown = sorted(set(config.regions) - set(REFINED_REGIONS))
+    if unknown or not config.regions:
+        raise ValueError(f"--regions must name some of {', '.join(REFINED_REGIONS)}; got {', '.join(config.regions) or 'none'}")
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stage1 = Predictor.load(config.stage1)
@@ -293,8 +296,8 @@ def train_boxes(template: training.TrainConfig, margin: float = 0.25, regions=RE
 def inference_boxes(config: PipelineConfig, points: np.ndarray, scheme: Scheme, corners=None) -> np.ndarray:
     """(N, R, 4) boxes the refiners see: from predicted points, or from box-net corners."""
     regions = list(config.regions)
-    if corners is not None:
-        return boxes_from_corners(corners)
+    if corners is not None:  # the box network predicts every REFINED_REGIONS box, in that order
+        return boxes_from_corners(corners)[:, [REFINED_REGIONS.index(r) for r in regions]]
     boxes = region_boxes(points, np.ones(points.shape[:2], bool), scheme, regions, config.margin)
     if config.kind == "cascade":
         centres, _ = boxes_to_centres_sides(boxes)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import training
+from landmarks import REFINED_REGIONS
 
 
 def parse_json_options(text: str, flag: str) -> dict:
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mirrored: all GPUs here (TF); multiworker: a TF_CONFIG cluster (TF); "
                              "data-parallel: all devices (JAX). --batch is then per replica and the learning "
                              "rate scales with the number of replicas")
+    parser.add_argument("--jit-compile", default="auto", choices=training.JIT_MODES,
+                        help="XLA-compile train steps; auto: off for TensorFlow on CPU (slower there), on otherwise")
     pipeline = parser.add_argument_group("coarse-to-fine pipelines (model name cascade, regions or boxes)")
     pipeline.add_argument("--stage1", help="run directory of the global model to refine")
     pipeline.add_argument("--boxes", help="regions: run directory of a box network (train.py boxes)")
@@ -73,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--box-model", default="resnet_scratch", help="registered model used for the box network")
     pipeline.add_argument("--patch-size", type=int, default=32, help="refiner input size in pixels")
     pipeline.add_argument("--margin", type=float, default=0.25, help="region box margin per side, fraction of its size")
+    pipeline.add_argument("--regions", default=",".join(REFINED_REGIONS),
+                          help="comma-separated regions to refine (the jaw stays with stage 1)")
     pipeline.add_argument("--copies", type=int, default=4, help="jittered patches per training face")
     return parser
 
@@ -88,6 +93,7 @@ def train_pipeline(args, config) -> dict:
     pipeline = refine.PipelineConfig(
         kind=args.model, stage1=args.stage1, run_dir=args.run_dir, boxes=args.boxes, refiner=args.refiner,
         patch_size=args.patch_size, margin=args.margin, copies=args.copies,
+        regions=[r.strip() for r in args.regions.split(",") if r.strip()],
     )
     return refine.train_pipeline(pipeline, config)
 
@@ -111,7 +117,7 @@ def main(argv=None) -> int:
             train_blocks=args.train_blocks, model_options=parse_json_options(args.model_options, "--model-options"),
             augment=args.augment, seed=args.seed, mixed_precision=args.mixed_precision,
             pretrain_epochs=args.pretrain_epochs, preview_every=args.preview_every, workers=args.workers,
-            distribute=args.distribute,
+            distribute=args.distribute, jit_compile=args.jit_compile,
         )
     try:
         summary = train_pipeline(args, config) if pipeline else training.fit(config, resume=args.resume)

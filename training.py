@@ -63,6 +63,7 @@ class TrainConfig:
     pretrain_epochs: int = 10
     workers: int = 1
     distribute: str = "none"
+    jit_compile: str = "auto"
     # filled in from the data when the run starts
     scheme: str | None = None
     num_points: int | None = None
@@ -80,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.jit_compile not in JIT_MODES:
+            raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 
     def save(self, path: Path) -> None:
         _write_json_atomic(path, dataclasses.asdict(self))
@@ -620,6 +623,29 @@ def cluster_faces(train, workers: int) -> int:
     return len(train["landmarks"]) // workers
 
 
+JIT_MODES = ("auto", "on", "off")
+
+
+def resolve_jit_compile(mode: str = "auto") -> bool:
+    """Whether to compile train steps with XLA.
+
+    'auto' is off for TensorFlow on a CPU-only machine: XLA's CPU depthwise and
+    large-kernel convolutions are several times slower than TensorFlow's own
+    kernels (MobileNetV2 at 128 px trains at 5 images/s with XLA, 27 without,
+    on the 2-core machine; benchmarks/train_throughput.py --jit-compile).  JAX
+    has no other compiler: 'auto' is on there.
+    """
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return True
+
+
 def _compile(model, config: TrainConfig, scheme, cluster) -> None:
     import losses
 
@@ -630,6 +656,7 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
         optimizer=make_optimizer(config.optimizer, cluster.scaled_lr(config.lr)),
         loss=losses.get_loss(config.loss, **config.loss_options),
         metrics=tracked,
+        jit_compile=resolve_jit_compile(config.jit_compile),
     )
 
 

@@ -122,7 +122,7 @@ def test_tf_config_errors_name_the_problem(monkeypatch):
     assert not distribute.is_chief_task({"cluster": {"chief": ["c"], "worker": ["a"]}, "task": {"type": "worker", "index": 0}})
 
 
-@pytest.mark.backend
+# Not backend-marked: streaming is numpy, and fitting is covered on JAX by the other tests.
 def test_training_streams_shards_two_at_a_time(tiny_ibug, tmp_path):
     import datagen
 

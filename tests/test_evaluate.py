@@ -97,7 +97,7 @@ def test_photo_gets_points_near_its_ground_truth(tiny_run, data_dir, tmp_path):
     assert overlay.shape[:2] == (1080, 1920)
 
 
-@pytest.mark.backend
+# Not backend-marked: error paths in subprocesses, the same on every backend.
 def test_photo_without_a_face_fails_and_a_folder_keeps_going(tiny_run, data_dir, tmp_path):
     no_face = data_dir / "samples" / "dlib" / "examples" / "faces" / "dogs.jpg"
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tiny_run), "--image", str(no_face),
@@ -140,3 +140,19 @@ def test_python_api(tiny_run, data_dir):
     truth = read_pts(photo.with_suffix(".pts"))
     nme = metrics.nme_per_face(points, np.repeat(truth[None], len(points), 0), np.ones((len(points), 68), bool), "ibug68")
     assert nme.min() < 0.45
+
+
+def test_where_selects_faces_and_names_bad_filters(tiny_ibug):
+    arrays = dataset_io.load_npz(tiny_ibug["test"])
+    subject = str(arrays["subject"][0])
+    chosen = evaluate.select_faces(arrays, [f"subject={subject}"], "t.npz")
+    assert len(chosen["landmarks"]) == int((arrays["subject"] == subject).sum()) > 0
+    assert (chosen["subject"] == subject).all() and chosen["images"].shape[1:] == arrays["images"].shape[1:]
+    both = evaluate.select_faces(arrays, ["path~youtube68", f"subject={subject}"], "t.npz")
+    assert len(both["landmarks"]) == len(chosen["landmarks"])
+    with pytest.raises(ValueError, match="t.npz: no per-face key 'colour'"):
+        evaluate.select_faces(arrays, ["colour=red"], "t.npz")
+    with pytest.raises(ValueError, match="no face matches"):
+        evaluate.select_faces(arrays, ["source=muct"], "t.npz")
+    with pytest.raises(ValueError, match="write KEY=VALUE"):
+        evaluate.select_faces(arrays, ["source"], "t.npz")

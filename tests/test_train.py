@@ -17,7 +17,6 @@ import dataset_io
 import training
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.backend
 
 
 def history(run_dir):
@@ -33,6 +32,7 @@ def tensorboard_tags(log_dir):
     return accumulator, set(accumulator.Tags()["tensors"])
 
 
+@pytest.mark.backend
 def test_run_directory_holds_everything_to_reuse_the_run(tiny_run, tiny_ibug):
     import keras
 
@@ -61,6 +61,7 @@ def test_run_directory_holds_everything_to_reuse_the_run(tiny_run, tiny_ibug):
     assert summary["best_epoch"] == int(np.argmin(val_losses)) + 1
 
 
+@pytest.mark.backend
 def test_tensorboard_has_losses_nme_learning_rate_and_preview_images(tiny_run):
     train_acc, train_tags = tensorboard_tags(tiny_run / "logs" / "train")
     assert {"epoch_loss", "epoch_nme", "epoch_learning_rate"} <= train_tags
@@ -91,6 +92,8 @@ def test_existing_run_is_never_overwritten(tiny_run, tiny_ibug):
     assert (tiny_run / "best.weights.h5").read_bytes() == before
 
 
+# TensorFlow only: what it checks (callbacks' state, checkpoints) is backend-independent, and the
+# JAX runs above already cover fitting; on JAX it would add two minutes to CI.
 def test_killed_run_resumes_with_the_right_epoch_and_learning_rate(tmp_path, tiny_ibug):
     run_dir = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), "scratch", "--data", str(tiny_ibug["train"]),
@@ -126,6 +129,7 @@ def test_killed_run_resumes_with_the_right_epoch_and_learning_rate(tmp_path, tin
     assert json.loads((run_dir / "state.json").read_text())["epoch"] == 5
 
 
+@pytest.mark.backend
 def test_bottleneck_features_train_the_inception_bottleneck_head(tmp_path, tiny_ibug, data_dir):
     import datagen
 

