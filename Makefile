@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= $(abspath ../shared/data)
 RUNS   ?= runs
 SIZE   ?= 128
-EPOCHS ?= 30
+EPOCHS ?= 10
 
 export FACE_DATA_DIR := $(DATA)
 
@@ -34,7 +34,7 @@ demo: setup
 		--size $(SIZE) --out dataset/ibug$(SIZE)
 	$(BIN)/python train.py mobilenetv2 --data dataset/ibug$(SIZE)_train.npz --val-fraction 0.1 \
 		--weights $(abspath ../shared/weights)/mobilenet_v2_imagenet_notop.weights.h5 \
-		--epochs $(EPOCHS) --run-dir $(RUNS)/mobilenetv2-$(SIZE)
+		--epochs $(EPOCHS) --schedule cosine --lr 5e-4 --loss wing --patience 4 --run-dir $(RUNS)/mobilenetv2-$(SIZE)
 	$(BIN)/python evaluate.py $(RUNS)/mobilenetv2-$(SIZE) --data dataset/ibug$(SIZE)_test.npz \
 		--baseline dlib --out results/demo-$(SIZE)
 

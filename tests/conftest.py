@@ -78,7 +78,7 @@ def tiny_run(tmp_path_factory, tiny_ibug):
     run_dir = tmp_path_factory.mktemp("runs") / "scratch-tiny"
     config = training.TrainConfig(
         model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2,
-        epochs=12, batch=16, lr=2e-3, preview_every=4, workers=1, seed=1,
+        epochs=7, batch=16, lr=2e-3, preview_every=3, workers=1, seed=1,
     )
     training.fit(config, verbose=0)
     return run_dir

@@ -132,3 +132,30 @@ def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys)
     assert "--regions must name some of" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a pipeline run"):
         refine.PipelineConfig.load(tmp_path)
+
+
+def test_muct76_region_boxes_mirror_like_the_real_mirrored_shapes(data_dir):
+    """76 points: the box scheme's mirror permutation agrees with MUCT's own mirrored shapes (``ir`` rows)."""
+    import csv
+
+    with open(data_dir / "muct" / "muct-landmarks" / "muct76-opencv.csv", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        rows = {row[0]: np.array(row[2:], np.float64).reshape(76, 2) for row in reader}
+    names = sorted(n for n in rows if n.startswith("i") and not n.startswith("ir"))[:300]
+    originals = np.stack([rows[n] for n in names])
+    mirrored = np.stack([rows["ir" + n[1:]] for n in names])
+
+    def normalise(points):  # x' = 479 - x becomes 1 - u
+        return (points / np.array([479.0, 639.0])).astype(np.float32), (points != 0).any(axis=-1)
+
+    scheme = get_scheme("muct76")
+    (pts, vis), (mpts, mvis) = normalise(originals), normalise(mirrored)
+    corners = refine.box_corners(refine.region_boxes(pts, vis, scheme, REFINED_REGIONS, margin=0.25))
+    expected = refine.box_corners(refine.region_boxes(mpts, mvis, scheme, REFINED_REGIONS, margin=0.25))
+    box_scheme = refine.box_scheme(scheme, REFINED_REGIONS)
+    flipped = corners[:, list(box_scheme.mirror)]
+    flipped[..., 0] = 1 - flipped[..., 0]
+    ok = np.isfinite(expected).all(axis=(1, 2)) & np.isfinite(flipped).all(axis=(1, 2))
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(flipped[ok], expected[ok], atol=1.0 / 479)  # within a pixel
