@@ -77,7 +77,8 @@ def pipelines(tiny_run, tiny_ibug, tmp_path_factory):
     return root
 
 
-@pytest.mark.backend
+# Not backend-marked, to keep CI short: the refiners are ordinary train.py runs (trained on both
+# backends by the other tests) and the pipeline glue is numpy. Run it with KERAS_BACKEND=jax to check JAX.
 @pytest.mark.slow
 def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_ibug, data_dir, tmp_path):
     for kind in ("cascade", "regions"):
