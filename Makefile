@@ -23,10 +23,10 @@ $(VENV)/.installed: requirements.txt
 test: setup test-tf test-jax
 
 test-tf: setup
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q --durations=10 tests
 
 test-jax: setup
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backend tests
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --durations=10 -m backend tests
 
 # Prepare 300-W + YouTube68, train MobileNetV2 (offline ImageNet weights), evaluate against dlib.
 demo: setup

@@ -16,21 +16,33 @@ from drawing import draw_crop  # noqa: E402
 
 
 def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, title: str = "") -> None:
-    """All models' cumulative error distributions on one plot, AUC in the legend."""
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    """All models' cumulative error distributions on one plot, AUC in the legend (below the axes).
+
+    Curves whose per-face errors are identical (a pipeline's stage 1 is also
+    its own run) are drawn once, with the names joined.
+    """
+    curves: list[tuple[list[str], np.ndarray]] = []
     for name, nme in nmes.items():
+        same = next((c for c in curves if c[1].shape == nme.shape and np.array_equal(c[1], nme, equal_nan=True)), None)
+        if same is not None:
+            same[0].append(name)
+        else:
+            curves.append(([name], nme))
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(7.5, 4.6 + 0.22 * len(curves)), dpi=120)
+    for i, (names, nme) in enumerate(curves):
         xs, ys = metrics.ced(nme, threshold)
-        label = f"{name}  (AUC@{threshold * 100:g} {metrics.auc(nme, threshold):.3f}, NME {100 * np.nanmean(nme):.2f}%)"
-        ax.plot(xs * 100, ys, label=label, linewidth=1.8)
+        label = f"{' = '.join(names)}  (AUC@{threshold * 100:g} {metrics.auc(nme, threshold):.3f}, NME {100 * np.nanmean(nme):.2f}%)"
+        ax.plot(xs * 100, ys, label=label, linewidth=1.8, color=colours(i), linestyle="-" if i < 10 else "--")
     ax.set_xlabel("NME (% of outer-eye-corner distance)")
     ax.set_ylabel("fraction of faces")
     ax.set_xlim(0, threshold * 100)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(f"Cumulative error distribution {title}".strip())
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

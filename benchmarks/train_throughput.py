@@ -67,12 +67,15 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="loader threads of the real pipeline")
     parser.add_argument("--augment", default="default")
+    parser.add_argument("--jit-compile", default="auto", choices=training.JIT_MODES,
+                        help="XLA for the train step (auto: off for TensorFlow on CPU)")
     args = parser.parse_args(argv)
 
     arrays = dataset_io.load_npz(args.data)
     scheme = dataset_io.scheme_of(arrays)
     parts = training.FaceParts(arrays, args.size)
-    config = training.TrainConfig(model=args.model, data=args.data, run_dir="-", batch=args.batch)
+    config = training.TrainConfig(model=args.model, data=args.data, run_dir="-", batch=args.batch,
+                                  jit_compile=args.jit_compile)
     model = models.build_model(args.model, input_shape=(args.size, args.size, arrays["images"].shape[-1]),
                                num_points=scheme.num_points)
     training._compile(model, config, scheme, distribute.Cluster())
@@ -93,7 +96,8 @@ def main(argv=None) -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pipeline, compute = np.median(results["pipeline"]), np.median(results["compute only"])
     print(f"{args.model} at {args.size} px, batch {args.batch}, {len(arrays['images'])} faces in memory, "
-          f"backend {keras.config.backend()}, augment {args.augment!r}, {args.workers} loader threads")
+          f"backend {keras.config.backend()}, augment {args.augment!r}, {args.workers} loader threads, "
+          f"XLA {training.resolve_jit_compile(args.jit_compile)}")
     print("| mode | images/s (median of rounds) | rounds |")
     print("|---|---|---|")
     for mode, values in results.items():
