@@ -456,10 +456,7 @@ class PreviewImages(keras.callbacks.Callback):
     def render(self) -> np.ndarray:
         from drawing import draw_crop, grid
 
-        if self.cluster is None:
-            pred = np.asarray(self.model.predict(self.images.astype(np.float32), verbose=0))
-        else:
-            pred = predict_all(self.model, self.images.astype(np.float32), self.batch, self.cluster)
+        pred = predict_all(self.model, self.images.astype(np.float32), self.batch, self.cluster)
         pred = pred.reshape(self.landmarks.shape)
         scale = max(1, 192 // self.images.shape[1])
         tiles = [draw_crop(img, p, g, v, scale=scale) for img, p, g, v in zip(self.images, pred, self.landmarks, self.visible)]
@@ -631,9 +628,10 @@ def resolve_jit_compile(mode: str = "auto") -> bool:
 
     'auto' is off for TensorFlow on a CPU-only machine: XLA's CPU depthwise and
     large-kernel convolutions are several times slower than TensorFlow's own
-    kernels (MobileNetV2 at 128 px trains at 5 images/s with XLA, 27 without,
-    on the 2-core machine; benchmarks/train_throughput.py --jit-compile).  JAX
-    has no other compiler: 'auto' is on there.
+    kernels (MobileNetV2 at 128 px, batch 32: 5.4 images/s with XLA, 27
+    without, timed with train_on_batch on the 2-core machine; compare with
+    benchmarks/train_throughput.py --jit-compile on|off).  JAX has no other
+    compiler: 'auto' is on there.
     """
     if mode == "on":
         return True
@@ -705,20 +703,21 @@ def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, statefu
     return state["epoch"] + 1
 
 
-def pad_rows(x: np.ndarray, targets: np.ndarray, multiple: int):
+def pad_rows(x: np.ndarray, targets: np.ndarray | None, multiple: int):
     """Rows added so the count is a multiple of ``multiple``; padded targets are invisible."""
     extra = -len(x) % multiple
     if not extra:
         return x, targets
     x = np.concatenate([x, np.repeat(x[:1], extra, axis=0)])
-    blank = np.zeros((extra, *targets.shape[1:]), targets.dtype)
-    return x, np.concatenate([targets, blank])
+    if targets is not None:
+        targets = np.concatenate([targets, np.zeros((extra, *targets.shape[1:]), targets.dtype)])
+    return x, targets
 
 
-def predict_all(model, x: np.ndarray, batch: int, cluster) -> np.ndarray:
+def predict_all(model, x: np.ndarray, batch: int, cluster=None) -> np.ndarray:
     """Predictions for every row; batches padded to split evenly under data parallelism."""
-    multiple = batch if cluster.mode == "data-parallel" else 1
-    padded, _ = pad_rows(x, np.zeros((len(x), 1), np.float32), multiple)
+    multiple = batch if cluster is not None and cluster.mode == "data-parallel" else 1
+    padded, _ = pad_rows(x, None, multiple)
     return np.asarray(model.predict(padded, batch_size=batch, verbose=0))[: len(x)]
 
 

@@ -33,6 +33,15 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=2)
+def read_muct_rows(data_dir) -> dict:
+    """Every row of MUCT's complete landmark file: name -> (76, 2) pixel points (0,0 where hidden)."""
+    with open(Path(data_dir) / "muct" / "muct-landmarks" / "muct76-opencv.csv", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        return {row[0]: np.array(row[2:], np.float64).reshape(76, 2) for row in reader}
+
+
 def _raw_faces(data_dir: str, scheme: str, count: int):
     data_dir = Path(data_dir)
     out = []
@@ -40,11 +49,7 @@ def _raw_faces(data_dir: str, scheme: str, count: int):
         for pts in sorted((data_dir / "300w" / "afw").glob("*.pts"))[:count]:
             out.append((_load_rgb(pts.with_suffix(".jpg")), _read_pts(pts), np.ones(68, bool)))
     elif scheme == "muct76":
-        wanted = {}
-        with open(data_dir / "muct" / "muct-landmarks" / "muct76-opencv.csv") as handle:
-            for row in csv.reader(handle):
-                if row[0] in MUCT_NAMES:
-                    wanted[row[0]] = np.array(row[2:], np.float64).reshape(76, 2)
+        wanted = read_muct_rows(data_dir)
         for name in MUCT_NAMES[:count]:
             points = wanted[name]
             out.append((_load_rgb(data_dir / "muct" / "jpg" / f"{name}.jpg"), points, (points != 0).any(axis=1)))

@@ -15,6 +15,7 @@ import pytest
 
 import datagen
 import faces
+from face_batches import read_muct_rows
 from landmarks import KAGGLE15_NAMES, get_scheme, mirror_landmarks
 
 PER_FACE_DTYPES = {
@@ -50,13 +51,6 @@ def check_contract(arrays, scheme, size, channels=3):
     seen = arrays["landmarks"][arrays["visible"]]
     assert np.isfinite(seen).all() and (seen >= 0).all() and (seen <= 1).all()
     assert np.isfinite(arrays["landmarks"]).all()
-
-
-def read_muct_rows(data_dir):
-    with open(data_dir / "muct" / "muct-landmarks" / "muct76-opencv.csv") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        return {row[0]: np.array(row[2:], np.float64).reshape(76, 2) for row in reader}
 
 
 def pixel_points(arrays, i, scheme):

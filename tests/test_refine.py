@@ -11,6 +11,7 @@ import dataset_io
 import evaluate
 import refine
 import train
+from face_batches import read_muct_rows
 from landmarks import REFINED_REGIONS, get_scheme
 from predictor import Predictor
 
@@ -108,9 +109,9 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
     for name in expected:
         assert np.isfinite(float(rows[name]["nme"])), name
     # stage 1 of a pipeline is the stage-1 run itself: the same numbers as evaluating it alone
-    alone = Predictor.load(tiny_run).predict_crops(dataset_io.load_npz(tiny_ibug["test"])["images"])
+    crops = dataset_io.load_npz(tiny_ibug["test"])["images"]
     piped = Predictor.load(pipelines / "regions")
-    np.testing.assert_allclose(piped.stage1.predict_crops(dataset_io.load_npz(tiny_ibug["test"])["images"]), alone, atol=1e-5)
+    np.testing.assert_allclose(piped.stage1.predict_crops(crops), Predictor.load(tiny_run).predict_crops(crops), atol=1e-5)
 
     # a photo goes through the whole pipeline: only refined regions move, the jaw stays with stage 1
     import cv2
@@ -137,12 +138,7 @@ def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys)
 
 def test_muct76_region_boxes_mirror_like_the_real_mirrored_shapes(data_dir):
     """76 points: the box scheme's mirror permutation agrees with MUCT's own mirrored shapes (``ir`` rows)."""
-    import csv
-
-    with open(data_dir / "muct" / "muct-landmarks" / "muct76-opencv.csv", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        rows = {row[0]: np.array(row[2:], np.float64).reshape(76, 2) for row in reader}
+    rows = read_muct_rows(data_dir)
     names = sorted(n for n in rows if n.startswith("i") and not n.startswith("ir"))[:300]
     originals = np.stack([rows[n] for n in names])
     mirrored = np.stack([rows["ir" + n[1:]] for n in names])
