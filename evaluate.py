@@ -90,10 +90,12 @@ def select_faces(arrays: dict, where: list[str], data_path) -> dict:
     return dataset_io.subset(arrays, np.flatnonzero(keep))
 
 
-def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6, where=()) -> list[dict]:
+def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6, where=(),
+                  flip_test=False) -> list[dict]:
     """Score every run (and the baseline) on ``data_path``; write tables and plots to ``out_dir``.
 
     ``where``: filters of ``select_faces`` (for example one source of a combined test set).
+    ``flip_test``: also score every model with flip-test averaging (extra rows).
     """
     import plots
 
@@ -108,7 +110,7 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, predictions, histories = [], {}, {}
     for run_dir in map(Path, run_dirs):
-        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing):
+        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test):
             rows.append(row)
             predictions[row["model"]] = pred
             if history is not None:
@@ -135,35 +137,55 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     return rows
 
 
-def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool):
-    """(row, predictions, history file) for a run; several for a coarse-to-fine pipeline."""
+def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_test: bool = False):
+    """(row, predictions, history file) for a run; several for a coarse-to-fine pipeline.
+
+    ``flip_test`` adds the same model(s) with flip-test averaging (stage 1
+    only, for pipelines) as extra rows.
+    """
     from refine import PipelinePredictor
 
     predictor = Predictor.load(run_dir)
     if predictor.scheme.name != scheme.name:
         raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
     images = arrays["images"]
-    if not isinstance(predictor, PipelinePredictor):
-        variants = [(run_dir.name, predictor.predict_crops(images), predictor, run_dir)]
+    pipeline = isinstance(predictor, PipelinePredictor)
+    # (name, predictions, predictor to time, run whose losses the row shows, plot its learning curve, flip test)
+    if not pipeline:
+        variants = [(run_dir.name, predictor.predict_crops(images), predictor, run_dir, True, False)]
     else:
-        stage1 = predictor.stage1
+        stage1, stage1_dir = predictor.stage1, Path(predictor.pipeline.stage1)
         coarse = stage1.predict_crops(images)
         kind = predictor.pipeline.kind
         truth = (arrays["landmarks"], arrays["visible"])
-        variants = [(f"{run_dir.name}: stage 1 ({Path(predictor.pipeline.stage1).name})", coarse, stage1, Path(predictor.pipeline.stage1)),
-                    (f"{run_dir.name}: stage 1 + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None)]
+        variants = [(f"{run_dir.name}: stage 1 ({stage1_dir.name})", coarse, stage1, stage1_dir, True, False),
+                    (f"{run_dir.name}: stage 1 + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None, False, False)]
         if predictor.box_net is not None:
-            variants.append((f"{run_dir.name}: stage 1 + {kind} (box net)", predictor.refine(images, coarse, "boxes"), None, None))
-        variants.append((f"{run_dir.name}: stage 1 + {kind} (oracle boxes)", predictor.refine(images, coarse, "oracle", truth), None, None))
+            variants.append((f"{run_dir.name}: stage 1 + {kind} (box net)", predictor.refine(images, coarse, "boxes"), None, None, False, False))
+        variants.append((f"{run_dir.name}: stage 1 + {kind} (oracle boxes)", predictor.refine(images, coarse, "oracle", truth), None, None, False, False))
+    if flip_test:
+        predictor.flip_test = True
+        if not pipeline:
+            variants.append((f"{run_dir.name} + flip test", predictor.predict_crops(images), predictor, run_dir, False, True))
+        else:
+            coarse = stage1.predict_crops(images)
+            variants += [(f"{run_dir.name}: stage 1 + flip test", coarse, stage1, stage1_dir, False, True),
+                         (f"{run_dir.name}: stage 1 + flip test + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None, False, True)]
     out = []
-    for name, pred, timed, history_dir in variants:
+    for name, pred, timed, history_dir, curve, _ in variants:
         row = score(name, pred, arrays, scheme)
         row["train_loss"], row["val_loss"], row["best_epoch"] = (
             history_losses(history_dir) if history_dir is not None else (float("nan"), float("nan"), None)
         )
         row["params"] = count_params(timed) if timed is not None else None
-        row["ms_per_face"] = timed.ms_per_face(images[0]) if (timing and timed is not None) else float("nan")
-        out.append((row, pred, history_dir / "history.csv" if history_dir is not None else None))
+        out.append((row, pred, history_dir / "history.csv" if curve else None))
+    if timing:  # after all predictions: a flip-test row times two passes per face
+        for (row, _, _), (_, _, timed, _, _, flip) in zip(out, variants):
+            if timed is not None:
+                timed.flip_test = flip
+                row["ms_per_face"] = timed.ms_per_face(images[0])
+    for row, _, _ in out:
+        row.setdefault("ms_per_face", float("nan"))
     return out
 
 
@@ -233,13 +255,13 @@ def image_files(target: Path) -> list[Path]:
     return [target]
 
 
-def run_on_images(run_dir, target, out_dir) -> int:
+def run_on_images(run_dir, target, out_dir, flip_test=False) -> int:
     """Overlay PNG + JSON per photo; returns the number of photos without a face or unreadable."""
     import cv2
 
     from drawing import PREDICTION, draw_points, save_png
 
-    predictor = Predictor.load(run_dir)
+    predictor = Predictor.load(run_dir, flip_test=flip_test)
     target, out_dir = Path(target), Path(out_dir)
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such photo or folder")
@@ -273,7 +295,7 @@ def run_on_images(run_dir, target, out_dir) -> int:
     return failures
 
 
-def run_on_video(run_dir, source, out_path, max_frames=None) -> dict:
+def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False) -> dict:
     """Landmarks on every frame of a video file or camera; writes an overlay video."""
     import time
 
@@ -281,7 +303,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None) -> dict:
 
     from drawing import PREDICTION, draw_points
 
-    predictor = Predictor.load(run_dir)
+    predictor = Predictor.load(run_dir, flip_test=flip_test)
     capture_source = int(source) if str(source).isdigit() else str(source)
     if isinstance(capture_source, str) and not Path(capture_source).is_file():
         raise FileNotFoundError(f"{source}: no such video file")
@@ -334,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(source=youtube68, path~youtube68/test/); repeat to combine")
     parser.add_argument("--no-timing", action="store_true", help="skip the ms/face measurement")
     parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")
+    parser.add_argument("--flip-test", action="store_true",
+                        help="average each face's prediction with that of its mirror image (left/right points swapped "
+                             "back); with --data, adds these rows beside the plain ones")
     return parser
 
 
@@ -346,17 +371,17 @@ def main(argv=None) -> int:
     try:
         if args.data:
             evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
-                          where=args.where)
+                          where=args.where, flip_test=args.flip_test)
             print((Path(args.out) / "results.md").read_text())
             return 0
         if len(args.runs) != 1:
             print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
             return 2
         if args.image:
-            failures = run_on_images(args.runs[0], args.image, args.out)
+            failures = run_on_images(args.runs[0], args.image, args.out, args.flip_test)
             # a single photo without a face fails; a folder fails only when no photo worked
             return 1 if failures == len(image_files(Path(args.image))) else 0
-        result = run_on_video(args.runs[0], args.video, args.out, args.max_frames)
+        result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test)
         print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s -> {result['output']}")
         return 0
     except (ValueError, FileNotFoundError, OSError) as err:

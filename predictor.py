@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 import faces
-from landmarks import get_scheme
+from landmarks import get_scheme, mirror_landmarks
 
 
 @dataclass
@@ -73,10 +73,13 @@ class Predictor:
         name: a label for tables and plots.
         detector: a ``faces.FaceDetector`` (default: dlib HOG, one doubling
             on images up to 2.5 Mpx).
+        flip_test: also predict each face mirrored (the scheme's left/right
+            permutation undoes the flip) and average the two -- test-time
+            augmentation at twice the compute.
     """
 
     def __init__(self, model, scheme: str, name: str = "model", detector: faces.FaceDetector | None = None,
-                 config: dict | None = None):
+                 config: dict | None = None, flip_test: bool = False):
         self.model = model
         self.scheme = get_scheme(scheme)
         self.name = name
@@ -85,6 +88,18 @@ class Predictor:
         shape = model.inputs[0].shape
         self.input_size, self.channels = int(shape[1]), int(shape[3])
         self.crop_size = self.input_size  # resolution photos are cropped at
+        self._flip_test = False
+        self.flip_test = flip_test
+
+    @property
+    def flip_test(self) -> bool:
+        return self._flip_test
+
+    @flip_test.setter
+    def flip_test(self, value: bool) -> None:
+        if value and list(self.scheme.mirror) == list(range(self.scheme.num_points)):
+            raise ValueError(f"{self.name}: scheme {self.scheme.name} has no left/right pairs, so a flip test cannot undo the flip")
+        self._flip_test = bool(value)
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = "best", **kwargs) -> "Predictor":
@@ -138,22 +153,29 @@ class Predictor:
 
     def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, K, 2) normalised crop coordinates for face crops (N, S, S, C) of any size S."""
-        out = []
-        for start in range(0, len(crops), batch_size):
-            batch = self.prepare(crops[start:start + batch_size])
-            out.append(np.asarray(self.model.predict_on_batch(batch), np.float32))
-        k = self.scheme.num_points
-        return np.concatenate(out).reshape(-1, k, 2) if out else np.zeros((0, k, 2), np.float32)
+        out = [self._forward(self.prepare(crops[start:start + batch_size])) for start in range(0, len(crops), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.scheme.num_points, 2), np.float32)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, K, 2) for a prepared batch; with ``flip_test`` the mirrored batch rides along."""
+        k, n = self.scheme.num_points, len(batch)
+        if self.flip_test:
+            batch = np.concatenate([batch, batch[:, :, ::-1]])
+        points = np.asarray(self.model.predict_on_batch(batch), np.float32).reshape(-1, k, 2)
+        if not self.flip_test:
+            return points
+        unflipped, _ = mirror_landmarks(points[n:], np.ones((n, k), bool), self.scheme)
+        return 0.5 * (points[:n] + unflipped)
 
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
         """Median CPU/GPU milliseconds for one face at batch 1 (after warm-up)."""
         batch = self.prepare(crop)
         for _ in range(3):
-            self.model.predict_on_batch(batch)
+            self._forward(batch)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            np.asarray(self.model.predict_on_batch(batch))
+            self._forward(batch)
             times.append(time.perf_counter() - start)
         return 1000.0 * float(np.median(times))
 

@@ -312,13 +312,17 @@ class PipelinePredictor(Predictor):
         box_source: where region boxes come from at inference -- 'stage1'
             (default), 'boxes' (the box network; regions pipelines trained
             with ``--boxes``).
+        flip_test: flip test for stage 1 (region patches have no left/right
+            pairs to undo a flip with, so refiners see their patch once).
     """
 
     def __init__(self, config: PipelineConfig, stage1: Predictor, refiners: dict, box_net: Predictor | None = None,
-                 box_source: str = "stage1", **kwargs):
+                 box_source: str = "stage1", flip_test: bool = False, **kwargs):
+        self.stage1 = stage1  # before Predictor.__init__, which sets flip_test
         super().__init__(stage1.model, stage1.scheme.name, name=Path(config.run_dir).name, config=asdict(config), **kwargs)
-        self.pipeline, self.stage1, self.refiners, self.box_net = config, stage1, refiners, box_net
+        self.pipeline, self.refiners, self.box_net = config, refiners, box_net
         self.box_source = box_source
+        self.flip_test = flip_test
         # photos are cropped at the resolution the refiners' patches were cut from
         self.crop_size = config.crop_size or stage1.input_size
 
@@ -336,6 +340,14 @@ class PipelinePredictor(Predictor):
         if box_source == "boxes" and box_net is None:
             raise ValueError(f"{run_dir}: no box network in this pipeline (train it with `train.py boxes` and pass --boxes)")
         return cls(config, stage1, refiners, box_net, box_source, **kwargs)
+
+    @property
+    def flip_test(self) -> bool:
+        return self.stage1.flip_test
+
+    @flip_test.setter
+    def flip_test(self, value: bool) -> None:
+        self.stage1.flip_test = value
 
     def predict_crops(self, crops: np.ndarray, batch_size: int = 64, box_source: str | None = None,
                       truth: tuple | None = None) -> np.ndarray:

@@ -35,8 +35,9 @@ def assert_png(path, min_side=200):
 @pytest.mark.backend
 def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     out = tmp_path / "results"
-    rows = evaluate.evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib")
-    assert [r["model"] for r in rows] == [tiny_run.name, "dlib (ERT, 68 pts)", "dlib (ERT, 68 pts), +1 px"]
+    rows = evaluate.evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib", flip_test=True)
+    assert [r["model"] for r in rows] == [tiny_run.name, f"{tiny_run.name} + flip test", "dlib (ERT, 68 pts)",
+                                          "dlib (ERT, 68 pts), +1 px"]
     for name in ("results.md", "results.csv", "ced.png", "gallery.png", "curves.png"):
         assert (out / name).is_file(), name
     for name in ("ced.png", "gallery.png", "curves.png"):
@@ -52,6 +53,10 @@ def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     pred = Predictor.load(tiny_run).predict_crops(test["images"])
     expected = 100 * np.nanmean(metrics.nme_per_face(pred, test["landmarks"], test["visible"], "ibug68"))
     assert float(ours["nme"]) == pytest.approx(expected, rel=1e-4)
+    flipped = Predictor.load(tiny_run, flip_test=True).predict_crops(test["images"])
+    expected_flip = 100 * np.nanmean(metrics.nme_per_face(flipped, test["landmarks"], test["visible"], "ibug68"))
+    assert float(table[1]["nme"]) == pytest.approx(expected_flip, rel=1e-4) and expected_flip != pytest.approx(expected)
+    assert float(table[1]["ms_per_face"]) > 0 and table[1]["params"] == ours["params"]
     markdown = (out / "results.md").read_text()
     assert "| model | train loss | val loss |" in markdown and "dlib (ERT, 68 pts)" in markdown
 

@@ -99,12 +99,13 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
 
     out = tmp_path / "eval"
     assert evaluate.main([str(pipelines / "cascade"), str(pipelines / "regions"), "--data", str(tiny_ibug["test"]),
-                          "--out", str(out), "--no-timing"]) == 0
+                          "--out", str(out), "--no-timing", "--flip-test"]) == 0
     with open(out / "results.csv", newline="") as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
     expected = ["cascade: stage 1 (scratch-tiny)", "cascade: stage 1 + cascade", "cascade: stage 1 + cascade (oracle boxes)",
                 "regions: stage 1 (scratch-tiny)", "regions: stage 1 + regions", "regions: stage 1 + regions (box net)",
                 "regions: stage 1 + regions (oracle boxes)"]
+    expected += [f"{kind}: stage 1 + flip test{suffix}" for kind in ("cascade", "regions") for suffix in ("", f" + {kind}")]
     assert sorted(rows) == sorted(expected)
     for name in expected:
         assert np.isfinite(float(rows[name]["nme"])), name
@@ -112,6 +113,12 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
     crops = dataset_io.load_npz(tiny_ibug["test"])["images"]
     piped = Predictor.load(pipelines / "regions")
     np.testing.assert_allclose(piped.stage1.predict_crops(crops), Predictor.load(tiny_run).predict_crops(crops), atol=1e-5)
+    # a flip test flips stage 1 only (a lone region has no left/right pairs to undo a flip with)
+    flipping = Predictor.load(pipelines / "regions", flip_test=True)
+    assert flipping.flip_test and flipping.stage1.flip_test and not any(r.flip_test for r in flipping.refiners.values())
+    np.testing.assert_allclose(flipping.stage1.predict_crops(crops),
+                               Predictor.load(tiny_run, flip_test=True).predict_crops(crops), atol=1e-5)
+    assert float(rows["regions: stage 1 + flip test"]["nme"]) == pytest.approx(float(rows["cascade: stage 1 + flip test"]["nme"]))
 
     # a photo goes through the whole pipeline: only refined regions move, the jaw stays with stage 1
     import cv2

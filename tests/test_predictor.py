@@ -1,0 +1,86 @@
+"""Predictor's flip test: the mirrored pass is undone with the scheme's left/right pairs and 1 - x."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from landmarks import get_scheme
+from predictor import Predictor
+
+pytestmark = pytest.mark.backend  # soft-argmax in keras.ops: runs on JAX too
+
+
+def marker_model(size, offsets):
+    """Finds the one bright pixel of a crop (soft-argmax) and returns it plus a fixed offset per point.
+
+    Output point i is the marker's crop coordinate ((p + 0.5) / S) moved by
+    ``offsets[i]``.
+    """
+    grid = (np.arange(size, dtype=np.float32) + 0.5) / size
+    xs = np.tile(grid, size)[None]
+    ys = np.repeat(grid, size)[None]
+    flat_offsets = np.asarray(offsets, np.float32).reshape(1, -1)
+
+    def locate(pixels):
+        weights = keras.ops.softmax(keras.ops.reshape(keras.ops.mean(pixels, axis=-1), (-1, size * size)), axis=-1)
+        x = keras.ops.sum(weights * xs, axis=-1, keepdims=True)
+        y = keras.ops.sum(weights * ys, axis=-1, keepdims=True)
+        k = flat_offsets.shape[1] // 2
+        marker = keras.ops.tile(keras.ops.concatenate([x, y], axis=-1), (1, k))
+        return marker + flat_offsets
+
+    pixels = keras.Input((size, size, 3))
+    return keras.Model(pixels, keras.layers.Lambda(locate)(pixels))
+
+
+def marker_crop(size, x, y):
+    crop = np.zeros((size, size, 3), np.uint8)
+    crop[y, x] = 255
+    return crop
+
+
+def symmetric_offsets(scheme, seed=0):
+    """Offsets a mirror-symmetric face would have: x flips sign and y stays across each left/right pair."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(-0.2, 0.2, (2, scheme.num_points))
+    perm = scheme.mirror_array
+    return np.stack([a - a[perm], b + b[perm]], axis=-1)
+
+
+@pytest.mark.parametrize("scheme_name", ["ibug68", "muct76"])
+def test_flip_test_leaves_a_mirror_equivariant_model_unchanged(scheme_name):
+    scheme = get_scheme(scheme_name)
+    size = 32
+    model = marker_model(size, symmetric_offsets(scheme))
+    crops = np.stack([marker_crop(size, 5, 9), marker_crop(size, 20, 27), marker_crop(size, 31, 0)])
+    plain = Predictor(model, scheme_name).predict_crops(crops)
+    marker = np.array([[5.5, 9.5], [20.5, 27.5], [31.5, 0.5]], np.float32) / size
+    np.testing.assert_allclose(plain, marker[:, None] + symmetric_offsets(scheme)[None], atol=1e-4)
+    # the model is mirror-equivariant, so averaging with the un-mirrored mirror pass changes nothing --
+    # unless the pass is undone with the wrong pairs (offsets are random per pair) or the wrong 1 - x
+    flipped = Predictor(model, scheme_name, flip_test=True).predict_crops(crops)
+    np.testing.assert_allclose(flipped, plain, atol=1e-4)
+
+
+def test_flip_test_averages_a_lopsided_model_towards_the_middle():
+    scheme = get_scheme("ibug68")
+    offsets = np.zeros((68, 2), np.float32)
+    offsets[:, 0] = 0.1  # every point 0.1 to the right of the marker: the mirror pass says 0.1 to the left
+    model = marker_model(32, offsets)
+    crop = marker_crop(32, 12, 12)[None]
+    plain = Predictor(model, "ibug68").predict_crops(crop)
+    flipped = Predictor(model, "ibug68", flip_test=True).predict_crops(crop)
+    np.testing.assert_allclose(plain[..., 0], 12.5 / 32 + 0.1, atol=1e-4)
+    np.testing.assert_allclose(flipped[..., 0], 12.5 / 32, atol=1e-4)
+    np.testing.assert_allclose(flipped[..., 1], plain[..., 1], atol=1e-4)
+    assert scheme.num_points == flipped.shape[1]
+
+
+def test_flip_test_refuses_a_scheme_without_left_right_pairs():
+    model = marker_model(16, np.zeros((6, 2)))
+    with pytest.raises(ValueError, match="ibug68/right_eye.*no left/right pairs"):
+        Predictor(model, "ibug68/right_eye", flip_test=True)
+    predictor = Predictor(model, "ibug68/right_eye")
+    with pytest.raises(ValueError, match="flip test"):
+        predictor.flip_test = True
