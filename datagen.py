@@ -360,8 +360,16 @@ def _folder_role(parts: tuple[str, ...]) -> str | None:
     return None
 
 
+# iBUG's annotation files (300-W ``.pts``, and YouTube68, which follows them) count pixels from 1; the
+# toolkit counts from 0 with pixel centres on integers (landmarks.py).  Left as given, every face would
+# carry a 1 px offset that mirroring turns into -1 px, and a model trained on both learns neither:
+# MobileNetV2 trained on unconverted data sat 1.08 crop px left of YouTube68's points and 0.64 of
+# 300-W's -- 1 original pixel at those crops' scales (1.07 and 0.66 crop px per pixel).
+IBUG_ORIGIN = 1.0
+
+
 def read_300w(source: str | os.PathLike) -> Listing:
-    """300-W: every ``.pts`` under ``source`` with its image beside it.
+    """300-W: every ``.pts`` under ``source`` with its image beside it; points moved to 0-based.
 
     The subject is the image id: the file stem without its ``_<face>``
     suffix.  Folders with a role in the 300-W benchmark (``testset``, ``ibug``,
@@ -378,7 +386,7 @@ def read_300w(source: str | os.PathLike) -> Listing:
     roles = []
     for pts in pts_files:
         relative = pts.relative_to(source)
-        points = read_pts(pts, 68)
+        points = read_pts(pts, 68) - IBUG_ORIGIN
         image = _find_image(pts.parent, pts.stem)
         image_name = str(relative.with_suffix(image.suffix if image else ".jpg"))
         if image is None:
@@ -421,6 +429,8 @@ def _read_keypoint_csv(csv_path: Path, num_points: int) -> list[tuple[int, str, 
 def read_youtube68(source: str | os.PathLike) -> Listing:
     """YouTube68: ``{training,test}_frames_keypoints.csv`` and the ``training/``, ``test/`` folders.
 
+    Points are moved to 0-based (``IBUG_ORIGIN``).
+
     The subject is the file name without its trailing ``_NN``.
     """
     source = Path(source)
@@ -436,6 +446,7 @@ def read_youtube68(source: str | os.PathLike) -> Listing:
         found = True
         named = set()
         for _, name, points, labelled in _read_keypoint_csv(csv_path, 68):
+            points[labelled] -= IBUG_ORIGIN
             relative = f"{folder}/{name}"
             named.add(name)
             image = source / folder / name

@@ -251,11 +251,10 @@ class DlibPredictor:
 
         Args:
             offset: pixels (of the original photo) added to x and y.  dlib
-                returns 0-based pixel coordinates; iBUG's ``.pts`` files are
-                1-based, and on 300-W and YouTube68 dlib's points sit about
-                1.3 px left of and 0.6 px above the annotations, so
-                ``offset=1`` shows what dlib scores once the conventions
-                agree.
+                returns 0-based pixel coordinates, as ``datagen.py`` now
+                stores iBUG's 1-based points; ``offset=1`` shows what dlib
+                would score against 1-based points (npz files prepared
+                before that conversion).
         """
         from tqdm import tqdm
 

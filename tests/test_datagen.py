@@ -192,7 +192,7 @@ def test_300w_and_youtube68_combine_with_no_subject_on_both_sides(ibug_subset, t
     for arrays in (train, test):
         for i in np.nonzero(~arrays["mirrored"])[0]:
             if arrays["source"][i] == "300w":
-                truth = datagen.read_pts((ibug_subset / "300w" / arrays["name"][i]).with_suffix(".pts"))
+                truth = datagen.read_pts((ibug_subset / "300w" / arrays["name"][i]).with_suffix(".pts")) - datagen.IBUG_ORIGIN
                 points, visible = pixel_points(arrays, i, "ibug68")
                 assert np.abs(points[visible] - truth[visible]).max() < 1.0
 
@@ -257,7 +257,7 @@ def test_mirror_flips_image_and_landmarks_with_the_permutation(data_dir, tmp_pat
     """A magenta dot on the subject's right outer eye corner (36) must sit at point 45 of the mirror."""
     src = data_dir / "300w" / "afw" / "1051618982_1"
     image = cv2.imread(str(src.with_suffix(".jpg")))
-    points = datagen.read_pts(src.with_suffix(".pts"))
+    points = datagen.read_pts(src.with_suffix(".pts")) - datagen.IBUG_ORIGIN  # 0-based, as datagen stores them
     x, y = np.round(points[36]).astype(int)
     cv2.circle(image, (int(x), int(y)), 3, (255, 0, 255), -1)
     root = tmp_path / "300w" / "afw"
