@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loss", default="mse", help="mse, l1, wing or cgd (masked by visibility)")
     parser.add_argument("--loss-options", default="{}", help='JSON, e.g. \'{"alpha": 0.01}\' for cgd')
     parser.add_argument("--weights", default="none", help="backbone weights: none, imagenet (download) or a local file")
+    parser.add_argument("--init", help="start from a trained run (its best weights) or a .weights.h5 of the same "
+                                       "model, input size and points: fine-tuning on new data")
     parser.add_argument("--train-blocks", type=int, help="retrain the last N backbone blocks (-1: all)")
     parser.add_argument("--model-options", default="{}", help="JSON of extra builder arguments")
     parser.add_argument("--augment", default="default",
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
             model=args.model, data=args.data, val=args.val, val_fraction=args.val_fraction, run_dir=args.run_dir,
             size=args.size, epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
             schedule=args.schedule, patience=args.patience, loss=args.loss,
-            loss_options=parse_json_options(args.loss_options, "--loss-options"), weights=args.weights,
+            loss_options=parse_json_options(args.loss_options, "--loss-options"), weights=args.weights, init=args.init,
             train_blocks=args.train_blocks, model_options=parse_json_options(args.model_options, "--model-options"),
             augment=args.augment, seed=args.seed, mixed_precision=args.mixed_precision,
             pretrain_epochs=args.pretrain_epochs, preview_every=args.preview_every, workers=args.workers,

@@ -64,6 +64,7 @@ class TrainConfig:
     workers: int = 1
     distribute: str = "none"
     jit_compile: str = "auto"
+    init: str | None = None  # a run directory or .weights.h5 of the same model to start from
     # filled in from the data when the run starts
     scheme: str | None = None
     num_points: int | None = None
@@ -550,7 +551,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points,
                 weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
             )
-            if spec.pretrain is not None and not resume:
+            if config.init and not resume:
+                init_weights(model, config.init)
+            elif spec.pretrain is not None and not resume:
                 print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
                 models.pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)
             _compile(model, config, scheme, cluster)
@@ -685,6 +688,23 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
         callbacks.append(PreviewImages(out_dir / "logs", x_val, val["landmarks"], val["visible"], config.preview_every,
                                        cluster=cluster, batch=global_batch))
     return callbacks, stateful
+
+
+def init_weights(model, source: str) -> None:
+    """Start from a trained run's weights (``--init``): a run directory (its best weights) or a ``.weights.h5``.
+
+    The model, input size and point count must match; a mismatch names the file.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "best.weights.h5"
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {source}: no {path.name} there")
+    try:
+        model.load_weights(path)
+    except ValueError as err:
+        raise ValueError(f"--init {path}: does not fit {model.name} with this input and point count ({err})") from None
+    print(f"starting from the weights of {path}")
 
 
 def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, stateful: dict, callbacks: list) -> int:

@@ -151,3 +151,32 @@ def test_images_cannot_feed_a_features_model(tmp_path, tiny_ibug):
     config = training.TrainConfig(model="inception_bottleneck", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "r"), epochs=1)
     with pytest.raises(ValueError, match="takes features but .* holds images"):
         training.fit(config, verbose=0)
+
+
+def test_init_starts_from_a_trained_run_and_names_a_misfit(tmp_path, tiny_run, tiny_ibug, capsys):
+    import keras
+
+    import train
+
+    # a learning rate too small to move anything: the new run's weights are the trained run's
+    run = tmp_path / "finetuned"
+    assert train.main(["scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(run), "--val-fraction", "0.2",
+                       "--epochs", "1", "--batch", "16", "--lr", "1e-10", "--init", str(tiny_run),
+                       "--preview-every", "0", "--seed", "1"]) == 0
+    assert json.loads((run / "config.json").read_text())["init"] == str(tiny_run)
+    trained = keras.models.load_model(tiny_run / "model.keras", compile=False).get_weights()
+    started = keras.models.load_model(run / "model.keras", compile=False).get_weights()
+    for a, b in zip(trained, started):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # so its first validation epoch scores what the trained run's best epoch did
+    best = min(history(tiny_run), key=lambda row: float(row["val_loss"]))
+    assert float(history(run)[0]["val_nme"]) == pytest.approx(float(best["val_nme"]), rel=1e-3)
+
+    capsys.readouterr()
+    assert train.main(["resnet_scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "misfit"),
+                       "--epochs", "1", "--init", str(tiny_run / "best.weights.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "best.weights.h5" in err and "does not fit" in err
+    assert train.main(["scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "nowhere"),
+                       "--epochs", "1", "--init", str(tmp_path / "no-such-run")]) == 2
+    assert "no-such-run" in capsys.readouterr().err
