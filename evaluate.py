@@ -150,42 +150,40 @@ def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_
         raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
     images = arrays["images"]
     pipeline = isinstance(predictor, PipelinePredictor)
-    # (name, predictions, predictor to time, run whose losses the row shows, plot its learning curve, flip test)
+    # (name, predictions, predictor to time, run whose losses the row shows, flip test)
     if not pipeline:
-        variants = [(run_dir.name, predictor.predict_crops(images), predictor, run_dir, True, False)]
+        variants = [(run_dir.name, predictor.predict_crops(images), predictor, run_dir, False)]
     else:
         stage1, stage1_dir = predictor.stage1, Path(predictor.pipeline.stage1)
         coarse = stage1.predict_crops(images)
         kind = predictor.pipeline.kind
         truth = (arrays["landmarks"], arrays["visible"])
-        variants = [(f"{run_dir.name}: stage 1 ({stage1_dir.name})", coarse, stage1, stage1_dir, True, False),
-                    (f"{run_dir.name}: stage 1 + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None, False, False)]
+        variants = [(f"{run_dir.name}: stage 1 ({stage1_dir.name})", coarse, stage1, stage1_dir, False),
+                    (f"{run_dir.name}: stage 1 + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None, False)]
         if predictor.box_net is not None:
-            variants.append((f"{run_dir.name}: stage 1 + {kind} (box net)", predictor.refine(images, coarse, "boxes"), None, None, False, False))
-        variants.append((f"{run_dir.name}: stage 1 + {kind} (oracle boxes)", predictor.refine(images, coarse, "oracle", truth), None, None, False, False))
+            variants.append((f"{run_dir.name}: stage 1 + {kind} (box net)", predictor.refine(images, coarse, "boxes"), None, None, False))
+        variants.append((f"{run_dir.name}: stage 1 + {kind} (oracle boxes)", predictor.refine(images, coarse, "oracle", truth), None, None, False))
     if flip_test:
         predictor.flip_test = True
         if not pipeline:
-            variants.append((f"{run_dir.name} + flip test", predictor.predict_crops(images), predictor, run_dir, False, True))
+            variants.append((f"{run_dir.name} + flip test", predictor.predict_crops(images), predictor, run_dir, True))
         else:
             coarse = stage1.predict_crops(images)
-            variants += [(f"{run_dir.name}: stage 1 + flip test", coarse, stage1, stage1_dir, False, True),
-                         (f"{run_dir.name}: stage 1 + flip test + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None, False, True)]
+            variants += [(f"{run_dir.name}: stage 1 + flip test", coarse, stage1, stage1_dir, True),
+                         (f"{run_dir.name}: stage 1 + flip test + {kind}", predictor.refine(images, coarse, "stage1"), predictor, None, True)]
     out = []
-    for name, pred, timed, history_dir, curve, _ in variants:
+    for name, pred, timed, history_dir, flip in variants:  # every prediction is made: timing may now set flip_test
         row = score(name, pred, arrays, scheme)
         row["train_loss"], row["val_loss"], row["best_epoch"] = (
             history_losses(history_dir) if history_dir is not None else (float("nan"), float("nan"), None)
         )
         row["params"] = count_params(timed) if timed is not None else None
-        out.append((row, pred, history_dir / "history.csv" if curve else None))
-    if timing:  # after all predictions: a flip-test row times two passes per face
-        for (row, _, _), (_, _, timed, _, _, flip) in zip(out, variants):
-            if timed is not None:
-                timed.flip_test = flip
-                row["ms_per_face"] = timed.ms_per_face(images[0])
-    for row, _, _ in out:
-        row.setdefault("ms_per_face", float("nan"))
+        row["ms_per_face"] = float("nan")
+        if timing and timed is not None:
+            timed.flip_test = flip  # a flip-test row times two passes per face
+            row["ms_per_face"] = timed.ms_per_face(images[0])
+        # one learning curve per run: the flip-test rows share their run's
+        out.append((row, pred, history_dir / "history.csv" if history_dir is not None and not flip else None))
     return out
 
 

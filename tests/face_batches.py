@@ -32,7 +32,6 @@ def _load_rgb(path: Path) -> np.ndarray:
     return image[..., ::-1].copy()
 
 
-@functools.lru_cache(maxsize=None)
 @functools.lru_cache(maxsize=2)
 def read_muct_rows(data_dir) -> dict:
     """Every row of MUCT's complete landmark file: name -> (76, 2) pixel points (0,0 where hidden)."""
@@ -42,6 +41,7 @@ def read_muct_rows(data_dir) -> dict:
         return {row[0]: np.array(row[2:], np.float64).reshape(76, 2) for row in reader}
 
 
+@functools.lru_cache(maxsize=None)
 def _raw_faces(data_dir: str, scheme: str, count: int):
     data_dir = Path(data_dir)
     out = []
