@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-blocks", type=int, help="retrain the last N backbone blocks (-1: all)")
     parser.add_argument("--model-options", default="{}", help="JSON of extra builder arguments")
     parser.add_argument("--augment", default="default",
-                        help='"default", "none", or e.g. "rotation=15,scale=0.1,flip=0.5,brightness=0.2" (see augment.py)')
+                        help='"default", "light", "none", or e.g. "rotation=15,scale=0.1,flip=0.5,brightness=0.2" (see augment.py)')
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", action="store_true", help="float16 on GPU, bfloat16 on CPU")
     parser.add_argument("--pretrain-epochs", type=int, default=10, help="autoencoder reconstruction epochs")

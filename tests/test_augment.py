@@ -342,6 +342,10 @@ def test_parse_the_documented_example():
     assert config == AugmentConfig()
     assert AugmentConfig.parse("default") == AugmentConfig()
     assert AugmentConfig.parse(" none ") == AugmentConfig.none() and not AugmentConfig.none().enabled
+    # the preset the README's fine-tuning runs used, spelt out
+    light = AugmentConfig.parse("default,rotation=5,scale=0.05,translate=0.02,shear=0,occlusion=0")
+    assert AugmentConfig.parse("light") == AugmentConfig.light() == light and light.enabled
+    assert AugmentConfig.parse("light,rotation=10").rotation == 10 and light.rotation_p == AugmentConfig().rotation_p
 
 
 def test_parse_probabilities_overrides_and_round_trips():
@@ -351,7 +355,7 @@ def test_parse_probabilities_overrides_and_round_trips():
     assert config.scale == 0.1 and config.flip == 0.5  # untouched defaults
     only = AugmentConfig.parse("rotation=10")
     assert only.rotation_p == AugmentConfig().rotation_p and only.flip == 0 and only.scale_p == 0
-    for c in (config, only, AugmentConfig(), AugmentConfig.none()):
+    for c in (config, only, AugmentConfig(), AugmentConfig.none(), AugmentConfig.light()):
         assert AugmentConfig.parse(c.to_string()) == c
         assert AugmentConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
@@ -369,6 +373,7 @@ def test_parse_probabilities_overrides_and_round_trips():
         ("scale=1.5", "scale=1.5"),
         ("rotation=5,rotation=6", "'rotation=6'.*twice"),
         ("rotation=5,default", "'default' must come first"),
+        ("flip=1,light", "'light' must come first"),
         ("fill_mode=wrap", "fill_mode='wrap'"),
         ("rotation=nan", "'rotation=nan'.*not a finite"),
         ("", "empty augmentation string"),
