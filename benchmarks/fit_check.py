@@ -1,0 +1,140 @@
+"""Where a trained run's error comes from: fit, augmentation, dropout or the head (a diagnostic, not a test).
+
+    python benchmarks/fit_check.py runs/mobilenetv2-128 --faces 640
+
+Rebuilds the run's own training/validation split (``config.json``) and prints
+mean NME (% of the outer-eye-corner distance for iBUG-68) on:
+
+* training faces as they are, with the model in inference mode: about equal
+  to the validation figure means the model *underfits* (it does not fit its
+  own training faces better than new people);
+* the same faces in training mode (dropout on, batch-norm batch statistics)
+  and under the run's augmentation: what the training log's ``nme`` mixes in;
+* validation faces;
+* ``--refit-head``: a new head (the run's hidden widths, with and without
+  dropout) fitted with the run's loss on frozen pooled features of the
+  un-augmented training faces, early-stopped on validation.  If it beats the
+  run, the head and its training data, not the backbone, hold the run back.
+
+Models without a ``head_dense1`` layer (heatmap models) skip the refit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+import augment  # noqa: E402
+import dataset_io  # noqa: E402
+import losses  # noqa: E402
+import metrics  # noqa: E402
+import training  # noqa: E402
+from predictor import Predictor  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run directory written by train.py")
+    parser.add_argument("--faces", type=int, default=640, help="training faces to score (a random sample; 0: all)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--refit-head", action="store_true", help="also fit a new head on frozen pooled features")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def predict(model, x, batch: int, training_mode: bool = False, what: str = "") -> np.ndarray:
+    """Outputs of ``model`` on ``x`` in batches; ``training_mode`` runs dropout and batch-norm as in training."""
+    if not training_mode:
+        return model.predict(x, batch_size=batch, verbose=1 if what else 0)
+    out = [keras.ops.convert_to_numpy(model(np.asarray(x[i:i + batch], np.float32), training=True))
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out)
+
+
+def mean_nme(pred, arrays, scheme) -> float:
+    return 100.0 * float(np.mean(metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], scheme)))
+
+
+def refit_head(features, train, val_features, val, units, dropout, loss, scheme, seed):
+    """A new dense head on frozen features, early-stopped on validation; returns (train NME, val NME)."""
+    keras.utils.set_random_seed(seed)
+    num_points = train["landmarks"].shape[1]
+    inputs = keras.Input(features.shape[1:])
+    x = inputs
+    for width in units:
+        x = keras.layers.Dense(width, activation="relu")(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout)(x)
+    x = keras.layers.Dense(2 * num_points, bias_initializer=keras.initializers.Constant(0.5))(x)
+    head = keras.Model(inputs, keras.layers.Reshape((num_points, 2))(x))
+    head.compile(keras.optimizers.Adam(1e-3), loss=loss)
+    head.fit(features, losses.pack_targets(train["landmarks"], train["visible"]), batch_size=64, epochs=100, verbose=0,
+             validation_data=(val_features, losses.pack_targets(val["landmarks"], val["visible"])),
+             callbacks=[keras.callbacks.EarlyStopping(patience=6, restore_best_weights=True)])
+    return (mean_nme(head.predict(features, verbose=0), train, scheme),
+            mean_nme(head.predict(val_features, verbose=0), val, scheme))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run = Path(args.run)
+    config = training.TrainConfig.load(run / "config.json")
+    if config.input_kind != "image":
+        raise SystemExit(f"{run}: {config.model} takes features, not images; fit_check needs an image model")
+    train, val = training.load_split(config)
+    if val is None:
+        raise SystemExit(f"{run}: trained without validation data; nothing to compare with")
+    if not isinstance(train, dict):
+        raise SystemExit(f"{run}: sharded training data ({config.data}); fit_check needs an npz")
+    scheme = training.scheme_for(train)
+    model = Predictor.load(run).model
+    size = model.inputs[0].shape[1]
+    rng = np.random.default_rng(args.seed)
+    count = len(train["landmarks"]) if args.faces <= 0 else min(args.faces, len(train["landmarks"]))
+    sample = dataset_io.subset(train, np.sort(rng.choice(len(train["landmarks"]), count, replace=False)))
+    x = training.model_inputs(sample, size)
+    augmenter = augment.Augmenter(augment.AugmentConfig.parse(config.augment), scheme, seed=args.seed)
+    x_aug, lm_aug, vis_aug = augmenter(x, sample["landmarks"], sample["visible"])
+    augmented = {"landmarks": lm_aug, "visible": vis_aug}
+    x_val = training.model_inputs(val, size)
+
+    rows = [
+        ("training faces, as they are", "inference", mean_nme(predict(model, x, args.batch, what="train"), sample, scheme)),
+        ("training faces, as they are", "training", mean_nme(predict(model, x, args.batch, True), sample, scheme)),
+        (f"training faces, augmented ({config.augment})", "inference",
+         mean_nme(predict(model, x_aug, args.batch), augmented, scheme)),
+        (f"training faces, augmented ({config.augment})", "training",
+         mean_nme(predict(model, x_aug, args.batch, True), augmented, scheme)),
+        ("validation faces", "inference", mean_nme(predict(model, x_val, args.batch, what="val"), val, scheme)),
+    ]
+    if args.refit_head:
+        names = [layer.name for layer in model.layers]
+        if "head_dense1" not in names:
+            print(f"{config.model} has no dense head (head_dense1): no refit")
+        else:
+            pooled = keras.Model(model.inputs, model.get_layer("head_dense1").input)
+            units = [model.get_layer(n).units for n in names if n.startswith("head_dense")]
+            loss = losses.get_loss(config.loss, **config.loss_options)
+            full_x = training.model_inputs(train, size)
+            features = predict(pooled, full_x, args.batch, what="features")
+            val_features = predict(pooled, x_val, args.batch)
+            run_dropout = model.get_layer("head_dropout1").rate if "head_dropout1" in names else 0.0
+            for dropout in sorted({0.0, float(run_dropout)}):
+                fit_train, fit_val = refit_head(features, train, val_features, val, units, dropout, loss, scheme, args.seed)
+                rows.append((f"new head {units}, dropout {dropout:g}, all training faces", "inference", fit_train))
+                rows.append((f"new head {units}, dropout {dropout:g}: validation", "inference", fit_val))
+
+    print(f"\n{run} ({config.model}, {count} training faces sampled, {len(val['landmarks'])} validation faces)\n")
+    print("| faces | mode | NME % |\n|---|---|---|")
+    for what, mode, value in rows:
+        print(f"| {what} | {mode} | {value:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
