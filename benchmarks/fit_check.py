@@ -34,6 +34,7 @@ import augment  # noqa: E402
 import dataset_io  # noqa: E402
 import losses  # noqa: E402
 import metrics  # noqa: E402
+import models  # noqa: E402
 import training  # noqa: E402
 from predictor import Predictor  # noqa: E402
 
@@ -48,10 +49,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def predict(model, x, batch: int, training_mode: bool = False, what: str = "") -> np.ndarray:
+def predict(model, x, batch: int, training_mode: bool = False, progress: bool = False) -> np.ndarray:
     """Outputs of ``model`` on ``x`` in batches; ``training_mode`` runs dropout and batch-norm as in training."""
     if not training_mode:
-        return model.predict(x, batch_size=batch, verbose=1 if what else 0)
+        return model.predict(x, batch_size=batch, verbose=1 if progress else 0)
     out = [keras.ops.convert_to_numpy(model(np.asarray(x[i:i + batch], np.float32), training=True))
            for i in range(0, len(x), batch)]
     return np.concatenate(out)
@@ -62,17 +63,11 @@ def mean_nme(pred, arrays, scheme) -> float:
 
 
 def refit_head(features, train, val_features, val, units, dropout, loss, scheme, seed):
-    """A new dense head on frozen features, early-stopped on validation; returns (train NME, val NME)."""
+    """A new dense head (the registry's) on frozen features, early-stopped on validation; returns (train NME, val NME)."""
     keras.utils.set_random_seed(seed)
-    num_points = train["landmarks"].shape[1]
     inputs = keras.Input(features.shape[1:])
-    x = inputs
-    for width in units:
-        x = keras.layers.Dense(width, activation="relu")(x)
-        if dropout > 0:
-            x = keras.layers.Dropout(dropout)(x)
-    x = keras.layers.Dense(2 * num_points, bias_initializer=keras.initializers.Constant(0.5))(x)
-    head = keras.Model(inputs, keras.layers.Reshape((num_points, 2))(x))
+    x = models._dense_stack(inputs, units, dropout, "head")
+    head = keras.Model(inputs, models._landmark_output(x, train["landmarks"].shape[1]))
     head.compile(keras.optimizers.Adam(1e-3), loss=loss)
     head.fit(features, losses.pack_targets(train["landmarks"], train["visible"]), batch_size=64, epochs=100, verbose=0,
              validation_data=(val_features, losses.pack_targets(val["landmarks"], val["visible"])),
@@ -105,13 +100,13 @@ def main(argv=None) -> None:
     x_val = training.model_inputs(val, size)
 
     rows = [
-        ("training faces, as they are", "inference", mean_nme(predict(model, x, args.batch, what="train"), sample, scheme)),
+        ("training faces, as they are", "inference", mean_nme(predict(model, x, args.batch, progress=True), sample, scheme)),
         ("training faces, as they are", "training", mean_nme(predict(model, x, args.batch, True), sample, scheme)),
         (f"training faces, augmented ({config.augment})", "inference",
          mean_nme(predict(model, x_aug, args.batch), augmented, scheme)),
         (f"training faces, augmented ({config.augment})", "training",
          mean_nme(predict(model, x_aug, args.batch, True), augmented, scheme)),
-        ("validation faces", "inference", mean_nme(predict(model, x_val, args.batch, what="val"), val, scheme)),
+        ("validation faces", "inference", mean_nme(predict(model, x_val, args.batch, progress=True), val, scheme)),
     ]
     if args.refit_head:
         names = [layer.name for layer in model.layers]
@@ -122,7 +117,7 @@ def main(argv=None) -> None:
             units = [model.get_layer(n).units for n in names if n.startswith("head_dense")]
             loss = losses.get_loss(config.loss, **config.loss_options)
             full_x = training.model_inputs(train, size)
-            features = predict(pooled, full_x, args.batch, what="features")
+            features = predict(pooled, full_x, args.batch, progress=True)
             val_features = predict(pooled, x_val, args.batch)
             run_dropout = model.get_layer("head_dropout1").rate if "head_dropout1" in names else 0.0
             for dropout in sorted({0.0, float(run_dropout)}):
