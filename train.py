@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--schedule", default="plateau", choices=training.SCHEDULES,
                         help="plateau: halve on a val_loss plateau; cosine: cosine decay to 1%% over --epochs")
     parser.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
+    parser.add_argument("--min-delta", type=float, default=1e-4,
+                        help="smallest drop of the validation loss that counts as an improvement, for early "
+                             "stopping and the plateau schedule alike (default 1e-4, Keras' plateau default)")
     parser.add_argument("--loss", default="mse", help="mse, l1, wing or cgd (masked by visibility)")
     parser.add_argument("--loss-options", default="{}", help='JSON, e.g. \'{"alpha": 0.01}\' for cgd')
     parser.add_argument("--weights", default="none", help="backbone weights: none, imagenet (download) or a local file")
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
         config = training.TrainConfig(
             model=args.model, data=args.data, val=args.val, val_fraction=args.val_fraction, run_dir=args.run_dir,
             size=args.size, epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
-            schedule=args.schedule, patience=args.patience, loss=args.loss,
+            schedule=args.schedule, patience=args.patience, min_delta=args.min_delta, loss=args.loss,
             loss_options=parse_json_options(args.loss_options, "--loss-options"), weights=args.weights, init=args.init,
             train_blocks=args.train_blocks, model_options=parse_json_options(args.model_options, "--model-options"),
             augment=args.augment, seed=args.seed, mixed_precision=args.mixed_precision,

@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: bool = False
     patience: int = 15
+    min_delta: float = 1e-4  # smallest val-loss drop that counts as an improvement (early stopping and plateau)
     preview_every: int = 5
     pretrain_epochs: int = 10
     workers: int = 1
@@ -82,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.patience < 1 or not self.min_delta >= 0:
+            raise ValueError(f"--patience must be >= 1 and --min-delta >= 0, got {self.patience} and {self.min_delta}")
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 
@@ -670,12 +673,14 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
     best = keras.callbacks.ModelCheckpoint(
         str(out_dir / "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
     )
-    early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True)
+    early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, min_delta=config.min_delta,
+                                          restore_best_weights=True)
     stateful = {"ModelCheckpoint": best, "EarlyStopping": early}
     callbacks = [EpochOrder(batches), LearningRateLogger()]
     if config.schedule == "plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=0.5, patience=max(2, config.patience // 3), min_lr=lr * 1e-3
+            monitor=monitor, factor=0.5, patience=max(2, config.patience // 3), min_delta=config.min_delta,
+            min_lr=lr * 1e-3,
         )
         stateful["ReduceLROnPlateau"] = plateau
         callbacks.append(plateau)
@@ -750,6 +755,7 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
     summary = {"model": config.model, "train_seconds": round(time.time() - start, 1)}
     epochs_run = read_history_epochs(out_dir / "history.csv")
     summary["epochs"] = (max(epochs_run) + 1) if epochs_run else 0
+    summary["stopped_by"] = "early stopping" if summary["epochs"] < config.epochs else "epoch budget"
     if val is not None:  # every worker predicts: under a strategy this is a collective step
         pred = predict_all(model, x_val.astype(np.float32), global_batch, cluster).reshape(val["landmarks"].shape)
         if scheme.norm_points is not None:

@@ -69,7 +69,10 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", default="default")
     parser.add_argument("--jit-compile", default="auto", choices=training.JIT_MODES,
                         help="XLA for the train step (auto: off for TensorFlow on CPU)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="as train.py --mixed-precision (bfloat16 on a CPU, float16 on a GPU)")
     args = parser.parse_args(argv)
+    policy = training.set_precision(args.mixed_precision)
 
     arrays = dataset_io.load_npz(args.data)
     scheme = dataset_io.scheme_of(arrays)
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
     pipeline, compute = np.median(results["pipeline"]), np.median(results["compute only"])
     print(f"{args.model} at {args.size} px, batch {args.batch}, {len(arrays['images'])} faces in memory, "
           f"backend {keras.config.backend()}, augment {args.augment!r}, {args.workers} loader threads, "
-          f"XLA {training.resolve_jit_compile(args.jit_compile)}")
+          f"XLA {training.resolve_jit_compile(args.jit_compile)}, precision {policy}")
     print("| mode | images/s (median of rounds) | rounds |")
     print("|---|---|---|")
     for mode, values in results.items():

@@ -59,6 +59,7 @@ def test_run_directory_holds_everything_to_reuse_the_run(tiny_run, tiny_ibug):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), fresh.predict(x, verbose=0), atol=1e-5)
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["best_epoch"] == int(np.argmin(val_losses)) + 1
+    assert summary["stopped_by"] == "epoch budget"  # patience 15 never ran out in 7 epochs
 
 
 @pytest.mark.backend
@@ -73,6 +74,34 @@ def test_tensorboard_has_losses_nme_learning_rate_and_preview_images(tiny_run):
     assert [e.step for e in events] == [2, 5]  # every 3 epochs
     png = events[-1].tensor_proto.string_val[2]  # [width, height, encoded PNG]
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_early_stopping_fires_when_no_epoch_beats_the_best_by_min_delta(tmp_path, tiny_ibug):
+    import keras
+
+    # min_delta 1.0 is far above any change of this wing loss: only the first epoch counts as an
+    # improvement, so with patience 2 the run stops after epoch 3 of its budget of 8
+    run_dir = tmp_path / "run"
+    config = training.TrainConfig(
+        model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2, epochs=8, batch=16,
+        lr=2e-3, loss="wing", patience=2, min_delta=1.0, preview_every=0, workers=1, seed=1,
+    )
+    summary = training.fit(config, verbose=0)
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert summary["epochs"] == 3 and summary["stopped_by"] == "early stopping"
+    assert json.loads((run_dir / "config.json").read_text())["min_delta"] == 1.0
+    # model.keras holds the lowest validation loss, whichever epoch early stopping counted as its best
+    val_losses = [float(r["val_loss"]) for r in rows]
+    assert summary["best_epoch"] == int(np.argmin(val_losses)) + 1
+    saved = keras.models.load_model(run_dir / "model.keras", compile=False)
+    best = keras.models.load_model(run_dir / "model.keras", compile=False)
+    best.load_weights(run_dir / "best.weights.h5")
+    for a, b in zip(saved.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    with pytest.raises(ValueError, match="min-delta"):
+        training.TrainConfig(model="scratch", data="x.npz", run_dir="-", min_delta=-0.1).validate()
 
 
 def test_validation_split_is_by_subject():
