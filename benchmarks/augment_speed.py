@@ -34,7 +34,7 @@ def load_faces(data_dir: Path, count: int, size: int) -> tuple[np.ndarray, np.nd
     """``count`` real 300-W AFW face crops and their normalised landmarks."""
     import cv2
 
-    import faces
+    from facelandmarks.data import faces
 
     paths = sorted((data_dir / "300w" / "afw").glob("*.pts"))[:count]
     if len(paths) < count:
@@ -81,7 +81,8 @@ def main(argv=None) -> None:
     import keras
     from tqdm import tqdm
 
-    from augment import AugmentConfig, Augmenter
+    from facelandmarks.data.augment.augmenter import Augmenter
+    from facelandmarks.data.augment.config import AugmentConfig
 
     images, landmarks = load_faces(args.data_dir, args.batch, args.size)
     visible = np.ones(landmarks.shape[:2], bool)

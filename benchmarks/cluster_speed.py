@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-import dataset_io  # noqa: E402
+from facelandmarks.data import npz
 
 
 def free_port() -> int:
@@ -74,11 +74,11 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", default="default")
     args = parser.parse_args(argv)
 
-    arrays = dataset_io.load_npz(args.data)
+    arrays = npz.load_npz(args.data)
     rows = np.random.default_rng(0).permutation(len(arrays["landmarks"]))[: args.faces]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = dataset_io.save_npz(work / "subset.npz", dataset_io.subset(arrays, np.sort(rows)))
+        data = npz.save_npz(work / "subset.npz", npz.subset(arrays, np.sort(rows)))
         del arrays
         table = []
         for workers in (1, 2):

@@ -32,19 +32,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import datagen  # noqa: E402
-import faces  # noqa: E402
+from facelandmarks.data import faces
+from facelandmarks.data.cropping import worker_context
+from facelandmarks.data.readers.ibug300w import read_300w
+from facelandmarks.data.readers.youtube68 import read_youtube68
+from facelandmarks.data.records import FaceRecord, ImageReadError, read_image
 
 SCALES = (1.3, 1.4, 1.5, 1.6, 1.8)
 _DETECTOR = {}
 
 
-def _measure(record: datagen.FaceRecord):
+def _measure(record: FaceRecord):
     """dlib's box for one face, or None when dlib finds none matching its landmarks."""
     detector = _DETECTOR.setdefault("dlib", faces.FaceDetector())
     try:
-        image, _ = datagen.read_image(record.image_path)
-    except datagen.ImageReadError:
+        image, _ = read_image(record.image_path)
+    except ImageReadError:
         return None
     found = detector.find_face(image, record.points, record.labelled)
     return None if found is None else np.asarray(found, np.float64)
@@ -66,12 +69,12 @@ def main(argv=None) -> int:
     if args.limit < 0:
         parser.error(f"--limit must be >= 0, got {args.limit}")
 
-    records = datagen.read_300w(args.data / "300w").records + datagen.read_youtube68(args.data / "youtube68").records
+    records = read_300w(args.data / "300w").records + read_youtube68(args.data / "youtube68").records
     if args.limit and args.limit < len(records):
         records = [records[i] for i in np.linspace(0, len(records) - 1, args.limit).round().astype(int)]
     from tqdm import tqdm
 
-    with datagen.worker_context().Pool(args.workers or os.cpu_count()) as pool:
+    with worker_context().Pool(args.workers or os.cpu_count()) as pool:
         boxes = list(tqdm(pool.imap(_measure, records, chunksize=4), total=len(records), desc="detect", unit="face"))
 
     scale, shift_x, shift_y, covered = [], [], [], {s: [] for s in SCALES}

@@ -27,16 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
-import augment  # noqa: E402
-import dataset_io  # noqa: E402
-import losses  # noqa: E402
-import metrics  # noqa: E402
-import models  # noqa: E402
-import training  # noqa: E402
-from predictor import Predictor  # noqa: E402
+from facelandmarks.data import npz
+from facelandmarks.data.augment.augmenter import Augmenter
+from facelandmarks.data.augment.config import AugmentConfig
+from facelandmarks.data.feeding import load_split, model_inputs, scheme_for
+from facelandmarks.evaluation import metrics
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.models import losses
+from facelandmarks.models.heads import _dense_stack, _landmark_output
+from facelandmarks.training.config import TrainConfig
 
 
 def parse_args(argv=None):
@@ -66,8 +68,8 @@ def refit_head(features, train, val_features, val, units, dropout, loss, scheme,
     """A new dense head (the registry's) on frozen features, early-stopped on validation; returns (train NME, val NME)."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(features.shape[1:])
-    x = models._dense_stack(inputs, units, dropout, "head")
-    head = keras.Model(inputs, models._landmark_output(x, train["landmarks"].shape[1]))
+    x = _dense_stack(inputs, units, dropout, "head")
+    head = keras.Model(inputs, _landmark_output(x, train["landmarks"].shape[1]))
     head.compile(keras.optimizers.Adam(1e-3), loss=loss)
     head.fit(features, losses.pack_targets(train["landmarks"], train["visible"]), batch_size=64, epochs=100, verbose=0,
              validation_data=(val_features, losses.pack_targets(val["landmarks"], val["visible"])),
@@ -79,25 +81,25 @@ def refit_head(features, train, val_features, val, units, dropout, loss, scheme,
 def main(argv=None) -> None:
     args = parse_args(argv)
     run = Path(args.run)
-    config = training.TrainConfig.load(run / "config.json")
+    config = TrainConfig.load(run / "config.json")
     if config.input_kind != "image":
         raise SystemExit(f"{run}: {config.model} takes features, not images; fit_check needs an image model")
-    train, val = training.load_split(config)
+    train, val = load_split(config)
     if val is None:
         raise SystemExit(f"{run}: trained without validation data; nothing to compare with")
     if not isinstance(train, dict):
         raise SystemExit(f"{run}: sharded training data ({config.data}); fit_check needs an npz")
-    scheme = training.scheme_for(train)
+    scheme = scheme_for(train)
     model = Predictor.load(run).model
     size = model.inputs[0].shape[1]
     rng = np.random.default_rng(args.seed)
     count = len(train["landmarks"]) if args.faces <= 0 else min(args.faces, len(train["landmarks"]))
-    sample = dataset_io.subset(train, np.sort(rng.choice(len(train["landmarks"]), count, replace=False)))
-    x = training.model_inputs(sample, size)
-    augmenter = augment.Augmenter(augment.AugmentConfig.parse(config.augment), scheme, seed=args.seed)
+    sample = npz.subset(train, np.sort(rng.choice(len(train["landmarks"]), count, replace=False)))
+    x = model_inputs(sample, size)
+    augmenter = Augmenter(AugmentConfig.parse(config.augment), scheme, seed=args.seed)
     x_aug, lm_aug, vis_aug = augmenter(x, sample["landmarks"], sample["visible"])
     augmented = {"landmarks": lm_aug, "visible": vis_aug}
-    x_val = training.model_inputs(val, size)
+    x_val = model_inputs(val, size)
 
     rows = [
         ("training faces, as they are", "inference", mean_nme(predict(model, x, args.batch, progress=True), sample, scheme)),
@@ -116,7 +118,7 @@ def main(argv=None) -> None:
             pooled = keras.Model(model.inputs, model.get_layer("head_dense1").input)
             units = [model.get_layer(n).units for n in names if n.startswith("head_dense")]
             loss = losses.get_loss(config.loss, **config.loss_options)
-            full_x = training.model_inputs(train, size)
+            full_x = model_inputs(train, size)
             features = predict(pooled, full_x, args.batch, progress=True)
             val_features = predict(pooled, x_val, args.batch)
             run_dropout = model.get_layer("head_dropout1").rate if "head_dropout1" in names else 0.0

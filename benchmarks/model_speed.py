@@ -1,6 +1,6 @@
 """Parameters and CPU inference time per face of every registered model.
 
-Each model is built at its default input size (``models.REGISTRY``) with K
+Each model is built at its default input size (``REGISTRY``) with K
 landmarks and random weights (speed does not depend on the weights), warmed
 up, then timed on batches of one face with ``predict_on_batch`` (the
 compiled inference path).  The table gives the median and the fastest of the
@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import backbones  # noqa: E402
-import models  # noqa: E402
+from facelandmarks.models import FEATURES, REGISTRY, backbones, build_model, get_spec
 
 
 def time_calls(predict, batch, warmup: int, repeats: int) -> list[float]:
@@ -51,14 +50,14 @@ def time_calls(predict, batch, warmup: int, repeats: int) -> list[float]:
 def bottleneck_pipeline(num_points: int):
     """InceptionV3 features (299 px) followed by the bottleneck head, as one model."""
     backbone = backbones.build_backbone("inception", (299, 299, 3), pooling="avg")
-    head = models.build_model("inception_bottleneck", (backbone.output.shape[-1],), num_points)
+    head = build_model("inception_bottleneck", (backbone.output.shape[-1],), num_points)
     pixels = keras.Input((299, 299, 3), name="pixels")
     return keras.Model(pixels, head(backbone(pixels)), name="inception_bottleneck_pipeline")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(models.REGISTRY), default=list(models.REGISTRY), help="models to time (default: all)")
+    parser.add_argument("--models", nargs="+", choices=list(REGISTRY), default=list(REGISTRY), help="models to time (default: all)")
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K (default 68)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls (default 20)")
@@ -72,12 +71,12 @@ def main(argv=None) -> int:
     if "inception_bottleneck" in args.models:
         jobs.insert(jobs.index(("inception_bottleneck", None)) + 1, ("inception_bottleneck", "with InceptionV3 features"))
     for name, variant in tqdm(jobs, desc="models", unit="model"):
-        spec = models.get_spec(name)
+        spec = get_spec(name)
         if variant:
             model, shape = bottleneck_pipeline(args.num_points), (299, 299, 3)
         else:
-            model, shape = models.build_model(name, spec.default_input_shape, args.num_points), spec.default_input_shape
-        if spec.input_kind == models.FEATURES and not variant:
+            model, shape = build_model(name, spec.default_input_shape, args.num_points), spec.default_input_shape
+        if spec.input_kind == FEATURES and not variant:
             batch = rng.random((1, *shape)).astype(np.float32)
         else:
             batch = rng.integers(0, 256, (1, *shape), dtype=np.uint8)

@@ -93,14 +93,14 @@ class TreeMemory(threading.Thread):
 
 def run_inner(config: str, data_dir: Path, size: int, workers: int, out_dir: Path) -> dict:
     """Prepare one configuration in this process; return its measurements."""
-    import datagen
+    from facelandmarks.data.prepare import PrepareOptions, prepare
 
     datasets = [(name, str(data_dir / name)) for name in CONFIGS[config]]
-    options = datagen.PrepareOptions(size=size, out=str(out_dir / config), workers=workers, progress=False)
+    options = PrepareOptions(size=size, out=str(out_dir / config), workers=workers, progress=False)
     sampler = TreeMemory()
     sampler.start()
     started = time.perf_counter()
-    report = datagen.prepare(datasets, options)
+    report = prepare(datasets, options)
     wall = time.perf_counter() - started
     sampler.stopped.set()
     sampler.join()

@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py --data dataset/ibug128_train.npz --model mobilenetv2 --size 128
 
 Both modes run ``model.fit`` on the same compiled model for the same number of
-steps: "pipeline" feeds ``training.LandmarkBatches`` (shuffled rows of the
+steps: "pipeline" feeds ``LandmarkBatches`` (shuffled rows of the
 full prepared set, on-the-fly augmentation, loader threads), "compute only"
 feeds one constant in-memory batch.  The ratio of their images/s says how
 much the data path costs; rounds alternate so drift hits both.  Peak memory
@@ -20,15 +20,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
-import augment  # noqa: E402
-import dataset_io  # noqa: E402
-import distribute  # noqa: E402
-import models  # noqa: E402
-import training  # noqa: E402
-from losses import pack_targets  # noqa: E402
+from facelandmarks.data import npz
+from facelandmarks.data.augment.augmenter import Augmenter
+from facelandmarks.data.augment.config import AugmentConfig
+from facelandmarks.data.feeding import FaceParts, LandmarkBatches
+from facelandmarks.models import build_model
+from facelandmarks.models.losses import pack_targets
+from facelandmarks.training import distribute
+from facelandmarks.training.config import JIT_MODES, TrainConfig
+from facelandmarks.training.fit import _compile, resolve_jit_compile, set_precision
 
 
 class ConstantBatch(keras.utils.PyDataset):
@@ -67,29 +70,29 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="loader threads of the real pipeline")
     parser.add_argument("--augment", default="default")
-    parser.add_argument("--jit-compile", default="auto", choices=training.JIT_MODES,
+    parser.add_argument("--jit-compile", default="auto", choices=JIT_MODES,
                         help="XLA for the train step (auto: off for TensorFlow on CPU)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="as train.py --mixed-precision (bfloat16 on a CPU, float16 on a GPU)")
     args = parser.parse_args(argv)
-    policy = training.set_precision(args.mixed_precision)
+    policy = set_precision(args.mixed_precision)
 
-    arrays = dataset_io.load_npz(args.data)
-    scheme = dataset_io.scheme_of(arrays)
-    parts = training.FaceParts(arrays, args.size)
-    config = training.TrainConfig(model=args.model, data=args.data, run_dir="-", batch=args.batch,
+    arrays = npz.load_npz(args.data)
+    scheme = npz.scheme_of(arrays)
+    parts = FaceParts(arrays, args.size)
+    config = TrainConfig(model=args.model, data=args.data, run_dir="-", batch=args.batch,
                                   jit_compile=args.jit_compile)
-    model = models.build_model(args.model, input_shape=(args.size, args.size, arrays["images"].shape[-1]),
+    model = build_model(args.model, input_shape=(args.size, args.size, arrays["images"].shape[-1]),
                                num_points=scheme.num_points)
-    training._compile(model, config, scheme, distribute.Cluster())
-    augmenter = augment.Augmenter(augment.AugmentConfig.parse(args.augment), scheme, seed=0)
+    _compile(model, config, scheme, distribute.Cluster())
+    augmenter = Augmenter(AugmentConfig.parse(args.augment), scheme, seed=0)
     x0, lm0, vis0 = (a[: args.batch] for a in parts.get(0))
     constant = ConstantBatch(x0.astype(np.float32), pack_targets(lm0, vis0), args.steps + args.warmup)
     results = {"pipeline": [], "compute only": []}
     for _ in range(args.rounds):
         for mode in results:
             if mode == "pipeline":
-                data = training.LandmarkBatches(parts, args.batch, augmenter, workers=args.workers, use_multiprocessing=False)
+                data = LandmarkBatches(parts, args.batch, augmenter, workers=args.workers, use_multiprocessing=False)
                 steps = args.steps + args.warmup
             else:
                 data, steps = constant, None
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
     pipeline, compute = np.median(results["pipeline"]), np.median(results["compute only"])
     print(f"{args.model} at {args.size} px, batch {args.batch}, {len(arrays['images'])} faces in memory, "
           f"backend {keras.config.backend()}, augment {args.augment!r}, {args.workers} loader threads, "
-          f"XLA {training.resolve_jit_compile(args.jit_compile)}, precision {policy}")
+          f"XLA {resolve_jit_compile(args.jit_compile)}, precision {policy}")
     print("| mode | images/s (median of rounds) | rounds |")
     print("|---|---|---|")
     for mode, values in results.items():

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 DATA_DIR = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
 
@@ -61,24 +60,25 @@ def copy_youtube68_subset(data_dir: Path, dest: Path, train_subjects: int, per_s
 @pytest.fixture(scope="session")
 def tiny_ibug(tmp_path_factory, data_dir):
     """A prepared 48 px ibug68 dataset from real YouTube68 frames (train mirrored, test as is)."""
-    import datagen
+    from facelandmarks.data.prepare import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("tiny_ibug")
     source = copy_youtube68_subset(data_dir, root / "youtube68", train_subjects=16, per_subject=5, test_faces=24)
-    options = datagen.PrepareOptions(size=48, out=str(root / "yt48"), workers=1, progress=False)
-    datagen.prepare([("youtube68", str(source))], options)
+    options = PrepareOptions(size=48, out=str(root / "yt48"), workers=1, progress=False)
+    prepare([("youtube68", str(source))], options)
     return {"train": root / "yt48_train.npz", "test": root / "yt48_test.npz", "root": root}
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_ibug):
     """A small scratch model trained for a few epochs (the run directory)."""
-    import training
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
 
     run_dir = tmp_path_factory.mktemp("runs") / "scratch-tiny"
-    config = training.TrainConfig(
+    config = TrainConfig(
         model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2,
         epochs=7, batch=16, lr=2e-3, preview_every=3, workers=1, seed=1,
     )
-    training.fit(config, verbose=0)
+    fit(config, verbose=0)
     return run_dir

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-import faces
+from facelandmarks.data import faces
 
 # MUCT faces with hidden points (cameras b/c) and frontal ones (a), lighting q and r.
 MUCT_NAMES = ("i000qa-fn", "i000qb-fn", "i000qc-fn", "i001qa-mn", "i001qc-mn", "i002rb-mn", "i003qc-fn", "i004qa-mn")

@@ -12,9 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
-import faces
-from augment import AugmentConfig, Augmenter, affine_matrices, apply_augmentation, gaussian_noise, warp_images
-from landmarks import IBUG68, mirror_landmarks
+from facelandmarks.data import faces
+from facelandmarks.data.augment.augmenter import Augmenter
+from facelandmarks.data.augment.config import AugmentConfig
+from facelandmarks.data.augment.geometry import (
+    affine_matrices,
+    apply_augmentation,
+    gaussian_noise,
+    warp_images,
+)
+from facelandmarks.landmarks import IBUG68, mirror_landmarks
 
 SIZE = 128
 MARKER_RADIUS = 2.5

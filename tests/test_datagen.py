@@ -8,15 +8,27 @@ import re
 import shutil
 import tarfile
 import threading
+import xml.etree.ElementTree as ElementTree
 
 import cv2
 import numpy as np
 import pytest
-
-import datagen
-import faces
 from face_batches import read_muct_rows
-from landmarks import KAGGLE15_NAMES, get_scheme, mirror_landmarks
+
+from facelandmarks.cli.datagen import main
+from facelandmarks.data import faces
+from facelandmarks.data.download import ArchiveError, safe_extract
+from facelandmarks.data.readers.ibug300w import IBUG_ORIGIN, read_pts
+from facelandmarks.data.readers.muct import read_muct
+from facelandmarks.data.readers.youtube68 import _read_keypoint_csv
+from facelandmarks.data.records import AnnotationError, read_image
+from facelandmarks.data.splits import (
+    SplitError,
+    check_subject_split,
+    hash_test_subjects,
+    muct_test_subjects,
+)
+from facelandmarks.landmarks import KAGGLE15_NAMES, get_scheme, mirror_landmarks
 
 PER_FACE_DTYPES = {
     "images": np.uint8,
@@ -29,7 +41,7 @@ PER_FACE_DTYPES = {
 
 
 def run_prepare(*args, workers=2):
-    return datagen.main(["prepare", *map(str, args), "--workers", str(workers), "--quiet"])
+    return main(["prepare", *map(str, args), "--workers", str(workers), "--quiet"])
 
 
 def load(path):
@@ -113,21 +125,21 @@ def test_muct_split_by_subject_with_the_seed_proportion(muct64):
 def test_muct_split_rule_on_the_full_database(data_dir):
     subjects = sorted({f"muct/{name[1:4]}" for name in read_muct_rows(data_dir) if not name.startswith("ir")})
     assert len(subjects) == 276 and {"muct/247", "muct/248"} <= set(subjects)
-    test, text = datagen.muct_test_subjects(subjects)
+    test, text = muct_test_subjects(subjects)
     assert test == set(subjects[:82]) and "same proportion" not in text
     # the twins 247/248 stay together when the cut falls between them
     cut = subjects.index("muct/248")
-    test, text = datagen.muct_test_subjects(subjects, test_subjects=cut)
+    test, text = muct_test_subjects(subjects, test_subjects=cut)
     assert "muct/247" in test and "muct/248" in test and len(test) == cut + 1 and "twins" in text
-    test, _ = datagen.muct_test_subjects(subjects, test_fraction=0.5)
+    test, _ = muct_test_subjects(subjects, test_fraction=0.5)
     assert len(test) == 138
     # at least one subject on each side
-    assert datagen.muct_test_subjects(["muct/000", "muct/001"], test_fraction=0.0)[0] == {"muct/000"}
-    assert datagen.muct_test_subjects(["muct/000", "muct/001"], test_fraction=1.0)[0] == {"muct/000"}
+    assert muct_test_subjects(["muct/000", "muct/001"], test_fraction=0.0)[0] == {"muct/000"}
+    assert muct_test_subjects(["muct/000", "muct/001"], test_fraction=1.0)[0] == {"muct/000"}
 
 
 def test_info_summarises_a_file(muct64, capsys):
-    assert datagen.main(["info", f"{muct64}_train.npz"]) == 0
+    assert main(["info", f"{muct64}_train.npz"]) == 0
     out = capsys.readouterr().out
     assert "scheme muct76" in out and "64 x 64 px, 3 channel(s)" in out
     assert "subjects: 5" in out and "mirrored: " in out and "detection: " in out and "visible: " in out
@@ -192,13 +204,13 @@ def test_300w_and_youtube68_combine_with_no_subject_on_both_sides(ibug_subset, t
     for arrays in (train, test):
         for i in np.nonzero(~arrays["mirrored"])[0]:
             if arrays["source"][i] == "300w":
-                truth = datagen.read_pts((ibug_subset / "300w" / arrays["name"][i]).with_suffix(".pts")) - datagen.IBUG_ORIGIN
+                truth = read_pts((ibug_subset / "300w" / arrays["name"][i]).with_suffix(".pts")) - IBUG_ORIGIN
                 points, visible = pixel_points(arrays, i, "ibug68")
                 assert np.abs(points[visible] - truth[visible]).max() < 1.0
 
 
 def test_shards_hold_the_same_faces_as_one_file(ibug_subset, tmp_path):
-    import dataset_io
+    from facelandmarks.data import npz
 
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
     args = ("300w", "--source", ibug_subset / "300w", "youtube68", "--source", ibug_subset / "youtube68", "--size", 32)
@@ -206,7 +218,7 @@ def test_shards_hold_the_same_faces_as_one_file(ibug_subset, tmp_path):
     assert run_prepare(*args, "--out", sharded, "--shard-size", 5) == 0
     for side in ("train", "test"):
         reference = load(f"{whole}_{side}.npz")
-        shards = dataset_io.ShardSet(f"{sharded}_{side}.shards.json")
+        shards = npz.ShardSet(f"{sharded}_{side}.shards.json")
         assert shards.faces == len(reference["landmarks"])
         assert all(count <= 5 + 1 for count in shards.counts)  # a face and its mirror stay together
         names = []
@@ -240,14 +252,14 @@ def test_official_split_keep_and_300w_test_folders(ibug_subset, data_dir, tmp_pa
 
 def test_hash_split_is_deterministic_and_two_sided():
     subjects = [f"s{i}" for i in range(200)]
-    test = datagen.hash_test_subjects(subjects, 0.2, seed=0)
-    assert test == datagen.hash_test_subjects(list(reversed(subjects)), 0.2, seed=0)
+    test = hash_test_subjects(subjects, 0.2, seed=0)
+    assert test == hash_test_subjects(list(reversed(subjects)), 0.2, seed=0)
     assert 25 <= len(test) <= 55
-    assert test != datagen.hash_test_subjects(subjects, 0.2, seed=1)
-    assert len(datagen.hash_test_subjects(["a", "b"], 0.0001, seed=0)) == 1
-    assert len(datagen.hash_test_subjects(["a", "b"], 0.9999, seed=0)) == 1
-    with pytest.raises(datagen.SplitError, match="1 subject"):
-        datagen.check_subject_split(["a", "b"], ["b", "c"])
+    assert test != hash_test_subjects(subjects, 0.2, seed=1)
+    assert len(hash_test_subjects(["a", "b"], 0.0001, seed=0)) == 1
+    assert len(hash_test_subjects(["a", "b"], 0.9999, seed=0)) == 1
+    with pytest.raises(SplitError, match="1 subject"):
+        check_subject_split(["a", "b"], ["b", "c"])
 
 
 # --------------------------------------------------------------------------- mirroring, flips, gray
@@ -257,7 +269,7 @@ def test_mirror_flips_image_and_landmarks_with_the_permutation(data_dir, tmp_pat
     """A magenta dot on the subject's right outer eye corner (36) must sit at point 45 of the mirror."""
     src = data_dir / "300w" / "afw" / "1051618982_1"
     image = cv2.imread(str(src.with_suffix(".jpg")))
-    points = datagen.read_pts(src.with_suffix(".pts")) - datagen.IBUG_ORIGIN  # 0-based, as datagen stores them
+    points = read_pts(src.with_suffix(".pts")) - IBUG_ORIGIN  # 0-based, as datagen stores them
     x, y = np.round(points[36]).astype(int)
     cv2.circle(image, (int(x), int(y)), 3, (255, 0, 255), -1)
     root = tmp_path / "300w" / "afw"
@@ -351,12 +363,12 @@ def test_pts_with_wrong_point_count_is_an_error_naming_the_file(data_dir, tmp_pa
     assert (tmp_path / "wrong_train.npz").read_bytes() == sentinel  # nothing already written is lost
     # a declared count that disagrees is named too; headerless files are accepted
     pts.write_text(pts.read_text().replace("n_points:  68", "n_points: 67"))
-    with pytest.raises(datagen.AnnotationError, match=re.escape(str(pts)) + ".*n_points is 67"):
-        datagen.read_pts(pts)
+    with pytest.raises(AnnotationError, match=re.escape(str(pts)) + ".*n_points is 67"):
+        read_pts(pts)
     good = root / "afw" / "1051618982_1.pts"
     headerless = tmp_path / "headerless.pts"
     headerless.write_text("\n".join(good.read_text().split("{")[1].split("}")[0].strip().splitlines()) + "\n")
-    np.testing.assert_array_equal(datagen.read_pts(headerless), datagen.read_pts(good))
+    np.testing.assert_array_equal(read_pts(headerless), read_pts(good))
 
 
 def test_png_under_a_jpg_name_is_read_by_content(data_dir, tmp_path):
@@ -366,7 +378,7 @@ def test_png_under_a_jpg_name_is_read_by_content(data_dir, tmp_path):
     disguised = tmp_path / "frame_00.jpg"
     ok, png = cv2.imencode(".png", rgba)
     disguised.write_bytes(png.tobytes())
-    decoded, notes = datagen.read_image(disguised)
+    decoded, notes = read_image(disguised)
     np.testing.assert_array_equal(decoded, image[..., ::-1])
     assert notes == ["PNG data under a .jpg name"]
     # and through prepare: the face is used and the summary says so
@@ -394,11 +406,11 @@ KAGGLE_FROM_IBUG = {  # Kaggle's 15 points (subject's left/right) from the iBUG 
 
 
 def test_kaggle_missing_coordinates_become_invisible(data_dir, tmp_path):
-    rows = datagen._read_keypoint_csv(data_dir / "youtube68" / "test_frames_keypoints.csv", 68)[:4]
+    rows = _read_keypoint_csv(data_dir / "youtube68" / "test_frames_keypoints.csv", 68)[:4]
     header = [f"{n}_{a}" for n in KAGGLE15_NAMES for a in "xy"] + ["Image"]
     truth, lines = [], [header]
     for _, name, points, _ in rows:
-        image, _ = datagen.read_image(data_dir / "youtube68" / "test" / name)
+        image, _ = read_image(data_dir / "youtube68" / "test" / name)
         box = faces.crop_box_from_landmarks(points)
         gray = cv2.cvtColor(faces.crop_face(image, box, 96), cv2.COLOR_RGB2GRAY)
         in_crop = faces.points_to_crop(points, box) * 96 - 0.5
@@ -445,8 +457,8 @@ def test_archive_members_outside_the_destination_are_refused(tmp_path, member, p
             info.size = 4
             tar.addfile(info, io.BytesIO(b"evil"))
     dest = tmp_path / "dest"
-    with pytest.raises(datagen.ArchiveError) as caught:
-        datagen.safe_extract(archive, dest)
+    with pytest.raises(ArchiveError) as caught:
+        safe_extract(archive, dest)
     assert str(archive) in str(caught.value) and repr(member) in str(caught.value) and problem in str(caught.value)
     assert not (tmp_path / "evil.txt").exists() and not (dest / "jpg" / "good.txt").exists()
 
@@ -518,7 +530,7 @@ def test_download_resumes_and_extracts_a_preparable_tree(muct_server, data_dir, 
     (dest / "muct-b-jpg-v1.tar.gz.part").write_bytes(partial[: len(partial) // 2])
     complete = server.files["muct-c-jpg-v1.tar.gz"]
     (dest / "muct-c-jpg-v1.tar.gz.part").write_bytes(complete)  # complete, only never renamed
-    assert datagen.main(["download", "muct", "--dest", str(dest), "--url", url, "--quiet"]) == 0
+    assert main(["download", "muct", "--dest", str(dest), "--url", url, "--quiet"]) == 0
     assert ("muct-b-jpg-v1.tar.gz", f"bytes={len(partial) // 2}-") in server.requests
     assert ("muct-c-jpg-v1.tar.gz", f"bytes={len(complete)}-") in server.requests
     assert ("muct-a-jpg-v1.tar.gz", None) in server.requests
@@ -528,14 +540,14 @@ def test_download_resumes_and_extracts_a_preparable_tree(muct_server, data_dir, 
         p.name for p in (data_dir / "muct" / "jpg").glob("i00[01]q?-*.jpg"))
     assert (dest / "jpg" / "i000qa-fn.jpg").read_bytes() == (data_dir / "muct" / "jpg" / "i000qa-fn.jpg").read_bytes()
     # the layout is what prepare reads
-    listing = datagen.read_muct(dest)
+    listing = read_muct(dest)
     assert len(listing.records) == 10 and len(listing.skips) == 3745
 
 
 def test_download_failure_names_the_url(muct_server, tmp_path, capsys):
     server, url = muct_server
     del server.files["muct-d-jpg-v1.tar.gz"]
-    assert datagen.main(["download", "muct", "--dest", str(tmp_path), "--url", url, "--quiet"]) == 1
+    assert main(["download", "muct", "--dest", str(tmp_path), "--url", url, "--quiet"]) == 1
     assert f"{url}muct-d-jpg-v1.tar.gz: HTTP 404" in capsys.readouterr().err
 
 
@@ -584,7 +596,7 @@ def test_dlib_xml_boxes_serve_as_detections(data_dir, tmp_path):
     train, test = load(f"{out}_train.npz"), load(f"{out}_test.npz")
     check_contract(train, "ibug68", 48)
     assert len(train["name"]) == 18 and len(test["name"]) == 25  # the XML files' own training/testing roles
-    root = datagen.ElementTree.parse(folder / "training_with_face_landmarks.xml").getroot()
+    root = ElementTree.parse(folder / "training_with_face_landmarks.xml").getroot()
     first = root.find("./images/image/box")
     given = [float(first.get(k)) for k in ("left", "top", "width", "height")]
     detection = np.array([given[0], given[1], given[0] + given[2], given[1] + given[3]])
@@ -596,7 +608,7 @@ def test_dlib_xml_boxes_serve_as_detections(data_dir, tmp_path):
 
 def test_cli_rejects_unpaired_sources(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        datagen.main(["prepare", "300w", "youtube68", "--source", str(tmp_path), "--size", "32", "--out", str(tmp_path / "x")])
+        main(["prepare", "300w", "youtube68", "--source", str(tmp_path), "--size", "32", "--out", str(tmp_path / "x")])
     assert "2 dataset(s) but 1 --source" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        datagen.main(["prepare", "celeba", "--source", str(tmp_path), "--size", "32", "--out", str(tmp_path / "x")])
+        main(["prepare", "celeba", "--source", str(tmp_path), "--size", "32", "--out", str(tmp_path / "x")])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import datagen
+from facelandmarks.cli.datagen import main
 
 pytestmark = pytest.mark.backend
 
@@ -14,7 +14,7 @@ def dlib_faces(data_dir, tmp_path_factory):
     folder = data_dir / "samples" / "dlib" / "examples" / "faces"
     args = ["prepare", "dlibxml", "--source", str(folder / "testing_with_face_landmarks.xml"), "--size", "48",
             "--out", str(out), "--test-fraction", "0.5", "--quiet"]
-    assert datagen.main(args) == 0
+    assert main(args) == 0
     return out
 
 
@@ -22,7 +22,7 @@ def test_bottleneck_keeps_every_key_but_images(dlib_faces, data_dir, tmp_path, c
     weights = data_dir.parent / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
     source = f"{dlib_faces}_train.npz"
     out = tmp_path / "train_mobilenetv2.npz"
-    assert datagen.main(["bottleneck", "--backbone", "mobilenetv2", "--data", source, "--out", str(out),
+    assert main(["bottleneck", "--backbone", "mobilenetv2", "--data", source, "--out", str(out),
                          "--weights", str(weights), "--batch-size", "8"]) == 0
     with np.load(source, allow_pickle=False) as data:
         before = {k: data[k] for k in data.files}
@@ -39,14 +39,14 @@ def test_bottleneck_keeps_every_key_but_images(dlib_faces, data_dir, tmp_path, c
     assert not np.allclose(after["features"][0], after["features"][1])
     # the ImageNet weights were really loaded: random weights give other features
     random = tmp_path / "random.npz"
-    assert datagen.main(["bottleneck", "--backbone", "mobilenetv2", "--data", source, "--out", str(random),
+    assert main(["bottleneck", "--backbone", "mobilenetv2", "--data", source, "--out", str(random),
                          "--weights", "none", "--batch-size", "8"]) == 0
     with np.load(random, allow_pickle=False) as data:
         assert not np.allclose(data["features"], after["features"])
     capsys.readouterr()
-    assert datagen.main(["info", str(out)]) == 0
+    assert main(["info", str(out)]) == 0
     assert "1280 per face from mobilenetv2" in capsys.readouterr().out
     # a bottleneck file has no images to extract from
-    assert datagen.main(["bottleneck", "--backbone", "mobilenetv2", "--data", str(out), "--out", str(tmp_path / "again.npz"),
+    assert main(["bottleneck", "--backbone", "mobilenetv2", "--data", str(out), "--out", str(tmp_path / "again.npz"),
                          "--weights", "none"]) == 1
     assert "has no images" in capsys.readouterr().err

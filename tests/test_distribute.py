@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dataset_io
-import distribute
-import training
+from facelandmarks.data import npz
+from facelandmarks.data.feeding import FaceParts, LandmarkBatches
+from facelandmarks.training import distribute
+from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,13 +103,13 @@ def test_jax_data_parallel_on_two_devices(tiny_ibug, tmp_path):
 def test_mirrored_strategy_or_a_clear_error(tiny_ibug, tmp_path):
     import keras
 
-    config = training.TrainConfig(model="scratch", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "m"),
+    config = TrainConfig(model="scratch", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "m"),
                                   epochs=1, batch=8, workers=1, distribute="mirrored")
     if keras.config.backend() != "tensorflow":
         with pytest.raises(ValueError, match="mirrored is TensorFlow's"):
-            training.fit(config, verbose=0)
+            fit(config, verbose=0)
         return
-    summary = training.fit(config, verbose=0)
+    summary = fit(config, verbose=0)
     assert summary["epochs"] == 1 and (tmp_path / "m" / "model.keras").is_file()
 
 
@@ -124,27 +126,27 @@ def test_tf_config_errors_name_the_problem(monkeypatch):
 
 # Not backend-marked: streaming is numpy, and fitting is covered on JAX by the other tests.
 def test_training_streams_shards_two_at_a_time(tiny_ibug, tmp_path):
-    import datagen
+    from facelandmarks.data.prepare import PrepareOptions, prepare
 
     source = tiny_ibug["root"] / "youtube68"
-    options = datagen.PrepareOptions(size=32, out=str(tmp_path / "sharded"), workers=1, progress=False, shard_size=12)
-    datagen.prepare([("youtube68", str(source))], options)
-    shards = dataset_io.ShardSet(tmp_path / "sharded_train.shards.json")
+    options = PrepareOptions(size=32, out=str(tmp_path / "sharded"), workers=1, progress=False, shard_size=12)
+    prepare([("youtube68", str(source))], options)
+    shards = npz.ShardSet(tmp_path / "sharded_train.shards.json")
     assert len(shards) >= 5
     # workers of a cluster read disjoint shards that together cover the set
-    halves = [training.FaceParts(shards, None, worker_index=i, workers=2) for i in range(2)]
+    halves = [FaceParts(shards, None, worker_index=i, workers=2) for i in range(2)]
     assert set(halves[0].indices).isdisjoint(halves[1].indices)
     assert halves[0].faces + halves[1].faces == shards.faces
-    parts = training.FaceParts(shards, None)
-    batches = training.LandmarkBatches(parts, 8)
+    parts = FaceParts(shards, None)
+    batches = LandmarkBatches(parts, 8)
     seen = 0
     for index in range(len(batches)):
         x, y = batches[index]
         seen += len(x)
         assert len(parts._cache) <= 2
     assert seen == shards.faces
-    config = training.TrainConfig(model="scratch", data=str(tmp_path / "sharded_train.shards.json"),
+    config = TrainConfig(model="scratch", data=str(tmp_path / "sharded_train.shards.json"),
                                   val=str(tmp_path / "sharded_test.shards.json"), run_dir=str(tmp_path / "run"),
                                   epochs=2, batch=8, workers=1)
-    summary = training.fit(config, verbose=0)
+    summary = fit(config, verbose=0)
     assert summary["epochs"] == 2 and np.isfinite(summary["val_nme"])

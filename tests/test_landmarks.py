@@ -6,8 +6,13 @@ import glob
 import numpy as np
 import pytest
 
-import landmarks
-from landmarks import SCHEMES, get_scheme, mirror_landmarks, mirror_pixel_landmarks
+from facelandmarks import landmarks
+from facelandmarks.landmarks import (
+    SCHEMES,
+    get_scheme,
+    mirror_landmarks,
+    mirror_pixel_landmarks,
+)
 
 
 def read_muct_opencv(data_dir):

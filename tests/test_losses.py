@@ -2,16 +2,15 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
-
-import keras
+from face_batches import face_batch
 from keras import ops
 
-import losses
-import metrics
-from face_batches import face_batch
-from landmarks import get_scheme
+from facelandmarks.evaluation import metrics
+from facelandmarks.landmarks import get_scheme
+from facelandmarks.models import losses
 
 pytestmark = pytest.mark.backend
 

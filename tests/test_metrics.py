@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import metrics
-from landmarks import IBUG68, KAGGLE15, MUCT76
+from facelandmarks.evaluation import metrics
+from facelandmarks.landmarks import IBUG68, KAGGLE15, MUCT76
 
 
 def faces_with_known_errors():

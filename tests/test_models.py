@@ -12,15 +12,24 @@ import os
 import re
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-
-import keras
-
-import backbones
-import losses
-import models
 from face_batches import face_batch
+
+from facelandmarks.cli.models import main
+from facelandmarks.models import (
+    FEATURES,
+    REGISTRY,
+    backbones,
+    build_model,
+    get_spec,
+    load_model,
+    losses,
+    pretrain,
+)
+from facelandmarks.models.autoencoder import build_reconstruction_model
+from facelandmarks.models.layers import SoftArgmax2D
 
 pytestmark = pytest.mark.backend
 
@@ -31,7 +40,7 @@ OFFLINE_TOP = OFFLINE_NOTOP.with_name("mobilenet_v2_imagenet.weights.h5")
 
 # Small inputs (InceptionV3's minimum is 75); each model meets one of the two schemes.
 TEST_SIZE = {"inception": 75, "autoencoder": 36}
-TEST_SCHEME = {name: ("muct76" if i % 2 else "ibug68") for i, name in enumerate(models.REGISTRY)}
+TEST_SCHEME = {name: ("muct76" if i % 2 else "ibug68") for i, name in enumerate(REGISTRY)}
 APPLICATION_NAMES = {info.application_name for info in backbones.BACKBONES.values()}
 
 
@@ -64,10 +73,10 @@ def auto_named_layers(model) -> list[str]:
 
 def model_inputs(data_dir, name):
     """(model input, y_true, input_shape, K) for model ``name`` from real faces."""
-    spec = models.get_spec(name)
+    spec = get_spec(name)
     scheme = TEST_SCHEME[name]
     size = TEST_SIZE.get(name, 32)
-    if spec.input_kind == models.FEATURES:
+    if spec.input_kind == FEATURES:
         # Real per-face features without a backbone pass (extract_features is tested on Lenna):
         # the 32x32 crop average-pooled to 8x8x3 = 192 values.
         images, landmarks, visible = face_batch(data_dir, scheme, size=32)
@@ -88,15 +97,15 @@ def application_batch_norms(model) -> list:
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG_BACKBONES else n for n in models.REGISTRY]
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG_BACKBONES else n for n in REGISTRY]
 )
 def test_model_builds_trains_and_survives_a_keras_round_trip(data_dir, tmp_path, name):
-    spec = models.get_spec(name)
+    spec = get_spec(name)
     x, y_true, input_shape, num_points = model_inputs(data_dir, name)
     keras.utils.set_random_seed(0)
     train_blocks = 1 if spec.backbone else None
     weights = OFFLINE_NOTOP if name == "mobilenetv2" else "none"  # the one backbone with weights offline
-    model = models.build_model(name, input_shape, num_points, weights=weights, train_blocks=train_blocks)
+    model = build_model(name, input_shape, num_points, weights=weights, train_blocks=train_blocks)
 
     assert model.output_shape == (None, num_points, 2)
     assert model.layers[-1].name == "landmarks" and model.layers[-1].dtype_policy.compute_dtype == "float32"
@@ -123,7 +132,7 @@ def test_model_builds_trains_and_survives_a_keras_round_trip(data_dir, tmp_path,
     assert after.shape == (len(x), num_points, 2) and np.isfinite(after).all()
     path = tmp_path / f"{name}.keras"
     model.save(path)
-    restored = models.load_model(path)
+    restored = load_model(path)
     np.testing.assert_allclose(infer(restored, x), after, rtol=1e-5, atol=1e-6)
     assert len(restored.trainable_weights) == len(model.trainable_weights)
     assert isinstance(restored.loss, type(model.loss))
@@ -131,34 +140,34 @@ def test_model_builds_trains_and_survives_a_keras_round_trip(data_dir, tmp_path,
 
 def test_raw_uint8_and_float_pixels_give_the_same_prediction(data_dir):
     images, _, _ = face_batch(data_dir, "ibug68", size=32, count=4)
-    model = models.build_model("scratch", images.shape[1:], 68)
+    model = build_model("scratch", images.shape[1:], 68)
     np.testing.assert_allclose(infer(model, images), infer(model, images.astype(np.float32)), rtol=1e-6)
 
 
 def test_autoencoder_pretraining_trains_the_shared_encoder(data_dir):
     images, _, _ = face_batch(data_dir, "ibug68", size=36, count=8, channels=1)  # 36: 18, 9, 5 -> decoder crops 40 to 36
     keras.utils.set_random_seed(0)
-    model = models.build_model("autoencoder", images.shape[1:], 68)
+    model = build_model("autoencoder", images.shape[1:], 68)
     encoder_before = [np.array(w) for w in model.get_layer("encoder").weights]
     before = infer(model, images)
-    history = models.pretrain("autoencoder", model, images, epochs=3, batch_size=4, verbose=0)
+    history = pretrain("autoencoder", model, images, epochs=3, batch_size=4, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert all(not np.array_equal(a, np.array(b)) for a, b in zip(encoder_before, model.get_layer("encoder").weights))
     assert np.abs(infer(model, images) - before).max() > 0  # the landmark model sees the pretrained encoder
-    reconstruction = models.build_reconstruction_model(model)
+    reconstruction = build_reconstruction_model(model)
     assert reconstruction.output_shape == (None, 36, 36, 1)
     assert reconstruction.get_layer("encoder") is model.get_layer("encoder")
     with pytest.raises(ValueError, match="model 'scratch' has no pretraining step.*autoencoder"):
-        models.pretrain("scratch", model, images, epochs=1, batch_size=4)
+        pretrain("scratch", model, images, epochs=1, batch_size=4)
     with pytest.raises(ValueError, match=r"pretraining images must be uint8 \(N, 36, 36, 1\)"):
-        models.pretrain("autoencoder", model, images[..., 0], epochs=1, batch_size=4)
+        pretrain("autoencoder", model, images[..., 0], epochs=1, batch_size=4)
 
 
 def test_heatmap_soft_argmax_finds_the_peak():
     heatmaps = np.full((1, 8, 16, 2), -50.0, np.float32)
     heatmaps[0, 2, 5, 0] = 50.0  # row 2, column 5 of a 16-wide, 8-high map
     heatmaps[0, 7, 0, 1] = 50.0
-    coords = keras.ops.convert_to_numpy(models.SoftArgmax2D(name="soft_argmax")(heatmaps))
+    coords = keras.ops.convert_to_numpy(SoftArgmax2D(name="soft_argmax")(heatmaps))
     np.testing.assert_allclose(coords[0], [[5.5 / 16, 2.5 / 8], [0.5 / 16, 7.5 / 8]], atol=1e-6)
 
 
@@ -200,7 +209,7 @@ def test_gray_input_starts_as_the_gray_image_copied_to_rgb(data_dir):
     conv = gray_backbone.get_layer("gray_to_rgb")
     assert conv.trainable and conv.kernel.shape == (1, 1, 1, 3)
     np.testing.assert_allclose(infer(gray_backbone, gray), infer(rgb_backbone, np.repeat(gray, 3, axis=-1)), rtol=1e-4, atol=1e-5)
-    model = models.build_model("mobilenetv2", (32, 32, 1), 68, weights=OFFLINE_NOTOP, train_blocks=0)
+    model = build_model("mobilenetv2", (32, 32, 1), 68, weights=OFFLINE_NOTOP, train_blocks=0)
     assert any("gray_to_rgb" in w.path for w in model.trainable_weights)
 
 
@@ -244,7 +253,7 @@ def test_weights_errors_name_the_file(tmp_path):
         backbones.build_backbone("resnet50", (32, 32, 3), weights=OFFLINE_NOTOP)
     missing = tmp_path / "nope.weights.h5"
     with pytest.raises(ValueError, match=f"weights file {missing} does not exist"):
-        models.build_model("densenet121", (32, 32, 3), 68, weights=missing)
+        build_model("densenet121", (32, 32, 3), 68, weights=missing)
     broken = tmp_path / "broken.weights.h5"
     broken.write_bytes(b"not hdf5")
     with pytest.raises(ValueError, match=f"weights file {broken} does not fit the mobilenetv2 backbone"):
@@ -270,7 +279,7 @@ def test_mixed_precision_keeps_float32_landmarks(data_dir):
     images, landmarks, visible = face_batch(data_dir, "ibug68", size=32, count=4)
     try:
         keras.mixed_precision.set_global_policy("mixed_float16")
-        model = models.build_model("scratch", images.shape[1:], 68, filters=(8,), dense_units=(8,))
+        model = build_model("scratch", images.shape[1:], 68, filters=(8,), dense_units=(8,))
         model.compile(optimizer="adam", loss=losses.get_loss("wing", crop_size=32))
         loss = model.train_on_batch(images, losses.pack_targets(landmarks, visible))
         prediction = model.predict_on_batch(images)
@@ -278,7 +287,7 @@ def test_mixed_precision_keeps_float32_landmarks(data_dir):
         assert model.get_layer("input_normalization").compute_dtype == "float16"
         assert model.get_layer("head_dense1").compute_dtype == "float16"
         assert model.get_layer("landmark_coordinates").compute_dtype == "float32"
-        heatmap = models.build_model("heatmap", images.shape[1:], 68, filters=(8, 8, 8))
+        heatmap = build_model("heatmap", images.shape[1:], 68, filters=(8, 8, 8))
         assert heatmap.get_layer("down1_a_conv").compute_dtype == "float16"
         coords = keras.ops.convert_to_numpy(heatmap(images, training=False))
         assert coords.dtype == np.float32 and np.isfinite(coords).all()
@@ -288,32 +297,32 @@ def test_mixed_precision_keeps_float32_landmarks(data_dir):
 
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="unknown model 'vgg16'; known: scratch, inception_bottleneck, inception"):
-        models.build_model("vgg16", (32, 32, 3), 68)
+        build_model("vgg16", (32, 32, 3), 68)
     with pytest.raises(ValueError, match="model 'mlp' has no pretrained backbone: weights must be 'none', got 'imagenet'"):
-        models.build_model("mlp", (32, 32, 1), 68, weights="imagenet")
+        build_model("mlp", (32, 32, 1), 68, weights="imagenet")
     with pytest.raises(ValueError, match="model 'scratch' has no backbone blocks to freeze"):
-        models.build_model("scratch", (32, 32, 3), 68, train_blocks=2)
+        build_model("scratch", (32, 32, 3), 68, train_blocks=2)
     with pytest.raises(ValueError, match="model 'mlp' has no option.s. filters; its options: hidden_units, dropout"):
-        models.build_model("mlp", (32, 32, 1), 68, filters=(8,))
+        build_model("mlp", (32, 32, 1), 68, filters=(8,))
     with pytest.raises(ValueError, match=r"backbone 'inception' needs inputs of at least 75x75 pixels, got input_shape \(64, 64, 3\)"):
-        models.build_model("inception", (64, 64, 3), 68)
+        build_model("inception", (64, 64, 3), 68)
     with pytest.raises(ValueError, match=r"input_shape must be \(F,\)"):
-        models.build_model("inception_bottleneck", (32, 32, 3), 68)
+        build_model("inception_bottleneck", (32, 32, 3), 68)
     with pytest.raises(ValueError, match=r"input_shape must be \(S, S, 1\|3\)"):
-        models.build_model("heatmap", (32, 32, 4), 68)
+        build_model("heatmap", (32, 32, 4), 68)
     with pytest.raises(ValueError, match="num_points must be a positive integer, got 0"):
-        models.build_model("heatmap", (32, 32, 3), 0)
+        build_model("heatmap", (32, 32, 3), 0)
     with pytest.raises(ValueError, match="resnet_scratch with 3 stages needs inputs of at least 17 pixels"):
-        models.build_model("resnet_scratch", (16, 16, 3), 68)
+        build_model("resnet_scratch", (16, 16, 3), 68)
     with pytest.raises(ValueError, match="dropout must be in"):
-        models.build_model("mlp", (32, 32, 1), 68, dropout=1.5)
+        build_model("mlp", (32, 32, 1), 68, dropout=1.5)
 
 
 def test_cli_help_and_summary(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        models.main(["--help"])
+        main(["--help"])
     assert exit_info.value.code == 0
     assert "--list" in capsys.readouterr().out
-    assert models.main(["--summary", "mlp", "--input-size", "32"]) == 0
+    assert main(["--summary", "mlp", "--input-size", "32"]) == 0
     out = capsys.readouterr().out
     assert "mlp_landmarks" in out and "landmark_coordinates" in out

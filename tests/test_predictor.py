@@ -1,12 +1,11 @@
 """Predictor's flip test: the mirrored pass is undone with the scheme's left/right pairs and 1 - x."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-
-from landmarks import get_scheme
-from predictor import Predictor
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.landmarks import get_scheme
 
 pytestmark = pytest.mark.backend  # soft-argmax in keras.ops: runs on JAX too
 

@@ -6,29 +6,39 @@ import json
 
 import numpy as np
 import pytest
-
-import dataset_io
-import evaluate
-import refine
-import train
 from face_batches import read_muct_rows
-from landmarks import REFINED_REGIONS, get_scheme
-from predictor import Predictor
+
+from facelandmarks.cli import evaluate as evaluate_cli
+from facelandmarks.cli import train as train_cli
+from facelandmarks.data import npz
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.landmarks import REFINED_REGIONS, box_scheme, get_scheme
+from facelandmarks.pipelines.boxes import (
+    box_corners,
+    boxes_from_centres,
+    boxes_from_corners,
+    boxes_to_centres_sides,
+    from_patch,
+    region_boxes,
+    to_patch,
+)
+from facelandmarks.pipelines.config import PipelineConfig
+from facelandmarks.pipelines.train import jittered_boxes
 
 
 def test_region_boxes_cover_their_points_and_corners_round_trip(tiny_ibug):
-    arrays = dataset_io.load_npz(tiny_ibug["test"])
+    arrays = npz.load_npz(tiny_ibug["test"])
     scheme = get_scheme("ibug68")
-    boxes = refine.region_boxes(arrays["landmarks"], arrays["visible"], scheme, REFINED_REGIONS, margin=0.25)
+    boxes = region_boxes(arrays["landmarks"], arrays["visible"], scheme, REFINED_REGIONS, margin=0.25)
     assert boxes.shape == (len(arrays["landmarks"]), len(REFINED_REGIONS), 4)
     for r, region in enumerate(REFINED_REGIONS):
         pts = arrays["landmarks"][:, list(scheme.regions[region])]
-        inside = refine.to_patch(pts, boxes[:, r])
+        inside = to_patch(pts, boxes[:, r])
         assert ((inside > 0) & (inside < 1)).all(), region  # margin on every side
-        np.testing.assert_allclose(refine.from_patch(inside, boxes[:, r]), pts, atol=1e-5)
+        np.testing.assert_allclose(from_patch(inside, boxes[:, r]), pts, atol=1e-5)
     sides = boxes[..., 2] - boxes[..., 0]
     np.testing.assert_allclose(sides, boxes[..., 3] - boxes[..., 1], atol=1e-6)  # square
-    np.testing.assert_allclose(refine.boxes_from_corners(refine.box_corners(boxes)), boxes, atol=1e-6)
+    np.testing.assert_allclose(boxes_from_corners(box_corners(boxes)), boxes, atol=1e-6)
 
 
 def test_region_without_visible_points_gets_no_box():
@@ -36,20 +46,20 @@ def test_region_without_visible_points_gets_no_box():
     points = np.random.default_rng(0).uniform(0.2, 0.8, (2, 68, 2)).astype(np.float32)
     visible = np.ones((2, 68), bool)
     visible[1, list(scheme.regions["mouth"])] = False
-    boxes = refine.region_boxes(points, visible, scheme, ["nose", "mouth"], margin=0.1)
+    boxes = region_boxes(points, visible, scheme, ["nose", "mouth"], margin=0.1)
     assert np.isfinite(boxes[0]).all() and np.isfinite(boxes[1, 0]).all() and np.isnan(boxes[1, 1]).all()
 
 
 def test_jittered_boxes_follow_the_measured_stage1_errors():
     rng = np.random.default_rng(0)
-    true = refine.boxes_from_centres(np.full((4000, 1, 2), 0.5, np.float32), np.full((4000, 1), 0.2, np.float32))
+    true = boxes_from_centres(np.full((4000, 1, 2), 0.5, np.float32), np.full((4000, 1), 0.2, np.float32))
     jitter = {"offset": np.array([[[0.1, -0.2]], [[0.1, -0.2]]], np.float32), "log_scale": np.log([[1.5], [1.5]]).astype(np.float32)}
-    moved = refine.jittered_boxes(true, jitter, rng)
-    centres, sides = refine.boxes_to_centres_sides(moved)
+    moved = jittered_boxes(true, jitter, rng)
+    centres, sides = boxes_to_centres_sides(moved)
     np.testing.assert_allclose(centres[:, 0], [[0.52, 0.46]] * 4000, atol=1e-6)  # offset in units of the true side
     np.testing.assert_allclose(sides, 0.3, atol=1e-6)
-    fixed = refine.jittered_boxes(true, jitter, rng, fixed_sides=[0.25])
-    np.testing.assert_allclose(refine.boxes_to_centres_sides(fixed)[1], 0.25, atol=1e-6)
+    fixed = jittered_boxes(true, jitter, rng, fixed_sides=[0.25])
+    np.testing.assert_allclose(boxes_to_centres_sides(fixed)[1], 0.25, atol=1e-6)
 
 
 def test_muct76_has_every_refined_region(data_dir):
@@ -69,10 +79,10 @@ REGIONS = ("left_eye", "mouth")  # two refiners per pipeline keep the test short
 def pipelines(tiny_run, tiny_ibug, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipelines")
     common = ["--data", str(tiny_ibug["train"]), "--epochs", "1", "--batch", "16", "--workers", "1", "--preview-every", "0"]
-    assert train.main(["boxes", *common, "--run-dir", str(root / "boxes"), "--val-fraction", "0.2"]) == 0
-    assert train.main(["cascade", "--stage1", str(tiny_run), *common, "--run-dir", str(root / "cascade"),
+    assert train_cli.main(["boxes", *common, "--run-dir", str(root / "boxes"), "--val-fraction", "0.2"]) == 0
+    assert train_cli.main(["cascade", "--stage1", str(tiny_run), *common, "--run-dir", str(root / "cascade"),
                        "--copies", "1", "--patch-size", "24", "--regions", ",".join(REGIONS)]) == 0
-    assert train.main(["regions", "--stage1", str(tiny_run), "--boxes", str(root / "boxes"), *common,
+    assert train_cli.main(["regions", "--stage1", str(tiny_run), "--boxes", str(root / "boxes"), *common,
                        "--run-dir", str(root / "regions"), "--copies", "1", "--patch-size", "24",
                        "--regions", ",".join(REGIONS)]) == 0
     return root
@@ -90,7 +100,7 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
         with np.load(run / "jitter.npz") as jitter:
             assert jitter["offset"].shape[1:] == (len(REGIONS), 2) and np.isfinite(jitter["offset"]).all()
         for region in REGIONS:
-            patches = dataset_io.load_npz(run / region / "patches_train.npz")
+            patches = npz.load_npz(run / region / "patches_train.npz")
             assert patches["images"].shape[1:3] == (24, 24)
             assert str(patches["scheme"]) == f"ibug68/{region}"
             assert (run / region / "run" / "model.keras").is_file()
@@ -98,7 +108,7 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
     assert json.loads((pipelines / "boxes" / "config.json").read_text())["scheme"] == "ibug68/boxes"
 
     out = tmp_path / "eval"
-    assert evaluate.main([str(pipelines / "cascade"), str(pipelines / "regions"), "--data", str(tiny_ibug["test"]),
+    assert evaluate_cli.main([str(pipelines / "cascade"), str(pipelines / "regions"), "--data", str(tiny_ibug["test"]),
                           "--out", str(out), "--no-timing", "--flip-test"]) == 0
     with open(out / "results.csv", newline="") as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
@@ -110,7 +120,7 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
     for name in expected:
         assert np.isfinite(float(rows[name]["nme"])), name
     # stage 1 of a pipeline is the stage-1 run itself: the same numbers as evaluating it alone
-    crops = dataset_io.load_npz(tiny_ibug["test"])["images"]
+    crops = npz.load_npz(tiny_ibug["test"])["images"]
     piped = Predictor.load(pipelines / "regions")
     np.testing.assert_allclose(piped.stage1.predict_crops(crops), Predictor.load(tiny_run).predict_crops(crops), atol=1e-5)
     # a flip test flips stage 1 only (a lone region has no left/right pairs to undo a flip with)
@@ -134,13 +144,13 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
 
 
 def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys):
-    assert train.main(["cascade", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "c")]) == 2
+    assert train_cli.main(["cascade", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "c")]) == 2
     assert "needs --stage1" in capsys.readouterr().err
-    assert train.main(["regions", "--stage1", str(tiny_run), "--data", str(tiny_ibug["train"]),
+    assert train_cli.main(["regions", "--stage1", str(tiny_run), "--data", str(tiny_ibug["train"]),
                        "--run-dir", str(tmp_path / "r"), "--regions", "left_eye,jaw"]) == 2
     assert "--regions must name some of" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a pipeline run"):
-        refine.PipelineConfig.load(tmp_path)
+        PipelineConfig.load(tmp_path)
 
 
 def test_muct76_region_boxes_mirror_like_the_real_mirrored_shapes(data_dir):
@@ -155,10 +165,10 @@ def test_muct76_region_boxes_mirror_like_the_real_mirrored_shapes(data_dir):
 
     scheme = get_scheme("muct76")
     (pts, vis), (mpts, mvis) = normalise(originals), normalise(mirrored)
-    corners = refine.box_corners(refine.region_boxes(pts, vis, scheme, REFINED_REGIONS, margin=0.25))
-    expected = refine.box_corners(refine.region_boxes(mpts, mvis, scheme, REFINED_REGIONS, margin=0.25))
-    box_scheme = refine.box_scheme(scheme, REFINED_REGIONS)
-    flipped = corners[:, list(box_scheme.mirror)]
+    corners = box_corners(region_boxes(pts, vis, scheme, REFINED_REGIONS, margin=0.25))
+    expected = box_corners(region_boxes(mpts, mvis, scheme, REFINED_REGIONS, margin=0.25))
+    boxes = box_scheme(scheme, REFINED_REGIONS)
+    flipped = corners[:, list(boxes.mirror)]
     flipped[..., 0] = 1 - flipped[..., 0]
     ok = np.isfinite(expected).all(axis=(1, 2)) & np.isfinite(flipped).all(axis=(1, 2))
     assert ok.mean() > 0.9

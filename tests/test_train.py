@@ -13,8 +13,11 @@ import h5py
 import numpy as np
 import pytest
 
-import dataset_io
-import training
+from facelandmarks.data import npz
+from facelandmarks.data.feeding import split_by_subject
+from facelandmarks.training.callbacks import cosine_lr
+from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,12 +52,12 @@ def test_run_directory_holds_everything_to_reuse_the_run(tiny_run, tiny_ibug):
     assert min(val_losses) < val_losses[0], "training did not lower the validation loss"
 
     # model.keras carries the best weights: same predictions as best.weights.h5 in a fresh model
-    import models
+    from facelandmarks.models import build_model
 
-    val = dataset_io.load_npz(tiny_ibug["test"])
+    val = npz.load_npz(tiny_ibug["test"])
     x = val["images"][:4].astype(np.float32)
     loaded = keras.models.load_model(tiny_run / "model.keras", compile=False)
-    fresh = models.build_model("scratch", input_shape=(48, 48, 3), num_points=68)
+    fresh = build_model("scratch", input_shape=(48, 48, 3), num_points=68)
     fresh.load_weights(tiny_run / "best.weights.h5")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), fresh.predict(x, verbose=0), atol=1e-5)
     summary = json.loads((tiny_run / "summary.json").read_text())
@@ -82,11 +85,11 @@ def test_early_stopping_fires_when_no_epoch_beats_the_best_by_min_delta(tmp_path
     # min_delta 1.0 is far above any change of this wing loss: only the first epoch counts as an
     # improvement, so with patience 2 the run stops after epoch 3 of its budget of 8
     run_dir = tmp_path / "run"
-    config = training.TrainConfig(
+    config = TrainConfig(
         model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2, epochs=8, batch=16,
         lr=2e-3, loss="wing", patience=2, min_delta=1.0, preview_every=0, workers=1, seed=1,
     )
-    summary = training.fit(config, verbose=0)
+    summary = fit(config, verbose=0)
     rows = history(run_dir)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert summary["epochs"] == 3 and summary["stopped_by"] == "early stopping"
@@ -101,12 +104,12 @@ def test_early_stopping_fires_when_no_epoch_beats_the_best_by_min_delta(tmp_path
         np.testing.assert_array_equal(a, b)
 
     with pytest.raises(ValueError, match="min-delta"):
-        training.TrainConfig(model="scratch", data="x.npz", run_dir="-", min_delta=-0.1).validate()
+        TrainConfig(model="scratch", data="x.npz", run_dir="-", min_delta=-0.1).validate()
 
 
 def test_validation_split_is_by_subject():
     subjects = np.array([f"s{i // 3}" for i in range(60)])
-    train_idx, val_idx = training.split_by_subject(subjects, 0.25, seed=3)
+    train_idx, val_idx = split_by_subject(subjects, 0.25, seed=3)
     assert set(subjects[train_idx]).isdisjoint(subjects[val_idx])
     assert len(train_idx) + len(val_idx) == 60 and 12 <= len(val_idx) <= 18
 
@@ -153,43 +156,43 @@ def test_killed_run_resumes_with_the_right_epoch_and_learning_rate(tmp_path, tin
     assert f"resuming {run_dir} at epoch {stopped_at + 2}" in result.stdout
     rows = history(run_dir)
     assert [int(r["epoch"]) for r in rows] == list(range(6)), "an epoch is missing or repeated"
-    schedule = training.cosine_lr(0.004, 6)
+    schedule = cosine_lr(0.004, 6)
     np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], [schedule(e) for e in range(6)], rtol=1e-5)
     assert json.loads((run_dir / "state.json").read_text())["epoch"] == 5
 
 
 @pytest.mark.backend
 def test_bottleneck_features_train_the_inception_bottleneck_head(tmp_path, tiny_ibug, data_dir):
-    import datagen
+    from facelandmarks.data.bottleneck import bottleneck
 
     weights = data_dir.parent / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
     features = tmp_path / "features.npz"
-    datagen.bottleneck(tiny_ibug["train"], features, backbone="mobilenetv2", weights=str(weights), batch_size=32)
-    arrays = dataset_io.load_npz(features)
+    bottleneck(tiny_ibug["train"], features, backbone="mobilenetv2", weights=str(weights), batch_size=32)
+    arrays = npz.load_npz(features)
     assert arrays["features"].dtype == np.float32 and arrays["features"].ndim == 2
-    config = training.TrainConfig(
+    config = TrainConfig(
         model="inception_bottleneck", data=str(features), run_dir=str(tmp_path / "head"), val_fraction=0.2,
         epochs=3, batch=16, workers=1,
     )
-    summary = training.fit(config, verbose=0)
+    summary = fit(config, verbose=0)
     assert summary["epochs"] == 3 and np.isfinite(summary["val_nme"])
     assert json.loads((tmp_path / "head" / "config.json").read_text())["input_kind"] == "features"
 
 
 def test_images_cannot_feed_a_features_model(tmp_path, tiny_ibug):
-    config = training.TrainConfig(model="inception_bottleneck", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "r"), epochs=1)
+    config = TrainConfig(model="inception_bottleneck", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "r"), epochs=1)
     with pytest.raises(ValueError, match="takes features but .* holds images"):
-        training.fit(config, verbose=0)
+        fit(config, verbose=0)
 
 
 def test_init_starts_from_a_trained_run_and_names_a_misfit(tmp_path, tiny_run, tiny_ibug, capsys):
     import keras
 
-    import train
+    from facelandmarks.cli.train import main
 
     # a learning rate too small to move anything: the new run's weights are the trained run's
     run = tmp_path / "finetuned"
-    assert train.main(["scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(run), "--val-fraction", "0.2",
+    assert main(["scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(run), "--val-fraction", "0.2",
                        "--epochs", "1", "--batch", "16", "--lr", "1e-10", "--init", str(tiny_run),
                        "--preview-every", "0", "--seed", "1"]) == 0
     assert json.loads((run / "config.json").read_text())["init"] == str(tiny_run)
@@ -202,10 +205,10 @@ def test_init_starts_from_a_trained_run_and_names_a_misfit(tmp_path, tiny_run, t
     assert float(history(run)[0]["val_nme"]) == pytest.approx(float(best["val_nme"]), rel=1e-3)
 
     capsys.readouterr()
-    assert train.main(["resnet_scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "misfit"),
+    assert main(["resnet_scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "misfit"),
                        "--epochs", "1", "--init", str(tiny_run / "best.weights.h5")]) == 2
     err = capsys.readouterr().err
     assert "best.weights.h5" in err and "does not fit" in err
-    assert train.main(["scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "nowhere"),
+    assert main(["scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "nowhere"),
                        "--epochs", "1", "--init", str(tmp_path / "no-such-run")]) == 2
     assert "no-such-run" in capsys.readouterr().err

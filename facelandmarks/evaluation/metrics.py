@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from landmarks import Scheme, get_scheme
+from facelandmarks.landmarks import Scheme, get_scheme
 
 THRESHOLDS = (0.08, 0.10)
 

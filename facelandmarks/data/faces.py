@@ -18,8 +18,8 @@ outside is filled by replicating the border.
 
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
 
 # A crop is the detection square enlarged by this factor and moved down by
 # SHIFT x its side: dlib's box stops at the brows and the chin, and jaw points

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landmarks import get_scheme
+from facelandmarks.landmarks import get_scheme
 
 REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
 PER_FACE = (

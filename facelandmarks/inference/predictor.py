@@ -1,27 +1,18 @@
-"""Use a trained run on faces, crops or whole photos.
-
-    from predictor import Predictor
-    predictor = Predictor.load("runs/mobilenetv2-128")
-    points = predictor.predict(image)          # (faces, K, 2) pixel coordinates, RGB uint8 image in
-    faces = predictor.detect_and_predict(image)  # boxes, scores and points per face
-
-Photos go through the same steps as training data (``faces.py``): dlib finds
-each face, the crop box gets the same margin, the crop is resized to the
-model's input, and the predicted points are mapped back to the photo.
-"""
+"""``Predictor``: a trained model on face crops or whole photos."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-import faces
-from landmarks import get_scheme, mirror_landmarks
+from facelandmarks.data import faces
+from facelandmarks.landmarks import get_scheme, mirror_landmarks
 
 
 @dataclass
@@ -61,6 +52,32 @@ def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
     channels = images.shape[-1]
     return np.stack([cv2.resize(im, (size, size), interpolation=interpolation).reshape(size, size, channels) for im in images])
+
+
+# Run kinds other than a single model, by the file that marks their run directory:
+# ``{marker: loader(run_dir, **kwargs) -> Predictor}``.  ``facelandmarks.pipelines`` registers
+# ``pipeline.json``; ``Predictor.load`` then loads such a directory as its pipeline.
+RUN_KINDS: dict[str, Callable[..., Predictor]] = {}
+
+
+def register_run_kind(marker: str, loader: Callable[..., Predictor]) -> None:
+    """Let ``Predictor.load`` load run directories holding ``marker`` with ``loader``."""
+    RUN_KINDS[marker] = loader
+
+
+@dataclass
+class Variant:
+    """One row of an evaluation: predictions of one predictor (or stage of it) on a test set.
+
+    ``timed`` is the predictor whose speed the row reports (None: not timed),
+    ``history_dir`` the run whose losses and learning curve the row shows (None: none).
+    """
+
+    name: str
+    predictions: np.ndarray
+    timed: Predictor | None
+    history_dir: Path | None
+    flip_test: bool = False
 
 
 class Predictor:
@@ -113,13 +130,12 @@ class Predictor:
         """
         import keras
 
-        import models  # registers the custom layers and losses a .keras file may name
+        from facelandmarks.models import build_model
 
         run_dir = Path(run_dir)
-        if (run_dir / "pipeline.json").is_file():
-            from refine import PipelinePredictor
-
-            return PipelinePredictor.load(run_dir, **kwargs)
+        for marker, loader in RUN_KINDS.items():  # runs of other kinds (pipelines) load through their own class
+            if (run_dir / marker).is_file():
+                return loader(run_dir, **kwargs)
         config_path = run_dir / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
@@ -133,7 +149,7 @@ class Predictor:
         if weights == "best" and model_file.is_file():
             model = keras.models.load_model(model_file, compile=False)
         else:
-            model = models.build_model(
+            model = build_model(
                 config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
                 weights="none", train_blocks=config.get("train_blocks"), **config.get("model_options", {}),
             )
@@ -166,6 +182,22 @@ class Predictor:
             return points
         unflipped, _ = mirror_landmarks(points[n:], np.ones((n, k), bool), self.scheme)
         return 0.5 * (points[:n] + unflipped)
+
+    def count_params(self) -> int:
+        """Parameters of everything that runs for one face."""
+        return int(self.model.count_params())
+
+    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple, flip_test: bool = False) -> list[Variant]:
+        """What an evaluation reports for this predictor: its predictions, and with ``flip_test`` flipped too.
+
+        Pipelines override this to add their stages; evaluation code treats every predictor alike.
+        """
+        run_dir = Path(run_dir)
+        out = [Variant(run_dir.name, self.predict_crops(images), self, run_dir)]
+        if flip_test:
+            self.flip_test = True
+            out.append(Variant(f"{run_dir.name} + flip test", self.predict_crops(images), self, run_dir, True))
+        return out
 
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
         """Median CPU/GPU milliseconds for one face at batch 1 (after warm-up)."""
@@ -207,80 +239,3 @@ class Predictor:
         found = self.detect_and_predict(image)
         k = self.scheme.num_points
         return np.stack([f.points for f in found]) if found else np.zeros((0, k, 2), np.float32)
-
-
-class DlibPredictor:
-    """dlib's stock 68-point shape predictor (PyPI ``face-recognition-models``), the baseline.
-
-    Given the same face box the toolkit's models get, it predicts the iBUG 68
-    points; ``predict_dataset`` runs it on a prepared npz, on the original
-    photo when the npz records where it is, else on the crop.
-    """
-
-    name = "dlib (ERT, 68 pts)"
-
-    def __init__(self, model_path: str | Path | None = None):
-        import dlib
-
-        self.model_path = Path(model_path) if model_path else self.default_model_path()
-        if not self.model_path.is_file():
-            raise FileNotFoundError(f"{self.model_path}: dlib shape predictor model not found")
-        self._predictor = dlib.shape_predictor(str(self.model_path))
-        self._dlib = dlib
-        self.scheme = get_scheme("ibug68")
-
-    @staticmethod
-    def default_model_path() -> Path:
-        import importlib.util
-
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or spec.origin is None:
-            raise FileNotFoundError("PyPI package face-recognition-models is not installed (pip install face-recognition-models)")
-        return Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
-
-    def predict_box(self, image: np.ndarray, detection) -> np.ndarray:
-        """(68, 2) pixel points for the face in ``detection`` [x0, y0, x1, y1]."""
-        x0, y0, x1, y1 = (int(round(float(v))) for v in detection)
-        rect = self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1)
-        image = np.ascontiguousarray(image if image.ndim == 2 else image[..., :3])
-        shape = self._predictor(image, rect)
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-
-    def predict_dataset(self, arrays: dict, progress: bool = True, offset: float = 0.0) -> np.ndarray:
-        """(N, 68, 2) normalised crop coordinates for every face of a prepared npz.
-
-        Args:
-            offset: pixels (of the original photo) added to x and y.  dlib
-                returns 0-based pixel coordinates, as ``datagen.py`` now
-                stores iBUG's 1-based points; ``offset=1`` shows what dlib
-                would score against 1-based points (npz files prepared
-                before that conversion).
-        """
-        from tqdm import tqdm
-
-        if str(arrays["scheme"]) != "ibug68":
-            raise ValueError(f"dlib's predictor gives ibug68 points; this data is {arrays['scheme']}")
-        paths = arrays.get("path")
-        out = np.zeros((len(arrays["landmarks"]), 68, 2), np.float32)
-        for i in tqdm(range(len(out)), desc="dlib baseline", disable=not progress, unit="face"):
-            crop_box = arrays["box"][i]
-            detection = faces.detection_from_crop_box(crop_box)
-            flipped = arrays["mirrored"][i] or ("vflipped" in arrays and arrays["vflipped"][i])
-            original = _read_rgb(paths[i]) if paths is not None and paths[i] and not flipped else None
-            if original is not None:
-                points = self.predict_box(original, detection) + offset
-                out[i] = faces.points_to_crop(points, crop_box)
-            else:
-                # the crop is all there is: the same box, in crop pixels
-                crop = arrays["images"][i]
-                size = crop.shape[0]
-                scale = size / (crop_box[2] - crop_box[0])
-                in_crop = (detection - np.tile(crop_box[:2], 2)) * scale
-                points = self.predict_box(crop[..., 0] if crop.shape[-1] == 1 else crop, in_crop)
-                out[i] = (points + offset * scale + 0.5) / size
-        return out
-
-
-def _read_rgb(path) -> np.ndarray | None:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path and Path(str(path)).is_file() else None
-    return None if image is None else image[..., ::-1].copy()

@@ -35,6 +35,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import keras
+import numpy as np
 
 MODES = ("none", "mirrored", "multiworker", "data-parallel")
 
@@ -195,3 +196,21 @@ def patch_keras_for_multiworker() -> None:
     tf_trainer.reduce_per_replica = reduce_per_replica
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     _PATCHED = True
+
+
+def pad_rows(x: np.ndarray, targets: np.ndarray | None, multiple: int):
+    """Rows added so the count is a multiple of ``multiple``; padded targets are invisible."""
+    extra = -len(x) % multiple
+    if not extra:
+        return x, targets
+    x = np.concatenate([x, np.repeat(x[:1], extra, axis=0)])
+    if targets is not None:
+        targets = np.concatenate([targets, np.zeros((extra, *targets.shape[1:]), targets.dtype)])
+    return x, targets
+
+
+def predict_all(model, x: np.ndarray, batch: int, cluster=None) -> np.ndarray:
+    """Predictions for every row; batches padded to split evenly under data parallelism."""
+    multiple = batch if cluster is not None and cluster.mode == "data-parallel" else 1
+    padded, _ = pad_rows(x, None, multiple)
+    return np.asarray(model.predict(padded, batch_size=batch, verbose=0))[: len(x)]

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
-from backbones import PACKAGE
-from landmarks import get_scheme
+from facelandmarks.landmarks import get_scheme
+from facelandmarks.models.backbones import PACKAGE
 
 
 def pack_targets(landmarks: np.ndarray, visible: np.ndarray) -> np.ndarray:

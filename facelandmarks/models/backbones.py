@@ -50,9 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "facelandmarks"
