@@ -25,11 +25,41 @@ def quiet_startup() -> None:
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "1")
 
 
-def set_verbose(argv: list[str]) -> list[str]:
-    """Strip a ``--verbose`` flag from ``argv`` and turn verbose start-up on; returns the rest."""
-    if "--verbose" in argv:
+# Lines the backends print on import that carry no information for the user (absl's pre-init notice,
+# C++ INFO lines such as oneDNN's "custom operations are on").
+_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
+
+
+def startup(verbose_flag: bool = False) -> None:
+    """Load Keras and its backend for a script: quietly, unless ``verbose_flag`` or ``FACELANDMARKS_VERBOSE``.
+
+    The backend's import-time INFO lines are written by C++ before any log level applies, so they are
+    filtered at the file-descriptor level while Keras imports; every other line (warnings, errors,
+    a traceback) is passed on to stderr unchanged.
+    """
+    if verbose_flag:
         os.environ[VERBOSE_ENV] = "1"
         for key in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL"):
             os.environ.pop(key, None)
-        argv = [a for a in argv if a != "--verbose"]
-    return argv
+    if verbose():
+        import keras  # noqa: F401
+        return
+    quiet_startup()
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(_STARTUP_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
