@@ -5,22 +5,26 @@ BIN    := $(VENV)/bin
 DATA   ?= $(abspath ../shared/data)
 RUNS   ?= runs
 SIZE   ?= 128
-EPOCHS ?= 10
+CONFIG ?= configs/demo.json
 
 export FACE_DATA_DIR := $(DATA)
 
-.PHONY: setup test test-tf test-jax demo clean
+.PHONY: setup test lint test-tf test-jax demo clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The package, editable, with both backends and the test tools, at the versions pinned in requirements.txt.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -c requirements.txt -e ".[tensorflow,jax,dev]"
 	touch $@
 
-# The whole suite on TensorFlow, then everything backend-dependent again on JAX.
-test: setup test-tf test-jax
+# Lint, the whole suite on TensorFlow, then everything backend-dependent again on JAX.
+test: setup lint test-tf test-jax
+
+lint: setup
+	$(BIN)/ruff check .
 
 test-tf: setup
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q --durations=10 tests
@@ -28,15 +32,13 @@ test-tf: setup
 test-jax: setup
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --durations=10 -m backend tests
 
-# Prepare 300-W + YouTube68, train MobileNetV2 (offline ImageNet weights), evaluate against dlib.
+# Prepare 300-W + YouTube68, train the demo recipe (MobileNetV2 from offline ImageNet weights), evaluate against dlib.
 demo: setup
 	$(BIN)/python datagen.py prepare 300w --source $(DATA)/300w youtube68 --source $(DATA)/youtube68 \
 		--size $(SIZE) --out dataset/ibug$(SIZE)
-	$(BIN)/python train.py mobilenetv2 --data dataset/ibug$(SIZE)_train.npz --val-fraction 0.1 \
-		--weights $(abspath ../shared/weights)/mobilenet_v2_imagenet_notop.weights.h5 \
-		--epochs $(EPOCHS) --schedule cosine --lr 5e-4 --loss wing --patience 4 --run-dir $(RUNS)/mobilenetv2-$(SIZE)
-	$(BIN)/python evaluate.py $(RUNS)/mobilenetv2-$(SIZE) --data dataset/ibug$(SIZE)_test.npz \
-		--baseline dlib --out results/demo-$(SIZE)
+	$(BIN)/python train.py --config $(CONFIG) --run-dir $(RUNS)/demo-$(SIZE)
+	$(BIN)/python evaluate.py $(RUNS)/demo-$(SIZE) --data dataset/ibug$(SIZE)_test.npz \
+		--baseline dlib --flip-test --out results/demo-$(SIZE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -21,12 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 from facelandmarks.data import npz
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

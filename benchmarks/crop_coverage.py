@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from facelandmarks.data import faces
 from facelandmarks.data.cropping import worker_context
 from facelandmarks.data.readers.ibug300w import read_300w
 from facelandmarks.data.readers.youtube68 import read_youtube68
 from facelandmarks.data.records import FaceRecord, ImageReadError, read_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCALES = (1.3, 1.4, 1.5, 1.6, 1.8)
 _DETECTOR = {}

@@ -22,19 +22,16 @@ Models without a ``head_dense1`` layer (heatmap models) skip the refit.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
+from facelandmarks import metrics
 from facelandmarks.data import npz
 from facelandmarks.data.augment.augmenter import Augmenter
 from facelandmarks.data.augment.config import AugmentConfig
 from facelandmarks.data.feeding import load_split, model_inputs, scheme_for
-from facelandmarks.evaluation import metrics
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.models import losses
 from facelandmarks.models.heads import _dense_stack, _landmark_output

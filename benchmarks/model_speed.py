@@ -21,16 +21,11 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import keras
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import keras  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
 from facelandmarks.models import FEATURES, REGISTRY, backbones, build_model, get_spec
 

@@ -16,12 +16,9 @@ import argparse
 import resource
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 from facelandmarks.data import npz
 from facelandmarks.data.augment.augmenter import Augmenter

@@ -127,7 +127,7 @@ IBUG68 = Scheme(
 # MUCT 76 (Stasm): jaw 0-14, brows 15-26, eyes 27-36 (+ 68-75), nose 37-47
 # and 67, mouth 48-66.  27 and 32 are the outer eye corners, 31 and 36 the
 # pupils.  Checked against every mirrored ``ir`` row of muct76-opencv.csv
-# (tests/test_landmarks.py).
+# (tests/data/test_landmarks.py).
 _MUCT76_PAIRS = (
     _pairs(list(range(0, 7)), _reverse(8, 14))  # jaw
     + _pairs(list(range(15, 21)), list(range(21, 27)))  # brows

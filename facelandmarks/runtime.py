@@ -1,4 +1,4 @@
-"""Process set-up done before TensorFlow or JAX load: start-up logging.
+"""Process set-up for the scripts and the training loop: quiet start-up logging, a tuned allocator.
 
 TensorFlow and absl print INFO lines at start-up (CPU feature guards, oneDNN, XLA, StreamExecutor)
 that say nothing about the user's run.  Unless ``FACELANDMARKS_VERBOSE=1`` is set (the scripts'
@@ -43,6 +43,8 @@ def startup(verbose_flag: bool = False) -> None:
             os.environ.pop(key, None)
     if verbose():
         import keras  # noqa: F401
+
+        tune_allocator()
         return
     quiet_startup()
     import sys
@@ -63,3 +65,42 @@ def startup(verbose_flag: bool = False) -> None:
                 if not line.startswith(_STARTUP_NOISE):
                     sys.stderr.write(line)
             sys.stderr.flush()
+    tune_allocator()
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_ENV = "FACELANDMARKS_MALLOC"
+_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for this setting on 64-bit
+_TRIM_THRESHOLD = 1024 * 1024 * 1024
+_TOP_PAD = 64 * 1024 * 1024
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process instead of handing it back to the kernel after every step.
+
+    Training and batched prediction allocate and free the same large buffers (batches, activations,
+    gradients) on every step.  glibc serves blocks over ``M_MMAP_THRESHOLD`` with a fresh ``mmap`` and
+    trims freed heap tops back to the kernel, so each step faults the same memory in again, page by
+    page: on a 2-core machine half of the training CPU time went to the kernel.  TensorFlow's tf.data
+    makes it worse: the first time a dataset is iterated it sets ``M_TRIM_THRESHOLD`` to 128 KB, which
+    also freezes glibc's adaptive mmap threshold at its 128 KB default.  This sets the three thresholds
+    so the process keeps its peak heap; call it again after tf.data has started (the training loop does,
+    at the first batch of every epoch: ``training.callbacks.AllocatorSettings``), since TensorFlow's
+    patch would otherwise override it.
+
+    Returns True when glibc took the settings; False on another C library or with
+    ``FACELANDMARKS_MALLOC=0``.
+    """
+    if os.environ.get(MALLOC_ENV, "1").strip() == "0":
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return all(mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))

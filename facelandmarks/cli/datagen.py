@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from facelandmarks import runtime
 from facelandmarks.data import npz
-from facelandmarks.data.bottleneck import BACKBONES, bottleneck, describe
 from facelandmarks.data.download import (
     MUCT_URL,
     ArchiveError,
     DownloadError,
     download_muct,
 )
+from facelandmarks.data.info import describe
 from facelandmarks.data.prepare import PrepareOptions, prepare
 from facelandmarks.data.records import DATASETS, AnnotationError
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
@@ -66,11 +67,12 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bott = sub.add_parser("bottleneck", help="frozen-backbone features for head-only training")
-    bott.add_argument("--backbone", required=True, choices=BACKBONES)
+    bott.add_argument("--backbone", required=True, help="inception, resnet50 or mobilenetv2")
     bott.add_argument("--data", required=True, help="input dataset npz (from prepare)")
     bott.add_argument("--out", required=True, help="output npz (features instead of images)")
     bott.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file (default imagenet)")
     bott.add_argument("--batch-size", type=int, default=32)
+    bott.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
 
     info = sub.add_parser("info", help="summary of dataset files")
     info.add_argument("files", nargs="+", help="npz files")
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "download":
             download_muct(args.dest, args.url, progress=not args.quiet, keep_archives=not args.delete_archives)
         elif command == "bottleneck":
+            runtime.startup(args.verbose)
+            from facelandmarks.models.features import bottleneck  # loads Keras: only this command needs it
+
             bottleneck(args.data, args.out, args.backbone, args.weights, args.batch_size)
         else:
             for path in args.files:

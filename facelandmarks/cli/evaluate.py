@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from facelandmarks import runtime
 from facelandmarks.evaluation.evaluate import evaluate_runs
 from facelandmarks.inference.photos import image_files, run_on_images, run_on_video
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip-test", action="store_true",
                         help="average each face's prediction with that of its mirror image (left/right points swapped "
                              "back); with --data, adds these rows beside the plain ones")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     return parser
 
 
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     if len(modes) != 1:
         print("evaluate.py: give exactly one of --data, --image, --video", file=sys.stderr)
         return 2
+    runtime.startup(args.verbose)
     try:
         if args.data:
             evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from facelandmarks.models import (
-    IMAGE,
-    REGISTRY,
-    build_model,
-    describe_models,
-    get_spec,
-)
+from facelandmarks import runtime
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    runtime.startup("--verbose" in argv)  # the registry lists built models: Keras loads before parsing
+    from facelandmarks.models import IMAGE, REGISTRY, build_model, describe_models, get_spec
+
     parser = argparse.ArgumentParser(
         description="The toolkit's landmark models. Use a NAME with train.py; see README 'Models'.",
         epilog="models: " + ", ".join(REGISTRY),
@@ -22,6 +21,7 @@ def main(argv=None):
     parser.add_argument("--summary", metavar="NAME", choices=list(REGISTRY), help="print the layer summary of one model")
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     args = parser.parse_args(argv)
     if not args.list and not args.summary:
         parser.print_help()

@@ -1,121 +1,155 @@
-"""Train a registered landmark model on a prepared npz."""
+"""Train a registered landmark model, or a registered trainer (a coarse-to-fine pipeline), on a prepared npz.
+
+Every setting is a field of TrainConfig (facelandmarks/training/config.py); the flags below are derived
+from it.  Settings come from, in increasing precedence: the defaults, a --config FILE (a JSON object
+of settings, or YAML with PyYAML installed; "_comment" and other keys starting with "_" are notes),
+and the flags typed on the command line.  A run's config.json is such a file:
+
+  train.py --config configs/demo.json                           # a recipe from configs/
+  train.py --config runs/X/config.json --run-dir runs/Y         # run X again, into runs/Y
+  train.py --resume --run-dir runs/X [--epochs N]               # continue X; only --epochs may change
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from facelandmarks.landmarks import REFINED_REGIONS
-from facelandmarks.training.config import JIT_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
-from facelandmarks.training.fit import fit
+from facelandmarks.runtime import startup
+from facelandmarks.training.config import (
+    ConfigError,
+    TrainConfig,
+    add_arguments,
+    check_values,
+    flag_name,
+    read_config_file,
+)
+from facelandmarks.training.trainers import get_trainer, option_groups, registered_trainer
+
+RESUME_MAY_CHANGE = ("epochs", "run_dir")  # run_dir: a copied or moved run folder resumes into itself
 
 
-def parse_json_options(text: str, flag: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"{flag}: not a JSON object ({err}): {text!r}")
-    if not isinstance(value, dict):
-        raise SystemExit(f"{flag}: expected a JSON object like '{{\"dropout\": 0.3}}', got {text!r}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage of thirty flags
+        self.exit(2, f"{self.prog}: {message} (train.py --help lists the options)\n")
+
+
+def _load_trainers() -> None:
+    """Register the trainers of the layers above training (the CLI is the top layer: it may import them)."""
+    import facelandmarks.pipelines  # noqa: F401  (registers cascade, regions, boxes)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", help="registered model name (python models.py --list)")
-    parser.add_argument("--data", help="training npz (images, or features for inception_bottleneck)")
-    parser.add_argument("--val", help="validation npz; default: a by-subject split of --data")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of faces (whole subjects) held out for validation")
-    parser.add_argument("--run-dir", required=True, help="where checkpoints, logs and config go")
+    """``train.py``'s flags: TrainConfig's fields, then one group per registered trainer's options."""
+    _load_trainers()
+    parser = _Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="settings file (JSON; YAML with PyYAML); typed flags override it")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
-    parser.add_argument("--size", type=int, help="input size in pixels (images are resized); default: the npz's")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=32, help="batch size per replica (= the batch on one device)")
-    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    parser.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
-    parser.add_argument("--schedule", default="plateau", choices=SCHEDULES,
-                        help="plateau: halve on a val_loss plateau; cosine: cosine decay to 1%% over --epochs")
-    parser.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
-    parser.add_argument("--min-delta", type=float, default=1e-4,
-                        help="smallest drop of the validation loss that counts as an improvement, for early "
-                             "stopping and the plateau schedule alike (default 1e-4, Keras' plateau default)")
-    parser.add_argument("--loss", default="mse", help="mse, l1, wing or cgd (masked by visibility)")
-    parser.add_argument("--loss-options", default="{}", help='JSON, e.g. \'{"alpha": 0.01}\' for cgd')
-    parser.add_argument("--weights", default="none", help="backbone weights: none, imagenet (download) or a local file")
-    parser.add_argument("--init", help="start from a trained run (its best weights) or a .weights.h5 of the same "
-                                       "model, input size and points: fine-tuning on new data")
-    parser.add_argument("--train-blocks", type=int, help="retrain the last N backbone blocks (-1: all)")
-    parser.add_argument("--model-options", default="{}", help="JSON of extra builder arguments")
-    parser.add_argument("--augment", default="default",
-                        help='"default", "light", "none", or e.g. "rotation=15,scale=0.1,flip=0.5,brightness=0.2" (see augment.py)')
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-precision", action="store_true", help="float16 on GPU, bfloat16 on CPU")
-    parser.add_argument("--pretrain-epochs", type=int, default=10, help="autoencoder reconstruction epochs")
-    parser.add_argument("--preview-every", type=int, default=5, help="epochs between TensorBoard preview images (0: off)")
-    parser.add_argument("--workers", type=int, default=2, help="threads preparing batches (1: in the training thread)")
-    parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "data-parallel"],
-                        help="mirrored: all GPUs here (TF); multiworker: a TF_CONFIG cluster (TF); "
-                             "data-parallel: all devices (JAX). --batch is then per replica and the learning "
-                             "rate scales with the number of replicas")
-    parser.add_argument("--jit-compile", default="auto", choices=JIT_MODES,
-                        help="XLA-compile train steps; auto: off for TensorFlow on CPU (slower there), on otherwise")
-    pipeline = parser.add_argument_group("coarse-to-fine pipelines (model name cascade, regions or boxes)")
-    pipeline.add_argument("--stage1", help="run directory of the global model to refine")
-    pipeline.add_argument("--boxes", help="regions: run directory of a box network (train.py boxes)")
-    pipeline.add_argument("--refiner", default="scratch", help="registered model used for each region refiner")
-    pipeline.add_argument("--box-model", default="resnet_scratch", help="registered model used for the box network")
-    pipeline.add_argument("--patch-size", type=int, default=32, help="refiner input size in pixels")
-    pipeline.add_argument("--margin", type=float, default=0.25, help="region box margin per side, fraction of its size")
-    pipeline.add_argument("--regions", default=",".join(REFINED_REGIONS),
-                          help="comma-separated regions to refine (the jaw stays with stage 1)")
-    pipeline.add_argument("--copies", type=int, default=4, help="jittered patches per training face")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's start-up INFO lines")
+    add_arguments(parser, TrainConfig)
+    for options, names in option_groups():
+        summary = (options.__doc__ or "").strip().splitlines()[0]
+        add_arguments(parser.add_argument_group(f"{', '.join(names)} settings", summary), options)
     return parser
 
 
-def train_pipeline(args, config) -> dict:
-    from facelandmarks.pipelines.config import PipelineConfig
-    from facelandmarks.pipelines.train import train_boxes, train_pipeline
+def resolve_config(argv) -> tuple[TrainConfig, bool]:
+    """The ``TrainConfig`` that ``train.py ARGV`` trains, and whether it resumes; no Keras, no training.
 
-    if args.model == "boxes":
-        config.model = args.box_model
-        return train_boxes(config, margin=args.margin)
-    if not args.stage1:
-        raise ValueError(f"train.py {args.model} needs --stage1 RUN_DIR (the global model to refine)")
-    pipeline = PipelineConfig(
-        kind=args.model, stage1=args.stage1, run_dir=args.run_dir, boxes=args.boxes, refiner=args.refiner,
-        patch_size=args.patch_size, margin=args.margin, copies=args.copies,
-        regions=[r.strip() for r in args.regions.split(",") if r.strip()],
-    )
-    return train_pipeline(pipeline, config)
+    Raises ``ConfigError`` (one line naming the file or flags) when the settings cannot be used, and
+    ``SystemExit`` for what argparse rejects (a malformed flag value).
+    """
+    args = vars(build_parser().parse_args(argv))
+    path, resume = args.pop("config", None), args.pop("resume")
+    args.pop("verbose")
+    option_fields = {f.name for options, _ in option_groups() for f in dataclasses.fields(options)}
+    typed = {k: v for k, v in args.items() if k not in option_fields}
+    typed_options = {k: v for k, v in args.items() if k in option_fields}
+    from_file = read_config_file(path) if path else {}
+    file_options = from_file.pop("pipeline", {})
+    requested = {**from_file, **typed}
+
+    saved = _saved_run(requested) if resume else None
+    model = saved.model if saved else requested.get("model")
+    trainer = registered_trainer(model)
+    options_class = trainer.options if trainer else None
+    if file_options:
+        if options_class is None:
+            raise ConfigError(f"{path}: \"pipeline\" settings are for {_option_users()}, not for model {model!r}")
+        file_options = check_values(options_class, file_options, str(path), prefix="pipeline.")
+    if typed_options and options_class is None:
+        flags = ", ".join(map(flag_name, typed_options))
+        raise ConfigError(f"{flags}: only for {_option_users()}, not for model {model!r}")
+    requested_options = {**file_options, **typed_options}
+    if saved:
+        return _resumed(saved, requested, requested_options), True
+    return _new_run(requested, requested_options, trainer, options_class), False
+
+
+def _option_users() -> str:
+    return ", ".join(name for _, names in option_groups() for name in names) or "registered trainers"
+
+
+def _new_run(requested: dict, requested_options: dict, trainer, options_class) -> TrainConfig:
+    model = requested.get("model")
+    if not model:
+        raise ConfigError("a model name is required: train.py MODEL --data TRAIN.npz --run-dir DIR, "
+                          "\"model\" in a --config file, or --resume --run-dir DIR")
+    if (trainer is None or trainer.needs_data) and not requested.get("data"):
+        raise ConfigError(f"train.py {model} needs --data TRAIN.npz (on the command line or in the --config file)")
+    if not requested.get("run_dir"):
+        raise ConfigError(f"train.py {model} needs --run-dir DIR (on the command line or in the --config file)")
+    pipeline = dataclasses.asdict(options_class(**requested_options)) if options_class else {}
+    return TrainConfig(**{"data": None, **requested, "pipeline": pipeline})
+
+
+def _saved_run(requested: dict) -> TrainConfig:
+    """The run ``--resume`` continues, from its ``config.json``, with ``run_dir`` where it is now."""
+    run_dir = requested.get("run_dir")
+    if not run_dir:
+        raise ConfigError("--resume needs --run-dir DIR (the run to continue)")
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
+    return dataclasses.replace(TrainConfig.load(path), run_dir=str(run_dir))
+
+
+def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> TrainConfig:
+    """``saved`` with the new epoch budget; any other requested setting must equal the saved one.
+
+    A resumed run restores weights, optimizer and schedule state that only make sense with the
+    settings they were trained under, so a silent change (a new --lr) would mix two runs.
+    """
+    derived = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("derived")}
+    changed = [name for name, value in requested.items()
+               if name not in RESUME_MAY_CHANGE and name not in derived and getattr(saved, name) != value]
+    changed += [name for name, value in requested_options.items() if saved.pipeline.get(name) != value]
+    if changed:
+        shown = ", ".join("the model name" if name == "model" else flag_name(name) for name in changed)
+        raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume continues the saved settings and only "
+                          f"--epochs may change, but {shown} differ from the saved run")
+    return dataclasses.replace(saved, epochs=requested.get("epochs", saved.epochs))
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    run_dir = Path(args.run_dir)
-    pipeline = args.model in ("cascade", "regions", "boxes")
-    if args.resume and not pipeline:
-        config = TrainConfig.load(run_dir / "config.json")
-        if "--epochs" in (argv if argv is not None else sys.argv):
-            config.epochs = args.epochs
-    else:
-        if not args.model or not (args.data or (pipeline and args.stage1)):
-            raise SystemExit("train.py: a model name and --data are required (or --resume with --run-dir)")
-        config = TrainConfig(
-            model=args.model, data=args.data, val=args.val, val_fraction=args.val_fraction, run_dir=args.run_dir,
-            size=args.size, epochs=args.epochs, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
-            schedule=args.schedule, patience=args.patience, min_delta=args.min_delta, loss=args.loss,
-            loss_options=parse_json_options(args.loss_options, "--loss-options"), weights=args.weights, init=args.init,
-            train_blocks=args.train_blocks, model_options=parse_json_options(args.model_options, "--model-options"),
-            augment=args.augment, seed=args.seed, mixed_precision=args.mixed_precision,
-            pretrain_epochs=args.pretrain_epochs, preview_every=args.preview_every, workers=args.workers,
-            distribute=args.distribute, jit_compile=args.jit_compile,
-        )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", action="store_true")
+    startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
     try:
-        summary = train_pipeline(args, config) if pipeline else fit(config, resume=args.resume)
+        config, resume = resolve_config(argv)
+        config.validate()
+        trainer = get_trainer(config.model)
+    except ValueError as err:
+        print(f"train.py: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = trainer(config, resume=resume)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python train.py --resume --run-dir {run_dir}", file=sys.stderr)
+        print(f"\ninterrupted; continue with: python train.py --resume --run-dir {config.run_dir}", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"train.py: {err}", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -11,12 +10,11 @@ import numpy as np
 from facelandmarks.data import npz
 from facelandmarks.landmarks import get_scheme
 
-if TYPE_CHECKING:  # a type only: data feeding does not depend on training
-    from facelandmarks.training.config import TrainConfig
 
-
-def load_split(config: TrainConfig):
+def load_split(config):
     """Training data (arrays, or a ``ShardSet`` streamed from disk) and validation arrays.
+
+    ``config`` is a ``TrainConfig`` (only its ``data``, ``val``, ``val_fraction`` and ``seed`` are read).
 
     A validation split taken from in-memory training data is by subject;
     sharded training data needs ``--val`` (a subject split would have to read
@@ -140,8 +138,6 @@ class LandmarkBatches(keras.utils.PyDataset):
 
     def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False, **kwargs):
         super().__init__(**kwargs)
-        from facelandmarks.models.losses import pack_targets
-
         if batch_size > parts.faces:
             raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces")
         self._pack = pack_targets
@@ -202,3 +198,19 @@ def tf_input_pipeline(batches: LandmarkBatches, batch_size: int, input_shape, nu
 
 def scheme_for(arrays: dict):
     return get_scheme(str(arrays["scheme"]))
+
+
+def pack_targets(landmarks: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(N, K, 2) coordinates + (N, K) visibility -> float32 (N, K, 3) ``y_true``.
+
+    Hidden points' coordinates are set to 0 (they are never read), so NaN
+    placeholders in a dataset cannot leak into a loss.
+    """
+    landmarks = np.asarray(landmarks, np.float32)
+    visible = np.asarray(visible, bool)
+    if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
+        raise ValueError(f"landmarks must be (N, K, 2), got {landmarks.shape}")
+    if visible.shape != landmarks.shape[:2]:
+        raise ValueError(f"visible must be (N, K) = {landmarks.shape[:2]}, got {visible.shape}")
+    coords = np.where(visible[..., None], landmarks, 0.0).astype(np.float32)
+    return np.concatenate([coords, visible[..., None].astype(np.float32)], axis=-1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks import metrics
 from facelandmarks.data import npz
-from facelandmarks.evaluation import metrics
 from facelandmarks.evaluation.tables import MUCT_CAMERAS, results_markdown, write_csv
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facelandmarks import metrics
 from facelandmarks.drawing import draw_crop
-from facelandmarks.evaluation import metrics
 
 
 def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, title: str = "") -> None:

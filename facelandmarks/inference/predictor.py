@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np

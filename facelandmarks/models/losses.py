@@ -36,24 +36,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from facelandmarks.data.feeding import pack_targets  # noqa: F401  (the target layout the losses unpack)
 from facelandmarks.landmarks import get_scheme
 from facelandmarks.models.backbones import PACKAGE
-
-
-def pack_targets(landmarks: np.ndarray, visible: np.ndarray) -> np.ndarray:
-    """(N, K, 2) coordinates + (N, K) visibility -> float32 (N, K, 3) ``y_true``.
-
-    Hidden points' coordinates are set to 0 (they are never read), so NaN
-    placeholders in a dataset cannot leak into a loss.
-    """
-    landmarks = np.asarray(landmarks, np.float32)
-    visible = np.asarray(visible, bool)
-    if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
-        raise ValueError(f"landmarks must be (N, K, 2), got {landmarks.shape}")
-    if visible.shape != landmarks.shape[:2]:
-        raise ValueError(f"visible must be (N, K) = {landmarks.shape[:2]}, got {visible.shape}")
-    coords = np.where(visible[..., None], landmarks, 0.0).astype(np.float32)
-    return np.concatenate([coords, visible[..., None].astype(np.float32)], axis=-1)
 
 
 def unpack_targets(y_true, y_pred):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from facelandmarks.pipelines.config import (
     BOXES_AUGMENT,
     REFINER_AUGMENT,
     PipelineConfig,
+    PipelineOptions,
 )
 from facelandmarks.training.config import TrainConfig
 from facelandmarks.training.fit import fit
@@ -81,11 +82,36 @@ def patch_dataset(arrays: dict, boxes: np.ndarray, region_index: int, scheme: Sc
     }
 
 
+def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
+    """``train.py cascade|regions|boxes``: the trainer ``facelandmarks.pipelines`` registers for each kind.
+
+    The models trained here get ``config`` without its ``pipeline`` settings, so each of their
+    ``config.json`` files is a plain run's.  A cascade or region run also saves ``config`` itself in its
+    directory: ``--resume`` and ``--config`` then work on it like on any run.
+    """
+    options = PipelineOptions(**config.pipeline)
+    template = replace(config, pipeline={})
+    if kind == "boxes":
+        return train_boxes(replace(template, model=options.box_model), margin=options.margin)
+    if not options.stage1:
+        raise ValueError(f"train.py {kind} needs --stage1 RUN_DIR (the global model to refine)")
+    check_regions(options.regions)
+    if not resume:
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        config.save(Path(config.run_dir) / "config.json")
+    shared = {f.name: getattr(options, f.name) for f in fields(PipelineOptions)}
+    return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template)
+
+
+def check_regions(regions) -> None:
+    unknown = sorted(set(regions) - set(REFINED_REGIONS))
+    if unknown or not regions:
+        raise ValueError(f"--regions must name some of {', '.join(REFINED_REGIONS)}; got {', '.join(regions) or 'none'}")
+
+
 def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
     """Train one refiner per region; returns {region: summary}."""
-    unknown = sorted(set(config.regions) - set(REFINED_REGIONS))
-    if unknown or not config.regions:
-        raise ValueError(f"--regions must name some of {', '.join(REFINED_REGIONS)}; got {', '.join(config.regions) or 'none'}")
+    check_regions(config.regions)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stage1 = Predictor.load(config.stage1)
@@ -125,7 +151,7 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
             **{**asdict(template), "model": config.refiner, "data": str(region_dir / "patches_train.npz"),
                "val": str(region_dir / "patches_val.npz"), "run_dir": str(region_dir / "run"), "size": None,
                "augment": REFINER_AUGMENT if template.augment != "none" else "none", "weights": "none",
-               "train_blocks": None, "preview_every": template.preview_every}
+               "train_blocks": None, "preview_every": template.preview_every, "pipeline": {}}
         )
         resume = (region_dir / "run" / "state.json").is_file() and not (region_dir / "run" / "model.keras").is_file()
         if (region_dir / "run" / "model.keras").is_file():
@@ -155,7 +181,7 @@ def train_boxes(template: TrainConfig, margin: float = 0.25, regions=REFINED_REG
     scheme = npz.scheme_of(arrays)
     data = run_dir / "boxes_train.npz"
     npz.save_npz(data, boxes_dataset(arrays, scheme, regions, margin))
-    config = TrainConfig(**{**asdict(template), "data": str(data)})
+    config = TrainConfig(**{**asdict(template), "data": str(data), "pipeline": {}})
     if template.val:
         val = run_dir / "boxes_val.npz"
         npz.save_npz(val, boxes_dataset(npz.load_npz(template.val), scheme, regions, margin))

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from facelandmarks import runtime
 from facelandmarks.data.feeding import LandmarkBatches
 from facelandmarks.training.config import _write_json_atomic
 from facelandmarks.training.distribute import predict_all
@@ -124,6 +125,14 @@ class PreviewImages(keras.callbacks.Callback):
             self._writer.close()
 
 
+class AllocatorSettings(keras.callbacks.Callback):
+    """Re-apply ``runtime.tune_allocator`` once the epoch's data iterator exists (tf.data overrides it on start)."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            runtime.tune_allocator()
+
+
 def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_kind, resume, lr: float, cluster=None,
                    global_batch: int = 32):
     """The run's callbacks (in the order they must run) and the stateful ones, by class name.
@@ -136,7 +145,7 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
     early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, min_delta=config.min_delta,
                                           restore_best_weights=True)
     stateful = {"ModelCheckpoint": best, "EarlyStopping": early}
-    callbacks = [EpochOrder(batches), LearningRateLogger()]
+    callbacks = [AllocatorSettings(), EpochOrder(batches), LearningRateLogger()]
     if config.schedule == "plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=0.5, patience=max(2, config.patience // 3), min_delta=config.min_delta,

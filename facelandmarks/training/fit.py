@@ -129,7 +129,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             train_data, steps = batches, None
         val_data = None
         if val is not None:
-            from facelandmarks.models.losses import pack_targets
+            from facelandmarks.data.feeding import pack_targets
 
             # under data parallelism every batch must split evenly over the devices: pad the
             # validation set with faces that have no visible point (they carry no loss, no NME)
@@ -213,7 +213,7 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
 
 def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, cluster, global_batch: int) -> dict:
     """Best weights into ``model.keras`` and the validation summary (written by the chief)."""
-    from facelandmarks.evaluation import metrics
+    from facelandmarks import metrics
 
     if (out_dir / "best.weights.h5").is_file():
         model.load_weights(out_dir / "best.weights.h5")

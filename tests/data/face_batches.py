@@ -1,4 +1,4 @@
-"""Tiny batches of real faces for model and loss tests (read straight from ../shared/data).
+"""Tiny batches of real faces for model and loss tests (read straight from ../shared/data: tests marked `data` only).
 
 300-W (iBUG 68 points, all visible) and MUCT (76 points; cameras b and c
 hide some points, marked 0,0 in the csv) are cropped with ``faces.py`` the
@@ -41,7 +41,7 @@ def read_muct_rows(data_dir) -> dict:
         return {row[0]: np.array(row[2:], np.float64).reshape(76, 2) for row in reader}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_faces(data_dir: str, scheme: str, count: int):
     data_dir = Path(data_dir)
     out = []

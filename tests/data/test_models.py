@@ -1,4 +1,5 @@
 """Every registered model, on tiny batches of real faces: shape, training, .keras round trip.
+(Argument errors, backbone freezing and layers that need no faces: ``tests/unit/test_models.py``.)
 
 Speed (2 shared cores, both backends): the big keras.applications backbones
 train only their last block, for three steps.  On TensorFlow the models run
@@ -15,9 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from face_batches import face_batch
 
-from facelandmarks.cli.models import main
 from facelandmarks.models import (
     FEATURES,
     REGISTRY,
@@ -29,12 +28,13 @@ from facelandmarks.models import (
     pretrain,
 )
 from facelandmarks.models.autoencoder import build_reconstruction_model
-from facelandmarks.models.layers import SoftArgmax2D
 
-pytestmark = pytest.mark.backend
+from .face_batches import face_batch
+
+pytestmark = [pytest.mark.data, pytest.mark.backend]
 
 # The offline ImageNet MobileNetV2 files (../shared/weights, or FACE_WEIGHTS_DIR).
-WEIGHTS_DIR = Path(os.environ.get("FACE_WEIGHTS_DIR", Path(__file__).resolve().parents[2] / "shared" / "weights"))
+WEIGHTS_DIR = Path(os.environ.get("FACE_WEIGHTS_DIR", Path(__file__).resolve().parents[3] / "shared" / "weights"))
 OFFLINE_NOTOP = WEIGHTS_DIR / "mobilenet_v2_imagenet_notop.weights.h5"
 OFFLINE_TOP = OFFLINE_NOTOP.with_name("mobilenet_v2_imagenet.weights.h5")
 
@@ -163,45 +163,6 @@ def test_autoencoder_pretraining_trains_the_shared_encoder(data_dir):
         pretrain("autoencoder", model, images[..., 0], epochs=1, batch_size=4)
 
 
-def test_heatmap_soft_argmax_finds_the_peak():
-    heatmaps = np.full((1, 8, 16, 2), -50.0, np.float32)
-    heatmaps[0, 2, 5, 0] = 50.0  # row 2, column 5 of a 16-wide, 8-high map
-    heatmaps[0, 7, 0, 1] = 50.0
-    coords = keras.ops.convert_to_numpy(SoftArgmax2D(name="soft_argmax")(heatmaps))
-    np.testing.assert_allclose(coords[0], [[5.5 / 16, 2.5 / 8], [0.5 / 16, 7.5 / 8]], atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "backbone, n, expected",
-    [
-        ("resnet50", 2, lambda name: name.startswith(("conv5_block2_", "conv5_block3_"))),
-        ("mobilenetv2", 2, lambda name: name.startswith(("block_15_", "block_16_")) or name in ("Conv_1", "Conv_1_bn", "out_relu")),
-        ("densenet121", 2, lambda name: name.startswith(("conv5_block15_", "conv5_block16_")) or name in ("bn", "relu")),
-    ],
-)
-def test_set_trainable_blocks_unfreezes_exactly_the_last_blocks(backbone, n, expected):
-    model = backbones.build_backbone(backbone, (32, 32, 3))
-    assert backbones.set_trainable_blocks(model, n) > 0
-    application = model.get_layer(backbones.BACKBONES[backbone].application_name)
-    layers = [layer for layer in application.layers if not isinstance(layer, keras.layers.InputLayer)]
-    assert {layer.name for layer in layers if layer.trainable} == {layer.name for layer in layers if expected(layer.name)}
-    backbones.set_trainable_blocks(model, 0)
-    assert not model.trainable_weights
-    backbones.set_trainable_blocks(model, -1)
-    assert all(layer.trainable for layer in layers)
-
-
-def test_inception_two_blocks_are_the_keras_fine_tuning_guides_top_two():
-    # Keras's InceptionV3 fine-tuning recipe freezes layers[:249] and trains "the top 2 inception blocks".
-    model = backbones.build_backbone("inception", (75, 75, 3))
-    backbones.set_trainable_blocks(model, 2)
-    layers = model.get_layer("inception_v3").layers
-    assert [layer.trainable for layer in layers[249:]] == [True] * (len(layers) - 249)
-    assert not any(layer.trainable for layer in layers[1:249])
-    with pytest.raises(ValueError, match="train blocks for inception must be an integer from -1 .all. to 11, got 12"):
-        backbones.set_trainable_blocks(model, 12)
-
-
 def test_gray_input_starts_as_the_gray_image_copied_to_rgb(data_dir):
     gray, _, _ = face_batch(data_dir, "ibug68", size=32, count=4, channels=1)
     gray_backbone = backbones.build_backbone("mobilenetv2", (32, 32, 1), weights=OFFLINE_NOTOP)
@@ -248,32 +209,6 @@ def test_mobilenetv2_offline_weights_see_lennas_hat(data_dir):
     assert not hats & top_two("none")
 
 
-def test_weights_errors_name_the_file(tmp_path):
-    with pytest.raises(ValueError, match=f"weights file {OFFLINE_NOTOP} does not fit the resnet50 backbone"):
-        backbones.build_backbone("resnet50", (32, 32, 3), weights=OFFLINE_NOTOP)
-    missing = tmp_path / "nope.weights.h5"
-    with pytest.raises(ValueError, match=f"weights file {missing} does not exist"):
-        build_model("densenet121", (32, 32, 3), 68, weights=missing)
-    broken = tmp_path / "broken.weights.h5"
-    broken.write_bytes(b"not hdf5")
-    with pytest.raises(ValueError, match=f"weights file {broken} does not fit the mobilenetv2 backbone"):
-        backbones.build_backbone("mobilenetv2", (32, 32, 3), weights=broken)
-
-
-def test_pixel_normalization_modes_match_keras_and_torchvision():
-    pixels = np.array([[[[0.0, 127.5, 255.0]]]], np.float32)
-    out = {mode: keras.ops.convert_to_numpy(backbones.PixelNormalization(mode)(pixels))[0, 0, 0] for mode in backbones.NORMALIZATION_MODES}
-    np.testing.assert_allclose(out["tf"], [-1, 0, 1], atol=1e-6)
-    np.testing.assert_allclose(out["unit"], [0, 0.5, 1], atol=1e-6)
-    np.testing.assert_allclose(out["caffe"], [255 - 103.939, 127.5 - 116.779, 0 - 123.68], atol=1e-4)  # BGR
-    np.testing.assert_allclose(out["torch"], [(0 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (1 - 0.406) / 0.225], atol=1e-5)
-    np.testing.assert_allclose(
-        out["caffe"], keras.applications.resnet50.preprocess_input(pixels.copy())[0, 0, 0], atol=1e-4
-    )
-    with pytest.raises(ValueError, match="needs RGB input"):
-        backbones.PixelNormalization("torch")(np.zeros((1, 2, 2, 1), np.float32))
-
-
 def test_mixed_precision_keeps_float32_landmarks(data_dir):
     """Compiled (graph / XLA on TensorFlow) training and prediction under mixed_float16."""
     images, landmarks, visible = face_batch(data_dir, "ibug68", size=32, count=4)
@@ -295,34 +230,3 @@ def test_mixed_precision_keeps_float32_landmarks(data_dir):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_bad_arguments_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown model 'vgg16'; known: scratch, inception_bottleneck, inception"):
-        build_model("vgg16", (32, 32, 3), 68)
-    with pytest.raises(ValueError, match="model 'mlp' has no pretrained backbone: weights must be 'none', got 'imagenet'"):
-        build_model("mlp", (32, 32, 1), 68, weights="imagenet")
-    with pytest.raises(ValueError, match="model 'scratch' has no backbone blocks to freeze"):
-        build_model("scratch", (32, 32, 3), 68, train_blocks=2)
-    with pytest.raises(ValueError, match="model 'mlp' has no option.s. filters; its options: hidden_units, dropout"):
-        build_model("mlp", (32, 32, 1), 68, filters=(8,))
-    with pytest.raises(ValueError, match=r"backbone 'inception' needs inputs of at least 75x75 pixels, got input_shape \(64, 64, 3\)"):
-        build_model("inception", (64, 64, 3), 68)
-    with pytest.raises(ValueError, match=r"input_shape must be \(F,\)"):
-        build_model("inception_bottleneck", (32, 32, 3), 68)
-    with pytest.raises(ValueError, match=r"input_shape must be \(S, S, 1\|3\)"):
-        build_model("heatmap", (32, 32, 4), 68)
-    with pytest.raises(ValueError, match="num_points must be a positive integer, got 0"):
-        build_model("heatmap", (32, 32, 3), 0)
-    with pytest.raises(ValueError, match="resnet_scratch with 3 stages needs inputs of at least 17 pixels"):
-        build_model("resnet_scratch", (16, 16, 3), 68)
-    with pytest.raises(ValueError, match="dropout must be in"):
-        build_model("mlp", (32, 32, 1), 68, dropout=1.5)
-
-
-def test_cli_help_and_summary(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
-    assert "--list" in capsys.readouterr().out
-    assert main(["--summary", "mlp", "--input-size", "32"]) == 0
-    out = capsys.readouterr().out
-    assert "mlp_landmarks" in out and "landmark_coordinates" in out

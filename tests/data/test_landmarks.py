@@ -1,4 +1,4 @@
-"""Landmark schemes: permutations checked against real data."""
+"""Landmark schemes: permutations checked against real data (MUCT's mirrored rows, 300-W and WFLW shapes)."""
 
 import csv
 import glob
@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 
 from facelandmarks import landmarks
-from facelandmarks.landmarks import (
-    SCHEMES,
-    get_scheme,
-    mirror_landmarks,
-    mirror_pixel_landmarks,
-)
+from facelandmarks.landmarks import mirror_landmarks, mirror_pixel_landmarks
+
+pytestmark = pytest.mark.data
 
 
 def read_muct_opencv(data_dir):
@@ -84,51 +81,3 @@ def test_mirror_of_mean_shape_is_the_mean_shape(data_dir, scheme_name):
     assert np.abs(rolled - mean).max() > 0.06
 
 
-def test_schemes_are_consistent():
-    for scheme in SCHEMES.values():
-        covered = sorted(i for pts in scheme.regions.values() for i in pts)
-        assert len(covered) == len(set(covered)), f"{scheme.name}: a point is in two regions"
-        # mirroring maps each region onto itself or onto its left/right twin
-        for region, pts in scheme.regions.items():
-            twin = region.replace("left", "@").replace("right", "left").replace("@", "right")
-            assert sorted(scheme.mirror[p] for p in pts) == sorted(scheme.regions[twin]), (scheme.name, region)
-
-
-def test_unknown_scheme_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown landmark scheme 'ibug69'.*ibug68"):
-        get_scheme("ibug69")
-
-
-def test_mirror_twice_is_identity():
-    rng = np.random.default_rng(0)
-    pts = rng.random((3, 68, 2)).astype(np.float32)
-    vis = rng.random((3, 68)) > 0.2
-    p1, v1 = mirror_landmarks(pts, vis, "ibug68")
-    p2, v2 = mirror_landmarks(p1, v1, "ibug68")
-    np.testing.assert_allclose(p2, pts, atol=1e-6)
-    np.testing.assert_array_equal(v2, vis)
-
-
-def test_derived_region_and_box_schemes():
-    eye = get_scheme("ibug68/left_eye")
-    assert eye.num_points == 6 and eye.norm_points is None
-    boxes = get_scheme("muct76/boxes")
-    assert boxes.num_points == 4 * len(landmarks.REFINED_REGIONS)
-    # mirroring box corners of a face equals the boxes of the mirrored face
-    rng = np.random.default_rng(3)
-    points = rng.random((68, 2)).astype(np.float32)
-    scheme = get_scheme("ibug68/boxes")
-
-    def corners(pts):
-        out = []
-        for region in landmarks.REFINED_REGIONS:
-            p = pts[list(landmarks.IBUG68.regions[region])]
-            (x0, y0), (x1, y1) = p.min(0), p.max(0)
-            out += [(x0, y0), (x1, y0), (x0, y1), (x1, y1)]
-        return np.array(out, np.float32)
-
-    mirrored_face, _ = mirror_landmarks(points, np.ones(68, bool), "ibug68")
-    mirrored_boxes, _ = mirror_landmarks(corners(points), np.ones(scheme.num_points, bool), scheme)
-    np.testing.assert_allclose(mirrored_boxes, corners(mirrored_face), atol=1e-6)
-    with pytest.raises(ValueError, match="no region 'ears'"):
-        get_scheme("ibug68/ears")

@@ -5,7 +5,7 @@ import pytest
 
 from facelandmarks.cli.datagen import main
 
-pytestmark = pytest.mark.backend
+pytestmark = [pytest.mark.data, pytest.mark.backend]
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,17 @@ import cv2
 import numpy as np
 import pytest
 
+from facelandmarks import metrics
 from facelandmarks.cli.evaluate import main
 from facelandmarks.data import npz
-from facelandmarks.evaluation import metrics
 from facelandmarks.evaluation.evaluate import evaluate_runs, select_faces
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.photos import run_on_video
 from facelandmarks.inference.predictor import Predictor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.data
 
 
 def read_pts(path):

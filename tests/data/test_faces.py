@@ -6,6 +6,8 @@ import pytest
 
 from facelandmarks.data import faces
 
+pytestmark = pytest.mark.data
+
 
 def read_pts(path):
     body = open(path).read().split("{")[1].split("}")[0].split()
@@ -58,22 +60,3 @@ def test_marker_lands_where_the_crop_coordinates_say(data_dir, size):
         assert np.abs(found - uv).max() * size < 1.5
 
 
-def test_crop_round_trip_and_border():
-    box = np.array([-20.0, 10.0, 80.0, 110.0], np.float32)
-    pts = np.array([[0.0, 10.0], [50.5, 60.25]])
-    back = faces.points_from_crop(faces.points_to_crop(pts, box), box)
-    np.testing.assert_allclose(back, pts, atol=1e-4)
-    image = np.full((50, 50, 3), 200, np.uint8)
-    crop = faces.crop_face(image, box, 32)
-    assert crop.shape == (32, 32, 3) and crop.dtype == np.uint8
-    assert (crop == 200).all()  # outside the image replicates the border
-
-
-def test_empty_box_is_an_error():
-    with pytest.raises(ValueError, match="empty crop box"):
-        faces.crop_face(np.zeros((10, 10, 3), np.uint8), [5, 5, 5, 9], 16)
-
-
-def test_detection_from_crop_box_inverts_crop_box_from_detection():
-    det = np.array([100.0, 50.0, 180.0, 130.0], np.float32)
-    np.testing.assert_allclose(faces.detection_from_crop_box(faces.crop_box_from_detection(det)), det, atol=1e-3)

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from facelandmarks.data import npz
-from facelandmarks.data.feeding import split_by_subject
 from facelandmarks.training.callbacks import cosine_lr
 from facelandmarks.training.config import TrainConfig
 from facelandmarks.training.fit import fit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.data
 
 
 def history(run_dir):
@@ -105,13 +106,6 @@ def test_early_stopping_fires_when_no_epoch_beats_the_best_by_min_delta(tmp_path
 
     with pytest.raises(ValueError, match="min-delta"):
         TrainConfig(model="scratch", data="x.npz", run_dir="-", min_delta=-0.1).validate()
-
-
-def test_validation_split_is_by_subject():
-    subjects = np.array([f"s{i // 3}" for i in range(60)])
-    train_idx, val_idx = split_by_subject(subjects, 0.25, seed=3)
-    assert set(subjects[train_idx]).isdisjoint(subjects[val_idx])
-    assert len(train_idx) + len(val_idx) == 60 and 12 <= len(val_idx) <= 18
 
 
 def test_existing_run_is_never_overwritten(tiny_run, tiny_ibug):

@@ -1,0 +1,58 @@
+"""datagen.py without face data: the hash split, archive extraction refusing escapes, argument errors.
+
+Preparing every dataset from real files is tested in ``tests/data/test_datagen.py``.
+"""
+
+import io
+import tarfile
+
+import pytest
+
+from facelandmarks.cli.datagen import main
+from facelandmarks.data.download import ArchiveError, safe_extract
+from facelandmarks.data.splits import SplitError, check_subject_split, hash_test_subjects
+
+
+def test_hash_split_is_deterministic_and_two_sided():
+    subjects = [f"s{i}" for i in range(200)]
+    test = hash_test_subjects(subjects, 0.2, seed=0)
+    assert test == hash_test_subjects(list(reversed(subjects)), 0.2, seed=0)
+    assert 25 <= len(test) <= 55
+    assert test != hash_test_subjects(subjects, 0.2, seed=1)
+    assert len(hash_test_subjects(["a", "b"], 0.0001, seed=0)) == 1
+    assert len(hash_test_subjects(["a", "b"], 0.9999, seed=0)) == 1
+    with pytest.raises(SplitError, match="1 subject"):
+        check_subject_split(["a", "b"], ["b", "c"])
+
+
+@pytest.mark.parametrize(
+    "member, problem",
+    [("../evil.txt", "has '..' in its path"), ("/tmp/evil.txt", "has an absolute path"),
+     ("jpg/link", "links outside"), ("jpg/../../evil.txt", "has '..' in its path")],
+)
+def test_archive_members_outside_the_destination_are_refused(tmp_path, member, problem):
+    archive = tmp_path / "bad.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        good = tarfile.TarInfo("jpg/good.txt")
+        good.size = 4
+        tar.addfile(good, io.BytesIO(b"good"))
+        info = tarfile.TarInfo(member)
+        if member == "jpg/link":
+            info.type, info.linkname = tarfile.SYMTYPE, "../../outside"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    dest = tmp_path / "dest"
+    with pytest.raises(ArchiveError) as caught:
+        safe_extract(archive, dest)
+    assert str(archive) in str(caught.value) and repr(member) in str(caught.value) and problem in str(caught.value)
+    assert not (tmp_path / "evil.txt").exists() and not (dest / "jpg" / "good.txt").exists()
+
+
+def test_cli_rejects_unpaired_sources(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["prepare", "300w", "youtube68", "--source", str(tmp_path), "--size", "32", "--out", str(tmp_path / "x")])
+    assert "2 dataset(s) but 1 --source" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prepare", "celeba", "--source", str(tmp_path), "--size", "32", "--out", str(tmp_path / "x")])

@@ -1,0 +1,133 @@
+"""The package's shape: layers, sizes, installability, scripts, and models saved before the move."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "facelandmarks"
+# Lowest first: a module may import from its own layer and the ones before it, never from a later one.
+LAYERS = ["runtime", "landmarks", "drawing", "metrics", "data", "models", "training", "inference", "pipelines",
+          "evaluation", "cli"]
+MAX_LINES = 450
+SCRIPTS = ("datagen.py", "models.py", "train.py", "evaluate.py")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package modules ``path`` imports (``from pkg import sub`` counts as ``pkg.sub``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("facelandmarks"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("facelandmarks")}
+    return found
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return -1 if len(parts) == 1 else LAYERS.index(parts[1])
+
+
+def test_every_module_is_in_a_layer_and_under_the_size_limit():
+    for name, path in _modules().items():
+        assert name == "facelandmarks" or name.split(".")[1] in LAYERS, f"{name} is in no layer of {LAYERS}"
+        lines = len(path.read_text().splitlines())
+        assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines (limit {MAX_LINES})"
+
+
+def test_no_module_imports_a_higher_layer():
+    modules = _modules()
+    upward = [f"{name} -> {dep}" for name, path in modules.items() if name != "facelandmarks"
+              for dep in _imports(path, modules) if _layer(dep) > _layer(name)]
+    assert upward == []
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {name: {d for d in _imports(path, modules) if d in modules and d != name} for name, path in modules.items()}
+    # a package's __init__ importing its own submodules is how families register; the reverse edge is the cycle to catch
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        for dep in graph[node]:
+            if dep.startswith(node + "."):  # package -> its own submodule
+                continue
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def _run(args, cwd, env_extra=None, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(env_extra or {})
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_importable_from_any_folder_without_loading_a_backend(tmp_path):
+    code = ("import sys; from facelandmarks import Predictor, DlibPredictor; import facelandmarks.data.prepare; "
+            "print(Predictor.__module__, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
+    result = _run([sys.executable, "-c", code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["facelandmarks.inference.predictor", "False", "False"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_answer_help_quietly(script):
+    result = _run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    noise = [line for line in result.stderr.splitlines() if "I0000" in line or "absl::InitializeLog" in line]
+    assert noise == []
+
+
+def test_no_sys_path_edits_anywhere():
+    edits = ("sys.path.insert", "sys.path.append")
+    offenders = [str(p.relative_to(ROOT)) for folder in ("facelandmarks", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+                 if p.name != "test_package.py" and any(edit in p.read_text() for edit in edits)]
+    offenders += [s for s in SCRIPTS if any(edit in (ROOT / s).read_text() for edit in edits)]
+    assert offenders == []
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("name", ["heatmap", "inception_bottleneck"])
+def test_models_saved_before_the_package_move_still_deserialize(name):
+    import keras
+
+    import facelandmarks.models  # noqa: F401  (registers layers, losses, metrics)
+
+    config = json.loads((ROOT / "tests" / "fixtures" / "saved_before_move" / f"{name}.config.json").read_text())
+    model = keras.saving.deserialize_keras_object(config)
+    assert model.output_shape == (None, 5, 2)
+    compiled = config["compile_config"]
+    loss = keras.saving.deserialize_keras_object(compiled["loss"])
+    assert type(loss).__name__ == "WingLoss"
+    metric = keras.saving.deserialize_keras_object(compiled["metrics"][0])
+    assert type(metric).__name__ == "NormalizedMeanError"
+    custom = {layer.__class__.__name__ for layer in model._flatten_layers()}
+    expected = {"heatmap": {"SoftArgmax2D", "PixelNormalization"}, "inception_bottleneck": {"FeatureTransform"}}[name]
+    assert expected <= custom

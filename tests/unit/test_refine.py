@@ -1,0 +1,41 @@
+"""Coarse-to-fine pipelines without face data: box geometry on synthetic points, stage-1 jitter, the regions.
+
+Pipelines trained and evaluated on real faces: ``tests/data/test_refine.py``.
+"""
+
+import numpy as np
+
+from facelandmarks.landmarks import REFINED_REGIONS, get_scheme
+from facelandmarks.pipelines.boxes import boxes_from_centres, boxes_to_centres_sides, region_boxes
+from facelandmarks.pipelines.train import jittered_boxes
+
+
+def test_region_without_visible_points_gets_no_box():
+    scheme = get_scheme("ibug68")
+    points = np.random.default_rng(0).uniform(0.2, 0.8, (2, 68, 2)).astype(np.float32)
+    visible = np.ones((2, 68), bool)
+    visible[1, list(scheme.regions["mouth"])] = False
+    boxes = region_boxes(points, visible, scheme, ["nose", "mouth"], margin=0.1)
+    assert np.isfinite(boxes[0]).all() and np.isfinite(boxes[1, 0]).all() and np.isnan(boxes[1, 1]).all()
+
+
+def test_jittered_boxes_follow_the_measured_stage1_errors():
+    rng = np.random.default_rng(0)
+    true = boxes_from_centres(np.full((4000, 1, 2), 0.5, np.float32), np.full((4000, 1), 0.2, np.float32))
+    jitter = {"offset": np.array([[[0.1, -0.2]], [[0.1, -0.2]]], np.float32), "log_scale": np.log([[1.5], [1.5]]).astype(np.float32)}
+    moved = jittered_boxes(true, jitter, rng)
+    centres, sides = boxes_to_centres_sides(moved)
+    np.testing.assert_allclose(centres[:, 0], [[0.52, 0.46]] * 4000, atol=1e-6)  # offset in units of the true side
+    np.testing.assert_allclose(sides, 0.3, atol=1e-6)
+    fixed = jittered_boxes(true, jitter, rng, fixed_sides=[0.25])
+    np.testing.assert_allclose(boxes_to_centres_sides(fixed)[1], 0.25, atol=1e-6)
+
+
+def test_muct76_has_every_refined_region():
+    scheme = get_scheme("muct76")
+    for region in REFINED_REGIONS:
+        idx = list(scheme.regions[region])
+        assert idx and max(idx) < 76
+    # left and right regions are mirror images of each other under the scheme's permutation
+    perm = np.asarray(scheme.mirror)
+    assert sorted(perm[list(scheme.regions["left_eye"])]) == sorted(scheme.regions["right_eye"])
