@@ -8,18 +8,31 @@ full prepared set, on-the-fly augmentation, loader threads), "compute only"
 feeds one constant in-memory batch.  The ratio of their images/s says how
 much the data path costs; rounds alternate so drift hits both.  Peak memory
 is the process's maximum resident set, with the whole set loaded.
+
+Beside images/s each row reports where the CPU time of its timed steps went: the kernel's share of
+user + system time, and minor page faults per step (memory handed back to the kernel and faulted in
+again).  ``--allocator both`` runs the whole measurement twice in fresh processes, glibc's allocator
+as it comes (``FACELANDMARKS_MALLOC=0``) and tuned as training tunes it (``runtime.tune_allocator``),
+and prints both in one table: the before/after of one run on one machine.
+
+    python benchmarks/train_throughput.py --data dataset/ibug128_train.npz --steps 6 --warmup 2 --rounds 1 --allocator both
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from facelandmarks import runtime
 from facelandmarks.data import npz
 from facelandmarks.data.augment.augmenter import Augmenter
 from facelandmarks.data.augment.config import AugmentConfig
@@ -27,6 +40,7 @@ from facelandmarks.data.feeding import FaceParts, LandmarkBatches
 from facelandmarks.models import build_model
 from facelandmarks.models.losses import pack_targets
 from facelandmarks.training import distribute
+from facelandmarks.training.callbacks import AllocatorSettings
 from facelandmarks.training.config import JIT_MODES, TrainConfig
 from facelandmarks.training.fit import _compile, resolve_jit_compile, set_precision
 
@@ -44,16 +58,67 @@ class ConstantBatch(keras.utils.PyDataset):
 
 
 class StepTimer(keras.callbacks.Callback):
+    """Wall time, CPU time (user/system) and minor page faults over the timed steps."""
+
     def __init__(self, warmup):
         super().__init__()
-        self.warmup, self.times = warmup, []
+        self.warmup, self.times, self.usage = warmup, [], []
 
     def on_train_batch_end(self, batch, logs=None):
         self.times.append(time.perf_counter())
+        self.usage.append(resource.getrusage(resource.RUSAGE_SELF))
 
     def images_per_second(self, batch_size):
         t = self.times[self.warmup:]
         return batch_size * (len(t) - 1) / (t[-1] - t[0])
+
+    def kernel_share_and_faults(self):
+        first, last = self.usage[self.warmup], self.usage[-1]
+        user, system = last.ru_utime - first.ru_utime, last.ru_stime - first.ru_stime
+        steps = len(self.usage) - 1 - self.warmup
+        return system / max(user + system, 1e-9), (last.ru_minflt - first.ru_minflt) / max(steps, 1)
+
+
+def cpu_description() -> str:
+    """The CPU model and its vector extensions (speeds differ several times between machines)."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    return f"{model}, {os.cpu_count()} cores, vector extensions: {' '.join(f for f in wanted if f in flags) or 'none listed'}"
+
+
+def run_both(argv) -> int:
+    """The same measurement in two fresh processes: glibc as it comes, then tuned; one table."""
+    rows = []
+    for label, value in (("glibc default", "0"), ("tuned (runtime.tune_allocator)", "1")):
+        env = {**os.environ, "FACELANDMARKS_MALLOC": value}
+        cmd = [sys.executable, __file__, *[a for a in argv if a not in ("--allocator", "both")], "--json"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append((label, result))
+    print(rows[0][1]["title"])
+    print(cpu_description())
+    print("| allocator | mode | images/s | kernel share of CPU time | minor faults per step |")
+    print("|---|---|---|---|---|")
+    for label, result in rows:
+        for mode, values in result["modes"].items():
+            print(f"| {label} | {mode} | {values['images_per_second']:.1f} | {values['kernel_share']:.1%} | "
+                  f"{values['faults_per_step']:,.0f} |")
+        print(f"| {label} | ratio pipeline / compute | {result['ratio']:.3f} | | |")
+    speedup = rows[1][1]["modes"]["pipeline"]["images_per_second"] / rows[0][1]["modes"]["pipeline"]["images_per_second"]
+    print(f"pipeline images/s, tuned / glibc default: {speedup:.2f}x")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -71,7 +136,14 @@ def main(argv=None) -> int:
                         help="XLA for the train step (auto: off for TensorFlow on CPU)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="as train.py --mixed-precision (bfloat16 on a CPU, float16 on a GPU)")
+    parser.add_argument("--allocator", choices=["tuned", "both"], default="tuned",
+                        help="both: measure glibc's allocator as it comes and tuned, in two fresh processes")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.allocator == "both":
+        return run_both(argv)
+    runtime.startup()  # quiet start-up and, unless FACELANDMARKS_MALLOC=0, the tuned allocator
     policy = set_precision(args.mixed_precision)
 
     arrays = npz.load_npz(args.data)
@@ -86,6 +158,7 @@ def main(argv=None) -> int:
     x0, lm0, vis0 = (a[: args.batch] for a in parts.get(0))
     constant = ConstantBatch(x0.astype(np.float32), pack_targets(lm0, vis0), args.steps + args.warmup)
     results = {"pipeline": [], "compute only": []}
+    usage = {"pipeline": [], "compute only": []}
     for _ in range(args.rounds):
         for mode in results:
             if mode == "pipeline":
@@ -94,18 +167,29 @@ def main(argv=None) -> int:
             else:
                 data, steps = constant, None
             timer = StepTimer(args.warmup)
-            model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+            model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[AllocatorSettings(), timer], verbose=0)
             results[mode].append(timer.images_per_second(args.batch))
+            usage[mode].append(timer.kernel_share_and_faults())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pipeline, compute = np.median(results["pipeline"]), np.median(results["compute only"])
-    print(f"{args.model} at {args.size} px, batch {args.batch}, {len(arrays['images'])} faces in memory, "
-          f"backend {keras.config.backend()}, augment {args.augment!r}, {args.workers} loader threads, "
-          f"XLA {resolve_jit_compile(args.jit_compile)}, precision {policy}")
-    print("| mode | images/s (median of rounds) | rounds |")
-    print("|---|---|---|")
+    title = (f"{args.model} at {args.size} px, batch {args.batch}, {len(arrays['images'])} faces in memory, "
+             f"backend {keras.config.backend()}, augment {args.augment!r}, {args.workers} loader threads, "
+             f"XLA {resolve_jit_compile(args.jit_compile)}, precision {policy}")
+    if args.json:
+        print(json.dumps({"title": title, "ratio": pipeline / compute, "modes": {
+            mode: {"images_per_second": float(np.median(results[mode])),
+                   "kernel_share": float(np.median([u[0] for u in usage[mode]])),
+                   "faults_per_step": float(np.median([u[1] for u in usage[mode]]))} for mode in results}}))
+        return 0
+    print(title)
+    print(cpu_description())
+    print("| mode | images/s (median of rounds) | rounds | kernel share of CPU time | minor faults per step |")
+    print("|---|---|---|---|---|")
     for mode, values in results.items():
-        print(f"| {mode} | {np.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
-    print(f"| ratio pipeline / compute | {pipeline / compute:.3f} | |")
+        share = np.median([u[0] for u in usage[mode]])
+        faults = np.median([u[1] for u in usage[mode]])
+        print(f"| {mode} | {np.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} | {share:.1%} | {faults:,.0f} |")
+    print(f"| ratio pipeline / compute | {pipeline / compute:.3f} | | | |")
     print(f"peak resident memory: {peak_mb:.0f} MB")
     return 0
 

@@ -205,7 +205,7 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
     listings = [READERS[name](source) for name, source in datasets]
     schemes = {listing.scheme for listing in listings}
     if len(schemes) != 1:
-        described = ", ".join(f"{l.dataset} is {l.scheme}" for l in listings)
+        described = ", ".join(f"{listing.dataset} is {listing.scheme}" for listing in listings)
         raise ValueError(f"cannot combine datasets of different landmark schemes ({described}); prepare them separately")
     scheme_name = schemes.pop()
     scheme = get_scheme(scheme_name)
@@ -222,7 +222,7 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
             "listed": listing.listed, "split": split_text, "notes": list(listing.notes),
         })
     if not records:
-        skipped = sum(len(l.skips) for l in listings)
+        skipped = sum(len(listing.skips) for listing in listings)
         raise ValueError(f"no usable faces in {', '.join(s for _, s in datasets)} ({skipped} annotated faces without an image)")
     check_subject_split(
         [r.subject for r, s in zip(records, sides) if s == "train"],
@@ -298,7 +298,7 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
             "subjects": len(set(buffers[side].strings["subject"])),
         }
         del arrays
-    listed = sum(l.listed for l in listings)
+    listed = sum(listing.listed for listing in listings)
     report = {
         "scheme": scheme_name,
         "size": options.size,

@@ -85,7 +85,7 @@ def learning_curves(histories: dict[str, Path], path: Path) -> None:
         epochs = [int(r["epoch"]) + 1 for r in rows]
         color = f"C{i % 10}"
 
-        def column(key):
+        def column(key, rows=rows):
             return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
 
         loss_ax.plot(epochs, column("loss"), color=color, linestyle="--", label=f"{name} train")

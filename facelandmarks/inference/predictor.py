@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -119,7 +119,7 @@ class Predictor:
         self._flip_test = bool(value)
 
     @classmethod
-    def load(cls, run_dir: str | Path, weights: str = "best", **kwargs) -> "Predictor":
+    def load(cls, run_dir: str | Path, weights: str = "best", **kwargs) -> Predictor:
         """Load a run directory written by ``train.py``.
 
         Args:

@@ -39,7 +39,7 @@ class PipelinePredictor(Predictor):
         self.crop_size = config.crop_size or stage1.input_size
 
     @classmethod
-    def load(cls, run_dir, box_source: str = "stage1", **kwargs) -> "PipelinePredictor":
+    def load(cls, run_dir, box_source: str = "stage1", **kwargs) -> PipelinePredictor:
         config = PipelineConfig.load(run_dir)
         stage1 = Predictor.load(config.stage1)
         refiners = {}

@@ -42,7 +42,7 @@ SCHEDULES = ("plateau", "cosine", "constant")
 JIT_MODES = ("auto", "on", "off")
 
 
-DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data-parallel")  # distribute.MODES (that module loads Keras)
+DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data-parallel")  # distribute.MODES is this tuple
 
 
 class ConfigError(ValueError):

@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-MODES = ("none", "mirrored", "multiworker", "data-parallel")
+from facelandmarks.training.config import DISTRIBUTE_MODES
+
+MODES = DISTRIBUTE_MODES  # declared with the other settings in training/config.py
 
 
 @dataclass

@@ -157,7 +157,7 @@ def test_killed_run_resumes_with_the_right_epoch_and_learning_rate(tmp_path, tin
 
 @pytest.mark.backend
 def test_bottleneck_features_train_the_inception_bottleneck_head(tmp_path, tiny_ibug, data_dir):
-    from facelandmarks.data.bottleneck import bottleneck
+    from facelandmarks.models.features import bottleneck
 
     weights = data_dir.parent / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
     features = tmp_path / "features.npz"

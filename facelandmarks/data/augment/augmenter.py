@@ -15,7 +15,7 @@ from facelandmarks.data.augment.geometry import affine_matrices, apply_augmentat
 from facelandmarks.landmarks import Scheme, get_scheme
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _augmentation_function(mirror: tuple[int, ...], fill_mode: str, fill_value: float, compile: bool):
     """``apply_augmentation`` with its static arguments bound, compiled once per
     process for each (scheme, fill) so every Augmenter shares the traces."""

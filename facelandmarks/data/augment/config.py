@@ -117,18 +117,18 @@ class AugmentConfig:
             raise ValueError(f"augmentation fill_value={self.fill_value!r} must be in [0, 255]")
 
     @classmethod
-    def default(cls) -> "AugmentConfig":
+    def default(cls) -> AugmentConfig:
         """The defaults for face crops (the same as ``AugmentConfig()``)."""
         return cls()
 
     @classmethod
-    def none(cls) -> "AugmentConfig":
+    def none(cls) -> AugmentConfig:
         """No augmentation: every probability 0 (the ranges keep their defaults)."""
         zero = {f"{n}_p": 0.0 for n in RANGED} | {n: 0.0 for n in PROBABILITY_ONLY}
         return cls(**zero)
 
     @classmethod
-    def light(cls) -> "AugmentConfig":
+    def light(cls) -> AugmentConfig:
         """Small geometric jitter for fine-tuning on detector-aligned crops.
 
         The defaults with rotation 5 degrees, scale 0.05, translation 0.02,
@@ -156,7 +156,7 @@ class AugmentConfig:
         return getattr(self, name)
 
     @classmethod
-    def parse(cls, text: str) -> "AugmentConfig":
+    def parse(cls, text: str) -> AugmentConfig:
         """Read a command-line string.
 
         Grammar: comma-separated tokens.  The first may be a preset:
@@ -248,7 +248,7 @@ class AugmentConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AugmentConfig":
+    def from_dict(cls, data: dict) -> AugmentConfig:
         """Inverse of ``to_dict``; unknown keys are an error, missing keys take the defaults."""
         if not isinstance(data, dict):
             raise ValueError(f"augmentation config must be a dict, got {type(data).__name__}: {data!r}")
