@@ -1,0 +1,116 @@
+"""Datasets into the toolkit's one npz format."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from facelandmarks import runtime
+from facelandmarks.data import npz
+from facelandmarks.data.download import (
+    MUCT_URL,
+    ArchiveError,
+    DownloadError,
+    download_muct,
+)
+from facelandmarks.data.info import describe
+from facelandmarks.data.prepare import PrepareOptions, prepare
+from facelandmarks.data.records import DATASETS, AnnotationError
+from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
+
+
+def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog="datagen.py",
+        description="Landmarked face datasets into one npz format: download, prepare, bottleneck, info.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    down = sub.add_parser("download", help="fetch and extract the official MUCT release")
+    down.add_argument("dataset", choices=["muct"], help="dataset to download (muct)")
+    down.add_argument("--dest", required=True, help="folder to download and extract into")
+    down.add_argument("--url", default=MUCT_URL, help=f"base URL of the tarballs (default {MUCT_URL})")
+    down.add_argument("--delete-archives", action="store_true", help="remove each tarball once extracted")
+    down.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    prep = sub.add_parser(
+        "prepare",
+        help="datasets -> PREFIX_train.npz, PREFIX_test.npz",
+        description=(
+            "Crop faces with dlib, move the landmarks, split by subject, mirror the training faces. "
+            "Several 'DATASET --source DIR' pairs of one landmark scheme combine into one output, "
+            "e.g. 'prepare 300w --source data/300w youtube68 --source data/youtube68 --size 128 --out dataset/ibug128'."
+        ),
+    )
+    prep.add_argument("datasets", nargs="+", choices=DATASETS, metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
+    prep.add_argument("--source", action="append", required=True, help="dataset folder (one per DATASET, in order)")
+    prep.add_argument("--size", type=int, required=True, help="side of the square crops in pixels")
+    prep.add_argument("--out", required=True, help="output prefix: writes PREFIX_train.npz, PREFIX_test.npz, PREFIX_report.json/.txt")
+    prep.add_argument("--gray", action="store_true", help="1-channel (grayscale) images")
+    prep.add_argument("--no-mirror", dest="mirror", action="store_false", help="do not add mirrored training faces")
+    prep.add_argument("--vflip", action="store_true", help="also add vertically flipped training faces (y' = 1 - y, the seed's augmentation)")
+    prep.add_argument("--no-fallback", dest="fallback", action="store_false", help="skip faces dlib does not find instead of boxing them from the landmarks")
+    prep.add_argument("--test-fraction", type=float, help=f"fraction of subjects to test (hash split default {DEFAULT_TEST_FRACTION}; MUCT default 82/276)")
+    prep.add_argument("--test-subjects", type=int, help="MUCT: the first N subjects to test")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the hash-based subject split (default 0)")
+    prep.add_argument(
+        "--official-split", choices=("auto", "keep", "ignore"), default="auto",
+        help="a dataset's own train/test folders or lists: auto keeps them unless they share subjects "
+        "(YouTube68's do), keep always, ignore never (default auto)",
+    )
+    prep.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU)")
+    prep.add_argument("--shard-size", type=int, default=0,
+                      help="write numbered shards of N faces and a PREFIX_{train,test}.shards.json manifest "
+                           "(for sets larger than memory; train.py streams them)")
+    prep.add_argument("--upsample", type=int, default=0, help="dlib upsampling before detection (one more is tried on a miss)")
+    prep.add_argument("--compress", action="store_true", help="write compressed npz files")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bott = sub.add_parser("bottleneck", help="frozen-backbone features for head-only training")
+    bott.add_argument("--backbone", required=True, help="inception, resnet50 or mobilenetv2")
+    bott.add_argument("--data", required=True, help="input dataset npz (from prepare)")
+    bott.add_argument("--out", required=True, help="output npz (features instead of images)")
+    bott.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file (default imagenet)")
+    bott.add_argument("--batch-size", type=int, default=32)
+    bott.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
+
+    info = sub.add_parser("info", help="summary of dataset files")
+    info.add_argument("files", nargs="+", help="npz files")
+    return parser, {"download": down, "prepare": prep, "bottleneck": bott, "info": info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = _build_parsers()
+    if not argv or argv[0] not in commands:
+        parser.parse_args(argv)  # --help, or an error naming the valid commands
+        parser.print_help()
+        return 2
+    command, sub = argv[0], commands[argv[0]]
+    # parse_intermixed_args pairs repeated DATASET and --source by order.
+    args = sub.parse_intermixed_args(argv[1:])
+    try:
+        if command == "prepare":
+            if len(args.source) != len(args.datasets):
+                sub.error(f"{len(args.datasets)} dataset(s) but {len(args.source)} --source: give one --source per dataset")
+            options = PrepareOptions(
+                size=args.size, out=args.out, gray=args.gray, mirror=args.mirror, vflip=args.vflip,
+                fallback=args.fallback, workers=args.workers, upsample=args.upsample, compress=args.compress,
+                shard_size=args.shard_size, progress=not args.quiet,
+                split=SplitOptions(args.test_fraction, args.test_subjects, args.seed, args.official_split),
+            )
+            prepare(list(zip(args.datasets, args.source)), options)
+        elif command == "download":
+            download_muct(args.dest, args.url, progress=not args.quiet, keep_archives=not args.delete_archives)
+        elif command == "bottleneck":
+            runtime.startup(args.verbose)
+            from facelandmarks.models.features import bottleneck  # loads Keras: only this command needs it
+
+            bottleneck(args.data, args.out, args.backbone, args.weights, args.batch_size)
+        else:
+            for path in args.files:
+                print(describe(path))
+    except (AnnotationError, SplitError, DownloadError, ArchiveError, npz.DatasetError, ValueError) as err:
+        print(f"datagen.py {command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0

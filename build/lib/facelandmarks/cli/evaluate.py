@@ -1,0 +1,60 @@
+"""Compare trained runs on a test set, or run one on photos and video."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facelandmarks import runtime
+from facelandmarks.evaluation.evaluate import evaluate_runs
+from facelandmarks.inference.photos import image_files, run_on_images, run_on_video
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories written by train.py")
+    parser.add_argument("--data", help="test npz: writes the comparison tables and plots")
+    parser.add_argument("--image", help="a photo or a folder of photos")
+    parser.add_argument("--video", help="a video file or a camera index")
+    parser.add_argument("--out", required=True, help="output folder (--data, --image) or video file (--video)")
+    parser.add_argument("--baseline", choices=["none", "dlib"], default="none",
+                        help="add dlib's stock 68-point predictor (68-point data only)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="score only matching faces: KEY=VALUE or KEY~TEXT on a per-face key "
+                             "(source=youtube68, path~youtube68/test/); repeat to combine")
+    parser.add_argument("--no-timing", action="store_true", help="skip the ms/face measurement")
+    parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")
+    parser.add_argument("--flip-test", action="store_true",
+                        help="average each face's prediction with that of its mirror image (left/right points swapped "
+                             "back); with --data, adds these rows beside the plain ones")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    modes = [m for m in ("data", "image", "video") if getattr(args, m)]
+    if len(modes) != 1:
+        print("evaluate.py: give exactly one of --data, --image, --video", file=sys.stderr)
+        return 2
+    runtime.startup(args.verbose)
+    try:
+        if args.data:
+            evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
+                          where=args.where, flip_test=args.flip_test)
+            print((Path(args.out) / "results.md").read_text())
+            return 0
+        if len(args.runs) != 1:
+            print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
+            return 2
+        if args.image:
+            failures = run_on_images(args.runs[0], args.image, args.out, args.flip_test)
+            # a single photo without a face fails; a folder fails only when no photo worked
+            return 1 if failures == len(image_files(Path(args.image))) else 0
+        result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test)
+        print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s -> {result['output']}")
+        return 0
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"evaluate.py: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,40 @@
+"""The toolkit's landmark models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from facelandmarks import runtime
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    runtime.startup("--verbose" in argv)  # the registry lists built models: Keras loads before parsing
+    from facelandmarks.models import IMAGE, REGISTRY, build_model, describe_models, get_spec
+
+    parser = argparse.ArgumentParser(
+        description="The toolkit's landmark models. Use a NAME with train.py; see README 'Models'.",
+        epilog="models: " + ", ".join(REGISTRY),
+    )
+    parser.add_argument("--list", action="store_true", help="print name, parameters, input and description of every model")
+    parser.add_argument("--summary", metavar="NAME", choices=list(REGISTRY), help="print the layer summary of one model")
+    parser.add_argument("--num-points", type=int, default=68, help="landmarks K for --list / --summary (default 68)")
+    parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
+    args = parser.parse_args(argv)
+    if not args.list and not args.summary:
+        parser.print_help()
+        return 0
+    if args.list:
+        rows = describe_models(args.num_points)
+        print(f"{'model':<22} {'input':<16} {'params':>12}  {'from':<20} description")
+        for row in rows:
+            print(f"{row['name']:<22} {row['input']:<16} {row['params']:>12,}  {row['source']:<20} {row['description']}")
+    if args.summary:
+        spec = get_spec(args.summary)
+        shape = spec.default_input_shape
+        if args.input_size and spec.input_kind == IMAGE:
+            shape = (args.input_size, args.input_size, shape[2])
+        build_model(args.summary, shape, args.num_points).summary(expand_nested=False)
+    return 0

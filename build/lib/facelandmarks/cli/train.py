@@ -1,0 +1,158 @@
+"""Train a registered landmark model, or a registered trainer (a coarse-to-fine pipeline), on a prepared npz.
+
+Every setting is a field of TrainConfig (facelandmarks/training/config.py); the flags below are derived
+from it.  Settings come from, in increasing precedence: the defaults, a --config FILE (a JSON object
+of settings, or YAML with PyYAML installed; "_comment" and other keys starting with "_" are notes),
+and the flags typed on the command line.  A run's config.json is such a file:
+
+  train.py --config configs/demo.json                           # a recipe from configs/
+  train.py --config runs/X/config.json --run-dir runs/Y         # run X again, into runs/Y
+  train.py --resume --run-dir runs/X [--epochs N]               # continue X; only --epochs may change
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from facelandmarks.runtime import startup
+from facelandmarks.training.config import (
+    ConfigError,
+    TrainConfig,
+    add_arguments,
+    check_values,
+    flag_name,
+    read_config_file,
+)
+from facelandmarks.training.trainers import get_trainer, option_groups, registered_trainer
+
+RESUME_MAY_CHANGE = ("epochs", "run_dir")  # run_dir: a copied or moved run folder resumes into itself
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage of thirty flags
+        self.exit(2, f"{self.prog}: {message} (train.py --help lists the options)\n")
+
+
+def _load_trainers() -> None:
+    """Register the trainers of the layers above training (the CLI is the top layer: it may import them)."""
+    import facelandmarks.pipelines  # noqa: F401  (registers cascade, regions, boxes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``train.py``'s flags: TrainConfig's fields, then one group per registered trainer's options."""
+    _load_trainers()
+    parser = _Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="settings file (JSON; YAML with PyYAML); typed flags override it")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's start-up INFO lines")
+    add_arguments(parser, TrainConfig)
+    for options, names in option_groups():
+        summary = (options.__doc__ or "").strip().splitlines()[0]
+        add_arguments(parser.add_argument_group(f"{', '.join(names)} settings", summary), options)
+    return parser
+
+
+def resolve_config(argv) -> tuple[TrainConfig, bool]:
+    """The ``TrainConfig`` that ``train.py ARGV`` trains, and whether it resumes; no Keras, no training.
+
+    Raises ``ConfigError`` (one line naming the file or flags) when the settings cannot be used, and
+    ``SystemExit`` for what argparse rejects (a malformed flag value).
+    """
+    args = vars(build_parser().parse_args(argv))
+    path, resume = args.pop("config", None), args.pop("resume")
+    args.pop("verbose")
+    option_fields = {f.name for options, _ in option_groups() for f in dataclasses.fields(options)}
+    typed = {k: v for k, v in args.items() if k not in option_fields}
+    typed_options = {k: v for k, v in args.items() if k in option_fields}
+    from_file = read_config_file(path) if path else {}
+    file_options = from_file.pop("pipeline", {})
+    requested = {**from_file, **typed}
+
+    saved = _saved_run(requested) if resume else None
+    model = saved.model if saved else requested.get("model")
+    trainer = registered_trainer(model)
+    options_class = trainer.options if trainer else None
+    if file_options:
+        if options_class is None:
+            raise ConfigError(f"{path}: \"pipeline\" settings are for {_option_users()}, not for model {model!r}")
+        file_options = check_values(options_class, file_options, str(path), prefix="pipeline.")
+    if typed_options and options_class is None:
+        flags = ", ".join(map(flag_name, typed_options))
+        raise ConfigError(f"{flags}: only for {_option_users()}, not for model {model!r}")
+    requested_options = {**file_options, **typed_options}
+    if saved:
+        return _resumed(saved, requested, requested_options), True
+    return _new_run(requested, requested_options, trainer, options_class), False
+
+
+def _option_users() -> str:
+    return ", ".join(name for _, names in option_groups() for name in names) or "registered trainers"
+
+
+def _new_run(requested: dict, requested_options: dict, trainer, options_class) -> TrainConfig:
+    model = requested.get("model")
+    if not model:
+        raise ConfigError("a model name is required: train.py MODEL --data TRAIN.npz --run-dir DIR, "
+                          "\"model\" in a --config file, or --resume --run-dir DIR")
+    if (trainer is None or trainer.needs_data) and not requested.get("data"):
+        raise ConfigError(f"train.py {model} needs --data TRAIN.npz (on the command line or in the --config file)")
+    if not requested.get("run_dir"):
+        raise ConfigError(f"train.py {model} needs --run-dir DIR (on the command line or in the --config file)")
+    pipeline = dataclasses.asdict(options_class(**requested_options)) if options_class else {}
+    return TrainConfig(**{"data": None, **requested, "pipeline": pipeline})
+
+
+def _saved_run(requested: dict) -> TrainConfig:
+    """The run ``--resume`` continues, from its ``config.json``, with ``run_dir`` where it is now."""
+    run_dir = requested.get("run_dir")
+    if not run_dir:
+        raise ConfigError("--resume needs --run-dir DIR (the run to continue)")
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
+    return dataclasses.replace(TrainConfig.load(path), run_dir=str(run_dir))
+
+
+def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> TrainConfig:
+    """``saved`` with the new epoch budget; any other requested setting must equal the saved one.
+
+    A resumed run restores weights, optimizer and schedule state that only make sense with the
+    settings they were trained under, so a silent change (a new --lr) would mix two runs.
+    """
+    derived = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("derived")}
+    changed = [name for name, value in requested.items()
+               if name not in RESUME_MAY_CHANGE and name not in derived and getattr(saved, name) != value]
+    changed += [name for name, value in requested_options.items() if saved.pipeline.get(name) != value]
+    if changed:
+        shown = ", ".join("the model name" if name == "model" else flag_name(name) for name in changed)
+        raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume continues the saved settings and only "
+                          f"--epochs may change, but {shown} differ from the saved run")
+    return dataclasses.replace(saved, epochs=requested.get("epochs", saved.epochs))
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", action="store_true")
+    startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
+    try:
+        config, resume = resolve_config(argv)
+        config.validate()
+        trainer = get_trainer(config.model)
+    except ValueError as err:
+        print(f"train.py: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = trainer(config, resume=resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python train.py --resume --run-dir {config.run_dir}", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"train.py: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,271 @@
+"""Face finding and cropping, shared by data preparation and inference.
+
+The same three steps run when a dataset is prepared and when a trained model
+meets a new photo, so training crops and inference crops look alike:
+
+1. ``FaceDetector`` finds faces with dlib's HOG frontal detector.
+2. ``crop_box_from_detection`` turns a detection into a square crop box with a
+   margin (dlib's boxes are tight: brows to chin), or, when dlib finds nothing,
+   ``crop_box_from_landmarks`` builds the same kind of box from the landmarks.
+3. ``crop_face`` cuts and resizes the box; ``points_to_crop`` and
+   ``points_from_crop`` move landmarks between image pixels and normalised
+   crop coordinates (see ``landmarks.py`` for the convention).
+
+Boxes are ``[x0, y0, x1, y1]`` float32 in continuous image coordinates (pixel
+``p`` covers ``[p, p + 1)``); crop boxes may extend past the image, the
+outside is filled by replicating the border.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# A crop is the detection square enlarged by this factor and moved down by
+# SHIFT x its side: dlib's box stops at the brows and the chin, and jaw points
+# of turned faces reach well outside it.  Measured on the 778 faces dlib finds
+# in an 800-face sample of 300-W + YouTube68 (benchmarks/crop_coverage.py
+# --limit 800): 99.98 % of landmarks and 99.4 % of whole faces fall inside the
+# crop (scale 1.4: 99.89 % / 95.9 %).
+CROP_SCALE = 1.5
+CROP_SHIFT = 0.10
+
+# dlib's box relative to the landmarks' bounding box, measured on faces it
+# found in 300-W + YouTube68 (benchmarks/crop_coverage.py): the box is about
+# LANDMARK_BOX_SCALE x the larger side of the landmark box (median), its centre
+# LANDMARK_BOX_SHIFT x that side below the landmark box's centre (negative:
+# above, dlib includes some forehead).  Used for faces dlib misses.
+LANDMARK_BOX_SCALE = 1.02
+LANDMARK_BOX_SHIFT = -0.10
+
+# A detection belongs to a face when this fraction of its landmarks falls
+# inside the detection's crop box and the box is not far larger than the face.
+MIN_COVERAGE = 0.9
+MAX_SIZE_RATIO = 2.0
+
+
+class FaceDetector:
+    """dlib's HOG frontal face detector, created lazily (once per process).
+
+    Args:
+        upsample: how many times dlib doubles the image before searching
+            (finds faces smaller than about 80 px, at 4x the cost each time).
+        max_upsample_pixels: ``find_face`` only tries one more doubling on
+            images up to this many pixels.
+    """
+
+    def __init__(self, upsample: int = 0, max_upsample_pixels: int = 2_500_000):
+        if upsample < 0:
+            raise ValueError(f"upsample must be >= 0, got {upsample}")
+        self.upsample = upsample
+        self.max_upsample_pixels = max_upsample_pixels
+        self._detector = None
+
+    def _dlib(self):
+        if self._detector is None:
+            import dlib
+
+            self._detector = dlib.get_frontal_face_detector()
+        return self._detector
+
+    def detect(self, image: np.ndarray, upsample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Faces in an RGB or grayscale uint8 image.
+
+        Returns:
+            ``(boxes, scores)``: float32 (M, 4) ``[x0, y0, x1, y1]`` and
+            float32 (M,), best first.
+        """
+        image = _as_uint8_rgb_or_gray(image)
+        up = self.upsample if upsample is None else upsample
+        rects, scores, _ = self._dlib().run(image, up, 0.0)
+        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32)
+        scores = np.asarray(scores, np.float32)
+        order = np.argsort(-scores)
+        return boxes.reshape(-1, 4)[order], scores[order]
+
+    def detect_all(self, image: np.ndarray, overlap: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+        """Every face: detections at ``upsample`` and, on images up to
+        ``max_upsample_pixels``, at one more doubling, merged (of two boxes
+        overlapping by more than ``overlap`` IoU the higher score stays).
+
+        The second scale finds faces the first misses, large ones included:
+        dlib's HOG window and image pyramid do not line up with every face.
+        """
+        image = _as_uint8_rgb_or_gray(image)
+        boxes, scores = self.detect(image, self.upsample)
+        if image.shape[0] * image.shape[1] <= self.max_upsample_pixels:
+            more, more_scores = self.detect(image, self.upsample + 1)
+            boxes, scores = np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
+        keep = []
+        for i in np.argsort(-scores):
+            if all(box_iou(boxes[i], boxes[j]) <= overlap for j in keep):
+                keep.append(i)
+        return boxes[keep].reshape(-1, 4), scores[keep]
+
+    def find_face(self, image: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None):
+        """The detection that belongs to these landmarks, or None.
+
+        Searches at ``upsample``; when no detection matches and the image is
+        small enough, searches once more at twice the resolution (dlib's HOG
+        window misses some faces at one scale and finds them at the next).
+        """
+        image = _as_uint8_rgb_or_gray(image)
+        levels = [self.upsample]
+        if image.shape[0] * image.shape[1] <= self.max_upsample_pixels:
+            levels.append(self.upsample + 1)
+        for level in levels:
+            boxes, _ = self.detect(image, level)
+            index = match_detection(boxes, points, visible)
+            if index is not None:
+                return boxes[index]
+        return None
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two ``[x0, y0, x1, y1]`` boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _as_uint8_rgb_or_gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    return np.ascontiguousarray(image)
+
+
+def crop_box_from_detection(box, scale: float = CROP_SCALE, shift: float = CROP_SHIFT) -> np.ndarray:
+    """Square crop box around a dlib detection ``[x0, y0, x1, y1]``."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + shift * side
+    half = side * scale / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
+
+
+def detection_from_crop_box(crop_box, scale: float = CROP_SCALE, shift: float = CROP_SHIFT) -> np.ndarray:
+    """The detection a crop box was made from (inverse of ``crop_box_from_detection``)."""
+    x0, y0, x1, y1 = (float(v) for v in crop_box)
+    side = (x1 - x0) / scale
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - shift * side
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+
+
+def landmark_bounds(points: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
+    """Bounding box ``[x0, y0, x1, y1]`` (continuous coords) of the visible pixel points."""
+    points = np.asarray(points, np.float64)
+    if visible is not None:
+        points = points[np.asarray(visible, bool)]
+    if len(points) == 0:
+        raise ValueError("no visible landmarks to bound")
+    lo, hi = points.min(0), points.max(0) + 1.0
+    return np.array([lo[0], lo[1], hi[0], hi[1]], np.float32)
+
+
+def detection_like_box(points: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
+    """The box dlib would most likely have drawn around these landmarks."""
+    x0, y0, x1, y1 = landmark_bounds(points, visible)
+    side = max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + LANDMARK_BOX_SHIFT * side
+    half = LANDMARK_BOX_SCALE * side / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
+
+
+def crop_box_from_landmarks(points: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
+    """Fallback crop box for a face dlib missed: as if dlib had found it."""
+    return crop_box_from_detection(detection_like_box(points, visible))
+
+
+def coverage(box: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None) -> float:
+    """Fraction of the visible pixel points that fall inside ``box``."""
+    points = np.asarray(points, np.float64)
+    if visible is not None:
+        points = points[np.asarray(visible, bool)]
+    c = points + 0.5
+    inside = (c[:, 0] >= box[0]) & (c[:, 0] <= box[2]) & (c[:, 1] >= box[1]) & (c[:, 1] <= box[3])
+    return float(inside.mean()) if len(points) else 0.0
+
+
+def match_detection(detections: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None):
+    """Index of the detection that belongs to these landmarks, or None.
+
+    A detection matches when its crop box holds at least ``MIN_COVERAGE`` of
+    the visible points and its size is within ``MAX_SIZE_RATIO`` of the
+    landmarks' expected box; among matches the one whose centre is nearest
+    the expected box's centre wins (several faces in one photo).
+    """
+    if len(detections) == 0:
+        return None
+    expected = detection_like_box(points, visible)
+    exp_side = expected[2] - expected[0]
+    exp_centre = (expected[:2] + expected[2:]) / 2
+    best, best_dist = None, np.inf
+    for i, det in enumerate(np.asarray(detections, np.float32)):
+        side = max(det[2] - det[0], det[3] - det[1])
+        ratio = max(side / exp_side, exp_side / side)
+        if ratio > MAX_SIZE_RATIO:
+            continue
+        if coverage(crop_box_from_detection(det), points, visible) < MIN_COVERAGE:
+            continue
+        dist = float(np.linalg.norm((det[:2] + det[2:]) / 2 - exp_centre))
+        if dist < best_dist:
+            best, best_dist = i, dist
+    return best
+
+
+def crop_face(image: np.ndarray, box, size: int) -> np.ndarray:
+    """Cut ``box`` out of ``image`` and resize it to ``size`` x ``size``.
+
+    Parts of the box outside the image replicate the border.  Large
+    reductions first shrink the image with area averaging so the crop does
+    not alias.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = x1 - x0
+    if side <= 0 or y1 - y0 <= 0:
+        raise ValueError(f"empty crop box {box}")
+    scale = size / side
+    if scale < 0.5:
+        # Shrink by area averaging to about twice the final resolution first.
+        pre = scale * 2.0
+        h, w = image.shape[:2]
+        nw, nh = max(1, round(w * pre)), max(1, round(h * pre))
+        fx, fy = nw / w, nh / h
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        if image.ndim == 2:
+            image = image[..., None]
+        x0, x1, y0, y1 = x0 * fx, x1 * fx, y0 * fy, y1 * fy
+        scale = size / (x1 - x0)
+    sy = size / (y1 - y0)
+    # Continuous coordinates: dst + 0.5 = (src + 0.5 - origin) * scale.
+    matrix = np.array(
+        [[scale, 0.0, scale * (0.5 - x0) - 0.5], [0.0, sy, sy * (0.5 - y0) - 0.5]], np.float64
+    )
+    channels = image.shape[2]
+    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(size, size, channels)
+
+
+def points_to_crop(points: np.ndarray, box) -> np.ndarray:
+    """Pixel landmarks (0-based, centre convention) -> normalised crop coordinates."""
+    points = np.asarray(points, np.float64)
+    box = np.asarray(box, np.float64)
+    return ((points + 0.5 - box[:2]) / (box[2:] - box[:2])).astype(np.float32)
+
+
+def points_from_crop(uv: np.ndarray, box) -> np.ndarray:
+    """Normalised crop coordinates -> pixel landmarks of the original image."""
+    uv = np.asarray(uv, np.float64)
+    box = np.asarray(box, np.float64)
+    origin, extent = box[..., None, :2], box[..., None, 2:] - box[..., None, :2]
+    return uv * extent + origin - 0.5

@@ -1,0 +1,216 @@
+"""Feeding a model: train/validation split of an npz, model inputs, augmented batches (PyDataset and tf.data)."""
+
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+
+from facelandmarks.data import npz
+from facelandmarks.landmarks import get_scheme
+
+
+def load_split(config):
+    """Training data (arrays, or a ``ShardSet`` streamed from disk) and validation arrays.
+
+    ``config`` is a ``TrainConfig`` (only its ``data``, ``val``, ``val_fraction`` and ``seed`` are read).
+
+    A validation split taken from in-memory training data is by subject;
+    sharded training data needs ``--val`` (a subject split would have to read
+    every shard first).
+    """
+    if npz.is_manifest(config.data):
+        train = npz.ShardSet(config.data)
+        if not config.val:
+            raise ValueError(f"{config.data} is sharded: give the validation set with --val (an npz or a manifest)")
+        scheme = train.scheme.name
+    else:
+        train = npz.load_npz(config.data)
+        scheme = str(train["scheme"])
+    if config.val:
+        val = load_all(config.val)
+        if str(val["scheme"]) != scheme:
+            raise ValueError(f"{config.val}: scheme {val['scheme']} differs from {config.data}'s {scheme}")
+    elif config.val_fraction > 0:
+        train_idx, val_idx = split_by_subject(train["subject"], config.val_fraction, config.seed)
+        train, val = npz.subset(train, train_idx), npz.subset(train, val_idx)
+    else:
+        val = None
+    return train, val
+
+
+def load_all(path) -> dict:
+    """An npz, or every shard of a manifest joined (for validation sets, which are small)."""
+    if npz.is_manifest(path):
+        shards = npz.ShardSet(path)
+        return npz.concatenate([shards.load(i) for i in range(len(shards))])
+    return npz.load_npz(path)
+
+
+def split_by_subject(subjects: np.ndarray, fraction: float, seed: int):
+    """Indices (train, val): whole subjects go to validation until it holds ``fraction`` of the faces."""
+    subjects = np.asarray(subjects).astype(str)
+    unique, counts = np.unique(subjects, return_counts=True)
+    if len(unique) < 2:
+        raise ValueError("a validation split by subject needs at least two subjects; pass --val FILE instead")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    target = fraction * len(subjects)
+    chosen, total = [], 0
+    for i in order:
+        if total >= target:
+            break
+        chosen.append(unique[i])
+        total += counts[i]
+    if len(chosen) == len(unique):
+        chosen.pop()
+    is_val = np.isin(subjects, chosen)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def model_inputs(arrays: dict, size: int | None) -> np.ndarray:
+    """Images resized to ``size`` (landmarks are normalised, so they do not move), or features."""
+    if "features" in arrays:
+        return arrays["features"].astype(np.float32, copy=False)
+    images = arrays["images"]
+    if size is None or images.shape[1] == size:
+        return images
+    import cv2
+
+    channels = images.shape[3]
+    out = np.empty((len(images), size, size, channels), np.uint8)
+    interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    for i, image in enumerate(images):
+        out[i] = cv2.resize(image, (size, size), interpolation=interpolation).reshape(size, size, channels)
+    return out
+
+
+class FaceParts:
+    """Training faces as parts read one at a time: one in-memory part, or the shards of a manifest.
+
+    A worker of a cluster takes every ``workers``-th part (shards), or every
+    ``workers``-th face (in-memory data), so workers never share a face.
+    """
+
+    def __init__(self, data, size: int | None, worker_index: int = 0, workers: int = 1):
+        self.size = size
+        if isinstance(data, npz.ShardSet):
+            self.shards = data
+            self.indices = list(range(worker_index, len(data), workers))
+            if not self.indices:
+                raise ValueError(f"{data.manifest}: {len(data)} shard(s) for {workers} workers; write smaller shards")
+            self.counts = [data.counts[i] for i in self.indices]
+            self._memory = None
+        else:
+            rows = np.arange(worker_index, len(data["landmarks"]), workers)
+            self.shards, self.indices, self.counts = None, [0], [len(rows)]
+            self._memory = (model_inputs(npz.subset(data, rows), size), data["landmarks"][rows], data["visible"][rows])
+        self._cache, self._lock = {}, threading.Lock()
+
+    @property
+    def faces(self) -> int:
+        return sum(self.counts)
+
+    def get(self, part: int):
+        """(inputs, landmarks, visible) of part ``part``; keeps the two most recent shards loaded."""
+        if self._memory is not None:
+            return self._memory
+        with self._lock:
+            if part not in self._cache:
+                arrays = self.shards.load(self.indices[part])
+                self._cache[part] = (model_inputs(arrays, self.size), arrays["landmarks"], arrays["visible"])
+                while len(self._cache) > 2:
+                    self._cache.pop(next(iter(self._cache)))
+            return self._cache[part]
+
+
+class LandmarkBatches(keras.utils.PyDataset):
+    """Shuffled, optionally augmented batches of (inputs, packed targets).
+
+    Each epoch shuffles the order of the parts and the faces inside each part
+    (batches never span two shards, so at most two shards are in memory).
+    The order of epoch ``e`` and the augmentation of each batch depend only
+    on ``seed``, ``e`` and the batch index -- not on which loader thread
+    makes the batch -- so a resumed run sees the same batches as an
+    uninterrupted one.  The last, partial batch of a part is kept unless
+    ``drop_remainder``.
+    """
+
+    def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False, **kwargs):
+        super().__init__(**kwargs)
+        if batch_size > parts.faces:
+            raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces")
+        self._pack = pack_targets
+        self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter
+        self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.parts.counts)) if self.shuffle else range(len(self.parts.counts))
+        self.epoch, self.plan = epoch, []
+        for part in order:
+            rows = rng.permutation(self.parts.counts[part]) if self.shuffle else np.arange(self.parts.counts[part])
+            stop = len(rows) - len(rows) % self.batch_size if self.drop_remainder else len(rows)
+            self.plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, stop, self.batch_size)]
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, index):
+        part, rows = self.plan[index]
+        inputs, landmarks, visible = self.parts.get(part)
+        x, landmarks, visible = inputs[rows], landmarks[rows], visible[rows]
+        if self.augmenter is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            x, landmarks, visible = self.augmenter(x, landmarks, visible, rng=rng)
+        return np.asarray(x, np.float32), self._pack(landmarks, visible)
+
+    def endless(self):
+        """Batches epoch after epoch (for a tf.data pipeline under a tf.distribute strategy)."""
+        epoch = 0
+        while True:
+            self.set_epoch(epoch)
+            for index in range(len(self)):
+                yield self[index]
+            epoch += 1
+
+
+def tf_input_pipeline(batches: LandmarkBatches, batch_size: int, input_shape, num_points: int):
+    """A tf.data pipeline of fixed-size batches from ``batches``, for tf.distribute strategies.
+
+    Every step gets a full batch (faces flow on into the next pass over the
+    data), so the last partial batch never breaks a synchronous step; each
+    worker feeds its own faces, so the strategy must not shard the data.
+    """
+    import tensorflow as tf
+
+    signature = (
+        tf.TensorSpec((None, *input_shape), tf.float32),
+        tf.TensorSpec((None, num_points, 3), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(batches.endless, output_signature=signature)
+    dataset = dataset.rebatch(batch_size, drop_remainder=True).prefetch(2)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
+def scheme_for(arrays: dict):
+    return get_scheme(str(arrays["scheme"]))
+
+
+def pack_targets(landmarks: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(N, K, 2) coordinates + (N, K) visibility -> float32 (N, K, 3) ``y_true``.
+
+    Hidden points' coordinates are set to 0 (they are never read), so NaN
+    placeholders in a dataset cannot leak into a loss.
+    """
+    landmarks = np.asarray(landmarks, np.float32)
+    visible = np.asarray(visible, bool)
+    if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
+        raise ValueError(f"landmarks must be (N, K, 2), got {landmarks.shape}")
+    if visible.shape != landmarks.shape[:2]:
+        raise ValueError(f"visible must be (N, K) = {landmarks.shape[:2]}, got {visible.shape}")
+    coords = np.where(visible[..., None], landmarks, 0.0).astype(np.float32)
+    return np.concatenate([coords, visible[..., None].astype(np.float32)], axis=-1)

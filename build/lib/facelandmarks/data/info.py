@@ -1,0 +1,47 @@
+"""``datagen.py info``: a human summary of a dataset or bottleneck npz."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+
+from facelandmarks.data import npz
+
+
+def describe(path: str | os.PathLike) -> str:
+    """A human summary of a dataset (or bottleneck) file."""
+    arrays = npz.load_npz(path)
+    scheme = npz.scheme_of(arrays)
+    n = len(arrays["landmarks"])
+    lines = [f"{path}: {n} faces, scheme {scheme.name} ({scheme.num_points} points)"]
+    if "images" in arrays:
+        _, s, _, c = arrays["images"].shape
+        lines.append(f"  images: {s} x {s} px, {c} channel(s)")
+    if "features" in arrays:
+        lines.append(f"  features: {arrays['features'].shape[1]} per face from {arrays.get('backbone', '?')}")
+    if "source" in arrays and n:
+        lines.append("  sources: " + ", ".join(f"{k} {v}" for k, v in Counter(arrays["source"].tolist()).most_common()))
+    subjects = Counter(arrays["subject"].tolist())
+    if subjects:
+        per = np.array(sorted(subjects.values()))
+        lines.append(
+            f"  subjects: {len(subjects)}; faces per subject min {per.min()}, median {np.median(per):g}, "
+            f"max {per.max()}; most: " + ", ".join(f"{k} ({v})" for k, v in subjects.most_common(3))
+        )
+    visible = arrays["visible"]
+    if n:
+        per_point = visible.mean(axis=0)
+        worst = np.argsort(per_point)[:3]
+        lines.append(
+            f"  visible: {visible.mean():.1%} of points; {int((~visible).any(axis=1).sum())} faces with hidden "
+            "points; least visible points: " + ", ".join(f"{i} ({per_point[i]:.0%})" for i in worst)
+        )
+    for key in ("detection",):
+        if key in arrays and n:
+            lines.append("  detection: " + ", ".join(f"{k} {v}" for k, v in Counter(arrays[key].tolist()).most_common()))
+    for key in ("mirrored", "vflipped"):
+        if key in arrays:
+            lines.append(f"  {key}: {int(arrays[key].sum())}")
+    return "\n".join(lines)

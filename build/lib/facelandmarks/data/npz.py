@@ -1,0 +1,226 @@
+"""The toolkit's one dataset format: a plain ``.npz`` of named arrays.
+
+Every dataset -- MUCT, 300-W, YouTube68, Kaggle, WFLW, dlib XML -- becomes the
+same file, readable with ``np.load(path, allow_pickle=False)``:
+
+============  ==================  =============================================
+key           dtype, shape        meaning
+============  ==================  =============================================
+images        uint8 (N, S, S, C)  face crops, RGB (C=3) or gray (C=1)
+landmarks     float32 (N, K, 2)   x, y in normalised crop coordinates [0, 1]
+visible       bool (N, K)         False: point unavailable / unlabelled
+subject       str (N,)            identity used for splits
+scheme        str ()              landmark scheme name (``landmarks.py``)
+box           float32 (N, 4)      crop ``[x0, y0, x1, y1]`` in original pixels
+name          str (N,)            image file (relative to the source)
+source        str (N,)            dataset the face came from (``300w``…)
+mirrored      bool (N,)           face is a horizontal mirror of ``name``
+vflipped      bool (N,)           face is a vertical flip of ``name`` (``--vflip``)
+detection     str (N,)            ``dlib``, ``landmarks`` (fallback box) or
+                                  ``given`` (box from the dataset)
+path          str (N,)            absolute path of the original image when it
+                                  was prepared ('' for CSV pixels); the dlib
+                                  baseline reads the photo from there
+============  ==================  =============================================
+
+Landmarks with ``visible`` False are either unlabelled (stored as 0) or
+labelled but outside the crop (stored where they are, outside [0, 1]); either
+way they carry no loss and no error.  ``box`` is always the crop in the
+original image ``name``: for a mirrored row, mirror the landmarks back
+(``landmarks.mirror_landmarks``), for a vertically flipped row take
+``y = 1 - y``, before ``faces.points_from_crop``.
+
+Bottleneck files (``datagen.py bottleneck``) replace ``images`` by
+``features`` float32 (N, F) and add ``backbone``; everything else is kept.
+
+Writes are atomic: a temporary file in the same folder, then a rename, so an
+interrupted run never leaves a truncated npz under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.landmarks import get_scheme
+
+REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
+PER_FACE = (
+    "images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "vflipped", "detection",
+    "path",
+)
+
+
+class DatasetError(ValueError):
+    """A dataset file that does not follow the schema; the message names the file."""
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
+    """Write ``arrays`` to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            (np.savez_compressed if compress else np.savez)(handle, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>") -> None:
+    """Check the schema; raise ``DatasetError`` naming ``path`` and the problem."""
+
+    def fail(problem: str):
+        raise DatasetError(f"{path}: {problem}")
+
+    missing = [k for k in REQUIRED if k not in arrays]
+    if "images" not in arrays and "features" not in arrays:
+        missing.insert(0, "images (or features)")
+    if missing:
+        fail(f"missing key(s) {', '.join(missing)}")
+    try:
+        scheme = get_scheme(str(arrays["scheme"]))
+    except ValueError as err:
+        fail(str(err))
+    landmarks, visible = arrays["landmarks"], arrays["visible"]
+    n, k = len(landmarks), scheme.num_points
+    if landmarks.dtype != np.float32 or landmarks.shape != (n, k, 2):
+        fail(f"landmarks must be float32 (N, {k}, 2) for scheme {scheme.name}, got {landmarks.dtype} {landmarks.shape}")
+    if visible.dtype != np.bool_ or visible.shape != (n, k):
+        fail(f"visible must be bool (N, {k}), got {visible.dtype} {visible.shape}")
+    if "images" in arrays:
+        images = arrays["images"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] not in (1, 3):
+            fail(f"images must be uint8 (N, S, S, 1|3), got {images.dtype} {images.shape}")
+    for key in PER_FACE:
+        if key in arrays and len(arrays[key]) != n:
+            fail(f"{key} has {len(arrays[key])} rows, landmarks has {n}")
+    if arrays["box"].shape != (n, 4):
+        fail(f"box must be (N, 4), got {arrays['box'].shape}")
+    if not np.isfinite(landmarks[visible]).all():
+        fail("visible landmarks contain NaN or infinity")
+    if not np.isfinite(arrays["box"]).all():
+        fail("box contains NaN or infinity")
+
+
+def load_npz(path: str | os.PathLike, validate_schema: bool = True) -> dict[str, np.ndarray]:
+    """Read a dataset file into a dict of arrays (no pickles), checking the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: not a readable npz file ({err})") from err
+    if validate_schema:
+        validate(arrays, path)
+    return arrays
+
+
+def scheme_of(arrays: dict[str, np.ndarray]):
+    return get_scheme(str(arrays["scheme"]))
+
+
+def subset(arrays: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
+    """Rows ``index`` of every per-face array; file-level arrays are kept."""
+    n = len(arrays["landmarks"])
+    return {k: (v[index] if v.ndim and len(v) == n and k in PER_FACE else v) for k, v in arrays.items()}
+
+
+def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join datasets of one scheme (and one image size) row-wise."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    schemes = {str(p["scheme"]) for p in parts}
+    if len(schemes) != 1:
+        raise ValueError(f"cannot combine datasets of different schemes: {sorted(schemes)}")
+    out = {}
+    for key in parts[0]:
+        if key in PER_FACE:
+            out[key] = np.concatenate([p[key] for p in parts])
+        else:
+            out[key] = parts[0][key]
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Shards: datasets larger than memory
+
+MANIFEST_SUFFIX = ".shards.json"
+
+
+def shard_path(prefix: str | os.PathLike, index: int) -> Path:
+    return Path(f"{prefix}-{index:05d}.npz")
+
+
+def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, image_shape) -> Path:
+    """``PREFIX.shards.json``: the shard files (relative to it), their face counts, scheme and image shape."""
+    import json
+
+    path = Path(path)
+    body = {
+        "scheme": scheme,
+        "image_shape": [int(v) for v in image_shape],
+        "faces": int(sum(s["faces"] for s in shards)),
+        "shards": [{"file": Path(s["file"]).name, "faces": int(s["faces"])} for s in shards],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def is_manifest(path: str | os.PathLike) -> bool:
+    return str(path).endswith(MANIFEST_SUFFIX)
+
+
+class ShardSet:
+    """The shards of a manifest, read one at a time (nothing loads the whole set).
+
+    Args:
+        manifest: path of a ``.shards.json`` written by ``datagen.py prepare --shard-size``.
+    """
+
+    def __init__(self, manifest: str | os.PathLike):
+        import json
+
+        self.manifest = Path(manifest)
+        try:
+            body = json.loads(self.manifest.read_text())
+            self.files = [self.manifest.parent / s["file"] for s in body["shards"]]
+            self.counts = [int(s["faces"]) for s in body["shards"]]
+            self.scheme = get_scheme(body["scheme"])
+            self.image_shape = tuple(body["image_shape"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DatasetError(f"{self.manifest}: not a readable shard manifest ({err})") from err
+        missing = [str(f) for f in self.files if not f.is_file()]
+        if missing:
+            raise DatasetError(f"{self.manifest}: shard file(s) missing: {', '.join(missing[:3])}")
+
+    @property
+    def faces(self) -> int:
+        return sum(self.counts)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        arrays = load_npz(self.files[index])
+        if str(arrays["scheme"]) != self.scheme.name or len(arrays["landmarks"]) != self.counts[index]:
+            raise DatasetError(f"{self.files[index]}: does not match its manifest {self.manifest}")
+        return arrays

@@ -1,0 +1,23 @@
+"""One reader per dataset, each returning a ``Listing`` of face records.
+
+A reader is a function ``read_NAME(source) -> Listing``; add a dataset by adding a file here and a
+line to ``READERS``.
+"""
+
+from __future__ import annotations
+
+from facelandmarks.data.readers.dlibxml import read_dlibxml
+from facelandmarks.data.readers.ibug300w import read_300w
+from facelandmarks.data.readers.kaggle import read_kaggle
+from facelandmarks.data.readers.muct import read_muct
+from facelandmarks.data.readers.wflw import read_wflw
+from facelandmarks.data.readers.youtube68 import read_youtube68
+
+READERS = {
+    "muct": read_muct,
+    "300w": read_300w,
+    "youtube68": read_youtube68,
+    "kaggle": read_kaggle,
+    "wflw": read_wflw,
+    "dlibxml": read_dlibxml,
+}

@@ -1,0 +1,82 @@
+"""dlib/imglab XML: boxes and <part>s; files named *train*/*test* give the split."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, Skip
+
+
+def read_dlibxml(source: str | os.PathLike) -> Listing:
+    """dlib imglab XML: ``<image file=…><box top left width height><part name x y/>``.
+
+    ``source`` is an XML file or a folder of them (files without any
+    ``<part>`` are ignored).  Parts ``00``-``67`` are iBUG 68 points; a missing
+    part is unlabelled.  The XML box serves as the face detection.  When the
+    folder holds both a ``*train*`` and a ``*test*`` file, their roles give
+    the split; otherwise it is by image.
+    """
+    source = Path(source)
+    xml_files = [source] if source.is_file() else sorted(source.glob("*.xml"))
+    listing = Listing("dlibxml", str(source), "ibug68")
+    parsed = []
+    for xml_path in xml_files:
+        try:
+            root = ElementTree.parse(xml_path).getroot()
+        except ElementTree.ParseError as err:
+            raise AnnotationError(f"{xml_path}: not well-formed XML ({err})") from None
+        if root.find("./images/image/box/part") is None:
+            if source.is_file():
+                raise AnnotationError(f"{xml_path}: no <part> landmarks in any <box>")
+            listing.notes.append(f"{xml_path.name}: no landmark parts, not used")
+            continue
+        parsed.append((xml_path, root))
+    if not parsed:
+        raise AnnotationError(f"{source}: no dlib XML with landmark parts")
+    roles = {p: ("test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else None) for p, _ in parsed}
+    use_roles = {"test", "train"} <= set(roles.values())
+    for xml_path, root in parsed:
+        for image_el in root.iter("image"):
+            file_name = image_el.get("file", "")
+            image = (xml_path.parent / file_name).resolve()
+            for index, box_el in enumerate(image_el.findall("box")):
+                label = f"{file_name} (box {index})"
+                if box_el.get("ignore", "0") == "1":
+                    listing.skips.append(Skip("dlibxml", label, "box marked ignore='1'"))
+                    continue
+                try:
+                    left, top = float(box_el.get("left")), float(box_el.get("top"))
+                    width, height = float(box_el.get("width")), float(box_el.get("height"))
+                except (TypeError, ValueError):
+                    raise AnnotationError(f"{xml_path}: {label}: box without numeric left/top/width/height") from None
+                points = np.zeros((68, 2), np.float64)
+                labelled = np.zeros(68, bool)
+                for part in box_el.findall("part"):
+                    try:
+                        index_ = int(part.get("name"))
+                        x, y = float(part.get("x")), float(part.get("y"))
+                    except (TypeError, ValueError):
+                        raise AnnotationError(f"{xml_path}: {label}: part {part.attrib} is not name/x/y numbers") from None
+                    if not 0 <= index_ < 68:
+                        raise AnnotationError(f"{xml_path}: {label}: part name {index_:02d} outside 00-67 (ibug68)")
+                    points[index_], labelled[index_] = (x, y), True
+                if not labelled.any():
+                    listing.skips.append(Skip("dlibxml", label, "box without landmark parts"))
+                    continue
+                if not image.is_file():
+                    listing.skips.append(Skip("dlibxml", file_name, f"image missing for {xml_path.name}"))
+                    continue
+                listing.records.append(
+                    FaceRecord(
+                        "dlibxml", file_name, str(image), points, labelled, f"dlibxml/{file_name}",
+                        split=roles[xml_path] if use_roles else None,
+                        given_box=np.array([left, top, left + width, top + height], np.float32),
+                    )
+                )
+    if use_roles:
+        listing.notes.append("XML files named *train*/*test* give the split")
+    return listing

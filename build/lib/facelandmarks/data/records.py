@@ -1,0 +1,166 @@
+"""Dataset records: one annotated face before cropping, the readers' shared types, errors and helpers."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DATASETS = ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml")
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
+
+
+class AnnotationError(ValueError):
+    """A landmark file that does not follow its format; the message names the file."""
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be used; the face is skipped with this reason."""
+
+
+@dataclass
+class FaceRecord:
+    """One annotated face, as read from a dataset, before cropping.
+
+    Args:
+        source: dataset name (``muct``, ``300w`` ...).
+        name: image file relative to the dataset's source folder (for
+            formats without image files, the CSV and row).
+        image_path: absolute image path, or None when ``pixels`` holds the image.
+        points: float64 (K, 2) landmark pixel coordinates (0-based, pixel
+            centres on integers); unlabelled points hold 0.
+        labelled: bool (K,), False where the dataset has no position.
+        subject: identity used for the split, prefixed by the dataset.
+        split: ``train``/``test`` from the dataset's own folders or lists, or None.
+        given_box: a box supplied by the dataset, or None (dlib is asked).
+        given_kind: ``detection`` (a detector-style box, enlarged like dlib's)
+            or ``crop`` (the image is already the crop).
+        pixels: the image itself (Kaggle CSV), uint8 (H, W) or (H, W, 3).
+    """
+
+    source: str
+    name: str
+    image_path: str | None
+    points: np.ndarray
+    labelled: np.ndarray
+    subject: str
+    split: str | None = None
+    given_box: np.ndarray | None = None
+    given_kind: str = "detection"
+    pixels: np.ndarray | None = None
+
+
+@dataclass
+class Skip:
+    """A face that did not make it into the output, and why."""
+
+    source: str
+    file: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"dataset": self.source, "file": self.file, "reason": self.reason}
+
+
+@dataclass
+class Listing:
+    """What a reader found in one dataset folder.
+
+    Args:
+        dataset: dataset name.
+        source: the folder (or file) read.
+        scheme: landmark scheme name.
+        records: faces with landmarks and an image to read.
+        skips: annotated faces that cannot be used (image missing ...).
+        notes: facts the summary should mention.
+        split_rule: ``muct`` (first subjects to test) or ``hash``.
+    """
+
+    dataset: str
+    source: str
+    scheme: str
+    records: list[FaceRecord] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    split_rule: str = "hash"
+
+    @property
+    def listed(self) -> int:
+        return len(self.records) + len(self.skips)
+
+
+def _sniff_format(head: bytes) -> str:
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"BM"):
+        return "BMP"
+    return "unknown"
+
+
+_SUFFIX_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """Read an image file as RGB uint8, by its content rather than its name.
+
+    Returns:
+        ``(image, notes)``: the (H, W, 3) image and remarks for the summary
+        (for example a PNG stored under a ``.jpg`` name).
+
+    Raises:
+        ImageReadError: the file is missing, empty, truncated or not decodable.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError("image file missing") from None
+    except OSError as err:
+        raise ImageReadError(f"image file unreadable ({err.strerror})") from None
+    if not data:
+        raise ImageReadError("image file is empty")
+    kind = _sniff_format(data[:8])
+    # The data may hold 8 or 16 bits, gray, RGB or RGBA: IMREAD_COLOR gives 8-bit BGR for all.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        if kind == "JPEG" and b"\xff\xd9" not in data[-4096:]:
+            raise ImageReadError("truncated JPEG (no end-of-image marker)")
+        if kind == "PNG" and b"IEND" not in data[-64:]:
+            raise ImageReadError("truncated PNG (no IEND chunk)")
+        raise ImageReadError(f"corrupt or unsupported image data ({kind} signature)")
+    notes = []
+    expected = _SUFFIX_FORMAT.get(path.suffix.lower())
+    if expected and kind not in ("unknown", expected):
+        notes.append(f"{kind} data under a {path.suffix} name")
+    return np.ascontiguousarray(image[..., ::-1]), notes
+
+
+def _find_image(folder: Path, stem: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _parse_float(text: str) -> float:
+    """A coordinate; empty or NaN means unlabelled (returned as NaN)."""
+    text = text.strip()
+    if not text or text.lower() in ("nan", "na", "none", "null"):
+        return math.nan
+    return float(text)
+
+
+def _points_from_values(values: list[float], num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    points = np.asarray(values, np.float64).reshape(num_points, 2)
+    labelled = np.isfinite(points).all(axis=1)
+    points[~labelled] = 0.0
+    return points, labelled

@@ -1,0 +1,145 @@
+"""Compare trained runs (and dlib) on a test set: scores, tables, plots."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks import metrics
+from facelandmarks.data import npz
+from facelandmarks.evaluation.tables import MUCT_CAMERAS, results_markdown, write_csv
+from facelandmarks.inference.dlib_baseline import DlibPredictor
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
+
+
+def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
+    """(train loss, validation loss, epoch) at the best validation epoch of a run's history.csv."""
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return float("nan"), float("nan"), None
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return float("nan"), float("nan"), None
+    key = "val_loss" if rows[0].get("val_loss") not in (None, "") else "loss"
+    best = min(rows, key=lambda r: float(r[key]))
+    return float(best["loss"]), float(best.get("val_loss") or "nan"), int(best["epoch"]) + 1
+
+
+def muct_cameras(names: np.ndarray) -> np.ndarray:
+    """Camera letter a-e of MUCT image names like ``i000qa-fn`` ('' if not MUCT)."""
+    return np.array([n[5] if len(n) > 5 and n[0] == "i" and n[5] in MUCT_CAMERAS else "" for n in names.astype(str)])
+
+
+def score(name: str, pred: np.ndarray, arrays: dict, scheme) -> dict:
+    row = {"model": name}
+    row.update(metrics.summarize(pred, arrays["landmarks"], arrays["visible"], scheme))
+    row["test_mse"] = metrics.masked_mse(pred, arrays["landmarks"], arrays["visible"])
+    if scheme.name == "muct76" and "name" in arrays:
+        cameras = muct_cameras(arrays["name"])
+        per_face = metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], scheme)
+        for cam in MUCT_CAMERAS:
+            chosen = (cameras == cam) & ~np.isnan(per_face)
+            row[f"nme_camera_{cam}"] = 100 * float(per_face[chosen].mean()) if chosen.any() else float("nan")
+    return row
+
+
+def select_faces(arrays: dict, where: list[str], data_path) -> dict:
+    """The faces matching every ``KEY=VALUE`` (equal) or ``KEY~TEXT`` (contains) filter.
+
+    KEY is a per-face string array of the npz: ``source``, ``subject``,
+    ``path``, ``detection`` ... (``datagen.py info`` lists them).
+    """
+    keep = np.ones(len(arrays["landmarks"]), bool)
+    for spec in where:
+        op = "=" if "=" in spec else "~" if "~" in spec else None
+        key, _, value = spec.partition(op) if op else (spec, "", "")
+        if op is None or not key or not value:
+            raise ValueError(f"--where {spec!r}: write KEY=VALUE or KEY~TEXT, e.g. source=youtube68")
+        if key not in arrays or arrays[key].ndim != 1 or len(arrays[key]) != len(keep):
+            per_face = sorted(k for k, v in arrays.items() if v.ndim == 1 and len(v) == len(keep))
+            raise ValueError(f"{data_path}: no per-face key {key!r} for --where (have: {', '.join(per_face)})")
+        column = arrays[key].astype(str)
+        keep &= (column == value) if op == "=" else np.char.find(column, value) >= 0
+    if not keep.any():
+        raise ValueError(f"{data_path}: no face matches --where {' '.join(where)}")
+    return npz.subset(arrays, np.flatnonzero(keep))
+
+
+def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6, where=(),
+                  flip_test=False) -> list[dict]:
+    """Score every run (and the baseline) on ``data_path``; write tables and plots to ``out_dir``.
+
+    ``where``: filters of ``select_faces`` (for example one source of a combined test set).
+    ``flip_test``: also score every model with flip-test averaging (extra rows).
+    """
+    from facelandmarks.evaluation import plots
+
+    arrays = npz.load_npz(data_path)
+    if "images" not in arrays:
+        raise ValueError(f"{data_path}: evaluation needs face images (a prepared npz, not bottleneck features)")
+    if where:
+        arrays = select_faces(arrays, list(where), data_path)
+    label = Path(data_path).name + (f" ({' '.join(where)})" if where else "")
+    scheme = npz.scheme_of(arrays)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, predictions, histories = [], {}, {}
+    for run_dir in map(Path, run_dirs):
+        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test):
+            rows.append(row)
+            predictions[row["model"]] = pred
+            if history is not None:
+                histories[row["model"]] = history
+    if baseline == "dlib":
+        dlib_model = DlibPredictor()
+        # as it comes, and with its 0-based points moved to iBUG's 1-based convention
+        for name, offset in ((dlib_model.name, 0.0), (f"{dlib_model.name}, +1 px", 1.0)):
+            pred = dlib_model.predict_dataset(arrays, offset=offset)
+            row = score(name, pred, arrays, scheme)
+            row.update(train_loss=float("nan"), val_loss=float("nan"), best_epoch=None, params=None, ms_per_face=float("nan"))
+            rows.append(row)
+            predictions[name] = pred
+    elif baseline not in (None, "none"):
+        raise ValueError(f"unknown baseline {baseline!r} (known: dlib)")
+
+    write_csv(out_dir / "results.csv", rows)
+    (out_dir / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))
+    nmes = {name: metrics.nme_per_face(p, arrays["landmarks"], arrays["visible"], scheme) for name, p in predictions.items()}
+    plots.ced_plot(nmes, out_dir / "ced.png", title=f"{label} ({scheme.name})")
+    plots.gallery(arrays, predictions, nmes, out_dir / "gallery.png", count=gallery_faces)
+    if histories:
+        plots.learning_curves(histories, out_dir / "curves.png")
+    return rows
+
+
+def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_test: bool = False):
+    """(row, predictions, history file) for a run; several for a coarse-to-fine pipeline.
+
+    ``flip_test`` adds the same model(s) with flip-test averaging (stage 1
+    only, for pipelines) as extra rows.
+    """
+    predictor = Predictor.load(run_dir)
+    if predictor.scheme.name != scheme.name:
+        raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
+    images = arrays["images"]
+    variants = predictor.variants(run_dir, images, (arrays["landmarks"], arrays["visible"]), flip_test)
+    out = []
+    for variant in variants:  # every prediction is made: timing may now set flip_test
+        name, pred, timed, history_dir, flip = (variant.name, variant.predictions, variant.timed, variant.history_dir,
+                                                variant.flip_test)
+        row = score(name, pred, arrays, scheme)
+        row["train_loss"], row["val_loss"], row["best_epoch"] = (
+            history_losses(history_dir) if history_dir is not None else (float("nan"), float("nan"), None)
+        )
+        row["params"] = timed.count_params() if timed is not None else None
+        row["ms_per_face"] = float("nan")
+        if timing and timed is not None:
+            timed.flip_test = flip  # a flip-test row times two passes per face
+            row["ms_per_face"] = timed.ms_per_face(images[0])
+        # one learning curve per run: the flip-test rows share their run's
+        out.append((row, pred, history_dir / "history.csv" if history_dir is not None and not flip else None))
+    return out

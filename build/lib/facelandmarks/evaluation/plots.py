@@ -1,0 +1,107 @@
+"""PNG plots for evaluate.py: cumulative error curves, best/worst gallery, learning curves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facelandmarks import metrics
+from facelandmarks.drawing import draw_crop
+
+
+def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, title: str = "") -> None:
+    """All models' cumulative error distributions on one plot, AUC in the legend (below the axes).
+
+    Curves whose per-face errors are identical (a pipeline's stage 1 is also
+    its own run) are drawn once, with the names joined.
+    """
+    curves: list[tuple[list[str], np.ndarray]] = []
+    for name, nme in nmes.items():
+        same = next((c for c in curves if c[1].shape == nme.shape and np.array_equal(c[1], nme, equal_nan=True)), None)
+        if same is not None:
+            same[0].append(name)
+        else:
+            curves.append(([name], nme))
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(7.5, 4.6 + 0.22 * len(curves)), dpi=120)
+    for i, (names, nme) in enumerate(curves):
+        xs, ys = metrics.ced(nme, threshold)
+        label = f"{' = '.join(names)}  (AUC@{threshold * 100:g} {metrics.auc(nme, threshold):.3f}, NME {100 * np.nanmean(nme):.2f}%)"
+        ax.plot(xs * 100, ys, label=label, linewidth=1.8, color=colours(i), linestyle="-" if i < 10 else "--")
+    ax.set_xlabel("NME (% of outer-eye-corner distance)")
+    ax.set_ylabel("fraction of faces")
+    ax.set_xlim(0, threshold * 100)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Cumulative error distribution {title}".strip())
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def gallery(arrays: dict, predictions: dict[str, np.ndarray], nmes: dict[str, np.ndarray], path: Path, count: int = 6) -> None:
+    """For each model, its ``count`` best and worst faces: ground truth green, prediction red."""
+    names = list(predictions)
+    fig, axes = plt.subplots(2 * len(names), count, figsize=(1.9 * count, 2.1 * 2 * len(names)), dpi=110, squeeze=False)
+    for m, name in enumerate(names):
+        nme = nmes[name]
+        order = np.argsort(np.where(np.isnan(nme), np.inf, nme))
+        scored = order[: int((~np.isnan(nme)).sum())]
+        picks = [("best", scored[:count]), ("worst", scored[::-1][:count])]
+        for r, (label, indices) in enumerate(picks):
+            for c in range(count):
+                ax = axes[2 * m + r, c]
+                ax.axis("off")
+                if c >= len(indices):
+                    continue
+                i = indices[c]
+                image = arrays["images"][i]
+                scale = max(1, 160 // image.shape[0])
+                ax.imshow(draw_crop(image, predictions[name][i], arrays["landmarks"][i], arrays["visible"][i], scale=scale))
+                ax.set_title(f"{name[:18]} {label}\nNME {100 * nme[i]:.1f}%", fontsize=7)
+    fig.suptitle("green: ground truth, red: prediction", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def learning_curves(histories: dict[str, Path], path: Path) -> None:
+    """Training and validation loss, and validation NME, per epoch for each run."""
+    fig, (loss_ax, nme_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for i, (name, file) in enumerate(histories.items()):
+        if not Path(file).is_file():
+            continue
+        with open(file, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows:
+            continue
+        epochs = [int(r["epoch"]) + 1 for r in rows]
+        color = f"C{i % 10}"
+
+        def column(key, rows=rows):
+            return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+
+        loss_ax.plot(epochs, column("loss"), color=color, linestyle="--", label=f"{name} train")
+        if "val_loss" in rows[0]:
+            loss_ax.plot(epochs, column("val_loss"), color=color, label=f"{name} val")
+        if "val_nme" in rows[0]:
+            nme_ax.plot(epochs, column("val_nme"), color=color, label=name)
+    loss_ax.set_yscale("log")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend(fontsize=7)
+    loss_ax.grid(alpha=0.3)
+    nme_ax.set_xlabel("epoch")
+    nme_ax.set_ylabel("validation NME %")
+    nme_ax.legend(fontsize=7)
+    nme_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

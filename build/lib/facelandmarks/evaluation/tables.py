@@ -1,0 +1,59 @@
+"""Result tables: CSV and Markdown."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    fields = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value, digits=2):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
+    lines = [f"# Results on `{label}` ({scheme.name}, {faces} faces)", ""]
+    main = [("model", "model", None), ("train loss", "train_loss", 5), ("val loss", "val_loss", 5),
+            ("test MSE", "test_mse", 5), ("NME %", "nme", 2)]
+    if scheme.pupils is not None:
+        main.append(("NME pupils %", "nme_pupils", 2))
+    main += [("AUC@8", "auc@0.08", 3), ("FR@8 %", "fr@0.08", 1), ("AUC@10", "auc@0.1", 3), ("FR@10 %", "fr@0.1", 1),
+             ("params", "params", None), ("CPU ms/face", "ms_per_face", 1)]
+    lines += _table(rows, main)
+    lines += ["", "Losses are the training objective at the best validation epoch (history.csv); test MSE is the seed's",
+              "MSE on [0, 1] crop coordinates over visible points. NME normalised by the outer eye corners "
+              f"(points {scheme.norm_points[0]}/{scheme.norm_points[1]}).", ""]
+    lines += ["## NME % per region", ""]
+    lines += _table(rows, [("model", "model", None)] + [(r, f"nme_{r}", 2) for r in scheme.regions])
+    if any(f"nme_camera_{c}" in rows[0] for c in MUCT_CAMERAS):
+        lines += ["", "## NME % per MUCT camera (a frontal, b/c turned, d above, e below)", ""]
+        lines += _table(rows, [("model", "model", None)] + [(c, f"nme_camera_{c}", 2) for c in MUCT_CAMERAS])
+    unscored = rows[0]["unscored"] if rows else 0
+    if unscored:
+        lines += ["", f"{unscored} face(s) without both normalising points were not scored."]
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows, columns) -> list[str]:
+    out = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(_fmt(row.get(key), digits) if digits else _fmt(row.get(key)) for _, key, digits in columns) + " |")
+    return out
+
+
+MUCT_CAMERAS = "abcde"

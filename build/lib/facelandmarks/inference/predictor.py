@@ -1,0 +1,241 @@
+"""``Predictor``: a trained model on face crops or whole photos."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelandmarks.data import faces
+from facelandmarks.landmarks import get_scheme, mirror_landmarks
+
+
+@dataclass
+class FaceLandmarks:
+    """One face found in a photo."""
+
+    detection: np.ndarray  # dlib box [x0, y0, x1, y1]
+    score: float
+    crop_box: np.ndarray  # the square the model saw
+    points: np.ndarray  # (K, 2) pixel coordinates in the photo
+
+    def to_json(self) -> dict:
+        return {
+            "detection": [round(float(v), 2) for v in self.detection],
+            "score": round(float(self.score), 4),
+            "crop_box": [round(float(v), 2) for v in self.crop_box],
+            "points": [[round(float(x), 2), round(float(y), 2)] for x, y in self.points],
+        }
+
+
+def match_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """RGB -> gray or gray -> RGB so ``images`` (N, S, S, C) has ``channels`` channels."""
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if have == 3 and channels == 1:
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+        return np.round(images.astype(np.float32) @ weights)[..., None].clip(0, 255).astype(np.uint8)
+    if have == 1 and channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    raise ValueError(f"cannot feed {have}-channel images to a {channels}-channel model")
+
+
+def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1] == size:
+        return images
+    interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    channels = images.shape[-1]
+    return np.stack([cv2.resize(im, (size, size), interpolation=interpolation).reshape(size, size, channels) for im in images])
+
+
+# Run kinds other than a single model, by the file that marks their run directory:
+# ``{marker: loader(run_dir, **kwargs) -> Predictor}``.  ``facelandmarks.pipelines`` registers
+# ``pipeline.json``; ``Predictor.load`` then loads such a directory as its pipeline.
+RUN_KINDS: dict[str, Callable[..., Predictor]] = {}
+
+
+def register_run_kind(marker: str, loader: Callable[..., Predictor]) -> None:
+    """Let ``Predictor.load`` load run directories holding ``marker`` with ``loader``."""
+    RUN_KINDS[marker] = loader
+
+
+@dataclass
+class Variant:
+    """One row of an evaluation: predictions of one predictor (or stage of it) on a test set.
+
+    ``timed`` is the predictor whose speed the row reports (None: not timed),
+    ``history_dir`` the run whose losses and learning curve the row shows (None: none).
+    """
+
+    name: str
+    predictions: np.ndarray
+    timed: Predictor | None
+    history_dir: Path | None
+    flip_test: bool = False
+
+
+class Predictor:
+    """A trained model plus what it needs to see faces as it saw them in training.
+
+    Args:
+        model: a Keras model mapping crops (N, S, S, C) of raw pixels to
+            (N, K, 2) normalised crop coordinates.
+        scheme: the landmark scheme name.
+        name: a label for tables and plots.
+        detector: a ``faces.FaceDetector`` (default: dlib HOG, one doubling
+            on images up to 2.5 Mpx).
+        flip_test: also predict each face mirrored (the scheme's left/right
+            permutation undoes the flip) and average the two -- test-time
+            augmentation at twice the compute.
+    """
+
+    def __init__(self, model, scheme: str, name: str = "model", detector: faces.FaceDetector | None = None,
+                 config: dict | None = None, flip_test: bool = False):
+        self.model = model
+        self.scheme = get_scheme(scheme)
+        self.name = name
+        self.detector = detector or faces.FaceDetector()
+        self.config = config or {}
+        shape = model.inputs[0].shape
+        self.input_size, self.channels = int(shape[1]), int(shape[3])
+        self.crop_size = self.input_size  # resolution photos are cropped at
+        self._flip_test = False
+        self.flip_test = flip_test
+
+    @property
+    def flip_test(self) -> bool:
+        return self._flip_test
+
+    @flip_test.setter
+    def flip_test(self, value: bool) -> None:
+        if value and list(self.scheme.mirror) == list(range(self.scheme.num_points)):
+            raise ValueError(f"{self.name}: scheme {self.scheme.name} has no left/right pairs, so a flip test cannot undo the flip")
+        self._flip_test = bool(value)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, weights: str = "best", **kwargs) -> Predictor:
+        """Load a run directory written by ``train.py``.
+
+        Args:
+            weights: 'best' uses ``model.keras`` (saved with the best
+                weights), falling back to the registry + ``best.weights.h5``
+                for a run that was interrupted before it finished; 'last'
+                loads ``last.weights.h5``.
+        """
+        import keras
+
+        from facelandmarks.models import build_model
+
+        run_dir = Path(run_dir)
+        for marker, loader in RUN_KINDS.items():  # runs of other kinds (pipelines) load through their own class
+            if (run_dir / marker).is_file():
+                return loader(run_dir, **kwargs)
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+        config = json.loads(config_path.read_text())
+        if config.get("input_kind") == "features":
+            raise ValueError(
+                f"{run_dir}: {config['model']} takes precomputed backbone features, not images; "
+                "evaluate it on a features npz with evaluate.py"
+            )
+        model_file = run_dir / "model.keras"
+        if weights == "best" and model_file.is_file():
+            model = keras.models.load_model(model_file, compile=False)
+        else:
+            model = build_model(
+                config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
+                weights="none", train_blocks=config.get("train_blocks"), **config.get("model_options", {}),
+            )
+            file = run_dir / ("last.weights.h5" if weights == "last" else "best.weights.h5")
+            if not file.is_file():
+                raise FileNotFoundError(f"{run_dir}: no {file.name} to load")
+            model.load_weights(file, skip_mismatch=False)
+        return cls(model, config["scheme"], name=run_dir.name, config=config, **kwargs)
+
+    # -- crops -------------------------------------------------------------
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        return match_channels(resize_crops(crops, self.input_size), self.channels).astype(np.float32)
+
+    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, K, 2) normalised crop coordinates for face crops (N, S, S, C) of any size S."""
+        out = [self._forward(self.prepare(crops[start:start + batch_size])) for start in range(0, len(crops), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.scheme.num_points, 2), np.float32)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, K, 2) for a prepared batch; with ``flip_test`` the mirrored batch rides along."""
+        k, n = self.scheme.num_points, len(batch)
+        if self.flip_test:
+            batch = np.concatenate([batch, batch[:, :, ::-1]])
+        points = np.asarray(self.model.predict_on_batch(batch), np.float32).reshape(-1, k, 2)
+        if not self.flip_test:
+            return points
+        unflipped, _ = mirror_landmarks(points[n:], np.ones((n, k), bool), self.scheme)
+        return 0.5 * (points[:n] + unflipped)
+
+    def count_params(self) -> int:
+        """Parameters of everything that runs for one face."""
+        return int(self.model.count_params())
+
+    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple, flip_test: bool = False) -> list[Variant]:
+        """What an evaluation reports for this predictor: its predictions, and with ``flip_test`` flipped too.
+
+        Pipelines override this to add their stages; evaluation code treats every predictor alike.
+        """
+        run_dir = Path(run_dir)
+        out = [Variant(run_dir.name, self.predict_crops(images), self, run_dir)]
+        if flip_test:
+            self.flip_test = True
+            out.append(Variant(f"{run_dir.name} + flip test", self.predict_crops(images), self, run_dir, True))
+        return out
+
+    def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
+        """Median CPU/GPU milliseconds for one face at batch 1 (after warm-up)."""
+        batch = self.prepare(crop)
+        for _ in range(3):
+            self._forward(batch)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self._forward(batch)
+            times.append(time.perf_counter() - start)
+        return 1000.0 * float(np.median(times))
+
+    # -- photos ------------------------------------------------------------
+
+    def detect_and_predict(self, image: np.ndarray, detections=None) -> list[FaceLandmarks]:
+        """Every face in an RGB (or gray) uint8 photo, with its landmarks in photo pixels."""
+        if detections is None:
+            detections, scores = self.detect(image)
+        else:
+            detections = np.asarray(detections, np.float32).reshape(-1, 4)
+            scores = np.ones(len(detections), np.float32)
+        if len(detections) == 0:
+            return []
+        boxes = np.stack([faces.crop_box_from_detection(d) for d in detections])
+        crops = np.stack([faces.crop_face(image, box, self.crop_size) for box in boxes])
+        uv = self.predict_crops(crops)
+        return [
+            FaceLandmarks(det, float(score), box, faces.points_from_crop(points, box))
+            for det, score, box, points in zip(detections, scores, boxes, uv)
+        ]
+
+    def detect(self, image: np.ndarray):
+        """dlib detections at two scales, merged (``faces.FaceDetector.detect_all``)."""
+        return self.detector.detect_all(image)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """(faces, K, 2) landmark pixel coordinates of every face dlib finds in ``image``."""
+        found = self.detect_and_predict(image)
+        k = self.scheme.num_points
+        return np.stack([f.points for f in found]) if found else np.zeros((0, k, 2), np.float32)

@@ -1,0 +1,142 @@
+"""Landmark error metrics in NumPy: NME, cumulative error curves, AUC, failure rate.
+
+The conventions are the field's (300-W, WFLW, HRNet-Facial, mmpose):
+
+* NME of a face = mean Euclidean error over its *visible* points divided by
+  the distance between the two normalising points of the ground truth
+  (outer eye corners, or pupils where a scheme has them).  Points that are
+  unavailable are left out of the mean, never counted as zero error.  A
+  face whose normalising points are themselves unavailable has no NME
+  (NaN) and is left out of every summary, which reports how many it scored.
+* CED: fraction of faces whose NME is at most x, for x in [0, threshold].
+* AUC@t: area under the CED on [0, t] divided by t (1.0 = every face
+  perfect).  FR@t: fraction of faces with NME > t.
+
+All functions accept any units as long as prediction and ground truth share
+them (normalised crop coordinates or pixels): NME is scale free.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facelandmarks.landmarks import Scheme, get_scheme
+
+THRESHOLDS = (0.08, 0.10)
+
+
+def _scheme(scheme) -> Scheme:
+    return get_scheme(scheme) if isinstance(scheme, str) else scheme
+
+
+def point_errors(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(N, K) Euclidean distances; NaN where the ground-truth point is not visible."""
+    pred = np.asarray(pred, np.float64).reshape(np.shape(gt))
+    err = np.linalg.norm(pred - np.asarray(gt, np.float64), axis=-1)
+    return np.where(np.asarray(visible, bool), err, np.nan)
+
+
+def normalising_distance(gt: np.ndarray, visible: np.ndarray, scheme, by: str = "corners") -> np.ndarray:
+    """(N,) distance between the normalising points; NaN where either is unavailable.
+
+    Args:
+        by: 'corners' (the scheme's ``norm_points``) or 'pupils'.
+    """
+    scheme = _scheme(scheme)
+    if by == "corners":
+        if scheme.norm_points is None:
+            raise ValueError(f"scheme {scheme.name} has no normalising points")
+        a, b = scheme.norm_points
+    elif by == "pupils":
+        if scheme.pupils is None:
+            raise ValueError(f"scheme {scheme.name} has no pupils")
+        a, b = scheme.pupils
+    else:
+        raise ValueError(f"by must be 'corners' or 'pupils', got {by!r}")
+    gt = np.asarray(gt, np.float64)
+    visible = np.asarray(visible, bool)
+    dist = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
+    ok = visible[:, a] & visible[:, b] & (dist > 0)
+    return np.where(ok, dist, np.nan)
+
+
+def nme_per_face(pred, gt, visible, scheme, by: str = "corners", points=None) -> np.ndarray:
+    """(N,) normalised mean error of each face (a fraction, not %); NaN if unscorable.
+
+    Args:
+        points: optional indices to score (a region); default all points.
+    """
+    errors = point_errors(pred, gt, visible)
+    if points is not None:
+        errors = errors[:, list(points)]
+    norm = normalising_distance(gt, visible, scheme, by)
+    with np.errstate(invalid="ignore"):
+        counts = np.sum(~np.isnan(errors), axis=1)
+        mean = np.where(counts > 0, np.nansum(errors, axis=1) / np.maximum(counts, 1), np.nan)
+    return mean / norm
+
+
+def ced(nme: np.ndarray, threshold: float = 0.10, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative error distribution: x in [0, threshold], fraction of faces with NME <= x."""
+    nme = np.asarray(nme, np.float64)
+    nme = nme[~np.isnan(nme)]
+    xs = np.linspace(0.0, threshold, steps + 1)
+    if len(nme) == 0:
+        return xs, np.full_like(xs, np.nan)
+    ys = np.searchsorted(np.sort(nme), xs, side="right") / len(nme)
+    return xs, ys
+
+
+def auc(nme: np.ndarray, threshold: float) -> float:
+    """Area under the CED on [0, threshold], divided by threshold.
+
+    Exact for the step function: each face with error e <= t contributes
+    (t - e) / t, so AUC = mean over faces of max(0, 1 - e / t).
+    """
+    nme = np.asarray(nme, np.float64)
+    nme = nme[~np.isnan(nme)]
+    if len(nme) == 0:
+        return float("nan")
+    return float(np.mean(np.clip(1.0 - nme / threshold, 0.0, None)))
+
+
+def failure_rate(nme: np.ndarray, threshold: float) -> float:
+    """Fraction of scored faces with NME above ``threshold``."""
+    nme = np.asarray(nme, np.float64)
+    nme = nme[~np.isnan(nme)]
+    return float(np.mean(nme > threshold)) if len(nme) else float("nan")
+
+
+def summarize(pred, gt, visible, scheme, thresholds=THRESHOLDS) -> dict:
+    """All headline numbers for one model on one dataset (percentages where noted).
+
+    Returns a dict with ``faces`` (scored), ``unscored``, ``nme`` (%),
+    ``nme_pupils`` (% or absent), ``auc@t`` and ``fr@t`` (%) per threshold, and
+    ``nme_<region>`` (%) per scheme region.
+    """
+    scheme = _scheme(scheme)
+    per_face = nme_per_face(pred, gt, visible, scheme)
+    scored = ~np.isnan(per_face)
+    out = {
+        "faces": int(scored.sum()),
+        "unscored": int((~scored).sum()),
+        "nme": 100.0 * float(np.nanmean(per_face)) if scored.any() else float("nan"),
+    }
+    if scheme.pupils is not None:
+        pupils = nme_per_face(pred, gt, visible, scheme, by="pupils")
+        out["nme_pupils"] = 100.0 * float(np.nanmean(pupils)) if (~np.isnan(pupils)).any() else float("nan")
+    for t in thresholds:
+        out[f"auc@{t:g}"] = auc(per_face, t)
+        out[f"fr@{t:g}"] = 100.0 * failure_rate(per_face, t)
+    for region, points in scheme.regions.items():
+        region_nme = nme_per_face(pred, gt, visible, scheme, points=points)
+        out[f"nme_{region}"] = 100.0 * float(np.nanmean(region_nme)) if (~np.isnan(region_nme)).any() else float("nan")
+    return out
+
+
+def masked_mse(pred, gt, visible) -> float:
+    """The seed's loss on [0, 1] coordinates, over visible coordinates only."""
+    pred = np.asarray(pred, np.float64).reshape(np.shape(gt))
+    sq = (pred - np.asarray(gt, np.float64)) ** 2
+    mask = np.repeat(np.asarray(visible, bool)[..., None], 2, axis=-1)
+    return float(sq[mask].mean()) if mask.any() else float("nan")

@@ -1,0 +1,31 @@
+"""Landmark models: the registry and the families that register themselves in it.
+
+Importing this package registers every family (in the order ``models.py --list`` shows them) and
+the custom losses and layers, so saved ``.keras`` files reload.  A new family is a new module that
+calls ``register(ModelSpec(...))`` and one import line below.
+"""
+
+from facelandmarks.models import losses  # noqa: F401  (registers the losses and the NME metric)
+from facelandmarks.models import scratch  # noqa: F401
+from facelandmarks.models import bottleneck  # noqa: F401
+from facelandmarks.models import regressors  # noqa: F401
+from facelandmarks.models import resnet_scratch  # noqa: F401
+from facelandmarks.models import mlp  # noqa: F401
+from facelandmarks.models import autoencoder  # noqa: F401
+from facelandmarks.models import heatmap  # noqa: F401
+from facelandmarks.models.registry import (
+    FEATURES,
+    IMAGE,
+    REGISTRY,
+    ModelSpec,
+    build_model,
+    describe_models,
+    get_spec,
+    load_model,
+    model_options,
+    pretrain,
+    register,
+)
+
+__all__ = ["FEATURES", "IMAGE", "REGISTRY", "ModelSpec", "build_model", "describe_models", "get_spec", "load_model",
+           "model_options", "pretrain", "register"]

@@ -1,0 +1,162 @@
+"""The model registry: every family registers a ``ModelSpec``; ``build_model`` builds any of them by name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from facelandmarks.models import backbones
+
+IMAGE, FEATURES = "image", "features"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    Args:
+        name: the CLI name.
+        builder: ``builder(input_shape, num_points, **options) -> keras.Model``
+            (backbone models also take ``weights`` and ``train_blocks``).
+        description: one line for listings.
+        default_input_shape: the input it is meant for: (S, S, C) for
+            images, (F,) for features.
+        input_kind: 'image' (raw uint8 pixels) or 'features' (bottleneck npz).
+        source: the seed it comes from.
+        backbone: the ``backbones.py`` backbone, None for the others.
+        default_train_blocks: trainable backbone blocks when ``train_blocks``
+            is not given and the backbone has pretrained weights.
+        pretrain: ``pretrain(model, images, epochs, batch_size, callbacks)``
+            hook run before the landmark training, or None.
+    """
+
+    name: str
+    builder: Callable[..., keras.Model]
+    description: str
+    default_input_shape: tuple[int, ...]
+    input_kind: str = IMAGE
+    source: str = ""
+    backbone: str | None = None
+    default_train_blocks: int | None = None
+    pretrain: Callable | None = None
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model family to the registry (each family's module calls this when imported)."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    if spec.input_kind not in (IMAGE, FEATURES):
+        raise ValueError(f"model {spec.name!r}: input_kind must be {IMAGE!r} or {FEATURES!r}, got {spec.input_kind!r}")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+_FIXED_ARGS = ("input_shape", "num_points", "weights", "train_blocks")
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registered ``ModelSpec`` of ``name``, with an error listing the names."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def model_options(name: str) -> dict:
+    """The builder options of model ``name`` with their defaults."""
+    signature = inspect.signature(get_spec(name).builder)
+    return {p.name: p.default for p in signature.parameters.values() if p.name not in _FIXED_ARGS}
+
+
+def _validate_input_shape(spec: ModelSpec, input_shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape must be a tuple of integers, got {input_shape!r}") from None
+    if spec.input_kind == FEATURES:
+        if len(shape) != 1 or shape[0] < 1:
+            raise ValueError(f"model {spec.name!r} takes feature vectors: input_shape must be (F,), got {input_shape!r}")
+    elif len(shape) != 3 or shape[0] != shape[1] or shape[2] not in (1, 3) or shape[0] < 1:
+        raise ValueError(f"model {spec.name!r} takes square images: input_shape must be (S, S, 1|3), got {input_shape!r}")
+    return shape
+
+
+def build_model(name: str, input_shape, num_points: int, weights="none", train_blocks=None, **options) -> keras.Model:
+    """Build a registered landmark model.
+
+    Args:
+        name: a ``REGISTRY`` name.
+        input_shape: (S, S, C) image shape (C = 1 or 3), or (F,) for
+            ``inception_bottleneck``.
+        num_points: K, landmarks per face.
+        weights: backbone models: 'none', 'imagenet' or a weights file;
+            other models accept only 'none'.
+        train_blocks: backbone models: trainable blocks from the top (-1 =
+            all).  None = the model's default with pretrained weights, all
+            blocks with ``weights='none'`` (a frozen random backbone learns
+            nothing).  Other models accept only None.
+        **options: the builder's own options (``model_options(name)``).
+
+    Returns:
+        An uncompiled ``keras.Model`` whose output layer ``landmarks`` gives
+        float32 (N, K, 2) normalised crop coordinates.
+    """
+    spec = get_spec(name)
+    shape = _validate_input_shape(spec, input_shape)
+    if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points < 1:
+        raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+    allowed = model_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}")
+    if spec.backbone is None:
+        if backbones.weights_kind(weights) != "none":
+            raise ValueError(f"model {name!r} has no pretrained backbone: weights must be 'none', got {weights!r}")
+        if train_blocks is not None:
+            raise ValueError(f"model {name!r} has no backbone blocks to freeze: train_blocks must be None, got {train_blocks!r}")
+        return spec.builder(shape, int(num_points), **options)
+    if train_blocks is None:
+        train_blocks = -1 if backbones.weights_kind(weights) == "none" else spec.default_train_blocks
+    return spec.builder(shape, int(num_points), weights=weights, train_blocks=train_blocks, **options)
+
+
+def pretrain(name: str, model: keras.Model, images: np.ndarray, epochs: int, batch_size: int, callbacks=None, **options):
+    """Run model ``name``'s pretraining (``ModelSpec.pretrain``) on ``images``.
+
+    Returns:
+        The pretraining's ``keras.callbacks.History``.
+    """
+    spec = get_spec(name)
+    if spec.pretrain is None:
+        with_hook = [s.name for s in REGISTRY.values() if s.pretrain is not None]
+        raise ValueError(f"model {name!r} has no pretraining step (models with one: {', '.join(with_hook)})")
+    return spec.pretrain(model, images, epochs=epochs, batch_size=batch_size, callbacks=callbacks, **options)
+
+
+def load_model(path, compile: bool = True) -> keras.Model:
+    """Load a ``.keras`` landmark model saved by this toolkit (custom layers and losses registered)."""
+    return keras.saving.load_model(path, compile=compile)
+
+
+def describe_models(num_points: int = 68) -> list[dict]:
+    """One row per model: name, input, parameters at the default input size, description."""
+    rows = []
+    for spec in REGISTRY.values():
+        model = build_model(spec.name, spec.default_input_shape, num_points)
+        rows.append({
+            "name": spec.name,
+            "input": "x".join(map(str, spec.default_input_shape)) + (" features" if spec.input_kind == FEATURES else ""),
+            "params": model.count_params(),
+            "source": spec.source,
+            "description": spec.description,
+        })
+        del model
+        keras.backend.clear_session()
+    return rows

@@ -1,0 +1,131 @@
+"""A stage-1 model plus its refiners behind the ``Predictor`` interface."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.inference.predictor import Predictor, Variant
+from facelandmarks.pipelines.boxes import (
+    cut_patches,
+    from_patch,
+    inference_boxes,
+    region_boxes,
+)
+from facelandmarks.pipelines.config import PipelineConfig
+
+
+class PipelinePredictor(Predictor):
+    """Stage 1 plus region refiners; used like a ``Predictor`` (photos included).
+
+    Args:
+        box_source: where region boxes come from at inference -- 'stage1'
+            (default), 'boxes' (the box network; regions pipelines trained
+            with ``--boxes``).
+        flip_test: flip test for stage 1 (region patches have no left/right
+            pairs to undo a flip with, so refiners see their patch once).
+    """
+
+    def __init__(self, config: PipelineConfig, stage1: Predictor, refiners: dict, box_net: Predictor | None = None,
+                 box_source: str = "stage1", flip_test: bool = False, **kwargs):
+        self.stage1 = stage1  # before Predictor.__init__, which sets flip_test
+        super().__init__(stage1.model, stage1.scheme.name, name=Path(config.run_dir).name, config=asdict(config), **kwargs)
+        self.pipeline, self.refiners, self.box_net = config, refiners, box_net
+        self.box_source = box_source
+        self.flip_test = flip_test
+        # photos are cropped at the resolution the refiners' patches were cut from
+        self.crop_size = config.crop_size or stage1.input_size
+
+    @classmethod
+    def load(cls, run_dir, box_source: str = "stage1", **kwargs) -> PipelinePredictor:
+        config = PipelineConfig.load(run_dir)
+        stage1 = Predictor.load(config.stage1)
+        refiners = {}
+        for region in config.regions:
+            path = Path(run_dir) / region / "run"
+            if not (path / "model.keras").is_file():
+                raise FileNotFoundError(f"{path}: the {region} refiner has not finished training")
+            refiners[region] = Predictor.load(path)
+        box_net = Predictor.load(config.boxes) if config.boxes else None
+        if box_source == "boxes" and box_net is None:
+            raise ValueError(f"{run_dir}: no box network in this pipeline (train it with `train.py boxes` and pass --boxes)")
+        return cls(config, stage1, refiners, box_net, box_source, **kwargs)
+
+    @property
+    def flip_test(self) -> bool:
+        return self.stage1.flip_test
+
+    @flip_test.setter
+    def flip_test(self, value: bool) -> None:
+        self.stage1.flip_test = value
+
+    def predict_crops(self, crops: np.ndarray, batch_size: int = 64, box_source: str | None = None,
+                      truth: tuple | None = None) -> np.ndarray:
+        """Refined (N, K, 2) predictions.
+
+        Args:
+            box_source: 'stage1', 'boxes', or 'oracle' (boxes from ``truth`` =
+                (landmarks, visible), the upper bound of seed 003).
+        """
+        source = box_source or self.box_source
+        points = self.stage1.predict_crops(crops, batch_size)
+        return self.refine(crops, points, source, truth, batch_size)
+
+    def refine(self, crops, points, source="stage1", truth=None, batch_size=64) -> np.ndarray:
+        scheme = self.stage1.scheme
+        if source == "stage1":
+            boxes = inference_boxes(self.pipeline, points, scheme)
+        elif source == "boxes":
+            if self.box_net is None:
+                raise ValueError("this pipeline has no box network")
+            boxes = inference_boxes(self.pipeline, points, scheme, corners=self.box_net.predict_crops(crops, batch_size))
+        elif source == "oracle":
+            if truth is None:
+                raise ValueError("oracle boxes need the ground truth")
+            boxes = region_boxes(truth[0], truth[1], scheme, self.pipeline.regions, self.pipeline.margin)
+            boxes = np.where(np.isfinite(boxes), boxes, inference_boxes(self.pipeline, points, scheme))
+        else:
+            raise ValueError(f"box source must be stage1, boxes or oracle, got {source!r}")
+        refined = np.array(points, np.float32, copy=True)
+        for r, region in enumerate(self.pipeline.regions):
+            refiner = self.refiners[region]
+            patches = cut_patches(np.asarray(crops), boxes[:, r], refiner.input_size)
+            local = refiner.predict_crops(patches, batch_size)
+            refined[:, list(scheme.regions[region])] = from_patch(local, boxes[:, r])
+        return refined
+
+    def count_params(self) -> int:
+        extras = list(self.refiners.values()) + ([self.box_net] if self.box_net is not None else [])
+        return self.stage1.count_params() + sum(p.count_params() for p in extras)
+
+    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple, flip_test: bool = False) -> list[Variant]:
+        """Stage 1 alone, stage 1 + refiners (from stage-1 boxes, the box net's, the true ones), and flip-test rows."""
+        name, kind = Path(run_dir).name, self.pipeline.kind
+        stage1_dir = Path(self.pipeline.stage1)
+        coarse = self.stage1.predict_crops(images)
+        out = [Variant(f"{name}: stage 1 ({stage1_dir.name})", coarse, self.stage1, stage1_dir),
+               Variant(f"{name}: stage 1 + {kind}", self.refine(images, coarse, "stage1"), self, None)]
+        if self.box_net is not None:
+            out.append(Variant(f"{name}: stage 1 + {kind} (box net)", self.refine(images, coarse, "boxes"), None, None))
+        out.append(Variant(f"{name}: stage 1 + {kind} (oracle boxes)", self.refine(images, coarse, "oracle", truth), None, None))
+        if flip_test:
+            self.flip_test = True
+            coarse = self.stage1.predict_crops(images)
+            out += [Variant(f"{name}: stage 1 + flip test", coarse, self.stage1, stage1_dir, True),
+                    Variant(f"{name}: stage 1 + flip test + {kind}", self.refine(images, coarse, "stage1"), self, None, True)]
+        return out
+
+    def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
+        import time
+
+        crop = np.asarray(crop)[None]
+        for _ in range(2):
+            self.predict_crops(crop)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.predict_crops(crop)
+            times.append(time.perf_counter() - start)
+        return 1000.0 * float(np.median(times))

@@ -1,0 +1,192 @@
+"""Training the refiners of a cascade or region pipeline, and the region-box network."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.data import npz
+from facelandmarks.data.feeding import load_split
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.landmarks import REFINED_REGIONS, Scheme, box_scheme, region_scheme
+from facelandmarks.pipelines.boxes import (
+    box_corners,
+    boxes_from_centres,
+    boxes_to_centres_sides,
+    cut_patches,
+    inference_boxes,
+    region_boxes,
+    to_patch,
+)
+from facelandmarks.pipelines.config import (
+    BOXES_AUGMENT,
+    REFINER_AUGMENT,
+    PipelineConfig,
+    PipelineOptions,
+)
+from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.fit import fit
+
+
+def stage1_jitter(stage1: Predictor, val: dict, scheme: Scheme, regions, margin: float) -> dict:
+    """Stage 1's errors on its validation faces, per region, relative to the true box.
+
+    Returns ``{"offset": (M, R, 2), "log_scale": (M, R)}``: the predicted
+    box centre minus the true one, in units of the true box side, and the log
+    of predicted over true side.
+    """
+    pred = stage1.predict_crops(val["images"])
+    true_boxes = region_boxes(val["landmarks"], val["visible"], scheme, regions, margin)
+    pred_boxes = region_boxes(pred, np.ones_like(val["visible"]), scheme, regions, margin)
+    (tc, ts), (pc, ps) = boxes_to_centres_sides(true_boxes), boxes_to_centres_sides(pred_boxes)
+    offset = (pc - tc) / ts[..., None]
+    log_scale = np.log(ps / ts)
+    ok = np.isfinite(offset).all(axis=(1, 2)) & np.isfinite(log_scale).all(axis=1)
+    return {"offset": offset[ok].astype(np.float32), "log_scale": log_scale[ok].astype(np.float32)}
+
+
+def jittered_boxes(true_boxes: np.ndarray, jitter: dict, rng, fixed_sides=None) -> np.ndarray:
+    """True boxes moved (and, unless sides are fixed, resized) by stage-1 errors drawn at random.
+
+    Each face draws the errors of one random validation face for all its
+    regions at once, keeping the regions' errors as correlated as stage 1's.
+    """
+    pick = rng.integers(0, len(jitter["offset"]), size=len(true_boxes))
+    centres, true_sides = boxes_to_centres_sides(true_boxes)
+    centres = centres + jitter["offset"][pick] * true_sides[..., None]
+    if fixed_sides is not None:
+        sides = np.broadcast_to(np.asarray(fixed_sides, np.float32), true_sides.shape)
+    else:
+        sides = true_sides * np.exp(jitter["log_scale"][pick])
+    return boxes_from_centres(centres, sides)
+
+
+def patch_dataset(arrays: dict, boxes: np.ndarray, region_index: int, scheme: Scheme, region: str, size: int) -> dict:
+    """A normal dataset file's arrays for one region: patches, points in patch coordinates."""
+    idx = list(scheme.regions[region])
+    box = boxes[:, region_index]
+    ok = np.isfinite(box).all(axis=1)
+    box = box[ok]
+    patches = cut_patches(arrays["images"][ok], box, size)
+    points = to_patch(arrays["landmarks"][ok][:, idx], box)
+    inside = ((points >= 0) & (points <= 1)).all(axis=-1)
+    return {
+        "images": patches,
+        "landmarks": points,
+        "visible": arrays["visible"][ok][:, idx] & inside,
+        "subject": arrays["subject"][ok],
+        "scheme": np.array(region_scheme(scheme, region).name),
+        "box": box.astype(np.float32),  # the patch, in face-crop coordinates
+    }
+
+
+def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
+    """``train.py cascade|regions|boxes``: the trainer ``facelandmarks.pipelines`` registers for each kind.
+
+    The models trained here get ``config`` without its ``pipeline`` settings, so each of their
+    ``config.json`` files is a plain run's.  A cascade or region run also saves ``config`` itself in its
+    directory: ``--resume`` and ``--config`` then work on it like on any run.
+    """
+    options = PipelineOptions(**config.pipeline)
+    template = replace(config, pipeline={})
+    if kind == "boxes":
+        return train_boxes(replace(template, model=options.box_model), margin=options.margin)
+    if not options.stage1:
+        raise ValueError(f"train.py {kind} needs --stage1 RUN_DIR (the global model to refine)")
+    check_regions(options.regions)
+    if not resume:
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        config.save(Path(config.run_dir) / "config.json")
+    shared = {f.name: getattr(options, f.name) for f in fields(PipelineOptions)}
+    return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template)
+
+
+def check_regions(regions) -> None:
+    unknown = sorted(set(regions) - set(REFINED_REGIONS))
+    if unknown or not regions:
+        raise ValueError(f"--regions must name some of {', '.join(REFINED_REGIONS)}; got {', '.join(regions) or 'none'}")
+
+
+def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
+    """Train one refiner per region; returns {region: summary}."""
+    check_regions(config.regions)
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stage1 = Predictor.load(config.stage1)
+    s1 = TrainConfig.load(Path(config.stage1) / "config.json")
+    split_config = TrainConfig(**{**asdict(s1), "data": template.data or s1.data})
+    train, val = load_split(split_config)
+    if val is None:
+        raise ValueError("a pipeline needs validation faces to measure stage 1's errors; give --val or --val-fraction > 0")
+    scheme = npz.scheme_of(train)
+    if scheme.name != stage1.scheme.name:
+        raise ValueError(f"stage 1 predicts {stage1.scheme.name}, the data is {scheme.name}")
+    config.scheme, config.crop_size = scheme.name, int(train["images"].shape[1])
+    regions = list(config.regions)
+
+    jitter = stage1_jitter(stage1, val, scheme, regions, config.margin)
+    npz.save_npz(run_dir / "jitter.npz", jitter)
+    true_train = region_boxes(train["landmarks"], train["visible"], scheme, regions, config.margin)
+    if config.kind == "cascade":
+        sides = np.nanmedian(boxes_to_centres_sides(true_train)[1], axis=0)
+        config.fixed_sides = {r: float(s) for r, s in zip(regions, sides)}
+    config.save()
+    val_boxes = inference_boxes(config, stage1.predict_crops(val["images"]), scheme)
+
+    rng = np.random.default_rng(template.seed)
+    fixed = np.array([config.fixed_sides[r] for r in regions], np.float32) if config.kind == "cascade" else None
+    summaries = {}
+    for r, region in enumerate(regions):
+        copies = []
+        for _ in range(config.copies):
+            boxes = jittered_boxes(true_train, jitter, rng, fixed)
+            copies.append(patch_dataset(train, boxes, r, scheme, region, config.patch_size))
+        region_dir = run_dir / region
+        region_dir.mkdir(exist_ok=True)
+        npz.save_npz(region_dir / "patches_train.npz", npz.concatenate(copies))
+        npz.save_npz(region_dir / "patches_val.npz", patch_dataset(val, val_boxes, r, scheme, region, config.patch_size))
+        region_config = TrainConfig(
+            **{**asdict(template), "model": config.refiner, "data": str(region_dir / "patches_train.npz"),
+               "val": str(region_dir / "patches_val.npz"), "run_dir": str(region_dir / "run"), "size": None,
+               "augment": REFINER_AUGMENT if template.augment != "none" else "none", "weights": "none",
+               "train_blocks": None, "preview_every": template.preview_every, "pipeline": {}}
+        )
+        resume = (region_dir / "run" / "state.json").is_file() and not (region_dir / "run" / "model.keras").is_file()
+        if (region_dir / "run" / "model.keras").is_file():
+            print(f"{region}: already trained, skipping")
+            continue
+        print(f"training the {region} refiner ({len(copies[0]['images']) * config.copies} patches)")
+        summaries[region] = fit(region_config, resume=resume)
+    return summaries
+
+
+def boxes_dataset(arrays: dict, scheme: Scheme, regions, margin: float) -> dict:
+    """The arrays of a dataset whose 'landmarks' are the corners of its region boxes."""
+    boxes = region_boxes(arrays["landmarks"], arrays["visible"], scheme, regions, margin)
+    ok = np.isfinite(boxes).all(axis=-1)
+    out = {k: v for k, v in arrays.items() if k not in ("landmarks", "visible", "scheme")}
+    out["landmarks"] = np.nan_to_num(box_corners(boxes), nan=0.0)
+    out["visible"] = np.repeat(ok, 4, axis=1)
+    out["scheme"] = np.array(box_scheme(scheme, regions).name)
+    return out
+
+
+def train_boxes(template: TrainConfig, margin: float = 0.25, regions=REFINED_REGIONS) -> dict:
+    """The box regressor of seed 003's third approach: a landmark model on region-box corners."""
+    run_dir = Path(template.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    arrays = npz.load_npz(template.data)
+    scheme = npz.scheme_of(arrays)
+    data = run_dir / "boxes_train.npz"
+    npz.save_npz(data, boxes_dataset(arrays, scheme, regions, margin))
+    config = TrainConfig(**{**asdict(template), "data": str(data), "pipeline": {}})
+    if template.val:
+        val = run_dir / "boxes_val.npz"
+        npz.save_npz(val, boxes_dataset(npz.load_npz(template.val), scheme, regions, margin))
+        config.val = str(val)
+    if config.augment == "default":
+        config.augment = BOXES_AUGMENT
+    resume = (run_dir / "state.json").is_file()
+    return fit(config, resume=resume)

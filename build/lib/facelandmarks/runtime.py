@@ -1,0 +1,106 @@
+"""Process set-up for the scripts and the training loop: quiet start-up logging, a tuned allocator.
+
+TensorFlow and absl print INFO lines at start-up (CPU feature guards, oneDNN, XLA, StreamExecutor)
+that say nothing about the user's run.  Unless ``FACELANDMARKS_VERBOSE=1`` is set (the scripts'
+``--verbose`` sets it), they stay out of the console; warnings and errors still show.
+"""
+
+from __future__ import annotations
+
+import os
+
+VERBOSE_ENV = "FACELANDMARKS_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def quiet_startup() -> None:
+    """Hide TensorFlow's and absl's start-up INFO lines (a no-op once TensorFlow is loaded, or when verbose)."""
+    if verbose():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING (feature guards, oneDNN notes)
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "1")
+
+
+# Lines the backends print on import that carry no information for the user (absl's pre-init notice,
+# C++ INFO lines such as oneDNN's "custom operations are on").
+_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
+
+
+def startup(verbose_flag: bool = False) -> None:
+    """Load Keras and its backend for a script: quietly, unless ``verbose_flag`` or ``FACELANDMARKS_VERBOSE``.
+
+    The backend's import-time INFO lines are written by C++ before any log level applies, so they are
+    filtered at the file-descriptor level while Keras imports; every other line (warnings, errors,
+    a traceback) is passed on to stderr unchanged.
+    """
+    if verbose_flag:
+        os.environ[VERBOSE_ENV] = "1"
+        for key in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL"):
+            os.environ.pop(key, None)
+    if verbose():
+        import keras  # noqa: F401
+
+        tune_allocator()
+        return
+    quiet_startup()
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(_STARTUP_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+    tune_allocator()
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_ENV = "FACELANDMARKS_MALLOC"
+_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for this setting on 64-bit
+_TRIM_THRESHOLD = 1024 * 1024 * 1024
+_TOP_PAD = 64 * 1024 * 1024
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process instead of handing it back to the kernel after every step.
+
+    Training and batched prediction allocate and free the same large buffers (batches, activations,
+    gradients) on every step.  glibc serves blocks over ``M_MMAP_THRESHOLD`` with a fresh ``mmap`` and
+    trims freed heap tops back to the kernel, so each step faults the same memory in again, page by
+    page: on a 2-core machine half of the training CPU time went to the kernel.  TensorFlow's tf.data
+    makes it worse: the first time a dataset is iterated it sets ``M_TRIM_THRESHOLD`` to 128 KB, which
+    also freezes glibc's adaptive mmap threshold at its 128 KB default.  This sets the three thresholds
+    so the process keeps its peak heap; call it again after tf.data has started (the training loop does,
+    at the first batch of every epoch: ``training.callbacks.AllocatorSettings``), since TensorFlow's
+    patch would otherwise override it.
+
+    Returns True when glibc took the settings; False on another C library or with
+    ``FACELANDMARKS_MALLOC=0``.
+    """
+    if os.environ.get(MALLOC_ENV, "1").strip() == "0":
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return all(mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))

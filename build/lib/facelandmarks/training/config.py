@@ -1,0 +1,287 @@
+"""The settings of a training run, declared once in ``TrainConfig``.
+
+A setting is one dataclass field, and everything else derives from it, so a new setting cannot be
+half-added and defaults cannot drift apart: ``add_arguments`` makes it a ``train.py`` flag,
+``read_config_file`` checks it as a key of a ``--config`` file, and ``save`` writes it into the run's
+``config.json`` (which is therefore itself a valid ``--config`` file).
+
+Field metadata (``dataclasses.field(metadata=...)``, written through ``setting``):
+
+- ``help``: the flag's help, plain text (the default is appended to it in ``--help``);
+- ``choices``: the allowed values, checked for flags and file keys alike;
+- ``positional``: the flag is a positional argument (the model name);
+- ``derived``: filled in from the data when the run starts; not a flag, and a file may carry it
+  (a run's ``config.json`` does) but the run recomputes it;
+- ``flag: False``: not a flag for another reason (``pipeline``: the CLI adds the flags of its contents).
+
+The same scheme serves other dataclasses of settings (``facelandmarks.pipelines.config.PipelineOptions``).
+
+Config files are JSON objects (YAML too where PyYAML is installed) keyed by field name.  Keys that
+start with ``_`` (``"_comment": "what this recipe is for"``) are notes and are ignored.  Paths in a
+file are relative to the working directory, exactly as on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+
+OPTIMIZERS = ("adam", "nadam", "rmsprop", "sgd", "adamw")
+
+
+SCHEDULES = ("plateau", "cosine", "constant")
+
+
+JIT_MODES = ("auto", "on", "off")
+
+
+DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data-parallel")  # distribute.MODES is this tuple
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line naming the file or flag and the problem."""
+
+
+def setting(default=MISSING, help: str = "", **meta):
+    """A dataclass field carrying its CLI help; a list or dict default is copied for each instance."""
+    metadata = {"help": help, **meta}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved as ``config.json`` in the run directory."""
+
+    model: str = setting(help="registered model (python models.py --list) or registered trainer (a pipeline)",
+                         positional=True)
+    data: str | None = setting(help="training npz (images, or features for inception_bottleneck)")
+    run_dir: str = setting(help="where checkpoints, logs and config.json go")
+    val: str | None = setting(None, "validation npz; default: a by-subject split of --data")
+    val_fraction: float = setting(0.1, "share of faces (whole subjects) held out for validation")
+    size: int | None = setting(None, "input size in pixels (images are resized); default: the npz's")
+    epochs: int = setting(100, "epoch budget (the one setting --resume may change)")
+    batch: int = setting(32, "batch size per replica (= the batch on one device)")
+    optimizer: str = setting("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(1e-3, "initial learning rate")
+    schedule: str = setting("plateau", "plateau: halve on a val_loss plateau; cosine: cosine decay to 1% over --epochs; "
+                                       "constant", choices=SCHEDULES)
+    loss: str = setting("mse", "mse, l1, wing or cgd (masked by visibility)")
+    loss_options: dict = setting({}, 'JSON object of loss options, e.g. {"alpha": 0.01} for cgd')
+    weights: str = setting("none", "backbone weights: none, imagenet (download) or a local file")
+    train_blocks: int | None = setting(None, "retrain the last N backbone blocks (-1: all); default: the model's")
+    model_options: dict = setting({}, 'JSON object of extra builder arguments, e.g. {"dropout": 0.0} '
+                                      "(python models.py --list)")
+    augment: str = setting("default", '"default", "light", "none", or e.g. "rotation=15,scale=0.1,flip=0.5,brightness=0.2" '
+                                      "(see facelandmarks/data/augment)")
+    seed: int = setting(0, "seed of weights, batch order and augmentation")
+    mixed_precision: bool = setting(False, "float16 on GPU, bfloat16 on CPU")
+    patience: int = setting(15, "early-stopping patience in epochs")
+    min_delta: float = setting(1e-4, "smallest drop of the validation loss that counts as an improvement, for early "
+                                     "stopping and the plateau schedule alike (Keras' plateau default)")
+    preview_every: int = setting(5, "epochs between TensorBoard preview images (0: off)")
+    pretrain_epochs: int = setting(10, "autoencoder reconstruction epochs")
+    workers: int = setting(2, "threads preparing batches: with 2, one prepares the next batch while the other "
+                              "trains; 1: in the training thread")
+    distribute: str = setting("none", "mirrored: all GPUs here (TF); multiworker: a TF_CONFIG cluster (TF); "
+                                      "data-parallel: all devices (JAX). --batch is then per replica and the learning "
+                                      "rate scales with the number of replicas", choices=DISTRIBUTE_MODES)
+    jit_compile: str = setting("auto", "XLA-compile train steps; auto: off for TensorFlow on CPU (slower there), on otherwise",
+                               choices=JIT_MODES)
+    init: str | None = setting(None, "start from a trained run (its best weights) or a .weights.h5 of the same model, "
+                                     "input size and points: fine-tuning on new data")
+    # filled in from the data when the run starts
+    scheme: str | None = setting(None, "landmark scheme of the data", derived=True)
+    num_points: int | None = setting(None, "landmarks per face", derived=True)
+    input_shape: list | None = setting(None, "model input shape", derived=True)
+    input_kind: str | None = setting(None, "image or features", derived=True)
+    # A trainer other than plain fit (a coarse-to-fine pipeline) keeps its own settings here, as the
+    # dataclass it registered declares them; the training layer never looks inside.
+    pipeline: dict = setting({}, "settings of the trainer registered under `model` (empty for a plain model)", flag=False)
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch < 1:
+            raise ValueError(f"--epochs and --batch must be >= 1, got {self.epochs} and {self.batch}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.patience < 1 or not self.min_delta >= 0:
+            raise ValueError(f"--patience must be >= 1 and --min-delta >= 0, got {self.patience} and {self.min_delta}")
+        if self.jit_compile not in JIT_MODES:
+            raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
+
+    def save(self, path: Path) -> None:
+        _write_json_atomic(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """A saved run's settings; keys this version no longer knows are dropped, so old runs still load."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: cannot read run config ({err})") from err
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def flag_name(name: str) -> str:
+    """The command-line spelling of field ``name``: ``--foo-bar`` for ``foo_bar``."""
+    return "--" + name.replace("_", "-")
+
+
+def field_kind(hint) -> tuple[type, bool]:
+    """(base type, whether None is allowed) of a field's annotation: ``int | None`` -> (int, True)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return typing.get_origin(args[0]) or args[0], True
+    return typing.get_origin(hint) or hint, False
+
+
+def add_arguments(parser, cls) -> None:
+    """Add a flag for every field of dataclass ``cls`` to ``parser`` (a parser or an argument group).
+
+    Every default is ``argparse.SUPPRESS``: the parsed namespace holds only the flags actually typed,
+    which is what lets a flag override a ``--config`` file and ``--resume`` tell a changed setting
+    from an untouched one.  The dataclass default appears in the help instead.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("derived") or not f.metadata.get("flag", True):
+            continue
+        kind, _ = field_kind(hints[f.name])
+        text = _help_text(f, kind).replace("%", "%%")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=text)
+            continue
+        flag = flag_name(f.name)
+        options = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        if kind is bool:  # --foo / --no-foo: a flag can switch off what a file switched on
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = _flag_parser(kind)
+            if "choices" in f.metadata:
+                options["choices"] = f.metadata["choices"]
+            elif kind is dict:
+                options["metavar"] = "JSON"
+            elif kind is list:
+                options["metavar"] = "A,B,..."
+        parser.add_argument(flag, **options)
+
+
+def _help_text(f: dataclasses.Field, kind: type) -> str:
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    if default is MISSING or default is None:
+        return f.metadata.get("help", "")
+    if kind is bool:
+        shown = "on" if default else "off"
+    elif kind is dict:
+        shown = json.dumps(default)
+    elif kind is list:
+        shown = ",".join(map(str, default))
+    else:
+        shown = str(default)
+    return f"{f.metadata.get('help', '')} (default: {shown})"
+
+
+def _flag_parser(kind: type):
+    if kind is dict:
+        return _json_object
+    if kind is list:
+        return lambda text: [part.strip() for part in text.split(",") if part.strip()]
+    return kind
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not a JSON object ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"dropout\": 0.3}}', got {text!r}")
+    return value
+
+
+def check_values(cls, values: dict, source: str, prefix: str = "") -> dict:
+    """``values`` for the fields of dataclass ``cls`` from a file, type-checked.
+
+    Keys starting with ``_`` are notes and dropped.  An unknown key or a value of the wrong type
+    raises a ``ConfigError`` naming ``source`` and the key (``prefix`` + key, for nested sections).
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    checked = {}
+    for key, value in values.items():
+        if str(key).startswith("_"):
+            continue
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {prefix + str(key)!r} (known keys: {', '.join(known)})")
+        checked[key] = _check_value(value, hints[key], known[key], f"{source}: {prefix}{key}")
+    return checked
+
+
+def _check_value(value, hint, f: dataclasses.Field, where: str):
+    kind, optional = field_kind(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} cannot be null")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif kind is list and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {'a JSON object' if kind is dict else kind.__name__}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def read_config_file(path) -> dict:
+    """The ``TrainConfig`` settings in a ``--config`` file (JSON, or YAML with PyYAML), checked.
+
+    Only the keys the file gives are returned, so the caller can layer them between the defaults and
+    the typed flags; ``pipeline`` comes back as the file's object, for the trainer's dataclass to check.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"{path}: a YAML config file needs PyYAML (pip install pyyaml); or write it as JSON") from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected an object of settings like {{\"model\": \"scratch\", \"epochs\": 10}}")
+    return check_values(TrainConfig, values, str(path))
+
+
+def _write_json_atomic(path: Path, values) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,218 @@
+"""Training on several devices and machines with the engines users already run.
+
+``--distribute`` picks one:
+
+=============  ==========  ==================================================
+mode           backend     engine
+=============  ==========  ==================================================
+none           any         one device
+mirrored       tensorflow  ``tf.distribute.MirroredStrategy``: all GPUs of
+                           one machine
+multiworker    tensorflow  ``tf.distribute.MultiWorkerMirroredStrategy``: a
+                           ``TF_CONFIG`` cluster of machines (or processes)
+data-parallel  jax         ``keras.distribution.DataParallel`` over every
+                           device (``keras.distribution.initialize`` first
+                           when several JAX processes form a job)
+=============  ==========  ==================================================
+
+``--batch`` is per replica: the global batch is ``batch x replicas`` and the
+learning rate grows with it (the linear scaling rule, Goyal et al. 2017), so
+adding devices keeps the per-device memory and the per-face step size.
+
+Only the chief writes the run directory; the other workers write to a
+private temporary folder that is removed at the end (the usual pattern for
+``ModelCheckpoint`` under multi-worker training, where several workers
+writing one file race).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from facelandmarks.training.config import DISTRIBUTE_MODES
+
+MODES = DISTRIBUTE_MODES  # declared with the other settings in training/config.py
+
+
+@dataclass
+class Cluster:
+    """Where this process stands in a (possibly one-process) training job."""
+
+    mode: str = "none"
+    replicas: int = 1  # devices taking part in one synchronous step, all workers together
+    workers: int = 1
+    worker_index: int = 0
+    is_chief: bool = True
+    strategy: object = None  # tf.distribute strategy, when one is used
+    scratch_dir: str | None = None  # where a non-chief worker writes
+    _cleanup: list = field(default_factory=list)
+
+    def scope(self):
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def global_batch(self, per_replica: int) -> int:
+        return per_replica * self.replicas
+
+    def scaled_lr(self, lr: float) -> float:
+        return lr * self.replicas
+
+    def output_dir(self, run_dir: str) -> str:
+        """The chief writes ``run_dir``; other workers a private scratch folder."""
+        if self.is_chief:
+            return run_dir
+        if self.scratch_dir is None:
+            self.scratch_dir = tempfile.mkdtemp(prefix=f"worker{self.worker_index}-")
+            self._cleanup.append(self.scratch_dir)
+        return self.scratch_dir
+
+    def close(self) -> None:
+        for path in self._cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        self._cleanup.clear()
+
+
+def read_tf_config() -> dict:
+    """The ``TF_CONFIG`` of this process, checked."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise ValueError("--distribute multiworker needs TF_CONFIG (see README: Training on a cluster)")
+    try:
+        config = json.loads(text)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        task_type = task["type"]
+        if int(task["index"]) < 0:
+            raise ValueError(f"negative task index {task['index']}")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"TF_CONFIG is not a valid cluster description ({err}): {text!r}") from err
+    if task_type not in config["cluster"]:
+        raise ValueError(f"TF_CONFIG: task type {task_type!r} is not in the cluster {sorted(config['cluster'])}")
+    if not workers:
+        raise ValueError("TF_CONFIG: the cluster has no workers")
+    return config
+
+
+def is_chief_task(config: dict) -> bool:
+    """The chief writes: the 'chief' task, or worker 0 when the cluster has no chief."""
+    task = config["task"]
+    if "chief" in config["cluster"]:
+        return task["type"] == "chief"
+    return task["type"] == "worker" and int(task["index"]) == 0
+
+
+def setup(mode: str) -> Cluster:
+    """Create the strategy / distribution for ``mode`` (call before building the model)."""
+    if mode not in MODES:
+        raise ValueError(f"--distribute must be one of {', '.join(MODES)}, got {mode!r}")
+    backend = keras.config.backend()
+    if mode == "none":
+        return Cluster()
+    if mode in ("mirrored", "multiworker") and backend != "tensorflow":
+        raise ValueError(f"--distribute {mode} is TensorFlow's; this run uses KERAS_BACKEND={backend} (use data-parallel)")
+    if mode == "data-parallel" and backend != "jax":
+        raise ValueError(f"--distribute data-parallel is Keras's JAX distribution API; KERAS_BACKEND is {backend}")
+
+    if mode == "mirrored":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        return Cluster(mode, replicas=strategy.num_replicas_in_sync, strategy=strategy)
+    if mode == "multiworker":
+        import tensorflow as tf
+
+        config = read_tf_config()
+        patch_keras_for_multiworker()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        workers = len(config["cluster"]["worker"]) + len(config["cluster"].get("chief", []))
+        index = int(config["task"]["index"]) + (1 if config["task"]["type"] == "worker" and "chief" in config["cluster"] else 0)
+        return Cluster(mode, replicas=strategy.num_replicas_in_sync, workers=workers, worker_index=index,
+                       is_chief=is_chief_task(config), strategy=strategy)
+    # data-parallel (JAX)
+    if os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        keras.distribution.initialize()  # multi-process JAX job described by the KERAS_DISTRIBUTION_* variables
+    import jax
+
+    devices = keras.distribution.list_devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return Cluster(mode, replicas=len(devices), workers=jax.process_count(), worker_index=jax.process_index(),
+                   is_chief=jax.process_index() == 0)
+
+
+_PATCHED = False
+
+
+def patch_keras_for_multiworker() -> None:
+    """Work around two Keras 3 bugs with ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
+
+    1. ``fit`` builds the model by all-reducing the first *data batch* with
+       ``strategy.reduce("MEAN", batch)``, which the collective strategy
+       cannot do for a nested batch: build from the local batch instead (the
+       build only needs shapes).
+    2. Scalar metrics are reduced with ``strategy.reduce("MEAN", v, axis=0)``,
+       which fails for 0-d values: reduce them with ``axis=None``, so every
+       worker logs the same global mean (early stopping stays in step).
+    """
+    global _PATCHED
+    if _PATCHED:
+        return
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            def reduce_one(v):
+                if not (tf_trainer._is_per_replica_instance(v) or isinstance(v, tf.Tensor)):
+                    return v
+                return strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0)
+
+            return tree.map_structure(reduce_one, values)
+        return original_reduce(values, strategy, reduction)
+
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None or not tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return original_build(self, iterator, data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            break
+        batch = tree.map_structure(
+            lambda x: strategy.experimental_local_results(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x,
+            batch,
+        )
+        with strategy.scope():
+            self._symbolic_build(data_batch=batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    _PATCHED = True
+
+
+def pad_rows(x: np.ndarray, targets: np.ndarray | None, multiple: int):
+    """Rows added so the count is a multiple of ``multiple``; padded targets are invisible."""
+    extra = -len(x) % multiple
+    if not extra:
+        return x, targets
+    x = np.concatenate([x, np.repeat(x[:1], extra, axis=0)])
+    if targets is not None:
+        targets = np.concatenate([targets, np.zeros((extra, *targets.shape[1:]), targets.dtype)])
+    return x, targets
+
+
+def predict_all(model, x: np.ndarray, batch: int, cluster=None) -> np.ndarray:
+    """Predictions for every row; batches padded to split evenly under data parallelism."""
+    multiple = batch if cluster is not None and cluster.mode == "data-parallel" else 1
+    padded, _ = pad_rows(x, None, multiple)
+    return np.asarray(model.predict(padded, batch_size=batch, verbose=0))[: len(x)]

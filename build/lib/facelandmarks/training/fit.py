@@ -1,0 +1,237 @@
+"""``fit``: train one registered model from a ``TrainConfig`` into its run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from facelandmarks.data import npz
+from facelandmarks.data.feeding import (
+    FaceParts,
+    LandmarkBatches,
+    load_split,
+    model_inputs,
+    scheme_for,
+    tf_input_pipeline,
+)
+from facelandmarks.training.callbacks import make_callbacks
+from facelandmarks.training.config import TrainConfig, _write_json_atomic
+from facelandmarks.training.distribute import pad_rows, predict_all
+from facelandmarks.training.resume import (
+    _best_epoch,
+    init_weights,
+    read_history_epochs,
+    restore_for_resume,
+    weights_fingerprint,
+)
+
+
+def make_optimizer(name: str, lr: float):
+    factories = {
+        "adam": keras.optimizers.Adam,
+        "nadam": keras.optimizers.Nadam,
+        "rmsprop": keras.optimizers.RMSprop,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
+        "adamw": keras.optimizers.AdamW,
+    }
+    return factories[name](learning_rate=lr)
+
+
+def set_precision(enabled: bool) -> str:
+    """'mixed_float16' on a GPU, 'mixed_bfloat16' on a CPU, 'float32' when disabled."""
+    if not enabled:
+        policy = "float32"
+    else:
+        policy = "mixed_float16" if _has_gpu() else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def _has_gpu() -> bool:
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
+    """Train ``config.model`` as configured; returns the run's summary dict."""
+    from facelandmarks.models import build_model, get_spec, pretrain
+    from facelandmarks.training import distribute
+
+    run_dir = Path(config.run_dir)
+    state = _check_run_dir(run_dir, resume)
+    config.validate()
+    cluster = distribute.setup(config.distribute)
+    try:
+        keras.utils.set_random_seed(config.seed)
+        set_precision(config.mixed_precision)
+        out_dir = Path(cluster.output_dir(str(run_dir)))
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        train, val = load_split(config)
+        scheme = train.scheme if isinstance(train, npz.ShardSet) else scheme_for(train)
+        parts = FaceParts(train, config.size, cluster.worker_index, cluster.workers)
+        x_val = model_inputs(val, config.size) if val is not None else None
+        spec = get_spec(config.model)
+        sample = parts.get(0)[0]
+        input_kind = "image" if sample.ndim == 4 else "features"
+        if input_kind != spec.input_kind:
+            words = {"image": "images", "features": "features"}
+            raise ValueError(
+                f"model {config.model!r} takes {words[spec.input_kind]} but {config.data} holds {words[input_kind]}"
+                + (" (make features with `datagen.py bottleneck`)" if spec.input_kind == "features" else "")
+            )
+        config.scheme, config.num_points = scheme.name, scheme.num_points
+        config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
+        if not resume:
+            config.save(out_dir / "config.json")
+
+        with cluster.scope():
+            model = build_model(
+                config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points,
+                weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
+            )
+            if config.init and not resume:
+                init_weights(model, config.init)
+            elif spec.pretrain is not None and not resume:
+                print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
+                pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)
+            _compile(model, config, scheme, cluster)
+
+        global_batch = cluster.global_batch(config.batch)
+        augmenter = None
+        if input_kind == "image" and config.augment not in ("none", ""):
+            from facelandmarks.data.augment.augmenter import Augmenter
+            from facelandmarks.data.augment.config import AugmentConfig
+
+            augmenter = Augmenter(AugmentConfig.parse(config.augment), scheme, seed=config.seed)
+        per_worker = global_batch // cluster.workers
+        batches = LandmarkBatches(
+            parts, per_worker, augmenter, seed=config.seed + cluster.worker_index,
+            drop_remainder=cluster.mode == "data-parallel", workers=config.workers, use_multiprocessing=False,
+        )
+        if cluster.strategy is not None:
+            train_data = tf_input_pipeline(batches, per_worker, config.input_shape, scheme.num_points)
+            steps = max(1, cluster_faces(train, cluster.workers) // per_worker)
+        else:
+            train_data, steps = batches, None
+        val_data = None
+        if val is not None:
+            from facelandmarks.data.feeding import pack_targets
+
+            # under data parallelism every batch must split evenly over the devices: pad the
+            # validation set with faces that have no visible point (they carry no loss, no NME)
+            x_padded, targets = pad_rows(x_val.astype(np.float32), pack_targets(val["landmarks"], val["visible"]),
+                                         multiple=global_batch if cluster.mode == "data-parallel" else 1)
+            val_data = (x_padded, targets)
+
+        monitor = "val_loss" if val is not None else "loss"
+        callbacks, stateful = make_callbacks(
+            config, out_dir, monitor, batches, val, x_val, input_kind, resume, cluster.scaled_lr(config.lr),
+            cluster, global_batch,
+        )
+        initial_epoch = 0
+        if resume:
+            initial_epoch = restore_for_resume(model, run_dir, out_dir, state, stateful, callbacks)
+
+        start = time.time()
+        if initial_epoch < config.epochs:
+            model.fit(
+                train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=steps, callbacks=callbacks, verbose=verbose if cluster.is_chief else 0,
+                validation_batch_size=global_batch,
+            )
+        return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster, global_batch)
+    finally:
+        cluster.close()
+
+
+def _check_run_dir(run_dir: Path, resume: bool):
+    if resume:
+        state_path = run_dir / "state.json"
+        if not (state_path.is_file() and (run_dir / "last.weights.h5").is_file()):
+            raise FileNotFoundError(f"{run_dir}: nothing to resume (no state.json / last.weights.h5)")
+        return json.loads(state_path.read_text())
+    if (run_dir / "last.weights.h5").exists() or (run_dir / "model.keras").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    return None
+
+
+def cluster_faces(train, workers: int) -> int:
+    """Faces of the worker with the fewest: every worker must take the same number of steps."""
+    if isinstance(train, npz.ShardSet):
+        return min(sum(train.counts[i::workers]) for i in range(workers))
+    return len(train["landmarks"]) // workers
+
+
+def resolve_jit_compile(mode: str = "auto") -> bool:
+    """Whether to compile train steps with XLA.
+
+    'auto' is off for TensorFlow on a CPU-only machine: XLA's CPU depthwise and
+    large-kernel convolutions are several times slower than TensorFlow's own
+    kernels (MobileNetV2 at 128 px, batch 32: 5.4 images/s with XLA, 27
+    without, timed with train_on_batch on the 2-core machine; compare with
+    benchmarks/train_throughput.py --jit-compile on|off).  JAX has no other
+    compiler: 'auto' is on there.
+    """
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return True
+
+
+def _compile(model, config: TrainConfig, scheme, cluster) -> None:
+    from facelandmarks.models import losses
+
+    tracked = [keras.metrics.MeanMetricWrapper(losses.get_loss("mse"), name="mse")]
+    if scheme.norm_points is not None:  # region and box schemes have no eye corners
+        tracked.insert(0, losses.NormalizedMeanError(scheme.norm_points, name="nme"))
+    model.compile(
+        optimizer=make_optimizer(config.optimizer, cluster.scaled_lr(config.lr)),
+        loss=losses.get_loss(config.loss, **config.loss_options),
+        metrics=tracked,
+        jit_compile=resolve_jit_compile(config.jit_compile),
+    )
+
+
+def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, cluster, global_batch: int) -> dict:
+    """Best weights into ``model.keras`` and the validation summary (written by the chief)."""
+    from facelandmarks import metrics
+
+    if (out_dir / "best.weights.h5").is_file():
+        model.load_weights(out_dir / "best.weights.h5")
+    summary = {"model": config.model, "train_seconds": round(time.time() - start, 1)}
+    epochs_run = read_history_epochs(out_dir / "history.csv")
+    summary["epochs"] = (max(epochs_run) + 1) if epochs_run else 0
+    summary["stopped_by"] = "early stopping" if summary["epochs"] < config.epochs else "epoch budget"
+    if val is not None:  # every worker predicts: under a strategy this is a collective step
+        pred = predict_all(model, x_val.astype(np.float32), global_batch, cluster).reshape(val["landmarks"].shape)
+        if scheme.norm_points is not None:
+            scores = metrics.summarize(pred, val["landmarks"], val["visible"], scheme)
+            summary.update({"val_" + k: v for k, v in scores.items()})
+        summary["val_mse"] = metrics.masked_mse(pred, val["landmarks"], val["visible"])
+    summary["best_epoch"] = _best_epoch(out_dir / "history.csv", monitor)
+    summary["weights_sha1"] = weights_fingerprint(model)
+    if cluster.is_chief:
+        tmp = out_dir / ".model.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, out_dir / "model.keras")
+        _write_json_atomic(out_dir / "summary.json", summary)
+    return summary
