@@ -1,4 +1,10 @@
-"""Datasets into the toolkit's one npz format."""
+"""Datasets into the toolkit's one npz format.
+
+Errors the user can cause -- a missing or corrupt input file, a bad option, an unwritable or full
+output location, a refused archive -- print one line, ``datagen.py COMMAND: PATH: what is wrong``,
+and exit with status 2 (``EXIT_INPUT``); argparse's own usage errors use 2 as well.  Ctrl-C exits
+with 130 and leaves the previous outputs as they were.  A traceback means a bug in the toolkit.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +19,31 @@ from facelandmarks.data.download import (
     DownloadError,
     download_muct,
 )
+from facelandmarks.data.errors import OutputError
 from facelandmarks.data.info import describe
 from facelandmarks.data.prepare import PrepareOptions, prepare
 from facelandmarks.data.records import DATASETS, AnnotationError
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
+
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+EPILOG = (
+    "exit status: 0 done; 2 a problem with the input, the options or the output location, told in one line "
+    "'datagen.py COMMAND: PATH: what is wrong' (previous outputs are left as they were); 130 interrupted."
+)
+# The toolkit's own errors: each message starts with the file, folder or option at fault.
+KNOWN_ERRORS = (AnnotationError, SplitError, DownloadError, ArchiveError, npz.DatasetError, OutputError, ValueError)
 
 
 def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="datagen.py",
         description="Landmarked face datasets into one npz format: download, prepare, bottleneck, info.",
+        epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    down = sub.add_parser("download", help="fetch and extract the official MUCT release")
+    down = sub.add_parser("download", help="fetch and extract the official MUCT release", epilog=EPILOG)
     down.add_argument("dataset", choices=["muct"], help="dataset to download (muct)")
     down.add_argument("--dest", required=True, help="folder to download and extract into")
     down.add_argument("--url", default=MUCT_URL, help=f"base URL of the tarballs (default {MUCT_URL})")
@@ -39,8 +56,11 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         description=(
             "Crop faces with dlib, move the landmarks, split by subject, mirror the training faces. "
             "Several 'DATASET --source DIR' pairs of one landmark scheme combine into one output, "
-            "e.g. 'prepare 300w --source data/300w youtube68 --source data/youtube68 --size 128 --out dataset/ibug128'."
+            "e.g. 'prepare 300w --source data/300w youtube68 --source data/youtube68 --size 128 --out dataset/ibug128'. "
+            "The outputs replace the previous ones as one set (PREFIX.manifest.json lists it): a kill, an error or a "
+            "full disk leaves the whole old set or the whole new one."
         ),
+        epilog=EPILOG,
     )
     prep.add_argument("datasets", nargs="+", choices=DATASETS, metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
     prep.add_argument("--source", action="append", required=True, help="dataset folder (one per DATASET, in order)")
@@ -66,7 +86,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     prep.add_argument("--compress", action="store_true", help="write compressed npz files")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    bott = sub.add_parser("bottleneck", help="frozen-backbone features for head-only training")
+    bott = sub.add_parser("bottleneck", help="frozen-backbone features for head-only training", epilog=EPILOG)
     bott.add_argument("--backbone", required=True, help="inception, resnet50 or mobilenetv2")
     bott.add_argument("--data", required=True, help="input dataset npz (from prepare)")
     bott.add_argument("--out", required=True, help="output npz (features instead of images)")
@@ -74,8 +94,8 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     bott.add_argument("--batch-size", type=int, default=32)
     bott.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
 
-    info = sub.add_parser("info", help="summary of dataset files")
-    info.add_argument("files", nargs="+", help="npz files")
+    info = sub.add_parser("info", help="summary of dataset files", epilog=EPILOG)
+    info.add_argument("files", nargs="+", help="npz files, shard manifests (.shards.json) or set manifests (.manifest.json)")
     return parser, {"download": down, "prepare": prep, "bottleneck": bott, "info": info}
 
 
@@ -85,32 +105,46 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in commands:
         parser.parse_args(argv)  # --help, or an error naming the valid commands
         parser.print_help()
-        return 2
+        return EXIT_INPUT
     command, sub = argv[0], commands[argv[0]]
     # parse_intermixed_args pairs repeated DATASET and --source by order.
     args = sub.parse_intermixed_args(argv[1:])
     try:
-        if command == "prepare":
-            if len(args.source) != len(args.datasets):
-                sub.error(f"{len(args.datasets)} dataset(s) but {len(args.source)} --source: give one --source per dataset")
-            options = PrepareOptions(
-                size=args.size, out=args.out, gray=args.gray, mirror=args.mirror, vflip=args.vflip,
-                fallback=args.fallback, workers=args.workers, upsample=args.upsample, compress=args.compress,
-                shard_size=args.shard_size, progress=not args.quiet,
-                split=SplitOptions(args.test_fraction, args.test_subjects, args.seed, args.official_split),
-            )
-            prepare(list(zip(args.datasets, args.source)), options)
-        elif command == "download":
-            download_muct(args.dest, args.url, progress=not args.quiet, keep_archives=not args.delete_archives)
-        elif command == "bottleneck":
-            runtime.startup(args.verbose)
-            from facelandmarks.models.features import bottleneck  # loads Keras: only this command needs it
-
-            bottleneck(args.data, args.out, args.backbone, args.weights, args.batch_size)
-        else:
-            for path in args.files:
-                print(describe(path))
-    except (AnnotationError, SplitError, DownloadError, ArchiveError, npz.DatasetError, ValueError) as err:
-        print(f"datagen.py {command}: error: {err}", file=sys.stderr)
-        return 1
+        _run(command, sub, args)
+    except KNOWN_ERRORS as err:
+        return _fail(command, str(err))
+    except OSError as err:  # anything the file system refuses that no check above foresaw
+        return _fail(command, f"{err.filename or '?'}: {err.strerror or err}")
+    except KeyboardInterrupt:
+        print(f"datagen.py {command}: interrupted; previous outputs left as they were", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
+
+
+def _fail(command: str, message: str) -> int:
+    """The one line of a user-caused error."""
+    print(f"datagen.py {command}: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_INPUT
+
+
+def _run(command: str, sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if command == "prepare":
+        if len(args.source) != len(args.datasets):
+            sub.error(f"{len(args.datasets)} dataset(s) but {len(args.source)} --source: give one --source per dataset")
+        options = PrepareOptions(
+            size=args.size, out=args.out, gray=args.gray, mirror=args.mirror, vflip=args.vflip,
+            fallback=args.fallback, workers=args.workers, upsample=args.upsample, compress=args.compress,
+            shard_size=args.shard_size, progress=not args.quiet,
+            split=SplitOptions(args.test_fraction, args.test_subjects, args.seed, args.official_split),
+        )
+        prepare(list(zip(args.datasets, args.source)), options)
+    elif command == "download":
+        download_muct(args.dest, args.url, progress=not args.quiet, keep_archives=not args.delete_archives)
+    elif command == "bottleneck":
+        runtime.startup(args.verbose)
+        from facelandmarks.models.features import bottleneck  # loads Keras: only this command needs it
+
+        bottleneck(args.data, args.out, args.backbone, args.weights, args.batch_size)
+    else:
+        for path in args.files:
+            print(describe(path))

@@ -1,4 +1,10 @@
-"""Crop each face record around its dlib detection, in a process pool."""
+"""Crop each face record around its dlib detection, in a process pool.
+
+A face is only written when its landmarks lie on its image (``landmark_problem``): points that
+are NaN, all in one spot, spread far wider than the image, or mostly off it belong to another
+image, another scale or another orientation, and would give a crop of border pixels with every
+point "visible".  Such faces are skipped with the reason in the report.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,23 @@ import cv2
 import numpy as np
 
 from facelandmarks.data import faces
-from facelandmarks.data.records import FaceRecord, ImageReadError, read_image
+from facelandmarks.data.records import FaceRecord, ImageReadError, read_image_views
+
+# A labelled point counts as off the image when it lies more than OFF_IMAGE_PX, or OFF_IMAGE_SHARE
+# of the image's longer side, past an edge (annotators click a little past the border of faces
+# cut by the frame).  More than MAX_OFF_IMAGE of the points off the image: not this image's
+# landmarks.  No face of the 300-W, YouTube68 or MUCT copies in ../shared/data has a single point
+# 2 px off its image, so the rule only catches landmarks that belong elsewhere.
+OFF_IMAGE_PX = 3.0
+OFF_IMAGE_SHARE = 0.01
+MAX_OFF_IMAGE = 0.2
+# Landmarks spanning less than this (in x or y) are degenerate: all equal, or on one line.
+MIN_SPAN_PX = 2.0
+# Landmarks spanning more than this many times the image's width or height: an image far smaller
+# than its points (a thumbnail, the wrong file).
+MAX_SPAN_TO_IMAGE = 1.5
+# At least this share of the labelled points must fall inside the crop box.
+MIN_IN_CROP = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,38 +75,96 @@ class FaceSkipped:
     image_read: bool
 
 
+def landmark_problem(points: np.ndarray, labelled: np.ndarray, image_shape) -> str | None:
+    """Why these labelled landmarks cannot belong to an image of ``image_shape``, or None when they can."""
+    p = np.asarray(points, np.float64)[np.asarray(labelled, bool)]
+    h, w = image_shape[:2]
+    broken = ~np.isfinite(p).all(axis=1)
+    if broken.any():
+        return f"non-finite landmarks: {int(broken.sum())} of {len(p)} labelled points NaN or infinite"
+    span = p.max(axis=0) - p.min(axis=0)
+    if span.min() < MIN_SPAN_PX:
+        return f"degenerate landmarks: the {len(p)} labelled points span only {span[0]:.1f} x {span[1]:.1f} px"
+    if span[0] > MAX_SPAN_TO_IMAGE * w or span[1] > MAX_SPAN_TO_IMAGE * h:
+        return f"image far smaller than its landmarks: points span {span[0]:.0f} x {span[1]:.0f} px on a {w} x {h} px image"
+    margin = max(OFF_IMAGE_PX, OFF_IMAGE_SHARE * max(h, w))
+    off = (p[:, 0] < -0.5 - margin) | (p[:, 0] > w - 0.5 + margin) | (p[:, 1] < -0.5 - margin) | (p[:, 1] > h - 0.5 + margin)
+    if off.mean() > MAX_OFF_IMAGE:
+        return f"landmarks off the image: {int(off.sum())} of {len(p)} labelled points more than {margin:.0f} px outside the {w} x {h} px image"
+    return None
+
+
+def choose_view(views, record: FaceRecord, detector: faces.FaceDetector, use_dlib: bool):
+    """The view of the image (EXIF-turned or stored) the landmarks belong to.
+
+    Returns:
+        ``(label, image, dlib detection or None)``, or a ``FaceSkipped``.
+        Only when the points fit both views does dlib decide (the view
+        where it finds the face); the detection is returned for reuse.
+    """
+    problems = [landmark_problem(record.points, record.labelled, image.shape) for _, image in views]
+    fitting = [view for view, problem in zip(views, problems) if problem is None]
+    if not fitting:
+        also = f"; also on the {views[1][0]}" if len(views) > 1 else ""
+        return FaceSkipped(problems[0] + also, image_read=True)
+    if len(fitting) == 1:
+        return (*fitting[0], None)
+    for label, image in fitting if use_dlib else ():
+        found = detector.find_face(image, record.points, record.labelled)
+        if found is not None:
+            return label, image, found
+    return FaceSkipped(f"landmarks fit both the {views[0][0]} and the {views[1][0]}, "
+                       "and dlib finds the face in neither: orientation unknown", image_read=True)
+
+
 def crop_record(record: FaceRecord, settings: CropSettings, detector: faces.FaceDetector) -> CroppedFace | FaceSkipped:
     """Detect, crop and move the landmarks of one face, or say why it is skipped."""
     try:
-        if record.pixels is not None:
-            image, notes = record.pixels, []
-        else:
-            image, notes = read_image(record.image_path)
+        views, notes = ([("as given", record.pixels)], []) if record.pixels is not None else read_image_views(record.image_path)
     except ImageReadError as err:
         return FaceSkipped(str(err), image_read=False)
-    if image.ndim == 2 and not settings.gray:
-        image = np.repeat(image[..., None], 3, axis=2)
     labelled = record.labelled
     if labelled.sum() < 2:
         return FaceSkipped(f"only {int(labelled.sum())} labelled landmark(s)", image_read=True)
-    if record.given_box is not None:
-        detection = "given"
-        box = record.given_box if record.given_kind == "crop" else faces.crop_box_from_detection(record.given_box)
-    else:
-        found = detector.find_face(image, record.points, labelled)
-        if found is not None:
-            detection, box = "dlib", faces.crop_box_from_detection(found)
-        elif settings.fallback:
-            detection, box = "landmarks", faces.crop_box_from_landmarks(record.points, labelled)
-        else:
-            return FaceSkipped("dlib found no face matching the landmarks (--no-fallback)", image_read=True)
-    crop = faces.crop_face(image, box, settings.size)
-    if settings.gray and crop.shape[2] == 3:
-        crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
+    chosen = choose_view(views, record, detector, use_dlib=record.given_box is None)
+    if isinstance(chosen, FaceSkipped):
+        return chosen
+    label, image, found = chosen
+    if len(views) > 1:
+        notes = notes + [f"landmarks fit the {label}"]
+    if image.ndim == 2 and not settings.gray:
+        image = np.repeat(image[..., None], 3, axis=2)
+    boxed = _crop_box(record, image, settings, detector, found)
+    if isinstance(boxed, FaceSkipped):
+        return boxed
+    detection, box = boxed
     uv = faces.points_to_crop(record.points, box)
     uv[~labelled] = 0.0
     inside = ((uv >= 0.0) & (uv <= 1.0)).all(axis=1)
+    if (inside & labelled).sum() < MIN_IN_CROP * labelled.sum():
+        return FaceSkipped(f"only {int((inside & labelled).sum())} of {int(labelled.sum())} labelled points inside "
+                           f"the {detection} crop box (the box does not hold this face)", image_read=True)
+    crop = faces.crop_face(image, box, settings.size)
+    if settings.gray and crop.shape[2] == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
     return CroppedFace(crop, uv, labelled & inside, labelled.copy(), np.asarray(box, np.float32), detection, notes)
+
+
+def _crop_box(record: FaceRecord, image, settings: CropSettings, detector, found):
+    """``(detection kind, crop box)`` from the dataset's box, dlib or the landmarks; or a ``FaceSkipped``."""
+    if record.given_box is not None:
+        given = np.asarray(record.given_box, np.float64)
+        if not np.isfinite(given).all() or given[2] <= given[0] or given[3] <= given[1]:
+            return FaceSkipped(f"the dataset's face box {given.tolist()} is empty or not finite", image_read=True)
+        box = given if record.given_kind == "crop" else faces.crop_box_from_detection(given)
+        return "given", box
+    if found is None:
+        found = detector.find_face(image, record.points, record.labelled)
+    if found is not None:
+        return "dlib", faces.crop_box_from_detection(found)
+    if settings.fallback:
+        return "landmarks", faces.crop_box_from_landmarks(record.points, record.labelled)
+    return FaceSkipped("dlib found no face matching the landmarks (--no-fallback)", image_read=True)
 
 
 def _crop_task(item: tuple[int, FaceRecord]):

@@ -8,6 +8,7 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path, PurePosixPath
 
 MUCT_ARCHIVES = (
@@ -91,45 +92,158 @@ def _range_total(header: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def check_archive_member(archive: Path, member: tarfile.TarInfo, dest: Path) -> None:
-    """Raise ArchiveError unless ``member`` lands (and points) inside ``dest``."""
+class _Extraction:
+    """The destination as extraction would leave it, member by member, with every link followed.
 
-    def fail(problem: str):
-        raise ArchiveError(f"{archive}: member {member.name!r} {problem}; nothing extracted from this archive")
+    ``tarfile`` writes through links: a member ``b/evil.txt`` lands wherever
+    ``b`` points once ``a -> .`` and ``a/b -> ..`` were extracted.  So each
+    member's final path is resolved here against the links declared earlier in
+    the same archive and those already on disk (symbolic links, followed;
+    chains, followed up to a depth), and must stay inside the destination.
+    """
 
-    dest = dest.resolve()
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or re.match(r"^[A-Za-z]:", member.name):
-        fail("has an absolute path")
-    if ".." in name.parts:
-        fail("has '..' in its path")
-    target = (dest / name).resolve()
-    if target != dest and dest not in target.parents:
-        fail(f"would land outside {dest}")
-    if member.issym() or member.islnk():
-        link = PurePosixPath(member.linkname)
-        if link.is_absolute():
-            fail(f"links to the absolute path {member.linkname!r}")
-        base = dest / name.parent if member.issym() else dest
-        resolved = Path(os.path.normpath(base / link))
-        if resolved != dest and dest not in resolved.parents:
-            fail(f"links outside {dest} ({member.linkname!r})")
-    elif not (member.isfile() or member.isdir()):
-        fail("is a device, FIFO or other special file")
+    MAX_LINKS = 40
+
+    def __init__(self, archive: Path, dest: Path):
+        self.archive, self.dest = archive, Path(os.path.realpath(dest))
+        self.links: dict[Path, str] = {}  # symlinks the archive creates: path -> target as written
+        self.link_members: dict[Path, tarfile.TarInfo] = {}
+        self.declared: set[Path] = set()  # every path the archive creates
+
+    def fail(self, member: tarfile.TarInfo, problem: str):
+        raise ArchiveError(f"{self.archive}: member {member.name!r} {problem}; nothing extracted from this archive")
+
+    def inside(self, path: Path) -> bool:
+        return path == self.dest or self.dest in path.parents
+
+    def _link_target(self, path: Path) -> str | None:
+        """The target of a link the archive declared, or of one already on disk (files and folders
+        extracted onto a link leave it in place and go through it)."""
+        if path in self.links:
+            return self.links[path]
+        if self.inside(path) and os.path.islink(path):
+            return os.readlink(path)
+        return None
+
+    def resolve(self, start: Path, parts, follow_last: bool = True, depth: int = 0) -> Path:
+        """``start`` (a real folder) joined with ``parts``, every link followed as the extraction would."""
+        current = start
+        parts = list(parts)
+        for i, part in enumerate(parts):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                current = current.parent
+                continue
+            candidate = current / part
+            target = self._link_target(candidate) if (follow_last or i < len(parts) - 1) else None
+            if target is None:
+                current = candidate
+                continue
+            if depth >= self.MAX_LINKS:
+                raise RecursionError
+            if PurePosixPath(target).is_absolute():
+                current = Path(os.path.normpath(target))
+            else:
+                current = self.resolve(current, PurePosixPath(target).parts, True, depth + 1)
+            if not self.inside(current):
+                return current  # escaped: no need to look further
+        return current
+
+    def check(self, member: tarfile.TarInfo) -> None:
+        """Raise ArchiveError unless ``member`` and whatever it links to stay inside the destination."""
+        name = PurePosixPath(member.name)
+        if name.is_absolute() or re.match(r"^[A-Za-z]:", member.name):
+            self.fail(member, "has an absolute path")
+        if ".." in name.parts:
+            self.fail(member, "has '..' in its path")
+        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            self.fail(member, "is a device, FIFO or other special file")
+        parts = [p for p in name.parts if p not in ("", ".")]
+        if not parts:
+            if member.isdir():
+                return
+            self.fail(member, "names the destination itself")
+        try:
+            self._check_paths(member, parts)
+        except RecursionError:
+            self.fail(member, "goes through a loop of links")
+
+    def _check_paths(self, member: tarfile.TarInfo, parts: list[str]) -> None:
+        folder = self.resolve(self.dest, parts[:-1])
+        if not self.inside(folder):
+            self.fail(member, f"would land outside {self.dest} (through a link in its path, to {folder})")
+        location = folder / parts[-1]
+        if member.issym():
+            if location in self.links or location in self.declared or os.path.lexists(location):
+                self.fail(member, f"would replace what is already at {location} (a link is never re-pointed: "
+                                  "extract into an empty folder)")
+            link = PurePosixPath(member.linkname)
+            if link.is_absolute():
+                self.fail(member, f"links to the absolute path {member.linkname!r}")
+            target = self.resolve(folder, link.parts)
+            if not self.inside(target):
+                self.fail(member, f"links outside {self.dest} ({member.linkname!r} -> {target})")
+            self.links[location] = member.linkname
+            self.link_members[location] = member
+        else:
+            final = self.resolve(folder, [parts[-1]])
+            if not self.inside(final) or (final == self.dest and not member.isdir()):
+                self.fail(member, f"would land outside {self.dest} (through a link, at {final})")
+            if member.islnk():
+                link = PurePosixPath(member.linkname)
+                if link.is_absolute():
+                    self.fail(member, f"links to the absolute path {member.linkname!r}")
+                target = self.resolve(self.dest, link.parts)
+                if not self.inside(target):
+                    self.fail(member, f"links outside {self.dest} ({member.linkname!r} -> {target})")
+        self.declared.add(location)
+
+    def recheck_links(self) -> None:
+        """Every link the archive creates, resolved in the final tree, must still point inside.
+
+        A link checked early can be redirected by links declared after it
+        (``a -> b/..`` before ``b -> .``); nothing was written through it in
+        between (each member was checked at its turn), but it must not be left
+        pointing out.
+        """
+        for location, target in self.links.items():
+            try:
+                final = self.resolve(location.parent, PurePosixPath(target).parts)
+            except RecursionError:
+                final = None
+            if final is None or not self.inside(final):
+                self.fail(self.link_members[location], f"links outside {self.dest} once the whole archive is extracted")
+
+
+def check_archive(archive: Path, members: list[tarfile.TarInfo], dest: Path) -> None:
+    """Raise ArchiveError, before anything is extracted, if any member would land or point outside ``dest``."""
+    extraction = _Extraction(archive, dest)
+    for member in members:
+        extraction.check(member)
+    extraction.recheck_links()
+
+
+def _filter_arguments() -> dict:
+    """The standard library's own ``data`` filter where it exists (Python 3.11.4+), as a second line of defence."""
+    return {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def safe_extract(archive: Path, dest: Path) -> int:
-    """Extract a tar archive into ``dest`` after checking every member; returns the member count."""
+    """Extract a tar archive into ``dest`` after checking every member; returns the member count.
+
+    All members are read and checked first (``check_archive``): a refused or
+    unreadable archive extracts nothing.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for member in members:
-                check_archive_member(archive, member, dest)
-            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(dest, members=members, **extra)
-    except (tarfile.TarError, EOFError) as err:
+        tar = tarfile.open(archive)
+        members = tar.getmembers()  # reads the whole archive: a corrupt one fails here, before any extraction
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise ArchiveError(f"{archive}: not a readable tar archive ({err})") from None
+    with tar:
+        check_archive(archive, members, dest)
+        tar.extractall(dest, members=members, **_filter_arguments())
     return len(members)
 
 
@@ -140,8 +254,20 @@ def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: b
     base = base_url if base_url.endswith("/") else base_url + "/"
     for archive_name in MUCT_ARCHIVES:
         archive = download_file(base + archive_name, dest / archive_name, progress)
-        count = safe_extract(archive, dest)
+        try:
+            count = safe_extract(archive, dest)
+        except ArchiveError as err:
+            raise ArchiveError(f"{err}; {_forget(archive)}") from None
         print(f"{archive_name}: {count} members extracted into {dest}")
         if not keep_archives:
             archive.unlink()
     return dest
+
+
+def _forget(archive: Path) -> str:
+    """Delete a refused or corrupt download so the next run fetches it again; say what happened."""
+    try:
+        archive.unlink()
+    except OSError as err:
+        return f"delete {archive} by hand ({err.strerror}) and run download again"
+    return "the archive was deleted: run download again to fetch it anew"

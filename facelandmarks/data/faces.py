@@ -232,8 +232,8 @@ def crop_face(image: np.ndarray, box, size: int) -> np.ndarray:
         image = image[..., None]
     x0, y0, x1, y1 = (float(v) for v in box)
     side = x1 - x0
-    if side <= 0 or y1 - y0 <= 0:
-        raise ValueError(f"empty crop box {box}")
+    if not np.isfinite([x0, y0, x1, y1]).all() or side <= 0 or y1 - y0 <= 0:
+        raise ValueError(f"empty or non-finite crop box {box}")
     scale = size / side
     if scale < 0.5:
         # Shrink by area averaging to about twice the final resolution first.

@@ -1,17 +1,26 @@
-"""``datagen.py info``: a human summary of a dataset or bottleneck npz."""
+"""``datagen.py info``: a human summary of a dataset or bottleneck npz, a shard manifest or a prepared set."""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.data import npz
+from facelandmarks.data import fileset, npz
 
 
 def describe(path: str | os.PathLike) -> str:
-    """A human summary of a dataset (or bottleneck) file."""
+    """A human summary of a dataset (or bottleneck) file, a ``.shards.json`` or a set's ``.manifest.json``.
+
+    Raises:
+        DatasetError: naming the file, when it cannot be read or its set is mixed.
+    """
+    if str(path).endswith(fileset.MANIFEST_SUFFIX):
+        return _describe_set(Path(path))
+    if npz.is_manifest(path):
+        return _describe_shards(Path(path))
     arrays = npz.load_npz(path)
     scheme = npz.scheme_of(arrays)
     n = len(arrays["landmarks"])
@@ -44,4 +53,23 @@ def describe(path: str | os.PathLike) -> str:
     for key in ("mirrored", "vflipped"):
         if key in arrays:
             lines.append(f"  {key}: {int(arrays[key].sum())}")
+    if "set_id" in arrays:
+        lines.append(f"  set: {arrays['set_id']}")
     return "\n".join(lines)
+
+
+def _describe_set(manifest: Path) -> str:
+    """Every file of a prepared set, each checked against the manifest (sizes and SHA-256)."""
+    body = npz.check_set(manifest, hashes=True)
+    total = sum(int(entry["bytes"]) for entry in body["files"].values())
+    lines = [f"{manifest}: set {body['set_id']} ({body.get('created', '?')}), {len(body['files'])} files, "
+             f"{total / 1e6:.1f} MB, all present and matching"]
+    lines += [f"  {name}: {int(entry['bytes']) / 1e6:.1f} MB" for name, entry in body["files"].items()]
+    return "\n".join(lines)
+
+
+def _describe_shards(manifest: Path) -> str:
+    shards = npz.ShardSet(manifest)
+    shape = " x ".join(str(v) for v in shards.image_shape)
+    return (f"{manifest}: {shards.faces} faces in {len(shards)} shards, scheme {shards.scheme.name} "
+            f"({shards.scheme.num_points} points), images {shape}; set {shards.set_id or '?'}")

@@ -21,6 +21,8 @@ detection     str (N,)            ``dlib``, ``landmarks`` (fallback box) or
 path          str (N,)            absolute path of the original image when it
                                   was prepared ('' for CSV pixels); the dlib
                                   baseline reads the photo from there
+set_id        str ()              the ``prepare`` run that wrote the file; its
+                                  train, test and shard files share it
 ============  ==================  =============================================
 
 Landmarks with ``visible`` False are either unlabelled (stored as 0) or
@@ -34,28 +36,36 @@ Bottleneck files (``datagen.py bottleneck``) replace ``images`` by
 ``features`` float32 (N, F) and add ``backbone``; everything else is kept.
 
 Writes are atomic: a temporary file in the same folder, then a rename, so an
-interrupted run never leaves a truncated npz under the final name.
+interrupted run never leaves a truncated npz under the final name.  The files
+``prepare`` writes are replaced together as one set (``fileset.py``), and
+``load_npz`` / ``ShardSet`` refuse a file that is not the one its set's
+manifest lists.  Every file that cannot be used -- missing, truncated,
+corrupt, off the schema, from another set -- raises ``DatasetError`` naming it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.data import fileset
+from facelandmarks.data.errors import DatasetError
+from facelandmarks.data.fileset import check_set
 from facelandmarks.landmarks import get_scheme
+
+__all__ = ["DatasetError", "check_set", "load_npz", "save_npz", "validate", "ShardSet"]
 
 REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
 PER_FACE = (
     "images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "vflipped", "detection",
     "path",
 )
-
-
-class DatasetError(ValueError):
-    """A dataset file that does not follow the schema; the message names the file."""
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
@@ -117,19 +127,51 @@ def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>"
         fail("box contains NaN or infinity")
 
 
+# What numpy and zipfile raise on a truncated, corrupt or hostile file.
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, MemoryError, NotImplementedError)
+
+
 def load_npz(path: str | os.PathLike, validate_schema: bool = True) -> dict[str, np.ndarray]:
-    """Read a dataset file into a dict of arrays (no pickles), checking the schema."""
+    """Read a dataset file into a dict of arrays (no pickles), checking the schema and its set.
+
+    Raises:
+        DatasetError: naming the file, whatever is wrong with it: missing,
+            truncated, corrupt, pickled, off the schema, or not the file its
+            set's manifest lists (a mixed train/test set).
+    """
     path = Path(path)
+    fileset.before_reading(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such dataset file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"{path}: not a readable npz file ({err})") from err
+    arrays = _read_arrays(path)
+    set_id = arrays.get("set_id")
+    fileset.check_member(path, str(set_id) if set_id is not None and set_id.ndim == 0 else None)
     if validate_schema:
         validate(arrays, path)
     return arrays
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except _UNREADABLE as err:
+        raise DatasetError(f"{path}: not a readable npz file ({_reason(err)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DatasetError(f"{path}: not an npz archive (a single .npy array)")
+    try:
+        with data:
+            arrays = {key: data[key] for key in data.files}
+    except _UNREADABLE as err:
+        raise DatasetError(f"{path}: not a readable npz file, truncated or corrupt ({_reason(err)})") from None
+    odd = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
+    if odd:
+        raise DatasetError(f"{path}: not an npz dataset (member {odd[0]!r} is not a .npy array)")
+    return arrays
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def scheme_of(arrays: dict[str, np.ndarray]):
@@ -168,10 +210,8 @@ def shard_path(prefix: str | os.PathLike, index: int) -> Path:
     return Path(f"{prefix}-{index:05d}.npz")
 
 
-def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, image_shape) -> Path:
-    """``PREFIX.shards.json``: the shard files (relative to it), their face counts, scheme and image shape."""
-    import json
-
+def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, image_shape, set_id: str | None = None) -> Path:
+    """``PREFIX.shards.json``: the shard files (relative to it), their face counts, scheme, image shape and set id."""
     path = Path(path)
     body = {
         "scheme": scheme,
@@ -179,6 +219,8 @@ def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, ima
         "faces": int(sum(s["faces"] for s in shards)),
         "shards": [{"file": Path(s["file"]).name, "faces": int(s["faces"])} for s in shards],
     }
+    if set_id:
+        body["set_id"] = set_id
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(body, indent=1) + "\n")
     os.replace(tmp, path)
@@ -197,17 +239,18 @@ class ShardSet:
     """
 
     def __init__(self, manifest: str | os.PathLike):
-        import json
-
         self.manifest = Path(manifest)
+        fileset.before_reading(self.manifest)
         try:
             body = json.loads(self.manifest.read_text())
             self.files = [self.manifest.parent / s["file"] for s in body["shards"]]
             self.counts = [int(s["faces"]) for s in body["shards"]]
             self.scheme = get_scheme(body["scheme"])
             self.image_shape = tuple(body["image_shape"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise DatasetError(f"{self.manifest}: not a readable shard manifest ({err})") from err
+            self.set_id = body.get("set_id")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise DatasetError(f"{self.manifest}: not a readable shard manifest ({_reason(err)})") from None
+        fileset.check_member(self.manifest, self.set_id)
         missing = [str(f) for f in self.files if not f.is_file()]
         if missing:
             raise DatasetError(f"{self.manifest}: shard file(s) missing: {', '.join(missing[:3])}")
@@ -221,6 +264,7 @@ class ShardSet:
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         arrays = load_npz(self.files[index])
-        if str(arrays["scheme"]) != self.scheme.name or len(arrays["landmarks"]) != self.counts[index]:
+        same_set = self.set_id is None or str(arrays.get("set_id", "")) == self.set_id
+        if str(arrays["scheme"]) != self.scheme.name or len(arrays["landmarks"]) != self.counts[index] or not same_set:
             raise DatasetError(f"{self.files[index]}: does not match its manifest {self.manifest}")
         return arrays

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +112,7 @@ _SUFFIX_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """Read an image file as RGB uint8, by its content rather than its name.
+    """Read an image file as RGB uint8, by its content rather than its name, turned as its EXIF orientation says.
 
     Returns:
         ``(image, notes)``: the (H, W, 3) image and remarks for the summary
@@ -118,7 +121,38 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     Raises:
         ImageReadError: the file is missing, empty, truncated or not decodable.
     """
+    views, notes = read_image_views(path)
+    return views[0][1], notes
+
+
+def read_image_views(path: str | os.PathLike) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """The image as viewers show it and, when its EXIF orientation turns or flips it, as stored.
+
+    Annotation tools disagree on EXIF: some placed the points on the turned
+    image, some on the stored pixels.  ``prepare`` keeps the view the points
+    fit (``cropping.choose_view``).
+
+    Returns:
+        ``([(label, RGB image), ...], notes)``, the EXIF-turned view first.
+    """
     path = Path(path)
+    data = _read_bytes(path)
+    kind = _sniff_format(data[:8])
+    # The data may hold 8 or 16 bits, gray, RGB or RGBA: IMREAD_COLOR gives 8-bit BGR for all.
+    views = [("as displayed", _decode(data, kind, cv2.IMREAD_COLOR))]
+    orientation = exif_orientation(data) if kind == "JPEG" else None
+    if orientation and orientation != 1:
+        views[0] = (f"image turned by its EXIF orientation {orientation}", views[0][1])
+        stored = _decode(data, kind, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        views.append((f"stored pixels (EXIF orientation {orientation} ignored)", stored))
+    notes = []
+    expected = _SUFFIX_FORMAT.get(path.suffix.lower())
+    if expected and kind not in ("unknown", expected):
+        notes.append(f"{kind} data under a {path.suffix} name")
+    return views, notes
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -127,20 +161,51 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
         raise ImageReadError(f"image file unreadable ({err.strerror})") from None
     if not data:
         raise ImageReadError("image file is empty")
-    kind = _sniff_format(data[:8])
-    # The data may hold 8 or 16 bits, gray, RGB or RGBA: IMREAD_COLOR gives 8-bit BGR for all.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return data
+
+
+def _decode(data: bytes, kind: str, flags: int) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         if kind == "JPEG" and b"\xff\xd9" not in data[-4096:]:
             raise ImageReadError("truncated JPEG (no end-of-image marker)")
         if kind == "PNG" and b"IEND" not in data[-64:]:
             raise ImageReadError("truncated PNG (no IEND chunk)")
         raise ImageReadError(f"corrupt or unsupported image data ({kind} signature)")
-    notes = []
-    expected = _SUFFIX_FORMAT.get(path.suffix.lower())
-    if expected and kind not in ("unknown", expected):
-        notes.append(f"{kind} data under a {path.suffix} name")
-    return np.ascontiguousarray(image[..., ::-1]), notes
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def exif_orientation(data: bytes) -> int | None:
+    """The EXIF orientation (1-8) in JPEG data, or None; 1 is upright, 6 and 8 are turned 90 degrees."""
+    i = 2
+    while data[:2] == b"\xff\xd8" and i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no more metadata
+            return None
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, markers without length
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\0\0":
+            return _tiff_orientation(data[i + 10:i + 2 + length])
+        i += 2 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return None
+    try:
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for k in range(count):
+            tag, kind, _, value = struct.unpack_from(order + "HHIH", tiff, ifd + 2 + 12 * k)
+            if tag == 0x0112 and kind == 3:
+                return value if 1 <= value <= 8 else None
+    except struct.error:
+        return None
+    return None
 
 
 def _find_image(folder: Path, stem: str) -> Path | None:
@@ -160,7 +225,34 @@ def _parse_float(text: str) -> float:
 
 
 def _points_from_values(values: list[float], num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points and their labelled mask: NaN (an empty cell) is unlabelled; infinity stays, for the face to be skipped."""
     points = np.asarray(values, np.float64).reshape(num_points, 2)
-    labelled = np.isfinite(points).all(axis=1)
+    labelled = ~np.isnan(points).any(axis=1)
     points[~labelled] = 0.0
     return points, labelled
+
+
+def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line, fields)`` of a CSV file; anything unreadable is an AnnotationError naming the file.
+
+    Undecodable bytes become U+FFFD, so they surface as a bad number or a
+    missing image on their line rather than as a decoding error.
+    """
+    line = 0
+    try:
+        with open(path, newline="", errors="replace") as handle:
+            reader = csv.reader(handle)
+            for line, row in enumerate(reader, start=1):
+                yield line, row
+    except csv.Error as err:
+        raise AnnotationError(f"{path}:{line + 1}: not a readable CSV ({err})") from None
+    except OSError as err:
+        raise AnnotationError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def read_text(path: Path) -> str:
+    """A text annotation file; an unreadable one is an AnnotationError naming it."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError as err:
+        raise AnnotationError(f"{path}: cannot read ({err.strerror or err})") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from facelandmarks.data.readers.muct import (
     MUCT_SEED_TEST_SUBJECTS,
@@ -87,23 +88,31 @@ class SplitOptions:
     official_split: str = "auto"
 
 
-def assign_splits(listing: Listing, options: SplitOptions) -> tuple[list[str], str, bool]:
-    """``train``/``test`` for each record of a listing.
+class Split(NamedTuple):
+    """The sides of a listing's records and how they were chosen.
 
-    Returns:
-        ``(sides, description, overlap_allowed)``; ``overlap_allowed`` is True
-        only when ``--official-split keep`` kept a split that shares subjects.
+    ``overlap_allowed`` is True only when ``--official-split keep`` kept a
+    split that shares subjects; ``own`` when the dataset's own split was used.
     """
+
+    sides: list[str]
+    text: str
+    overlap_allowed: bool
+    own: bool = False
+
+
+def assign_splits(listing: Listing, options: SplitOptions) -> Split:
+    """``train``/``test`` for each record of a listing."""
     records = listing.records
     subjects = [r.subject for r in records]
     if not records:
-        return [], "nothing to split", False
+        return Split([], "nothing to split", False)
     fraction = DEFAULT_TEST_FRACTION if options.test_fraction is None else options.test_fraction
     if listing.split_rule == "muct":
         if options.test_subjects is not None and options.test_fraction is not None:
             raise SplitError("give --test-subjects or --test-fraction, not both")
         test, text = muct_test_subjects(subjects, options.test_subjects, options.test_fraction)
-        return ["test" if s in test else "train" for s in subjects], f"by subject: {text}", False
+        return Split(["test" if s in test else "train" for s in subjects], f"by subject: {text}", False)
 
     def by_hash():
         test = hash_test_subjects(subjects, fraction, options.seed)
@@ -119,7 +128,7 @@ def assign_splits(listing: Listing, options: SplitOptions) -> tuple[list[str], s
         sides, text = by_hash()
         if has_official:
             text += "; the dataset's own split ignored (--official-split ignore)"
-        return sides, text, False
+        return Split(sides, text, False)
 
     official_side = {}
     for r in records:
@@ -140,18 +149,18 @@ def assign_splits(listing: Listing, options: SplitOptions) -> tuple[list[str], s
     if rest:
         text += f" ({len(set(rest))} subjects outside it split by hash)"
     if not shared:
-        return sides, text, False
+        return Split(sides, text, False, own=True)
     n_subjects = len(set(subjects))
     if options.official_split == "keep":
-        return sides, (
+        return Split(sides, (
             f"{text}, kept by --official-split keep although {len(shared)} of {n_subjects} "
             "subjects are on both sides"
-        ), True
+        ), True, own=True)
     sides, hashed = by_hash()
-    return sides, (
+    return Split(sides, (
         f"{hashed} -- the dataset's own split puts {len(shared)} of {n_subjects} subjects on both "
         "sides, so it is not used (--official-split keep keeps it)"
-    ), False
+    ), False)
 
 
 def _shared_subjects(subjects, sides) -> set[str]:
@@ -165,3 +174,31 @@ def check_subject_split(train_subjects, test_subjects, allowed=frozenset()) -> N
     if shared:
         examples = ", ".join(sorted(shared)[:5])
         raise SplitError(f"{len(shared)} subject(s) on both sides of the split, e.g. {examples}")
+
+
+def empty_side_warning(sources: list[str], sides: list[str], subjects: list[str], options: SplitOptions,
+                       own_split: bool) -> str | None:
+    """A warning for the summary when a side is legitimately empty; SplitError when it is not.
+
+    A side is legitimately empty when it was not asked for (``--test-fraction
+    0`` or ``1``, ``--test-subjects 0``) or when the datasets' own split says
+    so (a 300-W copy holding only test folders).  Otherwise a split by subject
+    that cannot fill both sides -- a single subject, say -- is an error raised
+    before any face is processed, so nothing is written.
+    """
+    empty = [side for side in ("train", "test") if side not in sides]
+    if not empty:
+        return None
+    side = empty[0]
+    not_asked = (options.test_fraction == 0 or options.test_subjects == 0) if side == "test" else options.test_fraction == 1
+    if not_asked:
+        return f"{side} is empty, as asked (--test-fraction {options.test_fraction})" if options.test_fraction is not None \
+            else f"{side} is empty, as asked (--test-subjects {options.test_subjects})"
+    if own_split:
+        return f"{side} is empty: the datasets' own split puts every face on the other side"
+    n = len(set(subjects))
+    raise SplitError(
+        f"{', '.join(sources)}: the split by subject leaves {side} empty ({n} subject{'s' * (n != 1)} in all); "
+        "a split needs two subjects at least -- add data, or give --test-fraction 0 (all to train) "
+        "or 1 (all to test) to write one side on purpose"
+    )

@@ -48,5 +48,5 @@ def test_bottleneck_keeps_every_key_but_images(dlib_faces, data_dir, tmp_path, c
     assert "1280 per face from mobilenetv2" in capsys.readouterr().out
     # a bottleneck file has no images to extract from
     assert main(["bottleneck", "--backbone", "mobilenetv2", "--data", str(out), "--out", str(tmp_path / "again.npz"),
-                         "--weights", "none"]) == 1
+                         "--weights", "none"]) == 2
     assert "has no images" in capsys.readouterr().err

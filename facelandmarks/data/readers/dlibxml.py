@@ -29,6 +29,8 @@ def read_dlibxml(source: str | os.PathLike) -> Listing:
             root = ElementTree.parse(xml_path).getroot()
         except ElementTree.ParseError as err:
             raise AnnotationError(f"{xml_path}: not well-formed XML ({err})") from None
+        except OSError as err:
+            raise AnnotationError(f"{xml_path}: cannot read ({err.strerror or err})") from None
         if root.find("./images/image/box/part") is None:
             if source.is_file():
                 raise AnnotationError(f"{xml_path}: no <part> landmarks in any <box>")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from facelandmarks.data.records import (
     Skip,
     _parse_float,
     _points_from_values,
+    csv_rows,
 )
 from facelandmarks.landmarks import get_scheme
 
@@ -46,36 +46,39 @@ def read_muct(source: str | os.PathLike) -> Listing:
     listing = Listing("muct", str(source), "muct76", split_rule="muct")
     scheme = get_scheme("muct76")
     mirror_rows = 0
-    with open(csv_path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        if header[:4] != ["name", "tag", "x00", "y00"] or len(header) != 2 + 2 * scheme.num_points:
-            raise AnnotationError(f"{csv_path}: header is not 'name,tag,x00,y00,...,x75,y75'")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise AnnotationError(f"{csv_path}:{line}: {len(row)} fields, expected {len(header)}")
-            name = row[0]
-            if name.startswith("ir"):
-                mirror_rows += 1
-                continue
-            if not re.fullmatch(r"i\d{3}\w+-\w+", name):
-                raise AnnotationError(f"{csv_path}:{line}: image name {name!r} is not like 'i000qa-fn'")
-            try:
-                values = [_parse_float(v) for v in row[2:]]
-            except ValueError:
-                raise AnnotationError(f"{csv_path}:{line}: non-numeric coordinate") from None
-            points, labelled = _points_from_values(values, scheme.num_points)
-            labelled &= (points != 0).any(axis=1)  # (0, 0) marks an unavailable point
-            relative = f"jpg/{name}.jpg"
-            image = image_dir / f"{name}.jpg"
-            if not image.is_file():
-                listing.skips.append(Skip("muct", relative, f"image missing for landmark row {name}"))
-                continue
-            listing.records.append(
-                FaceRecord("muct", relative, str(image), points, labelled, f"muct/{name[1:4]}")
-            )
+    header = None
+    for line, row in csv_rows(csv_path):
+        if header is None:
+            header = row
+            if header[:4] != ["name", "tag", "x00", "y00"] or len(header) != 2 + 2 * scheme.num_points:
+                raise AnnotationError(f"{csv_path}: header is not 'name,tag,x00,y00,...,x75,y75'")
+            continue
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise AnnotationError(f"{csv_path}:{line}: {len(row)} fields, expected {len(header)}")
+        name = row[0]
+        if name.startswith("ir"):
+            mirror_rows += 1
+            continue
+        if not re.fullmatch(r"i\d{3}\w+-\w+", name):
+            raise AnnotationError(f"{csv_path}:{line}: image name {name!r} is not like 'i000qa-fn'")
+        try:
+            values = [_parse_float(v) for v in row[2:]]
+        except ValueError:
+            raise AnnotationError(f"{csv_path}:{line}: non-numeric coordinate") from None
+        points, labelled = _points_from_values(values, scheme.num_points)
+        labelled &= (points != 0).any(axis=1)  # (0, 0) marks an unavailable point
+        relative = f"jpg/{name}.jpg"
+        image = image_dir / f"{name}.jpg"
+        if not image.is_file():
+            listing.skips.append(Skip("muct", relative, f"image missing for landmark row {name}"))
+            continue
+        listing.records.append(
+            FaceRecord("muct", relative, str(image), points, labelled, f"muct/{name[1:4]}")
+        )
+    if header is None:
+        raise AnnotationError(f"{csv_path}: empty file, expected the header 'name,tag,x00,y00,...,x75,y75'")
     listing.notes.append(
         f"{mirror_rows} official mirror rows (ir…) not used: mirrors are made from the images"
     )

@@ -12,6 +12,7 @@ from facelandmarks.data.records import (
     Skip,
     _parse_float,
     _points_from_values,
+    read_text,
 )
 
 WFLW_OFFICIAL = {"list_98pt_rect_attr_train.txt": "train", "list_98pt_rect_attr_test.txt": "test"}
@@ -36,7 +37,7 @@ def read_wflw(source: str | os.PathLike) -> Listing:
     seen = set()
     for list_path in lists:
         split = WFLW_OFFICIAL.get(list_path.name)
-        for line, text in enumerate(list_path.read_text(errors="replace").splitlines(), start=1):
+        for line, text in enumerate(read_text(list_path).splitlines(), start=1):
             fields = text.split()
             if not fields:
                 continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
@@ -17,26 +16,24 @@ from facelandmarks.data.records import (
     Skip,
     _parse_float,
     _points_from_values,
+    csv_rows,
 )
 
 
 def _read_keypoint_csv(csv_path: Path, num_points: int) -> list[tuple[int, str, np.ndarray, np.ndarray]]:
     """Rows ``name, x0, y0, ...`` of a YouTube68-style CSV (first row a header)."""
     rows = []
-    with open(csv_path, newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != 1 + 2 * num_points:
-                raise AnnotationError(f"{csv_path}:{line}: {len(row)} fields, expected {1 + 2 * num_points}")
-            try:
-                values = [_parse_float(v) for v in row[1:]]
-            except ValueError:
-                raise AnnotationError(f"{csv_path}:{line}: non-numeric coordinate") from None
-            points, labelled = _points_from_values(values, num_points)
-            rows.append((line, row[0], points, labelled))
+    for line, row in csv_rows(csv_path):
+        if line == 1 or not row:
+            continue
+        if len(row) != 1 + 2 * num_points:
+            raise AnnotationError(f"{csv_path}:{line}: {len(row)} fields, expected {1 + 2 * num_points}")
+        try:
+            values = [_parse_float(v) for v in row[1:]]
+        except ValueError:
+            raise AnnotationError(f"{csv_path}:{line}: non-numeric coordinate") from None
+        points, labelled = _points_from_values(values, num_points)
+        rows.append((line, row[0], points, labelled))
     return rows
 
 
@@ -71,7 +68,7 @@ def read_youtube68(source: str | os.PathLike) -> Listing:
             listing.records.append(
                 FaceRecord("youtube68", relative, str(image), points, labelled, subject, split=split)
             )
-        if (source / folder).is_dir():
+        if (source / folder).is_dir() and os.access(source / folder, os.R_OK | os.X_OK):
             unlabelled = sum(1 for p in (source / folder).iterdir() if p.name not in named)
             if unlabelled:
                 listing.notes.append(f"{unlabelled} images in {folder}/ have no landmark row (not used)")

@@ -1,0 +1,454 @@
+"""datagen.py against hostile input, without face data: landmarks off their image, bad files of every
+kind it reads, archives that try to write outside their destination, and mixed train/test sets.
+
+Everything is synthetic and written under ``tmp_path``.  The same defences on real faces, with
+``prepare`` killed at every step of its write path, are in ``tests/data/test_prepare_faults.py``.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import tarfile
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+
+from facelandmarks.cli.datagen import EXIT_INPUT, main
+from facelandmarks.data import download, fileset, npz
+from facelandmarks.data.download import ArchiveError, safe_extract
+from facelandmarks.data.errors import DatasetError, OutputError
+from facelandmarks.data.fileset import SetWriter
+
+# --------------------------------------------------------------------------- synthetic 300-W faces
+
+
+def face_shape(cx=80.0, cy=80.0, radius=40.0):
+    """68 points on a ring: enough of a face for the landmark box (dlib will not find it: fallback box)."""
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    wobble = 1 + 0.15 * np.sin(3 * angles)
+    return np.stack([cx + radius * wobble * np.cos(angles), cy + 1.2 * radius * wobble * np.sin(angles)], axis=1)
+
+
+def write_face(folder, stem, points, shape=(160, 160), exif=None):
+    """An image and its headerless .pts (1-based, as iBUG's files are)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(stem))
+    image = rng.integers(60, 200, (*shape, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image)
+    data = encoded.tobytes()
+    if exif is not None:
+        data = with_exif_orientation(data, exif)
+    (folder / f"{stem}.jpg").write_bytes(data)
+    lines = [f"{x + 1:.3f} {y + 1:.3f}" for x, y in points]
+    (folder / f"{stem}.pts").write_text("\n".join(lines) + "\n")
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """JPEG data with an APP1 Exif segment holding only the orientation tag."""
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+BAD_FACES = {
+    "shifted": (face_shape() + 1000, "landmarks off the image: 68 of 68 labelled points"),
+    "negated": (-face_shape(), "landmarks off the image: 68 of 68 labelled points"),
+    "equal": (np.full((68, 2), 80.0), "degenerate landmarks: the 68 labelled points span only 0.0 x 0.0 px"),
+    "line": (np.stack([np.linspace(20, 140, 68), np.full(68, 80.0)], axis=1), "degenerate landmarks"),
+    "nan": (np.where(np.arange(68)[:, None] == 5, np.nan, face_shape()), "non-finite landmarks: 1 of 68"),
+    "infinite": (np.where(np.arange(68)[:, None] == 7, np.inf, face_shape()), "non-finite landmarks: 1 of 68"),
+}
+
+
+@pytest.fixture
+def hostile_300w(tmp_path):
+    root = tmp_path / "300w" / "afw"
+    for i in range(8):
+        write_face(root, f"good{i}_1", face_shape(70 + 2 * i, 75))
+    for stem, (points, _) in BAD_FACES.items():
+        write_face(root, f"{stem}_1", points)
+    write_face(root, "tiny_1", face_shape(), shape=(10, 10))  # a 10 x 10 image with full-size points
+    # stored 120 x 200 (h x w); EXIF 6 turns it to 200 x 120: points at x 140-196 only fit the stored pixels
+    write_face(root, "exif_1", face_shape(168, 60, 22), shape=(120, 200), exif=6)
+    # points that fit neither view: off both
+    write_face(root, "exifoff_1", face_shape() + 900, shape=(120, 200), exif=6)
+    return tmp_path / "300w"
+
+
+def prepare_args(source, out, *extra):
+    return ["prepare", "300w", "--source", str(source), "--size", "32", "--out", str(out), "--workers", "1", "--quiet", *extra]
+
+
+def test_faces_whose_landmarks_are_not_on_the_image_are_skipped_with_a_reason(hostile_300w, tmp_path, capsys):
+    out = tmp_path / "out" / "hostile"
+    assert main(prepare_args(hostile_300w, out)) == 0
+    report = json.loads((tmp_path / "out" / "hostile_report.json").read_text())
+    reasons = {s["file"]: s["reason"] for s in report["skips"]}
+    for stem, (_, reason) in BAD_FACES.items():
+        assert reason in reasons.pop(f"afw/{stem}_1.jpg"), stem
+    assert reasons.pop("afw/tiny_1.jpg").startswith("image far smaller than its landmarks")
+    off_both = reasons.pop("afw/exifoff_1.jpg")
+    assert off_both.startswith("landmarks off the image") and "also on the stored pixels (EXIF orientation 6 ignored)" in off_both
+    assert reasons == {}
+    # the EXIF face whose points fit the stored pixels is kept, on those pixels, and the summary says so
+    assert report["counts"]["written"] == 9 and report["counts"]["skipped"] == len(BAD_FACES) + 2
+    assert any("landmarks fit the stored pixels (EXIF orientation 6 ignored)" in note for note in report["notes"])
+    names, visible = [], []
+    for side in ("train", "test"):
+        arrays = npz.load_npz(tmp_path / "out" / f"hostile_{side}.npz")
+        names += list(arrays["name"])
+        visible.append(arrays["visible"])
+    assert sorted(set(names)) == sorted([f"afw/good{i}_1.jpg" for i in range(8)] + ["afw/exif_1.jpg"])
+    assert np.concatenate(visible).mean() > 0.95  # written faces keep their points on the crop
+    summary = capsys.readouterr().out
+    assert "afw/shifted_1.jpg: landmarks off the image" in summary
+
+
+def test_a_split_that_leaves_a_side_empty_is_an_error_before_anything_is_written(tmp_path, capsys):
+    source = tmp_path / "300w"
+    for face in (1, 2, 3):  # three faces of one photo: one subject
+        write_face(source / "afw", f"solo_{face}", face_shape(60 + 10 * face, 80))
+    out = tmp_path / "out" / "solo"
+    assert main(prepare_args(source, out)) == EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"datagen.py prepare: 300w ({source}): the split by subject leaves")
+    assert "empty (1 subject in all)" in err[0] and "--test-fraction 0" in err[0]
+    assert not (tmp_path / "out").exists()  # the folder it had created is gone again
+    # asked for on purpose: written, with a warning in the summary
+    assert main(prepare_args(source, out, "--test-fraction", "0")) == 0
+    assert "WARNING: test is empty, as asked (--test-fraction 0.0)" in capsys.readouterr().out
+    assert len(npz.load_npz(f"{out}_test.npz")["landmarks"]) == 0
+
+
+# --------------------------------------------------------------------------- one-line errors, exit 2
+
+
+def minimal_arrays(n=2, set_id=None):
+    arrays = {
+        "images": np.zeros((n, 8, 8, 3), np.uint8),
+        "landmarks": np.full((n, 15, 2), 0.5, np.float32),
+        "visible": np.ones((n, 15), bool),
+        "subject": np.array([f"s{i}" for i in range(n)]),
+        "scheme": np.array("kaggle15"),
+        "box": np.tile(np.float32([0, 0, 8, 8]), (n, 1)),
+    }
+    if set_id:
+        arrays["set_id"] = np.array(set_id)
+    return arrays
+
+
+def bad_npz_files(tmp_path):
+    good = npz.save_npz(tmp_path / "good.npz", minimal_arrays())
+    data = good.read_bytes()
+    files = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "garbage": os.urandom(3000),
+        "zip of text": _zip({"a.txt": b"hello"}),
+        "member cut short": _zip_member_cut(data),
+    }
+    paths = {}
+    for label, content in files.items():
+        paths[label] = tmp_path / f"{label.replace(' ', '_')}.npz"
+        paths[label].write_bytes(content)
+    paths["single npy"] = tmp_path / "single.npz"
+    np.save(paths["single npy"].with_suffix(".npy"), np.zeros(3))
+    paths["single npy"].with_suffix(".npy").rename(paths["single npy"])
+    paths["pickled"] = tmp_path / "pickled.npz"
+    np.savez(paths["pickled"], subject=np.array([{"a": 1}], dtype=object))
+    paths["off schema"] = npz.save_npz(tmp_path / "noland.npz", {k: v for k, v in minimal_arrays().items() if k != "landmarks"})
+    paths["corrupt shards.json"] = tmp_path / "x_train.shards.json"
+    paths["corrupt shards.json"].write_text('{"shards": [')
+    paths["corrupt manifest.json"] = tmp_path / "y.manifest.json"
+    paths["corrupt manifest.json"].write_text("{}")
+    paths["missing"] = tmp_path / "missing.npz"
+    paths["a folder"] = tmp_path
+    return paths
+
+
+def _zip(members: dict) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _zip_member_cut(npz_bytes: bytes) -> bytes:
+    """A valid zip directory whose first member's data is zeroed (CRC mismatch on reading)."""
+    data = bytearray(npz_bytes)
+    data[100:400] = bytes(300)
+    return bytes(data)
+
+
+def test_every_unreadable_dataset_file_is_one_line_and_exit_2(tmp_path, capsys):
+    for label, path in bad_npz_files(tmp_path).items():
+        if label not in ("corrupt shards.json", "corrupt manifest.json"):
+            with pytest.raises(DatasetError, match=f"^{re.escape(str(path))}: "):
+                npz.load_npz(path)
+        assert main(["info", str(path)]) == EXIT_INPUT, label
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"datagen.py info: {path}: "), (label, err)
+
+
+def bad_annotations(tmp_path):
+    """``(label, argv)`` pairs of prepare runs on broken annotation files, missing folders and bad options."""
+    cases = []
+
+    def folder(name):
+        path = tmp_path / "bad" / name
+        path.mkdir(parents=True)
+        return path
+
+    muct = folder("muct_nul") / "muct-landmarks"
+    muct.mkdir()
+    (muct / "muct76-opencv.csv").write_bytes(b"name,tag,x00\x00,y00\n")
+    cases.append(("muct csv with NUL", "muct", muct.parent))
+    muct = folder("muct_empty") / "muct-landmarks"
+    muct.mkdir()
+    (muct / "muct76-opencv.csv").write_bytes(b"")
+    cases.append(("muct csv empty", "muct", muct.parent))
+    muct = folder("muct_binary") / "muct-landmarks"
+    muct.mkdir()
+    (muct / "muct76-opencv.csv").write_bytes(os.urandom(2000).replace(b"\x00", b"\x01"))
+    cases.append(("muct csv binary", "muct", muct.parent))
+    yt = folder("yt_cut")
+    (yt / "training_frames_keypoints.csv").write_text("name," + ",".join(["x"] * 136) + "\nframe_00.jpg,1,2,3\n")
+    cases.append(("youtube68 csv cut mid-row", "youtube68", yt))
+    yt = folder("yt_nul")
+    (yt / "test_frames_keypoints.csv").write_bytes(b"name,x\nframe\x00,1\n")
+    cases.append(("youtube68 csv with NUL", "youtube68", yt))
+    kaggle = folder("kaggle_nul")
+    (kaggle / "training.csv").write_bytes(b"\x00" * 10)
+    cases.append(("kaggle csv NUL", "kaggle", kaggle))
+    kaggle = folder("kaggle_empty")
+    (kaggle / "training.csv").write_text("")
+    cases.append(("kaggle csv empty", "kaggle", kaggle))
+    xml = folder("xml_cut")
+    (xml / "faces.xml").write_text("<dataset><images><image file='a.jpg'><box top='1' left='1' width='9' height='9'><part name='00' x='1'")
+    cases.append(("dlib xml cut", "dlibxml", xml))
+    xml = folder("xml_binary")
+    (xml / "faces.xml").write_bytes(os.urandom(500))
+    cases.append(("dlib xml binary", "dlibxml", xml))
+    for name, text in (("pts_short", "1 2\n3 4\n"), ("pts_words", "version: 1\nn_points: 68\n{\n" + "a b\n" * 68 + "}\n"),
+                       ("pts_open", "version: 1\nn_points: 68\n{\n" + "1 2\n" * 68)):
+        pts = folder(name)
+        (pts / "x_1.pts").write_text(text)
+        (pts / "x_1.jpg").write_bytes(b"")
+        cases.append((f"300w {name}", "300w", pts))
+    wflw = folder("wflw_short")
+    (wflw / "list.txt").write_text("1 2 3 a.jpg\n")
+    cases.append(("wflw line too short", "wflw", wflw))
+    for dataset in ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml"):
+        cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere"))
+    return [(label, ["prepare", dataset, "--source", str(source), "--size", "32", "--out", str(tmp_path / "o" / "x"),
+                     "--workers", "1", "--quiet"]) for label, dataset, source in cases]
+
+
+def bad_options(tmp_path):
+    plain_file = tmp_path / "plain"
+    plain_file.write_text("a file, not a folder")
+    base = ["prepare", "kaggle", "--source", str(tmp_path), "--workers", "1", "--quiet"]
+    return [
+        ("size 0", base + ["--size", "0", "--out", str(tmp_path / "o" / "x")]),
+        ("size 5000", base + ["--size", "5000", "--out", str(tmp_path / "o" / "x")]),
+        ("test fraction 2", base + ["--size", "32", "--test-fraction", "2", "--out", str(tmp_path / "o" / "x")]),
+        ("test fraction nan", base + ["--size", "32", "--test-fraction", "nan", "--out", str(tmp_path / "o" / "x")]),
+        ("negative shard size", base + ["--size", "32", "--shard-size", "-1", "--out", str(tmp_path / "o" / "x")]),
+        ("out under a file", base + ["--size", "32", "--out", str(plain_file / "x")]),
+        ("out is a folder", base + ["--size", "32", "--out", str(tmp_path)]),
+        ("out ends with /", base + ["--size", "32", "--out", str(tmp_path / "o") + "/"]),
+    ]
+
+
+def test_bad_annotations_folders_and_options_are_one_line_and_exit_2(tmp_path, capsys):
+    cases = bad_annotations(tmp_path) + bad_options(tmp_path)
+    for label, argv in cases:
+        assert main(argv) == EXIT_INPUT, label
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("datagen.py prepare: "), (label, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written, not even the output folder
+
+
+def test_an_unwritable_or_full_out_is_found_before_any_face_is_read(tmp_path, monkeypatch):
+    (tmp_path / "plain.txt").write_text("a file where a folder should be")
+    with pytest.raises(OutputError, match="cannot write the output set"):
+        SetWriter(tmp_path / "plain.txt" / "x")
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".probe") and "w" in mode:
+            raise OSError(28, "No space left on device", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    with pytest.raises(OutputError, match="No space left on device"):
+        SetWriter(tmp_path / "full" / "x")
+    assert not (tmp_path / "full").exists()
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def tar_with(tmp_path, members, name="hostile.tar"):
+    """A tar of ``(name, kind, data_or_link)`` members: kind is file, dir, sym or hard."""
+    path = tmp_path / name
+    with tarfile.open(path, "w") as tar:
+        for member_name, kind, value in members:
+            info = tarfile.TarInfo(member_name)
+            if kind == "file":
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE}[kind]
+            info.linkname = value or ""
+            tar.addfile(info)
+    return path
+
+
+GOOD = ("jpg/good.txt", "file", b"good")
+NOWHERE = "/nonexistent-facelandmarks-test"  # absolute targets: harmless should a check ever let one through
+HOSTILE_ARCHIVES = {
+    "chained symlinks": [GOOD, ("a", "sym", "."), ("a/b", "sym", ".."), ("b/evil.txt", "file", b"evil")],
+    "deeper chain": [GOOD, ("a", "sym", "."), ("a/a/a/b", "sym", ".."), ("a/b/evil.txt", "file", b"evil")],
+    "link to a link to outside": [GOOD, ("d", "dir", None), ("d/up", "sym", "../.."), ("x", "sym", "d/up")],
+    "absolute symlink": [GOOD, ("abs", "sym", NOWHERE), ("abs/evil.txt", "file", b"evil")],
+    "absolute name": [GOOD, (f"{NOWHERE}/evil.txt", "file", b"evil")],
+    "dot-dot name": [GOOD, ("../evil.txt", "file", b"evil")],
+    "dot-dot inside a name": [GOOD, ("jpg/../../evil.txt", "file", b"evil")],
+    "hardlink out": [GOOD, ("h", "hard", "../evil.txt")],
+    "hardlink absolute": [GOOD, ("h", "hard", f"{NOWHERE}/evil.txt")],
+    "hardlink through a symlink": [GOOD, ("s", "sym", "."), ("h", "hard", "s/../evil.txt")],
+    "file through a symlinked folder": [GOOD, ("s", "sym", "jpg/.."), ("s/../evil.txt", "file", b"evil")],
+    "symlink re-pointed later": [GOOD, ("a", "sym", "b/.."), ("b", "sym", ".")],
+    "link replaced": [GOOD, ("l", "sym", "jpg"), ("l", "sym", "jpg/..")],
+    "link loop": [GOOD, ("p", "sym", "q"), ("q", "sym", "p"), ("p/evil.txt", "file", b"evil")],
+    "device": [GOOD, ("dev", "file", b"")],
+}
+
+
+def _as_device(path):
+    """Rewrite the 'dev' member of an archive as a character device."""
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+    with tarfile.open(path, "w") as tar:
+        for member, data in members:
+            if member.name == "dev":
+                member.type = tarfile.CHRTYPE
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
+
+
+@pytest.mark.parametrize("with_stdlib_filter", [True, False], ids=["python-filter", "no-filter"])
+@pytest.mark.parametrize("case", HOSTILE_ARCHIVES)
+def test_hostile_archives_are_refused_before_anything_is_extracted(tmp_path, monkeypatch, case, with_stdlib_filter):
+    if not with_stdlib_filter:  # as on Python before 3.11.4: only our own check stands
+        monkeypatch.setattr(download, "_filter_arguments", lambda: {})
+    archive = tar_with(tmp_path, HOSTILE_ARCHIVES[case])
+    if case == "device":
+        _as_device(archive)
+    dest = tmp_path / "box" / "dest"
+    with pytest.raises(ArchiveError) as caught:
+        safe_extract(archive, dest)
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: member ") and "nothing extracted" in message and "\n" not in message
+    assert list(dest.iterdir()) == []  # not even the harmless first member
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["box", "dest", archive.name])
+
+
+def test_a_link_already_on_disk_is_followed_too(tmp_path):
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (dest / "jpg").symlink_to(outside)
+    archive = tar_with(tmp_path, [("jpg/evil.txt", "file", b"evil")])
+    with pytest.raises(ArchiveError, match="would land outside"):
+        safe_extract(archive, dest)
+    assert list(outside.iterdir()) == []
+
+
+def test_links_that_stay_inside_are_extracted(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "_filter_arguments", lambda: {})
+    archive = tar_with(tmp_path, [("jpg", "dir", None), GOOD, ("latest", "sym", "jpg"), ("latest/more.txt", "file", b"more"),
+                                  ("copy.txt", "hard", "jpg/good.txt"), ("./", "dir", None)])
+    dest = tmp_path / "dest"
+    assert safe_extract(archive, dest) == 6
+    assert (dest / "jpg" / "more.txt").read_bytes() == b"more" and (dest / "copy.txt").read_bytes() == b"good"
+
+
+def test_a_refused_or_corrupt_download_is_deleted_with_a_hint(tmp_path, capsys):
+    dest = tmp_path / "muct"
+    dest.mkdir()
+    cached = dest / "muct-a-jpg-v1.tar.gz"
+    shutil.copy(tar_with(tmp_path, HOSTILE_ARCHIVES["chained symlinks"]), cached)
+    argv = ["download", "muct", "--dest", str(dest), "--url", "http://127.0.0.1:9/", "--quiet"]
+    assert main(argv) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{cached}: member 'a/b' links outside" in err
+    assert "the archive was deleted: run download again" in err and not cached.exists()
+    cached.write_bytes(b"\x1f\x8b" + os.urandom(500))  # a corrupt gzip
+    assert main(argv) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "not a readable tar archive" in err and "deleted" in err and not cached.exists()
+
+
+# --------------------------------------------------------------------------- sets: written together, read together
+
+
+def write_set(prefix, n, set_files=("train", "test")):
+    writer = SetWriter(prefix)
+    for side in set_files:
+        arrays = minimal_arrays(n, writer.set_id)
+        writer.write(f"{writer.name}_{side}.npz", lambda path, arrays=arrays: npz.save_npz(path, arrays))
+    writer.write_text(f"{writer.name}_report.txt", f"set {writer.set_id}\n")
+    writer.commit()
+    return writer.set_id
+
+
+def test_a_mixed_set_is_refused_with_one_line(tmp_path, capsys):
+    prefix = tmp_path / "sets" / "d"
+    write_set(prefix, 2)
+    old_test = (tmp_path / "sets" / "d_test.npz").read_bytes()
+    new_id = write_set(prefix, 3)
+    assert str(npz.load_npz(f"{prefix}_test.npz")["set_id"]) == new_id
+    assert npz.check_set(prefix)["set_id"] == new_id
+    (tmp_path / "sets" / "d_test.npz").write_bytes(old_test)  # an old test file beside the new train file
+    npz.load_npz(f"{prefix}_train.npz")  # the train file itself is still the one listed
+    with pytest.raises(DatasetError, match=r"d_test.npz: a mixed set"):
+        npz.load_npz(f"{prefix}_test.npz")
+    with pytest.raises(DatasetError, match="d_test.npz: a mixed set"):
+        npz.check_set(f"{prefix}_train.npz")
+    assert main(["info", f"{prefix}_test.npz"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a mixed set" in err
+    # a stray member (left by hand) is named by check_set
+    (tmp_path / "sets" / "d_test.npz").unlink()
+    write_set(prefix, 2)
+    shutil.copy(f"{prefix}_train.npz", f"{prefix}_train-00000.npz")
+    with pytest.raises(DatasetError, match="d_train-00000.npz: not part of the set"):
+        npz.check_set(prefix)
+
+
+def test_an_interrupted_install_is_finished_by_the_next_reader(tmp_path, monkeypatch):
+    prefix = tmp_path / "d"
+    write_set(prefix, 2)
+    log = tmp_path / "steps.log"
+    monkeypatch.setenv(fileset.FAULT_LOG_ENV, str(log))
+    monkeypatch.setattr(fileset, "_faults_passed", 0)
+    write_set(prefix, 3)
+    steps = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    install = steps.index("install d_test.npz: before") + 1
+    monkeypatch.setenv(fileset.FAULT_ENV, f"{install}:enospc")
+    monkeypatch.setattr(fileset, "_faults_passed", 0)
+    with pytest.raises(OutputError, match="committed but not yet in place"):
+        write_set(prefix, 4)
+    assert (tmp_path / ".d.commit").is_dir()
+    monkeypatch.delenv(fileset.FAULT_ENV)
+    assert len(npz.load_npz(f"{prefix}_test.npz")["landmarks"]) == 4  # the reader finished the install
+    assert not (tmp_path / ".d.commit").exists() and len(npz.load_npz(f"{prefix}_train.npz")["landmarks"]) == 4
+    npz.check_set(prefix, hashes=True)
