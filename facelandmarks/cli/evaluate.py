@@ -7,12 +7,28 @@ import sys
 from pathlib import Path
 
 from facelandmarks import runtime
+from facelandmarks.cli.train import USER_ERRORS, error_line
 from facelandmarks.evaluation.evaluate import evaluate_runs
-from facelandmarks.inference.photos import image_files, run_on_images, run_on_video
+from facelandmarks.inference.photos import run_on_images, run_on_video
+
+EPILOG = """exit status:
+  0    done
+  1    --image: no face found in the photo (in any photo of the folder)
+  2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
+       truncated or corrupt file (npz, run folder, photo), a folder without photos, an output folder that
+       cannot be written (checked before any work)
+  130  interrupted (Ctrl-C)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage
+        self.exit(2, f"{self.prog}: {message} (evaluate.py --help lists the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="evaluate.py", description=__doc__, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories written by train.py")
     parser.add_argument("--data", help="test npz: writes the comparison tables and plots")
     parser.add_argument("--image", help="a photo or a folder of photos")
@@ -33,28 +49,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Exit status as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
     modes = [m for m in ("data", "image", "video") if getattr(args, m)]
     if len(modes) != 1:
         print("evaluate.py: give exactly one of --data, --image, --video", file=sys.stderr)
         return 2
+    if not args.data and len(args.runs) != 1:
+        print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
+        return 2
     runtime.startup(args.verbose)
     try:
-        if args.data:
-            evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
-                          where=args.where, flip_test=args.flip_test)
-            print((Path(args.out) / "results.md").read_text())
-            return 0
-        if len(args.runs) != 1:
-            print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
-            return 2
-        if args.image:
-            failures = run_on_images(args.runs[0], args.image, args.out, args.flip_test)
-            # a single photo without a face fails; a folder fails only when no photo worked
-            return 1 if failures == len(image_files(Path(args.image))) else 0
-        result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test)
-        print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s -> {result['output']}")
-        return 0
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"evaluate.py: {err}", file=sys.stderr)
+        return _run(args)
+    except KeyboardInterrupt:
+        print("\nevaluate.py: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        print(f"evaluate.py: {error_line(err, (args.data,))}", file=sys.stderr)
         return 2
+
+
+def _run(args) -> int:
+    from facelandmarks.training.resume import check_writable
+
+    check_writable(Path(args.out).parent if args.video else Path(args.out))  # before hours of scoring, not after
+    if args.data:
+        evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
+                      where=args.where, flip_test=args.flip_test)
+        print((Path(args.out) / "results.md").read_text())
+        return 0
+    if args.image:
+        counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test)
+        return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
+    result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test)
+    print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s -> {result['output']}")
+    return 0

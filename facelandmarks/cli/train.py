@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 from facelandmarks.runtime import startup
@@ -31,6 +32,32 @@ from facelandmarks.training.trainers import get_trainer, option_groups, register
 
 RESUME_MAY_CHANGE = ("epochs", "run_dir")  # run_dir: a copied or moved run folder resumes into itself
 
+EPILOG = """exit status:
+  0    the run finished (its summary is printed as JSON)
+  2    a usage or input error, reported in one line on stderr, "train.py: PATH: what is wrong": a bad
+       flag or setting (--size 0), a missing, truncated or corrupt file (npz, json, weights), an empty
+       training or validation set, a run folder that cannot be written, --resume on a folder without a run
+  130  interrupted (Ctrl-C); the line printed gives the command that continues the run
+"""
+
+# What a user can cause and the scripts report in one line (exit 2).  Anything else is a bug: a traceback.
+# zipfile.BadZipFile and EOFError come from numpy reading a truncated npz when the loader does not name it.
+USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
+
+
+def error_line(err: BaseException, npz_files=()) -> str:
+    """``PATH: what is wrong``, on one line, for an error of ``USER_ERRORS``.
+
+    ``npz_files``: the npz files the command reads, to name the one a bare ``BadZipFile`` is about.
+    """
+    if isinstance(err, (zipfile.BadZipFile, EOFError)):
+        given = [str(p) for p in npz_files if p]
+        broken = [p for p in given if not zipfile.is_zipfile(p)] or given or ["the data file"]
+        return f"{' or '.join(broken)}: not a readable npz file, truncated or corrupt ({err or type(err).__name__})"
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err.strerror or ""):
+        return f"{err.filename}: {' '.join(str(err.strerror or err).split())}"
+    return " ".join(str(err).split()) or type(err).__name__
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not the usage of thirty flags
@@ -45,7 +72,8 @@ def _load_trainers() -> None:
 def build_parser() -> argparse.ArgumentParser:
     """``train.py``'s flags: TrainConfig's fields, then one group per registered trainer's options."""
     _load_trainers()
-    parser = _Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="train.py", description=__doc__, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE", help="settings file (JSON; YAML with PyYAML); typed flags override it")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up INFO lines")
@@ -111,10 +139,16 @@ def _saved_run(requested: dict) -> TrainConfig:
     run_dir = requested.get("run_dir")
     if not run_dir:
         raise ConfigError("--resume needs --run-dir DIR (the run to continue)")
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"{run_dir}: no such folder, so nothing to resume")
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
-    return dataclasses.replace(TrainConfig.load(path), run_dir=str(run_dir))
+        raise ConfigError(f"{run_dir}: nothing to resume (no config.json: not a run folder)")
+    try:
+        saved = TrainConfig.load(path)
+    except (TypeError, AttributeError) as err:  # valid JSON, but not an object of settings
+        raise ConfigError(f"{path}: not a run config ({' '.join(str(err).split())})") from None
+    return dataclasses.replace(saved, run_dir=str(run_dir))
 
 
 def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> TrainConfig:
@@ -135,24 +169,23 @@ def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> Tr
 
 
 def main(argv=None) -> int:
+    """Exit status 0, 2 or 130 as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true")
     startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
+    config = None
     try:
         config, resume = resolve_config(argv)
         config.validate()
         trainer = get_trainer(config.model)
-    except ValueError as err:
-        print(f"train.py: {err}", file=sys.stderr)
-        return 2
-    try:
         summary = trainer(config, resume=resume)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python train.py --resume --run-dir {config.run_dir}", file=sys.stderr)
+        resume_hint = f"; continue with: python train.py --resume --run-dir {config.run_dir}" if config else ""
+        print(f"\ninterrupted{resume_hint}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"train.py: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"train.py: {error_line(err, (config.data, config.val) if config else ())}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +18,28 @@ from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline r
 
 def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
     """(train loss, validation loss, epoch) at the best validation epoch of a run's history.csv."""
-    path = run_dir / "history.csv"
-    if not path.is_file():
-        return float("nan"), float("nan"), None
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_history(run_dir / "history.csv")
     if not rows:
         return float("nan"), float("nan"), None
     key = "val_loss" if rows[0].get("val_loss") not in (None, "") else "loss"
     best = min(rows, key=lambda r: float(r[key]))
     return float(best["loss"]), float(best.get("val_loss") or "nan"), int(best["epoch"]) + 1
+
+
+def read_history(path: Path) -> list[dict]:
+    """The rows of a history.csv; none (and one line on stderr) when it is damaged: the scores do not need it."""
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:  # every value the tables and curves read must parse
+            int(row["epoch"]), float(row["loss"]), float(row.get("val_loss") or "nan")
+    except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:
+        print(f"{path}: unreadable history, left out of the tables and curves ({' '.join(str(err).split())})",
+              file=sys.stderr)
+        return []
+    return rows
 
 
 def muct_cameras(names: np.ndarray) -> np.ndarray:
@@ -141,5 +154,6 @@ def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_
             timed.flip_test = flip  # a flip-test row times two passes per face
             row["ms_per_face"] = timed.ms_per_face(images[0])
         # one learning curve per run: the flip-test rows share their run's
-        out.append((row, pred, history_dir / "history.csv" if history_dir is not None and not flip else None))
+        has_history = history_dir is not None and not flip and row["best_epoch"] is not None  # read and parsed
+        out.append((row, pred, history_dir / "history.csv" if has_history else None))
     return out

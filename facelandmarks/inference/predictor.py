@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,42 @@ class Variant:
     flip_test: bool = False
 
 
+def _read_run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable run config ({' '.join(str(err).split())})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a run config (expected a JSON object)")
+    missing = [k for k in ("model", "scheme", "input_shape", "num_points") if k not in config]
+    if missing:
+        raise ValueError(f"{path}: not the config of a trained run (no {', '.join(missing)})")
+    return config
+
+
+def _load_saved_model(run_dir: Path, state: dict | None):
+    """``model.keras`` when it is the run's current best model; None (with a line saying why, when it exists) to
+    rebuild the model from the registry and load the best weights instead."""
+    import keras
+
+    from facelandmarks.training.resume import BEST, SAVED_MODEL, find_checkpoint, saved_model_is_current
+
+    path, problem = find_checkpoint(run_dir, SAVED_MODEL, state)
+    if path is not None and not saved_model_is_current(state):
+        path, problem = None, f"older than {BEST} (the run went on after it was saved)"
+    if path is not None:
+        try:
+            return keras.models.load_model(path, compile=False)
+        except Exception as err:  # a damaged archive fails in many ways inside Keras; the weights file is the fallback
+            problem = f"does not load ({' '.join(str(err).split())[:200]})"
+    if problem != "missing":
+        print(f"{run_dir / SAVED_MODEL}: {problem}; loading {BEST} instead", file=sys.stderr)
+    return None
+
+
 class Predictor:
     """A trained model plus what it needs to see faces as it saw them in training.
 
@@ -127,36 +164,34 @@ class Predictor:
                 weights), falling back to the registry + ``best.weights.h5``
                 for a run that was interrupted before it finished; 'last'
                 loads ``last.weights.h5``.
-        """
-        import keras
 
+        Every file is checked against the run's ``state.json`` before it is
+        used (``training.resume.find_checkpoint``): a damaged or stale
+        ``model.keras`` falls back to ``best.weights.h5``, a damaged one of
+        best/last to the other, each with one line on stderr.  A run with no
+        usable file raises ``ValueError`` naming it.
+        """
         from facelandmarks.models import build_model
+        from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
 
         run_dir = Path(run_dir)
         for marker, loader in RUN_KINDS.items():  # runs of other kinds (pipelines) load through their own class
             if (run_dir / marker).is_file():
                 return loader(run_dir, **kwargs)
-        config_path = run_dir / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-        config = json.loads(config_path.read_text())
+        config = _read_run_config(run_dir)
         if config.get("input_kind") == "features":
             raise ValueError(
                 f"{run_dir}: {config['model']} takes precomputed backbone features, not images; "
                 "evaluate it on a features npz with evaluate.py"
             )
-        model_file = run_dir / "model.keras"
-        if weights == "best" and model_file.is_file():
-            model = keras.models.load_model(model_file, compile=False)
-        else:
+        state = read_state(run_dir, strict=False)
+        model = _load_saved_model(run_dir, state) if weights == "best" else None
+        if model is None:
             model = build_model(
                 config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
                 weights="none", train_blocks=config.get("train_blocks"), **config.get("model_options", {}),
             )
-            file = run_dir / ("last.weights.h5" if weights == "last" else "best.weights.h5")
-            if not file.is_file():
-                raise FileNotFoundError(f"{run_dir}: no {file.name} to load")
-            model.load_weights(file, skip_mismatch=False)
+            model.load_weights(choose_checkpoint(run_dir, state, (LAST, BEST) if weights == "last" else (BEST, LAST)))
         return cls(model, config["scheme"], name=run_dir.name, config=config, **kwargs)
 
     # -- crops -------------------------------------------------------------

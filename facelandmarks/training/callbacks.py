@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import numpy as np
 
 from facelandmarks import runtime
 from facelandmarks.data.feeding import LandmarkBatches
-from facelandmarks.training.config import _write_json_atomic
 from facelandmarks.training.distribute import predict_all
-from facelandmarks.training.resume import STATE_FIELDS, _jsonable
+from facelandmarks.training.resume import BEST, LAST, callback_state, commit_set
 
 
 class EpochOrder(keras.callbacks.Callback):
@@ -59,29 +57,42 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["epoch_seconds"] = round(time.perf_counter() - self._started, 2)
 
 
-class ResumeCheckpoint(keras.callbacks.Callback):
-    """After every epoch: ``last.weights.h5`` (weights + optimizer state) and ``state.json``.
+class CheckpointSet(keras.callbacks.Callback):
+    """After every epoch: ``best.weights.h5`` (when ``monitor`` improved), ``last.weights.h5`` and
+    ``state.json``, committed as one set (``resume.commit_set``: pending names, then the state, then renames).
 
-    ``state.json`` records the finished epoch and the counters of the
-    callbacks that carry state across epochs (best value so far, patience
-    used), so ``--resume`` continues exactly where the run stopped.  Both
-    files are written to a temporary name and renamed, so a run killed while
-    saving keeps the previous epoch's checkpoint.
+    It replaces Keras' ``ModelCheckpoint(save_best_only=True)``, which writes the best weights in place,
+    so a kill during that write left a torn file under the final name.  The best-so-far semantics are
+    Keras': the first epoch is an improvement, later ones when ``monitor`` is strictly lower.  The
+    weights files hold the optimizer state too.  ``state.json`` records the finished epoch, the
+    learning rate and the counters of ``stateful`` (this callback's own ``best`` among them, under
+    ``ModelCheckpoint`` as before), so ``--resume`` continues exactly where the run stopped.
     """
 
-    def __init__(self, run_dir: Path, stateful: dict):
+    def __init__(self, run_dir: Path, monitor: str, stateful: dict):
         super().__init__()
-        self.run_dir = Path(run_dir)
-        self.stateful = stateful
+        self.run_dir, self.monitor, self.stateful = Path(run_dir), monitor, stateful
+        self.best = None
+        self.files: dict = {}  # the records of the committed set (``restore_for_resume`` fills them in)
+
+    def improved(self, logs) -> bool:
+        """Whether this epoch's ``monitor`` is the best so far (then it becomes the best); a missing value is not."""
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            return False
+        current = float(keras.ops.convert_to_numpy(current))
+        if self.best is None or current < self.best:
+            self.best = current
+            return True
+        return False
 
     def on_epoch_end(self, epoch, logs=None):
-        tmp = self.run_dir / ".last.weights.h5.tmp.weights.h5"
-        self.model.save_weights(tmp)
-        os.replace(tmp, self.run_dir / "last.weights.h5")
-        state = {"epoch": epoch, "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-        for name, callback in self.stateful.items():
-            state[name] = {k: _jsonable(getattr(callback, k)) for k in STATE_FIELDS[type(callback).__name__]}
-        _write_json_atomic(self.run_dir / "state.json", state)
+        writers = {LAST: self.model.save_weights}
+        if self.improved(logs):
+            writers = {BEST: self.model.save_weights, **writers}
+        state = {"epoch": epoch, "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                 **callback_state(self.stateful), "files": self.files}
+        self.files = commit_set(self.run_dir, writers, state)
 
 
 class PreviewImages(keras.callbacks.Callback):
@@ -139,12 +150,11 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
 
     ``lr`` is the base learning rate after scaling for the number of replicas.
     """
-    best = keras.callbacks.ModelCheckpoint(
-        str(out_dir / "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
-    )
     early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, min_delta=config.min_delta,
                                           restore_best_weights=True)
-    stateful = {"ModelCheckpoint": best, "EarlyStopping": early}
+    stateful = {"EarlyStopping": early}
+    checkpoints = CheckpointSet(out_dir, monitor, stateful)
+    stateful["ModelCheckpoint"] = checkpoints  # the key old state.json files use for the best value
     callbacks = [AllocatorSettings(), EpochOrder(batches), LearningRateLogger()]
     if config.schedule == "plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(
@@ -155,8 +165,9 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
         callbacks.append(plateau)
     elif config.schedule == "cosine":
         callbacks.append(CosineSchedule(lr, config.epochs))
-    callbacks += [best, early, ResumeCheckpoint(out_dir, stateful)]
-    callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume))
+    # the history row goes before the commit: a kill between them leaves a row that resume trims and
+    # redoes, never a committed epoch without its row
+    callbacks += [early, keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume), checkpoints]
     callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False))
     if val is not None and input_kind == "image" and config.preview_every > 0:
         callbacks.append(PreviewImages(out_dir / "logs", x_val, val["landmarks"], val["visible"], config.preview_every,

@@ -112,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"--size must be a positive number of pixels, got {self.size}")
         if self.epochs < 1 or self.batch < 1:
             raise ValueError(f"--epochs and --batch must be >= 1, got {self.epochs} and {self.batch}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +22,18 @@ from facelandmarks.training.callbacks import make_callbacks
 from facelandmarks.training.config import TrainConfig, _write_json_atomic
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.resume import (
+    BEST,
+    LAST,
+    SAVED_MODEL,
+    CheckpointError,
     _best_epoch,
+    check_writable,
+    choose_checkpoint,
+    commit_set,
     init_weights,
     read_history_epochs,
+    read_state,
+    recover,
     restore_for_resume,
     weights_fingerprint,
 )
@@ -71,16 +79,18 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     from facelandmarks.training import distribute
 
     run_dir = Path(config.run_dir)
-    state = _check_run_dir(run_dir, resume)
     config.validate()
+    state = _check_run_dir(run_dir, resume)
+    resume = state is not None  # a run killed before its first epoch ended starts again
     cluster = distribute.setup(config.distribute)
     try:
         keras.utils.set_random_seed(config.seed)
         set_precision(config.mixed_precision)
         out_dir = Path(cluster.output_dir(str(run_dir)))
-        out_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(out_dir)
 
-        train, val = load_split(config)
+        train, val = _load_data(config)
+        check_faces(config, train, val)
         scheme = train.scheme if isinstance(train, npz.ShardSet) else scheme_for(train)
         parts = FaceParts(train, config.size, cluster.worker_index, cluster.workers)
         x_val = model_inputs(val, config.size) if val is not None else None
@@ -159,14 +169,48 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
 
 
 def _check_run_dir(run_dir: Path, resume: bool):
+    """The state to resume from (None: start at epoch 1); refuses to overwrite a run without ``--resume``.
+
+    Resuming first completes or discards a checkpoint commit that a kill interrupted (``recover``).
+    A run folder holding its settings but no finished epoch (killed during its first) starts over.
+    """
     if resume:
-        state_path = run_dir / "state.json"
-        if not (state_path.is_file() and (run_dir / "last.weights.h5").is_file()):
-            raise FileNotFoundError(f"{run_dir}: nothing to resume (no state.json / last.weights.h5)")
-        return json.loads(state_path.read_text())
-    if (run_dir / "last.weights.h5").exists() or (run_dir / "model.keras").exists():
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{run_dir}: nothing to resume (no config.json: not a run folder)")
+        state = recover(run_dir)
+        if state is None:
+            print(f"{run_dir}: no finished epoch to resume; training from epoch 1")
+        return state
+    if any((run_dir / name).exists() for name in (LAST, SAVED_MODEL, "state.json")):
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
     return None
+
+
+def _load_data(config: TrainConfig):
+    """``load_split``, naming the data file in an error that does not (a split that cannot be made)."""
+    try:
+        return load_split(config)
+    except ValueError as err:
+        if any(str(path) in str(err) for path in (config.data, config.val) if path):
+            raise
+        raise npz.DatasetError(f"{config.data}: {err}") from None
+
+
+def check_faces(config: TrainConfig, train, val) -> None:
+    """Stop before the first epoch when the training or validation side of the split has no faces
+    (an empty validation set would otherwise fail only after the last epoch, in ``finish``)."""
+    faces = train.faces if isinstance(train, npz.ShardSet) else len(train["landmarks"])
+    split = not config.val and config.val_fraction > 0
+    if faces == 0:
+        detail = f" after --val-fraction {config.val_fraction} held out its subjects" if split else ""
+        raise npz.DatasetError(f"{config.data}: no faces to train on{detail}")
+    if val is None or len(val["landmarks"]):
+        return
+    if config.val:
+        raise npz.DatasetError(f"{config.val}: the validation set (--val) holds no faces")
+    subjects = len(np.unique(np.asarray(train["subject"]).astype(str)))
+    raise npz.DatasetError(f"{config.data}: --val-fraction {config.val_fraction} held out no validation faces "
+                           f"({subjects} subject(s) left); give --val FILE, or --val-fraction 0 to train without one")
 
 
 def cluster_faces(train, workers: int) -> int:
@@ -215,8 +259,11 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
     """Best weights into ``model.keras`` and the validation summary (written by the chief)."""
     from facelandmarks import metrics
 
-    if (out_dir / "best.weights.h5").is_file():
-        model.load_weights(out_dir / "best.weights.h5")
+    state = read_state(out_dir)
+    try:
+        model.load_weights(choose_checkpoint(out_dir, state, (BEST, LAST)))
+    except CheckpointError as err:  # neither best nor last is usable: save the weights in memory
+        print(f"{err}; saving the weights in memory", file=sys.stderr)
     summary = {"model": config.model, "train_seconds": round(time.time() - start, 1)}
     epochs_run = read_history_epochs(out_dir / "history.csv")
     summary["epochs"] = (max(epochs_run) + 1) if epochs_run else 0
@@ -229,9 +276,9 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
         summary["val_mse"] = metrics.masked_mse(pred, val["landmarks"], val["visible"])
     summary["best_epoch"] = _best_epoch(out_dir / "history.csv", monitor)
     summary["weights_sha1"] = weights_fingerprint(model)
-    if cluster.is_chief:
-        tmp = out_dir / ".model.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, out_dir / "model.keras")
+    if cluster.is_chief:  # model.keras joins the checkpoint set, recording which best weights it holds
+        best = (state or {}).get("files", {}).get(BEST)
+        commit_set(out_dir, {SAVED_MODEL: model.save}, state or {"epoch": -1},
+                   meta={SAVED_MODEL: {"best_sha1": best and best["sha1"]}})
         _write_json_atomic(out_dir / "summary.json", summary)
     return summary

