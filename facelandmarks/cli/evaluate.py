@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evaluate.py", description=__doc__, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories written by train.py")
+    parser.add_argument("runs", nargs="*",
+                        help="run directories written by train.py (none: the model shipped in weights/)")
     parser.add_argument("--data", help="test npz: writes the comparison tables and plots")
     parser.add_argument("--image", help="a photo or a folder of photos")
     parser.add_argument("--video", help="a video file or a camera index")
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     if len(modes) != 1:
         print("evaluate.py: give exactly one of --data, --image, --video", file=sys.stderr)
         return 2
-    if not args.data and len(args.runs) != 1:
+    if not args.data and len(args.runs) > 1:
         print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
         return 2
     runtime.startup(args.verbose)
@@ -73,6 +74,10 @@ def _run(args) -> int:
     from facelandmarks.training.resume import check_writable
 
     check_writable(Path(args.out).parent if args.video else Path(args.out))  # before hours of scoring, not after
+    if not args.runs:
+        from facelandmarks.inference.shipped import default_model_dir
+
+        args.runs = [str(default_model_dir())]
     if args.data:
         evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
                       where=args.where, flip_test=args.flip_test)

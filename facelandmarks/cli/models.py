@@ -22,7 +22,21 @@ def main(argv=None):
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
+    parser.add_argument("--ship", metavar="RUN", help="write RUN's best weights (float16) and settings into --to, "
+                                                      "a folder that loads like a run (weights/ holds the shipped one)")
+    parser.add_argument("--to", metavar="FOLDER", help="destination of --ship")
     args = parser.parse_args(argv)
+    if args.ship:
+        from facelandmarks.inference.shipped import ship
+
+        if not args.to:
+            parser.error("--ship needs --to FOLDER")
+        try:
+            print(f"shipped {args.ship} -> {ship(args.ship, args.to)}")
+        except (OSError, ValueError) as err:
+            print(f"models.py: {err}", file=sys.stderr)
+            return 2
+        return 0
     if not args.list and not args.summary:
         parser.print_help()
         return 0

@@ -156,8 +156,8 @@ class Predictor:
         self._flip_test = bool(value)
 
     @classmethod
-    def load(cls, run_dir: str | Path, weights: str = "best", **kwargs) -> Predictor:
-        """Load a run directory written by ``train.py``.
+    def load(cls, run_dir: str | Path | None = None, weights: str = "best", **kwargs) -> Predictor:
+        """Load a run directory written by ``train.py`` (None: the model shipped in ``weights/``).
 
         Args:
             weights: 'best' uses ``model.keras`` (saved with the best
@@ -174,6 +174,10 @@ class Predictor:
         from facelandmarks.models import build_model
         from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
 
+        if run_dir is None:
+            from facelandmarks.inference.shipped import default_model_dir
+
+            run_dir = default_model_dir()
         run_dir = Path(run_dir)
         for marker, loader in RUN_KINDS.items():  # runs of other kinds (pipelines) load through their own class
             if (run_dir / marker).is_file():

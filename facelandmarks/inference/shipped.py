@@ -1,0 +1,86 @@
+"""The landmark model shipped in the repository's ``weights/`` folder, and how a run becomes one.
+
+A shipped model is a folder that loads like a run directory (``Predictor.load``, ``train.py
+--init``): ``config.json`` (the run's settings: model name, options, input shape, scheme),
+``best.weights.h5`` with every float32 weight stored as float16 (half the size; ``load_weights``
+casts them back, which moves points by far less than 0.01 NME points -- the model card reports the
+measured change) and ``MODEL_CARD.md``.  ``Predictor.load()`` with no argument loads the one in
+``weights/``, or the folder named by ``FACELANDMARKS_WEIGHTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS_ENV = "FACELANDMARKS_WEIGHTS"
+WEIGHTS_FILE = "best.weights.h5"
+# settings that describe how the run was trained, not how to rebuild the model: dropped from the shipped config
+_TRAINING_ONLY = ("data", "val", "init", "run_dir", "resume")
+
+
+def weights_folder() -> Path:
+    """The repository's ``weights/`` folder (beside the ``facelandmarks`` package of a working copy)."""
+    return Path(__file__).resolve().parents[2] / "weights"
+
+
+def default_model_dir() -> Path:
+    """The shipped model: ``$FACELANDMARKS_WEIGHTS``, else the one folder in ``weights/`` holding a model."""
+    chosen = os.environ.get(WEIGHTS_ENV)
+    if chosen:
+        path = Path(chosen)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: {WEIGHTS_ENV} names no shipped model (no config.json)")
+        return path
+    folder = weights_folder()
+    found = sorted(p.parent for p in folder.glob(f"*/{WEIGHTS_FILE}") if (p.parent / "config.json").is_file())
+    if not found:
+        raise FileNotFoundError(f"{folder}: no shipped model here; give a run directory, or set {WEIGHTS_ENV}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise FileNotFoundError(f"{folder}: several models ({names}); give one, or set {WEIGHTS_ENV}")
+    return found[0]
+
+
+def _copy_as_float16(source, target) -> None:
+    import h5py
+
+    for key, item in source.items():
+        if isinstance(item, h5py.Dataset):
+            data = item[()]
+            if data.dtype == np.float32:
+                data = data.astype(np.float16)
+            target.create_dataset(key, data=data)
+        else:
+            _copy_as_float16(item, target.create_group(key))
+        for name, value in item.attrs.items():
+            target[key].attrs[name] = value
+
+
+def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Write ``run_dir``'s best weights (as float16) and its rebuild settings into the folder ``dest``.
+
+    The model card is written by hand beside them: it carries measured numbers.
+    """
+    import h5py
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    config = json.loads((run_dir / "config.json").read_text())
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {WEIGHTS_FILE} to ship")
+    dest.mkdir(parents=True, exist_ok=True)
+    shipped = {k: v for k, v in config.items() if k not in _TRAINING_ONLY}
+    shipped["weights"] = "none"  # the backbone's ImageNet file is not needed: every weight is in best.weights.h5
+    shipped["shipped_from"] = run_dir.name
+    tmp = dest / f".{WEIGHTS_FILE}.tmp"
+    with h5py.File(weights, "r") as source, h5py.File(tmp, "w") as target:
+        for name, value in source.attrs.items():
+            target.attrs[name] = value
+        _copy_as_float16(source, target)
+    os.replace(tmp, dest / WEIGHTS_FILE)
+    (dest / "config.json").write_text(json.dumps(shipped, indent=2) + "\n")
+    return dest

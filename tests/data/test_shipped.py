@@ -1,0 +1,35 @@
+"""The shipped-model folder: a run turned into float16 weights + settings loads like the run itself."""
+
+import json
+
+import numpy as np
+import pytest
+
+from facelandmarks.cli.models import main as models_main
+from facelandmarks.data import npz
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.shipped import WEIGHTS_ENV, default_model_dir
+
+pytestmark = [pytest.mark.data, pytest.mark.backend]
+
+
+def test_a_shipped_run_predicts_like_the_run_and_is_the_default(tiny_run, tiny_ibug, tmp_path, monkeypatch, capsys):
+    dest = tmp_path / "weights" / "tiny"
+    assert models_main(["--ship", str(tiny_run), "--to", str(dest)]) == 0
+    config = json.loads((dest / "config.json").read_text())
+    assert config["weights"] == "none" and "data" not in config and config["shipped_from"] == tiny_run.name
+    images = npz.load_npz(tiny_ibug["test"])["images"]
+    original = Predictor.load(tiny_run).predict_crops(images)
+    shipped = Predictor.load(dest).predict_crops(images)
+    # float16 storage moves points by far less than a crop pixel (48 px crops: 1/48 = 0.02)
+    assert np.abs(shipped - original).max() < 2e-3
+    monkeypatch.setenv(WEIGHTS_ENV, str(dest))
+    assert default_model_dir() == dest
+    assert np.array_equal(Predictor.load().predict_crops(images[:4]), shipped[:4])
+
+
+def test_no_shipped_model_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="names no shipped model"):
+        Predictor.load()
+    assert models_main(["--ship", str(tmp_path / "missing"), "--to", str(tmp_path / "out")]) == 2
