@@ -13,6 +13,7 @@ from facelandmarks.models import resnet_scratch  # noqa: F401
 from facelandmarks.models import mlp  # noqa: F401
 from facelandmarks.models import autoencoder  # noqa: F401
 from facelandmarks.models import heatmap  # noqa: F401
+from facelandmarks.models import localisation  # noqa: F401
 from facelandmarks.models.registry import (
     FEATURES,
     IMAGE,

@@ -63,3 +63,50 @@ class SoftArgmax2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[3], 2)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PixelInPixelDecode(keras.layers.Layer):
+    """PIPNet grid outputs -> expected position (N, K, 2) in normalised coordinates, differentiably.
+
+    Inputs ``[scores, offsets]``: ``scores`` (N, H, W, K) logits, one map per
+    point; ``offsets`` (N, H, W, 2K), channels x0, y0, x1, y1, ..., each cell's
+    offset of the point from the cell's centre in cells.  A softmax over the
+    H x W cells of each point gives ``p``; the output is
+    ``x = sum p(i, j) (j + 0.5 + dx(i, j)) / W`` (likewise y), so cell (i, j)
+    covers [j/W, (j+1)/W] in the same [0, 1] crop coordinates as the
+    regressors, and a confident cell places its point anywhere its offset
+    says.  With ``max_offset`` (in cells) the offsets pass a soft bound,
+    ``max_offset * tanh(offset / max_offset)`` (slope 1 at 0), so a cell can
+    only place its point within ``max_offset`` cells of its centre, and the
+    score maps must do the finding.  Computed in float32 whatever the global
+    dtype policy.
+    """
+
+    def __init__(self, max_offset: float | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if max_offset is not None and (isinstance(max_offset, bool) or not isinstance(max_offset, (int, float)) or max_offset <= 0):
+            raise ValueError(f"max_offset must be None or a positive number of cells, got {max_offset!r}")
+        self.max_offset = None if max_offset is None else float(max_offset)
+
+    def call(self, inputs):
+        scores, offsets = (ops.cast(t, "float32") for t in inputs)
+        if self.max_offset is not None:
+            offsets = self.max_offset * ops.tanh(offsets / self.max_offset)
+        _, height, width, channels = scores.shape
+        flat = ops.reshape(ops.transpose(scores, (0, 3, 1, 2)), (-1, channels, height * width))
+        probs = ops.softmax(flat, axis=-1)  # (N, K, H*W)
+        offsets = ops.reshape(offsets, (-1, height * width, channels, 2))
+        offsets = ops.transpose(offsets, (0, 2, 1, 3))  # (N, K, H*W, 2)
+        cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=-1)  # (H*W, 2), row-major like flat
+        positions = (centres + offsets) / np.array([width, height], np.float32)
+        return ops.sum(probs[..., None] * positions, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        scores_shape = input_shape[0]
+        return (scores_shape[0], scores_shape[3], 2)
+
+    def get_config(self):
+        return {**super().get_config(), "max_offset": self.max_offset}

@@ -1,0 +1,162 @@
+"""The localisation heads (``mobilenetv2_heatmap``) without face data: shapes, decoding, gradients, saving, blocks."""
+
+import keras
+import numpy as np
+import pytest
+
+from facelandmarks.models import backbones, build_model, load_model, losses, model_options
+from facelandmarks.models.layers import PixelInPixelDecode
+
+pytestmark = pytest.mark.backend
+
+NAME, K = "mobilenetv2_heatmap", 5
+
+
+def _pixels(n=2, size=64, channels=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+
+
+def _head_weights(model):
+    """Trainable weights of every layer outside the MobileNetV2 application, by path."""
+    _, application = backbones.find_application(model)
+    return {v.path: v for layer in model.layers if layer is not application for v in layer.trainable_weights}
+
+
+def test_options_and_defaults():
+    options = model_options(NAME)
+    assert options["head"] == "pip" and options["stride"] is None
+    assert set(options) == {"normalization", "head", "stride", "channels", "head_convs", "max_offset"}
+    with pytest.raises(ValueError, match="head must be one of .*got 'dense'"):
+        build_model(NAME, (64, 64, 3), K, head="dense")
+    with pytest.raises(ValueError, match=r"'pip' head's stride must be one of \[8, 16, 32\].*got 4"):
+        build_model(NAME, (64, 64, 3), K, stride=4)
+    with pytest.raises(ValueError, match=r"'integral' head's stride must be one of \[4, 8\].*got 16"):
+        build_model(NAME, (64, 64, 3), K, head="integral", stride=16)
+    with pytest.raises(ValueError, match="channels must be"):
+        build_model(NAME, (64, 64, 3), K, channels=0)
+    with pytest.raises(ValueError, match="max_offset is an option of the 'pip' head"):
+        build_model(NAME, (64, 64, 3), K, head="integral", max_offset=1.0)
+    with pytest.raises(ValueError, match="max_offset must be None or a positive number of cells, got -1"):
+        build_model(NAME, (64, 64, 3), K, max_offset=-1)
+
+
+@pytest.mark.parametrize(
+    "head, stride, size, grid",
+    [("pip", None, 64, 4), ("pip", 8, 72, 9), ("pip", 32, 64, 2), ("integral", None, 64, 16), ("integral", 8, 72, 9)],
+)
+def test_builds_every_head_and_stride(head, stride, size, grid):
+    model = build_model(NAME, (size, size, 3), K, head=head, stride=stride)
+    out = np.asarray(model.predict_on_batch(_pixels(size=size)))
+    assert out.shape == (2, K, 2) and out.dtype == np.float32
+    assert np.all((out >= 0) & (out <= 1))
+    maps = model.get_layer("pip_scores" if head == "pip" else "heatmaps").output
+    assert tuple(maps.shape[1:]) == (grid, grid, K)  # 72 px: the backbone rounds up (36, 18, 9, 5, 3)
+
+
+def test_gray_input_and_mixed_precision_output_is_float32():
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(NAME, (64, 64, 1), K)
+        out = model.predict_on_batch(_pixels(channels=1))
+    finally:
+        keras.config.set_dtype_policy(before)
+    assert model.get_layer("gray_to_rgb") is not None
+    assert model.get_layer("landmarks").dtype == "float32" and model.output.dtype == "float32"
+    assert np.asarray(out).dtype == np.float32 and np.asarray(out).shape == (2, K, 2)
+
+
+@pytest.mark.parametrize("head, options", [("pip", {"max_offset": 1.5}), ("integral", {})])
+def test_one_step_moves_every_head_weight_and_the_keras_file_reloads(head, options, tmp_path):
+    keras.utils.set_random_seed(1)
+    model = build_model(NAME, (64, 64, 3), K, head=head, **options)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.get_loss("wing", crop_size=64))
+    head_weights = _head_weights(model)
+    output_convs = {"pip_scores", "pip_offsets"} if head == "pip" else {"heatmaps"}
+    assert output_convs <= {path.split("/")[0] for path in head_weights}
+    before = {path: np.array(v) for path, v in head_weights.items()}
+    points = np.random.default_rng(2).uniform(0.2, 0.8, (2, K, 2)).astype(np.float32)
+    visible = np.ones((2, K), bool)
+    visible[0, 0] = False  # a masked point: the loss must still reach every weight through the others
+    model.train_on_batch(_pixels(), losses.pack_targets(points, visible))
+    unchanged = [path for path, v in head_weights.items() if np.array_equal(before[path], np.array(v))]
+    assert unchanged == []
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = load_model(path)
+    assert reloaded.get_layer("landmarks").get_config() == model.get_layer("landmarks").get_config()
+    batch = _pixels(n=3, seed=3)
+    np.testing.assert_array_equal(np.asarray(model.predict_on_batch(batch)), np.asarray(reloaded.predict_on_batch(batch)))
+
+
+def _one_hot_scores(height, width, cells):
+    """(1, H, W, K) logits: +50 at each point's (row, col), -50 elsewhere."""
+    scores = np.full((1, height, width, len(cells)), -50.0, np.float32)
+    for k, (row, col) in enumerate(cells):
+        scores[0, row, col, k] = 50.0
+    return scores
+
+
+def test_pip_decoding_is_exact_on_a_dominant_cell():
+    height, width = 4, 8
+    cells = [(2, 5), (0, 0), (3, 7)]
+    scores = _one_hot_scores(height, width, cells)
+    offsets = np.random.default_rng(0).uniform(-3, 3, (1, height, width, 2 * len(cells))).astype(np.float32)
+    shifts = [(0.3, -0.2), (-0.5, -0.5), (1.25, 0.0)]  # in cells: x, y
+    for k, ((row, col), (dx, dy)) in enumerate(zip(cells, shifts)):
+        offsets[0, row, col, 2 * k:2 * k + 2] = dx, dy
+    out = keras.ops.convert_to_numpy(PixelInPixelDecode(name="decode")([scores, offsets]))
+    expected = [[(col + 0.5 + dx) / width, (row + 0.5 + dy) / height] for (row, col), (dx, dy) in zip(cells, shifts)]
+    np.testing.assert_allclose(out[0], expected, atol=1e-4)
+
+
+def test_pip_decoding_bounds_the_offsets_softly():
+    scores = _one_hot_scores(2, 4, [(1, 2), (0, 1)])
+    offsets = np.zeros((1, 2, 4, 4), np.float32)
+    offsets[0, 1, 2, 0:2] = 100.0, -0.01  # far beyond the bound in x; tanh's slope is 1 near 0 in y
+    offsets[0, 0, 1, 2:4] = 0.5, 0.0
+    out = keras.ops.convert_to_numpy(PixelInPixelDecode(max_offset=1.0)([scores, offsets]))
+    np.testing.assert_allclose(out[0], [[(2.5 + 1.0) / 4, (1.5 - 0.01) / 2], [(1.5 + np.tanh(0.5)) / 4, 0.5 / 2]], atol=1e-5)
+
+
+def test_pip_decoding_averages_cells_by_softmax_weight():
+    # Two equal cells for one point: the mean of their positions; a flat map with zero offsets: the centre.
+    scores = np.full((1, 2, 2, 2), -50.0, np.float32)
+    scores[0, 0, 0, 0] = scores[0, 1, 1, 0] = 10.0
+    scores[0, :, :, 1] = 0.0
+    offsets = np.zeros((1, 2, 2, 4), np.float32)
+    offsets[0, 1, 1, 0:2] = 0.5, 0.25
+    out = keras.ops.convert_to_numpy(PixelInPixelDecode()([scores, offsets]))
+    np.testing.assert_allclose(out[0], [[(0.25 + 0.75 + 0.25) / 2, (0.25 + 0.75 + 0.125) / 2], [0.5, 0.5]], atol=1e-6)
+
+
+def test_pip_decoding_mirrors_with_the_maps():
+    # Mirroring the maps left-right (and negating x offsets) mirrors the decoded x: x -> 1 - x.
+    rng = np.random.default_rng(4)
+    scores = rng.normal(0, 2, (2, 6, 6, 3)).astype(np.float32)
+    offsets = rng.normal(0, 0.5, (2, 6, 6, 6)).astype(np.float32)
+    mirrored = offsets[:, :, ::-1].copy()
+    mirrored[..., 0::2] *= -1
+    decode = PixelInPixelDecode()
+    a = keras.ops.convert_to_numpy(decode([scores, offsets]))
+    b = keras.ops.convert_to_numpy(decode([scores[:, :, ::-1].copy(), mirrored]))
+    np.testing.assert_allclose(b[..., 0], 1 - a[..., 0], atol=1e-5)
+    np.testing.assert_allclose(b[..., 1], a[..., 1], atol=1e-5)
+
+
+def test_train_blocks_and_weights_file_work_as_for_mobilenetv2(tmp_path):
+    source = backbones.build_backbone("mobilenetv2", (64, 64, 3))
+    weights = tmp_path / "mobilenet_v2_notop.weights.h5"
+    source.get_layer("mobilenetv2").save_weights(weights)
+    model = build_model(NAME, (64, 64, 3), K, weights=weights, train_blocks=2)
+    assert model.get_layer("input_normalization").mode == "torch"  # a weights file: torchvision's, as for mobilenetv2
+    _, application = backbones.find_application(model)
+    assert len(application.layers) == len(source.get_layer("mobilenetv2").layers)  # every layer kept, 17 blocks
+    for a, b in zip(source.get_layer("mobilenetv2").weights, application.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=a.path)
+    trainable = {layer.name for layer in application.layers if layer.trainable and not isinstance(layer, keras.layers.InputLayer)}
+    assert trainable and all(n.startswith(("block_15_", "block_16_")) or n in ("Conv_1", "Conv_1_bn", "out_relu") for n in trainable)
+    assert all(layer.trainable for layer in model.layers if layer is not application)
+    with pytest.raises(ValueError, match="from -1 .all. to 17, got 18"):
+        backbones.set_trainable_blocks(model, 18)
