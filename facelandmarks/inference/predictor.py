@@ -171,7 +171,7 @@ class Predictor:
         best/last to the other, each with one line on stderr.  A run with no
         usable file raises ``ValueError`` naming it.
         """
-        from facelandmarks.models import build_model
+        from facelandmarks.models import build_model, rebuild_options
         from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
 
         if run_dir is None:
@@ -191,9 +191,10 @@ class Predictor:
         state = read_state(run_dir, strict=False)
         model = _load_saved_model(run_dir, state) if weights == "best" else None
         if model is None:
+            options = rebuild_options(config["model"], config.get("weights", "none"), config.get("model_options", {}))
             model = build_model(
                 config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
-                weights="none", train_blocks=config.get("train_blocks"), **config.get("model_options", {}),
+                weights="none", train_blocks=config.get("train_blocks"), **options,
             )
             model.load_weights(choose_checkpoint(run_dir, state, (LAST, BEST) if weights == "last" else (BEST, LAST)))
         return cls(model, config["scheme"], name=run_dir.name, config=config, **kwargs)

@@ -73,14 +73,23 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir}: no {WEIGHTS_FILE} to ship")
     dest.mkdir(parents=True, exist_ok=True)
+    from facelandmarks.models import rebuild_options
+
     shipped = {k: v for k, v in config.items() if k not in _TRAINING_ONLY}
-    shipped["weights"] = "none"  # the backbone's ImageNet file is not needed: every weight is in best.weights.h5
+    # every weight is in best.weights.h5: the backbone's ImageNet file is not needed, only the input
+    # normalisation it implied
+    shipped["model_options"] = rebuild_options(config["model"], config.get("weights", "none"), config.get("model_options", {}))
+    shipped["weights"] = "none"
     shipped["shipped_from"] = run_dir.name
     tmp = dest / f".{WEIGHTS_FILE}.tmp"
     with h5py.File(weights, "r") as source, h5py.File(tmp, "w") as target:
         for name, value in source.attrs.items():
             target.attrs[name] = value
-        _copy_as_float16(source, target)
+        for group in source:  # the model's weights; not the optimizer's moments (a third of the size each)
+            if group != "optimizer":
+                _copy_as_float16(source[group], target.create_group(group))
+                for name, value in source[group].attrs.items():
+                    target[group].attrs[name] = value
     os.replace(tmp, dest / WEIGHTS_FILE)
     (dest / "config.json").write_text(json.dumps(shipped, indent=2) + "\n")
     return dest

@@ -25,8 +25,9 @@ from facelandmarks.models.registry import (
     load_model,
     model_options,
     pretrain,
+    rebuild_options,
     register,
 )
 
 __all__ = ["FEATURES", "IMAGE", "REGISTRY", "ModelSpec", "build_model", "describe_models", "get_spec", "load_model",
-           "model_options", "pretrain", "register"]
+           "model_options", "pretrain", "rebuild_options", "register"]

@@ -160,3 +160,20 @@ def describe_models(num_points: int = 68) -> list[dict]:
         del model
         keras.backend.clear_session()
     return rows
+
+
+def rebuild_options(name: str, weights, given: dict) -> dict:
+    """Builder options that rebuild a trained model without its backbone weights file.
+
+    A backbone's pixel normalisation follows its weights ('auto': ``torch`` for the offline
+    MobileNetV2 file, the Keras mode otherwise), so a model rebuilt with ``weights='none'`` to load a
+    checkpoint would scale its input differently from the one that was trained.  The mode the run
+    trained with is written into the options instead.
+    """
+    spec = get_spec(name)
+    options = dict(given)
+    if spec.backbone is not None and "normalization" in model_options(name):
+        from facelandmarks.models import backbones
+
+        options["normalization"] = backbones.resolve_normalization(spec.backbone, weights, options.get("normalization", "auto"))
+    return options
