@@ -117,6 +117,18 @@ def _load_saved_model(run_dir: Path, state: dict | None):
     return None
 
 
+def median_ms(call, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall milliseconds of ``call()`` over ``repeats`` runs, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
 class Predictor:
     """A trained model plus what it needs to see faces as it saw them in training.
 
@@ -242,14 +254,7 @@ class Predictor:
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
         """Median CPU/GPU milliseconds for one face at batch 1 (after warm-up)."""
         batch = self.prepare(crop)
-        for _ in range(3):
-            self._forward(batch)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self._forward(batch)
-            times.append(time.perf_counter() - start)
-        return 1000.0 * float(np.median(times))
+        return median_ms(lambda: self._forward(batch), repeats)
 
     # -- photos ------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.inference.predictor import Predictor, Variant
+from facelandmarks.inference.predictor import Predictor, Variant, median_ms
 from facelandmarks.pipelines.boxes import (
     cut_patches,
     from_patch,
@@ -118,14 +118,5 @@ class PipelinePredictor(Predictor):
         return out
 
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
-        import time
-
         crop = np.asarray(crop)[None]
-        for _ in range(2):
-            self.predict_crops(crop)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self.predict_crops(crop)
-            times.append(time.perf_counter() - start)
-        return 1000.0 * float(np.median(times))
+        return median_ms(lambda: self.predict_crops(crop), repeats, warmup=2)
