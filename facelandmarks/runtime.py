@@ -95,10 +95,9 @@ def tune_allocator() -> bool:
     if os.environ.get(MALLOC_ENV, "1").strip() == "0":
         return False
     import ctypes
-    import ctypes.util
 
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    try:  # the process's own symbols: glibc's mallopt when glibc is the C library (no library search per call)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

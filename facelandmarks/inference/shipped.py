@@ -19,7 +19,7 @@ import numpy as np
 WEIGHTS_ENV = "FACELANDMARKS_WEIGHTS"
 WEIGHTS_FILE = "best.weights.h5"
 # settings that describe how the run was trained, not how to rebuild the model: dropped from the shipped config
-_TRAINING_ONLY = ("data", "val", "init", "run_dir", "resume")
+_TRAINING_ONLY = ("data", "val", "init", "run_dir")
 
 
 def weights_folder() -> Path:
@@ -45,19 +45,24 @@ def default_model_dir() -> Path:
     return found[0]
 
 
-def _copy_as_float16(source, target) -> None:
+def _copy_as_float16(source, target, skip=()) -> None:
+    """Copy an HDF5 group (datasets, subgroups, attributes), float32 datasets as float16, leaving out ``skip``."""
     import h5py
 
+    for name, value in source.attrs.items():
+        target.attrs[name] = value
     for key, item in source.items():
+        if key in skip:
+            continue
         if isinstance(item, h5py.Dataset):
             data = item[()]
             if data.dtype == np.float32:
                 data = data.astype(np.float16)
             target.create_dataset(key, data=data)
+            for name, value in item.attrs.items():
+                target[key].attrs[name] = value
         else:
             _copy_as_float16(item, target.create_group(key))
-        for name, value in item.attrs.items():
-            target[key].attrs[name] = value
 
 
 def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -83,13 +88,7 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     shipped["shipped_from"] = run_dir.name
     tmp = dest / f".{WEIGHTS_FILE}.tmp"
     with h5py.File(weights, "r") as source, h5py.File(tmp, "w") as target:
-        for name, value in source.attrs.items():
-            target.attrs[name] = value
-        for group in source:  # the model's weights; not the optimizer's moments (a third of the size each)
-            if group != "optimizer":
-                _copy_as_float16(source[group], target.create_group(group))
-                for name, value in source[group].attrs.items():
-                    target[group].attrs[name] = value
+        _copy_as_float16(source, target, skip=("optimizer",))  # the model's weights, not Adam's moments
     os.replace(tmp, dest / WEIGHTS_FILE)
     (dest / "config.json").write_text(json.dumps(shipped, indent=2) + "\n")
     return dest
