@@ -9,7 +9,8 @@ from pathlib import Path
 from facelandmarks import runtime
 from facelandmarks.cli.train import USER_ERRORS, error_line
 from facelandmarks.evaluation.evaluate import evaluate_runs
-from facelandmarks.inference.photos import run_on_images, run_on_video
+from facelandmarks.inference.photos import run_on_images
+from facelandmarks.inference.video import run_on_video
 
 EPILOG = """exit status:
   0    done

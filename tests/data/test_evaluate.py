@@ -16,8 +16,8 @@ from facelandmarks.cli.evaluate import main
 from facelandmarks.data import npz
 from facelandmarks.evaluation.evaluate import evaluate_runs, select_faces
 from facelandmarks.inference.dlib_baseline import DlibPredictor
-from facelandmarks.inference.photos import run_on_video
 from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.video import run_on_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
