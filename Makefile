@@ -17,7 +17,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements.txt -e ".[tensorflow,jax,dev]"
+	$(BIN)/python -m pip install -q -c requirements.txt -e ".[tensorflow,jax,dev,onnx,litert,export]"
+	$(BIN)/python export.py   # the shipped model for ONNX Runtime and LiteRT: photos start without TensorFlow
 	touch $@
 
 # Lint, the whole suite on TensorFlow, then everything backend-dependent again on JAX.

@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     if not isinstance(train, dict):
         raise SystemExit(f"{run}: sharded training data ({config.data}); fit_check needs an npz")
     scheme = scheme_for(train)
-    model = Predictor.load(run).model
+    model = Predictor.load(run, runtime="keras").model
     size = model.inputs[0].shape[1]
     rng = np.random.default_rng(args.seed)
     count = len(train["landmarks"]) if args.faces <= 0 else min(args.faces, len(train["landmarks"]))

@@ -27,7 +27,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -39,6 +38,7 @@ from facelandmarks.data.augment.config import AugmentConfig
 from facelandmarks.data.feeding import FaceParts, LandmarkBatches
 from facelandmarks.models import build_model
 from facelandmarks.models.losses import pack_targets
+from facelandmarks.runtime import cpu_description
 from facelandmarks.training import distribute
 from facelandmarks.training.callbacks import AllocatorSettings
 from facelandmarks.training.config import JIT_MODES, TrainConfig
@@ -77,22 +77,6 @@ class StepTimer(keras.callbacks.Callback):
         user, system = last.ru_utime - first.ru_utime, last.ru_stime - first.ru_stime
         steps = len(self.usage) - 1 - self.warmup
         return system / max(user + system, 1e-9), (last.ru_minflt - first.ru_minflt) / max(steps, 1)
-
-
-def cpu_description() -> str:
-    """The CPU model and its vector extensions (speeds differ several times between machines)."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-    return f"{model}, {os.cpu_count()} cores, vector extensions: {' '.join(f for f in wanted if f in flags) or 'none listed'}"
 
 
 def run_both(argv) -> int:

@@ -7,7 +7,10 @@ that say nothing about the user's run.  Unless ``FACELANDMARKS_VERBOSE=1`` is se
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 
 VERBOSE_ENV = "FACELANDMARKS_VERBOSE"
 
@@ -47,25 +50,46 @@ def startup(verbose_flag: bool = False) -> None:
         tune_allocator()
         return
     quiet_startup()
-    import sys
-    import tempfile
+    with filtered_fds((2,), keep=lambda line: not line.startswith(_STARTUP_NOISE)):
+        import keras  # noqa: F401
+    tune_allocator()
 
-    sys.stderr.flush()
-    saved = os.dup(2)
+
+@contextlib.contextmanager
+def filtered_fds(fds: tuple, keep):
+    """Capture the file descriptors ``fds`` (C++ code writes there directly) for the block; afterwards pass
+    the lines ``keep`` accepts on to stderr -- all of them if the block raised."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in fds}
+    failed = False
     with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
+        for fd in fds:
+            os.dup2(captured.fileno(), fd)
         try:
-            import keras  # noqa: F401
+            yield
+        except BaseException:
+            failed = True
+            raise
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not line.startswith(_STARTUP_NOISE):
+                if failed or keep(line):
                     sys.stderr.write(line)
             sys.stderr.flush()
-    tune_allocator()
+
+
+def quiet_output():
+    """A block whose own output (a converter's progress chatter on stdout and stderr) is dropped unless it
+    fails or ``FACELANDMARKS_VERBOSE`` is set; warnings from Python's ``warnings`` go the same way."""
+    if verbose():
+        return contextlib.nullcontext()
+    return filtered_fds((1, 2), keep=lambda line: False)
 
 
 # glibc mallopt parameters (malloc.h)
@@ -103,3 +127,19 @@ def tune_allocator() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return all(mallopt(param, value) == 1 for param, value in (
         (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))
+
+
+def cpu_description() -> str:
+    """The CPU model and its vector extensions (speeds differ several times between machines)."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo").read().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    return f"{model}, {os.cpu_count()} cores, vector extensions: {' '.join(f for f in wanted if f in flags) or 'none listed'}"

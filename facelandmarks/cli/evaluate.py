@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facelandmarks import runtime
 from facelandmarks.cli.train import USER_ERRORS, error_line
-from facelandmarks.evaluation.evaluate import evaluate_runs
+from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import run_on_video
 
@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip-test", action="store_true",
                         help="average each face's prediction with that of its mirror image (left/right points swapped "
                              "back); with --data, adds these rows beside the plain ones")
+    parser.add_argument("--min-score", type=float,
+                        help=f"--image, --video: keep dlib detections scoring at least this (default {MIN_SCORE}; "
+                             "lower finds more faces and more false ones, 0 keeps all)")
+    parser.add_argument("--crops", action="store_true",
+                        help="--image: also write an enlarged crop of every face with its points (PHOTO_face<i>.png)")
+    parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "litert"], default="auto",
+                        help="auto (default): a run's export (export.py) when it is as new as the run and its runtime "
+                             "is installed, else Keras; keras, onnx, litert: that one (rows of exports are labelled). "
+                             "An export folder or file given as the run always runs in its runtime")
+    parser.add_argument("--threads", type=int, help="CPU threads of an exported model (default: all cores)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     return parser
 
@@ -60,7 +70,16 @@ def main(argv=None) -> int:
     if not args.data and len(args.runs) > 1:
         print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
         return 2
-    runtime.startup(args.verbose)
+    if not args.runs:
+        from facelandmarks.inference.shipped import default_model_dir
+
+        try:
+            args.runs = [str(default_model_dir())]
+        except FileNotFoundError as err:
+            print(f"evaluate.py: {err}", file=sys.stderr)
+            return 2
+    if any(_needs_keras(Path(run), args.runtime) for run in args.runs):
+        runtime.startup(args.verbose)
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -71,21 +90,34 @@ def main(argv=None) -> int:
         return 2
 
 
+def _needs_keras(run: Path, runtime_name: str) -> bool:
+    """Whether loading ``run`` with ``runtime_name`` needs Keras (exports run without it; errors surface later)."""
+    from facelandmarks.inference import runtimes
+    from facelandmarks.inference.predictor import exported_for
+
+    if (run / "pipeline.json").is_file():
+        return not ((run / "stage1" / runtimes.EXPORT_FILE).is_file()
+                    or (runtime_name != "keras" and (run / runtimes.EXPORT_DIR / "pipeline.json").is_file()))
+    try:
+        return exported_for(run, runtime_name) is None
+    except ValueError:
+        return False
+
+
 def _run(args) -> int:
-    from facelandmarks.training.resume import check_writable
+    from facelandmarks.data.errors import check_writable
 
     check_writable(Path(args.out).parent if args.video else Path(args.out))  # before hours of scoring, not after
-    if not args.runs:
-        from facelandmarks.inference.shipped import default_model_dir
-
-        args.runs = [str(default_model_dir())]
+    load = {"runtime": args.runtime, "threads": args.threads}
     if args.data:
+        from facelandmarks.evaluation.evaluate import evaluate_runs
+
         evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
-                      where=args.where, flip_test=args.flip_test)
+                      where=args.where, flip_test=args.flip_test, **load)
         print((Path(args.out) / "results.md").read_text())
         return 0
     if args.image:
-        counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test)
+        counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops, **load)
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test)
     print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s -> {result['output']}")

@@ -6,6 +6,9 @@ with the file it is about: ``datagen.py`` prints it as the one line ``datagen.py
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 
 class DatasetError(ValueError):
     """A dataset file that cannot be used (unreadable, off the schema, from another set); the message names the file."""
@@ -13,3 +16,15 @@ class DatasetError(ValueError):
 
 class OutputError(ValueError):
     """An output location that cannot take the new set (unwritable, full); the message names the path."""
+
+
+def check_writable(folder) -> None:
+    """Create ``folder`` and a file in it now: an unwritable output folder should stop a run or an
+    evaluation before its first epoch or face, not after it (``OutputError`` naming the folder)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot write there ({err.strerror or ' '.join(str(err).split())})") from None

@@ -83,9 +83,10 @@ def select_faces(arrays: dict, where: list[str], data_path) -> dict:
 
 
 def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6, where=(),
-                  flip_test=False) -> list[dict]:
+                  flip_test=False, runtime: str = "keras", threads: int | None = None) -> list[dict]:
     """Score every run (and the baseline) on ``data_path``; write tables and plots to ``out_dir``.
 
+    ``runtime``, ``threads``: how each run is loaded (``Predictor.load``: Keras, or its export).
     ``where``: filters of ``select_faces`` (for example one source of a combined test set).
     ``flip_test``: also score every model with flip-test averaging (extra rows).
     """
@@ -102,7 +103,7 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, predictions, histories = [], {}, {}
     for run_dir in map(Path, run_dirs):
-        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test):
+        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test, runtime, threads):
             rows.append(row)
             predictions[row["model"]] = pred
             if history is not None:
@@ -129,13 +130,14 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     return rows
 
 
-def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_test: bool = False):
+def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_test: bool = False,
+             runtime: str = "keras", threads: int | None = None):
     """(row, predictions, history file) for a run; several for a coarse-to-fine pipeline.
 
     ``flip_test`` adds the same model(s) with flip-test averaging (stage 1
     only, for pipelines) as extra rows.
     """
-    predictor = Predictor.load(run_dir)
+    predictor = Predictor.load(run_dir, runtime=runtime, threads=threads)
     if predictor.scheme.name != scheme.name:
         raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
     images = arrays["images"]

@@ -6,10 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from facelandmarks.data import faces
+from facelandmarks.drawing import DETECTION, PREDICTION, draw_points, line_width, marker_radius, save_png
 from facelandmarks.inference.predictor import Predictor
 
+CROP_SIZE = 384  # px, the side of the enlarged face crops
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
@@ -25,9 +29,19 @@ def output_name(photo: Path, kind: str) -> str:
     return f"{photo.name}_landmarks.{kind}"
 
 
-def run_on_images(run_dir, target, out_dir, flip_test=False) -> dict:
+def crop_name(photo: Path, index: int) -> str:
+    """``x.jpg``, face 0 -> ``x.jpg_face0.png``: the enlarged crop of the face at ``index`` in the JSON's list."""
+    return f"{photo.name}_face{index}.png"
+
+
+def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, crops=False, runtime="auto",
+                  threads=None) -> dict:
     """Overlay PNG + JSON per photo (``output_name``); returns the counts of photos ``done`` (with a face),
     ``no_face`` and ``unreadable``.
+
+    Detections scoring below ``min_score`` (None: ``faces.MIN_SCORE``) are dropped; the JSON says the
+    threshold and how many were dropped.  With ``crops`` each face also gets an enlarged crop
+    (``crop_name``).
 
     An unreadable photo in a folder is skipped with one line and the rest are processed; a missing
     target, a folder without photos, a single unreadable photo or a folder of them only raise, naming
@@ -41,7 +55,9 @@ def run_on_images(run_dir, target, out_dir, flip_test=False) -> dict:
         raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if not target.is_dir() and read_photo(target) is None:  # before the model loads
         raise ValueError(f"{target}: cannot read image (corrupt or not an image)")
-    predictor = Predictor.load(run_dir, flip_test=flip_test)
+    predictor = Predictor.load(run_dir, flip_test=flip_test, runtime=runtime, threads=threads)
+    detector = predictor.detector
+    detector.min_score = min_score
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"done": 0, "no_face": 0, "unreadable": 0}
     for path in files:
@@ -51,12 +67,15 @@ def run_on_images(run_dir, target, out_dir, flip_test=False) -> dict:
             counts["unreadable"] += 1
             continue
         found = predictor.detect_and_predict(image)
+        dropped = f" ({detector.dropped} detection(s) below min score {detector.min_score:g} dropped)" if detector.dropped else ""
         if not found:
-            print(f"{path}: no face found", file=sys.stderr)
+            print(f"{path}: no face found{dropped}", file=sys.stderr)
             counts["no_face"] += 1
             continue
-        written = write_results(path, image, found, predictor.scheme.name, out_dir)
-        print(f"{path}: {len(found)} face(s) -> {written}")
+        info = {"scheme": predictor.scheme.name, "min_score": _json_number(detector.min_score),
+                "dropped_below_min_score": detector.dropped}
+        written = write_results(path, image, found, out_dir, info, crops)
+        print(f"{path}: {len(found)} face(s) -> {written}{dropped}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):
         raise ValueError(f"{target}: none of its {len(files)} image(s) could be read")
@@ -65,26 +84,38 @@ def run_on_images(run_dir, target, out_dir, flip_test=False) -> dict:
 
 def read_photo(path: Path) -> np.ndarray | None:
     """The photo as RGB uint8, or None when it cannot be read (corrupt, not an image, no permission)."""
-    import cv2
-
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if bgr is None else bgr[..., ::-1].copy()
 
 
-def write_results(path: Path, image: np.ndarray, found: list, scheme: str, out_dir: Path) -> Path:
-    """The overlay PNG (points, and the detector's boxes) and the JSON of one photo; returns the PNG's path."""
-    import cv2
-
-    from facelandmarks.drawing import PREDICTION, draw_points, save_png
-
-    overlay = image
-    for face in found:
-        overlay = draw_points(overlay, face.points, PREDICTION)
+def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, info: dict, crops: bool = False) -> Path:
+    """The overlay PNG (points and the detector's boxes, drawn in proportion to each face), the JSON of one
+    photo (``info`` adds photo-level fields) and, with ``crops``, each face's enlarged crop; returns the PNG's path."""
+    overlay = image.copy()
+    for face in found:  # boxes first: no line cuts through a point
         x0, y0, x1, y1 = (int(round(v)) for v in face.detection)
-        cv2.rectangle(overlay, (x0, y0), (x1, y1), (255, 255, 0), max(1, round(min(image.shape[:2]) / 400)))
+        cv2.rectangle(overlay, (x0, y0), (x1, y1), DETECTION, line_width(face.detection))
+    for face in found:
+        overlay = draw_points(overlay, face.points, PREDICTION, radius=marker_radius(face.points))
     png = out_dir / output_name(path, "png")
     save_png(png, overlay)
-    record = {"image": str(path), "scheme": scheme, "width": image.shape[1], "height": image.shape[0],
+    record = {"image": str(path), **info, "width": image.shape[1], "height": image.shape[0],
               "faces": [f.to_json() for f in found]}
+    if crops:
+        record["crops"] = [crop_name(path, i) for i in range(len(found))]
+        for name, face in zip(record["crops"], found):
+            save_png(out_dir / name, face_crop(image, face))
     (out_dir / output_name(path, "json")).write_text(json.dumps(record, indent=1))
     return png
+
+
+def face_crop(image: np.ndarray, face, size: int = CROP_SIZE) -> np.ndarray:
+    """The square the model saw of one face, ``size`` px wide, with its points drawn at that scale."""
+    crop = faces.crop_face(image, face.crop_box, size)
+    points = faces.points_to_crop(face.points, face.crop_box) * size - 0.5
+    return draw_points(crop, points, PREDICTION, radius=marker_radius(points))
+
+
+def _json_number(value: float) -> float | None:
+    """``value`` for JSON, which has no infinities: None for them (-inf: no threshold)."""
+    return float(value) if np.isfinite(value) else None

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from facelandmarks.data import faces
+from facelandmarks.inference import runtimes
 from facelandmarks.landmarks import get_scheme, mirror_landmarks
 
 
@@ -117,6 +118,30 @@ def _load_saved_model(run_dir: Path, state: dict | None):
     return None
 
 
+def exported_for(run_dir: Path, runtime: str) -> Path | None:
+    """The export ``Predictor.load`` should run for ``run_dir`` and ``runtime``, or None for Keras.
+
+    ``run_dir`` itself when it is an export; else its ``export`` folder when ``runtime`` asks for one
+    ('onnx', 'litert') or allows one ('auto': when it is current and its runtime installed).
+    """
+    if runtimes.is_export(run_dir):
+        return run_dir
+    if runtime == "keras":
+        return None
+    export = run_dir / runtimes.EXPORT_DIR
+    problem = runtimes.stale_export(run_dir, export)
+    if problem is None and runtime == "auto":
+        try:
+            runtimes.choose_runtime(export, runtimes.read_export(export)[0])
+        except runtimes.ExportError as err:
+            problem = str(err)
+    if problem is None:
+        return export
+    if runtime == "auto":
+        return None
+    raise runtimes.ExportError(problem)
+
+
 def median_ms(call, repeats: int = 20, warmup: int = 3) -> float:
     """Median wall milliseconds of ``call()`` over ``repeats`` runs, after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -151,7 +176,7 @@ class Predictor:
         self.name = name
         self.detector = detector or faces.FaceDetector()
         self.config = config or {}
-        shape = model.inputs[0].shape
+        shape = model.input_shape  # (None, S, S, C): a Keras model's, or an exported one's (inference.runtimes)
         self.input_size, self.channels = int(shape[1]), int(shape[3])
         self.crop_size = self.input_size  # resolution photos are cropped at
         self._flip_test = False
@@ -168,14 +193,24 @@ class Predictor:
         self._flip_test = bool(value)
 
     @classmethod
-    def load(cls, run_dir: str | Path | None = None, weights: str = "best", **kwargs) -> Predictor:
-        """Load a run directory written by ``train.py`` (None: the model shipped in ``weights/``).
+    def load(cls, run_dir: str | Path | None = None, weights: str = "best", runtime: str = "auto",
+             threads: int | None = None, **kwargs) -> Predictor:
+        """Load a run directory written by ``train.py`` (None: the model shipped in ``weights/``), or an
+        export (``export.py``: a folder with ``export.json``, or its ``.onnx`` / ``.tflite`` file).
 
         Args:
             weights: 'best' uses ``model.keras`` (saved with the best
                 weights), falling back to the registry + ``best.weights.h5``
                 for a run that was interrupted before it finished; 'last'
                 loads ``last.weights.h5``.
+            runtime: for a run directory, 'auto' (default) runs its export
+                (``RUN/export``, written by ``export.py``) when that is as new
+                as the run's best weights and its runtime is installed, else
+                Keras; 'keras' always Keras; 'onnx' or 'litert' that export
+                (an error when it is missing or stale).  An export given
+                directly runs with ONNX Runtime, else LiteRT, or the runtime
+                named.  Exports never import TensorFlow, Keras or JAX.
+            threads: CPU threads of an exported model (None: all cores).
 
         Every file is checked against the run's ``state.json`` before it is
         used (``training.resume.find_checkpoint``): a damaged or stale
@@ -183,9 +218,6 @@ class Predictor:
         best/last to the other, each with one line on stderr.  A run with no
         usable file raises ``ValueError`` naming it.
         """
-        from facelandmarks.models import build_model, rebuild_options
-        from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
-
         if run_dir is None:
             from facelandmarks.inference.shipped import default_model_dir
 
@@ -193,7 +225,14 @@ class Predictor:
         run_dir = Path(run_dir)
         for marker, loader in RUN_KINDS.items():  # runs of other kinds (pipelines) load through their own class
             if (run_dir / marker).is_file():
-                return loader(run_dir, **kwargs)
+                return loader(run_dir, runtime=runtime, threads=threads, **kwargs)
+        export = exported_for(run_dir, runtime if weights == "best" else "keras")
+        if export is not None:
+            model, meta = runtimes.load_model(export, "auto" if runtime == "keras" else runtime, threads)
+            return cls(model, meta["scheme"], name=run_dir.name, config=meta, **kwargs)
+        from facelandmarks.models import build_model, rebuild_options  # Keras loads here, not for exports
+        from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
+
         config = _read_run_config(run_dir)
         if config.get("input_kind") == "features":
             raise ValueError(
@@ -212,6 +251,11 @@ class Predictor:
         return cls(model, config["scheme"], name=run_dir.name, config=config, **kwargs)
 
     # -- crops -------------------------------------------------------------
+
+    @property
+    def runtime(self) -> str:
+        """'keras', or the inference runtime of an exported model ('onnx', 'litert')."""
+        return getattr(self.model, "runtime", "keras")
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
@@ -245,10 +289,11 @@ class Predictor:
         Pipelines override this to add their stages; evaluation code treats every predictor alike.
         """
         run_dir = Path(run_dir)
-        out = [Variant(run_dir.name, self.predict_crops(images), self, run_dir)]
+        name = run_dir.name if self.runtime == "keras" else f"{run_dir.name} ({self.runtime})"
+        out = [Variant(name, self.predict_crops(images), self, run_dir)]
         if flip_test:
             self.flip_test = True
-            out.append(Variant(f"{run_dir.name} + flip test", self.predict_crops(images), self, run_dir, True))
+            out.append(Variant(f"{name} + flip test", self.predict_crops(images), self, run_dir, True))
         return out
 
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.inference import runtimes
 from facelandmarks.inference.predictor import Predictor, Variant, median_ms
 from facelandmarks.pipelines.boxes import (
     cut_patches,
@@ -15,6 +16,16 @@ from facelandmarks.pipelines.boxes import (
     region_boxes,
 )
 from facelandmarks.pipelines.config import PipelineConfig
+
+
+def _is_exported(run_dir: Path) -> bool:
+    return (run_dir / "stage1" / runtimes.EXPORT_FILE).is_file()
+
+
+def _stage_path(run_dir: Path, stage: str) -> Path:
+    """A stage's run directory: relative to the pipeline folder in an export, as given (the working directory) in a run."""
+    inside = run_dir / stage
+    return inside if not Path(stage).is_absolute() and runtimes.is_export(inside) else Path(stage)
 
 
 class PipelinePredictor(Predictor):
@@ -39,19 +50,40 @@ class PipelinePredictor(Predictor):
         self.crop_size = config.crop_size or stage1.input_size
 
     @classmethod
-    def load(cls, run_dir, box_source: str = "stage1", **kwargs) -> PipelinePredictor:
+    def load(cls, run_dir, box_source: str = "stage1", runtime: str = "auto", threads: int | None = None,
+             **kwargs) -> PipelinePredictor:
+        """A pipeline run, or its export (``export.py``: the same layout, every stage an export folder).
+
+        ``runtime`` other than 'keras' on a pipeline run loads its ``export`` folder ('auto': when there is one).
+        """
+        run_dir = Path(run_dir)
+        exported = run_dir / runtimes.EXPORT_DIR
+        if runtime != "keras" and (exported / "pipeline.json").is_file():
+            run_dir = exported
+        elif runtime not in ("keras", "auto") and not _is_exported(run_dir):
+            raise runtimes.ExportError(f"{run_dir}: not exported (python export.py {run_dir})")
         config = PipelineConfig.load(run_dir)
-        stage1 = Predictor.load(config.stage1)
+        stage_options = {"runtime": "auto" if _is_exported(run_dir) else "keras", "threads": threads}
+        stage1 = Predictor.load(_stage_path(run_dir, config.stage1), **stage_options)
         refiners = {}
         for region in config.regions:
-            path = Path(run_dir) / region / "run"
-            if not (path / "model.keras").is_file():
+            path = run_dir / region / "run"
+            if not ((path / "model.keras").is_file() or runtimes.is_export(path)):
                 raise FileNotFoundError(f"{path}: the {region} refiner has not finished training")
-            refiners[region] = Predictor.load(path)
-        box_net = Predictor.load(config.boxes) if config.boxes else None
+            refiners[region] = Predictor.load(path, **stage_options)
+        box_net = Predictor.load(_stage_path(run_dir, config.boxes), **stage_options) if config.boxes else None
         if box_source == "boxes" and box_net is None:
             raise ValueError(f"{run_dir}: no box network in this pipeline (train it with `train.py boxes` and pass --boxes)")
         return cls(config, stage1, refiners, box_net, box_source, **kwargs)
+
+    def stages(self) -> dict:
+        """``{folder within the pipeline run: (predictor, its run directory)}`` of every model (export.py)."""
+        out = {"stage1": (self.stage1, self.pipeline.stage1)}
+        out.update({f"{region}/run": (refiner, Path(self.pipeline.run_dir) / region / "run")
+                    for region, refiner in self.refiners.items()})
+        if self.box_net is not None:
+            out["boxes"] = (self.box_net, self.pipeline.boxes)
+        return out
 
     @property
     def flip_test(self) -> bool:

@@ -114,7 +114,7 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
     check_regions(config.regions)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stage1 = Predictor.load(config.stage1)
+    stage1 = Predictor.load(config.stage1, runtime="keras")
     s1 = TrainConfig.load(Path(config.stage1) / "config.json")
     split_config = TrainConfig(**{**asdict(s1), "data": template.data or s1.data})
     train, val = load_split(split_config)

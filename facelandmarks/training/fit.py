@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from facelandmarks.data import npz
+from facelandmarks.data.errors import check_writable
 from facelandmarks.data.feeding import (
     FaceParts,
     LandmarkBatches,
@@ -27,7 +28,6 @@ from facelandmarks.training.resume import (
     SAVED_MODEL,
     CheckpointError,
     _best_epoch,
-    check_writable,
     choose_checkpoint,
     commit_set,
     init_weights,

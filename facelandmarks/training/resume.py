@@ -40,7 +40,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -297,18 +296,6 @@ def _open_problem(path: Path) -> str:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and a file in it now: an unwritable folder should stop a run before its first
-    epoch, not after it."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise CheckpointError(f"{folder}: cannot write there ({err.strerror or _one_line(err)})") from None
 
 
 # -- history and restoring ---------------------------------------------------

@@ -112,6 +112,21 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
     assert np.abs(refined - coarse).max() > 0.1
 
 
+@pytest.mark.slow
+def test_an_exported_pipeline_predicts_like_the_pipeline(pipelines, tiny_ibug, tmp_path):
+    """Every stage exported into the pipeline's layout; ONNX Runtime then runs the whole pipeline."""
+    from facelandmarks.inference.export import export_run
+
+    crops = npz.load_npz(tiny_ibug["test"])["images"]
+    dest = export_run(pipelines / "regions", tmp_path / "regions-onnx", formats=("onnx",))
+    assert json.loads((dest / "pipeline.json").read_text())["stage1"] == "stage1"
+    exported = Predictor.load(dest)
+    assert exported.stage1.runtime == "onnx" and all(r.runtime == "onnx" for r in exported.refiners.values())
+    assert exported.box_net.runtime == "onnx"
+    reference = Predictor.load(pipelines / "regions", runtime="keras").predict_crops(crops)
+    assert np.abs(exported.predict_crops(crops) - reference).max() * 48 < 0.01  # crop pixels
+
+
 def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys):
     assert train_cli.main(["cascade", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "c")]) == 2
     assert "needs --stage1" in capsys.readouterr().err

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "facelandmarks"
 LAYERS = ["runtime", "landmarks", "drawing", "metrics", "data", "models", "training", "inference", "pipelines",
           "evaluation", "cli"]
 MAX_LINES = 450
-SCRIPTS = ("datagen.py", "models.py", "train.py", "evaluate.py")
+SCRIPTS = ("datagen.py", "models.py", "train.py", "evaluate.py", "export.py")
 
 
 def _modules() -> dict[str, Path]:

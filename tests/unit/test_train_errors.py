@@ -194,12 +194,12 @@ def test_help_documents_the_exit_status(capsys):
 
 
 def test_an_unwritable_folder_is_found_before_any_work(tmp_path):
-    from facelandmarks.training.resume import CheckpointError, check_writable
+    from facelandmarks.data.errors import OutputError, check_writable
 
     check_writable(tmp_path / "new" / "deep")
     assert not [p for p in (tmp_path / "new" / "deep").iterdir()]  # the probe file is gone
     if os.geteuid() != 0:  # root writes anywhere: permissions prove nothing for it
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        with pytest.raises(CheckpointError, match="cannot write there"):
+        with pytest.raises(OutputError, match="cannot write there"):
             check_writable(locked)

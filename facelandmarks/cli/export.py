@@ -1,0 +1,63 @@
+"""Write a trained run, a coarse-to-fine pipeline or the shipped model for inference runtimes.
+
+The export folder (default RUN/export) holds model.onnx (ONNX Runtime; its metadata carries the
+settings, so the file alone is enough), model.tflite (LiteRT), saved_model/ (TensorFlow Serving)
+and export.json (scheme, input size, what input and output mean, the weights it came from).
+Predictor.load(FOLDER) and evaluate.py FOLDER --image/--video/--data run it without TensorFlow,
+Keras or JAX; evaluate.py RUN --runtime onnx runs RUN/export.
+
+examples:
+  python export.py                                  # the shipped model -> weights/<name>/export
+  python export.py runs/mobilenetv2-pip-128 --check dataset/ibug128_test.npz
+  python export.py runs/cascade --format onnx --to /tmp/cascade-onnx
+  python export.py RUN --format litert --quantize float16 --check dataset/ibug128_test.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from facelandmarks import runtime
+
+EPILOG = """exit status:
+  0    exported
+  2    a usage or input error, reported in one line on stderr: a missing or unreadable run, a format
+       this machine cannot write (TensorFlow, tf2onnx, onnx are needed to export), a failed check
+  130  interrupted (Ctrl-C); the previous export, if any, is left as it was
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from facelandmarks.inference.runtimes import FORMATS, QUANTIZE
+
+    parser = argparse.ArgumentParser(prog="export.py", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", nargs="?", help="run directory or pipeline run (none: the model shipped in weights/)")
+    parser.add_argument("--to", metavar="FOLDER", help="export folder (default: RUN/export)")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx", "litert"],
+                        help="formats to write (default: onnx litert)")
+    parser.add_argument("--quantize", choices=QUANTIZE, default="none",
+                        help="float16: LiteRT weights stored as float16 (half the file); see --check for its NME change")
+    parser.add_argument("--check", metavar="NPZ", help="a test npz: compare every runtime with Keras on its first "
+                                                       "--check-faces faces (point difference, NME) into export.json")
+    parser.add_argument("--check-faces", type=int, default=256, help="faces used by --check (default 256)")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's and converters' log lines")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    runtime.startup(args.verbose)
+    from facelandmarks.cli.train import USER_ERRORS, error_line
+    from facelandmarks.inference.export import export_run
+
+    try:
+        export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, args.check_faces)
+    except KeyboardInterrupt:
+        print("\nexport.py: interrupted; the previous export is unchanged", file=sys.stderr)
+        return 130
+    except (*USER_ERRORS, ImportError) as err:
+        print(f"export.py: {error_line(err, (args.check,))}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,175 @@
+"""A trained run (or the shipped model) written for inference runtimes: ONNX, LiteRT, SavedModel.
+
+``export_run(RUN)`` writes the folder ``RUN/export`` (or ``dest``): ``model.onnx`` (its metadata
+holds the settings too, so the file alone is enough), ``model.tflite``, ``saved_model/`` and
+``export.json`` -- scheme, input shape, what the input and output mean, the SHA-1 of the weights
+it came from (``Predictor.load(RUN, runtime='auto')`` ignores an export of older weights) and,
+with ``check``, how far each runtime's points lie from the Keras model's on real faces.  A
+coarse-to-fine pipeline exports each stage into a folder of the same layout as its run.
+
+Writing needs TensorFlow (Keras's exporters use its converters); running the export does not
+(``inference.runtimes``).  The folder is written beside the destination and moved into place, so
+an interrupted export leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.inference import runtimes
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.shipped import WEIGHTS_FILE as BEST
+from facelandmarks.inference.shipped import default_model_dir
+
+FORMATS, QUANTIZE = runtimes.FORMATS, runtimes.QUANTIZE
+INPUT_DOC = "raw pixels, float32 (N, S, S, C) in 0..255, RGB (C=3) or gray (C=1): a face crop (inference.photos)"
+OUTPUT_DOC = "(N, K, 2) landmark x, y as fractions of the crop's width and height"
+
+
+def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "none", check=None,
+               check_faces: int = 256) -> Path:
+    """Export ``run_dir`` (None: the shipped model) into ``dest`` (None: ``run_dir/export``); returns ``dest``.
+
+    Args:
+        formats: any of ``FORMATS``.
+        quantize: 'float16' stores LiteRT's weights as float16 (half the file; ONNX stays float32:
+            ONNX Runtime's CPU kernels are float32).
+        check: a test npz: the first ``check_faces`` faces go through Keras and every exported
+            runtime; the largest point difference (crop pixels) and each NME land in export.json.
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats must be among {', '.join(FORMATS)}, got {', '.join(unknown) or 'none'}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    run_dir = Path(run_dir) if run_dir is not None else default_model_dir()
+    dest = Path(dest) if dest is not None else run_dir / runtimes.EXPORT_DIR
+    predictor = Predictor.load(run_dir, runtime="keras")
+    if predictor.runtime != "keras":
+        raise ValueError(f"{run_dir}: already an export; give the run directory it came from")
+    stages = getattr(predictor, "stages", None)
+    work = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    if stages is None:
+        _export_model(predictor, run_dir, work, formats, quantize)
+        if check is not None:
+            _check(work, predictor, check, check_faces)
+    else:
+        _export_pipeline(predictor, run_dir, work, formats, quantize)
+    _replace(work, dest)
+    return dest
+
+
+def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quantize: str) -> dict:
+    """One Keras model into ``out``: a file per format and export.json."""
+    model = predictor.model
+    out.mkdir(parents=True)
+    model(np.zeros((1, *model.input_shape[1:]), np.float32))  # the ONNX exporter needs a model that has run
+    weights = run_dir / BEST
+    meta = {
+        "format_version": 1, "source": run_dir.name, "scheme": predictor.scheme.name,
+        "num_points": predictor.scheme.num_points, "input_shape": list(model.input_shape[1:]),
+        "input": INPUT_DOC, "output": OUTPUT_DOC, "params": int(model.count_params()),
+        "model": predictor.config.get("model"), "model_options": predictor.config.get("model_options", {}),
+        "weights_file": BEST, "weights_sha1": runtimes.file_sha1(weights) if weights.is_file() else None,
+        "quantize": quantize, "files": {}, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    for fmt in formats:
+        path = out / runtimes.FILES[fmt]
+        start = time.perf_counter()
+        _write(model, fmt, path, quantize)
+        if fmt == "onnx":
+            _embed_metadata(path, meta)
+        meta["files"][fmt] = path.name
+        size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
+        print(f"  {fmt}: {path.name} ({size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
+    _write_json(out / runtimes.EXPORT_FILE, meta)
+    return meta
+
+
+def _write(model, fmt: str, path: Path, quantize: str) -> None:
+    """One format through Keras's own exporter, with its converter's chatter kept off the terminal."""
+    from facelandmarks import runtime
+
+    kwargs = {}
+    if fmt == "litert" and quantize == "float16":
+        import tensorflow as tf
+
+        kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT], "target_spec": {"supported_types": [tf.float16]}}
+    keras_format = {"onnx": "onnx", "litert": "litert", "savedmodel": "tf_saved_model"}[fmt]
+    with runtime.quiet_output():
+        model.export(str(path), format=keras_format, verbose=False, **kwargs)
+
+
+def _embed_metadata(path: Path, meta: dict) -> None:
+    """Store the settings inside the ONNX file, so ``model.onnx`` alone is a usable export."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key = runtimes.METADATA_KEY
+    entry.value = json.dumps({k: v for k, v in meta.items() if k != "files"})
+    onnx.save(proto, str(path))
+
+
+def _export_pipeline(predictor, run_dir: Path, out: Path, formats, quantize: str) -> None:
+    """Each stage (stage 1, refiners, box network) into the layout of a pipeline run, stages as exports."""
+    out.mkdir(parents=True)
+    config = json.loads((run_dir / "pipeline.json").read_text())
+    for relative, (stage, source) in predictor.stages().items():
+        print(f" {relative}:")
+        _export_model(stage, Path(source), out / relative, formats, quantize)
+    config["stage1"] = "stage1"  # relative to the export folder (PipelinePredictor.load resolves it there)
+    if config.get("boxes"):
+        config["boxes"] = "boxes"
+    _write_json(out / "pipeline.json", config)
+
+
+def _check(out: Path, predictor: Predictor, data, limit: int) -> None:
+    """Keras vs each exported runtime on real faces: largest point difference and NME, into export.json."""
+    from facelandmarks import metrics
+    from facelandmarks.data.npz import load_npz
+
+    arrays = load_npz(data)
+    images = arrays["images"][:limit]
+    truth = (arrays["landmarks"][:limit], arrays["visible"][:limit])
+    size = predictor.input_size
+    reference = predictor.predict_crops(images)
+    meta = json.loads((out / runtimes.EXPORT_FILE).read_text())
+    rows = {"keras": {"nme": _mean_nme(metrics, reference, truth, predictor.scheme)}}
+    for fmt in meta["files"]:
+        if fmt not in runtimes.RUNTIMES:
+            continue
+        exported = Predictor.load(out, runtime=fmt)
+        points = exported.predict_crops(images)
+        rows[fmt] = {"nme": _mean_nme(metrics, points, truth, predictor.scheme),
+                     "max_diff_px": round(float(np.abs(points - reference).max() * size), 5)}
+        print(f"  check {fmt}: NME {rows[fmt]['nme']:.4f} % (Keras {rows['keras']['nme']:.4f} %), "
+              f"points within {rows[fmt]['max_diff_px']:.5f} crop px of Keras on {len(images)} faces of {data}")
+    meta["check"] = {"data": str(data), "faces": len(images), "rows": rows}
+    _write_json(out / runtimes.EXPORT_FILE, meta)
+
+
+def _mean_nme(metrics, points, truth, scheme) -> float:
+    return round(100.0 * float(np.mean(metrics.nme_per_face(points, truth[0], truth[1], scheme))), 5)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=1) + "\n")
+
+
+def _replace(work: Path, dest: Path) -> None:
+    """Move the finished ``work`` folder to ``dest``; the old ``dest`` goes only once the new one is whole."""
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(work, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"exported -> {dest}")

@@ -1,0 +1,210 @@
+"""Exported models run by an inference runtime (ONNX Runtime, LiteRT) instead of Keras.
+
+An export folder (``export.py``, ``inference.export``) holds ``export.json`` and one file per
+format: ``model.onnx``, ``model.tflite`` (and ``saved_model/`` for TensorFlow Serving).  The models
+map raw pixels (N, S, S, C) float32 in 0..255 to (N, K, 2) normalised crop coordinates, exactly
+like the Keras model they came from: the input normalisation is inside the graph.
+
+``OnnxModel`` and ``LiteRTModel`` offer the three members ``Predictor`` uses of a Keras model
+(``input_shape``, ``predict_on_batch``, ``count_params``), so one ``Predictor`` serves all
+runtimes.  Nothing here imports TensorFlow, Keras or JAX: a process that loads an export and marks
+photos stays free of them (tested in a subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.runtime import filtered_fds
+
+EXPORT_FILE = "export.json"
+EXPORT_DIR = "export"  # where export.py writes a run's export by default (RUN/export)
+FILES = {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_model"}
+FORMATS = tuple(FILES)  # what export.py writes
+QUANTIZE = ("none", "float16")
+RUNTIMES = ("onnx", "litert")  # formats this module can run, in order of preference for 'auto'
+METADATA_KEY = "facelandmarks"  # the export.json text, also stored inside model.onnx's metadata
+
+
+_LITERT_NOISE = "INFO: Created TensorFlow Lite XNNPACK delegate"
+
+
+class ExportError(ValueError):
+    """An export folder or file that cannot be used; the message names it."""
+
+
+def is_export(path) -> bool:
+    """True for an export folder (``export.json``) or a ``.onnx`` / ``.tflite`` file."""
+    path = Path(path)
+    return (path / EXPORT_FILE).is_file() if path.is_dir() else path.suffix in (".onnx", ".tflite")
+
+
+def read_export(path) -> tuple[dict, Path]:
+    """``(export.json's settings, the folder)`` for an export folder or one of its model files.
+
+    A lone ``.onnx`` file carries the settings in its metadata; a ``.tflite`` file needs its folder's
+    ``export.json``.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    meta_path = folder / EXPORT_FILE
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as err:
+            raise ExportError(f"{meta_path}: unreadable export settings ({' '.join(str(err).split())})") from None
+    elif path.suffix == ".onnx" and path.is_file():
+        meta = _onnx_metadata(path)
+    else:
+        raise ExportError(f"{path}: not an export (no {EXPORT_FILE} beside it)")
+    missing = [k for k in ("scheme", "input_shape", "num_points") if k not in meta]
+    if missing:
+        raise ExportError(f"{meta_path}: not the settings of an exported model (no {', '.join(missing)})")
+    return meta, folder
+
+
+def _onnx_metadata(path: Path) -> dict:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for damaged files
+        raise ExportError(f"{path}: not a loadable ONNX model ({' '.join(str(err).split())[:200]})") from None
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if text is None:
+        raise ExportError(f"{path}: no {METADATA_KEY} settings in its metadata (not written by export.py)")
+    return json.loads(text)
+
+
+def file_sha1(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stale_export(run_dir: Path, export: Path) -> str | None:
+    """Why ``export`` cannot stand in for ``run_dir``'s weights (missing, or made from other weights), or None."""
+    if not (export / EXPORT_FILE).is_file():
+        return f"{run_dir}: not exported (python export.py {run_dir})"
+    meta, _ = read_export(export)
+    source = run_dir / meta.get("weights_file", "best.weights.h5")
+    if not source.is_file() or file_sha1(source) != meta.get("weights_sha1"):
+        return f"{export}: made from other weights than {source} (python export.py {run_dir} again)"
+    return None
+
+
+def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path | None = None) -> tuple[str, Path]:
+    """The runtime and model file to use: the one ``path`` names, else ``runtime``'s file, else ('auto')
+    the first of ``RUNTIMES`` whose file exists and whose Python package is installed."""
+    if path is not None and path.is_file():
+        runtime = {".onnx": "onnx", ".tflite": "litert"}[path.suffix]
+        return runtime, path
+    files = meta.get("files", FILES)
+    if runtime != "auto":
+        if runtime not in RUNTIMES:
+            raise ExportError(f"runtime must be auto or one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        file = folder / files.get(runtime, FILES[runtime])
+        if not file.is_file():
+            raise ExportError(f"{folder}: no {runtime} export here (export.py --format {runtime})")
+        return runtime, file
+    for name in RUNTIMES:
+        file = folder / files.get(name, FILES[name])
+        if file.is_file() and _installed(name):
+            return name, file
+    raise ExportError(f"{folder}: no exported model that an installed runtime can run "
+                      f"(pip install onnxruntime, or ai-edge-litert)")
+
+
+def _installed(runtime: str) -> bool:
+    import importlib.util
+
+    module = {"onnx": "onnxruntime", "litert": "ai_edge_litert"}[runtime]
+    return importlib.util.find_spec(module) is not None
+
+
+def load_model(path, runtime: str = "auto", threads: int | None = None):
+    """``(model, settings)`` for an export folder or file, run by ``runtime`` on ``threads`` CPU threads
+    (None: all cores)."""
+    path = Path(path)
+    meta, folder = read_export(path)
+    runtime, file = choose_runtime(folder, meta, runtime, path if path.is_file() else None)
+    cls = OnnxModel if runtime == "onnx" else LiteRTModel
+    return cls(file, tuple(meta["input_shape"]), meta.get("params", 0), threads), meta
+
+
+class _ExportedModel:
+    """What ``Predictor`` needs of a model: ``input_shape``, ``predict_on_batch``, ``count_params``."""
+
+    runtime = ""
+
+    def __init__(self, path: Path, input_shape: tuple, params: int, threads: int | None):
+        self.path = Path(path)
+        self.input_shape = (None, *input_shape)
+        self.params = int(params)
+        self.threads = threads or os.cpu_count() or 1
+
+    def count_params(self) -> int:
+        return self.params
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, threads={self.threads})"
+
+
+class OnnxModel(_ExportedModel):
+    """A ``model.onnx`` run by ONNX Runtime on the CPU."""
+
+    runtime = "onnx"
+
+    def __init__(self, path, input_shape, params=0, threads=None):
+        super().__init__(path, input_shape, params, threads)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for damaged files
+            raise ExportError(f"{self.path}: not a loadable ONNX model ({' '.join(str(err).split())[:200]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+
+class LiteRTModel(_ExportedModel):
+    """A ``model.tflite`` run by LiteRT's interpreter (XNNPACK on the CPU); resized per batch size."""
+
+    runtime = "litert"
+
+    def __init__(self, path, input_shape, params=0, threads=None):
+        super().__init__(path, input_shape, params, threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with filtered_fds((2,), keep=lambda line: not line.startswith(_LITERT_NOISE)):
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
+                self.interpreter.allocate_tensors()  # XNNPACK announces itself here
+        except ValueError as err:
+            raise ExportError(f"{self.path}: not a loadable LiteRT model ({' '.join(str(err).split())[:200]})") from None
+        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self._batch = None
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, np.float32)
+        if batch.shape[0] != self._batch:
+            self.interpreter.resize_tensor_input(self.input_index, list(batch.shape))
+            self.interpreter.allocate_tensors()
+            self._batch = batch.shape[0]
+        self.interpreter.set_tensor(self.input_index, batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index).copy()

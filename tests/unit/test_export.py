@@ -1,0 +1,126 @@
+"""export.py: a run written for ONNX Runtime and LiteRT, loaded back without TensorFlow, Keras or JAX.
+
+No face data: a small registered model with random weights stands in for a trained run.  Exporting
+uses TensorFlow's converters, so these tests run on the TensorFlow backend only.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelandmarks.cli import export as export_cli
+from facelandmarks.inference import export, runtimes
+from facelandmarks.inference.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory as train.py leaves it (config.json + best.weights.h5) of a random-weight scratch CNN."""
+    from facelandmarks.models import build_model
+
+    run = tmp_path_factory.mktemp("runs") / "scratch-random"
+    run.mkdir()
+    model = build_model("scratch", input_shape=(SIZE, SIZE, 3), num_points=68)
+    model.save_weights(run / "best.weights.h5")
+    config = {"model": "scratch", "scheme": "ibug68", "input_shape": [SIZE, SIZE, 3], "num_points": 68,
+              "model_options": {}, "weights": "none"}
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir):
+    return export.export_run(run_dir, formats=("onnx", "litert", "savedmodel"))
+
+
+def crops(count=5, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def test_export_writes_every_format_with_its_settings(run_dir, exported):
+    assert exported == run_dir / "export"
+    meta = json.loads((exported / "export.json").read_text())
+    assert meta["scheme"] == "ibug68" and meta["input_shape"] == [SIZE, SIZE, 3] and meta["num_points"] == 68
+    assert meta["files"] == {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_model"}
+    assert meta["weights_sha1"] == runtimes.file_sha1(run_dir / "best.weights.h5")
+    assert (exported / "saved_model" / "saved_model.pb").is_file()
+    assert not list(run_dir.glob(".export*"))  # no partial folder left behind
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "litert"])
+def test_exported_points_agree_with_keras(run_dir, exported, runtime):
+    keras_points = Predictor.load(run_dir, runtime="keras").predict_crops(crops())
+    predictor = Predictor.load(exported, runtime=runtime)
+    assert predictor.runtime == runtime and predictor.input_size == SIZE
+    points = predictor.predict_crops(crops())
+    assert points.shape == (5, 68, 2)
+    assert np.abs(points - keras_points).max() * SIZE < 0.01  # crop pixels
+    # one face, then a batch again: LiteRT resizes its input between calls
+    np.testing.assert_allclose(predictor.predict_crops(crops()[:1]), points[:1], atol=1e-5)
+    np.testing.assert_allclose(predictor.predict_crops(crops()), points, atol=1e-5)
+
+
+def test_a_lone_onnx_file_carries_its_settings(exported, tmp_path):
+    lone = tmp_path / "landmarks.onnx"
+    lone.write_bytes((exported / "model.onnx").read_bytes())
+    predictor = Predictor.load(lone)
+    assert predictor.runtime == "onnx" and predictor.scheme.name == "ibug68" and predictor.input_size == SIZE
+
+
+def test_auto_uses_a_current_export_and_ignores_a_stale_one(run_dir, exported, tmp_path):
+    assert Predictor.load(run_dir).runtime == "onnx"  # auto: the export is as new as the weights
+    assert Predictor.load(run_dir, runtime="keras").runtime == "keras"
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    for name in ("config.json", "best.weights.h5"):
+        (stale / name).write_bytes((run_dir / name).read_bytes())
+    (stale / "export").mkdir()
+    meta = json.loads((exported / "export.json").read_text())
+    (stale / "export" / "export.json").write_text(json.dumps({**meta, "weights_sha1": "0" * 40}))
+    assert Predictor.load(stale).runtime == "keras"
+    with pytest.raises(runtimes.ExportError, match="made from other weights"):
+        Predictor.load(stale, runtime="onnx")
+
+
+def test_loading_an_export_imports_no_backend(exported):
+    code = (
+        "import sys, numpy as np\n"
+        "from facelandmarks import Predictor\n"
+        f"p = Predictor.load({str(exported)!r})\n"
+        f"points = p.predict_crops(np.zeros((3, {SIZE}, {SIZE}, 3), np.uint8))\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'jax', 'jaxlib', 'tf2onnx'})\n"
+        "print(p.runtime, points.shape, heavy)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/tmp", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "onnx (3, 68, 2) []"
+
+
+def test_an_interrupted_export_leaves_the_previous_one(run_dir, exported, monkeypatch):
+    before = (exported / "export.json").read_text()
+
+    def interrupted(model, fmt, path, quantize):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_run(run_dir)
+    assert (exported / "export.json").read_text() == before
+    assert Predictor.load(exported).predict_crops(crops(1)).shape == (1, 68, 2)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert export_cli.main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("export.py: ") and "missing" in err and "\n" not in err
+    with pytest.raises(SystemExit):
+        export_cli.main(["--format", "pdf"])
