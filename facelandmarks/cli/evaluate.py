@@ -10,7 +10,7 @@ from facelandmarks import runtime
 from facelandmarks.cli.train import USER_ERRORS, error_line
 from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.inference.photos import run_on_images
-from facelandmarks.inference.video import run_on_video
+from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
 
 EPILOG = """exit status:
   0    done
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "lower finds more faces and more false ones, 0 keeps all)")
     parser.add_argument("--crops", action="store_true",
                         help="--image: also write an enlarged crop of every face with its points (PHOTO_face<i>.png)")
+    parser.add_argument("--redetect-every", type=int, default=REDETECT_EVERY, metavar="N",
+                        help=f"--video: run the face detector every N frames (default {REDETECT_EVERY}) and whenever a "
+                             "tracked face is lost; between detections each face is cropped from its previous "
+                             "landmarks. 1 detects on every frame")
     parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "litert"], default="auto",
                         help="auto (default): a run's export (export.py) when it is as new as the run and its runtime "
                              "is installed, else Keras; keras, onnx, litert: that one (rows of exports are labelled). "
@@ -119,6 +123,10 @@ def _run(args) -> int:
     if args.image:
         counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops, **load)
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
-    result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test)
-    print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s -> {result['output']}")
+    if args.redetect_every < 1:
+        raise ValueError(f"--redetect-every must be at least 1, got {args.redetect_every}")
+    result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
+                          redetect_every=args.redetect_every, min_score=args.min_score, **load)
+    print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s "
+          f"(detector on {result['detections']} frames, tracking on {result['tracked']}) -> {result['output']}")
     return 0

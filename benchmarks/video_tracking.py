@@ -1,0 +1,218 @@
+"""Video with tracking (``FaceTracker``) against detection on every frame (not a test).
+
+    python benchmarks/video_tracking.py                       # shipped model, ../shared/data
+    python benchmarks/video_tracking.py --run runs/mobilenetv2-128 --redetect-every 5 10 30
+
+Two clips are built from the face data (written to ``--out``, never into the repository):
+
+* ``pan``: one annotated photo (``--photo``; default a frontal HELEN face from 300-W, shown at about
+  its own size, so dlib finds it in every frame) slowly panned and zoomed in a 640 x 480 frame.  The
+  motion is known, so each frame's points are mapped back into the photo: *jitter* is the mean
+  frame-to-frame movement of the points that the motion does not explain, in % of the inter-ocular
+  distance (outer eye corners); NME is against the photo's points.
+* ``youtube``: the YouTube68 frames of the ``--people`` people with the most frames, in file order,
+  each centred on one black canvas.  YouTube68 keeps three frames per video, seconds apart (four to
+  six videos per person): a clip of scene cuts and large moves, not of smooth motion, so jitter means
+  nothing here; NME is against the CSV's points of each frame.
+
+The photo and the people may be in the model's training data: NME compares the modes, it does not
+rate the model.  Each clip runs through ``run_on_video`` once detecting on every frame and once per
+``--redetect-every`` with tracking: frames/s there include decoding, drawing, encoding and the
+model's first call.  Then ``--repeats`` passes feed the decoded frames to ``FaceTracker`` on a
+warmed-up predictor for the points and the landmark time alone (ms per frame: the fastest pass, the
+least disturbed by other work on the machine); "2nd passes" counts tracked faces predicted again
+because their box moved (``REFINE_CHANGE``).  NME and jitter are means over the frames (pairs of
+frames) where the face was found; "missed" counts frames without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelandmarks import metrics
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.video import REDETECT_EVERY, FaceTracker, run_on_video
+from facelandmarks.runtime import cpu_description
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAME_SIZE = (640, 480)
+EYE_CORNERS = (36, 45)
+DEFAULT_PHOTO = "300w/helen/trainset/103236168_2.jpg"
+
+
+def read_pts(path: Path) -> np.ndarray:
+    """The (68, 2) points of a 300-W style ``.pts`` file."""
+    try:
+        body = path.read_text().split("{")[1].split("}")[0].split()
+        return np.array(body, np.float64).reshape(-1, 2)
+    except (OSError, IndexError, ValueError) as err:
+        raise SystemExit(f"{path}: not a readable .pts file ({err})") from None
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    if image is None:
+        raise SystemExit(f"{path}: missing or not an image")
+    return image
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
+    """BGR frames -> an mp4v file."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def pan_clip(photo_path: Path, count: int, out: Path):
+    """(clip path, (T, 2, 3) photo -> frame transforms, photo points): the photo slowly panned and zoomed."""
+    photo, points = read_image(photo_path), read_pts(photo_path.with_suffix(".pts"))
+    centre = points.mean(0)
+    base = 0.3 * FRAME_SIZE[0] / np.ptp(points[:, 0])  # face about 30 % of the frame's width
+    frames, transforms = [], []
+    for t in range(count):
+        phase = 2 * np.pi * t / max(1, count - 1)
+        scale = base * (1 + 0.15 * np.sin(phase))
+        shift = np.array([FRAME_SIZE[0] / 2 + 80 * np.sin(phase), FRAME_SIZE[1] / 2 + 30 * np.sin(2 * phase)])
+        matrix = np.hstack([scale * np.eye(2), (shift - scale * centre)[:, None]])
+        frames.append(cv2.warpAffine(photo, matrix, FRAME_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        transforms.append(matrix)
+    return write_clip(out / "pan.mp4", frames), np.array(transforms), points
+
+
+def youtube_clip(data_dir: Path, people: int, out: Path):
+    """(clip path, (T, 68, 2) points per frame): the frames of the people with most YouTube68 frames."""
+    folder = data_dir / "youtube68"
+    rows = {}
+    for split in ("training", "test"):
+        path = folder / f"{split}_frames_keypoints.csv"
+        try:
+            with open(path, newline="") as handle:
+                for row in list(csv.reader(handle))[1:]:
+                    rows.setdefault(row[0], (folder / split / row[0], np.array(row[1:], np.float64).reshape(-1, 2)))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"{path}: not a readable YouTube68 CSV ({err})") from None
+    by_person = defaultdict(list)
+    for name in sorted(rows):
+        by_person[name.rsplit("_", 1)[0]].append(name)
+    chosen = sorted(by_person, key=lambda p: (-len(by_person[p]), p))[:people]
+    names = [n for person in chosen for n in by_person[person]]
+    images = [read_image(rows[n][0]) for n in names]
+    height, width = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    frames, truth = [], []
+    for name, image in zip(names, images):
+        top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+        canvas = np.zeros((height, width, 3), np.uint8)
+        canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+        frames.append(canvas)
+        truth.append(rows[name][1] + [left, top])
+    print(f"youtube clip: {', '.join(chosen)}: {len(frames)} frames of {width} x {height}")
+    return write_clip(out / "youtube.mp4", frames), np.array(truth)
+
+
+def decoded_frames(clip: Path) -> list[np.ndarray]:
+    """The clip's frames as run_on_video sees them (RGB, after mp4v)."""
+    capture, frames = cv2.VideoCapture(str(clip)), []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(bgr[..., ::-1].copy())
+    capture.release()
+    return frames
+
+
+def track_points(predictor: Predictor, frames: list[np.ndarray], truth: np.ndarray, redetect_every: int, repeats: int):
+    """((T, 68, 2) points of the face nearest the truth, NaN where none; ms per frame, the least of
+    ``repeats`` passes; the tracker of the last pass) of FaceTracker passes over ``frames``."""
+    points, times = np.full(truth.shape, np.nan), []
+    for _ in range(repeats):
+        tracker, start = FaceTracker(predictor, redetect_every), time.perf_counter()
+        found = [tracker.update(frame) for frame in frames]
+        times.append(1000 * (time.perf_counter() - start) / len(frames))
+    for t, faces in enumerate(found):
+        if faces:
+            points[t] = min((f.points for f in faces), key=lambda p: np.linalg.norm(p - truth[t], axis=1).mean())
+    return points, min(times), tracker
+
+
+def nme_percent(points: np.ndarray, truth: np.ndarray) -> float:
+    found = ~np.isnan(points[:, 0, 0])
+    visible = np.ones(truth[found].shape[:2], bool)
+    return 100 * float(np.mean(metrics.nme_per_face(points[found], truth[found], visible, "ibug68")))
+
+
+def jitter_percent(points: np.ndarray, transforms: np.ndarray, photo_points: np.ndarray) -> float:
+    """Mean frame-to-frame movement of the points mapped back into the photo, in % of its inter-ocular distance."""
+    scale, shift = transforms[:, 0, 0][:, None, None], transforms[:, :, 2][:, None, :]
+    in_photo = (points - shift) / scale
+    moves = np.linalg.norm(np.diff(in_photo, axis=0), axis=2).mean(axis=1)
+    iod = np.linalg.norm(photo_points[EYE_CORNERS[0]] - photo_points[EYE_CORNERS[1]])
+    return 100 * float(np.nanmean(moves)) / iod
+
+
+def measure(run_dir, predictor, clip: Path, truth: np.ndarray, redetect_every: int, out: Path, jitter, repeats: int) -> dict:
+    """One table row: run_on_video's counts and speed, and a FaceTracker pass's points and time."""
+    mode = f"track, every {redetect_every}" if redetect_every > 1 else "detect every frame"
+    video = run_on_video(run_dir, clip, out / f"{clip.stem}-{redetect_every}.mp4", track=redetect_every > 1,
+                         redetect_every=redetect_every)
+    points, ms, tracker = track_points(predictor, decoded_frames(clip), truth, redetect_every, repeats)
+    missed = int(np.isnan(points[:, 0, 0]).sum())
+    return {"clip": clip.stem, "mode": mode, "frames": video["frames"], "detector runs": video["detections"],
+            "tracked": video["tracked"], "2nd passes": tracker.refined, "frames/s": f"{video['fps']:.1f}", "ms/frame": f"{ms:.1f}",
+            "NME %": f"{nme_percent(points, truth):.2f}", "jitter %": jitter(points), "missed": missed}
+
+
+def print_table(rows: list[dict]) -> None:
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data", help="the face data folder")
+    parser.add_argument("--run", help="run directory (default: the shipped model in weights/)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/video_tracking"), help="folder for the clips and overlays")
+    parser.add_argument("--photo", type=Path, help=f"annotated photo to pan (default: {DEFAULT_PHOTO})")
+    parser.add_argument("--frames", type=int, default=150, help="frames of the pan clip")
+    parser.add_argument("--people", type=int, default=4, help="YouTube68 people in the real clip")
+    parser.add_argument("--repeats", type=int, default=3, help="FaceTracker passes per row; ms/frame is the fastest")
+    parser.add_argument("--redetect-every", type=int, nargs="+", default=[REDETECT_EVERY], help="tracking settings to compare")
+    args = parser.parse_args(argv)
+    if min(args.redetect_every) < 2 or args.frames < 2 or args.people < 1 or args.repeats < 1:
+        parser.error("--redetect-every takes values >= 2 (1 is the per-frame row), --frames >= 2, --people and --repeats >= 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(cpu_description())
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine slows every row alike)")
+    predictor = Predictor.load(args.run)
+    predictor.predict_crops(np.zeros((1, predictor.crop_size, predictor.crop_size, 3), np.uint8))  # warm-up
+    clip, transforms, photo_points = pan_clip(args.photo or args.data_dir / DEFAULT_PHOTO,
+                                              args.frames, args.out)
+    pan_truth = np.einsum("tij,kj->tki", transforms[:, :, :2], photo_points) + transforms[:, None, :, 2]
+    youtube, youtube_truth = youtube_clip(args.data_dir, args.people, args.out)
+    rows = []
+    for every in [1, *args.redetect_every]:
+        rows.append(measure(args.run, predictor, clip, pan_truth, every, args.out,
+                            lambda p: f"{jitter_percent(p, transforms, photo_points):.2f}", args.repeats))
+    for every in [1, *args.redetect_every]:
+        rows.append(measure(args.run, predictor, youtube, youtube_truth, every, args.out, lambda p: "-", args.repeats))
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

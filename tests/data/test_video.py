@@ -1,0 +1,136 @@
+"""FaceTracker and run_on_video on real faces: fewer detections, re-detection every N frames and
+after the face jumps, and points close to those of detecting on every frame."""
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.video import FaceTracker, run_on_video
+
+pytestmark = pytest.mark.data
+
+PHOTOS = ("300w/helen/trainset/103236168_2.jpg", "300w/helen/trainset/1004467229_1.jpg")
+FRAME = (320, 240)
+
+
+def read_pts(path):
+    body = open(path).read().split("{")[1].split("}")[0].split()
+    return np.array(body, np.float64).reshape(-1, 2)
+
+
+def pan_frames(data_dir, photo, count, centre=(160, 120), step=1.5):
+    """``count`` RGB frames of ``photo`` moving ``step`` px per frame to the right (face 30 % of
+    the width, around ``centre``), and the true points of each."""
+    image = cv2.imread(str(data_dir / photo))[..., ::-1]
+    points = read_pts((data_dir / photo).with_suffix(".pts"))
+    scale = 0.3 * FRAME[0] / np.ptp(points[:, 0])
+    frames, truth = [], []
+    for t in range(count):
+        shift = np.array(centre) + [step * (t - count / 2), 0]
+        matrix = np.hstack([scale * np.eye(2), (shift - scale * points.mean(0))[:, None]])
+        frames.append(cv2.warpAffine(image, matrix, FRAME, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        truth.append(points @ matrix[:, :2].T + matrix[:, 2])
+    return frames, np.array(truth)
+
+
+def interocular(truth):
+    return float(np.linalg.norm(truth[..., 36, :] - truth[..., 45, :], axis=-1).mean())
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor.load()
+
+
+def track(predictor, frames, redetect_every):
+    """Per frame: the faces found and whether the detector ran on it."""
+    tracker = FaceTracker(predictor, redetect_every)
+    found, detected = [], []
+    for frame in frames:
+        before = tracker.detections
+        found.append(tracker.update(frame))
+        detected.append(tracker.detections > before)
+        assert all(face.tracked != detected[-1] for face in found[-1])
+    assert tracker.frames == len(frames) and tracker.detections + tracker.tracked == len(frames)
+    return found, detected, tracker
+
+
+def test_tracking_detects_every_n_frames_and_keeps_per_frame_points(predictor, data_dir):
+    frames, truth = pan_frames(data_dir, PHOTOS[0], 22)
+    found, detected, tracker = track(predictor, frames, redetect_every=5)
+    assert detected == [t % 5 == 0 for t in range(22)]
+    assert tracker.detections == 5 and tracker.tracked == 17
+    assert all(len(faces) == 1 and faces[0].track_id == 0 for faces in found)
+    per_frame = [predictor.detect_and_predict(frame) for frame in frames]
+    assert all(len(faces) == 1 for faces in per_frame)
+    gap = np.array([np.linalg.norm(a[0].points - b[0].points, axis=1).mean() for a, b in zip(found, per_frame)])
+    iod = interocular(truth)
+    assert np.all(gap[::5] == 0)  # detection frames are per-frame detection
+    assert gap.max() < 0.05 * iod, f"tracked points {gap.max():.2f} px from per-frame ones (inter-ocular {iod:.0f} px)"
+
+
+def test_tracking_notices_a_blank_frame_and_a_jump_to_another_face(predictor, data_dir):
+    first, _ = pan_frames(data_dir, PHOTOS[0], 4, centre=(110, 120))
+    second, truth = pan_frames(data_dir, PHOTOS[1], 4, centre=(220, 110))
+    frames = first + [np.zeros_like(first[0])] + first + second
+    found, detected, tracker = track(predictor, frames, redetect_every=30)
+    assert detected[:9] == [True, False, False, False, True, True, False, False, False]
+    assert found[4] == [], "the blank frame is detected afresh and has no face"
+    assert detected[9], "at the jump to another face the detector runs again"
+    assert not any(detected[10:]), "the new face is tracked"
+    assert found[9][0].track_id != found[3][0].track_id
+    assert np.allclose(found[9][0].points, predictor.detect_and_predict(frames[9])[0].points)
+    error = np.mean([np.linalg.norm(f[0].points - t, axis=1).mean() for f, t in zip(found[9:], truth)])
+    assert error < 0.1 * interocular(truth)
+
+
+def youtube_frames(data_dir, person="Warren_Buffett"):
+    """One person's YouTube68 frames in file order (videos of three frames seconds apart), each
+    centred on one black canvas (a clip of small moves and scene cuts), and the video of each."""
+    folder = data_dir / "youtube68"
+    with open(folder / "training_frames_keypoints.csv", newline="") as handle:
+        names = sorted(row[0] for row in csv.reader(handle) if row[0].startswith(person + "_"))
+    images = [cv2.imread(str(folder / "training" / name))[..., ::-1] for name in names]
+    height, width = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    frames = []
+    for image in images:
+        canvas = np.zeros((height, width, 3), np.uint8)
+        top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+        canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+        frames.append(canvas)
+    return frames, [name.rsplit("_", 1)[1][0] for name in names]
+
+
+def test_tracked_points_stay_near_per_frame_ones_on_youtube_frames(predictor, data_dir):
+    frames, videos = youtube_frames(data_dir)
+    cuts = [t for t in range(len(frames)) if t == 0 or videos[t] != videos[t - 1]]
+    assert len(cuts) >= 3
+    found, detected, _ = track(predictor, frames, redetect_every=10)
+    assert all(detected[t] for t in cuts), "every scene cut is noticed"
+    assert not all(detected), "frames of one video are tracked"
+    for faces, frame in zip(found, frames):
+        side = faces[0].crop_box[2] - faces[0].crop_box[0]
+        gap = min(np.linalg.norm(faces[0].points - f.points, axis=1).mean() for f in predictor.detect_and_predict(frame))
+        assert gap < 0.05 * side, f"tracked points {gap:.2f} px from per-frame ones ({side:.0f} px crop)"
+
+
+def test_run_on_video_counts_detections_and_tracked_frames(data_dir, tmp_path):
+    frames, _ = pan_frames(data_dir, PHOTOS[0], 20)
+    clip = tmp_path / "pan.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, FRAME)
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    tracked = run_on_video(None, clip, tmp_path / "tracked.mp4", redetect_every=10)
+    assert tracked["frames"] == 20 and tracked["faces"] == 20
+    assert tracked["detections"] == 2 and tracked["tracked"] == 18
+    per_frame = run_on_video(None, clip, tmp_path / "per-frame.mp4", track=False, max_frames=8)
+    assert per_frame["frames"] == 8 and per_frame["detections"] == 8 and per_frame["tracked"] == 0
+    check = cv2.VideoCapture(str(tmp_path / "tracked.mp4"))
+    assert int(check.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
+    check.release()
+    strict = run_on_video(None, clip, tmp_path / "strict.mp4", max_frames=3, min_score=10.0)
+    assert strict["faces"] == 0 and strict["detections"] == 3, "min_score reaches the detector"
