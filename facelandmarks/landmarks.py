@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+NORMALIZE_MODES = ("points", "box")
+SCHEME_KEYS = ("name", "description", "points", "pairs", "normalize", "pupils", "regions")
+
 
 @dataclass(frozen=True)
 class Scheme:
@@ -41,6 +44,10 @@ class Scheme:
         pupils: the two pupil indices, or None when the markup has none.
         regions: region name -> tuple of point indices.
         description: one line for listings.
+        point_names: K names, or () where the markup has none.
+        normalize: ``points`` (NME by the distance of ``norm_points``) or
+            ``box`` (NME by sqrt(w * h) of the ground-truth points' box, for
+            markups without eye corners; ``norm_points`` is then None).
     """
 
     name: str
@@ -50,9 +57,17 @@ class Scheme:
     pupils: tuple[int, int] | None
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
     description: str = ""
+    point_names: tuple[str, ...] = ()
+    normalize: str = "points"
 
     def __post_init__(self):
         k = self.num_points
+        if self.point_names and len(self.point_names) != k:
+            raise ValueError(f"scheme {self.name!r}: {len(self.point_names)} point names for {k} points")
+        if self.normalize not in NORMALIZE_MODES:
+            raise ValueError(f"scheme {self.name!r}: normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+        if self.normalize == "box" and self.norm_points is not None:
+            raise ValueError(f"scheme {self.name!r}: normalize 'box' takes no norm_points")
         if sorted(self.mirror) != list(range(k)):
             raise ValueError(f"scheme {self.name!r}: mirror is not a permutation of 0..{k - 1}")
         if any(self.mirror[self.mirror[i]] != i for i in range(k)):
@@ -67,6 +82,29 @@ class Scheme:
     @property
     def mirror_array(self) -> np.ndarray:
         return np.asarray(self.mirror, dtype=np.int64)
+
+    def point_label(self, index: int) -> str:
+        return self.point_names[index] if self.point_names else str(index)
+
+    def to_dict(self) -> dict:
+        """The scheme as a scheme file holds it (``from_dict`` reads it back); points by name where named."""
+        ref = self.point_label if self.point_names else int
+        pairs = [[ref(i), ref(j)] for i, j in enumerate(self.mirror) if i < j]
+        normalize = "box" if self.normalize == "box" else None if self.norm_points is None else [ref(i) for i in self.norm_points]
+        return {"name": self.name, "description": self.description,
+                "points": list(self.point_names) if self.point_names else self.num_points, "pairs": pairs,
+                "normalize": normalize, "pupils": None if self.pupils is None else [ref(i) for i in self.pupils],
+                "regions": {region: [ref(i) for i in points] for region, points in self.regions.items()}}
+
+    @classmethod
+    def from_dict(cls, data, origin: str | None = None) -> Scheme:
+        """A scheme from its file's contents; a problem raises one ValueError naming ``origin`` and the point."""
+        return _scheme_from_dict(data, origin)
+
+    def same_markup(self, other: Scheme) -> bool:
+        """Same points, mirror, normalisation, pupils and regions (names and description aside)."""
+        keys = ("num_points", "mirror", "norm_points", "pupils", "regions", "normalize")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     def region_of(self) -> np.ndarray:
         """Array of K region names ('' where a point is in no region)."""
@@ -215,9 +253,114 @@ KAGGLE15 = Scheme(
         "mouth": (11, 12, 13, 14),
     },
     description="Kaggle facial keypoints, 15 points (eye centres normalise)",
+    point_names=KAGGLE15_NAMES,
 )
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (MUCT76, IBUG68, WFLW98, KAGGLE15)}
+_REGISTERED: dict[str, Scheme] = {}  # user schemes: scheme files, npz files and runs that carry a definition
+
+
+def register_scheme(scheme: Scheme) -> Scheme:
+    """Make ``get_scheme(scheme.name)`` find a scheme of your own; returns the registered one.
+
+    Registering the same markup again is a no-op; another markup under a
+    taken name (a built-in's or a registered one's) is a ValueError.
+    """
+    known = SCHEMES.get(scheme.name) or _REGISTERED.get(scheme.name)
+    if known is not None:
+        if not known.same_markup(scheme):
+            where = "a built-in scheme" if scheme.name in SCHEMES else "already registered with another markup"
+            raise ValueError(f"scheme name {scheme.name!r} is {where}; give yours another name")
+        return known
+    _REGISTERED[scheme.name] = scheme
+    return scheme
+
+
+def is_builtin(scheme: Scheme | str) -> bool:
+    return (scheme if isinstance(scheme, str) else scheme.name).split("/", 1)[0] in SCHEMES
+
+
+def _fail(origin: str, problem: str):
+    raise ValueError(f"{origin}: {problem}")
+
+
+def _scheme_from_dict(data, origin: str | None) -> Scheme:
+    name = data.get("name") if isinstance(data, dict) else None
+    origin = origin or f"scheme {name!r}"
+    if not isinstance(data, dict):
+        _fail(origin, f"a scheme is a mapping of {', '.join(SCHEME_KEYS)}, got {type(data).__name__}")
+    unknown = [key for key in data if key not in SCHEME_KEYS]
+    if unknown:
+        _fail(origin, f"unknown key {unknown[0]!r} (known: {', '.join(SCHEME_KEYS)})")
+    if not isinstance(name, str) or not name or "/" in name or name != name.strip():
+        _fail(origin, f"'name' must be a non-empty name without '/' or surrounding spaces, got {name!r}")
+    points = data.get("points")
+    if isinstance(points, int) and not isinstance(points, bool) and points > 0:
+        names, k = (), points
+    elif isinstance(points, list) and points and all(isinstance(p, str) and p.strip() for p in points):
+        names, k = tuple(points), len(points)
+        for i, point in enumerate(names):
+            if names.index(point) != i:
+                _fail(origin, f"point name {point!r} appears twice (points {names.index(point)} and {i})")
+    else:
+        _fail(origin, f"'points' must be a list of point names or a point count, got {points!r}")
+
+    def index(ref, where: str) -> int:
+        if isinstance(ref, str) and not ref.isdigit():
+            if ref not in names:
+                _fail(origin, f"unknown point {ref!r} in {where}" + ("" if names else " (the points have no names)"))
+            return names.index(ref)
+        if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+            _fail(origin, f"point {ref!r} in {where} is neither a point name nor an index")
+        if not 0 <= int(ref) < k:
+            _fail(origin, f"point index {int(ref)} in {where} outside 0..{k - 1}")
+        return int(ref)
+
+    def two(key: str):
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != 2:
+            _fail(origin, f"{key!r} must be two points, got {value!r}")
+        a, b = index(value[0], key), index(value[1], key)
+        if a == b:
+            _fail(origin, f"{key!r} names point {value[0]!r} twice")
+        return a, b
+
+    mirror, paired = list(range(k)), {}
+    pairs = data.get("pairs") or []
+    if not isinstance(pairs, list):
+        _fail(origin, f"'pairs' must be a list of [left, right] point pairs, got {pairs!r}")
+    for pair in pairs:
+        if not isinstance(pair, list) or len(pair) != 2:
+            _fail(origin, f"pair {pair!r} is not two points")
+        shown = tuple(pair)
+        a, b = index(pair[0], f"pair {shown}"), index(pair[1], f"pair {shown}")
+        for ref, i in ((pair[0], a), (pair[1], b)):
+            if i in paired or (i == a == b):
+                _fail(origin, f"pair {shown} names {ref!r} twice" + (f" (also in pair {paired[i]})" if i in paired else ""))
+            paired[i] = shown
+        mirror[a], mirror[b] = b, a
+    normalize = data.get("normalize", "missing")
+    if normalize == "missing":
+        _fail(origin, "no 'normalize': give the two points whose distance normalises the error "
+                      "(the outer eye corners) or \"box\" (the face box size)")
+    box = normalize == "box"
+    norm_points = None if box else two("normalize")
+    regions = data.get("regions") or {}
+    if not isinstance(regions, dict):
+        _fail(origin, f"'regions' must map region names to lists of points, got {regions!r}")
+    parsed_regions = {}
+    for region, refs in regions.items():
+        if not isinstance(refs, list) or not refs:
+            _fail(origin, f"region {region} must be a non-empty list of points, got {refs!r}")
+        parsed_regions[str(region)] = tuple(index(ref, f"region {region}") for ref in refs)
+    try:
+        return Scheme(name=name, num_points=k, mirror=tuple(mirror), norm_points=norm_points, pupils=two("pupils"),
+                      regions=parsed_regions, description=str(data.get("description") or ""), point_names=names,
+                      normalize="box" if box else "points")
+    except ValueError as err:
+        _fail(origin, str(err))
 
 
 # Regions the coarse-to-fine refiners work on (seed 003): the jaw stays with
@@ -271,10 +414,11 @@ def get_scheme(name: str) -> Scheme:
     if "/" in name:
         base, part = name.split("/", 1)
         return box_scheme(get_scheme(base)) if part == "boxes" else region_scheme(get_scheme(base), part)
-    try:
-        return SCHEMES[name]
-    except KeyError:
-        raise ValueError(f"unknown landmark scheme {name!r}; known: {', '.join(SCHEMES)}") from None
+    scheme = SCHEMES.get(name) or _REGISTERED.get(name)
+    if scheme is None:
+        known = ", ".join([*SCHEMES, *_REGISTERED])
+        raise ValueError(f"unknown landmark scheme {name!r}; known: {known} (a scheme of your own loads from its file)")
+    return scheme
 
 
 def mirror_landmarks(landmarks: np.ndarray, visible: np.ndarray, scheme: Scheme | str):

@@ -4,7 +4,8 @@ The conventions are the field's (300-W, WFLW, HRNet-Facial, mmpose):
 
 * NME of a face = mean Euclidean error over its *visible* points divided by
   the distance between the two normalising points of the ground truth
-  (outer eye corners, or pupils where a scheme has them).  Points that are
+  (outer eye corners, or pupils where a scheme has them), or, for a scheme
+  with ``normalize: box``, by sqrt(w * h) of the ground-truth points' box.  Points that are
   unavailable are left out of the mean, never counted as zero error.  A
   face whose normalising points are themselves unavailable has no NME
   (NaN) and is left out of every summary, which reports how many it scored.
@@ -40,9 +41,12 @@ def normalising_distance(gt: np.ndarray, visible: np.ndarray, scheme, by: str = 
     """(N,) distance between the normalising points; NaN where either is unavailable.
 
     Args:
-        by: 'corners' (the scheme's ``norm_points``) or 'pupils'.
+        by: 'corners' (the scheme's normaliser: its ``norm_points``, or the
+            ground-truth box for a scheme with ``normalize: box``) or 'pupils'.
     """
     scheme = _scheme(scheme)
+    if by == "corners" and scheme.normalize == "box":
+        return box_size(gt, visible)
     if by == "corners":
         if scheme.norm_points is None:
             raise ValueError(f"scheme {scheme.name} has no normalising points")
@@ -58,6 +62,19 @@ def normalising_distance(gt: np.ndarray, visible: np.ndarray, scheme, by: str = 
     dist = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
     ok = visible[:, a] & visible[:, b] & (dist > 0)
     return np.where(ok, dist, np.nan)
+
+
+def box_size(gt: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(N,) sqrt(w * h) of the bounding box of each face's visible ground-truth points; NaN when it is empty."""
+    gt = np.asarray(gt, np.float64)
+    visible = np.asarray(visible, bool)
+    with np.errstate(invalid="ignore"):
+        low = np.where(visible[..., None], gt, np.inf).min(axis=1)
+        high = np.where(visible[..., None], gt, -np.inf).max(axis=1)
+        extent = high - low
+        size = np.sqrt(extent[:, 0] * extent[:, 1])
+    ok = (visible.sum(axis=1) >= 2) & np.isfinite(size) & (size > 0)
+    return np.where(ok, size, np.nan)
 
 
 def nme_per_face(pred, gt, visible, scheme, by: str = "corners", points=None) -> np.ndarray:

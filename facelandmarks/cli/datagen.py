@@ -22,8 +22,9 @@ from facelandmarks.data.download import (
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.info import describe
 from facelandmarks.data.prepare import PrepareOptions, prepare
-from facelandmarks.data.records import DATASETS, AnnotationError
+from facelandmarks.data.records import CSV_LAYOUTS, DATASETS, AnnotationError, ReaderOptions
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
+from facelandmarks.scheme_files import load_scheme, resolve_scheme
 
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -38,7 +39,7 @@ KNOWN_ERRORS = (AnnotationError, SplitError, DownloadError, ArchiveError, npz.Da
 def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="datagen.py",
-        description="Landmarked face datasets into one npz format: download, prepare, bottleneck, info.",
+        description="Landmarked face datasets into one npz format: download, prepare, select-points, bottleneck, info.",
         epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -85,6 +86,28 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     prep.add_argument("--upsample", type=int, default=0, help="dlib upsampling before detection (one more is tried on a miss)")
     prep.add_argument("--compress", action="store_true", help="write compressed npz files")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.add_argument("--scheme", help="coco, csv, dlibxml: the markup, a scheme file (.json/.yaml, docs/own-landmarks.md) "
+                      "or a scheme name (coco default: categories[0]'s keypoints; dlibxml default: ibug68)")
+    prep.add_argument("--images", help="coco, csv: folder the image names are relative to (default: the annotation file's)")
+    prep.add_argument("--use-bbox", action="store_true", help="coco: the annotations' bbox is the face detection (no dlib)")
+    prep.add_argument("--csv-image-column", type=int, default=0, help="csv: 0-based column of the image name (default 0)")
+    prep.add_argument("--csv-first-coordinate", type=int, default=1,
+                      help="csv: 0-based column of the first coordinate; 2K coordinates run to the end of the row (default 1)")
+    prep.add_argument("--csv-layout", choices=CSV_LAYOUTS, default="xy",
+                      help="csv: xy (x0,y0,x1,y1...) or xxyy (all x, then all y) (default xy)")
+    prep.add_argument("--csv-no-header", dest="csv_header", action="store_false", help="csv: the first row is data, not a header")
+
+    pick = sub.add_parser(
+        "select-points", help="a prepared npz with a subset of its points, as a scheme of your own", epilog=EPILOG,
+        description="Keep the points --points (in that order) of every face, e.g. the eye corners, nose tip and mouth "
+                    "corners of ibug68: 'select-points --data dataset/ibug128_train.npz --scheme face5.json "
+                    "--points 36,45,30,48,54 --out dataset/face5_train.npz'. The scheme's pairs must agree with the "
+                    "data's mirror (mirrored faces are in the data already).",
+    )
+    pick.add_argument("--data", required=True, help="prepared npz")
+    pick.add_argument("--scheme", required=True, help="scheme file of the new markup (its K points)")
+    pick.add_argument("--points", required=True, help="comma-separated indices into the data's points, one per new point")
+    pick.add_argument("--out", required=True, help="output npz")
 
     bott = sub.add_parser("bottleneck", help="frozen-backbone features for head-only training", epilog=EPILOG)
     bott.add_argument("--backbone", required=True, help="inception, resnet50 or mobilenetv2")
@@ -96,7 +119,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
 
     info = sub.add_parser("info", help="summary of dataset files", epilog=EPILOG)
     info.add_argument("files", nargs="+", help="npz files, shard manifests (.shards.json) or set manifests (.manifest.json)")
-    return parser, {"download": down, "prepare": prep, "bottleneck": bott, "info": info}
+    return parser, {"download": down, "prepare": prep, "select-points": pick, "bottleneck": bott, "info": info}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +159,21 @@ def _run(command: str, sub: argparse.ArgumentParser, args: argparse.Namespace) -
             fallback=args.fallback, workers=args.workers, upsample=args.upsample, compress=args.compress,
             shard_size=args.shard_size, progress=not args.quiet,
             split=SplitOptions(args.test_fraction, args.test_subjects, args.seed, args.official_split),
+            reader=ReaderOptions(
+                scheme=resolve_scheme(args.scheme) if args.scheme else None, images=args.images, use_bbox=args.use_bbox,
+                csv_image_column=args.csv_image_column, csv_first_coordinate=args.csv_first_coordinate,
+                csv_layout=args.csv_layout, csv_header=args.csv_header,
+            ),
         )
         prepare(list(zip(args.datasets, args.source)), options)
+    elif command == "select-points":
+        try:
+            indices = [int(v) for v in args.points.split(",")]
+        except ValueError:
+            raise ValueError(f"--points: comma-separated integers, got {args.points!r}") from None
+        arrays = npz.select_points(npz.load_npz(args.data), load_scheme(args.scheme), indices)
+        npz.save_npz(args.out, arrays)
+        print(f"{args.out}: {len(arrays['landmarks'])} faces, {len(indices)} points ({arrays['scheme']})")
     elif command == "download":
         download_muct(args.dest, args.url, progress=not args.quiet, keep_archives=not args.delete_archives)
     elif command == "bottleneck":

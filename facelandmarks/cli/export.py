@@ -11,6 +11,8 @@ examples:
   python export.py runs/mobilenetv2-pip-128 --check dataset/ibug128_test.npz
   python export.py runs/cascade --format onnx --to /tmp/cascade-onnx
   python export.py RUN --format litert --quantize float16 --check dataset/ibug128_test.npz
+  python export.py --quantize int8 --calibration dataset/ibug128_train.npz --check dataset/ibug128_test.npz \
+      --to weights/mobilenetv2-pip-128/export-int8
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx", "litert"],
                         help="formats to write (default: onnx litert)")
     parser.add_argument("--quantize", choices=QUANTIZE, default="none",
-                        help="float16: LiteRT weights stored as float16 (half the file); see --check for its NME change")
+                        help="float16: LiteRT weights stored as float16 (half the file); int8: convolutions in 8-bit "
+                             "integers in both runtimes (about 2x faster on one thread), calibrated on --calibration; "
+                             "see --check for the NME change")
+    parser.add_argument("--calibration", metavar="NPZ", help="--quantize int8: training faces (a prepared npz) whose "
+                                                             "activations set the int8 ranges (200 of them are used)")
     parser.add_argument("--check", metavar="NPZ", help="a test npz: compare every runtime with Keras on its first "
                                                        "--check-faces faces (point difference, NME) into export.json")
     parser.add_argument("--check-faces", type=int, default=256, help="faces used by --check (default 256)")
@@ -53,7 +59,7 @@ def main(argv=None) -> int:
     from facelandmarks.inference.export import export_run
 
     try:
-        export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, args.check_faces)
+        export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, args.check_faces, args.calibration)
     except KeyboardInterrupt:
         print("\nexport.py: interrupted; the previous export is unchanged", file=sys.stderr)
         return 130

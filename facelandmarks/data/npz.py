@@ -11,6 +11,9 @@ landmarks     float32 (N, K, 2)   x, y in normalised crop coordinates [0, 1]
 visible       bool (N, K)         False: point unavailable / unlabelled
 subject       str (N,)            identity used for splits
 scheme        str ()              landmark scheme name (``landmarks.py``)
+scheme_json   str ()              the scheme's definition, for schemes of your
+                                  own (``scheme_files.py``); loading the file
+                                  registers it, so ``get_scheme`` finds it
 box           float32 (N, 4)      crop ``[x0, y0, x1, y1]`` in original pixels
 name          str (N,)            image file (relative to the source)
 source        str (N,)            dataset the face came from (``300w``…)
@@ -57,7 +60,8 @@ import numpy as np
 from facelandmarks.data import fileset
 from facelandmarks.data.errors import DatasetError
 from facelandmarks.data.fileset import check_set
-from facelandmarks.landmarks import get_scheme
+from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
+from facelandmarks.scheme_files import register_definition, scheme_json
 
 __all__ = ["DatasetError", "check_set", "load_npz", "save_npz", "validate", "ShardSet"]
 
@@ -103,7 +107,7 @@ def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>"
     if missing:
         fail(f"missing key(s) {', '.join(missing)}")
     try:
-        scheme = get_scheme(str(arrays["scheme"]))
+        scheme = scheme_of(arrays, path)
     except ValueError as err:
         fail(str(err))
     landmarks, visible = arrays["landmarks"], arrays["visible"]
@@ -174,8 +178,41 @@ def _reason(err: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def scheme_of(arrays: dict[str, np.ndarray]):
+def scheme_of(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>") -> Scheme:
+    """The arrays' scheme; a definition they carry (``scheme_json``) is registered first."""
+    if "scheme_json" in arrays:
+        scheme = register_definition(str(arrays["scheme_json"]), f"{path} (scheme_json)")
+        if scheme.name != str(arrays["scheme"]):
+            raise ValueError(f"scheme_json defines {scheme.name!r} but scheme is {str(arrays['scheme'])!r}")
+        return scheme
     return get_scheme(str(arrays["scheme"]))
+
+
+def select_points(arrays: dict[str, np.ndarray], scheme: Scheme, indices) -> dict[str, np.ndarray]:
+    """The faces with only the points ``indices`` (in the new order), as a dataset of ``scheme``.
+
+    Point ``i`` of ``scheme`` is point ``indices[i]`` of the arrays' scheme.  The new scheme's
+    mirror must be the old one's restricted to the chosen points, since mirrored faces are in the
+    data already; a mismatch names the point.  The result belongs to no prepared set (no set_id).
+    """
+    base = scheme_of(arrays)
+    indices = [int(i) for i in indices]
+    if len(indices) != scheme.num_points:
+        raise ValueError(f"--points: {len(indices)} indices for the {scheme.num_points} points of {scheme.name}")
+    bad = [i for i in indices if not 0 <= i < base.num_points]
+    if bad:
+        raise ValueError(f"--points: index {bad[0]} outside 0..{base.num_points - 1} ({base.name})")
+    for new, old in enumerate(indices):
+        twin = base.mirror[old]
+        if indices[scheme.mirror[new]] != twin:
+            raise ValueError(f"--points: point {scheme.point_label(new)} ({base.name} {old}) mirrors to {base.name} {twin}, "
+                             f"but {scheme.name} pairs it with {base.name} {indices[scheme.mirror[new]]}")
+    out = {k: v for k, v in arrays.items() if k != "set_id"}
+    out["landmarks"] = np.ascontiguousarray(arrays["landmarks"][:, indices])
+    out["visible"] = np.ascontiguousarray(arrays["visible"][:, indices])
+    out["scheme"] = np.array(scheme.name)
+    out["scheme_json"] = np.array(scheme_json(scheme))
+    return out
 
 
 def subset(arrays: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
@@ -221,6 +258,8 @@ def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, ima
     }
     if set_id:
         body["set_id"] = set_id
+    if not is_builtin(scheme):  # a scheme of your own travels with its data
+        body["scheme_definition"] = get_scheme(scheme).to_dict()
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(body, indent=1) + "\n")
     os.replace(tmp, path)
@@ -245,6 +284,8 @@ class ShardSet:
             body = json.loads(self.manifest.read_text())
             self.files = [self.manifest.parent / s["file"] for s in body["shards"]]
             self.counts = [int(s["faces"]) for s in body["shards"]]
+            if "scheme_definition" in body:
+                register_definition(body["scheme_definition"], f"{self.manifest} (scheme_definition)")
             self.scheme = get_scheme(body["scheme"])
             self.image_shape = tuple(body["image_shape"])
             self.set_id = body.get("set_id")

@@ -26,8 +26,8 @@ from facelandmarks.data.buffers import ShardedBuffer, SplitBuffer, add_with_copi
 from facelandmarks.data.cropping import CropSettings, FaceSkipped, _iterate_crops
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.fileset import SetWriter
-from facelandmarks.data.readers import READERS
-from facelandmarks.data.records import DATASETS, Skip
+from facelandmarks.data.readers import READERS, TAKE_OPTIONS
+from facelandmarks.data.records import DATASETS, ReaderOptions, Skip
 from facelandmarks.data.report import format_summary, report_text
 from facelandmarks.data.splits import (
     SplitOptions,
@@ -36,7 +36,8 @@ from facelandmarks.data.splits import (
     check_subject_split,
     empty_side_warning,
 )
-from facelandmarks.landmarks import get_scheme
+from facelandmarks.landmarks import get_scheme, is_builtin
+from facelandmarks.scheme_files import scheme_json
 
 SIDES = ("train", "test")
 
@@ -60,6 +61,7 @@ class PrepareOptions:
     progress: bool = True
     shard_size: int = 0
     split: SplitOptions = field(default_factory=SplitOptions)
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
 
     def __post_init__(self):
         if not 8 <= self.size <= 4096:
@@ -125,11 +127,20 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
     return report
 
 
+def _read(name: str, source: str, reader: ReaderOptions):
+    """The dataset's listing; ``--scheme`` and the reader options go to the readers that take them."""
+    if name in TAKE_OPTIONS:
+        return READERS[name](source, reader)
+    if reader.scheme is not None:
+        raise ValueError(f"--scheme: dataset {name} has its own fixed markup; --scheme is for {', '.join(TAKE_OPTIONS)}")
+    return READERS[name](source)
+
+
 class _Plan:
     """The records to crop, their sides, and what the summary says about each dataset."""
 
     def __init__(self, datasets, options: PrepareOptions):
-        listings = [READERS[name](source) for name, source in datasets]
+        listings = [_read(name, source, options.reader) for name, source in datasets]
         schemes = {listing.scheme for listing in listings}
         if len(schemes) != 1:
             described = ", ".join(f"{listing.dataset} is {listing.scheme}" for listing in listings)
@@ -258,6 +269,8 @@ def _write_outputs(writer: SetWriter, buffers, scheme_name: str, options: Prepar
                              "subjects": len(buffer.subjects)}
             continue
         arrays = buffer.arrays(scheme_name, writer.set_id)
+        if not is_builtin(scheme_name):  # the definition travels with the data (npz.scheme_of registers it)
+            arrays["scheme_json"] = np.array(scheme_json(scheme_name))
         file_name = output_paths(options.out)[side].name
         write_npz(writer, file_name, arrays, options.compress)
         copies = int(arrays["mirrored"].sum()), int(arrays["vflipped"].sum())

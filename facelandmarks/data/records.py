@@ -13,7 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DATASETS = ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml")
+from facelandmarks.landmarks import Scheme
+
+DATASETS = ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml", "coco", "csv")
+CSV_LAYOUTS = ("xy", "xxyy")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
@@ -57,6 +60,39 @@ class FaceRecord:
     given_box: np.ndarray | None = None
     given_kind: str = "detection"
     pixels: np.ndarray | None = None
+
+
+@dataclass
+class ReaderOptions:
+    """What the readers of markups of any kind (``coco``, ``csv``, ``dlibxml``) take besides the source.
+
+    Args:
+        scheme: the markup (``scheme_files.resolve_scheme``), or None: the reader's default.
+        images: folder the image names are relative to (default: the annotation file's folder).
+        use_bbox: ``coco``: the annotation's ``bbox`` serves as the face detection (no dlib).
+        csv_image_column: ``csv``: 0-based column of the image name.
+        csv_first_coordinate: ``csv``: 0-based column of the first coordinate; the coordinates run
+            to the end of the row (2K numbers).
+        csv_layout: ``csv``: ``xy`` (x0, y0, x1, y1 ...) or ``xxyy`` (x0 ... xK-1, y0 ... yK-1).
+        csv_header: ``csv``: the first row is a header.
+    """
+
+    scheme: Scheme | None = None
+    images: str | None = None
+    use_bbox: bool = False
+    csv_image_column: int = 0
+    csv_first_coordinate: int = 1
+    csv_layout: str = "xy"
+    csv_header: bool = True
+
+    def __post_init__(self):
+        if self.csv_layout not in CSV_LAYOUTS:
+            raise ValueError(f"--csv-layout: must be one of {', '.join(CSV_LAYOUTS)}, got {self.csv_layout!r}")
+        if self.csv_image_column < 0 or self.csv_first_coordinate < 0:
+            raise ValueError("--csv-image-column and --csv-first-coordinate: must be >= 0 (0-based columns), got "
+                             f"{self.csv_image_column} and {self.csv_first_coordinate}")
+        if self.images is not None and not Path(self.images).is_dir():
+            raise ValueError(f"{self.images}: no such folder (--images)")
 
 
 @dataclass

@@ -36,8 +36,7 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
              ("params", "params", None), ("CPU ms/face", "ms_per_face", 1)]
     lines += _table(rows, main)
     lines += ["", "Losses are the training objective at the best validation epoch (history.csv); test MSE is the seed's",
-              "MSE on [0, 1] crop coordinates over visible points. NME normalised by the outer eye corners "
-              f"(points {scheme.norm_points[0]}/{scheme.norm_points[1]}).", ""]
+              f"MSE on [0, 1] crop coordinates over visible points. {_normalisation(scheme)}", ""]
     lines += ["## NME % per region", ""]
     lines += _table(rows, [("model", "model", None)] + [(r, f"nme_{r}", 2) for r in scheme.regions])
     if any(f"nme_camera_{c}" in rows[0] for c in MUCT_CAMERAS):
@@ -57,3 +56,10 @@ def _table(rows, columns) -> list[str]:
 
 
 MUCT_CAMERAS = "abcde"
+
+
+def _normalisation(scheme) -> str:
+    if scheme.normalize == "box":
+        return "NME normalised by the size of each face's ground-truth box, sqrt(width x height) of its visible points."
+    first, second = (scheme.point_label(i) for i in scheme.norm_points)
+    return f"NME normalised by the distance between points {first} and {second}."

@@ -33,13 +33,15 @@ OUTPUT_DOC = "(N, K, 2) landmark x, y as fractions of the crop's width and heigh
 
 
 def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "none", check=None,
-               check_faces: int = 256) -> Path:
+               check_faces: int = 256, calibration=None) -> Path:
     """Export ``run_dir`` (None: the shipped model) into ``dest`` (None: ``run_dir/export``); returns ``dest``.
 
     Args:
         formats: any of ``FORMATS``.
         quantize: 'float16' stores LiteRT's weights as float16 (half the file; ONNX stays float32:
-            ONNX Runtime's CPU kernels are float32).
+            ONNX Runtime's CPU kernels are float32); 'int8' runs the convolutions in 8-bit integers
+            in both runtimes, calibrated on ``calibration`` (a prepared npz of training faces;
+            ``inference.quantize``).
         check: a test npz: the first ``check_faces`` faces go through Keras and every exported
             runtime; the largest point difference (crop pixels) and each NME land in export.json.
     """
@@ -48,6 +50,8 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
         raise ValueError(f"formats must be among {', '.join(FORMATS)}, got {', '.join(unknown) or 'none'}")
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if (quantize == "int8") != (calibration is not None):
+        raise ValueError("--quantize int8 needs --calibration NPZ (training faces), and --calibration needs it")
     run_dir = Path(run_dir) if run_dir is not None else default_model_dir()
     dest = Path(dest) if dest is not None else run_dir / runtimes.EXPORT_DIR
     predictor = Predictor.load(run_dir, runtime="keras")
@@ -57,16 +61,16 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
     work = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     if stages is None:
-        _export_model(predictor, run_dir, work, formats, quantize)
+        _export_model(predictor, run_dir, work, formats, quantize, calibration)
         if check is not None:
             _check(work, predictor, check, check_faces)
     else:
-        _export_pipeline(predictor, run_dir, work, formats, quantize)
+        _export_pipeline(predictor, run_dir, work, formats, quantize, calibration)
     _replace(work, dest)
     return dest
 
 
-def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quantize: str) -> dict:
+def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quantize: str, calibration=None) -> dict:
     """One Keras model into ``out``: a file per format and export.json."""
     model = predictor.model
     out.mkdir(parents=True)
@@ -80,10 +84,14 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
         "weights_file": BEST, "weights_sha1": runtimes.file_sha1(weights) if weights.is_file() else None,
         "quantize": quantize, "files": {}, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    from facelandmarks.scheme_files import definition_to_store
+
+    if definition_to_store(predictor.scheme):  # a scheme of your own travels with the export
+        meta["scheme_definition"] = definition_to_store(predictor.scheme)
     for fmt in formats:
         path = out / runtimes.FILES[fmt]
         start = time.perf_counter()
-        _write(model, fmt, path, quantize)
+        _write(model, fmt, path, quantize, calibration)
         if fmt == "onnx":
             _embed_metadata(path, meta)
         meta["files"][fmt] = path.name
@@ -93,10 +101,16 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
     return meta
 
 
-def _write(model, fmt: str, path: Path, quantize: str) -> None:
-    """One format through Keras's own exporter, with its converter's chatter kept off the terminal."""
+def _write(model, fmt: str, path: Path, quantize: str, calibration=None) -> None:
+    """One format through Keras's own exporter (int8: ``inference.quantize``), its converter's chatter
+    kept off the terminal."""
     from facelandmarks import runtime
+    from facelandmarks.inference import quantize as int8
 
+    images = int8.calibration_images(calibration, model.input_shape[1:]) if quantize == "int8" else None
+    if fmt == "litert" and images is not None:
+        int8.litert_int8(model, path, images)
+        return
     kwargs = {}
     if fmt == "litert" and quantize == "float16":
         import tensorflow as tf
@@ -105,6 +119,8 @@ def _write(model, fmt: str, path: Path, quantize: str) -> None:
     keras_format = {"onnx": "onnx", "litert": "litert", "savedmodel": "tf_saved_model"}[fmt]
     with runtime.quiet_output():
         model.export(str(path), format=keras_format, verbose=False, **kwargs)
+    if fmt == "onnx" and images is not None:
+        int8.onnx_int8(path, images)
 
 
 def _embed_metadata(path: Path, meta: dict) -> None:
@@ -118,13 +134,14 @@ def _embed_metadata(path: Path, meta: dict) -> None:
     onnx.save(proto, str(path))
 
 
-def _export_pipeline(predictor, run_dir: Path, out: Path, formats, quantize: str) -> None:
+def _export_pipeline(predictor, run_dir: Path, out: Path, formats, quantize: str, calibration=None) -> None:
     """Each stage (stage 1, refiners, box network) into the layout of a pipeline run, stages as exports."""
     out.mkdir(parents=True)
     config = json.loads((run_dir / "pipeline.json").read_text())
     for relative, (stage, source) in predictor.stages().items():
         print(f" {relative}:")
-        _export_model(stage, Path(source), out / relative, formats, quantize)
+        _export_model(stage, Path(source), out / relative, formats, quantize if relative == "stage1" else "none",
+                      calibration if relative == "stage1" else None)  # refiners see patches, not face crops
     config["stage1"] = "stage1"  # relative to the export folder (PipelinePredictor.load resolves it there)
     if config.get("boxes"):
         config["boxes"] = "boxes"

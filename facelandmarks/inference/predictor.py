@@ -95,6 +95,10 @@ def _read_run_config(run_dir: Path) -> dict:
     missing = [k for k in ("model", "scheme", "input_shape", "num_points") if k not in config]
     if missing:
         raise ValueError(f"{path}: not the config of a trained run (no {', '.join(missing)})")
+    if config.get("scheme_definition"):  # a scheme of your own: register it before get_scheme looks it up
+        from facelandmarks.scheme_files import register_definition
+
+        register_definition(config["scheme_definition"], f"{path} (scheme_definition)")
     return config
 
 

@@ -25,7 +25,7 @@ EXPORT_FILE = "export.json"
 EXPORT_DIR = "export"  # where export.py writes a run's export by default (RUN/export)
 FILES = {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_model"}
 FORMATS = tuple(FILES)  # what export.py writes
-QUANTIZE = ("none", "float16")
+QUANTIZE = ("none", "float16", "int8")
 RUNTIMES = ("onnx", "litert")  # formats this module can run, in order of preference for 'auto'
 METADATA_KEY = "facelandmarks"  # the export.json text, also stored inside model.onnx's metadata
 
@@ -136,6 +136,10 @@ def load_model(path, runtime: str = "auto", threads: int | None = None):
     path = Path(path)
     meta, folder = read_export(path)
     runtime, file = choose_runtime(folder, meta, runtime, path if path.is_file() else None)
+    if meta.get("scheme_definition"):  # a scheme of your own: get_scheme finds it from here on
+        from facelandmarks.scheme_files import register_definition
+
+        register_definition(meta["scheme_definition"], f"{folder / EXPORT_FILE} (scheme_definition)")
     cls = OnnxModel if runtime == "onnx" else LiteRTModel
     return cls(file, tuple(meta["input_shape"]), meta.get("params", 0), threads), meta
 

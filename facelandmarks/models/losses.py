@@ -220,15 +220,21 @@ class NormalizedMeanError(keras.metrics.Metric):
     result is 0.
 
     Args:
-        norm_points: the two normalising point indices, or a scheme name
-            ('ibug68', 'muct76', ...) whose ``norm_points`` to use.
+        norm_points: the two normalising point indices, a scheme name
+            ('ibug68', 'muct76', ...) whose normalisation to use, or 'box':
+            the size of the ground truth's box, sqrt(width x height) of its
+            visible points (``metrics.box_size``), for schemes without eye corners.
         name: metric name in logs (default 'nme').
     """
 
     def __init__(self, norm_points=(36, 45), name: str = "nme", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if isinstance(norm_points, str):
-            norm_points = get_scheme(norm_points).norm_points
+        if isinstance(norm_points, str) and norm_points != "box":
+            scheme = get_scheme(norm_points)
+            norm_points = "box" if scheme.normalize == "box" else scheme.norm_points
+        self.box = norm_points == "box"
+        if self.box:
+            norm_points = (0, 1)  # unused: the box normalises
         try:
             a, b = (int(i) for i in norm_points)
         except (TypeError, ValueError):
@@ -242,13 +248,21 @@ class NormalizedMeanError(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         points, mask, pred = unpack_targets(y_true, y_pred)
         a, b = self.norm_points
-        if max(a, b) >= points.shape[1]:
+        if not self.box and max(a, b) >= points.shape[1]:
             raise ValueError(f"norm_points {self.norm_points} outside the {points.shape[1]} landmarks")
         errors = ops.sqrt(ops.sum(ops.square(pred - points), axis=-1))
         seen = ops.sum(mask, axis=1)
         mean_error = ops.sum(ops.where(mask > 0, errors, 0.0), axis=1) / ops.maximum(seen, 1.0)
-        norm = ops.sqrt(ops.sum(ops.square(points[:, a] - points[:, b]), axis=-1))
-        scored = (seen > 0) & (mask[:, a] > 0) & (mask[:, b] > 0) & (norm > 0)
+        if self.box:
+            visible = mask[..., None] > 0
+            low = ops.min(ops.where(visible, points, 1e9), axis=1)
+            high = ops.max(ops.where(visible, points, -1e9), axis=1)
+            side = ops.maximum(high - low, 0.0)
+            norm = ops.sqrt(side[:, 0] * side[:, 1])
+            scored = (seen > 1) & (norm > 0)
+        else:
+            norm = ops.sqrt(ops.sum(ops.square(points[:, a] - points[:, b]), axis=-1))
+            scored = (seen > 0) & (mask[:, a] > 0) & (mask[:, b] > 0) & (norm > 0)
         nme = ops.where(scored, mean_error / ops.where(scored, norm, 1.0), 0.0) * 100.0
         weight = ops.cast(scored, "float32")
         if sample_weight is not None:
@@ -264,4 +278,4 @@ class NormalizedMeanError(keras.metrics.Metric):
         self.count.assign(0.0)
 
     def get_config(self):
-        return {"norm_points": list(self.norm_points), "name": self.name, "dtype": self.dtype}
+        return {"norm_points": "box" if self.box else list(self.norm_points), "name": self.name, "dtype": self.dtype}

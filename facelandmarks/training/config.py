@@ -96,8 +96,9 @@ class TrainConfig:
                                       "rate scales with the number of replicas", choices=DISTRIBUTE_MODES)
     jit_compile: str = setting("auto", "XLA-compile train steps; auto: off for TensorFlow on CPU (slower there), on otherwise",
                                choices=JIT_MODES)
-    init: str | None = setting(None, "start from a trained run (its best weights) or a .weights.h5 of the same model, "
-                                     "input size and points: fine-tuning on new data")
+    init: str | None = setting(None, "start from a trained run (its best weights) or a .weights.h5 of the same model "
+                                     "and input size: fine-tuning on new data; of another point count (scheme), the "
+                                     "layers that fit are kept and the head starts fresh")
     # filled in from the data when the run starts
     scheme: str | None = setting(None, "landmark scheme of the data", derived=True)
     num_points: int | None = setting(None, "landmarks per face", derived=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from facelandmarks.data.feeding import (
     scheme_for,
     tf_input_pipeline,
 )
+from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
 from facelandmarks.training.config import TrainConfig, _write_json_atomic
 from facelandmarks.training.distribute import pad_rows, predict_all
@@ -107,6 +109,10 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
         if not resume:
             config.save(out_dir / "config.json")
+            definition = definition_to_store(scheme)
+            if definition:  # a scheme of your own travels with the run (Predictor.load registers it)
+                stored = {**json.loads((out_dir / "config.json").read_text()), "scheme_definition": definition}
+                _write_json_atomic(out_dir / "config.json", stored)
 
         with cluster.scope():
             model = build_model(
@@ -245,7 +251,9 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
     from facelandmarks.models import losses
 
     tracked = [keras.metrics.MeanMetricWrapper(losses.get_loss("mse"), name="mse")]
-    if scheme.norm_points is not None:  # region and box schemes have no eye corners
+    if scheme.normalize == "box":  # a markup without eye corners: NME by the face box
+        tracked.insert(0, losses.NormalizedMeanError("box", name="nme"))
+    elif scheme.norm_points is not None:  # single-region and region-box schemes have no normalisation
         tracked.insert(0, losses.NormalizedMeanError(scheme.norm_points, name="nme"))
     model.compile(
         optimizer=make_optimizer(config.optimizer, cluster.scaled_lr(config.lr)),
@@ -270,7 +278,7 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
     summary["stopped_by"] = "early stopping" if summary["epochs"] < config.epochs else "epoch budget"
     if val is not None:  # every worker predicts: under a strategy this is a collective step
         pred = predict_all(model, x_val.astype(np.float32), global_batch, cluster).reshape(val["landmarks"].shape)
-        if scheme.norm_points is not None:
+        if scheme.norm_points is not None or scheme.normalize == "box":
             scores = metrics.summarize(pred, val["landmarks"], val["visible"], scheme)
             summary.update({"val_" + k: v for k, v in scores.items()})
         summary["val_mse"] = metrics.masked_mse(pred, val["landmarks"], val["visible"])

@@ -328,7 +328,11 @@ def trim_history(path: Path, last_epoch: int) -> None:
 
 def init_weights(model, source: str) -> None:
     """Start from a trained run's weights (``--init``): a run directory (its best weights, else its last)
-    or a ``.weights.h5``.  The model, input size and point count must match; a mismatch names the file.
+    or a ``.weights.h5``.
+
+    A model of another point count (another scheme) keeps every layer whose weights fit -- the backbone
+    and decoder -- and starts the others (the head, whose size depends on K) fresh; one line names them.
+    A model none of whose layers fit is an error naming the file.
     """
     path = Path(source)
     if path.is_dir():
@@ -340,9 +344,40 @@ def init_weights(model, source: str) -> None:
     try:
         model.load_weights(path)
     except ValueError as err:
-        raise CheckpointError(f"{path}: does not fit {model.name} with this input and point count (--init; "
-                              f"{_one_line(err)})") from None
+        kept, restarted = _load_fitting_layers(model, path)
+        if not kept:
+            raise CheckpointError(f"{path}: does not fit {model.name} with this input and point count (--init; "
+                                  f"{_one_line(err)})") from None
+        print(f"starting from the weights of {path}: kept {len(kept)} layers whose weights fit, "
+              f"restarted {len(restarted)} ({', '.join(restarted)})")
+        return
     print(f"starting from the weights of {path}")
+
+
+def _load_fitting_layers(model, path: Path) -> tuple[list[str], list[str]]:
+    """Load the layers of ``path`` whose weights fit ``model`` (Keras' ``skip_mismatch``); returns
+    (kept, restarted) layer paths.  Every float variable is first set to NaN, so one still NaN after
+    the load was skipped: it gets its fresh initial value back."""
+    import warnings
+
+    floats = [v for v in model.weights if "float" in str(v.dtype)]
+    initial = [keras.ops.convert_to_numpy(v) for v in floats]
+    for variable, value in zip(floats, initial):
+        variable.assign(np.full(value.shape, np.nan, value.dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns once per skipped layer; the one line of init_weights says it all
+        try:
+            model.load_weights(path, skip_mismatch=True)
+        except ValueError:
+            pass
+    layers: dict[str, bool] = {}
+    for variable, value in zip(floats, initial):
+        skipped = bool(np.isnan(keras.ops.convert_to_numpy(variable)).all()) and value.size > 0
+        if skipped:
+            variable.assign(value)
+        layer = variable.path.rsplit("/", 1)[0]
+        layers[layer] = layers.get(layer, True) and not skipped
+    return [n for n, ok in layers.items() if ok], [n for n, ok in layers.items() if not ok]
 
 
 def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, stateful: dict, callbacks: list) -> int:

@@ -52,3 +52,28 @@ def test_marking_a_photo_with_an_export_imports_no_backend(shipped_export, data_
     assert out.stdout.strip().splitlines()[-1] == "0 []"
     faces = json.loads((tmp_path / "einstein.jpg_landmarks.json").read_text())["faces"]
     assert len(faces) == 2 and all(len(f["points"]) == 68 for f in faces)  # Einstein and the man beside him
+
+
+def test_int8_export_runs_convolutions_in_int8_and_stays_close(tiny_run, tiny_ibug, tmp_path):
+    dest = export.export_run(tiny_run, tmp_path / "int8", quantize="int8", calibration=tiny_ibug["train"],
+                             check=tiny_ibug["test"])
+    float_dest = export.export_run(tiny_run, tmp_path / "float")
+    meta = json.loads((dest / "export.json").read_text())
+    assert meta["quantize"] == "int8"
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = {node.op_type for node in onnx.load(str(dest / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert "QuantizeLinear" not in {node.op_type for node in onnx.load(str(float_dest / "model.onnx")).graph.node}
+    tensors = Interpreter(str(dest / "model.tflite")).get_tensor_details()
+    assert any(t["dtype"] == np.int8 for t in tensors)
+    for name in ("model.onnx", "model.tflite"):  # int8 convolution weights: a smaller file
+        assert (dest / name).stat().st_size < 0.8 * (float_dest / name).stat().st_size
+    rows = meta["check"]["rows"]
+    for runtime in ("onnx", "litert"):
+        # 48-px crops: within 1.5 px of Keras, NME within half a point (the shipped model: docs/inference.md)
+        assert rows[runtime]["max_diff_px"] < 1.5, rows
+        assert abs(rows[runtime]["nme"] - rows["keras"]["nme"]) < 0.5, rows
+    with pytest.raises(ValueError, match="needs --calibration"):
+        export.export_run(tiny_run, tmp_path / "x", quantize="int8")

@@ -108,7 +108,7 @@ def test_loading_an_export_imports_no_backend(exported):
 def test_an_interrupted_export_leaves_the_previous_one(run_dir, exported, monkeypatch):
     before = (exported / "export.json").read_text()
 
-    def interrupted(model, fmt, path, quantize):
+    def interrupted(*args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(export, "_write", interrupted)

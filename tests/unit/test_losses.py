@@ -184,3 +184,21 @@ def test_nme_metric_matches_hand_computation():
     assert float(metric.result()) == 0.0
 
 
+
+
+@pytest.mark.backend
+def test_box_normalised_nme_metric_matches_the_metrics_module():
+    """The training metric for schemes without eye corners (``normalize: box``) agrees with metrics.box_size."""
+    from facelandmarks import metrics as numpy_metrics
+
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(0.2, 0.8, (6, 5, 2)).astype(np.float32)
+    pred = (gt + rng.normal(0, 0.02, gt.shape)).astype(np.float32)
+    visible = np.ones((6, 5), np.float32)
+    visible[1, 2] = 0
+    metric = losses.NormalizedMeanError("box")
+    metric.update_state(losses.pack_targets(gt, visible), pred)
+    errors = np.where(visible > 0, np.linalg.norm(pred - gt, axis=-1), 0).sum(1) / visible.sum(1)
+    expected = 100 * np.mean(errors / numpy_metrics.box_size(gt, visible > 0))
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-4)
+    assert losses.NormalizedMeanError.from_config(metric.get_config()).box

@@ -1,11 +1,14 @@
 """One reader per dataset, each returning a ``Listing`` of face records.
 
 A reader is a function ``read_NAME(source) -> Listing``; add a dataset by adding a file here and a
-line to ``READERS``.
+line to ``READERS``.  The readers of markups of any kind (``TAKE_OPTIONS``) also take a
+``ReaderOptions`` (the scheme, image folder, layout): ``read_NAME(source, options)``.
 """
 
 from __future__ import annotations
 
+from facelandmarks.data.readers.coco import read_coco
+from facelandmarks.data.readers.csvtable import read_csv_points
 from facelandmarks.data.readers.dlibxml import read_dlibxml
 from facelandmarks.data.readers.ibug300w import read_300w
 from facelandmarks.data.readers.kaggle import read_kaggle
@@ -20,4 +23,7 @@ READERS = {
     "kaggle": read_kaggle,
     "wflw": read_wflw,
     "dlibxml": read_dlibxml,
+    "coco": read_coco,
+    "csv": read_csv_points,
 }
+TAKE_OPTIONS = ("dlibxml", "coco", "csv")

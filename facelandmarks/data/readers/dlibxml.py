@@ -8,21 +8,26 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, Skip
+from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, ReaderOptions, Skip
+from facelandmarks.landmarks import get_scheme
 
 
-def read_dlibxml(source: str | os.PathLike) -> Listing:
+def read_dlibxml(source: str | os.PathLike, options: ReaderOptions | None = None) -> Listing:
     """dlib imglab XML: ``<image file=…><box top left width height><part name x y/>``.
 
     ``source`` is an XML file or a folder of them (files without any
-    ``<part>`` are ignored).  Parts ``00``-``67`` are iBUG 68 points; a missing
-    part is unlabelled.  The XML box serves as the face detection.  When the
-    folder holds both a ``*train*`` and a ``*test*`` file, their roles give
-    the split; otherwise it is by image.
+    ``<part>`` are ignored).  Parts are named by index (``00``-``K-1``) or by
+    the point names of ``options.scheme``; without a scheme they are iBUG 68
+    points ``00``-``67``.  A missing part is unlabelled.  The XML box serves
+    as the face detection.  When the folder holds both a ``*train*`` and a
+    ``*test*`` file, their roles give the split; otherwise it is by image.
     """
+    given = (options or ReaderOptions()).scheme
+    scheme = given or get_scheme("ibug68")
+    k, hint = scheme.num_points, "" if given else "; give --scheme FILE for another markup"
     source = Path(source)
     xml_files = [source] if source.is_file() else sorted(source.glob("*.xml"))
-    listing = Listing("dlibxml", str(source), "ibug68")
+    listing = Listing("dlibxml", str(source), scheme.name)
     parsed = []
     for xml_path in xml_files:
         try:
@@ -55,16 +60,24 @@ def read_dlibxml(source: str | os.PathLike) -> Listing:
                     width, height = float(box_el.get("width")), float(box_el.get("height"))
                 except (TypeError, ValueError):
                     raise AnnotationError(f"{xml_path}: {label}: box without numeric left/top/width/height") from None
-                points = np.zeros((68, 2), np.float64)
-                labelled = np.zeros(68, bool)
+                points = np.zeros((k, 2), np.float64)
+                labelled = np.zeros(k, bool)
                 for part in box_el.findall("part"):
+                    name = part.get("name") or ""
                     try:
-                        index_ = int(part.get("name"))
                         x, y = float(part.get("x")), float(part.get("y"))
                     except (TypeError, ValueError):
-                        raise AnnotationError(f"{xml_path}: {label}: part {part.attrib} is not name/x/y numbers") from None
-                    if not 0 <= index_ < 68:
-                        raise AnnotationError(f"{xml_path}: {label}: part name {index_:02d} outside 00-67 (ibug68)")
+                        raise AnnotationError(f"{xml_path}: {label}: part {part.attrib} has no numeric x/y") from None
+                    if name.isdigit():
+                        index_ = int(name)
+                    elif name in scheme.point_names:
+                        index_ = scheme.point_names.index(name)
+                    else:
+                        raise AnnotationError(f"{xml_path}: {label}: part name {name!r} is neither an index nor a "
+                                              f"point name of {scheme.name}{hint}")
+                    if not 0 <= index_ < k:
+                        raise AnnotationError(f"{xml_path}: {label}: part name {name} outside 00-{k - 1:02d} "
+                                              f"({scheme.name}{hint})")
                     points[index_], labelled[index_] = (x, y), True
                 if not labelled.any():
                     listing.skips.append(Skip("dlibxml", label, "box without landmark parts"))

@@ -1,0 +1,120 @@
+"""COCO-style keypoint JSON (mmpose's format for 300W, WFLW, COFW, AFLW, LaPa ...): any markup."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, ReaderOptions, Skip
+from facelandmarks.landmarks import Scheme, register_scheme
+
+
+def read_coco(source: str | os.PathLike, options: ReaderOptions | None = None) -> Listing:
+    """COCO keypoint files: ``images`` (id, file_name), ``annotations`` (image_id, keypoints
+    ``[x0, y0, v0, x1, ...]``, bbox ``[x, y, w, h]``) and ``categories``.
+
+    ``source`` is a JSON file or a folder of them.  The markup is ``options.scheme`` or, failing
+    that, ``categories[0]``'s ``keypoints`` names (mirror pairs from its ``flip_pairs`` where given,
+    else from names that differ only by left/right; NME by the face box).  Visibility 0 is an
+    unlabelled point.  With ``options.use_bbox`` the ``bbox`` is the face detection.  Images are
+    relative to ``options.images`` or the JSON's folder.  Files named *train*/*test* give the split
+    when both are there; the subject is the image.
+    """
+    options = options or ReaderOptions()
+    source = Path(source)
+    json_files = [source] if source.is_file() else sorted(source.glob("*.json"))
+    if not json_files:
+        raise AnnotationError(f"{source}: no COCO keypoint .json files")
+    parsed = [(path, _load(path)) for path in json_files]
+    scheme = options.scheme or _scheme_from_category(*parsed[0])
+    listing = Listing("coco", str(source), scheme.name)
+    roles = {p: ("test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else None) for p, _ in parsed}
+    use_roles = {"test", "train"} <= set(roles.values())
+    k = scheme.num_points
+    for path, data in parsed:
+        images = {image.get("id"): image.get("file_name", "") for image in data.get("images", [])}
+        folder = Path(options.images) if options.images else path.parent
+        for number, ann in enumerate(data.get("annotations", [])):
+            label = f"annotation {ann.get('id', number)}"
+            file_name = images.get(ann.get("image_id"))
+            if file_name is None:
+                raise AnnotationError(f"{path}: {label}: image_id {ann.get('image_id')!r} is not in 'images'")
+            values = ann.get("keypoints")
+            if not isinstance(values, list) or len(values) % 3:
+                raise AnnotationError(f"{path}: {label} ({file_name}): 'keypoints' is not a list of x, y, v triples")
+            if len(values) != 3 * k:
+                raise AnnotationError(f"{path}: {label} ({file_name}): {len(values) // 3} keypoints, "
+                                      f"scheme {scheme.name} has {k}")
+            try:
+                triples = np.asarray(values, np.float64).reshape(k, 3)
+            except (TypeError, ValueError):
+                raise AnnotationError(f"{path}: {label} ({file_name}): non-numeric keypoint values") from None
+            labelled = triples[:, 2] > 0
+            points = np.where(labelled[:, None], triples[:, :2], 0.0)
+            if ann.get("iscrowd"):
+                listing.skips.append(Skip("coco", file_name, f"{label}: iscrowd"))
+                continue
+            if not labelled.any():
+                listing.skips.append(Skip("coco", file_name, f"{label}: no labelled keypoint"))
+                continue
+            image = (folder / file_name).resolve()
+            if not image.is_file():
+                listing.skips.append(Skip("coco", file_name, f"image missing for {path.name} {label}"))
+                continue
+            box = None
+            if options.use_bbox:
+                try:
+                    x, y, w, h = (float(v) for v in ann["bbox"])
+                except (KeyError, TypeError, ValueError):
+                    raise AnnotationError(f"{path}: {label} ({file_name}): no bbox [x, y, w, h] (--use-bbox)") from None
+                box = np.array([x, y, x + w, y + h], np.float32)
+            listing.records.append(FaceRecord(
+                "coco", f"{file_name} ({label})", str(image), points, labelled, f"coco/{file_name}",
+                split=roles[path] if use_roles else None, given_box=box,
+            ))
+    if use_roles:
+        listing.notes.append("JSON files named *train*/*test* give the split")
+    if options.use_bbox:
+        listing.notes.append("the annotations' bbox is the face detection")
+    return listing
+
+
+def _load(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise AnnotationError(f"{path}: cannot read ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise AnnotationError(f"{path}: not a COCO keypoint file (no 'annotations' list)")
+    return data
+
+
+def _twin(name: str) -> str:
+    return name.replace("left", "@").replace("right", "left").replace("@", "right")
+
+
+def _scheme_from_category(path: Path, data: dict) -> Scheme:
+    """The markup ``categories[0]`` declares, or a one-line error asking for a scheme file."""
+    categories = data.get("categories") or [{}]
+    category = categories[0] if isinstance(categories[0], dict) else {}
+    names = category.get("keypoints") or []
+    if not names:
+        raise AnnotationError(f"{path}: categories[0] names no keypoints: give the markup with --scheme FILE "
+                              "(a scheme file) or --scheme NAME (ibug68, wflw98 ...)")
+    names = [str(n) for n in names]
+    if "flip_pairs" in category:
+        pairs = [[int(a), int(b)] for a, b in category["flip_pairs"]]
+    else:
+        pairs = [[i, names.index(_twin(n))] for i, n in enumerate(names) if _twin(n) != n and _twin(n) in names
+                 and i < names.index(_twin(n))]
+    definition = {"name": f"coco_{category.get('name', 'face')}{len(names)}", "points": names, "pairs": pairs,
+                  "normalize": "box", "description": f"categories[0] of {path.name}"}
+    try:
+        return register_scheme(Scheme.from_dict(definition, origin=f"{path} (categories[0])"))
+    except ValueError as err:
+        raise AnnotationError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None

@@ -1,0 +1,71 @@
+"""A CSV of image names and point coordinates in a layout the user describes: any markup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from facelandmarks.data.records import (
+    AnnotationError,
+    FaceRecord,
+    Listing,
+    ReaderOptions,
+    Skip,
+    _parse_float,
+    _points_from_values,
+    csv_rows,
+)
+
+
+def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = None) -> Listing:
+    """One face per row: an image name in column ``csv_image_column`` and, from column
+    ``csv_first_coordinate`` to the end of the row, the 2K coordinates of ``options.scheme``
+    (``xy``: x0, y0, x1, y1 ...; ``xxyy``: all x, then all y).  An empty or NaN cell is an unlabelled
+    point; a row whose count disagrees with the scheme stops with the file and row.
+
+    ``source`` is a CSV file or a folder of them.  Images are relative to ``options.images`` or the
+    CSV's folder.  Files named *train*/*test* give the split when both are there; the subject is
+    the image.
+    """
+    options = options or ReaderOptions()
+    if options.scheme is None:
+        raise AnnotationError(f"{source}: a CSV of points needs its markup: give --scheme FILE (or a built-in name)")
+    scheme, k = options.scheme, options.scheme.num_points
+    source = Path(source)
+    csv_files = [source] if source.is_file() else sorted(source.glob("*.csv"))
+    if not csv_files:
+        raise AnnotationError(f"{source}: no .csv files")
+    listing = Listing("csv", str(source), scheme.name)
+    roles = {p: ("test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else None) for p in csv_files}
+    use_roles = {"test", "train"} <= set(roles.values())
+    first, image_column = options.csv_first_coordinate, options.csv_image_column
+    for csv_path in csv_files:
+        folder = Path(options.images) if options.images else csv_path.parent
+        for line, row in csv_rows(csv_path):
+            if (line == 1 and options.csv_header) or not any(cell.strip() for cell in row):
+                continue
+            cells = row[first:]
+            if len(cells) != 2 * k:
+                raise AnnotationError(f"{csv_path}:{line}: {len(cells)} coordinates from column {first}, "
+                                      f"scheme {scheme.name} has {k} points ({2 * k} numbers)")
+            if image_column >= len(row):
+                raise AnnotationError(f"{csv_path}:{line}: no image column {image_column} ({len(row)} columns)")
+            try:
+                values = [_parse_float(cell) for cell in cells]
+            except ValueError:
+                raise AnnotationError(f"{csv_path}:{line}: non-numeric coordinate") from None
+            if options.csv_layout == "xxyy":
+                values = [v for pair in zip(values[:k], values[k:]) for v in pair]
+            points, labelled = _points_from_values(values, k)
+            name = row[image_column].strip()
+            image = (folder / name).resolve()
+            if not labelled.any():
+                listing.skips.append(Skip("csv", name, f"{csv_path.name}:{line}: no labelled point"))
+            elif not image.is_file():
+                listing.skips.append(Skip("csv", name, f"image missing for {csv_path.name}:{line}"))
+            else:
+                listing.records.append(FaceRecord("csv", name, str(image), points, labelled, f"csv/{name}",
+                                                  split=roles[csv_path] if use_roles else None))
+    if use_roles:
+        listing.notes.append("CSV files named *train*/*test* give the split")
+    return listing

@@ -1,0 +1,90 @@
+"""8-bit integer exports (``export.py --quantize int8``): convolutions in int8, the landmark decoding in float.
+
+Both runtimes calibrate activation ranges on real face crops (``calibration_images``: a few hundred
+training faces).  Quantizing everything costs accuracy where it cannot be spared: the last
+operations turn score and offset maps into coordinates, and an int8 output alone would round every
+point to 1/256 of the crop.  So only the backbone and decoder convolutions (and, in LiteRT, the
+additions between them) run in int8:
+
+- LiteRT: full-integer conversion with the output-side operations (``FLOAT_OPS``) kept in float
+  through TensorFlow Lite's quantization debugger (its documented way to exclude operations);
+- ONNX Runtime: static QDQ quantization of ``Conv`` nodes only, per channel.
+
+``--check`` reports the NME change; measured on the shipped model in docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# LiteRT operations left in float: the decoding of PIPNet / heatmap heads (softmax, weighted sums,
+# reshapes) and dense output layers of the regressors
+FLOAT_OPS = ["SOFTMAX", "SUM", "STRIDED_SLICE", "MUL", "TRANSPOSE", "RESHAPE", "FULLY_CONNECTED",
+             "CONCATENATION", "MEAN"]
+CALIBRATION_FACES = 200
+
+
+def calibration_images(path, input_shape, count: int = CALIBRATION_FACES) -> np.ndarray:
+    """``count`` face crops spread evenly over a prepared npz, as the model takes them: float32
+    (count, S, S, C) raw pixels for ``input_shape`` (S, S, C)."""
+    from facelandmarks.data.npz import load_npz
+    from facelandmarks.inference.predictor import match_channels, resize_crops
+
+    images = load_npz(path)["images"]
+    step = max(1, len(images) // count)
+    chosen = resize_crops(images[::step][:count], int(input_shape[0]))
+    return match_channels(chosen, int(input_shape[2])).astype(np.float32)
+
+
+def _samples(images: np.ndarray):
+    def generate():
+        for i in range(len(images)):
+            yield [images[i:i + 1]]
+
+    return generate
+
+
+def litert_int8(model, path: Path, images: np.ndarray) -> None:
+    """``model`` as a LiteRT file with int8 convolutions and a float decoding (see the module docstring)."""
+    import tensorflow as tf
+
+    from facelandmarks import runtime
+
+    samples = _samples(images)
+    with tempfile.TemporaryDirectory() as tmp, runtime.quiet_output():
+        model.export(f"{tmp}/saved_model", format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved_model")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = samples
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=FLOAT_OPS)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=samples,
+                                                             debug_options=options)
+        Path(path).write_bytes(debugger.get_nondebug_quantized_model())
+
+
+def onnx_int8(path: Path, images: np.ndarray) -> None:
+    """Quantize the float ``model.onnx`` at ``path`` in place: QDQ int8 convolutions, per channel."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from facelandmarks import runtime
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str):
+            self.batches, self.name = _samples(images)(), name
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {self.name: batch[0]}
+
+    import onnx
+
+    name = onnx.load(str(path), load_external_data=False).graph.input[0].name
+    with tempfile.TemporaryDirectory() as tmp, runtime.quiet_output():
+        prepared = f"{tmp}/prepared.onnx"
+        quant_pre_process(str(path), prepared, skip_symbolic_shape=True)
+        quantize_static(prepared, str(path), Reader(name), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])

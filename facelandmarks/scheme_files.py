@@ -1,0 +1,112 @@
+"""Scheme files: a markup of your own as data (JSON, or YAML when PyYAML is installed).
+
+A scheme file gives what ``landmarks.Scheme`` holds, with points by name or index::
+
+    {"name": "face5",
+     "points": ["right_eye_outer", "left_eye_outer", "nose_tip", "right_mouth", "left_mouth"],
+     "pairs": [["right_eye_outer", "left_eye_outer"], ["right_mouth", "left_mouth"]],
+     "normalize": ["right_eye_outer", "left_eye_outer"],
+     "pupils": null,
+     "regions": {"eyes": ["right_eye_outer", "left_eye_outer"], "nose": ["nose_tip"]}}
+
+``points`` may also be a count (the points are then referred to by index).  ``pairs`` lists
+left/right twins; every point not in a pair is its own mirror.  ``normalize`` is the two points
+whose distance normalises the error (NME), or ``"box"``: sqrt(w * h) of the ground-truth points'
+bounding box, for markups without eye corners.  Built-in schemes dump to the same format
+(``dump_scheme``).  Loading a file registers the scheme, so ``get_scheme(name)`` finds it; prepared
+npz files (key ``scheme_json``), run configs and exports (``scheme_definition``) carry the definition
+and register it when read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from facelandmarks.landmarks import Scheme, get_scheme, is_builtin, register_scheme
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def read_scheme_file(path: str | os.PathLike) -> dict:
+    """The mapping a scheme file holds; an unreadable file is one ValueError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read scheme file ({err.strerror or err})") from None
+    if path.suffix.lower() in YAML_SUFFIXES:
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: a YAML scheme file needs PyYAML (pip install pyyaml), or write it as JSON") from None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+
+
+def load_scheme(path: str | os.PathLike, register: bool = True) -> Scheme:
+    """The scheme of a file, registered (``get_scheme`` then finds it by name) unless ``register`` is False."""
+    scheme = Scheme.from_dict(read_scheme_file(path), origin=str(path))
+    if not register:
+        return scheme
+    try:
+        return register_scheme(scheme)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def resolve_scheme(spec: str | os.PathLike) -> Scheme:
+    """``--scheme``: a scheme file (``.json``/``.yaml``) or the name of a built-in or registered scheme."""
+    text = str(spec)
+    if Path(text).suffix.lower() in (".json", *YAML_SUFFIXES) or Path(text).is_file():
+        if not Path(text).is_file():
+            raise ValueError(f"{text}: no such scheme file (--scheme)")
+        return load_scheme(text)
+    return get_scheme(text)
+
+
+def dump_scheme(scheme: Scheme | str, path: str | os.PathLike) -> Path:
+    """Write a scheme file (JSON, or YAML for a ``.yaml`` name) that ``load_scheme`` reads back."""
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    path = Path(path)
+    if path.suffix.lower() in YAML_SUFFIXES:
+        import yaml
+
+        path.write_text(yaml.safe_dump(scheme.to_dict(), sort_keys=False))
+    else:
+        path.write_text(json.dumps(scheme.to_dict(), indent=1) + "\n")
+    return path
+
+
+def scheme_json(scheme: Scheme | str) -> str:
+    """The definition as compact JSON (what an npz stores under ``scheme_json``)."""
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    return json.dumps(scheme.to_dict(), separators=(",", ":"))
+
+
+def definition_to_store(scheme: Scheme | str) -> dict | None:
+    """What a run config or an export stores under ``scheme_definition``: None for built-in schemes; for a
+    region or box scheme (``face5/eyes``) the definition of its base, from which ``get_scheme`` derives it."""
+    name = scheme if isinstance(scheme, str) else scheme.name
+    return None if is_builtin(name) else get_scheme(name.split("/", 1)[0]).to_dict()
+
+
+def register_definition(definition, origin: str) -> Scheme:
+    """Register a stored definition (a mapping, or its JSON text); problems are one ValueError naming ``origin``."""
+    if isinstance(definition, str):
+        try:
+            definition = json.loads(definition)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{origin}: scheme definition is not valid JSON ({err.msg})") from None
+    scheme = Scheme.from_dict(definition, origin=origin)
+    try:
+        return register_scheme(scheme)
+    except ValueError as err:
+        raise ValueError(f"{origin}: {err}") from None
