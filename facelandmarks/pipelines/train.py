@@ -103,10 +103,16 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template)
 
 
-def check_regions(regions) -> None:
-    unknown = sorted(set(regions) - set(REFINED_REGIONS))
-    if unknown or not regions:
-        raise ValueError(f"--regions must name some of {', '.join(REFINED_REGIONS)}; got {', '.join(regions) or 'none'}")
+def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) -> None:
+    """``regions`` must be some of the stage-1 scheme's regions (any markup's, by name); a box network
+    (``--boxes``) predicts the boxes of ``REFINED_REGIONS`` only."""
+    if not regions:
+        raise ValueError("--regions names no region")
+    allowed = REFINED_REGIONS if boxes else tuple(scheme.regions) if scheme is not None else None
+    unknown = sorted(set(regions) - set(allowed or regions))
+    if unknown:
+        owner = "the box network" if boxes else f"scheme {scheme.name}"
+        raise ValueError(f"--regions: {owner} has no region {', '.join(unknown)} (it has {', '.join(allowed)})")
 
 
 def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
@@ -123,6 +129,7 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
     scheme = npz.scheme_of(train)
     if scheme.name != stage1.scheme.name:
         raise ValueError(f"stage 1 predicts {stage1.scheme.name}, the data is {scheme.name}")
+    check_regions(config.regions, scheme, boxes=bool(config.boxes))
     config.scheme, config.crop_size = scheme.name, int(train["images"].shape[1])
     regions = list(config.regions)
 

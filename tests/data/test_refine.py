@@ -131,8 +131,8 @@ def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys)
     assert train_cli.main(["cascade", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "c")]) == 2
     assert "needs --stage1" in capsys.readouterr().err
     assert train_cli.main(["regions", "--stage1", str(tiny_run), "--data", str(tiny_ibug["train"]),
-                       "--run-dir", str(tmp_path / "r"), "--regions", "left_eye,jaw"]) == 2
-    assert "--regions must name some of" in capsys.readouterr().err
+                       "--run-dir", str(tmp_path / "r"), "--regions", "left_eye,chin"]) == 2
+    assert "--regions: scheme ibug68 has no region chin" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a pipeline run"):
         PipelineConfig.load(tmp_path)
 

@@ -119,6 +119,23 @@ def test_a_five_point_scheme_of_our_own_from_ibug68_mirrors_the_right_points(tin
     assert len(rows) == 2 and all(0 < row["nme"] < 100 for row in rows)
     assert set(json.loads((run_dir / "config.json").read_text())["scheme_definition"]["points"]) == set(face5.point_names)
 
+    # a coarse-to-fine pipeline refines the scheme's own regions, by their names
+    from facelandmarks.cli import train as train_cli
+    from facelandmarks.inference.predictor import Predictor
+
+    forget("face5")
+    assert train_cli.main(["cascade", "--stage1", str(run_dir), "--data", str(tmp_path / "face5_train.npz"),
+                           "--epochs", "1", "--batch", "8", "--workers", "1", "--preview-every", "0",
+                           "--run-dir", str(tmp_path / "cascade"), "--copies", "1", "--patch-size", "24",
+                           "--regions", "eyes,mouth"]) == 0
+    forget("face5")
+    piped = Predictor.load(tmp_path / "cascade", runtime="keras")
+    assert piped.scheme.name == "face5" and sorted(piped.refiners) == ["eyes", "mouth"]
+    crops = npz.load_npz(tmp_path / "face5_test.npz")["images"]
+    coarse, refined = piped.stage1.predict_crops(crops), piped.predict_crops(crops)
+    np.testing.assert_allclose(refined[:, 2], coarse[:, 2])  # the nose is in no refined region
+    assert np.abs(refined[:, [0, 1, 3, 4]] - coarse[:, [0, 1, 3, 4]]).max() > 0
+
 
 def test_a_subset_whose_pairs_disagree_with_the_data_names_the_point(tiny_ibug):
     face5 = load_scheme(ROOT / "configs" / "schemes" / "face5.json")
