@@ -39,6 +39,9 @@ def forget(name):
 @pytest.mark.parametrize("dataset, scheme_spec, k", [
     ("wflw", "wflw98", 98),
     ("cofw", str(ROOT / "configs" / "schemes" / "cofw29.json"), 29),
+    ("aflw", str(ROOT / "configs" / "schemes" / "aflw19.json"), 19),  # NME by the face box
+    ("lapa", str(ROOT / "configs" / "schemes" / "lapa106.json"), 106),
+    ("300w", "ibug68", 68),
 ])
 def test_coco_samples_prepare_train_evaluate_and_overlay(data_dir, tmp_path, dataset, scheme_spec, k):
     from facelandmarks.evaluation.evaluate import evaluate_runs
@@ -56,7 +59,7 @@ def test_coco_samples_prepare_train_evaluate_and_overlay(data_dir, tmp_path, dat
         test = train
     arrays = npz.load_npz(train)
     assert arrays["landmarks"].shape[1:] == (k, 2) and arrays["mirrored"].any()
-    assert ("scheme_json" in arrays) == (dataset == "cofw")  # built-in schemes need no definition
+    assert ("scheme_json" in arrays) == (dataset in ("cofw", "aflw", "lapa"))  # built-in schemes need no definition
 
     run_dir = train_briefly(train, test, tmp_path / "run", batch=2)
     config = json.loads((run_dir / "config.json").read_text())
