@@ -22,6 +22,7 @@ MB are MiB.  Run it niced on a quiet machine (not next to a training)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -70,15 +71,11 @@ def load(runtime: str, model: Path, threads: int):
 
 
 def median_s(call, repeats: int, warmup: int) -> float:
-    """Median wall seconds of ``call(i)`` for i = 0..repeats-1, after ``warmup`` untimed calls."""
-    for i in range(warmup):
-        call(i)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        call(i)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall seconds of ``call(i)``, i counting the calls (``inference.predictor.median_ms``)."""
+    from facelandmarks.inference.predictor import median_ms
+
+    calls = itertools.count()
+    return median_ms(lambda: call(next(calls)), repeats, warmup) / 1000.0
 
 
 def faces_and_photos(args):

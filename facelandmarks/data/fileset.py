@@ -122,13 +122,18 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def digest(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a file (read back from the page cache right after writing)."""
-    sha = hashlib.sha256()
+def file_hash(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MB blocks."""
+    sha = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
             sha.update(block)
-    return path.stat().st_size, sha.hexdigest()
+    return sha.hexdigest()
+
+
+def digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a file (read back from the page cache right after writing)."""
+    return path.stat().st_size, file_hash(path)
 
 
 # ----------------------------------------------------------------------------- install and recovery

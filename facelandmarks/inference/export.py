@@ -84,14 +84,17 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
         "weights_file": BEST, "weights_sha1": runtimes.file_sha1(weights) if weights.is_file() else None,
         "quantize": quantize, "files": {}, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    from facelandmarks.inference import quantize as int8
     from facelandmarks.scheme_files import definition_to_store
 
-    if definition_to_store(predictor.scheme):  # a scheme of your own travels with the export
-        meta["scheme_definition"] = definition_to_store(predictor.scheme)
+    definition = definition_to_store(predictor.scheme)
+    if definition:  # a scheme of your own travels with the export
+        meta["scheme_definition"] = definition
+    images = int8.calibration_images(calibration, model.input_shape[1:]) if quantize == "int8" else None
     for fmt in formats:
         path = out / runtimes.FILES[fmt]
         start = time.perf_counter()
-        _write(model, fmt, path, quantize, calibration)
+        _write(model, fmt, path, quantize, images)
         if fmt == "onnx":
             _embed_metadata(path, meta)
         meta["files"][fmt] = path.name
@@ -101,13 +104,12 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
     return meta
 
 
-def _write(model, fmt: str, path: Path, quantize: str, calibration=None) -> None:
-    """One format through Keras's own exporter (int8: ``inference.quantize``), its converter's chatter
-    kept off the terminal."""
+def _write(model, fmt: str, path: Path, quantize: str, images=None) -> None:
+    """One format through Keras's own exporter (int8: ``inference.quantize`` with the calibration
+    ``images``), its converter's chatter kept off the terminal."""
     from facelandmarks import runtime
     from facelandmarks.inference import quantize as int8
 
-    images = int8.calibration_images(calibration, model.input_shape[1:]) if quantize == "int8" else None
     if fmt == "litert" and images is not None:
         int8.litert_int8(model, path, images)
         return
@@ -174,7 +176,7 @@ def _check(out: Path, predictor: Predictor, data, limit: int) -> None:
 
 
 def _mean_nme(metrics, points, truth, scheme) -> float:
-    return round(100.0 * float(np.mean(metrics.nme_per_face(points, truth[0], truth[1], scheme))), 5)
+    return round(metrics.summarize(points, truth[0], truth[1], scheme)["nme"], 5)
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -317,12 +317,17 @@ class Predictor:
         if len(detections) == 0:
             return []
         boxes = np.stack([faces.crop_box_from_detection(d) for d in detections])
-        crops = np.stack([faces.crop_face(image, box, self.crop_size) for box in boxes])
-        uv = self.predict_crops(crops)
         return [
-            FaceLandmarks(det, float(score), box, faces.points_from_crop(points, box))
-            for det, score, box, points in zip(detections, scores, boxes, uv)
+            FaceLandmarks(det, float(score), box, points)
+            for det, score, box, points in zip(detections, scores, boxes, self.predict_boxes(image, boxes))
         ]
+
+    def predict_boxes(self, image: np.ndarray, crop_boxes) -> list[np.ndarray]:
+        """(K, 2) photo-pixel landmarks of the face in each crop box (cut as ``prepare`` cuts), one batch."""
+        if len(crop_boxes) == 0:
+            return []
+        crops = np.stack([faces.crop_face(image, box, self.crop_size) for box in crop_boxes])
+        return [faces.points_from_crop(uv, box) for uv, box in zip(self.predict_crops(crops), crop_boxes)]
 
     def detect(self, image: np.ndarray):
         """dlib detections at two scales, merged (``faces.FaceDetector.detect_all``)."""

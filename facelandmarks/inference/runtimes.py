@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.data.fileset import file_hash
 from facelandmarks.runtime import filtered_fds
 
 EXPORT_FILE = "export.json"
@@ -81,13 +82,8 @@ def _onnx_metadata(path: Path) -> dict:
 
 
 def file_sha1(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-1 ``export.json`` records of the weights an export came from (as ``state.json`` does)."""
+    return file_hash(path, "sha1")
 
 
 def stale_export(run_dir: Path, export: Path) -> str | None:

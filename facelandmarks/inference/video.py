@@ -183,24 +183,17 @@ class FaceTracker:
         """The tracked faces, each predicted in the crop box its last landmarks give (again in the box of
         the new landmarks when that moved by more than ``REFINE_CHANGE``); None when one is lost."""
         boxes = [t.box for t in self._tracks]
-        points = self._predict(image, boxes)
+        points = self.predictor.predict_boxes(image, boxes)
         new_boxes = [faces.crop_box_from_landmarks(p) for p in points]
         for track, box, new_box in zip(self._tracks, boxes, new_boxes):
             if is_lost(track.reference, appearance_patch(image, box), box, new_box):
                 return None
         moved = [i for i, (box, new_box) in enumerate(zip(boxes, new_boxes)) if moved_much(box, new_box)]
-        for i, again in zip(moved, self._predict(image, [new_boxes[i] for i in moved])):
+        for i, again in zip(moved, self.predictor.predict_boxes(image, [new_boxes[i] for i in moved])):
             points[i], boxes[i] = again, new_boxes[i]
         self.refined += len(moved)
         return [TrackedFace(faces.detection_from_crop_box(box), track.face.score, box, p, track.face.track_id, tracked=True)
                 for track, box, p in zip(self._tracks, boxes, points)]
-
-    def _predict(self, image: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
-        """Landmarks in frame pixels of the face in each crop box."""
-        if not boxes:
-            return []
-        crops = np.stack([faces.crop_face(image, box, self.predictor.crop_size) for box in boxes])
-        return [faces.points_from_crop(uv, box) for uv, box in zip(self.predictor.predict_crops(crops), boxes)]
 
     def _detect(self, image: np.ndarray) -> list[TrackedFace]:
         """Every face the detector finds, each continuing the track it overlaps or starting one."""

@@ -126,8 +126,9 @@ class TrainConfig:
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 
-    def save(self, path: Path) -> None:
-        _write_json_atomic(path, dataclasses.asdict(self))
+    def save(self, path: Path, **extra) -> None:
+        """The settings as ``config.json``, with ``extra`` keys beside them (a run's ``scheme_definition``)."""
+        _write_json_atomic(path, {**dataclasses.asdict(self), **extra})
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:

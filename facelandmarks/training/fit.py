@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -108,11 +107,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         config.scheme, config.num_points = scheme.name, scheme.num_points
         config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
         if not resume:
-            config.save(out_dir / "config.json")
-            definition = definition_to_store(scheme)
-            if definition:  # a scheme of your own travels with the run (Predictor.load registers it)
-                stored = {**json.loads((out_dir / "config.json").read_text()), "scheme_definition": definition}
-                _write_json_atomic(out_dir / "config.json", stored)
+            definition = definition_to_store(scheme)  # a scheme of your own travels with the run
+            config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
 
         with cluster.scope():
             model = build_model(

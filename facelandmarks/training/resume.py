@@ -45,6 +45,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from facelandmarks.data.fileset import file_hash
+
 STATE_FIELDS = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
@@ -114,11 +116,7 @@ def pending_name(name: str) -> str:
 
 
 def file_record(path: Path) -> dict:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"size": Path(path).stat().st_size, "sha1": digest.hexdigest()}
+    return {"size": Path(path).stat().st_size, "sha1": file_hash(path, "sha1")}
 
 
 def _fsync(path: Path) -> None:
