@@ -6,8 +6,11 @@ operations turn score and offset maps into coordinates, and an int8 output alone
 point to 1/256 of the crop.  So only the backbone and decoder convolutions (and, in LiteRT, the
 additions between them) run in int8:
 
-- LiteRT: full-integer conversion with the output-side operations (``FLOAT_OPS``) kept in float
-  through TensorFlow Lite's quantization debugger (its documented way to exclude operations);
+- LiteRT: full-integer conversion with the output layer's operations (every node of the model's last
+  layer, ``decoding_nodes``) and the output-side operation types (``FLOAT_OPS``) kept in float through
+  TensorFlow Lite's quantization debugger (its documented way to exclude operations).  The input
+  normalisation is a 1x1 convolution (``backbones.PixelNormalization``), so the network from the
+  input's QUANTIZE to the head's outputs is one integer graph that XNNPACK runs in one piece;
 - ONNX Runtime: static QDQ quantization of ``Conv`` nodes only, per channel.
 
 ``--check`` reports the NME change; measured on the shipped model in docs/inference.md.
@@ -15,6 +18,7 @@ additions between them) run in int8:
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -47,6 +51,24 @@ def _samples(images: np.ndarray):
     return generate
 
 
+def decoding_nodes(float_model: bytes, layer: str) -> list[str]:
+    """Names of the tensors that ``layer`` (the model's output layer) computes in a float LiteRT model,
+    and of the model's outputs: the nodes the int8 conversion keeps in float.
+
+    The converter names each tensor after the Keras layer that made it (``.../landmarks_1/add``), so the
+    decoding's additions, multiplications and slices are found by name; by operation type they could
+    not be told from the network's residual additions.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=float_model)
+    tensors = interpreter.get_tensor_details()
+    outputs = {d["name"] for d in interpreter.get_output_details()}
+    inside = re.compile(rf"/{re.escape(layer)}(_\d+)?/")
+    names = [tensors[i]["name"] for op in interpreter._get_ops_details() for i in op["outputs"]]
+    return [n for n in names if n in outputs or inside.search(n)]
+
+
 def litert_int8(model, path: Path, images: np.ndarray) -> None:
     """``model`` as a LiteRT file with int8 convolutions and a float decoding (see the module docstring)."""
     import tensorflow as tf
@@ -56,10 +78,12 @@ def litert_int8(model, path: Path, images: np.ndarray) -> None:
     samples = _samples(images)
     with tempfile.TemporaryDirectory() as tmp, runtime.quiet_output():
         model.export(f"{tmp}/saved_model", format="tf_saved_model", verbose=False)
+        float_model = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved_model").convert()
         converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved_model")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = samples
-        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=FLOAT_OPS)
+        options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=FLOAT_OPS, denylisted_nodes=decoding_nodes(float_model, model.layers[-1].name))
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=samples,
                                                              debug_options=options)
         Path(path).write_bytes(debugger.get_nondebug_quantized_model())

@@ -124,3 +124,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("export.py: ") and "missing" in err and "\n" not in err
     with pytest.raises(SystemExit):
         export_cli.main(["--format", "pdf"])
+
+
+def test_int8_litert_is_one_integer_graph_with_a_float_decoding(tmp_path):
+    """PIPNet head, torch-normalised input: the normalisation runs as an integer convolution (no float
+    arithmetic on the full-size input), every operation of the decoding layer stays float (its additions
+    included, which by type alone would be quantized like the residual additions), and XNNPACK takes the
+    whole graph as one partition."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from facelandmarks.inference import quantize
+    from facelandmarks.models import build_model
+
+    model = build_model("mobilenetv2_heatmap", input_shape=(SIZE, SIZE, 3), num_points=68, normalization="torch")
+    path = tmp_path / "model.tflite"
+    quantize.litert_int8(model, path, crops(24).astype(np.float32))
+    interpreter = Interpreter(str(path))
+    tensors = interpreter.get_tensor_details()
+    ops = interpreter._get_ops_details()
+    first_conv = next(i for i, op in enumerate(ops) if op["op_name"] == "CONV_2D")
+    assert [op["op_name"] for op in ops[:first_conv]] == ["QUANTIZE"]
+    decoding = [op for op in ops if any("/landmarks" in tensors[i]["name"] for i in op["outputs"])]
+    assert {op["op_name"] for op in decoding} >= {"ADD", "SOFTMAX"}
+    assert all(tensors[i]["dtype"] == np.float32 for op in decoding for i in op["outputs"])
+    assert any(t["dtype"] == np.int8 for t in tensors)
+    interpreter = Interpreter(str(path), num_threads=1)
+    interpreter.allocate_tensors()  # XNNPACK replaces what it runs by DELEGATE nodes
+    assert [op["op_name"] for op in interpreter._get_ops_details()].count("DELEGATE") == 1
