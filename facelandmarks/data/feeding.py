@@ -85,25 +85,50 @@ def model_inputs(arrays: dict, size: int | None) -> np.ndarray:
     return out
 
 
+def repeat_counts(data, oversample: dict) -> np.ndarray:
+    """How often each face of an in-memory set appears in an epoch: ``oversample[source]`` for the faces of
+    that source (the npz's ``source`` column: ``300w``, ``youtube68``, ...), once for the others."""
+    count = len(data["landmarks"])
+    if not oversample:
+        return np.ones(count, np.int64)
+    if "source" not in data:
+        raise ValueError("--oversample needs the npz's 'source' column (written by datagen.py prepare)")
+    sources = np.asarray(data["source"]).astype(str)
+    unknown = sorted(set(oversample) - set(sources.tolist()))
+    if unknown:
+        raise ValueError(f"--oversample names source(s) {', '.join(unknown)} that the training faces do not have "
+                         f"(they have: {', '.join(sorted(set(sources.tolist())))})")
+    repeats = np.ones(count, np.int64)
+    for source, factor in oversample.items():
+        repeats[sources == source] = factor
+    return repeats
+
+
 class FaceParts:
     """Training faces as parts read one at a time: one in-memory part, or the shards of a manifest.
 
     A worker of a cluster takes every ``workers``-th part (shards), or every
     ``workers``-th face (in-memory data), so workers never share a face.
+    With ``oversample`` (in-memory data) ``repeats[part]`` says how often each face appears in an epoch.
     """
 
-    def __init__(self, data, size: int | None, worker_index: int = 0, workers: int = 1):
+    def __init__(self, data, size: int | None, worker_index: int = 0, workers: int = 1, oversample: dict | None = None):
         self.size = size
         if isinstance(data, npz.ShardSet):
+            if oversample:
+                raise ValueError(f"{data.manifest}: --oversample needs the training faces in one npz (a sharded set "
+                                 "is read a shard at a time)")
             self.shards = data
             self.indices = list(range(worker_index, len(data), workers))
             if not self.indices:
                 raise ValueError(f"{data.manifest}: {len(data)} shard(s) for {workers} workers; write smaller shards")
             self.counts = [data.counts[i] for i in self.indices]
+            self.repeats = None
             self._memory = None
         else:
             rows = np.arange(worker_index, len(data["landmarks"]), workers)
             self.shards, self.indices, self.counts = None, [0], [len(rows)]
+            self.repeats = [repeat_counts(data, oversample)[rows]] if oversample else None
             self._memory = (model_inputs(npz.subset(data, rows), size), data["landmarks"][rows], data["visible"][rows])
         self._cache, self._lock = {}, threading.Lock()
 
@@ -150,7 +175,10 @@ class LandmarkBatches(keras.utils.PyDataset):
         order = rng.permutation(len(self.parts.counts)) if self.shuffle else range(len(self.parts.counts))
         self.epoch, self.plan = epoch, []
         for part in order:
-            rows = rng.permutation(self.parts.counts[part]) if self.shuffle else np.arange(self.parts.counts[part])
+            rows = np.arange(self.parts.counts[part])
+            if self.parts.repeats is not None:  # oversampled sources: their rows several times
+                rows = np.repeat(rows, self.parts.repeats[part])
+            rows = rng.permutation(rows) if self.shuffle else rows
             stop = len(rows) - len(rows) % self.batch_size if self.drop_remainder else len(rows)
             self.plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, stop, self.batch_size)]
 

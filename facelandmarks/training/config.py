@@ -82,6 +82,8 @@ class TrainConfig:
                                       "(python models.py --list)")
     augment: str = setting("default", '"default", "light", "none", or e.g. "rotation=15,scale=0.1,flip=0.5,brightness=0.2" '
                                       "(see facelandmarks/data/augment)")
+    oversample: dict = setting({}, 'JSON object {source: N}: each training face of that source (the npz\'s source '
+                                   'column) appears N times per epoch, e.g. {"300w": 3}; in-memory npz only')
     seed: int = setting(0, "seed of weights, batch order and augmentation")
     mixed_precision: bool = setting(False, "float16 on GPU, bfloat16 on CPU")
     patience: int = setting(15, "early-stopping patience in epochs")
@@ -123,6 +125,9 @@ class TrainConfig:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.patience < 1 or not self.min_delta >= 0:
             raise ValueError(f"--patience must be >= 1 and --min-delta >= 0, got {self.patience} and {self.min_delta}")
+        if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                   for k, v in self.oversample.items()):
+            raise ValueError(f"--oversample must map source names to whole numbers >= 1, got {self.oversample!r}")
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 

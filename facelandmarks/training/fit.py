@@ -16,6 +16,7 @@ from facelandmarks.data.feeding import (
     LandmarkBatches,
     load_split,
     model_inputs,
+    repeat_counts,
     scheme_for,
     tf_input_pipeline,
 )
@@ -93,7 +94,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         train, val = _load_data(config)
         check_faces(config, train, val)
         scheme = train.scheme if isinstance(train, npz.ShardSet) else scheme_for(train)
-        parts = FaceParts(train, config.size, cluster.worker_index, cluster.workers)
+        parts = FaceParts(train, config.size, cluster.worker_index, cluster.workers, config.oversample)
         x_val = model_inputs(val, config.size) if val is not None else None
         spec = get_spec(config.model)
         sample = parts.get(0)[0]
@@ -136,7 +137,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         )
         if cluster.strategy is not None:
             train_data = tf_input_pipeline(batches, per_worker, config.input_shape, scheme.num_points)
-            steps = max(1, cluster_faces(train, cluster.workers) // per_worker)
+            steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker)
         else:
             train_data, steps = batches, None
         val_data = None
@@ -215,11 +216,12 @@ def check_faces(config: TrainConfig, train, val) -> None:
                            f"({subjects} subject(s) left); give --val FILE, or --val-fraction 0 to train without one")
 
 
-def cluster_faces(train, workers: int) -> int:
-    """Faces of the worker with the fewest: every worker must take the same number of steps."""
+def cluster_faces(train, workers: int, oversample: dict | None = None) -> int:
+    """Faces per epoch of the worker with the fewest: every worker must take the same number of steps."""
     if isinstance(train, npz.ShardSet):
         return min(sum(train.counts[i::workers]) for i in range(workers))
-    return len(train["landmarks"]) // workers
+    repeats = repeat_counts(train, oversample)
+    return min(int(repeats[i::workers].sum()) for i in range(workers))
 
 
 def resolve_jit_compile(mode: str = "auto") -> bool:
