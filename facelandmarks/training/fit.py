@@ -32,6 +32,7 @@ from facelandmarks.training.resume import (
     _best_epoch,
     choose_checkpoint,
     commit_set,
+    init_split_warning,
     init_weights,
     read_history_epochs,
     read_state,
@@ -118,6 +119,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             )
             if config.init and not resume:
                 init_weights(model, config.init)
+                if warning := init_split_warning(config, scheme.name):
+                    print(warning)
             elif spec.pretrain is not None and not resume:
                 print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
                 pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)

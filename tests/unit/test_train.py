@@ -45,3 +45,28 @@ def test_oversample_names_unknown_sources_and_bad_factors():
     for bad in ({"300w": 0}, {"300w": 1.5}, {"300w": True}):
         with pytest.raises(ValueError, match="--oversample must map source names to whole numbers"):
             TrainConfig(model="scratch", data="x.npz", run_dir="r", oversample=bad).validate()
+
+
+def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
+    import json
+
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.resume import init_split_warning
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "config.json").write_text(json.dumps({"seed": 0, "val_fraction": 0.1, "scheme": "ibug68"}))
+
+    def config(**kw):
+        return TrainConfig(**{"model": "mobilenetv2_heatmap", "data": "d.npz", "run_dir": "r", "init": str(shipped), **kw})
+
+    message = init_split_warning(config(seed=1), "ibug68")
+    assert message.startswith(f"warning: --init {shipped} held out its validation faces with --seed 0")
+    assert "--seed 1 --val-fraction 0.1" in message
+    assert init_split_warning(config(val_fraction=0.2), "ibug68") is not None
+    assert init_split_warning(config(), "ibug68") is None                     # the same split
+    assert init_split_warning(config(seed=1, val="v.npz"), "ibug68") is None  # its own validation file
+    assert init_split_warning(config(seed=1), "face5") is None                # another markup: other data
+    (shipped / "config.json").write_text(json.dumps({"seed": 0, "val_fraction": 0.1, "data": "other.npz"}))
+    assert init_split_warning(config(seed=1), "ibug68") is None
+    assert init_split_warning(config(seed=1, init=str(shipped / "best.weights.h5")), "ibug68") is None
