@@ -9,6 +9,13 @@ CONFIG ?= configs/demo.json
 
 export FACE_DATA_DIR := $(DATA)
 
+# tcmalloc, where it is installed (apt install libtcmalloc-minimal4), replaces glibc's allocator in the
+# tests and the demo: on a 2-core machine whose training spent half its CPU time in page faults it
+# trained 2.3x faster (issue 19). `make demo TCMALLOC=` runs on glibc (tuned by runtime.tune_allocator).
+TCMALLOC ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
+export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD := 1099511627776
+WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
+
 .PHONY: setup test lint test-tf test-jax demo clean
 
 setup: $(VENV)/.installed
@@ -28,17 +35,17 @@ lint: setup
 	$(BIN)/ruff check .
 
 test-tf: setup
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q --durations=10 tests
+	$(WITH_ALLOCATOR) KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q --durations=10 tests
 
 test-jax: setup
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --durations=10 -m backend tests
+	$(WITH_ALLOCATOR) KERAS_BACKEND=jax $(BIN)/python -m pytest -q --durations=10 -m backend tests
 
 # Prepare 300-W + YouTube68, train the demo recipe (MobileNetV2 from offline ImageNet weights), evaluate against dlib.
 demo: setup
-	$(BIN)/python datagen.py prepare 300w --source $(DATA)/300w youtube68 --source $(DATA)/youtube68 \
+	$(WITH_ALLOCATOR) $(BIN)/python datagen.py prepare 300w --source $(DATA)/300w youtube68 --source $(DATA)/youtube68 \
 		--size $(SIZE) --out dataset/ibug$(SIZE)
-	$(BIN)/python train.py --config $(CONFIG) --run-dir $(RUNS)/demo-$(SIZE)
-	$(BIN)/python evaluate.py $(RUNS)/demo-$(SIZE) --data dataset/ibug$(SIZE)_test.npz \
+	$(WITH_ALLOCATOR) $(BIN)/python train.py --config $(CONFIG) --run-dir $(RUNS)/demo-$(SIZE)
+	$(WITH_ALLOCATOR) $(BIN)/python evaluate.py $(RUNS)/demo-$(SIZE) --data dataset/ibug$(SIZE)_test.npz \
 		--baseline dlib --flip-test --out results/demo-$(SIZE)
 
 clean:

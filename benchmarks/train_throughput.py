@@ -13,7 +13,8 @@ Beside images/s each row reports where the CPU time of its timed steps went: the
 user + system time, and minor page faults per step (memory handed back to the kernel and faulted in
 again).  ``--allocator both`` runs the whole measurement twice in fresh processes, glibc's allocator
 as it comes (``FACELANDMARKS_MALLOC=0``) and tuned as training tunes it (``runtime.tune_allocator``),
-and prints both in one table: the before/after of one run on one machine.
+and prints both in one table: the before/after of one run on one machine.  ``--allocator all`` adds
+a third process with tcmalloc preloaded (``LD_PRELOAD``), where it is installed.
 
     python benchmarks/train_throughput.py --data dataset/ibug128_train.npz --steps 6 --warmup 2 --rounds 1 --allocator both
 """
@@ -27,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -79,12 +81,23 @@ class StepTimer(keras.callbacks.Callback):
         return system / max(user + system, 1e-9), (last.ru_minflt - first.ru_minflt) / max(steps, 1)
 
 
-def run_both(argv) -> int:
-    """The same measurement in two fresh processes: glibc as it comes, then tuned; one table."""
+def run_both(argv, allocators: str) -> int:
+    """The same measurement in fresh processes: glibc as it comes, tuned, and (``all``) tcmalloc preloaded
+    where it is installed; one table."""
+    variants = [("glibc default", {"FACELANDMARKS_MALLOC": "0"}), ("tuned (runtime.tune_allocator)", {"FACELANDMARKS_MALLOC": "1"})]
+    if allocators == "all":
+        library = runtime.tcmalloc_library()
+        if library is None:
+            print("tcmalloc is not installed (apt install libtcmalloc-minimal4): measuring glibc only", file=sys.stderr)
+        else:
+            preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), library]))
+            variants.append((f"tcmalloc ({Path(library).name}, LD_PRELOAD)", {"FACELANDMARKS_MALLOC": "0", "LD_PRELOAD": preload}))
     rows = []
-    for label, value in (("glibc default", "0"), ("tuned (runtime.tune_allocator)", "1")):
-        env = {**os.environ, "FACELANDMARKS_MALLOC": value}
-        cmd = [sys.executable, __file__, *[a for a in argv if a not in ("--allocator", "both")], "--json"]
+    for label, extra in variants:
+        env = {**os.environ, **extra}
+        if "LD_PRELOAD" not in extra:  # the glibc rows run on glibc even when this process has tcmalloc
+            env.pop("LD_PRELOAD", None)
+        cmd = [sys.executable, __file__, *[a for a in argv if a not in ("--allocator", allocators)], "--json"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr, file=sys.stderr)
@@ -100,8 +113,9 @@ def run_both(argv) -> int:
             print(f"| {label} | {mode} | {values['images_per_second']:.1f} | {values['kernel_share']:.1%} | "
                   f"{values['faults_per_step']:,.0f} |")
         print(f"| {label} | ratio pipeline / compute | {result['ratio']:.3f} | | |")
-    speedup = rows[1][1]["modes"]["pipeline"]["images_per_second"] / rows[0][1]["modes"]["pipeline"]["images_per_second"]
-    print(f"pipeline images/s, tuned / glibc default: {speedup:.2f}x")
+    base = rows[0][1]["modes"]["pipeline"]["images_per_second"]
+    for label, result in rows[1:]:
+        print(f"pipeline images/s, {label.split(' (')[0]} / glibc default: {result['modes']['pipeline']['images_per_second'] / base:.2f}x")
     return 0
 
 
@@ -120,13 +134,14 @@ def main(argv=None) -> int:
                         help="XLA for the train step (auto: off for TensorFlow on CPU)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="as train.py --mixed-precision (bfloat16 on a CPU, float16 on a GPU)")
-    parser.add_argument("--allocator", choices=["tuned", "both"], default="tuned",
-                        help="both: measure glibc's allocator as it comes and tuned, in two fresh processes")
+    parser.add_argument("--allocator", choices=["tuned", "both", "all"], default="tuned",
+                        help="both: measure glibc's allocator as it comes and tuned, in two fresh processes; "
+                             "all: and tcmalloc preloaded, where it is installed")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if args.allocator == "both":
-        return run_both(argv)
+    if args.allocator in ("both", "all"):
+        return run_both(argv, args.allocator)
     runtime.startup()  # quiet start-up and, unless FACELANDMARKS_MALLOC=0, the tuned allocator
     policy = set_precision(args.mixed_precision)
 

@@ -129,6 +129,31 @@ def tune_allocator() -> bool:
         (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))
 
 
+TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
+
+
+def tcmalloc_library() -> str | None:
+    """Path of an installed tcmalloc (Debian/Ubuntu: ``apt install libtcmalloc-minimal4``), or None.
+
+    Preloaded (``LD_PRELOAD``), it replaces glibc's allocator for the whole process; the Makefile's
+    ``demo`` and ``test`` targets use it when it is installed, and ``benchmarks/train_throughput.py
+    --allocator all`` measures it beside glibc as it comes and tuned.
+    """
+    import glob
+
+    for name in TCMALLOC_NAMES:
+        for folder in ("/usr/lib/*-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"):
+            found = sorted(glob.glob(f"{folder}/{name}"))
+            if found:
+                return found[0]
+    return None
+
+
+def preloaded_allocator() -> str:
+    """'tcmalloc' when tcmalloc is preloaded into this process, else 'glibc'."""
+    return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
+
+
 def cpu_description() -> str:
     """The CPU model and its vector extensions (speeds differ several times between machines)."""
     model, flags = "unknown CPU", set()
