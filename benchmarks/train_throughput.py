@@ -174,13 +174,13 @@ def main(argv=None) -> int:
     title = (f"{args.model} at {args.size} px, batch {args.batch}, {len(arrays['images'])} faces in memory, "
              f"backend {keras.config.backend()}, augment {args.augment!r}, {args.workers} loader threads, "
              f"XLA {resolve_jit_compile(args.jit_compile)}, precision {policy}")
-    if args.json:
+    if args.json:  # one row of a --allocator table, which names the allocator itself
         print(json.dumps({"title": title, "ratio": pipeline / compute, "modes": {
             mode: {"images_per_second": float(np.median(results[mode])),
                    "kernel_share": float(np.median([u[0] for u in usage[mode]])),
                    "faults_per_step": float(np.median([u[1] for u in usage[mode]]))} for mode in results}}))
         return 0
-    print(title)
+    print(f"{title}, allocator {runtime.preloaded_allocator()}")
     print(cpu_description())
     print("| mode | images/s (median of rounds) | rounds | kernel share of CPU time | minor faults per step |")
     print("|---|---|---|---|---|")
