@@ -9,10 +9,11 @@ CONFIG ?= configs/demo.json
 
 export FACE_DATA_DIR := $(DATA)
 
-# tcmalloc, where it is installed (apt install libtcmalloc-minimal4), replaces glibc's allocator in the
-# tests and the demo: on a 2-core machine whose training spent half its CPU time in page faults it
-# trained 2.3x faster (issue 19). `make demo TCMALLOC=` runs on glibc (tuned by runtime.tune_allocator).
-TCMALLOC ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
+# tcmalloc instead of glibc's (tuned) allocator, opt-in: `make demo TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`
+# after `apt install libtcmalloc-minimal4`. On the issue-19 machine (2 cores, half of training CPU time in page
+# faults) it trained 2.3x faster than untuned glibc; on an AVX-512 machine it ran 0.89-0.94x of tuned glibc.
+# Compare on yours: benchmarks/train_throughput.py --allocator all (docs/training.md#data-feeding).
+TCMALLOC ?=
 export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD := 1099511627776
 WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 

@@ -135,9 +135,9 @@ TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 def tcmalloc_library() -> str | None:
     """Path of an installed tcmalloc (Debian/Ubuntu: ``apt install libtcmalloc-minimal4``), or None.
 
-    Preloaded (``LD_PRELOAD``), it replaces glibc's allocator for the whole process; the Makefile's
-    ``demo`` and ``test`` targets use it when it is installed, and ``benchmarks/train_throughput.py
-    --allocator all`` measures it beside glibc as it comes and tuned.
+    Preloaded (``LD_PRELOAD``), it replaces glibc's allocator for the whole process (``make demo
+    TCMALLOC=PATH``); ``benchmarks/train_throughput.py --allocator all`` measures it beside glibc as
+    it comes and tuned.
     """
     import glob
 
