@@ -294,3 +294,34 @@ def _write_json_atomic(path: Path, values) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def init_split_warning(config, scheme: str) -> str | None:
+    """One line when ``--init`` comes from a run that held out other validation faces than this run will.
+
+    A run split off by subject with ``--seed`` and ``--val-fraction``; continuing a run of the same data
+    with another seed or fraction puts faces it trained on into this run's validation set, so the
+    validation NME reads low from the first epoch, rises as the model moves, and early stopping keeps
+    the first epoch.  Measured: ``--seed 1`` on the shipped model stopped after 9 epochs with the best
+    epoch the first.  None when the splits agree, when ``--val`` is given, or when the two runs
+    trained on different data (another file, or another scheme).
+    """
+    if not config.init or config.val or not config.val_fraction:
+        return None
+    folder = Path(config.init) if Path(config.init).is_dir() else Path(config.init).parent
+    try:
+        before = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if before.get("scheme") not in (None, scheme) or before.get("data") not in (None, config.data):
+        return None
+    if before.get("val"):
+        return None
+    seed, fraction = before.get("seed"), before.get("val_fraction")
+    if (seed, fraction) == (config.seed, config.val_fraction) or seed is None or fraction is None:
+        return None
+    same = "the same data" if before.get("data") else "the same data (if it is)"
+    return (f"warning: --init {config.init} held out its validation faces with --seed {seed} --val-fraction "
+            f"{fraction}; this run splits {same} with --seed {config.seed} --val-fraction {config.val_fraction}, "
+            f"so its validation set holds faces {config.init} trained on and early stopping may stop too early "
+            f"(keep the seed and fraction, or give --val)")

@@ -22,7 +22,7 @@ from facelandmarks.data.feeding import (
 )
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
-from facelandmarks.training.config import TrainConfig, _write_json_atomic
+from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_split_warning
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.resume import (
     BEST,
@@ -32,7 +32,6 @@ from facelandmarks.training.resume import (
     _best_epoch,
     choose_checkpoint,
     commit_set,
-    init_split_warning,
     init_weights,
     read_history_epochs,
     read_state,

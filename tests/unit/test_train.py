@@ -50,8 +50,7 @@ def test_oversample_names_unknown_sources_and_bad_factors():
 def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
     import json
 
-    from facelandmarks.training.config import TrainConfig
-    from facelandmarks.training.resume import init_split_warning
+    from facelandmarks.training.config import TrainConfig, init_split_warning
 
     shipped = tmp_path / "shipped"
     shipped.mkdir()
