@@ -94,10 +94,11 @@ def repeat_counts(data, oversample: dict) -> np.ndarray:
     if "source" not in data:
         raise ValueError("--oversample needs the npz's 'source' column (written by datagen.py prepare)")
     sources = np.asarray(data["source"]).astype(str)
-    unknown = sorted(set(oversample) - set(sources.tolist()))
+    present = set(sources.tolist())
+    unknown = sorted(set(oversample) - present)
     if unknown:
         raise ValueError(f"--oversample names source(s) {', '.join(unknown)} that the training faces do not have "
-                         f"(they have: {', '.join(sorted(set(sources.tolist())))})")
+                         f"(they have: {', '.join(sorted(present))})")
     repeats = np.ones(count, np.int64)
     for source, factor in oversample.items():
         repeats[sources == source] = factor

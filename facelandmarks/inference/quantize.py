@@ -59,9 +59,10 @@ def decoding_nodes(float_model: bytes, layer: str) -> list[str]:
     decoding's additions, multiplications and slices are found by name; by operation type they could
     not be told from the network's residual additions.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    import tensorflow as tf
 
-    interpreter = Interpreter(model_content=float_model)
+    # TensorFlow's own interpreter, as the quantization debugger uses: writing an export needs no LiteRT
+    interpreter = tf.lite.Interpreter(model_content=float_model)
     tensors = interpreter.get_tensor_details()
     outputs = {d["name"] for d in interpreter.get_output_details()}
     inside = re.compile(rf"/{re.escape(layer)}(_\d+)?/")

@@ -103,7 +103,8 @@ class PixelNormalization(keras.layers.Layer):
     def call(self, inputs):
         # One 1x1 convolution with a constant kernel, not elementwise arithmetic: the same numbers, but an
         # int8 export (LiteRT) runs it as one integer convolution, where per-channel multiply / subtract
-        # stayed float next to the integer network (0.92 -> 0.67 ms per face for the shipped model).
+        # stayed float next to the integer network (the shipped model's forward pass 0.92 -> 0.65 ms on
+        # one thread of a 2-core AMD EPYC with AVX-512; docs/inference.md).
         x = ops.cast(inputs, self.compute_dtype)
         kernel = ops.convert_to_tensor(self._kernel[None, None], dtype=self.compute_dtype)
         return ops.conv(x, kernel, strides=1, padding="valid") + ops.convert_to_tensor(self._bias, dtype=self.compute_dtype)
