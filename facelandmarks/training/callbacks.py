@@ -144,6 +144,15 @@ class AllocatorSettings(keras.callbacks.Callback):
             runtime.tune_allocator()
 
 
+def tensorboard_available() -> bool:
+    """Whether TensorFlow imports (a JAX-only install trains without TensorBoard logs)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_kind, resume, lr: float, cluster=None,
                    global_batch: int = 32):
     """The run's callbacks (in the order they must run) and the stateful ones, by class name.
@@ -168,6 +177,9 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
     # the history row goes before the commit: a kill between them leaves a row that resume trims and
     # redoes, never a committed epoch without its row
     callbacks += [early, keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume), checkpoints]
+    if not tensorboard_available():  # Keras writes TensorBoard logs with TensorFlow's summary ops
+        print("no TensorBoard logs: they need TensorFlow, which is not installed (history.csv has every epoch)")
+        return callbacks, stateful
     callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs"), write_graph=False))
     if val is not None and input_kind == "image" and config.preview_every > 0:
         callbacks.append(PreviewImages(out_dir / "logs", x_val, val["landmarks"], val["visible"], config.preview_every,

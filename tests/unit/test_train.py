@@ -69,3 +69,29 @@ def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
     (shipped / "config.json").write_text(json.dumps({"seed": 0, "val_fraction": 0.1, "data": "other.npz"}))
     assert init_split_warning(config(seed=1), "ibug68") is None
     assert init_split_warning(config(seed=1, init=str(shipped / "best.weights.h5")), "ibug68") is None
+
+
+def test_a_jax_only_install_trains_without_tensorboard(tmp_path):
+    """``pip install ".[jax]"`` has no TensorFlow: train.py says once that there are no TensorBoard logs and
+    trains (a real process on the JAX backend, with TensorFlow made unimportable)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import TINY, faces
+
+    root = Path(__file__).resolve().parents[2]
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    hide_tf = ("import sys, runpy; sys.modules['tensorflow'] = None; sys.argv = ['train.py'] + sys.argv[1:];"
+               " runpy.run_path('train.py', run_name='__main__')")
+    done = subprocess.run(
+        [sys.executable, "-c", hide_tf, *TINY, "--batch", "4", "--data", str(data), "--run-dir", str(tmp_path / "run")],
+        cwd=root, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no TensorBoard logs: they need TensorFlow, which is not installed" in done.stdout
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 2 and (tmp_path / "run" / "best.weights.h5").exists()
+    assert not (tmp_path / "run" / "logs").exists()
