@@ -325,3 +325,33 @@ def init_split_warning(config, scheme: str) -> str | None:
             f"{fraction}; this run splits {same} with --seed {config.seed} --val-fraction {config.val_fraction}, "
             f"so its validation set holds faces {config.init} trained on and early stopping may stop too early "
             f"(keep the seed and fraction, or give --val)")
+
+
+def adopt_init_normalization(config) -> str | None:
+    """``--init``: keep the pixel normalisation the weights were trained with; a line to print, or None.
+
+    A backbone's normalisation is a constant of the model, not a weight, and 'auto' follows
+    ``--weights`` (``torch`` for the offline MobileNetV2 file, the Keras mode otherwise), so
+    ``--init weights/mobilenetv2-pip-128`` without the backbone file would feed the shipped weights
+    pixels scaled another way.  When the run the weights come from (its ``config.json``) used another
+    mode, this run's ``model_options`` take it over, unless they name a mode themselves: then a warning.
+    """
+    if not config.init:
+        return None
+    folder = Path(config.init) if Path(config.init).is_dir() else Path(config.init).parent
+    try:
+        before = json.loads((folder / "config.json").read_text())
+        from facelandmarks.models.registry import rebuild_options
+
+        theirs = rebuild_options(before["model"], before.get("weights", "none"), before.get("model_options") or {})
+        ours = rebuild_options(config.model, config.weights, config.model_options)
+    except (OSError, ValueError, KeyError, TypeError):  # no readable config.json, or a model no longer registered
+        return None
+    theirs, ours = theirs.get("normalization"), ours.get("normalization")
+    if theirs is None or ours is None or theirs == ours:
+        return None
+    if "normalization" in config.model_options:
+        return (f"warning: --init {config.init} was trained with input normalization {theirs!r}, this run asks for "
+                f"{ours!r}: its weights will see pixels scaled another way (leave normalization out to keep {theirs!r})")
+    config.model_options = {**config.model_options, "normalization": theirs}
+    return f"--init {config.init}: keeping its input normalization {theirs!r} (this run's settings alone would give {ours!r})"

@@ -22,7 +22,7 @@ from facelandmarks.data.feeding import (
 )
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
-from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_split_warning
+from facelandmarks.training.config import TrainConfig, _write_json_atomic, adopt_init_normalization, init_split_warning
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.resume import (
     BEST,
@@ -108,6 +108,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         config.scheme, config.num_points = scheme.name, scheme.num_points
         config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
         if not resume:
+            if line := adopt_init_normalization(config):  # before config.json: the run records the mode it used
+                print(line)
             definition = definition_to_store(scheme)  # a scheme of your own travels with the run
             config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
 

@@ -71,6 +71,39 @@ def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
     assert init_split_warning(config(seed=1, init=str(shipped / "best.weights.h5")), "ibug68") is None
 
 
+def test_init_keeps_the_pixel_normalization_its_weights_were_trained_with(tmp_path):
+    """The shipped config names 'torch' (the offline ImageNet file's mode); a run that names no backbone file
+    would build 'tf' ('auto' without a file) and feed those weights other pixel values."""
+    import json
+
+    from facelandmarks.training.config import TrainConfig, adopt_init_normalization
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "config.json").write_text(json.dumps(
+        {"model": "mobilenetv2_heatmap", "weights": "none", "model_options": {"head": "pip", "normalization": "torch"}}))
+
+    def config(**kw):
+        return TrainConfig(**{"model": "mobilenetv2_heatmap", "data": "d.npz", "run_dir": "r", "init": str(shipped),
+                              "model_options": {"head": "pip"}, **kw})
+
+    plain = config()
+    line = adopt_init_normalization(plain)
+    assert line == f"--init {shipped}: keeping its input normalization 'torch' (this run's settings alone would give 'tf')"
+    assert plain.model_options == {"head": "pip", "normalization": "torch"}
+    weights_file = config(init=str(shipped / "best.weights.h5"))               # a weights file beside its config
+    assert adopt_init_normalization(weights_file) and weights_file.model_options["normalization"] == "torch"
+    chosen = config(model_options={"head": "pip", "normalization": "unit"})   # a mode named on purpose: kept, warned
+    assert adopt_init_normalization(chosen).startswith(f"warning: --init {shipped} was trained with input normalization 'torch'")
+    assert chosen.model_options["normalization"] == "unit"
+    assert adopt_init_normalization(config(weights="../shared/weights/mnv2.weights.h5")) is None  # a file: 'torch' too
+    assert adopt_init_normalization(config(model="scratch", model_options={})) is None   # no backbone normalisation
+    assert adopt_init_normalization(config(init=str(tmp_path / "bare.weights.h5"))) is None  # nothing to read
+    (shipped / "config.json").write_text(json.dumps({"model": "mobilenetv2_heatmap", "weights": "x.weights.h5"}))
+    implicit = config()                                   # a run from the backbone file: 'auto' resolved to 'torch'
+    assert adopt_init_normalization(implicit) and implicit.model_options["normalization"] == "torch"
+
+
 def test_a_jax_only_install_trains_without_tensorboard(tmp_path):
     """``pip install ".[jax]"`` has no TensorFlow: train.py says once that there are no TensorBoard logs and
     trains (a real process on the JAX backend, with TensorFlow made unimportable)."""
