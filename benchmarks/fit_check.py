@@ -24,6 +24,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facelandmarks.runtime import startup
+
+startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
+
 import keras
 import numpy as np
 

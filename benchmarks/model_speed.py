@@ -23,6 +23,10 @@ import platform
 import statistics
 import time
 
+from facelandmarks.runtime import startup
+
+startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
+
 import keras
 import numpy as np
 from tqdm import tqdm

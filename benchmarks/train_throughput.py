@@ -30,6 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+from facelandmarks.runtime import startup
+
+startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
+
 import keras
 import numpy as np
 
@@ -142,7 +146,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.allocator in ("both", "all"):
         return run_both(argv, args.allocator)
-    runtime.startup()  # quiet start-up and, unless FACELANDMARKS_MALLOC=0, the tuned allocator
     policy = set_precision(args.mixed_precision)
 
     arrays = npz.load_npz(args.data)

@@ -96,7 +96,7 @@ def test_importable_from_any_folder_without_loading_a_backend(tmp_path):
     assert result.stdout.split() == ["facelandmarks.inference.predictor", "False", "False"]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", SCRIPTS + tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.py"))))
 def test_scripts_answer_help_quietly(script):
     result = _run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT)
     assert result.returncode == 0, result.stderr
