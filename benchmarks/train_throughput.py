@@ -30,14 +30,13 @@ import sys
 import time
 from pathlib import Path
 
-from facelandmarks.runtime import startup
+from facelandmarks import runtime
 
-startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
+runtime.startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
 
 import keras
 import numpy as np
 
-from facelandmarks import runtime
 from facelandmarks.data import npz
 from facelandmarks.data.augment.augmenter import Augmenter
 from facelandmarks.data.augment.config import AugmentConfig

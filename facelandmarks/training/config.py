@@ -296,6 +296,17 @@ def _write_json_atomic(path: Path, values) -> None:
     os.replace(tmp, path)
 
 
+def init_run_config(config) -> dict | None:
+    """The ``config.json`` of the run ``--init`` names (a run folder, or the folder of a weights file), or None."""
+    if not config.init:
+        return None
+    folder = Path(config.init) if Path(config.init).is_dir() else Path(config.init).parent
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def init_split_warning(config, scheme: str) -> str | None:
     """One line when ``--init`` comes from a run that held out other validation faces than this run will.
 
@@ -306,12 +317,7 @@ def init_split_warning(config, scheme: str) -> str | None:
     epoch the first.  None when the splits agree, when ``--val`` is given, or when the two runs
     trained on different data (another file, or another scheme).
     """
-    if not config.init or config.val or not config.val_fraction:
-        return None
-    folder = Path(config.init) if Path(config.init).is_dir() else Path(config.init).parent
-    try:
-        before = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+    if config.val or not config.val_fraction or (before := init_run_config(config)) is None:
         return None
     if before.get("scheme") not in (None, scheme) or before.get("data") not in (None, config.data):
         return None
@@ -336,16 +342,14 @@ def adopt_init_normalization(config) -> str | None:
     pixels scaled another way.  When the run the weights come from (its ``config.json``) used another
     mode, this run's ``model_options`` take it over, unless they name a mode themselves: then a warning.
     """
-    if not config.init:
+    if (before := init_run_config(config)) is None:
         return None
-    folder = Path(config.init) if Path(config.init).is_dir() else Path(config.init).parent
     try:
-        before = json.loads((folder / "config.json").read_text())
         from facelandmarks.models.registry import rebuild_options
 
         theirs = rebuild_options(before["model"], before.get("weights", "none"), before.get("model_options") or {})
         ours = rebuild_options(config.model, config.weights, config.model_options)
-    except (OSError, ValueError, KeyError, TypeError):  # no readable config.json, or a model no longer registered
+    except (ValueError, KeyError, TypeError):  # a config without a model, or a model no longer registered
         return None
     theirs, ours = theirs.get("normalization"), ours.get("normalization")
     if theirs is None or ours is None or theirs == ours:
