@@ -40,6 +40,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -339,25 +340,31 @@ def init_weights(model, source: str) -> None:
         raise CheckpointError(f"{source}: no such run directory or weights file (--init)")
     elif problem := _open_problem(path):
         raise CheckpointError(f"{path}: {problem} (--init)")
-    try:
-        model.load_weights(path)
-    except ValueError as err:
-        kept, restarted = _load_fitting_layers(model, path)
-        if not kept:
-            raise CheckpointError(f"{path}: does not fit {model.name} with this input and point count (--init; "
-                                  f"{_one_line(err)})") from None
-        print(f"starting from the weights of {path}: kept {len(kept)} layers whose weights fit, "
-              f"restarted {len(restarted)} ({', '.join(restarted)})")
+    with warnings.catch_warnings(record=True) as caught:  # a failed whole-model load warns about what it skipped
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except ValueError as err:
+            error = err
+        else:
+            error = None
+    if error is None:
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        print(f"starting from the weights of {path}")
         return
-    print(f"starting from the weights of {path}")
+    kept, restarted = _load_fitting_layers(model, path)
+    if not kept:
+        raise CheckpointError(f"{path}: does not fit {model.name} with this input and point count (--init; "
+                              f"{_one_line(error)})") from None
+    print(f"starting from the weights of {path}: kept {len(kept)} layers whose weights fit, "
+          f"restarted {len(restarted)} ({', '.join(restarted)})")
 
 
 def _load_fitting_layers(model, path: Path) -> tuple[list[str], list[str]]:
     """Load the layers of ``path`` whose weights fit ``model`` (Keras' ``skip_mismatch``); returns
     (kept, restarted) layer paths.  Every float variable is first set to NaN, so one still NaN after
     the load was skipped: it gets its fresh initial value back."""
-    import warnings
-
     floats = [v for v in model.weights if "float" in str(v.dtype)]
     initial = [keras.ops.convert_to_numpy(v) for v in floats]
     for variable, value in zip(floats, initial):
