@@ -341,7 +341,6 @@ def init_weights(model, source: str) -> None:
     elif problem := _open_problem(path):
         raise CheckpointError(f"{path}: {problem} (--init)")
     with warnings.catch_warnings(record=True) as caught:  # a failed whole-model load warns about what it skipped
-        warnings.simplefilter("always")
         try:
             model.load_weights(path)
         except ValueError as err:
@@ -349,8 +348,8 @@ def init_weights(model, source: str) -> None:
         else:
             error = None
     if error is None:
-        for warning in caught:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        for warning in caught:  # they passed the filters once: shown as they would have been
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
         print(f"starting from the weights of {path}")
         return
     kept, restarted = _load_fitting_layers(model, path)

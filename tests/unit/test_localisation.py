@@ -160,3 +160,18 @@ def test_train_blocks_and_weights_file_work_as_for_mobilenetv2(tmp_path):
     assert all(layer.trainable for layer in model.layers if layer is not application)
     with pytest.raises(ValueError, match="from -1 .all. to 17, got 18"):
         backbones.set_trainable_blocks(model, 18)
+
+
+def test_init_from_another_point_count_keeps_the_backbone_without_keras_warnings(tmp_path, capsys, recwarn):
+    from facelandmarks.training.resume import init_weights
+
+    source = build_model(NAME, (64, 64, 3), K)
+    source.save_weights(tmp_path / "five.weights.h5")
+    model = build_model(NAME, (64, 64, 3), 3)
+    init_weights(model, str(tmp_path / "five.weights.h5"))
+    assert "restarted 2 (pip_scores, pip_offsets)" in capsys.readouterr().out  # the one line that says what happened
+    # Keras's "Skipping nested container ... retain their freshly-initialized weights" of the failed whole-model
+    # load said the opposite of what happened: the backbone's weights are the source's
+    assert [str(w.message) for w in recwarn if "Skipping" in str(w.message)] == []
+    for a, b in zip(backbones.find_application(source)[1].weights, backbones.find_application(model)[1].weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
