@@ -14,7 +14,7 @@ from facelandmarks.landmarks import get_scheme
 def load_split(config):
     """Training data (arrays, or a ``ShardSet`` streamed from disk) and validation arrays.
 
-    ``config`` is a ``TrainConfig`` (only its ``data``, ``val``, ``val_fraction`` and ``seed`` are read).
+    ``config`` is a ``TrainConfig`` (only its ``data``, ``val``, ``val_fraction`` and ``val_seed`` are read).
 
     A validation split taken from in-memory training data is by subject;
     sharded training data needs ``--val`` (a subject split would have to read
@@ -33,7 +33,7 @@ def load_split(config):
         if str(val["scheme"]) != scheme:
             raise ValueError(f"{config.val}: scheme {val['scheme']} differs from {config.data}'s {scheme}")
     elif config.val_fraction > 0:
-        train_idx, val_idx = split_by_subject(train["subject"], config.val_fraction, config.seed)
+        train_idx, val_idx = split_by_subject(train["subject"], config.val_fraction, config.val_seed)
         train, val = npz.subset(train, train_idx), npz.subset(train, val_idx)
     else:
         val = None

@@ -84,7 +84,11 @@ class TrainConfig:
                                       "(see facelandmarks/data/augment)")
     oversample: dict = setting({}, 'JSON object {source: N}: each training face of that source (the npz\'s source '
                                    'column) appears N times per epoch, e.g. {"300w": 3}; in-memory npz only')
-    seed: int = setting(0, "seed of weights, batch order and augmentation")
+    seed: int = setting(0, "seed of weights, batch order and augmentation (and of the validation split, unless "
+                           "--split-seed)")
+    split_seed: int | None = setting(None, "seed of the validation split by subject; default: --seed. Keep it "
+                                           "fixed to train other seeds on the same split (comparable validation "
+                                           "numbers; --init from a run without its validation faces)")
     mixed_precision: bool = setting(False, "float16 on GPU, bfloat16 on CPU")
     patience: int = setting(15, "early-stopping patience in epochs")
     min_delta: float = setting(1e-4, "smallest drop of the validation loss that counts as an improvement, for early "
@@ -109,6 +113,11 @@ class TrainConfig:
     # A trainer other than plain fit (a coarse-to-fine pipeline) keeps its own settings here, as the
     # dataclass it registered declares them; the training layer never looks inside.
     pipeline: dict = setting({}, "settings of the trainer registered under `model` (empty for a plain model)", flag=False)
+
+    @property
+    def val_seed(self) -> int:
+        """The seed of the validation split by subject: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -323,14 +332,16 @@ def init_split_warning(config, scheme: str) -> str | None:
         return None
     if before.get("val"):
         return None
-    seed, fraction = before.get("seed"), before.get("val_fraction")
-    if (seed, fraction) == (config.seed, config.val_fraction) or seed is None or fraction is None:
+    seed = before.get("split_seed") if before.get("split_seed") is not None else before.get("seed")
+    fraction = before.get("val_fraction")
+    if (seed, fraction) == (config.val_seed, config.val_fraction) or seed is None or fraction is None:
         return None
     same = "the same data" if before.get("data") else "the same data (if it is)"
-    return (f"warning: --init {config.init} held out its validation faces with --seed {seed} --val-fraction "
-            f"{fraction}; this run splits {same} with --seed {config.seed} --val-fraction {config.val_fraction}, "
-            f"so its validation set holds faces {config.init} trained on and early stopping may stop too early "
-            f"(keep the seed and fraction, or give --val)")
+    return (f"warning: --init {config.init} held out its validation faces with split seed {seed} and --val-fraction "
+            f"{fraction}; this run splits {same} with split seed {config.val_seed} and --val-fraction "
+            f"{config.val_fraction}, so its validation set holds faces {config.init} trained on and early stopping "
+            f"may stop too early (--split-seed {seed} --val-fraction {fraction} keep that split whatever --seed, "
+            f"or give --val)")
 
 
 def adopt_init_normalization(config) -> str | None:

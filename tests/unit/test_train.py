@@ -60,10 +60,15 @@ def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
         return TrainConfig(**{"model": "mobilenetv2_heatmap", "data": "d.npz", "run_dir": "r", "init": str(shipped), **kw})
 
     message = init_split_warning(config(seed=1), "ibug68")
-    assert message.startswith(f"warning: --init {shipped} held out its validation faces with --seed 0")
-    assert "--seed 1 --val-fraction 0.1" in message
+    assert message.startswith(f"warning: --init {shipped} held out its validation faces with split seed 0 and")
+    assert "with split seed 1 and --val-fraction 0.1" in message and "--split-seed 0 --val-fraction 0.1 keep" in message
     assert init_split_warning(config(val_fraction=0.2), "ibug68") is not None
     assert init_split_warning(config(), "ibug68") is None                     # the same split
+    assert init_split_warning(config(seed=1, split_seed=0), "ibug68") is None  # another seed, the same split
+    assert init_split_warning(config(split_seed=2), "ibug68") is not None
+    (shipped / "config.json").write_text(json.dumps({"seed": 3, "split_seed": 0, "val_fraction": 0.1, "scheme": "ibug68"}))
+    assert init_split_warning(config(), "ibug68") is None                     # split seed 0 both
+    assert init_split_warning(config(seed=3), "ibug68") is not None           # seed 3 splits with 3
     assert init_split_warning(config(seed=1, val="v.npz"), "ibug68") is None  # its own validation file
     assert init_split_warning(config(seed=1), "face5") is None                # another markup: other data
     (shipped / "config.json").write_text(json.dumps({"seed": 0, "val_fraction": 0.1, "data": "other.npz"}))
@@ -128,3 +133,30 @@ def test_a_jax_only_install_trains_without_tensorboard(tmp_path):
     rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert len(rows) == 2 and (tmp_path / "run" / "best.weights.h5").exists()
     assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_split_seed_keeps_the_validation_faces_whatever_the_seed(tmp_path):
+    from facelandmarks.data import npz
+    from facelandmarks.data.feeding import load_split
+    from facelandmarks.training.config import TrainConfig
+
+    n = 40
+    rng = np.random.default_rng(0)
+    path = npz.save_npz(tmp_path / "faces.npz", {
+        "images": rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
+        "landmarks": rng.uniform(0.2, 0.8, (n, 68, 2)).astype(np.float32),
+        "visible": np.ones((n, 68), bool),
+        "subject": np.array([f"s{i % 20}" for i in range(n)]),
+        "scheme": np.array("ibug68"),
+        "box": np.tile(np.array([0, 0, 8, 8], np.float32), (n, 1)),
+    })
+
+    def val_subjects(**kw):
+        _, val = load_split(TrainConfig(model="mlp", data=str(path), run_dir="r", val_fraction=0.25, **kw))
+        return set(np.asarray(val["subject"]).astype(str))
+
+    split = val_subjects(seed=0)
+    assert len(split) == 5
+    assert val_subjects(seed=5) != split                 # by default the seed also draws the split
+    assert val_subjects(seed=5, split_seed=0) == split   # --split-seed keeps it
+    assert val_subjects(seed=0, split_seed=5) == val_subjects(seed=5)
