@@ -137,6 +137,9 @@ class TrainConfig:
         if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
                    for k, v in self.oversample.items()):
             raise ValueError(f"--oversample must map source names to whole numbers >= 1, got {self.oversample!r}")
+        for flag, seed in (("--seed", self.seed), ("--split-seed", self.split_seed)):
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+                raise ValueError(f"{flag} must be a whole number from 0 to {2**32 - 1}, got {seed!r}")
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 

@@ -1,6 +1,7 @@
 """Training without face data: the validation split (training runs on real faces: ``tests/data/test_train.py``)."""
 
 import numpy as np
+import pytest
 
 from facelandmarks.data.feeding import split_by_subject
 
@@ -160,3 +161,13 @@ def test_split_seed_keeps_the_validation_faces_whatever_the_seed(tmp_path):
     assert val_subjects(seed=5) != split                 # by default the seed also draws the split
     assert val_subjects(seed=5, split_seed=0) == split   # --split-seed keeps it
     assert val_subjects(seed=0, split_seed=5) == val_subjects(seed=5)
+
+
+def test_seeds_out_of_numpy_range_are_named_before_anything_runs():
+    from facelandmarks.training.config import TrainConfig
+
+    for flag, key, bad in (("--seed", "seed", -1), ("--split-seed", "split_seed", -1), ("--seed", "seed", 2**32),
+                           ("--split-seed", "split_seed", 1.5), ("--seed", "seed", True)):
+        with pytest.raises(ValueError, match=f"^{flag} must be a whole number from 0 to 4294967295, got {bad!r}$"):
+            TrainConfig(model="scratch", data="x.npz", run_dir="r", **{key: bad}).validate()
+    TrainConfig(model="scratch", data="x.npz", run_dir="r", seed=2**32 - 1, split_seed=0).validate()
