@@ -36,6 +36,17 @@ EPILOG = (
 KNOWN_ERRORS = (AnnotationError, SplitError, DownloadError, ArchiveError, npz.DatasetError, OutputError, ValueError)
 
 
+def _seed(text: str) -> int:
+    """A seed numpy takes: a whole number from 0 to 2**32 - 1 (argparse names the flag on an error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2**32 - 1}, got {text!r}")
+    return value
+
+
 def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="datagen.py",
@@ -73,7 +84,8 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     prep.add_argument("--no-fallback", dest="fallback", action="store_false", help="skip faces dlib does not find instead of boxing them from the landmarks")
     prep.add_argument("--test-fraction", type=float, help=f"fraction of subjects to test (hash split default {DEFAULT_TEST_FRACTION}; MUCT default 82/276)")
     prep.add_argument("--test-subjects", type=int, help="MUCT: the first N subjects to test")
-    prep.add_argument("--seed", type=int, default=0, help="seed of the hash-based subject split (default 0)")
+    prep.add_argument("--seed", type=_seed, default=0, help="seed of the hash-based subject split and of the order "
+                      "of faces in shards (default 0)")
     prep.add_argument(
         "--official-split", choices=("auto", "keep", "ignore"), default="auto",
         help="a dataset's own train/test folders or lists: auto keeps them unless they share subjects "

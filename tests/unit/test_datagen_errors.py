@@ -452,3 +452,12 @@ def test_an_interrupted_install_is_finished_by_the_next_reader(tmp_path, monkeyp
     assert len(npz.load_npz(f"{prefix}_test.npz")["landmarks"]) == 4  # the reader finished the install
     assert not (tmp_path / ".d.commit").exists() and len(npz.load_npz(f"{prefix}_train.npz")["landmarks"]) == 4
     npz.check_set(prefix, hashes=True)
+
+
+def test_a_seed_numpy_cannot_take_is_a_usage_error_naming_the_flag(tmp_path, capsys):
+    for bad in ("-1", "4294967296", "x"):
+        with pytest.raises(SystemExit) as stop:
+            main(prepare_args(tmp_path / "300w", tmp_path / "out" / "x", "--seed", bad))
+        assert stop.value.code == 2
+        assert f"argument --seed: must be a whole number from 0 to 4294967295, got '{bad}'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
