@@ -25,6 +25,7 @@ from facelandmarks.data.prepare import PrepareOptions, prepare
 from facelandmarks.data.records import CSV_LAYOUTS, DATASETS, AnnotationError, ReaderOptions
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
 from facelandmarks.scheme_files import load_scheme, resolve_scheme
+from facelandmarks.training.config import seed_problem
 
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -37,13 +38,13 @@ KNOWN_ERRORS = (AnnotationError, SplitError, DownloadError, ArchiveError, npz.Da
 
 
 def _seed(text: str) -> int:
-    """A seed numpy takes: a whole number from 0 to 2**32 - 1 (argparse names the flag on an error)."""
+    """A seed numpy takes (``training.config.seed_problem``); argparse names the flag on an error."""
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2**32 - 1}, got {text!r}")
+        value = None
+    if seed_problem(value):
+        raise argparse.ArgumentTypeError(seed_problem(text))  # names the text as typed
     return value
 
 

@@ -57,6 +57,20 @@ def setting(default=MISSING, help: str = "", **meta):
     return field(default=default, metadata=metadata)
 
 
+def seed_problem(value) -> str | None:
+    """What is wrong with ``value`` as a seed numpy takes (a whole number from 0 to 2**32 - 1), or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        return f"must be a whole number from 0 to {2**32 - 1}, got {value!r}"
+    return None
+
+
+def split_seed_of(settings: dict) -> int | None:
+    """The seed a run's validation split by subject was drawn with (``split_seed``, else ``seed``), from its
+    settings as a mapping (a ``TrainConfig``'s fields or a run's ``config.json``)."""
+    split_seed = settings.get("split_seed")
+    return settings.get("seed") if split_seed is None else split_seed
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run; saved as ``config.json`` in the run directory."""
@@ -117,7 +131,7 @@ class TrainConfig:
     @property
     def val_seed(self) -> int:
         """The seed of the validation split by subject: ``split_seed``, else ``seed``."""
-        return self.seed if self.split_seed is None else self.split_seed
+        return split_seed_of(vars(self))
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -138,8 +152,8 @@ class TrainConfig:
                    for k, v in self.oversample.items()):
             raise ValueError(f"--oversample must map source names to whole numbers >= 1, got {self.oversample!r}")
         for flag, seed in (("--seed", self.seed), ("--split-seed", self.split_seed)):
-            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
-                raise ValueError(f"{flag} must be a whole number from 0 to {2**32 - 1}, got {seed!r}")
+            if seed is not None and (problem := seed_problem(seed)):
+                raise ValueError(f"{flag} {problem}")
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 
@@ -335,8 +349,7 @@ def init_split_warning(config, scheme: str) -> str | None:
         return None
     if before.get("val"):
         return None
-    seed = before.get("split_seed") if before.get("split_seed") is not None else before.get("seed")
-    fraction = before.get("val_fraction")
+    seed, fraction = split_seed_of(before), before.get("val_fraction")
     if (seed, fraction) == (config.val_seed, config.val_fraction) or seed is None or fraction is None:
         return None
     same = "the same data" if before.get("data") else "the same data (if it is)"
