@@ -113,30 +113,64 @@ class WingLoss(MaskedLandmarkLoss):
     ``crop_size`` (comparable in scale to ``l1``).  Pass the training crop
     size as ``crop_size``.
 
+    With ``norm_points`` (the scheme's normalising pair, [36, 45] for
+    ibug68) each face's errors are first scaled by ``d_mean / d_face``: the
+    true distance of the pair averaged over the batch's faces, over the
+    face's own, clipped to [1/4, 4] (``MAX_FACE_SCALE``).  A face then weighs
+    in the loss as its errors weigh in its NME (a turned face, whose eye
+    corners lie close together, counts more); faces whose pair is hidden
+    keep their errors as they are.
+
     Args:
         width: w in pixels (default 10).
         curvature: eps in pixels (default 2).
         crop_size: side of the crop in pixels the pixel values refer to
             (default 128).
+        norm_points: None (default) or two point indices: scale each face's
+            errors by its NME's normalising distance, as above.
     """
 
-    def __init__(self, width: float = 10.0, curvature: float = 2.0, crop_size: float = 128.0, name: str = "wing", **kwargs):
+    MAX_FACE_SCALE = 4.0
+
+    def __init__(self, width: float = 10.0, curvature: float = 2.0, crop_size: float = 128.0, norm_points=None,
+                 name: str = "wing", **kwargs):
         super().__init__(name=name, **kwargs)
         for label, value in (("width", width), ("curvature", curvature), ("crop_size", crop_size)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"wing loss {label} must be a positive number, got {value!r}")
         self.width, self.curvature, self.crop_size = float(width), float(curvature), float(crop_size)
+        if norm_points is not None:
+            pair = list(norm_points) if isinstance(norm_points, (list, tuple)) else []
+            if len(pair) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in pair) or pair[0] == pair[1]:
+                raise ValueError(f"wing loss norm_points must be two different point indices >= 0, got {norm_points!r}")
+            norm_points = tuple(pair)
+        self.norm_points = norm_points
+
+    def _face_scale(self, points, mask):
+        """(N,) d_mean / d_face, clipped; 1 where the face's normalising pair is hidden or coincident."""
+        a, b = self.norm_points
+        if max(a, b) >= points.shape[1]:
+            raise ValueError(f"wing loss norm_points {list(self.norm_points)} outside the {points.shape[1]} landmarks")
+        distance = ops.sqrt(ops.sum(ops.square(points[:, a] - points[:, b]), axis=-1))
+        known = (mask[:, a] > 0) & (mask[:, b] > 0) & (distance > 0)
+        mean = ops.sum(ops.where(known, distance, 0.0)) / ops.maximum(ops.sum(ops.cast(known, "float32")), 1.0)
+        scale = ops.where(known, mean / ops.where(known, distance, 1.0), 1.0)
+        return ops.clip(scale, 1.0 / self.MAX_FACE_SCALE, self.MAX_FACE_SCALE)
 
     def masked_loss(self, points, mask, pred):
         w = self.width / self.crop_size
         eps = self.curvature / self.crop_size
         c = w - w * math.log1p(w / eps)
         x = ops.abs(pred - points)
+        if self.norm_points is not None:
+            x = x * self._face_scale(points, mask)[:, None, None]
         wing = ops.where(x < w, w * ops.log1p(x / eps), x - c)
         return masked_coordinate_mean(wing, mask)
 
     def get_config(self):
-        return {**super().get_config(), "width": self.width, "curvature": self.curvature, "crop_size": self.crop_size}
+        norm_points = None if self.norm_points is None else list(self.norm_points)
+        return {**super().get_config(), "width": self.width, "curvature": self.curvature, "crop_size": self.crop_size,
+                "norm_points": norm_points}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -189,7 +223,7 @@ LOSSES = {
     "cgd": CompleteGraphDistanceLoss,
 }
 
-LOSS_OPTIONS = {"mse": (), "l1": (), "wing": ("width", "curvature", "crop_size"), "cgd": ("alpha",)}
+LOSS_OPTIONS = {"mse": (), "l1": (), "wing": ("width", "curvature", "crop_size", "norm_points"), "cgd": ("alpha",)}
 
 
 def get_loss(name: str, **options) -> MaskedLandmarkLoss:
@@ -197,8 +231,8 @@ def get_loss(name: str, **options) -> MaskedLandmarkLoss:
 
     Args:
         name: the loss.
-        **options: that loss's options (wing: width, curvature, crop_size;
-            cgd: alpha).
+        **options: that loss's options (wing: width, curvature, crop_size,
+            norm_points; cgd: alpha).
     """
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")

@@ -137,6 +137,46 @@ def test_wing_options_reach_the_formula():
     assert value(losses.get_loss("wing", crop_size=40), y_true, pred) != pytest.approx(expected, rel=1e-3)
 
 
+def test_wing_norm_points_scales_each_face_by_its_normalising_distance():
+    # Four faces, points 0 and 1 the normalising pair, point 2 off by 0.01 in x on every face.
+    # Pair distances 0.2 and 0.4 (mean 0.3: scales 1.5 and 0.75), a face with the pair hidden
+    # (scale 1), and one with distance 0.01, whose scale 30 is clipped to 4.
+    true = np.zeros((4, 3, 2), np.float32)
+    true[:, 1, 0] = [0.2, 0.4, 0.7, 0.01]
+    visible = np.ones((4, 3), bool)
+    visible[2, 1] = False
+    pred = true.copy()
+    pred[:, 2, 0] += 0.01
+    mean = (0.2 + 0.4 + 0.01) / 3  # the hidden pair does not count
+    scales = np.array([mean / 0.2, mean / 0.4, 1.0, 4.0])
+    w, eps = 10 / 128, 2 / 128
+    per_face = w * np.log1p(0.01 * scales / eps)  # one erring coordinate per face, in the log branch
+    y_true = losses.pack_targets(true, visible)
+    loss = losses.get_loss("wing", norm_points=[0, 1])
+    assert value(loss, y_true, pred) == pytest.approx(per_face.sum() / (2 * visible.sum()), rel=1e-5)
+    plain = w * np.log1p(0.01 / eps) * 4 / (2 * visible.sum())
+    assert value(losses.get_loss("wing"), y_true, pred) == pytest.approx(plain, rel=1e-5)
+    # the gradient of a face grows with its scale (the log branch's slope w / (eps + x) included)
+    grad = gradient(lambda p: loss(y_true, p), pred)[:, 2, 0]
+    expected = w / (eps + 0.01 * scales) * scales / (2 * visible.sum())
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert restored.get_config()["norm_points"] == [0, 1]
+    assert value(restored, y_true, pred) == pytest.approx(value(loss, y_true, pred), rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [[0], [1, 1], [-1, 2], [0.5, 2], "36,45", [True, 2]])
+def test_wing_norm_points_must_be_two_different_indices(bad):
+    with pytest.raises(ValueError, match="wing loss norm_points must be two different point indices >= 0"):
+        losses.get_loss("wing", norm_points=bad)
+
+
+def test_wing_norm_points_outside_the_scheme_is_one_clear_error():
+    y_true = losses.pack_targets(TRUE, VISIBLE)
+    with pytest.raises(ValueError, match=r"wing loss norm_points \[36, 45\] outside the 3 landmarks"):
+        losses.get_loss("wing", norm_points=[36, 45])(y_true, PRED)
+
+
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_batch_without_visible_points_gives_zero_not_nan(name):
     y_true = losses.pack_targets(TRUE, np.zeros((1, 3), bool))
