@@ -18,8 +18,8 @@ export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD := 1099511627776
 WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 
 # Test processes (pytest-xdist). Most tests keep one core busy (model building, tracing, Python), so
-# two processes on the 2-core machines finish it in 0.6-0.8x the time of one; work stealing evens out the long
-# tests at the end (docs/results.md#test-suite-timings).
+# two processes on the 2-core machines finish it in 0.6-0.8x the time of one (docs/results.md#test-suite-timings);
+# work stealing hands the remaining tests to whichever process is free (no faster than the default beyond noise there).
 # TEST_WORKERS=0 runs it in this process (pytest's own output, pdb).
 TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)

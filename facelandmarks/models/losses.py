@@ -58,6 +58,19 @@ def masked_coordinate_mean(values, mask):
     return total / ops.maximum(ops.sum(weights), 1.0)
 
 
+def pair_distance(points, mask, pair, owner: str = ""):
+    """(N,) true distance between the two points of ``pair``, and (N,) whether both are visible and apart.
+
+    The normalising distance of NME (``NormalizedMeanError``) and of the wing loss's ``norm_points``;
+    ``owner`` starts the error message for a pair outside the landmarks.
+    """
+    a, b = pair
+    if max(a, b) >= points.shape[1]:
+        raise ValueError(f"{owner}norm_points {list(pair)} outside the {points.shape[1]} landmarks")
+    distance = ops.sqrt(ops.sum(ops.square(points[:, a] - points[:, b]), axis=-1))
+    return distance, (mask[:, a] > 0) & (mask[:, b] > 0) & (distance > 0)
+
+
 class MaskedLandmarkLoss(keras.losses.Loss):
     """Base class: unpacks ``y_true``, masks hidden points, returns one scalar per batch.
 
@@ -148,11 +161,7 @@ class WingLoss(MaskedLandmarkLoss):
 
     def _face_scale(self, points, mask):
         """(N,) d_mean / d_face, clipped; 1 where the face's normalising pair is hidden or coincident."""
-        a, b = self.norm_points
-        if max(a, b) >= points.shape[1]:
-            raise ValueError(f"wing loss norm_points {list(self.norm_points)} outside the {points.shape[1]} landmarks")
-        distance = ops.sqrt(ops.sum(ops.square(points[:, a] - points[:, b]), axis=-1))
-        known = (mask[:, a] > 0) & (mask[:, b] > 0) & (distance > 0)
+        distance, known = pair_distance(points, mask, self.norm_points, "wing loss ")
         mean = ops.sum(ops.where(known, distance, 0.0)) / ops.maximum(ops.sum(ops.cast(known, "float32")), 1.0)
         scale = ops.where(known, mean / ops.where(known, distance, 1.0), 1.0)
         return ops.clip(scale, 1.0 / self.MAX_FACE_SCALE, self.MAX_FACE_SCALE)
@@ -281,9 +290,6 @@ class NormalizedMeanError(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         points, mask, pred = unpack_targets(y_true, y_pred)
-        a, b = self.norm_points
-        if not self.box and max(a, b) >= points.shape[1]:
-            raise ValueError(f"norm_points {self.norm_points} outside the {points.shape[1]} landmarks")
         errors = ops.sqrt(ops.sum(ops.square(pred - points), axis=-1))
         seen = ops.sum(mask, axis=1)
         mean_error = ops.sum(ops.where(mask > 0, errors, 0.0), axis=1) / ops.maximum(seen, 1.0)
@@ -295,8 +301,8 @@ class NormalizedMeanError(keras.metrics.Metric):
             norm = ops.sqrt(side[:, 0] * side[:, 1])
             scored = (seen > 1) & (norm > 0)
         else:
-            norm = ops.sqrt(ops.sum(ops.square(points[:, a] - points[:, b]), axis=-1))
-            scored = (seen > 0) & (mask[:, a] > 0) & (mask[:, b] > 0) & (norm > 0)
+            norm, apart = pair_distance(points, mask, self.norm_points)
+            scored = (seen > 0) & apart
         nme = ops.where(scored, mean_error / ops.where(scored, norm, 1.0), 0.0) * 100.0
         weight = ops.cast(scored, "float32")
         if sample_weight is not None:
