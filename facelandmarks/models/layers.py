@@ -81,16 +81,31 @@ class PixelInPixelDecode(keras.layers.Layer):
     only place its point within ``max_offset`` cells of its centre, and the
     score maps must do the finding.  Computed in float32 whatever the global
     dtype policy.
+
+    With ``spread_weight`` > 0, training adds (``add_loss``) that weight times
+    the *spread* of the cells' estimates around the output, ``sum p(i, j)
+    |position(i, j) - x|`` per coordinate, averaged over points and faces (in
+    crop units, like the ``l1`` and ``wing`` losses).  A coordinate loss alone
+    only asks the weighted sum to be right, and the model learns to spread a
+    point over several cells whose offsets add up to it; with the spread term
+    the coordinate error plus the spread bounds the expected error of one cell
+    drawn by its score, ``sum p |position - target|`` (triangle inequality), so
+    every cell with weight must place the point on its own -- the target-free
+    counterpart of PIPNet's loss on the true cell.  It uses no target, so
+    it needs no visibility mask; inference is unchanged.
     """
 
-    def __init__(self, max_offset: float | None = None, **kwargs):
+    def __init__(self, max_offset: float | None = None, spread_weight: float = 0.0, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if max_offset is not None and (isinstance(max_offset, bool) or not isinstance(max_offset, (int, float)) or max_offset <= 0):
             raise ValueError(f"max_offset must be None or a positive number of cells, got {max_offset!r}")
         self.max_offset = None if max_offset is None else float(max_offset)
+        if isinstance(spread_weight, bool) or not isinstance(spread_weight, (int, float)) or not spread_weight >= 0:
+            raise ValueError(f"spread_weight must be a number >= 0, got {spread_weight!r}")
+        self.spread_weight = float(spread_weight)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         scores, offsets = (ops.cast(t, "float32") for t in inputs)
         if self.max_offset is not None:
             offsets = self.max_offset * ops.tanh(offsets / self.max_offset)
@@ -102,11 +117,15 @@ class PixelInPixelDecode(keras.layers.Layer):
         cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
         centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=-1)  # (H*W, 2), row-major like flat
         positions = (centres + offsets) / np.array([width, height], np.float32)
-        return ops.sum(probs[..., None] * positions, axis=2)
+        points = ops.sum(probs[..., None] * positions, axis=2)
+        if training and self.spread_weight > 0:
+            spread = ops.sum(probs[..., None] * ops.abs(positions - points[:, :, None, :]), axis=2)  # (N, K, 2)
+            self.add_loss(self.spread_weight * ops.mean(spread))
+        return points
 
     def compute_output_shape(self, input_shape):
         scores_shape = input_shape[0]
         return (scores_shape[0], scores_shape[3], 2)
 
     def get_config(self):
-        return {**super().get_config(), "max_offset": self.max_offset}
+        return {**super().get_config(), "max_offset": self.max_offset, "spread_weight": self.spread_weight}

@@ -21,7 +21,8 @@ score map and x / y offset maps on the stride-``stride`` grid (8x8 for a
 128-px crop at stride 16).  ``PixelInPixelDecode`` takes a softmax over
 each point's cells and returns ``sum p(cell) (cell centre + offset(cell) x
 cell size)``, so the offsets are trained through the coordinate loss.
-PIPNet's neighbour regression is not implemented.
+PIPNet's neighbour regression is not implemented; ``spread_weight`` adds a
+training loss that makes each cell an estimate of its point on its own.
 
 ``head='integral'`` (Sun et al., "Integral Human Pose Regression", 2018)
 decodes to stride 4 and gives K heatmaps of logits, turned into
@@ -101,7 +102,8 @@ def _top_down(features: dict, stride: int, channels: int):
 
 
 def build_mobilenetv2_heatmap(input_shape, num_points, weights="none", train_blocks=-1, normalization="auto",
-                              head="pip", stride=None, channels=128, head_convs=1, max_offset=None):
+                              head="pip", stride=None, channels=128, head_convs=1, max_offset=None,
+                              spread_weight=0.0):
     """MobileNetV2 (keras.applications, no top) -> top-down decoder -> PIPNet or integral heatmap head.
 
     Args:
@@ -116,6 +118,8 @@ def build_mobilenetv2_heatmap(input_shape, num_points, weights="none", train_blo
         head_convs: separable 3x3 conv + BN + ReLU blocks before the head's 1x1 outputs.
         max_offset: 'pip' only: None (free offsets) or the most cells a cell may place its point
             from its centre (a tanh bound, ``layers.PixelInPixelDecode``).
+        spread_weight: 'pip' only: weight of the training loss on the spread of the cells' estimates
+            around each point (0: none; ``layers.PixelInPixelDecode``).
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -125,8 +129,9 @@ def build_mobilenetv2_heatmap(input_shape, num_points, weights="none", train_blo
         raise ValueError(f"the {head!r} head's stride must be one of {sorted(allowed)} (or None: {allowed[0]}), got {stride!r}")
     stride = int(stride)
     (channels,) = _check_units("channels", (channels,), allow_empty=False)
-    if head != "pip" and max_offset is not None:
-        raise ValueError(f"max_offset is an option of the 'pip' head, got max_offset={max_offset!r} with head={head!r}")
+    for option, value, unset in (("max_offset", max_offset, None), ("spread_weight", spread_weight, 0.0)):
+        if head != "pip" and value != unset:
+            raise ValueError(f"{option} is an option of the 'pip' head, got {option}={value!r} with head={head!r}")
     if isinstance(head_convs, bool) or not isinstance(head_convs, int) or head_convs < 0:
         raise ValueError(f"head_convs must be an integer >= 0, got {head_convs!r}")
 
@@ -139,7 +144,7 @@ def build_mobilenetv2_heatmap(input_shape, num_points, weights="none", train_blo
         scores = keras.layers.Conv2D(num_points, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                      dtype="float32", name="pip_scores")(x)
         offsets = keras.layers.Conv2D(2 * num_points, 1, kernel_initializer="zeros", dtype="float32", name="pip_offsets")(x)
-        landmarks = PixelInPixelDecode(max_offset, name="landmarks")([scores, offsets])
+        landmarks = PixelInPixelDecode(max_offset, spread_weight, name="landmarks")([scores, offsets])
     else:
         heatmaps = keras.layers.Conv2D(num_points, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                                        dtype="float32", name="heatmaps")(x)

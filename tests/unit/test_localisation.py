@@ -25,7 +25,7 @@ def _head_weights(model):
 def test_options_and_defaults():
     options = model_options(NAME)
     assert options["head"] == "pip" and options["stride"] is None
-    assert set(options) == {"normalization", "head", "stride", "channels", "head_convs", "max_offset"}
+    assert set(options) == {"normalization", "head", "stride", "channels", "head_convs", "max_offset", "spread_weight"}
     with pytest.raises(ValueError, match="head must be one of .*got 'dense'"):
         build_model(NAME, (64, 64, 3), K, head="dense")
     with pytest.raises(ValueError, match=r"'pip' head's stride must be one of \[8, 16, 32\].*got 4"):
@@ -38,6 +38,10 @@ def test_options_and_defaults():
         build_model(NAME, (64, 64, 3), K, head="integral", max_offset=1.0)
     with pytest.raises(ValueError, match="max_offset must be None or a positive number of cells, got -1"):
         build_model(NAME, (64, 64, 3), K, max_offset=-1)
+    with pytest.raises(ValueError, match="spread_weight is an option of the 'pip' head"):
+        build_model(NAME, (64, 64, 3), K, head="integral", spread_weight=1.0)
+    with pytest.raises(ValueError, match="spread_weight must be a number >= 0, got -0.5"):
+        build_model(NAME, (64, 64, 3), K, spread_weight=-0.5)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,7 @@ def test_gray_input_and_mixed_precision_output_is_float32():
     assert np.asarray(out).dtype == np.float32 and np.asarray(out).shape == (2, K, 2)
 
 
-@pytest.mark.parametrize("head, options", [("pip", {"max_offset": 1.5}), ("integral", {})])
+@pytest.mark.parametrize("head, options", [("pip", {"max_offset": 1.5, "spread_weight": 0.5}), ("integral", {})])
 def test_one_step_moves_every_head_weight_and_the_keras_file_reloads(head, options, tmp_path):
     keras.utils.set_random_seed(1)
     model = build_model(NAME, (64, 64, 3), K, head=head, **options)
@@ -129,6 +133,54 @@ def test_pip_decoding_averages_cells_by_softmax_weight():
     offsets[0, 1, 1, 0:2] = 0.5, 0.25
     out = keras.ops.convert_to_numpy(PixelInPixelDecode()([scores, offsets]))
     np.testing.assert_allclose(out[0], [[(0.25 + 0.75 + 0.25) / 2, (0.25 + 0.75 + 0.125) / 2], [0.5, 0.5]], atol=1e-6)
+
+
+def test_pip_spread_loss_is_the_weighted_distance_of_the_cells_from_the_point_in_training_only():
+    # Point 0: two equal cells whose estimates lie 0.5 apart in x and 0.25 in y (in crop units); point 1: one
+    # dominant cell, whose estimate is the point itself (no spread whatever the offsets elsewhere).
+    scores = np.full((1, 2, 2, 2), -50.0, np.float32)
+    scores[0, 0, 0, 0] = scores[0, 1, 1, 0] = 10.0
+    scores[0, 1, 0, 1] = 50.0
+    offsets = np.random.default_rng(5).uniform(-1, 1, (1, 2, 2, 4)).astype(np.float32)
+    offsets[0, 0, 0, 0:2] = offsets[0, 1, 1, 0:2] = 0.0
+    decode = PixelInPixelDecode(spread_weight=2.0)
+    points = keras.ops.convert_to_numpy(decode([scores, offsets], training=True))
+    (loss,) = decode.losses
+    # each cell of point 0 lies (0.25, 0.25) from their mean; point 1 has no spread: mean over (1, 2, 2) = 0.125
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(loss)), 2.0 * (0.25 + 0.25) / 4, atol=1e-5)
+    np.testing.assert_allclose(points[0, 0], [0.5, 0.5], atol=1e-6)
+    inference = PixelInPixelDecode(spread_weight=2.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(inference([scores, offsets])), points, atol=1e-6)
+    assert inference.losses == []  # not at inference, and the points are the same
+    with pytest.raises(ValueError, match="spread_weight must be a number >= 0, got True"):
+        PixelInPixelDecode(spread_weight=True)
+
+
+def test_pip_spread_loss_is_added_to_the_training_loss_and_not_to_validation():
+    keras.utils.set_random_seed(3)
+    plain = build_model(NAME, (64, 64, 3), K)
+    spread = build_model(NAME, (64, 64, 3), K, spread_weight=0.5)
+    spread.set_weights(plain.get_weights())
+    batch = _pixels(n=4, seed=6)
+    targets = losses.pack_targets(np.random.default_rng(6).uniform(0.2, 0.8, (4, K, 2)).astype(np.float32), np.ones((4, K), bool))
+    results = {}
+    for name, model in (("plain", plain), ("spread", spread)):
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=losses.get_loss("l1"))
+        results[name] = (float(model.train_on_batch(batch, targets)), float(model.test_on_batch(batch, targets)))
+    # the spread of the untrained maps, computed from the same outputs in numpy
+    maps = keras.Model(plain.inputs, [plain.get_layer("pip_scores").output, plain.get_layer("pip_offsets").output])
+    scores, offsets = (keras.ops.convert_to_numpy(t) for t in maps([batch], training=True))
+    n, h, w, _ = scores.shape
+    logits = scores.transpose(0, 3, 1, 2).reshape(n, K, h * w)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    positions = (np.stack([cols.ravel(), rows.ravel()], -1)[None, None] + offsets.reshape(n, h * w, K, 2).transpose(0, 2, 1, 3)) / [w, h]
+    mean = (p[..., None] * positions).sum(2, keepdims=True)
+    expected = 0.5 * (p[..., None] * np.abs(positions - mean)).sum(2).mean()
+    assert expected > 0.01  # untrained maps are nearly flat: a large spread
+    np.testing.assert_allclose(results["spread"][0] - results["plain"][0], expected, rtol=1e-3)
+    np.testing.assert_allclose(results["spread"][1], results["plain"][1], rtol=1e-5)  # validation: the coordinate loss only
 
 
 def test_pip_decoding_mirrors_with_the_maps():
