@@ -74,10 +74,10 @@ def add_with_copies(buffer: SplitBuffer, face: CroppedFace, record: FaceRecord, 
         buffer.add(face, record, face.image[::-1], uv, face.visible, vflipped=True)
 
 
-def write_npz(writer: SetWriter, file_name: str, arrays: dict[str, np.ndarray], compress: bool) -> None:
-    """One npz of the set, schema-checked (under its final name) before it is written."""
+def write_npz(writer: SetWriter, file_name: str, arrays: dict[str, np.ndarray], compress: bool, jpeg: int = 0) -> None:
+    """One npz of the set, schema-checked (under its final name) before it is written (``jpeg``: see ``save_npz``)."""
     npz.validate(arrays, writer.final(file_name))
-    writer.write(file_name, lambda path: npz.save_npz(path, arrays, compress=compress))
+    writer.write(file_name, lambda path: npz.save_npz(path, arrays, compress=compress, jpeg=jpeg))
 
 
 class ShardedBuffer:
@@ -88,9 +88,9 @@ class ShardedBuffer:
     """
 
     def __init__(self, writer: SetWriter, side: str, shard_size: int, copies: int, size: int, channels: int,
-                 num_points: int, scheme: str, compress: bool):
+                 num_points: int, scheme: str, compress: bool, jpeg: int = 0):
         self.writer, self.stem = writer, f"{writer.name}_{side}"
-        self.shard_size, self.scheme, self.compress = shard_size, scheme, compress
+        self.shard_size, self.scheme, self.compress, self.jpeg = shard_size, scheme, compress, jpeg
         self.shape = (size, size, channels)
         self._fresh = lambda: SplitBuffer(shard_size + copies, size, channels, num_points)
         self.buffer = self._fresh()
@@ -109,7 +109,8 @@ class ShardedBuffer:
         if self.buffer.count == 0:
             return
         file_name = npz.shard_path(self.stem, len(self.shards)).name
-        write_npz(self.writer, file_name, self.buffer.arrays(self.scheme, self.writer.set_id), self.compress)
+        write_npz(self.writer, file_name, self.buffer.arrays(self.scheme, self.writer.set_id), self.compress,
+                  self.jpeg)
         self.shards.append({"file": file_name, "faces": int(self.buffer.count)})
         self.buffer = self._fresh()
 

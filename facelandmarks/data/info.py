@@ -27,7 +27,7 @@ def describe(path: str | os.PathLike) -> str:
     lines = [f"{path}: {n} faces, scheme {scheme.name} ({scheme.num_points} points)"]
     if "images" in arrays:
         _, s, _, c = arrays["images"].shape
-        lines.append(f"  images: {s} x {s} px, {c} channel(s)")
+        lines.append(f"  images: {s} x {s} px, {c} channel(s){_storage(path)}")
     if "features" in arrays:
         lines.append(f"  features: {arrays['features'].shape[1]} per face from {arrays.get('backbone', '?')}")
     if "source" in arrays and n:
@@ -56,6 +56,15 @@ def describe(path: str | os.PathLike) -> str:
     if "set_id" in arrays:
         lines.append(f"  set: {arrays['set_id']}")
     return "\n".join(lines)
+
+
+def _storage(path) -> str:
+    """', stored as JPEG of quality Q' for a packed file (``packed.py``), else ''."""
+    with np.load(path, allow_pickle=False) as data:  # reads only the members asked for
+        if "images_jpeg_quality" not in data.files:
+            return ""
+        quality, stored = int(data["images_jpeg_quality"]), int(data["images_jpeg_offsets"].size - 1)
+    return f", stored as JPEG of quality {quality} ({stored} encoded, the other rows their flipped copies)"
 
 
 def _describe_set(manifest: Path) -> str:

@@ -35,6 +35,9 @@ original image ``name``: for a mirrored row, mirror the landmarks back
 (``landmarks.mirror_landmarks``), for a vertically flipped row take
 ``y = 1 - y``, before ``faces.points_from_crop``.
 
+Files written with ``datagen.py prepare --jpeg Q`` hold the crops as JPEG instead of ``images``
+(``packed.py``); ``load_npz`` decodes them, so readers see the keys above.
+
 Bottleneck files (``datagen.py bottleneck``) replace ``images`` by
 ``features`` float32 (N, F) and add ``backbone``; everything else is kept.
 
@@ -57,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.data import fileset
+from facelandmarks.data import fileset, packed
 from facelandmarks.data.errors import DatasetError
 from facelandmarks.data.fileset import check_set
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
@@ -72,9 +75,14 @@ PER_FACE = (
 )
 
 
-def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
-    """Write ``arrays`` to ``path`` atomically (temporary file, then rename)."""
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = False, jpeg: int = 0) -> Path:
+    """Write ``arrays`` to ``path`` atomically (temporary file, then rename).
+
+    ``jpeg``: 1-100 stores ``images`` as JPEG of that quality (``packed.py``); 0 keeps them raw.
+    """
     path = Path(path)
+    if jpeg and "images" in arrays:
+        arrays = packed.pack(arrays, jpeg)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -170,6 +178,11 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     odd = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
     if odd:
         raise DatasetError(f"{path}: not an npz dataset (member {odd[0]!r} is not a .npy array)")
+    if packed.is_packed(arrays):
+        try:
+            arrays = packed.unpack(arrays)
+        except (ValueError, IndexError, TypeError, MemoryError) as err:
+            raise DatasetError(f"{path}: damaged JPEG-packed images ({_reason(err)})") from None
     return arrays
 
 

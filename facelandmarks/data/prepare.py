@@ -58,6 +58,7 @@ class PrepareOptions:
     workers: int = 0
     upsample: int = 0
     compress: bool = False
+    jpeg: int = 0
     progress: bool = True
     shard_size: int = 0
     split: SplitOptions = field(default_factory=SplitOptions)
@@ -68,6 +69,8 @@ class PrepareOptions:
             raise ValueError(f"--size: must be between 8 and 4096 pixels, got {self.size}")
         if self.workers < 0:
             raise ValueError(f"--workers: must be >= 0 (0: one per CPU), got {self.workers}")
+        if not 0 <= self.jpeg <= 100:
+            raise ValueError(f"--jpeg: a JPEG quality 1-100 (0: raw pixels), got {self.jpeg}")
         if self.upsample < 0:
             raise ValueError(f"--upsample: must be >= 0, got {self.upsample}")
         if self.shard_size < 0:
@@ -186,7 +189,7 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
         order = np.random.default_rng(options.split.seed).permutation(len(records))
         records, sides = [records[i] for i in order], [sides[i] for i in order]
         buffers = {side: ShardedBuffer(writer, side, options.shard_size, copies, options.size, channels,
-                                       scheme.num_points, plan.scheme_name, options.compress) for side in SIDES}
+                                       scheme.num_points, plan.scheme_name, options.compress, options.jpeg) for side in SIDES}
     else:
         n_train = sides.count("train")
         buffers = {
@@ -272,7 +275,7 @@ def _write_outputs(writer: SetWriter, buffers, scheme_name: str, options: Prepar
         if not is_builtin(scheme_name):  # the definition travels with the data (npz.scheme_of registers it)
             arrays["scheme_json"] = np.array(scheme_json(scheme_name))
         file_name = output_paths(options.out)[side].name
-        write_npz(writer, file_name, arrays, options.compress)
+        write_npz(writer, file_name, arrays, options.compress, options.jpeg)
         copies = int(arrays["mirrored"].sum()), int(arrays["vflipped"].sum())
         outputs[side] = {
             "path": str(writer.final(file_name)),
@@ -291,13 +294,15 @@ def _check_free_space(writer: SetWriter, plan: _Plan, options: PrepareOptions, c
     """Stop before the long work when the disk cannot hold the largest set these faces can make.
 
     Uncompressed npz sizes are known from the shapes; compressed ones are not,
-    so ``--compress`` runs are checked against a third of that.
+    so ``--compress`` runs are checked against a third of that, ``--jpeg`` ones against a fifth.
     """
     rows = plan.sides.count("train") * copies + plan.sides.count("test")
     longest = sum(max(len(str(getattr(r, key) or "")) for r in plan.records) for key in ("subject", "name", "source", "image_path"))
     per_row = options.size * options.size * channels + num_points * 9 + 18 + 4 * (longest + 9)
     needed = int(rows * per_row * 1.05) + (1 << 20)
-    if options.compress:
+    if options.jpeg:
+        needed //= 5
+    elif options.compress:
         needed //= 3
     free = shutil.disk_usage(writer.staging).free
     if needed > free:

@@ -4,6 +4,7 @@ import csv
 import http.server
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -206,15 +207,18 @@ def test_300w_and_youtube68_combine_with_no_subject_on_both_sides(ibug_subset, t
                 assert np.abs(points[visible] - truth[visible]).max() < 1.0
 
 
-def test_shards_hold_the_same_faces_as_one_file(ibug_subset, tmp_path):
+@pytest.mark.parametrize("jpeg", [0, 95])
+def test_shards_hold_the_same_faces_as_one_file(ibug_subset, tmp_path, jpeg, capsys):
+    """Also with the crops stored as JPEG (``--jpeg 95``): the same faces, pixels within JPEG's loss."""
     from facelandmarks.data import npz
 
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
     args = ("300w", "--source", ibug_subset / "300w", "youtube68", "--source", ibug_subset / "youtube68", "--size", 32)
     assert run_prepare(*args, "--out", whole) == 0
-    assert run_prepare(*args, "--out", sharded, "--shard-size", 5) == 0
+    assert run_prepare(*args, "--out", sharded, "--shard-size", 5, "--jpeg", jpeg) == 0
     for side in ("train", "test"):
         reference = load(f"{whole}_{side}.npz")
+        pixels = {f"{n}|{m}": image for n, m, image in zip(reference["name"], reference["mirrored"], reference["images"])}
         shards = npz.ShardSet(f"{sharded}_{side}.shards.json")
         assert shards.faces == len(reference["landmarks"])
         assert all(count <= 5 + 1 for count in shards.counts)  # a face and its mirror stay together
@@ -223,7 +227,16 @@ def test_shards_hold_the_same_faces_as_one_file(ibug_subset, tmp_path):
             part = shards.load(i)
             check_contract(part, "ibug68", 32)
             names += [f"{n}|{m}" for n, m in zip(part["name"], part["mirrored"])]
+            errors = [np.abs(image.astype(int) - pixels[name]).mean() for name, image in zip(names[-len(part["name"]):],
+                                                                                           part["images"])]
+            assert max(errors) < (6.0 if jpeg else 1e-9)  # 32-px crops lose 2.7-3.3 grey levels; two faces differ by 20+
         assert sorted(names) == sorted(f"{n}|{m}" for n, m in zip(reference["name"], reference["mirrored"]))
+    if jpeg:
+        first = f"{sharded}_train-00000.npz"
+        assert main(["info", first]) == 0
+        assert "stored as JPEG of quality 95" in capsys.readouterr().out
+        assert os.path.getsize(first) < os.path.getsize(f"{whole}_train.npz") * len(load(first)["name"]) / len(
+            load(f"{whole}_train.npz")["name"])
 
 
 def test_official_split_keep_and_300w_test_folders(ibug_subset, data_dir, tmp_path):

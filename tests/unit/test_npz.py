@@ -150,3 +150,70 @@ def test_subset_and_concatenate_keep_the_file_level_keys():
     other = dataset(k=68, scheme="ibug68")
     with pytest.raises(ValueError, match=r"different schemes: \['ibug68', 'kaggle15'\]"):
         npz.concatenate([arrays, other])
+
+
+def _faces_with_copies(channels=3, size=32):
+    """Smooth crops (JPEG's kind of picture), each original followed by its copies as ``prepare`` writes them."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    rows, mirrored, vflipped = [], [], []
+    for i in range(3):
+        base = np.stack([128 + 100 * np.sin(3 * xx + i + c) * np.cos(2 * yy - c) for c in range(channels)], -1)
+        base = base.astype(np.uint8)
+        rows += [base, base[:, ::-1], base[::-1]]
+        mirrored += [False, True, False]
+        vflipped += [False, False, True]
+    rows.append(rows[0][:, ::-1] // 2)  # marked mirrored but not a copy of any row: it keeps its own JPEG
+    mirrored.append(True)
+    vflipped.append(False)
+    n = len(rows)
+    arrays = dataset(n=n, size=size)
+    arrays.update(images=np.stack(rows), mirrored=np.array(mirrored), vflipped=np.array(vflipped))
+    return arrays
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_jpeg_packed_images_load_as_images_and_copies_stay_exact(tmp_path, channels):
+    arrays = _faces_with_copies(channels)
+    raw = npz.save_npz(tmp_path / "raw.npz", arrays)
+    path = npz.save_npz(tmp_path / "packed.npz", arrays, jpeg=95)
+    with np.load(path, allow_pickle=False) as stored:  # the pixels are not stored raw
+        assert "images" not in stored.files and int(stored["images_jpeg_quality"]) == 95
+        np.testing.assert_array_equal(stored["images_copy_of"], [-1, 0, 0, -1, 3, 3, -1, 6, 6, -1])
+    assert path.stat().st_size < raw.stat().st_size
+    loaded = npz.load_npz(path)
+    assert set(loaded) == set(arrays)
+    images = loaded["images"]
+    assert images.dtype == np.uint8 and images.shape == arrays["images"].shape
+    assert np.abs(images.astype(int) - arrays["images"]).mean() < 2.0  # JPEG's loss, small at quality 95
+    for i in (1, 4, 7):
+        np.testing.assert_array_equal(images[i], images[i - 1][:, ::-1])
+        np.testing.assert_array_equal(images[i + 1], images[i - 1][::-1])
+    for key in ("landmarks", "visible", "name", "mirrored", "vflipped"):
+        np.testing.assert_array_equal(loaded[key], arrays[key], err_msg=key)
+    low = npz.load_npz(npz.save_npz(tmp_path / "low.npz", arrays, jpeg=20))["images"]
+    assert np.abs(low.astype(int) - arrays["images"]).mean() > np.abs(images.astype(int) - arrays["images"]).mean()
+
+
+def test_damaged_jpeg_packed_images_name_the_file(tmp_path):
+    path = npz.save_npz(tmp_path / "packed.npz", _faces_with_copies(), jpeg=90)
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    broken = dict(arrays, images_jpeg=np.zeros_like(arrays["images_jpeg"]))
+    np.savez(tmp_path / "zeros.npz", **broken)
+    with pytest.raises(DatasetError, match=f"^{tmp_path / 'zeros.npz'}: damaged JPEG-packed images .*row 0 decodes to nothing"):
+        npz.load_npz(tmp_path / "zeros.npz")
+    short = dict(arrays, images_jpeg=arrays["images_jpeg"][:-10])
+    np.savez(tmp_path / "short.npz", **short)
+    with pytest.raises(DatasetError, match=r"short.npz: damaged JPEG-packed images \(images_jpeg_offsets"):
+        npz.load_npz(tmp_path / "short.npz")
+    forward = dict(arrays, images_copy_of=np.where(arrays["images_copy_of"] == 0, 3, arrays["images_copy_of"]).astype(np.int32))
+    np.savez(tmp_path / "forward.npz", **forward)
+    with pytest.raises(DatasetError, match="images_copy_of must point back"):
+        npz.load_npz(tmp_path / "forward.npz")
+    np.savez(tmp_path / "partial.npz", **{k: v for k, v in arrays.items() if k != "images_shape"})
+    with pytest.raises(DatasetError, match="lack images_shape"):
+        npz.load_npz(tmp_path / "partial.npz")
+    for quality in (-1, 101):
+        with pytest.raises(ValueError, match="JPEG quality must be 1-100"):
+            npz.save_npz(tmp_path / "bad.npz", _faces_with_copies(), jpeg=quality)
+    assert not (tmp_path / "bad.npz").exists()
