@@ -188,7 +188,8 @@ def _run(command: str, sub: argparse.ArgumentParser, args: argparse.Namespace) -
             indices = [int(v) for v in args.points.split(",")]
         except ValueError:
             raise ValueError(f"--points: comma-separated integers, got {args.points!r}") from None
-        arrays = npz.select_points(npz.load_npz(args.data), load_scheme(args.scheme), indices)
+        # the crops are not touched: JPEG-packed ones are written back as they were read
+        arrays = npz.select_points(npz.load_npz(args.data, decode_images=False), load_scheme(args.scheme), indices)
         npz.save_npz(args.out, arrays)
         print(f"{args.out}: {len(arrays['landmarks'])} faces, {len(indices)} points ({arrays['scheme']})")
     elif command == "download":

@@ -110,7 +110,7 @@ def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>"
         raise DatasetError(f"{path}: {problem}")
 
     missing = [k for k in REQUIRED if k not in arrays]
-    if "images" not in arrays and "features" not in arrays:
+    if "images" not in arrays and "features" not in arrays and not packed.is_packed(arrays):
         missing.insert(0, "images (or features)")
     if missing:
         fail(f"missing key(s) {', '.join(missing)}")
@@ -143,8 +143,11 @@ def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>"
 _UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, MemoryError, NotImplementedError)
 
 
-def load_npz(path: str | os.PathLike, validate_schema: bool = True) -> dict[str, np.ndarray]:
+def load_npz(path: str | os.PathLike, validate_schema: bool = True, decode_images: bool = True) -> dict[str, np.ndarray]:
     """Read a dataset file into a dict of arrays (no pickles), checking the schema and its set.
+
+    ``decode_images=False`` leaves JPEG-packed crops (``packed.py``) as they are stored, for
+    changes that keep the pixels (``datagen.py select-points``): saved again, they stay byte for byte.
 
     Raises:
         DatasetError: naming the file, whatever is wrong with it: missing,
@@ -155,7 +158,7 @@ def load_npz(path: str | os.PathLike, validate_schema: bool = True) -> dict[str,
     fileset.before_reading(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such dataset file")
-    arrays = _read_arrays(path)
+    arrays = _read_arrays(path, decode_images)
     set_id = arrays.get("set_id")
     fileset.check_member(path, str(set_id) if set_id is not None and set_id.ndim == 0 else None)
     if validate_schema:
@@ -163,7 +166,7 @@ def load_npz(path: str | os.PathLike, validate_schema: bool = True) -> dict[str,
     return arrays
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, decode_images: bool = True) -> dict[str, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)
     except _UNREADABLE as err:
@@ -178,7 +181,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     odd = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
     if odd:
         raise DatasetError(f"{path}: not an npz dataset (member {odd[0]!r} is not a .npy array)")
-    if packed.is_packed(arrays):
+    if decode_images and packed.is_packed(arrays):
         try:
             arrays = packed.unpack(arrays)
         except (ValueError, IndexError, TypeError, MemoryError) as err:

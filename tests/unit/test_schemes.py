@@ -286,3 +286,11 @@ def test_datagen_select_points_writes_a_subset_npz_that_carries_its_scheme(tmp_p
     assert get_scheme("unit5").mirror == (1, 0, 2, 4, 3)
     assert main([*base, "--points", "36,45,30,48,53"]) == 2
     assert "--points: point right_mouth (ibug68 48) mirrors to ibug68 54, but unit5 pairs it with ibug68 53" in capsys.readouterr().err
+    # crops stored as JPEG (prepare --jpeg) stay stored, byte for byte
+    arrays["images"] = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    npz.save_npz(tmp_path / "ibug.npz", arrays, jpeg=80)
+    assert main([*base, "--points", "36,45,30,48,54"]) == 0
+    with np.load(tmp_path / "ibug.npz") as before, np.load(tmp_path / "five.npz") as after:
+        assert "images" not in after.files
+        np.testing.assert_array_equal(after["images_jpeg"], before["images_jpeg"])
+    np.testing.assert_array_equal(npz.load_npz(tmp_path / "five.npz")["images"], npz.load_npz(tmp_path / "ibug.npz")["images"])
