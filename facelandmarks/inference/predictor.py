@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +13,8 @@ import numpy as np
 
 from facelandmarks.data import faces
 from facelandmarks.inference import runtimes
-from facelandmarks.landmarks import get_scheme, mirror_landmarks
+from facelandmarks.landmarks import get_scheme
+from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model
 
 
 @dataclass
@@ -80,26 +80,6 @@ class Variant:
     timed: Predictor | None
     history_dir: Path | None
     flip_test: bool = False
-
-
-def _read_run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: unreadable run config ({' '.join(str(err).split())})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: not a run config (expected a JSON object)")
-    missing = [k for k in ("model", "scheme", "input_shape", "num_points") if k not in config]
-    if missing:
-        raise ValueError(f"{path}: not the config of a trained run (no {', '.join(missing)})")
-    if config.get("scheme_definition"):  # a scheme of your own: register it before get_scheme looks it up
-        from facelandmarks.scheme_files import register_definition
-
-        register_definition(config["scheme_definition"], f"{path} (scheme_definition)")
-    return config
 
 
 def _load_saved_model(run_dir: Path, state: dict | None):
@@ -234,10 +214,9 @@ class Predictor:
         if export is not None:
             model, meta = runtimes.load_model(export, "auto" if runtime == "keras" else runtime, threads)
             return cls(model, meta["scheme"], name=run_dir.name, config=meta, **kwargs)
-        from facelandmarks.models import build_model, rebuild_options  # Keras loads here, not for exports
-        from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
+        from facelandmarks.training.resume import read_state  # Keras loads here, not for exports
 
-        config = _read_run_config(run_dir)
+        config = read_run_config(run_dir)
         if config.get("input_kind") == "features":
             raise ValueError(
                 f"{run_dir}: {config['model']} takes precomputed backbone features, not images; "
@@ -246,12 +225,7 @@ class Predictor:
         state = read_state(run_dir, strict=False)
         model = _load_saved_model(run_dir, state) if weights == "best" else None
         if model is None:
-            options = rebuild_options(config["model"], config.get("weights", "none"), config.get("model_options", {}))
-            model = build_model(
-                config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
-                weights="none", train_blocks=config.get("train_blocks"), **options,
-            )
-            model.load_weights(choose_checkpoint(run_dir, state, (LAST, BEST) if weights == "last" else (BEST, LAST)))
+            model = rebuild_model(run_dir, config, weights)
         return cls(model, config["scheme"], name=run_dir.name, config=config, **kwargs)
 
     # -- crops -------------------------------------------------------------
@@ -274,14 +248,9 @@ class Predictor:
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, K, 2) for a prepared batch; with ``flip_test`` the mirrored batch rides along."""
-        k, n = self.scheme.num_points, len(batch)
         if self.flip_test:
-            batch = np.concatenate([batch, batch[:, :, ::-1]])
-        points = np.asarray(self.model.predict_on_batch(batch), np.float32).reshape(-1, k, 2)
-        if not self.flip_test:
-            return points
-        unflipped, _ = mirror_landmarks(points[n:], np.ones((n, k), bool), self.scheme)
-        return 0.5 * (points[:n] + unflipped)
+            return flip_averaged(self.model.predict_on_batch, batch, self.scheme)
+        return np.asarray(self.model.predict_on_batch(batch), np.float32).reshape(-1, self.scheme.num_points, 2)
 
     def count_params(self) -> int:
         """Parameters of everything that runs for one face."""

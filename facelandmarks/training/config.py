@@ -119,6 +119,10 @@ class TrainConfig:
     init: str | None = setting(None, "start from a trained run (its best weights) or a .weights.h5 of the same model "
                                      "and input size: fine-tuning on new data; of another point count (scheme), the "
                                      "layers that fit are kept and the head starts fresh")
+    teachers: list = setting([], "distillation: trained runs or shipped-model folders whose flip-test points, averaged, "
+                                 "become part of each training face's target (validation keeps the annotations)")
+    teacher_weight: float = setting(0.5, "share of the teachers' points in the training targets with --teachers "
+                                         "(0: the annotations alone, 1: the teachers' points alone)")
     # filled in from the data when the run starts
     scheme: str | None = setting(None, "landmark scheme of the data", derived=True)
     num_points: int | None = setting(None, "landmarks per face", derived=True)
@@ -154,6 +158,8 @@ class TrainConfig:
         for flag, seed in (("--seed", self.seed), ("--split-seed", self.split_seed)):
             if seed is not None and (problem := seed_problem(seed)):
                 raise ValueError(f"{flag} {problem}")
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise ValueError(f"--teacher-weight must be in [0, 1], got {self.teacher_weight}")
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 

@@ -39,6 +39,7 @@ from facelandmarks.training.resume import (
     restore_for_resume,
     weights_fingerprint,
 )
+from facelandmarks.training.teachers import with_teacher_targets
 
 
 def make_optimizer(name: str, lr: float):
@@ -86,13 +87,13 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     resume = state is not None  # a run killed before its first epoch ended starts again
     cluster = distribute.setup(config.distribute)
     try:
-        keras.utils.set_random_seed(config.seed)
-        set_precision(config.mixed_precision)
         out_dir = Path(cluster.output_dir(str(run_dir)))
         check_writable(out_dir)
-
         train, val = _load_data(config)
         check_faces(config, train, val)
+        train = with_teacher_targets(config, train)  # before the seed and the precision policy: the student
+        keras.utils.set_random_seed(config.seed)    # starts as it would without teachers
+        set_precision(config.mixed_precision)
         scheme = train.scheme if isinstance(train, npz.ShardSet) else scheme_for(train)
         parts = FaceParts(train, config.size, cluster.worker_index, cluster.workers, config.oversample)
         x_val = model_inputs(val, config.size) if val is not None else None

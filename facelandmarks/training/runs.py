@@ -1,0 +1,64 @@
+"""A trained run read back: its settings, its model with the chosen weights, its flip-test predictions.
+
+Shared by ``Predictor.load`` (inference) and the teachers of a distillation run (``training.teachers``),
+so a run folder -- or a shipped-model folder, which loads like one -- is read the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facelandmarks.landmarks import get_scheme, mirror_landmarks
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """``run_dir/config.json``, checked to be a trained run's; a scheme of the run's own is registered."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable run config ({' '.join(str(err).split())})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a run config (expected a JSON object)")
+    missing = [k for k in ("model", "scheme", "input_shape", "num_points") if k not in config]
+    if missing:
+        raise ValueError(f"{path}: not the config of a trained run (no {', '.join(missing)})")
+    if config.get("scheme_definition"):  # a scheme of your own: register it before get_scheme looks it up
+        from facelandmarks.scheme_files import register_definition
+
+        register_definition(config["scheme_definition"], f"{path} (scheme_definition)")
+    return config
+
+
+def rebuild_model(run_dir: Path, config: dict, weights: str = "best"):
+    """The run's model rebuilt from the registry with its best weights (else its last; ``weights='last'``:
+    the other way round), each file checked against the run's ``state.json`` first."""
+    from facelandmarks.models import build_model, rebuild_options
+    from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
+
+    options = rebuild_options(config["model"], config.get("weights", "none"), config.get("model_options", {}))
+    model = build_model(
+        config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
+        weights="none", train_blocks=config.get("train_blocks"), **options,
+    )
+    state = read_state(run_dir, strict=False)
+    model.load_weights(choose_checkpoint(run_dir, state, (LAST, BEST) if weights == "last" else (BEST, LAST)))
+    return model
+
+
+def flip_averaged(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, scheme) -> np.ndarray:
+    """(N, K, 2) points of ``batch`` averaged with those of its mirror image, mapped back (the flip test).
+
+    ``predict`` maps a batch of crops to their points, any shape that reshapes to (M, K, 2).
+    """
+    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    k, n = scheme.num_points, len(batch)
+    points = np.asarray(predict(np.concatenate([batch, batch[:, :, ::-1]])), np.float32).reshape(-1, k, 2)
+    unflipped, _ = mirror_landmarks(points[n:], np.ones((n, k), bool), scheme)
+    return 0.5 * (points[:n] + unflipped)

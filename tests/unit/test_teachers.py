@@ -1,0 +1,98 @@
+"""Distillation (``train.py --teachers``): teachers' flip-test points, averaged and blended into the training
+targets; validation keeps the annotations (tiny synthetic runs, no face data)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from facelandmarks.cli import train as train_cli
+from facelandmarks.data import npz
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.teachers import blend_targets, teacher_points, with_teacher_targets
+from tests.unit.test_train_errors import TINY, faces, run_cli
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Two tiny trained runs of different seeds and input sizes, and the faces they trained on."""
+    root = tmp_path_factory.mktemp("teachers")
+    data = npz.save_npz(root / "faces.npz", faces(12))
+    runs = []
+    for seed, size in ((0, 16), (1, 12)):
+        run = root / f"teacher{seed}"
+        code = train_cli.main([*TINY, "--batch", "4", "--data", str(data), "--run-dir", str(run), "--seed", str(seed),
+                               "--size", str(size)])
+        assert code == 0
+        runs.append(run)
+    return data, runs
+
+
+@pytest.mark.backend
+def test_teacher_points_are_the_teachers_flip_test_points_averaged(teachers):
+    data, runs = teachers
+    images = npz.load_npz(data)["images"]
+    each = [Predictor.load(run, runtime="keras", flip_test=True).predict_crops(images) for run in runs]
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # two different teachers: the average is not either one
+    np.testing.assert_allclose(teacher_points([str(r) for r in runs], images, "ibug68"), (each[0] + each[1]) / 2,
+                               atol=1e-5)
+
+
+def test_blend_moves_visible_points_only():
+    train = faces(3)
+    train["visible"][0, :5] = False
+    target = np.full_like(train["landmarks"], 0.5)
+    out = blend_targets(train, target, 0.25)
+    expected = 0.75 * train["landmarks"] + 0.25 * 0.5
+    np.testing.assert_allclose(out["landmarks"][1:], expected[1:], atol=1e-6)
+    np.testing.assert_array_equal(out["landmarks"][0, :5], train["landmarks"][0, :5])  # hidden: annotation kept
+    np.testing.assert_allclose(out["landmarks"][0, 5:], expected[0, 5:], atol=1e-6)
+    assert out["images"] is train["images"] and train["landmarks"][1, 0, 0] != out["landmarks"][1, 0, 0]
+    np.testing.assert_array_equal(blend_targets(train, target, 0.0)["landmarks"], train["landmarks"])
+    np.testing.assert_allclose(blend_targets(train, target, 1.0)["landmarks"][1:], 0.5)
+
+
+def test_with_teacher_targets_blends_the_training_faces(teachers, capsys):
+    data, runs = teachers
+    train = npz.load_npz(data)
+    config = TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=[str(r) for r in runs], teacher_weight=0.3)
+    out = with_teacher_targets(config, train)
+    points = teacher_points(config.teachers, train["images"], "ibug68")
+    np.testing.assert_allclose(out["landmarks"], 0.7 * train["landmarks"] + 0.3 * points, atol=1e-5)
+    assert "0.7 x annotation + 0.3 x the mean of 2 teacher(s), which is NME" in capsys.readouterr().out
+    assert with_teacher_targets(TrainConfig(model="mlp", data=str(data), run_dir="r"), train) is train
+
+
+@pytest.mark.backend
+def test_a_distilled_run_trains_and_records_its_teachers(teachers, tmp_path, capsys):
+    data, runs = teachers
+    run = tmp_path / "student"
+    code = train_cli.main([*TINY, "--batch", "4", "--data", str(data), "--run-dir", str(run),
+                           "--teachers", f"{runs[0]},{runs[1]}", "--teacher-weight", "0.5"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"teacher {runs[1]}: 9 training faces predicted" in out  # 12 faces of 4 subjects, one held out
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["teachers"] == [str(r) for r in runs] and saved["teacher_weight"] == 0.5
+    assert len((run / "history.csv").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("case", ["missing", "other scheme", "bad weight"])
+def test_bad_teachers_are_named_in_one_line(case, teachers, tmp_path, capsys):
+    data, runs = teachers
+    teacher, words, extra = str(tmp_path / "nowhere"), "no such run or shipped-model folder", []
+    if case == "other scheme":
+        teacher = tmp_path / "muct"
+        teacher.mkdir()
+        config = json.loads((runs[0] / "config.json").read_text())
+        (teacher / "config.json").write_text(json.dumps({**config, "scheme": "muct76", "num_points": 76}))
+        words = "the teacher marks scheme muct76, the training data ibug68"
+    if case == "bad weight":
+        teacher, words, extra = str(runs[0]), "--teacher-weight must be in [0, 1], got 1.5", ["--teacher-weight", "1.5"]
+    code, lines = run_cli(train_cli.main, [*TINY, "--batch", "4", "--data", data, "--run-dir", tmp_path / "r",
+                                           "--teachers", teacher, *extra], capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("train.py: ") and words in lines[0], lines[0]
+    if case != "bad weight":
+        assert lines[0].startswith(f"train.py: {teacher}: "), lines[0]
