@@ -87,6 +87,7 @@ def _load_saved_model(run_dir: Path, state: dict | None):
     rebuild the model from the registry and load the best weights instead."""
     import keras
 
+    import facelandmarks.models  # noqa: F401  (registers the custom layers, losses and metrics model.keras names)
     from facelandmarks.training.resume import BEST, SAVED_MODEL, find_checkpoint, saved_model_is_current
 
     path, problem = find_checkpoint(run_dir, SAVED_MODEL, state)

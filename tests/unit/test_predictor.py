@@ -83,3 +83,27 @@ def test_flip_test_refuses_a_scheme_without_left_right_pairs():
     predictor = Predictor(model, "ibug68/right_eye")
     with pytest.raises(ValueError, match="flip test"):
         predictor.flip_test = True
+
+
+def test_a_fresh_process_loads_a_runs_model_keras_with_its_custom_layers(tmp_path):
+    """``Predictor.load`` registers the package's layers before reading ``model.keras``: in a process that has
+    imported nothing else, a run's saved model loads as it is, without falling back to its weights file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facelandmarks.cli import train as train_cli
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import faces
+
+    data = npz.save_npz(tmp_path / "faces.npz", faces(8, size=32))
+    run = tmp_path / "heatmap"
+    assert train_cli.main(["heatmap", "--data", str(data), "--run-dir", str(run), "--epochs", "1", "--batch", "4",
+                           "--augment", "none", "--preview-every", "0", "--workers", "1"]) == 0
+    load = ("import sys; from facelandmarks.inference.predictor import Predictor; "
+            "p = Predictor.load(sys.argv[1], runtime='keras'); print(type(p.model).__name__, p.input_size)")
+    done = subprocess.run([sys.executable, "-c", load, str(run)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "does not load" not in done.stderr, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["Functional", "32"]
