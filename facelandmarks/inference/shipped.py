@@ -19,7 +19,7 @@ import numpy as np
 WEIGHTS_ENV = "FACELANDMARKS_WEIGHTS"
 WEIGHTS_FILE = "best.weights.h5"
 # settings that describe how the run was trained, not how to rebuild the model: dropped from the shipped config
-_TRAINING_ONLY = ("data", "val", "init", "run_dir")
+_TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers")
 
 
 def weights_folder() -> Path:
