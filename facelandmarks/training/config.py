@@ -121,7 +121,7 @@ class TrainConfig:
                                      "layers that fit are kept and the head starts fresh")
     teachers: list = setting([], "distillation: trained runs or shipped-model folders whose flip-test points, averaged, "
                                  "become part of each training face's target (validation keeps the annotations)")
-    teacher_weight: float = setting(0.5, "share of the teachers' points in the training targets with --teachers "
+    teacher_weight: float = setting(0.8, "share of the teachers' points in the training targets with --teachers "
                                          "(0: the annotations alone, 1: the teachers' points alone)")
     # filled in from the data when the run starts
     scheme: str | None = setting(None, "landmark scheme of the data", derived=True)
