@@ -10,8 +10,9 @@ CONFIG ?= configs/demo.json
 export FACE_DATA_DIR := $(DATA)
 
 # tcmalloc instead of glibc's (tuned) allocator, opt-in: `make demo TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`
-# after `apt install libtcmalloc-minimal4`. On the issue-19 machine (2 cores, half of training CPU time in page
-# faults) it trained 2.3x faster than untuned glibc; on an AVX-512 machine it ran at 0.89x of tuned glibc (two runs).
+# after `apt install libtcmalloc-minimal4`. On the issue-19 machine (2-core AMD EPYC without AVX-512, half of training
+# CPU time in page faults with glibc as it comes) the tuned glibc trained 2.28x faster than glibc as it came and
+# tcmalloc 2.15x (one run); on AVX-512 machines tcmalloc ran at 0.89x and 1.05x of tuned glibc.
 # Compare on yours: benchmarks/train_throughput.py --allocator all (docs/training.md#data-feeding).
 TCMALLOC ?=
 export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD := 1099511627776

@@ -5,7 +5,9 @@ fresh process, so peaks do not carry over) and prints one table row per
 configuration: faces, images per second, wall time, and peak resident memory:
 the main process (``resource.getrusage``), the largest of its worker processes
 (``getrusage`` of children and, for the forkserver's workers it cannot reap,
-their ``VmHWM`` from /proc), and all of them together (sampled).  The main process holds the output arrays, so its peak minus
+their ``VmHWM`` from /proc), and all of them together (sampled); and, over all of these processes, the
+kernel's share of their CPU time and their minor page faults per face (the workers' from /proc, read
+every half second until they exit).  The main process holds the output arrays, so its peak minus
 the output size is the overhead, which should not grow with the number of
 images.
 
@@ -58,6 +60,15 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def _cpu_and_faults(pid: int) -> tuple[int, int, int] | None:
+    """(user ticks, system ticks, minor faults) of a live process, from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]), int(fields[12]), int(fields[7])  # utime, stime, minflt (stat fields 14, 15, 10)
+
+
 def _memory_kb(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -79,6 +90,7 @@ class TreeMemory(threading.Thread):
     def __init__(self, interval: float = 0.5):
         super().__init__(daemon=True)
         self.interval, self.largest_kb, self.tree_kb = interval, 0, 0
+        self.usage = {}  # worker pid -> its last (user ticks, system ticks, minor faults)
         self.stopped = threading.Event()
 
     def run(self):
@@ -86,6 +98,10 @@ class TreeMemory(threading.Thread):
         while not self.stopped.wait(self.interval):
             pids = _descendants(me)
             self.largest_kb = max([self.largest_kb] + [_memory_kb(p, "VmHWM") for p in pids])
+            for pid in pids:
+                usage = _cpu_and_faults(pid)
+                if usage is not None:
+                    self.usage[pid] = usage
             current = _memory_kb(me, "VmRSS") + sum(_memory_kb(p, "VmRSS") for p in pids)
             self.tree_kb = max(self.tree_kb, current)
 
@@ -97,12 +113,17 @@ def run_inner(config: str, data_dir: Path, size: int, workers: int, out_dir: Pat
     datasets = [(name, str(data_dir / name)) for name in CONFIGS[config]]
     options = PrepareOptions(size=size, out=str(out_dir / config), workers=workers, progress=False)
     sampler = TreeMemory()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     sampler.start()
     started = time.perf_counter()
     report = prepare(datasets, options)
     wall = time.perf_counter() - started
     sampler.stopped.set()
     sampler.join()
+    after, ticks = resource.getrusage(resource.RUSAGE_SELF), os.sysconf("SC_CLK_TCK")
+    user = after.ru_utime - before.ru_utime + sum(u[0] for u in sampler.usage.values()) / ticks
+    system = after.ru_stime - before.ru_stime + sum(u[1] for u in sampler.usage.values()) / ticks
+    faults = after.ru_minflt - before.ru_minflt + sum(u[2] for u in sampler.usage.values())
     output_bytes = sum(os.path.getsize(o["path"]) for o in report["outputs"].values())
     return {
         "config": config,
@@ -115,6 +136,9 @@ def run_inner(config: str, data_dir: Path, size: int, workers: int, out_dir: Pat
         "children_peak_mb": max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, sampler.largest_kb) / 1024,
         "tree_peak_mb": sampler.tree_kb / 1024,
         "output_mb": output_bytes / 2**20,
+        "cpu_s": user + system,
+        "kernel_share": system / max(user + system, 1e-9),
+        "faults_per_face": faults / max(report["counts"]["listed"], 1),
     }
 
 
@@ -147,9 +171,12 @@ def main(argv=None) -> int:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             for path in Path(tmp).glob(f"{config}_*"):
                 path.unlink()
-    print(f"\ndatagen.py prepare at {args.size} px, {args.workers or os.cpu_count()} worker(s), {os.cpu_count()} CPU(s)\n")
+    from facelandmarks.runtime import cpu_description
+
+    print(f"\ndatagen.py prepare at {args.size} px, {args.workers or os.cpu_count()} worker(s); {cpu_description()}\n")
     header = ("datasets", "faces", "written", "fallback", "rows out", "images/s", "wall s",
-              "main peak MB", "largest worker MB", "all processes MB", "output MB", "main - output MB")
+              "main peak MB", "largest worker MB", "all processes MB", "output MB", "main - output MB",
+              "CPU s, all processes", "kernel share of CPU time", "minor faults per face")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
@@ -157,7 +184,9 @@ def main(argv=None) -> int:
             f"| {'+'.join(CONFIGS[r['config']])} | {r['listed']} | {r['written']} | {r['fallback']} | {r['rows']} | "
             f"{r['listed'] / r['wall_s']:.1f} | {r['wall_s']:.0f} | {r['main_peak_mb']:.0f} | {r['children_peak_mb']:.0f} | "
             f"{r['tree_peak_mb']:.0f} | "
-            f"{r['output_mb']:.0f} | {r['main_peak_mb'] - r['output_mb']:.0f} |"
+            f"{r['output_mb']:.0f} | {r['main_peak_mb'] - r['output_mb']:.0f} | {r['cpu_s']:.0f} | "
+            f"{r['kernel_share']:.1%} | "
+            f"{r['faults_per_face']:,.0f} |"
         )
     return 0
 

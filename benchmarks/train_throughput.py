@@ -78,10 +78,8 @@ class StepTimer(keras.callbacks.Callback):
         return batch_size * (len(t) - 1) / (t[-1] - t[0])
 
     def kernel_share_and_faults(self):
-        first, last = self.usage[self.warmup], self.usage[-1]
-        user, system = last.ru_utime - first.ru_utime, last.ru_stime - first.ru_stime
-        steps = len(self.usage) - 1 - self.warmup
-        return system / max(user + system, 1e-9), (last.ru_minflt - first.ru_minflt) / max(steps, 1)
+        share, faults = runtime.kernel_share_and_faults(self.usage[self.warmup], self.usage[-1])
+        return share, faults / max(len(self.usage) - 1 - self.warmup, 1)
 
 
 def run_both(argv, allocators: str) -> int:

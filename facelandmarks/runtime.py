@@ -168,3 +168,10 @@ def cpu_description() -> str:
         pass
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
     return f"{model}, {os.cpu_count()} cores, vector extensions: {' '.join(f for f in wanted if f in flags) or 'none listed'}"
+
+
+def kernel_share_and_faults(start, end) -> tuple[float, int]:
+    """Between two ``resource.getrusage`` readings: the kernel's share of user + system CPU time, and the
+    minor page faults (memory handed back to the kernel and faulted in again shows in both)."""
+    user, system = end.ru_utime - start.ru_utime, end.ru_stime - start.ru_stime
+    return system / max(user + system, 1e-9), end.ru_minflt - start.ru_minflt

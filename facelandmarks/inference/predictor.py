@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelandmarks import runtime as process
 from facelandmarks.data import faces
 from facelandmarks.inference import runtimes
 from facelandmarks.landmarks import get_scheme
@@ -54,6 +56,59 @@ def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
     channels = images.shape[-1]
     return np.stack([cv2.resize(im, (size, size), interpolation=interpolation).reshape(size, size, channels) for im in images])
+
+
+MAX_BATCH = 64  # faces per forward pass at most
+# The largest layer output a forward pass may hold: glibc gives each thread's arena heaps of at most 64 MB
+# (HEAP_MAX_SIZE on 64-bit), and a layer's input and output are alive together, so anything above half of
+# that is mapped afresh on every call and faulted in page by page, whatever ``runtime.tune_allocator`` sets.
+PASS_BYTES = 32 * 1024 * 1024
+
+
+def activation_bytes(model) -> int | None:
+    """Bytes of the largest layer output for one face, nested models included; None when the model does
+    not show its layers (an export run by ONNX Runtime or LiteRT)."""
+    import keras
+
+    largest, stack = 0, list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        try:
+            outputs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError, RuntimeError):  # a layer of a subclassed model, never called symbolically
+            continue
+        for tensor in outputs:
+            shape = tuple(tensor.shape)[1:]
+            if shape and all(isinstance(d, int) for d in shape):
+                largest = max(largest, math.prod(shape) * _itemsize(tensor.dtype))
+    return largest or None
+
+
+def _itemsize(dtype) -> int:
+    import keras
+
+    try:
+        return np.dtype(keras.backend.standardize_dtype(dtype)).itemsize
+    except TypeError:  # a dtype numpy does not know (bfloat16 without ml_dtypes): 16 bits
+        return 2
+
+
+def forward_batch(activation: int | None, flip_test: bool = False) -> int:
+    """Faces per forward pass: the largest power of two, at most ``MAX_BATCH``, whose largest activation
+    (``activation`` bytes per face) stays within ``PASS_BYTES``.
+
+    Through Keras on a 2-core AMD EPYC without AVX-512, the shipped MobileNetV2 at 128 px (1.6 MB per
+    face in its largest layer) spent 20.9 % of its CPU time in the kernel at batch 64 (825 page faults
+    per face) and 4.5 % at batch 16 (11 per face), with the allocator tuned
+    (``benchmarks/predict_batches.py``; docs/results.md#benchmarks).  The flip
+    test doubles the rows of every pass, so it halves the faces.  Unknown activation sizes (exports,
+    which manage their own memory) keep ``MAX_BATCH``.
+    """
+    rows = MAX_BATCH if not activation else max(1, min(MAX_BATCH, PASS_BYTES // activation))
+    if flip_test:
+        rows = max(1, rows // 2)
+    return 1 << (rows.bit_length() - 1)
 
 
 # Run kinds other than a single model, by the file that marks their run directory:
@@ -162,6 +217,9 @@ class Predictor:
         self.detector = detector or faces.FaceDetector()
         self.config = config or {}
         shape = model.input_shape  # (None, S, S, C): a Keras model's, or an exported one's (inference.runtimes)
+        self._activation = activation_bytes(model)
+        if self._activation is not None:  # a Keras model: keep its step buffers in the process (runtime.tune_allocator)
+            process.tune_allocator()
         self.input_size, self.channels = int(shape[1]), int(shape[3])
         self.crop_size = self.input_size  # resolution photos are cropped at
         self._flip_test = False
@@ -242,8 +300,16 @@ class Predictor:
             crops = crops[None]
         return match_channels(resize_crops(crops, self.input_size), self.channels).astype(np.float32)
 
-    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """(N, K, 2) normalised crop coordinates for face crops (N, S, S, C) of any size S."""
+    @property
+    def batch_size(self) -> int:
+        """Faces per forward pass of ``predict_crops`` by default (``forward_batch``: 16 for MobileNetV2 at
+        128 px, 8 with the flip test)."""
+        return forward_batch(self._activation, self.flip_test)
+
+    def predict_crops(self, crops: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """(N, K, 2) normalised crop coordinates for face crops (N, S, S, C) of any size S, ``batch_size`` faces
+        per forward pass (None: ``self.batch_size``)."""
+        batch_size = batch_size or self.batch_size
         out = [self._forward(self.prepare(crops[start:start + batch_size])) for start in range(0, len(crops), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.scheme.num_points, 2), np.float32)
 

@@ -93,11 +93,13 @@ class PipelinePredictor(Predictor):
     def flip_test(self, value: bool) -> None:
         self.stage1.flip_test = value
 
-    def predict_crops(self, crops: np.ndarray, batch_size: int = 64, box_source: str | None = None,
+    def predict_crops(self, crops: np.ndarray, batch_size: int | None = None, box_source: str | None = None,
                       truth: tuple | None = None) -> np.ndarray:
         """Refined (N, K, 2) predictions.
 
         Args:
+            batch_size: faces per forward pass of each stage (None: each stage's own
+                ``Predictor.batch_size``).
             box_source: 'stage1', 'boxes', or 'oracle' (boxes from ``truth`` =
                 (landmarks, visible), the upper bound of seed 003).
         """
@@ -105,7 +107,7 @@ class PipelinePredictor(Predictor):
         points = self.stage1.predict_crops(crops, batch_size)
         return self.refine(crops, points, source, truth, batch_size)
 
-    def refine(self, crops, points, source="stage1", truth=None, batch_size=64) -> np.ndarray:
+    def refine(self, crops, points, source="stage1", truth=None, batch_size=None) -> np.ndarray:
         scheme = self.stage1.scheme
         if source == "stage1":
             boxes = inference_boxes(self.pipeline, points, scheme)

@@ -25,7 +25,8 @@ def test_a_shipped_run_predicts_like_the_run_and_is_the_default(tiny_run, tiny_i
     assert np.abs(shipped - original).max() < 2e-3
     monkeypatch.setenv(WEIGHTS_ENV, str(dest))
     assert default_model_dir() == dest
-    assert np.array_equal(Predictor.load().predict_crops(images[:4]), shipped[:4])
+    # the same batches as above: oneDNN's kernels may round the last bit differently at another batch size (AVX2)
+    assert np.array_equal(Predictor.load().predict_crops(images), shipped)
 
 
 def test_no_shipped_model_is_one_clear_error(tmp_path, monkeypatch):

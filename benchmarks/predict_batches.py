@@ -1,0 +1,102 @@
+"""Batched prediction (evaluation's hot loop) at several batch sizes: faces/s, kernel share, page faults (not a test).
+
+    python benchmarks/predict_batches.py --data dataset/ibug128_test.npz
+    python benchmarks/predict_batches.py --data dataset/ibug128_test.npz --allocator both --runtime keras
+
+``Predictor.predict_crops`` on the first ``--faces`` crops of a prepared npz, once per batch size (the
+predictor's own default, ``Predictor.batch_size``, marked), after one untimed pass.  Each row gives
+faces per second, the kernel's share of the process's CPU time and minor page faults per face over the
+timed passes.  ``--allocator both`` runs the whole table twice in fresh processes, glibc's allocator as
+it comes (``FACELANDMARKS_MALLOC=0``) and tuned (``runtime.tune_allocator``), as
+``train_throughput.py`` does for training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from facelandmarks import runtime
+
+runtime.startup()  # Keras and its backend without their start-up INFO lines
+
+import numpy as np
+
+from facelandmarks.data import npz
+from facelandmarks.inference.predictor import Predictor
+
+
+def measure(predictor: Predictor, crops: np.ndarray, batch: int, repeats: int) -> dict:
+    predictor.predict_crops(crops[: batch * 2], batch_size=batch)  # warm-up: tracing, first buffers
+    start, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(repeats):
+        predictor.predict_crops(crops, batch_size=batch)
+    seconds, end = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    share, faults = runtime.kernel_share_and_faults(start, end)
+    return {"batch": batch, "faces_per_second": len(crops) * repeats / seconds, "kernel_share": share,
+            "faults_per_face": faults / (len(crops) * repeats)}
+
+
+def table(rows: list, default: int, label: str = "") -> None:
+    for row in rows:
+        mark = " (default)" if row["batch"] == default else ""
+        print(f"| {label}{row['batch']}{mark} | {row['faces_per_second']:.1f} | {row['kernel_share']:.1%} | "
+              f"{row['faults_per_face']:,.0f} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared npz whose crops are predicted")
+    parser.add_argument("--model", default=None, help="run directory or export (default: the shipped model)")
+    parser.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "litert"])
+    parser.add_argument("--faces", type=int, default=512)
+    parser.add_argument("--batches", default="8,16,32,64", help="comma-separated batch sizes, beside the default")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes over the faces per batch size")
+    parser.add_argument("--flip-test", action="store_true")
+    parser.add_argument("--allocator", choices=["tuned", "both"], default="tuned",
+                        help="both: glibc as it comes and tuned, in two fresh processes")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if args.allocator == "both":
+        results = []
+        for label, value in (("glibc default", "0"), ("tuned", "1")):
+            cmd = [sys.executable, __file__, *[a for a in argv if a not in ("--allocator", "both")], "--json"]
+            done = subprocess.run(cmd, env={**os.environ, runtime.MALLOC_ENV: value}, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stderr, file=sys.stderr)
+                return done.returncode
+            results.append((label, json.loads(done.stdout.strip().splitlines()[-1])))
+        print(results[0][1]["title"])
+        print(runtime.cpu_description())
+        print("| allocator, batch | faces/s | kernel share of CPU time | minor faults per face |")
+        print("|---|---|---|---|")
+        for label, result in results:
+            table(result["rows"], result["default"], f"{label}, ")
+        return 0
+
+    crops = npz.load_npz(args.data)["images"][: args.faces]
+    predictor = Predictor.load(args.model, runtime=args.runtime, flip_test=args.flip_test)
+    default = predictor.batch_size
+    batches = sorted({default, *(int(b) for b in args.batches.split(","))})
+    rows = [measure(predictor, crops, batch, args.repeats) for batch in batches]
+    title = (f"{predictor.name} ({predictor.runtime}), {len(crops)} faces of {args.data}, flip test {args.flip_test}, "
+             f"{args.repeats} timed passes per batch size, allocator {runtime.preloaded_allocator()}")
+    if args.json:
+        print(json.dumps({"title": title, "default": default, "rows": rows}))
+        return 0
+    print(title)
+    print(runtime.cpu_description())
+    print("| batch | faces/s | kernel share of CPU time | minor faults per face |")
+    print("|---|---|---|---|")
+    table(rows, default)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Memory kept in the process between steps (issue 19): glibc's tuning, and forward passes sized to its arenas."""
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from facelandmarks import runtime
+from facelandmarks.inference.predictor import MAX_BATCH, PASS_BYTES, Predictor, activation_bytes, forward_batch
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+# A step's big buffer, allocated, written and freed again and again in one of TensorFlow's threads, after
+# tf.data has set glibc's trim threshold to 128 KB (which also freezes the mmap threshold at 128 KB); prints
+# whether the tuning took and the minor page faults per step.
+STEPS = textwrap.dedent("""
+    import ctypes, resource, threading
+    from facelandmarks import runtime
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes, libc.memset.argtypes = [ctypes.c_void_p], [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD, as tf.data sets it
+    tuned = runtime.tune_allocator()
+    size, faults = 16 << 20, []
+
+    def steps():
+        for step in range(11):
+            if step == 1:  # after a first step
+                before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+            block = libc.malloc(size)
+            libc.memset(block, 1, size)
+            libc.free(block)
+        faults.append((resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before) / 10)
+
+    steps()  # the main thread
+    worker = threading.Thread(target=steps)
+    worker.start()
+    worker.join()
+    print(tuned, *faults)
+""")
+
+
+def faults_per_step(malloc: str) -> list:
+    env = {**os.environ, runtime.MALLOC_ENV: malloc}
+    env.pop("LD_PRELOAD", None)
+    done = subprocess.run([sys.executable, "-c", STEPS], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's; other C libraries are left as they are")
+def test_tuned_glibc_keeps_a_steps_buffers_instead_of_faulting_them_in_again():
+    tuned_flag, *as_it_comes = faults_per_step("0")
+    assert tuned_flag == "False"
+    assert [float(f) > 1000 for f in as_it_comes] == [True, True]  # 16 MB fresh from the kernel: 4,096 pages of 4 KB
+    tuned_flag, *tuned = faults_per_step("1")
+    assert tuned_flag == "True"
+    assert [float(f) < 50 for f in tuned] == [True, True]  # main thread, and a thread with its own arena
+
+
+def test_forward_batch_keeps_the_largest_activation_under_the_mmap_threshold():
+    assert forward_batch(None) == MAX_BATCH  # an export: its runtime manages its own memory
+    assert forward_batch(65 * 65 * 96 * 4) == 16  # MobileNetV2 at 128 px: 1.6 MB in block_1_pad per face
+    assert forward_batch(65 * 65 * 96 * 4, flip_test=True) == 8  # the mirrored rows ride along
+    assert forward_batch(97 * 97 * 96 * 4) == 8  # at 192 px
+    assert forward_batch(1) == MAX_BATCH
+    assert forward_batch(PASS_BYTES * 2) == 1
+    for activation in (1, 10_000, 500_000, 1_000_000, 3_000_000, 33_000_000):
+        for flip in (False, True):
+            rows = forward_batch(activation, flip)
+            assert rows & (rows - 1) == 0 and 1 <= rows <= MAX_BATCH
+            assert rows == 1 or rows * activation * (2 if flip else 1) <= PASS_BYTES
+
+
+def nested_model():
+    """A backbone model inside a model: its 16x16x24 convolution is the largest layer output."""
+    inner_in = keras.Input((16, 16, 4))
+    wide = keras.layers.Conv2D(24, 3, padding="same")(inner_in)
+    inner = keras.Model(inner_in, keras.layers.Conv2D(2, 1)(wide), name="backbone")
+    pixels = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 1)(pixels)
+    x = keras.layers.GlobalAveragePooling2D()(inner(x))
+    return keras.Model(pixels, keras.layers.Dense(136)(x))
+
+
+@pytest.mark.backend
+def test_activation_bytes_walks_into_nested_models_and_sizes_predict_crops():
+    model = nested_model()
+    assert activation_bytes(model) == 16 * 16 * 24 * 4
+    predictor = Predictor(model, "ibug68")
+    assert predictor.batch_size == MAX_BATCH  # 24 KB per face
+    crops = np.random.default_rng(0).integers(0, 256, (70, 16, 16, 3), dtype=np.uint8)
+    by_default = predictor.predict_crops(crops)
+    np.testing.assert_allclose(by_default, predictor.predict_crops(crops, batch_size=7), atol=1e-5)
+    assert by_default.shape == (70, 68, 2)
+
+
+def test_predict_batches_benchmark_measures_every_batch(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "predict_batches.py"
+    spec = importlib.util.spec_from_file_location("predict_batches", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    predictor = Predictor(nested_model(), "ibug68")
+    crops = np.random.default_rng(1).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    rows = [bench.measure(predictor, crops, batch, repeats=2) for batch in (4, 64)]
+    assert [row["batch"] for row in rows] == [4, 64]
+    assert all(row["faces_per_second"] > 0 and 0 <= row["kernel_share"] <= 1 and row["faults_per_face"] >= 0 for row in rows)
+    bench.table(rows, default=64)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| 4 |") and lines[1].startswith("| 64 (default) |")
