@@ -68,9 +68,11 @@ PASS_BYTES = 32 * 1024 * 1024
 def activation_bytes(model) -> int | None:
     """Bytes of the largest layer output for one face, nested models included; None when the model does
     not show its layers (an export run by ONNX Runtime or LiteRT)."""
+    if not hasattr(model, "layers"):  # an export: no Keras, TensorFlow or JAX is loaded for it
+        return None
     import keras
 
-    largest, stack = 0, list(getattr(model, "layers", []))
+    largest, stack = 0, list(model.layers)
     while stack:
         layer = stack.pop()
         stack.extend(getattr(layer, "layers", []))
