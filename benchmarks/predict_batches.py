@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -64,14 +62,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.allocator == "both":
-        results = []
-        for label, value in (("glibc default", "0"), ("tuned", "1")):
-            cmd = [sys.executable, __file__, *[a for a in argv if a not in ("--allocator", "both")], "--json"]
-            done = subprocess.run(cmd, env={**os.environ, runtime.MALLOC_ENV: value}, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr, file=sys.stderr)
-                return done.returncode
-            results.append((label, json.loads(done.stdout.strip().splitlines()[-1])))
+        results = runtime.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", "both")])
+        if results is None:
+            return 1
         print(results[0][1]["title"])
         print(runtime.cpu_description())
         print("| allocator, batch | faces/s | kernel share of CPU time | minor faults per face |")

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from facelandmarks import runtime
 
@@ -85,26 +82,10 @@ class StepTimer(keras.callbacks.Callback):
 def run_both(argv, allocators: str) -> int:
     """The same measurement in fresh processes: glibc as it comes, tuned, and (``all``) tcmalloc preloaded
     where it is installed; one table."""
-    variants = [("glibc default", {"FACELANDMARKS_MALLOC": "0"}), ("tuned (runtime.tune_allocator)", {"FACELANDMARKS_MALLOC": "1"})]
-    if allocators == "all":
-        library = runtime.tcmalloc_library()
-        if library is None:
-            print("tcmalloc is not installed (apt install libtcmalloc-minimal4): measuring glibc only", file=sys.stderr)
-        else:
-            preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), library]))
-            variants.append((f"tcmalloc ({Path(library).name}, LD_PRELOAD)", {"FACELANDMARKS_MALLOC": "0", "LD_PRELOAD": preload}))
-    rows = []
-    for label, extra in variants:
-        env = {**os.environ, **extra}
-        if "LD_PRELOAD" not in extra:  # the glibc rows run on glibc even when this process has tcmalloc
-            env.pop("LD_PRELOAD", None)
-        cmd = [sys.executable, __file__, *[a for a in argv if a not in ("--allocator", allocators)], "--json"]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            return done.returncode
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append((label, result))
+    rows = runtime.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", allocators)],
+                                         tcmalloc=allocators == "all")
+    if rows is None:
+        return 1
     print(rows[0][1]["title"])
     print(cpu_description())
     print("| allocator | mode | images/s | kernel share of CPU time | minor faults per step |")

@@ -175,3 +175,35 @@ def kernel_share_and_faults(start, end) -> tuple[float, int]:
     minor page faults (memory handed back to the kernel and faulted in again shows in both)."""
     user, system = end.ru_utime - start.ru_utime, end.ru_stime - start.ru_stime
     return system / max(user + system, 1e-9), end.ru_minflt - start.ru_minflt
+
+
+def measure_per_allocator(script: str, argv: list, tcmalloc: bool = False) -> list | None:
+    """Run a benchmark ``script`` with ``argv`` and ``--json`` in fresh processes: glibc's allocator as it
+    comes, tuned, and (``tcmalloc``) tcmalloc preloaded where it is installed.
+
+    Returns ``[(label, the JSON of the run's last line)]``, or None after printing a failed run's stderr.
+    The glibc runs drop ``LD_PRELOAD``, so they run on glibc even when this process has tcmalloc.
+    """
+    import json
+    import subprocess
+
+    variants = [("glibc default", {MALLOC_ENV: "0"}), ("tuned (runtime.tune_allocator)", {MALLOC_ENV: "1"})]
+    if tcmalloc:
+        library = tcmalloc_library()
+        if library is None:
+            print("tcmalloc is not installed (apt install libtcmalloc-minimal4): measuring glibc only", file=sys.stderr)
+        else:
+            preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), library]))
+            label = f"tcmalloc ({os.path.basename(library)}, LD_PRELOAD)"
+            variants.append((label, {MALLOC_ENV: "0", "LD_PRELOAD": preload}))
+    rows = []
+    for label, extra in variants:
+        env = {**os.environ, **extra}
+        if "LD_PRELOAD" not in extra:
+            env.pop("LD_PRELOAD", None)
+        done = subprocess.run([sys.executable, script, *argv, "--json"], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return None
+        rows.append((label, json.loads(done.stdout.strip().splitlines()[-1])))
+    return rows
