@@ -95,7 +95,8 @@ def test_activation_bytes_walks_into_nested_models_and_sizes_predict_crops():
     assert predictor.batch_size == MAX_BATCH  # 24 KB per face
     crops = np.random.default_rng(0).integers(0, 256, (70, 16, 16, 3), dtype=np.uint8)
     by_default = predictor.predict_crops(crops)
-    np.testing.assert_allclose(by_default, predictor.predict_crops(crops, batch_size=7), atol=1e-5)
+    # rows are the same faces in the same order; the last bit may differ by batch (oneDNN, XLA)
+    np.testing.assert_allclose(by_default, predictor.predict_crops(crops, batch_size=7), rtol=1e-5, atol=1e-4)
     assert by_default.shape == (70, 68, 2)
 
 
