@@ -37,7 +37,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python export.py   # the shipped model for ONNX Runtime and LiteRT: photos start without TensorFlow
 	touch $@
 
-# Lint, the whole suite on TensorFlow, then everything backend-dependent again on JAX.
+# Lint, the whole suite on TensorFlow, then everything backend-dependent again on JAX, except the `slow` builds of
+# the big stock backbones (Keras's own code: ResNet50, DenseNet121, InceptionV3 took 25-42 s each there).
 test: setup lint test-tf test-jax
 
 lint: setup
@@ -52,7 +53,7 @@ test-tf: setup face-data
 	$(WITH_ALLOCATOR) KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q $(PARALLEL) --durations=10 tests
 
 test-jax: setup face-data
-	$(WITH_ALLOCATOR) KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(PARALLEL) --durations=10 -m backend tests
+	$(WITH_ALLOCATOR) KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(PARALLEL) --durations=10 -m "backend and not slow" tests
 
 # Prepare 300-W + YouTube68, train the demo recipe (MobileNetV2 from offline ImageNet weights), evaluate against dlib.
 demo: setup

@@ -264,6 +264,10 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
         metrics=tracked,
         jit_compile=resolve_jit_compile(config.jit_compile),
     )
+    # Built here, not inside the first trace of the training step: on TensorFlow without a strategy Keras
+    # defers it there, and a step that creates variables is traced twice (9.8 s instead of 18.9 s before the
+    # first MobileNetV2 step of a run at 64 px, AMD EPYC with AVX-512; docs/results.md#test-suite-timings).
+    model.optimizer.build(model.trainable_variables)
 
 
 def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, cluster, global_batch: int) -> dict:

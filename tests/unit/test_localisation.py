@@ -75,6 +75,7 @@ def test_one_step_moves_every_head_weight_and_the_keras_file_reloads(head, optio
     keras.utils.set_random_seed(1)
     model = build_model(NAME, (64, 64, 3), K, head=head, **options)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.get_loss("wing", crop_size=64))
+    model.optimizer.build(model.trainable_variables)  # as train.py does: the step is traced once, not twice
     head_weights = _head_weights(model)
     output_convs = {"pip_scores", "pip_offsets"} if head == "pip" else {"heatmaps"}
     assert output_convs <= {path.split("/")[0] for path in head_weights}

@@ -1,4 +1,6 @@
-"""Models without face data: argument errors, backbone freezing, pixel normalisation, soft-argmax, weights files, the CLI.
+"""Models without face data: argument errors, pixel normalisation, soft-argmax, weights files, the CLI.
+
+Backbone freezing (layer flags, the same on every backend): ``tests/unit/test_backbones.py``.
 
 Building and training every registered model on real faces: ``tests/data/test_models.py``.
 """
@@ -20,37 +22,6 @@ def test_heatmap_soft_argmax_finds_the_peak():
     heatmaps[0, 7, 0, 1] = 50.0
     coords = keras.ops.convert_to_numpy(SoftArgmax2D(name="soft_argmax")(heatmaps))
     np.testing.assert_allclose(coords[0], [[5.5 / 16, 2.5 / 8], [0.5 / 16, 7.5 / 8]], atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "backbone, n, expected",
-    [
-        ("resnet50", 2, lambda name: name.startswith(("conv5_block2_", "conv5_block3_"))),
-        ("mobilenetv2", 2, lambda name: name.startswith(("block_15_", "block_16_")) or name in ("Conv_1", "Conv_1_bn", "out_relu")),
-        ("densenet121", 2, lambda name: name.startswith(("conv5_block15_", "conv5_block16_")) or name in ("bn", "relu")),
-    ],
-)
-def test_set_trainable_blocks_unfreezes_exactly_the_last_blocks(backbone, n, expected):
-    model = backbones.build_backbone(backbone, (32, 32, 3))
-    assert backbones.set_trainable_blocks(model, n) > 0
-    application = model.get_layer(backbones.BACKBONES[backbone].application_name)
-    layers = [layer for layer in application.layers if not isinstance(layer, keras.layers.InputLayer)]
-    assert {layer.name for layer in layers if layer.trainable} == {layer.name for layer in layers if expected(layer.name)}
-    backbones.set_trainable_blocks(model, 0)
-    assert not model.trainable_weights
-    backbones.set_trainable_blocks(model, -1)
-    assert all(layer.trainable for layer in layers)
-
-
-def test_inception_two_blocks_are_the_keras_fine_tuning_guides_top_two():
-    # Keras's InceptionV3 fine-tuning recipe freezes layers[:249] and trains "the top 2 inception blocks".
-    model = backbones.build_backbone("inception", (75, 75, 3))
-    backbones.set_trainable_blocks(model, 2)
-    layers = model.get_layer("inception_v3").layers
-    assert [layer.trainable for layer in layers[249:]] == [True] * (len(layers) - 249)
-    assert not any(layer.trainable for layer in layers[1:249])
-    with pytest.raises(ValueError, match="train blocks for inception must be an integer from -1 .all. to 11, got 12"):
-        backbones.set_trainable_blocks(model, 12)
 
 
 def test_weights_errors_name_the_file(tmp_path):
