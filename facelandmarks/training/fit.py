@@ -265,8 +265,8 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
         jit_compile=resolve_jit_compile(config.jit_compile),
     )
     # Built here, not inside the first trace of the training step: on TensorFlow without a strategy Keras
-    # defers it there, and a step that creates variables is traced twice (9.8 s instead of 18.9 s before the
-    # first MobileNetV2 step of a run at 64 px, AMD EPYC with AVX-512; docs/results.md#test-suite-timings).
+    # defers it there, and a step that creates variables is traced twice (15.2 s instead of 23.4 s to the end of
+    # a run's first 4 MobileNetV2 steps at 128 px, AMD EPYC with AVX-512; docs/results.md#test-suite-timings).
     model.optimizer.build(model.trainable_variables)
 
 

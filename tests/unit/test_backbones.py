@@ -2,7 +2,7 @@
 
 Layer flags are set by Keras the same way on every backend, so these run once, on the default backend
 (``make test`` runs the ``backend`` tests again on JAX; building ResNet50, DenseNet121 and InceptionV3
-there took 12-22 s each for nothing new).
+there took 11-22 s each for nothing new).
 """
 
 import keras
