@@ -166,6 +166,18 @@ def load_npz(path: str | os.PathLike, validate_schema: bool = True, decode_image
     return arrays
 
 
+def read_member(path: str | os.PathLike, key: str) -> np.ndarray:
+    """One array of a dataset file (``subject``, say) without reading its images."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data[key]
+    except _UNREADABLE as err:
+        raise DatasetError(f"{path}: no readable {key!r} array ({_reason(err)})") from None
+
+
 def _read_arrays(path: Path, decode_images: bool = True) -> dict[str, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)

@@ -7,6 +7,13 @@ folder or a shipped-model folder), with the flip test, averages the teachers, an
 
 for every visible point (a hidden point keeps its annotation: it carries no loss anyway).  The
 validation faces keep their annotations, so validation numbers stay comparable with any other run.
+
+A teacher only teaches the faces it trained on.  A teacher split by subject (``--val-fraction``) held
+its validation people out; on them its points are a held-out prediction, several times further from
+the truth than on the faces it fitted.  So when the student trains on faces a teacher held out (a
+final run with ``--val-fraction 0``, or another split), those faces take the mean of the other
+teachers, and the annotation alone where no teacher trained on them.  The teacher's split is drawn
+again from its settings over the student's data file, which must be the file it trained on.
 The targets are computed once, before the first epoch (again on ``--resume``: the same numbers), on
 the stored crops; augmentation then moves them with the image like any annotation.
 
@@ -23,25 +30,54 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks import metrics
-from facelandmarks.data.feeding import model_inputs
+from facelandmarks.data import npz
+from facelandmarks.data.feeding import model_inputs, split_by_subject
 from facelandmarks.landmarks import get_scheme
+from facelandmarks.training.config import split_seed_of
 from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model
 
 
-def teacher_points(sources: list[str], images: np.ndarray, scheme: str, batch: int = 64) -> np.ndarray:
-    """(N, K, 2) crop coordinates of ``images``: each teacher's flip-test points, averaged over the teachers."""
+def teacher_points(sources: list[str], images: np.ndarray, scheme: str, batch: int = 64,
+                   taught: list[np.ndarray] | None = None) -> np.ndarray:
+    """(N, K, 2) crop coordinates of ``images``: each teacher's flip-test points, averaged over the teachers.
+
+    ``taught``, one boolean per face for each teacher, leaves a teacher out of the faces it is False for;
+    a face no teacher teaches gets NaN.
+    """
     total = np.zeros((len(images), get_scheme(scheme).num_points, 2), np.float64)
-    for source in sources:
+    count = np.zeros(len(images), np.int64)
+    for number, source in enumerate(sources):
         config = _teacher_config(source, scheme, images.shape[-1])
+        mask = np.ones(len(images), bool) if taught is None else np.asarray(taught[number], bool)
         model = rebuild_model(Path(source), config)
         size, start = int(config["input_shape"][0]), time.time()
         for first in range(0, len(images), batch):
             crops = model_inputs({"images": images[first:first + batch]}, size).astype(np.float32)
-            total[first:first + batch] += flip_averaged(model.predict_on_batch, crops, scheme)
+            points = flip_averaged(model.predict_on_batch, crops, scheme)
+            total[first:first + batch] += np.where(mask[first:first + batch, None, None], points, 0.0)
+        count += mask
         print(f"teacher {source}: {len(images)} training faces predicted with the flip test "
               f"in {time.time() - start:.0f} s", flush=True)
         del model
-    return (total / len(sources)).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / count[:, None, None]).astype(np.float32)
+
+
+def held_out_by(source: str, data: str, subjects: np.ndarray) -> np.ndarray:
+    """Which faces (of ``subjects``, the student's training faces) the teacher ``source`` held out as its
+    validation people: its split by subject drawn again over the subjects of ``data``, the student's file."""
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"{source}: no such run or shipped-model folder (--teachers)")
+    config = read_run_config(Path(source))
+    fraction = float(config.get("val_fraction") or 0.0)
+    if config.get("val") or fraction <= 0.0:  # validated on a file of its own, or on nothing: it trained on all
+        return np.zeros(len(subjects), bool)
+    if config.get("data") and Path(config["data"]).name != Path(data).name:
+        print(f"warning: teacher {source} trained on {config['data']}, not {data}: its validation people are drawn "
+              f"again over {data}'s subjects, right only if the two files hold the same people", flush=True)
+    every = npz.read_member(data, "subject")
+    _, val_idx = split_by_subject(every, fraction, split_seed_of(config))
+    return np.isin(np.asarray(subjects).astype(str), np.unique(np.asarray(every).astype(str)[val_idx]))
 
 
 def _teacher_config(source: str, scheme: str, channels: int) -> dict:
@@ -59,10 +95,13 @@ def _teacher_config(source: str, scheme: str, channels: int) -> dict:
 
 
 def blend_targets(train: dict, teachers: np.ndarray, weight: float) -> dict:
-    """``train`` with each visible point moved a share ``weight`` of the way to the teachers' point."""
+    """``train`` with each visible point moved a share ``weight`` of the way to the teachers' point (where that
+    is NaN, no teacher trained on the face: the annotation stays)."""
     landmarks = np.asarray(train["landmarks"], np.float32)
     visible = np.asarray(train["visible"], bool)[..., None]
-    blended = np.where(visible, (1.0 - weight) * landmarks + weight * teachers, landmarks).astype(np.float32)
+    taught = visible & np.isfinite(teachers).all(axis=-1, keepdims=True)  # NaN: no teacher trained on the face
+    blended = np.where(taught, (1.0 - weight) * landmarks + weight * np.nan_to_num(teachers), landmarks)
+    blended = blended.astype(np.float32)
     return {**train, "landmarks": blended}
 
 
@@ -73,15 +112,24 @@ def with_teacher_targets(config, train: dict) -> dict:
     if not isinstance(train, dict) or "images" not in train:
         raise ValueError(f"{config.data}: --teachers needs training images in memory (an npz of images, not "
                          "features or a sharded manifest)")
-    teachers = teacher_points(config.teachers, train["images"], str(train["scheme"]))
+    held_out = [held_out_by(source, config.data, train["subject"]) for source in config.teachers]
+    for source, mask in zip(config.teachers, held_out):
+        if mask.any():
+            print(f"teacher {source} held out {int(mask.sum())} of these faces (its validation people): it does not "
+                  f"teach them", flush=True)
+    teachers = teacher_points(config.teachers, train["images"], str(train["scheme"]), taught=[~m for m in held_out])
+    untaught = int((~np.isfinite(teachers).all(axis=(1, 2))).sum())
     print(f"distillation: targets {1 - config.teacher_weight:g} x annotation + {config.teacher_weight:g} x the mean of "
-          f"{len(config.teachers)} teacher(s), which is {_distance(teachers, train)} from the annotations", flush=True)
+          f"{len(config.teachers)} teacher(s), which is {_distance(teachers, train)} from the annotations"
+          + (f"; {untaught} faces no teacher trained on keep their annotation" if untaught else ""), flush=True)
     return blend_targets(train, teachers, config.teacher_weight)
 
 
 def _distance(teachers: np.ndarray, train: dict) -> str:
     """How far the teachers' points lie from the annotations: NME where the scheme has one, else in crop units."""
     scheme = get_scheme(str(train["scheme"]))
+    taught = np.isfinite(teachers).all(axis=(1, 2))
+    teachers, train = teachers[taught], {key: np.asarray(train[key])[taught] for key in ("landmarks", "visible")}
     visible = np.asarray(train["visible"], bool)
     if scheme.norm_points is not None or scheme.normalize == "box":
         return f"NME {100 * np.nanmean(metrics.nme_per_face(teachers, train['landmarks'], visible, scheme)):.2f} %"

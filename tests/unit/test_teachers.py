@@ -8,9 +8,10 @@ import pytest
 
 from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
+from facelandmarks.data.feeding import split_by_subject
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.training.config import TrainConfig
-from facelandmarks.training.teachers import blend_targets, teacher_points, with_teacher_targets
+from facelandmarks.training.teachers import blend_targets, held_out_by, teacher_points, with_teacher_targets
 from tests.unit.test_train_errors import TINY, faces, run_cli
 
 
@@ -55,13 +56,70 @@ def test_blend_moves_visible_points_only():
 
 def test_with_teacher_targets_blends_the_training_faces(teachers, capsys):
     data, runs = teachers
-    train = npz.load_npz(data)
-    config = TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=[str(r) for r in runs], teacher_weight=0.3)
+    train_idx, _ = split_by_subject(npz.load_npz(data)["subject"], 0.1, 0)  # the student's split: teacher 0's
+    train = npz.subset(npz.load_npz(data), train_idx)
+    config = TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=[str(runs[0])], teacher_weight=0.3)
     out = with_teacher_targets(config, train)
     points = teacher_points(config.teachers, train["images"], "ibug68")
     np.testing.assert_allclose(out["landmarks"], 0.7 * train["landmarks"] + 0.3 * points, atol=1e-5)
-    assert "0.7 x annotation + 0.3 x the mean of 2 teacher(s), which is NME" in capsys.readouterr().out
+    assert "0.7 x annotation + 0.3 x the mean of 1 teacher(s), which is NME" in capsys.readouterr().out
     assert with_teacher_targets(TrainConfig(model="mlp", data=str(data), run_dir="r"), train) is train
+
+
+def test_a_teacher_left_out_of_a_face_leaves_it_to_the_others(teachers):
+    data, runs = teachers
+    images = npz.load_npz(data)["images"]
+    sources = [str(r) for r in runs]
+    each = [teacher_points([source], images, "ibug68") for source in sources]
+    taught = [np.ones(12, bool), np.ones(12, bool)]
+    taught[0][:2], taught[1][1:3] = False, False  # face 0: the second teacher only; 1: neither; 2: the first only
+    points = teacher_points(sources, images, "ibug68", taught=taught)
+    np.testing.assert_allclose(points[0], each[1][0], atol=1e-6)
+    assert np.isnan(points[1]).all()
+    np.testing.assert_allclose(points[2], each[0][2], atol=1e-6)
+    np.testing.assert_allclose(points[3:], (each[0][3:] + each[1][3:]) / 2, atol=1e-5)
+    train = npz.load_npz(data)  # a face no teacher trained on keeps its annotation
+    blended = blend_targets(train, points, 0.5)["landmarks"]
+    np.testing.assert_array_equal(blended[1], train["landmarks"][1])
+    np.testing.assert_allclose(blended[0], 0.5 * train["landmarks"][0] + 0.5 * each[1][0], atol=1e-6)
+
+
+def test_the_teachers_validation_people_keep_their_annotations(teachers, capsys):
+    """A student on every face (--val-fraction 0) is taught only where a teacher trained: each teacher's
+    validation subject, drawn again from its seed and fraction over the same file, is left to the others."""
+    data, runs = teachers
+    train = npz.load_npz(data)
+    sources = [str(r) for r in runs]
+    held = [split_by_subject(train["subject"], 0.1, seed)[1] for seed in (0, 1)]  # the teachers' seeds
+    np.testing.assert_array_equal(held[0], [2, 6, 10])  # 12 faces of 4 subjects: each teacher held one out,
+    np.testing.assert_array_equal(held[1], [0, 4, 8])   # not the same one
+    each = [teacher_points([source], train["images"], "ibug68") for source in sources]
+
+    both = with_teacher_targets(TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=sources,
+                                            teacher_weight=0.3, val_fraction=0.0), train)["landmarks"]
+    text = capsys.readouterr().out
+    for teacher, (mine, other) in enumerate(((0, 1), (1, 0))):
+        assert f"teacher {sources[teacher]} held out 3 of these faces (its validation people)" in text
+        np.testing.assert_allclose(both[held[mine]], 0.7 * train["landmarks"][held[mine]]
+                                   + 0.3 * each[other][held[mine]], atol=1e-5)  # the other teacher alone
+    rest = np.setdiff1d(np.arange(12), np.concatenate(held))
+    np.testing.assert_allclose(both[rest], 0.7 * train["landmarks"][rest] + 0.3 * (each[0][rest] + each[1][rest]) / 2,
+                               atol=1e-5)
+    assert "no teacher trained on" not in text
+
+    alone = with_teacher_targets(TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=sources[:1],
+                                             teacher_weight=0.3, val_fraction=0.0), train)["landmarks"]
+    np.testing.assert_array_equal(alone[held[0]], train["landmarks"][held[0]])  # untaught: the annotation
+    others = np.setdiff1d(np.arange(12), held[0])
+    np.testing.assert_allclose(alone[others], 0.7 * train["landmarks"][others] + 0.3 * each[0][others], atol=1e-5)
+    assert "; 3 faces no teacher trained on keep their annotation" in capsys.readouterr().out
+
+    # a student with the teacher's own split never sees those faces: nothing is held out of its training faces
+    train_idx, _ = split_by_subject(train["subject"], 0.1, 0)
+    assert not held_out_by(sources[0], str(data), train["subject"][train_idx]).any()
+    with_teacher_targets(TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=sources[:1]),
+                         npz.subset(train, train_idx))
+    assert "held out" not in capsys.readouterr().out
 
 
 @pytest.mark.backend
