@@ -31,8 +31,8 @@ def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        with open(path, newline="") as handle:  # Keras's CSVLogger writes NA where an epoch logged no value
+            rows = [{key: "" if value == "NA" else value for key, value in row.items()} for row in csv.DictReader(handle)]
         for row in rows:  # every value the tables and curves read must parse
             int(row["epoch"]), float(row["loss"]), float(row.get("val_loss") or "nan")
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:

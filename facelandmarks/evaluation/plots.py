@@ -86,7 +86,7 @@ def learning_curves(histories: dict[str, Path], path: Path) -> None:
         color = f"C{i % 10}"
 
         def column(key, rows=rows):
-            return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+            return [float(r[key]) if r.get(key) not in (None, "", "NA") else np.nan for r in rows]  # NA: CSVLogger's gap
 
         loss_ax.plot(epochs, column("loss"), color=color, linestyle="--", label=f"{name} train")
         if "val_loss" in rows[0]:

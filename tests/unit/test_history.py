@@ -1,0 +1,29 @@
+"""A run's history.csv read back by evaluate.py: a run without validation (``--val-fraction 0``) has NA
+in its validation columns, as Keras's CSVLogger writes them, and still gives its losses and curves."""
+
+import numpy as np
+
+from facelandmarks.evaluation.evaluate import history_losses, read_history
+from facelandmarks.evaluation.plots import learning_curves
+
+NO_VALIDATION = """epoch,epoch_seconds,learning_rate,loss,nme,val_loss,val_nme
+0,264.9,1e-4,0.0186,1.99,NA,NA
+1,262.0,5e-5,0.0179,1.89,NA,NA
+2,245.0,1e-6,0.0181,1.90,NA,NA
+"""
+
+
+def test_a_history_without_validation_reads_and_plots(tmp_path, capsys):
+    (tmp_path / "history.csv").write_text(NO_VALIDATION)
+    rows = read_history(tmp_path / "history.csv")
+    assert len(rows) == 3 and rows[0]["val_loss"] == "" and capsys.readouterr().err == ""
+    train_loss, val_loss, epoch = history_losses(tmp_path)
+    assert (train_loss, epoch) == (0.0179, 2) and np.isnan(val_loss)  # the lowest training loss, no validation
+    learning_curves({"run": tmp_path / "history.csv"}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_damaged_history_is_named_and_left_out(tmp_path, capsys):
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,not-a-number\n")
+    assert read_history(tmp_path / "history.csv") == []
+    assert "history.csv: unreadable history" in capsys.readouterr().err
