@@ -359,6 +359,11 @@ def init_split_warning(config, scheme: str) -> str | None:
     if (seed, fraction) == (config.val_seed, config.val_fraction) or seed is None or fraction is None:
         return None
     same = "the same data" if before.get("data") else "the same data (if it is)"
+    if not fraction:  # trained on every face (the shipped model's last run): no split keeps its faces out
+        return (f"warning: --init {config.init} trained on every face of its data (--val-fraction 0); this run "
+                f"validates on {same} with --val-fraction {config.val_fraction}, on faces {config.init} trained on: "
+                f"its validation NME reads low and early stopping may stop too early (judge it on a test file, "
+                f"or give --val with faces it never saw)")
     return (f"warning: --init {config.init} held out its validation faces with split seed {seed} and --val-fraction "
             f"{fraction}; this run splits {same} with split seed {config.val_seed} and --val-fraction "
             f"{config.val_fraction}, so its validation set holds faces {config.init} trained on and early stopping "

@@ -72,6 +72,10 @@ def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
     assert init_split_warning(config(seed=3), "ibug68") is not None           # seed 3 splits with 3
     assert init_split_warning(config(seed=1, val="v.npz"), "ibug68") is None  # its own validation file
     assert init_split_warning(config(seed=1), "face5") is None                # another markup: other data
+    (shipped / "config.json").write_text(json.dumps({"seed": 2, "val_fraction": 0.0, "scheme": "ibug68"}))
+    message = init_split_warning(config(), "ibug68")  # trained on every face: any split validates on seen faces
+    assert message.startswith(f"warning: --init {shipped} trained on every face of its data (--val-fraction 0)")
+    assert init_split_warning(config(seed=2, val_fraction=0.0), "ibug68") is None  # no validation of its own
     (shipped / "config.json").write_text(json.dumps({"seed": 0, "val_fraction": 0.1, "data": "other.npz"}))
     assert init_split_warning(config(seed=1), "ibug68") is None
     assert init_split_warning(config(seed=1, init=str(shipped / "best.weights.h5")), "ibug68") is None
