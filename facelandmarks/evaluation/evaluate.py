@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from facelandmarks import metrics
 from facelandmarks.data import npz
-from facelandmarks.evaluation.tables import MUCT_CAMERAS, results_markdown, write_csv
+from facelandmarks.evaluation.tables import MUCT_CAMERAS, read_history, results_markdown, write_csv
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
@@ -24,22 +22,6 @@ def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
     key = "val_loss" if rows[0].get("val_loss") not in (None, "") else "loss"
     best = min(rows, key=lambda r: float(r[key]))
     return float(best["loss"]), float(best.get("val_loss") or "nan"), int(best["epoch"]) + 1
-
-
-def read_history(path: Path) -> list[dict]:
-    """The rows of a history.csv; none (and one line on stderr) when it is damaged: the scores do not need it."""
-    if not path.is_file():
-        return []
-    try:
-        with open(path, newline="") as handle:  # Keras's CSVLogger writes NA where an epoch logged no value
-            rows = [{key: "" if value == "NA" else value for key, value in row.items()} for row in csv.DictReader(handle)]
-        for row in rows:  # every value the tables and curves read must parse
-            int(row["epoch"]), float(row["loss"]), float(row.get("val_loss") or "nan")
-    except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:
-        print(f"{path}: unreadable history, left out of the tables and curves ({' '.join(str(err).split())})",
-              file=sys.stderr)
-        return []
-    return rows
 
 
 def muct_cameras(names: np.ndarray) -> np.ndarray:

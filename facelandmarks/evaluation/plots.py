@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from facelandmarks import metrics
 from facelandmarks.drawing import draw_crop
+from facelandmarks.evaluation.tables import read_history
 
 
 def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, title: str = "") -> None:
@@ -78,15 +78,14 @@ def learning_curves(histories: dict[str, Path], path: Path) -> None:
     for i, (name, file) in enumerate(histories.items()):
         if not Path(file).is_file():
             continue
-        with open(file, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        rows = read_history(Path(file))
         if not rows:
             continue
         epochs = [int(r["epoch"]) + 1 for r in rows]
         color = f"C{i % 10}"
 
         def column(key, rows=rows):
-            return [float(r[key]) if r.get(key) not in (None, "", "NA") else np.nan for r in rows]  # NA: CSVLogger's gap
+            return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
 
         loss_ax.plot(epochs, column("loss"), color=color, linestyle="--", label=f"{name} train")
         if "val_loss" in rows[0]:

@@ -1,11 +1,28 @@
-"""Result tables: CSV and Markdown."""
+"""Result tables: CSV and Markdown, and the history.csv of runs read back for them and the curves."""
 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def read_history(path: Path) -> list[dict]:
+    """The rows of a history.csv; none (and one line on stderr) when it is damaged: the scores do not need it."""
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="") as handle:  # Keras's CSVLogger writes NA where an epoch logged no value
+            rows = [{key: "" if value == "NA" else value for key, value in row.items()} for row in csv.DictReader(handle)]
+        for row in rows:  # every value the tables and curves read must parse
+            int(row["epoch"]), float(row["loss"]), float(row.get("val_loss") or "nan")
+    except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:
+        print(f"{path}: unreadable history, left out of the tables and curves ({' '.join(str(err).split())})",
+              file=sys.stderr)
+        return []
+    return rows
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -3,8 +3,9 @@ in its validation columns, as Keras's CSVLogger writes them, and still gives its
 
 import numpy as np
 
-from facelandmarks.evaluation.evaluate import history_losses, read_history
+from facelandmarks.evaluation.evaluate import history_losses
 from facelandmarks.evaluation.plots import learning_curves
+from facelandmarks.evaluation.tables import read_history
 
 NO_VALIDATION = """epoch,epoch_seconds,learning_rate,loss,nme,val_loss,val_nme
 0,264.9,1e-4,0.0186,1.99,NA,NA

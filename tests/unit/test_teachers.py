@@ -11,6 +11,7 @@ from facelandmarks.data import npz
 from facelandmarks.data.feeding import split_by_subject
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.runs import read_run_config
 from facelandmarks.training.teachers import blend_targets, held_out_by, teacher_points, with_teacher_targets
 from tests.unit.test_train_errors import TINY, faces, run_cli
 
@@ -116,7 +117,7 @@ def test_the_teachers_validation_people_keep_their_annotations(teachers, capsys)
 
     # a student with the teacher's own split never sees those faces: nothing is held out of its training faces
     train_idx, _ = split_by_subject(train["subject"], 0.1, 0)
-    assert not held_out_by(sources[0], str(data), train["subject"][train_idx]).any()
+    assert not held_out_by(read_run_config(runs[0]), sources[0], str(data), train["subject"][train_idx]).any()
     with_teacher_targets(TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=sources[:1]),
                          npz.subset(train, train_idx))
     assert "held out" not in capsys.readouterr().out
