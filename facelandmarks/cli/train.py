@@ -173,10 +173,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true")
-    startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
     config = None
     try:
-        config, resume = resolve_config(argv)
+        config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
+        startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
         config.validate()
         trainer = get_trainer(config.model)
         summary = trainer(config, resume=resume)

@@ -105,6 +105,18 @@ def test_scripts_answer_help_quietly(script):
     assert noise == []
 
 
+def test_train_answers_help_and_bad_settings_without_loading_a_backend(tmp_path):
+    code = ("import contextlib, sys; from facelandmarks.cli.train import main\n"
+            "with contextlib.suppress(SystemExit): main(['--help'])\n"
+            "status = main(['mobilenetv2', '--run-dir', 'r'])\n"
+            "print('STATUS', status, 'keras' in sys.modules, 'tensorflow' in sys.modules, 'jax' in sys.modules)")
+    result = _run([sys.executable, "-c", code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    assert result.stdout.split("STATUS")[1].split() == ["2", "False", "False", "False"]
+    assert "needs --data" in result.stderr
+
+
 def test_no_sys_path_edits_anywhere():
     edits = ("sys.path.insert", "sys.path.append")
     offenders = [str(p.relative_to(ROOT)) for folder in ("facelandmarks", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")
