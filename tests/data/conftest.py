@@ -1,5 +1,12 @@
-"""Fixtures built from the real face data: a tiny prepared dataset and a model trained on it."""
+"""Fixtures built from the real face data: a tiny prepared dataset and a model trained on it.
 
+Both are built once per test session, however many pytest-xdist processes run it (``built_once``):
+the first process to need one builds it under a lock, the others wait and read it.
+"""
+
+import fcntl
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,15 +46,37 @@ def copy_youtube68_subset(data_dir: Path, dest: Path, train_subjects: int, per_s
     return dest
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder ``build(folder)`` filled, built by one process of the session and shared with the rest.
+
+    pytest-xdist gives each worker its own temporary folder inside the session's one; the build goes
+    there, under a file lock.  A folder without its ``.built`` mark (a worker that died building it) is
+    built again.  Tests read these folders; they write only in their own ``tmp_path``.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder, done = base / name, base / name / ".built"
+    with open(base / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_ibug(tmp_path_factory, data_dir):
     """A prepared 48 px ibug68 dataset from real YouTube68 frames (train mirrored, test as is)."""
     from facelandmarks.data.prepare import PrepareOptions, prepare
 
-    root = tmp_path_factory.mktemp("tiny_ibug")
-    source = copy_youtube68_subset(data_dir, root / "youtube68", train_subjects=16, per_subject=5, test_faces=24)
-    options = PrepareOptions(size=48, out=str(root / "yt48"), workers=1, progress=False)
-    prepare([("youtube68", str(source))], options)
+    def build(root):
+        source = copy_youtube68_subset(data_dir, root / "youtube68", train_subjects=16, per_subject=5, test_faces=24)
+        prepare([("youtube68", str(source))], PrepareOptions(size=48, out=str(root / "yt48"), workers=1, progress=False))
+
+    root = built_once(tmp_path_factory, "tiny_ibug", build)
     return {"train": root / "yt48_train.npz", "test": root / "yt48_test.npz", "root": root}
 
 
@@ -57,10 +86,11 @@ def tiny_run(tmp_path_factory, tiny_ibug):
     from facelandmarks.training.config import TrainConfig
     from facelandmarks.training.fit import fit
 
-    run_dir = tmp_path_factory.mktemp("runs") / "scratch-tiny"
-    config = TrainConfig(
-        model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2,
-        epochs=7, batch=16, lr=2e-3, preview_every=3, workers=1, seed=1,
-    )
-    fit(config, verbose=0)
-    return run_dir
+    def build(root):
+        config = TrainConfig(
+            model="scratch", data=str(tiny_ibug["train"]), run_dir=str(root / "scratch-tiny"), val_fraction=0.2,
+            epochs=7, batch=16, lr=2e-3, preview_every=3, workers=1, seed=1,
+        )
+        fit(config, verbose=0)
+
+    return built_once(tmp_path_factory, "tiny_run", build) / "scratch-tiny"
