@@ -87,7 +87,7 @@ def test_two_worker_cluster_agrees_and_only_the_chief_writes(tiny_ibug, tmp_path
 
 
 def test_jax_data_parallel_on_two_devices(tiny_ibug, tmp_path):
-    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2")
     code = ("from facelandmarks.training import distribute; import keras; c = distribute.setup('data-parallel'); "
             "print('replicas', c.replicas, type(keras.distribution.distribution()).__name__)")
     probe = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
