@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 DATA_DIR = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
 
-# The tests compile hundreds of small XLA programs (every JAX step, TensorFlow's jit-compiled augmentation)
-# and run each for a step or two, so LLVM's optimisation of the generated CPU code costs more than it
-# saves: the JAX half of `make test` took 1.37x as long with it (docs/results.md#test-suite-timings).
-# It changes how fast the code runs, not what it computes (beyond rounding in the last bits: every test
-# passes either way); XLA's graph passes all still run. Set before
-# any backend loads (here, in every pytest-xdist process, and inherited by the scripts tests start);
-# training, evaluation and benchmarks keep XLA's defaults. An XLA_FLAGS of your own replaces it.
+# The tests compile many small XLA programs (every JAX step, TensorFlow's jit-compiled augmentation) and
+# run each for a step or two, so LLVM's optimisation of the generated CPU code costs more than it saves:
+# the JAX half of `make test` took 1.37x as long with it (docs/results.md#test-suite-timings). It changes
+# how fast the code runs, not what it computes (beyond rounding in the last bits: every test passes
+# either way); XLA's graph passes all still run. Set before any backend loads (here, in every
+# pytest-xdist process, and inherited by the scripts tests start); training, evaluation and the
+# benchmarks keep XLA's defaults. An XLA_FLAGS of your own replaces it.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
 
