@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from facelandmarks import runtime
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.data import npz
 from facelandmarks.data.download import (
     MUCT_URL,
@@ -49,7 +50,7 @@ def _seed(text: str) -> int:
 
 
 def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="datagen.py",
         description="Landmarked face datasets into one npz format: download, prepare, select-points, bottleneck, info.",
         epilog=EPILOG,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from facelandmarks import runtime
-from facelandmarks.cli.train import USER_ERRORS, error_line
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
 from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
@@ -22,13 +22,8 @@ EPILOG = """exit status:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not the usage
-        self.exit(2, f"{self.prog}: {message} (evaluate.py --help lists the options)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="evaluate.py", description=__doc__, epilog=EPILOG,
+    parser = OneLineParser(prog="evaluate.py", description=__doc__, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*",
                         help="run directories written by train.py (none: the model shipped in weights/)")

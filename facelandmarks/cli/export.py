@@ -21,6 +21,7 @@ import argparse
 import sys
 
 from facelandmarks import runtime
+from facelandmarks.cli.common import OneLineParser
 
 EPILOG = """exit status:
   0    exported
@@ -33,8 +34,8 @@ EPILOG = """exit status:
 def build_parser() -> argparse.ArgumentParser:
     from facelandmarks.inference.runtimes import FORMATS, QUANTIZE
 
-    parser = argparse.ArgumentParser(prog="export.py", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="export.py", description=__doc__, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", nargs="?", help="run directory or pipeline run (none: the model shipped in weights/)")
     parser.add_argument("--to", metavar="FOLDER", help="export folder (default: RUN/export)")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx", "litert"],
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     runtime.startup(args.verbose)
-    from facelandmarks.cli.train import USER_ERRORS, error_line
+    from facelandmarks.cli.common import USER_ERRORS, error_line
     from facelandmarks.inference.export import export_run
 
     try:

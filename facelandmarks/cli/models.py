@@ -2,43 +2,51 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from facelandmarks import runtime
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    runtime.startup("--verbose" in argv)  # the registry lists built models: Keras loads before parsing
-    from facelandmarks.models import IMAGE, REGISTRY, build_model, describe_models, get_spec
-
-    parser = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    """``models.py``'s flags; parsing them needs no Keras (the registry is read after)."""
+    parser = OneLineParser(
+        prog="models.py",
         description="The toolkit's landmark models. Use a NAME with train.py; see README 'Models'.",
-        epilog="models: " + ", ".join(REGISTRY),
+        epilog="models.py --list names every model with its input, size and description.",
     )
     parser.add_argument("--list", action="store_true", help="print name, parameters, input and description of every model")
-    parser.add_argument("--summary", metavar="NAME", choices=list(REGISTRY), help="print the layer summary of one model")
+    parser.add_argument("--summary", metavar="NAME", help="print the layer summary of one model")
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     parser.add_argument("--ship", metavar="RUN", help="write RUN's best weights (float16) and settings into --to, "
                                                       "a folder that loads like a run (weights/ holds the shipped one)")
     parser.add_argument("--to", metavar="FOLDER", help="destination of --ship")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.ship and not args.to:
+        parser.error("--ship needs --to FOLDER")
+    if not (args.list or args.summary or args.ship):
+        parser.print_help()
+        return 0
+    runtime.startup(args.verbose)  # Keras loads here, quietly: the registry builds models
+    from facelandmarks.models import IMAGE, REGISTRY, build_model, describe_models, get_spec
+
+    if args.summary and args.summary not in REGISTRY:
+        parser.error(f"--summary: {args.summary!r} is not a model; choose from {', '.join(REGISTRY)}")
     if args.ship:
         from facelandmarks.inference.shipped import ship
 
-        if not args.to:
-            parser.error("--ship needs --to FOLDER")
         try:
             print(f"shipped {args.ship} -> {ship(args.ship, args.to)}")
-        except (OSError, ValueError) as err:
-            print(f"models.py: {err}", file=sys.stderr)
+        except USER_ERRORS as err:
+            print(f"models.py: {error_line(err)}", file=sys.stderr)
             return 2
-        return 0
-    if not args.list and not args.summary:
-        parser.print_help()
         return 0
     if args.list:
         rows = describe_models(args.num_points)

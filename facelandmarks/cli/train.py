@@ -16,9 +16,9 @@ import argparse
 import dataclasses
 import json
 import sys
-import zipfile
 from pathlib import Path
 
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
 from facelandmarks.runtime import startup
 from facelandmarks.training.config import (
     ConfigError,
@@ -40,30 +40,6 @@ EPILOG = """exit status:
   130  interrupted (Ctrl-C); the line printed gives the command that continues the run
 """
 
-# What a user can cause and the scripts report in one line (exit 2).  Anything else is a bug: a traceback.
-# zipfile.BadZipFile and EOFError come from numpy reading a truncated npz when the loader does not name it.
-USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
-
-
-def error_line(err: BaseException, npz_files=()) -> str:
-    """``PATH: what is wrong``, on one line, for an error of ``USER_ERRORS``.
-
-    ``npz_files``: the npz files the command reads, to name the one a bare ``BadZipFile`` is about.
-    """
-    if isinstance(err, (zipfile.BadZipFile, EOFError)):
-        given = [str(p) for p in npz_files if p]
-        broken = [p for p in given if not zipfile.is_zipfile(p)] or given or ["the data file"]
-        return f"{' or '.join(broken)}: not a readable npz file, truncated or corrupt ({err or type(err).__name__})"
-    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err.strerror or ""):
-        return f"{err.filename}: {' '.join(str(err.strerror or err).split())}"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not the usage of thirty flags
-        self.exit(2, f"{self.prog}: {message} (train.py --help lists the options)\n")
-
-
 def _load_trainers() -> None:
     """Register the trainers of the layers above training (the CLI is the top layer: it may import them)."""
     import facelandmarks.pipelines  # noqa: F401  (registers cascade, regions, boxes)
@@ -72,7 +48,7 @@ def _load_trainers() -> None:
 def build_parser() -> argparse.ArgumentParser:
     """``train.py``'s flags: TrainConfig's fields, then one group per registered trainer's options."""
     _load_trainers()
-    parser = _Parser(prog="train.py", description=__doc__, epilog=EPILOG,
+    parser = OneLineParser(prog="train.py", description=__doc__, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE", help="settings file (JSON; YAML with PyYAML); typed flags override it")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")

@@ -180,6 +180,13 @@ def read_member(path: str | os.PathLike, key: str) -> np.ndarray:
 
 def _read_arrays(path: Path, decode_images: bool = True) -> dict[str, np.ndarray]:
     try:
+        with open(path, "rb") as head:
+            magic = head.read(6)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):  # numpy would call any other file pickled data
+        raise DatasetError(f"{path}: not an npz file (it does not start as a zip archive does)")
+    try:
         data = np.load(path, allow_pickle=False)
     except _UNREADABLE as err:
         raise DatasetError(f"{path}: not a readable npz file ({_reason(err)})") from None

@@ -72,8 +72,10 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """
     import h5py
 
+    from facelandmarks.training.runs import read_run_config
+
     run_dir, dest = Path(run_dir), Path(dest)
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_run_config(run_dir)
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir}: no {WEIGHTS_FILE} to ship")

@@ -126,7 +126,7 @@ def test_load_names_the_file_it_cannot_use(tmp_path):
         npz.load_npz(missing)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip archive")
-    with pytest.raises(DatasetError, match=f"{garbage}: not a readable npz file"):
+    with pytest.raises(DatasetError, match=f"{garbage}: not an npz file"):
         npz.load_npz(garbage)
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, **{**dataset(), "subject": np.array(["a", 1, None], dtype=object)})
