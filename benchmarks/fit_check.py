@@ -26,6 +26,20 @@ from pathlib import Path
 
 from facelandmarks.runtime import startup
 
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run directory written by train.py")
+    parser.add_argument("--faces", type=int, default=640, help="training faces to score (a random sample; 0: all)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--refit-head", action="store_true", help="also fit a new head on frozen pooled features")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and a wrong flag answer before Keras loads
+
 startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
 
 import keras
@@ -40,16 +54,6 @@ from facelandmarks.inference.predictor import Predictor
 from facelandmarks.models import losses
 from facelandmarks.models.heads import _dense_stack, _landmark_output
 from facelandmarks.training.config import TrainConfig
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="run directory written by train.py")
-    parser.add_argument("--faces", type=int, default=640, help="training faces to score (a random sample; 0: all)")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--refit-head", action="store_true", help="also fit a new head on frozen pooled features")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
 
 
 def predict(model, x, batch: int, training_mode: bool = False, progress: bool = False) -> np.ndarray:

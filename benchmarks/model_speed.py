@@ -23,15 +23,10 @@ import platform
 import statistics
 import time
 
-from facelandmarks.runtime import startup
-
-startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
-
-import keras
 import numpy as np
 from tqdm import tqdm
 
-from facelandmarks.models import FEATURES, REGISTRY, backbones, build_model, get_spec
+from facelandmarks.runtime import startup
 
 
 def time_calls(predict, batch, warmup: int, repeats: int) -> list[float]:
@@ -48,6 +43,10 @@ def time_calls(predict, batch, warmup: int, repeats: int) -> list[float]:
 
 def bottleneck_pipeline(num_points: int):
     """InceptionV3 features (299 px) followed by the bottleneck head, as one model."""
+    import keras
+
+    from facelandmarks.models import backbones, build_model
+
     backbone = backbones.build_backbone("inception", (299, 299, 3), pooling="avg")
     head = build_model("inception_bottleneck", (backbone.output.shape[-1],), num_points)
     pixels = keras.Input((299, 299, 3), name="pixels")
@@ -56,13 +55,22 @@ def bottleneck_pipeline(num_points: int):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(REGISTRY), default=list(REGISTRY), help="models to time (default: all)")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="models to time (default: all; models.py --list names them)")
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K (default 68)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls (default 20)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.repeats < 1:
         parser.error(f"--warmup and --repeats must be >= 1, got {args.warmup} and {args.repeats}")
+    startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
+    import keras
+
+    from facelandmarks.models import FEATURES, REGISTRY, build_model, get_spec
+
+    args.models = args.models or list(REGISTRY)
+    unknown = [name for name in args.models if name not in REGISTRY]
+    if unknown:
+        parser.error(f"--models: {', '.join(unknown)} not registered; choose from {', '.join(REGISTRY)}")
 
     rng = np.random.default_rng(0)
     rows = []

@@ -19,12 +19,9 @@ import resource
 import sys
 import time
 
-from facelandmarks import runtime
-
-runtime.startup()  # Keras and its backend without their start-up INFO lines
-
 import numpy as np
 
+from facelandmarks import runtime
 from facelandmarks.data import npz
 from facelandmarks.inference.predictor import Predictor
 
@@ -73,6 +70,7 @@ def main(argv=None) -> int:
             table(result["rows"], result["default"], f"{label}, ")
         return 0
 
+    runtime.startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
     crops = npz.load_npz(args.data)["images"][: args.faces]
     predictor = Predictor.load(args.model, runtime=args.runtime, flip_test=args.flip_test)
     default = predictor.batch_size

@@ -28,6 +28,33 @@ import sys
 import time
 
 from facelandmarks import runtime
+from facelandmarks.training.config import JIT_MODES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared training npz")
+    parser.add_argument("--model", default="mobilenetv2")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=25, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of each round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="loader threads of the real pipeline")
+    parser.add_argument("--augment", default="default")
+    parser.add_argument("--jit-compile", default="auto", choices=JIT_MODES,
+                        help="XLA for the train step (auto: off for TensorFlow on CPU)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="as train.py --mixed-precision (bfloat16 on a CPU, float16 on a GPU)")
+    parser.add_argument("--allocator", choices=["tuned", "both", "all"], default="tuned",
+                        help="both: measure glibc's allocator as it comes and tuned, in two fresh processes; "
+                             "all: and tcmalloc preloaded, where it is installed")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and a wrong flag answer before Keras loads
 
 runtime.startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
 
@@ -43,7 +70,7 @@ from facelandmarks.models.losses import pack_targets
 from facelandmarks.runtime import cpu_description
 from facelandmarks.training import distribute
 from facelandmarks.training.callbacks import AllocatorSettings
-from facelandmarks.training.config import JIT_MODES, TrainConfig
+from facelandmarks.training.config import TrainConfig
 from facelandmarks.training.fit import _compile, resolve_jit_compile, set_precision
 
 
@@ -102,24 +129,7 @@ def run_both(argv, allocators: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prepared training npz")
-    parser.add_argument("--model", default="mobilenetv2")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=25, help="timed steps per round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of each round")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2, help="loader threads of the real pipeline")
-    parser.add_argument("--augment", default="default")
-    parser.add_argument("--jit-compile", default="auto", choices=JIT_MODES,
-                        help="XLA for the train step (auto: off for TensorFlow on CPU)")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="as train.py --mixed-precision (bfloat16 on a CPU, float16 on a GPU)")
-    parser.add_argument("--allocator", choices=["tuned", "both", "all"], default="tuned",
-                        help="both: measure glibc's allocator as it comes and tuned, in two fresh processes; "
-                             "all: and tcmalloc preloaded, where it is installed")
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.allocator in ("both", "all"):

@@ -97,12 +97,25 @@ def test_importable_from_any_folder_without_loading_a_backend(tmp_path):
 
 
 @pytest.mark.parametrize("script", SCRIPTS + tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.py"))))
-def test_scripts_answer_help_quietly(script):
-    result = _run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT)
+def test_scripts_answer_help_quietly_without_loading_a_backend(script):
+    code = (f"import contextlib, runpy, sys; sys.argv = [{script!r}, '--help']\n"
+            f"with contextlib.suppress(SystemExit): runpy.run_path({script!r}, run_name='__main__')\n"
+            "print('LOADED', *[m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules])")
+    result = _run([sys.executable, "-c", code], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
+    assert result.stdout.split("LOADED")[1].split() == []  # --help answers at once, before Keras loads
     noise = [line for line in result.stderr.splitlines() if "I0000" in line or "absl::InitializeLog" in line]
     assert noise == []
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_tell_a_wrong_flag_in_one_line(script):
+    result = _run([sys.executable, str(ROOT / script), "--no-such-flag"], cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, not the usage page
+    assert result.stderr.startswith(f"{Path(script).name}")
+    assert "--help lists the options" in result.stderr
 
 
 def test_train_answers_help_and_bad_settings_without_loading_a_backend(tmp_path):
