@@ -30,7 +30,7 @@ PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist workstea
 setup: $(VENV)/.installed
 
 # The package, editable, with both backends and the test tools, at the versions pinned in requirements.txt.
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.txt -e ".[tensorflow,jax,dev,onnx,litert,export]"

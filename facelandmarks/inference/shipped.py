@@ -5,26 +5,35 @@ A shipped model is a folder that loads like a run directory (``Predictor.load``,
 ``best.weights.h5`` with every float32 weight stored as float16 (half the size; ``load_weights``
 casts them back, which moves points by far less than 0.01 NME points -- the model card reports the
 measured change) and ``MODEL_CARD.md``.  ``Predictor.load()`` with no argument loads the one in
-``weights/``, or the folder named by ``FACELANDMARKS_WEIGHTS``.
+``weights/`` (in an installed copy, ``<prefix>/share/facelandmarks/weights``, where ``setup.py`` puts it),
+or the folder named by ``FACELANDMARKS_WEIGHTS``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sysconfig
 from pathlib import Path
 
 import numpy as np
 
 WEIGHTS_ENV = "FACELANDMARKS_WEIGHTS"
 WEIGHTS_FILE = "best.weights.h5"
+INSTALLED_WEIGHTS = Path("share") / "facelandmarks" / "weights"  # under the install prefix (setup.py)
 # settings that describe how the run was trained, not how to rebuild the model: dropped from the shipped config
 _TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers")
 
 
-def weights_folder() -> Path:
-    """The repository's ``weights/`` folder (beside the ``facelandmarks`` package of a working copy)."""
-    return Path(__file__).resolve().parents[2] / "weights"
+def weights_folders() -> list[Path]:
+    """Where the shipped model may be, in order: the ``weights/`` folder beside the package of a working
+    copy, then ``<prefix>/share/facelandmarks/weights`` of an installed copy (``setup.py`` puts it there),
+    in the environment's prefix and in the user's (``pip install --user``)."""
+    folders = [Path(__file__).resolve().parents[2] / "weights"]
+    for scheme in (sysconfig.get_default_scheme(), f"{os.name}_user"):
+        if scheme in sysconfig.get_scheme_names():
+            folders.append(Path(sysconfig.get_path("data", scheme)) / INSTALLED_WEIGHTS)
+    return list(dict.fromkeys(folders))
 
 
 def default_model_dir() -> Path:
@@ -35,14 +44,20 @@ def default_model_dir() -> Path:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: {WEIGHTS_ENV} names no shipped model (no config.json)")
         return path
-    folder = weights_folder()
-    found = sorted(p.parent for p in folder.glob(f"*/{WEIGHTS_FILE}") if (p.parent / "config.json").is_file())
-    if not found:
-        raise FileNotFoundError(f"{folder}: no shipped model here; give a run directory, or set {WEIGHTS_ENV}")
+    folders = [folder for folder in weights_folders() if _models_in(folder)]
+    if not folders:
+        looked = " or ".join(str(folder) for folder in weights_folders())
+        raise FileNotFoundError(f"{looked}: no shipped model there; give a run directory, or set {WEIGHTS_ENV}")
+    folder = folders[0]
+    found = _models_in(folder)
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise FileNotFoundError(f"{folder}: several models ({names}); give one, or set {WEIGHTS_ENV}")
     return found[0]
+
+
+def _models_in(folder: Path) -> list[Path]:
+    return sorted(p.parent for p in folder.glob(f"*/{WEIGHTS_FILE}") if (p.parent / "config.json").is_file())
 
 
 def _copy_as_float16(source, target, skip=()) -> None:
