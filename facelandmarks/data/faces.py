@@ -18,6 +18,8 @@ outside is filled by replicating the border.
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
@@ -169,11 +171,34 @@ def _as_uint8_rgb_or_gray(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))) or 0 in image.shape:
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, 1, 3 or 4 channels), got {image.shape}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     return np.ascontiguousarray(image)
+
+
+def read_rgb(path) -> np.ndarray | None:
+    """The photo at ``path`` as RGB uint8, or None when it cannot be read (corrupt, not an image, no permission)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else bgr[..., ::-1].copy()
+
+
+def as_photo(image) -> np.ndarray:
+    """An RGB (or gray) uint8 photo from an array, or read from an image file's path (a ``str`` or ``Path``).
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file, or the array's dtype or shape.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f"{image}: no such photo")
+        rgb = read_rgb(image)
+        if rgb is None:
+            raise ValueError(f"{image}: cannot read image (corrupt or not an image)")
+        return rgb
+    return _as_uint8_rgb_or_gray(image)
 
 
 def crop_box_from_detection(box, scale: float = CROP_SCALE, shift: float = CROP_SHIFT) -> np.ndarray:

@@ -53,7 +53,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     files = image_files(target)
     if not files:
         raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if not target.is_dir() and read_photo(target) is None:  # before the model loads
+    if not target.is_dir() and faces.read_rgb(target) is None:  # before the model loads
         raise ValueError(f"{target}: cannot read image (corrupt or not an image)")
     predictor = Predictor.load(run_dir, flip_test=flip_test, runtime=runtime, threads=threads)
     detector = predictor.detector
@@ -61,7 +61,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"done": 0, "no_face": 0, "unreadable": 0}
     for path in files:
-        image = read_photo(path)
+        image = faces.read_rgb(path)
         if image is None:
             print(f"{path}: cannot read image (corrupt or not an image); skipped", file=sys.stderr)
             counts["unreadable"] += 1
@@ -80,12 +80,6 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     if counts["unreadable"] == len(files):
         raise ValueError(f"{target}: none of its {len(files)} image(s) could be read")
     return counts
-
-
-def read_photo(path: Path) -> np.ndarray | None:
-    """The photo as RGB uint8, or None when it cannot be read (corrupt, not an image, no permission)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else bgr[..., ::-1].copy()
 
 
 def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, info: dict, crops: bool = False) -> Path:

@@ -345,8 +345,9 @@ class Predictor:
 
     # -- photos ------------------------------------------------------------
 
-    def detect_and_predict(self, image: np.ndarray, detections=None) -> list[FaceLandmarks]:
-        """Every face in an RGB (or gray) uint8 photo, with its landmarks in photo pixels."""
+    def detect_and_predict(self, image, detections=None) -> list[FaceLandmarks]:
+        """Every face in an RGB (or gray) uint8 photo, or the image file at a path, with its landmarks in photo pixels."""
+        image = faces.as_photo(image)
         if detections is None:
             detections, scores = self.detect(image)
         else:
@@ -371,8 +372,9 @@ class Predictor:
         """dlib detections at two scales, merged (``faces.FaceDetector.detect_all``)."""
         return self.detector.detect_all(image)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """(faces, K, 2) landmark pixel coordinates of every face dlib finds in ``image``."""
+    def predict(self, image) -> np.ndarray:
+        """(faces, K, 2) landmark pixel coordinates of every face dlib finds in ``image``: an RGB (or gray) uint8
+        array, or the path of an image file."""
         found = self.detect_and_predict(image)
         k = self.scheme.num_points
         return np.stack([f.points for f in found]) if found else np.zeros((0, k, 2), np.float32)

