@@ -236,17 +236,23 @@ def _kernels(model: keras.Model) -> list:
     return [v for v in model.weights if v.path.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel")]
 
 
+def check_weights_file(path) -> Path:
+    """``path`` as a ``Path`` if it names an existing ``.h5`` file, else a ValueError naming it (before any building)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist (use 'none', 'imagenet' or a .weights.h5 / .h5 file)")
+    if not path.name.endswith(".h5"):
+        raise ValueError(f"weights file {path}: expected a Keras .weights.h5 or .h5 weights file")
+    return path
+
+
 def load_backbone_weights(application: keras.Model, path) -> None:
     """Load a local weights file into a notop application model, or raise naming the file.
 
     Keras skips parts of a file it cannot match with no more than a warning;
     every convolution kernel is therefore checked to have been replaced.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist (use 'none', 'imagenet' or a .weights.h5 / .h5 file)")
-    if not path.name.endswith(".h5"):
-        raise ValueError(f"weights file {path}: expected a Keras .weights.h5 or .h5 weights file")
+    path = check_weights_file(path)
     before = [np.array(v) for v in _kernels(application)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -305,6 +311,8 @@ def build_backbone(
     mode = resolve_normalization(name, weights, normalization)
     if pooling not in (None, "avg"):
         raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
+    if kind == "path":
+        check_weights_file(weights)  # a typo answers now, not after the network is built
 
     application_args = dict(include_top=False, input_shape=(height, width, 3), name=info.application_name)
     if kind == "imagenet":
