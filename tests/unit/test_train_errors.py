@@ -203,3 +203,13 @@ def test_an_unwritable_folder_is_found_before_any_work(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(OutputError, match="cannot write there"):
             check_writable(locked)
+
+
+def test_evaluate_writes_where_the_help_says_without_out(tmp_path):
+    run = tmp_path / "runs" / "mine"
+    parse = evaluate_cli.build_parser().parse_args
+    assert evaluate_cli.default_out(parse([str(run), "--data", "t.npz"])) == str(Path("results") / "mine")
+    assert evaluate_cli.default_out(parse(["--data", "t.npz", str(run / "export" / "model.onnx")])) == str(Path("results") / "model")
+    assert evaluate_cli.default_out(parse(["--image", "photo.jpg"])) == "out"
+    assert evaluate_cli.default_out(parse(["--video", "clips/talk.mp4"])) == str(Path("out") / "talk_landmarks.mp4")
+    assert evaluate_cli.default_out(parse(["--video", "0"])) == str(Path("out") / "camera0_landmarks.mp4")
