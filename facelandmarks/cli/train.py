@@ -21,6 +21,7 @@ from pathlib import Path
 from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
 from facelandmarks.runtime import startup
 from facelandmarks.training.config import (
+    SHIPPED,
     ConfigError,
     TrainConfig,
     add_arguments,
@@ -106,6 +107,13 @@ def _new_run(requested: dict, requested_options: dict, trainer, options_class) -
         raise ConfigError(f"train.py {model} needs --data TRAIN.npz (on the command line or in the --config file)")
     if not requested.get("run_dir"):
         raise ConfigError(f"train.py {model} needs --run-dir DIR (on the command line or in the --config file)")
+    if requested.get("init") == SHIPPED:  # the folder itself goes into config.json: a rerun starts from the same model
+        from facelandmarks.inference.shipped import default_model_dir
+
+        try:
+            requested["init"] = str(default_model_dir())
+        except FileNotFoundError as err:
+            raise ConfigError(f"--init {SHIPPED}: {err}") from None
     pipeline = dataclasses.asdict(options_class(**requested_options)) if options_class else {}
     return TrainConfig(**{"data": None, **requested, "pipeline": pipeline})
 

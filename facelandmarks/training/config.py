@@ -49,6 +49,9 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line naming the file or flag and the problem."""
 
 
+SHIPPED = "shipped"  # --init's name for the model shipped in weights/ (train.py replaces it by the folder)
+
+
 def setting(default=MISSING, help: str = "", **meta):
     """A dataclass field carrying its CLI help; a list or dict default is copied for each instance."""
     metadata = {"help": help, **meta}
@@ -118,7 +121,9 @@ class TrainConfig:
                                choices=JIT_MODES)
     init: str | None = setting(None, "start from a trained run (its best weights) or a .weights.h5 of the same model "
                                      "and input size: fine-tuning on new data; of another point count (scheme), the "
-                                     "layers that fit are kept and the head starts fresh")
+                                     "layers that fit are kept and the head starts fresh. --init alone (or 'shipped'): "
+                                     "the shipped model, recorded in config.json by its folder", const=SHIPPED,
+                               metavar="RUN")
     teachers: list = setting([], "distillation: trained runs or shipped-model folders whose flip-test points, averaged, "
                                  "become part of each training face's target (validation keeps the annotations)")
     teacher_weight: float = setting(0.8, "share of the teachers' points in the training targets with --teachers "
@@ -213,6 +218,10 @@ def add_arguments(parser, cls) -> None:
             options["action"] = argparse.BooleanOptionalAction
         else:
             options["type"] = _flag_parser(kind)
+            if "const" in f.metadata:  # the flag alone means this value
+                options.update(nargs="?", const=f.metadata["const"])
+            if "metavar" in f.metadata:
+                options["metavar"] = f.metadata["metavar"]
             if "choices" in f.metadata:
                 options["choices"] = f.metadata["choices"]
             elif kind is dict:

@@ -255,3 +255,21 @@ def test_trainers_are_found_by_name_and_the_training_layer_imports_no_pipeline()
         get_trainer("vgg16")
     for module in (ROOT / "facelandmarks" / "training").glob("*.py"):  # a lower layer never imports a higher one
         assert not re.search(r"^\s*(from|import) facelandmarks\.pipelines", module.read_text(), re.M), module.name
+
+
+def test_init_alone_or_shipped_starts_from_the_shipped_model_and_records_its_folder(tmp_path, monkeypatch):
+    from facelandmarks.inference.shipped import WEIGHTS_ENV, default_model_dir
+
+    base = ["mobilenetv2_heatmap", "--data", "train.npz", "--run-dir", str(tmp_path / "r")]
+    shipped = str(default_model_dir())
+    assert resolve_config([*base, "--init"])[0].init == shipped
+    assert resolve_config(["mobilenetv2_heatmap", "--init", "--data", "train.npz", "--run-dir", "r"])[0].init == shipped
+    assert resolve_config([*base, "--init", "shipped"])[0].init == shipped
+    assert resolve_config([*base, "--init", "runs/a"])[0].init == "runs/a"
+    assert resolve_config(base)[0].init is None
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"model": "mobilenetv2_heatmap", "data": "train.npz", "init": "shipped"}))
+    assert resolve_config(["--config", str(recipe), "--run-dir", "r"])[0].init == shipped
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nothing"))
+    with pytest.raises(ConfigError, match=rf"^--init shipped: {re.escape(str(tmp_path / 'nothing'))}: "):
+        resolve_config([*base, "--init"])
