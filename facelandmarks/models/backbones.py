@@ -236,23 +236,13 @@ def _kernels(model: keras.Model) -> list:
     return [v for v in model.weights if v.path.rsplit("/", 1)[-1] in ("kernel", "depthwise_kernel")]
 
 
-def check_weights_file(path) -> Path:
-    """``path`` as a ``Path`` if it names an existing ``.h5`` file, else a ValueError naming it (before any building)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist (use 'none', 'imagenet' or a .weights.h5 / .h5 file)")
-    if not path.name.endswith(".h5"):
-        raise ValueError(f"weights file {path}: expected a Keras .weights.h5 or .h5 weights file")
-    return path
-
-
 def load_backbone_weights(application: keras.Model, path) -> None:
     """Load a local weights file into a notop application model, or raise naming the file.
 
     Keras skips parts of a file it cannot match with no more than a warning;
     every convolution kernel is therefore checked to have been replaced.
     """
-    path = check_weights_file(path)
+    path = Path(path)  # build_backbone has checked that it is an .h5 file
     before = [np.array(v) for v in _kernels(application)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -311,8 +301,10 @@ def build_backbone(
     mode = resolve_normalization(name, weights, normalization)
     if pooling not in (None, "avg"):
         raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
-    if kind == "path":
-        check_weights_file(weights)  # a typo answers now, not after the network is built
+    if kind == "path" and not Path(weights).is_file():  # a typo answers now, not after the network is built
+        raise ValueError(f"weights file {weights} does not exist (use 'none', 'imagenet' or a .weights.h5 / .h5 file)")
+    if kind == "path" and not str(weights).endswith(".h5"):
+        raise ValueError(f"weights file {weights}: expected a Keras .weights.h5 or .h5 weights file")
 
     application_args = dict(include_top=False, input_shape=(height, width, 3), name=info.application_name)
     if kind == "imagenet":
