@@ -49,7 +49,7 @@ def main(argv=None):
             return 2
         return 0
     if args.list:
-        rows = describe_models(args.num_points)
+        rows = describe_models(args.num_points, progress=True)
         print(f"{'model':<22} {'input':<16} {'params':>12}  {'from':<20} description")
         for row in rows:
             print(f"{row['name']:<22} {row['input']:<16} {row['params']:>12,}  {row['source']:<20} {row['description']}")

@@ -145,10 +145,15 @@ def load_model(path, compile: bool = True) -> keras.Model:
     return keras.saving.load_model(path, compile=compile)
 
 
-def describe_models(num_points: int = 68) -> list[dict]:
-    """One row per model: name, input, parameters at the default input size, description."""
+def describe_models(num_points: int = 68, progress: bool = False) -> list[dict]:
+    """One row per model: name, input, parameters at the default input size, description.
+
+    Every model is built to count its parameters (8-20 s for all); ``progress`` shows a bar on stderr.
+    """
+    from tqdm import tqdm
+
     rows = []
-    for spec in REGISTRY.values():
+    for spec in tqdm(REGISTRY.values(), desc="building the models", unit="model", leave=False, disable=not progress):
         model = build_model(spec.name, spec.default_input_shape, num_points)
         rows.append({
             "name": spec.name,
