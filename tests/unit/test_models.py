@@ -88,3 +88,17 @@ def test_cli_help_and_summary(capsys):
     assert main(["--summary", "mlp", "--input-size", "32"]) == 0
     out = capsys.readouterr().out
     assert "mlp_landmarks" in out and "landmark_coordinates" in out
+
+
+@pytest.mark.slow  # builds every registered model, the stock ImageNet backbones too
+def test_cli_list_shows_every_model_with_its_parameters(capsys):
+    from facelandmarks.models import REGISTRY
+
+    assert main(["--list", "--num-points", "5"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert list(rows) == list(REGISTRY)
+    params = build_model("mlp", REGISTRY["mlp"].default_input_shape, 5).count_params()
+    assert f" {params:,} " in rows["mlp"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--summary", "nope"])
+    assert exit_info.value.code == 2 and "'nope' is not a model; choose from scratch" in capsys.readouterr().err
