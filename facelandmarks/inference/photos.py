@@ -53,8 +53,8 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     files = image_files(target)
     if not files:
         raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if not target.is_dir() and faces.read_rgb(target) is None:  # before the model loads
-        raise ValueError(f"{target}: cannot read image (corrupt or not an image)")
+    if not target.is_dir():
+        faces.as_photo(target)  # an unreadable photo is an error before the model loads
     predictor = Predictor.load(run_dir, flip_test=flip_test, runtime=runtime, threads=threads)
     detector = predictor.detector
     detector.min_score = min_score

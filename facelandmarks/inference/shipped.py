@@ -44,20 +44,16 @@ def default_model_dir() -> Path:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: {WEIGHTS_ENV} names no shipped model (no config.json)")
         return path
-    folders = [folder for folder in weights_folders() if _models_in(folder)]
-    if not folders:
-        looked = " or ".join(str(folder) for folder in weights_folders())
-        raise FileNotFoundError(f"{looked}: no shipped model there; give a run directory, or set {WEIGHTS_ENV}")
-    folder = folders[0]
-    found = _models_in(folder)
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise FileNotFoundError(f"{folder}: several models ({names}); give one, or set {WEIGHTS_ENV}")
-    return found[0]
-
-
-def _models_in(folder: Path) -> list[Path]:
-    return sorted(p.parent for p in folder.glob(f"*/{WEIGHTS_FILE}") if (p.parent / "config.json").is_file())
+    folders = weights_folders()
+    for folder in folders:
+        found = sorted(p.parent for p in folder.glob(f"*/{WEIGHTS_FILE}") if (p.parent / "config.json").is_file())
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise FileNotFoundError(f"{folder}: several models ({names}); give one, or set {WEIGHTS_ENV}")
+        if found:
+            return found[0]
+    looked = " or ".join(map(str, folders))
+    raise FileNotFoundError(f"{looked}: no shipped model there; give a run directory, or set {WEIGHTS_ENV}")
 
 
 def _copy_as_float16(source, target, skip=()) -> None:

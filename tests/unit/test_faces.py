@@ -37,7 +37,7 @@ def test_a_photo_is_an_image_array_or_the_path_of_an_image_file(tmp_path):
     assert cv2.imwrite(str(path), rgb[..., ::-1])  # OpenCV writes BGR
     for given in (path, str(path)):
         assert np.array_equal(faces.as_photo(given), rgb)
-    assert faces.as_photo(rgb) is not None and faces.as_photo(rgb[..., :1]).shape == (20, 30)
+    assert np.array_equal(faces.as_photo(rgb), rgb) and faces.as_photo(rgb[..., :1]).shape == (20, 30)
     assert faces.as_photo(np.dstack([rgb, rgb[..., :1]])).shape == (20, 30, 3)  # RGBA: the alpha channel dropped
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
