@@ -9,6 +9,10 @@ The conventions are the field's (300-W, WFLW, HRNet-Facial, mmpose):
   unavailable are left out of the mean, never counted as zero error.  A
   face whose normalising points are themselves unavailable has no NME
   (NaN) and is left out of every summary, which reports how many it scored.
+* Mean offset of a face = mean signed error (prediction - ground truth) in x
+  and in y over its visible points, divided by the same distance: NME says
+  how far points are, the offset whether they lean one way.  A pixel
+  convention mixed up between datasets shows here (0.3 NME points once).
 * CED: fraction of faces whose NME is at most x, for x in [0, threshold].
 * AUC@t: area under the CED on [0, t] divided by t (1.0 = every face
   perfect).  FR@t: fraction of faces with NME > t.
@@ -93,6 +97,21 @@ def nme_per_face(pred, gt, visible, scheme, by: str = "corners", points=None) ->
     return mean / norm
 
 
+def mean_offset(pred, gt, visible, scheme) -> tuple[float, float]:
+    """(x, y) mean signed error over the scored faces' visible points, in % of each face's normalising distance."""
+    gt = np.asarray(gt, np.float64)
+    signed = np.asarray(pred, np.float64).reshape(gt.shape) - gt
+    visible = np.asarray(visible, bool)
+    norm = normalising_distance(gt, visible, scheme)
+    counts = visible.sum(axis=1)
+    scored = ~np.isnan(norm) & (counts > 0)
+    if not scored.any():
+        return float("nan"), float("nan")
+    per_face = np.where(visible[..., None], signed, 0.0).sum(axis=1)[scored] / counts[scored, None]
+    x, y = 100.0 * (per_face / norm[scored, None]).mean(axis=0)
+    return float(x), float(y)
+
+
 def ced(nme: np.ndarray, threshold: float = 0.10, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative error distribution: x in [0, threshold], fraction of faces with NME <= x."""
     nme = np.asarray(nme, np.float64)
@@ -128,8 +147,8 @@ def summarize(pred, gt, visible, scheme, thresholds=THRESHOLDS) -> dict:
     """All headline numbers for one model on one dataset (percentages where noted).
 
     Returns a dict with ``faces`` (scored), ``unscored``, ``nme`` (%),
-    ``nme_pupils`` (% or absent), ``auc@t`` and ``fr@t`` (%) per threshold, and
-    ``nme_<region>`` (%) per scheme region.
+    ``nme_pupils`` (% or absent), ``auc@t`` and ``fr@t`` (%) per threshold,
+    ``offset_x`` / ``offset_y`` (%, ``mean_offset``) and ``nme_<region>`` (%) per scheme region.
     """
     scheme = _scheme(scheme)
     per_face = nme_per_face(pred, gt, visible, scheme)
@@ -145,6 +164,7 @@ def summarize(pred, gt, visible, scheme, thresholds=THRESHOLDS) -> dict:
     for t in thresholds:
         out[f"auc@{t:g}"] = auc(per_face, t)
         out[f"fr@{t:g}"] = 100.0 * failure_rate(per_face, t)
+    out["offset_x"], out["offset_y"] = mean_offset(pred, gt, visible, scheme)
     for region, points in scheme.regions.items():
         region_nme = nme_per_face(pred, gt, visible, scheme, points=points)
         out[f"nme_{region}"] = 100.0 * float(np.nanmean(region_nme)) if (~np.isnan(region_nme)).any() else float("nan")

@@ -64,6 +64,13 @@ def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     assert float(table[1]["ms_per_face"]) > 0 and table[1]["params"] == ours["params"]
     markdown = (out / "results.md").read_text()
     assert "| model | train loss | val loss |" in markdown and "dlib (ERT, 68 pts)" in markdown
+    # the mean offset: dlib's +1 px row leans right and down by one photo pixel more than its plain row
+    assert "| model | x (+ right) | y (+ down) |" in markdown
+    side = test["box"][:, 2] - test["box"][:, 0]  # photo pixels per crop width
+    one_pixel = 100 * np.nanmean(1 / (side * metrics.normalising_distance(test["landmarks"], test["visible"], "ibug68")))
+    for axis in ("x", "y"):
+        lean = float(table[3][f"offset_{axis}"]) - float(table[2][f"offset_{axis}"])
+        assert lean == pytest.approx(one_pixel, rel=0.02), axis
 
 
 def test_dlib_baseline_reproduces_its_known_quality_on_afw(tmp_path, data_dir):

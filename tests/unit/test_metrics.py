@@ -41,6 +41,36 @@ def test_masked_point_never_counts():
     np.testing.assert_array_equal(before, after)
 
 
+def test_mean_offset_by_hand_signed_masked_and_per_face():
+    pred, gt, visible = faces_with_known_errors()
+    # face 0: point 5 off by (3, 4): the mean over 15 points is (0.2, 0.267), normalised by 10;
+    # face 1: every visible point 0.5 right, the masked one (1000 off) left out
+    x, y = metrics.mean_offset(pred, gt, visible, KAGGLE15)
+    assert x == pytest.approx(100 * (3 / 15 / 10 + 0.5 / 10) / 2)
+    assert y == pytest.approx(100 * (4 / 15 / 10) / 2)
+    # opposite leans cancel, unlike NME
+    pred[1] = gt[1] - (pred[0] - gt[0])
+    visible[1] = True
+    assert metrics.mean_offset(pred, gt, visible, KAGGLE15) == pytest.approx((0.0, 0.0))
+    summary = metrics.summarize(pred, gt, visible, KAGGLE15)
+    assert summary["nme"] > 0 and summary["offset_x"] == pytest.approx(0.0) and summary["offset_y"] == pytest.approx(0.0)
+
+
+def test_mean_offset_leaves_out_unscorable_faces():
+    rng = np.random.default_rng(2)
+    gt = rng.random((3, 68, 2)) * 100
+    visible = np.ones((3, 68), bool)
+    pred = gt.copy()
+    pred[0] += [-1.0, 2.0]
+    pred[1] += [500.0, 500.0]
+    visible[1, 45] = False  # no normalising distance: not scored
+    pred[2] += [-1.0, 2.0]
+    x, y = metrics.mean_offset(pred, gt, visible, IBUG68)
+    norm = metrics.normalising_distance(gt, visible, IBUG68)
+    assert x == pytest.approx(100 * np.mean([-1.0 / norm[0], -1.0 / norm[2]]))
+    assert y == pytest.approx(100 * np.mean([2.0 / norm[0], 2.0 / norm[2]]))
+
+
 def test_auc_and_failure_rate_by_hand():
     nme = np.array([0.02, 0.05, 0.09, 0.20, np.nan])
     # AUC@0.1 = mean(1 - e/0.1 clipped) over the 4 scored faces = (0.8 + 0.5 + 0.1 + 0) / 4
