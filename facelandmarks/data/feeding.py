@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import keras
@@ -87,7 +88,7 @@ def model_inputs(arrays: dict, size: int | None) -> np.ndarray:
 
 def repeat_counts(data, oversample: dict) -> np.ndarray:
     """How often each face of an in-memory set appears in an epoch: ``oversample[source]`` for the faces of
-    that source (the npz's ``source`` column: ``300w``, ``youtube68``, ...), once for the others."""
+    that source (the npz's ``source`` column: ``300w``, ``youtube68``, ...; 0 leaves them out), once for the others."""
     count = len(data["landmarks"])
     if not oversample:
         return np.ones(count, np.int64)
@@ -102,6 +103,8 @@ def repeat_counts(data, oversample: dict) -> np.ndarray:
     repeats = np.ones(count, np.int64)
     for source, factor in oversample.items():
         repeats[sources == source] = factor
+    if not repeats.any():
+        raise ValueError(f"--oversample {json.dumps(oversample)} leaves no training face (0 for every source)")
     return repeats
 
 
@@ -135,6 +138,9 @@ class FaceParts:
 
     @property
     def faces(self) -> int:
+        """Faces an epoch holds (an oversampled face as often as it appears)."""
+        if self.repeats is not None:
+            return int(sum(r.sum() for r in self.repeats))
         return sum(self.counts)
 
     def get(self, part: int):

@@ -100,7 +100,7 @@ class TrainConfig:
     augment: str = setting("default", '"default", "light", "none", or e.g. "rotation=15,scale=0.1,flip=0.5,brightness=0.2" '
                                       "(see facelandmarks/data/augment)")
     oversample: dict = setting({}, 'JSON object {source: N}: each training face of that source (the npz\'s source '
-                                   'column) appears N times per epoch, e.g. {"300w": 3}; in-memory npz only')
+                                   'column) appears N times per epoch, e.g. {"300w": 3}; 0 leaves the source out of training; in-memory npz only')
     seed: int = setting(0, "seed of weights, batch order and augmentation (and of the validation split, unless "
                            "--split-seed)")
     split_seed: int | None = setting(None, "seed of the validation split by subject; default: --seed. Keep it "
@@ -157,9 +157,9 @@ class TrainConfig:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.patience < 1 or not self.min_delta >= 0:
             raise ValueError(f"--patience must be >= 1 and --min-delta >= 0, got {self.patience} and {self.min_delta}")
-        if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for k, v in self.oversample.items()):
-            raise ValueError(f"--oversample must map source names to whole numbers >= 1, got {self.oversample!r}")
+            raise ValueError(f"--oversample must map source names to whole numbers >= 0, got {self.oversample!r}")
         for flag, seed in (("--seed", self.seed), ("--split-seed", self.split_seed)):
             if seed is not None and (problem := seed_problem(seed)):
                 raise ValueError(f"{flag} {problem}")

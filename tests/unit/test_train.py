@@ -33,6 +33,14 @@ def test_oversample_repeats_a_source_within_each_epoch():
     # a worker of two takes every second face, with its own repeats
     half = FaceParts(data, None, worker_index=1, workers=2, oversample={"300w": 3})
     assert half.repeats[0].tolist() == [3, 3] + [1] * 4
+    # 0 leaves a source out: a combined file trains on one of its sources
+    only = LandmarkBatches(FaceParts(data, None, oversample={"youtube68": 0}), 4, seed=5)
+    seen = np.concatenate([only[i][0][:, 0, 0, 0] for i in range(len(only))]).astype(int)
+    assert len(only) == 1 and sorted(seen.tolist()) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="batch size 8 is larger than the 4 training faces"):
+        LandmarkBatches(FaceParts(data, None, oversample={"youtube68": 0}), 8)
+    with pytest.raises(ValueError, match="leaves no training face"):
+        FaceParts(data, None, oversample={"youtube68": 0, "300w": 0})
 
 
 def test_oversample_names_unknown_sources_and_bad_factors():
@@ -43,8 +51,8 @@ def test_oversample_names_unknown_sources_and_bad_factors():
 
     with pytest.raises(ValueError, match=r"source\(s\) afw .*they have: 300w, youtube68"):
         FaceParts(_faces(["300w", "youtube68"]), None, oversample={"afw": 2})
-    for bad in ({"300w": 0}, {"300w": 1.5}, {"300w": True}):
-        with pytest.raises(ValueError, match="--oversample must map source names to whole numbers"):
+    for bad in ({"300w": -1}, {"300w": 1.5}, {"300w": True}):
+        with pytest.raises(ValueError, match="--oversample must map source names to whole numbers >= 0"):
             TrainConfig(model="scratch", data="x.npz", run_dir="r", oversample=bad).validate()
 
 
