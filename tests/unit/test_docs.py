@@ -1,4 +1,5 @@
-"""Every relative link in the Markdown files git tracks leads to a file, and its #fragment to a heading there."""
+"""Every relative link in the Markdown files git tracks leads to a file of the repository, and its #fragment to a
+heading there."""
 
 import re
 import subprocess
@@ -23,14 +24,16 @@ def anchors(text: str) -> Iterator[str]:
         yield name if seen[name] == 0 else f"{name}-{seen[name]}"
 
 
-def broken_links(markdown: Path) -> list[str]:
+def broken_links(markdown: Path, root: Path) -> list[str]:
     broken = []
     for target in LINK.findall(FENCE.sub("", markdown.read_text())):
         if re.match(r"^[a-z]+:", target):  # https:, mailto: ...
             continue
         file, _, fragment = target.partition("#")
         dest = (markdown.parent / file).resolve() if file else markdown
-        if not dest.exists():
+        if not dest.is_relative_to(root):  # ../shared is beside a checkout, not on GitHub
+            broken.append(f"{target} (outside the repository)")
+        elif not dest.exists():
             broken.append(f"{target} (no such file)")
         elif fragment and dest.suffix == ".md" and fragment not in set(anchors(dest.read_text())):
             broken.append(f"{target} (no such heading)")
@@ -46,8 +49,11 @@ def test_every_relative_link_in_the_docs_resolves(tmp_path):
     listed = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     files = [ROOT / name for name in listed.split()]
     assert ROOT / "README.md" in files and len(files) >= 5
-    problems = {str(f.relative_to(ROOT)): broken_links(f) for f in files}
+    problems = {str(f.relative_to(ROOT)): broken_links(f, ROOT) for f in files}
     assert not {f: p for f, p in problems.items() if p}
     # and the check sees a broken one
-    (tmp_path / "a.md").write_text("# Here\n[ok](#here) [gone](#there) [file](b.md) [web](https://example.com)\n")
-    assert broken_links(tmp_path / "a.md") == ["#there (no such heading)", "b.md (no such file)"]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Here\n[ok](#here) [gone](#there) [file](b.md) [web](https://example.com) "
+                                            "[up](../docs/a.md#here) [out](../../data/README.md)\n")
+    assert broken_links(tmp_path / "docs" / "a.md", tmp_path) == [
+        "#there (no such heading)", "b.md (no such file)", "../../data/README.md (outside the repository)"]
