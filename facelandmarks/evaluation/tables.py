@@ -56,11 +56,10 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
               f"MSE on [0, 1] crop coordinates over visible points. {_normalisation(scheme)}", ""]
     lines += ["## NME % per region", ""]
     lines += _table(rows, [("model", "model", None)] + [(r, f"nme_{r}", 2) for r in scheme.regions])
-    if any("offset_x" in row for row in rows):
-        lines += ["", "## Mean offset, prediction - annotation, % of the normalising distance", ""]
-        lines += _table(rows, [("model", "model", None), ("x (+ right)", "offset_x", 2), ("y (+ down)", "offset_y", 2)])
-        lines += ["", "A model trained on mirrored faces cannot learn an x offset of the annotations; a pixel-convention",
-                  "mix-up between prediction and annotation shows as one (docs/evaluation.md#mean-offset)."]
+    lines += ["", "## Mean offset, prediction - annotation, % of the normalising distance", ""]
+    lines += _table(rows, [("model", "model", None), ("x (+ right)", "offset_x", 2), ("y (+ down)", "offset_y", 2)])
+    lines += ["", "A model trained on mirrored faces cannot learn an x offset of the annotations; a pixel-convention",
+              "mix-up between prediction and annotation shows as one (docs/evaluation.md#mean-offset)."]
     if any(f"nme_camera_{c}" in rows[0] for c in MUCT_CAMERAS):
         lines += ["", "## NME % per MUCT camera (a frontal, b/c turned, d above, e below)", ""]
         lines += _table(rows, [("model", "model", None)] + [(c, f"nme_camera_{c}", 2) for c in MUCT_CAMERAS])
