@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip-test", action="store_true",
                         help="average each face's prediction with that of its mirror image (left/right points swapped "
                              "back); with --data, adds these rows beside the plain ones")
+    parser.add_argument("--recrop", action="store_true",
+                        help="predict each face again on the crop cut around its first prediction, as dataset "
+                             "preparation cuts one from landmarks, and average the two (twice the time; with "
+                             "--flip-test four passes); with --data, adds these rows after the others")
     parser.add_argument("--min-score", type=float,
                         help=f"--image, --video: keep dlib detections scoring at least this (default {MIN_SCORE}; "
                              "lower finds more faces and more false ones, 0 keeps all)")
@@ -127,17 +131,18 @@ def _run(args) -> int:
         from facelandmarks.evaluation.evaluate import evaluate_runs
 
         evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
-                      where=args.where, flip_test=args.flip_test, **load)
+                      where=args.where, flip_test=args.flip_test, recrop=args.recrop, **load)
         print((Path(args.out) / "results.md").read_text())
         print(f"tables, curves and galleries in {args.out}")
         return 0
     if args.image:
-        counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops, **load)
+        counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops,
+                               recrop=args.recrop, **load)
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
     if args.redetect_every < 1:
         raise ValueError(f"--redetect-every must be at least 1, got {args.redetect_every}")
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
-                          redetect_every=args.redetect_every, min_score=args.min_score, **load)
+                          redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop, **load)
     print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s "
           f"(detector on {result['detections']} frames, tracking on {result['tracked']}) -> {result['output']}")
     return 0

@@ -329,3 +329,20 @@ def points_from_crop(uv: np.ndarray, box) -> np.ndarray:
     box = np.asarray(box, np.float64)
     origin, extent = box[..., None, :2], box[..., None, 2:] - box[..., None, :2]
     return uv * extent + origin - 0.5
+
+
+def cut_patches(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size, C) patches of face crops (N, S, S, C) at boxes (N, 4) in normalised crop coordinates
+    (a pipeline's region patches, a recrop's second crop)."""
+    s = images.shape[1]
+    return np.stack([crop_face(image, box * s, size) for image, box in zip(images, boxes)])
+
+
+def to_patch(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, K, 2) normalised crop coordinates -> those of the patches at ``boxes`` (N, 4) (``cut_patches``)."""
+    return ((points - boxes[:, None, :2]) / (boxes[:, None, 2:] - boxes[:, None, :2])).astype(np.float32)
+
+
+def from_patch(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, K, 2) coordinates in the patches at ``boxes`` (N, 4) -> the crops' (inverse of ``to_patch``)."""
+    return (points * (boxes[:, None, 2:] - boxes[:, None, :2]) + boxes[:, None, :2]).astype(np.float32)

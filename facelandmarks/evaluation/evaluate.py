@@ -65,12 +65,14 @@ def select_faces(arrays: dict, where: list[str], data_path) -> dict:
 
 
 def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6, where=(),
-                  flip_test=False, runtime: str = "keras", threads: int | None = None) -> list[dict]:
+                  flip_test=False, runtime: str = "keras", threads: int | None = None, recrop=False) -> list[dict]:
     """Score every run (and the baseline) on ``data_path``; write tables and plots to ``out_dir``.
 
     ``runtime``, ``threads``: how each run is loaded (``Predictor.load``: Keras, or its export).
     ``where``: filters of ``select_faces`` (for example one source of a combined test set).
     ``flip_test``: also score every model with flip-test averaging (extra rows).
+    ``recrop``: also score every model with a second pass recropped around its first (``Predictor``'s
+    ``recrop``; with the flip test when that is on; extra rows).
     """
     from facelandmarks.evaluation import plots
 
@@ -85,7 +87,8 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, predictions, histories = [], {}, {}
     for run_dir in map(Path, run_dirs):
-        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test, runtime, threads):
+        for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test, runtime, threads,
+                                            recrop):
             rows.append(row)
             predictions[row["model"]] = pred
             if history is not None:
@@ -113,19 +116,19 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
 
 
 def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_test: bool = False,
-             runtime: str = "keras", threads: int | None = None):
+             runtime: str = "keras", threads: int | None = None, recrop: bool = False):
     """(row, predictions, history file) for a run; several for a coarse-to-fine pipeline.
 
-    ``flip_test`` adds the same model(s) with flip-test averaging (stage 1
-    only, for pipelines) as extra rows.
+    ``flip_test`` adds the same model(s) with flip-test averaging, ``recrop`` with a recropped second
+    pass (stage 1 only, for pipelines), as extra rows.
     """
     predictor = Predictor.load(run_dir, runtime=runtime, threads=threads)
     if predictor.scheme.name != scheme.name:
         raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
     images = arrays["images"]
-    variants = predictor.variants(run_dir, images, (arrays["landmarks"], arrays["visible"]), flip_test)
+    variants = predictor.variants(run_dir, images, (arrays["landmarks"], arrays["visible"]), flip_test, recrop)
     out = []
-    for variant in variants:  # every prediction is made: timing may now set flip_test
+    for variant in variants:  # every prediction is made: timing may now set flip_test and recrop
         name, pred, timed, history_dir, flip = (variant.name, variant.predictions, variant.timed, variant.history_dir,
                                                 variant.flip_test)
         row = score(name, pred, arrays, scheme)
@@ -135,9 +138,9 @@ def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_
         row["params"] = timed.count_params() if timed is not None else None
         row["ms_per_face"] = float("nan")
         if timing and timed is not None:
-            timed.flip_test = flip  # a flip-test row times two passes per face
+            timed.flip_test, timed.recrop = flip, variant.recrop  # a flip-test row times two passes per face
             row["ms_per_face"] = timed.ms_per_face(images[0])
-        # one learning curve per run: the flip-test rows share their run's
-        has_history = history_dir is not None and not flip and row["best_epoch"] is not None  # read and parsed
+        # one learning curve per run: the flip-test and recrop rows share their run's
+        has_history = history_dir is not None and not (flip or variant.recrop) and row["best_epoch"] is not None
         out.append((row, pred, history_dir / "history.csv" if has_history else None))
     return out

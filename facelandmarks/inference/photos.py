@@ -35,13 +35,13 @@ def crop_name(photo: Path, index: int) -> str:
 
 
 def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, crops=False, runtime="auto",
-                  threads=None) -> dict:
+                  threads=None, recrop=False) -> dict:
     """Overlay PNG + JSON per photo (``output_name``); returns the counts of photos ``done`` (with a face),
     ``no_face`` and ``unreadable``.
 
     Detections scoring below ``min_score`` (None: ``faces.MIN_SCORE``) are dropped; the JSON says the
     threshold and how many were dropped.  With ``crops`` each face also gets an enlarged crop
-    (``crop_name``).
+    (``crop_name``).  ``flip_test`` and ``recrop`` are ``Predictor``'s.
 
     An unreadable photo in a folder is skipped with one line and the rest are processed; a missing
     target, a folder without photos, a single unreadable photo or a folder of them only raise, naming
@@ -55,7 +55,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if not target.is_dir():
         faces.as_photo(target)  # an unreadable photo is an error before the model loads
-    predictor = Predictor.load(run_dir, flip_test=flip_test, runtime=runtime, threads=threads)
+    predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
     detector = predictor.detector
     detector.min_score = min_score
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -219,7 +219,7 @@ class FaceTracker:
 
 
 def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, track=True,
-                 redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None) -> dict:
+                 redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None, recrop=False) -> dict:
     """Landmarks on every frame of a video file or camera; writes an overlay video.
 
     Args:
@@ -229,6 +229,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         redetect_every: with ``track``, frames between detections (default ``REDETECT_EVERY``).
         min_score: the detector's score threshold (None: the detector's default).
         runtime, threads: how the model runs (``Predictor.load``).
+        flip_test, recrop: test-time passes per face (``Predictor``'s).
 
     Returns:
         ``frames``, ``faces`` (found over all frames), ``seconds``, ``fps``, ``output``,
@@ -236,7 +237,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     """
     from facelandmarks.drawing import PREDICTION, draw_points, marker_radius
 
-    predictor = Predictor.load(run_dir, flip_test=flip_test, runtime=runtime, threads=threads)
+    predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
     if min_score is not None:
         predictor.detector.min_score = min_score
     tracker = FaceTracker(predictor, redetect_every if track else 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from facelandmarks.data import faces
 from facelandmarks.landmarks import REFINED_REGIONS, Scheme
 from facelandmarks.pipelines.config import MIN_SIDE, PipelineConfig
 
@@ -62,20 +61,6 @@ def boxes_from_corners(corners: np.ndarray) -> np.ndarray:
     lo, hi = c.min(axis=2), c.max(axis=2)
     centre, side = (lo + hi) / 2, np.maximum((hi - lo).max(axis=-1), MIN_SIDE)
     return boxes_from_centres(centre, side)
-
-
-def cut_patches(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """(N, size, size, C) patches of face crops (N, S, S, C) at boxes (N, 4) in crop coordinates."""
-    s = images.shape[1]
-    return np.stack([faces.crop_face(image, box * s, size) for image, box in zip(images, boxes)])
-
-
-def to_patch(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    return ((points - boxes[:, None, :2]) / (boxes[:, None, 2:] - boxes[:, None, :2])).astype(np.float32)
-
-
-def from_patch(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    return (points * (boxes[:, None, 2:] - boxes[:, None, :2]) + boxes[:, None, :2]).astype(np.float32)
 
 
 def inference_boxes(config: PipelineConfig, points: np.ndarray, scheme: Scheme, corners=None) -> np.ndarray:

@@ -7,14 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.data.faces import cut_patches, from_patch
 from facelandmarks.inference import runtimes
 from facelandmarks.inference.predictor import Predictor, Variant, median_ms
-from facelandmarks.pipelines.boxes import (
-    cut_patches,
-    from_patch,
-    inference_boxes,
-    region_boxes,
-)
+from facelandmarks.pipelines.boxes import inference_boxes, region_boxes
 from facelandmarks.pipelines.config import PipelineConfig
 
 
@@ -37,6 +33,8 @@ class PipelinePredictor(Predictor):
             with ``--boxes``).
         flip_test: flip test for stage 1 (region patches have no left/right
             pairs to undo a flip with, so refiners see their patch once).
+        recrop: stage 1 recrops (``Predictor``'s ``recrop``); the refiners
+            cut their patches around its averaged points.
     """
 
     def __init__(self, config: PipelineConfig, stage1: Predictor, refiners: dict, box_net: Predictor | None = None,
@@ -93,6 +91,14 @@ class PipelinePredictor(Predictor):
     def flip_test(self, value: bool) -> None:
         self.stage1.flip_test = value
 
+    @property
+    def recrop(self) -> bool:
+        return self.stage1.recrop
+
+    @recrop.setter
+    def recrop(self, value: bool) -> None:
+        self.stage1.recrop = value
+
     def predict_crops(self, crops: np.ndarray, batch_size: int | None = None, box_source: str | None = None,
                       truth: tuple | None = None) -> np.ndarray:
         """Refined (N, K, 2) predictions.
@@ -134,8 +140,10 @@ class PipelinePredictor(Predictor):
         extras = list(self.refiners.values()) + ([self.box_net] if self.box_net is not None else [])
         return self.stage1.count_params() + sum(p.count_params() for p in extras)
 
-    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple, flip_test: bool = False) -> list[Variant]:
-        """Stage 1 alone, stage 1 + refiners (from stage-1 boxes, the box net's, the true ones), and flip-test rows."""
+    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple, flip_test: bool = False,
+                 recrop: bool = False) -> list[Variant]:
+        """Stage 1 alone, stage 1 + refiners (from stage-1 boxes, the box net's, the true ones), and flip-test and
+        recrop rows (stage 1 alone and + refiners)."""
         name, kind = Path(run_dir).name, self.pipeline.kind
         stage1_dir = Path(self.pipeline.stage1)
         coarse = self.stage1.predict_crops(images)
@@ -149,6 +157,11 @@ class PipelinePredictor(Predictor):
             coarse = self.stage1.predict_crops(images)
             out += [Variant(f"{name}: stage 1 + flip test", coarse, self.stage1, stage1_dir, True),
                     Variant(f"{name}: stage 1 + flip test + {kind}", self.refine(images, coarse, "stage1"), self, None, True)]
+        if recrop:
+            self.recrop = True
+            coarse, stage = self.stage1.predict_crops(images), f"stage 1{' + flip test' if flip_test else ''} + recrop"
+            out += [Variant(f"{name}: {stage}", coarse, self.stage1, stage1_dir, flip_test, True),
+                    Variant(f"{name}: {stage} + {kind}", self.refine(images, coarse, "stage1"), self, None, flip_test, True)]
         return out
 
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:

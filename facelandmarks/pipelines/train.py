@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data import npz
+from facelandmarks.data.faces import cut_patches, to_patch
 from facelandmarks.data.feeding import load_split
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.landmarks import REFINED_REGIONS, Scheme, box_scheme, region_scheme
@@ -15,10 +16,8 @@ from facelandmarks.pipelines.boxes import (
     box_corners,
     boxes_from_centres,
     boxes_to_centres_sides,
-    cut_patches,
     inference_boxes,
     region_boxes,
-    to_patch,
 )
 from facelandmarks.pipelines.config import (
     BOXES_AUGMENT,

@@ -40,8 +40,9 @@ def assert_png(path, min_side=200):
 @pytest.mark.backend
 def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     out = tmp_path / "results"
-    rows = evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib", flip_test=True)
-    assert [r["model"] for r in rows] == [tiny_run.name, f"{tiny_run.name} + flip test", "dlib (ERT, 68 pts)",
+    rows = evaluate_runs([tiny_run], tiny_ibug["test"], out, baseline="dlib", flip_test=True, recrop=True)
+    assert [r["model"] for r in rows] == [tiny_run.name, f"{tiny_run.name} + flip test",
+                                          f"{tiny_run.name} + flip test + recrop", "dlib (ERT, 68 pts)",
                                           "dlib (ERT, 68 pts), +1 px"]
     for name in ("results.md", "results.csv", "ced.png", "gallery.png", "curves.png"):
         assert (out / name).is_file(), name
@@ -62,6 +63,10 @@ def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     expected_flip = 100 * np.nanmean(metrics.nme_per_face(flipped, test["landmarks"], test["visible"], "ibug68"))
     assert float(table[1]["nme"]) == pytest.approx(expected_flip, rel=1e-4) and expected_flip != pytest.approx(expected)
     assert float(table[1]["ms_per_face"]) > 0 and table[1]["params"] == ours["params"]
+    recropped = Predictor.load(tiny_run, flip_test=True, recrop=True).predict_crops(test["images"])
+    expected_recrop = 100 * np.nanmean(metrics.nme_per_face(recropped, test["landmarks"], test["visible"], "ibug68"))
+    assert float(table[2]["nme"]) == pytest.approx(expected_recrop, rel=1e-4) and expected_recrop != pytest.approx(expected_flip)
+    assert float(table[2]["ms_per_face"]) > 0 and table[2]["params"] == ours["params"]
     markdown = (out / "results.md").read_text()
     assert "| model | train loss | val loss |" in markdown and "dlib (ERT, 68 pts)" in markdown
     # the mean offset: dlib's +1 px row leans right and down by one photo pixel more than its plain row
@@ -69,7 +74,7 @@ def test_evaluation_writes_tables_and_plots(tiny_run, tiny_ibug, tmp_path):
     side = test["box"][:, 2] - test["box"][:, 0]  # photo pixels per crop width
     one_pixel = 100 * np.nanmean(1 / (side * metrics.normalising_distance(test["landmarks"], test["visible"], "ibug68")))
     for axis in ("x", "y"):
-        lean = float(table[3][f"offset_{axis}"]) - float(table[2][f"offset_{axis}"])
+        lean = float(table[4][f"offset_{axis}"]) - float(table[3][f"offset_{axis}"])
         assert lean == pytest.approx(one_pixel, rel=0.02), axis
 
 

@@ -10,15 +10,10 @@ import pytest
 from facelandmarks.cli import evaluate as evaluate_cli
 from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
+from facelandmarks.data.faces import from_patch, to_patch
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.landmarks import REFINED_REGIONS, box_scheme, get_scheme
-from facelandmarks.pipelines.boxes import (
-    box_corners,
-    boxes_from_corners,
-    from_patch,
-    region_boxes,
-    to_patch,
-)
+from facelandmarks.pipelines.boxes import box_corners, boxes_from_corners, region_boxes
 from facelandmarks.pipelines.config import PipelineConfig
 
 from .face_batches import read_muct_rows
@@ -78,13 +73,14 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
 
     out = tmp_path / "eval"
     assert evaluate_cli.main([str(pipelines / "cascade"), str(pipelines / "regions"), "--data", str(tiny_ibug["test"]),
-                          "--out", str(out), "--no-timing", "--flip-test"]) == 0
+                          "--out", str(out), "--no-timing", "--flip-test", "--recrop"]) == 0
     with open(out / "results.csv", newline="") as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
     expected = ["cascade: stage 1 (scratch-tiny)", "cascade: stage 1 + cascade", "cascade: stage 1 + cascade (oracle boxes)",
                 "regions: stage 1 (scratch-tiny)", "regions: stage 1 + regions", "regions: stage 1 + regions (box net)",
                 "regions: stage 1 + regions (oracle boxes)"]
-    expected += [f"{kind}: stage 1 + flip test{suffix}" for kind in ("cascade", "regions") for suffix in ("", f" + {kind}")]
+    expected += [f"{kind}: stage 1 + flip test{extra}{suffix}" for kind in ("cascade", "regions")
+                 for extra in ("", " + recrop") for suffix in ("", f" + {kind}")]
     assert sorted(rows) == sorted(expected)
     for name in expected:
         assert np.isfinite(float(rows[name]["nme"])), name
@@ -98,6 +94,13 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
     np.testing.assert_allclose(flipping.stage1.predict_crops(crops),
                                Predictor.load(tiny_run, flip_test=True).predict_crops(crops), atol=1e-5)
     assert float(rows["regions: stage 1 + flip test"]["nme"]) == pytest.approx(float(rows["cascade: stage 1 + flip test"]["nme"]))
+    # so does the recrop: the refiners cut their patches around stage 1's averaged points
+    recropping = Predictor.load(pipelines / "regions", flip_test=True, recrop=True)
+    assert recropping.recrop and recropping.stage1.recrop and not any(r.recrop for r in recropping.refiners.values())
+    np.testing.assert_allclose(recropping.stage1.predict_crops(crops),
+                               Predictor.load(tiny_run, flip_test=True, recrop=True).predict_crops(crops), atol=1e-5)
+    assert float(rows["regions: stage 1 + flip test + recrop"]["nme"]) != pytest.approx(
+        float(rows["regions: stage 1 + flip test"]["nme"]))
 
     # a photo goes through the whole pipeline: only refined regions move, the jaw stays with stage 1
     import cv2

@@ -1,10 +1,11 @@
-"""Predictor's flip test: the mirrored pass is undone with the scheme's left/right pairs and 1 - x."""
+"""Predictor's test-time passes: the flip test's mirrored pass is undone with the scheme's left/right pairs and
+1 - x; the recrop's second pass is mapped back from the crop it was cut from."""
 
 import keras
 import numpy as np
 import pytest
 
-from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.predictor import Predictor, recrop_boxes
 from facelandmarks.landmarks import get_scheme
 
 pytestmark = pytest.mark.backend  # soft-argmax in keras.ops: runs on JAX too
@@ -107,3 +108,72 @@ def test_a_fresh_process_loads_a_runs_model_keras_with_its_custom_layers(tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert "does not load" not in done.stderr, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["Functional", "32"]
+
+
+def two_blob_model(size, shape):
+    """A perfect landmarker for crops holding a red and a green blob: red's centre A and green's B (intensity-
+    weighted means, so sub-pixel) place point i at A + u_i (B - A) + v_i perp(B - A), ``shape[i] = (u_i, v_i)``.
+
+    Whatever part of the photo a crop shows, at whatever scale, its points land on the same photo pixels.
+    """
+    grid = (np.arange(size, dtype=np.float32) + 0.5) / size
+    xs, ys = np.tile(grid, size)[None], np.repeat(grid, size)[None]
+    u, v = (np.asarray(shape, np.float32)[None, :, i] for i in (0, 1))
+
+    def locate(pixels):
+        def centre(channel):
+            weights = keras.ops.reshape(pixels[..., channel], (-1, size * size))
+            weights = weights / keras.ops.sum(weights, axis=-1, keepdims=True)
+            return keras.ops.sum(weights * xs, axis=-1, keepdims=True), keras.ops.sum(weights * ys, axis=-1, keepdims=True)
+
+        (ax, ay), (bx, by) = centre(0), centre(1)
+        dx, dy = bx - ax, by - ay
+        return keras.ops.stack([ax + u * dx - v * dy, ay + u * dy + v * dx], axis=-1)
+
+    pixels = keras.Input((size, size, 3))
+    return keras.Model(pixels, keras.layers.Lambda(locate)(pixels))
+
+
+def blob_crop(size, red, green, sigma=2.0):
+    """Two Gaussian blobs centred on continuous crop pixel coordinates ``red`` and ``green`` (pixel p covers [p, p + 1))."""
+    centres = np.arange(size) + 0.5
+    crop = np.zeros((size, size, 3), np.float32)
+    for channel, (x, y) in ((0, red), (1, green)):
+        crop[..., channel] = 255 * np.exp(-((centres[None] - x) ** 2 + (centres[:, None] - y) ** 2) / (2 * sigma**2))
+    return crop
+
+
+def test_recrop_keeps_a_perfect_landmarker_where_it_was_and_moves_a_fixed_shape():
+    size, rng = 64, np.random.default_rng(3)
+    shape = np.concatenate([rng.uniform(-0.3, 1.3, (68, 1)), rng.uniform(-0.9, 0.9, (68, 1))], axis=1)
+    # blobs off-centre and of several sizes, so every recrop box is shifted and scaled against its crop
+    crops = np.stack([blob_crop(size, (20.3, 22.7), (34.1, 23.9)), blob_crop(size, (30.6, 30.2), (45.5, 28.8)),
+                      blob_crop(size, (24.2, 35.5), (32.9, 36.4))])
+    model = two_blob_model(size, shape)
+    plain = Predictor(model, "ibug68").predict_crops(crops)
+    boxes = recrop_boxes(plain, size) * size  # in crop pixels
+    assert np.abs(boxes[:, :2]).min() > 1 and np.abs(boxes[:, 2] - boxes[:, 0] - size).min() > 2  # really re-cut
+    # a half-pixel or scale slip in cutting or mapping back would move every point by 0.5 px (0.008) or more
+    again = Predictor(model, "ibug68", recrop=True).predict_crops(crops)
+    np.testing.assert_allclose(again, plain, atol=0.002)
+    # a model that ignores the image says the same crop coordinates in the recropped crop: the average moves
+    fixed = keras.Model(pixels := keras.Input((size, size, 3)),
+                        keras.layers.Lambda(lambda x: keras.ops.zeros_like(x[:, :1, 0, :1]) + plain[0])(pixels))
+    moved = Predictor(fixed, "ibug68", recrop=True).predict_crops(crops[:1])[0]
+    expected = (plain[0] + (plain[0] * (boxes[0, 2] - boxes[0, 0]) + boxes[0, :2]) / size) / 2
+    np.testing.assert_allclose(moved, expected, atol=1e-5)
+    assert np.abs(moved - plain[0]).max() > 0.01
+
+
+def test_recrop_times_and_labels_its_rows_and_leaves_unfinite_faces_alone():
+    size = 32
+    model = marker_model(size, symmetric_offsets(get_scheme("ibug68")) * 0.5)
+    predictor = Predictor(model, "ibug68")
+    crops = np.stack([marker_crop(size, 12, 14), marker_crop(size, 16, 15)]).astype(np.float32)
+    rows = predictor.variants("runs/m", crops, None, flip_test=True, recrop=True)
+    assert [(r.name, r.flip_test, r.recrop) for r in rows] == [
+        ("m", False, False), ("m + flip test", True, False), ("m + flip test + recrop", True, True)]
+    assert [r.name for r in Predictor(model, "ibug68").variants("runs/m", crops, None, recrop=True)] == ["m", "m + recrop"]
+    nan_model = keras.Model(pixels := keras.Input((size, size, 3)),
+                            keras.layers.Lambda(lambda x: keras.ops.full_like(x[:, :1, 0, :1], float("nan")) + np.zeros((68, 2), np.float32))(pixels))
+    assert np.isnan(Predictor(nan_model, "ibug68", recrop=True).predict_crops(crops)).all()
