@@ -45,8 +45,9 @@ CORES = os.cpu_count() or 1
 T0_ENV = "INFERENCE_SPEED_T0"  # the parent's time.time() at spawn: a worker's load time starts there
 
 
-def load(runtime: str, model: Path, threads: int):
-    """``(predictor, detector)``: a ``Predictor`` (or ``DlibPredictor``) on ``threads`` threads, and a ``FaceDetector``."""
+def load(runtime: str, model: Path, threads: int, flip_test: bool = False, recrop: bool = False):
+    """``(predictor, detector)``: a ``Predictor`` (or ``DlibPredictor``) on ``threads`` threads, with ``flip_test``
+    and ``recrop`` (dlib: neither), and a ``FaceDetector``."""
     from facelandmarks.data.faces import FaceDetector
 
     if runtime == "dlib":
@@ -64,7 +65,7 @@ def load(runtime: str, model: Path, threads: int):
             tf.config.threading.set_inter_op_parallelism_threads(threads)
     from facelandmarks.inference.predictor import Predictor
 
-    predictor = Predictor.load(model, runtime=runtime, threads=threads)
+    predictor = Predictor.load(model, runtime=runtime, threads=threads, flip_test=flip_test, recrop=recrop)
     if predictor.runtime != runtime:
         raise SystemExit(f"asked for {runtime}, Predictor.load gave {predictor.runtime}")
     return predictor, predictor.detector
@@ -80,8 +81,8 @@ def median_s(call, repeats: int, warmup: int) -> float:
 
 def faces_and_photos(args):
     """The first ``--faces`` test faces (crops, crop boxes, their photos) and the photo pipeline's photos, RGB."""
+    from facelandmarks.data.faces import as_photo
     from facelandmarks.data.npz import load_npz
-    from facelandmarks.inference.photos import read_photo
 
     arrays = load_npz(args.data)
     n = min(args.faces, len(arrays["images"]))
@@ -89,14 +90,14 @@ def faces_and_photos(args):
     if not all(paths) or arrays["mirrored"][:n].any():
         raise SystemExit(f"{args.data}: the first {n} faces need their original photos (path, not mirrored)")
     photo_paths = list(dict.fromkeys(paths)) + sorted(str(p) for p in args.samples.glob("*.jpg"))
-    photos = {p: read_photo(Path(p)) for p in photo_paths}
+    photos = {p: as_photo(p) for p in photo_paths}
     return arrays["images"][:n], arrays["box"][:n], [photos[p] for p in paths], [photos[p] for p in photo_paths]
 
 
 def worker(args) -> dict:
     """Load, then (unless ``--worker load``) time faces and, with ``--photo-run``, photos."""
     runtime, rss_mb = args.runtime, lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    predictor, detector = load(runtime, args.model, args.threads)
+    predictor, detector = load(runtime, args.model, args.threads, args.flip_test, args.recrop)
     out = {"runtime": runtime, "threads": args.threads, "rss_loaded_mb": rss_mb(),
            "load_s": time.time() - float(os.environ.get(T0_ENV, "nan"))}
     if args.worker == "load":
@@ -194,11 +195,12 @@ cv2.imwrite(sys.argv[2] + "/marked.png", image[..., ::-1])
 LIBRARY_SCRIPT = """
 import sys
 from pathlib import Path
-from facelandmarks.inference.photos import read_photo, write_results
+from facelandmarks.data.faces import as_photo
+from facelandmarks.inference.photos import write_results
 from facelandmarks.inference.predictor import Predictor
 photo = Path(sys.argv[1])
 predictor = Predictor.load(sys.argv[3], runtime=sys.argv[4])
-image = read_photo(photo)
+image = as_photo(photo)
 write_results(photo, image, predictor.detect_and_predict(image), Path(sys.argv[2]), {"scheme": predictor.scheme.name})
 """
 
@@ -251,11 +253,16 @@ def table(header: list, rows: list) -> list:
 def tables(result: dict) -> str:
     w, runtimes = result["workers"], result["runtimes"]
     get = lambda rt, threads, key: (w.get(f"{rt}/{threads}") or {}).get(key)  # noqa: E731
-    whole = lambda v: None if v is None else round(v)  # noqa: E731
+    whole = lambda v: None if v is None or v != v else round(v)  # noqa: E731  (None, nan: a failed worker)
     batch = next((r["batch"] for r in w.values() if r), result["batch"])
     lines = [f"Machine: {result['machine']}", "",
              f"Faces: the first {result['faces']} of {result['data']}; medians of {result['repeats']} calls (batch 1), "
              f"{result['batch_repeats']} (batch {batch}); load: median of {result['processes']} fresh processes.", ""]
+    passes = [name for name, on in (("the flip test", result.get("flip_test")), ("recrop", result.get("recrop"))) if on]
+    if passes:
+        count = 2 ** len(passes)
+        lines[-1:-1] = ["", f"Our models with {' and '.join(passes)}: {count} network passes per face (the forward "
+                            "column times one)."]
     header = ["runtime", "ms/face b1, 1 thread", f"ms/face b1, {CORES} threads", "forward ms b1, 1 thread",
               f"faces/s b{batch}, 1 thread", f"faces/s b{batch}, {CORES} threads", "load s", "load peak RSS MB",
               "peak RSS MB (timing run)"]
@@ -284,7 +291,7 @@ def tables(result: dict) -> str:
         lines += ["", f"Cold start: {result['samples']}/einstein.jpg, fresh process (warm page cache), "
                   f"median of {result['processes']}", ""]
         lines += table(["command", "s to marked photo", "s to exit", "peak RSS MB"],
-                       [[r["name"], r["to_photo_s"], r["exit_s"], round(r["rss_mb"])] for r in result["cold"]])
+                       [[r["name"], r["to_photo_s"], r["exit_s"], whole(r["rss_mb"])] for r in result["cold"]])
     return "\n".join(lines)
 
 
@@ -306,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--processes", type=int, default=3, help="fresh processes per load and cold-start time (default 3, median)")
     add("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES), help="default: all")
     add("--no-cold", action="store_true", help="skip the cold-start table")
+    add("--flip-test", action="store_true", help="time our models with the flip test (evaluate.py --flip-test)")
+    add("--recrop", action="store_true", help="time our models with a recropped second pass (evaluate.py --recrop)")
     add("--json", type=Path, help="also write the results here")
     add("--worker", choices=["load", "time"], help=argparse.SUPPRESS)
     add("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
@@ -332,7 +341,7 @@ def main(argv=None) -> int:
     args.argv = argv
     result = {"machine": versions(), **{k: v if isinstance(v, (int, list)) else str(v) for k, v in vars(args).items()
                                         if k in ("model", "data", "samples", "faces", "batch", "repeats", "batch_repeats",
-                                                 "photo_repeats", "processes", "runtimes")}}
+                                                 "photo_repeats", "processes", "runtimes", "flip_test", "recrop")}}
     result["workers"], result["load"] = {}, {}
     for rt in args.runtimes:
         for threads in sorted({1, 1 if rt == "dlib" else CORES}):  # dlib's predictor is single-threaded

