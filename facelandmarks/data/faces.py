@@ -10,6 +10,9 @@ meets a new photo, so training crops and inference crops look alike:
 3. ``crop_face`` cuts and resizes the box; ``points_to_crop`` and
    ``points_from_crop`` move landmarks between image pixels and normalised
    crop coordinates (see ``landmarks.py`` for the convention).
+4. ``cut_patches``, ``to_patch`` and ``from_patch`` do the same for boxes
+   inside crops, in normalised crop coordinates: a pipeline's region
+   patches, and ``Predictor``'s recrop.
 
 Boxes are ``[x0, y0, x1, y1]`` float32 in continuous image coordinates (pixel
 ``p`` covers ``[p, p + 1)``); crop boxes may extend past the image, the
