@@ -326,17 +326,24 @@ class Predictor:
         128 px, 8 with the flip test)."""
         return forward_batch(self._activation, self.flip_test)
 
-    def predict_crops(self, crops: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def predict_crops(self, crops: np.ndarray, batch_size: int | None = None, first: np.ndarray | None = None) -> np.ndarray:
         """(N, K, 2) normalised crop coordinates for face crops (N, S, S, C) of any size S, ``batch_size`` faces
-        per forward pass (None: ``self.batch_size``)."""
+        per forward pass (None: ``self.batch_size``).
+
+        ``first``: these crops' points from a pass without ``recrop`` (the same flip test), when already made, as
+        an evaluation's rows make them: with ``recrop`` only its second pass then runs.
+        """
         batch_size = batch_size or self.batch_size
-        out = [self._predict(self.prepare(crops[start:start + batch_size])) for start in range(0, len(crops), batch_size)]
+        out = [self._predict(self.prepare(crops[start:start + batch_size]),
+                             None if first is None else first[start:start + batch_size])
+               for start in range(0, len(crops), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.scheme.num_points, 2), np.float32)
 
-    def _predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, K, 2) for a prepared batch: one pass (``_forward``), and with ``recrop`` a second on the crops
-        ``recrop_boxes`` cuts around the first one's points, mapped back and averaged with it."""
-        points = self._forward(batch)
+    def _predict(self, batch: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+        """(N, K, 2) for a prepared batch: one pass (``_forward``; or ``points``, its result already made), and
+        with ``recrop`` a second on the crops ``recrop_boxes`` cuts around the first one's points, mapped back and
+        averaged with it."""
+        points = self._forward(batch) if points is None else np.asarray(points, np.float32)
         if not self.recrop:
             return points
         size = batch.shape[1]
@@ -371,10 +378,10 @@ class Predictor:
         if flip_test:
             self.flip_test = True
             out.append(Variant(f"{name} + flip test", self.predict_crops(images), self, run_dir, True))
-        if recrop:
+        if recrop:  # the row before is its first pass
             self.recrop = True
-            out.append(Variant(f"{name}{' + flip test' if flip_test else ''} + recrop", self.predict_crops(images),
-                               self, run_dir, flip_test, True))
+            out.append(Variant(f"{name}{' + flip test' if flip_test else ''} + recrop",
+                               self.predict_crops(images, first=out[-1].predictions), self, run_dir, flip_test, True))
         return out
 
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:

@@ -159,7 +159,8 @@ class PipelinePredictor(Predictor):
                     Variant(f"{name}: stage 1 + flip test + {kind}", self.refine(images, coarse, "stage1"), self, None, True)]
         if recrop:
             self.recrop = True
-            coarse, stage = self.stage1.predict_crops(images), f"stage 1{' + flip test' if flip_test else ''} + recrop"
+            stage = f"stage 1{' + flip test' if flip_test else ''} + recrop"
+            coarse = self.stage1.predict_crops(images, first=coarse)  # the last stage-1 rows are its first pass
             out += [Variant(f"{name}: {stage}", coarse, self.stage1, stage1_dir, flip_test, True),
                     Variant(f"{name}: {stage} + {kind}", self.refine(images, coarse, "stage1"), self, None, flip_test, True)]
         return out
