@@ -138,7 +138,7 @@ def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_
         row["params"] = timed.count_params() if timed is not None else None
         row["ms_per_face"] = float("nan")
         if timing and timed is not None:
-            timed.flip_test, timed.recrop = flip, variant.recrop  # a flip-test row times two passes per face
+            timed.flip_test, timed.recrop = flip, variant.recrop  # each row times its own passes per face (flip test x2, recrop x2)
             row["ms_per_face"] = timed.ms_per_face(images[0])
         # one learning curve per run: the flip-test and recrop rows share their run's
         has_history = history_dir is not None and not (flip or variant.recrop) and row["best_epoch"] is not None
