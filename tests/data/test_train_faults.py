@@ -12,7 +12,6 @@ itself (``FACELANDMARKS_FAULT``, ``os._exit`` inside a commit), one by SIGKILL a
 import contextlib
 import csv
 import errno
-import hashlib
 import json
 import os
 import random
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facelandmarks.data.fileset import file_hash
 from facelandmarks.training import resume
 from facelandmarks.training.resume import BEST, LAST, SAVED_MODEL, find_checkpoint, read_state
 
@@ -117,14 +117,10 @@ def check_after_kill(run_dir, capsys, epochs=EPOCHS):
     check_whole(run_dir, epochs)
 
 
-def folder_contents(folder) -> str:
-    """A digest of every name and byte in ``folder``: two kill points that leave the same folder are one case."""
-    digest = hashlib.sha1()
-    for path in sorted(Path(folder).rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+def folder_contents(folder) -> tuple:
+    """Every name in ``folder`` with its file's hash: two kill points that leave the same folder are one case."""
+    return tuple((str(path.relative_to(folder)), file_hash(path) if path.is_file() else None)
+                 for path in sorted(Path(folder).rglob("*")))
 
 
 def test_a_kill_at_any_point_of_any_commit_keeps_the_last_finished_epoch(photographed, capsys):
