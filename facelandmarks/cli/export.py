@@ -11,7 +11,7 @@ examples:
   python export.py runs/mobilenetv2-pip-128 --check dataset/ibug128_test.npz
   python export.py runs/cascade --format onnx --to /tmp/cascade-onnx
   python export.py RUN --format litert --quantize float16 --check dataset/ibug128_test.npz
-  python export.py --quantize int8 --calibration dataset/ibug128_train.npz --check dataset/ibug128_test.npz \
+  python export.py --quantize int8 --calibration dataset/ibug128_train.npz --check dataset/ibug128_test.npz \\
       --to weights/mobilenetv2-pip-128/export-int8
 """
 
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="formats to write (default: onnx litert)")
     parser.add_argument("--quantize", choices=QUANTIZE, default="none",
                         help="float16: LiteRT weights stored as float16 (half the file); int8: convolutions in 8-bit "
-                             "integers in both runtimes (about 2x faster on one thread), calibrated on --calibration; "
+                             "integers in both runtimes (1.8x faster on one thread in LiteRT on an AVX-512 VNNI CPU, no faster on "
+                             "one with AVX2 alone: docs/inference.md), calibrated on --calibration; "
                              "see --check for the NME change")
     parser.add_argument("--calibration", metavar="NPZ", help="--quantize int8: training faces (a prepared npz) whose "
                                                              "activations set the int8 ranges (200 of them are used)")
