@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="formats to write (default: onnx litert)")
     parser.add_argument("--quantize", choices=QUANTIZE, default="none",
                         help="float16: LiteRT weights stored as float16 (half the file); int8: convolutions in 8-bit "
-                             "integers in both runtimes (1.8x faster on one thread in LiteRT on an AVX-512 VNNI CPU, no faster on "
-                             "one with AVX2 alone: docs/inference.md), calibrated on --calibration; "
+                             "integers in both runtimes (on one thread in LiteRT on an AVX-512 VNNI CPU 0.92x dlib's time, "
+                             "float32 1.85x; no gain with AVX2 alone: docs/inference.md), calibrated on --calibration; "
                              "see --check for the NME change")
     parser.add_argument("--calibration", metavar="NPZ", help="--quantize int8: training faces (a prepared npz) whose "
                                                              "activations set the int8 ranges (200 of them are used)")

@@ -15,8 +15,8 @@ additions between them) run in int8:
   weights as well as activations (``WEIGHT_TYPE``).  With signed weights (u8 x s8, ONNX Runtime's
   default) its x86 kernels on CPUs without VNNI (AVX2, and AVX-512 before VNNI) multiply byte pairs
   into 16-bit sums that saturate: the shipped model's int8 file scored 4.30 % NME there against 4.10 %
-  with VNNI.  u8 x u8 widens to 16 bits before multiplying and gives the same points on every x86 CPU
-  (4.10 % on the AVX2 machine; docs/inference.md).
+  with VNNI.  u8 x u8 widens to 16 bits before multiplying and does not saturate: 4.10 % on the AVX2
+  machine (docs/inference.md).
 
 ``--check`` reports the NME change; measured on the shipped model in docs/inference.md.
 """
