@@ -154,8 +154,9 @@ def preloaded_allocator() -> str:
     return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
 
 
-def cpu_description() -> str:
-    """The CPU model and its vector extensions (speeds differ several times between machines)."""
+def cpu_flags() -> tuple[str, set]:
+    """The CPU's model name and its feature flags, as Linux lists them in /proc/cpuinfo (elsewhere:
+    'unknown CPU' and no flags)."""
     model, flags = "unknown CPU", set()
     try:
         for line in open("/proc/cpuinfo").read().splitlines():
@@ -166,7 +167,13 @@ def cpu_description() -> str:
                 flags = set(value.split())
     except OSError:
         pass
-    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    return model, flags
+
+
+def cpu_description() -> str:
+    """The CPU model and its vector extensions (speeds differ several times between machines)."""
+    model, flags = cpu_flags()
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
     return f"{model}, {os.cpu_count()} cores, vector extensions: {' '.join(f for f in wanted if f in flags) or 'none listed'}"
 
 

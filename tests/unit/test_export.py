@@ -151,3 +151,61 @@ def test_int8_litert_is_one_integer_graph_with_a_float_decoding(tmp_path):
     interpreter = Interpreter(str(path), num_threads=1)
     interpreter.allocate_tensors()  # XNNPACK replaces what it runs by DELEGATE nodes
     assert [op["op_name"] for op in interpreter._get_ops_details()].count("DELEGATE") == 1
+
+
+def saturating_int8_conv(path):
+    """A QDQ 1x1 convolution as ``export.py --quantize int8`` writes them (unsigned activations, signed
+    per-channel weights), whose inputs near 255 times weights near -128 or 127 overflow a 16-bit sum of two
+    byte products: what ONNX Runtime's u8 x s8 kernels compute on x86 CPUs without VNNI."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = np.concatenate([rng.integers(-128, -119, (2, 8, 1, 1)), rng.integers(120, 128, (2, 8, 1, 1))])
+    constants = {"one": np.float32(1.0), "zero_u8": np.uint8(0), "w": weights.astype(np.int8),
+                 "w_scale": np.ones(4, np.float32), "w_zero": np.zeros(4, np.int8),
+                 "y_scale": np.float32(2048.0), "y_zero": np.uint8(128)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "one", "zero_u8"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "one", "zero_u8"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["yf"]),
+             helper.make_node("QuantizeLinear", ["yf", "y_scale", "y_zero"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zero"], ["y"])]
+    graph = helper.make_graph(nodes, "saturating", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))
+    return weights[:, :, 0, 0].astype(np.float64)
+
+
+def test_int8_onnx_sessions_do_not_saturate_on_any_x86_cpu(tmp_path):
+    """``onnx_session`` asks ONNX Runtime to make signed int8 weights unsigned where its kernels would
+    saturate (x86 without VNNI), and only there: the convolution comes out exact on every CPU.  Without
+    the setting an AVX2 CPU gives sums of about half the size (checked under qemu-x86_64 -cpu EPYC-Rome:
+    docs/inference.md)."""
+    weights = saturating_int8_conv(tmp_path / "conv.onnx")
+    session = runtimes.onnx_session(tmp_path / "conv.onnx", threads=1)
+    options = session.get_session_options()
+    if runtimes.int8_products_saturate():
+        assert options.get_session_config_entry("session.x64quantprecision") == "1"
+    else:  # the setting would cost a VNNI CPU its fast u8 x s8 kernels
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry("session.x64quantprecision")
+    x = np.random.default_rng(1).integers(250, 256, (1, 8, 4, 4)).astype(np.float32)
+    y = session.run(None, {"x": x})[0]
+    exact = np.einsum("oc,nchw->nohw", weights, x)  # 8 x 255 x -128 = -261,120 at most: inside the output's range
+    np.testing.assert_allclose(y, exact, atol=1024.0)  # half an output step of 2,048
+
+
+@pytest.mark.parametrize(("machine", "flags", "saturate"), [
+    ("x86_64", {"avx", "avx2", "fma"}, True),                       # AMD EPYC Rome, Intel Haswell
+    ("x86_64", {"avx2", "avx512f", "avx512bw"}, True),              # Intel Skylake-SP: AVX-512 without VNNI
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),          # Intel Cascade Lake on, AMD Zen 4
+    ("AMD64", {"avx2", "avx_vnni"}, False),                         # Intel Alder Lake: VNNI on 256-bit registers
+    ("aarch64", set(), False),
+    ("arm64", {"asimddp"}, False),
+])
+def test_int8_saturation_is_told_by_the_cpu(machine, flags, saturate):
+    assert runtimes.int8_products_saturate(machine, flags) is saturate
+    assert runtimes.int8_products_saturate() is (runtimes.onnx_settings() == runtimes.PRECISE_INT8)
