@@ -30,6 +30,8 @@ from facelandmarks.inference.shipped import default_model_dir
 FORMATS, QUANTIZE = runtimes.FORMATS, runtimes.QUANTIZE
 INPUT_DOC = "raw pixels, float32 (N, S, S, C) in 0..255, RGB (C=3) or gray (C=1): a face crop (inference.photos)"
 OUTPUT_DOC = "(N, K, 2) landmark x, y as fractions of the crop's width and height"
+ONNX_INT8_DOC = ("on x86 CPUs without VNNI (no avx512_vnni or avx_vnni flag), where ONNX Runtime's int8 products "
+                 "saturate otherwise; leave them out on other CPUs, where they only cost speed (Predictor decides so)")
 
 
 def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "none", check=None,
@@ -91,6 +93,8 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
     if definition:  # a scheme of your own travels with the export
         meta["scheme_definition"] = definition
     images = int8.calibration_images(calibration, model.input_shape[1:]) if quantize == "int8" else None
+    if quantize == "int8" and "onnx" in formats:  # for ONNX Runtime code of your own (docs/inference.md)
+        meta["onnx_session_config"] = {"settings": runtimes.PRECISE_INT8, "when": ONNX_INT8_DOC}
     for fmt in formats:
         path = out / runtimes.FILES[fmt]
         start = time.perf_counter()

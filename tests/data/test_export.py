@@ -60,6 +60,9 @@ def test_int8_export_runs_convolutions_in_int8_and_stays_close(tiny_run, tiny_ib
     float_dest = export.export_run(tiny_run, tmp_path / "float")
     meta = json.loads((dest / "export.json").read_text())
     assert meta["quantize"] == "int8"
+    # ONNX Runtime code of your own learns from the settings when to ask for exact int8 products
+    assert meta["onnx_session_config"]["settings"] == {"session.x64quantprecision": "1"}
+    assert "onnx_session_config" not in json.loads((float_dest / "export.json").read_text())
     import onnx
     from ai_edge_litert.interpreter import Interpreter
 
