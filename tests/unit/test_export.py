@@ -90,6 +90,18 @@ def test_auto_uses_a_current_export_and_ignores_a_stale_one(run_dir, exported, t
         Predictor.load(stale, runtime="onnx")
 
 
+def test_photos_through_keras_end_with_how_to_export(run_dir, exported, tmp_path, capsys):
+    from facelandmarks.cli.evaluate import _export_hint
+
+    capsys.readouterr()
+    _export_hint(run_dir, "auto")  # a current export ran: nothing to say
+    _export_hint(exported, "auto")
+    _export_hint(tmp_path, "keras")  # Keras asked for
+    assert capsys.readouterr().out == ""
+    _export_hint(tmp_path, "auto")
+    assert capsys.readouterr().out.startswith(f"ran through Keras: {tmp_path}: not exported (python export.py {tmp_path})")
+
+
 def test_loading_an_export_imports_no_backend(exported):
     code = (
         "import sys, numpy as np\n"
