@@ -35,7 +35,7 @@ _LITERT_NOISE = "INFO: Created TensorFlow Lite XNNPACK delegate"
 # ONNX Runtime session setting for x86 CPUs without VNNI: turn the int8 exports' signed weights into
 # unsigned ones while loading (exactly: w + 128, the zero point moved alike), because its u8 x s8 kernels
 # there add byte-product pairs into saturating 16-bit sums.  ONNX Runtime would apply it on VNNI CPUs too,
-# whose u8 x s8 is exact and 1.8x faster than u8 x u8, so ``onnx_settings`` sets it only where it is needed
+# whose u8 x s8 is exact and 1.6-1.8x faster than u8 x u8, so ``onnx_settings`` sets it only where it is needed
 PRECISE_INT8 = {"session.x64quantprecision": "1"}
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
