@@ -158,5 +158,5 @@ def _export_hint(run: Path, runtime_name: str) -> None:
         return
     problem = runtimes.stale_export(run, run / runtimes.EXPORT_DIR)
     if problem:
-        print(f"ran through Keras: {problem}; an export runs without TensorFlow, 2.6-2.7x faster per face "
+        print(f"ran through Keras: {problem}; an export runs without TensorFlow, 2.3-2.7x faster per face "
               "on one thread (docs/inference.md)")
