@@ -8,6 +8,7 @@ that say nothing about the user's run.  Unless ``FACELANDMARKS_VERBOSE=1`` is se
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -154,9 +155,10 @@ def preloaded_allocator() -> str:
     return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
 
 
-def cpu_flags() -> tuple[str, set]:
+@functools.cache
+def cpu_flags() -> tuple[str, frozenset]:
     """The CPU's model name and its feature flags, as Linux lists them in /proc/cpuinfo (elsewhere:
-    'unknown CPU' and no flags)."""
+    'unknown CPU' and no flags); read once per process (every ONNX Runtime session asks)."""
     model, flags = "unknown CPU", set()
     try:
         for line in open("/proc/cpuinfo").read().splitlines():
@@ -167,7 +169,7 @@ def cpu_flags() -> tuple[str, set]:
                 flags = set(value.split())
     except OSError:
         pass
-    return model, flags
+    return model, frozenset(flags)
 
 
 def cpu_description() -> str:

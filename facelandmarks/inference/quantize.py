@@ -13,8 +13,9 @@ additions between them) run in int8:
   input's QUANTIZE to the head's outputs is one integer graph that XNNPACK runs in one piece;
 - ONNX Runtime: static QDQ quantization of ``Conv`` nodes only, per channel, unsigned activations
   times signed weights (u8 x s8, ``WEIGHT_TYPE``): its x86 kernels run that pair fastest with VNNI
-  (2.3 ms per face on one thread against 4.0 ms for u8 x u8 on the Zen 4 EPYC).  Without VNNI (AVX2,
-  and AVX-512 before VNNI) the same kernels add byte-product pairs into 16-bit sums that saturate: the
+  (a forward pass on one thread 2.2-3.2 ms against 3.6-5.2 ms for u8 x u8 on the AVX-512 Zen 4
+  EPYC).  Without VNNI (AVX2, and AVX-512 before VNNI) the same kernels add byte-product pairs into
+  16-bit sums that saturate: the
   shipped model's int8 file scored 4.30 % NME on an AVX2 CPU against 4.10 % with VNNI.  So on such
   CPUs every session ``runtimes.onnx_session`` opens asks ONNX Runtime (``runtimes.PRECISE_INT8``) to
   turn the signed weights into unsigned ones while loading; u8 x u8 widens to 16 bits before
