@@ -7,7 +7,8 @@ and the flags typed on the command line.  A run's config.json is such a file:
 
   train.py --config configs/demo.json                           # a recipe from configs/
   train.py --config runs/X/config.json --run-dir runs/Y         # run X again, into runs/Y
-  train.py --resume --run-dir runs/X [--epochs N]               # continue X; only --epochs may change
+  train.py --resume --run-dir runs/X [--epochs N]               # continue X; only --epochs, --time-limit may change
+  train.py --config configs/demo.json --time-limit 20m          # end (annealed) within 20 minutes
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from facelandmarks.training.config import (
 )
 from facelandmarks.training.trainers import get_trainer, option_groups, registered_trainer
 
-RESUME_MAY_CHANGE = ("epochs", "run_dir")  # run_dir: a copied or moved run folder resumes into itself
+RESUME_MAY_CHANGE = ("epochs", "time_limit", "run_dir")  # run_dir: a copied or moved run folder resumes into itself
 
 EPILOG = """exit status:
   0    the run finished (its summary is printed as JSON)
@@ -148,8 +149,9 @@ def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> Tr
     if changed:
         shown = ", ".join("the model name" if name == "model" else flag_name(name) for name in changed)
         raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume continues the saved settings and only "
-                          f"--epochs may change, but {shown} differ from the saved run")
-    return dataclasses.replace(saved, epochs=requested.get("epochs", saved.epochs))
+                          f"--epochs and --time-limit may change, but {shown} differ from the saved run")
+    return dataclasses.replace(saved, epochs=requested.get("epochs", saved.epochs),
+                               time_limit=requested.get("time_limit", saved.time_limit))
 
 
 def main(argv=None) -> int:

@@ -92,6 +92,9 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     template = replace(config, pipeline={})
     if kind == "boxes":
         return train_boxes(replace(template, model=options.box_model), margin=options.margin)
+    if config.time_limit:
+        raise ValueError(f"--time-limit times one model's training; train.py {kind} trains its models one after "
+                         "another: give them --epochs")
     if not options.stage1:
         raise ValueError(f"train.py {kind} needs --stage1 RUN_DIR (the global model to refine)")
     check_regions(options.regions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -26,23 +27,126 @@ class EpochOrder(keras.callbacks.Callback):
         self.batches.set_epoch(epoch)
 
 
-def cosine_lr(base: float, epochs: int, final_fraction: float = 0.01):
-    def schedule(epoch, lr=None):
-        progress = min(epoch, epochs - 1) / max(1, epochs - 1)
-        return float(base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))))
-
-    return schedule
-
-
 class CosineSchedule(keras.callbacks.Callback):
-    """Cosine decay from ``base`` to 1 % of it over ``epochs``, set at each epoch's start."""
+    """Cosine decay from ``base`` to 1 % of it over ``epochs``, set at each epoch's start.
 
-    def __init__(self, base: float, epochs: int):
+    ``reshape`` gives the decay a new end: what is left of it after a finished epoch is spread over the
+    epochs up to the new last, so the rate never jumps back up and reaches 1 % at that epoch.
+    ``--time-limit`` uses it (``TimeLimit``); ``epochs``, ``anchor_epoch`` and ``anchor_progress`` are
+    saved in ``state.json``, so a resumed run keeps the shape.
+    """
+
+    def __init__(self, base: float, epochs: int, final_fraction: float = 0.01):
         super().__init__()
-        self.schedule = cosine_lr(base, epochs)
+        self.base, self.final_fraction = base, final_fraction
+        self.epochs, self.anchor_epoch, self.anchor_progress = epochs, 0, 0.0
+
+    def progress(self, epoch: int) -> float:
+        """Where ``epoch`` stands on the cosine, from 0 (the base rate) to 1 (the end rate)."""
+        span = max(1, self.epochs - 1 - self.anchor_epoch)
+        done = min(max(epoch - self.anchor_epoch, 0), span) / span
+        return self.anchor_progress + (1.0 - self.anchor_progress) * done
+
+    def rate(self, epoch: int) -> float:
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress(epoch)))
+        return float(self.base * (self.final_fraction + (1 - self.final_fraction) * cosine))
+
+    def reshape(self, epochs: int, after_epoch: int) -> None:
+        """End the decay at epoch ``epochs - 1`` instead: the decay left after ``after_epoch`` (one that has
+        run) is spread evenly over the epochs from the next one to the new last."""
+        self.anchor_progress = self.progress(after_epoch)
+        self.anchor_epoch, self.epochs = after_epoch, epochs
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate.assign(self.schedule(epoch))
+        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+
+def cosine_lr(base: float, epochs: int, final_fraction: float = 0.01):
+    """The learning rate of each epoch (a function of it) on a cosine decay that was never reshaped."""
+    return CosineSchedule(base, epochs, final_fraction).rate
+
+
+def parse_duration(text) -> float:
+    """Seconds in ``text``: ``600``, ``90s``, ``45m``, ``2h``, ``1h30m``, ``1.5h`` (ValueError otherwise)."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text or len({u for _, u in parts}) < len(parts):
+        raise ValueError(f"not a duration like 45m, 2h, 1h30m or 600 (seconds): {text!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """``--time-limit``: the run's epochs end before a wall-clock deadline, its cosine decay too.
+
+    After each epoch the epochs that still fit are counted from the slowest of the last three, with a
+    quarter of an epoch kept for the end of the run; the first epoch of a sitting, which also compiles,
+    stands for the others only until a second has run (its cut is then undone as far as they allow).  When fewer fit than the budget has left, the budget is cut (``end``)
+    and a cosine schedule reshaped to finish at the new end, so the run is annealed when the time is up
+    instead of stopped halfway down; when later epochs run faster the end moves out again, never past
+    the end the sitting began with.  With no epoch left in the time, the run stops.  ``end`` and
+    ``planned`` (the budget it cut) are saved in ``state.json``: ``--resume`` continues to the same end
+    at most (its own time limit may cut it further), unless a new ``--epochs`` replaces the budget.
+    ``clock`` is replaceable for tests.
+    """
+
+    def __init__(self, seconds: float | None, epochs: int, schedule: CosineSchedule | None = None,
+                 started: float | None = None, clock=time.monotonic):
+        super().__init__()
+        self.clock = clock
+        self.seconds = seconds
+        self.deadline = None if seconds is None else (clock() if started is None else started) + seconds
+        self.schedule = schedule
+        self.end, self.planned = epochs, epochs  # the budget as it stands, and the one it was cut from
+        self.stopped = False
+        self._durations: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self._last = self.clock()
+        self._ceiling = self._said = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._ceiling is None:  # after a resume has restored ``end``: this sitting never moves past it
+            self._ceiling = self.end
+
+    def epochs_that_fit(self) -> int:
+        """How many more epochs fit before the deadline."""
+        now = self.clock()
+        left = self.deadline - now
+        if left <= 0:
+            return 0
+        # the first epoch of a sitting also compiled: it stands for the others only until one has run
+        slowest = max(self._durations[1:][-3:] or self._durations)
+        return max(0, int((left - 0.25 * slowest) // slowest))
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        self._durations.append(now - self._last)
+        self._last = now
+        if self.deadline is not None:
+            end = min(self._ceiling, epoch + 1 + self.epochs_that_fit())
+            if end != self.end:
+                self._move_end(end, epoch)
+        if epoch + 1 >= self.end:
+            self.stopped = self.end < self.planned
+            self.model.stop_training = True
+
+    def _move_end(self, end: int, epoch: int) -> None:
+        self.end = end
+        left = self.deadline - self.clock()
+        if end <= epoch + 1:
+            print(f"time limit: no further epoch fits in the {left:.0f} s left; the run ends after epoch {epoch + 1}")
+            return
+        if self.schedule is not None:
+            self.schedule.reshape(end, epoch)
+        # a line for the first cut, then only when the end moves by a tenth of the epochs left (at least 2)
+        if self._said is None or abs(end - self._said) >= max(2, (self._said - epoch) // 10):
+            shape = ", the cosine decay reshaped to end there" if self.schedule is not None else ""
+            print(f"time limit: the run ends after epoch {end} of {self.planned}: {end - epoch - 1} more fit in "
+                  f"the {left:.0f} s left{shape}")
+            self._said = end
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -154,10 +258,11 @@ def tensorboard_available() -> bool:
 
 
 def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_kind, resume, lr: float, cluster=None,
-                   global_batch: int = 32):
+                   global_batch: int = 32, started: float | None = None):
     """The run's callbacks (in the order they must run) and the stateful ones, by class name.
 
-    ``lr`` is the base learning rate after scaling for the number of replicas.
+    ``lr`` is the base learning rate after scaling for the number of replicas; ``started`` is when the
+    sitting began on ``time.monotonic``'s clock (``--time-limit`` counts from it).
     """
     early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, min_delta=config.min_delta,
                                           restore_best_weights=True)
@@ -172,8 +277,13 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
         )
         stateful["ReduceLROnPlateau"] = plateau
         callbacks.append(plateau)
-    elif config.schedule == "cosine":
-        callbacks.append(CosineSchedule(lr, config.epochs))
+    schedule = None
+    if config.schedule == "cosine":
+        schedule = stateful["CosineSchedule"] = CosineSchedule(lr, config.epochs)
+        callbacks.append(schedule)
+    seconds = parse_duration(config.time_limit) if config.time_limit else None
+    limit = stateful["TimeLimit"] = TimeLimit(seconds, config.epochs, schedule, started)
+    callbacks.append(limit)
     # the history row goes before the commit: a kill between them leaves a row that resume trims and
     # redoes, never a committed epoch without its row
     callbacks += [early, keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume), checkpoints]

@@ -85,7 +85,10 @@ class TrainConfig:
     val: str | None = setting(None, "validation npz; default: a by-subject split of --data")
     val_fraction: float = setting(0.1, "share of faces (whole subjects) held out for validation")
     size: int | None = setting(None, "input size in pixels (images are resized); default: the npz's")
-    epochs: int = setting(100, "epoch budget (the one setting --resume may change)")
+    epochs: int = setting(100, "epoch budget (--resume may change it)")
+    time_limit: str | None = setting(None, "wall-clock budget of this sitting, e.g. 45m, 2h, 1h30m or 600 (seconds): "
+                                           "the epoch budget is cut to the epochs that fit, and a cosine schedule "
+                                           "still decays to its end rate by then; --resume may give a new one", metavar="DURATION")
     batch: int = setting(32, "batch size per replica (= the batch on one device)")
     optimizer: str = setting("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = setting(1e-3, "initial learning rate")
@@ -165,6 +168,15 @@ class TrainConfig:
                 raise ValueError(f"{flag} {problem}")
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise ValueError(f"--teacher-weight must be in [0, 1], got {self.teacher_weight}")
+        if self.time_limit is not None:
+            from facelandmarks.training.callbacks import parse_duration
+
+            try:
+                seconds = parse_duration(self.time_limit)
+            except ValueError as err:
+                raise ValueError(f"--time-limit: {err}") from None
+            if seconds <= 0:
+                raise ValueError(f"--time-limit must be longer than 0 s, got {self.time_limit!r}")
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
 

@@ -36,6 +36,7 @@ from facelandmarks.training.resume import (
     read_history_epochs,
     read_state,
     recover,
+    restore_callbacks,
     restore_for_resume,
     weights_fingerprint,
 )
@@ -81,12 +82,16 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     from facelandmarks.models import build_model, get_spec, pretrain
     from facelandmarks.training import distribute
 
+    started = time.monotonic()  # --time-limit counts from here: data, teachers and compiling take their share
     run_dir = Path(config.run_dir)
     config.validate()
     state = _check_run_dir(run_dir, resume)
     resume = state is not None  # a run killed before its first epoch ended starts again
+    if resume:
+        state = _budget_state(state, config.epochs)
     cluster = distribute.setup(config.distribute)
     try:
+        check_time_limit(config, cluster.workers)
         out_dir = Path(cluster.output_dir(str(run_dir)))
         check_writable(out_dir)
         train, val = _load_data(config)
@@ -158,22 +163,46 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         monitor = "val_loss" if val is not None else "loss"
         callbacks, stateful = make_callbacks(
             config, out_dir, monitor, batches, val, x_val, input_kind, resume, cluster.scaled_lr(config.lr),
-            cluster, global_batch,
+            cluster, global_batch, started,
         )
         initial_epoch = 0
         if resume:
             initial_epoch = restore_for_resume(model, run_dir, out_dir, state, stateful, callbacks)
 
         start = time.time()
-        if initial_epoch < config.epochs:
+        limit = stateful["TimeLimit"]
+        if resume:
+            restore_callbacks(state, {"TimeLimit": limit})  # the budget a time limit cut, before deciding to train
+        budget = min(config.epochs, limit.end)
+        if resume and initial_epoch >= budget < config.epochs:
+            print(f"{run_dir} already ran the {budget} epochs its time limit left of {config.epochs}; "
+                  f"--epochs N gives it a new budget")
+        if initial_epoch < budget:
             model.fit(
                 train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=verbose if cluster.is_chief else 0,
                 validation_batch_size=global_batch,
             )
-        return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster, global_batch)
+        return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster, global_batch, limit)
     finally:
         cluster.close()
+
+
+def check_time_limit(config: TrainConfig, workers: int) -> None:
+    """``--time-limit`` in one training process only: each worker of a cluster would cut by its own clock, and
+    workers that stop at different epochs leave the others waiting in a collective step."""
+    if config.time_limit and workers > 1:
+        raise ValueError(f"--time-limit needs one training process; the {workers} workers of this cluster would each "
+                         "cut the budget by their own clock (give --epochs instead)")
+
+
+def _budget_state(state: dict, epochs: int) -> dict:
+    """The saved state a resumed run restores: without the cut budget and reshaped cosine of ``--time-limit``
+    when ``--resume --epochs`` gave the run a new budget (the schedule then follows the new one)."""
+    planned = state.get("TimeLimit", {}).get("planned")
+    if planned is None or planned == epochs:
+        return state
+    return {k: v for k, v in state.items() if k not in ("TimeLimit", "CosineSchedule")}
 
 
 def _check_run_dir(run_dir: Path, resume: bool):
@@ -270,7 +299,8 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
     model.optimizer.build(model.trainable_variables)
 
 
-def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, cluster, global_batch: int) -> dict:
+def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: float, cluster, global_batch: int,
+           limit=None) -> dict:
     """Best weights into ``model.keras`` and the validation summary (written by the chief)."""
     from facelandmarks import metrics
 
@@ -283,6 +313,9 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
     epochs_run = read_history_epochs(out_dir / "history.csv")
     summary["epochs"] = (max(epochs_run) + 1) if epochs_run else 0
     summary["stopped_by"] = "early stopping" if summary["epochs"] < config.epochs else "epoch budget"
+    if limit is not None and limit.end < config.epochs and summary["epochs"] == limit.end:
+        summary["stopped_by"] = "time limit"  # the budget it cut, run to its end
+        summary["epoch_budget"] = limit.end
     if val is not None:  # every worker predicts: under a strategy this is a collective step
         pred = predict_all(model, x_val.astype(np.float32), global_batch, cluster).reshape(val["landmarks"].shape)
         if scheme.norm_points is not None or scheme.normalize == "box":

@@ -52,6 +52,8 @@ STATE_FIELDS = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
     "ModelCheckpoint": ("best",),
+    "CosineSchedule": ("epochs", "anchor_epoch", "anchor_progress"),  # reshaped by --time-limit
+    "TimeLimit": ("end", "planned"),
 }
 STATE = "state.json"
 BEST, LAST, SAVED_MODEL = "best.weights.h5", "last.weights.h5", "model.keras"

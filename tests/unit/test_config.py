@@ -181,13 +181,15 @@ def test_resume_continues_the_saved_run_in_the_directory_given(saved_run):
     assert config == dataclasses.replace(TrainConfig.load(saved_run / "config.json"), run_dir=str(saved_run))
     longer, _ = resolve_config(["--resume", "--run-dir", str(saved_run), "--epochs", "9", "scratch", "--lr", "0.002"])
     assert longer.epochs == 9 and longer.lr == 2e-3  # a repeated setting is fine
+    timed, _ = resolve_config(["--resume", "--run-dir", str(saved_run), "--time-limit", "1h30m"])
+    assert timed.time_limit == "1h30m" and timed.epochs == 5  # each sitting may have its own time limit
 
 
 def test_resume_refuses_any_other_change_naming_the_flags(saved_run):
     with pytest.raises(ConfigError) as error:
         resolve_config(["--resume", "--run-dir", str(saved_run), "--epochs", "9", "--lr", "0.1", "--batch", "8"])
     message = str(error.value)
-    assert "--lr, --batch differ" in message and "only --epochs may change" in message and "\n" not in message
+    assert "--lr, --batch differ" in message and "only --epochs and --time-limit may change" in message and "\n" not in message
     with pytest.raises(ConfigError, match="the model name differ"):
         resolve_config(["resnet_scratch", "--resume", "--run-dir", str(saved_run)])
     with pytest.raises(ConfigError, match="nothing to resume"):

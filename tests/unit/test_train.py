@@ -183,3 +183,181 @@ def test_seeds_out_of_numpy_range_are_named_before_anything_runs():
         with pytest.raises(ValueError, match=f"^{flag} must be a whole number from 0 to 4294967295, got {bad!r}$"):
             TrainConfig(model="scratch", data="x.npz", run_dir="r", **{key: bad}).validate()
     TrainConfig(model="scratch", data="x.npz", run_dir="r", seed=2**32 - 1, split_seed=0).validate()
+
+
+# -- --time-limit: the budget cut to the epochs that fit, the cosine decay reshaped to end with them --------
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Model:
+    stop_training = False
+
+
+def _epochs(limit, clock, durations, first=0, rates=None):
+    """Runs ``limit`` through epochs of the given durations as Keras would; the epochs it let run (and, into
+    ``rates``, the learning rate its cosine schedule gave each as it began)."""
+    limit.set_model(_Model())
+    limit.on_train_begin()
+    ran = []
+    for epoch, seconds in enumerate(durations, start=first):
+        limit.on_epoch_begin(epoch)
+        if rates is not None:
+            rates.append(limit.schedule.rate(epoch))
+        clock.now += seconds
+        ran.append(epoch)
+        limit.on_epoch_end(epoch)
+        if limit.model.stop_training:
+            break
+    return ran
+
+
+def test_parse_duration_reads_hours_minutes_and_seconds():
+    from facelandmarks.training.callbacks import parse_duration
+
+    assert [parse_duration(t) for t in ("600", "90s", "45m", "2h", "1h30m", "1.5h", " 2M ")] == \
+        [600, 90, 2700, 7200, 5400, 5400, 120]
+    for bad in ("", "5x", "m", "1h1h", "30m1h2", "-5m"):
+        with pytest.raises(ValueError, match="not a duration like 45m"):
+            parse_duration(bad)
+
+
+def test_a_reshaped_cosine_keeps_its_past_never_jumps_and_ends_at_its_end_rate():
+    from facelandmarks.training.callbacks import CosineSchedule, cosine_lr
+
+    schedule, plain = CosineSchedule(1.0, 100), cosine_lr(1.0, 100)
+    before = [schedule.rate(e) for e in range(10)]
+    np.testing.assert_allclose(before, [plain(e) for e in range(10)])
+    assert plain(99) == pytest.approx(0.01) and plain(0) == 1.0
+    schedule.reshape(30, 9)  # after epoch 9 (index), end at epoch 30 instead of 100
+    after = [schedule.rate(e) for e in range(40)]
+    assert after[9] == pytest.approx(before[9])                     # the decay goes on from the last epoch run
+    assert all(a > b for a, b in zip(after[9:29], after[10:30]))    # falls every epoch from there
+    assert after[29] == pytest.approx(0.01) and after[35] == pytest.approx(0.01)
+    assert after[9] - after[10] < 0.1                               # a step, not a drop
+
+
+def test_time_limit_cuts_the_budget_to_the_epochs_that_fit_and_anneals_by_then():
+    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit
+
+    clock = _Clock()
+    schedule = CosineSchedule(1.0, 50)
+    limit = TimeLimit(100.0, 50, schedule, started=0.0, clock=clock)
+    clock.now = 5.0  # data and model before the first epoch
+    rates = []
+    ran = _epochs(limit, clock, [20.0] + [10.0] * 60, rates=rates)  # the first epoch compiles
+    # after epoch 1 (t = 25 s): 75 s left, a quarter epoch kept: 3 more of 20 s, end 4; after epoch 2 (t = 35 s):
+    # 65 s left, 6 more of 10 s -> the run ends after 8 epochs
+    assert ran == list(range(8)) and limit.end == 8 and limit.stopped
+    assert clock.now == 95.0 <= 100.0
+    assert rates[0] == 1.0 and rates[-1] == pytest.approx(0.01)           # annealed by its last epoch
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_time_limit_moves_the_end_out_again_when_epochs_speed_up_but_not_past_the_budget(capsys):
+    from facelandmarks.training.callbacks import TimeLimit
+
+    clock = _Clock()
+    limit = TimeLimit(100.0, 12, None, started=0.0, clock=clock)  # a plateau schedule: only the budget is cut
+    ran = _epochs(limit, clock, [10.0, 30.0, 5.0, 5.0, 5.0] + [5.0] * 20)
+    # after epoch 2 (t = 40 s) 60 s are left at 30 s an epoch: cut to 3; once the last three took 5 s, 8 more fit
+    # after epoch 5 (t = 55 s): the end goes back to the budget of 12, and no further
+    assert "the run ends after epoch 3 of 12: 1 more fit in the 60 s left" in capsys.readouterr().out
+    assert ran == list(range(12)) and limit.end == 12 and not limit.stopped and clock.now == 90.0
+    resumed = TimeLimit(1000.0, 12, None, clock=clock)  # a resumed run its first sitting cut to 8: more time
+    resumed.end = 8                                       # in this one does not carry it past 8
+    assert _epochs(resumed, clock, [1.0] * 20, first=5) == [5, 6, 7] and resumed.stopped
+
+
+def test_time_limit_stops_at_once_when_the_deadline_has_passed_and_holds_a_resumed_end():
+    from facelandmarks.training.callbacks import TimeLimit
+
+    clock = _Clock()
+    limit = TimeLimit(10.0, 50, None, started=0.0, clock=clock)
+    assert _epochs(limit, clock, [30.0] * 5) == [0] and limit.end == 1 and limit.stopped
+    resumed = TimeLimit(None, 50, None, clock=clock)  # no time limit in this sitting, but the run was cut to 8
+    resumed.end = 8
+    assert _epochs(resumed, clock, [1.0] * 20, first=5) == [5, 6, 7] and resumed.stopped
+
+
+def test_a_new_epoch_budget_on_resume_drops_the_cut_and_the_reshaped_cosine():
+    from facelandmarks.training.fit import _budget_state
+
+    state = {"epoch": 7, "TimeLimit": {"end": 8, "planned": 50}, "CosineSchedule": {"epochs": 8}, "files": {}}
+    assert _budget_state(state, 50) == state
+    assert _budget_state(state, 60) == {"epoch": 7, "files": {}}
+    assert _budget_state({"epoch": 3}, 60) == {"epoch": 3}  # a run from before --time-limit
+
+
+@pytest.mark.backend
+def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_path):
+    """A real ``train.py`` process: a budget far beyond the time given ends by the time limit, its last epoch at
+    the cosine's end rate; ``--resume`` does not run past the cut; ``--resume --epochs N`` gives a new budget."""
+    import csv
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import TINY, faces
+
+    root = Path(__file__).resolve().parents[2]
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    run = tmp_path / "run"
+    train = [sys.executable, "train.py"]
+    command = train + [*TINY, "--batch", "4", "--data", str(data), "--run-dir", str(run), "--epochs", "100000",
+                       "--patience", "100000", "--schedule", "cosine", "--lr", "0.002", "--time-limit", "5s"]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "time limit: the run ends after epoch" in done.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    with open(run / "history.csv", newline="") as handle:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+    assert summary["stopped_by"] == "time limit" and 2 < summary["epochs"] == summary["epoch_budget"] == len(rates) < 100000
+    assert rates[-1] == pytest.approx(0.002 * 0.01, rel=1e-4)       # annealed, not stopped halfway down
+    assert all(a >= b * (1 - 1e-6) for a, b in zip(rates, rates[1:]))
+    assert json.loads((run / "state.json").read_text())["TimeLimit"] == {"end": len(rates), "planned": 100000}
+
+    again = subprocess.run(train + ["--resume", "--run-dir", str(run)], cwd=root, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"already ran the {len(rates)} epochs its time limit left of 100000" in again.stdout
+    more = subprocess.run(train + ["--resume", "--run-dir", str(run), "--epochs", str(len(rates) + 2)], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert json.loads((run / "summary.json").read_text())["epochs"] == len(rates) + 2
+
+
+def test_time_limit_is_refused_where_it_would_time_several_trainings(tmp_path):
+    from facelandmarks.pipelines.train import train_kind
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import check_time_limit
+
+    config = TrainConfig(model="scratch", data="d.npz", run_dir=str(tmp_path / "r"), time_limit="10m")
+    check_time_limit(config, 1)
+    with pytest.raises(ValueError, match="--time-limit needs one training process; the 2 workers"):
+        check_time_limit(config, 2)
+    with pytest.raises(ValueError, match="train.py regions trains its models one after another"):
+        train_kind("regions", config)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_cut_from_the_first_epoch_is_undone_once_a_faster_second_has_run(capsys):
+    from facelandmarks.training.callbacks import TimeLimit
+
+    clock = _Clock()
+    limit = TimeLimit(100.0, 50, None, started=0.0, clock=clock)
+    assert _epochs(limit, clock, [60.0] * 5) == [0] and limit.end == 1  # 40 s left: a second 60-s epoch would not fit
+    clock = _Clock()
+    limit = TimeLimit(100.0, 50, None, started=0.0, clock=clock)
+    _epochs(limit, clock, [30.0, 1.0, 1.0])   # 70 s left after a 30-s first epoch (it compiled): cut to 3 ...
+    out = capsys.readouterr().out
+    assert "ends after epoch 3 of 50: 2 more fit in the 70 s left" in out
+    assert "ends after epoch 50 of 50" in out and limit.end == 50  # ... until a 1-s epoch shows 68 more fit
