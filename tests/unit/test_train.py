@@ -361,3 +361,21 @@ def test_a_cut_from_the_first_epoch_is_undone_once_a_faster_second_has_run(capsy
     out = capsys.readouterr().out
     assert "ends after epoch 3 of 50: 2 more fit in the 70 s left" in out
     assert "ends after epoch 50 of 50" in out and limit.end == 50  # ... until a 1-s epoch shows 68 more fit
+
+
+def test_a_cut_and_its_reshaped_cosine_come_back_from_state_json():
+    import json
+
+    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit
+    from facelandmarks.training.resume import callback_state, restore_callbacks
+
+    schedule = CosineSchedule(0.5, 100)
+    limit = TimeLimit(600.0, 100, schedule)
+    schedule.reshape(30, 11)
+    limit.end = 30
+    state = json.loads(json.dumps(callback_state({"CosineSchedule": schedule, "TimeLimit": limit})))
+    again = CosineSchedule(0.5, 100)
+    again_limit = TimeLimit(None, 100, again)
+    restore_callbacks(state, {"CosineSchedule": again, "TimeLimit": again_limit})
+    assert [again.rate(e) for e in range(11, 35)] == [schedule.rate(e) for e in range(11, 35)]
+    assert (again_limit.end, again_limit.planned) == (30, 100)
