@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from facelandmarks import runtime
 from facelandmarks.data.feeding import LandmarkBatches
+from facelandmarks.training.config import parse_duration
 from facelandmarks.training.distribute import predict_all
 from facelandmarks.training.resume import BEST, LAST, callback_state, commit_set
 
@@ -64,18 +64,6 @@ class CosineSchedule(keras.callbacks.Callback):
 def cosine_lr(base: float, epochs: int, final_fraction: float = 0.01):
     """The learning rate of each epoch (a function of it) on a cosine decay that was never reshaped."""
     return CosineSchedule(base, epochs, final_fraction).rate
-
-
-def parse_duration(text) -> float:
-    """Seconds in ``text``: ``600``, ``90s``, ``45m``, ``2h``, ``1h30m``, ``1.5h`` (ValueError otherwise)."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text or len({u for _, u in parts}) < len(parts):
-        raise ValueError(f"not a duration like 45m, 2h, 1h30m or 600 (seconds): {text!r}")
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 class TimeLimit(keras.callbacks.Callback):

@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
@@ -58,6 +59,18 @@ def setting(default=MISSING, help: str = "", **meta):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def parse_duration(text) -> float:
+    """Seconds in ``text``: ``600``, ``90s``, ``45m``, ``2h``, ``1h30m``, ``1.5h`` (ValueError otherwise)."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text or len({u for _, u in parts}) < len(parts):
+        raise ValueError(f"not a duration like 45m, 2h, 1h30m or 600 (seconds): {text!r}")
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 def seed_problem(value) -> str | None:
@@ -169,8 +182,6 @@ class TrainConfig:
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise ValueError(f"--teacher-weight must be in [0, 1], got {self.teacher_weight}")
         if self.time_limit is not None:
-            from facelandmarks.training.callbacks import parse_duration
-
             try:
                 seconds = parse_duration(self.time_limit)
             except ValueError as err:
