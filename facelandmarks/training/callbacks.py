@@ -66,6 +66,9 @@ def cosine_lr(base: float, epochs: int, final_fraction: float = 0.01):
     return CosineSchedule(base, epochs, final_fraction).rate
 
 
+SHORT_DECAY = 6  # a cut budget below this many epochs gets a hint: at 3 and 4 epochs a constant rate beat the cosine
+
+
 class TimeLimit(keras.callbacks.Callback):
     """``--time-limit``: the run's epochs end before a wall-clock deadline, its cosine decay too.
 
@@ -134,6 +137,10 @@ class TimeLimit(keras.callbacks.Callback):
             shape = ", the cosine decay reshaped to end there" if self.schedule is not None else ""
             print(f"time limit: the run ends after epoch {end} of {self.planned}: {end - epoch - 1} more fit in "
                   f"the {left:.0f} s left{shape}")
+            if self._said is None and self.schedule is not None and end < SHORT_DECAY:
+                print(f"time limit: a decay over {end} epochs cost accuracy in every short run measured "
+                      "(docs/results.md#a-time-limit-the-demo-recipe-given-8-minutes-cpu-4-dec); "
+                      "--schedule constant suits a sitting this short")
             self._said = end
 
 

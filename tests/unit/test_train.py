@@ -243,7 +243,7 @@ def test_a_reshaped_cosine_keeps_its_past_never_jumps_and_ends_at_its_end_rate()
     assert after[9] - after[10] < 0.1                               # a step, not a drop
 
 
-def test_time_limit_cuts_the_budget_to_the_epochs_that_fit_and_anneals_by_then():
+def test_time_limit_cuts_the_budget_to_the_epochs_that_fit_and_anneals_by_then(capsys):
     from facelandmarks.training.callbacks import CosineSchedule, TimeLimit
 
     clock = _Clock()
@@ -258,6 +258,8 @@ def test_time_limit_cuts_the_budget_to_the_epochs_that_fit_and_anneals_by_then()
     assert clock.now == 95.0 <= 100.0
     assert rates[0] == 1.0 and rates[-1] == pytest.approx(0.01)           # annealed by its last epoch
     assert all(a > b for a, b in zip(rates, rates[1:]))
+    out = capsys.readouterr().out  # the first cut was to 4 epochs: the hint, once
+    assert out.count("--schedule constant suits a sitting this short") == 1
 
 
 def test_time_limit_moves_the_end_out_again_when_epochs_speed_up_but_not_past_the_budget(capsys):
@@ -268,7 +270,9 @@ def test_time_limit_moves_the_end_out_again_when_epochs_speed_up_but_not_past_th
     ran = _epochs(limit, clock, [10.0, 30.0, 5.0, 5.0, 5.0] + [5.0] * 20)
     # after epoch 2 (t = 40 s) 60 s are left at 30 s an epoch: cut to 3; once the last three took 5 s, 8 more fit
     # after epoch 5 (t = 55 s): the end goes back to the budget of 12, and no further
-    assert "the run ends after epoch 3 of 12: 1 more fit in the 60 s left" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the run ends after epoch 3 of 12: 1 more fit in the 60 s left" in out
+    assert "--schedule constant" not in out  # the hint is for a cosine decay squeezed into a few epochs
     assert ran == list(range(12)) and limit.end == 12 and not limit.stopped and clock.now == 90.0
     resumed = TimeLimit(1000.0, 12, None, clock=clock)  # a resumed run its first sitting cut to 8: more time
     resumed.end = 8                                       # in this one does not carry it past 8
