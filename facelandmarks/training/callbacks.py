@@ -128,7 +128,8 @@ class TimeLimit(keras.callbacks.Callback):
         self.end = end
         left = self.deadline - self.clock()
         if end <= epoch + 1:
-            print(f"time limit: no further epoch fits in the {left:.0f} s left; the run ends after epoch {epoch + 1}")
+            room = f"in the {left:.0f} s left" if left >= 0 else f"(epoch {epoch + 1} ended {-left:.0f} s past the limit)"
+            print(f"time limit: no further epoch fits {room}; the run ends after epoch {epoch + 1}")
             return
         if self.schedule is not None:
             self.schedule.reshape(end, epoch)

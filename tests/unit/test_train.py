@@ -279,12 +279,13 @@ def test_time_limit_moves_the_end_out_again_when_epochs_speed_up_but_not_past_th
     assert _epochs(resumed, clock, [1.0] * 20, first=5) == [5, 6, 7] and resumed.stopped
 
 
-def test_time_limit_stops_at_once_when_the_deadline_has_passed_and_holds_a_resumed_end():
+def test_time_limit_stops_at_once_when_the_deadline_has_passed_and_holds_a_resumed_end(capsys):
     from facelandmarks.training.callbacks import TimeLimit
 
     clock = _Clock()
     limit = TimeLimit(10.0, 50, None, started=0.0, clock=clock)
     assert _epochs(limit, clock, [30.0] * 5) == [0] and limit.end == 1 and limit.stopped
+    assert "no further epoch fits (epoch 1 ended 20 s past the limit); the run ends after epoch 1" in capsys.readouterr().out
     resumed = TimeLimit(None, 50, None, clock=clock)  # no time limit in this sitting, but the run was cut to 8
     resumed.end = 8
     assert _epochs(resumed, clock, [1.0] * 20, first=5) == [5, 6, 7] and resumed.stopped
