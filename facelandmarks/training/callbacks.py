@@ -74,10 +74,11 @@ class TimeLimit(keras.callbacks.Callback):
 
     After each epoch the epochs that still fit are counted from the slowest of the last three, with a
     quarter of an epoch kept for the end of the run; the first epoch of a sitting, which also compiles,
-    stands for the others only until a second has run (its cut is then undone as far as they allow).  When fewer fit than the budget has left, the budget is cut (``end``)
-    and a cosine schedule reshaped to finish at the new end, so the run is annealed when the time is up
-    instead of stopped halfway down; when later epochs run faster the end moves out again, never past
-    the end the sitting began with.  With no epoch left in the time, the run stops.  ``end`` and
+    stands for the others only until a second has run (its cut is then undone as far as they allow).
+    When fewer fit than the budget has left, the budget is cut (``end``) and a cosine schedule reshaped
+    to finish at the new end, so the run is annealed when the time is up instead of stopped halfway
+    down; when later epochs run faster the end moves out again, never past the end the sitting began
+    with.  With no epoch left in the time, the run stops.  ``end`` and
     ``planned`` (the budget it cut) are saved in ``state.json``: ``--resume`` continues to the same end
     at most (its own time limit may cut it further), unless a new ``--epochs`` replaces the budget.
     ``clock`` is replaceable for tests.
@@ -87,7 +88,6 @@ class TimeLimit(keras.callbacks.Callback):
                  started: float | None = None, clock=time.monotonic):
         super().__init__()
         self.clock = clock
-        self.seconds = seconds
         self.deadline = None if seconds is None else (clock() if started is None else started) + seconds
         self.schedule = schedule
         self.end, self.planned = epochs, epochs  # the budget as it stands, and the one it was cut from

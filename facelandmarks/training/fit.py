@@ -173,8 +173,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         limit = stateful["TimeLimit"]
         if resume:
             restore_callbacks(state, {"TimeLimit": limit})  # the budget a time limit cut, before deciding to train
-        budget = min(config.epochs, limit.end)
-        if resume and initial_epoch >= budget < config.epochs:
+        budget = limit.end  # config.epochs, or less where a time limit cut it (_budget_state kept the cut)
+        if resume and budget < config.epochs and initial_epoch >= budget:
             print(f"{run_dir} already ran the {budget} epochs its time limit left of {config.epochs}; "
                   f"--epochs N gives it a new budget")
         if initial_epoch < budget:
