@@ -73,12 +73,15 @@ class TimeLimit(keras.callbacks.Callback):
     """``--time-limit``: the run's epochs end before a wall-clock deadline, its cosine decay too.
 
     After each epoch the epochs that still fit are counted from the slowest of the last three, with a
-    quarter of an epoch kept for the end of the run; the first epoch of a sitting, which also compiles,
-    stands for the others only until a second has run (its cut is then undone as far as they allow).
-    When fewer fit than the budget has left, the budget is cut (``end``) and a cosine schedule reshaped
-    to finish at the new end, so the run is annealed when the time is up instead of stopped halfway
-    down; when later epochs run faster the end moves out again, never past the end the sitting began
-    with.  With no epoch left in the time, the run stops.  ``end`` and
+    quarter of an epoch kept for the end of the run.  When fewer fit than the budget has left, the
+    budget is cut (``end``) and a cosine schedule reshaped to finish at the new end, so the run is
+    annealed when the time is up instead of stopped halfway down; when later epochs run faster the end
+    moves out again, never past the end the sitting began with, but a decay already spent is not given
+    back.  With no epoch left in the time, the run stops.  The first epoch of a sitting also compiles
+    (on a GPU 30 times as long as the next): it may stop the run, when not one more epoch of its length
+    fits, but it never cuts the budget; the cut waits for an epoch that did not compile, and the first
+    epoch no longer counts once one has run.  (Cut after a 131-s first epoch, a cosine that 4-s epochs
+    had 40 more epochs for was spent in one.)  ``end`` and
     ``planned`` (the budget it cut) are saved in ``state.json``: ``--resume`` continues to the same end
     at most (its own time limit may cut it further), unless a new ``--epochs`` replaces the budget.
     ``clock`` is replaceable for tests.
@@ -108,7 +111,7 @@ class TimeLimit(keras.callbacks.Callback):
         left = self.deadline - now
         if left <= 0:
             return 0
-        # the first epoch of a sitting also compiled: it stands for the others only until one has run
+        # the first epoch of a sitting also compiled: it counts only until another has run
         slowest = max(self._durations[1:][-3:] or self._durations)
         return max(0, int((left - 0.25 * slowest) // slowest))
 
@@ -118,6 +121,8 @@ class TimeLimit(keras.callbacks.Callback):
         self._last = now
         if self.deadline is not None:
             end = min(self._ceiling, epoch + 1 + self.epochs_that_fit())
+            if len(self._durations) == 1 and end > epoch + 1:
+                end = self.end  # the sitting's first epoch compiled too: it may stop the run, never cut it
             if end != self.end:
                 self._move_end(end, epoch)
         if epoch + 1 >= self.end:

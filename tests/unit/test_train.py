@@ -252,14 +252,56 @@ def test_time_limit_cuts_the_budget_to_the_epochs_that_fit_and_anneals_by_then(c
     clock.now = 5.0  # data and model before the first epoch
     rates = []
     ran = _epochs(limit, clock, [20.0] + [10.0] * 60, rates=rates)  # the first epoch compiles
-    # after epoch 1 (t = 25 s): 75 s left, a quarter epoch kept: 3 more of 20 s, end 4; after epoch 2 (t = 35 s):
-    # 65 s left, 6 more of 10 s -> the run ends after 8 epochs
+    # after epoch 1 (t = 25 s) 3 more of 20 s would fit, but a compiling epoch cuts nothing; after epoch 2
+    # (t = 35 s): 65 s left, a quarter epoch kept, 6 more of 10 s -> the run ends after 8 epochs
     assert ran == list(range(8)) and limit.end == 8 and limit.stopped
     assert clock.now == 95.0 <= 100.0
-    assert rates[0] == 1.0 and rates[-1] == pytest.approx(0.01)           # annealed by its last epoch
+    assert rates[0] == 1.0 and rates[1] == pytest.approx(cosine_rate(1.0, 50, 1))  # epoch 2: the plan's rate
+    assert rates[-1] == pytest.approx(0.01)                                        # annealed by its last epoch
     assert all(a > b for a, b in zip(rates, rates[1:]))
-    out = capsys.readouterr().out  # the first cut was to 4 epochs: the hint, once
-    assert out.count("--schedule constant suits a sitting this short") == 1
+    assert "--schedule constant" not in capsys.readouterr().out  # the first cut left 6 epochs of decay
+
+
+def cosine_rate(initial, epochs, epoch):
+    from facelandmarks.training.callbacks import cosine_lr
+
+    return cosine_lr(initial, epochs)(epoch)
+
+
+def test_a_slow_compiling_first_epoch_never_spends_the_decay(capsys):
+    """The GPU session of 4 Dec: three runs side by side, a first epoch of 131 s (compiling, the teachers'
+    predictions beside it), then 4 s an epoch, 7m20s in all.  Cut after the first epoch to 2 epochs, the
+    cosine fell to 1 % at once and stayed there for the 40-odd epochs that then fit."""
+    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit
+
+    clock = _Clock()
+    schedule = CosineSchedule(1e-3, 200)
+    limit = TimeLimit(440.0, 200, schedule, started=0.0, clock=clock)
+    clock.now = 40.0  # the teachers' predictions
+    rates = []
+    ran = _epochs(limit, clock, [131.0] + [4.0] * 300, rates=rates)
+    # after epoch 2 (t = 175 s): 265 s left, a quarter epoch kept, 66 more of 4 s -> 68 epochs, done at 439 s
+    assert limit.stopped and len(ran) == limit.end == 68 and clock.now == 439.0
+    assert rates[1] == pytest.approx(cosine_rate(1e-3, 200, 1))  # nothing cut after the compiling epoch
+    assert np.median(rates) > 4e-4                                # the decay spread over the epochs that fit
+    assert rates[-1] == pytest.approx(1e-5)
+    out = capsys.readouterr().out
+    assert out.count("time limit: the run ends after epoch") == 1 and "of 200: " in out
+
+
+def test_a_first_epoch_with_no_room_for_another_still_stops_the_run_and_a_short_cut_gets_the_hint(capsys):
+    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit
+
+    clock = _Clock()
+    limit = TimeLimit(100.0, 50, CosineSchedule(1.0, 50), started=0.0, clock=clock)
+    assert _epochs(limit, clock, [60.0] * 5) == [0] and limit.stopped  # 40 s left: no 60-s epoch fits
+    assert "no further epoch fits in the 40 s left; the run ends after epoch 1" in capsys.readouterr().out
+    clock, rates = _Clock(), []
+    limit = TimeLimit(100.0, 50, CosineSchedule(1.0, 50), started=0.0, clock=clock)
+    # after epoch 2 (t = 40 s): 60 s left, 2 more of 20 s: a decay over 4 epochs, and the line saying so
+    assert _epochs(limit, clock, [20.0] * 10, rates=rates) == [0, 1, 2, 3] and limit.end == 4
+    assert rates[-1] == pytest.approx(0.01)
+    assert capsys.readouterr().out.count("--schedule constant suits a sitting this short") == 1
 
 
 def test_time_limit_moves_the_end_out_again_when_epochs_speed_up_but_not_past_the_budget(capsys):
@@ -357,18 +399,13 @@ def test_time_limit_is_refused_where_it_would_time_several_trainings(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_a_cut_from_the_first_epoch_is_undone_once_a_faster_second_has_run(capsys):
+def test_a_compiling_first_epoch_cuts_nothing_that_a_faster_second_would_undo(capsys):
     from facelandmarks.training.callbacks import TimeLimit
 
     clock = _Clock()
     limit = TimeLimit(100.0, 50, None, started=0.0, clock=clock)
-    assert _epochs(limit, clock, [60.0] * 5) == [0] and limit.end == 1  # 40 s left: a second 60-s epoch would not fit
-    clock = _Clock()
-    limit = TimeLimit(100.0, 50, None, started=0.0, clock=clock)
-    _epochs(limit, clock, [30.0, 1.0, 1.0])   # 70 s left after a 30-s first epoch (it compiled): cut to 3 ...
-    out = capsys.readouterr().out
-    assert "ends after epoch 3 of 50: 2 more fit in the 70 s left" in out
-    assert "ends after epoch 50 of 50" in out and limit.end == 50  # ... until a 1-s epoch shows 68 more fit
+    _epochs(limit, clock, [30.0, 1.0, 1.0])  # at 30 s an epoch 2 more would fit; at 1 s, 68: the budget stands
+    assert "time limit" not in capsys.readouterr().out and limit.end == 50 and not limit.model.stop_training
 
 
 def test_a_cut_and_its_reshaped_cosine_come_back_from_state_json():
