@@ -244,7 +244,7 @@ def test_a_reshaped_cosine_keeps_its_past_never_jumps_and_ends_at_its_end_rate()
 
 
 def test_time_limit_cuts_the_budget_to_the_epochs_that_fit_and_anneals_by_then(capsys):
-    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit
+    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit, cosine_lr
 
     clock = _Clock()
     schedule = CosineSchedule(1.0, 50)
@@ -256,23 +256,17 @@ def test_time_limit_cuts_the_budget_to_the_epochs_that_fit_and_anneals_by_then(c
     # (t = 35 s): 65 s left, a quarter epoch kept, 6 more of 10 s -> the run ends after 8 epochs
     assert ran == list(range(8)) and limit.end == 8 and limit.stopped
     assert clock.now == 95.0 <= 100.0
-    assert rates[0] == 1.0 and rates[1] == pytest.approx(cosine_rate(1.0, 50, 1))  # epoch 2: the plan's rate
+    assert rates[0] == 1.0 and rates[1] == pytest.approx(cosine_lr(1.0, 50)(1))  # epoch 2: the plan's rate
     assert rates[-1] == pytest.approx(0.01)                                        # annealed by its last epoch
     assert all(a > b for a, b in zip(rates, rates[1:]))
     assert "--schedule constant" not in capsys.readouterr().out  # the first cut left 6 epochs of decay
-
-
-def cosine_rate(initial, epochs, epoch):
-    from facelandmarks.training.callbacks import cosine_lr
-
-    return cosine_lr(initial, epochs)(epoch)
 
 
 def test_a_slow_compiling_first_epoch_never_spends_the_decay(capsys):
     """The GPU session of 4 Dec: three runs side by side, a first epoch of 131 s (compiling, the teachers'
     predictions beside it), then 4 s an epoch, 7m20s in all.  Cut after the first epoch to 2 epochs, the
     cosine fell to 1 % at once and stayed there for the 40-odd epochs that then fit."""
-    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit
+    from facelandmarks.training.callbacks import CosineSchedule, TimeLimit, cosine_lr
 
     clock = _Clock()
     schedule = CosineSchedule(1e-3, 200)
@@ -282,7 +276,7 @@ def test_a_slow_compiling_first_epoch_never_spends_the_decay(capsys):
     ran = _epochs(limit, clock, [131.0] + [4.0] * 300, rates=rates)
     # after epoch 2 (t = 175 s): 265 s left, a quarter epoch kept, 66 more of 4 s -> 68 epochs, done at 439 s
     assert limit.stopped and len(ran) == limit.end == 68 and clock.now == 439.0
-    assert rates[1] == pytest.approx(cosine_rate(1e-3, 200, 1))  # nothing cut after the compiling epoch
+    assert rates[1] == pytest.approx(cosine_lr(1e-3, 200)(1))  # nothing cut after the compiling epoch
     assert np.median(rates) > 4e-4                                # the decay spread over the epochs that fit
     assert rates[-1] == pytest.approx(1e-5)
     out = capsys.readouterr().out
