@@ -338,7 +338,7 @@ def test_a_new_epoch_budget_on_resume_drops_the_cut_and_the_reshaped_cosine():
 
 def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_path):
     """A real ``train.py`` process: a budget far beyond the time given ends by the time limit, its last epoch at
-    the cosine's end rate; ``--resume`` does not run past the cut; ``--resume --epochs N`` gives a new budget.
+    (or an epoch short of) the cosine's end rate; ``--resume`` does not run past the cut; ``--resume --epochs N`` gives a new budget.
 
     The callbacks are the same on both backends (their logic: the tests above), so this runs on one. 20 s leave
     room for a first epoch (it compiles) of up to 15 s on a loaded machine: 5 s were too few for JAX beside
@@ -365,7 +365,11 @@ def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_
     with open(run / "history.csv", newline="") as handle:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
     assert summary["stopped_by"] == "time limit" and 2 < summary["epochs"] == summary["epoch_budget"] == len(rates) < 100000
-    assert rates[-1] == pytest.approx(0.002 * 0.01, rel=1e-4)       # annealed, not stopped halfway down
+    # annealed, not stopped halfway down: the last rate within 1 % of the decay from its end. Not equal to the end
+    # rate: an epoch slower than the callback foresaw (epochs of milliseconds on a loaded machine) can leave no room
+    # for the last planned one, and the run ends an epoch early at the cosine's second-last rate (CI, 5 Dec:
+    # 2.0015e-05 against 2e-05)
+    assert 0.002 * 0.01 * (1 - 1e-4) <= rates[-1] <= 0.002 * 0.01 + 0.01 * (0.002 - 0.002 * 0.01)
     assert all(a >= b * (1 - 1e-6) for a, b in zip(rates, rates[1:]))
     assert json.loads((run / "state.json").read_text())["TimeLimit"] == {"end": len(rates), "planned": 100000}
 
