@@ -46,7 +46,7 @@ bundle() {
   for pair in $TEACHERS; do carry+=("runs/${pair%%:*}"); done
   du -shc "${carry[@]}" | tail -n1
   printf 'carry: ['; printf '"%s", ' "${carry[@]}" | sed 's/, $//'; printf ']\n'
-  echo "command: OUT=\$OUT bash tools/gpu_session.sh train   (timeout_s 598; KILL=560 TL=9m for a lone call)"
+  echo "command: OUT=\$OUT bash tools/gpu_session.sh train   (timeout_s 598; TL=8m KILL=540 leave about 50 s for the wheels, shipping and the copy back)"
 }
 
 train() {
