@@ -5,19 +5,20 @@
 #
 #   tools/gpu_session.sh bundle        here: wheels and ImageNet weights into .gpu/, the three teachers
 #                                      from git history into runs/, the JPEG training file into dataset/;
-#                                      prints the paths to carry to the GPU machine (about 57 MB)
+#                                      prints the paths to carry to the GPU machine (55 MB)
 #   OUT=DIR tools/gpu_session.sh train there: the three trainings, then DIR/<run>.tgz for each
-#   tools/gpu_session.sh score DIR     here again: unpack DIR/*.tgz into runs/ and score each run on the
+#   tools/gpu_session.sh score DIR     here again: unpack DIR/*.tgz into runs/gpu-ship/ and score each run on the
 #                                      held-out 300-W and YouTube68 faces against dlib
 #
 # Settings (environment): SHARED (../shared), GPU_PYTHON (3.12: the GPU machine's Python, for its wheels),
 # PY (python3), TL (--time-limit, 7m), KILL (seconds before each training is killed, 500),
-# WORKERS (--workers per training, 5), LOCAL=1 (train: the packages are installed, no wheels).
+# WORKERS (--workers per training, 5), LOCAL=1 (train: the packages are installed, no wheels),
+# DATA (the JPEG training file's prefix, dataset/ibug128q95).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
-DATA=${DATA:-dataset/ibug128q95}   # the JPEG training file's prefix
-# run folder and the commit whose weights/mobilenetv2-pip-128 it was (the distillation configs' _comment)
+DATA=${DATA:-dataset/ibug128q95}
+# the distillation configs' teachers: run folder and the commit whose weights/mobilenetv2-pip-128 it was
 TEACHERS="mobilenetv2-pip-128-long-spread:7be5a3b teacher-gpu-finish:f76eaf0~1 teacher-distil-all:fb926cb"
 RUNS="mobilenetv2-pip-128-gpu-distil-all mobilenetv2-pip-128-gpu-distil-all-w05 gpu-long-spread"
 
@@ -113,5 +114,5 @@ case "${1:-}" in
   bundle) bundle ;;
   train) train ;;
   score) shift; score "$@" ;;
-  *) sed -n '2,18p' "$0"; [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ] ;;
+  *) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ] ;;
 esac
