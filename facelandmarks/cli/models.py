@@ -12,7 +12,7 @@ def build_parser() -> OneLineParser:
     """``models.py``'s flags; parsing them needs no Keras (the registry is read after)."""
     parser = OneLineParser(
         prog="models.py",
-        description="The toolkit's landmark models. Use a NAME with train.py; see README 'Models'.",
+        description="The toolkit's landmark models. Use a NAME with train.py; see docs/models.md.",
         epilog="models.py --list names every model with its input, size and description.",
     )
     parser.add_argument("--list", action="store_true", help="print name, parameters, input and description of every model")
