@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from facelandmarks import runtime
@@ -13,9 +14,10 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="models.py",
         description="The toolkit's landmark models. Use a NAME with train.py; see docs/models.md.",
-        epilog="models.py --list names every model with its input, size and description.",
+        epilog="models.py --list names every model with its input, size, description and options (as JSON for "
+               "train.py --model-options).",
     )
-    parser.add_argument("--list", action="store_true", help="print name, parameters, input and description of every model")
+    parser.add_argument("--list", action="store_true", help="print name, parameters, input, description and options of every model")
     parser.add_argument("--summary", metavar="NAME", help="print the layer summary of one model")
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
@@ -53,6 +55,7 @@ def main(argv=None):
         print(f"{'model':<22} {'input':<16} {'params':>12}  {'from':<20} description")
         for row in rows:
             print(f"{row['name']:<22} {row['input']:<16} {row['params']:>12,}  {row['source']:<20} {row['description']}")
+            print(f"{'':<22} options (--model-options): {json.dumps(row['options'])}")
     if args.summary:
         spec = get_spec(args.summary)
         shape = spec.default_input_shape

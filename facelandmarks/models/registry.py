@@ -146,7 +146,8 @@ def load_model(path, compile: bool = True) -> keras.Model:
 
 
 def describe_models(num_points: int = 68, progress: bool = False) -> list[dict]:
-    """One row per model: name, input, parameters at the default input size, description.
+    """One row per model: name, input, parameters at the default input size, description, and the
+    builder's options with their defaults.
 
     Every model is built to count its parameters (9 s for the 11 on a 2-core AMD EPYC with AVX-512);
     ``progress`` shows a bar on stderr.
@@ -162,6 +163,7 @@ def describe_models(num_points: int = 68, progress: bool = False) -> list[dict]:
             "params": model.count_params(),
             "source": spec.source,
             "description": spec.description,
+            "options": model_options(spec.name),
         })
         del model
         keras.backend.clear_session()

@@ -5,6 +5,8 @@ Backbone freezing (layer flags, the same on every backend): ``tests/unit/test_ba
 Building and training every registered model on real faces: ``tests/data/test_models.py``.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -95,10 +97,15 @@ def test_cli_list_shows_every_model_with_its_parameters(capsys):
     from facelandmarks.models import REGISTRY
 
     assert main(["--list", "--num-points", "5"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    lines = capsys.readouterr().out.splitlines()[1:]
+    rows = {line.split()[0]: line for line in lines[0::2]}
     assert list(rows) == list(REGISTRY)
     params = build_model("mlp", REGISTRY["mlp"].default_input_shape, 5).count_params()
     assert f" {params:,} " in rows["mlp"]
+    # each row's options follow it as JSON that --model-options takes back
+    options = {name: json.loads(line.split("options (--model-options): ", 1)[1]) for name, line in zip(rows, lines[1::2])}
+    assert options["mlp"] == {"hidden_units": [512, 512], "dropout": 0.5}
+    assert options["mobilenetv2_heatmap"]["head"] == "pip" and options["mobilenetv2_heatmap"]["stride"] is None
     with pytest.raises(SystemExit) as exit_info:
         main(["--summary", "nope"])
     assert exit_info.value.code == 2 and "'nope' is not a model; choose from scratch" in capsys.readouterr().err
