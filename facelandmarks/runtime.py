@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -34,13 +36,60 @@ def quiet_startup() -> None:
 _STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
 
 
+# Keras's backends and the module each one imports.
+_BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy", "openvino": "openvino"}
+
+
+def configured_backend() -> str | None:
+    """The backend asked for, as Keras reads it (``KERAS_BACKEND``, else ``keras.json`` in ``KERAS_HOME``
+    or ``~/.keras``), without importing Keras; None when neither names one other than TensorFlow, Keras's
+    default (Keras writes its default into a new ``keras.json`` itself, so that entry is no choice)."""
+    if "KERAS_BACKEND" in os.environ:
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as handle:
+            backend = json.load(handle).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(backend) if backend and backend != "tensorflow" else None
+
+
+def _installed(backend: str) -> bool:
+    return importlib.util.find_spec(_BACKEND_MODULES.get(backend, backend)) is not None
+
+
+def backend_missing() -> str | None:
+    """None when Keras's backend is installed, else what to install, on one line.
+
+    Where no backend is asked for and TensorFlow (Keras's default) is missing but JAX is installed (a
+    plain ``facelandmarks[jax]`` install), JAX is chosen (``KERAS_BACKEND=jax``, before Keras loads).
+    A plain ``facelandmarks[onnx]`` install has Keras but no backend: that is the message's case.
+    """
+    if "keras" in sys.modules:
+        return None  # Keras is loaded, and its backend with it
+    name = configured_backend()
+    if name is None and not _installed("tensorflow") and _installed("jax"):
+        os.environ["KERAS_BACKEND"] = name = "jax"
+    name = name or "tensorflow"
+    if _installed(name):
+        return None
+    return (f"Keras's backend {name!r} (KERAS_BACKEND) is not installed: pip install 'facelandmarks[tensorflow]' or "
+            "'facelandmarks[jax]'; an exported model (export.py, which needs [export]) runs without one")
+
+
 def startup(verbose_flag: bool = False) -> None:
     """Load Keras and its backend for a script: quietly, unless ``verbose_flag`` or ``FACELANDMARKS_VERBOSE``.
 
     The backend's import-time INFO lines are written by C++ before any log level applies, so they are
     filtered at the file-descriptor level while Keras imports; every other line (warnings, errors,
-    a traceback) is passed on to stderr unchanged.
+    a traceback) is passed on to stderr unchanged.  Without the backend installed the script ends
+    with one line saying what to install (exit status 2).
     """
+    missing = backend_missing()
+    if missing:
+        print(f"{os.path.basename(sys.argv[0]) or 'facelandmarks'}: {missing}", file=sys.stderr)
+        raise SystemExit(2)
     if verbose_flag:
         os.environ[VERBOSE_ENV] = "1"
         for key in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL"):

@@ -293,6 +293,9 @@ class Predictor:
         if export is not None:
             model, meta = runtimes.load_model(export, "auto" if runtime == "keras" else runtime, threads)
             return cls(model, meta["scheme"], name=run_dir.name, config=meta, **kwargs)
+        missing = process.backend_missing()
+        if missing:
+            raise ModuleNotFoundError(f"{run_dir}: no export of these weights to run without Keras; {missing}")
         from facelandmarks.training.resume import read_state  # Keras loads here, not for exports
 
         config = read_run_config(run_dir)
