@@ -36,10 +36,6 @@ def quiet_startup() -> None:
 _STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
 
 
-# Keras's backends and the module each one imports.
-_BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy", "openvino": "openvino"}
-
-
 def configured_backend() -> str | None:
     """The backend asked for, as Keras reads it (``KERAS_BACKEND``, else ``keras.json`` in ``KERAS_HOME``
     or ``~/.keras``), without importing Keras; None when neither names one other than TensorFlow, Keras's
@@ -56,7 +52,8 @@ def configured_backend() -> str | None:
 
 
 def _installed(backend: str) -> bool:
-    return importlib.util.find_spec(_BACKEND_MODULES.get(backend, backend)) is not None
+    """Whether a Keras backend's module is importable (each backend's module bears its name)."""
+    return importlib.util.find_spec(backend) is not None
 
 
 def backend_missing() -> str | None:
