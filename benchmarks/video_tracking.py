@@ -3,13 +3,17 @@
     python benchmarks/video_tracking.py                       # shipped model, ../shared/data
     python benchmarks/video_tracking.py --run runs/mobilenetv2-128 --redetect-every 5 10 30
 
-Two clips are built from the face data (written to ``--out``, never into the repository):
+Four clips are built from the face data (written to ``--out``, never into the repository):
 
 * ``pan``: one annotated photo (``--photo``; default a frontal HELEN face from 300-W, shown at about
   its own size, so dlib finds it in every frame) slowly panned and zoomed in a 640 x 480 frame.  The
   motion is known, so each frame's points are mapped back into the photo: *jitter* is the mean
   frame-to-frame movement of the points that the motion does not explain, in % of the inter-ocular
   distance (outer eye corners); NME is against the photo's points.
+* ``fastpan``: the same path in a third of the frames (three times the speed: up to about one face
+  size per second), where smoothing would show as lag.
+* ``still``: the photo standing still, with fresh camera-like noise in every frame (Gaussian,
+  ``--noise`` gray levels): all movement of the points is jitter.
 * ``youtube``: the YouTube68 frames of the ``--people`` people with the most frames, in file order,
   each centred on one black canvas.  YouTube68 keeps three frames per video, seconds apart (four to
   six videos per person): a clip of scene cuts and large moves, not of smooth motion, so jitter means
@@ -21,7 +25,8 @@ rate the model.  Each clip runs through ``run_on_video`` once detecting on every
 model's first call.  Then ``--repeats`` passes feed the decoded frames to ``FaceTracker`` on a
 warmed-up predictor for the points and the landmark time alone (ms per frame: the fastest pass, the
 least disturbed by other work on the machine); "2nd passes" counts tracked faces predicted again
-because their box moved (``REFINE_CHANGE``).  NME and jitter are means over the frames (pairs of
+because their box moved (``REFINE_CHANGE``).  Each mode is measured with the raw points and with the
+points smoothed over time (``FaceTracker``'s default; ``smooth`` column), on the same frames.  NME and jitter are means over the frames (pairs of
 frames) where the face was found; "missed" counts frames without it.
 """
 
@@ -75,20 +80,25 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
     return path
 
 
-def pan_clip(photo_path: Path, count: int, out: Path):
-    """(clip path, (T, 2, 3) photo -> frame transforms, photo points): the photo slowly panned and zoomed."""
+def pan_clip(photo_path: Path, count: int, out: Path, name: str = "pan", moving: bool = True, noise: float = 0.0):
+    """(clip path, (T, 2, 3) photo -> frame transforms, photo points): the photo slowly panned and zoomed
+    (``moving``) or standing in the frame's middle, with Gaussian noise of ``noise`` gray levels added
+    to every frame afresh."""
     photo, points = read_image(photo_path), read_pts(photo_path.with_suffix(".pts"))
     centre = points.mean(0)
     base = 0.3 * FRAME_SIZE[0] / np.ptp(points[:, 0])  # face about 30 % of the frame's width
-    frames, transforms = [], []
+    frames, transforms, rng = [], [], np.random.default_rng(0)
     for t in range(count):
-        phase = 2 * np.pi * t / max(1, count - 1)
+        phase = 2 * np.pi * t / max(1, count - 1) if moving else 0.0
         scale = base * (1 + 0.15 * np.sin(phase))
         shift = np.array([FRAME_SIZE[0] / 2 + 80 * np.sin(phase), FRAME_SIZE[1] / 2 + 30 * np.sin(2 * phase)])
         matrix = np.hstack([scale * np.eye(2), (shift - scale * centre)[:, None]])
-        frames.append(cv2.warpAffine(photo, matrix, FRAME_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        image = cv2.warpAffine(photo, matrix, FRAME_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if noise:
+            image = np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).astype(np.uint8)
+        frames.append(image)
         transforms.append(matrix)
-    return write_clip(out / "pan.mp4", frames), np.array(transforms), points
+    return write_clip(out / f"{name}.mp4", frames), np.array(transforms), points
 
 
 def youtube_clip(data_dir: Path, people: int, out: Path):
@@ -133,12 +143,13 @@ def decoded_frames(clip: Path) -> list[np.ndarray]:
     return frames
 
 
-def track_points(predictor: Predictor, frames: list[np.ndarray], truth: np.ndarray, redetect_every: int, repeats: int):
+def track_points(predictor: Predictor, frames: list[np.ndarray], truth: np.ndarray, redetect_every: int, repeats: int,
+                 smooth: bool):
     """((T, 68, 2) points of the face nearest the truth, NaN where none; ms per frame, the least of
     ``repeats`` passes; the tracker of the last pass) of FaceTracker passes over ``frames``."""
     points, times = np.full(truth.shape, np.nan), []
     for _ in range(repeats):
-        tracker, start = FaceTracker(predictor, redetect_every), time.perf_counter()
+        tracker, start = FaceTracker(predictor, redetect_every, smooth=smooth), time.perf_counter()
         found = [tracker.update(frame) for frame in frames]
         times.append(1000 * (time.perf_counter() - start) / len(frames))
     for t, faces in enumerate(found):
@@ -162,16 +173,22 @@ def jitter_percent(points: np.ndarray, transforms: np.ndarray, photo_points: np.
     return 100 * float(np.nanmean(moves)) / iod
 
 
-def measure(run_dir, predictor, clip: Path, truth: np.ndarray, redetect_every: int, out: Path, jitter, repeats: int) -> dict:
-    """One table row: run_on_video's counts and speed, and a FaceTracker pass's points and time."""
+def measure(run_dir, predictor, clip: Path, truth: np.ndarray, redetect_every: int, out: Path, jitter,
+            repeats: int) -> list[dict]:
+    """Two table rows, raw and smoothed points: run_on_video's counts and speed (smoothed), and
+    FaceTracker passes' points and time."""
     mode = f"track, every {redetect_every}" if redetect_every > 1 else "detect every frame"
     video = run_on_video(run_dir, clip, out / f"{clip.stem}-{redetect_every}.mp4", track=redetect_every > 1,
                          redetect_every=redetect_every)
-    points, ms, tracker = track_points(predictor, decoded_frames(clip), truth, redetect_every, repeats)
-    missed = int(np.isnan(points[:, 0, 0]).sum())
-    return {"clip": clip.stem, "mode": mode, "frames": video["frames"], "detector runs": video["detections"],
-            "tracked": video["tracked"], "2nd passes": tracker.refined, "frames/s": f"{video['fps']:.1f}", "ms/frame": f"{ms:.1f}",
-            "NME %": f"{nme_percent(points, truth):.2f}", "jitter %": jitter(points), "missed": missed}
+    frames, rows = decoded_frames(clip), []
+    for smooth in (False, True):
+        points, ms, tracker = track_points(predictor, frames, truth, redetect_every, repeats, smooth)
+        missed = int(np.isnan(points[:, 0, 0]).sum())
+        rows.append({"clip": clip.stem, "mode": mode, "smooth": "yes" if smooth else "no", "frames": video["frames"],
+                     "detector runs": video["detections"], "tracked": video["tracked"], "2nd passes": tracker.refined,
+                     "frames/s": f"{video['fps']:.1f}", "ms/frame": f"{ms:.1f}",
+                     "NME %": f"{nme_percent(points, truth):.2f}", "jitter %": jitter(points), "missed": missed})
+    return rows
 
 
 def print_table(rows: list[dict]) -> None:
@@ -189,6 +206,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/video_tracking"), help="folder for the clips and overlays")
     parser.add_argument("--photo", type=Path, help=f"annotated photo to pan (default: {DEFAULT_PHOTO})")
     parser.add_argument("--frames", type=int, default=150, help="frames of the pan clip")
+    parser.add_argument("--noise", type=float, default=3.0, help="gray levels of noise in the still clip's frames")
     parser.add_argument("--people", type=int, default=4, help="YouTube68 people in the real clip")
     parser.add_argument("--repeats", type=int, default=3, help="FaceTracker passes per row; ms/frame is the fastest")
     parser.add_argument("--redetect-every", type=int, nargs="+", default=[REDETECT_EVERY], help="tracking settings to compare")
@@ -200,16 +218,18 @@ def main(argv=None) -> int:
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine slows every row alike)")
     predictor = Predictor.load(args.run)
     predictor.predict_crops(np.zeros((1, predictor.crop_size, predictor.crop_size, 3), np.uint8))  # warm-up
-    clip, transforms, photo_points = pan_clip(args.photo or args.data_dir / DEFAULT_PHOTO,
-                                              args.frames, args.out)
-    pan_truth = np.einsum("tij,kj->tki", transforms[:, :, :2], photo_points) + transforms[:, None, :, 2]
-    youtube, youtube_truth = youtube_clip(args.data_dir, args.people, args.out)
+    photo = args.photo or args.data_dir / DEFAULT_PHOTO
     rows = []
+    for clip, transforms, photo_points in (pan_clip(photo, args.frames, args.out),
+                                           pan_clip(photo, max(2, args.frames // 3), args.out, "fastpan"),
+                                           pan_clip(photo, args.frames, args.out, "still", moving=False, noise=args.noise)):
+        truth = np.einsum("tij,kj->tki", transforms[:, :, :2], photo_points) + transforms[:, None, :, 2]
+        for every in [1, *args.redetect_every]:
+            rows += measure(args.run, predictor, clip, truth, every, args.out,
+                            lambda p, tf=transforms, pp=photo_points: f"{jitter_percent(p, tf, pp):.2f}", args.repeats)
+    youtube, youtube_truth = youtube_clip(args.data_dir, args.people, args.out)
     for every in [1, *args.redetect_every]:
-        rows.append(measure(args.run, predictor, clip, pan_truth, every, args.out,
-                            lambda p: f"{jitter_percent(p, transforms, photo_points):.2f}", args.repeats))
-    for every in [1, *args.redetect_every]:
-        rows.append(measure(args.run, predictor, youtube, youtube_truth, every, args.out, lambda p: "-", args.repeats))
+        rows += measure(args.run, predictor, youtube, youtube_truth, every, args.out, lambda p: "-", args.repeats)
     print_table(rows)
     return 0
 

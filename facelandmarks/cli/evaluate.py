@@ -30,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="test npz: writes the comparison tables and plots")
     parser.add_argument("--image", help="a photo or a folder of photos")
     parser.add_argument("--video", help="a video file or a camera index")
-    parser.add_argument("--out", help="output folder (--data, --image) or video file (--video); default: "
-                                      "results/RUN (--data, RUN the first run's folder name), out/ (--image), "
-                                      "out/VIDEO_landmarks.mp4 (--video)")
+    parser.add_argument("--out", help="output folder (--data, --image) or video file (--video; the points go beside "
+                                      "it as .jsonl); default: results/RUN (--data, RUN the first run's folder "
+                                      "name), out/ (--image), out/VIDEO_landmarks.mp4 (--video)")
     parser.add_argument("--baseline", choices=["none", "dlib"], default="none",
                         help="add dlib's stock 68-point predictor (68-point data only)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"--video: run the face detector every N frames (default {REDETECT_EVERY}) and whenever a "
                              "tracked face is lost; between detections each face is cropped from its previous "
                              "landmarks. 1 detects on every frame")
+    parser.add_argument("--no-smooth", action="store_true",
+                        help="--video: write each frame's raw points (default: smoothed over time, which steadies "
+                             "a still face's points and hardly moves a moving one's)")
     parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "litert"], default="auto",
                         help="auto (default): a run's export (export.py) when it is as new as the run and its runtime "
                              "is installed, else Keras; keras, onnx, litert: that one (rows of exports are labelled). "
@@ -143,9 +146,11 @@ def _run(args) -> int:
     if args.redetect_every < 1:
         raise ValueError(f"--redetect-every must be at least 1, got {args.redetect_every}")
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
-                          redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop, **load)
+                          redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
+                          smooth=not args.no_smooth, **load)
     print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s "
-          f"(detector on {result['detections']} frames, tracking on {result['tracked']}) -> {result['output']}")
+          f"(detector on {result['detections']} frames, tracking on {result['tracked']}) -> {result['output']}, "
+          f"points in {result['points']}")
     _export_hint(Path(args.runs[0]), args.runtime)
     return 0
 

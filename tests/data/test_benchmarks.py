@@ -1,4 +1,4 @@
-"""The inference benchmark runs end to end on real faces and photos: every table gets its numbers.
+"""The inference and video benchmarks run end to end on real faces and photos: every table gets its numbers.
 
 It once lost an import (a photo reader merged into ``faces.read_rgb``) and failed in every worker,
 unnoticed, because only its ``--help`` ran in the suite.
@@ -47,3 +47,24 @@ def test_inference_speed_fills_every_table_with_recrop_and_flip_test(shipped_onn
     failed = [row["name"] for row in data["cold"] if row["runs"] != 1]
     assert data["cold"] and not failed, f"cold starts that wrote no photo: {failed}\n{result.stderr[-3000:]}"
     assert "4 network passes per face" in result.stdout and "ONNX Runtime" in result.stdout
+
+
+def test_video_tracking_fills_its_table_with_raw_and_smoothed_rows(data_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "video_tracking.py"), "--data-dir", str(data_dir), "--out",
+         str(tmp_path), "--frames", "6", "--people", "1", "--repeats", "1", "--redetect-every", "3"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
+             if line.startswith("| ")]
+    header, rows = lines[0], [dict(zip(lines[0], row)) for row in lines[1:]]
+    assert header[:3] == ["clip", "mode", "smooth"] and "jitter %" in header
+    assert [(r["clip"], r["mode"], r["smooth"]) for r in rows] == [
+        (clip, mode, smooth) for clip in ("pan", "fastpan", "still", "youtube")
+        for mode in ("detect every frame", "track, every 3") for smooth in ("no", "yes")]
+    for row in rows:
+        assert float(row["NME %"]) < 15 and row["missed"] == "0", row
+        assert (row["jitter %"] == "-") == (row["clip"] == "youtube"), row
+        if row["clip"] != "youtube":
+            assert float(row["jitter %"]) > 0, row
+    assert (tmp_path / "pan-3.jsonl").is_file() and (tmp_path / "still-1.mp4").is_file()

@@ -1,5 +1,5 @@
 """FaceTracker and run_on_video on real faces: fewer detections, re-detection every N frames and
-after the face jumps, and points close to those of detecting on every frame."""
+after the face jumps, points close to those of detecting on every frame, smoothed or not, and the points file."""
 
 import csv
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facelandmarks.inference.predictor import Predictor
-from facelandmarks.inference.video import FaceTracker, run_on_video
+from facelandmarks.inference.video import FaceTracker, read_video_landmarks, run_on_video
 
 pytestmark = pytest.mark.data
 
@@ -45,9 +45,9 @@ def predictor():
     return Predictor.load()
 
 
-def track(predictor, frames, redetect_every):
-    """Per frame: the faces found and whether the detector ran on it."""
-    tracker = FaceTracker(predictor, redetect_every)
+def track(predictor, frames, redetect_every, smooth=False):
+    """Per frame: the faces found and whether the detector ran on it (raw points unless ``smooth``)."""
+    tracker = FaceTracker(predictor, redetect_every, smooth=smooth)
     found, detected = [], []
     for frame in frames:
         before = tracker.detections
@@ -104,11 +104,11 @@ def youtube_frames(data_dir, person="Warren_Buffett"):
     return frames, [name.rsplit("_", 1)[1][0] for name in names]
 
 
-def test_tracked_points_stay_near_per_frame_ones_on_youtube_frames(predictor, data_dir):
+def test_tracked_and_smoothed_points_stay_near_per_frame_ones_on_youtube_frames(predictor, data_dir):
     frames, videos = youtube_frames(data_dir)
     cuts = [t for t in range(len(frames)) if t == 0 or videos[t] != videos[t - 1]]
     assert len(cuts) >= 3
-    found, detected, _ = track(predictor, frames, redetect_every=10)
+    found, detected, _ = track(predictor, frames, redetect_every=10, smooth=True)
     assert all(detected[t] for t in cuts), "every scene cut is noticed"
     assert not all(detected), "frames of one video are tracked"
     for faces, frame in zip(found, frames):
@@ -134,3 +134,60 @@ def test_run_on_video_counts_detections_and_tracked_frames(data_dir, tmp_path):
     check.release()
     strict = run_on_video(None, clip, tmp_path / "strict.mp4", max_frames=3, min_score=10.0)
     assert strict["faces"] == 0 and strict["detections"] == 3, "min_score reaches the detector"
+
+
+def test_run_on_video_writes_every_frames_points_and_a_kill_leaves_whole_frames(data_dir, tmp_path):
+    frames, truth = pan_frames(data_dir, PHOTOS[0], 12)
+    clip = tmp_path / "pan.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, FRAME)
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    result = run_on_video(None, clip, tmp_path / "out" / "pan.mp4", redetect_every=5)
+    assert result["points"] == str(tmp_path / "out" / "pan.jsonl")
+    header, per_frame = read_video_landmarks(result["points"])
+    assert header["scheme"] == "ibug68" and header["points"] == 68 and header["smooth"] is True
+    assert (header["width"], header["height"], header["fps"], header["redetect_every"]) == (*FRAME, 25.0, 5)
+    assert [f["frame"] for f in per_frame] == list(range(12))
+    assert [f["time"] for f in per_frame] == pytest.approx(np.arange(12) / 25)
+    assert [f["detected"] for f in per_frame] == [t % 5 == 0 for t in range(12)]
+    points = np.array([f["faces"][0]["points"] for f in per_frame])
+    assert points.shape == (12, 68, 2) and all(f["faces"][0]["track_id"] == 0 for f in per_frame)
+    assert np.linalg.norm(points - truth, axis=2).mean() < 0.1 * interocular(truth), "the points are on the face"
+
+    raw = run_on_video(None, clip, tmp_path / "raw.mp4", redetect_every=5, smooth=False)
+    raw_header, raw_frames = read_video_landmarks(raw["points"])
+    assert raw_header["smooth"] is False
+    raw_points = np.array([f["faces"][0]["points"] for f in raw_frames])
+    assert np.allclose(raw_points[0], points[0], atol=0.01) and not np.allclose(raw_points[5:], points[5:], atol=0.01)
+
+    text = (tmp_path / "out" / "pan.jsonl").read_text()
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(text[:text.rindex("\n", 0, len(text) - 1) + 40])  # killed 40 characters into the last frame
+    assert len(read_video_landmarks(torn)[1]) == 11
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(text.replace('"frame": 3', '"frame": 3,,', 1))
+    with pytest.raises(ValueError, match="broken.jsonl: line 5 is not JSON"):
+        read_video_landmarks(broken)
+    headless = tmp_path / "headless.jsonl"
+    headless.write_text("{}\n")
+    with pytest.raises(ValueError, match="headless.jsonl: no header line"):
+        read_video_landmarks(headless)
+    with pytest.raises(ValueError, match="would be one file"):
+        run_on_video(None, clip, tmp_path / "pan.jsonl")
+
+
+def test_evaluate_video_writes_the_points_file_and_no_smooth_reaches_it(data_dir, tmp_path, capsys):
+    from facelandmarks.cli import evaluate
+
+    frames, _ = pan_frames(data_dir, PHOTOS[1], 4)
+    clip = tmp_path / "talk.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30, FRAME)
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    assert evaluate.main(["--video", str(clip), "--out", str(tmp_path / "out" / "talk.mp4"), "--no-smooth"]) == 0
+    assert f"points in {tmp_path / 'out' / 'talk.jsonl'}" in capsys.readouterr().out
+    header, per_frame = read_video_landmarks(tmp_path / "out" / "talk.jsonl")
+    assert header["smooth"] is False and header["fps"] == 30.0 and len(per_frame) == 4
+    assert all(len(f["faces"]) == 1 for f in per_frame)
