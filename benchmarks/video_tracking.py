@@ -25,9 +25,10 @@ rate the model.  Each clip runs through ``run_on_video`` once detecting on every
 model's first call.  Then ``--repeats`` passes feed the decoded frames to ``FaceTracker`` on a
 warmed-up predictor for the points and the landmark time alone (ms per frame: the fastest pass, the
 least disturbed by other work on the machine); "2nd passes" counts tracked faces predicted again
-because their box moved (``REFINE_CHANGE``).  Each mode is measured with the raw points and with the
-points smoothed over time (``FaceTracker``'s default; ``smooth`` column), on the same frames.  NME and jitter are means over the frames (pairs of
-frames) where the face was found; "missed" counts frames without it.
+because their box moved (``REFINE_CHANGE``), "kept" the faces a detection missed that tracking
+kept.  Each mode is measured with the raw points and with the points smoothed over time
+(``FaceTracker``'s default; ``smooth`` column), on the same frames.  NME and jitter are means over
+the frames (pairs of frames) where the face was found; "missed" counts frames without it.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def measure(run_dir, predictor, clip: Path, truth: np.ndarray, redetect_every: i
         missed = int(np.isnan(points[:, 0, 0]).sum())
         rows.append({"clip": clip.stem, "mode": mode, "smooth": "yes" if smooth else "no", "frames": video["frames"],
                      "detector runs": video["detections"], "tracked": video["tracked"], "2nd passes": tracker.refined,
+                     "kept": tracker.kept,
                      "frames/s": f"{video['fps']:.1f}", "ms/frame": f"{ms:.1f}",
                      "NME %": f"{nme_percent(points, truth):.2f}", "jitter %": jitter(points), "missed": missed})
     return rows

@@ -149,7 +149,8 @@ def _run(args) -> int:
                           redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
                           smooth=not args.no_smooth, **load)
     print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s "
-          f"(detector on {result['detections']} frames, tracking on {result['tracked']}) -> {result['output']}, "
+          f"(detector on {result['detections']} frames, tracking on {result['tracked']}, "
+          f"{result['kept']} faces the detector missed kept by tracking) -> {result['output']}, "
           f"points in {result['points']}")
     _export_hint(Path(args.runs[0]), args.runtime)
     return 0

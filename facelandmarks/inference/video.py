@@ -29,15 +29,18 @@ other persons and 99.0 % of moved boxes.  Between frames of one video (sparse sa
 apart, far more change than between two video frames) they flag 21 %: a false "lost" costs one
 detection, a missed one shows wrong points until the next detection.
 
-At every detection the detector decides which faces exist: a detection takes over the track whose
-expected crop box it overlaps most (``MATCH_IOU``), keeping its ``track_id``; tracks no detection
-matches end, and new faces start tracks.  A face entering the picture is found at the next
-detection (at most ``redetect_every`` frames later); while nothing is tracked every frame is
-detected.  ``redetect_every=1`` is per-frame detection.
+At every detection a detection takes over the track whose expected crop box it overlaps most
+(``MATCH_IOU``), keeping its ``track_id``, and faces no track expected start tracks.  A track no
+detection continues is followed as between detections and kept unless it is lost: dlib's detector
+misses faces it found a frame before (small, tilted or half-turned ones most), and ending their
+tracks would leave them without points until it finds them again.  A face entering the picture is
+found at the next detection (at most ``redetect_every`` frames later); while nothing is tracked
+every frame is detected.  ``redetect_every=1`` is per-frame detection: a face is only where the
+detector finds it.
 
 The points a tracker returns are smoothed over time (``smoothing.LandmarkSmoother``, one per track):
-on a still face they tremble about 2.5 times less, at a cost of at most 0.03 NME points on a moving
-one (``benchmarks/video_tracking.py``).  The crop boxes and the "lost" checks use the raw points,
+on a still face they tremble 2.6-3.6 times less, and a moving one's NME rises by at most 0.03 points
+(``benchmarks/video_tracking.py``, docs/inference.md#video).  The crop boxes and the "lost" checks use the raw points,
 so smoothing never changes which faces are followed.  A track's smoother starts afresh when the
 face was lost, and when a detection continues a track whose box now holds something else (the
 appearance and geometry checks above, as at a cut in the video).  ``smooth=False`` returns the raw points.
@@ -154,15 +157,17 @@ class FaceTracker:
 
     Args:
         predictor: a loaded ``Predictor`` (its detector finds faces, its model places points).
-        redetect_every: run the detector on every this-many-th frame (1: on every frame); also
-            on any frame where a tracked face is lost, and while no face is tracked.
+        redetect_every: run the detector on every this-many-th frame (1: on every frame, and a
+            face is only where the detector finds it); also on any frame where a tracked face is
+            lost, and while no face is tracked.
         smooth: smooth each track's points over time (module docstring); False: the raw points.
         fps: frames per second, the smoothing's clock when ``update`` is given no time.
 
     ``update(frame, t=None)`` takes RGB (or gray) uint8 frames in order, with their time in seconds
-    (None: the frame's number / ``fps``), and returns ``TrackedFace``s;
-    ``frames``, ``detections`` and ``tracked`` count the frames seen, the frames the detector ran
-    on and the frames served by tracking alone; ``refined`` the tracked faces predicted twice.
+    (None: the frame's number / ``fps``; a time not after the last one counts as one frame after
+    it), and returns ``TrackedFace``s; ``frames``, ``detections`` and ``tracked`` count the frames
+    seen, the frames the detector ran on and the frames served by tracking alone; ``refined`` the
+    tracked faces predicted twice; ``kept`` the tracked faces the detector missed but tracking kept.
     """
 
     def __init__(self, predictor: Predictor, redetect_every: int = REDETECT_EVERY, smooth: bool = True,
@@ -174,27 +179,33 @@ class FaceTracker:
         self.predictor = predictor
         self.redetect_every = int(redetect_every)
         self.smooth, self.fps = bool(smooth), float(fps)
-        self.frames = self.detections = self.tracked = self.refined = 0
+        self.frames = self.detections = self.tracked = self.refined = self.kept = 0
         self._tracks: list[_Track] = []
         self._smoothers: dict[int, LandmarkSmoother] = {}
         self._changed: set[int] = set()  # tracks whose face changed abruptly in this frame (their smoothing restarts)
         self._since_detection = 0
         self._next_id = 0
+        self._time = None
 
     def update(self, image: np.ndarray, t: float | None = None) -> list[TrackedFace]:
         """Every face in the next frame, with its landmarks in frame pixels (smoothed unless ``smooth`` is off)."""
-        found, self._changed = None, set()
+        found, followed, self._changed = None, None, set()
         if self._tracks and self._since_detection < self.redetect_every:
-            found = self._follow(image)
-            if found is None:  # lost: every track's points start afresh
-                self._changed = {track.face.track_id for track in self._tracks}
+            followed = self._follow(image, self._tracks)
+            if all(face is not None for face in followed):
+                found = followed
+            else:  # one face lost: the detector runs; the lost faces' points start afresh
+                self._changed = {t.face.track_id for t, face in zip(self._tracks, followed) if face is None}
         if found is None:
-            found = self._detect(image)
+            found = self._detect(image, followed)
             self.detections += 1
             self._since_detection = 0
         else:
             self.tracked += 1
         t = self.frames / self.fps if t is None else float(t)
+        if self._time is not None and not t > self._time:
+            t = self._time + 1 / self.fps
+        self._time = t
         self.frames += 1
         self._since_detection += 1
         self._remember(image, found)
@@ -208,25 +219,27 @@ class FaceTracker:
         return [replace(f, points=self._smoothers[f.track_id](f.points, t, float(f.crop_box[2] - f.crop_box[0])))
                 for f in found]
 
-    def _follow(self, image: np.ndarray) -> list[TrackedFace] | None:
-        """The tracked faces, each predicted in the crop box its last landmarks give (again in the box of
-        the new landmarks when that moved by more than ``REFINE_CHANGE``); None when one is lost."""
-        boxes = [t.box for t in self._tracks]
-        points = self.predictor.predict_boxes(image, boxes)
+    def _follow(self, image: np.ndarray, tracks: list[_Track]) -> list[TrackedFace | None]:
+        """Each of ``tracks`` predicted in the crop box its last landmarks give (again in the box of
+        the new landmarks when that moved by more than ``REFINE_CHANGE``); None for a lost one."""
+        boxes = [t.box for t in tracks]
+        points = self.predictor.predict_boxes(image, boxes) if tracks else []
         new_boxes = [faces.crop_box_from_landmarks(p) for p in points]
-        for track, box, new_box in zip(self._tracks, boxes, new_boxes):
-            if is_lost(track.reference, appearance_patch(image, box), box, new_box):
-                return None
-        moved = [i for i, (box, new_box) in enumerate(zip(boxes, new_boxes)) if moved_much(box, new_box)]
-        for i, again in zip(moved, self.predictor.predict_boxes(image, [new_boxes[i] for i in moved])):
+        lost = [is_lost(t.reference, appearance_patch(image, box), box, new_box)
+                for t, box, new_box in zip(tracks, boxes, new_boxes)]
+        moved = [i for i, (box, new_box) in enumerate(zip(boxes, new_boxes)) if not lost[i] and moved_much(box, new_box)]
+        for i, again in zip(moved, self.predictor.predict_boxes(image, [new_boxes[i] for i in moved]) if moved else []):
             points[i], boxes[i] = again, new_boxes[i]
         self.refined += len(moved)
-        return [TrackedFace(faces.detection_from_crop_box(box), track.face.score, box, p, track.face.track_id, tracked=True)
-                for track, box, p in zip(self._tracks, boxes, points)]
+        return [None if gone else TrackedFace(faces.detection_from_crop_box(box), t.face.score, box, p, t.face.track_id,
+                                              tracked=True)
+                for t, box, p, gone in zip(tracks, boxes, points, lost)]
 
-    def _detect(self, image: np.ndarray) -> list[TrackedFace]:
+    def _detect(self, image: np.ndarray, followed: list[TrackedFace | None] | None) -> list[TrackedFace]:
         """Every face the detector finds, each continuing the track it overlaps or starting one (a track
-        whose box now holds something else, as across a cut in the video, is marked changed)."""
+        whose box now holds something else, as across a cut in the video, is marked changed); then,
+        when tracking, the tracks no detection continues, followed as between detections (``followed``:
+        this frame's results, if any) and kept unless lost: dlib misses faces it found a moment ago."""
         detected = self.predictor.detect_and_predict(image)
         matched = match_by_overlap([t.box for t in self._tracks], [f.crop_box for f in detected])
         found = []
@@ -239,6 +252,14 @@ class FaceTracker:
             else:
                 track_id, self._next_id = self._next_id, self._next_id + 1
             found.append(TrackedFace(face.detection, face.score, face.crop_box, face.points, track_id))
+        if self.redetect_every > 1:
+            missed = [j for j in range(len(self._tracks)) if j not in matched.values()]
+            if followed is None:
+                kept = self._follow(image, [self._tracks[j] for j in missed])
+            else:
+                kept = [followed[j] for j in missed]
+            found += [face for face in kept if face is not None]
+            self.kept += sum(face is not None for face in kept)
         return found
 
     def _remember(self, image: np.ndarray, found: list[TrackedFace]) -> None:
@@ -251,6 +272,40 @@ class FaceTracker:
                 self._tracks.append(_Track(face, box, reference))
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV writes mp4v frames into
+
+
+def video_outputs(source, out_path, points_path=None) -> tuple[Path, Path]:
+    """(overlay video, points file) for ``run_on_video``, checked before any work: ValueError naming
+    the path when the video is not a video file name, is a folder, is the source, or is the points file."""
+    out_path = Path(out_path)
+    points_path = out_path.with_suffix(".jsonl") if points_path is None else Path(points_path)
+    if out_path.suffix.lower() not in VIDEO_SUFFIXES or out_path.is_dir():
+        raise ValueError(f"{out_path}: the overlay needs a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
+    if not str(source).isdigit() and Path(source).exists() and out_path.resolve() == Path(source).resolve():
+        raise ValueError(f"{out_path}: that is the video being read; give another --out")
+    if points_path.resolve() == out_path.resolve():
+        raise ValueError(f"{out_path}: the overlay video and the points file would be one file")
+    return out_path, points_path
+
+
+def open_capture(source) -> tuple[cv2.VideoCapture, bool]:
+    """(an open capture of a video file or camera index, whether it is a camera); FileNotFoundError or
+    OSError in one line (OpenCV's own warnings about a missing camera silenced)."""
+    camera = str(source).isdigit()
+    if not camera and not Path(source).is_file():
+        raise FileNotFoundError(f"{source}: no such video file")
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        capture = cv2.VideoCapture(int(source) if camera else str(source))
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if not capture.isOpened():
+        raise OSError(f"{source}: cannot open {'camera' if camera else 'video'}")
+    return capture, camera
+
+
 def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, track=True,
                  redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None, recrop=False,
                  smooth=True, points_path=None) -> dict:
@@ -259,9 +314,11 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     Args:
         run_dir: a run directory (None: the shipped model).
         source: a video file, or a camera index ("0").
-        out_path: the overlay video (mp4).
+        out_path: the overlay video (``VIDEO_SUFFIXES``), written as ``NAME.partial.SUFFIX`` and renamed
+            when the video ends or is interrupted (a killed run leaves an earlier overlay as it was).
         points_path: the points as JSON lines (None: ``out_path`` with the suffix ``.jsonl``): a header
             line, then one line per frame, written as the frame is done (``read_video_landmarks``).
+        max_frames: stop after this many frames (None: at the end of the video).
         track: follow faces between detections (``FaceTracker``); False detects on every frame.
         redetect_every: with ``track``, frames between detections (default ``REDETECT_EVERY``).
         smooth: smooth each face's points over time (``FaceTracker``'s ``smooth``).
@@ -271,25 +328,21 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
 
     Returns:
         ``frames``, ``faces`` (found over all frames), ``seconds``, ``fps``, ``output``, ``points``,
-        ``detections`` (frames the detector ran on) and ``tracked`` (frames served by tracking).
+        ``detections`` (frames the detector ran on), ``tracked`` (frames served by tracking) and
+        ``kept`` (faces the detector missed that tracking kept).
     """
     from facelandmarks.drawing import PREDICTION, draw_points, marker_radius
 
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    out_path, points_path = video_outputs(source, out_path, points_path)
+    partial = out_path.with_name(f"{out_path.stem}.partial{out_path.suffix}")
     predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
     if min_score is not None:
         predictor.detector.min_score = min_score
-    capture_source = int(source) if str(source).isdigit() else str(source)
-    if isinstance(capture_source, str) and not Path(capture_source).is_file():
-        raise FileNotFoundError(f"{source}: no such video file")
-    capture = cv2.VideoCapture(capture_source)
-    if not capture.isOpened():
-        raise OSError(f"{source}: cannot open video")
+    capture, camera = open_capture(source)
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    camera = isinstance(capture_source, int)
     tracker = FaceTracker(predictor, redetect_every if track else 1, smooth=smooth, fps=fps_in)
-    points_path = Path(out_path).with_suffix(".jsonl") if points_path is None else Path(points_path)
-    if points_path.resolve() == Path(out_path).resolve():
-        raise ValueError(f"{out_path}: the overlay video and the points file would be one file; name the video .mp4")
     writer = points_file = None
     faces_seen, start = 0, time.perf_counter()
     try:
@@ -303,12 +356,14 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
             found = tracker.update(image, t)
             faces_seen += len(found)
             if writer is None:
-                Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+                out_path.parent.mkdir(parents=True, exist_ok=True)
                 points_path.parent.mkdir(parents=True, exist_ok=True)
-                writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (image.shape[1], image.shape[0]))
+                writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (image.shape[1], image.shape[0]))
+                if not writer.isOpened():
+                    raise OSError(f"{out_path}: OpenCV cannot write an mp4v video there")
                 points_file = open(points_path, "w", buffering=1)  # a line at a time: a kill leaves whole frames
                 header = {"source": str(source), "model": "shipped" if run_dir is None else str(run_dir),
-                          "scheme": predictor.scheme.name, "points": predictor.scheme.num_points,
+                          "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
                           "fps": round(float(fps_in), 3), "width": image.shape[1], "height": image.shape[0],
                           "redetect_every": tracker.redetect_every, "smooth": tracker.smooth,
                           "flip_test": flip_test, "recrop": recrop}
@@ -321,15 +376,19 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
             writer.write(np.ascontiguousarray(image[..., ::-1]))
     finally:
         capture.release()
+        if points_file is not None:
+            points_file.close()
         if writer is not None:
             writer.release()
-            points_file.close()
+            if partial.is_file():
+                partial.replace(out_path)
     seconds, frames = time.perf_counter() - start, tracker.frames
     if frames == 0:
         raise OSError(f"{source}: no frames could be read")
     return {"frames": frames, "faces": faces_seen, "seconds": round(seconds, 2),
             "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "output": str(out_path),
-            "points": str(points_path), "detections": tracker.detections, "tracked": tracker.tracked}
+            "points": str(points_path), "detections": tracker.detections, "tracked": tracker.tracked,
+            "kept": tracker.kept}
 
 
 def read_video_landmarks(path) -> tuple[dict, list[dict]]:
@@ -337,16 +396,20 @@ def read_video_landmarks(path) -> tuple[dict, list[dict]]:
 
     Each frame is ``{"frame", "time", "detected", "faces"}``; each face as ``TrackedFace.to_json``
     writes it, with ``points`` (K, 2), ``detection`` and ``crop_box`` as numpy arrays.  A last line
-    cut short (the writer was killed mid-line) is left out; any other bad line raises ValueError
-    naming the file and the line.
+    cut short (the writer was killed mid-line) is left out; any other bad line, or a file that is
+    not text, raises ValueError naming the file (and the line).
     """
-    lines = Path(path).read_text().split("\n")
-    complete = lines[:-1]  # every whole line ends with a newline; what follows the last one is a torn line or ""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file, so not a points file written by run_on_video") from None
     records = []
-    for number, line in enumerate(complete, 1):
+    for number, line in enumerate(lines, 1):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
+            if number == len(lines) or not line:  # what follows the last newline: "" or a line a kill cut short
+                continue
             raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
     if not records or "scheme" not in records[0]:
         raise ValueError(f"{path}: no header line: not a points file written by run_on_video")

@@ -36,6 +36,15 @@ def pan_frames(data_dir, photo, count, centre=(160, 120), step=1.5):
     return frames, np.array(truth)
 
 
+def write_clip(path, frames, fps=25):
+    """RGB ``frames`` -> an mp4v file at ``path``."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, FRAME)
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    return path
+
+
 def interocular(truth):
     return float(np.linalg.norm(truth[..., 36, :] - truth[..., 45, :], axis=-1).mean())
 
@@ -53,7 +62,8 @@ def track(predictor, frames, redetect_every, smooth=False):
         before = tracker.detections
         found.append(tracker.update(frame))
         detected.append(tracker.detections > before)
-        assert all(face.tracked != detected[-1] for face in found[-1])
+        if not detected[-1]:
+            assert all(face.tracked for face in found[-1])
     assert tracker.frames == len(frames) and tracker.detections + tracker.tracked == len(frames)
     return found, detected, tracker
 
@@ -118,12 +128,7 @@ def test_tracked_and_smoothed_points_stay_near_per_frame_ones_on_youtube_frames(
 
 
 def test_run_on_video_counts_detections_and_tracked_frames(data_dir, tmp_path):
-    frames, _ = pan_frames(data_dir, PHOTOS[0], 20)
-    clip = tmp_path / "pan.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, FRAME)
-    for frame in frames:
-        writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    writer.release()
+    clip = write_clip(tmp_path / "pan.mp4", pan_frames(data_dir, PHOTOS[0], 20)[0])
     tracked = run_on_video(None, clip, tmp_path / "tracked.mp4", redetect_every=10)
     assert tracked["frames"] == 20 and tracked["faces"] == 20
     assert tracked["detections"] == 2 and tracked["tracked"] == 18
@@ -138,15 +143,12 @@ def test_run_on_video_counts_detections_and_tracked_frames(data_dir, tmp_path):
 
 def test_run_on_video_writes_every_frames_points_and_a_kill_leaves_whole_frames(data_dir, tmp_path):
     frames, truth = pan_frames(data_dir, PHOTOS[0], 12)
-    clip = tmp_path / "pan.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, FRAME)
-    for frame in frames:
-        writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    writer.release()
+    clip = write_clip(tmp_path / "pan.mp4", frames)
     result = run_on_video(None, clip, tmp_path / "out" / "pan.mp4", redetect_every=5)
     assert result["points"] == str(tmp_path / "out" / "pan.jsonl")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pan.jsonl", "pan.mp4"], "no .partial left"
     header, per_frame = read_video_landmarks(result["points"])
-    assert header["scheme"] == "ibug68" and header["points"] == 68 and header["smooth"] is True
+    assert header["scheme"] == "ibug68" and header["num_points"] == 68 and header["smooth"] is True
     assert (header["width"], header["height"], header["fps"], header["redetect_every"]) == (*FRAME, 25.0, 5)
     assert [f["frame"] for f in per_frame] == list(range(12))
     assert [f["time"] for f in per_frame] == pytest.approx(np.arange(12) / 25)
@@ -165,27 +167,66 @@ def test_run_on_video_writes_every_frames_points_and_a_kill_leaves_whole_frames(
     torn = tmp_path / "torn.jsonl"
     torn.write_text(text[:text.rindex("\n", 0, len(text) - 1) + 40])  # killed 40 characters into the last frame
     assert len(read_video_landmarks(torn)[1]) == 11
+    unended = tmp_path / "unended.jsonl"
+    unended.write_text(text.rstrip("\n"))  # whole, written by something that ends without a newline
+    assert len(read_video_landmarks(unended)[1]) == 12
     broken = tmp_path / "broken.jsonl"
     broken.write_text(text.replace('"frame": 3', '"frame": 3,,', 1))
     with pytest.raises(ValueError, match="broken.jsonl: line 5 is not JSON"):
         read_video_landmarks(broken)
     headless = tmp_path / "headless.jsonl"
     headless.write_text("{}\n")
-    with pytest.raises(ValueError, match="headless.jsonl: no header line"):
-        read_video_landmarks(headless)
+    for path, message in ((headless, "headless.jsonl: no header line"), (clip, "pan.mp4: not a text file")):
+        with pytest.raises(ValueError, match=message):
+            read_video_landmarks(path)
+
+
+def test_run_on_video_refuses_outputs_it_cannot_or_must_not_write_before_any_work(data_dir, tmp_path):
+    clip = write_clip(tmp_path / "pan.mp4", pan_frames(data_dir, PHOTOS[0], 3)[0])
+    before = clip.read_bytes()
+    (tmp_path / "folder.mp4").mkdir()
+    for out, message in ((clip, "the video being read"), (tmp_path / "pan.jsonl", "video file name"),
+                         (tmp_path / "noext", "video file name"), (tmp_path / "folder.mp4", "video file name")):
+        with pytest.raises(ValueError, match=message):
+            run_on_video(None, clip, out)
     with pytest.raises(ValueError, match="would be one file"):
-        run_on_video(None, clip, tmp_path / "pan.jsonl")
+        run_on_video(None, clip, tmp_path / "o.mp4", points_path=tmp_path / "o.mp4")
+    with pytest.raises(ValueError, match="max_frames must be at least 1"):
+        run_on_video(None, clip, tmp_path / "o.mp4", max_frames=0)
+    assert clip.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["folder.mp4", "pan.mp4"]
+
+
+def test_a_killed_run_keeps_the_earlier_overlay_and_every_finished_frame(data_dir, tmp_path):
+    """SIGKILL while the 60-frame clip runs: the overlay of an earlier run stays as it was (the new one
+    was going into a .partial file), and the points file holds whole frames from 0 on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = write_clip(tmp_path / "long.mp4", pan_frames(data_dir, PHOTOS[0], 60)[0])
+    out = tmp_path / "out" / "long.mp4"
+    run_on_video(None, clip, out, max_frames=2)
+    earlier = out.read_bytes()
+    script = ("import sys; from facelandmarks.inference.video import run_on_video; "
+              "run_on_video(None, sys.argv[1], sys.argv[2], redetect_every=1)")
+    child = subprocess.Popen([sys.executable, "-c", script, str(clip), str(out)])
+    points = out.with_suffix(".jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None and len(points.read_text().splitlines()) < 6:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert out.read_bytes() == earlier
+    header, per_frame = read_video_landmarks(points)
+    assert header["num_points"] == 68 and 5 <= len(per_frame) < 60
+    assert [f["frame"] for f in per_frame] == list(range(len(per_frame)))
 
 
 def test_evaluate_video_writes_the_points_file_and_no_smooth_reaches_it(data_dir, tmp_path, capsys):
     from facelandmarks.cli import evaluate
 
-    frames, _ = pan_frames(data_dir, PHOTOS[1], 4)
-    clip = tmp_path / "talk.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30, FRAME)
-    for frame in frames:
-        writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    writer.release()
+    clip = write_clip(tmp_path / "talk.mp4", pan_frames(data_dir, PHOTOS[1], 4)[0], fps=30)
     assert evaluate.main(["--video", str(clip), "--out", str(tmp_path / "out" / "talk.mp4"), "--no-smooth"]) == 0
     assert f"points in {tmp_path / 'out' / 'talk.jsonl'}" in capsys.readouterr().out
     header, per_frame = read_video_landmarks(tmp_path / "out" / "talk.jsonl")

@@ -14,6 +14,7 @@ from facelandmarks.inference.video import (
     is_lost,
     match_by_overlap,
     moved_much,
+    open_capture,
 )
 
 RNG = np.random.default_rng(0)
@@ -46,11 +47,14 @@ class SquareModel:
 class SquareDetector:
     """Finds the bright squares; their boxes are the ones dlib would draw around SHAPE on them."""
 
-    def __init__(self):
+    def __init__(self, blind=()):
         self.calls = 0
+        self.blind = set(blind)  # the calls on which it finds nothing, as dlib misses a face now and then
 
     def detect_all(self, image):
         self.calls += 1
+        if self.calls in self.blind:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         count, _, stats, _ = cv2.connectedComponentsWithStats((image.mean(axis=-1) > 100).astype(np.uint8))
         boxes = [faces.detection_like_box(SHAPE * [w - 1, h - 1] + [x, y]) for x, y, w, h, _ in stats[1:count]]
         if self.calls % 2:
@@ -66,9 +70,9 @@ def frame(*corners, side=40):
     return image
 
 
-def run(frames, redetect_every, smooth=True):
+def run(frames, redetect_every, smooth=True, blind=()):
     """(faces per frame, whether the detector ran per frame) of a tracker over ``frames``."""
-    detector = SquareDetector()
+    detector = SquareDetector(blind)
     tracker = FaceTracker(Predictor(SquareModel(), "ibug68", detector=detector), redetect_every, smooth=smooth)
     found, detected = [], []
     for image in frames:
@@ -158,3 +162,37 @@ def test_smoothing_steadies_the_points_and_leaves_the_tracking_alone():
     smooth, _ = run(frames, 1)
     assert not np.allclose(smooth[29][0].points, raw[29][0].points)
     assert np.allclose(smooth[30][0].points, raw[30][0].points), "so does a detected one whose box holds something else"
+
+
+def test_a_face_the_detector_misses_is_kept_by_tracking_unless_per_frame_detection():
+    frames = [frame((20 + t, 30)) for t in range(12)]
+    found, detected = run(frames, redetect_every=5, blind={2})  # the second detection (frame 5) finds nothing
+    assert detected == [t % 5 == 0 for t in range(12)]
+    assert all(len(f) == 1 and f[0].track_id == 0 for f in found), "the face keeps its points and its track"
+    assert found[5][0].tracked and not found[10][0].tracked
+    found, _ = run(frames, redetect_every=1, blind={6})
+    assert found[5] == [] and found[6][0].track_id == 1, "per-frame detection: a face is where the detector finds it"
+    tracker = FaceTracker(Predictor(SquareModel(), "ibug68", detector=SquareDetector({2})), 5)
+    for image in frames:
+        tracker.update(image)
+    assert tracker.kept == 1
+
+
+def test_a_time_not_after_the_last_counts_as_one_frame_later():
+    tracker = FaceTracker(Predictor(SquareModel(), "ibug68", detector=SquareDetector()), 5, fps=10)
+    steady = FaceTracker(Predictor(SquareModel(), "ibug68", detector=SquareDetector()), 5, fps=10)
+    frames = [frame((20 + 3 * (t % 2), 30)) for t in range(6)]
+    stuck = [tracker.update(image, 0.0) for image in frames]  # a camera that repeats its timestamp
+    ticking = [steady.update(image) for image in frames]
+    assert all(np.allclose(a[0].points, b[0].points) for a, b in zip(stuck, ticking))
+
+
+def test_a_camera_or_file_that_cannot_be_opened_is_one_line(tmp_path, capfd):
+    with pytest.raises(OSError, match="^99: cannot open camera$"):
+        open_capture("99")
+    assert capfd.readouterr().err == "", "OpenCV's own warnings stay silent"
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(OSError, match="notes.mp4: cannot open video$"):
+        open_capture(tmp_path / "notes.mp4")
+    with pytest.raises(FileNotFoundError, match="missing.mp4: no such video file"):
+        open_capture(tmp_path / "missing.mp4")
