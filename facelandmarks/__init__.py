@@ -17,6 +17,8 @@ point for using a trained run::
     from facelandmarks import Predictor
     predictor = Predictor.load("runs/mobilenetv2-128")
     points = predictor.predict(rgb_image)  # (faces, K, 2) pixel coordinates
+
+and ``FaceTracker(predictor).update(frame)`` for the faces of consecutive video frames.
 """
 
 from facelandmarks.runtime import quiet_startup
@@ -24,7 +26,7 @@ from facelandmarks.runtime import quiet_startup
 quiet_startup()
 
 __version__ = "0.2.0"
-__all__ = ["Predictor", "DlibPredictor", "PipelinePredictor", "__version__"]
+__all__ = ["Predictor", "DlibPredictor", "PipelinePredictor", "FaceTracker", "read_video_landmarks", "__version__"]
 
 
 def __getattr__(name):  # imported on first use: TensorFlow/JAX load only when a model is needed
@@ -33,6 +35,10 @@ def __getattr__(name):  # imported on first use: TensorFlow/JAX load only when a
         from facelandmarks.inference.predictor import Predictor
 
         return Predictor if name == "Predictor" else pipelines.PipelinePredictor
+    if name in ("FaceTracker", "read_video_landmarks"):
+        from facelandmarks.inference import video
+
+        return getattr(video, name)
     if name == "DlibPredictor":
         from facelandmarks.inference.dlib_baseline import DlibPredictor
 

@@ -89,11 +89,14 @@ def _run(args, cwd, env_extra=None, timeout=300):
 
 
 def test_importable_from_any_folder_without_loading_a_backend(tmp_path):
-    code = ("import sys; from facelandmarks import Predictor, DlibPredictor; import facelandmarks.data.prepare; "
-            "print(Predictor.__module__, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
+    code = ("import sys; from facelandmarks import Predictor, DlibPredictor, FaceTracker, read_video_landmarks; "
+            "import facelandmarks.data.prepare; "
+            "print(Predictor.__module__, FaceTracker.__module__, read_video_landmarks.__module__, "
+            "'keras' in sys.modules, 'tensorflow' in sys.modules)")
     result = _run([sys.executable, "-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["facelandmarks.inference.predictor", "False", "False"]
+    assert result.stdout.split() == ["facelandmarks.inference.predictor", *["facelandmarks.inference.video"] * 2,
+                                     "False", "False"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS + tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.py"))))
