@@ -33,17 +33,18 @@ At every detection a detection takes over the track whose expected crop box it o
 (``MATCH_IOU``), keeping its ``track_id``, and faces no track expected start tracks.  A track no
 detection continues is followed as between detections and kept unless it is lost: dlib's detector
 misses faces it found a frame before (Einstein's, tilted by 18 degrees, in 21 of 60 frames of a
-pan), and ending their tracks would leave them without points until it finds them again.  A face entering the picture is
-found at the next detection (at most ``redetect_every`` frames later); while nothing is tracked
-every frame is detected.  ``redetect_every=1`` is per-frame detection: a face is only where the
-detector finds it.
+pan), and ending their tracks would leave them without points until it finds them again.  A face
+entering the picture is found at the next detection (at most ``redetect_every`` frames later);
+while nothing is tracked every frame is detected.  ``redetect_every=1`` is per-frame detection: a
+face is only where the detector finds it.
 
 The points a tracker returns are smoothed over time (``smoothing.LandmarkSmoother``, one per track):
-on a still face they tremble 2.6-3.6 times less, and a moving one's NME rises by at most 0.03 points
-(``benchmarks/video_tracking.py``, docs/inference.md#video).  The crop boxes and the "lost" checks use the raw points,
-so smoothing never changes which faces are followed.  A track's smoother starts afresh when the
-face was lost, and when a detection continues a track whose box now holds something else (the
-appearance and geometry checks above, as at a cut in the video).  ``smooth=False`` returns the raw points.
+on a still face they tremble 2.6-3.6 times less, and a moving one's NME rises by at most 0.03
+points (``benchmarks/video_tracking.py``, docs/inference.md#video).  The crop boxes and the "lost"
+checks use the raw points, so smoothing never changes which faces are followed.  A track's smoother
+starts afresh when the face was lost, and when a detection continues a track whose box now holds
+something else (the appearance and geometry checks above, as at a cut in the video).
+``smooth=False`` returns the raw points.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ import numpy as np
 
 from facelandmarks.data import faces
 from facelandmarks.inference.predictor import FaceLandmarks, Predictor
+from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
 
 REDETECT_EVERY = 10  # frames between detections while tracking (0.4 s at 25 frames/s)
@@ -195,7 +197,7 @@ class FaceTracker:
             if all(face is not None for face in followed):
                 found = followed
             else:  # one face lost: the detector runs; the lost faces' points start afresh
-                self._changed = {t.face.track_id for t, face in zip(self._tracks, followed) if face is None}
+                self._changed = {track.face.track_id for track, face in zip(self._tracks, followed) if face is None}
         if found is None:
             found = self._detect(image, followed)
             self.detections += 1
@@ -362,7 +364,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 if not writer.isOpened():
                     raise OSError(f"{out_path}: OpenCV cannot write an mp4v video there")
                 points_file = open(points_path, "w", buffering=1)  # a line at a time: a kill leaves whole frames
-                header = {"source": str(source), "model": "shipped" if run_dir is None else str(run_dir),
+                header = {"source": str(source), "model": str(default_model_dir() if run_dir is None else run_dir),
                           "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
                           "fps": round(float(fps_in), 3), "width": image.shape[1], "height": image.shape[0],
                           "redetect_every": tracker.redetect_every, "smooth": tracker.smooth,

@@ -2,6 +2,10 @@
 after the face jumps, points close to those of detecting on every frame, smoothed or not, and the points file."""
 
 import csv
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -199,11 +203,6 @@ def test_run_on_video_refuses_outputs_it_cannot_or_must_not_write_before_any_wor
 def test_a_killed_run_keeps_the_earlier_overlay_and_every_finished_frame(data_dir, tmp_path):
     """SIGKILL while the 60-frame clip runs: the overlay of an earlier run stays as it was (the new one
     was going into a .partial file), and the points file holds whole frames from 0 on."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     clip = write_clip(tmp_path / "long.mp4", pan_frames(data_dir, PHOTOS[0], 60)[0])
     out = tmp_path / "out" / "long.mp4"
     run_on_video(None, clip, out, max_frames=2)
