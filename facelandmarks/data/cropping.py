@@ -144,7 +144,7 @@ def crop_record(record: FaceRecord, settings: CropSettings, detector: faces.Face
     if (inside & labelled).sum() < MIN_IN_CROP * labelled.sum():
         return FaceSkipped(f"only {int((inside & labelled).sum())} of {int(labelled.sum())} labelled points inside "
                            f"the {detection} crop box (the box does not hold this face)", image_read=True)
-    crop = faces.crop_face(image, box, settings.size)
+    crop = faces.crop_face(image, box, settings.size, whole_photo=True)  # the pixels of every set prepared before
     if settings.gray and crop.shape[2] == 3:
         crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
     return CroppedFace(crop, uv, labelled & inside, labelled.copy(), np.asarray(box, np.float32), detection, notes)

@@ -17,6 +17,24 @@ def test_crop_round_trip_and_border():
     assert (crop == 200).all()  # outside the image replicates the border
 
 
+@pytest.mark.parametrize("box", [[600, 150, 980, 530], [-100, -50, 500, 550], [1700, 900, 2100, 1300],
+                                 [-900, -900, -500, -500], [60, 60, 160, 160]])
+def test_a_large_face_shrinks_only_its_region_and_looks_as_from_the_whole_photo(box):
+    """Crops larger than twice the output shrink only the box's part of the photo: the same picture as shrinking
+    the whole one up to the phase of the averaging grid; boxes partly or wholly outside the photo replicate its
+    border either way; small reductions are the same pixels."""
+    yy, xx = np.mgrid[0:1080, 0:1920]
+    photo = np.stack([(xx / 7.5) % 256, (yy / 4.3) % 256, 128 + 100 * np.sin(xx / 23.0 + yy / 31.0)], -1).astype(np.uint8)
+    region, whole = faces.crop_face(photo, box, 128), faces.crop_face(photo, box, 128, whole_photo=True)
+    assert region.shape == whole.shape == (128, 128, 3)
+    difference = np.abs(region.astype(int) - whole)
+    if box[2] - box[0] <= 256:
+        assert not difference.any()
+    else:
+        assert difference.any()  # the region path was taken
+        assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8
+
+
 def test_empty_box_is_an_error():
     with pytest.raises(ValueError, match="empty or non-finite crop box"):
         faces.crop_face(np.zeros((10, 10, 3), np.uint8), [5, 5, 5, 9], 16)
