@@ -112,6 +112,9 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
                       help="csv: 0-based column of the first coordinate; 2K coordinates run to the end of the row (default 1)")
     prep.add_argument("--csv-layout", choices=CSV_LAYOUTS, default="xy",
                       help="csv: xy (x0,y0,x1,y1...) or xxyy (all x, then all y) (default xy)")
+    prep.add_argument("--csv-subject-column", type=int,
+                      help="csv: 0-based column naming each face's person: the split keeps a person's faces on one "
+                           "side (default: each image is its own subject)")
     prep.add_argument("--csv-no-header", dest="csv_header", action="store_false", help="csv: the first row is data, not a header")
 
     pick = sub.add_parser(
@@ -180,7 +183,7 @@ def _run(command: str, sub: argparse.ArgumentParser, args: argparse.Namespace) -
             reader=ReaderOptions(
                 scheme=resolve_scheme(args.scheme) if args.scheme else None, images=args.images, use_bbox=args.use_bbox,
                 csv_image_column=args.csv_image_column, csv_first_coordinate=args.csv_first_coordinate,
-                csv_layout=args.csv_layout, csv_header=args.csv_header,
+                csv_layout=args.csv_layout, csv_header=args.csv_header, csv_subject_column=args.csv_subject_column,
             ),
         )
         prepare(list(zip(args.datasets, args.source)), options)

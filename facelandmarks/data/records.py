@@ -75,6 +75,8 @@ class ReaderOptions:
             to the end of the row (2K numbers).
         csv_layout: ``csv``: ``xy`` (x0, y0, x1, y1 ...) or ``xxyy`` (x0 ... xK-1, y0 ... yK-1).
         csv_header: ``csv``: the first row is a header.
+        csv_subject_column: ``csv``: 0-based column naming each face's person, or None: each image is
+            its own subject.
     """
 
     scheme: Scheme | None = None
@@ -84,6 +86,7 @@ class ReaderOptions:
     csv_first_coordinate: int = 1
     csv_layout: str = "xy"
     csv_header: bool = True
+    csv_subject_column: int | None = None
 
     def __post_init__(self):
         if self.csv_layout not in CSV_LAYOUTS:
@@ -91,6 +94,8 @@ class ReaderOptions:
         if self.csv_image_column < 0 or self.csv_first_coordinate < 0:
             raise ValueError("--csv-image-column and --csv-first-coordinate: must be >= 0 (0-based columns), got "
                              f"{self.csv_image_column} and {self.csv_first_coordinate}")
+        if self.csv_subject_column is not None and self.csv_subject_column < 0:
+            raise ValueError(f"--csv-subject-column: must be >= 0 (a 0-based column), got {self.csv_subject_column}")
         if self.images is not None and not Path(self.images).is_dir():
             raise ValueError(f"{self.images}: no such folder (--images)")
 

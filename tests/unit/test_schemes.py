@@ -208,6 +208,46 @@ def test_csv_reader_stops_at_the_row_whose_count_disagrees(tmp_path):
         read_csv_points(path)
 
 
+def test_csv_subjects_come_from_their_column_or_each_image_is_one_and_a_note_says_so(tmp_path):
+    scheme = Scheme.from_dict(FACE5)
+    name = image(tmp_path)
+    coords = ",".join(["3"] * 10)
+    path = tmp_path / "people.csv"
+    path.write_text(f"file,person,coords\n{name},ann,{coords}\n{name},ann,{coords}\n{name},bob,{coords}\n")
+    listing = read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2, csv_subject_column=1))
+    assert [r.subject for r in listing.records] == ["csv/ann", "csv/ann", "csv/bob"] and not listing.notes
+    alone = read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2))
+    assert {r.subject for r in alone.records} == {f"csv/{name}"}
+    assert alone.notes == ["each image is its own subject: photos of one person can land on both sides of the split; "
+                           "name each face's person with --csv-subject-column N"]
+    path.write_text(f"file,person,coords\n{name},,{coords}\n")
+    with pytest.raises(AnnotationError, match=rf"^{path}:2: no subject in column 1$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2, csv_subject_column=1))
+    with pytest.raises(AnnotationError, match=rf"^{path}:2: no subject column 20 \(12 columns\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2, csv_subject_column=20))
+    with pytest.raises(ValueError, match="--csv-subject-column: must be >= 0"):
+        ReaderOptions(csv_subject_column=-1)
+
+
+def test_a_csv_header_that_is_a_face_and_a_face_that_is_a_header_say_so(tmp_path):
+    """Without the check a file without a header lost its first face in silence."""
+    scheme = Scheme.from_dict(FACE5)
+    name = image(tmp_path)
+    path = tmp_path / "points.csv"
+    path.write_text(f"{name},{','.join(['4'] * 9)},\n{name},{','.join(['5'] * 10)}\n")  # the first face's last point unlabelled
+    with pytest.raises(AnnotationError, match=rf"^{path}:1: every coordinate of the first row is a number: it is a face"
+                                              ", not a header; give --csv-no-header"):
+        read_csv_points(path, ReaderOptions(scheme=scheme))
+    assert len(read_csv_points(path, ReaderOptions(scheme=scheme, csv_header=False)).records) == 2
+    path.write_text(f"file,{','.join(f'x{i},y{i}' for i in range(5))}\n{name},{','.join(['5'] * 10)}\n")
+    with pytest.raises(AnnotationError, match=rf"^{path}:1: column 1: 'x0' is not a number \(a header row\? then drop "
+                                              "--csv-no-header\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme, csv_header=False))
+    path.write_text(f"file,{','.join(f'x{i},y{i}' for i in range(5))}\n{name},1,2,3,4,5,6,7,8,9,1O\n")
+    with pytest.raises(AnnotationError, match=rf"^{path}:2: column 10: '1O' is not a number$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme))
+
+
 def dlib_xml(tmp_path, parts):
     name = image(tmp_path)
     part_lines = "".join(f"<part name='{p}' x='{10 + i}' y='{20 + i}'/>" for i, p in enumerate(parts))

@@ -24,8 +24,10 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
     point; a row whose count disagrees with the scheme stops with the file and row.
 
     ``source`` is a CSV file or a folder of them.  Images are relative to ``options.images`` or the
-    CSV's folder.  Files named *train*/*test* give the split when both are there; the subject is
-    the image.
+    CSV's folder.  Files named *train*/*test* give the split when both are there.  The subject (the
+    person, whom the split keeps on one side) is the cell of ``csv_subject_column``; without one each
+    image is its own subject, and a note says so.  A first row read as a header whose coordinates are all
+    numbers stops (it is data: ``--csv-no-header``), as does a non-numeric cell, named with its column.
     """
     options = options or ReaderOptions()
     if options.scheme is None:
@@ -38,34 +40,59 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
     listing = Listing("csv", str(source), scheme.name)
     roles = {p: ("test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else None) for p in csv_files}
     use_roles = {"test", "train"} <= set(roles.values())
-    first, image_column = options.csv_first_coordinate, options.csv_image_column
+    first, image_column, subject_column = options.csv_first_coordinate, options.csv_image_column, options.csv_subject_column
     for csv_path in csv_files:
         folder = Path(options.images) if options.images else csv_path.parent
         for line, row in csv_rows(csv_path):
-            if (line == 1 and options.csv_header) or not any(cell.strip() for cell in row):
+            if not any(cell.strip() for cell in row):
+                continue
+            if line == 1 and options.csv_header:
+                if len(row) - first == 2 * k and all(_is_number(cell) for cell in row[first:]):
+                    raise AnnotationError(f"{csv_path}:1: every coordinate of the first row is a number: it is a face, "
+                                          "not a header; give --csv-no-header (or add a header row)")
                 continue
             cells = row[first:]
             if len(cells) != 2 * k:
                 raise AnnotationError(f"{csv_path}:{line}: {len(cells)} coordinates from column {first}, "
                                       f"scheme {scheme.name} has {k} points ({2 * k} numbers)")
-            if image_column >= len(row):
-                raise AnnotationError(f"{csv_path}:{line}: no image column {image_column} ({len(row)} columns)")
-            try:
-                values = [_parse_float(cell) for cell in cells]
-            except ValueError:
-                raise AnnotationError(f"{csv_path}:{line}: non-numeric coordinate") from None
+            for column, what in ((image_column, "image"), (subject_column, "subject")):
+                if column is not None and column >= len(row):
+                    raise AnnotationError(f"{csv_path}:{line}: no {what} column {column} ({len(row)} columns)")
+            bad = next((i for i, cell in enumerate(cells) if not _is_number(cell)), None)
+            if bad is not None:
+                hint = " (a header row? then drop --csv-no-header)" if line == 1 else ""
+                raise AnnotationError(f"{csv_path}:{line}: column {first + bad}: {cells[bad].strip()!r} is not a "
+                                      f"number{hint}")
+            values = [_parse_float(cell) for cell in cells]
             if options.csv_layout == "xxyy":
                 values = [v for pair in zip(values[:k], values[k:]) for v in pair]
             points, labelled = _points_from_values(values, k)
             name = row[image_column].strip()
+            subject = name if subject_column is None else row[subject_column].strip()
             image = (folder / name).resolve()
-            if not labelled.any():
+            if not name:
+                listing.skips.append(Skip("csv", "", f"no image name (column {image_column}) in {csv_path.name}:{line}"))
+            elif not subject:
+                raise AnnotationError(f"{csv_path}:{line}: no subject in column {subject_column}")
+            elif not labelled.any():
                 listing.skips.append(Skip("csv", name, f"{csv_path.name}:{line}: no labelled point"))
             elif not image.is_file():
                 listing.skips.append(Skip("csv", name, f"image missing for {csv_path.name}:{line}"))
             else:
-                listing.records.append(FaceRecord("csv", name, str(image), points, labelled, f"csv/{name}",
+                listing.records.append(FaceRecord("csv", name, str(image), points, labelled, f"csv/{subject}",
                                                   split=roles[csv_path] if use_roles else None))
     if use_roles:
         listing.notes.append("CSV files named *train*/*test* give the split")
+    elif subject_column is None:
+        listing.notes.append("each image is its own subject: photos of one person can land on both sides of the "
+                             "split; name each face's person with --csv-subject-column N")
     return listing
+
+
+def _is_number(cell: str) -> bool:
+    """A coordinate cell: a number, or empty / NaN (an unlabelled point)."""
+    try:
+        _parse_float(cell)
+    except ValueError:
+        return False
+    return True
