@@ -323,6 +323,11 @@ def _check_value(value, hint, f: dataclasses.Field, where: str):
     return value
 
 
+# written beside the settings in a run's config.json (its scheme of your own) and the shipped model's (the run it
+# came from): a run's config is itself a --config, so these are read as records, not settings
+RUN_RECORD_KEYS = ("scheme_definition", "shipped_from")
+
+
 def read_config_file(path) -> dict:
     """The ``TrainConfig`` settings in a ``--config`` file (JSON, or YAML with PyYAML), checked.
 
@@ -350,7 +355,11 @@ def read_config_file(path) -> dict:
             raise ConfigError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected an object of settings like {{\"model\": \"scratch\", \"epochs\": 10}}")
-    return check_values(TrainConfig, values, str(path))
+    if values.get("scheme_definition"):  # a run of a markup of your own: its data and --init need the scheme
+        from facelandmarks.scheme_files import register_definition
+
+        register_definition(values["scheme_definition"], f"{path} (scheme_definition)")
+    return check_values(TrainConfig, {k: v for k, v in values.items() if k not in RUN_RECORD_KEYS}, str(path))
 
 
 def _write_json_atomic(path: Path, values) -> None:

@@ -156,6 +156,24 @@ def test_a_saved_config_is_a_config_file_that_repeats_the_run(tmp_path):
     assert same == original
 
 
+def test_the_config_of_a_run_of_your_own_markup_and_the_shipped_models_are_config_files(tmp_path):
+    """Both carry records beside the settings (the scheme's definition, the run shipped): once refused as unknown keys."""
+    from facelandmarks import landmarks
+
+    definition = {"name": "config-own3", "points": ["r", "l", "n"], "pairs": [["r", "l"]], "normalize": ["r", "l"]}
+    original = TrainConfig(model="scratch", data="own_train.npz", run_dir=str(tmp_path / "X"), scheme="config-own3",
+                           num_points=3, input_shape=[64, 64, 3], input_kind="image")
+    Path(original.run_dir).mkdir()
+    original.save(Path(original.run_dir) / "config.json", scheme_definition=definition)
+    again, _ = resolve_config(["--config", str(tmp_path / "X" / "config.json"), "--run-dir", str(tmp_path / "Y")])
+    assert again.scheme == "config-own3" and landmarks.get_scheme("config-own3").num_points == 3
+    shipped = Path(__file__).resolve().parents[2] / "weights" / "mobilenetv2-pip-128" / "config.json"
+    assert "shipped_from" in json.loads(shipped.read_text())
+    from_shipped, _ = resolve_config(["--config", str(shipped), "--data", "d.npz", "--run-dir", str(tmp_path / "Z")])
+    assert from_shipped.model == "mobilenetv2_heatmap" and from_shipped.scheme == "ibug68"
+    landmarks._REGISTERED.pop("config-own3")
+
+
 def test_a_saved_pipeline_config_repeats_its_pipeline_settings(tmp_path):
     original, _ = resolve_config(["regions", "--stage1", "runs/s1", "--boxes", "runs/b", "--run-dir", str(tmp_path / "X"),
                                   "--regions", "nose,mouth", "--patch-size", "24", "--epochs", "2"])
