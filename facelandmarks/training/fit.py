@@ -22,7 +22,13 @@ from facelandmarks.data.feeding import (
 )
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
-from facelandmarks.training.config import TrainConfig, _write_json_atomic, adopt_init_normalization, init_split_warning
+from facelandmarks.training.config import (
+    TrainConfig,
+    _write_json_atomic,
+    adopt_init_normalization,
+    init_run_config,
+    init_split_warning,
+)
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.resume import (
     BEST,
@@ -32,6 +38,7 @@ from facelandmarks.training.resume import (
     _best_epoch,
     choose_checkpoint,
     commit_set,
+    head_layers,
     init_weights,
     read_history_epochs,
     read_state,
@@ -62,6 +69,21 @@ def set_precision(enabled: bool) -> str:
         policy = "mixed_float16" if _has_gpu() else "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+
+def _restart_for_markup(config: TrainConfig, scheme, model) -> tuple[tuple[str, ...], str]:
+    """For ``--init`` from a run of another markup with as many points: the layers of ``model``'s head, which
+    ``init_weights`` then starts fresh (their outputs are the other markup's points), and the reason for its line."""
+    from facelandmarks.models import build_model
+
+    before = init_run_config(config)
+    other = before.get("scheme") if before else None
+    if other is None or other == scheme.name or before.get("num_points") != scheme.num_points:
+        return (), ""  # the same markup, or another point count: the layers that do not fit restart anyway
+    one_more = build_model(config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points + 1,
+                           weights="none", train_blocks=config.train_blocks, **config.model_options)
+    return head_layers(model, one_more), f": the run's points are {other}'s, this data's {scheme.name}'s"
 
 
 def _has_gpu() -> bool:
@@ -125,7 +147,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
             )
             if config.init and not resume:
-                init_weights(model, config.init)
+                init_weights(model, config.init, *_restart_for_markup(config, scheme, model))
                 if warning := init_split_warning(config, scheme.name):
                     print(warning)
             elif spec.pretrain is not None and not resume:

@@ -327,13 +327,15 @@ def trim_history(path: Path, last_epoch: int) -> None:
     os.replace(tmp, path)
 
 
-def init_weights(model, source: str) -> None:
+def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "") -> None:
     """Start from a trained run's weights (``--init``): a run directory (its best weights, else its last)
     or a ``.weights.h5``.
 
     A model of another point count (another scheme) keeps every layer whose weights fit -- the backbone
     and decoder -- and starts the others (the head, whose size depends on K) fresh; one line names them.
-    A model none of whose layers fit is an error naming the file.
+    The layers named in ``restart`` (paths, as ``head_layers`` gives them) start fresh too, even where their
+    weights fit: the head of a run of another markup with as many points, whose outputs mean other points;
+    ``why`` ends the line. A model none of whose layers fit is an error naming the file.
     """
     path = Path(source)
     if path.is_dir():
@@ -342,6 +344,7 @@ def init_weights(model, source: str) -> None:
         raise CheckpointError(f"{source}: no such run directory or weights file (--init)")
     elif problem := _open_problem(path):
         raise CheckpointError(f"{path}: {problem} (--init)")
+    fresh = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights if v.path.rsplit("/", 1)[0] in restart}
     with warnings.catch_warnings(record=True) as caught:  # a failed whole-model load warns about what it skipped
         try:
             model.load_weights(path)
@@ -352,14 +355,32 @@ def init_weights(model, source: str) -> None:
     if error is None:
         for warning in caught:  # they passed the filters once: shown as they would have been
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-        print(f"starting from the weights of {path}")
-        return
-    kept, restarted = _load_fitting_layers(model, path)
-    if not kept:
-        raise CheckpointError(f"{path}: does not fit {model.name} with this input and point count (--init; "
-                              f"{_one_line(error)})") from None
+        if not fresh:
+            print(f"starting from the weights of {path}")
+            return
+        kept, restarted = list(dict.fromkeys(v.path.rsplit("/", 1)[0] for v in model.weights)), []
+    else:
+        kept, restarted = _load_fitting_layers(model, path)
+        if not kept:
+            raise CheckpointError(f"{path}: does not fit {model.name} with this input and point count (--init; "
+                                  f"{_one_line(error)})") from None
+    for variable in model.weights:
+        if variable.path in fresh:
+            variable.assign(fresh[variable.path])
+    restarted = list(dict.fromkeys(restarted + [layer for layer in restart if layer in kept or layer in restarted]))
+    kept = [layer for layer in kept if layer not in restarted]
     print(f"starting from the weights of {path}: kept {len(kept)} layers whose weights fit, "
-          f"restarted {len(restarted)} ({', '.join(restarted)})")
+          f"restarted {len(restarted)} ({', '.join(restarted)}){why}")
+
+
+def head_layers(model, other) -> tuple[str, ...]:
+    """The layers (paths in ``model``) whose weights depend on the point count: those whose shapes differ in
+    ``other``, the same model built for one point more (compared in order: automatic layer names differ between
+    two builds). What ``init_weights`` restarts for another markup."""
+    if len(model.weights) != len(other.weights):
+        raise ValueError(f"{model.name}: a build for another point count has other layers; cannot tell its head")
+    return tuple(dict.fromkeys(v.path.rsplit("/", 1)[0] for v, w in zip(model.weights, other.weights)
+                               if tuple(v.shape) != tuple(w.shape)))
 
 
 def _load_fitting_layers(model, path: Path) -> tuple[list[str], list[str]]:
