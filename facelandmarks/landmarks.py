@@ -355,8 +355,9 @@ def _scheme_from_dict(data, origin: str | None) -> Scheme:
         if not isinstance(refs, list) or not refs:
             _fail(origin, f"region {region} must be a non-empty list of points, got {refs!r}")
         parsed_regions[str(region)] = tuple(index(ref, f"region {region}") for ref in refs)
+    pupils = two("pupils")  # outside the try below: its errors name the origin already
     try:
-        return Scheme(name=name, num_points=k, mirror=tuple(mirror), norm_points=norm_points, pupils=two("pupils"),
+        return Scheme(name=name, num_points=k, mirror=tuple(mirror), norm_points=norm_points, pupils=pupils,
                       regions=parsed_regions, description=str(data.get("description") or ""), point_names=names,
                       normalize="box" if box else "points")
     except ValueError as err:

@@ -69,7 +69,12 @@ def resolve_scheme(spec: str | os.PathLike) -> Scheme:
         if not Path(text).is_file():
             raise ValueError(f"{text}: no such scheme file (--scheme)")
         return load_scheme(text)
-    return get_scheme(text)
+    try:
+        return get_scheme(text)
+    except ValueError:
+        if "/" in text or os.sep in text or Path(text).suffix:  # meant as a file: say that one is missing
+            raise ValueError(f"{text}: no such scheme file (--scheme; scheme files end in .json or .yaml)") from None
+        raise
 
 
 def dump_scheme(scheme: Scheme | str, path: str | os.PathLike) -> Path:

@@ -74,6 +74,8 @@ def test_yaml_scheme_files_load_when_pyyaml_is_installed(tmp_path):
     ({"normalize": ["left_eye", "left_eye"]}, "'normalize' names point 'left_eye' twice"),
     ({"normalize": ["eye", "left_eye"]}, "unknown point 'eye' in normalize"),
     ({"normalize": None, "pupils": ["left_eye"]}, "'pupils' must be two points"),
+    ({"pupils": ["left_eye", "eye"]}, "unknown point 'eye' in pupils"),
+    ({"pupils": ["left_eye", "left_eye"]}, "'pupils' names point 'left_eye' twice"),
     ({"points": ["a", "b", "a"]}, "point name 'a' appears twice (points 0 and 2)"),
     ({"points": 0}, "'points' must be a list of point names or a point count"),
     ({"name": "my/scheme"}, "'name' must be a non-empty name without '/'"),
@@ -84,6 +86,7 @@ def test_scheme_file_errors_name_the_file_and_the_point(tmp_path, change, messag
     with pytest.raises(ValueError) as err:
         load_scheme(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).count(str(path)) == 1  # the pupils' errors once named it twice
 
 
 def test_a_scheme_file_without_normalize_asks_for_it_and_bad_json_names_the_file(tmp_path):
@@ -95,6 +98,11 @@ def test_a_scheme_file_without_normalize_asks_for_it_and_bad_json_names_the_file
         load_scheme(bad)
     with pytest.raises(ValueError, match=r"missing.json: no such scheme file"):
         resolve_scheme(tmp_path / "missing.json")
+    typo = tmp_path / "myscheme.jsn"  # once "unknown landmark scheme ''" (split at the path's '/')
+    with pytest.raises(ValueError, match=rf"^{typo}: no such scheme file \(--scheme; scheme files end in .json or .yaml\)$"):
+        resolve_scheme(typo)
+    with pytest.raises(ValueError, match=r"unknown landmark scheme 'ibug86'; known: "):
+        resolve_scheme("ibug86")
 
 
 def test_the_registry_refuses_another_markup_under_a_taken_name(tmp_path):
