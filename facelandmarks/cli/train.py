@@ -100,14 +100,6 @@ def _option_users() -> str:
 
 
 def _new_run(requested: dict, requested_options: dict, trainer, options_class) -> TrainConfig:
-    model = requested.get("model")
-    if not model:
-        raise ConfigError("a model name is required: train.py MODEL --data TRAIN.npz --run-dir DIR, "
-                          "\"model\" in a --config file, or --resume --run-dir DIR")
-    if (trainer is None or trainer.needs_data) and not requested.get("data"):
-        raise ConfigError(f"train.py {model} needs --data TRAIN.npz (on the command line or in the --config file)")
-    if not requested.get("run_dir"):
-        raise ConfigError(f"train.py {model} needs --run-dir DIR (on the command line or in the --config file)")
     if requested.get("init") == SHIPPED:  # the folder itself goes into config.json: a rerun starts from the same model
         from facelandmarks.inference.shipped import default_model_dir
 
@@ -115,8 +107,32 @@ def _new_run(requested: dict, requested_options: dict, trainer, options_class) -
             requested["init"] = str(default_model_dir())
         except FileNotFoundError as err:
             raise ConfigError(f"--init {SHIPPED}: {err}") from None
+    if not requested.get("model") and requested.get("init"):
+        _model_of_init(requested)
+    model = requested.get("model")
+    if not model:
+        raise ConfigError("a model name is required: train.py MODEL --data TRAIN.npz --run-dir DIR, "
+                          "\"model\" in a --config file, --init RUN (its model), or --resume --run-dir DIR")
+    if (trainer is None or trainer.needs_data) and not requested.get("data"):
+        raise ConfigError(f"train.py {model} needs --data TRAIN.npz (on the command line or in the --config file)")
+    if not requested.get("run_dir"):
+        raise ConfigError(f"train.py {model} needs --run-dir DIR (on the command line or in the --config file)")
     pipeline = dataclasses.asdict(options_class(**requested_options)) if options_class else {}
     return TrainConfig(**{"data": None, **requested, "pipeline": pipeline})
+
+
+def _model_of_init(requested: dict) -> None:
+    """No model named, ``--init RUN`` given: the model of RUN's ``config.json`` and, unless given, its options."""
+    from facelandmarks.training.config import run_config_of
+
+    before = run_config_of(requested["init"])
+    if not before or not before.get("model"):
+        raise ConfigError(f"--init {requested['init']}: no config.json naming its model beside the weights; "
+                          "name the model: train.py MODEL --init ...")
+    requested["model"] = before["model"]
+    if "model_options" not in requested and before.get("model_options"):
+        requested["model_options"] = before["model_options"]
+    print(f"model {before['model']} from --init {requested['init']} (its config.json)")
 
 
 def _saved_run(requested: dict) -> TrainConfig:

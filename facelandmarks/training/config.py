@@ -371,9 +371,12 @@ def _write_json_atomic(path: Path, values) -> None:
 
 def init_run_config(config) -> dict | None:
     """The ``config.json`` of the run ``--init`` names (a run folder, or the folder of a weights file), or None."""
-    if not config.init:
-        return None
-    folder = Path(config.init) if Path(config.init).is_dir() else Path(config.init).parent
+    return run_config_of(config.init) if config.init else None
+
+
+def run_config_of(init: str) -> dict | None:
+    """The ``config.json`` beside ``init`` (a run folder, or a weights file in one), or None."""
+    folder = Path(init) if Path(init).is_dir() else Path(init).parent
     try:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):

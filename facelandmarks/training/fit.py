@@ -147,7 +147,14 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
             )
             if config.init and not resume:
-                init_weights(model, config.init, *_restart_for_markup(config, scheme, model))
+                try:
+                    init_weights(model, config.init, *_restart_for_markup(config, scheme, model))
+                except CheckpointError as err:
+                    theirs = (init_run_config(config) or {}).get("model")
+                    if theirs in (None, config.model):
+                        raise
+                    raise CheckpointError(f"--init {config.init}: a {theirs} run, and this run builds {config.model}; "
+                                          f"none of its layers fit (leave the model name out to train a {theirs})") from err
                 if warning := init_split_warning(config, scheme.name):
                     print(warning)
             elif spec.pretrain is not None and not resume:

@@ -362,8 +362,10 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
     else:
         kept, restarted = _load_fitting_layers(model, path)
         if not kept:
+            keras_says = _one_line(error)  # Keras lists every layer: thousands of characters
+            keras_says = keras_says if len(keras_says) <= 300 else keras_says[:300] + " ..."
             raise CheckpointError(f"{path}: does not fit {model.name} with this input and point count (--init; "
-                                  f"{_one_line(error)})") from None
+                                  f"{keras_says})") from None
     for variable in model.weights:
         if variable.path in fresh:
             variable.assign(fresh[variable.path])

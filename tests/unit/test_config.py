@@ -293,3 +293,20 @@ def test_init_alone_or_shipped_starts_from_the_shipped_model_and_records_its_fol
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nothing"))
     with pytest.raises(ConfigError, match=rf"^--init shipped: {re.escape(str(tmp_path / 'nothing'))}: "):
         resolve_config([*base, "--init"])
+
+
+def test_init_without_a_model_name_trains_the_inits_model_with_its_options(tmp_path, capsys):
+    """README: `train.py --init` alone fine-tunes from the shipped model; it once stopped at 'a model name is required'."""
+    from facelandmarks.inference.shipped import default_model_dir
+
+    shipped = json.loads((default_model_dir() / "config.json").read_text())
+    config, _ = resolve_config(["--init", "--data", "train.npz", "--run-dir", str(tmp_path / "r")])
+    assert config.model == shipped["model"] and config.model_options == shipped["model_options"]
+    assert f"model {shipped['model']} from --init {default_model_dir()} (its config.json)" in capsys.readouterr().out
+    mine, _ = resolve_config(["--init", "--data", "train.npz", "--run-dir", "r", "--model-options", '{"head": "pip"}'])
+    assert mine.model_options == {"head": "pip"}  # options given are kept
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "best.weights.h5").write_bytes(b"")
+    with pytest.raises(ConfigError, match=rf"^--init {re.escape(str(bare))}: no config.json naming its model"):
+        resolve_config(["--init", str(bare), "--data", "train.npz", "--run-dir", "r"])

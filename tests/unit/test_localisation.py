@@ -250,3 +250,13 @@ def test_init_from_another_markup_with_as_many_points_restarts_the_head(tmp_path
         np.testing.assert_array_equal(np.asarray(mine), expected)
     init_weights(build_model(NAME, (64, 64, 3), K), str(tmp_path / "five.weights.h5"))  # the same markup: all of it
     assert capsys.readouterr().out.strip() == f"starting from the weights of {tmp_path / 'five.weights.h5'}"
+
+
+def test_init_from_another_model_family_fails_in_a_readable_line(tmp_path):
+    """Keras's own message lists every layer (about 8,000 characters for MobileNetV2): cut to a line."""
+    from facelandmarks.training.resume import CheckpointError, init_weights
+
+    build_model("scratch", (64, 64, 3), K).save_weights(tmp_path / "scratch.weights.h5")
+    with pytest.raises(CheckpointError, match="does not fit .* with this input and point count") as err:
+        init_weights(build_model(NAME, (64, 64, 3), K), str(tmp_path / "scratch.weights.h5"))
+    assert len(str(err.value)) < 600 and str(err.value).endswith(" ...)")
