@@ -87,11 +87,19 @@ def landmark_problem(points: np.ndarray, labelled: np.ndarray, image_shape) -> s
         return f"degenerate landmarks: the {len(p)} labelled points span only {span[0]:.1f} x {span[1]:.1f} px"
     if span[0] > MAX_SPAN_TO_IMAGE * w or span[1] > MAX_SPAN_TO_IMAGE * h:
         return f"image far smaller than its landmarks: points span {span[0]:.0f} x {span[1]:.0f} px on a {w} x {h} px image"
-    margin = max(OFF_IMAGE_PX, OFF_IMAGE_SHARE * max(h, w))
-    off = (p[:, 0] < -0.5 - margin) | (p[:, 0] > w - 0.5 + margin) | (p[:, 1] < -0.5 - margin) | (p[:, 1] > h - 0.5 + margin)
+    off, margin = off_image(p, image_shape)
     if off.mean() > MAX_OFF_IMAGE:
         return f"landmarks off the image: {int(off.sum())} of {len(p)} labelled points more than {margin:.0f} px outside the {w} x {h} px image"
     return None
+
+
+def off_image(points: np.ndarray, image_shape) -> tuple[np.ndarray, float]:
+    """Which of ``points`` (N, 2 pixels) lie past an edge of the image by more than the margin, and the margin."""
+    h, w = image_shape[:2]
+    margin = max(OFF_IMAGE_PX, OFF_IMAGE_SHARE * max(h, w))
+    p = np.asarray(points, np.float64)
+    off = (p[:, 0] < -0.5 - margin) | (p[:, 0] > w - 0.5 + margin) | (p[:, 1] < -0.5 - margin) | (p[:, 1] > h - 0.5 + margin)
+    return off, margin
 
 
 def choose_view(views, record: FaceRecord, detector: faces.FaceDetector, use_dlib: bool):
@@ -132,6 +140,8 @@ def crop_record(record: FaceRecord, settings: CropSettings, detector: faces.Face
     label, image, found = chosen
     if len(views) > 1:
         notes = notes + [f"landmarks fit the {label}"]
+    if off_image(record.points[labelled], image.shape)[0].any():  # a few: kept (more stop in landmark_problem)
+        notes = notes + ["kept with labelled points past the image's edge: check them if the face is inside it"]
     if image.ndim == 2 and not settings.gray:
         image = np.repeat(image[..., None], 3, axis=2)
     boxed = _crop_box(record, image, settings, detector, found)

@@ -85,6 +85,9 @@ def prepare_args(source, out, *extra):
 
 
 def test_faces_whose_landmarks_are_not_on_the_image_are_skipped_with_a_reason(hostile_300w, tmp_path, capsys):
+    stray = face_shape(70, 75)
+    stray[8] = (-40.0, 150.0)  # one point clicked (or typed) past the image's left edge: kept, and noted
+    write_face(hostile_300w / "afw", "stray_1", stray)
     out = tmp_path / "out" / "hostile"
     assert main(prepare_args(hostile_300w, out)) == 0
     report = json.loads((tmp_path / "out" / "hostile_report.json").read_text())
@@ -96,14 +99,16 @@ def test_faces_whose_landmarks_are_not_on_the_image_are_skipped_with_a_reason(ho
     assert off_both.startswith("landmarks off the image") and "also on the stored pixels (EXIF orientation 6 ignored)" in off_both
     assert reasons == {}
     # the EXIF face whose points fit the stored pixels is kept, on those pixels, and the summary says so
-    assert report["counts"]["written"] == 9 and report["counts"]["skipped"] == len(BAD_FACES) + 2
+    assert report["counts"]["written"] == 10 and report["counts"]["skipped"] == len(BAD_FACES) + 2
     assert any("landmarks fit the stored pixels (EXIF orientation 6 ignored)" in note for note in report["notes"])
+    assert "1 faces: kept with labelled points past the image's edge: check them if the face is inside it " \
+           "(e.g. afw/stray_1.jpg)" in report["notes"]
     names, visible = [], []
     for side in ("train", "test"):
         arrays = npz.load_npz(tmp_path / "out" / f"hostile_{side}.npz")
         names += list(arrays["name"])
         visible.append(arrays["visible"])
-    assert sorted(set(names)) == sorted([f"afw/good{i}_1.jpg" for i in range(8)] + ["afw/exif_1.jpg"])
+    assert sorted(set(names)) == sorted([f"afw/good{i}_1.jpg" for i in range(8)] + ["afw/exif_1.jpg", "afw/stray_1.jpg"])
     assert np.concatenate(visible).mean() > 0.95  # written faces keep their points on the crop
     summary = capsys.readouterr().out
     assert "afw/shifted_1.jpg: landmarks off the image" in summary
