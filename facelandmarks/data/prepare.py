@@ -168,7 +168,8 @@ class _Plan:
         self.listed = sum(listing.listed for listing in listings)
         self.sources = [f"{listing.dataset} ({listing.source})" for listing in listings]
         if not self.records:
-            raise ValueError(f"{', '.join(self.sources)}: no usable faces ({len(self.skips)} annotated faces without an image)")
+            first = f"; first: {self.skips[0].file}: {self.skips[0].reason}" if self.skips else ""
+            raise ValueError(f"{', '.join(self.sources)}: no usable faces ({len(self.skips)} annotated faces skipped{first})")
         subjects = [r.subject for r in self.records]
         check_subject_split([s for s, side in zip(subjects, self.sides) if side == "train"],
                             [s for s, side in zip(subjects, self.sides) if side == "test"], self.allowed_overlap)

@@ -256,6 +256,24 @@ def test_a_csv_header_that_is_a_face_and_a_face_that_is_a_header_say_so(tmp_path
         read_csv_points(path, ReaderOptions(scheme=scheme))
 
 
+def test_csv_rows_without_their_image_say_where_it_was_looked_for(tmp_path, capsys):
+    from facelandmarks.cli.datagen import main as datagen
+
+    scheme = write(tmp_path, FACE5)
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "points.csv"
+    path.write_text(f"file,coords\nfaces/a.png,{','.join(['5'] * 10)}\nfaces/b.png,{','.join([''] * 10)}\n")
+    listing = read_csv_points(path, ReaderOptions(scheme=load_scheme(scheme)))
+    assert [s.reason for s in listing.skips] == [
+        f"image missing for points.csv:2 (no {tmp_path / 'sub' / 'faces' / 'a.png'}; names are relative to the CSV's "
+        "folder, or to --images DIR)", "no labelled point in points.csv:3"]
+    assert datagen(["prepare", "csv", "--source", str(path), "--scheme", str(scheme), "--size", "32",
+                    "--out", str(tmp_path / "out" / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no usable faces (2 annotated faces skipped; first: faces/a.png: image " \
+                                     "missing for points.csv:2 (no " in err
+
+
 def dlib_xml(tmp_path, parts):
     name = image(tmp_path)
     part_lines = "".join(f"<part name='{p}' x='{10 + i}' y='{20 + i}'/>" for i, p in enumerate(parts))

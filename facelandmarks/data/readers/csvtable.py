@@ -75,9 +75,10 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             elif not subject:
                 raise AnnotationError(f"{csv_path}:{line}: no subject in column {subject_column}")
             elif not labelled.any():
-                listing.skips.append(Skip("csv", name, f"{csv_path.name}:{line}: no labelled point"))
+                listing.skips.append(Skip("csv", name, f"no labelled point in {csv_path.name}:{line}"))
             elif not image.is_file():
-                listing.skips.append(Skip("csv", name, f"image missing for {csv_path.name}:{line}"))
+                listing.skips.append(Skip("csv", name, f"image missing for {csv_path.name}:{line} (no {image}; "
+                                                         "names are relative to the CSV's folder, or to --images DIR)"))
             else:
                 listing.records.append(FaceRecord("csv", name, str(image), points, labelled, f"csv/{subject}",
                                                   split=roles[csv_path] if use_roles else None))
