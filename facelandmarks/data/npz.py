@@ -115,7 +115,7 @@ def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>"
     if missing:
         fail(f"missing key(s) {', '.join(missing)}")
     try:
-        scheme = scheme_of(arrays, path)
+        scheme = scheme_of(arrays, "")  # fail() names the file
     except ValueError as err:
         fail(str(err))
     landmarks, visible = arrays["landmarks"], arrays["visible"]
@@ -214,9 +214,10 @@ def _reason(err: BaseException) -> str:
 
 
 def scheme_of(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>") -> Scheme:
-    """The arrays' scheme; a definition they carry (``scheme_json``) is registered first."""
+    """The arrays' scheme; a definition they carry (``scheme_json``) is registered first (its errors name ``path``,
+    unless it is empty)."""
     if "scheme_json" in arrays:
-        scheme = register_definition(str(arrays["scheme_json"]), f"{path} (scheme_json)")
+        scheme = register_definition(str(arrays["scheme_json"]), f"{path} (scheme_json)" if path else "scheme_json")
         if scheme.name != str(arrays["scheme"]):
             raise ValueError(f"scheme_json defines {scheme.name!r} but scheme is {str(arrays['scheme'])!r}")
         return scheme

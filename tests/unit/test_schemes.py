@@ -146,6 +146,11 @@ def test_an_npz_carries_its_scheme_and_registers_it_when_loaded(tmp_path):
     assert npz.scheme_of(npz.load_npz(tmp_path / "d.npz")) == scheme and get_scheme("unit5") == scheme
     with pytest.raises(ValueError, match="run/config.json .scheme_definition.: scheme name 'unit5' is already"):
         register_definition({**FACE5, "pairs": []}, "run/config.json (scheme_definition)")
+    npz.save_npz(tmp_path / "other.npz", {**arrays, "scheme_json": np.array(json.dumps({**FACE5, "pairs": []}))})
+    with pytest.raises(ValueError) as err:  # a file prepared with an edited scheme of the same name
+        npz.load_npz(tmp_path / "other.npz")
+    assert str(err.value).startswith(f"{tmp_path / 'other.npz'}: scheme_json: scheme name 'unit5' is already registered")
+    assert str(err.value).count("other.npz") == 1  # it once said the file's name twice
 
 
 # -- readers ---------------------------------------------------------------------------------------------
@@ -214,6 +219,12 @@ def test_csv_reader_stops_at_the_row_whose_count_disagrees(tmp_path):
         read_csv_points(path, ReaderOptions(scheme=Scheme.from_dict(FACE5)))
     with pytest.raises(AnnotationError, match="needs its markup: give --scheme FILE"):
         read_csv_points(path)
+    path.write_text(f"file,coords\n{name};{';'.join(['1'] * 10)}\n")
+    with pytest.raises(AnnotationError, match=r":2: 0 coordinates from column 1, .* \(one column: the reader splits at commas"):
+        read_csv_points(path, ReaderOptions(scheme=Scheme.from_dict(FACE5)))
+    path.write_text(f"file,coords\n{name},{','.join(['1'] * 10)},\n")
+    with pytest.raises(AnnotationError, match=r":2: 11 coordinates from column 1, .* \(a comma at the end of the row\?\)$"):
+        read_csv_points(path, ReaderOptions(scheme=Scheme.from_dict(FACE5)))
 
 
 def test_csv_subjects_come_from_their_column_or_each_image_is_one_and_a_note_says_so(tmp_path):

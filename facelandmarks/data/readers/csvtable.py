@@ -53,8 +53,11 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
                 continue
             cells = row[first:]
             if len(cells) != 2 * k:
+                hint = (" (one column: the reader splits at commas, and this row has ';')" if len(row) == 1 and ";" in row[0]
+                        else " (a comma at the end of the row?)" if len(cells) == 2 * k + 1 and not cells[-1].strip()
+                        else "")
                 raise AnnotationError(f"{csv_path}:{line}: {len(cells)} coordinates from column {first}, "
-                                      f"scheme {scheme.name} has {k} points ({2 * k} numbers)")
+                                      f"scheme {scheme.name} has {k} points ({2 * k} numbers){hint}")
             for column, what in ((image_column, "image"), (subject_column, "subject")):
                 if column is not None and column >= len(row):
                     raise AnnotationError(f"{csv_path}:{line}: no {what} column {column} ({len(row)} columns)")
