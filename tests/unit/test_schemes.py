@@ -260,7 +260,7 @@ def test_a_csv_header_that_is_a_face_and_a_face_that_is_a_header_say_so(tmp_path
     assert len(read_csv_points(path, ReaderOptions(scheme=scheme, csv_header=False)).records) == 2
     path.write_text(f"file,{','.join(f'x{i},y{i}' for i in range(5))}\n{name},{','.join(['5'] * 10)}\n")
     with pytest.raises(AnnotationError, match=rf"^{path}:1: column 1: 'x0' is not a number \(a header row\? then drop "
-                                              "--csv-no-header\)$"):
+                                              r"--csv-no-header\)$"):
         read_csv_points(path, ReaderOptions(scheme=scheme, csv_header=False))
     path.write_text(f"file,{','.join(f'x{i},y{i}' for i in range(5))}\n{name},1,2,3,4,5,6,7,8,9,1O\n")
     with pytest.raises(AnnotationError, match=rf"^{path}:2: column 10: '1O' is not a number$"):
