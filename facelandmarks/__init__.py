@@ -18,7 +18,8 @@ point for using a trained run::
     predictor = Predictor.load("runs/mobilenetv2-128")
     points = predictor.predict(rgb_image)  # (faces, K, 2) pixel coordinates
 
-and ``FaceTracker(predictor).update(frame)`` for the faces of consecutive video frames.
+``FaceTracker(predictor).update(frame)`` for the faces of consecutive video frames, and
+``predictor.align(rgb_image)`` or ``align_face(image, points)`` for faces turned upright in a fixed place.
 """
 
 from facelandmarks.runtime import quiet_startup
@@ -26,7 +27,8 @@ from facelandmarks.runtime import quiet_startup
 quiet_startup()
 
 __version__ = "0.2.0"
-__all__ = ["Predictor", "DlibPredictor", "PipelinePredictor", "FaceTracker", "read_video_landmarks", "__version__"]
+__all__ = ["Predictor", "DlibPredictor", "PipelinePredictor", "FaceTracker", "read_video_landmarks", "align_face",
+           "__version__"]
 
 
 def __getattr__(name):  # imported on first use: TensorFlow/JAX load only when a model is needed
@@ -39,6 +41,10 @@ def __getattr__(name):  # imported on first use: TensorFlow/JAX load only when a
         from facelandmarks.inference import video
 
         return getattr(video, name)
+    if name == "align_face":
+        from facelandmarks.inference.align import align_face
+
+        return align_face
     if name == "DlibPredictor":
         from facelandmarks.inference.dlib_baseline import DlibPredictor
 

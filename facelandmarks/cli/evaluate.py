@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "lower finds more faces and more false ones, 0 keeps all)")
     parser.add_argument("--crops", action="store_true",
                         help="--image: also write an enlarged crop of every face with its points (PHOTO_face<i>.png)")
+    parser.add_argument("--align", type=int, metavar="SIZE",
+                        help="--image: also write every face upright in a SIZE x SIZE chip placed by its landmarks "
+                             "(PHOTO_aligned<i>.png; the eyes, nose and mouth where ArcFace-style recognition at "
+                             "112 px expects them; matrix and points in the JSON)")
+    parser.add_argument("--align-padding", type=float, default=0.0, metavar="P",
+                        help="--align: show P more of the chip's view on each side (default 0; 0.25 shows the "
+                             "whole head on most faces)")
     parser.add_argument("--redetect-every", type=int, default=REDETECT_EVERY, metavar="N",
                         help=f"--video: run the face detector every N frames (default {REDETECT_EVERY}) and whenever a "
                              "tracked face is lost; between detections each face is cropped from its previous "
@@ -74,6 +81,9 @@ def main(argv=None) -> int:
     modes = [m for m in ("data", "image", "video") if getattr(args, m)]
     if len(modes) != 1:
         print("evaluate.py: give exactly one of --data, --image, --video", file=sys.stderr)
+        return 2
+    if args.align is not None and not args.image:
+        print("evaluate.py: --align works with --image (Predictor.align does it in Python)", file=sys.stderr)
         return 2
     if not args.data and len(args.runs) > 1:
         print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
@@ -139,8 +149,9 @@ def _run(args) -> int:
         print(f"tables, curves and galleries in {args.out}")
         return 0
     if args.image:
+        align = (args.align, args.align_padding) if args.align is not None else None
         counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops,
-                               recrop=args.recrop, **load)
+                               recrop=args.recrop, align=align, **load)
         _export_hint(Path(args.runs[0]), args.runtime)
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
     if args.redetect_every < 1:

@@ -11,6 +11,7 @@ import numpy as np
 
 from facelandmarks.data import faces
 from facelandmarks.drawing import DETECTION, PREDICTION, draw_points, line_width, marker_radius, save_png
+from facelandmarks.inference.align import AlignedFace, align_face, anchors, check_alignment
 from facelandmarks.inference.predictor import Predictor
 
 CROP_SIZE = 384  # px, the side of the enlarged face crops
@@ -29,19 +30,21 @@ def output_name(photo: Path, kind: str) -> str:
     return f"{photo.name}_landmarks.{kind}"
 
 
-def crop_name(photo: Path, index: int) -> str:
-    """``x.jpg``, face 0 -> ``x.jpg_face0.png``: the enlarged crop of the face at ``index`` in the JSON's list."""
-    return f"{photo.name}_face{index}.png"
+def crop_name(photo: Path, index: int, kind: str = "face") -> str:
+    """``x.jpg``, face 0 -> ``x.jpg_face0.png``: the enlarged crop of the face at ``index`` in the JSON's list
+    (``kind`` 'aligned': ``x.jpg_aligned0.png``, its aligned chip)."""
+    return f"{photo.name}_{kind}{index}.png"
 
 
 def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, crops=False, runtime="auto",
-                  threads=None, recrop=False) -> dict:
+                  threads=None, recrop=False, align: tuple[int, float] | None = None) -> dict:
     """Overlay PNG + JSON per photo (``output_name``); returns the counts of photos ``done`` (with a face),
     ``no_face`` and ``unreadable``.
 
     Detections scoring below ``min_score`` (None: ``faces.MIN_SCORE``) are dropped; the JSON says the
     threshold and how many were dropped.  With ``crops`` each face also gets an enlarged crop
-    (``crop_name``).  ``flip_test`` and ``recrop`` are ``Predictor``'s.
+    (``crop_name``); with ``align`` = (size, padding) an aligned chip (``inference.align.align_face``).
+    ``flip_test`` and ``recrop`` are ``Predictor``'s.
 
     An unreadable photo in a folder is skipped with one line and the rest are processed; a missing
     target, a folder without photos, a single unreadable photo or a folder of them only raise, naming
@@ -55,7 +58,11 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if not target.is_dir():
         faces.as_photo(target)  # an unreadable photo is an error before the model loads
+    if align:
+        check_alignment(*align)
     predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
+    if align:
+        anchors(predictor.scheme)  # a markup without eyes and mouth fails here, not after the first photo
     detector = predictor.detector
     detector.min_score = min_score
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +81,8 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
             continue
         info = {"scheme": predictor.scheme.name, "min_score": _json_number(detector.min_score),
                 "dropped_below_min_score": detector.dropped}
-        written = write_results(path, image, found, out_dir, info, crops)
+        aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
+        written = write_results(path, image, found, out_dir, info, crops, aligned)
         print(f"{path}: {len(found)} face(s) -> {written}{dropped}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):
@@ -82,9 +90,11 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     return counts
 
 
-def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, info: dict, crops: bool = False) -> Path:
+def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, info: dict, crops: bool = False,
+                  aligned: list[AlignedFace] | None = None) -> Path:
     """The overlay PNG (points and the detector's boxes, drawn in proportion to each face), the JSON of one
-    photo (``info`` adds photo-level fields) and, with ``crops``, each face's enlarged crop; returns the PNG's path."""
+    photo (``info`` adds photo-level fields), with ``crops`` each face's enlarged crop and with ``aligned`` each
+    face's chip (its matrix and points in the JSON); returns the PNG's path."""
     overlay = image.copy()
     for face in found:  # boxes first: no line cuts through a point
         x0, y0, x1, y1 = (int(round(v)) for v in face.detection)
@@ -99,6 +109,11 @@ def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, inf
         record["crops"] = [crop_name(path, i) for i in range(len(found))]
         for name, face in zip(record["crops"], found):
             save_png(out_dir / name, face_crop(image, face))
+    if aligned:
+        record["aligned"] = []
+        for i, chip in enumerate(aligned):
+            save_png(out_dir / crop_name(path, i, "aligned"), chip.image)
+            record["aligned"].append({"file": crop_name(path, i, "aligned"), **chip.to_json()})
     (out_dir / output_name(path, "json")).write_text(json.dumps(record, indent=1))
     return png
 

@@ -421,6 +421,14 @@ class Predictor:
         """dlib detections at two scales, merged (``faces.FaceDetector.detect_all``)."""
         return self.detector.detect_all(image)
 
+    def align(self, image, size: int = 112, padding: float = 0.0) -> list:
+        """Every face dlib finds in ``image`` (as ``predict`` takes it), upright in a ``size`` x ``size`` chip placed
+        by its landmarks: a list of ``inference.align.AlignedFace`` (image, matrix, points), in ``predict``'s order."""
+        from facelandmarks.inference.align import align_face
+
+        image = faces.as_photo(image)
+        return [align_face(image, f.points, self.scheme, size, padding) for f in self.detect_and_predict(image)]
+
     def predict(self, image) -> np.ndarray:
         """(faces, K, 2) landmark pixel coordinates of every face dlib finds in ``image``: an RGB (or gray) uint8
         array, or the path of an image file."""

