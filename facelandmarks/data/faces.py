@@ -337,7 +337,7 @@ def crop_face(image: np.ndarray, box, size: int, whole_photo: bool = False) -> n
     if scale < 0.5:
         if not whole_photo:
             # with a margin of a few shrunk pixels, which the warp's interpolation and the averaging's edges need:
-            # shrinking a whole 1080p frame took 8.5 ms for each face larger than 256 px, the region 1.6
+            # shrinking a whole 1080p frame took 5.1 ms for a 567-px face, its region 1.8 (benchmarks/crop_speed.py)
             image, ox, oy = cut_region(image, [[x0, y0], [x1, y1]], margin=4.0 / scale)
             x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
         image, fx, fy = shrink_for(image, scale)
