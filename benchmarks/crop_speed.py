@@ -47,6 +47,8 @@ def main(argv=None) -> None:
     import cv2
 
     from facelandmarks.data import faces
+    from facelandmarks.data.readers.ibug300w import read_pts
+    from facelandmarks.data.records import AnnotationError
     from facelandmarks.inference.align import align_face
     from facelandmarks.runtime import cpu_description
 
@@ -55,16 +57,16 @@ def main(argv=None) -> None:
     if not photos:
         raise SystemExit(f"{args.samples}: no photo with a .pts file beside it")
     print(f"machine: {cpu_description()}; {args.repeats} calls per row, median")
-    print("\n| photo | face px | crop, Predictor's (region) | crop, prepare's (whole photo) | aligned 112 | "
+    print("\n| photo | crop box px | crop, Predictor's (region) | crop, prepare's (whole photo) | aligned 112 | "
           "aligned 224, padding 0.25 |")
     print("|---|--:|--:|--:|--:|--:|")
     skipped = []
     for path in photos:
         image = faces.as_photo(path)
-        body = path.with_suffix(".pts").read_text().split("{")[1].split("}")[0].split()
-        points = np.array(body, np.float64).reshape(-1, 2)
-        if len(points) != 68:
-            skipped.append(f"{path.name} ({len(points)} points)")
+        try:
+            points = read_pts(path.with_suffix(".pts"))
+        except AnnotationError as err:
+            skipped.append(f"{path.name} ({err})")
             continue
         for factor in sorted({1.0, args.upscale}):
             big = image if factor == 1.0 else cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)

@@ -299,7 +299,8 @@ def shrink_for(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, floa
 
 
 def cut_region(image: np.ndarray, corners, margin: float) -> tuple[np.ndarray, int, int]:
-    """The part of ``image`` under the points ``corners`` (N, 2 pixel coordinates) and ``margin`` pixels around
+    """The part of ``image`` under the points ``corners`` (N, 2; pixel or continuous coordinates, which differ by
+    half a pixel, less than any margin a warp needs) and ``margin`` pixels around
     them, clipped to the image (at least one pixel), and its origin (x, y) in ``image``: what a warp of those
     corners needs, so that shrinking for it need not touch the rest of a large photo. A part of more than half
     the photo is the whole photo (shrinking it was no quicker: 0.77 against 0.66 ms for a face filling a
@@ -337,7 +338,7 @@ def crop_face(image: np.ndarray, box, size: int, whole_photo: bool = False) -> n
     if scale < 0.5:
         if not whole_photo:
             # with a margin of a few shrunk pixels, which the warp's interpolation and the averaging's edges need:
-            # shrinking a whole 1080p frame took 5.1 ms for a 567-px face, its region 1.8 (benchmarks/crop_speed.py)
+            # shrinking a whole 1080p frame took 5.1 ms for a 567-px crop box, its region 1.8 (benchmarks/crop_speed.py)
             image, ox, oy = cut_region(image, [[x0, y0], [x1, y1]], margin=4.0 / scale)
             x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
         image, fx, fy = shrink_for(image, scale)

@@ -12,8 +12,9 @@ around the same face (0.25: a quarter of the chip's side more on each side), and
 
 Anchors per markup: iBUG 68 and WFLW 98 use all five (an eye's centre is the mean of its contour, or the
 pupil where the markup has one). Any other markup, a scheme file's too, uses three, from its regions: the
-centres of ``right_eye`` and ``left_eye`` (or its ``pupils``) and the centre of ``mouth``, placed where
-the template has the eye centres and the midpoint of the mouth corners.
+eyes (the pupil in each of ``right_eye`` and ``left_eye`` where the markup has one, else the region's centre)
+and the centre of ``mouth``, placed where the template has the eye centres and the midpoint of the mouth
+corners. Sides are the subject's, as in every markup here: ``right_eye`` is on the image's left.
 """
 
 from __future__ import annotations
@@ -65,15 +66,13 @@ def anchors(scheme: Scheme | str) -> tuple[list[tuple[int, ...]], np.ndarray]:
     if scheme.name in FIVE_ANCHORS:  # a scheme file cannot take a built-in's name
         return list(FIVE_ANCHORS[scheme.name]), TEMPLATE_112
     regions = scheme.regions
-    if scheme.pupils:
-        eyes = [(scheme.pupils[0],), (scheme.pupils[1],)]
-    elif "right_eye" in regions and "left_eye" in regions:
-        eyes = [regions["right_eye"], regions["left_eye"]]
-    else:
-        eyes = None
-    if eyes is None or "mouth" not in regions:
-        raise ValueError(f"scheme {scheme.name!r}: aligning a face needs its eyes and mouth: regions 'right_eye' "
-                         "and 'left_eye' (or 'pupils') and 'mouth' in the scheme file")
+    if "right_eye" not in regions or "left_eye" not in regions or "mouth" not in regions:
+        raise ValueError(f"scheme {scheme.name!r}: aligning a face needs its eyes and mouth: regions 'right_eye', "
+                         "'left_eye' and 'mouth' in the scheme file")
+    # the pupils where each lies in its eye's region (their order is the markup's: kaggle15 names the left first)
+    right = [p for p in scheme.pupils or () if p in regions["right_eye"]]
+    left = [p for p in scheme.pupils or () if p in regions["left_eye"]]
+    eyes = [tuple(right), tuple(left)] if len(right) == len(left) == 1 else [regions["right_eye"], regions["left_eye"]]
     mouth = TEMPLATE_112[3:].mean(axis=0, keepdims=True)
     return [*eyes, regions["mouth"]], np.concatenate([TEMPLATE_112[:2], mouth])
 

@@ -411,7 +411,8 @@ class Predictor:
         ]
 
     def predict_boxes(self, image: np.ndarray, crop_boxes) -> list[np.ndarray]:
-        """(K, 2) photo-pixel landmarks of the face in each crop box (cut as ``prepare`` cuts), one batch."""
+        """(K, 2) photo-pixel landmarks of the face in each crop box (the box ``prepare`` cuts; a large face's pixels
+        shrunk from its region of the photo, ``faces.crop_face``), one batch."""
         if len(crop_boxes) == 0:
             return []
         crops = np.stack([faces.crop_face(image, box, self.crop_size) for box in crop_boxes])

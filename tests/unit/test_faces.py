@@ -30,9 +30,12 @@ def test_a_large_face_shrinks_only_its_region_and_looks_as_from_the_whole_photo(
     difference = np.abs(region.astype(int) - whole)
     if box[2] - box[0] <= 256:
         assert not difference.any()
+    elif box[2] < 0:  # wholly outside: the photo's corner pixel, replicated
+        assert (region == photo[0, 0]).all()
     else:
         assert difference.any()  # the region path was taken
-        assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8
+        # the averaging grid's phase: 0.07-0.11 grey levels on average; a region cut 1 px off its origin is more
+        assert difference.mean() < 0.3 and np.percentile(difference, 99) <= 2
 
 
 def test_empty_box_is_an_error():
