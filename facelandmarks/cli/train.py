@@ -79,6 +79,8 @@ def resolve_config(argv) -> tuple[TrainConfig, bool]:
     requested = {**from_file, **typed}
 
     saved = _saved_run(requested) if resume else None
+    if not saved and not requested.get("model") and requested.get("init"):
+        _model_of_init(requested)  # before the trainer is looked up by the model's name
     model = saved.model if saved else requested.get("model")
     trainer = registered_trainer(model)
     options_class = trainer.options if trainer else None
@@ -100,15 +102,7 @@ def _option_users() -> str:
 
 
 def _new_run(requested: dict, requested_options: dict, trainer, options_class) -> TrainConfig:
-    if requested.get("init") == SHIPPED:  # the folder itself goes into config.json: a rerun starts from the same model
-        from facelandmarks.inference.shipped import default_model_dir
-
-        try:
-            requested["init"] = str(default_model_dir())
-        except FileNotFoundError as err:
-            raise ConfigError(f"--init {SHIPPED}: {err}") from None
-    if not requested.get("model") and requested.get("init"):
-        _model_of_init(requested)
+    _shipped_init(requested)
     model = requested.get("model")
     if not model:
         raise ConfigError("a model name is required: train.py MODEL --data TRAIN.npz --run-dir DIR, "
@@ -121,14 +115,30 @@ def _new_run(requested: dict, requested_options: dict, trainer, options_class) -
     return TrainConfig(**{"data": None, **requested, "pipeline": pipeline})
 
 
+def _shipped_init(requested: dict) -> None:
+    """``--init`` alone or ``--init shipped``: the shipped model's folder, which goes into config.json (a rerun
+    starts from the same model)."""
+    if requested.get("init") == SHIPPED:
+        from facelandmarks.inference.shipped import default_model_dir
+
+        try:
+            requested["init"] = str(default_model_dir())
+        except FileNotFoundError as err:
+            raise ConfigError(f"--init {SHIPPED}: {err}") from None
+
+
 def _model_of_init(requested: dict) -> None:
     """No model named, ``--init RUN`` given: the model of RUN's ``config.json`` and, unless given, its options."""
     from facelandmarks.training.config import run_config_of
 
+    _shipped_init(requested)
     before = run_config_of(requested["init"])
     if not before or not before.get("model"):
         raise ConfigError(f"--init {requested['init']}: no config.json naming its model beside the weights; "
                           "name the model: train.py MODEL --init ...")
+    if registered_trainer(before["model"]) is not None:
+        raise ConfigError(f"--init {requested['init']}: a {before['model']} pipeline; --init starts one model "
+                          "from another's weights (name the model: train.py MODEL --init ...)")
     requested["model"] = before["model"]
     if "model_options" not in requested and before.get("model_options"):
         requested["model_options"] = before["model_options"]

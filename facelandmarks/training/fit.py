@@ -30,6 +30,7 @@ from facelandmarks.training.config import (
     init_split_warning,
 )
 from facelandmarks.training.distribute import pad_rows, predict_all
+from facelandmarks.training.init import InitMismatch, head_layers, init_weights
 from facelandmarks.training.resume import (
     BEST,
     LAST,
@@ -38,8 +39,6 @@ from facelandmarks.training.resume import (
     _best_epoch,
     choose_checkpoint,
     commit_set,
-    head_layers,
-    init_weights,
     read_history_epochs,
     read_state,
     recover,
@@ -149,12 +148,12 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             if config.init and not resume:
                 try:
                     init_weights(model, config.init, *_restart_for_markup(config, scheme, model))
-                except CheckpointError as err:
+                except InitMismatch as err:
                     theirs = (init_run_config(config) or {}).get("model")
                     if theirs in (None, config.model):
                         raise
-                    raise CheckpointError(f"--init {config.init}: a {theirs} run, and this run builds {config.model}; "
-                                          f"none of its layers fit (leave the model name out to train a {theirs})") from err
+                    raise InitMismatch(f"{err.path}: does not fit {config.model}: --init names a {theirs} run (leave the "
+                                       f"model name out to train a {theirs})", err.path) from err
                 if warning := init_split_warning(config, scheme.name):
                     print(warning)
             elif spec.pretrain is not None and not resume:

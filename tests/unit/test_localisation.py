@@ -218,7 +218,7 @@ def test_train_blocks_and_weights_file_work_as_for_mobilenetv2(tmp_path):
 
 
 def test_init_from_another_point_count_keeps_the_backbone_without_keras_warnings(tmp_path, capsys, recwarn):
-    from facelandmarks.training.resume import init_weights
+    from facelandmarks.training.init import init_weights
 
     source = build_model(NAME, (64, 64, 3), K)
     source.save_weights(tmp_path / "five.weights.h5")
@@ -235,7 +235,7 @@ def test_init_from_another_point_count_keeps_the_backbone_without_keras_warnings
 def test_init_from_another_markup_with_as_many_points_restarts_the_head(tmp_path, capsys):
     """Five points of another markup load without a mismatch; their head's outputs mean other points, so the
     head restarts (it once loaded whole and silently: 89.6 % validation NME where a fresh head gave 53 %)."""
-    from facelandmarks.training.resume import head_layers, init_weights
+    from facelandmarks.training.init import head_layers, init_weights
 
     source = build_model(NAME, (64, 64, 3), K)
     source.save_weights(tmp_path / "five.weights.h5")
@@ -254,7 +254,7 @@ def test_init_from_another_markup_with_as_many_points_restarts_the_head(tmp_path
 
 def test_init_from_another_model_family_fails_in_a_readable_line(tmp_path):
     """Keras's own message lists every layer (about 8,000 characters for MobileNetV2): cut to a line."""
-    from facelandmarks.training.resume import CheckpointError, init_weights
+    from facelandmarks.training.init import CheckpointError, init_weights
 
     build_model("scratch", (64, 64, 3), K).save_weights(tmp_path / "scratch.weights.h5")
     with pytest.raises(CheckpointError, match="does not fit .* with this input and point count") as err:
