@@ -72,9 +72,17 @@ def resolve_scheme(spec: str | os.PathLike) -> Scheme:
     try:
         return get_scheme(text)
     except ValueError:
-        if "/" in text or os.sep in text or Path(text).suffix:  # meant as a file: say that one is missing
+        if Path(text).suffix or ("/" in text or os.sep in text) and not _is_scheme_name(text.split("/", 1)[0]):
             raise ValueError(f"{text}: no such scheme file (--scheme; scheme files end in .json or .yaml)") from None
-        raise
+        raise  # a name, or a region of a known scheme (ibug68/mouth): get_scheme's own words
+
+
+def _is_scheme_name(name: str) -> bool:
+    try:
+        get_scheme(name)
+    except ValueError:
+        return False
+    return True
 
 
 def dump_scheme(scheme: Scheme | str, path: str | os.PathLike) -> Path:

@@ -103,6 +103,11 @@ def test_a_scheme_file_without_normalize_asks_for_it_and_bad_json_names_the_file
         resolve_scheme(typo)
     with pytest.raises(ValueError, match=r"unknown landmark scheme 'ibug86'; known: "):
         resolve_scheme("ibug86")
+    assert resolve_scheme("ibug68/mouth").num_points == 20
+    with pytest.raises(ValueError, match=r"mouht"):  # a region's typo is not a missing file
+        resolve_scheme("ibug68/mouht")
+    with pytest.raises(ValueError, match=r"no such scheme file"):
+        resolve_scheme("schemes/mine")
 
 
 def test_the_registry_refuses_another_markup_under_a_taken_name(tmp_path):
@@ -258,6 +263,8 @@ def test_a_csv_header_that_is_a_face_and_a_face_that_is_a_header_say_so(tmp_path
                                               ", not a header; give --csv-no-header"):
         read_csv_points(path, ReaderOptions(scheme=scheme))
     assert len(read_csv_points(path, ReaderOptions(scheme=scheme, csv_header=False)).records) == 2
+    path.write_text(f"image,{','.join(map(str, range(10)))}\n{name},{','.join(['5'] * 10)}\n")  # pandas' numbered columns
+    assert len(read_csv_points(path, ReaderOptions(scheme=scheme)).records) == 1
     path.write_text(f"file,{','.join(f'x{i},y{i}' for i in range(5))}\n{name},{','.join(['5'] * 10)}\n")
     with pytest.raises(AnnotationError, match=rf"^{path}:1: column 1: 'x0' is not a number \(a header row\? then drop "
                                               r"--csv-no-header\)$"):
@@ -277,7 +284,7 @@ def test_csv_rows_without_their_image_say_where_it_was_looked_for(tmp_path, caps
     listing = read_csv_points(path, ReaderOptions(scheme=load_scheme(scheme)))
     assert [s.reason for s in listing.skips] == [
         f"image missing for points.csv:2 (no {tmp_path / 'sub' / 'faces' / 'a.png'}; names are relative to the CSV's "
-        "folder, or to --images DIR)", "no labelled point in points.csv:3"]
+        "folder, or to --images DIR)", "no labelled point (points.csv:3)"]
     assert datagen(["prepare", "csv", "--source", str(path), "--scheme", str(scheme), "--size", "32",
                     "--out", str(tmp_path / "out" / "x"), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -317,7 +324,7 @@ def test_prepare_refuses_a_scheme_for_a_dataset_of_fixed_markup(tmp_path):
 
 def test_init_from_a_model_of_another_point_count_keeps_what_fits(tmp_path, capsys):
     from facelandmarks.models import build_model
-    from facelandmarks.training.resume import CheckpointError, init_weights
+    from facelandmarks.training.init import CheckpointError, init_weights
 
     source = build_model("scratch", input_shape=(32, 32, 1), num_points=5)
     source.save_weights(tmp_path / "five.weights.h5")

@@ -47,7 +47,8 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             if not any(cell.strip() for cell in row):
                 continue
             if line == 1 and options.csv_header:
-                if len(row) - first == 2 * k and all(_is_number(cell) for cell in row[first:]):
+                named = image_column < len(row) and (folder / row[image_column].strip()).is_file()
+                if named and len(row) - first == 2 * k and all(_is_number(cell) for cell in row[first:]):
                     raise AnnotationError(f"{csv_path}:1: every coordinate of the first row is a number: it is a face, "
                                           "not a header; give --csv-no-header (or add a header row)")
                 continue
@@ -74,11 +75,11 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             subject = name if subject_column is None else row[subject_column].strip()
             image = (folder / name).resolve()
             if not name:
-                listing.skips.append(Skip("csv", "", f"no image name (column {image_column}) in {csv_path.name}:{line}"))
+                listing.skips.append(Skip("csv", f"{csv_path.name}:{line}", f"no image name (column {image_column})"))
             elif not subject:
                 raise AnnotationError(f"{csv_path}:{line}: no subject in column {subject_column}")
             elif not labelled.any():
-                listing.skips.append(Skip("csv", name, f"no labelled point in {csv_path.name}:{line}"))
+                listing.skips.append(Skip("csv", name, f"no labelled point ({csv_path.name}:{line})"))
             elif not image.is_file():
                 listing.skips.append(Skip("csv", name, f"image missing for {csv_path.name}:{line} (no {image}; "
                                                          "names are relative to the CSV's folder, or to --images DIR)"))
