@@ -98,7 +98,7 @@ def output_paths(prefix: str | os.PathLike) -> dict[str, Path]:
 
 
 # A share of faces boxed from their landmarks (dlib found none where the points are) past which the summary warns:
-# 148 of 5,429 (2.7 %) in 300-W + YouTube68; 38 of 96 (40 %) in a CSV of MUCT faces read in the wrong layout.
+# 148 of 5,429 read (2.7 %) in 300-W + YouTube68; 38 of 101 (38 %) in a CSV of MUCT faces read in the wrong layout.
 FALLBACK_WARN_SHARE = 0.2
 FALLBACK_WARN_FACES = 10
 
