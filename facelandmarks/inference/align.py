@@ -114,7 +114,7 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         inverse = cv2.invertAffineTransform(matrix)
         image, ox, oy = faces.cut_region(image, corners @ inverse[:, :2].T + inverse[:, 2], margin=4.0 / scale)
         matrix = np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2] @ [ox, oy])[:, None]], axis=1)
-        image, fx, fy = faces.shrink_for(image, scale)
+        image, fx, fy = faces.shrink_for(image, scale, whole=False)
         # a pixel of the shrunk part -> one of the part: x + 0.5 = (x_small + 0.5) / fx
         back = np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5], [0.0, 0.0, 1.0]])
         matrix = matrix @ back

@@ -34,8 +34,9 @@ def test_a_large_face_shrinks_only_its_region_and_looks_as_from_the_whole_photo(
         assert (region == photo[0, 0]).all()
     else:
         assert difference.any()  # the region path was taken
-        # the averaging grid's phase: 0.07-0.11 grey levels on average; a region cut 1 px off its origin is more
-        assert difference.mean() < 0.3 and np.percentile(difference, 99) <= 2
+        # whole k x k blocks against averaging to twice the output: 0.16-0.30 grey levels on average, at most 2;
+        # a region cut 1 px off its origin: 0.63-1.02, up to 4-5 at the 99th percentile
+        assert difference.mean() < 0.45 and np.percentile(difference, 99) <= 2
 
 
 def test_empty_box_is_an_error():
