@@ -291,18 +291,17 @@ def shrink_for(image: np.ndarray, scale: float, whole: bool = True) -> tuple[np.
     ``whole``: to about twice the warp's resolution, as ``prepare`` has always cut its crops.  Otherwise (a
     region about to be warped, ``cut_region``) by a whole factor k, to between one and two times it: OpenCV
     averages k x k blocks 3.6 times as fast as it averages to an arbitrary size (a 1200-px region to 240 px,
-    1.4 against 5.0 ms); the region's far edges are first repeated to a multiple of k."""
+    1.4 against 5.0 ms on the 2-core AMD EPYC with AVX-512); the region's far edges are first repeated to a
+    multiple of k."""
     if scale >= 0.5:
         return image, 1.0, 1.0
     h, w = image.shape[:2]
+    source = image
     if whole:
-        pre = scale * 2.0
-        nw, nh = max(1, round(w * pre)), max(1, round(h * pre))
-        source = image
+        nw, nh = max(1, round(w * scale * 2.0)), max(1, round(h * scale * 2.0))
     else:
         k = int(np.ceil(0.5 / scale))
         nw, nh = -(-w // k), -(-h // k)
-        source = image
         if (nw * k, nh * k) != (w, h):
             source = cv2.copyMakeBorder(image, 0, nh * k - h, 0, nw * k - w, cv2.BORDER_REPLICATE)
             w, h = nw * k, nh * k
@@ -318,7 +317,7 @@ def cut_region(image: np.ndarray, corners, margin: float) -> tuple[np.ndarray, i
     them, clipped to the image (at least one pixel), and its origin (x, y) in ``image``: what a warp of those
     corners needs, so that shrinking for it need not touch the rest of a large photo. A part of more than half
     the photo is the whole photo (shrinking it was no quicker: 0.77 against 0.66 ms for a face filling a
-    300 x 450 photo, ``benchmarks/crop_speed.py``)."""
+    300 x 450 photo, ``benchmarks/crop_speed.py`` on the 2-core AMD EPYC with AVX-512)."""
     h, w = image.shape[:2]
     corners = np.asarray(corners, np.float64)
     x0 = int(np.clip(np.floor(corners[:, 0].min() - margin), 0, w - 1))
@@ -328,6 +327,30 @@ def cut_region(image: np.ndarray, corners, margin: float) -> tuple[np.ndarray, i
     if (x1 - x0) * (y1 - y0) > 0.5 * w * h:
         return image, 0, 0
     return image[y0:y1, x0:x1], x0, y0
+
+
+def warp_region(image: np.ndarray, matrix: np.ndarray, size: int, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """``image`` warped by ``matrix`` (2 x 3: a photo pixel -> an output pixel; rotation and scale allowed) into a
+    ``size`` x ``size`` image, ``border`` outside the photo (black for ``cv2.BORDER_CONSTANT``). A reduction below
+    half first shrinks only the part of the photo under the output (``cut_region``, with a margin of a few shrunk
+    pixels, which the interpolation and the averaging's edges need) by whole blocks (``shrink_for``): shrinking a
+    whole 1080p frame took 5.1 ms for a 567-px crop box, its region 0.6 (``benchmarks/crop_speed.py``, the 2-core
+    AMD EPYC with AVX-512)."""
+    image = np.asarray(image)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale < 0.5:
+        # the output's corners in the photo's continuous coordinates (a pixel's centre at index + 0.5)
+        corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+        inverse = cv2.invertAffineTransform(matrix)
+        image, ox, oy = cut_region(image, corners @ inverse[:, :2].T + inverse[:, 2] + 0.5, margin=4.0 / scale)
+        matrix = np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2] @ [ox, oy])[:, None]], axis=1)
+        image, fx, fy = shrink_for(image, scale, whole=False)
+        # a pixel of the shrunk part -> one of the part: x + 0.5 = (x_small + 0.5) / fx
+        back = np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5], [0.0, 0.0, 1.0]])
+        matrix = matrix @ back
+    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)
+    return out.reshape(size, size, channels)
 
 
 def crop_face(image: np.ndarray, box, size: int, whole_photo: bool = False) -> np.ndarray:
@@ -350,23 +373,20 @@ def crop_face(image: np.ndarray, box, size: int, whole_photo: bool = False) -> n
     if not np.isfinite([x0, y0, x1, y1]).all() or side <= 0 or y1 - y0 <= 0:
         raise ValueError(f"empty or non-finite crop box {box}")
     scale = size / side
-    if scale < 0.5:
-        if not whole_photo:
-            # with a margin of a few shrunk pixels, which the warp's interpolation and the averaging's edges need:
-            # shrinking a whole 1080p frame took 5.1 ms for a 567-px crop box, its region 0.6 (benchmarks/crop_speed.py)
-            image, ox, oy = cut_region(image, [[x0, y0], [x1, y1]], margin=4.0 / scale)
-            x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
-        image, fx, fy = shrink_for(image, scale, whole=whole_photo)
-        x0, x1, y0, y1 = x0 * fx, x1 * fx, y0 * fy, y1 * fy
-        scale = size / (x1 - x0)
-    sy = size / (y1 - y0)
-    # Continuous coordinates: dst + 0.5 = (src + 0.5 - origin) * scale.
-    matrix = np.array(
-        [[scale, 0.0, scale * (0.5 - x0) - 0.5], [0.0, sy, sy * (0.5 - y0) - 0.5]], np.float64
-    )
-    channels = image.shape[2]
+    if scale >= 0.5 or not whole_photo:
+        return warp_region(image, _box_matrix(x0, y0, x1, y1, size), size)
+    image, fx, fy = shrink_for(image, scale)
+    # a plain warp of what is left (its scale about 0.5, either side: warp_region might shrink it again)
+    matrix = _box_matrix(x0 * fx, y0 * fy, x1 * fx, y1 * fy, size)
     out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(size, size, channels)
+    return out.reshape(size, size, image.shape[2])
+
+
+def _box_matrix(x0: float, y0: float, x1: float, y1: float, size: int) -> np.ndarray:
+    """The (2, 3) map of a box's pixels onto a ``size`` x ``size`` crop's.
+    Continuous coordinates: dst + 0.5 = (src + 0.5 - origin) * scale."""
+    sx, sy = size / (x1 - x0), size / (y1 - y0)
+    return np.array([[sx, 0.0, sx * (0.5 - x0) - 0.5], [0.0, sy, sy * (0.5 - y0) - 0.5]], np.float64)
 
 
 def points_to_crop(points: np.ndarray, box) -> np.ndarray:

@@ -102,27 +102,6 @@ def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.concatenate([rotate_scale, (mt - rotate_scale @ ms)[:, None]], axis=1)
 
 
-def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """``image`` warped by ``matrix`` (photo pixel -> chip pixel) into a ``size`` x ``size`` chip; outside the
-    photo is black. Large reductions first shrink the part of the photo under the chip by area averaging, as
-    ``faces.crop_face`` does."""
-    image = np.asarray(image)
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if scale < 0.5:
-        corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
-        inverse = cv2.invertAffineTransform(matrix)
-        image, ox, oy = faces.cut_region(image, corners @ inverse[:, :2].T + inverse[:, 2], margin=4.0 / scale)
-        matrix = np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2] @ [ox, oy])[:, None]], axis=1)
-        image, fx, fy = faces.shrink_for(image, scale, whole=False)
-        # a pixel of the shrunk part -> one of the part: x + 0.5 = (x_small + 0.5) / fx
-        back = np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5], [0.0, 1.0 / fy, 0.5 / fy - 0.5], [0.0, 0.0, 1.0]])
-        matrix = matrix @ back
-    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0)
-    return out.reshape(size, size, channels)
-
-
 def check_alignment(size, padding) -> None:
     """``ValueError`` for a chip size or padding ``align_face`` cannot take."""
     if int(size) != size or size < MIN_SIZE:
@@ -149,4 +128,5 @@ def align_face(image, points: np.ndarray, scheme: Scheme | str = "ibug68", size:
         raise ValueError("a point the alignment needs is missing (not finite)")
     matrix = similarity(source, target)
     photo = faces.as_photo(image)
-    return AlignedFace(warp(photo, matrix, int(size)), matrix, points @ matrix[:, :2].T + matrix[:, 2])
+    chip = faces.warp_region(photo, matrix, int(size), cv2.BORDER_CONSTANT)  # outside the photo: black
+    return AlignedFace(chip, matrix, points @ matrix[:, :2].T + matrix[:, 2])

@@ -112,8 +112,9 @@ def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, inf
     if aligned:
         record["aligned"] = []
         for i, chip in enumerate(aligned):
-            save_png(out_dir / crop_name(path, i, "aligned"), chip.image)
-            record["aligned"].append({"file": crop_name(path, i, "aligned"), **chip.to_json()})
+            name = crop_name(path, i, "aligned")
+            save_png(out_dir / name, chip.image)
+            record["aligned"].append({"file": name, **chip.to_json()})
     (out_dir / output_name(path, "json")).write_text(json.dumps(record, indent=1))
     return png
 

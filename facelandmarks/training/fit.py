@@ -71,12 +71,12 @@ def set_precision(enabled: bool) -> str:
 
 
 
-def _restart_for_markup(config: TrainConfig, scheme, model) -> tuple[tuple[str, ...], str]:
-    """For ``--init`` from a run of another markup with as many points: the layers of ``model``'s head, which
-    ``init_weights`` then starts fresh (their outputs are the other markup's points), and the reason for its line."""
+def _restart_for_markup(config: TrainConfig, before: dict | None, scheme, model) -> tuple[tuple[str, ...], str]:
+    """For ``--init`` from a run (``before``: its config.json) of another markup with as many points: the layers of
+    ``model``'s head, which ``init_weights`` then starts fresh (their outputs are the other markup's points), and the
+    reason for its line."""
     from facelandmarks.models import build_model
 
-    before = init_run_config(config)
     other = before.get("scheme") if before else None
     if other is None or other == scheme.name or before.get("num_points") != scheme.num_points:
         return (), ""  # the same markup, or another point count: the layers that do not fit restart anyway
@@ -146,10 +146,11 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
             )
             if config.init and not resume:
+                before = init_run_config(config)
                 try:
-                    init_weights(model, config.init, *_restart_for_markup(config, scheme, model))
+                    init_weights(model, config.init, *_restart_for_markup(config, before, scheme, model))
                 except InitMismatch as err:
-                    theirs = (init_run_config(config) or {}).get("model")
+                    theirs = (before or {}).get("model")
                     if theirs in (None, config.model):
                         raise
                     raise InitMismatch(f"{err.path}: does not fit {config.model}: --init names a {theirs} run (leave the "

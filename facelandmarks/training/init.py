@@ -61,7 +61,7 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
     for variable in model.weights:
         if variable.path in fresh:
             variable.assign(fresh[variable.path])
-    restarted = list(dict.fromkeys(restarted + [layer for layer in restart if layer in kept or layer in restarted]))
+    restarted = list(dict.fromkeys(restarted + list(restart)))  # every layer of restart is one of the model's
     kept = [layer for layer in kept if layer not in restarted]
     print(f"starting from the weights of {path}: kept {len(kept)} layers whose weights fit, "
           f"restarted {len(restarted)} ({', '.join(restarted)}){why}")

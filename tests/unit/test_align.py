@@ -54,7 +54,7 @@ def test_a_turned_and_enlarged_face_comes_back_upright_in_place(angle):
     assert face.image.shape == (112, 112, 3) and face.image.dtype == np.uint8
     assert np.allclose(face.points, points, atol=1e-6)  # every point where it was drawn
     assert np.allclose(face.to_photo(face.points), photo_points, atol=1e-6)
-    assert np.abs(face.image.astype(float) - chip).mean() < 0.3  # the blobs where they were (0.02; 1 px off: 0.66)
+    assert np.abs(face.image.astype(float) - chip).mean() < 0.3  # the blobs where they were (0.02-0.05; 1 px off: 0.66)
     record = json.loads(json.dumps(face.to_json()))
     assert record["size"] == 112 and np.allclose(record["matrix"], face.matrix, atol=1e-5)
 

@@ -62,12 +62,13 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             for column, what in ((image_column, "image"), (subject_column, "subject")):
                 if column is not None and column >= len(row):
                     raise AnnotationError(f"{csv_path}:{line}: no {what} column {column} ({len(row)} columns)")
-            bad = next((i for i, cell in enumerate(cells) if not _is_number(cell)), None)
-            if bad is not None:
+            try:
+                values = [_parse_float(cell) for cell in cells]
+            except ValueError:
+                bad = next(i for i, cell in enumerate(cells) if not _is_number(cell))
                 hint = " (a header row? then drop --csv-no-header)" if line == 1 else ""
                 raise AnnotationError(f"{csv_path}:{line}: column {first + bad}: {cells[bad].strip()!r} is not a "
-                                      f"number{hint}")
-            values = [_parse_float(cell) for cell in cells]
+                                      f"number{hint}") from None
             if options.csv_layout == "xxyy":
                 values = [v for pair in zip(values[:k], values[k:]) for v in pair]
             points, labelled = _points_from_values(values, k)
