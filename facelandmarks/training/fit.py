@@ -30,7 +30,7 @@ from facelandmarks.training.config import (
     init_split_warning,
 )
 from facelandmarks.training.distribute import pad_rows, predict_all
-from facelandmarks.training.init import InitMismatch, head_layers, init_weights
+from facelandmarks.training.init import head_layers, init_from_other_model, init_weights
 from facelandmarks.training.resume import (
     BEST,
     LAST,
@@ -147,14 +147,10 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             )
             if config.init and not resume:
                 before = init_run_config(config)
-                try:
+                if before and before.get("model") not in (None, config.model):  # another family: by layer name
+                    init_from_other_model(model, config.init, before)
+                else:
                     init_weights(model, config.init, *_restart_for_markup(config, before, scheme, model))
-                except InitMismatch as err:
-                    theirs = (before or {}).get("model")
-                    if theirs in (None, config.model):
-                        raise
-                    raise InitMismatch(f"{err.path}: does not fit {config.model}: --init names a {theirs} run (leave the "
-                                       f"model name out to train a {theirs})", err.path) from err
                 if warning := init_split_warning(config, scheme.name):
                     print(warning)
             elif spec.pretrain is not None and not resume:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -29,13 +30,7 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
     weights fit: the head of a run of another markup with as many points, whose outputs mean other points;
     ``why`` ends the line. A model none of whose layers fit is an error naming the file.
     """
-    path = Path(source)
-    if path.is_dir():
-        path = choose_checkpoint(path, read_state(path, strict=False))
-    elif not path.is_file():
-        raise CheckpointError(f"{source}: no such run directory or weights file (--init)")
-    elif problem := _open_problem(path):
-        raise CheckpointError(f"{path}: {problem} (--init)")
+    path = _weights_file(source)
     fresh = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights if v.path.rsplit("/", 1)[0] in restart}
     with warnings.catch_warnings(record=True) as caught:  # a failed whole-model load warns about what it skipped
         try:
@@ -65,6 +60,74 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
     kept = [layer for layer in kept if layer not in restarted]
     print(f"starting from the weights of {path}: kept {len(kept)} layers whose weights fit, "
           f"restarted {len(restarted)} ({', '.join(restarted)}){why}")
+
+
+def init_from_other_model(model, source: str, config: dict) -> None:
+    """``--init`` from a run of another model (``config``: its ``config.json``), such as a regressor started from
+    the shipped PIP model: the layers both models name alike and whose weights fit -- the backbone's, which
+    Keras names (``block_3_expand``, ...) -- are carried over; the others start fresh; one line says how many.
+
+    Keras' weight files key layers by class and order, and the two models nest their backbones differently,
+    so the run's model is rebuilt from its config and its layers are matched by name. Names Keras made up
+    (``dense_2``) match nothing: two models' ``conv2d_3`` are not the same layer. An error naming the file
+    when nothing matches.
+    """
+    from facelandmarks.training.runs import build_run_model
+
+    path = _weights_file(source)
+    theirs = build_run_model(config)
+    try:
+        theirs.load_weights(path)
+    except ValueError as err:
+        raise InitMismatch(f"{path}: not the weights of the {config['model']} its config.json names (--init; "
+                           f"{_one_line(err)[:300]})", path) from None
+    named = {layer.name: layer for layer in _weighted_layers(theirs) if not _made_up_name(layer)}
+    kept, fresh = [], []
+    for layer in _weighted_layers(model):
+        other = named.get(layer.name) if not _made_up_name(layer) else None
+        if other is not None and [v.shape for v in other.weights] == [v.shape for v in layer.weights]:
+            layer.set_weights(other.get_weights())
+            kept.append(layer.name)
+        else:
+            fresh.append(layer.name)
+    if not kept:
+        raise InitMismatch(f"{path}: this {config['model']} run has no layer named and shaped as one of "
+                           f"{model.name}'s: nothing to start from (--init)", path)
+    print(f"starting from the weights of {path}, a {config['model']} run: kept {len(kept)} layers by name "
+          f"({_span(kept)}), started {len(fresh)} fresh ({_span(fresh)})")
+
+
+def _weights_file(source: str) -> Path:
+    """The weights file ``--init`` names: a run directory's best weights (else its last), or the file itself."""
+    path = Path(source)
+    if path.is_dir():
+        return choose_checkpoint(path, read_state(path, strict=False))
+    if not path.is_file():
+        raise CheckpointError(f"{source}: no such run directory or weights file (--init)")
+    if problem := _open_problem(path):
+        raise CheckpointError(f"{path}: {problem} (--init)")
+    return path
+
+
+def _weighted_layers(model):
+    """The layers holding weights, nested models walked into."""
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _weighted_layers(layer)
+        elif layer.weights:
+            yield layer
+
+
+def _made_up_name(layer) -> bool:
+    """Whether Keras named the layer after its class (``conv2d``, ``dense_2``): not a name to match on."""
+    stem = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", type(layer).__name__)  # Keras' own rule: Conv2D -> conv2d
+    stem = re.sub("([a-z])([A-Z])", r"\1_\2", stem).lower()
+    return re.fullmatch(rf"{re.escape(stem)}(_\d+)?", layer.name) is not None
+
+
+def _span(names: list[str]) -> str:
+    """A few layer names for one line: the first and last of a long list."""
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]} ... {names[-1]}"
 
 
 def head_layers(model, other) -> tuple[str, ...]:

@@ -39,17 +39,24 @@ def read_run_config(run_dir: Path) -> dict:
 def rebuild_model(run_dir: Path, config: dict, weights: str = "best"):
     """The run's model rebuilt from the registry with its best weights (else its last; ``weights='last'``:
     the other way round), each file checked against the run's ``state.json`` first."""
-    from facelandmarks.models import build_model, rebuild_options
     from facelandmarks.training.resume import BEST, LAST, choose_checkpoint, read_state
 
-    options = rebuild_options(config["model"], config.get("weights", "none"), config.get("model_options", {}))
-    model = build_model(
-        config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
-        weights="none", train_blocks=config.get("train_blocks"), **options,
-    )
+    model = build_run_model(config)
     state = read_state(run_dir, strict=False)
     model.load_weights(choose_checkpoint(run_dir, state, (LAST, BEST) if weights == "last" else (BEST, LAST)))
     return model
+
+
+def build_run_model(config: dict):
+    """The model of a run's ``config.json``, rebuilt from the registry without weights (its backbone's pixel
+    normalisation the one it trained with)."""
+    from facelandmarks.models import build_model, rebuild_options
+
+    options = rebuild_options(config["model"], config.get("weights", "none"), config.get("model_options", {}))
+    return build_model(
+        config["model"], input_shape=tuple(config["input_shape"]), num_points=config["num_points"],
+        weights="none", train_blocks=config.get("train_blocks"), **options,
+    )
 
 
 def flip_averaged(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, scheme) -> np.ndarray:

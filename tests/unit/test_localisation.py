@@ -260,3 +260,43 @@ def test_init_from_another_model_family_fails_in_a_readable_line(tmp_path):
     with pytest.raises(CheckpointError, match="does not fit .* with this input and point count") as err:
         init_weights(build_model(NAME, (64, 64, 3), K), str(tmp_path / "scratch.weights.h5"))
     assert len(str(err.value)) < 600 and str(err.value).endswith(" ...)")
+
+
+def test_init_from_a_run_of_another_model_keeps_the_backbone_by_name(tmp_path, capsys):
+    """A regressor started from a PIP run (its config.json names the model): Keras' files key layers by class and
+    order, and the two nest MobileNetV2 differently, so a plain load keeps nothing; matched by name, every
+    backbone layer carries over and the regressor's own layers start fresh."""
+    import json
+
+    from facelandmarks.training.init import InitMismatch, init_from_other_model
+
+    source = build_model(NAME, (64, 64, 3), K, normalization="torch")
+    for variable in source.weights:  # weights no fresh build could have
+        variable.assign(np.random.default_rng(len(variable.path)).normal(size=variable.shape).astype("float32"))
+    config = {"model": NAME, "input_shape": [64, 64, 3], "num_points": K, "model_options": {"normalization": "torch"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    source.save_weights(tmp_path / "best.weights.h5")
+    model = build_model("mobilenetv2", (96, 96, 3), K, normalization="torch")
+    fresh = {v.path: np.asarray(v) for v in model.weights}
+    init_from_other_model(model, str(tmp_path / "best.weights.h5"), config)
+    line = capsys.readouterr().out
+    assert "a mobilenetv2_heatmap run: kept 104 layers by name (Conv1, bn_Conv1 ... Conv_1_bn)" in line
+    assert line.rstrip().endswith("started 2 fresh (head_dense1, landmark_coordinates)")
+    for a, b in zip(backbones.find_application(source)[1].weights, backbones.find_application(model)[1].weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for layer in ("head_dense1", "landmark_coordinates"):
+        for variable in model.get_layer(layer).weights:
+            np.testing.assert_array_equal(np.asarray(variable), fresh[variable.path])
+    with pytest.raises(InitMismatch, match="this mobilenetv2_heatmap run has no layer named and shaped as one of"):
+        init_from_other_model(build_model("scratch", (64, 64, 3), K), str(tmp_path), config)
+
+
+def test_layers_keras_named_after_their_class_match_nothing():
+    from facelandmarks.training.init import _made_up_name
+
+    made_up = [keras.layers.Conv2D(1, 1), keras.layers.Dense(1), keras.layers.DepthwiseConv2D(1),
+               keras.layers.BatchNormalization(name="batch_normalization_12")]
+    assert all(_made_up_name(layer) for layer in made_up)
+    chosen = [keras.layers.Conv2D(1, 1, name="block_1_expand"), keras.layers.Dense(1, name="dense_head"),
+              keras.layers.BatchNormalization(name="bn_Conv1")]
+    assert not any(_made_up_name(layer) for layer in chosen)
