@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="export.py", description=__doc__, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", nargs="?", help="run directory or pipeline run (none: the model shipped in weights/)")
-    parser.add_argument("--to", metavar="FOLDER", help="export folder (default: RUN/export)")
+    parser.add_argument("--to", metavar="FOLDER", help="export folder (default: RUN/export); it replaces an earlier export there, nothing else")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx", "litert"],
                         help="formats to write (default: onnx litert)")
     parser.add_argument("--quantize", choices=QUANTIZE, default="none",

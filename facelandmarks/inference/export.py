@@ -54,22 +54,48 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     if (quantize == "int8") != (calibration is not None):
         raise ValueError("--quantize int8 needs --calibration NPZ (training faces), and --calibration needs it")
+    if check_faces < 1:
+        raise ValueError(f"--check-faces must be at least 1, got {check_faces}")
+    for flag, path in (("--check", check), ("--calibration", calibration)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such dataset file ({flag})")
     run_dir = Path(run_dir) if run_dir is not None else default_model_dir()
     dest = Path(dest) if dest is not None else run_dir / runtimes.EXPORT_DIR
+    _check_destination(dest, run_dir)
+    dest = dest.resolve()
     predictor = Predictor.load(run_dir, runtime="keras")
     if predictor.runtime != "keras":
         raise ValueError(f"{run_dir}: already an export; give the run directory it came from")
     stages = getattr(predictor, "stages", None)
     work = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
-    if stages is None:
-        _export_model(predictor, run_dir, work, formats, quantize, calibration)
-        if check is not None:
-            _check(work, predictor, check, check_faces)
-    else:
-        _export_pipeline(predictor, run_dir, work, formats, quantize, calibration)
+    try:
+        if stages is None:
+            _export_model(predictor, run_dir, work, formats, quantize, calibration)
+            if check is not None:
+                _check(work, predictor, check, check_faces)
+        else:
+            _export_pipeline(predictor, run_dir, work, formats, quantize, calibration)
+    except BaseException:  # a failed or interrupted export leaves nothing of itself behind
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     _replace(work, dest)
     return dest
+
+
+def _check_destination(dest: Path, run_dir: Path) -> None:
+    """An export replaces only an earlier export: never the run, a folder above it, or anything else."""
+    target, run = dest.resolve(), run_dir.resolve()
+    if target == run or target in run.parents:
+        raise ValueError(f"{dest}: the run's own folder{'' if target == run else ' or one above it'}; "
+                         f"an export replaces what is there (--to)")
+    if not target.exists():
+        return
+    earlier = target.is_dir() and ((target / runtimes.EXPORT_FILE).is_file() or (target / "pipeline.json").is_file()
+                                   and (target / "stage1" / runtimes.EXPORT_FILE).is_file())
+    if not earlier:
+        raise ValueError(f"{dest}: exists and is not an earlier export (no {runtimes.EXPORT_FILE}); an export "
+                         f"replaces its folder, so give a new one or remove it yourself (--to)")
 
 
 def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quantize: str, calibration=None) -> dict:

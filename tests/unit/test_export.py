@@ -128,6 +128,38 @@ def test_an_interrupted_export_leaves_the_previous_one(run_dir, exported, monkey
         export.export_run(run_dir)
     assert (exported / "export.json").read_text() == before
     assert Predictor.load(exported).predict_crops(crops(1)).shape == (1, 68, 2)
+    assert not (exported.parent / ".export.partial").exists()  # nothing of the failed export left behind
+
+
+def test_an_export_replaces_only_an_earlier_export(run_dir, exported, tmp_path, capsys):
+    """--to once removed whatever stood there: a folder of your own, the run itself, every run above it."""
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "important.txt").write_text("precious")
+    (tmp_path / "photo.jpg").write_bytes(b"jpeg")
+    weights = sorted(p.name for p in run_dir.iterdir())
+    for to, says in ((mine, "exists and is not an earlier export (no export.json)"),
+                     (tmp_path / "photo.jpg", "exists and is not an earlier export"),
+                     (run_dir, "the run's own folder; "), (run_dir.parent, "the run's own folder or one above it")):
+        assert export_cli.main([str(run_dir), "--to", str(to), "--format", "onnx"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"export.py: {to}: {says}") and "\n" not in err
+    assert (mine / "important.txt").read_text() == "precious" and (mine / "sub").is_dir()
+    assert (tmp_path / "photo.jpg").read_bytes() == b"jpeg" and sorted(p.name for p in run_dir.iterdir()) == weights
+
+
+def test_bad_check_settings_fail_before_anything_is_exported(run_dir, tmp_path, capsys, monkeypatch):
+    def exporting(*args):
+        raise AssertionError("exported before the settings were checked")
+
+    monkeypatch.setattr(export, "_export_model", exporting)
+    for args, says in ((["--check", str(tmp_path / "nope.npz")], f"{tmp_path / 'nope.npz'}: no such dataset file (--check)"),
+                       (["--check", str(tmp_path / "nope.npz"), "--check-faces", "0"], "--check-faces must be at least 1, got 0"),
+                       (["--quantize", "int8", "--calibration", str(tmp_path / "c.npz")],
+                        f"{tmp_path / 'c.npz'}: no such dataset file (--calibration)")):
+        assert export_cli.main([str(run_dir), "--to", str(tmp_path / "out"), *args]) == 2
+        assert capsys.readouterr().err.strip() == f"export.py: {says}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
