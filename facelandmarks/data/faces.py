@@ -183,10 +183,16 @@ def _as_uint8_rgb_or_gray(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def read_rgb(path) -> np.ndarray | None:
-    """The photo at ``path`` as RGB uint8, or None when it cannot be read (corrupt, not an image, no permission)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else bgr[..., ::-1].copy()
+def read_rgb(path) -> np.ndarray:
+    """The photo at ``path`` as RGB uint8, turned as its EXIF orientation says; a ``ValueError`` naming the file
+    and the problem when it cannot be read (missing, empty, truncated, corrupt, not an image, no permission).
+    The image libraries' own messages are kept off the terminal."""
+    from facelandmarks.data.records import ImageReadError, read_image
+
+    try:
+        return read_image(path)[0]
+    except ImageReadError as err:
+        raise ValueError(f"{path}: cannot read image: {err}") from None
 
 
 def as_photo(image) -> np.ndarray:
@@ -197,10 +203,7 @@ def as_photo(image) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):
             raise FileNotFoundError(f"{image}: no such photo")
-        rgb = read_rgb(image)
-        if rgb is None:
-            raise ValueError(f"{image}: cannot read image (corrupt or not an image)")
-        return rgb
+        return read_rgb(image)
     return _as_uint8_rgb_or_gray(image)
 
 

@@ -6,6 +6,8 @@ import csv
 import math
 import os
 import struct
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +208,9 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _decode(data: bytes, kind: str, flags: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    image, said = _imdecode_quietly(data, flags)
+    if image is not None and kind == "JPEG" and "Premature end of JPEG file" in said:
+        raise ImageReadError("truncated JPEG (the data ends before the image: the rest would be grey)")
     if image is None:
         if kind == "JPEG" and b"\xff\xd9" not in data[-4096:]:
             raise ImageReadError("truncated JPEG (no end-of-image marker)")
@@ -214,6 +218,27 @@ def _decode(data: bytes, kind: str, flags: int) -> np.ndarray:
             raise ImageReadError("truncated PNG (no IEND chunk)")
         raise ImageReadError(f"corrupt or unsupported image data ({kind} signature)")
     return np.ascontiguousarray(image[..., ::-1])
+
+
+def _imdecode_quietly(data: bytes, flags: int) -> tuple[np.ndarray | None, str]:
+    """``cv2.imdecode`` with what libjpeg, libpng and OpenCV's log print on the process's stderr (``Premature end
+    of JPEG file``, ``libpng error: Read Error``) caught instead of shown: the caller turns it into one line."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to borrow: decode as it is
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags), ""
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+            finally:
+                os.dup2(saved, 2)
+            sink.seek(0)
+            return image, sink.read().decode(errors="replace")
+    finally:
+        os.close(saved)
 
 
 def exif_orientation(data: bytes) -> int | None:

@@ -68,9 +68,10 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"done": 0, "no_face": 0, "unreadable": 0}
     for path in files:
-        image = faces.read_rgb(path)
-        if image is None:
-            print(f"{path}: cannot read image (corrupt or not an image); skipped", file=sys.stderr)
+        try:
+            image = faces.read_rgb(path)
+        except ValueError as err:
+            print(f"{err}; skipped", file=sys.stderr)
             counts["unreadable"] += 1
             continue
         found = predictor.detect_and_predict(image)

@@ -39,6 +39,23 @@ def test_a_large_face_shrinks_only_its_region_and_looks_as_from_the_whole_photo(
         assert difference.mean() < 0.45 and np.percentile(difference, 99) <= 2
 
 
+def test_a_cut_short_photo_is_one_line_and_the_image_libraries_stay_quiet(tmp_path, capfd):
+    """A truncated JPEG once came back half grey (and marked), with libjpeg's "Premature end of JPEG file"
+    printed twice; a truncated PNG printed libpng's error before ours."""
+    import cv2
+
+    pixels = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    for suffix, says in ((".jpg", "truncated JPEG"), (".png", "truncated PNG")):
+        data = cv2.imencode(suffix, pixels)[1].tobytes()
+        whole, cut = tmp_path / f"whole{suffix}", tmp_path / f"cut{suffix}"
+        whole.write_bytes(data)
+        cut.write_bytes(data[: len(data) * 9 // 10])
+        assert faces.read_rgb(whole).shape == (120, 160, 3)
+        with pytest.raises(ValueError, match=f"^{cut}: cannot read image: {says}"):
+            faces.as_photo(cut)
+    assert capfd.readouterr().err == ""
+
+
 def test_empty_box_is_an_error():
     with pytest.raises(ValueError, match="empty or non-finite crop box"):
         faces.crop_face(np.zeros((10, 10, 3), np.uint8), [5, 5, 5, 9], 16)

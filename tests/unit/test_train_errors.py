@@ -165,7 +165,7 @@ def test_a_folder_of_unreadable_photos_is_an_error_after_one_line_per_photo(file
     build_model("mlp", input_shape=(16, 16, 3), num_points=68, hidden_units=[4]).save_weights(run / "best.weights.h5")
     folder = _broken_photo(files, "all_broken").parent
     code, lines = run_cli(evaluate_cli.main, [run, "--image", folder, "--out", files["root"] / "e7"], capsys)
-    assert code == 2 and lines == [f"{folder / 'broken.jpg'}: cannot read image (corrupt or not an image); skipped",
+    assert code == 2 and lines == [f"{folder / 'broken.jpg'}: cannot read image: truncated JPEG (no end-of-image marker); skipped",
                                    f"evaluate.py: {folder}: none of its 1 image(s) could be read"]
 
 
