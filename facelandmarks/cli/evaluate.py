@@ -14,10 +14,10 @@ from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
 
 EPILOG = """exit status:
   0    done
-  1    --image: no face found in the photo (in any photo of the folder)
+  1    --image: no face found in the photo (in any of the photos)
   2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
        truncated or corrupt file (npz, run folder, photo), a folder without photos, an output folder that
-       cannot be written (checked before any work)
+       cannot be written (checked before any work), an option of another mode (--crops with --video)
   130  interrupted (Ctrl-C)
 """
 
@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="*",
                         help="run directories written by train.py (none: the model shipped in weights/)")
     parser.add_argument("--data", help="test npz: writes the comparison tables and plots")
-    parser.add_argument("--image", help="a photo or a folder of photos")
+    parser.add_argument("--image", nargs="+", metavar="PHOTO",
+                        help="photos or folders of photos (results of all in --out; a folder's own overlays, crops "
+                             "and chips are not marked again)")
     parser.add_argument("--video", help="a video file or a camera index")
     parser.add_argument("--out", help="output folder (--data, --image) or video file (--video; the points go beside "
                                       "it as .jsonl); default: results/RUN (--data, RUN the first run's folder "
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "litert"], default="auto",
                         help="auto (default): a run's export (export.py) when it is as new as the run and its runtime "
                              "is installed, else Keras; keras, onnx, litert: that one (rows of exports are labelled). "
-                             "An export folder or file given as the run always runs in its runtime")
+                             "An export folder runs in ONNX Runtime or LiteRT, a .onnx / .tflite file in its own")
     parser.add_argument("--threads", type=int, help="CPU threads of an exported model (default: all cores)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     return parser
@@ -82,11 +84,18 @@ def main(argv=None) -> int:
     if len(modes) != 1:
         print("evaluate.py: give exactly one of --data, --image, --video", file=sys.stderr)
         return 2
-    if args.align is not None and not args.image:
-        print("evaluate.py: --align works with --image (Predictor.align does it in Python)", file=sys.stderr)
+    if args.image:  # a run directory written after the photos (--image PHOTO RUN) is the run
+        args.runs += [p for p in args.image if _is_run(Path(p))]
+        args.image = [p for p in args.image if not _is_run(Path(p))]
+        if not args.image:
+            print("evaluate.py: --image names run directories only; give it photos or folders of photos", file=sys.stderr)
+            return 2
+    if problem := _misplaced_option(args, modes[0]):
+        print(f"evaluate.py: {problem}", file=sys.stderr)
         return 2
     if not args.data and len(args.runs) > 1:
-        print("evaluate.py: --image and --video take one run directory", file=sys.stderr)
+        print(f"evaluate.py: --{modes[0]} takes one run directory, got {len(args.runs)} ({', '.join(args.runs)})"
+              + (": give the photos after --image" if args.image else ""), file=sys.stderr)
         return 2
     if not args.runs:
         from facelandmarks.inference.shipped import default_model_dir
@@ -107,6 +116,38 @@ def main(argv=None) -> int:
     except USER_ERRORS as err:
         print(f"evaluate.py: {error_line(err, (args.data,))}", file=sys.stderr)
         return 2
+
+
+# options that only one or two of --data, --image, --video use, with the value that means "not given"
+ONLY_FOR = {"baseline": (("data",), "none"), "where": (("data",), []), "crops": (("image",), False),
+            "align": (("image",), None), "align_padding": (("image",), 0.0), "min_score": (("image", "video"), None),
+            "max_frames": (("video",), None), "redetect_every": (("video",), REDETECT_EVERY),
+            "no_smooth": (("video",), False)}
+
+
+def _misplaced_option(args, mode: str) -> str | None:
+    """The line for an option given where it does nothing (``--crops`` with ``--video``), or None."""
+    for name, (modes, unset) in ONLY_FOR.items():
+        if mode not in modes and getattr(args, name) != unset:
+            where = " and ".join(f"--{m}" for m in modes)
+            tip = " (Predictor.align does it in Python)" if name == "align" else ""
+            return f"--{name.replace('_', '-')} works with {where}, not --{mode}{tip}"
+    if args.align_padding != 0.0 and args.align is None:
+        return "--align-padding works with --align SIZE"
+    for name in ("threads", "max_frames", "redetect_every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return f"--{name.replace('_', '-')} must be at least 1, got {value}"
+    return None
+
+
+def _is_run(path: Path) -> bool:
+    """A run directory, pipeline run or export (folder or model file): not a photo to mark."""
+    from facelandmarks.inference import runtimes
+
+    if path.is_dir():
+        return any((path / name).is_file() for name in ("config.json", "pipeline.json", runtimes.EXPORT_FILE))
+    return path.suffix in (".onnx", ".tflite")
 
 
 def default_out(args) -> str:
@@ -154,8 +195,6 @@ def _run(args) -> int:
                                recrop=args.recrop, align=align, **load)
         _export_hint(Path(args.runs[0]), args.runtime)
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
-    if args.redetect_every < 1:
-        raise ValueError(f"--redetect-every must be at least 1, got {args.redetect_every}")
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
                           redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
                           smooth=not args.no_smooth, **load)

@@ -22,6 +22,8 @@ def check_writable(folder) -> None:
     """Create ``folder`` and a file in it now: an unwritable output folder should stop a run or an
     evaluation before its first epoch or face, not after it (``OutputError`` naming the folder)."""
     folder = Path(folder)
+    if folder.is_file():
+        raise OutputError(f"{folder}: a file, not a folder to write into")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):

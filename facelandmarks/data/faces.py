@@ -201,6 +201,8 @@ def as_photo(image) -> np.ndarray:
     Raises ``FileNotFoundError`` or ``ValueError`` naming the file, or the array's dtype or shape.
     """
     if isinstance(image, (str, os.PathLike)):
+        if os.path.isdir(image):
+            raise IsADirectoryError(f"{image}: a folder, not a photo")
         if not os.path.isfile(image):
             raise FileNotFoundError(f"{image}: no such photo")
         return read_rgb(image)

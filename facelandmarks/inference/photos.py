@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -13,15 +14,42 @@ from facelandmarks.data import faces
 from facelandmarks.drawing import DETECTION, PREDICTION, draw_points, line_width, marker_radius, save_png
 from facelandmarks.inference.align import AlignedFace, align_face, anchors, check_alignment
 from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.shipped import default_model_dir
 
 CROP_SIZE = 384  # px, the side of the enlarged face crops
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
+# what run_on_images writes beside a photo's name: not photos to mark when its output folder is marked again
+OUTPUT_FILE = re.compile(r".+\.[^.]+_(landmarks|face\d+|aligned\d+)\.png")
+
+
 def image_files(target: Path) -> list[Path]:
+    """A photo, or a folder's photos but the overlays, crops and chips that marking them wrote."""
     if target.is_dir():
-        return sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in target.iterdir()
+                      if p.suffix.lower() in IMAGE_SUFFIXES and not OUTPUT_FILE.fullmatch(p.name))
     return [target]
+
+
+def _photos_of(targets: list[Path]) -> list[Path]:
+    """Every photo of ``targets`` (photos and folders), each checked to exist; two photos of one name would
+    write the same results, so they are an error."""
+    files, seen = [], {}
+    for target in targets:
+        if not target.exists():
+            raise FileNotFoundError(f"{target}: no such photo or folder")
+        found = image_files(target)
+        if not found:
+            raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        for path in found:
+            if path.name in seen and seen[path.name].resolve() != path.resolve():
+                raise ValueError(f"{path}: the same name as {seen[path.name]}, so their results would overwrite "
+                                 f"each other in one output folder (mark them one at a time, each with its --out)")
+            if path.name not in seen:
+                seen[path.name] = path
+                files.append(path)
+    return files
 
 
 def output_name(photo: Path, kind: str) -> str:
@@ -38,8 +66,9 @@ def crop_name(photo: Path, index: int, kind: str = "face") -> str:
 
 def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, crops=False, runtime="auto",
                   threads=None, recrop=False, align: tuple[int, float] | None = None) -> dict:
-    """Overlay PNG + JSON per photo (``output_name``); returns the counts of photos ``done`` (with a face),
-    ``no_face`` and ``unreadable``.
+    """Overlay PNG + JSON per photo (``output_name``) of ``target`` (a photo, a folder of photos, or a list of
+    them); returns the counts of photos ``done`` (with a face), ``no_face`` and ``unreadable``.  The JSON names
+    the model, its runtime and the options that made the points.
 
     Detections scoring below ``min_score`` (None: ``faces.MIN_SCORE``) are dropped; the JSON says the
     threshold and how many were dropped.  With ``crops`` each face also gets an enlarged crop
@@ -50,17 +79,15 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     target, a folder without photos, a single unreadable photo or a folder of them only raise, naming
     the file or folder, before or instead of any work.
     """
-    target, out_dir = Path(target), Path(out_dir)
-    if not target.exists():
-        raise FileNotFoundError(f"{target}: no such photo or folder")
-    files = image_files(target)
-    if not files:
-        raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if not target.is_dir():
-        faces.as_photo(target)  # an unreadable photo is an error before the model loads
+    targets = [Path(t) for t in ([target] if isinstance(target, (str, Path)) else target)]
+    out_dir = Path(out_dir)
+    files = _photos_of(targets)
+    if len(targets) == 1 and not targets[0].is_dir():
+        faces.as_photo(targets[0])  # an unreadable photo is an error before the model loads
     if align:
         check_alignment(*align)
     predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
+    model = default_model_dir() if run_dir is None else run_dir
     if align:
         anchors(predictor.scheme)  # a markup without eyes and mouth fails here, not after the first photo
     detector = predictor.detector
@@ -80,14 +107,16 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
             print(f"{path}: no face found{dropped}", file=sys.stderr)
             counts["no_face"] += 1
             continue
-        info = {"scheme": predictor.scheme.name, "min_score": _json_number(detector.min_score),
+        info = {"model": str(model), "runtime": predictor.runtime, "flip_test": flip_test, "recrop": recrop,
+                "scheme": predictor.scheme.name, "min_score": _json_number(detector.min_score),
                 "dropped_below_min_score": detector.dropped}
         aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
         written = write_results(path, image, found, out_dir, info, crops, aligned)
         print(f"{path}: {len(found)} face(s) -> {written}{dropped}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):
-        raise ValueError(f"{target}: none of its {len(files)} image(s) could be read")
+        raise ValueError(f"{targets[0] if len(targets) == 1 else 'the photos'}: none of its {len(files)} image(s) "
+                         f"could be read")
     return counts
 
 

@@ -289,6 +289,9 @@ class Predictor:
         for marker, loader in RUN_KINDS.items():  # runs of other kinds (pipelines) load through their own class
             if (run_dir / marker).is_file():
                 return loader(run_dir, runtime=runtime, threads=threads, **kwargs)
+        if runtime == "keras" and runtimes.is_export(run_dir):
+            raise ValueError(f"{run_dir}: an export, which ONNX Runtime or LiteRT runs; Keras needs the run "
+                             f"directory it came from")
         export = exported_for(run_dir, runtime if weights == "best" else "keras")
         if export is not None:
             model, meta = runtimes.load_model(export, "auto" if runtime == "keras" else runtime, threads)
@@ -336,6 +339,10 @@ class Predictor:
         ``first``: these crops' points from a pass without ``recrop`` (the same flip test), when already made, as
         an evaluation's rows make them: with ``recrop`` only its second pass then runs.
         """
+        crops = np.asarray(crops)
+        if crops.ndim != 4:
+            raise ValueError(f"crops must be a batch (N, S, S, C), got shape {crops.shape}"
+                             + (" (one crop: crops[None])" if crops.ndim == 3 and crops.shape[-1] in (1, 3) else ""))
         batch_size = batch_size or self.batch_size
         out = [self._predict(self.prepare(crops[start:start + batch_size]),
                              None if first is None else first[start:start + batch_size])

@@ -107,8 +107,12 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
     """The runtime and model file to use: the one ``path`` names, else ``runtime``'s file, else ('auto')
     the first of ``RUNTIMES`` whose file exists and whose Python package is installed."""
     if path is not None and path.is_file():
-        runtime = {".onnx": "onnx", ".tflite": "litert"}[path.suffix]
-        return runtime, path
+        theirs = {".onnx": "onnx", ".tflite": "litert"}[path.suffix]
+        if runtime not in ("auto", theirs):
+            names = {"onnx": "ONNX Runtime", "litert": "LiteRT", "keras": "Keras"}
+            raise ExportError(f"{path}: a model for {names[theirs]}, not {names.get(runtime, runtime)} (give its "
+                              f"folder to choose the runtime)")
+        return theirs, path
     files = meta.get("files", FILES)
     if runtime != "auto":
         if runtime not in RUNTIMES:

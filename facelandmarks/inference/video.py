@@ -291,12 +291,20 @@ def video_outputs(source, out_path, points_path=None) -> tuple[Path, Path]:
     return out_path, points_path
 
 
+def check_source(source) -> bool:
+    """Whether ``source`` is a camera index; a missing video file or a folder is an error naming it."""
+    camera = str(source).isdigit()
+    if not camera and Path(source).is_dir():
+        raise IsADirectoryError(f"{source}: a folder, not a video file")
+    if not camera and not Path(source).is_file():
+        raise FileNotFoundError(f"{source}: no such video file")
+    return camera
+
+
 def open_capture(source) -> tuple[cv2.VideoCapture, bool]:
     """(an open capture of a video file or camera index, whether it is a camera); FileNotFoundError or
     OSError in one line (OpenCV's own warnings about a missing camera silenced)."""
-    camera = str(source).isdigit()
-    if not camera and not Path(source).is_file():
-        raise FileNotFoundError(f"{source}: no such video file")
+    camera = check_source(source)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
@@ -339,6 +347,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     out_path, points_path = video_outputs(source, out_path, points_path)
     partial = out_path.with_name(f"{out_path.stem}.partial{out_path.suffix}")
+    check_source(source)  # before the model loads
     predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
     if min_score is not None:
         predictor.detector.min_score = min_score
@@ -365,7 +374,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                     raise OSError(f"{out_path}: OpenCV cannot write an mp4v video there")
                 points_file = open(points_path, "w", buffering=1)  # a line at a time: a kill leaves whole frames
                 header = {"source": str(source), "model": str(default_model_dir() if run_dir is None else run_dir),
-                          "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
+                          "runtime": predictor.runtime, "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
                           "fps": round(float(fps_in), 3), "width": image.shape[1], "height": image.shape[0],
                           "redetect_every": tracker.redetect_every, "smooth": tracker.smooth,
                           "flip_test": flip_test, "recrop": recrop}

@@ -18,6 +18,8 @@ from facelandmarks.landmarks import get_scheme, mirror_landmarks
 def read_run_config(run_dir: Path) -> dict:
     """``run_dir/config.json``, checked to be a trained run's; a scheme of the run's own is registered."""
     path = Path(run_dir) / "config.json"
+    if not Path(run_dir).exists():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     try:

