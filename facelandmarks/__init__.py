@@ -9,7 +9,7 @@ The package follows the data flow:
 - ``facelandmarks.inference``  -- ``Predictor`` on crops, photos and video; dlib's predictor as baseline
 - ``facelandmarks.pipelines``  -- coarse-to-fine refinement behind the same ``Predictor`` interface
 - ``facelandmarks.evaluation`` -- metrics, tables, plots
-- ``facelandmarks.cli``        -- the four scripts: datagen, models, train, evaluate
+- ``facelandmarks.cli``        -- the five scripts: datagen, models, train, evaluate, export
 
 A lower layer never imports a higher one.  ``from facelandmarks import Predictor`` is the entry
 point for using a trained run::

@@ -134,7 +134,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     bott.add_argument("--data", required=True, help="input dataset npz (from prepare)")
     bott.add_argument("--out", required=True, help="output npz (features instead of images)")
     bott.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file (default imagenet)")
-    bott.add_argument("--batch-size", type=int, default=32)
+    bott.add_argument("--batch-size", type=int, default=32, help="images per forward pass of the backbone (default 32; lower it if memory runs short)")
     bott.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
 
     info = sub.add_parser("info", help="summary of dataset files", epilog=EPILOG)

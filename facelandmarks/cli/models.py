@@ -15,7 +15,8 @@ def build_parser() -> OneLineParser:
         prog="models.py",
         description="The toolkit's landmark models. Use a NAME with train.py; see docs/models.md.",
         epilog="models.py --list names every model with its input, size, description and options (as JSON for "
-               "train.py --model-options).",
+               "train.py --model-options). Its 'from' column is where the design comes from: a section of the "
+               "reports the toolkit was designed from ('seed 000 3.2.1'; 000 the primary one), a paper, or 'ours'.",
     )
     parser.add_argument("--list", action="store_true", help="print name, parameters, input, description and options of every model")
     parser.add_argument("--summary", metavar="NAME", help="print the layer summary of one model")
@@ -52,9 +53,10 @@ def main(argv=None):
         return 0
     if args.list:
         rows = describe_models(args.num_points, progress=True)
-        print(f"{'model':<22} {'input':<16} {'params':>12}  {'from':<20} description")
+        width = max(20, *(len(row["source"]) for row in rows))  # a long origin keeps the columns straight
+        print(f"{'model':<22} {'input':<16} {'params':>12}  {'from':<{width}} description")
         for row in rows:
-            print(f"{row['name']:<22} {row['input']:<16} {row['params']:>12,}  {row['source']:<20} {row['description']}")
+            print(f"{row['name']:<22} {row['input']:<16} {row['params']:>12,}  {row['source']:<{width}} {row['description']}")
             print(f"{'':<22} options (--model-options): {json.dumps(row['options'])}")
     if args.summary:
         spec = get_spec(args.summary)

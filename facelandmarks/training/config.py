@@ -135,9 +135,10 @@ class TrainConfig:
                                       "rate scales with the number of replicas", choices=DISTRIBUTE_MODES)
     jit_compile: str = setting("auto", "XLA-compile train steps; auto: off for TensorFlow on CPU (slower there), on otherwise",
                                choices=JIT_MODES)
-    init: str | None = setting(None, "start from a trained run (its best weights) or a .weights.h5 of the same model "
-                                     "and input size: fine-tuning on new data; of another point count (scheme), the "
-                                     "layers that fit are kept and the head starts fresh. --init alone (or 'shipped'): "
+    init: str | None = setting(None, "start from a trained run (its best weights) or a .weights.h5: fine-tuning on "
+                                     "new data. The layers whose weights fit are kept (any input size); for another "
+                                     "point count or markup the head starts fresh; a run of another model gives the "
+                                     "layers named alike (the MobileNetV2 backbone). --init alone (or 'shipped'): "
                                      "the shipped model, recorded in config.json by its folder", const=SHIPPED,
                                metavar="RUN")
     teachers: list = setting([], "distillation: trained runs or shipped-model folders whose flip-test points, averaged, "

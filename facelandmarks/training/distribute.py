@@ -83,7 +83,7 @@ def read_tf_config() -> dict:
     """The ``TF_CONFIG`` of this process, checked."""
     text = os.environ.get("TF_CONFIG")
     if not text:
-        raise ValueError("--distribute multiworker needs TF_CONFIG (see README: Training on a cluster)")
+        raise ValueError("--distribute multiworker needs TF_CONFIG (docs/training.md#several-gpus-or-machines)")
     try:
         config = json.loads(text)
         workers = config["cluster"]["worker"]
