@@ -208,12 +208,14 @@ write_results(photo, image, predictor.detect_and_predict(image), Path(sys.argv[2
 def cold_start(args) -> list[dict]:
     """Fresh processes marking one photo: seconds to the written PNG and to exit, peak RSS (medians)."""
     from facelandmarks.inference.dlib_baseline import DlibPredictor
+    from facelandmarks.inference.runtimes import is_export
 
     photo, python = str(args.samples / "einstein.jpg"), sys.executable
     evaluate = [python, str(ROOT / "evaluate.py"), str(args.model), "--image", photo, "--out"]
-    cases = [(f"evaluate.py --image --runtime {r}", evaluate, ["--runtime", r]) for r in ("keras", "onnx")]
+    keras = () if is_export(args.model) else ("keras",)  # an export runs without Keras: no Keras rows for it
+    cases = [(f"evaluate.py --image --runtime {r}", evaluate, ["--runtime", r]) for r in (*keras, "onnx")]
     cases += [(f"Predictor.load(runtime={r!r}) script", [python, "-c", LIBRARY_SCRIPT, photo], [str(args.model), r])
-              for r in ("keras", "onnx", "litert")]
+              for r in (*keras, "onnx", "litert")]
     cases.append(("plain dlib script (detector + shape predictor)", [python, "-c", DLIB_SCRIPT, photo],
                   [str(DlibPredictor.default_model_path())]))
     rows = []

@@ -142,11 +142,16 @@ def _misplaced_option(args, mode: str) -> str | None:
 
 
 def _is_run(path: Path) -> bool:
-    """A run directory, pipeline run or export (folder or model file): not a photo to mark."""
+    """A run directory (a config.json and weights, or no photos beside it), pipeline run or export (folder or model
+    file): not a folder of photos that happens to hold a config.json."""
     from facelandmarks.inference import runtimes
+    from facelandmarks.inference.photos import image_files
 
     if path.is_dir():
-        return any((path / name).is_file() for name in ("config.json", "pipeline.json", runtimes.EXPORT_FILE))
+        if (path / "pipeline.json").is_file() or (path / runtimes.EXPORT_FILE).is_file():
+            return True
+        weights = any((path / name).is_file() for name in ("best.weights.h5", "last.weights.h5", "model.keras"))
+        return (path / "config.json").is_file() and (weights or not image_files(path))
     return path.suffix in (".onnx", ".tflite")
 
 
@@ -177,6 +182,7 @@ def _needs_keras(run: Path, runtime_name: str) -> bool:
 
 
 def _run(args) -> int:
+    import facelandmarks.pipelines  # noqa: F401  (pipeline runs load like single models; no backend imported)
     from facelandmarks.data.errors import check_writable
 
     check_writable(Path(args.out).parent if args.video else Path(args.out))  # before hours of scoring, not after

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     runtime.startup(args.verbose)
+    import facelandmarks.pipelines  # noqa: F401  (pipeline runs export stage by stage)
     from facelandmarks.cli.common import USER_ERRORS, error_line
     from facelandmarks.inference.export import export_run
 

@@ -8,6 +8,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +165,11 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     Raises:
         ImageReadError: the file is missing, empty, truncated or not decodable.
     """
-    views, notes = read_image_views(path)
+    views, notes = read_image_views(path, stored=False)
     return views[0][1], notes
 
 
-def read_image_views(path: str | os.PathLike) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+def read_image_views(path: str | os.PathLike, stored: bool = True) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """The image as viewers show it and, when its EXIF orientation turns or flips it, as stored.
 
     Annotation tools disagree on EXIF: some placed the points on the turned
@@ -176,7 +177,7 @@ def read_image_views(path: str | os.PathLike) -> tuple[list[tuple[str, np.ndarra
     fit (``cropping.choose_view``).
 
     Returns:
-        ``([(label, RGB image), ...], notes)``, the EXIF-turned view first.
+        ``([(label, RGB image), ...], notes)``, the EXIF-turned view first (the only one without ``stored``).
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -184,7 +185,7 @@ def read_image_views(path: str | os.PathLike) -> tuple[list[tuple[str, np.ndarra
     # The data may hold 8 or 16 bits, gray, RGB or RGBA: IMREAD_COLOR gives 8-bit BGR for all.
     views = [("as displayed", _decode(data, kind, cv2.IMREAD_COLOR))]
     orientation = exif_orientation(data) if kind == "JPEG" else None
-    if orientation and orientation != 1:
+    if orientation and orientation != 1 and stored:
         views[0] = (f"image turned by its EXIF orientation {orientation}", views[0][1])
         stored = _decode(data, kind, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         views.append((f"stored pixels (EXIF orientation {orientation} ignored)", stored))
@@ -209,36 +210,45 @@ def _read_bytes(path: Path) -> bytes:
 
 def _decode(data: bytes, kind: str, flags: int) -> np.ndarray:
     image, said = _imdecode_quietly(data, flags)
-    if image is not None and kind == "JPEG" and "Premature end of JPEG file" in said:
-        raise ImageReadError("truncated JPEG (the data ends before the image: the rest would be grey)")
-    if image is None:
-        if kind == "JPEG" and b"\xff\xd9" not in data[-4096:]:
+    if image is None and kind == "JPEG" and b"\xff\xd9" not in data[-4096:]:
+        # OpenCV's decoder from memory refuses a JPEG without its end marker, which its file reader takes: a
+        # file cut off after its last pixel decodes with the marker put back, and libjpeg says nothing
+        image, said = _imdecode_quietly(data + b"\xff\xd9", flags)
+        if image is None or said.strip():
             raise ImageReadError("truncated JPEG (no end-of-image marker)")
+    if image is None:
         if kind == "PNG" and b"IEND" not in data[-64:]:
             raise ImageReadError("truncated PNG (no IEND chunk)")
         raise ImageReadError(f"corrupt or unsupported image data ({kind} signature)")
     return np.ascontiguousarray(image[..., ::-1])
 
 
+_STDERR = threading.Lock()  # one decoder at a time borrows the process's stderr
+
+
 def _imdecode_quietly(data: bytes, flags: int) -> tuple[np.ndarray | None, str]:
-    """``cv2.imdecode`` with what libjpeg, libpng and OpenCV's log print on the process's stderr (``Premature end
-    of JPEG file``, ``libpng error: Read Error``) caught instead of shown: the caller turns it into one line."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no stderr to borrow: decode as it is
-        return cv2.imdecode(np.frombuffer(data, np.uint8), flags), ""
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-            finally:
-                os.dup2(saved, 2)
-            sink.seek(0)
-            return image, sink.read().decode(errors="replace")
-    finally:
-        os.close(saved)
+    """``cv2.imdecode``, with what libjpeg, libpng and OpenCV's log print on the process's stderr (``libpng error:
+    PNG input buffer is incomplete``) caught instead of shown: the caller turns a failure into one line."""
+    with _STDERR:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no stderr to borrow: decode as it is
+            return cv2.imdecode(np.frombuffer(data, np.uint8), flags), ""
+        try:
+            with tempfile.TemporaryFile() as sink:
+                try:
+                    os.dup2(sink.fileno(), 2)
+                    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+                finally:
+                    os.dup2(saved, 2)
+                sink.seek(0)
+                return image, sink.read().decode(errors="replace")
+        except OSError:  # no temporary file to be had: decode as it is
+            return cv2.imdecode(np.frombuffer(data, np.uint8), flags), ""
+        finally:
+            os.close(saved)
 
 
 def exif_orientation(data: bytes) -> int | None:

@@ -64,6 +64,8 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
     _check_destination(dest, run_dir)
     dest = dest.resolve()
     predictor = Predictor.load(run_dir, runtime="keras")  # an export is refused: the run it came from exports
+    if predictor.runtime != "keras":  # a loader of another kind that let an export through
+        raise ValueError(f"{run_dir}: already an export; give the run directory it came from")
     stages = getattr(predictor, "stages", None)
     work = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(work, ignore_errors=True)

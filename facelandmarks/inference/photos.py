@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ CROP_SIZE = 384  # px, the side of the enlarged face crops
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
-# what run_on_images writes beside a photo's name: not photos to mark when its output folder is marked again
-OUTPUT_FILE = re.compile(r".+\.[^.]+_(landmarks|face\d+|aligned\d+)\.png")
+# what run_on_images writes after a photo's whole name: not photos to mark when its output folder is marked again
+_SUFFIXES = "|".join(map(re.escape, sorted(IMAGE_SUFFIXES)))
+OUTPUT_FILE = re.compile(rf".+({_SUFFIXES})_(landmarks|face\d+|aligned\d+)\.png", re.IGNORECASE)
 
 
 def image_files(target: Path) -> list[Path]:
@@ -79,7 +81,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     target, a folder without photos, a single unreadable photo or a folder of them only raise, naming
     the file or folder, before or instead of any work.
     """
-    targets = [Path(t) for t in ([target] if isinstance(target, (str, Path)) else target)]
+    targets = [Path(t) for t in ([target] if isinstance(target, (str, os.PathLike)) else target)]
     out_dir = Path(out_dir)
     files = _photos_of(targets)
     if len(targets) == 1 and not targets[0].is_dir():

@@ -60,8 +60,11 @@ class PipelinePredictor(Predictor):
             run_dir = exported
         elif runtime not in ("keras", "auto") and not _is_exported(run_dir):
             raise runtimes.ExportError(f"{run_dir}: not exported (python export.py {run_dir})")
+        if runtime == "keras" and _is_exported(run_dir):
+            raise ValueError(f"{run_dir}: an export, which ONNX Runtime or LiteRT runs; Keras needs the pipeline run "
+                             f"it came from")
         config = PipelineConfig.load(run_dir)
-        stage_options = {"runtime": "auto" if _is_exported(run_dir) else "keras", "threads": threads}
+        stage_options = {"runtime": runtime if _is_exported(run_dir) else "keras", "threads": threads}
         stage1 = Predictor.load(_stage_path(run_dir, config.stage1), **stage_options)
         refiners = {}
         for region in config.regions:

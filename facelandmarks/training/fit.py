@@ -75,14 +75,19 @@ def _restart_for_markup(config: TrainConfig, before: dict | None, scheme, model)
     """For ``--init`` from a run (``before``: its config.json) of another markup with as many points: the layers of
     ``model``'s head, which ``init_weights`` then starts fresh (their outputs are the other markup's points), and the
     reason for its line."""
-    from facelandmarks.models import build_model
-
     other = before.get("scheme") if before else None
     if other is None or other == scheme.name or before.get("num_points") != scheme.num_points:
         return (), ""  # the same markup, or another point count: the layers that do not fit restart anyway
+    return _head(config, scheme, model), f": the run's points are {other}'s, this data's {scheme.name}'s"
+
+
+def _head(config: TrainConfig, scheme, model) -> tuple[str, ...]:
+    """The layers of ``model`` sized by the point count (``head_layers``, against a build for one point more)."""
+    from facelandmarks.models import build_model
+
     one_more = build_model(config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points + 1,
                            weights="none", train_blocks=config.train_blocks, **config.model_options)
-    return head_layers(model, one_more), f": the run's points are {other}'s, this data's {scheme.name}'s"
+    return head_layers(model, one_more)
 
 
 def _has_gpu() -> bool:
@@ -148,7 +153,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             if config.init and not resume:
                 before = init_run_config(config)
                 if before and before.get("model") not in (None, config.model):  # another family: by layer name
-                    init_from_other_model(model, config.init, before)
+                    init_from_other_model(model, config.init, before, _head(config, scheme, model))
                 else:
                     init_weights(model, config.init, *_restart_for_markup(config, before, scheme, model))
                 if warning := init_split_warning(config, scheme.name):

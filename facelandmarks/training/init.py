@@ -62,20 +62,25 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
           f"restarted {len(restarted)} ({', '.join(restarted)}){why}")
 
 
-def init_from_other_model(model, source: str, config: dict) -> None:
+def init_from_other_model(model, source: str, config: dict, head: tuple[str, ...] = ()) -> None:
     """``--init`` from a run of another model (``config``: its ``config.json``), such as a regressor started from
     the shipped PIP model: the layers both models name alike and whose weights fit -- the backbone's, which
     Keras names (``block_3_expand``, ...) -- are carried over; the others start fresh; one line says how many.
 
     Keras' weight files key layers by class and order, and the two models nest their backbones differently,
     so the run's model is rebuilt from its config and its layers are matched by name. Names Keras made up
-    (``dense_2``) match nothing: two models' ``conv2d_3`` are not the same layer. An error naming the file
-    when nothing matches.
+    (``dense_2``) match nothing: two models' ``conv2d_3`` are not the same layer; nor do the layers of ``head``
+    (paths, as ``head_layers`` gives them: those sized by the point count), whose outputs mean the other model's
+    points after layers that start fresh. An error naming the file when nothing matches.
     """
     from facelandmarks.training.runs import build_run_model
 
     path = _weights_file(source)
-    theirs = build_run_model(config)
+    try:
+        theirs = build_run_model(config)
+    except KeyError as key:
+        raise InitMismatch(f"{path}: its run's config.json has no {key} to rebuild its {config['model']} from "
+                           f"(--init)", path) from None
     try:
         theirs.load_weights(path)
     except ValueError as err:
@@ -84,7 +89,8 @@ def init_from_other_model(model, source: str, config: dict) -> None:
     named = {layer.name: layer for layer in _weighted_layers(theirs) if not _made_up_name(layer)}
     kept, fresh = [], []
     for layer in _weighted_layers(model):
-        other = named.get(layer.name) if not _made_up_name(layer) else None
+        sized_by_points = any(v.path.rsplit("/", 1)[0] in head for v in layer.weights)
+        other = named.get(layer.name) if not (_made_up_name(layer) or sized_by_points) else None
         if other is not None and [v.shape for v in other.weights] == [v.shape for v in layer.weights]:
             layer.set_weights(other.get_weights())
             kept.append(layer.name)

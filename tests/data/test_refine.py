@@ -12,6 +12,7 @@ from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
 from facelandmarks.data.faces import from_patch, to_patch
 from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.runtimes import ExportError
 from facelandmarks.landmarks import REFINED_REGIONS, box_scheme, get_scheme
 from facelandmarks.pipelines.boxes import box_corners, boxes_from_corners, region_boxes
 from facelandmarks.pipelines.config import PipelineConfig
@@ -128,6 +129,17 @@ def test_an_exported_pipeline_predicts_like_the_pipeline(pipelines, tiny_ibug, t
     assert exported.box_net.runtime == "onnx"
     reference = Predictor.load(pipelines / "regions", runtime="keras").predict_crops(crops)
     assert np.abs(exported.predict_crops(crops) - reference).max() * 48 < 0.01  # crop pixels
+    # a runtime named for it is the one that runs, or an error (it once fell back to ONNX Runtime in silence)
+    with pytest.raises(ValueError, match="an export, which ONNX Runtime or LiteRT runs; Keras needs the pipeline run"):
+        Predictor.load(dest, runtime="keras")
+    with pytest.raises(ExportError, match="no litert export here"):
+        Predictor.load(dest, runtime="litert")
+    # export.py itself knows pipelines (it once said "not a run directory"), and an export is not exported again
+    from facelandmarks.cli import export as export_cli
+
+    assert export_cli.main([str(pipelines / "cascade"), "--to", str(tmp_path / "cascade-onnx"), "--format", "onnx"]) == 0
+    assert Predictor.load(tmp_path / "cascade-onnx").stage1.runtime == "onnx"
+    assert export_cli.main([str(dest), "--to", str(tmp_path / "again"), "--format", "onnx"]) == 2
 
 
 def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys):

@@ -202,7 +202,7 @@ def test_init_starts_from_a_trained_run_and_names_a_misfit(tmp_path, tiny_run, t
     assert main(["resnet_scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "misfit"),
                        "--epochs", "1", "--init", str(tiny_run / "best.weights.h5")]) == 2
     err = capsys.readouterr().err
-    assert "best.weights.h5" in err and "does not fit" in err
+    assert "best.weights.h5" in err and "nothing to start from" in err
     assert main(["scratch", "--data", str(tiny_ibug["train"]), "--run-dir", str(tmp_path / "nowhere"),
                        "--epochs", "1", "--init", str(tmp_path / "no-such-run")]) == 2
     assert "no-such-run" in capsys.readouterr().err

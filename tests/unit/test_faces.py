@@ -53,7 +53,29 @@ def test_a_cut_short_photo_is_one_line_and_the_image_libraries_stay_quiet(tmp_pa
         assert faces.read_rgb(whole).shape == (120, 160, 3)
         with pytest.raises(ValueError, match=f"^{cut}: cannot read image: {says}"):
             faces.as_photo(cut)
+    unended = tmp_path / "unended.jpg"  # every pixel there, only the 2-byte end marker missing: OpenCV's file reader
+    unended.write_bytes((tmp_path / "whole.jpg").read_bytes()[:-2])  # takes it, so the photo reader does too
+    assert np.array_equal(faces.read_rgb(unended), faces.read_rgb(tmp_path / "whole.jpg"))
     assert capfd.readouterr().err == ""
+
+
+def test_decoders_on_several_threads_leave_stderr_as_it_was(tmp_path):
+    """Each decode borrows the process's stderr; threads once swapped it for one another's temporary files."""
+    import os
+    import threading
+
+    import cv2
+
+    path = tmp_path / "p.jpg"
+    path.write_bytes(cv2.imencode(".jpg", np.zeros((32, 32, 3), np.uint8))[1].tobytes())
+    before = os.fstat(2)
+    threads = [threading.Thread(target=lambda: [faces.read_rgb(path) for _ in range(50)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
 
 
 def test_empty_box_is_an_error():

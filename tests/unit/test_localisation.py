@@ -289,6 +289,27 @@ def test_init_from_a_run_of_another_model_keeps_the_backbone_by_name(tmp_path, c
             np.testing.assert_array_equal(np.asarray(variable), fresh[variable.path])
     with pytest.raises(InitMismatch, match="this mobilenetv2_heatmap run has no layer named and shaped as one of"):
         init_from_other_model(build_model("scratch", (64, 64, 3), K), str(tmp_path), config)
+    with pytest.raises(InitMismatch, match="config.json has no 'num_points' to rebuild its mobilenetv2_heatmap from"):
+        init_from_other_model(model, str(tmp_path), {k: v for k, v in config.items() if k != "num_points"})
+
+
+def test_init_from_another_model_never_keeps_a_head_sized_by_the_points(tmp_path):
+    """Every regressor ends in a dense layer named landmark_coordinates: from another family it follows layers that
+    start fresh, so it means nothing; with it the only match, there is nothing to start from."""
+    import json
+
+    from facelandmarks.training.init import InitMismatch, head_layers, init_from_other_model
+
+    source = build_model("mobilenetv2", (64, 64, 3), K, normalization="torch")
+    config = {"model": "mobilenetv2", "input_shape": [64, 64, 3], "num_points": K, "model_options": {"normalization": "torch"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    source.save_weights(tmp_path / "best.weights.h5")
+    mlp = build_model("mlp", (16, 16, 3), K, hidden_units=[512])
+    assert mlp.get_layer("landmark_coordinates").weights[0].shape == source.get_layer("landmark_coordinates").weights[0].shape
+    head = head_layers(mlp, build_model("mlp", (16, 16, 3), K + 1, hidden_units=[512]))
+    assert head == ("landmark_coordinates",)
+    with pytest.raises(InitMismatch, match="nothing to start from"):
+        init_from_other_model(mlp, str(tmp_path), config, head)
 
 
 def test_layers_keras_named_after_their_class_match_nothing():

@@ -186,6 +186,21 @@ def test_photos_and_run_directories_in_any_order(files, tmp_path, capsys):
     assert lines == ["evaluate.py: --image names run directories only; give it photos or folders of photos"]
 
 
+def test_what_counts_as_a_run_among_the_photos_and_as_an_output_in_a_folder(files, tmp_path):
+    """A folder of photos that holds a config.json of its own is photos (a run has weights too); names that only
+    look like outputs (john.smith_face1.png) are photos."""
+    from facelandmarks.cli.evaluate import _is_run
+    from facelandmarks.inference.photos import image_files
+
+    photos = _mkdir(tmp_path / "photos")
+    for name in ("a.jpg", "john.smith_face1.png", "2023.05.01_landmarks.png", "a.jpg_landmarks.png", "a.jpg_face0.png",
+                 "a.jpg_aligned1.png", "B.JPEG_landmarks.png"):
+        (photos / name).write_bytes(b"")
+    (photos / "config.json").write_text("{}")
+    assert not _is_run(photos) and _is_run(fake_run(files["root"] / "ok")) and _is_run(tmp_path / "model.onnx")
+    assert [p.name for p in image_files(photos)] == ["2023.05.01_landmarks.png", "a.jpg", "john.smith_face1.png"]
+
+
 def _broken_photo(f, folder: str) -> Path:
     photo = _mkdir(f["root"] / folder) / "broken.jpg"
     photo.write_bytes(b"\xff\xd8\xff\xe0 cut short")
