@@ -76,7 +76,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         ),
         epilog=EPILOG,
     )
-    prep.add_argument("datasets", nargs="+", choices=DATASETS, metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
+    prep.add_argument("datasets", nargs="+", type=_dataset_name, metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
     prep.add_argument("--source", action="append", required=True, help="dataset folder (one per DATASET, in order)")
     prep.add_argument("--size", type=int, required=True, help="side of the square crops in pixels")
     prep.add_argument("--out", required=True, help="output prefix: writes PREFIX_train.npz, PREFIX_test.npz, PREFIX_report.json/.txt")
@@ -162,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"datagen.py {command}: interrupted; previous outputs left as they were", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _dataset_name(text: str) -> str:
+    """A dataset's name in any case (300W, MUCT); another word is refused with the name it may have meant."""
+    if text.lower() in DATASETS:
+        return text.lower()
+    close = [d for d in DATASETS if d.startswith(text.lower()[:3])]
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}: {hint}choose from {', '.join(DATASETS)}")
 
 
 def _fail(command: str, message: str) -> int:

@@ -9,6 +9,7 @@ point "visible".  Such faces are skipped with the reason in the report.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from dataclasses import dataclass
 
 import cv2
@@ -63,6 +64,10 @@ _WORKER: dict = {}
 def _init_worker(settings: CropSettings, pooled: bool = True) -> None:
     if pooled:
         cv2.setNumThreads(1)  # the pool already uses every core
+        # Ctrl-C reaches the whole process group: the main process alone stops the pool. A worker interrupted
+        # halfway through sending a result once left the pool's result thread waiting for ever (and printed
+        # a traceback per worker).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["settings"] = settings
     _WORKER["detector"] = faces.FaceDetector(upsample=settings.upsample)
 

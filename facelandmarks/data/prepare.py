@@ -103,6 +103,20 @@ FALLBACK_WARN_SHARE = 0.2
 FALLBACK_WARN_FACES = 10
 
 
+def _check_sources(datasets: list[tuple[str, str]]) -> None:
+    """Two sources of which one holds the other (or the same twice) would read their faces twice, under two
+    subject names, so a photo could land on both sides of the split: an error naming both."""
+    for _, source in datasets:
+        if not Path(source).exists():
+            raise ValueError(f"{source}: no such folder (--source)")
+    resolved = [(source, Path(source).resolve()) for _, source in datasets]
+    for i, (a, path_a) in enumerate(resolved):
+        for b, path_b in resolved[i + 1:]:
+            if path_a == path_b or path_a in path_b.parents or path_b in path_a.parents:
+                raise ValueError(f"--source {a} and --source {b}: one holds the other, so their faces would be read "
+                                 f"twice and could be on both sides of the split (give the folder once)")
+
+
 def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
     """Read, crop, split and write one or more datasets of one scheme as one set.
 
@@ -125,6 +139,10 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
     for name, _ in datasets:
         if name not in READERS:
             raise ValueError(f"{name}: unknown dataset; known: {', '.join(DATASETS)}")
+    _check_sources(datasets)
+    if str(options.out).endswith(".npz"):
+        raise ValueError(f"--out {options.out}: a prefix, not a file: prepare writes PREFIX_train.npz, PREFIX_test.npz "
+                         f"and PREFIX_report.* (drop the .npz)")
     writer = SetWriter(options.out)  # the output location is checked before anything is read
     try:
         report, summary = _prepare_into(writer, datasets, options, started)

@@ -22,7 +22,8 @@ DATASETS = ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml", "coco", "c
 CSV_LAYOUTS = ("xy", "xxyy")
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
+_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = _SUFFIXES + tuple(s.upper() for s in _SUFFIXES)  # what an annotation's image may be called
 
 
 class AnnotationError(ValueError):

@@ -338,7 +338,8 @@ def test_corrupt_truncated_and_missing_images_are_skipped_with_reasons(data_dir,
     assert reasons == {
         "afw/134212_1.jpg": "corrupt or unsupported image data (JPEG signature)",
         "afw/134212_2.jpg": "truncated JPEG (no end-of-image marker)",
-        "afw/111076519_1.jpg": "image missing for afw/111076519_1.pts",
+        "afw/111076519_1.jpg": "image missing for afw/111076519_1.pts (no 111076519_1.* beside it: looked for .jpg, "
+                               ".jpeg, .png, .bmp, .ppm, .pgm, .tif, .tiff, .webp)",
     }
     assert report["counts"] == {"listed": 4, "read": 1, "detected": 1, "fallback": 0, "given": 0, "written": 1, "skipped": 3}
     summary = capsys.readouterr().out

@@ -253,8 +253,65 @@ def bad_annotations(tmp_path):
     cases.append(("wflw line too short", "wflw", wflw))
     for dataset in ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml"):
         cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere"))
+    for label, edit in COCO_EDITS.items():
+        coco = folder(f"coco_{len(cases)}")
+        (coco / "faces.json").write_text(json.dumps(edit(coco_file())))
+        cases.append((f"coco: {label}", "coco", coco))
     return [(label, ["prepare", dataset, "--source", str(source), "--size", "32", "--out", str(tmp_path / "o" / "x"),
                      "--workers", "1", "--quiet"]) for label, dataset, source in cases]
+
+
+def coco_file() -> dict:
+    """A COCO keypoint file of one face with three named points (its image need not exist to be refused)."""
+    return {"images": [{"id": 1, "file_name": "a.jpg"}],
+            "annotations": [{"id": 7, "image_id": 1, "keypoints": [10, 10, 2, 20, 10, 2, 15, 20, 2]}],
+            "categories": [{"name": "face", "keypoints": ["left_eye", "right_eye", "mouth"]}]}
+
+
+def _edit(data: dict, where: str, value) -> dict:
+    part, key = where.split(".")
+    if key == "*":
+        data[part] = value
+    else:
+        data[part][0][key] = value
+    return data
+
+
+# one field edited each: every one a line naming the file, where it once was a Python traceback
+COCO_EDITS = {
+    "images not objects": lambda d: _edit(d, "images.*", [1, 2]),
+    "an annotation not an object": lambda d: _edit(d, "annotations.*", [5]),
+    "file_name a number": lambda d: _edit(d, "images.file_name", 123),
+    "file_name null": lambda d: _edit(d, "images.file_name", None),
+    "image_id a list": lambda d: _edit(d, "annotations.image_id", [1]),
+    "flip_pairs not pairs": lambda d: _edit(d, "categories.flip_pairs", [[0]]),
+}
+
+
+def test_datagen_names_what_is_wrong_with_sources_names_and_out(tmp_path, capsys):
+    data = tmp_path / "300w"
+    for stem in ("x_1", "y_1", "z_1", "w_1", "v_1"):
+        write_face(data / "afw", stem, face_shape())
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    (coco / "faces.json").write_text(json.dumps(_edit(coco_file(), "images.file_name", None)))
+    out = ["--size", "32", "--out", str(tmp_path / "o" / "x"), "--workers", "1", "--quiet"]
+    for argv, says in (
+        (["300w", "300w", "--source", str(data), "--source", str(data / "afw")],
+         f"--source {data} and --source {data / 'afw'}: one holds the other, so their faces would be read twice"),
+        (["300w", "--source", str(tmp_path / "nowhere")], f"{tmp_path / 'nowhere'}: no such folder (--source)"),
+        (["coco", "--source", str(coco)], f"{coco / 'faces.json'}: images[0] (id 1): 'file_name' is not a file name (got None)"),
+    ):
+        assert main(["prepare", *argv, *out]) == EXIT_INPUT
+        assert capsys.readouterr().err.startswith(f"datagen.py prepare: {says}")
+    with pytest.raises(SystemExit):  # argparse's usage error, one line
+        main(["prepare", "youtube", "--source", str(data), *out])
+    assert "argument DATASET: unknown dataset 'youtube': did you mean youtube68?" in capsys.readouterr().err
+    assert main(["prepare", "300w", "--source", str(data), "--size", "32", "--out", str(tmp_path / "x_train.npz"),
+                 "--workers", "1", "--quiet"]) == EXIT_INPUT
+    assert "a prefix, not a file: prepare writes PREFIX_train.npz" in capsys.readouterr().err
+    assert main(["prepare", "300W", "--source", str(data), *out]) == 0  # a dataset's name in any case
+    assert "no 300-W test folder" in capsys.readouterr().out
 
 
 def bad_options(tmp_path):
@@ -270,6 +327,7 @@ def bad_options(tmp_path):
         ("out under a file", base + ["--size", "32", "--out", str(plain_file / "x")]),
         ("out is a folder", base + ["--size", "32", "--out", str(tmp_path)]),
         ("out ends with /", base + ["--size", "32", "--out", str(tmp_path / "o") + "/"]),
+        ("out names an npz", base + ["--size", "32", "--out", str(tmp_path / "o" / "x_train.npz")]),
     ]
 
 

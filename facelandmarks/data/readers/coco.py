@@ -35,13 +35,16 @@ def read_coco(source: str | os.PathLike, options: ReaderOptions | None = None) -
     use_roles = {"test", "train"} <= set(roles.values())
     k = scheme.num_points
     for path, data in parsed:
-        images = {image.get("id"): image.get("file_name", "") for image in data.get("images", [])}
+        images = _images(path, data)
         folder = Path(options.images) if options.images else path.parent
         for number, ann in enumerate(data.get("annotations", [])):
+            if not isinstance(ann, dict):
+                raise AnnotationError(f"{path}: annotations[{number}] is not an object (got {ann!r:.40})")
             label = f"annotation {ann.get('id', number)}"
-            file_name = images.get(ann.get("image_id"))
-            if file_name is None:
-                raise AnnotationError(f"{path}: {label}: image_id {ann.get('image_id')!r} is not in 'images'")
+            image_id = ann.get("image_id")
+            if not isinstance(image_id, (int, str)) or image_id not in images:
+                raise AnnotationError(f"{path}: {label}: image_id {image_id!r:.40} is not an id in 'images'")
+            file_name = images[image_id]
             values = ann.get("keypoints")
             if not isinstance(values, list) or len(values) % 3:
                 raise AnnotationError(f"{path}: {label} ({file_name}): 'keypoints' is not a list of x, y, v triples")
@@ -77,9 +80,29 @@ def read_coco(source: str | os.PathLike, options: ReaderOptions | None = None) -
             ))
     if use_roles:
         listing.notes.append("JSON files named *train*/*test* give the split")
+    else:
+        listing.notes.append("each image is its own subject (COCO files name no person): photos or video frames of "
+                             "one person can land on both sides of the split")
     if options.use_bbox:
         listing.notes.append("the annotations' bbox is the face detection")
     return listing
+
+
+def _images(path: Path, data: dict) -> dict:
+    """``{id: file_name}`` of ``images``, each entry checked: one line naming the file and entry."""
+    images = data.get("images", [])
+    if not isinstance(images, list):
+        raise AnnotationError(f"{path}: 'images' is not a list")
+    out = {}
+    for number, image in enumerate(images):
+        if not isinstance(image, dict) or not isinstance(image.get("id"), (int, str)):
+            raise AnnotationError(f"{path}: images[{number}] is not an object with an 'id' (got {image!r:.40})")
+        name = image.get("file_name")
+        if not isinstance(name, str) or not name:
+            raise AnnotationError(f"{path}: images[{number}] (id {image['id']!r}): 'file_name' is not a file name "
+                                  f"(got {name!r:.40})")
+        out[image["id"]] = name
+    return out
 
 
 def _load(path: Path) -> dict:
@@ -108,7 +131,11 @@ def _scheme_from_category(path: Path, data: dict) -> Scheme:
                               "(a scheme file) or --scheme NAME (ibug68, wflw98 ...)")
     names = [str(n) for n in names]
     if "flip_pairs" in category:
-        pairs = [[int(a), int(b)] for a, b in category["flip_pairs"]]
+        try:
+            pairs = [[int(a), int(b)] for a, b in category["flip_pairs"]]
+        except (TypeError, ValueError):
+            raise AnnotationError(f"{path}: categories[0]'s flip_pairs are not pairs of point numbers "
+                                  f"(got {category['flip_pairs']!r:.60})") from None
     else:
         pairs = [[i, names.index(_twin(n))] for i, n in enumerate(names) if _twin(n) != n and _twin(n) in names
                  and i < names.index(_twin(n))]

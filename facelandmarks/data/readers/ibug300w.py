@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data.records import (
+    IMAGE_SUFFIXES,
     AnnotationError,
     FaceRecord,
     Listing,
@@ -100,12 +101,13 @@ def read_300w(source: str | os.PathLike) -> Listing:
         image = _find_image(pts.parent, pts.stem)
         image_name = str(relative.with_suffix(image.suffix if image else ".jpg"))
         if image is None:
-            listing.skips.append(Skip("300w", image_name, f"image missing for {relative}"))
+            listing.skips.append(Skip("300w", image_name, f"image missing for {relative} (no {pts.stem}.* beside it: "
+                                                          f"looked for {', '.join(IMAGE_SUFFIXES[:9])})"))
             continue
         group = relative.parts[0] if len(relative.parts) > 1 else ""
         image_id = re.sub(r"_\d{1,2}$", "", pts.stem)
         subject = f"300w/{group}/{image_id}" if group else f"300w/{image_id}"
-        roles.append(_folder_role(relative.parts[:-1]))
+        roles.append(_folder_role((source.resolve().name, *relative.parts[:-1])))  # --source .../ibug is a test folder too
         listing.records.append(
             FaceRecord("300w", image_name, str(image), points, np.ones(68, bool), subject)
         )
@@ -113,4 +115,7 @@ def read_300w(source: str | os.PathLike) -> Listing:
         for record, role in zip(listing.records, roles):
             record.split = role
         listing.notes.append("300-W test folders present: folder roles give the split")
+    else:
+        listing.notes.append(f"no 300-W test folder ({', '.join(sorted(TEST_FOLDERS))}) in {source}: the faces are "
+                             f"split by image like any dataset's")
     return listing
