@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -25,7 +26,7 @@ import numpy as np
 from facelandmarks.data.buffers import ShardedBuffer, SplitBuffer, add_with_copies, write_npz
 from facelandmarks.data.cropping import CropSettings, FaceSkipped, _iterate_crops
 from facelandmarks.data.errors import OutputError
-from facelandmarks.data.fileset import SetWriter
+from facelandmarks.data.fileset import SetWriter, manifest_path, read_manifest
 from facelandmarks.data.readers import READERS, TAKE_OPTIONS
 from facelandmarks.data.records import DATASETS, ReaderOptions, Skip
 from facelandmarks.data.report import format_summary, report_text
@@ -144,6 +145,7 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
         raise ValueError(f"--out {options.out}: a prefix, not a file: prepare writes PREFIX_train.npz, PREFIX_test.npz "
                          f"and PREFIX_report.* (drop the .npz)")
     writer = SetWriter(options.out)  # the output location is checked before anything is read
+    earlier = _earlier_set(writer)
     try:
         report, summary = _prepare_into(writer, datasets, options, started)
         writer.commit()
@@ -151,7 +153,17 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
         writer.abort()
         raise
     print(summary)
+    if earlier:
+        print(f"  replaced the earlier set {earlier} of {options.out}_* (its files the new set has not are removed)")
     return report
+
+
+def _earlier_set(writer: SetWriter) -> str | None:
+    """The id of the set at the output's prefix before this run, which the new one replaces (None: none there)."""
+    try:
+        return read_manifest(manifest_path(writer.folder, writer.name))["set_id"]
+    except (OSError, ValueError):
+        return None
 
 
 def _read(name: str, source: str, reader: ReaderOptions):
@@ -225,7 +237,9 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
     skips = plan.skips + skips
     written = counts["dlib"] + counts["landmarks"] + counts["given"]
     if written == 0:
-        raise ValueError(f"{', '.join(plan.sources)}: every face was skipped ({len(skips)}); first: "
+        kinds = Counter(re.split(r" for | \(|: ", skip.reason, maxsplit=1)[0] for skip in skips)
+        raise ValueError(f"{', '.join(plan.sources)}: every face was skipped ({len(skips)}: "
+                         f"{', '.join(f'{n} {kind}' for kind, n in kinds.most_common())}); first: "
                          f"{skips[0].file}: {skips[0].reason}; nothing written")
     warnings = plan.warnings + [
         f"{side} is empty: every one of its {sides.count(side)} faces was skipped (see the reasons below)"

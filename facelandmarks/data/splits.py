@@ -58,8 +58,10 @@ def muct_test_subjects(
     """
     ordered = sorted(set(subjects), key=lambda s: s.rsplit("/", 1)[-1])
     n = len(ordered)
-    if test_subjects is not None:
-        count, rule = test_subjects, f"--test-subjects {test_subjects}"
+    if test_subjects is not None:  # as asked: 0 or every subject empties a side on purpose
+        count, rule = min(test_subjects, n), f"--test-subjects {test_subjects}"
+        if test_subjects > n:
+            rule += f"; only {n} present"
     elif test_fraction is not None:
         count, rule = round(test_fraction * n), f"--test-fraction {test_fraction}"
     else:
@@ -67,8 +69,8 @@ def muct_test_subjects(
         rule = f"the seed's first {MUCT_SEED_TEST_SUBJECTS} of {MUCT_SUBJECTS}"
         if n != MUCT_SUBJECTS:
             rule += f", same proportion applied to the {n} subjects present"
-    if n >= 2:
-        count = min(max(count, 1), n - 1)
+        if n >= 2:  # the default proportion leaves both sides something
+            count = min(max(count, 1), n - 1)
     test = set(ordered[:count])
     ids = {s.rsplit("/", 1)[-1]: s for s in ordered}
     twins = [ids[t] for t in MUCT_TWINS if t in ids]
@@ -114,12 +116,14 @@ def assign_splits(listing: Listing, options: SplitOptions) -> Split:
         test, text = muct_test_subjects(subjects, options.test_subjects, options.test_fraction)
         return Split(["test" if s in test else "train" for s in subjects], f"by subject: {text}", False)
 
+    unused = " (--test-subjects is for muct's numbered subjects: not used here)" if options.test_subjects is not None else ""
+
     def by_hash():
         test = hash_test_subjects(subjects, fraction, options.seed)
         unit = "image" if listing.dataset in ("wflw", "dlibxml", "300w") else "row" if listing.dataset == "kaggle" else "subject"
         text = (
             f"by {unit} (hash, seed {options.seed}): {len(test)} of {len(set(subjects))} "
-            f"{unit}s to test (fraction {fraction})"
+            f"{unit}s to test (fraction {fraction}){unused}"
         )
         return ["test" if s in test else "train" for s in subjects], text
 
@@ -148,6 +152,9 @@ def assign_splits(listing: Listing, options: SplitOptions) -> Split:
     text = "the dataset's own train/test split"
     if rest:
         text += f" ({len(set(rest))} subjects outside it split by hash)"
+    elif options.test_fraction is not None:
+        text += f" (--test-fraction {options.test_fraction} not used: --official-split ignore splits by hash instead)"
+    text += unused
     if not shared:
         return Split(sides, text, False, own=True)
     n_subjects = len(set(subjects))

@@ -132,9 +132,14 @@ def test_muct_split_rule_on_the_full_database(data_dir):
     assert "muct/247" in test and "muct/248" in test and len(test) == cut + 1 and "twins" in text
     test, _ = muct_test_subjects(subjects, test_fraction=0.5)
     assert len(test) == 138
-    # at least one subject on each side
-    assert muct_test_subjects(["muct/000", "muct/001"], test_fraction=0.0)[0] == {"muct/000"}
-    assert muct_test_subjects(["muct/000", "muct/001"], test_fraction=1.0)[0] == {"muct/000"}
+    # the default proportion leaves a subject on each side; 0 and 1 (or every subject) empty one, as asked (they
+    # were once moved to one subject in silence, unlike every other dataset's split)
+    assert muct_test_subjects(["muct/000", "muct/001", "muct/002"])[0] == {"muct/000"}
+    assert muct_test_subjects(["muct/000", "muct/001"], test_fraction=0.0)[0] == set()
+    assert muct_test_subjects(["muct/000", "muct/001"], test_fraction=1.0)[0] == {"muct/000", "muct/001"}
+    assert muct_test_subjects(["muct/000", "muct/001"], test_subjects=0)[0] == set()
+    test, text = muct_test_subjects(["muct/000", "muct/001"], test_subjects=100)
+    assert test == {"muct/000", "muct/001"} and "--test-subjects 100; only 2 present" in text
 
 
 def test_info_summarises_a_file(muct64, capsys):

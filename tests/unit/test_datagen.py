@@ -56,3 +56,25 @@ def test_cli_rejects_unpaired_sources(tmp_path, capsys):
     assert "2 dataset(s) but 1 --source" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["prepare", "celeba", "--source", str(tmp_path), "--size", "32", "--out", str(tmp_path / "x")])
+
+
+def test_a_split_option_that_a_dataset_does_not_use_is_said_to_be_unused():
+    """--test-fraction gave way in silence to a dataset's own split, --test-subjects to every split but MUCT's."""
+    import numpy as np
+
+    from facelandmarks.data.records import FaceRecord, Listing
+    from facelandmarks.data.splits import SplitOptions, assign_splits
+
+    def listing(sides):
+        found = Listing("dlibxml", "faces", "ibug68")
+        for i, side in enumerate(sides):
+            found.records.append(FaceRecord("dlibxml", f"{i}.jpg", f"{i}.jpg", np.zeros((68, 2)), np.ones(68, bool),
+                                            f"s{i}", split=side))
+        return found
+
+    own = assign_splits(listing(["train", "train", "test"]), SplitOptions(test_fraction=0.0))
+    assert own.sides == ["train", "train", "test"]
+    assert "(--test-fraction 0.0 not used: --official-split ignore splits by hash instead)" in own.text
+    hashed = assign_splits(listing([None] * 6), SplitOptions(test_subjects=2))
+    assert "(--test-subjects is for muct's numbered subjects: not used here)" in hashed.text
+    assert "not used" not in assign_splits(listing([None] * 6), SplitOptions(test_fraction=0.5)).text

@@ -239,6 +239,10 @@ def bad_annotations(tmp_path):
     xml = folder("xml_cut")
     (xml / "faces.xml").write_text("<dataset><images><image file='a.jpg'><box top='1' left='1' width='9' height='9'><part name='00' x='1'")
     cases.append(("dlib xml cut", "dlibxml", xml))
+    xml = folder("xml_twice")
+    (xml / "faces.xml").write_text("<dataset><images><image file='a.jpg'><box top='1' left='1' width='9' height='9'>"
+                                   "<part name='04' x='1' y='2'/><part name='04' x='3' y='4'/></box></image></images></dataset>")
+    cases.append(("dlib xml part twice", "dlibxml", xml))
     xml = folder("xml_binary")
     (xml / "faces.xml").write_bytes(os.urandom(500))
     cases.append(("dlib xml binary", "dlibxml", xml))
@@ -311,7 +315,17 @@ def test_datagen_names_what_is_wrong_with_sources_names_and_out(tmp_path, capsys
                  "--workers", "1", "--quiet"]) == EXIT_INPUT
     assert "a prefix, not a file: prepare writes PREFIX_train.npz" in capsys.readouterr().err
     assert main(["prepare", "300W", "--source", str(data), *out]) == 0  # a dataset's name in any case
-    assert "no 300-W test folder" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "no 300-W test folder" in printed and "replaced the earlier set" not in printed
+    first = json.loads((tmp_path / "o" / "x.manifest.json").read_text())["set_id"]
+    assert main(["prepare", "300w", "--source", str(data), *out]) == 0
+    assert f"replaced the earlier set {first} of {tmp_path / 'o' / 'x'}_*" in capsys.readouterr().out
+    for name in ("a_1", "b_1"):  # every face skipped: how many for each reason
+        write_face(tmp_path / "bad" / "afw", name, face_shape())
+        (tmp_path / "bad" / "afw" / f"{name}.jpg").write_bytes(b"\xff\xd8\xff\xe0junk\xff\xd9")
+    (tmp_path / "bad" / "afw" / "b_1.jpg").unlink()
+    assert main(["prepare", "300w", "--source", str(tmp_path / "bad"), "--test-fraction", "0", *out]) == EXIT_INPUT
+    assert "every face was skipped (2: 1 image missing, 1 corrupt or unsupported image data); first: " in capsys.readouterr().err
 
 
 def bad_options(tmp_path):

@@ -78,6 +78,8 @@ def read_dlibxml(source: str | os.PathLike, options: ReaderOptions | None = None
                     if not 0 <= index_ < k:
                         raise AnnotationError(f"{xml_path}: {label}: part name {name} outside 00-{k - 1:02d} "
                                               f"({scheme.name}{hint})")
+                    if labelled[index_]:  # a typo that leaves another point out, not a second opinion
+                        raise AnnotationError(f"{xml_path}: {label}: part {name} given twice")
                     points[index_], labelled[index_] = (x, y), True
                 if not labelled.any():
                     listing.skips.append(Skip("dlibxml", label, "box without landmark parts"))
