@@ -166,13 +166,23 @@ def _earlier_set(writer: SetWriter) -> str | None:
         return None
 
 
+# the reader options each reader takes; given to another, one is an error rather than ignored
+READER_USES = {"coco": ("scheme", "images", "use_bbox"), "dlibxml": ("scheme",),
+               "csv": ("scheme", "images", "csv_image_column", "csv_first_coordinate", "csv_layout", "csv_header",
+                       "csv_subject_column")}
+
+
 def _read(name: str, source: str, reader: ReaderOptions):
     """The dataset's listing; ``--scheme`` and the reader options go to the readers that take them."""
-    if name in TAKE_OPTIONS:
-        return READERS[name](source, reader)
-    if reader.scheme is not None:
+    if reader.scheme is not None and name not in TAKE_OPTIONS:
         raise ValueError(f"--scheme: dataset {name} has its own fixed markup; --scheme is for {', '.join(TAKE_OPTIONS)}")
-    return READERS[name](source)
+    defaults = ReaderOptions()
+    for option in ("images", "use_bbox", *READER_USES["csv"][2:]):
+        if getattr(reader, option) != getattr(defaults, option) and option not in READER_USES.get(name, ()):
+            users = [dataset for dataset, uses in READER_USES.items() if option in uses]
+            raise ValueError(f"--{option.replace('_', '-')}: dataset {name} does not use it (it is for "
+                             f"{', '.join(users)})")
+    return READERS[name](source, reader) if name in TAKE_OPTIONS else READERS[name](source)
 
 
 class _Plan:

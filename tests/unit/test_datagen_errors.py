@@ -314,6 +314,11 @@ def test_datagen_names_what_is_wrong_with_sources_names_and_out(tmp_path, capsys
     assert main(["prepare", "300w", "--source", str(data), "--size", "32", "--out", str(tmp_path / "x_train.npz"),
                  "--workers", "1", "--quiet"]) == EXIT_INPUT
     assert "a prefix, not a file: prepare writes PREFIX_train.npz" in capsys.readouterr().err
+    for flags, says in ((["--images", str(tmp_path)], "--images: dataset 300w does not use it (it is for coco, csv)"),
+                        (["--csv-layout", "xxyy"], "--csv-layout: dataset 300w does not use it (it is for csv)"),
+                        (["--use-bbox"], "--use-bbox: dataset 300w does not use it (it is for coco)")):
+        assert main(["prepare", "300w", "--source", str(data), *flags, *out]) == EXIT_INPUT  # once ignored in silence
+        assert capsys.readouterr().err == f"datagen.py prepare: {says}\n"
     assert main(["prepare", "300W", "--source", str(data), *out]) == 0  # a dataset's name in any case
     printed = capsys.readouterr().out
     assert "no 300-W test folder" in printed and "replaced the earlier set" not in printed
