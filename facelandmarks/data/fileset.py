@@ -342,6 +342,10 @@ class SetWriter:
             probe.unlink()
         except OSError as err:
             self.abort()
+            blocking = next((p for p in (self.folder, *self.folder.parents) if p.is_file()), None)
+            if blocking is not None:  # mkdir's "File exists" would not say which
+                raise OutputError(f"{blocking}: a file, not a folder, so the output set {self.prefix}_* cannot go "
+                                  f"under it") from None
             where = err.filename or self.folder
             raise OutputError(f"{where}: cannot write the output set {self.prefix}_* here ({err.strerror or err})") from None
 

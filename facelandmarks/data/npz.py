@@ -157,7 +157,7 @@ def load_npz(path: str | os.PathLike, validate_schema: bool = True, decode_image
     path = Path(path)
     fileset.before_reading(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: no such dataset file")
+        raise DatasetError(f"{path}: {'a folder, not a dataset file' if path.is_dir() else 'no such dataset file'}")
     arrays = _read_arrays(path, decode_images)
     set_id = arrays.get("set_id")
     fileset.check_member(path, str(set_id) if set_id is not None and set_id.ndim == 0 else None)
@@ -170,7 +170,7 @@ def read_member(path: str | os.PathLike, key: str) -> np.ndarray:
     """One array of a dataset file (``subject``, say) without reading its images."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: no such dataset file")
+        raise DatasetError(f"{path}: {'a folder, not a dataset file' if path.is_dir() else 'no such dataset file'}")
     try:
         with np.load(path, allow_pickle=False) as data:
             return data[key]

@@ -149,7 +149,7 @@ def assign_splits(listing: Listing, options: SplitOptions) -> Split:
         else:
             sides.append("test" if r.subject in test_rest else "train")
     shared = _shared_subjects(subjects, sides)
-    text = "the dataset's own train/test split"
+    text = "as the dataset's own train/test split has it"
     if rest:
         text += f" ({len(set(rest))} subjects outside it split by hash)"
     elif options.test_fraction is not None:

@@ -362,8 +362,8 @@ def test_bad_annotations_folders_and_options_are_one_line_and_exit_2(tmp_path, c
 
 def test_an_unwritable_or_full_out_is_found_before_any_face_is_read(tmp_path, monkeypatch):
     (tmp_path / "plain.txt").write_text("a file where a folder should be")
-    with pytest.raises(OutputError, match="cannot write the output set"):
-        SetWriter(tmp_path / "plain.txt" / "x")
+    with pytest.raises(OutputError, match=f"^{tmp_path / 'plain.txt'}: a file, not a folder, so the output set"):
+        SetWriter(tmp_path / "plain.txt" / "x")  # mkdir's own "File exists" named no file
     real_open = open
 
     def full_disk_open(path, mode="r", *args, **kwargs):
