@@ -32,7 +32,9 @@ from facelandmarks.training.config import (
 )
 from facelandmarks.training.trainers import get_trainer, option_groups, registered_trainer
 
-RESUME_MAY_CHANGE = ("epochs", "time_limit", "run_dir")  # run_dir: a copied or moved run folder resumes into itself
+# run_dir: a copied or moved run folder resumes into itself; workers and previews leave the restored state alone;
+# data, val and a weights file may have moved with it (a line names the change)
+RESUME_MAY_CHANGE = ("epochs", "time_limit", "run_dir", "workers", "preview_every", "data", "val", "weights")
 
 EPILOG = """exit status:
   0    the run finished (its summary is printed as JSON)
@@ -171,13 +173,26 @@ def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> Tr
     derived = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("derived")}
     changed = [name for name, value in requested.items()
                if name not in RESUME_MAY_CHANGE and name not in derived and getattr(saved, name) != value]
+    if "weights" in requested and requested["weights"] != saved.weights and not (
+            _is_file_path(saved.weights) and _is_file_path(requested["weights"])):
+        changed.append("weights")  # from or to 'none' / 'imagenet': another start, other trainable blocks
+    moved = {name: requested[name] for name in ("data", "val", "weights")
+             if name in requested and requested[name] != getattr(saved, name) and name not in changed}
     changed += [name for name, value in requested_options.items() if saved.pipeline.get(name) != value]
     if changed:
         shown = ", ".join("the model name" if name == "model" else flag_name(name) for name in changed)
-        raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume continues the saved settings and only "
-                          f"--epochs and --time-limit may change, but {shown} differ from the saved run")
-    return dataclasses.replace(saved, epochs=requested.get("epochs", saved.epochs),
-                               time_limit=requested.get("time_limit", saved.time_limit))
+        raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume continues the saved settings; only "
+                          f"--epochs, --time-limit, --workers, --preview-every and where --data, --val and a --weights "
+                          f"file now are may change, not {shown}")
+    for name, value in moved.items():
+        print(f"resuming with {flag_name(name)} {value} (the run was started with {getattr(saved, name)}): "
+              f"the same file, moved")
+    kept = ("epochs", "time_limit", "workers", "preview_every", *moved)
+    return dataclasses.replace(saved, **{name: requested[name] for name in kept if name in requested})
+
+
+def _is_file_path(weights) -> bool:
+    return weights not in (None, "none", "imagenet")
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -204,9 +205,17 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if resume:
             restore_callbacks(state, {"TimeLimit": limit})  # the budget a time limit cut, before deciding to train
         budget = limit.end  # config.epochs, or less where a time limit cut it (_budget_state kept the cut)
+        done = _ended(run_dir) if resume else None
         if resume and budget < config.epochs and initial_epoch >= budget:
             print(f"{run_dir} already ran the {budget} epochs its time limit left of {config.epochs}; "
                   f"--epochs N gives it a new budget")
+        elif done is not None and done.get("stopped_by") == "early stopping" and done.get("epochs") == initial_epoch:
+            print(f"{run_dir}: early stopping ended this run after epoch {initial_epoch} (best epoch "
+                  f"{done.get('best_epoch')}); nothing to resume: train.py --init {run_dir} starts a new run from its "
+                  f"best weights")
+            return done
+        if (resume and initial_epoch >= budget) and done is not None:
+            return done  # nothing ran: the summary of the sittings before stands
         if initial_epoch < budget:
             model.fit(
                 train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
@@ -224,6 +233,14 @@ def check_time_limit(config: TrainConfig, workers: int) -> None:
     if config.time_limit and workers > 1:
         raise ValueError(f"--time-limit needs one training process; the {workers} workers of this cluster would each "
                          "cut the budget by their own clock (give --epochs instead)")
+
+
+def _ended(run_dir: Path) -> dict | None:
+    """The summary a finished sitting wrote (``summary.json``), or None."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _budget_state(state: dict, epochs: int) -> dict:

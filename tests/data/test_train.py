@@ -98,6 +98,10 @@ def test_early_stopping_fires_when_no_epoch_beats_the_best_by_min_delta(tmp_path
     # model.keras holds the lowest validation loss, whichever epoch early stopping counted as its best
     val_losses = [float(r["val_loss"]) for r in rows]
     assert summary["best_epoch"] == int(np.argmin(val_losses)) + 1
+    # --resume of a run early stopping ended trains nothing and leaves its summary (it once trained two epochs more)
+    written = (run_dir / "summary.json").read_text()
+    assert fit(config, resume=True, verbose=0) == summary
+    assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2] and (run_dir / "summary.json").read_text() == written
     saved = keras.models.load_model(run_dir / "model.keras", compile=False)
     best = keras.models.load_model(run_dir / "model.keras", compile=False)
     best.load_weights(run_dir / "best.weights.h5")

@@ -378,6 +378,7 @@ def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_
                            timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"already ran the {len(rates)} epochs its time limit left of 100000" in again.stdout
+    assert json.loads((run / "summary.json").read_text()) == summary  # nothing ran: its train_seconds stand
     more = subprocess.run(train + ["--resume", "--run-dir", str(run), "--epochs", str(len(rates) + 2)], cwd=root,
                           capture_output=True, text=True, timeout=300)
     assert more.returncode == 0, more.stderr[-2000:]
