@@ -128,9 +128,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         set_precision(config.mixed_precision)
         scheme = train.scheme if isinstance(train, npz.ShardSet) else scheme_for(train)
         parts = FaceParts(train, config.size, cluster.worker_index, cluster.workers, config.oversample)
-        x_val = model_inputs(val, config.size) if val is not None else None
         spec = get_spec(config.model)
         sample = parts.get(0)[0]
+        x_val = model_inputs(val, _val_size(config, val, sample)) if val is not None else None
         input_kind = "image" if sample.ndim == 4 else "features"
         if input_kind != spec.input_kind:
             words = {"image": "images", "features": "features"}
@@ -159,6 +159,11 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                     init_weights(model, config.init, *_restart_for_markup(config, before, scheme, model))
                 if warning := init_split_warning(config, scheme.name):
                     print(warning)
+                theirs = (before or {}).get("input_shape")
+                if theirs and list(theirs)[:2] != list(config.input_shape)[:2]:
+                    print(f"warning: --init {config.init} trained on {theirs[0]}-px faces, this run's are "
+                          f"{config.input_shape[0]} px: its features start at another scale and much of what it knew "
+                          f"is lost at first (--size {theirs[0]} feeds these faces at its size)")
             elif spec.pretrain is not None and not resume:
                 print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
                 pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)
@@ -233,6 +238,17 @@ def check_time_limit(config: TrainConfig, workers: int) -> None:
     if config.time_limit and workers > 1:
         raise ValueError(f"--time-limit needs one training process; the {workers} workers of this cluster would each "
                          "cut the budget by their own clock (give --epochs instead)")
+
+
+def _val_size(config: TrainConfig, val: dict, sample: np.ndarray) -> int | None:
+    """The side --val's faces are fed at: the training faces' (--size, else the training file's own), with a line
+    when that resizes them (a --val file of another size once failed after the first epoch)."""
+    if sample.ndim != 4 or "images" not in val:
+        return config.size
+    side, theirs = config.size or sample.shape[1], val["images"].shape[1]
+    if theirs != side and config.val:  # (faces split off the training file go with it: nothing to say)
+        print(f"--val {config.val}: {theirs}-px faces resized to the training faces' {side} px")
+    return side
 
 
 def _ended(run_dir: Path) -> dict | None:

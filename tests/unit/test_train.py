@@ -424,3 +424,22 @@ def test_a_cut_and_its_reshaped_cosine_come_back_from_state_json():
     restore_callbacks(state, {"CosineSchedule": again, "TimeLimit": again_limit})
     assert [again.rate(e) for e in range(11, 35)] == [schedule.rate(e) for e in range(11, 35)]
     assert (again_limit.end, again_limit.planned) == (30, 100)
+
+
+def test_a_val_file_of_another_size_is_fed_at_the_training_size(tmp_path, capsys):
+    """--val at 24 px beside 16-px training faces once failed after a whole epoch (the model's input is 16 px)."""
+    from facelandmarks.cli.train import main
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import TINY, faces
+
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    val = npz.save_npz(tmp_path / "val.npz", faces(4, size=24))
+    assert main([*TINY, "--batch", "4", "--data", str(data), "--val", str(val), "--run-dir", str(tmp_path / "run")]) == 0
+    assert f"--val {val}: 24-px faces resized to the training faces' 16 px" in capsys.readouterr().out
+    # --init from a run of another input size says what that costs (it trained on silently, and lost most of it)
+    bigger = npz.save_npz(tmp_path / "bigger.npz", faces(12, size=24))
+    assert main([*TINY, "--batch", "4", "--data", str(bigger), "--init", str(tmp_path / "run"),
+                 "--run-dir", str(tmp_path / "run24")]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: --init {tmp_path / 'run'} trained on 16-px faces, this run's are 24 px" in out
+    assert "(--size 16 feeds these faces at its size)" in out and "--val" not in out
