@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from facelandmarks import metrics
 from facelandmarks.drawing import draw_crop
@@ -49,15 +50,18 @@ def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, t
 def gallery(arrays: dict, predictions: dict[str, np.ndarray], nmes: dict[str, np.ndarray], path: Path, count: int = 6) -> None:
     """For each model, its ``count`` best and worst faces: ground truth green, prediction red."""
     names = list(predictions)
-    fig, axes = plt.subplots(2 * len(names), count, figsize=(1.9 * count, 2.1 * 2 * len(names)), dpi=110, squeeze=False)
-    for m, name in enumerate(names):
+    fig = plt.figure(figsize=(1.9 * count, 0.4 + 4.6 * len(names)), dpi=110, layout="constrained")
+    fig.suptitle("green: ground truth, red: prediction", fontsize=9)
+    for name, panel in zip(names, np.atleast_1d(fig.subfigures(len(names), 1))):
+        panel.suptitle(name, fontsize=9, fontweight="bold")  # the whole name: two runs' names may differ at the end
+        axes = panel.subplots(2, count, squeeze=False)
         nme = nmes[name]
         order = np.argsort(np.where(np.isnan(nme), np.inf, nme))
         scored = order[: int((~np.isnan(nme)).sum())]
         picks = [("best", scored[:count]), ("worst", scored[::-1][:count])]
         for r, (label, indices) in enumerate(picks):
             for c in range(count):
-                ax = axes[2 * m + r, c]
+                ax = axes[r, c]
                 ax.axis("off")
                 if c >= len(indices):
                     continue
@@ -65,9 +69,7 @@ def gallery(arrays: dict, predictions: dict[str, np.ndarray], nmes: dict[str, np
                 image = arrays["images"][i]
                 scale = max(1, 160 // image.shape[0])
                 ax.imshow(draw_crop(image, predictions[name][i], arrays["landmarks"][i], arrays["visible"][i], scale=scale))
-                ax.set_title(f"{name[:18]} {label}\nNME {100 * nme[i]:.1f}%", fontsize=7)
-    fig.suptitle("green: ground truth, red: prediction", fontsize=9)
-    fig.tight_layout()
+                ax.set_title(f"{label} {c + 1}: NME {100 * nme[i]:.1f}%", fontsize=7)
     fig.savefig(path)
     plt.close(fig)
 
@@ -87,16 +89,19 @@ def learning_curves(histories: dict[str, Path], path: Path) -> None:
         def column(key, rows=rows):
             return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
 
-        loss_ax.plot(epochs, column("loss"), color=color, linestyle="--", label=f"{name} train")
+        dots = {"marker": "o", "markersize": 3}  # a run of one epoch is a point, not an invisible line
+        loss_ax.plot(epochs, column("loss"), color=color, linestyle="--", label=f"{name} train", **dots)
         if "val_loss" in rows[0]:
-            loss_ax.plot(epochs, column("val_loss"), color=color, label=f"{name} val")
+            loss_ax.plot(epochs, column("val_loss"), color=color, label=f"{name} val", **dots)
         if "val_nme" in rows[0]:
-            nme_ax.plot(epochs, column("val_nme"), color=color, label=name)
+            nme_ax.plot(epochs, column("val_nme"), color=color, label=name, **dots)
     loss_ax.set_yscale("log")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     loss_ax.legend(fontsize=7)
     loss_ax.grid(alpha=0.3)
+    for ax in (loss_ax, nme_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     nme_ax.set_xlabel("epoch")
     nme_ax.set_ylabel("validation NME %")
     nme_ax.legend(fontsize=7)
