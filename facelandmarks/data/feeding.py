@@ -171,7 +171,7 @@ class LandmarkBatches(keras.utils.PyDataset):
     def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False, **kwargs):
         super().__init__(**kwargs)
         if batch_size > parts.faces:
-            raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces")
+            raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces (--batch)")
         self._pack = pack_targets
         self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter
         self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder

@@ -314,6 +314,8 @@ def _check_value(value, hint, f: dataclasses.Field, where: str):
         raise ConfigError(f"{where} cannot be null")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    elif kind is float and isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; JSON and every other number take it
     elif kind is list and isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

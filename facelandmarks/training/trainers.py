@@ -12,6 +12,7 @@ This module loads no Keras: ``fit`` and the model registry are imported when a r
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,4 +77,7 @@ def get_trainer(name: str) -> Trainer:
 
     if name in REGISTRY:
         return Trainer(name, _fit)
-    raise ValueError(f"unknown model {name!r}; known: {', '.join([*REGISTRY, *TRAINERS])} (python models.py --list)")
+    known = [*REGISTRY, *TRAINERS]
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ValueError(f"unknown model {name!r}; {hint}known: {', '.join(known)} (python models.py --list)")

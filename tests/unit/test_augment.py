@@ -178,6 +178,7 @@ def test_parse_probabilities_overrides_and_round_trips():
     "text, message",
     [
         ("rotation", "'rotation'.*missing '=value'"),
+        ("heavy", "'heavy': not a preset \\(default, light, none\\) nor name=value tokens"),
         ("spin=3", "'spin=3'.*unknown name 'spin'"),
         ("rotation=abc", "'rotation=abc'.*'abc' is not a number"),
         ("flip=1.5", "flip=1.5.*probability"),

@@ -326,3 +326,14 @@ def test_init_without_a_model_name_trains_the_inits_model_with_its_options(tmp_p
     (bare / "config.json").write_text(json.dumps({"model": "regions"}))
     with pytest.raises(ConfigError, match=rf"^--init {re.escape(str(bare))}: a regions pipeline; --init starts one model"):
         resolve_config(["--init", str(bare), "--data", "train.npz", "--run-dir", "r"])
+
+
+def test_a_yaml_rate_written_as_in_the_json_recipes_is_a_number(tmp_path):
+    """PyYAML reads 5e-4 (no dot) as a string: lr must be float, got '5e-4' refused the JSON recipes' notation."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text("model: scratch\ndata: d.npz\nrun_dir: r\nlr: 5e-4\nmin_delta: 1E-5\n")
+    config, _ = resolve_config(["--config", str(path)])
+    assert config.lr == 5e-4 and config.min_delta == 1e-5
+    path.write_text("model: scratch\ndata: d.npz\nrun_dir: r\nlr: fast\n")
+    with pytest.raises(ConfigError, match="lr must be float, got 'fast'"):
+        resolve_config(["--config", str(path)])

@@ -443,3 +443,13 @@ def test_a_val_file_of_another_size_is_fed_at_the_training_size(tmp_path, capsys
     out = capsys.readouterr().out
     assert f"warning: --init {tmp_path / 'run'} trained on 16-px faces, this run's are 24 px" in out
     assert "(--size 16 feeds these faces at its size)" in out and "--val" not in out
+
+
+def test_a_mistyped_model_name_is_answered_with_the_name_it_may_mean():
+    from facelandmarks.training.trainers import get_trainer
+
+    for typed in ("mobilnetv2", "MobileNetV2"):
+        with pytest.raises(ValueError, match=f"unknown model '{typed}'; did you mean mobilenetv2\\? known: scratch"):
+            get_trainer(typed)
+    with pytest.raises(ValueError, match=r"unknown model 'zzz'; known: scratch"):
+        get_trainer("zzz")

@@ -200,6 +200,9 @@ class AugmentConfig:
                 raise ValueError(f"augmentation keyword {token!r} must come first, in {text!r}")
             name, sep, value = token.partition("=")
             name, value = name.strip(), value.strip()
+            if not sep and "=" not in text and name not in fields:  # a lone word: a preset's name, mistyped or made up
+                raise ValueError(f"augmentation {token!r}: not a preset ({', '.join(PRESETS)}) nor name=value "
+                                 f"tokens such as rotation=10,scale=0.1")
             if not sep or not value:
                 raise ValueError(f"augmentation token {token!r}: missing '=value'; {expected}")
             if name not in fields:
