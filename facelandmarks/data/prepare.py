@@ -206,9 +206,13 @@ class _Plan:
                 own.append(split.own)
             self.records += listing.records
             self.sides += split.sides
+            partial = [r for r in listing.records if not np.all(r.labelled)]
+            gaps = [f"{len(partial)} faces have points without a position (as annotated: MUCT's hidden points, "
+                    f"empty cells, visibility 0); those points are unlabelled and leave the loss and the metrics "
+                    f"(e.g. {partial[0].name})"] if partial else []
             self.dataset_reports.append({
                 "dataset": listing.dataset, "source": listing.source, "scheme": listing.scheme,
-                "listed": listing.listed, "split": split.text, "notes": list(listing.notes),
+                "listed": listing.listed, "split": split.text, "notes": list(listing.notes) + gaps,
             })
         self.skips = [skip for listing in listings for skip in listing.skips]
         self.listed = sum(listing.listed for listing in listings)

@@ -587,3 +587,19 @@ def test_dlib_xml_boxes_serve_as_detections(data_dir, tmp_path):
     assert np.abs(points[visible] - parts[visible]).max() < 0.01
 
 
+
+
+def test_points_left_empty_in_a_csv_are_unlabelled_and_said_to_be(data_dir, tmp_path):
+    """An empty coordinate cell of YouTube68's CSV became an unlabelled point without a word."""
+    from .conftest import copy_youtube68_subset
+
+    source = copy_youtube68_subset(data_dir, tmp_path / "youtube68", train_subjects=4, per_subject=3, test_faces=4)
+    path = source / "training_frames_keypoints.csv"
+    rows = list(csv.reader(path.open()))
+    rows[2][5] = ""  # the second face's point 2, x
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    out = tmp_path / "yt"
+    assert run_prepare("youtube68", "--source", source, "--size", 32, "--out", out, workers=1) == 0
+    notes = json.loads(open(f"{out}_report.json").read())["datasets"][0]["notes"]
+    assert any(n.startswith("1 faces have points without a position") and f"training/{rows[2][0]}" in n for n in notes)
