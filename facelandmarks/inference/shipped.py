@@ -25,6 +25,17 @@ INSTALLED_WEIGHTS = Path("share") / "facelandmarks" / "weights"  # under the ins
 _TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers")
 
 
+def _data_sources(data) -> list[str] | None:
+    """The datasets (``source``) of a run's training file, or None when it is gone or does not say."""
+    import numpy as np
+
+    try:
+        with np.load(data, allow_pickle=False) as archive:
+            return sorted(np.unique(archive["source"].astype(str)).tolist()) if "source" in archive.files else None
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 def weights_folders() -> list[Path]:
     """Where the shipped model may be, in order: the ``weights/`` folder beside the package of a working
     copy, then ``<prefix>/share/facelandmarks/weights`` of an installed copy (``setup.py`` puts it there),
@@ -99,6 +110,8 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     shipped["model_options"] = rebuild_options(config["model"], config.get("weights", "none"), config.get("model_options", {}))
     shipped["weights"] = "none"
     shipped["shipped_from"] = run_dir.name
+    if (sources := _data_sources(config.get("data"))) is not None:
+        shipped["trained_on"] = sources  # the data file stays behind: --init warns by its datasets
     tmp = dest / f".{WEIGHTS_FILE}.tmp"
     with h5py.File(weights, "r") as source, h5py.File(tmp, "w") as target:
         _copy_as_float16(source, target, skip=("optimizer",))  # the model's weights, not Adam's moments

@@ -327,8 +327,8 @@ def _check_value(value, hint, f: dataclasses.Field, where: str):
 
 
 # written beside the settings in a run's config.json (its scheme of your own) and the shipped model's (the run it
-# came from): a run's config is itself a --config, so these are read as records, not settings
-RUN_RECORD_KEYS = ("scheme_definition", "shipped_from")
+# came from, the datasets it trained on): a run's config is itself a --config, so these are read as records, not settings
+RUN_RECORD_KEYS = ("scheme_definition", "shipped_from", "trained_on")
 
 
 def read_config_file(path) -> dict:
@@ -386,7 +386,7 @@ def run_config_of(init: str) -> dict | None:
         return None
 
 
-def init_split_warning(config, scheme: str) -> str | None:
+def init_split_warning(config, scheme: str, sources=None) -> str | None:
     """One line when ``--init`` comes from a run that held out other validation faces than this run will.
 
     A run split off by subject with ``--seed`` and ``--val-fraction``; continuing a run of the same data
@@ -394,18 +394,29 @@ def init_split_warning(config, scheme: str) -> str | None:
     validation NME reads low from the first epoch, rises as the model moves, and early stopping keeps
     the first epoch.  Measured: ``--seed 1`` on the shipped model stopped after 9 epochs with the best
     epoch the first.  None when the splits agree, when ``--val`` is given, or when the two runs
-    trained on different data (another file, or another scheme).
+    trained on different data (another file, or another scheme, or no dataset in common: ``sources``, the
+    datasets of this run's faces, against the shipped model's ``trained_on``, which stands for its data file).
     """
     if config.val or not config.val_fraction or (before := init_run_config(config)) is None:
         return None
     if before.get("scheme") not in (None, scheme) or before.get("data") not in (None, config.data):
         return None
+    shared = None
+    if before.get("trained_on") is not None and sources is not None:
+        shared = sorted(set(before["trained_on"]) & {str(s) for s in sources})
+        if not shared:
+            return None
     if before.get("val"):
         return None
     seed, fraction = split_seed_of(before), before.get("val_fraction")
     if (seed, fraction) == (config.val_seed, config.val_fraction) or seed is None or fraction is None:
         return None
-    same = "the same data" if before.get("data") else "the same data (if it is)"
+    if before.get("data"):
+        same = "the same data"
+    elif shared:
+        same = f"{' and '.join(shared)} faces (as it did)"
+    else:
+        same = "the same data (if it is)"
     if not fraction:  # trained on every face (the shipped model's last run): no split keeps its faces out
         return (f"warning: --init {config.init} trained on every face of its data (--val-fraction 0); this run "
                 f"validates on {same} with --val-fraction {config.val_fraction}, on faces {config.init} trained on: "

@@ -38,6 +38,7 @@ from facelandmarks.training.resume import (
     SAVED_MODEL,
     CheckpointError,
     _best_epoch,
+    _epoch_seconds,
     choose_checkpoint,
     commit_set,
     read_history_epochs,
@@ -157,7 +158,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                     init_from_other_model(model, config.init, before, _head(config, scheme, model))
                 else:
                     init_weights(model, config.init, *_restart_for_markup(config, before, scheme, model))
-                if warning := init_split_warning(config, scheme.name):
+                if warning := init_split_warning(config, scheme.name, _sources(train, val)):
                     print(warning)
                 theirs = (before or {}).get("input_shape")
                 if theirs and list(theirs)[:2] != list(config.input_shape)[:2]:
@@ -249,6 +250,18 @@ def _val_size(config: TrainConfig, val: dict, sample: np.ndarray) -> int | None:
     if theirs != side and config.val:  # (faces split off the training file go with it: nothing to say)
         print(f"--val {config.val}: {theirs}-px faces resized to the training faces' {side} px")
     return side
+
+
+def _sources(*parts) -> set[str] | None:
+    """The datasets (``source``) the faces of these loaded parts come from; None where one does not say."""
+    found = set()
+    for part in parts:
+        if part is None:
+            continue
+        if not isinstance(part, dict) or "source" not in part:
+            return None
+        found.update(np.unique(np.asarray(part["source"]).astype(str)).tolist())
+    return found
 
 
 def _ended(run_dir: Path) -> dict | None:
@@ -372,7 +385,9 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
         model.load_weights(choose_checkpoint(out_dir, state, (BEST, LAST)))
     except CheckpointError as err:  # neither best nor last is usable: save the weights in memory
         print(f"{err}; saving the weights in memory", file=sys.stderr)
-    summary = {"model": config.model, "train_seconds": round(time.time() - start, 1)}
+    sitting = round(time.time() - start, 1)
+    summary = {"model": config.model, "train_seconds": _epoch_seconds(out_dir / "history.csv", sitting),
+               "sitting_seconds": sitting}
     epochs_run = read_history_epochs(out_dir / "history.csv")
     summary["epochs"] = (max(epochs_run) + 1) if epochs_run else 0
     summary["stopped_by"] = "early stopping" if summary["epochs"] < config.epochs else "epoch budget"

@@ -362,6 +362,17 @@ def weights_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def _epoch_seconds(path: Path, sitting: float) -> float:
+    """The epochs' seconds summed over every sitting of the run (``history.csv``'s ``epoch_seconds``, which a
+    resumed run keeps), or this sitting's wall time where the history has none."""
+    try:
+        with open(path, newline="") as handle:
+            seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(handle) if row.get("epoch_seconds")]
+    except (OSError, ValueError):
+        seconds = []
+    return round(sum(seconds), 1) if seconds else sitting
+
+
 def _best_epoch(path: Path, monitor: str):
     if not path.is_file():
         return None

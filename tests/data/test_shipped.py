@@ -18,6 +18,9 @@ def test_a_shipped_run_predicts_like_the_run_and_is_the_default(tiny_run, tiny_i
     assert models_main(["--ship", str(tiny_run), "--to", str(dest)]) == 0
     config = json.loads((dest / "config.json").read_text())
     assert config["weights"] == "none" and "data" not in config and config["shipped_from"] == tiny_run.name
+    # the data file stays behind; its datasets travel, so --init can tell whether a run validates on faces it saw
+    trained = json.loads((tiny_run / "config.json").read_text())["data"]
+    assert config["trained_on"] == sorted(set(npz.load_npz(trained)["source"].astype(str))) != []
     images = npz.load_npz(tiny_ibug["test"])["images"]
     original = Predictor.load(tiny_run).predict_crops(images)
     shipped = Predictor.load(dest).predict_crops(images)

@@ -84,6 +84,14 @@ def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
     message = init_split_warning(config(), "ibug68")  # trained on every face: any split validates on seen faces
     assert message.startswith(f"warning: --init {shipped} trained on every face of its data (--val-fraction 0)")
     assert init_split_warning(config(seed=2, val_fraction=0.0), "ibug68") is None  # no validation of its own
+    assert "on the same data (if it is) with" in message
+    # the shipped model names the datasets it trained on: a warning only when this run's faces share one
+    (shipped / "config.json").write_text(json.dumps({"seed": 2, "val_fraction": 0.0, "scheme": "ibug68",
+                                                     "trained_on": ["300w", "youtube68"]}))
+    assert init_split_warning(config(), "ibug68", {"muct"}) is None
+    message = init_split_warning(config(), "ibug68", {"muct", "youtube68"})
+    assert "this run validates on youtube68 faces (as it did) with --val-fraction 0.1" in message
+    assert "(if it is)" in init_split_warning(config(), "ibug68")  # where the faces do not say their dataset
     (shipped / "config.json").write_text(json.dumps({"seed": 0, "val_fraction": 0.1, "data": "other.npz"}))
     assert init_split_warning(config(seed=1), "ibug68") is None
     assert init_split_warning(config(seed=1, init=str(shipped / "best.weights.h5")), "ibug68") is None
@@ -382,7 +390,13 @@ def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_
     more = subprocess.run(train + ["--resume", "--run-dir", str(run), "--epochs", str(len(rates) + 2)], cwd=root,
                           capture_output=True, text=True, timeout=300)
     assert more.returncode == 0, more.stderr[-2000:]
-    assert json.loads((run / "summary.json").read_text())["epochs"] == len(rates) + 2
+    final = json.loads((run / "summary.json").read_text())
+    assert final["epochs"] == len(rates) + 2
+    with open(run / "history.csv", newline="") as handle:
+        seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(handle)]
+    # the training time of both sittings (it once held the last sitting's alone); the sitting's own beside it
+    assert len(seconds) == len(rates) + 2 and final["train_seconds"] == round(sum(seconds), 1) >= summary["train_seconds"]
+    assert final["sitting_seconds"] > 0
 
 
 def test_time_limit_is_refused_where_it_would_time_several_trainings(tmp_path):
