@@ -78,6 +78,9 @@ def resolve_config(argv) -> tuple[TrainConfig, bool]:
     typed_options = {k: v for k, v in args.items() if k in option_fields}
     from_file = read_config_file(path) if path else {}
     file_options = from_file.pop("pipeline", {})
+    if path:  # the file's values no flag replaces first, so a bad one names the file (the flags' are checked after)
+        kept = {k: v for k, v in from_file.items() if k not in typed}
+        _check_settings(TrainConfig(**{"model": "-", "data": None, "run_dir": "-", **kept}), path)
     requested = {**from_file, **typed}
 
     saved = _saved_run(requested) if resume else None
@@ -158,10 +161,25 @@ def _saved_run(requested: dict) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"{run_dir}: nothing to resume (no config.json: not a run folder)")
     try:
-        saved = TrainConfig.load(path)
-    except (TypeError, AttributeError) as err:  # valid JSON, but not an object of settings
-        raise ConfigError(f"{path}: not a run config ({' '.join(str(err).split())})") from None
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read run config ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: not a run config (expected an object of settings)")
+    # checked as a --config file is, naming this file and the key: keys this version no longer knows are dropped,
+    # so old runs still load
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = TrainConfig(**check_values(TrainConfig, {k: v for k, v in values.items() if k in known}, str(path)))
+    _check_settings(saved, path)
     return dataclasses.replace(saved, run_dir=str(run_dir))
+
+
+def _check_settings(config: TrainConfig, path) -> None:
+    """``config.validate()`` for settings read from ``path``: a value out of range names the file."""
+    try:
+        config.validate()
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> TrainConfig:

@@ -350,7 +350,9 @@ def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, statefu
     if out_dir == run_dir:
         trim_history(run_dir / "history.csv", state["epoch"])
     callbacks.append(RestoreCallbackState(state, stateful, best_weights))
-    print(f"resuming {run_dir} at epoch {state['epoch'] + 2} (learning rate {state['learning_rate']:.3g})")
+    # the rate saved is the last finished epoch's; a schedule sets the next epoch's when it begins
+    print(f"resuming {run_dir} at epoch {state['epoch'] + 2} (epoch {state['epoch'] + 1} ended at learning rate "
+          f"{state['learning_rate']:.3g})")
     return state["epoch"] + 1
 
 

@@ -217,6 +217,25 @@ def test_resume_refuses_any_other_change_naming_the_flags(saved_run):
         resolve_config(["--resume"])
 
 
+def test_a_bad_saved_or_config_file_value_names_the_file_and_a_flag_may_replace_it(saved_run, tmp_path):
+    path = saved_run / "config.json"
+    values = json.loads(path.read_text())
+    path.write_text(json.dumps({**values, "lr": "fast"}))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: lr must be float, got 'fast'$"):
+        resolve_config(["--resume", "--run-dir", str(saved_run)])
+    path.write_text(json.dumps({**values, "batch": -3, "old_setting": 1}))  # a key of an older version is dropped
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: --epochs and --batch must be >= 1"):
+        resolve_config(["--resume", "--run-dir", str(saved_run)])
+    path.write_text(json.dumps([1, 2]))
+    with pytest.raises(ConfigError, match="not a run config"):
+        resolve_config(["--resume", "--run-dir", str(saved_run)])
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": "scratch", "data": "d.npz", "batch": 0}))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(config))}: --epochs and --batch must be >= 1"):
+        resolve_config(["--config", str(config), "--run-dir", "r"])
+    assert resolve_config(["--config", str(config), "--run-dir", "r", "--batch", "4"])[0].batch == 4
+
+
 def test_resume_takes_settings_that_leave_the_restored_state_alone(saved_run, tmp_path, capsys):
     """A run copied to another machine: fewer workers, no previews, its data and weights file elsewhere (they once
     had to be given exactly as on the first machine, so a moved run could not resume)."""
