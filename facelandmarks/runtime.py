@@ -115,6 +115,8 @@ def filtered_fds(fds: tuple, keep):
             os.dup2(captured.fileno(), fd)
         try:
             yield
+        except KeyboardInterrupt:  # Ctrl-C while the block ran: its lines are as they would have been
+            raise
         except BaseException:
             failed = True
             raise

@@ -226,8 +226,11 @@ def main(argv=None) -> int:
         trainer = get_trainer(config.model)
         summary = trainer(config, resume=resume)
     except KeyboardInterrupt:
-        resume_hint = f"; continue with: python train.py --resume --run-dir {config.run_dir}" if config else ""
-        print(f"\ninterrupted{resume_hint}", file=sys.stderr)
+        if config and (Path(config.run_dir) / "config.json").is_file():
+            hint = f"; continue with: python train.py --resume --run-dir {config.run_dir}"
+        else:
+            hint = " before the run began; nothing was written"
+        print(f"\ninterrupted{hint}", file=sys.stderr)
         return 130
     except USER_ERRORS as err:
         print(f"train.py: {error_line(err, (config.data, config.val) if config else ())}", file=sys.stderr)
