@@ -102,6 +102,17 @@ def startup(verbose_flag: bool = False) -> None:
     tune_allocator()
 
 
+def load_tensorflow_quietly() -> None:
+    """Import TensorFlow, where it is installed and not loaded yet, with its start-up lines filtered as in
+    ``startup``: under another backend Keras imports it on its own later (``keras.utils.set_random_seed``,
+    TensorBoard), and its oneDNN notice then reached the console in the middle of a JAX training."""
+    if "tensorflow" in sys.modules or verbose() or not _installed("tensorflow"):
+        return
+    quiet_startup()
+    with filtered_fds((2,), keep=lambda line: not line.startswith(_STARTUP_NOISE)):
+        import tensorflow  # noqa: F401
+
+
 @contextlib.contextmanager
 def filtered_fds(fds: tuple, keep):
     """Capture the file descriptors ``fds`` (C++ code writes there directly) for the block; afterwards pass

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from facelandmarks import runtime
 from facelandmarks.data import npz
 from facelandmarks.data.errors import check_writable
 from facelandmarks.data.feeding import (
@@ -124,6 +125,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         check_writable(out_dir)
         train, val = _load_data(config)
         check_faces(config, train, val)
+        runtime.load_tensorflow_quietly()  # Keras's seeding and TensorBoard import it, under JAX too
         train = with_teacher_targets(config, train)  # before the seed and the precision policy: the student
         keras.utils.set_random_seed(config.seed)    # starts as it would without teachers
         set_precision(config.mixed_precision)

@@ -156,6 +156,29 @@ def test_a_jax_only_install_trains_without_tensorboard(tmp_path):
     assert not (tmp_path / "run" / "logs").exists()
 
 
+def test_a_jax_training_beside_tensorflow_keeps_its_start_up_lines_out(tmp_path):
+    """Under JAX, Keras's seeding imports TensorFlow where it is installed: its oneDNN notice and absl's
+    pre-init line reached the console in the middle of the run (twice), past the start-up filter."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import TINY, faces
+
+    root = Path(__file__).resolve().parents[2]
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "FACELANDMARKS_VERBOSE")}
+    done = subprocess.run(
+        [sys.executable, "train.py", *TINY, "--batch", "4", "--data", str(data), "--run-dir", str(tmp_path / "run")],
+        cwd=root, capture_output=True, text=True, env={**env, "KERAS_BACKEND": "jax"}, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "logs").is_dir()  # TensorBoard's logs: TensorFlow was there and used
+    assert "absl::InitializeLog" not in done.stderr and "oneDNN custom operations" not in done.stderr, done.stderr
+
+
 def test_split_seed_keeps_the_validation_faces_whatever_the_seed(tmp_path):
     from facelandmarks.data import npz
     from facelandmarks.data.feeding import load_split
