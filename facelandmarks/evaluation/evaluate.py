@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -25,8 +26,15 @@ def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
 
 
 def muct_cameras(names: np.ndarray) -> np.ndarray:
-    """Camera letter a-e of MUCT image names like ``i000qa-fn`` ('' if not MUCT)."""
-    return np.array([n[5] if len(n) > 5 and n[0] == "i" and n[5] in MUCT_CAMERAS else "" for n in names.astype(str)])
+    """Camera letter a-e of MUCT image names like ``jpg/i000qa-fn.jpg`` ('' if not MUCT).
+
+    The npz names a face by its path under the source folder: the letter is read from the file's own name
+    (read from the path, every face was '', and the per-camera table a row of dashes)."""
+    return np.array([_camera(PurePath(n).name) for n in names.astype(str)])
+
+
+def _camera(name: str) -> str:
+    return name[5] if re.match(r"i\d{3}[a-z][a-e]-", name) else ""
 
 
 def score(name: str, pred: np.ndarray, arrays: dict, scheme) -> dict:

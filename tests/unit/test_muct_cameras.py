@@ -1,0 +1,26 @@
+"""evaluate.py's per-camera table of MUCT test sets: the camera letter read from each face's file name."""
+
+import numpy as np
+
+from facelandmarks.evaluation.evaluate import muct_cameras, score
+from facelandmarks.evaluation.tables import results_markdown
+from facelandmarks.landmarks import get_scheme
+
+
+def test_the_camera_is_read_from_the_file_name_the_muct_reader_stores():
+    # the npz names a face by its path under the source folder, as prepare wrote it for MUCT
+    names = np.array(["jpg/i000qa-fn.jpg", "jpg/i012rd-mn.jpg", "i434se-fg.jpg", "helen/trainset/1_1.jpg", "i.jpg"])
+    assert muct_cameras(names).tolist() == ["a", "d", "e", "", ""]
+
+
+def test_a_muct_test_set_gets_a_number_per_camera():
+    scheme = get_scheme("muct76")
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.2, 0.8, (4, scheme.num_points, 2)).astype(np.float32)
+    arrays = {"landmarks": truth, "visible": np.ones(truth.shape[:2], bool),
+              "name": np.array(["jpg/i000qa-fn.jpg", "jpg/i000qb-fn.jpg", "jpg/i001qa-mn.jpg", "jpg/i001qe-mn.jpg"])}
+    row = score("m", truth + 0.01, arrays, scheme)
+    assert np.isfinite([row["nme_camera_a"], row["nme_camera_b"], row["nme_camera_e"]]).all()
+    assert np.isnan([row["nme_camera_c"], row["nme_camera_d"]]).all()  # no face from those cameras
+    table = results_markdown([row], scheme, "muct_test.npz", 4)
+    assert "## NME % per MUCT camera" in table and f"| m | {row['nme_camera_a']:.2f} | {row['nme_camera_b']:.2f} | – | – |" in table
