@@ -4,7 +4,7 @@ in its validation columns, as Keras's CSVLogger writes them, and still gives its
 import numpy as np
 
 from facelandmarks.evaluation.evaluate import history_losses
-from facelandmarks.evaluation.plots import learning_curves
+from facelandmarks.evaluation.plots import epoch_axis, learning_curves
 from facelandmarks.evaluation.tables import read_history
 
 NO_VALIDATION = """epoch,epoch_seconds,learning_rate,loss,nme,val_loss,val_nme
@@ -28,3 +28,18 @@ def test_a_damaged_history_is_named_and_left_out(tmp_path, capsys):
     (tmp_path / "history.csv").write_text("epoch,loss\n0,not-a-number\n")
     assert read_history(tmp_path / "history.csv") == []
     assert "history.csv: unreadable history" in capsys.readouterr().err
+
+
+def test_the_epoch_axis_is_ticked_at_whole_epochs_for_any_length():
+    import matplotlib.pyplot as plt
+
+    for last in (1, 2, 7, 120):
+        fig, ax = plt.subplots()
+        ax.plot(range(1, last + 1), np.ones(last))
+        epoch_axis(ax, last)
+        fig.canvas.draw()
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        plt.close(fig)
+        assert ticks and all(float(t).is_integer() for t in ticks), (last, ticks)
+        assert (low, high) == (0.5, last + 0.5)
