@@ -28,6 +28,7 @@ FILES = {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_mo
 FORMATS = tuple(FILES)  # what export.py writes
 QUANTIZE = ("none", "float16", "int8")
 RUNTIMES = ("onnx", "litert")  # formats this module can run, in order of preference for 'auto'
+PACKAGES = {"onnx": "onnxruntime", "litert": "ai-edge-litert"}  # what runs each (pip; extras [onnx], [litert])
 METADATA_KEY = "facelandmarks"  # the export.json text, also stored inside model.onnx's metadata
 
 
@@ -75,6 +76,7 @@ def read_export(path) -> tuple[dict, Path]:
 
 
 def _onnx_metadata(path: Path) -> dict:
+    _require_installed("onnx", path)
     import onnxruntime as ort
 
     try:
@@ -112,6 +114,7 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
             names = {"onnx": "ONNX Runtime", "litert": "LiteRT", "keras": "Keras"}
             raise ExportError(f"{path}: a model for {names[theirs]}, not {names.get(runtime, runtime)} (give its "
                               f"folder to choose the runtime)")
+        _require_installed(theirs, path)
         return theirs, path
     files = meta.get("files", FILES)
     if runtime != "auto":
@@ -120,6 +123,7 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
         file = folder / files.get(runtime, FILES[runtime])
         if not file.is_file():
             raise ExportError(f"{folder}: no {runtime} export here (export.py --format {runtime})")
+        _require_installed(runtime, file)
         return runtime, file
     for name in RUNTIMES:
         file = folder / files.get(name, FILES[name])
@@ -127,6 +131,12 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
             return name, file
     raise ExportError(f"{folder}: no exported model that an installed runtime can run "
                       f"(pip install onnxruntime, or ai-edge-litert)")
+
+
+def _require_installed(runtime: str, file: Path) -> None:
+    """An ``ExportError`` (one line) when ``runtime``, asked for by name or by the file given, is not installed."""
+    if not _installed(runtime):
+        raise ExportError(f"{file}: {PACKAGES[runtime]} is not installed to run it (pip install 'facelandmarks[{runtime}]')")
 
 
 def _installed(runtime: str) -> bool:

@@ -117,6 +117,40 @@ def test_loading_an_export_imports_no_backend(exported):
     assert out.stdout.strip() == "onnx (3, 68, 2) []"
 
 
+@pytest.mark.parametrize(("runtime", "module"), [("onnx", "onnxruntime"), ("litert", "ai_edge_litert")])
+def test_a_runtime_named_but_not_installed_is_one_line_naming_what_to_install(run_dir, exported, runtime, module):
+    # a plain install with [tensorflow] alone: `evaluate.py --runtime litert` ended in a traceback
+    file = exported / runtimes.FILES[runtime]
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from facelandmarks.inference import runtimes\n"
+        "from facelandmarks import Predictor\n"
+        f"for source, kwargs in (({str(run_dir)!r}, {{'runtime': {runtime!r}}}), ({str(file)!r}, {{}})):\n"
+        "    try:\n"
+        "        Predictor.load(source, **kwargs)\n"
+        "    except runtimes.ExportError as err:\n"
+        "        print(err)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/tmp", timeout=120)
+    assert out.returncode == 0, out.stderr
+    hint = f"is not installed to run it (pip install 'facelandmarks[{runtime}]')"
+    assert out.stdout.splitlines() == [f"{file}: {runtimes.PACKAGES[runtime]} {hint}"] * 2
+
+
+def test_a_lone_onnx_file_without_onnx_runtime_is_one_line(exported, tmp_path):
+    lone = tmp_path / "landmarks.onnx"
+    lone.write_bytes((exported / "model.onnx").read_bytes())
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from facelandmarks import Predictor\n"
+            f"Predictor.load({str(lone)!r})\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/tmp", timeout=120)
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"facelandmarks.inference.runtimes.ExportError: {lone}: onnxruntime is not installed to run it " \
+                   "(pip install 'facelandmarks[onnx]')"
+
+
 def test_an_interrupted_export_leaves_the_previous_one(run_dir, exported, monkeypatch):
     before = (exported / "export.json").read_text()
 
