@@ -61,6 +61,11 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
             raise FileNotFoundError(f"{path}: no such dataset file ({flag})")
     run_dir = Path(run_dir) if run_dir is not None else default_model_dir()
     dest = Path(dest) if dest is not None else run_dir / runtimes.EXPORT_DIR
+    missing = _missing_packages(formats, quantize, check is not None)
+    if missing:  # before the model loads and a partial export is written, not after
+        extras = " ".join(sorted({f"'facelandmarks[{extra}]'" for extra in missing.values()}))
+        raise ModuleNotFoundError(f"writing {' and '.join(formats)}{' and checking it' if check is not None else ''} "
+                                  f"needs {', '.join(missing)}, not installed: pip install {extras}")
     _check_destination(dest, run_dir)
     dest = dest.resolve()
     predictor = Predictor.load(run_dir, runtime="keras")  # an export is refused: the run it came from exports
@@ -96,6 +101,28 @@ def _check_destination(dest: Path, run_dir: Path) -> None:
     if not earlier:
         raise ValueError(f"{dest}: exists and is not an earlier export (no {runtimes.EXPORT_FILE}); an export "
                          f"replaces its folder, so give a new one or remove it yourself (--to)")
+
+
+def _missing_packages(formats, quantize: str, check: bool) -> dict:
+    """``{module: the extra that installs it}`` for each Python module that writing ``formats`` needs and lacks:
+    TensorFlow's converters (LiteRT, SavedModel), tf2onnx and onnx (ONNX on TensorFlow), onnxruntime for an
+    int8 ONNX file, and with ``check`` each exported runtime."""
+    import importlib.util
+
+    import keras
+
+    needed = {}
+    if {"litert", "savedmodel"} & set(formats):
+        needed["tensorflow"] = "export"
+    if "onnx" in formats:
+        if keras.backend.backend() == "tensorflow":  # on JAX, Keras names what it needs itself (jax2onnx)
+            needed["tf2onnx"] = "export"
+        needed["onnx"] = "export"
+        if quantize == "int8" or check:
+            needed["onnxruntime"] = "onnx"
+    if "litert" in formats and check:
+        needed["ai_edge_litert"] = "litert"
+    return {module: extra for module, extra in needed.items() if importlib.util.find_spec(module) is None}
 
 
 def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quantize: str, calibration=None) -> dict:

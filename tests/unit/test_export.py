@@ -204,6 +204,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         export_cli.main(["--format", "pdf"])
 
 
+def test_an_export_without_its_converters_is_one_line_naming_the_extra(run_dir, tmp_path):
+    # a plain install with [tensorflow] alone: "export.py: No module named 'onnx'" once the LiteRT file was written,
+    # its partial folder left behind
+    hide_onnx = ("import sys, runpy; sys.modules['onnx'] = None; sys.argv = ['export.py'] + sys.argv[1:];"
+                 " runpy.run_path('export.py', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", hide_onnx, str(run_dir), "--to", str(tmp_path / "exp")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr == "export.py: writing onnx and litert needs onnx, not installed: pip install 'facelandmarks[export]'\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_int8_litert_is_one_integer_graph_with_a_float_decoding(tmp_path):
     """PIPNet head, torch-normalised input: the normalisation runs as an integer convolution (no float
     arithmetic on the full-size input), every operation of the decoding layer stays float (its additions
