@@ -22,6 +22,14 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def script_command(name: str) -> str:
+    """How to run the script ``name`` ('export', 'train', ...) in the hints the package prints: ``python export.py``
+    in a working copy, whose scripts sit beside the package, else (a plain install) its console script,
+    ``facelandmarks-export``."""
+    scripts = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return f"python {name}.py" if os.path.isfile(os.path.join(scripts, f"{name}.py")) else f"facelandmarks-{name}"
+
+
 def quiet_startup() -> None:
     """Hide TensorFlow's and absl's start-up INFO lines (a no-op once TensorFlow is loaded, or when verbose)."""
     if verbose():

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
-from facelandmarks.runtime import startup
+from facelandmarks.runtime import script_command, startup
 from facelandmarks.training.config import (
     SHIPPED,
     ConfigError,
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
         summary = trainer(config, resume=resume)
     except KeyboardInterrupt:
         if config and (Path(config.run_dir) / "config.json").is_file():
-            hint = f"; continue with: python train.py --resume --run-dir {config.run_dir}"
+            hint = f"; continue with: {script_command('train')} --resume --run-dir {config.run_dir}"
         else:
             hint = " before the run began; nothing was written"
         print(f"\ninterrupted{hint}", file=sys.stderr)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data.fileset import file_hash
-from facelandmarks.runtime import filtered_fds
+from facelandmarks.runtime import filtered_fds, script_command
 
 EXPORT_FILE = "export.json"
 EXPORT_DIR = "export"  # where export.py writes a run's export by default (RUN/export)
@@ -97,11 +97,11 @@ def file_sha1(path: Path) -> str:
 def stale_export(run_dir: Path, export: Path) -> str | None:
     """Why ``export`` cannot stand in for ``run_dir``'s weights (missing, or made from other weights), or None."""
     if not (export / EXPORT_FILE).is_file():
-        return f"{run_dir}: not exported (python export.py {run_dir})"
+        return f"{run_dir}: not exported ({script_command('export')} {run_dir})"
     meta, _ = read_export(export)
     source = run_dir / meta.get("weights_file", "best.weights.h5")
     if not source.is_file() or file_sha1(source) != meta.get("weights_sha1"):
-        return f"{export}: made from other weights than {source} (python export.py {run_dir} again)"
+        return f"{export}: made from other weights than {source} ({script_command('export')} {run_dir} again)"
     return None
 
 
@@ -122,7 +122,7 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
             raise ExportError(f"runtime must be auto or one of {', '.join(RUNTIMES)}, got {runtime!r}")
         file = folder / files.get(runtime, FILES[runtime])
         if not file.is_file():
-            raise ExportError(f"{folder}: no {runtime} export here (export.py --format {runtime})")
+            raise ExportError(f"{folder}: no {runtime} export here ({script_command('export')} --format {runtime})")
         _require_installed(runtime, file)
         return runtime, file
     for name in RUNTIMES:
