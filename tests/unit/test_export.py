@@ -216,6 +216,29 @@ def test_an_export_without_its_converters_is_one_line_naming_the_extra(run_dir, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_scripts_export_and_run_a_pipeline_run(run_dir, tmp_path):
+    # export.py and evaluate.py RUN --image in a fresh process ended in "unknown model 'cascade'": nothing there had
+    # registered pipeline runs with Predictor.load (train.py had, so tests running in its process passed)
+    import cv2
+
+    pipeline = tmp_path / "cascade"
+    pipeline.mkdir()
+    (pipeline / "pipeline.json").write_text(json.dumps({"kind": "cascade", "run_dir": str(pipeline), "stage1": str(run_dir),
+                                                        "regions": [], "scheme": "ibug68", "crop_size": SIZE}))
+    (pipeline / "config.json").write_text(json.dumps({"model": "cascade", "stage1": str(run_dir), "scheme": "ibug68",
+                                                      "input_shape": [SIZE, SIZE, 3], "num_points": 68}))  # as train.py saves it
+    done = subprocess.run([sys.executable, "export.py", str(pipeline), "--format", "onnx", "--to", str(tmp_path / "exp")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "exp" / "pipeline.json").is_file() and (tmp_path / "exp" / "stage1" / "model.onnx").is_file()
+    photo = tmp_path / "wall.png"
+    cv2.imwrite(str(photo), np.full((96, 96, 3), 128, np.uint8))
+    for model in (pipeline, tmp_path / "exp"):
+        done = subprocess.run([sys.executable, "evaluate.py", str(model), "--image", str(photo), "--out", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert (done.returncode, done.stderr) == (1, f"{photo}: no face found\n")  # the model loaded; a wall has no face
+
+
 def test_int8_litert_is_one_integer_graph_with_a_float_decoding(tmp_path):
     """PIPNet head, torch-normalised input: the normalisation runs as an integer convolution (no float
     arithmetic on the full-size input), every operation of the decoding layer stays float (its additions
