@@ -340,6 +340,8 @@ def main(argv=None) -> int:
         parser.error(f"{args.model} is an export: give --runtimes without keras (an int8 export, say)")
     if {"onnx", "litert"} & set(args.runtimes) and not (is_export(args.model) or (args.model / "export").is_dir()):
         parser.error(f"{args.model}: no export/ folder (python export.py {args.model})")
+    if not args.data.is_file():  # else every timing process fails on it, and the tables come out empty
+        parser.error(f"{args.data}: no such test npz (prepare one with datagen.py, README's Workflow, or give --data)")
     args.argv = argv
     result = {"machine": versions(), **{k: v if isinstance(v, (int, list)) else str(v) for k, v in vars(args).items()
                                         if k in ("model", "data", "samples", "faces", "batch", "repeats", "batch_repeats",

@@ -112,6 +112,16 @@ def test_scripts_answer_help_quietly_without_loading_a_backend(script):
     assert noise == []
 
 
+def test_inference_speed_without_its_test_faces_says_so_before_timing(tmp_path):
+    # a fresh clone has no dataset/ibug128_test.npz: each timing process ended in a traceback, then empty tables, status 0
+    missing = tmp_path / "ibug128_test.npz"
+    result = _run([sys.executable, str(ROOT / "benchmarks" / "inference_speed.py"), "--data", str(missing), "--runtimes",
+                   "dlib", "--no-cold", "--processes", "1"], cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1].startswith(f"inference_speed.py: error: {missing}: no such test npz")
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_tell_a_wrong_flag_in_one_line(script):
     result = _run([sys.executable, str(ROOT / script), "--no-such-flag"], cwd=ROOT)
