@@ -166,6 +166,8 @@ class _ExportedModel:
     runtime = ""
 
     def __init__(self, path: Path, input_shape: tuple, params: int, threads: int | None):
+        if threads is not None and threads < 1:  # LiteRT blamed the model file for it, ONNX Runtime took it silently
+            raise ValueError(f"threads must be at least 1 (default: all cores), got {threads}")
         self.path = Path(path)
         self.input_shape = (None, *input_shape)
         self.params = int(params)

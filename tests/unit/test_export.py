@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facelandmarks.cli import evaluate as evaluate_cli
 from facelandmarks.cli import export as export_cli
 from facelandmarks.inference import export, runtimes
 from facelandmarks.inference.predictor import Predictor
@@ -66,6 +67,19 @@ def test_exported_points_agree_with_keras(run_dir, exported, runtime):
     # one face, then a batch again: LiteRT resizes its input between calls
     np.testing.assert_allclose(predictor.predict_crops(crops()[:1]), points[:1], atol=1e-5)
     np.testing.assert_allclose(predictor.predict_crops(crops()), points, atol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "litert"])
+def test_threads_below_one_are_refused_in_one_line(exported, runtime, tmp_path, capsys):
+    # LiteRT said "not a loadable LiteRT model (num_threads should >= 1)"; ONNX Runtime ran on its default
+    import cv2
+
+    with pytest.raises(ValueError, match="^threads must be at least 1 \\(default: all cores\\), got 0$"):
+        Predictor.load(exported, runtime=runtime, threads=0)
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((96, 96, 3), 128, np.uint8))
+    assert evaluate_cli.main([str(exported), "--image", str(tmp_path / "wall.png"), "--out", str(tmp_path), "--runtime",
+                              runtime, "--threads", "-2"]) == 2
+    assert capsys.readouterr().err == "evaluate.py: threads must be at least 1 (default: all cores), got -2\n"
 
 
 def test_a_lone_onnx_file_carries_its_settings(exported, tmp_path):
