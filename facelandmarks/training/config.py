@@ -401,22 +401,14 @@ def init_split_warning(config, scheme: str, sources=None) -> str | None:
         return None
     if before.get("scheme") not in (None, scheme) or before.get("data") not in (None, config.data):
         return None
-    shared = None
-    if before.get("trained_on") is not None and sources is not None:
-        shared = sorted(set(before["trained_on"]) & {str(s) for s in sources})
-        if not shared:
-            return None
-    if before.get("val"):
-        return None
+    known = before.get("trained_on") is not None and sources is not None
+    shared = sorted(set(before["trained_on"]) & set(map(str, sources))) if known else None
     seed, fraction = split_seed_of(before), before.get("val_fraction")
-    if (seed, fraction) == (config.val_seed, config.val_fraction) or seed is None or fraction is None:
+    if shared == [] or before.get("val") or seed is None or fraction is None or (seed, fraction) == (
+            config.val_seed, config.val_fraction):
         return None
-    if before.get("data"):
-        same = "the same data"
-    elif shared:
-        same = f"{' and '.join(shared)} faces (as it did)"
-    else:
-        same = "the same data (if it is)"
+    same = ("the same data" if before.get("data") else f"{' and '.join(shared)} faces (as it did)" if shared
+            else "the same data (if it is)")
     if not fraction:  # trained on every face (the shipped model's last run): no split keeps its faces out
         return (f"warning: --init {config.init} trained on every face of its data (--val-fraction 0); this run "
                 f"validates on {same} with --val-fraction {config.val_fraction}, on faces {config.init} trained on: "

@@ -79,7 +79,7 @@ def test_threads_below_one_are_refused_in_one_line(exported, runtime, tmp_path, 
     cv2.imwrite(str(tmp_path / "wall.png"), np.full((96, 96, 3), 128, np.uint8))
     assert evaluate_cli.main([str(exported), "--image", str(tmp_path / "wall.png"), "--out", str(tmp_path), "--runtime",
                               runtime, "--threads", "-2"]) == 2
-    assert capsys.readouterr().err == "evaluate.py: threads must be at least 1 (default: all cores), got -2\n"
+    assert capsys.readouterr().err == "evaluate.py: --threads must be at least 1, got -2\n"
 
 
 def test_a_lone_onnx_file_carries_its_settings(exported, tmp_path):
