@@ -34,6 +34,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.ship and not args.to:
         parser.error("--ship needs --to FOLDER")
+    for flag, value in (("--num-points", args.num_points), ("--input-size", args.input_size)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}")
     if not (args.list or args.summary or args.ship):
         parser.print_help()
         return 0
@@ -61,7 +64,12 @@ def main(argv=None):
     if args.summary:
         spec = get_spec(args.summary)
         shape = spec.default_input_shape
-        if args.input_size and spec.input_kind == IMAGE:
+        if args.input_size is not None and spec.input_kind == IMAGE:
             shape = (args.input_size, args.input_size, shape[2])
-        build_model(args.summary, shape, args.num_points).summary(expand_nested=False)
+        try:
+            model = build_model(args.summary, shape, args.num_points)
+        except ValueError as err:  # an input too small for the model
+            print(f"models.py: --summary {args.summary}: {error_line(err)}", file=sys.stderr)
+            return 2
+        model.summary(expand_nested=False)
     return 0

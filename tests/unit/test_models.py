@@ -92,6 +92,18 @@ def test_cli_help_and_summary(capsys):
     assert "mlp_landmarks" in out and "landmark_coordinates" in out
 
 
+def test_cli_bad_sizes_are_one_line(capsys):
+    """An input too small for the model, or a size or point count below 1, is one line (exit 2), not a traceback."""
+    assert main(["--summary", "mobilenetv2", "--input-size", "16"]) == 2
+    assert capsys.readouterr().err == ("models.py: --summary mobilenetv2: backbone 'mobilenetv2' needs inputs of at least "
+                                       "32x32 pixels, got input_shape (16, 16, 3)\n")
+    for argv in (["--list", "--num-points", "0"], ["--summary", "mlp", "--input-size", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and "must be a positive integer, got 0" in err
+
+
 @pytest.mark.slow  # builds every registered model, the stock ImageNet backbones too
 def test_cli_list_shows_every_model_with_its_parameters(capsys):
     from facelandmarks.models import REGISTRY
