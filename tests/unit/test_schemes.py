@@ -251,6 +251,11 @@ def test_csv_subjects_come_from_their_column_or_each_image_is_one_and_a_note_say
         read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2, csv_subject_column=20))
     with pytest.raises(ValueError, match="--csv-subject-column: must be >= 0"):
         ReaderOptions(csv_subject_column=-1)
+    # a column among the coordinates was read as both (the subject's, or the image's, cells taken in silence)
+    path.write_text(f"file,person,coords\n{name},ann,{coords}\n")
+    with pytest.raises(AnnotationError, match=rf"^{path}:2: subject column 2 is a coordinate \(the coordinates run from "
+                                              r"column 2, --csv-first-coordinate, to the end of the row\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2, csv_subject_column=2))
 
 
 def test_a_csv_header_that_is_a_face_and_a_face_that_is_a_header_say_so(tmp_path):

@@ -62,6 +62,9 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             for column, what in ((image_column, "image"), (subject_column, "subject")):
                 if column is not None and column >= len(row):
                     raise AnnotationError(f"{csv_path}:{line}: no {what} column {column} ({len(row)} columns)")
+                if column is not None and column >= first:
+                    raise AnnotationError(f"{csv_path}:{line}: {what} column {column} is a coordinate (the coordinates run "
+                                          f"from column {first}, --csv-first-coordinate, to the end of the row)")
             try:
                 values = [_parse_float(cell) for cell in cells]
             except ValueError:
