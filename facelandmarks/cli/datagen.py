@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from facelandmarks import runtime
 from facelandmarks.cli.common import OneLineParser
@@ -201,6 +202,9 @@ def _run(command: str, sub: argparse.ArgumentParser, args: argparse.Namespace) -
             indices = [int(v) for v in args.points.split(",")]
         except ValueError:
             raise ValueError(f"--points: comma-separated integers, got {args.points!r}") from None
+        if Path(args.out).resolve() == Path(args.data).resolve():
+            raise ValueError(f"{args.out}: --out is the --data file; write the selected points to another file "
+                             "(replacing it would lose the data's own points)")
         # the crops are not touched: JPEG-packed ones are written back as they were read
         arrays = npz.select_points(npz.load_npz(args.data, decode_images=False), load_scheme(args.scheme), indices)
         npz.save_npz(args.out, arrays)

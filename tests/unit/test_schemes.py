@@ -383,3 +383,11 @@ def test_datagen_select_points_writes_a_subset_npz_that_carries_its_scheme(tmp_p
         assert "images" not in after.files
         np.testing.assert_array_equal(after["images_jpeg"], before["images_jpeg"])
     np.testing.assert_array_equal(npz.load_npz(tmp_path / "five.npz")["images"], npz.load_npz(tmp_path / "ibug.npz")["images"])
+    # --out over --data replaced the 68-point file with the 5-point one (and broke a prepared set's manifest)
+    argv = ["select-points", "--data", str(tmp_path / "ibug.npz"), "--scheme", str(scheme), "--points", "36,45,30,48,54",
+            "--out", str(tmp_path / "ibug.npz")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"datagen.py select-points: {tmp_path / 'ibug.npz'}: --out is the --data file; "
+                                       "write the selected points to another file (replacing it would lose the data's "
+                                       "own points)\n")
+    assert npz.load_npz(tmp_path / "ibug.npz")["landmarks"].shape == (3, 68, 2)
