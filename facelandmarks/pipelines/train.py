@@ -111,10 +111,11 @@ def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) ->
     if not regions:
         raise ValueError("--regions names no region")
     allowed = REFINED_REGIONS if boxes else tuple(scheme.regions) if scheme is not None else None
-    unknown = sorted(set(regions) - set(allowed or regions))
+    unknown = [] if allowed is None else sorted(set(regions) - set(allowed))
     if unknown:
         owner = "the box network" if boxes else f"scheme {scheme.name}"
-        raise ValueError(f"--regions: {owner} has no region {', '.join(unknown)} (it has {', '.join(allowed)})")
+        raise ValueError(f"--regions: {owner} has no region {', '.join(unknown)} "
+                         f"(it has {', '.join(allowed) or 'none: a scheme file names them under regions'})")
 
 
 def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
@@ -188,6 +189,10 @@ def train_boxes(template: TrainConfig, margin: float = 0.25, regions=REFINED_REG
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays = npz.load_npz(template.data)
     scheme = npz.scheme_of(arrays)
+    missing = [region for region in regions if region not in scheme.regions]
+    if missing:
+        raise ValueError(f"{template.data}: the box network predicts the boxes of {', '.join(regions)}; scheme "
+                         f"{scheme.name} has no region {', '.join(missing)}")
     data = run_dir / "boxes_train.npz"
     npz.save_npz(data, boxes_dataset(arrays, scheme, regions, margin))
     config = TrainConfig(**{**asdict(template), "data": str(data), "pipeline": {}})

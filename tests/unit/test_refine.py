@@ -3,11 +3,16 @@
 Pipelines trained and evaluated on real faces: ``tests/data/test_refine.py``.
 """
 
-import numpy as np
+import json
 
-from facelandmarks.landmarks import REFINED_REGIONS, get_scheme
+import numpy as np
+import pytest
+
+from facelandmarks.data import npz
+from facelandmarks.landmarks import REFINED_REGIONS, Scheme, get_scheme
 from facelandmarks.pipelines.boxes import boxes_from_centres, boxes_to_centres_sides, region_boxes
-from facelandmarks.pipelines.train import jittered_boxes
+from facelandmarks.pipelines.train import check_regions, jittered_boxes, train_boxes
+from facelandmarks.training.config import TrainConfig
 
 
 def test_region_without_visible_points_gets_no_box():
@@ -39,3 +44,24 @@ def test_muct76_has_every_refined_region():
     # left and right regions are mirror images of each other under the scheme's permutation
     perm = np.asarray(scheme.mirror)
     assert sorted(perm[list(scheme.regions["left_eye"])]) == sorted(scheme.regions["right_eye"])
+
+
+
+def test_regions_a_scheme_lacks_are_one_line_errors(tmp_path):
+    """A scheme without regions took any --regions (then a KeyError deep in the box code), and the box
+    network, which predicts the iBUG regions, took data of any markup (the same KeyError)."""
+    plain = Scheme.from_dict({"name": "unitplain", "points": 3, "pairs": [[0, 1]], "normalize": [0, 1]})
+    with pytest.raises(ValueError, match=r"^--regions: scheme unitplain has no region eyes \(it has none: a scheme file "
+                                         r"names them under regions\)$"):
+        check_regions(["eyes"], plain)
+    check_regions(["nose", "mouth"], get_scheme("kaggle15"))
+    points = np.random.default_rng(0).uniform(0.2, 0.8, (4, 5, 2)).astype(np.float32)
+    arrays = {"images": np.zeros((4, 32, 32, 3), np.uint8), "landmarks": points, "visible": np.ones((4, 5), bool),
+              "subject": np.array(["a", "b", "c", "d"]), "box": np.zeros((4, 4), np.float32), "scheme": np.array("unitfive"),
+              "scheme_json": np.array(json.dumps({"name": "unitfive", "points": 5, "pairs": [[0, 1], [3, 4]],
+                                                  "normalize": [0, 1], "regions": {"eyes": [0, 1], "mouth": [3, 4]}}))}
+    npz.save_npz(tmp_path / "five.npz", arrays)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'five.npz'}: the box network predicts the boxes of right_brow, "
+                                         "left_brow, right_eye, left_eye, nose, mouth; scheme unitfive has no region "
+                                         "right_brow, left_brow, right_eye, left_eye, nose$"):
+        train_boxes(TrainConfig(model="resnet_scratch", data=str(tmp_path / "five.npz"), run_dir=str(tmp_path / "run")))
