@@ -319,6 +319,22 @@ def test_dlib_xml_parts_by_name_or_index_for_any_scheme(tmp_path):
     assert len(record.labelled) == 68 and record.labelled.sum() == 2
 
 
+
+def test_coco_and_dlib_xml_faces_without_their_image_say_where_it_was_looked_for(tmp_path):
+    """mmpose's JSON files sit apart from their images: the skip named neither the path tried nor --images."""
+    scheme = Scheme.from_dict(FACE5)
+    (tmp_path / "anno").mkdir()
+    coco = coco_file(tmp_path, [20, 30, 2] * 5)
+    moved = coco.rename(tmp_path / "anno" / coco.name)
+    (skip,) = read_coco(moved, ReaderOptions(scheme=scheme)).skips
+    assert skip.reason == (f"image missing for anno.json annotation 3 (no {tmp_path / 'anno' / 'face.png'}; names are "
+                           "relative to the JSON's folder, or to --images DIR)")
+    assert read_coco(moved, ReaderOptions(scheme=scheme, images=str(tmp_path))).records
+    xml = dlib_xml(tmp_path, ["00"])
+    (skip,) = read_dlibxml(xml.rename(tmp_path / "anno" / xml.name), ReaderOptions(scheme=scheme)).skips
+    assert skip.reason == (f"image missing for faces.xml (no {tmp_path / 'anno' / 'face.png'}; names are relative to "
+                           "the XML's folder)")
+
 def test_prepare_refuses_a_scheme_for_a_dataset_of_fixed_markup(tmp_path):
     from facelandmarks.data.prepare import PrepareOptions, prepare
 

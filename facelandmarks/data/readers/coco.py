@@ -65,7 +65,8 @@ def read_coco(source: str | os.PathLike, options: ReaderOptions | None = None) -
                 continue
             image = (folder / file_name).resolve()
             if not image.is_file():
-                listing.skips.append(Skip("coco", file_name, f"image missing for {path.name} {label}"))
+                listing.skips.append(Skip("coco", file_name, f"image missing for {path.name} {label} (no {image}; names "
+                                                               "are relative to the JSON's folder, or to --images DIR)"))
                 continue
             box = None
             if options.use_bbox:

@@ -85,7 +85,8 @@ def read_dlibxml(source: str | os.PathLike, options: ReaderOptions | None = None
                     listing.skips.append(Skip("dlibxml", label, "box without landmark parts"))
                     continue
                 if not image.is_file():
-                    listing.skips.append(Skip("dlibxml", file_name, f"image missing for {xml_path.name}"))
+                    listing.skips.append(Skip("dlibxml", file_name, f"image missing for {xml_path.name} (no {image}; "
+                                                                     "names are relative to the XML's folder)"))
                     continue
                 listing.records.append(
                     FaceRecord(
