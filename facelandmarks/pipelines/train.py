@@ -124,7 +124,7 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stage1 = Predictor.load(config.stage1, runtime="keras")
-    s1 = TrainConfig.load(Path(config.stage1) / "config.json")
+    s1 = _stage1_config(config.stage1)
     split_config = TrainConfig(**{**asdict(s1), "data": template.data or s1.data})
     train, val = load_split(split_config)
     if val is None:
@@ -170,6 +170,15 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
         print(f"training the {region} refiner ({len(copies[0]['images']) * config.copies} patches)")
         summaries[region] = fit(region_config, resume=resume)
     return summaries
+
+
+def _stage1_config(stage1) -> TrainConfig:
+    """The stage-1 run's settings.  A shipped model's folder loads like a run, but its settings name no data."""
+    path = Path(stage1) / "config.json"
+    try:
+        return TrainConfig.load(path)
+    except TypeError:  # settings without a default missing
+        raise ValueError(f"{path}: no data or run_dir: not the config.json of a training run") from None
 
 
 def boxes_dataset(arrays: dict, scheme: Scheme, regions, margin: float) -> dict:

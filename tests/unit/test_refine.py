@@ -4,6 +4,8 @@ Pipelines trained and evaluated on real faces: ``tests/data/test_refine.py``.
 """
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from facelandmarks.data import npz
 from facelandmarks.landmarks import REFINED_REGIONS, Scheme, get_scheme
 from facelandmarks.pipelines.boxes import boxes_from_centres, boxes_to_centres_sides, region_boxes
-from facelandmarks.pipelines.train import check_regions, jittered_boxes, train_boxes
+from facelandmarks.pipelines.train import _stage1_config, check_regions, jittered_boxes, train_boxes
 from facelandmarks.training.config import TrainConfig
 
 
@@ -65,3 +67,12 @@ def test_regions_a_scheme_lacks_are_one_line_errors(tmp_path):
                                          "left_brow, right_eye, left_eye, nose, mouth; scheme unitfive has no region "
                                          "right_brow, left_brow, right_eye, left_eye, nose$"):
         train_boxes(TrainConfig(model="resnet_scratch", data=str(tmp_path / "five.npz"), run_dir=str(tmp_path / "run")))
+
+
+def test_a_stage1_folder_whose_settings_name_no_data_is_named():
+    """train.py cascade --stage1 weights/mobilenetv2-pip-128 (a shipped model, which loads like a run) stopped in a
+    TypeError traceback from TrainConfig.load."""
+    shipped = Path(__file__).resolve().parents[2] / "weights" / "mobilenetv2-pip-128"
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(shipped / 'config.json'))}: no data or run_dir: not the "
+                                         "config.json of a training run$"):
+        _stage1_config(shipped)
