@@ -137,6 +137,8 @@ def _model_of_init(requested: dict) -> None:
     from facelandmarks.training.config import run_config_of
 
     _shipped_init(requested)
+    if not Path(requested["init"]).exists():  # as with a model named, not 'name the model' for a mistyped path
+        raise ConfigError(f"{requested['init']}: no such run directory or weights file (--init)")
     before = run_config_of(requested["init"])
     if not before or not before.get("model"):
         raise ConfigError(f"--init {requested['init']}: no config.json naming its model beside the weights; "

@@ -345,6 +345,9 @@ def test_init_without_a_model_name_trains_the_inits_model_with_its_options(tmp_p
     (bare / "config.json").write_text(json.dumps({"model": "regions"}))
     with pytest.raises(ConfigError, match=rf"^--init {re.escape(str(bare))}: a regions pipeline; --init starts one model"):
         resolve_config(["--init", str(bare), "--data", "train.npz", "--run-dir", "r"])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'typo'))}: no such run directory or weights "
+                                          r"file \(--init\)$"):  # it said to name the model
+        resolve_config(["--init", str(tmp_path / "typo"), "--data", "train.npz", "--run-dir", "r"])
 
 
 def test_a_yaml_rate_written_as_in_the_json_recipes_is_a_number(tmp_path):
