@@ -320,6 +320,8 @@ def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         with open(path, newline="", errors="replace") as handle:
             reader = csv.reader(handle)
             for line, row in enumerate(reader, start=1):
+                if line == 1 and row and row[0].startswith("\ufeff"):  # the byte-order mark of Excel's "CSV UTF-8"
+                    row[0] = row[0][1:]
                 yield line, row
     except csv.Error as err:
         raise AnnotationError(f"{path}:{line + 1}: not a readable CSV ({err})") from None

@@ -277,6 +277,13 @@ def test_a_csv_header_that_is_a_face_and_a_face_that_is_a_header_say_so(tmp_path
     path.write_text(f"file,{','.join(f'x{i},y{i}' for i in range(5))}\n{name},1,2,3,4,5,6,7,8,9,1O\n")
     with pytest.raises(AnnotationError, match=rf"^{path}:2: column 10: '1O' is not a number$"):
         read_csv_points(path, ReaderOptions(scheme=scheme))
+    # Excel's "CSV UTF-8" starts with a byte-order mark: it hid the first face's image, so that face became the
+    # header in silence, or with --csv-no-header a face skipped as its image missing
+    path.write_text(f"{name},{','.join(['4'] * 10)}\r\n{name},{','.join(['5'] * 10)}\r\n", encoding="utf-8-sig")
+    with pytest.raises(AnnotationError, match=rf"^{path}:1: every coordinate of the first row is a number: it is a face"):
+        read_csv_points(path, ReaderOptions(scheme=scheme))
+    listing = read_csv_points(path, ReaderOptions(scheme=scheme, csv_header=False))
+    assert [r.name for r in listing.records] == [name, name] and not listing.skips
 
 
 def test_csv_rows_without_their_image_say_where_it_was_looked_for(tmp_path, capsys):
