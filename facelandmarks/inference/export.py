@@ -71,6 +71,12 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
     predictor = Predictor.load(run_dir, runtime="keras")  # an export is refused: the run it came from exports
     if predictor.runtime != "keras":  # a loader of another kind that let an export through
         raise ValueError(f"{run_dir}: already an export; give the run directory it came from")
+    if check is not None:
+        from facelandmarks.data.npz import read_member
+
+        if (scheme := str(read_member(check, "scheme"))) != predictor.scheme.name:
+            raise ValueError(f"{check}: its faces have {scheme} points, {run_dir} predicts {predictor.scheme.name} "
+                             "(--check)")
     stages = getattr(predictor, "stages", None)
     work = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(work, ignore_errors=True)

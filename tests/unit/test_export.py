@@ -208,6 +208,13 @@ def test_bad_check_settings_fail_before_anything_is_exported(run_dir, tmp_path, 
         assert export_cli.main([str(run_dir), "--to", str(tmp_path / "out"), *args]) == 2
         assert capsys.readouterr().err.strip() == f"export.py: {says}"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # faces of another markup: 'cannot reshape array of size 168 into shape (7,5,2)' once the formats were written
+    other = tmp_path.parent / f"{tmp_path.name}-kaggle15.npz"
+    np.savez(other, scheme=np.array("kaggle15"))
+    assert export_cli.main([str(run_dir), "--to", str(tmp_path / "out"), "--check", str(other)]) == 2
+    assert capsys.readouterr().err.strip() == (f"export.py: {other}: its faces have kaggle15 points, {run_dir} predicts "
+                                               "ibug68 (--check)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
