@@ -71,6 +71,9 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
     predictor = Predictor.load(run_dir, runtime="keras")  # an export is refused: the run it came from exports
     if predictor.runtime != "keras":  # a loader of another kind that let an export through
         raise ValueError(f"{run_dir}: already an export; give the run directory it came from")
+    if check is not None and getattr(predictor, "stages", None) is not None:  # it was ignored in silence
+        raise ValueError(f"--check: {run_dir} is a pipeline, and --check compares one model's export with Keras; "
+                         "score the exported pipeline with evaluate.py FOLDER --data NPZ")
     if check is not None:
         from facelandmarks.data.npz import read_member
 

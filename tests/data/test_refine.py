@@ -140,6 +140,10 @@ def test_an_exported_pipeline_predicts_like_the_pipeline(pipelines, tiny_ibug, t
     assert export_cli.main([str(pipelines / "cascade"), "--to", str(tmp_path / "cascade-onnx"), "--format", "onnx"]) == 0
     assert Predictor.load(tmp_path / "cascade-onnx").stage1.runtime == "onnx"
     assert export_cli.main([str(dest), "--to", str(tmp_path / "again"), "--format", "onnx"]) == 2
+    # --check compares one model's export with Keras: on a pipeline it was ignored in silence
+    assert export_cli.main([str(pipelines / "cascade"), "--to", str(tmp_path / "checked"), "--format", "onnx",
+                            "--check", str(tiny_ibug["test"])]) == 2
+    assert not (tmp_path / "checked").exists()
 
 
 def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys):
