@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import zipfile
 
 # What a user can cause and the scripts report in one line (exit 2).  Anything else is a bug: a traceback.
@@ -32,3 +34,41 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: {message} ({self.prog} --help lists the options)\n")
+
+
+class _ClosedPipeTolerant:
+    """``sys.stdout`` that, once its reader has gone (``| head``), sends the rest of the output to /dev/null
+    instead of raising ``BrokenPipeError`` out of the next print: the script finishes its work and exits as it
+    would have (it ended in "Broken pipe", exit 2, or a traceback, even after ``prepare`` had written its set)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:  # the descriptor too: Python flushes the original stream once more at exit
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def tolerate_closed_stdout() -> None:
+    """Let the script's output be cut short by its reader (``script ... | head``); see ``_ClosedPipeTolerant``."""
+    if not isinstance(sys.stdout, _ClosedPipeTolerant) and sys.stdout is not None:
+        sys.stdout = _ClosedPipeTolerant(sys.stdout)

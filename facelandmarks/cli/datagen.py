@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import OneLineParser
+from facelandmarks.cli.common import OneLineParser, tolerate_closed_stdout
 from facelandmarks.data import npz
 from facelandmarks.data.download import (
     MUCT_URL,
@@ -145,6 +145,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    tolerate_closed_stdout()
     parser, commands = _build_parsers()
     if not argv or argv[0] not in commands:
         parser.parse_args(argv)  # --help, or an error naming the valid commands

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line, tolerate_closed_stdout
 from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Exit status as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
+    tolerate_closed_stdout()
     args = build_parser().parse_args(argv)
     modes = [m for m in ("data", "image", "video") if getattr(args, m)]
     if len(modes) != 1:

@@ -21,7 +21,7 @@ import argparse
 import sys
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import OneLineParser
+from facelandmarks.cli.common import OneLineParser, tolerate_closed_stdout
 
 EPILOG = """exit status:
   0    exported
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    tolerate_closed_stdout()
     args = build_parser().parse_args(argv)
     runtime.startup(args.verbose)
     import facelandmarks.pipelines  # noqa: F401  (pipeline runs export stage by stage)

@@ -6,7 +6,7 @@ import json
 import sys
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line, tolerate_closed_stdout
 
 
 def build_parser() -> OneLineParser:
@@ -30,6 +30,7 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv=None):
+    tolerate_closed_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.ship and not args.to:

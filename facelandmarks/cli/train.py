@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line, tolerate_closed_stdout
 from facelandmarks.runtime import script_command, startup
 from facelandmarks.training.config import (
     SHIPPED,
@@ -217,6 +217,7 @@ def _is_file_path(weights) -> bool:
 
 def main(argv=None) -> int:
     """Exit status 0, 2 or 130 as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
+    tolerate_closed_stdout()
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true")
