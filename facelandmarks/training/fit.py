@@ -404,6 +404,8 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
         summary["val_mse"] = metrics.masked_mse(pred, val["landmarks"], val["visible"])
     summary["best_epoch"] = _best_epoch(out_dir / "history.csv", monitor)
     summary["weights_sha1"] = weights_fingerprint(model)
+    # a score without a face to score (no visible point): null, not NaN, which is no JSON to other readers (jq)
+    summary = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in summary.items()}
     if cluster.is_chief:  # model.keras joins the checkpoint set, recording which best weights it holds
         best = (state or {}).get("files", {}).get(BEST)
         commit_set(out_dir, {SAVED_MODEL: model.save}, state or {"epoch": -1},

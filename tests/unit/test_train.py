@@ -490,3 +490,31 @@ def test_a_mistyped_model_name_is_answered_with_the_name_it_may_mean():
             get_trainer(typed)
     with pytest.raises(ValueError, match=r"unknown model 'zzz'; known: scratch"):
         get_trainer("zzz")
+
+
+def test_scores_without_a_scored_face_are_null_in_summary_json(tmp_path):
+    """A validation set without a visible point (a refiner's patches of a tiny cascade) wrote NaN, which strict JSON
+    readers refuse."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import TINY, faces
+
+    root = Path(__file__).resolve().parents[2]
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    hidden = faces(4)
+    hidden["visible"][:] = False
+    val = npz.save_npz(tmp_path / "val.npz", hidden)
+    done = subprocess.run([sys.executable, "train.py", *TINY, "--batch", "4", "--data", str(data), "--val", str(val),
+                           "--run-dir", str(tmp_path / "run")], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def refuse(constant):
+        raise ValueError(f"{constant} in summary.json")
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["val_mse"] is None and summary["epochs"] == 1
+    json.loads(done.stdout[done.stdout.index("{"):], parse_constant=refuse)  # the summary train.py prints too
