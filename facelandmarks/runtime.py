@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -22,12 +23,25 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def working_copy() -> bool:
+    """Whether the package runs from a working copy, whose scripts (``train.py`` ...) sit beside it."""
+    return os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py"))
+
+
+_SCRIPT = re.compile(r"\b(?:python )?(datagen|train|evaluate|export|models)\.py\b")
+
+
+def for_this_install(text: str) -> str:
+    """``text`` with the scripts named as this install runs them: as written in a working copy (``python
+    train.py``, ``train.py``), else (a plain install, which has no such files) as console scripts
+    (``facelandmarks-train``)."""
+    return text if working_copy() else _SCRIPT.sub(r"facelandmarks-\1", text)
+
+
 def script_command(name: str) -> str:
     """How to run the script ``name`` ('export', 'train', ...) in the hints the package prints: ``python export.py``
-    in a working copy, whose scripts sit beside the package, else (a plain install) its console script,
-    ``facelandmarks-export``."""
-    scripts = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return f"python {name}.py" if os.path.isfile(os.path.join(scripts, f"{name}.py")) else f"facelandmarks-{name}"
+    in a working copy, else its console script, ``facelandmarks-export``."""
+    return for_this_install(f"python {name}.py")
 
 
 def quiet_startup() -> None:

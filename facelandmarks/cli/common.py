@@ -7,6 +7,8 @@ import os
 import sys
 import zipfile
 
+from facelandmarks.runtime import for_this_install
+
 # What a user can cause and the scripts report in one line (exit 2).  Anything else is a bug: a traceback.
 # zipfile.BadZipFile and EOFError come from numpy reading a truncated npz when the loader does not name it.
 USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
@@ -33,7 +35,18 @@ class OneLineParser(argparse.ArgumentParser):
     """
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: {message} ({self.prog} --help lists the options)\n")
+        self.exit(2, for_this_install(f"{self.prog}: {message} ({self.prog} --help lists the options)\n"))
+
+    def format_usage(self):
+        return for_this_install(super().format_usage())
+
+    def format_help(self):  # a plain install runs facelandmarks-train, not train.py: its help says so
+        return for_this_install(super().format_help())
+
+
+def complain(text: str) -> None:
+    """A line for the user on stderr, the scripts named as this install runs them."""
+    print(for_this_install(text), file=sys.stderr)
 
 
 class _ClosedPipeTolerant:

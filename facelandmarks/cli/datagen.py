@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import OneLineParser, tolerate_closed_stdout
+from facelandmarks.cli.common import OneLineParser, complain, tolerate_closed_stdout
 from facelandmarks.data import npz
 from facelandmarks.data.download import (
     MUCT_URL,
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # anything the file system refuses that no check above foresaw
         return _fail(command, f"{err.filename or '?'}: {err.strerror or err}")
     except KeyboardInterrupt:
-        print(f"datagen.py {command}: interrupted; previous outputs left as they were", file=sys.stderr)
+        complain(f"datagen.py {command}: interrupted; previous outputs left as they were")
         return EXIT_INTERRUPTED
     return 0
 
@@ -177,7 +177,7 @@ def _dataset_name(text: str) -> str:
 
 def _fail(command: str, message: str) -> int:
     """The one line of a user-caused error."""
-    print(f"datagen.py {command}: {' '.join(message.split())}", file=sys.stderr)
+    complain(f"datagen.py {command}: {' '.join(message.split())}")
     return EXIT_INPUT
 
 

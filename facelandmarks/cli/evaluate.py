@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line, tolerate_closed_stdout
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, tolerate_closed_stdout
 from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
@@ -83,20 +82,20 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     modes = [m for m in ("data", "image", "video") if getattr(args, m)]
     if len(modes) != 1:
-        print("evaluate.py: give exactly one of --data, --image, --video", file=sys.stderr)
+        complain("evaluate.py: give exactly one of --data, --image, --video")
         return 2
     if args.image:  # a run directory written after the photos (--image PHOTO RUN) is the run
         args.runs += [p for p in args.image if _is_run(Path(p))]
         args.image = [p for p in args.image if not _is_run(Path(p))]
         if not args.image:
-            print("evaluate.py: --image names run directories only; give it photos or folders of photos", file=sys.stderr)
+            complain("evaluate.py: --image names run directories only; give it photos or folders of photos")
             return 2
     if problem := _misplaced_option(args, modes[0]):
-        print(f"evaluate.py: {problem}", file=sys.stderr)
+        complain(f"evaluate.py: {problem}")
         return 2
     if not args.data and len(args.runs) > 1:
-        print(f"evaluate.py: --{modes[0]} takes one run directory, got {len(args.runs)} ({', '.join(args.runs)})"
-              + (": give the photos after --image" if args.image else ""), file=sys.stderr)
+        complain(f"evaluate.py: --{modes[0]} takes one run directory, got {len(args.runs)} ({', '.join(args.runs)})"
+                 + (": give the photos after --image" if args.image else ""))
         return 2
     if not args.runs:
         from facelandmarks.inference.shipped import default_model_dir
@@ -104,7 +103,7 @@ def main(argv=None) -> int:
         try:
             args.runs = [str(default_model_dir())]
         except FileNotFoundError as err:
-            print(f"evaluate.py: {err}", file=sys.stderr)
+            complain(f"evaluate.py: {err}")
             return 2
     args.out = args.out or default_out(args)
     if any(_needs_keras(Path(run), args.runtime) for run in args.runs):
@@ -112,10 +111,10 @@ def main(argv=None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:
-        print("\nevaluate.py: interrupted", file=sys.stderr)
+        complain("\nevaluate.py: interrupted")
         return 130
     except USER_ERRORS as err:
-        print(f"evaluate.py: {error_line(err, (args.data,))}", file=sys.stderr)
+        complain(f"evaluate.py: {error_line(err, (args.data,))}")
         return 2
 
 

@@ -18,10 +18,9 @@ examples:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import OneLineParser, tolerate_closed_stdout
+from facelandmarks.cli.common import OneLineParser, complain, tolerate_closed_stdout
 
 EPILOG = """exit status:
   0    exported
@@ -65,9 +64,9 @@ def main(argv=None) -> int:
     try:
         export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, args.check_faces, args.calibration)
     except KeyboardInterrupt:
-        print("\nexport.py: interrupted; the previous export is unchanged", file=sys.stderr)
+        complain("\nexport.py: interrupted; the previous export is unchanged")
         return 130
     except (*USER_ERRORS, ImportError) as err:
-        print(f"export.py: {error_line(err, (args.check,))}", file=sys.stderr)
+        complain(f"export.py: {error_line(err, (args.check,))}")
         return 2
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line, tolerate_closed_stdout
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, tolerate_closed_stdout
 
 
 def build_parser() -> OneLineParser:
@@ -52,7 +51,7 @@ def main(argv=None):
         try:
             print(f"shipped {args.ship} -> {ship(args.ship, args.to)}")
         except USER_ERRORS as err:
-            print(f"models.py: {error_line(err)}", file=sys.stderr)
+            complain(f"models.py: {error_line(err)}")
             return 2
         return 0
     if args.list:
@@ -70,7 +69,7 @@ def main(argv=None):
         try:
             model = build_model(args.summary, shape, args.num_points)
         except ValueError as err:  # an input too small for the model
-            print(f"models.py: --summary {args.summary}: {error_line(err)}", file=sys.stderr)
+            complain(f"models.py: --summary {args.summary}: {error_line(err)}")
             return 2
         model.summary(expand_nested=False)
     return 0

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line, tolerate_closed_stdout
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, tolerate_closed_stdout
 from facelandmarks.runtime import script_command, startup
 from facelandmarks.training.config import (
     SHIPPED,
@@ -233,10 +233,10 @@ def main(argv=None) -> int:
             hint = f"; continue with: {script_command('train')} --resume --run-dir {config.run_dir}"
         else:
             hint = " before the run began; nothing was written"
-        print(f"\ninterrupted{hint}", file=sys.stderr)
+        complain(f"\ninterrupted{hint}")
         return 130
     except USER_ERRORS as err:
-        print(f"train.py: {error_line(err, (config.data, config.val) if config else ())}", file=sys.stderr)
+        complain(f"train.py: {error_line(err, (config.data, config.val) if config else ())}")
         return 2
     print(json.dumps(summary, indent=2))
     return 0
