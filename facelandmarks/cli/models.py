@@ -34,6 +34,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.ship and not args.to:
         parser.error("--ship needs --to FOLDER")
+    if args.to and not args.ship:  # it printed the help and exited 0, shipping nothing
+        parser.error("--to FOLDER goes with --ship RUN_DIR (the run to ship)")
+    if args.input_size is not None and not args.summary:
+        parser.error("--input-size goes with --summary NAME")
     for flag, value in (("--num-points", args.num_points), ("--input-size", args.input_size)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be a positive integer, got {value}")
@@ -64,7 +68,9 @@ def main(argv=None):
     if args.summary:
         spec = get_spec(args.summary)
         shape = spec.default_input_shape
-        if args.input_size is not None and spec.input_kind == IMAGE:
+        if args.input_size is not None and spec.input_kind != IMAGE:  # it was ignored in silence
+            parser.error(f"--input-size: {args.summary} takes {spec.input_kind} of shape {shape}, not images")
+        if args.input_size is not None:
             shape = (args.input_size, args.input_size, shape[2])
         try:
             model = build_model(args.summary, shape, args.num_points)

@@ -102,6 +102,14 @@ def test_cli_bad_sizes_are_one_line(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.count("\n") == 1 and "must be a positive integer, got 0" in err
+    # options of another action: --to printed the help and exited 0; --input-size was ignored in silence
+    for argv, says in ((["--to", "w/x"], "--to FOLDER goes with --ship RUN_DIR"),
+                       (["--list", "--input-size", "64"], "--input-size goes with --summary NAME"),
+                       (["--summary", "inception_bottleneck", "--input-size", "64"],
+                        "--input-size: inception_bottleneck takes features of shape (2048,), not images")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and capsys.readouterr().err.startswith(f"models.py: {says}")
 
 
 @pytest.mark.slow  # builds every registered model, the stock ImageNet backbones too
