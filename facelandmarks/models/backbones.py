@@ -250,6 +250,9 @@ def load_backbone_weights(application: keras.Model, path) -> None:
             application.load_weights(str(path))
         except Exception as err:  # Keras raises ValueError, h5py OSError/KeyError
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "could not be loaded" in first:  # Keras's line ends "Example error message for object <...>:"
+                first = first.split(" Example error message")[0] + (
+                    " (--weights takes the backbone's ImageNet file; a landmark run's weights go to --init)")
             raise ValueError(
                 f"weights file {path} does not fit the {application.name} backbone "
                 f"(include_top=False): {first}"

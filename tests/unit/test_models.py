@@ -36,6 +36,14 @@ def test_weights_errors_name_the_file(tmp_path):
         np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=a.path)
     with pytest.raises(ValueError, match=f"weights file {mobilenet} does not fit the resnet50 backbone"):
         backbones.build_backbone("resnet50", (32, 32, 3), weights=mobilenet)
+    # a whole landmark model's weights (what --init takes): Keras's line ended "Example error message for object <...>:"
+    run_weights = tmp_path / "run.weights.h5"
+    build_model("mobilenetv2", (32, 32, 3), 68).save_weights(run_weights)
+    with pytest.raises(ValueError) as error:
+        backbones.build_backbone("mobilenetv2", (32, 32, 3), weights=run_weights)
+    message = str(error.value)
+    assert message.startswith(f"weights file {run_weights} does not fit the mobilenetv2 backbone (include_top=False): ")
+    assert message.endswith("a landmark run's weights go to --init)") and "Example error" not in message
     missing = tmp_path / "nope.weights.h5"
     with pytest.raises(ValueError, match=f"weights file {missing} does not exist"):
         build_model("densenet121", (32, 32, 3), 68, weights=missing)
