@@ -414,3 +414,17 @@ def test_datagen_select_points_writes_a_subset_npz_that_carries_its_scheme(tmp_p
                                        "write the selected points to another file (replacing it would lose the data's "
                                        "own points)\n")
     assert npz.load_npz(tmp_path / "ibug.npz")["landmarks"].shape == (3, 68, 2)
+
+
+def test_select_points_on_a_shard_set_says_what_it_reads(tmp_path, capsys):
+    from facelandmarks.cli.datagen import main
+
+    scheme = write(tmp_path, FACE5)
+    manifest = tmp_path / "big.shards.json"
+    manifest.write_text('{"shards": []}')
+    argv = ["select-points", "--data", str(manifest), "--scheme", str(scheme), "--points", "36,45,30,48,54", "--out",
+            str(tmp_path / "five.npz")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"datagen.py select-points: {manifest}: a shard set; select-points reads one npz "
+                                       "file (run it on each shard, or prepare the set without --shard-size)\n")
+    assert not (tmp_path / "five.npz").exists()
