@@ -38,7 +38,7 @@ def test_weights_errors_name_the_file(tmp_path):
         backbones.build_backbone("resnet50", (32, 32, 3), weights=mobilenet)
     # a whole landmark model's weights (what --init takes): Keras's line ended "Example error message for object <...>:"
     run_weights = tmp_path / "run.weights.h5"
-    build_model("mobilenetv2", (32, 32, 3), 68).save_weights(run_weights)
+    build_model("mlp", (32, 32, 3), 68).save_weights(run_weights)
     with pytest.raises(ValueError) as error:
         backbones.build_backbone("mobilenetv2", (32, 32, 3), weights=run_weights)
     message = str(error.value)
