@@ -225,10 +225,12 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if (resume and initial_epoch >= budget) and done is not None:
             return done  # nothing ran: the summary of the sittings before stands
         if initial_epoch < budget:
+            # shuffle=False: LandmarkBatches orders each epoch by its seed; Keras would reorder the batches with
+            # Python's random module, whose state a resumed run does not have
             model.fit(
                 train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=verbose if cluster.is_chief else 0,
-                validation_batch_size=global_batch,
+                validation_batch_size=global_batch, shuffle=False,
             )
         return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster, global_batch, limit)
     finally:
