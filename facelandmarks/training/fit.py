@@ -148,6 +148,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 print(line)
             definition = definition_to_store(scheme)  # a scheme of your own travels with the run
             config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
+        elif cluster.is_chief:
+            _record_budget(out_dir / "config.json", config.epochs)
 
         with cluster.scope():
             model = build_model(
@@ -283,6 +285,14 @@ def _budget_state(state: dict, epochs: int) -> dict:
     if planned is None or planned == epochs:
         return state
     return {k: v for k, v in state.items() if k not in ("TimeLimit", "CosineSchedule")}
+
+
+def _record_budget(path: Path, epochs: int) -> None:
+    """``--resume --epochs N``: the run's ``config.json`` takes the new budget, which a later ``--resume`` (after a
+    kill) then goes on to (it read the first budget and ended at once, with the first sitting's summary)."""
+    saved = json.loads(path.read_text())
+    if saved.get("epochs") != epochs:
+        _write_json_atomic(path, {**saved, "epochs": epochs})
 
 
 def _check_run_dir(run_dir: Path, resume: bool):

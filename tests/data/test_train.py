@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -229,3 +230,17 @@ def test_resumed_run_trains_on_the_batches_of_an_uninterrupted_one(tmp_path, tin
     with h5py.File(tmp_path / "whole" / "last.weights.h5") as a, h5py.File(tmp_path / "resumed" / "last.weights.h5") as b:
         a["layers"].visititems(lambda name, item: np.testing.assert_array_equal(item[()], b["layers"][name][()])
                                if isinstance(item, h5py.Dataset) else None)
+
+
+def test_a_new_budget_is_what_the_next_resume_goes_on_to(tmp_path, tiny_ibug):
+    from facelandmarks.cli.train import resolve_config
+
+    # --resume --epochs 3 killed in epoch 3 and resumed again without --epochs: config.json still said 1 epoch,
+    # so that resume trained nothing and printed the first sitting's summary
+    run_dir = tmp_path / "run"
+    config = TrainConfig(model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2,
+                         epochs=1, batch=16, preview_every=0, workers=1)
+    fit(config, verbose=0)
+    fit(replace(config, epochs=2), resume=True, verbose=0)
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
+    assert resolve_config(["--resume", "--run-dir", str(run_dir)])[0].epochs == 2
