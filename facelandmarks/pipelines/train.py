@@ -26,7 +26,7 @@ from facelandmarks.pipelines.config import (
     PipelineOptions,
 )
 from facelandmarks.training.config import TrainConfig
-from facelandmarks.training.fit import fit
+from facelandmarks.training.fit import _record_budget, fit
 
 
 def stage1_jitter(stage1: Predictor, val: dict, scheme: Scheme, regions, margin: float) -> dict:
@@ -101,8 +101,10 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     if not resume:
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         config.save(Path(config.run_dir) / "config.json")
+    else:
+        _record_budget(Path(config.run_dir) / "config.json", config.epochs)
     shared = {f.name: getattr(options, f.name) for f in fields(PipelineOptions)}
-    return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template)
+    return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template, resume)
 
 
 def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) -> None:
@@ -118,8 +120,9 @@ def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) ->
                          f"(it has {', '.join(allowed) or 'none: a scheme file names them under regions'})")
 
 
-def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
-    """Train one refiner per region; returns {region: summary}."""
+def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool = False) -> dict:
+    """Train one refiner per region; returns {region: summary}.  ``resume`` (``--resume``) resumes the finished
+    refiners too, which train on to a new ``--epochs`` budget; a rerun skips them."""
     check_regions(config.regions)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,12 +166,13 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig) -> dict:
                "augment": REFINER_AUGMENT if template.augment != "none" else "none", "weights": "none",
                "train_blocks": None, "preview_every": template.preview_every, "pipeline": {}}
         )
-        resume = (region_dir / "run" / "state.json").is_file() and not (region_dir / "run" / "model.keras").is_file()
-        if (region_dir / "run" / "model.keras").is_file():
+        finished = (region_dir / "run" / "model.keras").is_file()
+        if finished and not resume:
             print(f"{region}: already trained, skipping")
             continue
-        print(f"training the {region} refiner ({len(copies[0]['images']) * config.copies} patches)")
-        summaries[region] = fit(region_config, resume=resume)
+        if not finished:
+            print(f"training the {region} refiner ({len(copies[0]['images']) * config.copies} patches)")
+        summaries[region] = fit(region_config, resume=(region_dir / "run" / "state.json").is_file())
     return summaries
 
 

@@ -156,6 +156,18 @@ def test_pipeline_errors_name_the_problem(tiny_run, tiny_ibug, tmp_path, capsys)
         PipelineConfig.load(tmp_path)
 
 
+def test_resume_with_a_new_budget_trains_the_refiners_on(tiny_run, tiny_ibug, tmp_path):
+    # --resume --epochs 2 skipped the finished refiners ("already trained") and printed {}
+    run = tmp_path / "cascade"
+    assert train_cli.main(["cascade", "--stage1", str(tiny_run), "--epochs", "1", "--batch", "16", "--workers", "1",
+                           "--preview-every", "0", "--run-dir", str(run), "--copies", "1", "--patch-size", "24",
+                           "--regions", "mouth"]) == 0
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2"]) == 0
+    with open(run / "mouth" / "run" / "history.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2  # what a later --resume goes on to
+
+
 def test_muct76_region_boxes_mirror_like_the_real_mirrored_shapes(data_dir):
     """76 points: the box scheme's mirror permutation agrees with MUCT's own mirrored shapes (``ir`` rows)."""
     rows = read_muct_rows(data_dir)
