@@ -224,6 +224,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                   f"{done.get('best_epoch')}); nothing to resume: train.py --init {run_dir} starts a new run from its "
                   f"best weights")
             return done
+        elif resume and initial_epoch >= budget:
+            print(f"{run_dir} already ran its {budget} epochs; --epochs N gives it a new budget")
         if (resume and initial_epoch >= budget) and done is not None:
             return done  # nothing ran: the summary of the sittings before stands
         if initial_epoch < budget:

@@ -232,7 +232,7 @@ def test_resumed_run_trains_on_the_batches_of_an_uninterrupted_one(tmp_path, tin
                                if isinstance(item, h5py.Dataset) else None)
 
 
-def test_a_new_budget_is_what_the_next_resume_goes_on_to(tmp_path, tiny_ibug):
+def test_a_new_budget_is_what_the_next_resume_goes_on_to(tmp_path, tiny_ibug, capsys):
     from facelandmarks.cli.train import resolve_config
 
     # --resume --epochs 3 killed in epoch 3 and resumed again without --epochs: config.json still said 1 epoch,
@@ -244,3 +244,7 @@ def test_a_new_budget_is_what_the_next_resume_goes_on_to(tmp_path, tiny_ibug):
     fit(replace(config, epochs=2), resume=True, verbose=0)
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
     assert resolve_config(["--resume", "--run-dir", str(run_dir)])[0].epochs == 2
+    # a run at the end of its budget says so (it said 'resuming at epoch 3' and then ran nothing)
+    capsys.readouterr()
+    fit(replace(config, epochs=2), resume=True, verbose=0)
+    assert f"{run_dir} already ran its 2 epochs; --epochs N gives it a new budget" in capsys.readouterr().out
