@@ -35,6 +35,7 @@ import math
 import keras
 import numpy as np
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from facelandmarks.data.feeding import pack_targets  # noqa: F401  (the target layout the losses unpack)
 from facelandmarks.landmarks import get_scheme
@@ -82,7 +83,9 @@ class MaskedLandmarkLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         points, mask, pred = unpack_targets(y_true, y_pred)
-        return self.masked_loss(points, mask, pred)
+        # one scalar per batch, which Keras' reduction passes by: divided here by a tf.distribute strategy's
+        # replicas, whose gradients are summed (as Keras divides its own losses)
+        return scale_loss_for_distribution(self.masked_loss(points, mask, pred))
 
     def masked_loss(self, points, mask, pred):
         raise NotImplementedError
@@ -97,6 +100,12 @@ class MaskedMeanSquaredError(MaskedLandmarkLoss):
 
     def masked_loss(self, points, mask, pred):
         return masked_coordinate_mean(ops.square(pred - points), mask)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def masked_mse(y_true, y_pred):
+    """The masked MSE as a metric: not divided by a strategy's replicas, as the loss is for its gradients."""
+    return MaskedMeanSquaredError().masked_loss(*unpack_targets(y_true, y_pred))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -374,7 +374,7 @@ def resolve_jit_compile(mode: str = "auto") -> bool:
 def _compile(model, config: TrainConfig, scheme, cluster) -> None:
     from facelandmarks.models import losses
 
-    tracked = [keras.metrics.MeanMetricWrapper(losses.get_loss("mse"), name="mse")]
+    tracked = [keras.metrics.MeanMetricWrapper(losses.masked_mse, name="mse")]
     if scheme.normalize == "box":  # a markup without eye corners: NME by the face box
         tracked.insert(0, losses.NormalizedMeanError("box", name="nme"))
     elif scheme.norm_points is not None:  # single-region and region-box schemes have no normalisation
