@@ -26,7 +26,7 @@ from facelandmarks.pipelines.config import (
     PipelineOptions,
 )
 from facelandmarks.training.config import TrainConfig
-from facelandmarks.training.fit import _record_budget, fit
+from facelandmarks.training.fit import _ended, _record_budget, fit
 
 
 def stage1_jitter(stage1: Predictor, val: dict, scheme: Scheme, regions, margin: float) -> dict:
@@ -169,6 +169,7 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
         finished = (region_dir / "run" / "model.keras").is_file()
         if finished and not resume:
             print(f"{region}: already trained, skipping")
+            summaries[region] = _ended(region_dir / "run")  # its summary, as a run's --resume prints it
             continue
         if not finished:
             print(f"training the {region} refiner ({len(copies[0]['images']) * config.copies} patches)")

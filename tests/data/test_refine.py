@@ -168,6 +168,18 @@ def test_resume_with_a_new_budget_trains_the_refiners_on(tiny_run, tiny_ibug, tm
     assert json.loads((run / "config.json").read_text())["epochs"] == 2  # what a later --resume goes on to
 
 
+def test_a_rerun_prints_the_summaries_of_the_refiners_it_skips(tiny_run, tiny_ibug, tmp_path, capsys):
+    # the rerun said each was already trained and printed {} as the run's summary
+    argv = ["cascade", "--stage1", str(tiny_run), "--epochs", "1", "--batch", "16", "--workers", "1", "--preview-every",
+            "0", "--run-dir", str(tmp_path / "cascade"), "--copies", "1", "--patch-size", "24", "--regions", "mouth"]
+    assert train_cli.main(argv) == 0
+    capsys.readouterr()
+    assert train_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "mouth: already trained, skipping" in out
+    assert json.loads(out[out.index("{"):]) == {"mouth": json.loads((tmp_path / "cascade" / "mouth" / "run" / "summary.json").read_text())}
+
+
 def test_muct76_region_boxes_mirror_like_the_real_mirrored_shapes(data_dir):
     """76 points: the box scheme's mirror permutation agrees with MUCT's own mirrored shapes (``ir`` rows)."""
     rows = read_muct_rows(data_dir)
