@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePath
 
@@ -94,9 +95,10 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, predictions, histories = [], {}, {}
-    for run_dir in map(Path, run_dirs):
+    for run_dir, run_label in zip(map(Path, run_dirs), run_labels(run_dirs)):
         for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test, runtime, threads,
                                             recrop):
+            row["model"] = run_label + row["model"][len(run_dir.name):]  # every row's name starts with its folder's
             rows.append(row)
             predictions[row["model"]] = pred
             if history is not None:
@@ -121,6 +123,21 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     if histories:
         plots.learning_curves(histories, out_dir / "curves.png")
     return rows
+
+
+def run_labels(run_dirs) -> list[str]:
+    """Each run's name in the tables and plots: its folder's name, or as many of the last parts of its path as tell it
+    from another run's folder of that name (runs/a/best and runs/b/best were two rows 'best', one curve and gallery)."""
+    paths = [Path(os.path.abspath(d)) for d in run_dirs]
+    labels = []
+    for path in paths:
+        if paths.count(path) > 1:
+            raise ValueError(f"{path}: given twice among the runs")
+        n = 1
+        while n < len(path.parts) and any(o != path and o.parts[-n:] == path.parts[-n:] for o in paths):
+            n += 1
+        labels.append("/".join(path.parts[-n:]))
+    return labels
 
 
 def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_test: bool = False,

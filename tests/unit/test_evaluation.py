@@ -1,0 +1,56 @@
+"""evaluate.py --data on runs and test sets made here: what the tables and plots name, and what is checked first.
+
+No face data: random-weight scratch CNNs stand in for trained runs, random crops for faces.
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from facelandmarks.data import npz
+from facelandmarks.evaluation.evaluate import evaluate_runs
+
+SIZE = 32
+
+
+def make_run(folder, seed=0, scheme="ibug68", num_points=68):
+    """A run directory as train.py leaves it (config.json + best.weights.h5) of a small random-weight scratch CNN."""
+    import keras
+
+    from facelandmarks.models import build_model
+
+    folder.mkdir(parents=True)
+    keras.utils.set_random_seed(seed)
+    options = {"filters": [4, 4, 4, 4], "dense_units": [8]}
+    build_model("scratch", input_shape=(SIZE, SIZE, 3), num_points=num_points, **options).save_weights(
+        folder / "best.weights.h5")
+    config = {"model": "scratch", "scheme": scheme, "input_shape": [SIZE, SIZE, 3], "num_points": num_points,
+              "model_options": options, "weights": "none"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def make_test_set(path, scheme="ibug68", num_points=68, faces=4):
+    rng = np.random.default_rng(0)
+    arrays = {"images": rng.integers(0, 256, (faces, SIZE, SIZE, 3), dtype=np.uint8),
+              "landmarks": rng.uniform(0.2, 0.8, (faces, num_points, 2)).astype(np.float32),
+              "visible": np.ones((faces, num_points), bool), "subject": np.array([f"s{i}" for i in range(faces)]),
+              "scheme": np.array(scheme), "box": np.tile(np.float32([0, 0, SIZE, SIZE]), (faces, 1))}
+    return npz.save_npz(path, arrays)
+
+
+def test_runs_of_one_folder_name_keep_their_own_rows_curves_and_gallery(tmp_path):
+    first, second = make_run(tmp_path / "a" / "best", seed=1), make_run(tmp_path / "b" / "best", seed=2)
+    data = make_test_set(tmp_path / "test.npz")
+    rows = evaluate_runs([first, second], data, tmp_path / "out", timing=False)
+    assert [r["model"] for r in rows] == ["a/best", "b/best"]  # were two rows 'best', the plots showing one of them
+    assert rows[0]["nme"] != rows[1]["nme"]
+    assert (tmp_path / "out" / "results.md").read_text().startswith("# Results on `test.npz` (ibug68, 4 faces)")
+    with open(tmp_path / "out" / "results.csv", newline="") as handle:
+        assert [r["model"] for r in csv.DictReader(handle)] == ["a/best", "b/best"]
+    alone = evaluate_runs([first], data, tmp_path / "alone", timing=False)
+    assert alone[0]["model"] == "best"  # a folder name alone where nothing else shares it
+    with pytest.raises(ValueError, match="best: given twice among the runs"):
+        evaluate_runs([first, tmp_path / "a" / ".." / "a" / "best"], data, tmp_path / "twice", timing=False)
