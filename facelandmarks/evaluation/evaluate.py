@@ -92,6 +92,13 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
         arrays = select_faces(arrays, list(where), data_path)
     label = Path(data_path).name + (f" ({' '.join(where)})" if where else "")
     scheme = npz.scheme_of(arrays)
+    dlib_model = None  # the baseline's data and model are checked before the runs are scored, not after
+    if baseline == "dlib":
+        if scheme.name != "ibug68":
+            raise ValueError(f"{data_path}: dlib's predictor gives ibug68 points; this data is {scheme.name}")
+        dlib_model = DlibPredictor()
+    elif baseline not in (None, "none"):
+        raise ValueError(f"unknown baseline {baseline!r} (known: dlib)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, predictions, histories = [], {}, {}
@@ -103,8 +110,7 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
             predictions[row["model"]] = pred
             if history is not None:
                 histories[row["model"]] = history
-    if baseline == "dlib":
-        dlib_model = DlibPredictor()
+    if dlib_model is not None:
         # as it comes, and with its 0-based points moved to iBUG's 1-based convention
         for name, offset in ((dlib_model.name, 0.0), (f"{dlib_model.name}, +1 px", 1.0)):
             pred = dlib_model.predict_dataset(arrays, offset=offset)
@@ -112,8 +118,6 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
             row.update(train_loss=float("nan"), val_loss=float("nan"), best_epoch=None, params=None, ms_per_face=float("nan"))
             rows.append(row)
             predictions[name] = pred
-    elif baseline not in (None, "none"):
-        raise ValueError(f"unknown baseline {baseline!r} (known: dlib)")
 
     write_csv(out_dir / "results.csv", rows)
     (out_dir / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))

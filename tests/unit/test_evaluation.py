@@ -54,3 +54,11 @@ def test_runs_of_one_folder_name_keep_their_own_rows_curves_and_gallery(tmp_path
     assert alone[0]["model"] == "best"  # a folder name alone where nothing else shares it
     with pytest.raises(ValueError, match="best: given twice among the runs"):
         evaluate_runs([first, tmp_path / "a" / ".." / "a" / "best"], data, tmp_path / "twice", timing=False)
+
+
+def test_a_dlib_baseline_on_another_markup_is_refused_before_any_run_is_scored(tmp_path):
+    data = make_test_set(tmp_path / "muct_test.npz", scheme="muct76", num_points=76)
+    never_loaded = tmp_path / "runs" / "not-there"  # scored first, it would fail as no run directory
+    with pytest.raises(ValueError, match="muct_test.npz: dlib's predictor gives ibug68 points; this data is muct76"):
+        evaluate_runs([never_loaded], data, tmp_path / "out", baseline="dlib", timing=False)
+    assert not (tmp_path / "out").exists()
