@@ -54,9 +54,11 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
     lines += _table(rows, main)
     lines += ["", "Losses are the training objective at the best validation epoch (history.csv); test MSE is the seed's",
               f"MSE on [0, 1] crop coordinates over visible points. {_normalisation(scheme)}", ""]
-    lines += ["## NME % per region", ""]
-    lines += _table(rows, [("model", "model", None)] + [(r, f"nme_{r}", 2) for r in scheme.regions])
-    lines += ["", "## Mean offset, prediction - annotation, % of the normalising distance", ""]
+    if scheme.regions:  # a markup without regions (lapa106) had a table of model names only
+        lines += ["## NME % per region", ""]
+        lines += _table(rows, [("model", "model", None)] + [(r, f"nme_{r}", 2) for r in scheme.regions])
+        lines += [""]
+    lines += ["## Mean offset, prediction - annotation, % of the normalising distance", ""]
     lines += _table(rows, [("model", "model", None), ("x (+ right)", "offset_x", 2), ("y (+ down)", "offset_y", 2)])
     lines += ["", "A model trained on mirrored faces cannot learn an x offset of the annotations; a pixel-convention",
               "mix-up between prediction and annotation shows as one (docs/evaluation.md#mean-offset)."]

@@ -5,13 +5,18 @@ No face data: random-weight scratch CNNs stand in for trained runs, random crops
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from facelandmarks.data import npz
-from facelandmarks.evaluation.evaluate import evaluate_runs
+from facelandmarks.evaluation.evaluate import evaluate_runs, score
+from facelandmarks.evaluation.tables import results_markdown
+from facelandmarks.landmarks import get_scheme
+from facelandmarks.scheme_files import load_scheme
 
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32
 
 
@@ -62,3 +67,14 @@ def test_a_dlib_baseline_on_another_markup_is_refused_before_any_run_is_scored(t
     with pytest.raises(ValueError, match="muct_test.npz: dlib's predictor gives ibug68 points; this data is muct76"):
         evaluate_runs([never_loaded], data, tmp_path / "out", baseline="dlib", timing=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_markup_without_regions_gets_no_empty_region_table():
+    lapa = load_scheme(ROOT / "configs" / "schemes" / "lapa106.json", register=False)
+    assert not lapa.regions
+    for scheme, regions in ((lapa, False), (get_scheme("ibug68"), True)):
+        truth = np.random.default_rng(0).uniform(0.2, 0.8, (3, scheme.num_points, 2)).astype(np.float32)
+        arrays = {"landmarks": truth, "visible": np.ones(truth.shape[:2], bool)}
+        table = results_markdown([score("m", truth + 0.01, arrays, scheme)], scheme, "t.npz", 3)
+        assert ("## NME % per region" in table) == regions, scheme.name  # lapa106's was a column of model names
+        assert "## Mean offset" in table and "\n\n\n" not in table
