@@ -10,7 +10,7 @@ import numpy as np
 
 from facelandmarks import metrics
 from facelandmarks.data import npz
-from facelandmarks.evaluation.tables import MUCT_CAMERAS, read_history, results_markdown, write_csv
+from facelandmarks.evaluation.tables import MUCT_CAMERAS, normaliser, read_history, results_markdown, write_csv
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
@@ -122,7 +122,7 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     write_csv(out_dir / "results.csv", rows)
     (out_dir / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))
     nmes = {name: metrics.nme_per_face(p, arrays["landmarks"], arrays["visible"], scheme) for name, p in predictions.items()}
-    plots.ced_plot(nmes, out_dir / "ced.png", title=f"{label} ({scheme.name})")
+    plots.ced_plot(nmes, out_dir / "ced.png", title=f"{label} ({scheme.name})", normaliser=normaliser(scheme))
     plots.gallery(arrays, predictions, nmes, out_dir / "gallery.png", count=gallery_faces)
     if histories:
         plots.learning_curves(histories, out_dir / "curves.png")

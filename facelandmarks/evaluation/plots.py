@@ -16,8 +16,11 @@ from facelandmarks.drawing import draw_crop
 from facelandmarks.evaluation.tables import read_history
 
 
-def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, title: str = "") -> None:
+def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, title: str = "",
+             normaliser: str = "the outer-eye-corner distance") -> None:
     """All models' cumulative error distributions on one plot, AUC in the legend (below the axes).
+
+    ``normaliser``: what the NME is a percentage of (``tables.normaliser(scheme)``).
 
     Curves whose per-face errors are identical (a pipeline's stage 1 is also
     its own run) are drawn once, with the names joined.
@@ -35,7 +38,7 @@ def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, t
         xs, ys = metrics.ced(nme, threshold)
         label = f"{' = '.join(names)}  (AUC@{threshold * 100:g} {metrics.auc(nme, threshold):.3f}, NME {100 * np.nanmean(nme):.2f}%)"
         ax.plot(xs * 100, ys, label=label, linewidth=1.8, color=colours(i), linestyle="-" if i < 10 else "--")
-    ax.set_xlabel("NME (% of outer-eye-corner distance)")
+    ax.set_xlabel(f"NME (% of {normaliser})")
     ax.set_ylabel("fraction of faces")
     ax.set_xlim(0, threshold * 100)
     ax.set_ylim(0, 1)

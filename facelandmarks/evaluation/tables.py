@@ -84,5 +84,12 @@ MUCT_CAMERAS = "abcde"
 def _normalisation(scheme) -> str:
     if scheme.normalize == "box":
         return "NME normalised by the size of each face's ground-truth box, sqrt(width x height) of its visible points."
+    return f"NME normalised by {normaliser(scheme)}."
+
+
+def normaliser(scheme) -> str:
+    """What a face's NME is a percentage of, in a few words (the CED's axis)."""
+    if scheme.normalize == "box":
+        return "the face box size"
     first, second = (scheme.point_label(i) for i in scheme.norm_points)
-    return f"NME normalised by the distance between points {first} and {second}."
+    return f"the distance between points {first} and {second}"

@@ -78,3 +78,20 @@ def test_a_markup_without_regions_gets_no_empty_region_table():
         table = results_markdown([score("m", truth + 0.01, arrays, scheme)], scheme, "t.npz", 3)
         assert ("## NME % per region" in table) == regions, scheme.name  # lapa106's was a column of model names
         assert "## Mean offset" in table and "\n\n\n" not in table
+
+
+def test_the_ced_axis_names_what_the_markup_normalises_by(tmp_path):
+    import matplotlib
+
+    from facelandmarks.evaluation.plots import ced_plot
+    from facelandmarks.evaluation.tables import normaliser
+
+    lapa = load_scheme(ROOT / "configs" / "schemes" / "lapa106.json", register=False)
+    nmes = {"m": np.array([0.02, 0.05, 0.2])}
+    for scheme, words in ((lapa, "face box size"), (get_scheme("ibug68"), "distance between points 36 and 45"),
+                          (get_scheme("kaggle15"), "distance between points left_eye_center and right_eye_center")):
+        with matplotlib.rc_context({"svg.fonttype": "none"}):  # the axis label as text in the file
+            ced_plot(nmes, tmp_path / "ced.svg", normaliser=normaliser(scheme))
+        text = (tmp_path / "ced.svg").read_text()
+        assert f"NME (% of the {words})" in text, scheme.name
+        assert "outer-eye-corner" not in text  # every markup's axis said so, box-normalised ones too
