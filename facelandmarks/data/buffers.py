@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from facelandmarks.data import npz
@@ -37,7 +39,7 @@ class SplitBuffer:
         self.mirrored[i] = mirrored
         self.vflipped[i] = vflipped
         strings = (("subject", record.subject), ("name", record.name), ("source", record.source),
-                   ("detection", face.detection), ("path", record.image_path or ""))
+                   ("detection", face.detection), ("path", os.path.abspath(record.image_path) if record.image_path else ""))
         for key, value in strings:
             self.strings[key].append(value)
         self.count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -30,6 +31,7 @@ class DlibPredictor:
         self._predictor = dlib.shape_predictor(str(self.model_path))
         self._dlib = dlib
         self.scheme = get_scheme("ibug68")
+        self._missing_told: list[str] = []
 
     @staticmethod
     def default_model_path() -> Path:
@@ -64,11 +66,14 @@ class DlibPredictor:
             raise ValueError(f"dlib's predictor gives ibug68 points; this data is {arrays['scheme']}")
         paths = arrays.get("path")
         out = np.zeros((len(arrays["landmarks"]), 68, 2), np.float32)
+        missing = []  # photos the npz names that are not there: dlib gets the crop, and scores differently
         for i in tqdm(range(len(out)), desc="dlib baseline", disable=not progress, unit="face"):
             crop_box = arrays["box"][i]
             detection = faces.detection_from_crop_box(crop_box)
             flipped = arrays["mirrored"][i] or ("vflipped" in arrays and arrays["vflipped"][i])
             original = _read_rgb(paths[i]) if paths is not None and paths[i] and not flipped else None
+            if original is None and paths is not None and paths[i] and not flipped:
+                missing.append(str(paths[i]))
             if original is not None:
                 points = self.predict_box(original, detection) + offset
                 out[i] = faces.points_to_crop(points, crop_box)
@@ -80,6 +85,11 @@ class DlibPredictor:
                 in_crop = (detection - np.tile(crop_box[:2], 2)) * scale
                 points = self.predict_box(crop[..., 0] if crop.shape[-1] == 1 else crop, in_crop)
                 out[i] = (points + offset * scale + 0.5) / size
+        if missing and missing != self._missing_told:  # once for the plain and the +1 px pass
+            self._missing_told = missing
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            print(f"dlib baseline: {missing[0]}{more}: photo not found or unreadable; dlib ran on the crops of {len(missing)} of the "
+                  f"{len(out)} faces instead", file=sys.stderr)
         return out
 
 

@@ -190,3 +190,32 @@ def test_where_selects_faces_and_names_bad_filters(tiny_ibug):
         select_faces(arrays, ["source=muct"], "t.npz")
     with pytest.raises(ValueError, match="write KEY=VALUE"):
         select_faces(arrays, ["source"], "t.npz")
+
+
+def test_the_dlib_baseline_finds_the_photos_from_any_folder_and_says_when_they_are_gone(tmp_path, data_dir, monkeypatch,
+                                                                                         capsys):
+    from facelandmarks.data.prepare import PrepareOptions, prepare
+    from facelandmarks.data.splits import SplitOptions
+
+    source = tmp_path / "here" / "300w" / "afw"
+    source.mkdir(parents=True)
+    for pts in sorted((data_dir / "300w" / "afw").glob("*.pts"))[:3]:
+        shutil.copy(pts, source / pts.name)
+        shutil.copy(pts.with_suffix(".jpg"), source / pts.with_suffix(".jpg").name)
+    monkeypatch.chdir(tmp_path / "here")  # prepare from a relative --source, as a user types it
+    prepare([("300w", "300w")], PrepareOptions(size=48, out="afw", workers=1, progress=False, mirror=False,
+                                               split=SplitOptions(test_fraction=1.0)))
+    arrays = npz.load_npz("afw_test.npz")
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in arrays["path"])  # was '300w/afw/...'
+    here = DlibPredictor().predict_dataset(arrays, progress=False)
+    monkeypatch.chdir(tmp_path)  # evaluate.py run from another folder read the same photos, not the 48-px crops
+    assert np.array_equal(DlibPredictor().predict_dataset(arrays, progress=False), here)
+    assert capsys.readouterr().err == ""
+    (tmp_path / "here" / "300w").rename(tmp_path / "moved")
+    dlib_model = DlibPredictor()
+    on_crops = dlib_model.predict_dataset(arrays, progress=False)
+    dlib_model.predict_dataset(arrays, progress=False, offset=1.0)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"dlib baseline: {arrays['path'][0]} (and 2 more): photo not found or unreadable; dlib ran on the "
+                   "crops of 3 of the 3 faces instead"]  # once, not once per pass
+    assert not np.array_equal(on_crops, here)
