@@ -18,6 +18,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +59,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    from facelandmarks.inference.runtimes import is_export
+
+    if args.model and is_export(args.model) and args.runtime == "keras":  # Predictor.load's traceback, after Keras loaded
+        parser.error(f"{args.model} is an export: give --runtime onnx, litert or auto (the default, keras, needs the run directory)")
+    if not Path(args.data).is_file():
+        parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
     if args.allocator == "both":
         results = runtime.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", "both")])
         if results is None:

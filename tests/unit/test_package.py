@@ -122,6 +122,20 @@ def test_inference_speed_without_its_test_faces_says_so_before_timing(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_predict_batches_on_an_export_or_without_its_npz_says_so_in_one_line(tmp_path):
+    # both ended in a traceback after Keras had loaded: the export through the default runtime, keras
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "export.json").write_text("{}")
+    script = str(ROOT / "benchmarks" / "predict_batches.py")
+    missing = tmp_path / "ibug128_test.npz"
+    for args, line in ((["--model", str(export)], f"{export} is an export: give --runtime onnx, litert or auto"),
+                       ([], f"{missing}: no such npz")):
+        result = _run([sys.executable, script, "--data", str(missing), *args], cwd=tmp_path)
+        assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1].startswith(f"predict_batches.py: error: {line}")
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_tell_a_wrong_flag_in_one_line(script):
     result = _run([sys.executable, str(ROOT / script), "--no-such-flag"], cwd=ROOT)
