@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.runtime import cpu_description
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = {
@@ -93,7 +95,7 @@ def main(argv=None) -> None:
 
     print(
         f"\nAugmenter, backend {keras.backend.backend()}, batches of {args.batch} x {args.size} px RGB, "
-        f"{os.cpu_count()} CPU cores, median of {args.batches} batches"
+        f"{cpu_description()}; median of {args.batches} batches"
     )
     print(f"| {'configuration':18s} | compiled | ms/batch (median) | ms/batch (min) | images/s |")
     print(f"|{'-' * 20}|----------|-------------------|----------------|----------|")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data import npz
+from facelandmarks.runtime import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
             images = steps * global_batch if workers > 1 else train_faces
             table.append((workers, seconds, images / seconds, global_batch))
     print(f"{args.model} at {args.size} px, {args.faces} faces, batch {args.batch} per replica, "
-          f"epoch {args.epochs} timed, TensorFlow, {os.cpu_count()} CPU cores")
+          f"epoch {args.epochs} timed, TensorFlow, {cpu_description()}")
     print("| processes | strategy | global batch | epoch s | images/s | vs 1 process |")
     print("|---|---|---|---|---|---|")
     base = table[0][2]

@@ -18,15 +18,13 @@ selects::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from facelandmarks.runtime import startup
+from facelandmarks.runtime import cpu_description, startup
 
 
 def time_calls(predict, batch, warmup: int, repeats: int) -> list[float]:
@@ -93,8 +91,8 @@ def main(argv=None) -> int:
         del model
         keras.backend.clear_session()
 
-    print(f"\nbackend {keras.backend.backend()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, batch 1, K={args.num_points}, median / fastest of {args.repeats} calls")
+    print(f"\nbackend {keras.backend.backend()}, {cpu_description()}; "
+          f"batch 1, K={args.num_points}, median / fastest of {args.repeats} calls")
     print(f"{'model':<48} {'input':<12} {'params':>12} {'ms/face':>9} {'fastest':>9}")
     for name, shape, params, median, fastest in rows:
         print(f"{name:<48} {shape:<12} {params:>12,} {median:>9.1f} {fastest:>9.1f}")

@@ -80,3 +80,15 @@ def test_crop_speed_times_every_annotated_sample_photo(data_dir):
     assert len(rows) == 2 * (len(annotated) - 1) >= 6  # each photo as it is and enlarged
     assert "not iBUG 68, skipped: tongue.jpg" in result.stdout  # 19 points of another markup
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
+def test_augment_and_model_speed_name_the_cpu_they_timed(data_dir):
+    from facelandmarks.runtime import cpu_flags
+
+    runs = {"augment_speed.py": ["--data-dir", str(data_dir), "--batch", "2", "--batches", "1", "--warmup", "0"],
+            "model_speed.py": ["--models", "mlp", "--repeats", "1", "--warmup", "1"]}
+    for script, args in runs.items():
+        result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"{cpu_flags()[0]}, " in result.stdout, script  # they said 'x86_64' or only how many cores
