@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.runtime import cpu_description
+from facelandmarks.runtime import cpu_description, startup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +78,7 @@ def main(argv=None) -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
 
+    startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
     import keras
     from tqdm import tqdm
 

@@ -92,3 +92,5 @@ def test_augment_and_model_speed_name_the_cpu_they_timed(data_dir):
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"{cpu_flags()[0]}, " in result.stdout, script  # they said 'x86_64' or only how many cores
+        noise = [line for line in result.stderr.splitlines() if line.startswith(("I0000", "W0000"))]
+        assert noise == [], script  # the backend's start-up log, as the scripts keep it out
