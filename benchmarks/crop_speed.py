@@ -56,7 +56,7 @@ def main(argv=None) -> None:
                     and p.with_suffix(".pts").is_file())
     if not photos:
         raise SystemExit(f"{args.samples}: no photo with a .pts file beside it")
-    print(f"machine: {cpu_description()}; {args.repeats} calls per row, median")
+    print(f"machine: {cpu_description()}; ms per call, median of {args.repeats} calls per row")
     print("\n| photo | crop box px | crop, Predictor's (region) | crop, prepare's (whole photo) | aligned 112 | "
           "aligned 224, padding 0.25 |")
     print("|---|--:|--:|--:|--:|--:|")

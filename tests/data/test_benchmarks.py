@@ -79,6 +79,7 @@ def test_crop_speed_times_every_annotated_sample_photo(data_dir):
     annotated = [p for p in samples.iterdir() if p.with_suffix(".pts").is_file() and p.suffix != ".pts"]
     assert len(rows) == 2 * (len(annotated) - 1) >= 6  # each photo as it is and enlarged
     assert "not iBUG 68, skipped: tongue.jpg" in result.stdout  # 19 points of another markup
+    assert "; ms per call, median of 1 calls per row" in result.stdout.splitlines()[0]  # the table gave no unit
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
 
 
