@@ -110,7 +110,7 @@ def learning_curves(histories: dict[str, Path], path: Path) -> None:
     loss_ax.set_yscale("log")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
-    loss_ax.legend(fontsize=7)
+    loss_ax.legend(fontsize=7, handlelength=4)  # at the default length the dot hid the train line's one gap
     loss_ax.grid(alpha=0.3)
     for ax in (loss_ax, nme_ax):
         epoch_axis(ax, last)

@@ -43,3 +43,28 @@ def test_the_epoch_axis_is_ticked_at_whole_epochs_for_any_length():
         plt.close(fig)
         assert ticks and all(float(t).is_integer() for t in ticks), (last, ticks)
         assert (low, high) == (0.5, last + 0.5)
+
+
+def test_the_loss_legend_shows_the_train_lines_dashes(tmp_path):
+    """Train loss is dashed, validation loss solid: in the legend the dashes must show beside the dot on the line."""
+    import re
+
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.03,0.02,9.0\n1,0.02,0.015,7.0\n")
+    learning_curves({"run": tmp_path / "history.csv"}, tmp_path / "curves.svg")
+    svg = (tmp_path / "curves.svg").read_text()
+    legend = svg[svg.index('id="legend_1"'):]
+    handle = re.search(r'<path d="M ([\d.]+) [\d.]+\s+L [\d.]+ [\d.]+\s+L ([\d.]+) [\d.]+\s*" style="[^"]*'
+                       r'stroke-dasharray: ([\d.]+),([\d.]+)[^"]*"/>\s*<g>\s*<use xlink:href="#(m[0-9a-f]+)" x="([\d.]+)"',
+                       legend)
+    assert handle, "no dashed line with a dot in the loss legend"
+    start, end, on, off = map(float, handle.groups()[:4])
+    dot, centre = handle.group(5), float(handle.group(6))
+    shape = re.search(rf'<path id="{dot}" d="([^"]+)"', svg).group(1)
+    radius = max(abs(float(v)) for v in re.findall(r"-?\d+\.?\d*", shape)) + 0.5  # and half its edge
+    gaps, x = [], start + on
+    while x < end:
+        gaps.append((x, min(x + off, end)))
+        x += on + off
+    # a gap shows where at least a point of it lies off the dot (a sliver at the line's end does not)
+    visible = [g for g in gaps if min(g[1], centre - radius) - g[0] >= 1 or g[1] - max(g[0], centre + radius) >= 1]
+    assert visible, f"the dot at {centre:.1f} covers every gap {gaps} of the dashed train line: it looks solid"
