@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*",
                         help="run directories written by train.py (none: the model shipped in weights/)")
-    parser.add_argument("--data", help="test npz: writes the comparison tables and plots")
+    parser.add_argument("--data", help="test npz (or shard manifest, .shards.json): writes the comparison tables and plots")
     parser.add_argument("--image", nargs="+", metavar="PHOTO",
                         help="photos or folders of photos (results of all in --out; a folder's own overlays, crops "
                              "and chips are not marked again)")

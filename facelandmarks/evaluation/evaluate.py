@@ -85,7 +85,11 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     """
     from facelandmarks.evaluation import plots
 
-    arrays = npz.load_npz(data_path)
+    if npz.is_manifest(data_path):  # a test set prepared with --shard-size: scored as one ("not an npz file" before)
+        shards = npz.ShardSet(data_path)
+        arrays = npz.concatenate([shards.load(i) for i in range(len(shards))])
+    else:
+        arrays = npz.load_npz(data_path)
     if "images" not in arrays:
         raise ValueError(f"{data_path}: evaluation needs face images (a prepared npz, not bottleneck features)")
     if where:

@@ -95,3 +95,16 @@ def test_the_ced_axis_names_what_the_markup_normalises_by(tmp_path):
         text = (tmp_path / "ced.svg").read_text()
         assert f"NME (% of the {words})" in text, scheme.name
         assert "outer-eye-corner" not in text  # every markup's axis said so, box-normalised ones too
+
+
+def test_a_test_set_in_shards_is_scored_as_one(tmp_path):
+    run = make_run(tmp_path / "run")
+    whole = npz.load_npz(make_test_set(tmp_path / "whole.npz", faces=5))
+    shards = []
+    for i, rows in enumerate((np.arange(3), np.arange(3, 5))):
+        npz.save_npz(npz.shard_path(tmp_path / "t_test", i), npz.subset(whole, rows))
+        shards.append({"file": npz.shard_path(tmp_path / "t_test", i), "faces": len(rows)})
+    manifest = npz.write_manifest(tmp_path / "t_test.shards.json", shards, "ibug68", (SIZE, SIZE, 3))
+    rows = evaluate_runs([run], manifest, tmp_path / "out", timing=False)  # was 'not an npz file'
+    assert rows[0]["faces"] == 5
+    assert rows[0]["nme"] == evaluate_runs([run], tmp_path / "whole.npz", tmp_path / "one", timing=False)[0]["nme"]
