@@ -217,6 +217,15 @@ def test_bad_check_settings_fail_before_anything_is_exported(run_dir, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_check_on_a_shard_set_names_the_shards_to_give(run_dir, tmp_path, capsys):
+    manifest = tmp_path / "big_test.shards.json"  # it said "no readable 'scheme' array (This file contains pickled ..."
+    manifest.write_text('{"shards": []}')
+    assert export_cli.main([str(run_dir), "--to", str(tmp_path / "out"), "--check", str(manifest)]) == 2
+    assert capsys.readouterr().err == (f"export.py: {manifest}: a shard set; --check reads one npz file: give one of "
+                                       "its shards (big_test-00000.npz ...)\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert export_cli.main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
