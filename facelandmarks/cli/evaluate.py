@@ -193,7 +193,8 @@ def _run(args) -> int:
         evaluate_runs(args.runs, args.data, args.out, baseline=args.baseline, timing=not args.no_timing,
                       where=args.where, flip_test=args.flip_test, recrop=args.recrop, **load)
         print((Path(args.out) / "results.md").read_text())
-        print(f"tables, curves and galleries in {args.out}")
+        curves = "curves, " if (Path(args.out) / "curves.png").is_file() else "no learning curves (no run's history.csv), "
+        print(f"tables, {curves}CED and gallery in {args.out}")
         return 0
     if args.image:
         align = (args.align, args.align_padding) if args.align is not None else None

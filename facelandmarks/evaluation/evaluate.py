@@ -130,6 +130,8 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     plots.gallery(arrays, predictions, nmes, out_dir / "gallery.png", count=gallery_faces)
     if histories:
         plots.learning_curves(histories, out_dir / "curves.png")
+    else:  # no run with a history.csv (the shipped model, exports): an earlier evaluation's curves do not stay beside these
+        (out_dir / "curves.png").unlink(missing_ok=True)
     return rows
 
 

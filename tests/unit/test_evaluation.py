@@ -108,3 +108,15 @@ def test_a_test_set_in_shards_is_scored_as_one(tmp_path):
     rows = evaluate_runs([run], manifest, tmp_path / "out", timing=False)  # was 'not an npz file'
     assert rows[0]["faces"] == 5
     assert rows[0]["nme"] == evaluate_runs([run], tmp_path / "whole.npz", tmp_path / "one", timing=False)[0]["nme"]
+
+
+def test_runs_without_a_history_leave_no_earlier_curves_behind(tmp_path):
+    from facelandmarks.cli.evaluate import main
+
+    run, data, out = make_run(tmp_path / "run"), make_test_set(tmp_path / "test.npz"), tmp_path / "out"
+    (run / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.03,0.02,9.0\n")
+    evaluate_runs([run], data, out, timing=False)
+    assert (out / "curves.png").is_file()
+    (run / "history.csv").unlink()  # as the shipped model or an export: no history
+    assert main([str(run), "--data", str(data), "--out", str(out), "--no-timing"]) == 0
+    assert not (out / "curves.png").exists()  # the earlier run's curves stayed beside the new tables
