@@ -1,4 +1,5 @@
-"""dlib's stock 68-point shape predictor behind the ``Predictor`` interface: the baseline to beat."""
+"""dlib's stock 68-point shape predictor, the baseline to beat (``predict_box``, ``predict_dataset``; not
+``Predictor``'s interface)."""
 
 from __future__ import annotations
 
