@@ -85,10 +85,21 @@ def epoch_axis(ax, last: int) -> None:
 
 
 def learning_curves(histories: dict[str, Path], path: Path) -> None:
-    """Training and validation loss, and validation NME, per epoch for each run."""
+    """Training and validation loss, and validation NME, per epoch for each run.
+
+    Rows with one history.csv (a pipeline's stage 1 that is also given as a run) are drawn once, with the names
+    joined, as in the CED (the second curve hid the first).
+    """
+    runs: list[tuple[list[str], Path]] = []
+    for name, file in histories.items():
+        same = next((r for r in runs if Path(r[1]).resolve() == Path(file).resolve()), None)
+        if same is not None:
+            same[0].append(name)
+        else:
+            runs.append(([name], file))
     fig, (loss_ax, nme_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
     last = 1
-    for i, (name, file) in enumerate(histories.items()):
+    for i, (name, file) in enumerate((" = ".join(names), file) for names, file in runs):
         if not Path(file).is_file():
             continue
         rows = read_history(Path(file))

@@ -68,3 +68,17 @@ def test_the_loss_legend_shows_the_train_lines_dashes(tmp_path):
     # a gap shows where at least a point of it lies off the dot (a sliver at the line's end does not)
     visible = [g for g in gaps if min(g[1], centre - radius) - g[0] >= 1 or g[1] - max(g[0], centre + radius) >= 1]
     assert visible, f"the dot at {centre:.1f} covers every gap {gaps} of the dashed train line: it looks solid"
+
+
+def test_one_history_given_under_two_names_is_one_curve_with_both(tmp_path):
+    import matplotlib
+
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.03,0.02,9.0\n1,0.02,0.015,7.0\n")
+    (tmp_path / "other.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.05,0.04,12.0\n1,0.04,0.03,10.0\n")
+    histories = {"cascade: stage 1 (scratch)": tmp_path / "history.csv", "other": tmp_path / "other.csv",
+                 "scratch": tmp_path / ".." / tmp_path.name / "history.csv"}  # a pipeline's stage 1, also given alone
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # legend labels as text in the file
+        learning_curves(histories, tmp_path / "curves.svg")
+    svg = (tmp_path / "curves.svg").read_text()
+    assert svg.count("cascade: stage 1 (scratch) = scratch train") == 1 and svg.count("other val") == 1
+    assert ">scratch train<" not in svg  # it was drawn again over the first, hiding it
