@@ -149,6 +149,8 @@ class PipelinePredictor(Predictor):
         """Stage 1 alone, stage 1 + refiners (from stage-1 boxes, the box net's, the true ones), and flip-test and
         recrop rows (stage 1 alone and + refiners)."""
         name, kind = Path(run_dir).name, self.pipeline.kind
+        if self.stage1.runtime != "keras":  # an export's rows are labelled, as a single model's are
+            name = f"{name} ({self.stage1.runtime})"
         stage1_dir = Path(self.pipeline.stage1)
         coarse = self.stage1.predict_crops(images)
         out = [Variant(f"{name}: stage 1 ({stage1_dir.name})", coarse, self.stage1, stage1_dir),

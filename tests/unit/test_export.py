@@ -269,6 +269,28 @@ def test_the_scripts_export_and_run_a_pipeline_run(run_dir, tmp_path):
         assert (done.returncode, done.stderr) == (1, f"{photo}: no face found\n")  # the model loaded; a wall has no face
 
 
+def test_an_exported_pipelines_rows_name_their_runtime(run_dir, tmp_path):
+    # a single model's rows said 'scratch (onnx)'; a pipeline's export ran unlabelled, as if through Keras
+    from facelandmarks.data import npz
+    from facelandmarks.evaluation.evaluate import evaluate_runs
+
+    pipeline = tmp_path / "cascade"
+    pipeline.mkdir()
+    (pipeline / "pipeline.json").write_text(json.dumps({"kind": "cascade", "run_dir": str(pipeline), "stage1": str(run_dir),
+                                                        "regions": [], "scheme": "ibug68", "crop_size": SIZE}))
+    (pipeline / "config.json").write_text(json.dumps({"model": "cascade", "stage1": str(run_dir), "scheme": "ibug68",
+                                                      "input_shape": [SIZE, SIZE, 3], "num_points": 68}))
+    export.export_run(pipeline, formats=("onnx",))  # into cascade/export, which runtime auto then runs
+    faces = 3
+    data = npz.save_npz(tmp_path / "test.npz", {
+        "images": crops(faces), "landmarks": np.full((faces, 68, 2), 0.5, np.float32), "visible": np.ones((faces, 68), bool),
+        "subject": np.array(["a", "b", "c"]), "scheme": np.array("ibug68"), "box": np.tile(np.float32([0, 0, SIZE, SIZE]), (faces, 1))})
+    names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "out", timing=False, runtime="auto")]
+    assert names[:2] == ["cascade (onnx): stage 1 (stage1)", "cascade (onnx): stage 1 + cascade"]
+    keras_names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "k", timing=False, runtime="keras")]
+    assert keras_names[:2] == [f"cascade: stage 1 ({run_dir.name})", "cascade: stage 1 + cascade"]
+
+
 def test_int8_litert_is_one_integer_graph_with_a_float_decoding(tmp_path):
     """PIPNet head, torch-normalised input: the normalisation runs as an integer convolution (no float
     arithmetic on the full-size input), every operation of the decoding layer stays float (its additions
