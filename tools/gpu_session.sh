@@ -95,6 +95,10 @@ train() {
 
 score() {
   local from=${1:?score DIR: the folder the GPU call brought back} shared=${SHARED:-../shared} name archive
+  if ! compgen -G "$from/*.tgz" > /dev/null; then   # before preparing the test faces, minutes of work
+    echo "tools/gpu_session.sh score: $from: no .tgz archives (the folder the GPU call's OUT brought back)" >&2
+    exit 2
+  fi
   if [ ! -f dataset/ibug128_test.npz ]; then   # the raw crops: the same faces as the JPEG file's test file
     "$PY" datagen.py prepare 300w --source "$shared/data/300w" youtube68 --source "$shared/data/youtube68" \
       --size 128 --out dataset/ibug128

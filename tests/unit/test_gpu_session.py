@@ -45,3 +45,11 @@ def test_the_trainings_it_starts_have_their_configs():
     for config in re.findall(r"--config (configs/[\w.-]+\.json)", text):
         assert (ROOT / config).is_file(), config
     assert len(re.findall(r"--config configs/", text)) == len(_setting("RUNS").split())
+
+
+def test_score_without_archives_says_so_before_preparing_any_faces(tmp_path):
+    # it prepared the whole 300-W and YouTube68 test set (minutes), then tar failed on a literal '*.tgz'
+    done = subprocess.run(["bash", str(SCRIPT), "score", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PY": "false"})  # any Python run would fail the call
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"tools/gpu_session.sh score: {tmp_path}: no .tgz archives (the folder the GPU call's OUT brought back)\n"
