@@ -118,5 +118,6 @@ case "${1:-}" in
   bundle) bundle ;;
   train) train ;;
   score) shift; score "$@" ;;
-  *) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ] ;;
+  ""|--help|-h) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; [ -n "${1:-}" ] ;;
+  *) echo "tools/gpu_session.sh: no step '$1' (bundle, train or score DIR; --help shows them)" >&2; exit 2 ;;
 esac

@@ -26,6 +26,11 @@ def test_help_lists_the_three_steps_and_a_wrong_step_fails():
         assert f"tools/gpu_session.sh {step}" in shown.stdout
     wrong = subprocess.run(["bash", str(SCRIPT), "trian"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode != 0
+    # one line naming the step, not the help page on stdout with nothing said
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr == "tools/gpu_session.sh: no step 'trian' (bundle, train or score DIR; --help shows them)\n"
+    bare = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=30)
+    assert bare.returncode == 1 and "tools/gpu_session.sh score DIR" in bare.stdout
 
 
 def test_every_teacher_of_the_gpu_configs_is_restored_from_a_commit_that_holds_it():
