@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="the last one is timed")
     parser.add_argument("--augment", default="default")
     args = parser.parse_args(argv)
+    if not Path(args.data).is_file():  # a traceback from the npz reader
+        parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
 
     arrays = npz.load_npz(args.data)
     rows = np.random.default_rng(0).permutation(len(arrays["landmarks"]))[: args.faces]

@@ -34,7 +34,10 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--refit-head", action="store_true", help="also fit a new head on frozen pooled features")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (Path(args.run) / "config.json").is_file():  # a traceback from the config reader, after Keras loaded
+        parser.error(f"{args.run}: not a run directory (no config.json)")
+    return args
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 from facelandmarks import runtime
 from facelandmarks.training.config import JIT_MODES
@@ -132,6 +133,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if not Path(args.data).is_file():  # a traceback from the npz reader
+        parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
     if args.allocator in ("both", "all"):
         return run_both(argv, args.allocator)
     policy = set_precision(args.mixed_precision)

@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.redetect_every) < 2 or args.frames < 2 or args.people < 1 or args.repeats < 1:
         parser.error("--redetect-every takes values >= 2 (1 is the per-frame row), --frames >= 2, --people and --repeats >= 1")
+    if args.run and not Path(args.run).exists():  # a traceback from Predictor.load, after the machine lines
+        parser.error(f"{args.run}: no such run directory")
     args.out.mkdir(parents=True, exist_ok=True)
     print(cpu_description())
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine slows every row alike)")

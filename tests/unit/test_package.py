@@ -136,6 +136,22 @@ def test_predict_batches_on_an_export_or_without_its_npz_says_so_in_one_line(tmp
         assert result.stderr.splitlines()[-1].startswith(f"predict_batches.py: error: {line}")
 
 
+@pytest.mark.parametrize("script, args, line", [
+    ("fit_check.py", ["RUN"], "RUN: not a run directory (no config.json)"),
+    ("train_throughput.py", ["--data", "NPZ"], "NPZ: no such npz"),
+    ("cluster_speed.py", ["--data", "NPZ"], "NPZ: no such npz"),
+    ("video_tracking.py", ["--run", "RUN", "--out", "OUT"], "RUN: no such run directory"),
+])
+def test_benchmarks_without_their_run_or_npz_say_so_in_one_line(script, args, line, tmp_path):
+    # each ended in a traceback from the reader (video_tracking's after its machine lines)
+    names = {"RUN": str(tmp_path / "no-run"), "NPZ": str(tmp_path / "no.npz"), "OUT": str(tmp_path / "out")}
+    result = _run([sys.executable, str(ROOT / "benchmarks" / script), *[names.get(a, a) for a in args]], cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    for name, path in names.items():
+        line = line.replace(name, path)
+    assert result.stderr.splitlines()[-1].startswith(f"{script}: error: {line}")
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_tell_a_wrong_flag_in_one_line(script):
     result = _run([sys.executable, str(ROOT / script), "--no-such-flag"], cwd=ROOT)
