@@ -22,6 +22,7 @@ Models without a ``head_dense1`` layer (heatmap models) skip the refit.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from facelandmarks.runtime import startup
@@ -89,6 +90,9 @@ def refit_head(features, train, val_features, val, units, dropout, loss, scheme,
 def main(argv=None) -> None:
     args = parse_args(argv)
     run = Path(args.run)
+    if (run / "pipeline.json").is_file():  # it said 'cascade takes features, not images'
+        stage1 = json.loads((run / "pipeline.json").read_text()).get("stage1")
+        raise SystemExit(f"{run}: a pipeline run; fit_check looks at one model: give its stage 1 ({stage1})")
     config = TrainConfig.load(run / "config.json")
     if config.input_kind != "image":
         raise SystemExit(f"{run}: {config.model} takes features, not images; fit_check needs an image model")

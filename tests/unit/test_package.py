@@ -199,3 +199,17 @@ def test_models_saved_before_the_package_move_still_deserialize(name):
     custom = {layer.__class__.__name__ for layer in model._flatten_layers()}
     expected = {"heatmap": {"SoftArgmax2D", "PixelNormalization"}, "inception_bottleneck": {"FeatureTransform"}}[name]
     assert expected <= custom
+
+
+def test_fit_check_on_a_pipeline_run_names_its_stage_1(tmp_path):
+    # it said 'cascade takes features, not images; fit_check needs an image model'
+    pipeline = tmp_path / "cascade"
+    pipeline.mkdir()
+    stage1 = tmp_path / "scratch-128"
+    (pipeline / "pipeline.json").write_text(json.dumps({"kind": "cascade", "run_dir": str(pipeline), "stage1": str(stage1),
+                                                        "regions": [], "scheme": "ibug68"}))
+    (pipeline / "config.json").write_text(json.dumps({"model": "cascade", "stage1": str(stage1), "scheme": "ibug68",
+                                                      "input_shape": [128, 128, 3], "num_points": 68}))
+    result = _run([sys.executable, str(ROOT / "benchmarks" / "fit_check.py"), str(pipeline)], cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"{pipeline}: a pipeline run; fit_check looks at one model: give its stage 1 ({stage1})"
