@@ -121,8 +121,12 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
         if runtime not in RUNTIMES:
             raise ExportError(f"runtime must be auto or one of {', '.join(RUNTIMES)}, got {runtime!r}")
         file = folder / files.get(runtime, FILES[runtime])
-        if not file.is_file():
-            raise ExportError(f"{folder}: no {runtime} export here ({script_command('export')} --format {runtime})")
+        if not file.is_file():  # the command said neither the run (export.py alone exports the shipped model) nor
+            # the formats already there (an export replaces the folder: '--format litert' took the ONNX file away)
+            root = next((p for p in (folder.parent, folder.parent.parent) if (p / "pipeline.json").is_file()), folder)
+            run = root.parent if root.name == EXPORT_DIR else None  # a pipeline's stages are exported with it
+            command = f"{script_command('export')} {run or 'RUN'} --format {' '.join(dict.fromkeys([*files, runtime]))}"
+            raise ExportError(f"{folder}: no {runtime} export here ({command}{'' if run else f' --to {root}'})")
         _require_installed(runtime, file)
         return runtime, file
     for name in RUNTIMES:

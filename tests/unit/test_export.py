@@ -291,6 +291,24 @@ def test_an_exported_pipelines_rows_name_their_runtime(run_dir, tmp_path):
     assert keras_names[:2] == [f"cascade: stage 1 ({run_dir.name})", "cascade: stage 1 + cascade"]
 
 
+def test_a_runtime_without_its_file_names_the_export_command_for_this_run(run_dir, tmp_path):
+    # it said 'export.py --format litert': without the run that exports the shipped model, and it would have
+    # replaced the folder without the ONNX file
+    import shutil
+
+    run = tmp_path / "onnx-only"
+    run.mkdir()
+    for name in ("config.json", "best.weights.h5"):
+        shutil.copy(run_dir / name, run / name)
+    export.export_run(run, formats=("onnx",))
+    with pytest.raises(runtimes.ExportError, match=rf"{run / 'export'}: no litert export here \(.*export.* {run} "
+                                                   r"--format onnx litert\)$"):
+        Predictor.load(run, runtime="litert")
+    moved = shutil.copytree(run / "export", tmp_path / "moved")  # an export folder of its own (--to): RUN unknown
+    with pytest.raises(runtimes.ExportError, match=rf"RUN --format onnx litert --to {moved}\)$"):
+        Predictor.load(moved, runtime="litert")
+
+
 def test_int8_litert_is_one_integer_graph_with_a_float_decoding(tmp_path):
     """PIPNet head, torch-normalised input: the normalisation runs as an integer convolution (no float
     arithmetic on the full-size input), every operation of the decoding layer stays float (its additions
