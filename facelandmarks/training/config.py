@@ -172,8 +172,9 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.patience < 1 or not self.min_delta >= 0:
-            raise ValueError(f"--patience must be >= 1 and --min-delta >= 0, got {self.patience} and {self.min_delta}")
+        if self.patience < 1 or self.workers < 1 or not self.min_delta >= 0:  # --workers 0 or -1 once meant 1
+            raise ValueError(f"--patience and --workers must be >= 1 and --min-delta >= 0, got {self.patience}, "
+                             f"{self.workers} and {self.min_delta}")
         if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for k, v in self.oversample.items()):
             raise ValueError(f"--oversample must map source names to whole numbers >= 0, got {self.oversample!r}")
@@ -257,7 +258,7 @@ def add_arguments(parser, cls) -> None:
 
 def _help_text(f: dataclasses.Field, kind: type) -> str:
     default = f.default_factory() if f.default_factory is not MISSING else f.default
-    if default is MISSING or default is None:
+    if default is MISSING or default is None or default == []:  # an empty list read "(default: )"
         return f.metadata.get("help", "")
     if kind is bool:
         shown = "on" if default else "off"

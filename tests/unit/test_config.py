@@ -359,3 +359,14 @@ def test_a_yaml_rate_written_as_in_the_json_recipes_is_a_number(tmp_path):
     path.write_text("model: scratch\ndata: d.npz\nrun_dir: r\nlr: fast\n")
     with pytest.raises(ConfigError, match="lr must be float, got 'fast'"):
         resolve_config(["--config", str(path)])
+
+
+def test_workers_below_one_are_refused_and_an_empty_default_is_not_shown(capsys):
+    # --workers 0 and -1 were taken and meant 1; --teachers' help ended "(default: )"
+    for workers in (0, -1):
+        with pytest.raises(ValueError, match=f"--patience and --workers must be >= 1 .*got 15, {workers} and"):
+            TrainConfig(model="scratch", data="d.npz", run_dir="r", workers=workers).validate()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "(default: )" not in out and "distillation: trained runs" in out
