@@ -44,7 +44,7 @@ def _fmt(value, digits=2):
 
 
 def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
-    lines = [f"# Results on `{label}` ({scheme.name}, {faces} faces)", ""]
+    lines = [f"# Results on `{label}` ({scheme.name}, {faces} face{'' if faces == 1 else 's'})", ""]
     main = [("model", "model", None), ("train loss", "train_loss", 5), ("val loss", "val_loss", 5),
             ("test MSE", "test_mse", 5), ("NME %", "nme", 2)]
     if scheme.pupils is not None:

@@ -24,3 +24,10 @@ def test_a_muct_test_set_gets_a_number_per_camera():
     assert np.isnan([row["nme_camera_c"], row["nme_camera_d"]]).all()  # no face from those cameras
     table = results_markdown([row], scheme, "muct_test.npz", 4)
     assert "## NME % per MUCT camera" in table and f"| m | {row['nme_camera_a']:.2f} | {row['nme_camera_b']:.2f} | – | – |" in table
+
+
+def test_one_face_is_one_face():
+    scheme = get_scheme("muct76")
+    truth = np.full((1, scheme.num_points, 2), 0.5, np.float32)
+    row = score("m", truth, {"landmarks": truth, "visible": np.ones(truth.shape[:2], bool)}, scheme)
+    assert results_markdown([row], scheme, "one.npz", 1).startswith("# Results on `one.npz` (muct76, 1 face)\n")
