@@ -59,7 +59,8 @@ def select_faces(arrays: dict, where: list[str], data_path) -> dict:
     """
     keep = np.ones(len(arrays["landmarks"]), bool)
     for spec in where:
-        op = "=" if "=" in spec else "~" if "~" in spec else None
+        found = [(spec.index(c), c) for c in "=~" if c in spec]
+        op = min(found)[1] if found else None  # the first: path~a=b looks for 'a=b' in the path
         key, _, value = spec.partition(op) if op else (spec, "", "")
         if op is None or not key or not value:
             raise ValueError(f"--where {spec!r}: write KEY=VALUE or KEY~TEXT, e.g. source=youtube68")

@@ -1,8 +1,9 @@
-"""evaluate.py's per-camera table of MUCT test sets: the camera letter read from each face's file name."""
+"""evaluate.py --data without face data: the per-camera table of MUCT test sets (the camera letter read from each
+face's file name), the title, --where filters."""
 
 import numpy as np
 
-from facelandmarks.evaluation.evaluate import muct_cameras, score
+from facelandmarks.evaluation.evaluate import muct_cameras, score, select_faces
 from facelandmarks.evaluation.tables import results_markdown
 from facelandmarks.landmarks import get_scheme
 
@@ -31,3 +32,11 @@ def test_one_face_is_one_face():
     truth = np.full((1, scheme.num_points, 2), 0.5, np.float32)
     row = score("m", truth, {"landmarks": truth, "visible": np.ones(truth.shape[:2], bool)}, scheme)
     assert results_markdown([row], scheme, "one.npz", 1).startswith("# Results on `one.npz` (muct76, 1 face)\n")
+
+
+def test_where_splits_at_its_first_operator():
+    # path~a=b was read as the key 'path~a' (and the value 'b')
+    arrays = {"landmarks": np.zeros((3, 5, 2), np.float32),
+              "path": np.array(["/d/x=1/a.jpg", "/d/x=2/b.jpg", "/d/y/c.jpg"]), "source": np.array(["w", "w", "v"])}
+    assert select_faces(arrays, ["path~x=1"], "t.npz")["path"].tolist() == ["/d/x=1/a.jpg"]
+    assert select_faces(arrays, ["source=w", "path~x="], "t.npz")["path"].tolist() == ["/d/x=1/a.jpg", "/d/x=2/b.jpg"]
