@@ -203,7 +203,7 @@ def _run(command: str, sub: argparse.ArgumentParser, args: argparse.Namespace) -
             indices = [int(v) for v in args.points.split(",")]
         except ValueError:
             raise ValueError(f"--points: comma-separated integers, got {args.points!r}") from None
-        if str(args.data).endswith(npz.MANIFEST_SUFFIX):  # it said "not an npz file"
+        if npz.is_manifest(args.data):  # it said "not an npz file"
             raise ValueError(f"{args.data}: a shard set; select-points reads one npz file (run it on each shard, "
                              f"or prepare the set without --shard-size)")
         if Path(args.out).resolve() == Path(args.data).resolve():

@@ -74,12 +74,13 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
     if check is not None and getattr(predictor, "stages", None) is not None:  # it was ignored in silence
         raise ValueError(f"--check: {run_dir} is a pipeline, and --check compares one model's export with Keras; "
                          "score the exported pipeline with evaluate.py FOLDER --data NPZ")
-    if check is not None:
-        from facelandmarks.data.npz import is_manifest, read_member
+    from facelandmarks.data.npz import is_manifest, read_member
 
-        if is_manifest(check):  # it said "no readable 'scheme' array (This file contains pickled (object) data...)"
-            first = Path(str(check)[: -len(".shards.json")] + "-00000.npz").name
-            raise ValueError(f"{check}: a shard set; --check reads one npz file: give one of its shards ({first} ...)")
+    for flag, path in (("--check", check), ("--calibration", calibration)):
+        if path is not None and is_manifest(path):  # "no readable 'scheme' array (... pickled ...)", "not an npz file"
+            first = Path(str(path)[: -len(".shards.json")] + "-00000.npz").name
+            raise ValueError(f"{path}: a shard set; {flag} reads one npz file: give one of its shards ({first} ...)")
+    if check is not None:
         if (scheme := str(read_member(check, "scheme"))) != predictor.scheme.name:
             raise ValueError(f"{check}: its faces have {scheme} points, {run_dir} predicts {predictor.scheme.name} "
                              "(--check)")

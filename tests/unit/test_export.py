@@ -224,6 +224,13 @@ def test_check_on_a_shard_set_names_the_shards_to_give(run_dir, tmp_path, capsys
     assert capsys.readouterr().err == (f"export.py: {manifest}: a shard set; --check reads one npz file: give one of "
                                        "its shards (big_test-00000.npz ...)\n")
     assert not (tmp_path / "out").exists()
+    train = tmp_path / "big_train.shards.json"  # --calibration said "not an npz file"
+    train.write_text('{"shards": []}')
+    argv = [str(run_dir), "--to", str(tmp_path / "out"), "--format", "litert", "--quantize", "int8", "--calibration"]
+    assert export_cli.main([*argv, str(train)]) == 2
+    assert capsys.readouterr().err == (f"export.py: {train}: a shard set; --calibration reads one npz file: give one "
+                                       "of its shards (big_train-00000.npz ...)\n")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
