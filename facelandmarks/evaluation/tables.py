@@ -32,7 +32,8 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        # a value that is not there is an empty cell, NaN or None alike (NaN was written 'nan', None empty)
+        writer.writerows({k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()} for row in rows)
 
 
 def _fmt(value, digits=2):

@@ -40,3 +40,16 @@ def test_where_splits_at_its_first_operator():
               "path": np.array(["/d/x=1/a.jpg", "/d/x=2/b.jpg", "/d/y/c.jpg"]), "source": np.array(["w", "w", "v"])}
     assert select_faces(arrays, ["path~x=1"], "t.npz")["path"].tolist() == ["/d/x=1/a.jpg"]
     assert select_faces(arrays, ["source=w", "path~x="], "t.npz")["path"].tolist() == ["/d/x=1/a.jpg", "/d/x=2/b.jpg"]
+
+
+def test_results_csv_leaves_every_missing_value_empty(tmp_path):
+    import csv
+
+    from facelandmarks.evaluation.tables import write_csv
+
+    write_csv(tmp_path / "r.csv", [{"model": "a", "nme": 3.5, "val_loss": float("nan"), "params": None},
+                                   {"model": "dlib", "nme": np.float64("nan"), "extra": 1}])
+    with open(tmp_path / "r.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [{"model": "a", "nme": "3.5", "val_loss": "", "params": "", "extra": ""},
+                    {"model": "dlib", "nme": "", "val_loss": "", "params": "", "extra": "1"}]
