@@ -24,15 +24,15 @@ from facelandmarks.data.feeding import (
 )
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
-from facelandmarks.training.config import (
-    TrainConfig,
-    _write_json_atomic,
-    adopt_init_normalization,
-    init_run_config,
-    init_split_warning,
-)
+from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_run_config
 from facelandmarks.training.distribute import pad_rows, predict_all
-from facelandmarks.training.init import head_layers, init_from_other_model, init_weights
+from facelandmarks.training.init import (
+    adopt_init_normalization,
+    head_layers,
+    init_from_other_model,
+    init_split_warning,
+    init_weights,
+)
 from facelandmarks.training.resume import (
     BEST,
     LAST,

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from facelandmarks.training.config import init_run_config, split_seed_of
 from facelandmarks.training.resume import CheckpointError, _one_line, _open_problem, choose_checkpoint, read_state
 
 
@@ -168,3 +169,66 @@ def _load_fitting_layers(model, path: Path) -> tuple[list[str], list[str]]:
         layer = variable.path.rsplit("/", 1)[0]
         layers[layer] = layers.get(layer, True) and not skipped
     return [n for n, ok in layers.items() if ok], [n for n, ok in layers.items() if not ok]
+
+
+def init_split_warning(config, scheme: str, sources=None) -> str | None:
+    """One line when ``--init`` comes from a run that held out other validation faces than this run will.
+
+    A run split off by subject with ``--seed`` and ``--val-fraction``; continuing a run of the same data
+    with another seed or fraction puts faces it trained on into this run's validation set, so the
+    validation NME reads low from the first epoch, rises as the model moves, and early stopping keeps
+    the first epoch.  Measured: ``--seed 1`` on the shipped model stopped after 9 epochs with the best
+    epoch the first.  None when the splits agree, when ``--val`` is given, or when the two runs
+    trained on different data (another file, or another scheme, or no dataset in common: ``sources``, the
+    datasets of this run's faces, against the shipped model's ``trained_on``, which stands for its data file).
+    """
+    if config.val or not config.val_fraction or (before := init_run_config(config)) is None:
+        return None
+    if before.get("scheme") not in (None, scheme) or before.get("data") not in (None, config.data):
+        return None
+    known = before.get("trained_on") is not None and sources is not None
+    shared = sorted(set(before["trained_on"]) & set(map(str, sources))) if known else None
+    seed, fraction = split_seed_of(before), before.get("val_fraction")
+    if shared == [] or before.get("val") or seed is None or fraction is None or (seed, fraction) == (
+            config.val_seed, config.val_fraction):
+        return None
+    same = ("the same data" if before.get("data") else f"{' and '.join(shared)} faces (as it did)" if shared
+            else "the same data (if it is)")
+    if not fraction:  # trained on every face (the shipped model's last run): no split keeps its faces out
+        return (f"warning: --init {config.init} trained on every face of its data (--val-fraction 0); this run "
+                f"validates on {same} with --val-fraction {config.val_fraction}, on faces {config.init} trained on: "
+                f"its validation NME reads low and early stopping may stop too early (judge it on a test file, "
+                f"or give --val with faces it never saw)")
+    return (f"warning: --init {config.init} held out its validation faces with split seed {seed} and --val-fraction "
+            f"{fraction}; this run splits {same} with split seed {config.val_seed} and --val-fraction "
+            f"{config.val_fraction}, so its validation set holds faces {config.init} trained on and early stopping "
+            f"may stop too early (--split-seed {seed} --val-fraction {fraction} keep that split whatever --seed, "
+            f"or give --val)")
+
+
+def adopt_init_normalization(config) -> str | None:
+    """``--init``: keep the pixel normalisation the weights were trained with; a line to print, or None.
+
+    A backbone's normalisation is a constant of the model, not a weight, and 'auto' follows
+    ``--weights`` (``torch`` for the offline MobileNetV2 file, the Keras mode otherwise), so
+    ``--init weights/mobilenetv2-pip-128`` without the backbone file would feed the shipped weights
+    pixels scaled another way.  When the run the weights come from (its ``config.json``) used another
+    mode, this run's ``model_options`` take it over, unless they name a mode themselves: then a warning.
+    """
+    if (before := init_run_config(config)) is None:
+        return None
+    try:
+        from facelandmarks.models.registry import rebuild_options
+
+        theirs = rebuild_options(before["model"], before.get("weights", "none"), before.get("model_options") or {})
+        ours = rebuild_options(config.model, config.weights, config.model_options)
+    except (ValueError, KeyError, TypeError):  # a config without a model, or a model no longer registered
+        return None
+    theirs, ours = theirs.get("normalization"), ours.get("normalization")
+    if theirs is None or ours is None or theirs == ours:
+        return None
+    if "normalization" in config.model_options:
+        return (f"warning: --init {config.init} was trained with input normalization {theirs!r}, this run asks for "
+                f"{ours!r}: its weights will see pixels scaled another way (leave normalization out to keep {theirs!r})")
+    config.model_options = {**config.model_options, "normalization": theirs}
+    return f"--init {config.init}: keeping its input normalization {theirs!r} (this run's settings alone would give {ours!r})"

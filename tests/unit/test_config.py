@@ -370,3 +370,15 @@ def test_workers_below_one_are_refused_and_an_empty_default_is_not_shown(capsys)
         main(["--help"])
     out = capsys.readouterr().out
     assert "(default: )" not in out and "distillation: trained runs" in out
+
+
+def test_a_time_limit_in_seconds_may_be_a_number_in_a_file(tmp_path):
+    # the flag takes --time-limit 600; a file's "time_limit": 600 was refused as "must be str"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": "scratch", "data": "d.npz", "time_limit": 600}))
+    config, _ = resolve_config(["--config", str(path), "--run-dir", "r"])
+    assert config.time_limit == "600"
+    config.validate()
+    path.write_text(json.dumps({"model": "scratch", "data": "d.npz", "epochs": "600"}))
+    with pytest.raises(ConfigError, match="epochs must be int, got '600'"):  # other settings keep their types
+        resolve_config(["--config", str(path), "--run-dir", "r"])

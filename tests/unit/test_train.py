@@ -59,7 +59,8 @@ def test_oversample_names_unknown_sources_and_bad_factors():
 def test_init_from_a_run_split_with_another_seed_warns(tmp_path):
     import json
 
-    from facelandmarks.training.config import TrainConfig, init_split_warning
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.init import init_split_warning
 
     shipped = tmp_path / "shipped"
     shipped.mkdir()
@@ -102,7 +103,8 @@ def test_init_keeps_the_pixel_normalization_its_weights_were_trained_with(tmp_pa
     would build 'tf' ('auto' without a file) and feed those weights other pixel values."""
     import json
 
-    from facelandmarks.training.config import TrainConfig, adopt_init_normalization
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.init import adopt_init_normalization
 
     shipped = tmp_path / "shipped"
     shipped.mkdir()
