@@ -253,17 +253,22 @@ def test_an_export_without_its_converters_is_one_line_naming_the_extra(run_dir, 
     assert list(tmp_path.iterdir()) == []
 
 
+def cascade_of(run_dir, folder):
+    """A pipeline run of ``run_dir`` alone (a cascade without regions), as train.py saves one."""
+    folder.mkdir()
+    (folder / "pipeline.json").write_text(json.dumps({"kind": "cascade", "run_dir": str(folder), "stage1": str(run_dir),
+                                                      "regions": [], "scheme": "ibug68", "crop_size": SIZE}))
+    (folder / "config.json").write_text(json.dumps({"model": "cascade", "stage1": str(run_dir), "scheme": "ibug68",
+                                                    "input_shape": [SIZE, SIZE, 3], "num_points": 68}))
+    return folder
+
+
 def test_the_scripts_export_and_run_a_pipeline_run(run_dir, tmp_path):
     # export.py and evaluate.py RUN --image in a fresh process ended in "unknown model 'cascade'": nothing there had
     # registered pipeline runs with Predictor.load (train.py had, so tests running in its process passed)
     import cv2
 
-    pipeline = tmp_path / "cascade"
-    pipeline.mkdir()
-    (pipeline / "pipeline.json").write_text(json.dumps({"kind": "cascade", "run_dir": str(pipeline), "stage1": str(run_dir),
-                                                        "regions": [], "scheme": "ibug68", "crop_size": SIZE}))
-    (pipeline / "config.json").write_text(json.dumps({"model": "cascade", "stage1": str(run_dir), "scheme": "ibug68",
-                                                      "input_shape": [SIZE, SIZE, 3], "num_points": 68}))  # as train.py saves it
+    pipeline = cascade_of(run_dir, tmp_path / "cascade")
     done = subprocess.run([sys.executable, "export.py", str(pipeline), "--format", "onnx", "--to", str(tmp_path / "exp")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -281,12 +286,7 @@ def test_an_exported_pipelines_rows_name_their_runtime(run_dir, tmp_path):
     from facelandmarks.data import npz
     from facelandmarks.evaluation.evaluate import evaluate_runs
 
-    pipeline = tmp_path / "cascade"
-    pipeline.mkdir()
-    (pipeline / "pipeline.json").write_text(json.dumps({"kind": "cascade", "run_dir": str(pipeline), "stage1": str(run_dir),
-                                                        "regions": [], "scheme": "ibug68", "crop_size": SIZE}))
-    (pipeline / "config.json").write_text(json.dumps({"model": "cascade", "stage1": str(run_dir), "scheme": "ibug68",
-                                                      "input_shape": [SIZE, SIZE, 3], "num_points": 68}))
+    pipeline = cascade_of(run_dir, tmp_path / "cascade")
     export.export_run(pipeline, formats=("onnx",))  # into cascade/export, which runtime auto then runs
     faces = 3
     data = npz.save_npz(tmp_path / "test.npz", {
