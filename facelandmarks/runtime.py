@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.util
 import json
 import os
@@ -118,21 +119,23 @@ def startup(verbose_flag: bool = False) -> None:
 
         tune_allocator()
         return
+    _import_quietly("keras")
+    tune_allocator()
+
+
+def _import_quietly(module: str) -> None:
+    """Import ``module`` (Keras and its backend, or TensorFlow) with the backends' start-up lines filtered."""
     quiet_startup()
     with filtered_fds((2,), keep=lambda line: not line.startswith(_STARTUP_NOISE)):
-        import keras  # noqa: F401
-    tune_allocator()
+        importlib.import_module(module)
 
 
 def load_tensorflow_quietly() -> None:
     """Import TensorFlow, where it is installed and not loaded yet, with its start-up lines filtered as in
     ``startup``: under another backend Keras imports it on its own later (``keras.utils.set_random_seed``,
     TensorBoard), and its oneDNN notice then reached the console in the middle of a JAX training."""
-    if "tensorflow" in sys.modules or verbose() or not _installed("tensorflow"):
-        return
-    quiet_startup()
-    with filtered_fds((2,), keep=lambda line: not line.startswith(_STARTUP_NOISE)):
-        import tensorflow  # noqa: F401
+    if "tensorflow" not in sys.modules and not verbose() and _installed("tensorflow"):
+        _import_quietly("tensorflow")
 
 
 @contextlib.contextmanager

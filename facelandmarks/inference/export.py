@@ -74,11 +74,11 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
     if check is not None and getattr(predictor, "stages", None) is not None:  # it was ignored in silence
         raise ValueError(f"--check: {run_dir} is a pipeline, and --check compares one model's export with Keras; "
                          "score the exported pipeline with evaluate.py FOLDER --data NPZ")
-    from facelandmarks.data.npz import is_manifest, read_member
+    from facelandmarks.data.npz import MANIFEST_SUFFIX, is_manifest, read_member, shard_path
 
     for flag, path in (("--check", check), ("--calibration", calibration)):
         if path is not None and is_manifest(path):  # "no readable 'scheme' array (... pickled ...)", "not an npz file"
-            first = Path(str(path)[: -len(".shards.json")] + "-00000.npz").name
+            first = shard_path(str(path)[: -len(MANIFEST_SUFFIX)], 0).name
             raise ValueError(f"{path}: a shard set; {flag} reads one npz file: give one of its shards ({first} ...)")
     if check is not None:
         if (scheme := str(read_member(check, "scheme"))) != predictor.scheme.name:
