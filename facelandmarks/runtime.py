@@ -130,6 +130,14 @@ def _import_quietly(module: str) -> None:
         importlib.import_module(module)
 
 
+def import_keras_quietly() -> None:
+    """Import Keras and its backend with their start-up lines filtered, as ``startup`` does for the scripts, when a
+    program uses the package from Python (``Predictor.load``, ``facelandmarks.models``): a no-op once Keras is
+    loaded or when verbose."""
+    if "keras" not in sys.modules and not verbose():
+        _import_quietly("keras")
+
+
 def load_tensorflow_quietly() -> None:
     """Import TensorFlow, where it is installed and not loaded yet, with its start-up lines filtered as in
     ``startup``: under another backend Keras imports it on its own later (``keras.utils.set_random_seed``,

@@ -299,7 +299,8 @@ class Predictor:
         missing = process.backend_missing()
         if missing:
             raise ModuleNotFoundError(f"{run_dir}: no export of these weights to run without Keras; {missing}")
-        from facelandmarks.training.resume import read_state  # Keras loads here, not for exports
+        process.import_keras_quietly()  # Keras loads here, not for exports: without the backend's start-up lines
+        from facelandmarks.training.resume import read_state
 
         config = read_run_config(run_dir)
         if config.get("input_kind") == "features":

@@ -5,6 +5,10 @@ the custom losses and layers, so saved ``.keras`` files reload.  A new family is
 calls ``register(ModelSpec(...))`` and one import line below.
 """
 
+from facelandmarks.runtime import import_keras_quietly
+
+import_keras_quietly()  # from Python as from the scripts: no backend start-up lines
+
 from facelandmarks.models import losses  # noqa: F401  (registers the losses and the NME metric)
 from facelandmarks.models import scratch  # noqa: F401
 from facelandmarks.models import bottleneck  # noqa: F401

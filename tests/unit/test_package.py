@@ -112,6 +112,20 @@ def test_scripts_answer_help_quietly_without_loading_a_backend(script):
     assert noise == []
 
 
+def test_the_python_api_loads_keras_without_the_backends_start_up_lines(tmp_path):
+    """A program that loads the shipped model through Keras, or imports the models, hears what the scripts hear: no
+    oneDNN or absl notices (they were printed twice, by TensorFlow's two native libraries)."""
+    code = ("import sys; from facelandmarks import Predictor; model = Predictor.load(runtime='keras'); "
+            "import facelandmarks.models; print(model.runtime, 'keras' in sys.modules)")
+    result = _run([sys.executable, "-c", code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["keras", "True"]
+    noise = [line for line in result.stderr.splitlines() if "I0000" in line or "absl::InitializeLog" in line]
+    assert noise == []
+    verbose = _run([sys.executable, "-c", "import facelandmarks.models"], tmp_path, {"FACELANDMARKS_VERBOSE": "1"})
+    assert verbose.returncode == 0 and "oneDNN" in verbose.stderr  # FACELANDMARKS_VERBOSE lets them through
+
+
 def test_inference_speed_without_its_test_faces_says_so_before_timing(tmp_path):
     # a fresh clone has no dataset/ibug128_test.npz: each timing process ended in a traceback, then empty tables, status 0
     missing = tmp_path / "ibug128_test.npz"
