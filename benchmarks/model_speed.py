@@ -51,12 +51,17 @@ def bottleneck_pipeline(num_points: int):
     return keras.Model(pixels, head(backbone(pixels)), name="inception_bottleneck_pipeline")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", metavar="NAME", help="models to time (default: all; models.py --list names them)")
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K (default 68)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls (default 20)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.repeats < 1:
         parser.error(f"--warmup and --repeats must be >= 1, got {args.warmup} and {args.repeats}")

@@ -45,7 +45,7 @@ def table(rows: list, default: int, label: str = "") -> None:
               f"{row['faults_per_face']:,.0f} |")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared npz whose crops are predicted")
     parser.add_argument("--model", default=None, help="run directory or export (default: the shipped model)")
@@ -57,6 +57,11 @@ def main(argv=None) -> int:
     parser.add_argument("--allocator", choices=["tuned", "both"], default="tuned",
                         help="both: glibc as it comes and tuned, in two fresh processes")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     from facelandmarks.inference.runtimes import is_export

@@ -142,7 +142,7 @@ def run_inner(config: str, data_dir: Path, size: int, workers: int, out_dir: Pat
     }
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=default_data_dir(), help="folder holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
     parser.add_argument("--configs", default="300w,both", help=f"comma-separated, of {', '.join(CONFIGS)} (default 300w,both)")
@@ -150,6 +150,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="prepare --workers (default one per CPU)")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.inner:
         print(json.dumps(run_inner(args.inner, args.data, args.size, args.workers, args.out_dir)))

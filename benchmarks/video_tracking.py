@@ -201,7 +201,7 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data", help="the face data folder")
     parser.add_argument("--run", help="run directory (default: the shipped model in weights/)")
@@ -212,6 +212,11 @@ def main(argv=None) -> int:
     parser.add_argument("--people", type=int, default=4, help="YouTube68 people in the real clip")
     parser.add_argument("--repeats", type=int, default=3, help="FaceTracker passes per row; ms/frame is the fastest")
     parser.add_argument("--redetect-every", type=int, nargs="+", default=[REDETECT_EVERY], help="tracking settings to compare")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if min(args.redetect_every) < 2 or args.frames < 2 or args.people < 1 or args.repeats < 1:
         parser.error("--redetect-every takes values >= 2 (1 is the per-frame row), --frames >= 2, --people and --repeats >= 1")

@@ -143,19 +143,33 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     return parser, {"download": down, "prepare": prep, "select-points": pick, "bottleneck": bott, "info": info}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    tolerate_closed_stdout()
+def parse_command(argv: list[str]) -> tuple[str, argparse.ArgumentParser, argparse.Namespace] | None:
+    """The command, its parser and its options as ``main`` reads ``argv``; None, after the help, without a command.
+
+    Usage errors exit through argparse (``SystemExit``), so a test can parse a command line without running it.
+    """
     parser, commands = _build_parsers()
     if not argv or argv[0] not in commands:
         parser.parse_args(argv)  # --help, or an error naming the valid commands
         parser.print_help()
-        return EXIT_INPUT
+        return None
     command, sub = argv[0], commands[argv[0]]
     # parse_intermixed_args pairs repeated DATASET and --source by order.
     args = sub.parse_intermixed_args(argv[1:])
+    if command == "prepare" and len(args.source) != len(args.datasets):
+        sub.error(f"{len(args.datasets)} dataset(s) but {len(args.source)} --source: give one --source per dataset")
+    return command, sub, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tolerate_closed_stdout()
+    parsed = parse_command(argv)
+    if parsed is None:
+        return EXIT_INPUT
+    command, _, args = parsed
     try:
-        _run(command, sub, args)
+        _run(command, args)
     except KNOWN_ERRORS as err:
         return _fail(command, str(err))
     except OSError as err:  # anything the file system refuses that no check above foresaw
@@ -181,10 +195,8 @@ def _fail(command: str, message: str) -> int:
     return EXIT_INPUT
 
 
-def _run(command: str, sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _run(command: str, args: argparse.Namespace) -> None:
     if command == "prepare":
-        if len(args.source) != len(args.datasets):
-            sub.error(f"{len(args.datasets)} dataset(s) but {len(args.source)} --source: give one --source per dataset")
         options = PrepareOptions(
             size=args.size, out=args.out, gray=args.gray, mirror=args.mirror, vflip=args.vflip,
             fallback=args.fallback, workers=args.workers, upsample=args.upsample, compress=args.compress,
