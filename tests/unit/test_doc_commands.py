@@ -1,0 +1,327 @@
+"""The shell commands the docs show still run: options get renamed, and a command in a doc that no longer parses
+is an instruction that fails.
+
+Every ``python SCRIPT.py ...`` in a shell fence of a Markdown file git tracks (and in the Makefile's recipes) goes
+through that script's own argparse parser; every ``make TARGET`` is a target of the Makefile; every ``configs/...``
+file a Markdown file names, in a command or in prose, is in the repository.  Only parsers run: no face data, no backend, no training.  That the
+recipes in configs/ load as train.py reads them is test_config.py's test_every_recipe_in_configs_is_a_valid_train_config.
+"""
+
+import contextlib
+import functools
+import importlib
+import io
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = ("datagen", "train", "evaluate", "export", "models")  # python NAME.py and facelandmarks-NAME
+SHELL = ("bash", "sh", "shell", "console")
+OPENING = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
+# an unlabelled fence mixes commands with their output: there only lines that start with a command count
+COMMAND_LINE = re.compile(r"^\s*(\$\s+)?([A-Za-z_]\w*=\S*\s+)*(\S*/)?(python3?|make|facelandmarks-\w+)\s")
+PYTHON = re.compile(r"(\S*/)?python3?(\.\d+)?")
+ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
+SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", "{", "}"}
+REDIRECT = re.compile(r"\d*[<>]+&?|&>")
+CONFIG = re.compile(r"configs/[\w./-]*?\.(?:json|ya?ml)\b")
+PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # configs/X.json, configs/NAME.json
+
+# Commands of docs/results.md, a record of runs, kept as they were typed although they no longer parse: the option
+# they used was renamed to one that does not mean the same, so only the old spelling tells what ran.
+# (file, the command's start as reported): why it stays.
+KEPT_AS_RUN: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command a doc shows: where it starts, and its words from the program on (``train.py --epochs 2``)."""
+
+    file: str
+    line: int
+    words: tuple[str, ...]
+
+    def __str__(self) -> str:
+        shown = shlex.join(self.words)
+        return shown if self.words[0] == "make" else f"python {shown}"
+
+
+def strip_comment(line: str) -> tuple[str, bool]:
+    """``line`` without its ``# comment`` (a # that starts a word outside quotes, as the shell reads it), and whether
+    it had one: a backslash inside a comment does not continue the line."""
+    quote, escaped = None, False
+    for i, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i], True
+    return line, False
+
+
+def fenced_lines(text: str) -> Iterator[tuple[int, str, bool]]:
+    """(line number, line, whether its fence is labelled as shell) of the lines in shell and unlabelled fences."""
+    fence = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if fence is None:
+            if match := OPENING.match(line):
+                fence = match.group(1), match.group(2).lower()
+            continue
+        marker, language = fence
+        if line.strip().startswith(marker) and not line.strip().strip(marker[0]):
+            fence = None
+        elif language in SHELL or not language:
+            yield number, line, language in SHELL
+
+
+def logical_lines(lines: Iterable[tuple[int, str, bool]]) -> Iterator[tuple[int, str, bool]]:
+    """Backslash continuations joined and comments dropped, with the number of the line each command starts on."""
+    pending, start, labelled = "", 0, True
+    for number, line, shell in lines:
+        code, commented = strip_comment(line)
+        if not pending:
+            start, labelled = number, shell
+        if not commented and code.rstrip().endswith("\\"):
+            pending += code.rstrip()[:-1] + " "
+            continue
+        yield start, pending + code, labelled
+        pending = ""
+    if pending:
+        yield start, pending, labelled
+
+
+def split_words(line: str) -> list[list[str]]:
+    """The simple commands of a shell line: its words split at ``&&``, ``||``, ``;``, ``|``, redirections dropped."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split, lexer.commenters = True, ""
+    commands, words, skip = [], [], False
+    for word in lexer:
+        if skip:
+            skip = False
+        elif word in SEPARATORS:
+            commands.append(words)
+            words = []
+        elif REDIRECT.fullmatch(word):
+            skip = True  # and its target
+        else:
+            words.append(word)
+    return [c for c in [*commands, words] if c]
+
+
+def program_words(words: list[str]) -> tuple[str, ...] | None:
+    """A command's words from the script on (``train.py ...``) or from ``make``, past ``VAR=value`` prefixes and
+    wrappers such as ``timeout -s KILL 490``; None for other programs (``python -m``, ``tensorboard``)."""
+    for i, word in enumerate(words):
+        if i == 0 and word == "make":
+            return tuple(words)
+        if PYTHON.fullmatch(word):
+            rest = words[i + 1:]
+            return tuple(rest) if rest and rest[0].endswith(".py") else None
+        if word.startswith("facelandmarks-") and word.removeprefix("facelandmarks-") in CLI:
+            return (word.removeprefix("facelandmarks-") + ".py", *words[i + 1:])
+        if i == 0 and not ASSIGNMENT.match(word) and word not in ("timeout", "time", "env", "nohup"):
+            return None
+    return None
+
+
+def commands_in(text: str, file: str) -> tuple[list[Command], list[str]]:
+    """The script and make commands of a Markdown text's shell fences, and the lines the shell could not read."""
+    found, unreadable = [], []
+    for line, code, labelled in logical_lines(fenced_lines(text)):
+        if not labelled and not COMMAND_LINE.match(code):
+            continue
+        try:
+            simple = split_words(re.sub(r"^\s*\$\s+", "", code))
+        except ValueError as err:  # an unclosed quote
+            unreadable.append(f"{file}:{line}: {err}: {code.strip()}")
+            continue
+        found += [Command(file, line, words) for words in map(program_words, simple) if words]
+    return found, unreadable
+
+
+def makefile_commands() -> list[Command]:
+    """The script and make commands of the Makefile's recipes: ``$(NAME)`` read as its plain default (``SIZE ?= 128``)
+    or else as the word NAME; a prefix such as ``$(WITH_ALLOCATOR)`` (``LD_PRELOAD=...`` or nothing) dropped."""
+    text = (ROOT / "Makefile").read_text()
+    defaults = dict(re.findall(r"^(\w+)\s*[?:]?=[ \t]*([^$\n]*)$", text, re.M))
+
+    def expand(line: str) -> str:
+        line = re.sub(r"^\t[@-]*(\$\(\w+\)\s+)*", "", line)
+        return re.sub(r"\$\((\w+)\)", lambda name: defaults.get(name[1]) or name[1], line)
+
+    recipe = "\n".join(expand(line) if line.startswith("\t") else "" for line in text.splitlines())
+    found, unreadable = commands_in(f"```bash\n{recipe}\n```\n", "Makefile")
+    assert not unreadable
+    return [Command(c.file, c.line - 1, c.words) for c in found]  # the fence's opening line came first
+
+
+def benchmark_parser(path: Path):
+    """A benchmark script's ``build_parser``, built from its lines above its first ``if __name__ == "__main__":``
+    (fit_check and train_throughput import Keras below that line, once their flags are checked)."""
+    head = path.read_text().split('\nif __name__ == "__main__":', 1)[0]
+    namespace = {"__name__": f"benchmarks.{path.stem}", "__file__": str(path)}
+    exec(compile(head, str(path), "exec"), namespace)
+    return namespace["build_parser"]
+
+
+@functools.cache
+def parser_of(script: str):
+    """How ``script`` (as typed after ``python``) reads its arguments: a function of argv, or a one-line problem."""
+    path = Path(script)
+    if path.parent == Path(".") and path.stem in CLI:
+        module = importlib.import_module(f"facelandmarks.cli.{path.stem}")
+        return module.parse_command if path.stem == "datagen" else (lambda argv: module.build_parser().parse_args(argv))
+    if not (ROOT / path).is_file():
+        return f"{script}: no such script in the repository"
+    if path.parent == Path("benchmarks"):
+        build = benchmark_parser(ROOT / path)
+        return lambda argv: build().parse_args(argv)
+    return f"{script}: a script this test has no parser for (add it to parser_of)"
+
+
+@functools.cache
+def make_targets() -> frozenset:
+    return frozenset(re.findall(r"^([\w.-]+)\s*:(?!=)", (ROOT / "Makefile").read_text(), re.M))
+
+
+def problem(command: Command) -> str | None:
+    """What is wrong with a command, in one line (argparse's own complaint for a bad option), or None."""
+    program, *args = command.words
+    args = [a for a in args if a != "..."]  # more of the same (runs, options), as in 'evaluate.py runs/a runs/b ...'
+    if program == "make":
+        missing = [a for a in args if not a.startswith("-") and not ASSIGNMENT.match(a) and a not in make_targets()]
+        return f"no target {', '.join(missing)} in the Makefile" if missing else None
+    parse = parser_of(program)
+    if isinstance(parse, str):
+        return parse
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            parse(args)
+        except SystemExit as end:  # argparse's way out, also for --help (status 0)
+            if end.code:
+                return " ".join(said.getvalue().split()) or f"exit status {end.code}"
+    return None
+
+
+def report(commands: Iterable[Command]) -> list[str]:
+    return [f"{c.file}:{c.line}: {c}: {p}" for c in commands if (p := problem(c))]
+
+
+def kept(line: str, entries=KEPT_AS_RUN) -> bool:
+    """Whether a reported line is a command of ``KEPT_AS_RUN`` (or of ``entries``)."""
+    return any(line.startswith(f"{file}:") and f": {start}" in line for file, start in entries)
+
+
+def missing_configs(text: str, file: str) -> list[str]:
+    """``FILE:LINE: configs/...: no such file`` for each file of configs/ that ``text`` names and the repository lacks."""
+    return [f"{file}:{number}: {path}: no such file in the repository"
+            for number, line in enumerate(text.splitlines(), 1) for path in CONFIG.findall(line)
+            if not PLACEHOLDER.fullmatch(Path(path).stem) and not (ROOT / path).is_file()]
+
+
+def tracked_docs() -> dict[str, str]:
+    listed = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return {name: (ROOT / name).read_text() for name in listed.split()}
+
+
+def doc_commands() -> tuple[list[Command], list[str]]:
+    found, unreadable = [], []
+    for name, text in tracked_docs().items():
+        commands, bad = commands_in(text, name)
+        found += commands
+        unreadable += bad
+    return found, unreadable
+
+
+def test_commands_are_read_as_the_shell_reads_them():
+    text = """Prose with python train.py --bogus outside a fence.
+
+```bash
+# a comment line: python train.py --bogus
+KERAS_BACKEND=jax python3 train.py --config configs/demo.json \\
+    --epochs 2   # and --epochs 4 \\
+python evaluate.py runs/a runs/b ... --data d.npz --where source=300w \\
+    --flip-test                            # and source=youtube68
+cd /tmp && python datagen.py info a.npz | head -3; make demo TCMALLOC=/x.so
+timeout -s KILL 490 .venv/bin/python benchmarks/crop_speed.py --size 64 > out.txt
+python -m pytest tests -k 'a # b'; tensorboard --logdir runs/; facelandmarks-models --list
+```
+
+```python
+subprocess.run(["python", "train.py", "--bogus"])
+```
+
+```
+$ python export.py --to 'a b'
+exported to a b (python train.py --bogus in the output is not a command)
+```
+"""
+    found, unreadable = commands_in(text, "x.md")
+    assert unreadable == []
+    assert [(c.line, c.words) for c in found] == [
+        (5, ("train.py", "--config", "configs/demo.json", "--epochs", "2")),
+        (7, ("evaluate.py", "runs/a", "runs/b", "...", "--data", "d.npz", "--where", "source=300w", "--flip-test")),
+        (9, ("datagen.py", "info", "a.npz")),
+        (9, ("make", "demo", "TCMALLOC=/x.so")),
+        (10, ("benchmarks/crop_speed.py", "--size", "64")),
+        (11, ("models.py", "--list")),
+        (19, ("export.py", "--to", "a b")),
+    ]
+    assert report(found) == []
+
+
+def test_a_bad_option_a_missing_config_script_or_target_is_reported_with_its_file_and_line():
+    text = ("# Training\n\n```bash\npython train.py --config configs/demo.json \\\n    --no-such-option 3   # renamed\n"
+            "python datagen.py prepare 300w youtube68 --source a --size 128 --out b\n"
+            "python evaluate.py --data t.npz --flip-test=yes\npython benchmarks/no_such.py\nmake no-such-target\n```\n"
+            "Recipes: `configs/no-such-recipe.json`, configs/schemes/face5.json's pairs, `--config configs/X.json`.\n")
+    lines = report(commands_in(text, "docs/x.md")[0])
+    assert len(lines) == 5, lines
+    assert lines[0].startswith("docs/x.md:4: python train.py --config configs/demo.json --no-such-option 3: train.py")
+    assert "unrecognized arguments: --no-such-option" in lines[0]
+    assert "2 dataset(s) but 1 --source" in lines[1]
+    assert "--flip-test: ignored explicit argument 'yes'" in lines[2]
+    assert lines[3].endswith("benchmarks/no_such.py: no such script in the repository")
+    assert lines[4] == "docs/x.md:9: make no-such-target: no target no-such-target in the Makefile"
+    assert missing_configs(text, "docs/x.md") == ["docs/x.md:11: configs/no-such-recipe.json: no such file in the repository"]
+    _, unreadable = commands_in("```bash\npython train.py --model-options '{\"head\": 1}\n```\n", "docs/y.md")
+    assert unreadable == ["docs/y.md:2: No closing quotation: python train.py --model-options '{\"head\": 1}"]
+
+
+def test_every_command_in_the_docs_parses():
+    found, unreadable = doc_commands()
+    assert len({c.file for c in found}) >= 8 and len(found) >= 100  # the docs' commands were found at all
+    assert unreadable == []
+    lines = report(found)
+    broken = [line for line in lines if not kept(line)]
+    assert not broken, "commands in the docs that no longer parse:\n" + "\n".join(broken)
+    stale = [entry for entry in KEPT_AS_RUN if not any(kept(line, [entry]) for line in lines)]
+    assert not stale, f"KEPT_AS_RUN entries that match no failing command (remove them): {stale}"
+
+
+def test_every_file_of_configs_a_doc_names_is_in_the_repository():
+    assert [line for name, text in tracked_docs().items() for line in missing_configs(text, name)] == []
+
+
+def test_the_makefiles_commands_parse():
+    found = makefile_commands()
+    assert {c.words[0] for c in found} >= {"datagen.py", "train.py", "evaluate.py", "export.py"}
+    assert report(found) == []
+
+
+def test_every_benchmark_has_a_parser_built_without_a_backend():
+    loaded = "keras" in sys.modules  # another test in this process may have loaded it
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        assert benchmark_parser(path)().prog, path.name
+    assert loaded or "keras" not in sys.modules
