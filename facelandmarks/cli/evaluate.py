@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "and chips are not marked again)")
     parser.add_argument("--video", help="a video file or a camera index")
     parser.add_argument("--out", help="output folder (--data, --image) or video file (--video; the points go beside "
-                                      "it as .jsonl); default: results/RUN (--data, RUN the first run's folder "
-                                      "name), out/ (--image), out/VIDEO_landmarks.mp4 (--video)")
+                                      "it as .jsonl, --align's face videos as OUT_face<ID>_aligned.mp4); default: "
+                                      "results/RUN (--data, RUN the first run's folder name), out/ (--image), "
+                                      "out/VIDEO_landmarks.mp4 (--video)")
     parser.add_argument("--baseline", choices=["none", "dlib"], default="none",
                         help="add dlib's stock 68-point predictor (ibug68 data only, not another 68-point markup)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
@@ -54,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crops", action="store_true",
                         help="--image: also write an enlarged crop of every face with its points (PHOTO_face<i>.png)")
     parser.add_argument("--align", type=int, metavar="SIZE",
-                        help="--image: also write every face upright in a SIZE x SIZE chip placed by its landmarks "
-                             "(PHOTO_aligned<i>.png; the eyes, nose and mouth where ArcFace-style recognition at "
-                             "112 px expects them; matrix and points in the JSON)")
+                        help="--image, --video: also write every face upright in a SIZE x SIZE chip placed by its "
+                             "landmarks (the eyes, nose and mouth where ArcFace-style recognition at 112 px expects "
+                             "them): --image PHOTO_aligned<i>.png, matrix and points in the JSON; --video a video per "
+                             "tracked face beside the overlay (out/VIDEO_face<ID>_aligned.mp4; --out OUT.mp4: "
+                             "OUT_face<ID>_aligned.mp4), a chip for each frame that lists the face in the points "
+                             "file, from the points the overlay draws")
     parser.add_argument("--align-padding", type=float, default=0.0, metavar="P",
                         help="--align: show P more of the chip's view on each side (default 0; 0.25 shows the "
                              "whole head on most faces)")
@@ -120,9 +124,9 @@ def main(argv=None) -> int:
 
 # options that only one or two of --data, --image, --video use, with the value that means "not given"
 ONLY_FOR = {"baseline": (("data",), "none"), "where": (("data",), []), "crops": (("image",), False),
-            "align": (("image",), None), "align_padding": (("image",), 0.0), "min_score": (("image", "video"), None),
-            "max_frames": (("video",), None), "redetect_every": (("video",), REDETECT_EVERY),
-            "no_smooth": (("video",), False)}
+            "align": (("image", "video"), None), "align_padding": (("image", "video"), 0.0),
+            "min_score": (("image", "video"), None), "max_frames": (("video",), None),
+            "redetect_every": (("video",), REDETECT_EVERY), "no_smooth": (("video",), False)}
 
 
 def _misplaced_option(args, mode: str) -> str | None:
@@ -130,8 +134,7 @@ def _misplaced_option(args, mode: str) -> str | None:
     for name, (modes, unset) in ONLY_FOR.items():
         if mode not in modes and getattr(args, name) != unset:
             where = " and ".join(f"--{m}" for m in modes)
-            tip = " (Predictor.align does it in Python)" if name == "align" else ""
-            return f"--{name.replace('_', '-')} works with {where}, not --{mode}{tip}"
+            return f"--{name.replace('_', '-')} works with {where}, not --{mode}"
     if args.align_padding != 0.0 and args.align is None:
         return "--align-padding works with --align SIZE"
     for name in ("threads", "max_frames", "redetect_every"):
@@ -196,19 +199,20 @@ def _run(args) -> int:
         curves = "curves, " if (Path(args.out) / "curves.png").is_file() else "no learning curves (no run's history.csv), "
         print(f"tables, {curves}CED and gallery in {args.out}")
         return 0
+    align = (args.align, args.align_padding) if args.align is not None else None
     if args.image:
-        align = (args.align, args.align_padding) if args.align is not None else None
         counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops,
                                recrop=args.recrop, align=align, **load)
         _export_hint(Path(args.runs[0]), args.runtime)
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
                           redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
-                          smooth=not args.no_smooth, **load)
+                          smooth=not args.no_smooth, align=align, **load)
+    aligned = f", aligned faces in {', '.join(result['aligned'].values()) or 'none (no face found)'}" if align else ""
     print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s "
           f"(detector on {result['detections']} frames, tracking on {result['tracked']}, "
           f"{result['kept']} faces the detector missed kept by tracking) -> {result['output']}, "
-          f"points in {result['points']}")
+          f"points in {result['points']}{aligned}")
     _export_hint(Path(args.runs[0]), args.runtime)
     return 0
 

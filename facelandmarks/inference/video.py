@@ -58,6 +58,7 @@ import cv2
 import numpy as np
 
 from facelandmarks.data import faces
+from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_outputs
 from facelandmarks.inference.predictor import FaceLandmarks, Predictor
 from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
@@ -318,8 +319,9 @@ def open_capture(source) -> tuple[cv2.VideoCapture, bool]:
 
 def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, track=True,
                  redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None, recrop=False,
-                 smooth=True, points_path=None) -> dict:
-    """Landmarks on every frame of a video file or camera; writes an overlay video and the points.
+                 smooth=True, points_path=None, align: tuple[int, float] | None = None) -> dict:
+    """Landmarks on every frame of a video file or camera; writes an overlay video, the points and, with
+    ``align``, a video of each face upright.
 
     Args:
         run_dir: a run directory (None: the shipped model).
@@ -335,11 +337,13 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         min_score: the detector's score threshold (None: the detector's default).
         runtime, threads: how the model runs (``Predictor.load``).
         flip_test, recrop: test-time passes per face (``Predictor``'s).
+        align: (size, padding): each face's chips, from the points the overlay draws, in a video of its own
+            beside the overlay (``aligned_video``: ``out/clip_landmarks.mp4`` -> ``out/clip_face0_aligned.mp4``).
 
     Returns:
         ``frames``, ``faces`` (found over all frames), ``seconds``, ``fps``, ``output``, ``points``,
-        ``detections`` (frames the detector ran on), ``tracked`` (frames served by tracking) and
-        ``kept`` (faces the detector missed that tracking kept).
+        ``detections`` (frames the detector ran on), ``tracked`` (frames served by tracking),
+        ``kept`` (faces the detector missed that tracking kept) and ``aligned`` (the face videos, by track).
     """
     from facelandmarks.drawing import PREDICTION, draw_points, marker_radius
 
@@ -348,15 +352,18 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     out_path, points_path = video_outputs(source, out_path, points_path)
     partial = out_path.with_name(f"{out_path.stem}.partial{out_path.suffix}")
     check_source(source)  # before the model loads
+    if align:
+        check_aligned_outputs(out_path, *align, keep=(source, points_path))
     predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
     if min_score is not None:
         predictor.detector.min_score = min_score
     capture, camera = open_capture(source)
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
     tracker = FaceTracker(predictor, redetect_every if track else 1, smooth=smooth, fps=fps_in)
-    writer = points_file = None
+    writer = points_file = chips = None
     faces_seen, start = 0, time.perf_counter()
     try:
+        chips = AlignedVideos(out_path, predictor.scheme, *align, fps=fps_in) if align else None
         while max_frames is None or tracker.frames < max_frames:
             ok, bgr = capture.read()
             if not ok:
@@ -377,29 +384,35 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                           "runtime": predictor.runtime, "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
                           "fps": round(float(fps_in), 3), "width": image.shape[1], "height": image.shape[0],
                           "redetect_every": tracker.redetect_every, "smooth": tracker.smooth,
-                          "flip_test": flip_test, "recrop": recrop}
+                          "flip_test": flip_test, "recrop": recrop,
+                          "align": {"size": align[0], "padding": align[1]} if align else None}
                 points_file.write(json.dumps(header) + "\n")
             points_file.write(json.dumps({"frame": tracker.frames - 1, "time": round(t, 4),
                                           "detected": tracker.detections > detections,
                                           "faces": [f.to_json() for f in found]}) + "\n")
+            if chips is not None:
+                chips.write(image, found)  # before the points are drawn on it
             for face in found:
                 image = draw_points(image, face.points, PREDICTION, radius=marker_radius(face.points))
             writer.write(np.ascontiguousarray(image[..., ::-1]))
     finally:
         capture.release()
-        if points_file is not None:
-            points_file.close()
-        if writer is not None:
-            writer.release()
-            if partial.is_file():
-                partial.replace(out_path)
+        try:
+            aligned = {} if chips is None else chips.close()
+        finally:
+            if points_file is not None:
+                points_file.close()
+            if writer is not None:
+                writer.release()
+                if partial.is_file():
+                    partial.replace(out_path)
     seconds, frames = time.perf_counter() - start, tracker.frames
     if frames == 0:
         raise OSError(f"{source}: no frames could be read")
     return {"frames": frames, "faces": faces_seen, "seconds": round(seconds, 2),
             "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "output": str(out_path),
             "points": str(points_path), "detections": tracker.detections, "tracked": tracker.tracked,
-            "kept": tracker.kept}
+            "kept": tracker.kept, "aligned": {i: str(p) for i, p in aligned.items()}}
 
 
 def read_video_landmarks(path) -> tuple[dict, list[dict]]:

@@ -153,7 +153,8 @@ EVALUATE_CASES = {
 # options where they do nothing, and counts below one: refused before anything loads
 MISPLACED = {
     ("--video", "clip.mp4", "--crops"): "--crops works with --image, not --video",
-    ("--video", "clip.mp4", "--align", "112"): "--align works with --image, not --video (Predictor.align does it in Python)",
+    ("--data", "t.npz", "--align", "112"): "--align works with --image and --video, not --data",
+    ("--video", "clip.mp4", "--align-padding", "0.3"): "--align-padding works with --align SIZE",
     ("--image", "a.jpg", "--max-frames", "3"): "--max-frames works with --video, not --image",
     ("--image", "a.jpg", "--redetect-every", "3"): "--redetect-every works with --video, not --image",
     ("--image", "a.jpg", "--baseline", "dlib"): "--baseline works with --data, not --image",

@@ -1,11 +1,17 @@
 """FaceTracker's logic on synthetic frames: a bright textured square stands in for a face, a
-numpy "model" puts 68 points on the square in a crop, a "detector" finds squares."""
+numpy "model" puts 68 points on the square in a crop, a "detector" finds squares.  The aligned-face
+videos: blobs drawn where a face's eyes, nose and mouth are, turned and moved, come back in place."""
+
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
 from facelandmarks.data import faces
+from facelandmarks.inference import video
+from facelandmarks.inference.align import TEMPLATE_112, template
+from facelandmarks.inference.aligned_video import AlignedVideos, aligned_path, check_aligned_outputs
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.video import (
     FaceTracker,
@@ -15,6 +21,8 @@ from facelandmarks.inference.video import (
     match_by_overlap,
     moved_much,
     open_capture,
+    read_video_landmarks,
+    run_on_video,
 )
 
 RNG = np.random.default_rng(0)
@@ -196,3 +204,188 @@ def test_a_camera_or_file_that_cannot_be_opened_is_one_line(tmp_path, capfd):
         open_capture(tmp_path / "notes.mp4")
     with pytest.raises(FileNotFoundError, match="missing.mp4: no such video file"):
         open_capture(tmp_path / "missing.mp4")
+
+
+def blob_face(angle: float, scale: float, centre, size=(200, 150)) -> tuple[np.ndarray, np.ndarray]:
+    """(a frame, iBUG-68 points): white blobs at the 112-px template's eyes, nose tip and mouth corners, turned
+    by ``angle`` degrees, scaled and centred on ``centre``; the points' anchors lie on the blobs."""
+    a = np.deg2rad(angle)
+    rotate = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    place = lambda xy: (np.asarray(xy) - 56.0) @ rotate.T + centre  # noqa: E731
+    points = place(RNG.uniform(30, 82, (68, 2)))
+    ring = 5.0 * np.stack([np.cos(np.arange(6) * np.pi / 3), np.sin(np.arange(6) * np.pi / 3)], axis=1)
+    points[36:42], points[42:48] = place(TEMPLATE_112[0] + ring), place(TEMPLATE_112[1] + ring)
+    points[[30, 48, 54]] = place(TEMPLATE_112[2:])
+    yy, xx = np.mgrid[0:size[1], 0:size[0]].astype(np.float64)
+    image = np.zeros(size[::-1])
+    for x, y in place(TEMPLATE_112):
+        image += 255 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * (4.0 * scale) ** 2))
+    return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2), points
+
+
+def read_frames(path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def blob_centres(chip: np.ndarray, where: np.ndarray, radius: float) -> np.ndarray:
+    """The brightness-weighted centre of ``chip`` within ``radius`` of each of ``where``."""
+    gray = chip.mean(axis=2)
+    yy, xx = np.mgrid[0:gray.shape[0], 0:gray.shape[1]]
+    out = []
+    for x, y in where:
+        weight = gray * (((xx - x) ** 2 + (yy - y) ** 2) < radius**2)
+        out.append([(weight * xx).sum() / weight.sum(), (weight * yy).sum() / weight.sum()])
+    return np.array(out)
+
+
+def test_aligned_video_names_follow_the_overlay():
+    assert aligned_path("out/clip_landmarks.mp4", 3).as_posix() == "out/clip_face3_aligned.mp4"
+    assert aligned_path("a/talk.avi", 0).as_posix() == "a/talk_face0_aligned.avi"
+
+
+def test_each_tracked_face_gets_a_video_of_upright_chips_one_per_frame_it_is_in(tmp_path):
+    """Two faces, turned by -25..+25 degrees and moving, track 0 in frames 0-5 and track 1 in frames 2-8: each
+    video holds its face's frames in order, with the eyes, nose and mouth where the template puts them."""
+    out = tmp_path / "clip_landmarks.mp4"
+    size, centres = 64, template("ibug68", 64)[1]
+    with AlignedVideos(out, "ibug68", size, fps=10) as chips:
+        for t in range(9):
+            left, left_points = blob_face(-25 + 6 * t, 0.6, (50 + 2 * t, 70))
+            right, right_points = blob_face(25 - 6 * t, 0.8, (150, 80 - t))
+            found = [SimpleNamespace(track_id=0, points=left_points)] if t < 6 else []
+            found += [SimpleNamespace(track_id=1, points=right_points)] if t >= 2 else []
+            chips.write(np.maximum(left, right), found)
+            if t == 6:  # track 0 ended a frame ago: its video is finished while track 1's is written
+                assert aligned_path(out, 0).is_file() and not aligned_path(out, 1).is_file()
+    assert chips.frames == {0: 6, 1: 7} and chips.blank == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip_face0_aligned.mp4", "clip_face1_aligned.mp4"]
+    for track_id, count in ((0, 6), (1, 7)):
+        frames = read_frames(aligned_path(out, track_id))
+        assert len(frames) == count and all(f.shape == (size, size, 3) for f in frames)
+        capture = cv2.VideoCapture(str(aligned_path(out, track_id)))
+        assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10)
+        capture.release()
+        for chip in frames:
+            found = blob_centres(chip, centres, radius=6)
+            assert np.abs(found - centres).max() < 1.0, f"track {track_id}: blobs at {found.round(1)}, not {centres.round(1)}"
+
+
+def test_a_face_without_its_anchors_gets_a_black_chip_and_a_gray_video_colour_chips(tmp_path):
+    image, points = blob_face(10, 0.7, (100, 75))
+    broken = points.copy()
+    broken[36] = np.nan  # an eye point: no fit
+    chips = AlignedVideos(tmp_path / "g.mp4", "ibug68", 32)
+    for p in (points, broken, points):
+        chips.write(image[..., 0], [SimpleNamespace(track_id=4, points=p)])  # gray frames
+    assert chips.close() == {4: tmp_path / "g_face4_aligned.mp4"} and chips.blank == 1
+    frames = read_frames(tmp_path / "g_face4_aligned.mp4")
+    assert len(frames) == 3, "the black chip keeps the video in step with the points file"
+    assert frames[0].max() > 150 and frames[1].max() < 30 and frames[2].max() > 150
+
+
+def test_close_removes_only_an_earlier_runs_videos_of_this_name_and_only_after_frames_came(tmp_path):
+    out = tmp_path / "clip.mp4"
+    earlier = ["clip_face0_aligned.mp4", "clip_face7_aligned.mp4", "clip_face9_aligned.partial.mp4"]
+    kept = ["clip.mp4", "clip.jsonl", "clip_face1_aligned.avi", "other_face7_aligned.mp4", "clip_face7_aligned.mp4.txt"]
+    for name in earlier + kept:
+        (tmp_path / name).write_bytes(b"x")
+    AlignedVideos(out, "ibug68", 32).close()  # no frame (a video that could not be read): nothing replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(earlier + kept)
+    image, points = blob_face(0, 0.7, (100, 75))
+    with AlignedVideos(out, "ibug68", 32) as chips:
+        chips.write(image, [SimpleNamespace(track_id=0, points=points)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip_face0_aligned.mp4"] + kept)
+    assert len(read_frames(tmp_path / "clip_face0_aligned.mp4")) == 1
+
+
+def test_a_video_that_cannot_be_finished_leaves_the_others_finished_and_earlier_videos_alone(tmp_path):
+    out = tmp_path / "clip.mp4"
+    (tmp_path / "clip_face0_aligned.mp4").mkdir()  # its partial file cannot take this name
+    (tmp_path / "clip_face5_aligned.mp4").write_bytes(b"an earlier run's")
+    image, points = blob_face(0, 0.7, (100, 75))
+    chips = AlignedVideos(out, "ibug68", 32)
+    chips.write(image, [SimpleNamespace(track_id=0, points=points), SimpleNamespace(track_id=1, points=points + 3)])
+    with pytest.raises(OSError):
+        chips.close()
+    assert len(read_frames(tmp_path / "clip_face1_aligned.mp4")) == 1
+    assert (tmp_path / "clip_face5_aligned.mp4").read_bytes() == b"an earlier run's"
+
+
+def test_refusals_before_any_work(tmp_path):
+    out = tmp_path / "clip_landmarks.mp4"
+    with pytest.raises(ValueError, match="clip_face2_aligned.mp4: named as an aligned-face video of .*clip_landmarks.mp4"):
+        check_aligned_outputs(out, 112, 0.0, keep=(tmp_path / "clip_face2_aligned.mp4",))
+    check_aligned_outputs(out, 112, 0.0, keep=(tmp_path / "sub" / "clip_face2_aligned.mp4", "0"))  # another folder, a camera
+    with pytest.raises(ValueError, match="at least 16 px"):
+        check_aligned_outputs(out, 8, 0.0)
+    with pytest.raises(ValueError, match="fps must be positive, got 0"):
+        AlignedVideos(out, "ibug68", 32, fps=0)
+    chips = AlignedVideos(out, "ibug68", 32)
+    image, points = blob_face(0, 0.7, (100, 75))
+    chips.write(image, [SimpleNamespace(track_id=0, points=points)])
+    chips.write(image, [])
+    with pytest.raises(ValueError, match="track 0 came back after its video was finished"):
+        chips.write(image, [SimpleNamespace(track_id=0, points=points)])
+    chips.close()
+
+
+class InterruptingDetector(SquareDetector):
+    """SquareDetector that is interrupted (Ctrl-C) on its ``stop``-th call."""
+
+    def __init__(self, stop):
+        super().__init__()
+        self.stop = stop
+
+    def detect_all(self, image):
+        if self.calls + 1 == self.stop:
+            raise KeyboardInterrupt
+        return super().detect_all(image)
+
+
+@pytest.mark.parametrize("stop, max_frames, frames", [(None, None, 12), (None, 5, 5), (8, None, 7)])
+def test_run_on_video_leaves_finished_face_videos_at_the_end_max_frames_and_ctrl_c(stop, max_frames, frames, tmp_path,
+                                                                                    monkeypatch):
+    """run_on_video with the square "model": one face video per track, a chip per frame the points file lists the
+    track in, all released and renamed however the run ends (Ctrl-C on the 8th frame: 7 frames written)."""
+    detector = InterruptingDetector(stop)
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=detector))
+    clip = tmp_path / "squares.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
+    for t in range(12):
+        writer.write(frame((20 + 3 * t, 30)))
+    writer.release()
+    out = tmp_path / "out" / "squares_landmarks.mp4"
+    args = (tmp_path, clip, out, max_frames)
+    if stop:
+        with pytest.raises(KeyboardInterrupt):
+            run_on_video(*args, redetect_every=1, align=(48, 0.1))
+    else:
+        result = run_on_video(*args, redetect_every=1, align=(48, 0.1))
+        assert result["aligned"] == {0: str(aligned_path(out, 0))}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["squares_face0_aligned.mp4", "squares_landmarks.jsonl",
+                                                             "squares_landmarks.mp4"]
+    header, lines = read_video_landmarks(out.with_suffix(".jsonl"))
+    assert header["align"] == {"size": 48, "padding": 0.1} and len(lines) == frames
+    assert all([f["track_id"] for f in line["faces"]] == [0] for line in lines)
+    chips = read_frames(aligned_path(out, 0))
+    assert len(chips) == len(read_frames(out)) == frames and chips[0].shape == (48, 48, 3)
+
+
+def test_evaluate_video_align_refuses_bad_values_and_a_clashing_name_in_one_line(tmp_path, capsys):
+    from facelandmarks.cli import evaluate
+
+    clip = tmp_path / "clip_face0_aligned.mp4"
+    clip.write_bytes(b"not read: the checks come first")
+    for flags, line in ((["--out", str(tmp_path / "o.mp4"), "--align", "8"], "must be a whole number of at least 16 px"),
+                        (["--out", str(tmp_path / "o.mp4"), "--align", "64", "--align-padding", "-1"], "0 or more, got -1"),
+                        (["--out", str(tmp_path / "clip.mp4"), "--align", "64"],
+                         f"{clip}: named as an aligned-face video of {tmp_path / 'clip.mp4'} would be; give another --out")):
+        assert evaluate.main(["--video", str(clip), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and line in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [clip.name]
