@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import signal
 import sys
+import threading
 import zipfile
 
 from facelandmarks.runtime import for_this_install
@@ -79,6 +82,43 @@ class _ClosedPipeTolerant:
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a container or job scheduler stopping the script), raised where Ctrl-C raises
+    KeyboardInterrupt: the script winds down as after Ctrl-C -- a video's files finished and playable, a training's
+    resume line, a dataset's or export's earlier files left as they were -- instead of dying mid-write."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the wind-down ends the process at once
+    raise Terminated()
+
+
+def stopped(err: KeyboardInterrupt) -> tuple[str, int]:
+    """('interrupted', 130) after Ctrl-C, ('terminated', 143) after SIGTERM: the word the script's last line uses
+    and its exit status (128 + the signal's number, as a shell reports a process the signal ended)."""
+    return ("terminated", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("interrupted", 130)
+
+
+def script_main(main):
+    """``main`` of a script, with what every script does: output that its reader may cut short
+    (``tolerate_closed_stdout``) and, while it runs, SIGTERM handled as Ctrl-C is (``Terminated``) where nothing
+    else has claimed it; the previous handler is back when it returns (tests call ``main`` in their own process)."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        tolerate_closed_stdout()
+        claim = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        if claim:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            return main(*args, **kwargs)
+        finally:
+            if claim:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return wrapper
 
 
 def tolerate_closed_stdout() -> None:

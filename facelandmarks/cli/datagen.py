@@ -3,7 +3,7 @@
 Errors the user can cause -- a missing or corrupt input file, a bad option, an unwritable or full
 output location, a refused archive -- print one line, ``datagen.py COMMAND: PATH: what is wrong``,
 and exit with status 2 (``EXIT_INPUT``); argparse's own usage errors use 2 as well.  Ctrl-C exits
-with 130 and leaves the previous outputs as they were.  A traceback means a bug in the toolkit.
+with 130 (SIGTERM with 143) and leaves the previous outputs as they were.  A traceback means a bug in the toolkit.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import OneLineParser, complain, tolerate_closed_stdout
+from facelandmarks.cli.common import OneLineParser, complain, script_main, stopped
 from facelandmarks.data import npz
 from facelandmarks.data.download import (
     MUCT_URL,
@@ -30,10 +30,10 @@ from facelandmarks.scheme_files import load_scheme, resolve_scheme
 from facelandmarks.training.config import seed_problem
 
 EXIT_INPUT = 2
-EXIT_INTERRUPTED = 130
 EPILOG = (
     "exit status: 0 done; 2 a problem with the input, the options or the output location, told in one line "
-    "'datagen.py COMMAND: PATH: what is wrong' (previous outputs are left as they were); 130 interrupted."
+    "'datagen.py COMMAND: PATH: what is wrong' (previous outputs are left as they were); 130 interrupted (Ctrl-C), "
+    "143 terminated (SIGTERM), previous outputs left as they were too."
 )
 # The toolkit's own errors: each message starts with the file, folder or option at fault.
 KNOWN_ERRORS = (AnnotationError, SplitError, DownloadError, ArchiveError, npz.DatasetError, OutputError, ValueError)
@@ -161,9 +161,9 @@ def parse_command(argv: list[str]) -> tuple[str, argparse.ArgumentParser, argpar
     return command, sub, args
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    tolerate_closed_stdout()
     parsed = parse_command(argv)
     if parsed is None:
         return EXIT_INPUT
@@ -174,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(command, str(err))
     except OSError as err:  # anything the file system refuses that no check above foresaw
         return _fail(command, f"{err.filename or '?'}: {err.strerror or err}")
-    except KeyboardInterrupt:
-        complain(f"datagen.py {command}: interrupted; previous outputs left as they were")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        word, status = stopped(err)
+        complain(f"datagen.py {command}: {word}; previous outputs left as they were")
+        return status
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, tolerate_closed_stdout
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
 from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
@@ -17,7 +17,8 @@ EPILOG = """exit status:
   2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
        truncated or corrupt file (npz, run folder, photo), a folder without photos, an output folder that
        cannot be written (checked before any work), an option of another mode (--crops with --video)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); a video's files are finished as they stand, and play
+  143  terminated (SIGTERM: kill, timeout): as Ctrl-C
 """
 
 
@@ -80,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@script_main
 def main(argv=None) -> int:
     """Exit status as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
-    tolerate_closed_stdout()
     args = build_parser().parse_args(argv)
     modes = [m for m in ("data", "image", "video") if getattr(args, m)]
     if len(modes) != 1:
@@ -114,9 +115,10 @@ def main(argv=None) -> int:
         runtime.startup(args.verbose)
     try:
         return _run(args)
-    except KeyboardInterrupt:
-        complain("\nevaluate.py: interrupted")
-        return 130
+    except KeyboardInterrupt as err:
+        word, status = stopped(err)
+        complain(f"\nevaluate.py: {word}")
+        return status
     except USER_ERRORS as err:
         complain(f"evaluate.py: {error_line(err, (args.data,))}")
         return 2

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import OneLineParser, complain, tolerate_closed_stdout
+from facelandmarks.cli.common import OneLineParser, complain, script_main, stopped
 
 EPILOG = """exit status:
   0    exported
   2    a usage or input error, reported in one line on stderr: a missing or unreadable run, a format
        this machine cannot write (TensorFlow, tf2onnx, onnx are needed to export), a failed check
   130  interrupted (Ctrl-C); the previous export, if any, is left as it was
+  143  terminated (SIGTERM: kill, timeout): as Ctrl-C
 """
 
 
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@script_main
 def main(argv=None) -> int:
-    tolerate_closed_stdout()
     args = build_parser().parse_args(argv)
     runtime.startup(args.verbose)
     import facelandmarks.pipelines  # noqa: F401  (pipeline runs export stage by stage)
@@ -63,9 +64,10 @@ def main(argv=None) -> int:
 
     try:
         export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, args.check_faces, args.calibration)
-    except KeyboardInterrupt:
-        complain("\nexport.py: interrupted; the previous export is unchanged")
-        return 130
+    except KeyboardInterrupt as err:
+        word, status = stopped(err)
+        complain(f"\nexport.py: {word}; the previous export is unchanged")
+        return status
     except (*USER_ERRORS, ImportError) as err:
         complain(f"export.py: {error_line(err, (args.check,))}")
         return 2

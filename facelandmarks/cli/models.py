@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from facelandmarks import runtime
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, tolerate_closed_stdout
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
 
 
 def build_parser() -> OneLineParser:
@@ -28,8 +28,8 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+@script_main
 def main(argv=None):
-    tolerate_closed_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.ship and not args.to:
@@ -57,6 +57,10 @@ def main(argv=None):
         except USER_ERRORS as err:
             complain(f"models.py: {error_line(err)}")
             return 2
+        except KeyboardInterrupt as err:
+            word, status = stopped(err)
+            complain(f"\nmodels.py: {word}; {args.to} left as it was")
+            return status
         return 0
     if args.list:
         rows = describe_models(args.num_points, progress=True)

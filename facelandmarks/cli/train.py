@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, tolerate_closed_stdout
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
 from facelandmarks.runtime import script_command, startup
 from facelandmarks.training.config import (
     SHIPPED,
@@ -42,6 +42,7 @@ EPILOG = """exit status:
        flag or setting (--size 0), a missing, truncated or corrupt file (npz, json, weights), an empty
        training or validation set, a run folder that cannot be written, --resume on a folder without a run
   130  interrupted (Ctrl-C); the line printed gives the command that continues the run
+  143  terminated (SIGTERM: kill, timeout, a job scheduler): as Ctrl-C
 """
 
 def _load_trainers() -> None:
@@ -215,9 +216,9 @@ def _is_file_path(weights) -> bool:
     return weights not in (None, "none", "imagenet")
 
 
+@script_main
 def main(argv=None) -> int:
-    """Exit status 0, 2 or 130 as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
-    tolerate_closed_stdout()
+    """Exit status 0, 2, 130 or 143 as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true")
@@ -228,13 +229,14 @@ def main(argv=None) -> int:
         config.validate()
         trainer = get_trainer(config.model)
         summary = trainer(config, resume=resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        word, status = stopped(err)
         if config and (Path(config.run_dir) / "config.json").is_file():
             hint = f"; continue with: {script_command('train')} --resume --run-dir {config.run_dir}"
         else:
             hint = " before the run began; nothing was written"
-        complain(f"\ninterrupted{hint}")
-        return 130
+        complain(f"\n{word}{hint}")
+        return status
     except USER_ERRORS as err:
         complain(f"train.py: {error_line(err, (config.data, config.val) if config else ())}")
         return 2

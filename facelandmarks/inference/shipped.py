@@ -112,9 +112,15 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     shipped["shipped_from"] = run_dir.name
     if (sources := _data_sources(config.get("data"))) is not None:
         shipped["trained_on"] = sources  # the data file stays behind: --init warns by its datasets
-    tmp = dest / f".{WEIGHTS_FILE}.tmp"
-    with h5py.File(weights, "r") as source, h5py.File(tmp, "w") as target:
-        _copy_as_float16(source, target, skip=("optimizer",))  # the model's weights, not Adam's moments
-    os.replace(tmp, dest / WEIGHTS_FILE)
-    (dest / "config.json").write_text(json.dumps(shipped, indent=2) + "\n")
+    # both files whole before either replaces its predecessor: a kill leaves the folder's model as it was
+    tmp_weights, tmp_config = dest / f".{WEIGHTS_FILE}.tmp", dest / ".config.json.tmp"
+    try:
+        with h5py.File(weights, "r") as source, h5py.File(tmp_weights, "w") as target:
+            _copy_as_float16(source, target, skip=("optimizer",))  # the model's weights, not Adam's moments
+        tmp_config.write_text(json.dumps(shipped, indent=2) + "\n")
+        os.replace(tmp_weights, dest / WEIGHTS_FILE)
+        os.replace(tmp_config, dest / "config.json")
+    finally:
+        for tmp in (tmp_weights, tmp_config):
+            tmp.unlink(missing_ok=True)
     return dest

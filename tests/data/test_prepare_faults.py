@@ -262,3 +262,17 @@ def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
             continue  # finished before the signal: nothing to stop
         assert proc.returncode == 130 and "Traceback" not in err, err
         assert err.strip().splitlines()[-1] == "datagen.py prepare: interrupted; previous outputs left as they were"
+    # SIGTERM (kill, timeout) reaches the main process alone: it stops the pool as after Ctrl-C
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(3.5)
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("prepare hung after SIGTERM")
+    if proc.returncode != 0:
+        assert proc.returncode == 143 and "Traceback" not in err, err
+        # (a SIGTERM while the pool starts may add the resource tracker's warning of its semaphores after it)
+        assert "datagen.py prepare: terminated; previous outputs left as they were" in err.splitlines()
+        assert not any(tmp_path.glob("yt_*.npz"))  # no half-written set

@@ -1,4 +1,5 @@
-"""Ctrl-C while a script starts: one line saying what happened, none of the backend's start-up chatter."""
+"""Ctrl-C and SIGTERM (kill, timeout, a job scheduler): one line saying what happened, none of the backend's start-up
+chatter, and what was being written finished or left as it was."""
 
 import os
 import signal
@@ -7,9 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from facelandmarks import runtime
+from facelandmarks.cli.common import Terminated
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,14 +32,72 @@ def test_an_interrupt_keeps_the_filter_and_an_error_passes_every_line(capfd):
     assert capfd.readouterr().err == "noise from C++\nkept\n"
 
 
-def test_train_py_interrupted_while_keras_loads_says_nothing_was_written(tmp_path):
+@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_train_py_stopped_while_keras_loads_says_nothing_was_written(signum, status, word, tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "scratch", "--data", str(tmp_path / "d.npz"),
                                 "--run-dir", str(run_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     time.sleep(0.8)  # Keras takes seconds to load; the missing data file is found only after it
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
-    assert err.strip() == "interrupted before the run began; nothing was written"
+    assert process.returncode == status, err
+    assert err.strip() == f"{word} before the run began; nothing was written"
     assert not run_dir.exists()
+
+
+SIGTERM_CHECK = """
+import os, signal, time
+from facelandmarks.cli.common import Terminated, script_main, stopped
+
+@script_main
+def main():
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises at once
+    except KeyboardInterrupt as err:  # what the scripts catch for Ctrl-C
+        return stopped(err)
+    return handler
+
+before = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+print(before, main(), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, stopped(KeyboardInterrupt()))
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a program that set its own handler keeps it
+print(main() is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)
+"""
+
+
+def test_a_script_handles_sigterm_only_while_it_runs_and_only_where_nothing_else_does():
+    """In a process of its own: a script that did not claim SIGTERM would end the test run."""
+    result = subprocess.run([sys.executable, "-c", SIGTERM_CHECK], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["True ('terminated', 143) True ('interrupted', 130)", "True True"]
+    assert issubclass(Terminated, KeyboardInterrupt)
+
+
+def test_a_terminated_video_leaves_a_playable_overlay_of_every_frame_its_points_list(tmp_path):
+    """``timeout`` or ``kill`` in the middle of a video: the overlay (mp4 writes its index last) is finished and
+    renamed as after Ctrl-C, not left as an unplayable NAME.partial.mp4."""
+    source, out = tmp_path / "long.mp4", tmp_path / "out" / "long_landmarks.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (96, 72))
+    for i in range(3000):  # faceless frames: minutes of work, far more than the test waits for
+        writer.write(np.full((72, 96, 3), i % 200, np.uint8))
+    writer.release()
+    process = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), "--video", str(source), "--out", str(out)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    points = out.with_suffix(".jsonl")
+    deadline = time.monotonic() + 120
+    while (not points.is_file() or len(points.read_text().splitlines()) < 4) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "evaluate.py: terminated"
+    assert not list(out.parent.glob("*.partial*"))
+    frames = len(points.read_text().splitlines()) - 1  # a header line, then one line per frame
+    capture = cv2.VideoCapture(str(out))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert 3 <= frames < 3000 and count == frames
