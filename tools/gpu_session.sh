@@ -11,7 +11,8 @@
 #                                      held-out 300-W and YouTube68 faces against dlib
 #
 # Settings (environment): SHARED (../shared), GPU_PYTHON (3.12: the GPU machine's Python, for its wheels),
-# PY (python3), TL (--time-limit, 7m), KILL (seconds before each training is killed, 500),
+# PY (python3), TL (--time-limit, 7m), KILL (seconds before each training is stopped, 500: SIGTERM, which stops it
+# as Ctrl-C does, keeping its last finished epoch; SIGKILL 15 s later if it has not ended),
 # WORKERS (--workers per training, 5), LOCAL=1 (train: the packages are installed, no wheels),
 # DATA (the JPEG training file's prefix, dataset/ibug128q95).
 set -euo pipefail
@@ -63,11 +64,11 @@ train() {
   "$PY" -c "import jax, keras, cv2; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__, 'cv2', cv2.__version__)"
   local common=(--data "${DATA}_train.npz" --weights .gpu/mobilenet_v2_imagenet_notop.weights.h5 --time-limit "$tl"
                 --workers "${WORKERS:-5}" --preview-every 0)
-  timeout "$kill" "$PY" train.py --config configs/mobilenetv2-pip-128-gpu-distil-all.json "${common[@]}" > "$OUT/a.log" 2>&1 &
+  timeout -k 15 "$kill" "$PY" train.py --config configs/mobilenetv2-pip-128-gpu-distil-all.json "${common[@]}" > "$OUT/a.log" 2>&1 &
   pids+=($!)
-  timeout "$kill" "$PY" train.py --config configs/mobilenetv2-pip-128-gpu-distil-all-w05.json "${common[@]}" > "$OUT/b.log" 2>&1 &
+  timeout -k 15 "$kill" "$PY" train.py --config configs/mobilenetv2-pip-128-gpu-distil-all-w05.json "${common[@]}" > "$OUT/b.log" 2>&1 &
   pids+=($!)
-  timeout "$kill" "$PY" train.py --config configs/mobilenetv2-pip-128-long-spread.json --epochs 200 \
+  timeout -k 15 "$kill" "$PY" train.py --config configs/mobilenetv2-pip-128-long-spread.json --epochs 200 \
     --run-dir runs/gpu-long-spread "${common[@]}" > "$OUT/c.log" 2>&1 &
   pids+=($!)
   # a line every 30 s: the GPU's load and each run's last progress line
