@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -86,7 +90,21 @@ def grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def written_whole(path):
+    """A temporary name beside ``path``, with its suffix (writers choose the format by it), moved onto ``path`` once
+    the block has written it: a run killed or stopped mid-write leaves the earlier file, or none, never half a PNG."""
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def save_png(path, image_rgb: np.ndarray) -> None:
-    """Write an RGB image as PNG (raises with the path if OpenCV cannot write it)."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write PNG")
+    """Write an RGB image as PNG, whole or not at all (raises with the path if OpenCV cannot write it)."""
+    with written_whole(path) as partial:
+        if not cv2.imwrite(str(partial), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: could not write PNG")

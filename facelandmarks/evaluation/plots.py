@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from facelandmarks import metrics
-from facelandmarks.drawing import draw_crop
+from facelandmarks.drawing import draw_crop, written_whole
 from facelandmarks.evaluation.tables import read_history
 
 
@@ -46,7 +46,8 @@ def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, t
     ax.set_title(f"Cumulative error distribution {title}".strip())
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
+    with written_whole(path) as partial:
+        fig.savefig(partial, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -73,7 +74,8 @@ def gallery(arrays: dict, predictions: dict[str, np.ndarray], nmes: dict[str, np
                 scale = max(1, 160 // image.shape[0])
                 ax.imshow(draw_crop(image, predictions[name][i], arrays["landmarks"][i], arrays["visible"][i], scale=scale))
                 ax.set_title(f"{label} {c + 1}: NME {100 * nme[i]:.1f}%", fontsize=7)
-    fig.savefig(path)
+    with written_whole(path) as partial:
+        fig.savefig(partial)
     plt.close(fig)
 
 
@@ -130,5 +132,6 @@ def learning_curves(histories: dict[str, Path], path: Path) -> None:
     nme_ax.legend(fontsize=7)
     nme_ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with written_whole(path) as partial:
+        fig.savefig(partial)
     plt.close(fig)

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from facelandmarks import drawing
 from facelandmarks.data import faces
-from facelandmarks.drawing import PREDICTION, draw_points, face_side, line_width, marker_radius
+from facelandmarks.drawing import PREDICTION, draw_points, face_side, line_width, marker_radius, save_png
 from facelandmarks.inference.photos import CROP_SIZE, crop_name, write_results
 from facelandmarks.inference.predictor import FaceLandmarks
 
@@ -108,3 +109,25 @@ def test_no_crops_unless_asked(tmp_path):
     image = np.full((400, 400, 3), GRAY, np.uint8)
     write_results(Path("x.jpg"), image, [synthetic_face(jaw(100, 200, 150))], tmp_path, {})
     assert not list(tmp_path.glob("*_face*")) and "crops" not in json.loads((tmp_path / "x.jpg_landmarks.json").read_text())
+
+
+def test_a_png_is_written_whole_or_the_earlier_one_stays(tmp_path, monkeypatch):
+    """A preview, gallery or overlay written while the run is killed or stopped: never half a file."""
+    path = tmp_path / "preview.png"
+    old, new = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)
+    save_png(path, old)
+    real = cv2.imwrite
+
+    def stopped_halfway(name, image):
+        real(name, image)
+        Path(name).write_bytes(Path(name).read_bytes()[:20])  # cut short, as a kill would leave it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(drawing.cv2, "imwrite", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_png(path, new)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["preview.png"]
+    assert np.array_equal(cv2.imread(str(path)), old)
+    save_png(path, new)
+    assert np.array_equal(cv2.imread(str(path)), new) and [p.name for p in tmp_path.iterdir()] == ["preview.png"]
