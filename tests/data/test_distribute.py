@@ -86,16 +86,41 @@ def test_two_worker_cluster_agrees_and_only_the_chief_writes(tiny_ibug, tmp_path
     assert len(rows) == 3  # header + 2 epochs, written once
 
 
+# train.py's main, printing the cluster distribute.setup made for the run (after Keras loads, as train.py loads it)
+REPORT_CLUSTER = """
+import sys
+from facelandmarks import runtime
+from facelandmarks.cli import train
+
+def startup(verbose=False):
+    runtime.startup(verbose)
+    import keras
+    from facelandmarks.training import distribute
+
+    setup = distribute.setup
+
+    def reported(mode):
+        cluster = setup(mode)
+        print("replicas", cluster.replicas, type(keras.distribution.distribution()).__name__, flush=True)
+        return cluster
+
+    distribute.setup = reported
+
+train.startup = startup
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
 def test_jax_data_parallel_on_two_devices(tiny_ibug, tmp_path):
+    # One process, not a probe of distribute.setup and then the run: the run itself reports its two replicas
     env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2")
-    code = ("from facelandmarks.training import distribute; import keras; c = distribute.setup('data-parallel'); "
-            "print('replicas', c.replicas, type(keras.distribution.distribution()).__name__)")
-    probe = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "replicas 2 DataParallel" in probe.stdout, probe.stderr[-2000:]
-    (result,) = run_cluster([(train_command(tiny_ibug["train"], tmp_path / "dp", "--distribute", "data-parallel",
-                                            "--batch", "5"), env)], timeout=300)
+    command = train_command(tiny_ibug["train"], tmp_path / "dp", "--distribute", "data-parallel", "--batch", "5")
+    assert Path(command[1]).name == "train.py"
+    command[1:2] = ["-c", REPORT_CLUSTER]
+    (result,) = run_cluster([(command, env)], timeout=300)
     code, out, err = result
     assert code == 0, err[-3000:]
+    assert "replicas 2 DataParallel\n" in out, out[-2000:] + err[-2000:]
     summary = summary_of(out)
     assert summary["epochs"] == 2 and np.isfinite(summary["val_nme"])
 
