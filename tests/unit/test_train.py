@@ -369,9 +369,10 @@ def test_a_new_epoch_budget_on_resume_drops_the_cut_and_the_reshaped_cosine():
     assert _budget_state({"epoch": 3}, 60) == {"epoch": 3}  # a run from before --time-limit
 
 
-def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_path):
+def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_path, capsys):
     """A real ``train.py`` process: a budget far beyond the time given ends by the time limit, its last epoch at
     (or an epoch short of) the cosine's end rate; ``--resume`` does not run past the cut; ``--resume --epochs N`` gives a new budget.
+    The two resumes run train.py's ``main`` in this process: they read only the run folder the process left.
 
     The callbacks are the same on both backends (their logic: the tests above), so this runs on one. 20 s leave
     room for a first epoch (it compiles) of up to 15 s on a loaded machine: 5 s were too few for JAX beside
@@ -407,14 +408,16 @@ def test_train_py_time_limit_ends_the_run_annealed_and_resume_keeps_the_cut(tmp_
     assert all(a >= b * (1 - 1e-6) for a, b in zip(rates, rates[1:]))
     assert json.loads((run / "state.json").read_text())["TimeLimit"] == {"end": len(rates), "planned": 100000}
 
-    again = subprocess.run(train + ["--resume", "--run-dir", str(run)], cwd=root, capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"already ran the {len(rates)} epochs its time limit left of 100000" in again.stdout
+    from facelandmarks.cli.train import main
+
+    capsys.readouterr()
+    code = main(["--resume", "--run-dir", str(run)])
+    again = capsys.readouterr()
+    assert code == 0, again.err[-2000:]
+    assert f"already ran the {len(rates)} epochs its time limit left of 100000" in again.out
     assert json.loads((run / "summary.json").read_text()) == summary  # nothing ran: its train_seconds stand
-    more = subprocess.run(train + ["--resume", "--run-dir", str(run), "--epochs", str(len(rates) + 2)], cwd=root,
-                          capture_output=True, text=True, timeout=300)
-    assert more.returncode == 0, more.stderr[-2000:]
+    code = main(["--resume", "--run-dir", str(run), "--epochs", str(len(rates) + 2)])
+    assert code == 0, capsys.readouterr().err[-2000:]
     final = json.loads((run / "summary.json").read_text())
     assert final["epochs"] == len(rates) + 2
     with open(run / "history.csv", newline="") as handle:
