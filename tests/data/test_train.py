@@ -85,11 +85,13 @@ def test_early_stopping_fires_when_no_epoch_beats_the_best_by_min_delta(tmp_path
     import keras
 
     # min_delta 1.0 is far above any change of this wing loss: only the first epoch counts as an
-    # improvement, so with patience 2 the run stops after epoch 3 of its budget of 8
+    # improvement, so with patience 2 the run stops after epoch 3 of its budget of 8. The callbacks see only
+    # the losses: a small MLP gives them as well as the scratch CNN
     run_dir = tmp_path / "run"
     config = TrainConfig(
-        model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2, epochs=8, batch=16,
+        model="mlp", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2, epochs=8, batch=16,
         lr=2e-3, loss="wing", patience=2, min_delta=1.0, preview_every=0, workers=1, seed=1,
+        model_options={"hidden_units": [32], "dropout": 0.0},
     )
     summary = fit(config, verbose=0)
     rows = history(run_dir)
@@ -243,10 +245,11 @@ def test_a_new_budget_is_what_the_next_resume_goes_on_to(tmp_path, tiny_ibug, ca
     from facelandmarks.cli.train import resolve_config
 
     # --resume --epochs 3 killed in epoch 3 and resumed again without --epochs: config.json still said 1 epoch,
-    # so that resume trained nothing and printed the first sitting's summary
+    # so that resume trained nothing and printed the first sitting's summary (the budget is the run's, not the
+    # model's: a small MLP)
     run_dir = tmp_path / "run"
-    config = TrainConfig(model="scratch", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2,
-                         epochs=1, batch=16, preview_every=0, workers=1)
+    config = TrainConfig(model="mlp", data=str(tiny_ibug["train"]), run_dir=str(run_dir), val_fraction=0.2,
+                         epochs=1, batch=16, preview_every=0, workers=1, model_options={"hidden_units": [32]})
     fit(config, verbose=0)
     fit(replace(config, epochs=2), resume=True, verbose=0)
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
