@@ -35,6 +35,9 @@ def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, t
     colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(7.5, 4.6 + 0.22 * len(curves)), dpi=120)
     for i, (names, nme) in enumerate(curves):
+        if not np.isfinite(nme).any():  # no face it could score: named in the legend, no curve
+            ax.plot([], [], label=f"{' = '.join(names)}  (no face scored)", color=colours(i), linestyle=":")
+            continue
         xs, ys = metrics.ced(nme, threshold)
         label = f"{' = '.join(names)}  (AUC@{threshold * 100:g} {metrics.auc(nme, threshold):.3f}, NME {100 * np.nanmean(nme):.2f}%)"
         ax.plot(xs * 100, ys, label=label, linewidth=1.8, color=colours(i), linestyle="-" if i < 10 else "--")

@@ -97,6 +97,18 @@ def test_the_ced_axis_names_what_the_markup_normalises_by(tmp_path):
         assert "outer-eye-corner" not in text  # every markup's axis said so, box-normalised ones too
 
 
+def test_a_row_with_no_face_scored_is_named_in_the_ced_legend_without_a_warning(tmp_path, recwarn):
+    import matplotlib
+
+    from facelandmarks.evaluation.plots import ced_plot
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        ced_plot({"m": np.array([0.02, 0.05]), "oracle": np.array([np.nan, np.nan])}, tmp_path / "ced.svg")
+    text = (tmp_path / "ced.svg").read_text()
+    assert "oracle  (no face scored)" in text and "NME 3.50%" in text and "nan" not in text
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # was "Mean of empty slice"
+
+
 def test_a_test_set_in_shards_is_scored_as_one(tmp_path):
     run = make_run(tmp_path / "run")
     whole = npz.load_npz(make_test_set(tmp_path / "whole.npz", faces=5))
