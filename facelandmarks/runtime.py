@@ -12,6 +12,7 @@ import functools
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import sys
@@ -120,6 +121,7 @@ def startup(verbose_flag: bool = False) -> None:
         tune_allocator()
         return
     _import_quietly("keras")
+    several_models_predicting()
     tune_allocator()
 
 
@@ -136,6 +138,26 @@ def import_keras_quietly() -> None:
     loaded or when verbose."""
     if "keras" not in sys.modules and not verbose():
         _import_quietly("keras")
+
+
+class _OneTracePerModel(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function ...one_step_on_data_distributed> triggered
+    tf.function retracing" warning. Every Keras model's predict step is a closure of the same code, and TensorFlow
+    counts their traces together: a pipeline's models (stage 1, a refiner per region, a box net), each traced once
+    for its first batch, read to it as one function retraced five or more times."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("make_predict_function" in message and "triggered tf.function retracing" in message)
+
+
+_ONE_TRACE_PER_MODEL = _OneTracePerModel()
+
+
+def several_models_predicting() -> None:
+    """Quiet the retracing warning of ``_OneTracePerModel`` for a program that predicts with several Keras models (the
+    scripts: pipelines, several runs compared, a training's teachers); a training step's retracing still warns."""
+    logging.getLogger("tensorflow").addFilter(_ONE_TRACE_PER_MODEL)  # added once, however often called
 
 
 def load_tensorflow_quietly() -> None:

@@ -12,7 +12,7 @@ from facelandmarks.inference import runtimes
 from facelandmarks.inference.predictor import Predictor, Variant, median_ms
 from facelandmarks.pipelines.boxes import inference_boxes, region_boxes
 from facelandmarks.pipelines.config import PipelineConfig
-from facelandmarks.runtime import script_command
+from facelandmarks.runtime import script_command, several_models_predicting
 
 
 def _is_exported(run_dir: Path) -> bool:
@@ -66,6 +66,8 @@ class PipelinePredictor(Predictor):
                              f"it came from")
         config = PipelineConfig.load(run_dir)
         stage_options = {"runtime": runtime if _is_exported(run_dir) else "keras", "threads": threads}
+        if stage_options["runtime"] == "keras":
+            several_models_predicting()
         stage1 = Predictor.load(_stage_path(run_dir, config.stage1), **stage_options)
         refiners = {}
         for region in config.regions:

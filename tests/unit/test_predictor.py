@@ -1,6 +1,10 @@
 """Predictor's test-time passes: the flip test's mirrored pass is undone with the scheme's left/right pairs and
 1 - x; the recrop's second pass is mapped back from the crop it was cut from."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -177,3 +181,26 @@ def test_recrop_times_and_labels_its_rows_and_leaves_unfinite_faces_alone():
     nan_model = keras.Model(pixels := keras.Input((size, size, 3)),
                             keras.layers.Lambda(lambda x: keras.ops.full_like(x[:, :1, 0, :1], float("nan")) + np.zeros((68, 2), np.float32))(pixels))
     assert np.isnan(Predictor(nan_model, "ibug68", recrop=True).predict_crops(crops)).all()
+
+
+SEVERAL_MODELS = """
+import sys
+import keras, numpy as np
+from facelandmarks import runtime
+if sys.argv[1] == "quiet":
+    runtime.several_models_predicting()
+for i in range(7):  # a pipeline: stage 1, a refiner per region, a box net
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(4 + i)])
+    model.predict_on_batch(np.zeros((2, 8, 8, 3), np.float32))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's own warning")
+def test_several_models_predicting_once_each_are_not_told_they_retrace():
+    """TensorFlow counted seven models' first traces as one function retraced: "5 out of the last 5 calls ... triggered
+    tf.function retracing" under a regions pipeline's photos. The scripts drop that line (``runtime.startup``)."""
+    said = {mode: subprocess.run([sys.executable, "-c", SEVERAL_MODELS, mode], capture_output=True, text=True,
+                                 timeout=300, env={**os.environ, "KERAS_BACKEND": "tensorflow"}) for mode in ("as is", "quiet")}
+    assert said["as is"].returncode == 0 and "triggered tf.function retracing" in said["as is"].stderr
+    assert said["quiet"].returncode == 0, said["quiet"].stderr
+    assert "retracing" not in said["quiet"].stderr
