@@ -98,7 +98,7 @@ def _raise_terminated(signum, frame):
 def stopped(err: KeyboardInterrupt) -> tuple[str, int]:
     """('interrupted', 130) after Ctrl-C, ('terminated', 143) after SIGTERM: the word the script's last line uses
     and its exit status (128 + the signal's number, as a shell reports a process the signal ended)."""
-    return ("terminated", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("interrupted", 130)
+    return ("terminated", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("interrupted", 128 + signal.SIGINT)
 
 
 def script_main(main):

@@ -29,6 +29,12 @@ from facelandmarks.inference.align import align_face, anchors, check_alignment
 FOURCC = "mp4v"  # as the overlay video
 
 
+def partial_path(path) -> Path:
+    """Where a video is written until it is finished (mp4 writes its index last): ``clip.mp4`` -> ``clip.partial.mp4``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 def aligned_stem(out_path) -> str:
     """The overlay video's name without its suffix and a trailing ``_landmarks``: ``clip_landmarks.mp4`` -> ``clip``."""
     return Path(out_path).stem.removesuffix("_landmarks")
@@ -123,10 +129,6 @@ class AlignedVideos:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @staticmethod
-    def _partial(path: Path) -> Path:
-        return path.with_name(f"{path.stem}.partial{path.suffix}")
-
     def _start(self, track_id: int) -> cv2.VideoWriter:
         """A writer for a track's chips, into its partial file."""
         path = aligned_path(self.out_path, track_id)
@@ -134,7 +136,7 @@ class AlignedVideos:
             raise ValueError(f"{path}: track {track_id} came back after its video was finished "
                              "(a track ID must not return once a frame lacks it)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(self._partial(path)), cv2.VideoWriter_fourcc(*FOURCC), self.fps, (self.size, self.size))
+        writer = cv2.VideoWriter(str(partial_path(path)), cv2.VideoWriter_fourcc(*FOURCC), self.fps, (self.size, self.size))
         if not writer.isOpened():
             raise OSError(f"{path}: OpenCV cannot write an {FOURCC} video there")
         self.paths[track_id], self.frames[track_id], self._open[track_id] = path, 0, writer
@@ -143,6 +145,6 @@ class AlignedVideos:
     def _finish(self, track_id: int) -> None:
         """Release a track's writer and give its partial file the final name."""
         self._open.pop(track_id).release()
-        partial = self._partial(self.paths[track_id])
+        partial = partial_path(self.paths[track_id])
         if partial.is_file():
             partial.replace(self.paths[track_id])

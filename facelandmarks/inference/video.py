@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from facelandmarks.data import faces
-from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_outputs
+from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_outputs, partial_path
 from facelandmarks.inference.predictor import FaceLandmarks, Predictor
 from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
@@ -350,7 +350,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     out_path, points_path = video_outputs(source, out_path, points_path)
-    partial = out_path.with_name(f"{out_path.stem}.partial{out_path.suffix}")
+    partial = partial_path(out_path)
     check_source(source)  # before the model loads
     if align:
         check_aligned_outputs(out_path, *align, keep=(source, points_path))

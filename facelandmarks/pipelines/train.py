@@ -26,7 +26,7 @@ from facelandmarks.pipelines.config import (
     PipelineOptions,
 )
 from facelandmarks.training.config import TrainConfig
-from facelandmarks.training.fit import _ended, _record_budget, fit
+from facelandmarks.training.fit import fit, read_summary, record_budget
 
 
 def stage1_jitter(stage1: Predictor, val: dict, scheme: Scheme, regions, margin: float) -> dict:
@@ -102,7 +102,7 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         config.save(Path(config.run_dir) / "config.json")
     else:
-        _record_budget(Path(config.run_dir) / "config.json", config.epochs)
+        record_budget(Path(config.run_dir) / "config.json", config.epochs)
     shared = {f.name: getattr(options, f.name) for f in fields(PipelineOptions)}
     return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template, resume)
 
@@ -169,7 +169,7 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
         finished = (region_dir / "run" / "model.keras").is_file()
         if finished and not resume:
             print(f"{region}: already trained, skipping")
-            summaries[region] = _ended(region_dir / "run")  # its summary, as a run's --resume prints it
+            summaries[region] = read_summary(region_dir / "run")  # its summary, as a run's --resume prints it
             continue
         if not finished:
             print(f"training the {region} refiner ({len(copies[0]['images']) * config.copies} patches)")

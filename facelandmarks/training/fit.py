@@ -149,7 +149,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             definition = definition_to_store(scheme)  # a scheme of your own travels with the run
             config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
         elif cluster.is_chief:
-            _record_budget(out_dir / "config.json", config.epochs)
+            record_budget(out_dir / "config.json", config.epochs)
 
         with cluster.scope():
             model = build_model(
@@ -215,7 +215,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if resume:
             restore_callbacks(state, {"TimeLimit": limit})  # the budget a time limit cut, before deciding to train
         budget = limit.end  # config.epochs, or less where a time limit cut it (_budget_state kept the cut)
-        done = _ended(run_dir) if resume else None
+        done = read_summary(run_dir) if resume else None
         if resume and budget < config.epochs and initial_epoch >= budget:
             print(f"{run_dir} already ran the {budget} epochs its time limit left of {config.epochs}; "
                   f"--epochs N gives it a new budget")
@@ -272,7 +272,7 @@ def _sources(*parts) -> set[str] | None:
     return found
 
 
-def _ended(run_dir: Path) -> dict | None:
+def read_summary(run_dir: Path) -> dict | None:
     """The summary a finished sitting wrote (``summary.json``), or None."""
     try:
         return json.loads((Path(run_dir) / "summary.json").read_text())
@@ -289,7 +289,7 @@ def _budget_state(state: dict, epochs: int) -> dict:
     return {k: v for k, v in state.items() if k not in ("TimeLimit", "CosineSchedule")}
 
 
-def _record_budget(path: Path, epochs: int) -> None:
+def record_budget(path: Path, epochs: int) -> None:
     """``--resume --epochs N``: the run's ``config.json`` takes the new budget, which a later ``--resume`` (after a
     kill) then goes on to (it read the first budget and ended at once, with the first sitting's summary)."""
     saved = json.loads(path.read_text())

@@ -32,11 +32,6 @@ REDIRECT = re.compile(r"\d*[<>]+&?|&>")
 CONFIG = re.compile(r"configs/[\w./-]*?\.(?:json|ya?ml)\b")
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # configs/X.json, configs/NAME.json
 
-# Commands of docs/results.md, a record of runs, kept as they were typed although they no longer parse: the option
-# they used was renamed to one that does not mean the same, so only the old spelling tells what ran.
-# (file, the command's start as reported): why it stays.
-KEPT_AS_RUN: dict[tuple[str, str], str] = {}
-
 
 @dataclass(frozen=True)
 class Command:
@@ -218,11 +213,6 @@ def report(commands: Iterable[Command]) -> list[str]:
     return [f"{c.file}:{c.line}: {c}: {p}" for c in commands if (p := problem(c))]
 
 
-def kept(line: str, entries=KEPT_AS_RUN) -> bool:
-    """Whether a reported line is a command of ``KEPT_AS_RUN`` (or of ``entries``)."""
-    return any(line.startswith(f"{file}:") and f": {start}" in line for file, start in entries)
-
-
 def missing_configs(text: str, file: str) -> list[str]:
     """``FILE:LINE: configs/...: no such file`` for each file of configs/ that ``text`` names and the repository lacks."""
     return [f"{file}:{number}: {path}: no such file in the repository"
@@ -303,11 +293,8 @@ def test_every_command_in_the_docs_parses():
     found, unreadable = doc_commands()
     assert len({c.file for c in found}) >= 8 and len(found) >= 100  # the docs' commands were found at all
     assert unreadable == []
-    lines = report(found)
-    broken = [line for line in lines if not kept(line)]
+    broken = report(found)
     assert not broken, "commands in the docs that no longer parse:\n" + "\n".join(broken)
-    stale = [entry for entry in KEPT_AS_RUN if not any(kept(line, [entry]) for line in lines)]
-    assert not stale, f"KEPT_AS_RUN entries that match no failing command (remove them): {stale}"
 
 
 def test_every_file_of_configs_a_doc_names_is_in_the_repository():

@@ -195,7 +195,7 @@ for i in range(7):  # a pipeline: stage 1, a refiner per region, a box net
 """
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's own warning")
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's own warning, checked in a TensorFlow process: once, in the TensorFlow pass")
 def test_several_models_predicting_once_each_are_not_told_they_retrace():
     """TensorFlow counted seven models' first traces as one function retraced: "5 out of the last 5 calls ... triggered
     tf.function retracing" under a regions pipeline's photos. The scripts drop that line (``runtime.startup``)."""
