@@ -24,7 +24,8 @@ from facelandmarks.data.download import (
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.info import describe
 from facelandmarks.data.prepare import PrepareOptions, prepare
-from facelandmarks.data.records import CSV_LAYOUTS, DATASETS, AnnotationError, ReaderOptions
+from facelandmarks.data.readers import READERS
+from facelandmarks.data.records import CSV_LAYOUTS, AnnotationError, ReaderOptions
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
 from facelandmarks.scheme_files import load_scheme, resolve_scheme
 from facelandmarks.training.config import seed_problem
@@ -77,7 +78,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         ),
         epilog=EPILOG,
     )
-    prep.add_argument("datasets", nargs="+", type=_dataset_name, metavar="DATASET", help=f"one of {', '.join(DATASETS)}")
+    prep.add_argument("datasets", nargs="+", type=_dataset_name, metavar="DATASET", help=f"one of {', '.join(READERS)}")
     prep.add_argument("--source", action="append", required=True, help="dataset folder (one per DATASET, in order)")
     prep.add_argument("--size", type=int, required=True, help="side of the square crops in pixels")
     prep.add_argument("--out", required=True, help="output prefix: writes PREFIX_train.npz, PREFIX_test.npz, PREFIX_report.json/.txt")
@@ -183,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dataset_name(text: str) -> str:
     """A dataset's name in any case (300W, MUCT); another word is refused with the name it may have meant."""
-    if text.lower() in DATASETS:
+    if text.lower() in READERS:  # the registry itself: a reader added there is a name here
         return text.lower()
-    close = [d for d in DATASETS if d.startswith(text.lower()[:3])]
+    close = [d for d in READERS if d.startswith(text.lower()[:3])]
     hint = f"did you mean {' or '.join(close)}? " if close else ""
-    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}: {hint}choose from {', '.join(DATASETS)}")
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}: {hint}choose from {', '.join(READERS)}")
 
 
 def _fail(command: str, message: str) -> int:

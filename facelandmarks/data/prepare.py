@@ -28,7 +28,7 @@ from facelandmarks.data.cropping import CropSettings, FaceSkipped, _iterate_crop
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.fileset import SetWriter, manifest_path, read_manifest
 from facelandmarks.data.readers import READERS, TAKE_OPTIONS
-from facelandmarks.data.records import DATASETS, ReaderOptions, Skip
+from facelandmarks.data.records import ReaderOptions, Skip
 from facelandmarks.data.report import format_summary, report_text
 from facelandmarks.data.splits import (
     SplitOptions,
@@ -139,7 +139,7 @@ def prepare(datasets: list[tuple[str, str]], options: PrepareOptions) -> dict:
         raise ValueError("DATASET: no dataset given")
     for name, _ in datasets:
         if name not in READERS:
-            raise ValueError(f"{name}: unknown dataset; known: {', '.join(DATASETS)}")
+            raise ValueError(f"{name}: unknown dataset; known: {', '.join(READERS)}")
     _check_sources(datasets)
     if str(options.out).endswith(".npz"):
         raise ValueError(f"--out {options.out}: a prefix, not a file: prepare writes PREFIX_train.npz, PREFIX_test.npz "

@@ -18,7 +18,6 @@ import numpy as np
 
 from facelandmarks.landmarks import Scheme
 
-DATASETS = ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml", "coco", "csv")
 CSV_LAYOUTS = ("xy", "xxyy")
 
 

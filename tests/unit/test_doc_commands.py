@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import unittest.mock
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", "{", "}"}
 REDIRECT = re.compile(r"\d*[<>]+&?|&>")
 CONFIG = re.compile(r"configs/[\w./-]*?\.(?:json|ya?ml)\b")
-PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # configs/X.json, configs/NAME.json
+PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # configs/X.json, configs/NAME.json, datagen.py prepare NAME
 
 
 @dataclass(frozen=True)
@@ -175,13 +176,25 @@ def parser_of(script: str):
     path = Path(script)
     if path.parent == Path(".") and path.stem in CLI:
         module = importlib.import_module(f"facelandmarks.cli.{path.stem}")
-        return module.parse_command if path.stem == "datagen" else (lambda argv: module.build_parser().parse_args(argv))
+        return datagen_parse if path.stem == "datagen" else (lambda argv: module.build_parser().parse_args(argv))
     if not (ROOT / path).is_file():
         return f"{script}: no such script in the repository"
     if path.parent == Path("benchmarks"):
         build = benchmark_parser(ROOT / path)
         return lambda argv: build().parse_args(argv)
     return f"{script}: a script this test has no parser for (add it to parser_of)"
+
+
+def datagen_parse(argv: list[str]):
+    """``datagen.py``'s own parsing, with an upper-case placeholder for a dataset (``prepare NAME``: the reader
+    docs/data.md's "Adding a dataset reader" adds, which no checkout registers) read as a registered name, as
+    ``configs/NAME.json`` is read as a recipe; a lower-case name the registry lacks still fails."""
+    from facelandmarks.cli.datagen import parse_command
+    from facelandmarks.data.readers import READERS
+
+    placeholders = {word.lower(): None for word in argv if PLACEHOLDER.fullmatch(word) and word.lower() not in READERS}
+    with unittest.mock.patch.dict(READERS, placeholders):
+        return parse_command(argv)
 
 
 @functools.cache
@@ -285,6 +298,12 @@ def test_a_bad_option_a_missing_config_script_or_target_is_reported_with_its_fil
     assert lines[3].endswith("benchmarks/no_such.py: no such script in the repository")
     assert lines[4] == "docs/x.md:9: make no-such-target: no target no-such-target in the Makefile"
     assert missing_configs(text, "docs/x.md") == ["docs/x.md:11: configs/no-such-recipe.json: no such file in the repository"]
+    # a dataset written as a placeholder (the reader a doc adds) is any dataset; a name of no reader is not
+    text = "```bash\npython datagen.py prepare NAME --source d --size 64 --out o\npython datagen.py prepare lapalike " \
+           "--source d --size 64 --out o\npython datagen.py prepare NAME 300w --source d --size 64 --out o\n```\n"
+    lines = report(commands_in(text, "docs/z.md")[0])
+    assert len(lines) == 2 and lines[0].startswith("docs/z.md:3: ") and "unknown dataset 'lapalike'" in lines[0]
+    assert "2 dataset(s) but 1 --source" in lines[1]
     _, unreadable = commands_in("```bash\npython train.py --model-options '{\"head\": 1}\n```\n", "docs/y.md")
     assert unreadable == ["docs/y.md:2: No closing quotation: python train.py --model-options '{\"head\": 1}"]
 

@@ -1,8 +1,10 @@
 """One reader per dataset, each returning a ``Listing`` of face records.
 
-A reader is a function ``read_NAME(source) -> Listing``; add a dataset by adding a file here and a
-line to ``READERS``.  The readers of markups of any kind (``TAKE_OPTIONS``) also take a
-``ReaderOptions`` (the scheme, image folder, layout): ``read_NAME(source, options)``.
+A reader is a function ``read_NAME(source) -> Listing``; add a dataset by adding a file here, its import
+and a line to ``READERS``: ``READERS`` is the one list of names (``datagen.py prepare NAME``, its ``--help``
+and its "did you mean" hint read it).  The readers of markups of any kind (``TAKE_OPTIONS``) also take a
+``ReaderOptions`` (the scheme, image folder, layout): ``read_NAME(source, options)``.  The contract (what a
+record holds, coordinates, subjects, splits, errors) is in docs/data.md, "Adding a dataset reader".
 """
 
 from __future__ import annotations
