@@ -28,7 +28,7 @@ from facelandmarks.data.cropping import CropSettings, FaceSkipped, _iterate_crop
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.fileset import SetWriter, manifest_path, read_manifest
 from facelandmarks.data.readers import READERS, TAKE_OPTIONS
-from facelandmarks.data.records import ReaderOptions, Skip
+from facelandmarks.data.records import AnnotationError, ReaderOptions, Skip, check_listing
 from facelandmarks.data.report import format_summary, report_text
 from facelandmarks.data.splits import (
     SplitOptions,
@@ -182,7 +182,14 @@ def _read(name: str, source: str, reader: ReaderOptions):
             users = [dataset for dataset, uses in READER_USES.items() if option in uses]
             raise ValueError(f"--{option.replace('_', '-')}: dataset {name} does not use it (it is for "
                              f"{', '.join(users)})")
-    return READERS[name](source, reader) if name in TAKE_OPTIONS else READERS[name](source)
+    try:
+        listing = READERS[name](source, reader) if name in TAKE_OPTIONS else READERS[name](source)
+    except AnnotationError:
+        raise
+    except ValueError as err:  # a reader's own float('x') or int(''): say at least which dataset and folder
+        raise AnnotationError(f"{name} ({source}): {err}") from None
+    check_listing(listing)
+    return listing
 
 
 class _Plan:

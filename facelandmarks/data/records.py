@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facelandmarks.landmarks import Scheme
+from facelandmarks.landmarks import Scheme, get_scheme
 
 CSV_LAYOUTS = ("xy", "xxyy")
 
@@ -140,6 +140,41 @@ class Listing:
     @property
     def listed(self) -> int:
         return len(self.records) + len(self.skips)
+
+
+def check_listing(listing: Listing) -> None:
+    """Refuse, in one line naming the face, a record that breaks the reader contract (docs/data.md, "Adding a
+    dataset reader"): checked before any face is cropped, so a reader's mistake is not a broadcasting error
+    from deep inside ``prepare`` after the cropping, or a traceback.
+
+    Raises:
+        AnnotationError: ``SOURCE: NAME: the DATASET reader gave ...``.
+    """
+    try:
+        num_points = get_scheme(listing.scheme).num_points
+    except ValueError as err:
+        raise AnnotationError(f"{listing.source}: the {listing.dataset} reader's scheme: {err}") from None
+    for record in listing.records:
+        problem = _record_problem(record, num_points, listing.scheme)
+        if problem:
+            raise AnnotationError(f"{listing.source}: {record.name}: the {listing.dataset} reader gave {problem}")
+
+
+def _record_problem(record: FaceRecord, num_points: int, scheme: str) -> str | None:
+    points, labelled = np.asarray(record.points), np.asarray(record.labelled)
+    if points.shape != (num_points, 2):
+        return f"points of shape {points.shape}, not ({num_points}, 2): {scheme} has {num_points} points"
+    if points.dtype.kind not in "iuf":
+        return f"points of dtype {points.dtype}, not numbers"
+    if labelled.shape != (num_points,) or labelled.dtype != bool:
+        return f"labelled of shape {labelled.shape} and dtype {labelled.dtype}, not bool ({num_points},)"
+    if record.split not in (None, "train", "test"):
+        return f"split {record.split!r} (a split is 'train', 'test' or None)"
+    if not isinstance(record.subject, str) or not record.subject:
+        return f"subject {record.subject!r} (a subject is a non-empty string)"
+    if record.image_path is None and record.pixels is None:
+        return "neither image_path nor pixels"
+    return None
 
 
 def _sniff_format(head: bytes) -> str:

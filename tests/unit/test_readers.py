@@ -1,8 +1,10 @@
 """Adding a dataset reader, as docs/data.md ("Adding a dataset reader") tells it: the doc's example reader, registered
-for the test, prepares a LaPa-like folder of synthetic faces, and a reader's name is a dataset name of datagen.py
-because ``READERS`` is the one registry.  No face data: everything is written under ``tmp_path``.
+for the test, prepares a LaPa-like folder of synthetic faces; a reader's name is a dataset name of datagen.py because
+``READERS`` is the one registry; a record that breaks the reader contract, or a reader's own ValueError, is one line
+before any face is cropped.  No face data: everything is written under ``tmp_path``.
 """
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from facelandmarks.cli.datagen import EXIT_INPUT, main, parse_command
-from facelandmarks.data import npz
+from facelandmarks.data import npz, prepare
 from facelandmarks.data.readers import READERS
 from tests.unit.test_datagen_errors import face_shape, write_face
 
@@ -114,3 +116,53 @@ def test_the_doc_readers_bad_files_are_one_line_naming_the_file(lapalike, tmp_pa
     (source / "test" / "images" / "b1.jpg").unlink()
     assert main(prepare_args("lapalike", source, tmp_path / "out" / "ll")) == 0
     assert "lapalike: test/images/b1: image missing for b1.txt" in capsys.readouterr().out
+
+
+def breaking(reader, **change):
+    """``reader`` whose first record has ``change`` made to it (or, for ``scheme``, whose listing has)."""
+    def read(source):
+        listing = reader(source)
+        if "scheme" in change:
+            listing.scheme = change["scheme"]
+        else:
+            listing.records[0] = dataclasses.replace(listing.records[0], **change)
+        return listing
+    return read
+
+
+def test_a_record_that_breaks_the_contract_is_one_line_before_any_face_is_cropped(lapalike, tmp_path, capsys,
+                                                                                   monkeypatch):
+    source = lapa_folder(tmp_path / "lapa")
+    first = "test/images/b0.jpg"
+    cases = {
+        "points of shape (60, 2), not (68, 2): ibug68 has 68 points": {"points": face_shape()[:60]},
+        "labelled of shape (68,) and dtype int64, not bool (68,)": {"labelled": np.ones(68, np.int64)},
+        "split 'val' (a split is 'train', 'test' or None)": {"split": "val"},
+        "subject '' (a subject is a non-empty string)": {"subject": ""},
+        "neither image_path nor pixels": {"image_path": None},
+    }
+
+    def no_cropping(*args, **kwargs):
+        raise AssertionError("a face was cropped")
+
+    monkeypatch.setattr(prepare, "_crop_all", no_cropping)
+    for problem, change in cases.items():
+        monkeypatch.setitem(READERS, "lapalike", breaking(lapalike, **change))
+        assert main(prepare_args("lapalike", source, tmp_path / "out" / "ll")) == EXIT_INPUT, problem
+        err = capsys.readouterr().err
+        assert err == f"datagen.py prepare: {source}: {first}: the lapalike reader gave {problem}\n", err
+    monkeypatch.setitem(READERS, "lapalike", breaking(lapalike, scheme="ibug-68"))
+    assert main(prepare_args("lapalike", source, tmp_path / "out" / "ll")) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith(f"datagen.py prepare: {source}: the lapalike reader's scheme: unknown landmark scheme 'ibug-68'")
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_readers_own_value_error_names_the_dataset_and_its_source(tmp_path, capsys, monkeypatch):
+    def careless(source):
+        return float("zz")  # a reader that parses without naming the file
+
+    monkeypatch.setitem(READERS, "careless", careless)
+    assert main(prepare_args("careless", tmp_path, tmp_path / "out" / "c")) == EXIT_INPUT
+    assert capsys.readouterr().err == (f"datagen.py prepare: careless ({tmp_path}): could not convert string to float: "
+                                       "'zz'\n")
