@@ -25,6 +25,7 @@ once (a fresh interpreter per run would cost most of a second, the detector alon
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -246,16 +247,22 @@ def test_prepare_killed_at_every_step_or_on_a_full_disk_leaves_one_whole_set(afw
           f"new ({tally['finished by a reader']} installs finished by a reader); files lost: 0; {time.time() - started:.0f} s")
 
 
+def ctrl_c_as_at_a_terminal():
+    """In the child before it starts: SIGINT back to its default (a suite started in the background inherits it
+    ignored, and every run then finished: the test passed without stopping one)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
     """Ctrl-C reaches the whole process group. Workers that took it too printed a traceback each, and one
     interrupted halfway through sending a result left the pool waiting for ever (one run in seven)."""
-    import signal
-
     argv = [sys.executable, str(Path(__file__).resolve().parents[2] / "datagen.py"), "prepare", "youtube68",
             "--source", str(data_dir / "youtube68"), "--size", "64", "--out", str(tmp_path / "yt"), "--workers", "2",
             "--quiet"]  # 4,222 faces: about 16 s on 2 cores
+    interrupted = 0
     for wait in (2.0, 3.5, 5.0, 7.0):  # the pool starts after 1-2 s, depending on the machine
-        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=ctrl_c_as_at_a_terminal)
         time.sleep(wait)
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -267,6 +274,8 @@ def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
             continue  # finished before the signal: nothing to stop
         assert proc.returncode == 130 and "Traceback" not in err, err
         assert err.strip().splitlines()[-1] == "datagen.py prepare: interrupted; previous outputs left as they were"
+        interrupted += 1
+    assert interrupted, "no Ctrl-C stopped prepare: every run finished first"
     # SIGTERM (kill, timeout) reaches the main process alone: it stops the pool as after Ctrl-C
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(3.5)

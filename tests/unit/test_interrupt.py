@@ -32,12 +32,18 @@ def test_an_interrupt_keeps_the_filter_and_an_error_passes_every_line(capfd):
     assert capfd.readouterr().err == "noise from C++\nkept\n"
 
 
+def ctrl_c_as_at_a_terminal():
+    """In the child before it starts: SIGINT back to its default. A test suite started in the background (``make
+    test &``, nohup, some CI runners) inherits SIGINT ignored, and Python then keeps ignoring it, as it should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_train_py_stopped_while_keras_loads_says_nothing_was_written(signum, status, word, tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "scratch", "--data", str(tmp_path / "d.npz"),
                                 "--run-dir", str(run_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_at_a_terminal)
     time.sleep(0.8)  # Keras takes seconds to load; the missing data file is found only after it
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)
