@@ -245,6 +245,10 @@ class Predictor:
         self.flip_test = flip_test
         self.recrop = recrop
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name!r}: {self.scheme.name}, {self.scheme.num_points} points, {self.input_size} px, "
+                f"runtime={self.runtime!r}, flip_test={self.flip_test}, recrop={self.recrop})")
+
     @property
     def flip_test(self) -> bool:
         return self._flip_test

@@ -92,6 +92,8 @@ def test_a_lone_onnx_file_carries_its_settings(exported, tmp_path):
 def test_auto_uses_a_current_export_and_ignores_a_stale_one(run_dir, exported, tmp_path):
     assert Predictor.load(run_dir).runtime == "onnx"  # auto: the export is as new as the weights
     assert Predictor.load(run_dir, runtime="keras").runtime == "keras"
+    assert repr(Predictor.load(run_dir, flip_test=True)) == (  # what print(predictor) says
+        f"Predictor({run_dir.name!r}: ibug68, 68 points, {SIZE} px, runtime='onnx', flip_test=True, recrop=False)")
     stale = tmp_path / "stale"
     stale.mkdir()
     for name in ("config.json", "best.weights.h5"):
