@@ -13,7 +13,7 @@ from facelandmarks import runtime
 from facelandmarks.data.feeding import LandmarkBatches
 from facelandmarks.training.config import parse_duration
 from facelandmarks.training.distribute import predict_all
-from facelandmarks.training.resume import BEST, LAST, callback_state, commit_set
+from facelandmarks.training.resume import BEST, LAST, callback_state, commit_set, random_state
 
 
 class EpochOrder(keras.callbacks.Callback):
@@ -170,8 +170,9 @@ class CheckpointSet(keras.callbacks.Callback):
     so a kill during that write left a torn file under the final name.  The best-so-far semantics are
     Keras': the first epoch is an improvement, later ones when ``monitor`` is strictly lower.  The
     weights files hold the optimizer state too.  ``state.json`` records the finished epoch, the
-    learning rate and the counters of ``stateful`` (this callback's own ``best`` among them, under
-    ``ModelCheckpoint`` as before), so ``--resume`` continues exactly where the run stopped.
+    learning rate, the dropout layers' random state (``resume.random_state``) and the counters of
+    ``stateful`` (this callback's own ``best`` among them, under ``ModelCheckpoint`` as before), so
+    ``--resume`` continues exactly where the run stopped.
     """
 
     def __init__(self, run_dir: Path, monitor: str, stateful: dict):
@@ -196,7 +197,7 @@ class CheckpointSet(keras.callbacks.Callback):
         if self.improved(logs):
             writers = {BEST: self.model.save_weights, **writers}
         state = {"epoch": epoch, "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-                 **callback_state(self.stateful), "files": self.files}
+                 "random": random_state(self.model), **callback_state(self.stateful), "files": self.files}
         self.files = commit_set(self.run_dir, writers, state)
 
 

@@ -3,7 +3,8 @@
 The checkpoint set
 ------------------
 A run folder's checkpoints -- ``best.weights.h5``, ``last.weights.h5`` and ``model.keras`` -- change
-together with ``state.json``.  ``state.json`` records the last finished epoch, the callbacks' counters
+together with ``state.json``.  ``state.json`` records the last finished epoch, the callbacks' counters,
+the state of the model's random generators (``"random"``: the dropout layers', which no weights file holds)
 and, under ``"files"``, the size and SHA-1 of every checkpoint file that belongs to that epoch: it is
 the commit record, and a file belongs to the run only when ``state.json`` names its exact bytes.
 
@@ -87,6 +88,31 @@ def restore_callbacks(state: dict, stateful: dict) -> None:
 def callback_state(stateful: dict) -> dict:
     """The counters of the stateful callbacks, keyed as in ``state.json``."""
     return {name: {k: _jsonable(getattr(callback, k)) for k in STATE_FIELDS[name]} for name, callback in stateful.items()}
+
+
+def random_variables(model) -> list:
+    """The state of the model's random generators (a Keras ``SeedGenerator`` each: the dropout layers'), which
+    ``save_weights`` leaves out: the model's variables that are not weights, in ``model.variables``' order."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def random_state(model) -> list:
+    """``random_variables``' values, as ``state.json`` keeps them under ``"random"``."""
+    return [keras.ops.convert_to_numpy(v).tolist() for v in random_variables(model)]
+
+
+def restore_random_state(model, run_dir: Path, state: dict) -> None:
+    """The random generators as the last finished epoch left them; one line where ``state.json`` has no state
+    for them (a run of an older version): the dropout masks from here on are not an uninterrupted run's."""
+    variables, saved = random_variables(model), state.get("random")
+    if saved is not None and len(saved) == len(variables):
+        for variable, value in zip(variables, saved):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+    elif variables:
+        why = "was not saved (a run of an older version)" if saved is None else f"holds {len(saved)} generators, not {len(variables)}"
+        print(f"{Path(run_dir) / STATE}: the random state of the dropout layers {why}: from epoch {state['epoch'] + 2} "
+              "they drop other units than an uninterrupted run would", file=sys.stderr)
 
 
 # -- writing the set ---------------------------------------------------------
@@ -327,7 +353,7 @@ def trim_history(path: Path, last_epoch: int) -> None:
 
 
 def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, stateful: dict, callbacks: list) -> int:
-    """Weights, optimizer state, learning rate and callback counters of the last finished epoch.
+    """Weights, optimizer state, learning rate, random state and callback counters of the last finished epoch.
 
     A damaged ``last.weights.h5`` falls back to the best weights (one line says so); a damaged
     ``best.weights.h5`` is forgotten, so the next epoch writes a new one.
@@ -343,6 +369,7 @@ def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, statefu
         state = {**state, "ModelCheckpoint": {"best": None},
                  "files": {k: v for k, v in state.get("files", {}).items() if k != BEST}}
     model.load_weights(choose_checkpoint(run_dir, state, (LAST, BEST)))
+    restore_random_state(model, run_dir, state)
     checkpoints = stateful.get("ModelCheckpoint")
     if checkpoints is not None:  # the set the next commit extends
         checkpoints.files = dict(state.get("files", {}))
