@@ -178,53 +178,72 @@ class LandmarkBatches(keras.utils.PyDataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.plan = epoch, self.plan_of(epoch)
+
+    def plan_of(self, epoch: int) -> list:
+        """Epoch ``epoch``'s batches, ``(part, rows)`` each, in order: a function of the seed and the epoch alone."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.parts.counts)) if self.shuffle else range(len(self.parts.counts))
-        self.epoch, self.plan = epoch, []
+        plan = []
         for part in order:
             rows = np.arange(self.parts.counts[part])
             if self.parts.repeats is not None:  # oversampled sources: their rows several times
                 rows = np.repeat(rows, self.parts.repeats[part])
             rows = rng.permutation(rows) if self.shuffle else rows
             stop = len(rows) - len(rows) % self.batch_size if self.drop_remainder else len(rows)
-            self.plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, stop, self.batch_size)]
+            plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, stop, self.batch_size)]
+        return plan
 
     def __len__(self):
         return len(self.plan)
 
     def __getitem__(self, index):
-        part, rows = self.plan[index]
+        return self.batch(self.plan[index], self.epoch, index)
+
+    def batch(self, planned, epoch: int, index: int):
+        """Batch ``index`` of epoch ``epoch`` (``planned``: its entry of ``plan_of(epoch)``), augmented."""
+        part, rows = planned
         inputs, landmarks, visible = self.parts.get(part)
         x, landmarks, visible = inputs[rows], landmarks[rows], visible[rows]
         if self.augmenter is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            rng = np.random.default_rng([self.seed, epoch, index, 1])
             x, landmarks, visible = self.augmenter(x, landmarks, visible, rng=rng)
         return np.asarray(x, np.float32), self._pack(landmarks, visible)
 
-    def endless(self):
-        """Batches epoch after epoch (for a tf.data pipeline under a tf.distribute strategy)."""
+    def endless(self, skip: int = 0):
+        """Batches epoch after epoch, from face ``skip`` of that stream on (for a tf.data pipeline under a
+        tf.distribute strategy, which cuts it into steps regardless of epochs: a resumed run skips the faces the
+        finished epochs' steps took).  Its own plans: ``set_epoch``, which a callback calls from the training
+        thread, does not reach into the stream a tf.data thread is reading ahead."""
         epoch = 0
         while True:
-            self.set_epoch(epoch)
-            for index in range(len(self)):
-                yield self[index]
+            for index, planned in enumerate(self.plan_of(epoch)):
+                if skip >= len(planned[1]):
+                    skip -= len(planned[1])
+                    continue
+                x, targets = self.batch(planned, epoch, index)
+                yield x[skip:], targets[skip:]
+                skip = 0
             epoch += 1
 
 
-def tf_input_pipeline(batches: LandmarkBatches, batch_size: int, input_shape, num_points: int):
+def tf_input_pipeline(batches: LandmarkBatches, batch_size: int, input_shape, num_points: int, skip: int = 0):
     """A tf.data pipeline of fixed-size batches from ``batches``, for tf.distribute strategies.
 
     Every step gets a full batch (faces flow on into the next pass over the
     data), so the last partial batch never breaks a synchronous step; each
     worker feeds its own faces, so the strategy must not shard the data.
+    ``skip``: faces of the stream already trained on (a resumed run's).
     """
+    import functools
+
     import tensorflow as tf
 
     signature = (
         tf.TensorSpec((None, *input_shape), tf.float32),
         tf.TensorSpec((None, num_points, 3), tf.float32),
     )
-    dataset = tf.data.Dataset.from_generator(batches.endless, output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(functools.partial(batches.endless, skip), output_signature=signature)
     dataset = dataset.rebatch(batch_size, drop_remainder=True).prefetch(2)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -186,11 +186,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             parts, per_worker, augmenter, seed=config.seed + cluster.worker_index,
             drop_remainder=cluster.mode == "data-parallel", workers=config.workers, use_multiprocessing=False,
         )
-        if cluster.strategy is not None:
-            train_data = tf_input_pipeline(batches, per_worker, config.input_shape, scheme.num_points)
-            steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker)
-        else:
-            train_data, steps = batches, None
+        steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None
         val_data = None
         if val is not None:
             from facelandmarks.data.feeding import pack_targets
@@ -229,6 +225,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if (resume and initial_epoch >= budget) and done is not None:
             return done  # nothing ran: the summary of the sittings before stands
         if initial_epoch < budget:
+            train_data = batches if steps is None else tf_input_pipeline(  # a strategy's stream, past the epochs done
+                batches, per_worker, config.input_shape, scheme.num_points, skip=initial_epoch * steps * per_worker)
             # shuffle=False: LandmarkBatches orders each epoch by its seed; Keras would reorder the batches with
             # Python's random module, whose state a resumed run does not have
             model.fit(
