@@ -248,9 +248,11 @@ def test_prepare_killed_at_every_step_or_on_a_full_disk_leaves_one_whole_set(afw
 
 
 def ctrl_c_as_at_a_terminal():
-    """In the child before it starts: SIGINT back to its default (a suite started in the background inherits it
-    ignored, and every run then finished: the test passed without stopping one)."""
+    """In the child before it starts: SIGINT and SIGTERM back to their defaults (a suite started in the background
+    inherits SIGINT ignored, and every run then finished: the test passed without stopping one; a launcher may
+    ignore SIGTERM, and the script then leaves it so)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
@@ -277,16 +279,16 @@ def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
         interrupted += 1
     assert interrupted, "no Ctrl-C stopped prepare: every run finished first"
     # SIGTERM (kill, timeout) reaches the main process alone: it stops the pool as after Ctrl-C
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(3.5)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
+    time.sleep(3.5)  # the pool runs by then, and the run takes 16 s: finishing first is a fault, not luck
     proc.terminate()
     try:
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("prepare hung after SIGTERM")
-    if proc.returncode != 0:
-        assert proc.returncode == 143 and "Traceback" not in err, err
-        # (a SIGTERM while the pool starts may add the resource tracker's warning of its semaphores after it)
-        assert "datagen.py prepare: terminated; previous outputs left as they were" in err.splitlines()
-        assert not any(tmp_path.glob("yt_*.npz"))  # no half-written set
+    assert proc.returncode == 143 and "Traceback" not in err, err  # 0: SIGTERM did not stop the run
+    # (a SIGTERM while the pool starts may add the resource tracker's warning of its semaphores after it)
+    assert "datagen.py prepare: terminated; previous outputs left as they were" in err.splitlines()
+    assert not any(tmp_path.glob("yt_*.npz"))  # no half-written set
