@@ -68,6 +68,9 @@ def _init_worker(settings: CropSettings, pooled: bool = True) -> None:
         # halfway through sending a result once left the pool's result thread waiting for ever (and printed
         # a traceback per worker).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The pool stops its workers with SIGTERM: one inherited ignored (a launcher that ignores it) left
+        # them running and the pool waiting for them for ever after Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER["settings"] = settings
     _WORKER["detector"] = faces.FaceDetector(upsample=settings.upsample)
 

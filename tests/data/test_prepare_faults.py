@@ -22,6 +22,7 @@ once (a fresh interpreter per run would cost most of a second, the detector alon
 ``prepare``'s own workers come from a fork server.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -247,37 +248,39 @@ def test_prepare_killed_at_every_step_or_on_a_full_disk_leaves_one_whole_set(afw
           f"new ({tally['finished by a reader']} installs finished by a reader); files lost: 0; {time.time() - started:.0f} s")
 
 
-def ctrl_c_as_at_a_terminal():
-    """In the child before it starts: SIGINT and SIGTERM back to their defaults (a suite started in the background
-    inherits SIGINT ignored, and every run then finished: the test passed without stopping one; a launcher may
-    ignore SIGTERM, and the script then leaves it so)."""
+def ctrl_c_as_at_a_terminal(sigterm=signal.SIG_DFL):
+    """In the child before it starts: SIGINT back to its default (a suite started in the background inherits it
+    ignored, and every run then finished: the test passed without stopping one), SIGTERM as ``sigterm`` (a
+    launcher may ignore it, and the script then leaves it so)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
     """Ctrl-C reaches the whole process group. Workers that took it too printed a traceback each, and one
-    interrupted halfway through sending a result left the pool waiting for ever (one run in seven)."""
+    interrupted halfway through sending a result left the pool waiting for ever (one run in seven). Started with
+    SIGTERM ignored (as some launchers do), the workers ignored the pool's SIGTERM too and Ctrl-C hung every run."""
     argv = [sys.executable, str(Path(__file__).resolve().parents[2] / "datagen.py"), "prepare", "youtube68",
             "--source", str(data_dir / "youtube68"), "--size", "64", "--out", str(tmp_path / "yt"), "--workers", "2",
             "--quiet"]  # 4,222 faces: about 16 s on 2 cores
-    interrupted = 0
-    for wait in (2.0, 3.5, 5.0, 7.0):  # the pool starts after 1-2 s, depending on the machine
+    interrupted = {signal.SIG_DFL: 0, signal.SIG_IGN: 0}  # by how the run was started with SIGTERM
+    # the pool starts after 1-2 s, depending on the machine
+    for wait, sigterm in ((2.0, signal.SIG_DFL), (3.5, signal.SIG_IGN), (5.0, signal.SIG_DFL), (7.0, signal.SIG_IGN)):
         proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                preexec_fn=ctrl_c_as_at_a_terminal)
+                                preexec_fn=functools.partial(ctrl_c_as_at_a_terminal, sigterm))
         time.sleep(wait)
         os.killpg(proc.pid, signal.SIGINT)
         try:
             _, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"prepare hung after Ctrl-C at {wait} s")
+            pytest.fail(f"prepare hung after Ctrl-C at {wait} s (SIGTERM {sigterm.name})")
         if proc.returncode == 0:
             continue  # finished before the signal: nothing to stop
         assert proc.returncode == 130 and "Traceback" not in err, err
         assert err.strip().splitlines()[-1] == "datagen.py prepare: interrupted; previous outputs left as they were"
-        interrupted += 1
-    assert interrupted, "no Ctrl-C stopped prepare: every run finished first"
+        interrupted[sigterm] += 1
+    assert all(interrupted.values()), f"no Ctrl-C stopped prepare in some runs: they finished first {interrupted}"
     # SIGTERM (kill, timeout) reaches the main process alone: it stops the pool as after Ctrl-C
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=ctrl_c_as_at_a_terminal)
