@@ -262,6 +262,10 @@ def test_an_unwritable_folder_is_found_before_any_work(tmp_path):
 
     check_writable(tmp_path / "new" / "deep")
     assert not [p for p in (tmp_path / "new" / "deep").iterdir()]  # the probe file is gone
+    # a folder no one may create files in, root included (the permission case below proves nothing for root,
+    # and the test then checked no unwritable folder at all)
+    with pytest.raises(OutputError, match=r"^/sys/kernel: cannot write there \((Permission denied|Read-only file system)\)$"):
+        check_writable("/sys/kernel")
     if os.geteuid() != 0:  # root writes anywhere: permissions prove nothing for it
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
