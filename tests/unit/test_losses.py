@@ -105,6 +105,24 @@ def synthetic_faces(count=8, points=76, seed=0):
     return landmarks, visible
 
 
+def visible_points_alone(name, landmarks, visible, pred) -> float:
+    """The loss by hand from the visible points alone: a mean over the batch's visible coordinates (CGD with
+    alpha 1 adds the mean over its visible pairs), every face weighing by what it sees."""
+    gap = (pred - landmarks)[visible]  # (visible points, 2)
+    w, eps = 10 / 128, 2 / 128  # the Wing defaults on their 128 px crop
+    per_coordinate = {"mse": gap**2, "l1": np.abs(gap), "cgd": gap**2,
+                      "wing": np.where(np.abs(gap) < w, w * np.log1p(np.abs(gap) / eps),
+                                       np.abs(gap) - (w - w * math.log(1 + w / eps)))}[name]
+    if name != "cgd":
+        return float(per_coordinate.mean())
+    gaps = []
+    for points, seen, guess in zip(landmarks, visible, pred):
+        a, b = np.triu_indices(seen.sum(), 1)
+        gaps += list(np.abs(np.linalg.norm(guess[seen][a] - guess[seen][b], axis=-1)
+                            - np.linalg.norm(points[seen][a] - points[seen][b], axis=-1)))
+    return float(per_coordinate.mean() + np.mean(gaps))
+
+
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_hidden_points_change_neither_value_nor_gradient(name):
     landmarks, visible = synthetic_faces()
@@ -119,8 +137,8 @@ def test_hidden_points_change_neither_value_nor_gradient(name):
     loss = losses.get_loss(name, **({"alpha": 1.0} if name == "cgd" else {}))
     fn = lambda p: loss(y_true, p)  # noqa: E731
     assert value(loss, y_true, pred) == pytest.approx(value(loss, y_true, moved), rel=1e-6)
-    # ... and equals the loss of the visible points alone, each face keeping only what it sees
-    assert value(loss, losses.pack_targets(landmarks, visible), pred) == pytest.approx(value(loss, y_true, pred), rel=1e-6)
+    # ... and equals the loss of the visible points alone, each face keeping only what it sees (by hand)
+    assert value(loss, y_true, pred) == pytest.approx(visible_points_alone(name, landmarks, visible, pred), rel=1e-5)
     grad, grad_moved = gradient(fn, pred), gradient(fn, moved)
     np.testing.assert_allclose(grad, grad_moved, rtol=1e-5, atol=1e-9)
     assert np.all(grad[~visible] == 0) and np.abs(grad[visible]).sum() > 0
