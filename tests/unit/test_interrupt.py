@@ -33,9 +33,11 @@ def test_an_interrupt_keeps_the_filter_and_an_error_passes_every_line(capfd):
 
 
 def ctrl_c_as_at_a_terminal():
-    """In the child before it starts: SIGINT back to its default. A test suite started in the background (``make
-    test &``, nohup, some CI runners) inherits SIGINT ignored, and Python then keeps ignoring it, as it should."""
+    """In the child before it starts: SIGINT and SIGTERM back to their defaults. A test suite started in the
+    background (``make test &``, nohup, some CI runners and launchers) inherits them ignored, and Python and the
+    scripts then keep ignoring them, as they should."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
@@ -75,7 +77,8 @@ print(main() is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_I
 
 def test_a_script_handles_sigterm_only_while_it_runs_and_only_where_nothing_else_does():
     """In a process of its own: a script that did not claim SIGTERM would end the test run."""
-    result = subprocess.run([sys.executable, "-c", SIGTERM_CHECK], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", SIGTERM_CHECK], capture_output=True, text=True, timeout=60,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["True ('terminated', 143) True ('interrupted', 130)", "True True"]
     assert issubclass(Terminated, KeyboardInterrupt)
@@ -90,7 +93,8 @@ def test_a_terminated_video_leaves_a_playable_overlay_of_every_frame_its_points_
         writer.write(np.full((72, 96, 3), i % 200, np.uint8))
     writer.release()
     process = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), "--video", str(source), "--out", str(out)],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_as_at_a_terminal)
     points = out.with_suffix(".jsonl")
     deadline = time.monotonic() + 120
     while (not points.is_file() or len(points.read_text().splitlines()) < 4) and time.monotonic() < deadline:
