@@ -9,6 +9,10 @@ The conventions are the field's (300-W, WFLW, HRNet-Facial, mmpose):
   unavailable are left out of the mean, never counted as zero error.  A
   face whose normalising points are themselves unavailable has no NME
   (NaN) and is left out of every summary, which reports how many it scored.
+  Which faces are scored depends on the ground truth only: a prediction
+  that is not finite (NaN, inf) at an available point is an infinite
+  error, so its face is scored and fails at every threshold (NME inf)
+  instead of dropping out of the summary.
 * Mean offset of a face = mean signed error (prediction - ground truth) in x
   and in y over its visible points, divided by the same distance: NME says
   how far points are, the offset whether they lean one way.  A pixel
@@ -35,10 +39,18 @@ def _scheme(scheme) -> Scheme:
 
 
 def point_errors(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> np.ndarray:
-    """(N, K) Euclidean distances; NaN where the ground-truth point is not visible."""
-    pred = np.asarray(pred, np.float64).reshape(np.shape(gt))
-    err = np.linalg.norm(pred - np.asarray(gt, np.float64), axis=-1)
-    return np.where(np.asarray(visible, bool), err, np.nan)
+    """(N, K) Euclidean distances; NaN where the ground-truth point is unavailable (hidden or not finite).
+
+    A prediction that is not finite where the ground truth is available is an infinite error, not a
+    missing one: left out of the mean, a model's NaN would improve its NME.
+    """
+    gt = np.asarray(gt, np.float64)
+    pred = np.asarray(pred, np.float64).reshape(gt.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.linalg.norm(pred - gt, axis=-1)
+    err = np.where(np.isfinite(pred).all(axis=-1), err, np.inf)
+    available = np.asarray(visible, bool) & np.isfinite(gt).all(axis=-1)
+    return np.where(available, err, np.nan)
 
 
 def normalising_distance(gt: np.ndarray, visible: np.ndarray, scheme, by: str = "corners") -> np.ndarray:

@@ -219,3 +219,34 @@ def test_summary_thresholds_by_hand():
     assert summary["auc@0.08"] == pytest.approx(np.mean([1 - 0.02 / 0.08, 1 - 0.05 / 0.08, 0.0, 0.0]))
     assert summary["nme_pupils"] == pytest.approx(summary["nme"])  # kaggle15's pupils are its eye centres
     assert {f"nme_{r}" for r in KAGGLE15.regions} <= set(summary)
+
+
+def test_prediction_that_is_not_finite_fails_the_face_not_drops_it():
+    # kaggle15: eye centres 10 apart; every face 0.5 off (NME 0.05) but for the prediction's NaN and inf
+    gt = np.zeros((4, 15, 2))
+    gt[:, :, 0] = np.arange(15) * 10.0
+    pred = gt + [0.5, 0.0]
+    visible = np.ones((4, 15), bool)
+    pred[1] = np.nan  # no point at all
+    pred[2, 7] = [np.nan, 3.0]  # one point lost
+    pred[3, 4, 1] = np.inf
+    nme = metrics.nme_per_face(pred, gt, visible, KAGGLE15)
+    assert nme[0] == pytest.approx(0.05) and np.isposinf(nme[1:]).all()
+    summary = metrics.summarize(pred, gt, visible, KAGGLE15, thresholds=(0.1,))
+    # scored as failures: dropped, they would leave one face at 5 % NME, AUC 0.5 and no failure
+    assert summary["faces"] == 4 and summary["unscored"] == 0
+    assert summary["fr@0.1"] == pytest.approx(75.0) and summary["auc@0.1"] == pytest.approx(0.5 / 4)
+    assert np.isposinf(summary["nme"])
+    # a hidden point's prediction still never counts, finite or not
+    visible[2, 7] = False
+    assert metrics.nme_per_face(pred, gt, visible, KAGGLE15)[2] == pytest.approx(0.05)
+
+
+def test_ground_truth_that_is_not_finite_is_unavailable():
+    gt = np.random.default_rng(8).random((2, 68, 2))
+    pred = gt + [0.01, 0.0]
+    visible = np.ones((2, 68), bool)
+    gt[0, 10] = np.nan  # a point the annotation lacks: left out, as if hidden
+    gt[1, 45] = np.nan  # a normalising point: the face is not scored
+    nme = metrics.nme_per_face(pred, gt, visible, IBUG68)
+    assert nme[0] == pytest.approx(0.01 / np.linalg.norm(gt[0, 36] - gt[0, 45])) and np.isnan(nme[1])
