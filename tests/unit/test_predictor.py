@@ -4,6 +4,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -171,16 +172,32 @@ def test_recrop_keeps_a_perfect_landmarker_where_it_was_and_moves_a_fixed_shape(
 
 def test_recrop_times_and_labels_its_rows_and_leaves_unfinite_faces_alone():
     size = 32
-    model = marker_model(size, symmetric_offsets(get_scheme("ibug68")) * 0.5)
+    offsets = symmetric_offsets(get_scheme("ibug68")) * 0.5
+    offsets[:, 0] += 0.05  # lopsided: the flip test's rows differ from the plain ones
+    model = marker_model(size, offsets)
     predictor = Predictor(model, "ibug68")
     crops = np.stack([marker_crop(size, 12, 14), marker_crop(size, 16, 15)]).astype(np.float32)
     rows = predictor.variants("runs/m", crops, None, flip_test=True, recrop=True)
     assert [(r.name, r.flip_test, r.recrop) for r in rows] == [
         ("m", False, False), ("m + flip test", True, False), ("m + flip test + recrop", True, True)]
+    assert all(r.timed is predictor and r.history_dir == Path("runs/m") for r in rows)
+    # each row holds what a predictor of its settings says: the recrop row's first pass is the flip test's
+    for r in rows:
+        alone = Predictor(model, "ibug68", flip_test=r.flip_test, recrop=r.recrop).predict_crops(crops)
+        np.testing.assert_allclose(r.predictions, alone, atol=1e-6, err_msg=r.name)
+    assert min(np.abs(b.predictions - a.predictions).max() for a, b in zip(rows, rows[1:])) > 0.01
     assert [r.name for r in Predictor(model, "ibug68").variants("runs/m", crops, None, recrop=True)] == ["m", "m + recrop"]
     nan_model = keras.Model(pixels := keras.Input((size, size, 3)),
                             keras.layers.Lambda(lambda x: keras.ops.full_like(x[:, :1, 0, :1], float("nan")) + np.zeros((68, 2), np.float32))(pixels))
     assert np.isnan(Predictor(nan_model, "ibug68", recrop=True).predict_crops(crops)).all()
+    # a face without points beside one with them: the one keeps its single pass, the other is recropped as alone
+    lit_corner = keras.layers.Lambda(lambda t: keras.ops.where(
+        keras.ops.reshape(t[1][:, 0, 0, 0] > 0, (-1, 1)), float("nan"), t[0]))
+    blind = keras.Model(pixels := keras.Input((size, size, 3)), lit_corner([model(pixels), pixels]))
+    mixed = Predictor(blind, "ibug68", recrop=True).predict_crops(np.stack([marker_crop(size, 0, 0), crops[0]]))
+    assert np.isnan(mixed[0]).all()
+    np.testing.assert_allclose(mixed[1], Predictor(model, "ibug68", recrop=True).predict_crops(crops[:1])[0], atol=1e-6)
+    assert np.abs(mixed[1] - Predictor(model, "ibug68").predict_crops(crops[:1])[0]).max() > 0.01
 
 
 SEVERAL_MODELS = """
