@@ -2,6 +2,7 @@
 face's file name), the title, --where filters."""
 
 import numpy as np
+import pytest
 
 from facelandmarks.evaluation.evaluate import muct_cameras, score, select_faces
 from facelandmarks.evaluation.tables import results_markdown
@@ -21,7 +22,11 @@ def test_a_muct_test_set_gets_a_number_per_camera():
     arrays = {"landmarks": truth, "visible": np.ones(truth.shape[:2], bool),
               "name": np.array(["jpg/i000qa-fn.jpg", "jpg/i000qb-fn.jpg", "jpg/i001qa-mn.jpg", "jpg/i001qe-mn.jpg"])}
     row = score("m", truth + 0.01, arrays, scheme)
-    assert np.isfinite([row["nme_camera_a"], row["nme_camera_b"], row["nme_camera_e"]]).all()
+    # every point 0.01 * sqrt(2) off; each face's NME by its own outer eye corners (27, 32), by hand
+    by_face = 100 * 0.01 * np.sqrt(2) / np.linalg.norm(truth[:, 27] - truth[:, 32], axis=-1)
+    assert np.ptp(by_face) > 1  # faces of other sizes: a camera given another face's error shows
+    assert [row["nme_camera_a"], row["nme_camera_b"], row["nme_camera_e"]] == pytest.approx(
+        [(by_face[0] + by_face[2]) / 2, by_face[1], by_face[3]], rel=1e-4)
     assert np.isnan([row["nme_camera_c"], row["nme_camera_d"]]).all()  # no face from those cameras
     table = results_markdown([row], scheme, "muct_test.npz", 4)
     assert "## NME % per MUCT camera" in table and f"| m | {row['nme_camera_a']:.2f} | {row['nme_camera_b']:.2f} | – | – |" in table
