@@ -24,6 +24,15 @@ def test_a_history_without_validation_reads_and_plots(tmp_path, capsys):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_tables_losses_are_those_of_the_best_validation_epoch(tmp_path):
+    # the lowest training loss (epoch 3) and the lowest validation loss (epoch 2) are different rows
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.05,0.040,9.0\n1,0.03,0.020,7.0\n"
+                                          "2,0.02,0.025,7.5\n")
+    assert history_losses(tmp_path) == (0.03, 0.02, 2)
+    train_loss, val_loss, epoch = history_losses(tmp_path / "elsewhere")  # no history.csv: nothing to report
+    assert np.isnan(train_loss) and np.isnan(val_loss) and epoch is None
+
+
 def test_a_damaged_history_is_named_and_left_out(tmp_path, capsys):
     (tmp_path / "history.csv").write_text("epoch,loss\n0,not-a-number\n")
     assert read_history(tmp_path / "history.csv") == []
