@@ -221,3 +221,31 @@ def test_several_models_predicting_once_each_are_not_told_they_retrace():
     assert said["as is"].returncode == 0 and "triggered tf.function retracing" in said["as is"].stderr
     assert said["quiet"].returncode == 0, said["quiet"].stderr
     assert "retracing" not in said["quiet"].stderr
+
+
+def test_crops_are_fed_at_the_models_size_and_channels():
+    """``Predictor.prepare``'s two steps: gray <-> RGB by BT.601's weights (as cv2's RGB2GRAY) or by repeating the
+    gray channel, and resizing by area averaging when shrinking (every source pixel counts) and bilinear when
+    enlarging; crops already right pass unchanged."""
+    import cv2
+
+    from facelandmarks.inference.predictor import match_channels, resize_crops
+
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    gray = match_channels(rgb, 1)
+    assert gray.shape == (3, 8, 8, 1) and gray.dtype == np.uint8
+    expected = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in rgb])[..., None]
+    assert np.abs(gray.astype(int) - expected).max() <= 1  # cv2 rounds in fixed point
+    assert (match_channels(gray, 3) == np.repeat(gray, 3, axis=-1)).all()
+    assert match_channels(rgb, 3) is rgb
+    with pytest.raises(ValueError, match="cannot feed 2-channel images to a 3-channel model"):
+        match_channels(rgb[..., :2], 3)
+
+    checker = np.indices((12, 12)).sum(axis=0) % 2 * 255  # one-pixel checkerboard
+    crops = np.stack([checker, 255 - checker]).astype(np.uint8)[..., None]
+    small = resize_crops(crops, 4)
+    means = crops.reshape(2, 4, 3, 4, 3, 1).mean(axis=(2, 4))  # each 3x3 block's mean: 113 or 142, never 0 or 255
+    assert small.shape == (2, 4, 4, 1) and np.abs(small - means).max() <= 1
+    large = resize_crops(crops[:, :2, :2], 4)
+    assert large.shape == (2, 4, 4, 1) and large[0, 0, 0, 0] == 0 and large[0, 0, 3, 0] == 255  # bilinear, edges kept
+    assert resize_crops(crops, 12) is crops
