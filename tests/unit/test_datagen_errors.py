@@ -204,7 +204,7 @@ def test_every_unreadable_dataset_file_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def bad_annotations(tmp_path):
-    """``(label, argv)`` pairs of prepare runs on broken annotation files, missing folders and bad options."""
+    """``(label, argv, says)`` of prepare runs on broken annotation files and missing folders: ``says`` starts the line."""
     cases = []
 
     def folder(name):
@@ -215,54 +215,55 @@ def bad_annotations(tmp_path):
     muct = folder("muct_nul") / "muct-landmarks"
     muct.mkdir()
     (muct / "muct76-opencv.csv").write_bytes(b"name,tag,x00\x00,y00\n")
-    cases.append(("muct csv with NUL", "muct", muct.parent))
+    cases.append(("muct csv with NUL", "muct", muct.parent, f"{muct}/muct76-opencv.csv: header is not 'name,tag,x00,y00,"))
     muct = folder("muct_empty") / "muct-landmarks"
     muct.mkdir()
     (muct / "muct76-opencv.csv").write_bytes(b"")
-    cases.append(("muct csv empty", "muct", muct.parent))
+    cases.append(("muct csv empty", "muct", muct.parent, f"{muct}/muct76-opencv.csv: empty file, expected the header"))
     muct = folder("muct_binary") / "muct-landmarks"
     muct.mkdir()
     (muct / "muct76-opencv.csv").write_bytes(os.urandom(2000).replace(b"\x00", b"\x01"))
-    cases.append(("muct csv binary", "muct", muct.parent))
+    cases.append(("muct csv binary", "muct", muct.parent, f"{muct}/muct76-opencv.csv: header is not 'name,tag,x00,y00,"))
     yt = folder("yt_cut")
     (yt / "training_frames_keypoints.csv").write_text("name," + ",".join(["x"] * 136) + "\nframe_00.jpg,1,2,3\n")
-    cases.append(("youtube68 csv cut mid-row", "youtube68", yt))
+    cases.append(("youtube68 csv cut mid-row", "youtube68", yt, f"{yt}/training_frames_keypoints.csv:2: 4 fields, expected 137"))
     yt = folder("yt_nul")
     (yt / "test_frames_keypoints.csv").write_bytes(b"name,x\nframe\x00,1\n")
-    cases.append(("youtube68 csv with NUL", "youtube68", yt))
+    cases.append(("youtube68 csv with NUL", "youtube68", yt, f"{yt}/test_frames_keypoints.csv:2: 2 fields, expected 137"))
     kaggle = folder("kaggle_nul")
     (kaggle / "training.csv").write_bytes(b"\x00" * 10)
-    cases.append(("kaggle csv NUL", "kaggle", kaggle))
+    cases.append(("kaggle csv NUL", "kaggle", kaggle, f"{kaggle}/training.csv: missing column(s) left_eye_center_x,"))
     kaggle = folder("kaggle_empty")
     (kaggle / "training.csv").write_text("")
-    cases.append(("kaggle csv empty", "kaggle", kaggle))
+    cases.append(("kaggle csv empty", "kaggle", kaggle, f"{kaggle}/training.csv: empty file, expected a header"))
     xml = folder("xml_cut")
     (xml / "faces.xml").write_text("<dataset><images><image file='a.jpg'><box top='1' left='1' width='9' height='9'><part name='00' x='1'")
-    cases.append(("dlib xml cut", "dlibxml", xml))
+    cases.append(("dlib xml cut", "dlibxml", xml, f"{xml}/faces.xml: not well-formed XML (unclosed token"))
     xml = folder("xml_twice")
     (xml / "faces.xml").write_text("<dataset><images><image file='a.jpg'><box top='1' left='1' width='9' height='9'>"
                                    "<part name='04' x='1' y='2'/><part name='04' x='3' y='4'/></box></image></images></dataset>")
-    cases.append(("dlib xml part twice", "dlibxml", xml))
+    cases.append(("dlib xml part twice", "dlibxml", xml, f"{xml}/faces.xml: a.jpg (box 0): part 04 given twice"))
     xml = folder("xml_binary")
     (xml / "faces.xml").write_bytes(os.urandom(500))
-    cases.append(("dlib xml binary", "dlibxml", xml))
-    for name, text in (("pts_short", "1 2\n3 4\n"), ("pts_words", "version: 1\nn_points: 68\n{\n" + "a b\n" * 68 + "}\n"),
-                       ("pts_open", "version: 1\nn_points: 68\n{\n" + "1 2\n" * 68)):
+    cases.append(("dlib xml binary", "dlibxml", xml, f"{xml}/faces.xml: not well-formed XML"))
+    for name, text, says in (("pts_short", "1 2\n3 4\n", "2 points, expected 68 (ibug68)"),
+                             ("pts_words", "version: 1\nn_points: 68\n{\n" + "a b\n" * 68 + "}\n", "not 'x y' number pairs"),
+                             ("pts_open", "version: 1\nn_points: 68\n{\n" + "1 2\n" * 68, "'{' without closing '}'")):
         pts = folder(name)
         (pts / "x_1.pts").write_text(text)
         (pts / "x_1.jpg").write_bytes(b"")
-        cases.append((f"300w {name}", "300w", pts))
+        cases.append((f"300w {name}", "300w", pts, f"{pts}/x_1.pts: {says}"))
     wflw = folder("wflw_short")
     (wflw / "list.txt").write_text("1 2 3 a.jpg\n")
-    cases.append(("wflw line too short", "wflw", wflw))
+    cases.append(("wflw line too short", "wflw", wflw, f"{wflw}/list.txt:1: 4 fields, expected 196 coordinates"))
     for dataset in ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml"):
-        cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere"))
-    for label, edit in COCO_EDITS.items():
+        cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere", f"{tmp_path / 'nowhere'}: no such folder"))
+    for label, (edit, says) in COCO_EDITS.items():
         coco = folder(f"coco_{len(cases)}")
         (coco / "faces.json").write_text(json.dumps(edit(coco_file())))
-        cases.append((f"coco: {label}", "coco", coco))
+        cases.append((f"coco: {label}", "coco", coco, f"{coco}/faces.json: {says}"))
     return [(label, ["prepare", dataset, "--source", str(source), "--size", "32", "--out", str(tmp_path / "o" / "x"),
-                     "--workers", "1", "--quiet"]) for label, dataset, source in cases]
+                     "--workers", "1", "--quiet"], says) for label, dataset, source, says in cases]
 
 
 def coco_file() -> dict:
@@ -283,12 +284,15 @@ def _edit(data: dict, where: str, value) -> dict:
 
 # one field edited each: every one a line naming the file, where it once was a Python traceback
 COCO_EDITS = {
-    "images not objects": lambda d: _edit(d, "images.*", [1, 2]),
-    "an annotation not an object": lambda d: _edit(d, "annotations.*", [5]),
-    "file_name a number": lambda d: _edit(d, "images.file_name", 123),
-    "file_name null": lambda d: _edit(d, "images.file_name", None),
-    "image_id a list": lambda d: _edit(d, "annotations.image_id", [1]),
-    "flip_pairs not pairs": lambda d: _edit(d, "categories.flip_pairs", [[0]]),
+    "images not objects": (lambda d: _edit(d, "images.*", [1, 2]), "images[0] is not an object with an 'id' (got 1)"),
+    "an annotation not an object": (lambda d: _edit(d, "annotations.*", [5]), "annotations[0] is not an object (got 5)"),
+    "file_name a number": (lambda d: _edit(d, "images.file_name", 123),
+                           "images[0] (id 1): 'file_name' is not a file name (got 123)"),
+    "file_name null": (lambda d: _edit(d, "images.file_name", None),
+                       "images[0] (id 1): 'file_name' is not a file name (got None)"),
+    "image_id a list": (lambda d: _edit(d, "annotations.image_id", [1]), "annotation 7: image_id [1] is not an id in 'images'"),
+    "flip_pairs not pairs": (lambda d: _edit(d, "categories.flip_pairs", [[0]]),
+                             "categories[0]'s flip_pairs are not pairs of point numbers (got [[0]])"),
 }
 
 
@@ -337,25 +341,33 @@ def bad_options(tmp_path):
     plain_file = tmp_path / "plain"
     plain_file.write_text("a file, not a folder")
     base = ["prepare", "kaggle", "--source", str(tmp_path), "--workers", "1", "--quiet"]
+    # the source holds no kaggle faces: a check that let its option through would still end in an error (that
+    # training.csv is missing), so each line must name the option
     return [
-        ("size 0", base + ["--size", "0", "--out", str(tmp_path / "o" / "x")]),
-        ("size 5000", base + ["--size", "5000", "--out", str(tmp_path / "o" / "x")]),
-        ("test fraction 2", base + ["--size", "32", "--test-fraction", "2", "--out", str(tmp_path / "o" / "x")]),
-        ("test fraction nan", base + ["--size", "32", "--test-fraction", "nan", "--out", str(tmp_path / "o" / "x")]),
-        ("negative shard size", base + ["--size", "32", "--shard-size", "-1", "--out", str(tmp_path / "o" / "x")]),
-        ("out under a file", base + ["--size", "32", "--out", str(plain_file / "x")]),
-        ("out is a folder", base + ["--size", "32", "--out", str(tmp_path)]),
-        ("out ends with /", base + ["--size", "32", "--out", str(tmp_path / "o") + "/"]),
-        ("out names an npz", base + ["--size", "32", "--out", str(tmp_path / "o" / "x_train.npz")]),
+        ("size 0", base + ["--size", "0", "--out", str(tmp_path / "o" / "x")], "--size: must be between 8 and 4096 pixels, got 0"),
+        ("size 5000", base + ["--size", "5000", "--out", str(tmp_path / "o" / "x")],
+         "--size: must be between 8 and 4096 pixels, got 5000"),
+        ("test fraction 2", base + ["--size", "32", "--test-fraction", "2", "--out", str(tmp_path / "o" / "x")],
+         "--test-fraction: must be in [0, 1], got 2.0"),
+        ("test fraction nan", base + ["--size", "32", "--test-fraction", "nan", "--out", str(tmp_path / "o" / "x")],
+         "--test-fraction: must be in [0, 1], got nan"),
+        ("negative shard size", base + ["--size", "32", "--shard-size", "-1", "--out", str(tmp_path / "o" / "x")],
+         "--shard-size: must be >= 0 (0: one file per side), got -1"),
+        ("out under a file", base + ["--size", "32", "--out", str(plain_file / "x")],
+         f"{plain_file}: a file, not a folder, so the output set {plain_file / 'x'}_* cannot go under it"),
+        ("out is a folder", base + ["--size", "32", "--out", str(tmp_path)], f"--out {tmp_path}: a prefix such as"),
+        ("out ends with /", base + ["--size", "32", "--out", str(tmp_path / "o") + "/"], f"--out {tmp_path / 'o'}/: a prefix such as"),
+        ("out names an npz", base + ["--size", "32", "--out", str(tmp_path / "o" / "x_train.npz")],
+         f"--out {tmp_path / 'o' / 'x_train.npz'}: a prefix, not a file"),
     ]
 
 
 def test_bad_annotations_folders_and_options_are_one_line_and_exit_2(tmp_path, capsys):
     cases = bad_annotations(tmp_path) + bad_options(tmp_path)
-    for label, argv in cases:
+    for label, argv, says in cases:
         assert main(argv) == EXIT_INPUT, label
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("datagen.py prepare: "), (label, err)
+        assert err.count("\n") == 1 and err.startswith(f"datagen.py prepare: {says}"), (label, err)
         assert "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing written, not even the output folder
 
