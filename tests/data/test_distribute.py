@@ -126,8 +126,10 @@ def test_jax_data_parallel_on_two_devices(tiny_ibug, tmp_path):
 
 
 @pytest.mark.backend
-def test_mirrored_strategy_or_a_clear_error(tiny_ibug, tmp_path):
+def test_mirrored_strategy_or_a_clear_error(tiny_ibug, tmp_path, monkeypatch):
     import keras
+
+    from facelandmarks.training import distribute
 
     config = TrainConfig(model="scratch", data=str(tiny_ibug["train"]), run_dir=str(tmp_path / "m"),
                                   epochs=1, batch=8, workers=1, distribute="mirrored")
@@ -135,8 +137,15 @@ def test_mirrored_strategy_or_a_clear_error(tiny_ibug, tmp_path):
         with pytest.raises(ValueError, match="mirrored is TensorFlow's"):
             fit(config, verbose=0)
         return
+    import tensorflow as tf
+
+    made, setup = [], distribute.setup
+    monkeypatch.setattr(distribute, "setup", lambda mode: made.append(setup(mode)) or made[-1])
     summary = fit(config, verbose=0)
     assert summary["epochs"] == 1 and (tmp_path / "m" / "model.keras").is_file()
+    # the run trained under a MirroredStrategy (a run that ignored --distribute mirrored passed the lines above)
+    (cluster,) = made
+    assert isinstance(cluster.strategy, tf.distribute.MirroredStrategy) and cluster.replicas >= 1
 
 
 # Not backend-marked: streaming is numpy, and fitting is covered on JAX by the other tests.
