@@ -528,7 +528,7 @@ def test_scores_without_a_scored_face_are_null_in_summary_json(tmp_path):
 @pytest.mark.backend
 @pytest.mark.parametrize("distribute", ["none", "mirrored"])
 def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an_uninterrupted_one(distribute, tmp_path,
-                                                                                                 capsys):
+                                                                                                 capsys, monkeypatch):
     """The dropout layers' random state (Keras' SeedGenerator, which ``save_weights`` leaves out) is saved in
     ``state.json`` and restored: without it a resumed epoch 2 drew epoch 1's masks again and ended with other
     weights. Augmentation needs no saved state (each batch's draws are seeded by the seed, epoch and batch index);
@@ -568,10 +568,15 @@ def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an
             f["layers"].visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
         return found
 
+    from facelandmarks.training import fit as fit_module
+
+    streams, pipeline = [], fit_module.tf_input_pipeline  # the faces' stream of a strategy, and where it starts
+    monkeypatch.setattr(fit_module, "tf_input_pipeline", lambda *a, **k: streams.append(k["skip"]) or pipeline(*a, **k))
     fit(config("whole", 2), verbose=0)
     fit(config("resumed", 1), verbose=0)
     fit(config("resumed", 2), resume=True, verbose=0)
     assert losses("resumed") == losses("whole")
+    assert streams == ([0, 0, 24] if distribute == "mirrored" else [])  # the resume skips epoch 1's 3 steps of 8 faces
     whole, resumed = weights("whole"), weights("resumed")
     assert whole.keys() == resumed.keys()
     for name in whole:
