@@ -95,8 +95,16 @@ def backend_missing() -> str | None:
     name = name or "tensorflow"
     if _installed(name):
         return None
-    return (f"Keras's backend {name!r} (KERAS_BACKEND) is not installed: pip install 'facelandmarks[tensorflow]' or "
-            "'facelandmarks[jax]'; an exported model (export.py, which needs [export]) runs without one")
+    other = next((b for b in ("jax", "tensorflow") if b != name and _installed(b)), None)
+    if other is not None:  # asked for by KERAS_BACKEND or keras.json, while the other backend is here
+        source, undo = (("KERAS_BACKEND", "or unset it") if "KERAS_BACKEND" in os.environ
+                        else ("keras.json", "or remove 'backend' from keras.json"))
+        install = f", or pip install 'facelandmarks[{name}]'" if name in ("jax", "tensorflow") else ""
+        return (f"Keras's backend {name!r} ({source}) is not installed, but {other!r} is: set "
+                f"KERAS_BACKEND={other} ({undo}){install}")
+    return for_this_install(f"Keras's backend {name!r} (KERAS_BACKEND) is not installed: pip install "
+                            "'facelandmarks[tensorflow]' or 'facelandmarks[jax]'; an exported model (export.py, "
+                            "which needs [export]) runs without one")
 
 
 def startup(verbose_flag: bool = False) -> None:

@@ -62,8 +62,19 @@ def test_nothing_is_decided_once_keras_is_loaded(monkeypatch):
     assert runtime.backend_missing() is None  # Keras's backend is already there
 
 
+def _hiding(tmp_path, *modules, **variables):
+    """The environment of a subprocess in which ``modules`` are not installed (a ``sitecustomize`` marks them
+    missing in ``sys.modules``: their import fails, ``find_spec`` finds nothing), as in a plain install without
+    them; ``variables`` are set too."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "KERAS_HOME": str(tmp_path), **variables}
+
+
 def test_a_script_without_its_backend_ends_with_one_line(tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": MISSING, "KERAS_HOME": str(tmp_path)}
+    env = _hiding(tmp_path, "tensorflow", "jax", KERAS_BACKEND=MISSING)  # a plain [onnx] install: no backend at all
     done = subprocess.run([sys.executable, "models.py", "--list"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and done.stdout == ""
@@ -79,7 +90,7 @@ def test_the_api_names_the_run_and_what_to_install(tmp_path):
             "except ModuleNotFoundError as err:\n"
             "    print(err)\n"
             "import sys; print('keras' in sys.modules)\n")
-    env = {**os.environ, "KERAS_BACKEND": MISSING, "KERAS_HOME": str(tmp_path)}
+    env = _hiding(tmp_path, "tensorflow", "jax", KERAS_BACKEND=MISSING)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     message, keras_loaded = done.stdout.splitlines()
@@ -87,3 +98,33 @@ def test_the_api_names_the_run_and_what_to_install(tmp_path):
                             f"'{MISSING}' (KERAS_BACKEND) is not installed: pip install 'facelandmarks[tensorflow]' or "
                             "'facelandmarks[jax]'; an exported model (export.py, which needs [export]) runs without one")
     assert keras_loaded == "False"
+
+
+def test_a_backend_asked_for_but_missing_points_to_the_one_installed(monkeypatch, tmp_path):
+    # a JAX-only install with KERAS_BACKEND=tensorflow left in the shell: installing JAX again is no answer
+    monkeypatch.setattr(runtime, "_installed", lambda name: name == "jax")
+    _without_keras(monkeypatch, tmp_path)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    message = runtime.backend_missing()
+    assert message == ("Keras's backend 'tensorflow' (KERAS_BACKEND) is not installed, but 'jax' is: set "
+                       "KERAS_BACKEND=jax (or unset it), or pip install 'facelandmarks[tensorflow]'")
+    # asked for by keras.json, TensorFlow alone installed
+    monkeypatch.setattr(runtime, "_installed", lambda name: name == "tensorflow")
+    _without_keras(monkeypatch, tmp_path, {"backend": "jax"})
+    assert runtime.backend_missing() == ("Keras's backend 'jax' (keras.json) is not installed, but 'tensorflow' is: "
+                                         "set KERAS_BACKEND=tensorflow (or remove 'backend' from keras.json), or pip "
+                                         "install 'facelandmarks[jax]'")
+    # neither installed, in a plain install: the export script by the name it has there
+    monkeypatch.setattr(runtime, "_installed", lambda name: False)
+    monkeypatch.setattr(runtime, "working_copy", lambda: False)
+    message = runtime.backend_missing()
+    assert "(facelandmarks-export, which needs [export])" in message and "export.py" not in message
+
+
+def test_a_jax_only_script_asked_for_tensorflow_says_so_in_one_line(tmp_path):
+    env = _hiding(tmp_path, "tensorflow", KERAS_BACKEND="tensorflow")
+    done = subprocess.run([sys.executable, "models.py", "--list"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("models.py: Keras's backend 'tensorflow' (KERAS_BACKEND) is not installed, but 'jax' is: "
+                           "set KERAS_BACKEND=jax (or unset it), or pip install 'facelandmarks[tensorflow]'\n")
