@@ -217,3 +217,15 @@ def test_damaged_jpeg_packed_images_name_the_file(tmp_path):
         with pytest.raises(ValueError, match="JPEG quality must be 1-100"):
             npz.save_npz(tmp_path / "bad.npz", _faces_with_copies(), jpeg=quality)
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_info_never_rounds_hidden_points_to_all_visible(tmp_path):
+    # 200 faces, point 0 hidden on one: 99.5 % of faces see it, and the file's points are not "100.0%" visible
+    from facelandmarks.data.info import describe
+
+    arrays = dataset(n=200)
+    arrays["visible"] = np.ones_like(arrays["visible"])
+    arrays["visible"][0, 0] = False
+    path = npz.save_npz(tmp_path / "faces.npz", arrays)
+    line = next(line for line in describe(path).splitlines() if "visible:" in line)
+    assert line == "  visible: 99.97% of points; 1 faces with hidden points; least visible points: 0 (99.5%), 1 (100%), 2 (100%)"
