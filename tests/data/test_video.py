@@ -218,7 +218,7 @@ def test_a_killed_run_keeps_the_earlier_overlay_and_every_finished_frame(data_di
     while time.time() < deadline and child.poll() is None and len(points.read_text().splitlines()) < 6:
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
-    child.wait()
+    assert child.wait() == -signal.SIGKILL, "the run ended before the kill"  # a crash is not a kill survived
     assert out.read_bytes() == earlier
     header, per_frame = read_video_landmarks(points)
     assert header["num_points"] == 68 and 5 <= len(per_frame) < 60
