@@ -225,16 +225,15 @@ def _export_hint(run: Path, runtime_name: str) -> None:
 
     if runtime_name != "auto" or runtimes.is_export(run) or (run / "pipeline.json").is_file():
         return
-    problem = runtimes.stale_export(run, run / runtimes.EXPORT_DIR)
-    if problem:
-        import keras
+    if runtimes.stale_export(run, run / runtimes.EXPORT_DIR, tools=()) is None:  # an export ran, without Keras
+        return
+    import keras
 
-        from facelandmarks.inference.export import _missing_packages
+    from facelandmarks.inference.export import _missing_packages
 
-        # the tools export.py needs for its default formats: a plain [jax] install lacks them, so say so here
-        # rather than send the user to a command that ends with the same advice
-        extras = sorted(set(_missing_packages(("onnx", "litert"), "none", False).values()))
-        if extras and problem.endswith(")"):  # "(export.py RUN)" -> "(export.py RUN, after pip install ...)"
-            problem = problem[:-1] + ", after pip install " + " ".join(f"'facelandmarks[{x}]'" for x in extras) + ")"
-        print(f"ran through Keras on {keras.backend.backend()}: {problem}; an export runs without Keras, 2.3-2.7x "
-              "faster per face on one thread (docs/inference.md)")
+    # the tools export.py needs for its default formats, and a runtime to run the export: a plain [jax] install
+    # lacks both, so say so here rather than send the user to a command that ends with the same advice
+    extras = sorted(set(_missing_packages(("onnx", "litert"), "none", False).values()))
+    problem = runtimes.stale_export(run, run / runtimes.EXPORT_DIR, tools=extras)
+    print(f"ran through Keras on {keras.backend.backend()}: {problem}; an export runs without Keras, 2.3-2.7x "
+          "faster per face on one thread (docs/inference.md)")

@@ -172,7 +172,7 @@ def exported_for(run_dir: Path, runtime: str) -> Path | None:
     if runtime == "keras":
         return None
     export = run_dir / runtimes.EXPORT_DIR
-    problem = runtimes.stale_export(run_dir, export)
+    problem = runtimes.stale_export(run_dir, export, runtime)
     if problem is None and runtime == "auto":
         try:
             runtimes.choose_runtime(export, runtimes.read_export(export)[0])

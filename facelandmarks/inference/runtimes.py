@@ -94,15 +94,35 @@ def file_sha1(path: Path) -> str:
     return file_hash(path, "sha1")
 
 
-def stale_export(run_dir: Path, export: Path) -> str | None:
-    """Why ``export`` cannot stand in for ``run_dir``'s weights (missing, or made from other weights), or None."""
+def stale_export(run_dir: Path, export: Path, runtime: str = "auto", tools=None) -> str | None:
+    """Why ``export`` cannot stand in for ``run_dir``'s weights (missing, or made from other weights), or None.
+
+    The line says how to export, and what to pip install first: ``tools``, the extras writing needs (None: [export]
+    where onnx or TensorFlow is missing), and the runtime's extra where ``runtime`` ('auto': any) is not installed,
+    since an export alone would not run there either."""
     if not (export / EXPORT_FILE).is_file():
-        return f"{run_dir}: not exported ({script_command('export')} {run_dir})"
+        return f"{run_dir}: not exported{how_to_export(run_dir, runtime, tools)}"
     meta, _ = read_export(export)
     source = run_dir / meta.get("weights_file", "best.weights.h5")
     if not source.is_file() or file_sha1(source) != meta.get("weights_sha1"):
-        return f"{export}: made from other weights than {source} ({script_command('export')} {run_dir} again)"
+        return f"{export}: made from other weights than {source}{how_to_export(run_dir, runtime, tools, again=True)}"
     return None
+
+
+def how_to_export(run_dir: Path, runtime: str = "auto", tools=None, again: bool = False) -> str:
+    """``' (export.py RUN)'``, with what is missing: ``', and onnxruntime is not installed to run it (export.py RUN,
+    after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')'``."""
+    import importlib.util
+
+    if tools is None:
+        tools = ["export"] if any(importlib.util.find_spec(m) is None for m in ("onnx", "tensorflow")) else []
+    lacking = runtime if runtime in RUNTIMES and not _installed(runtime) else None
+    note = f", and {PACKAGES[lacking]} is not installed to run it" if lacking else ""
+    if runtime == "auto" and not any(map(_installed, RUNTIMES)):
+        lacking, note = "onnx", f", and neither {' nor '.join(PACKAGES.values())} is installed to run it"
+    extras = list(dict.fromkeys([*tools, *([lacking] if lacking else [])]))
+    after = ", after pip install " + " ".join(f"'facelandmarks[{x}]'" for x in extras) if extras else ""
+    return f"{note} ({script_command('export')} {run_dir}{' again' if again else ''}{after})"
 
 
 def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path | None = None) -> tuple[str, Path]:

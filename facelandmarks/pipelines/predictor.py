@@ -12,7 +12,7 @@ from facelandmarks.inference import runtimes
 from facelandmarks.inference.predictor import Predictor, Variant, median_ms
 from facelandmarks.pipelines.boxes import inference_boxes, region_boxes
 from facelandmarks.pipelines.config import PipelineConfig
-from facelandmarks.runtime import script_command, several_models_predicting
+from facelandmarks.runtime import several_models_predicting
 
 
 def _is_exported(run_dir: Path) -> bool:
@@ -60,7 +60,7 @@ class PipelinePredictor(Predictor):
         if runtime != "keras" and (exported / "pipeline.json").is_file():
             run_dir = exported
         elif runtime not in ("keras", "auto") and not _is_exported(run_dir):
-            raise runtimes.ExportError(f"{run_dir}: not exported ({script_command('export')} {run_dir})")
+            raise runtimes.ExportError(f"{run_dir}: not exported{runtimes.how_to_export(run_dir, runtime)}")
         if runtime == "keras" and _is_exported(run_dir):
             raise ValueError(f"{run_dir}: an export, which ONNX Runtime or LiteRT runs; Keras needs the pipeline run "
                              f"it came from")

@@ -1,0 +1,56 @@
+"""What a plain install without TensorFlow, onnxruntime or ai-edge-litert (``pip install 'facelandmarks[jax]'``) tells
+its user: which extras an export needs before it runs, where to export a shipped model that is not the user's to
+write, and help texts that do not send the user to files the install does not have."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelandmarks.inference import runtimes
+from facelandmarks.inference.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[2]
+HIDDEN = ("onnxruntime", "ai_edge_litert", "tensorflow", "onnx", "tf2onnx")  # a plain [jax] install lacks them
+
+
+def _hiding(tmp_path, *modules, **variables):
+    """The environment of a subprocess in which ``modules`` are not installed (as in test_backend_choice)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "KERAS_HOME": str(tmp_path), **variables}
+
+
+@pytest.mark.parametrize("runtime, package", [("onnx", "onnxruntime"), ("litert", "ai-edge-litert")])
+def test_a_runtime_asked_for_says_it_is_missing_beside_the_missing_export(tmp_path, monkeypatch, runtime, package):
+    # it said "not exported (export.py RUN)" alone: the user exported, and the export still did not run
+    monkeypatch.setattr(runtimes, "_installed", lambda name: False)
+    with pytest.raises(runtimes.ExportError) as caught:
+        Predictor.load(tmp_path, runtime=runtime)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path}: not exported, and {package} is not installed to run it (")
+    assert f"'facelandmarks[{runtime}]')" in message and "\n" not in message
+    monkeypatch.setattr(runtimes, "_installed", lambda name: True)  # installed: only the export is missing
+    with pytest.raises(runtimes.ExportError, match=r"not exported \("):
+        Predictor.load(tmp_path, runtime=runtime)
+
+
+def test_evaluate_without_onnxruntime_names_the_export_and_both_extras_in_one_line(tmp_path):
+    import cv2
+
+    model = tmp_path / "shipped"
+    model.mkdir()
+    (model / "config.json").write_bytes(next((ROOT / "weights").glob("*/config.json")).read_bytes())
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.zeros((32, 32, 3), np.uint8))
+    env = _hiding(tmp_path, *HIDDEN, FACELANDMARKS_WEIGHTS=str(model))
+    done = subprocess.run([sys.executable, "evaluate.py", "--image", str(photo), "--runtime", "onnx", "--out",
+                           str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"evaluate.py: {model}: not exported, and onnxruntime is not installed to run it (python "
+                           f"export.py {model}, after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')\n")
