@@ -111,7 +111,9 @@ def stale_export(run_dir: Path, export: Path, runtime: str = "auto", tools=None)
 
 def how_to_export(run_dir: Path, runtime: str = "auto", tools=None, again: bool = False) -> str:
     """``' (export.py RUN)'``, with what is missing: ``', and onnxruntime is not installed to run it (export.py RUN,
-    after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')'``."""
+    after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')'``.  Where ``RUN`` is not the user's to write
+    (the shipped model of a system-wide install, ``<prefix>/share/facelandmarks/weights``), the export goes
+    ``--to`` a folder of the user's (``user_export_dir``), and the line says how to run it from there."""
     import importlib.util
 
     if tools is None:
@@ -122,7 +124,23 @@ def how_to_export(run_dir: Path, runtime: str = "auto", tools=None, again: bool 
         lacking, note = "onnx", f", and neither {' nor '.join(PACKAGES.values())} is installed to run it"
     extras = list(dict.fromkeys([*tools, *([lacking] if lacking else [])]))
     after = ", after pip install " + " ".join(f"'facelandmarks[{x}]'" for x in extras) if extras else ""
-    return f"{note} ({script_command('export')} {run_dir}{' again' if again else ''}{after})"
+    if writable(run_dir):
+        return f"{note} ({script_command('export')} {run_dir}{' again' if again else ''}{after})"
+    to = user_export_dir(run_dir)
+    return (f"{note} ({script_command('export')} {run_dir} --to {to}{after}: its own folder is not writable here; "
+            f"then Predictor.load('{to}') or {script_command('evaluate')} {to} --image PHOTO runs it)")
+
+
+def writable(folder: Path) -> bool:
+    """Whether this user may write an export into ``folder`` (export.py writes ``RUN/export`` beside it)."""
+    return not Path(folder).is_dir() or os.access(folder, os.W_OK)
+
+
+def user_export_dir(run_dir: Path) -> Path:
+    """A folder of the user's for an export of ``run_dir``: ``$XDG_DATA_HOME/facelandmarks/exports/NAME``
+    (``~/.local/share/...`` without the variable)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "facelandmarks" / "exports" / Path(run_dir).name
 
 
 def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path | None = None) -> tuple[str, Path]:

@@ -54,3 +54,57 @@ def test_evaluate_without_onnxruntime_names_the_export_and_both_extras_in_one_li
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (f"evaluate.py: {model}: not exported, and onnxruntime is not installed to run it (python "
                            f"export.py {model}, after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')\n")
+
+
+def _read_only_model(tmp_path, monkeypatch):
+    """A shipped model's folder as a system-wide install leaves it for a user: chmod 555.  The tests run as root,
+    whose os.access ignores permission bits, so os.access is made to read them as it does for other users."""
+    import stat
+
+    model = tmp_path / "share" / "facelandmarks" / "weights" / "shipped"
+    model.mkdir(parents=True)
+    (model / "config.json").write_bytes(next((ROOT / "weights").glob("*/config.json")).read_bytes())
+    model.chmod(0o555)
+    real = os.access
+
+    def access(path, mode, **kwargs):  # write permission as the owner's bits give it, whoever runs the tests
+        if mode & os.W_OK:
+            return bool(os.stat(path).st_mode & stat.S_IWUSR)
+        return real(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    return model
+
+
+def test_a_model_the_user_cannot_write_is_exported_to_a_folder_of_theirs(tmp_path, monkeypatch, capsys):
+    # the hints sent the user to export into <prefix>/share/facelandmarks/weights, which a system-wide install
+    # does not let them write
+    model = _read_only_model(tmp_path, monkeypatch)
+    to = tmp_path / "home" / "facelandmarks" / "exports" / "shipped"
+    advice = (f"(python export.py {model} --to {to}: its own folder is not writable here; then Predictor.load('{to}') "
+              f"or python evaluate.py {to} --image PHOTO runs it)")
+    monkeypatch.setattr(runtimes, "_installed", lambda name: True)
+    with pytest.raises(runtimes.ExportError) as caught:
+        Predictor.load(model, runtime="onnx")
+    assert str(caught.value) == f"{model}: not exported {advice}"
+
+    import keras
+
+    from facelandmarks.cli.evaluate import _export_hint
+    from facelandmarks.inference import export
+
+    monkeypatch.setattr(export, "_missing_packages", lambda formats, quantize, check: {})
+    _export_hint(model, "auto")  # after photos marked through Keras
+    assert capsys.readouterr().out.startswith(f"ran through Keras on {keras.backend.backend()}: {model}: not exported "
+                                              f"{advice}; an export runs without Keras")
+    model.chmod(0o755)  # the user's own: exported beside it, as before
+    assert runtimes.stale_export(model, model / "export", tools=()) == f"{model}: not exported (python export.py {model})"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/1"), reason="needs Linux's /proc")
+def test_a_folder_not_even_root_may_write_is_not_offered(tmp_path, monkeypatch):
+    # /proc/1: os.access says no to root too, without the permission-bit stand-in above
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert not runtimes.writable(Path("/proc/1"))
+    assert f"--to {tmp_path / 'facelandmarks' / 'exports' / '1'}" in runtimes.how_to_export(Path("/proc/1"), tools=())
