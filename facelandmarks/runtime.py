@@ -40,6 +40,23 @@ def for_this_install(text: str) -> str:
     return text if working_copy() else _SCRIPT.sub(r"facelandmarks-\1", text)
 
 
+# files of the source repository the help cites, which a plain install does not have: its documentation and its
+# recipes (configs/, as a folder; an example's configs/demo.json then reads as that recipe), and the package's
+# modules by their files (facelandmarks/data/augment), which a plain install has in site-packages
+_SOURCE_FILE = re.compile(r"(?<![\w./~-])(docs/[\w.-]+\.md|configs/(?![\w.-]))")
+_MODULE_FILE = re.compile(r"(?<![\w./~-])facelandmarks/([\w/]*\w)(?:\.py)?\b")
+
+
+def help_for_this_install(text: str) -> str:
+    """``for_this_install(text)``, and in a plain install the repository's files that ``text`` cites named as what
+    they are there: ``docs/X.md in the source repository``, ``configs/ in the source repository``, ``the module
+    facelandmarks.data.augment``; a working copy's text is unchanged."""
+    if working_copy():
+        return text
+    text = _SOURCE_FILE.sub(r"\1 in the source repository", text)
+    return for_this_install(_MODULE_FILE.sub(lambda m: "the module facelandmarks." + m[1].replace("/", "."), text))
+
+
 def script_command(name: str) -> str:
     """How to run the script ``name`` ('export', 'train', ...) in the hints the package prints: ``python export.py``
     in a working copy, else its console script, ``facelandmarks-export``."""

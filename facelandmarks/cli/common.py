@@ -10,7 +10,7 @@ import sys
 import threading
 import zipfile
 
-from facelandmarks.runtime import for_this_install
+from facelandmarks.runtime import for_this_install, help_for_this_install
 
 # What a user can cause and the scripts report in one line (exit 2).  Anything else is a bug: a traceback.
 # zipfile.BadZipFile and EOFError come from numpy reading a truncated npz when the loader does not name it.
@@ -43,8 +43,8 @@ class OneLineParser(argparse.ArgumentParser):
     def format_usage(self):
         return for_this_install(super().format_usage())
 
-    def format_help(self):  # a plain install runs facelandmarks-train, not train.py: its help says so
-        return for_this_install(super().format_help())
+    def format_help(self):  # a plain install runs facelandmarks-train, not train.py, and has no docs/: its help says so
+        return help_for_this_install(super().format_help())
 
 
 def complain(text: str) -> None:

@@ -236,4 +236,4 @@ def _export_hint(run: Path, runtime_name: str) -> None:
     extras = sorted(set(_missing_packages(("onnx", "litert"), "none", False).values()))
     problem = runtimes.stale_export(run, run / runtimes.EXPORT_DIR, tools=extras)
     print(f"ran through Keras on {keras.backend.backend()}: {problem}; an export runs without Keras, 2.3-2.7x "
-          "faster per face on one thread (docs/inference.md)")
+          f"faster per face on one thread ({runtime.help_for_this_install('docs/inference.md')})")

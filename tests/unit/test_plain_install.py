@@ -108,3 +108,37 @@ def test_a_folder_not_even_root_may_write_is_not_offered(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert not runtimes.writable(Path("/proc/1"))
     assert f"--to {tmp_path / 'facelandmarks' / 'exports' / '1'}" in runtimes.how_to_export(Path("/proc/1"), tools=())
+
+
+def _helps() -> dict:
+    """Every script's --help text (datagen's with each command's)."""
+    from facelandmarks.cli import datagen, evaluate, export, models, train
+
+    texts = {name: module.build_parser().format_help() for name, module in
+             (("train", train), ("models", models), ("export", export), ("evaluate", evaluate))}
+    parser, commands = datagen._build_parsers()
+    texts["datagen"] = parser.format_help()
+    texts.update({f"datagen {name}": command.format_help() for name, command in commands.items()})
+    return texts
+
+
+def test_a_plain_installs_help_cites_the_repositorys_files_as_the_repositorys(monkeypatch):
+    # facelandmarks-train --help said "see facelandmarks/data/augment" and "a recipe from configs/", paths of a working
+    # copy that a plain install does not have
+    import re
+
+    from facelandmarks import runtime
+
+    working = _helps()
+    monkeypatch.setattr(runtime, "working_copy", lambda: False)
+    plain = _helps()
+    text = "\n".join(plain.values())
+    assert "(see the module facelandmarks.data.augment)" in " ".join(plain["train"].split())
+    assert "(the module facelandmarks.training.config)" in plain["train"]
+    assert "# a recipe from configs/ in the source repository" in plain["train"]
+    assert "see docs/models.md in the source repository." in plain["models"]
+    assert not re.search(r"(?<![\w./-])facelandmarks/", text)  # no module cited by a path
+    assert len(re.findall(r"docs/[\w-]+\.md", text)) == text.count(".md in the source repository") > 0
+    # a working copy's help is as written
+    monkeypatch.setattr(runtime, "working_copy", lambda: True)
+    assert _helps() == working and "(see facelandmarks/data/augment)" in " ".join(working["train"].split())
