@@ -30,6 +30,7 @@ whose normalising points are unavailable are not scored).
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import keras
@@ -241,22 +242,30 @@ LOSSES = {
     "cgd": CompleteGraphDistanceLoss,
 }
 
-LOSS_OPTIONS = {"mse": (), "l1": (), "wing": ("width", "curvature", "crop_size", "norm_points"), "cgd": ("alpha",)}
+# the keyword arguments of Keras' Loss, which every loss takes and none offers as an option
+_BASE_ARGUMENTS = ("name", "reduction", "dtype")
+
+
+def loss_options(name: str) -> tuple[str, ...]:
+    """The options of registered loss ``name``: its class's keyword arguments, past Keras' own."""
+    parameters = inspect.signature(LOSSES[name].__init__).parameters.values()
+    return tuple(p.name for p in parameters if p.name != "self" and p.name not in _BASE_ARGUMENTS
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def get_loss(name: str, **options) -> MaskedLandmarkLoss:
-    """A masked landmark loss by name: 'mse', 'l1', 'wing' or 'cgd'.
+    """A masked landmark loss by name, a key of ``LOSSES``: 'mse', 'l1', 'wing', 'cgd', ...
 
     Args:
         name: the loss.
-        **options: that loss's options (wing: width, curvature, crop_size,
-            norm_points; cgd: alpha).
+        **options: that loss's options, the keyword arguments of its class (wing: width, curvature, crop_size,
+            norm_points; cgd: alpha); an unknown one is a ``ValueError`` naming it and the loss's options.
     """
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
-    unknown = sorted(set(options) - set(LOSS_OPTIONS[name]))
+    unknown = sorted(set(options) - set(loss_options(name)))
     if unknown:
-        allowed = ", ".join(LOSS_OPTIONS[name]) or "none"
+        allowed = ", ".join(loss_options(name)) or "none"
         raise ValueError(f"loss {name!r} has no option(s) {', '.join(unknown)}; its options: {allowed}")
     return LOSSES[name](**options)
 

@@ -107,8 +107,10 @@ class TrainConfig:
     lr: float = setting(1e-3, "initial learning rate")
     schedule: str = setting("plateau", "plateau: halve on a val_loss plateau; cosine: cosine decay to 1% over --epochs; "
                                        "constant", choices=SCHEDULES)
-    loss: str = setting("mse", "mse, l1, wing or cgd (masked by visibility)")
-    loss_options: dict = setting({}, 'JSON object of loss options, e.g. {"alpha": 0.01} for cgd')
+    loss: str = setting("mse", "mse, l1, wing, cgd or another name in LOSSES of facelandmarks/models/losses (masked by "
+                               "visibility; docs/models.md)")
+    loss_options: dict = setting({}, 'JSON object of loss options, the keyword arguments of its class, e.g. '
+                                     '{"alpha": 0.01} for cgd')
     weights: str = setting("none", "backbone weights: none, imagenet (download) or a local file")
     train_blocks: int | None = setting(None, "retrain the last N backbone blocks (-1: all); default: the model's")
     model_options: dict = setting({}, 'JSON object of extra builder arguments, e.g. {"dropout": 0.0} '

@@ -114,6 +114,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     started = time.monotonic()  # --time-limit counts from here: data, teachers and compiling take their share
     run_dir = Path(config.run_dir)
     config.validate()
+    check_loss(config)
     state = _check_run_dir(run_dir, resume)
     resume = state is not None  # a run killed before its first epoch ended starts again
     if resume:
@@ -368,6 +369,17 @@ def resolve_jit_compile(mode: str = "auto") -> bool:
 
         return bool(tf.config.list_physical_devices("GPU"))
     return True
+
+
+def check_loss(config: TrainConfig) -> None:
+    """A loss name or option ``get_loss`` refuses, as one line naming the flag, before the data loads."""
+    from facelandmarks.models import losses
+
+    try:
+        losses.get_loss(config.loss, **config.loss_options)
+    except ValueError as err:
+        flag = "--loss" if config.loss not in losses.LOSSES else "--loss-options"
+        raise ValueError(f"{flag}: {err}") from None
 
 
 def _compile(model, config: TrainConfig, scheme, cluster) -> None:

@@ -3,10 +3,12 @@ is an instruction that fails.
 
 Every ``python SCRIPT.py ...`` in a shell fence of a Markdown file git tracks (and in the Makefile's recipes) goes
 through that script's own argparse parser; every ``make TARGET`` is a target of the Makefile; every ``configs/...``
-file a Markdown file names, in a command or in prose, is in the repository.  Only parsers run: no face data, no backend, no training.  That the
+file a Markdown file names, in a command or in prose, is in the repository; a ``train.py --loss`` is a name in
+``LOSSES`` (read from the source) or an upper-case placeholder.  Only parsers run: no face data, no backend, no training.  That the
 recipes in configs/ load as train.py reads them is test_config.py's test_every_recipe_in_configs_is_a_valid_train_config.
 """
 
+import ast
 import contextlib
 import functools
 import importlib
@@ -198,6 +200,26 @@ def datagen_parse(argv: list[str]):
 
 
 @functools.cache
+def loss_names() -> tuple[str, ...]:
+    """The keys of ``LOSSES`` in ``facelandmarks/models/losses.py``, read from its source: ``train.py`` checks a
+    ``--loss`` only once Keras has loaded, which this test does not do."""
+    tree = ast.parse((ROOT / "facelandmarks" / "models" / "losses.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["LOSSES"]:
+            return tuple(ast.literal_eval(key) for key in node.value.keys)
+    raise AssertionError("no LOSSES = {...} in facelandmarks/models/losses.py")
+
+
+def unknown_loss(program: str, parsed) -> str | None:
+    """A ``train.py --loss`` that no checkout registers, unless written as a placeholder (``--loss NAME``: the
+    loss docs/models.md's "Adding a loss" adds)."""
+    loss = getattr(parsed, "loss", None) if program == "train.py" else None
+    if loss is None or PLACEHOLDER.fullmatch(loss) or loss in loss_names():
+        return None
+    return f"--loss: unknown loss {loss!r}; known: {', '.join(loss_names())}"
+
+
+@functools.cache
 def make_targets() -> frozenset:
     return frozenset(re.findall(r"^([\w.-]+)\s*:(?!=)", (ROOT / "Makefile").read_text(), re.M))
 
@@ -215,11 +237,12 @@ def problem(command: Command) -> str | None:
     said = io.StringIO()
     with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
         try:
-            parse(args)
+            parsed = parse(args)
         except SystemExit as end:  # argparse's way out, also for --help (status 0)
             if end.code:
                 return " ".join(said.getvalue().split()) or f"exit status {end.code}"
-    return None
+            return None
+    return unknown_loss(program, parsed)
 
 
 def report(commands: Iterable[Command]) -> list[str]:
@@ -304,6 +327,13 @@ def test_a_bad_option_a_missing_config_script_or_target_is_reported_with_its_fil
     lines = report(commands_in(text, "docs/z.md")[0])
     assert len(lines) == 2 and lines[0].startswith("docs/z.md:3: ") and "unknown dataset 'lapalike'" in lines[0]
     assert "2 dataset(s) but 1 --source" in lines[1]
+    # a loss likewise: a placeholder is the loss a doc adds, a lower-case name must be registered
+    text = "```bash\npython train.py mlp --loss NAME --loss-options '{\"beta\": 0.05}'\npython train.py mlp --loss wing\n" \
+           "python train.py mlp --loss smooth_l1\nfacelandmarks-train mlp --loss huber\n```\n"
+    lines = report(commands_in(text, "docs/l.md")[0])
+    assert len(lines) == 2 and lines[0].startswith("docs/l.md:4: ") and lines[1].startswith("docs/l.md:5: "), lines
+    assert lines[0].endswith("--loss: unknown loss 'smooth_l1'; known: mse, l1, wing, cgd")
+    assert "unknown loss 'huber'" in lines[1]
     _, unreadable = commands_in("```bash\npython train.py --model-options '{\"head\": 1}\n```\n", "docs/y.md")
     assert unreadable == ["docs/y.md:2: No closing quotation: python train.py --model-options '{\"head\": 1}"]
 
