@@ -1,6 +1,9 @@
-"""Masked landmark losses and the NME metric on synthetic points: hand-computed values, masking, gradients, serialisation."""
+"""Masked landmark losses and the NME metric on synthetic points: hand-computed values, masking, gradients, serialisation;
+the example loss of docs/models.md ("Adding a loss"), registered as that section says."""
 
 import math
+import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -110,9 +113,13 @@ def visible_points_alone(name, landmarks, visible, pred) -> float:
     alpha 1 adds the mean over its visible pairs), every face weighing by what it sees."""
     gap = (pred - landmarks)[visible]  # (visible points, 2)
     w, eps = 10 / 128, 2 / 128  # the Wing defaults on their 128 px crop
-    per_coordinate = {"mse": gap**2, "l1": np.abs(gap), "cgd": gap**2,
-                      "wing": np.where(np.abs(gap) < w, w * np.log1p(np.abs(gap) / eps),
-                                       np.abs(gap) - (w - w * math.log(1 + w / eps)))}[name]
+    formulas = {"mse": gap**2, "l1": np.abs(gap), "cgd": gap**2,
+                "wing": np.where(np.abs(gap) < w, w * np.log1p(np.abs(gap) / eps),
+                                 np.abs(gap) - (w - w * math.log(1 + w / eps)))}
+    if name not in formulas:
+        pytest.fail(f"loss {name!r}: add its per-coordinate value at its default options, in numpy, to "
+                    "visible_points_alone in tests/unit/test_losses.py")
+    per_coordinate = formulas[name]
     if name != "cgd":
         return float(per_coordinate.mean())
     gaps = []
@@ -223,6 +230,73 @@ def test_get_loss_rejects_unknown_names_and_options():
         losses.get_loss("cgd", alpha=-1)
     with pytest.raises(ValueError, match="wing loss crop_size must be a positive number, got 0"):
         losses.get_loss("wing", crop_size=0)
+
+
+class HalfL1(losses.MaskedLandmarkLoss):
+    """A loss registered in LOSSES alone, as docs/models.md's "Adding a loss" adds one."""
+
+    def __init__(self, factor: float = 0.5, *, offset: float = 0.0, name: str = "half_l1", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.factor, self.offset = factor, offset
+
+    def masked_loss(self, points, mask, pred):
+        return losses.masked_coordinate_mean(self.factor * ops.abs(pred - points) + self.offset, mask)
+
+
+def test_a_loss_in_LOSSES_takes_its_keyword_arguments_as_options(monkeypatch):
+    """One registry: the options get_loss accepts are the class's own keyword arguments (a second table of
+    options once made a loss added to LOSSES alone a KeyError), past Keras' name, reduction and dtype."""
+    monkeypatch.setitem(losses.LOSSES, "half_l1", HalfL1)
+    assert losses.loss_options("half_l1") == ("factor", "offset")
+    assert losses.loss_options("wing") == ("width", "curvature", "crop_size", "norm_points")
+    assert losses.loss_options("mse") == ()
+    y_true = losses.pack_targets(TRUE, VISIBLE)
+    assert value(losses.get_loss("half_l1", factor=2.0), y_true, PRED) == pytest.approx(2 * (0.1 + 0.2) / 4, rel=1e-5)
+    with pytest.raises(ValueError, match=r"^loss 'half_l1' has no option\(s\) factr; its options: factor, offset$"):
+        losses.get_loss("half_l1", factr=2.0)
+    with pytest.raises(ValueError, match="loss 'mse' has no option.*reduction; its options: none"):
+        losses.get_loss("mse", reduction="none")
+
+
+def doc_example_loss() -> type:
+    """The class of the Python fence of docs/models.md's "Adding a loss", run where it goes: in losses.py."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    section = text.split("## Adding a loss", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"^```python\n(.*?)^```", section, re.S | re.M).group(1)
+    namespace = dict(vars(losses))
+    exec(compile(code, "docs/models.md (example loss)", "exec"), namespace)
+    return namespace["SmoothL1Loss"]
+
+
+def test_the_doc_example_loss_registers_and_passes_every_losss_checks(monkeypatch):
+    monkeypatch.setitem(losses.LOSSES, "smooth_l1", doc_example_loss())
+    assert losses.loss_options("smooth_l1") == ("beta",)
+    y_true = losses.pack_targets(TRUE, VISIBLE)
+    # errors 0.1 and 0.2 beyond beta 0.05 (linear), on 4 visible coordinates
+    loss = losses.get_loss("smooth_l1", beta=0.05)
+    assert value(loss, y_true, PRED) == pytest.approx((0.1 - 0.025 + 0.2 - 0.025) / 4, rel=1e-5)
+    assert value(losses.get_loss("smooth_l1", beta=0.5), y_true, PRED) == pytest.approx(
+        (0.5 * 0.1**2 + 0.5 * 0.2**2) / 0.5 / 4, rel=1e-5)
+    with pytest.raises(ValueError, match="^smooth_l1 beta must be a positive number, got 0$"):
+        losses.get_loss("smooth_l1", beta=0)
+    with pytest.raises(ValueError, match="^loss 'smooth_l1' has no option\\(s\\) bta; its options: beta$"):
+        losses.get_loss("smooth_l1", bta=0.1)
+    # hidden points: no value, no gradient
+    landmarks, visible = synthetic_faces()
+    y_true = ops.convert_to_tensor(losses.pack_targets(landmarks, visible))
+    rng = np.random.default_rng(2)
+    pred = (landmarks + rng.normal(0, 0.05, landmarks.shape)).astype(np.float32)
+    moved = pred.copy()
+    moved[~visible] = rng.normal(0, 50, ((~visible).sum(), 2))
+    loss = losses.get_loss("smooth_l1")
+    gap = np.abs(pred - landmarks)[visible]
+    by_hand = np.where(gap < 0.02, 0.5 * gap**2 / 0.02, gap - 0.01).mean()
+    assert value(loss, y_true, moved) == pytest.approx(value(loss, y_true, pred), rel=1e-6)
+    assert value(loss, y_true, pred) == pytest.approx(by_hand, rel=1e-5)
+    grad = gradient(lambda p: loss(y_true, p), moved)
+    assert np.all(grad[~visible] == 0) and np.abs(grad[visible]).sum() > 0
+    test_batch_without_visible_points_gives_zero_not_nan("smooth_l1")
+    test_losses_serialise_and_reload("smooth_l1")
 
 
 def test_nme_metric_matches_hand_computation():
