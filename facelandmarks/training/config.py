@@ -194,6 +194,13 @@ class TrainConfig:
                 raise ValueError(f"--time-limit must be longer than 0 s, got {self.time_limit!r}")
         if self.jit_compile not in JIT_MODES:
             raise ValueError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
+        if self.augment not in ("none", ""):  # here, not when the augmenter is built: before the data and the run folder
+            from facelandmarks.data.augment.config import AugmentConfig
+
+            try:
+                AugmentConfig.parse(self.augment)
+            except ValueError as err:
+                raise ValueError(f"--augment: {err}") from None
 
     def save(self, path: Path, **extra) -> None:
         """The settings as ``config.json``, with ``extra`` keys beside them (a run's ``scheme_definition``)."""

@@ -12,6 +12,7 @@ from facelandmarks.data.augment.augmenter import Augmenter
 from facelandmarks.data.augment.config import AugmentConfig
 from facelandmarks.data.augment.geometry import affine_matrices, gaussian_noise
 from facelandmarks.landmarks import get_scheme
+from facelandmarks.training.config import TrainConfig
 
 SIZE = 20
 
@@ -203,3 +204,51 @@ def test_parse_rejects_bad_tokens_naming_them(text, message):
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown augmentation config keys \\['spin'\\]"):
         AugmentConfig.from_dict({"rotation": 10, "spin": 3})
+
+
+def test_a_transform_without_a_default_probability_asks_for_one(monkeypatch):
+    """A transform added with ``<name>_p = 0`` as its default: ``blur=2`` alone left it off without a word (its
+    probability stayed 0 and the augmenter passed the batches through)."""
+    import dataclasses
+
+    from facelandmarks.data.augment import config as module
+
+    @dataclasses.dataclass(frozen=True)
+    class WithBlur(AugmentConfig):
+        blur: float = 0.0
+        blur_p: float = 0.0
+
+    monkeypatch.setattr(module, "RANGED", module.RANGED + ("blur",))
+    monkeypatch.setitem(module._RANGE_LIMITS, "blur", (0.0, 5.0, "pixels"))
+    with pytest.raises(ValueError, match=r"'blur=2'.*blur has no default probability; give one, blur=2@P"):
+        WithBlur.parse("default,blur=2")
+    assert WithBlur.parse("default,blur=2@0.3").blur_p == 0.3
+
+
+def test_a_seeds_draws_stay_as_they_were():
+    """Each batch's parameters come from (seed, epoch, batch index); a transform added later draws after the others,
+    so the batches of an existing seed and spec do not change (a new draw in the middle would shift all that follow)."""
+    rng = np.random.default_rng([0, 3, 7, 1])  # LandmarkBatches' generator of batch 7 of epoch 3, seed 0
+    params = Augmenter(AugmentConfig(), "ibug68", compile=False).sample_params(4, 64, rng=rng)
+    np.testing.assert_array_equal(params["flip"], [False, True, False, True])
+    np.testing.assert_allclose(params["points"][:, 0, 2], [0.0922, 0.9314, -0.058, 0.9009], atol=1e-4)
+    np.testing.assert_allclose(params["brightness"], [-11.2053, 0, 0, 0], atol=1e-3)
+    np.testing.assert_allclose(params["noise_std"], [0, 0, 2.3657, 0], atol=1e-4)
+    np.testing.assert_array_equal(params["noise_key"], [3175276043, 1540667781])
+
+
+def test_train_py_refuses_a_bad_spec_in_one_line_before_reading_the_data(tmp_path, capsys):
+    """The spec is checked with the other settings: it was parsed only when the augmenter was built, after the data
+    was read, the model built and the run folder's config.json written."""
+    from facelandmarks.cli.train import main
+
+    run = tmp_path / "run"
+    code = main(["mlp", "--data", str(tmp_path / "missing.npz"), "--run-dir", str(run), "--augment",
+                 "default,rotation=200"])
+    err = capsys.readouterr().err
+    assert code == 2 and not run.exists()
+    assert err.startswith("train.py: --augment: ") and err.count("\n") == 1, err
+    assert "rotation=200.0 must be in [0.0, 180.0] (degrees)" in err
+    with pytest.raises(ValueError, match="--augment: .*'spin=3'.*unknown name"):
+        TrainConfig(model="mlp", data="a.npz", run_dir="run", augment="default,spin=3").validate()
+    TrainConfig(model="mlp", data="a.npz", run_dir="run", augment="none").validate()

@@ -226,6 +226,9 @@ class AugmentConfig:
                 elif f"{name}_p" not in changes:
                     start = getattr(base, f"{name}_p")
                     changes[f"{name}_p"] = start if start > 0 else getattr(cls.default(), f"{name}_p")
+                    if changes[f"{name}_p"] == 0:  # a transform with no default probability would silently not happen
+                        raise ValueError(f"augmentation token {token!r}: {name} has no default probability; "
+                                         f"give one, {name}={value}@P")
         try:
             return dataclasses.replace(base, **changes)
         except ValueError as error:
