@@ -229,6 +229,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if initial_epoch < budget:
             train_data = batches if steps is None else tf_input_pipeline(  # a strategy's stream, past the epochs done
                 batches, per_worker, config.input_shape, scheme.num_points, skip=initial_epoch * steps * per_worker)
+            if keras.backend.backend() == "jax" and steps is None:  # built here, from a batch of the first epoch:
+                model._symbolic_build(data_batch=batches[0])  # fit's own build drew one through the workers, whose
+                # look-ahead Keras then fed to the first epoch and each epoch's to the next (a resume began otherwise)
             # shuffle=False: LandmarkBatches orders each epoch by its seed; Keras would reorder the batches with
             # Python's random module, whose state a resumed run does not have
             model.fit(

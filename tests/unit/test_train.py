@@ -528,17 +528,16 @@ def test_scores_without_a_scored_face_are_null_in_summary_json(tmp_path):
 @pytest.mark.backend
 @pytest.mark.parametrize("distribute, workers", [("none", 1), ("none", 2), ("mirrored", 1)])
 def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an_uninterrupted_one(
-        distribute, workers, tmp_path, capsys, monkeypatch, request):
+        distribute, workers, tmp_path, capsys, monkeypatch):
     """The dropout layers' random state (Keras' SeedGenerator, which ``save_weights`` leaves out) is saved in
     ``state.json`` and restored: without it a resumed epoch 2 drew epoch 1's masks again and ended with other
     weights. Augmentation needs no saved state (each batch's draws are seeded by the seed, epoch and batch index);
     it is on here to show that too. The state.json of an older version has no random state: one line says so.
     Under a tf.distribute strategy the faces come as one stream cut into steps: a resumed run skips the faces the
     finished epochs took (it started the stream again), and the stream keeps its own epoch plans (the epoch callback
-    changed them under tf.data's reading thread). With two workers Keras on JAX draws a first batch, and the
-    workers fetch more, before the epoch callback runs: the resumed run's first batches were the first epoch's (now
-    its own epoch's; Keras still feeds the epoch the batches fetched for that first draw, so JAX with workers stays
-    inexact, a documented limit)."""
+    changed them under tf.data's reading thread). With two workers, Keras on JAX drew the batch that builds the
+    training step through its workers, which fetched the next ones meanwhile; it then fed those to the first epoch,
+    and each epoch's look-ahead to the next, and a resumed run began with its own epoch's instead."""
     import csv
 
     import h5py
@@ -553,9 +552,6 @@ def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an
 
     if distribute == "mirrored" and keras.backend.backend() != "tensorflow":
         pytest.skip("tf.distribute strategies are TensorFlow's")
-    if workers > 1 and keras.backend.backend() == "jax":  # docs/training.md, "Interruptions and resume"
-        request.applymarker(pytest.mark.xfail(strict=True, reason="Keras's enqueuer on JAX carries a first batch's "
-                                              "prefetched batches into the epoch (a known limit, documented)"))
     data = npz.save_npz(tmp_path / "faces.npz", faces(40))  # 30 training faces: a strategy's epoch of 3 steps ends mid-pass
 
     def config(run_dir, epochs):
