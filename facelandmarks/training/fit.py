@@ -206,7 +206,6 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         initial_epoch = 0
         if resume:
             initial_epoch = restore_for_resume(model, run_dir, out_dir, state, stateful, callbacks)
-            batches.set_epoch(initial_epoch)  # Keras on JAX draws a first batch before the epoch callback runs
 
         start = time.time()
         limit = stateful["TimeLimit"]

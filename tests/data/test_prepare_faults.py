@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 
 from facelandmarks.data import fileset, npz
+from tests.unit.test_interrupt import ctrl_c_as_at_a_terminal
 
 pytestmark = pytest.mark.data
 
@@ -246,14 +247,6 @@ def test_prepare_killed_at_every_step_or_on_a_full_disk_leaves_one_whole_set(afw
     print(f"\nfault injection: {kills} kills ({' + '.join(map(str, step_counts))} write-path steps, the rest SIGKILL at "
           f"random), {tally['runs']} interrupted runs in all, each left one whole set: {tally['old']} old, {tally['new']} "
           f"new ({tally['finished by a reader']} installs finished by a reader); files lost: 0; {time.time() - started:.0f} s")
-
-
-def ctrl_c_as_at_a_terminal(sigterm=signal.SIG_DFL):
-    """In the child before it starts: SIGINT back to its default (a suite started in the background inherits it
-    ignored, and every run then finished: the test passed without stopping one), SIGTERM as ``sigterm`` (a
-    launcher may ignore it, and the script then leaves it so)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, sigterm)
 
 
 def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):

@@ -32,12 +32,12 @@ def test_an_interrupt_keeps_the_filter_and_an_error_passes_every_line(capfd):
     assert capfd.readouterr().err == "noise from C++\nkept\n"
 
 
-def ctrl_c_as_at_a_terminal():
-    """In the child before it starts: SIGINT and SIGTERM back to their defaults. A test suite started in the
-    background (``make test &``, nohup, some CI runners and launchers) inherits them ignored, and Python and the
-    scripts then keep ignoring them, as they should."""
+def ctrl_c_as_at_a_terminal(sigterm=signal.SIG_DFL):
+    """In the child before it starts: SIGINT back to its default, SIGTERM as ``sigterm`` (default: its default). A
+    test suite started in the background (``make test &``, nohup, some CI runners and launchers) inherits them
+    ignored, and Python and the scripts then keep ignoring them, as they should."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 @pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
