@@ -229,11 +229,8 @@ def _export_hint(run: Path, runtime_name: str) -> None:
         return
     import keras
 
-    from facelandmarks.inference.export import _missing_packages
-
-    # the tools export.py needs for its default formats, and a runtime to run the export: a plain [jax] install
+    # with the extras export.py needs for its default formats, and a runtime to run the export: a plain [jax] install
     # lacks both, so say so here rather than send the user to a command that ends with the same advice
-    extras = sorted(set(_missing_packages(("onnx", "litert"), "none", False).values()))
-    problem = runtimes.stale_export(run, run / runtimes.EXPORT_DIR, tools=extras)
+    problem = runtimes.stale_export(run, run / runtimes.EXPORT_DIR)
     print(f"ran through Keras on {keras.backend.backend()}: {problem}; an export runs without Keras, 2.3-2.7x "
           f"faster per face on one thread ({runtime.help_for_this_install('docs/inference.md')})")

@@ -32,13 +32,14 @@ EPILOG = """exit status:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from facelandmarks.inference.packages import DEFAULT_FORMATS
     from facelandmarks.inference.runtimes import FORMATS, QUANTIZE
 
     parser = OneLineParser(prog="export.py", description=__doc__, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", nargs="?", help="run directory or pipeline run (none: the model shipped in weights/)")
     parser.add_argument("--to", metavar="FOLDER", help="export folder (default: RUN/export); it replaces an earlier export there, nothing else")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx", "litert"],
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS),
                         help="formats to write (default: onnx litert)")
     parser.add_argument("--quantize", choices=QUANTIZE, default="none",
                         help="float16: LiteRT weights stored as float16 (half the file); int8: convolutions in 8-bit "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.inference import runtimes
+from facelandmarks.inference import packages, runtimes
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.shipped import WEIGHTS_FILE as BEST
 from facelandmarks.inference.shipped import default_model_dir
@@ -34,7 +34,7 @@ ONNX_INT8_DOC = ("on x86 CPUs without VNNI (no avx512_vnni or avx_vnni flag), wh
                  "saturate otherwise; leave them out on other CPUs, where they only cost speed (Predictor decides so)")
 
 
-def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "none", check=None,
+def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: str = "none", check=None,
                check_faces: int = 256, calibration=None) -> Path:
     """Export ``run_dir`` (None: the shipped model) into ``dest`` (None: ``run_dir/export``); returns ``dest``.
 
@@ -61,7 +61,7 @@ def export_run(run_dir, dest=None, formats=("onnx", "litert"), quantize: str = "
             raise FileNotFoundError(f"{path}: no such dataset file ({flag})")
     run_dir = Path(run_dir) if run_dir is not None else default_model_dir()
     dest = Path(dest) if dest is not None else run_dir / runtimes.EXPORT_DIR
-    missing = _missing_packages(formats, quantize, check is not None)
+    missing = packages.missing(formats, quantize, check is not None)  # export.py's and the hints' one table
     if missing:  # before the model loads and a partial export is written, not after
         extras = " ".join(sorted({f"'facelandmarks[{extra}]'" for extra in missing.values()}))
         raise ModuleNotFoundError(f"writing {' and '.join(formats)}{' and checking it' if check is not None else ''} "
@@ -114,28 +114,6 @@ def _check_destination(dest: Path, run_dir: Path) -> None:
     if not earlier:
         raise ValueError(f"{dest}: exists and is not an earlier export (no {runtimes.EXPORT_FILE}); an export "
                          f"replaces its folder, so give a new one or remove it yourself (--to)")
-
-
-def _missing_packages(formats, quantize: str, check: bool) -> dict:
-    """``{module: the extra that installs it}`` for each Python module that writing ``formats`` needs and lacks:
-    TensorFlow's converters (LiteRT, SavedModel), tf2onnx and onnx (ONNX on TensorFlow), onnxruntime for an
-    int8 ONNX file, and with ``check`` each exported runtime."""
-    import importlib.util
-
-    import keras
-
-    needed = {}
-    if {"litert", "savedmodel"} & set(formats):
-        needed["tensorflow"] = "export"
-    if "onnx" in formats:
-        if keras.backend.backend() == "tensorflow":  # on JAX, Keras names what it needs itself (jax2onnx)
-            needed["tf2onnx"] = "export"
-        needed["onnx"] = "export"
-        if quantize == "int8" or check:
-            needed["onnxruntime"] = "onnx"
-    if "litert" in formats and check:
-        needed["ai_edge_litert"] = "litert"
-    return {module: extra for module, extra in needed.items() if importlib.util.find_spec(module) is None}
 
 
 def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quantize: str, calibration=None) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data.fileset import file_hash
+from facelandmarks.inference import packages
 from facelandmarks.runtime import filtered_fds, script_command
 
 EXPORT_FILE = "export.json"
@@ -28,7 +29,7 @@ FILES = {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_mo
 FORMATS = tuple(FILES)  # what export.py writes
 QUANTIZE = ("none", "float16", "int8")
 RUNTIMES = ("onnx", "litert")  # formats this module can run, in order of preference for 'auto'
-PACKAGES = {"onnx": "onnxruntime", "litert": "ai-edge-litert"}  # what runs each (pip; extras [onnx], [litert])
+PACKAGES = {name: package for name, (_, package) in packages.RUN.items()}  # what runs each (pip; extra [onnx] ...)
 METADATA_KEY = "facelandmarks"  # the export.json text, also stored inside model.onnx's metadata
 
 
@@ -97,9 +98,9 @@ def file_sha1(path: Path) -> str:
 def stale_export(run_dir: Path, export: Path, runtime: str = "auto", tools=None) -> str | None:
     """Why ``export`` cannot stand in for ``run_dir``'s weights (missing, or made from other weights), or None.
 
-    The line says how to export, and what to pip install first: ``tools``, the extras writing needs (None: [export]
-    where onnx or TensorFlow is missing), and the runtime's extra where ``runtime`` ('auto': any) is not installed,
-    since an export alone would not run there either."""
+    The line says how to export, and what to pip install first: ``tools``, the extras writing needs (None: those
+    export.py would ask for, ``packages.missing``), and the runtime's extra where ``runtime`` ('auto': any) is not
+    installed, since an export alone would not run there either."""
     if not (export / EXPORT_FILE).is_file():
         return f"{run_dir}: not exported{how_to_export(run_dir, runtime, tools)}"
     meta, _ = read_export(export)
@@ -114,10 +115,8 @@ def how_to_export(run_dir: Path, runtime: str = "auto", tools=None, again: bool 
     after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')'``.  Where ``RUN`` is not the user's to write
     (the shipped model of a system-wide install, ``<prefix>/share/facelandmarks/weights``), the export goes
     ``--to`` a folder of the user's (``user_export_dir``), and the line says how to run it from there."""
-    import importlib.util
-
     if tools is None:
-        tools = ["export"] if any(importlib.util.find_spec(m) is None for m in ("onnx", "tensorflow")) else []
+        tools = sorted(set(packages.missing().values()))
     lacking = runtime if runtime in RUNTIMES and not _installed(runtime) else None
     note = f", and {PACKAGES[lacking]} is not installed to run it" if lacking else ""
     if runtime == "auto" and not any(map(_installed, RUNTIMES)):
@@ -182,10 +181,7 @@ def _require_installed(runtime: str, file: Path) -> None:
 
 
 def _installed(runtime: str) -> bool:
-    import importlib.util
-
-    module = {"onnx": "onnxruntime", "litert": "ai_edge_litert"}[runtime]
-    return importlib.util.find_spec(module) is not None
+    return packages.installed(packages.RUN[runtime][0])
 
 
 def load_model(path, runtime: str = "auto", threads: int | None = None):

@@ -126,9 +126,9 @@ def test_the_export_hint_names_the_extra_an_install_without_the_exporters_needs(
     import keras
 
     from facelandmarks.cli.evaluate import _export_hint
+    from facelandmarks.inference import packages
 
-    monkeypatch.setattr(export, "_missing_packages", lambda formats, quantize, check: {"tensorflow": "export",
-                                                                                        "onnx": "export"})
+    monkeypatch.setattr(packages, "installed", lambda module: module not in ("tensorflow", "onnx"))
     _export_hint(tmp_path, "auto")
     assert capsys.readouterr().out == (
         f"ran through Keras on {keras.backend.backend()}: {tmp_path}: not exported (python export.py {tmp_path}, after "

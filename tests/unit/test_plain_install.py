@@ -3,6 +3,7 @@ its user: which extras an export needs before it runs, where to export a shipped
 write, and help texts that do not send the user to files the install does not have."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,9 +93,9 @@ def test_a_model_the_user_cannot_write_is_exported_to_a_folder_of_theirs(tmp_pat
     import keras
 
     from facelandmarks.cli.evaluate import _export_hint
-    from facelandmarks.inference import export
+    from facelandmarks.inference import packages
 
-    monkeypatch.setattr(export, "_missing_packages", lambda formats, quantize, check: {})
+    monkeypatch.setattr(packages, "missing", lambda *args: {})
     _export_hint(model, "auto")  # after photos marked through Keras
     assert capsys.readouterr().out.startswith(f"ran through Keras on {keras.backend.backend()}: {model}: not exported "
                                               f"{advice}; an export runs without Keras")
@@ -142,3 +143,21 @@ def test_a_plain_installs_help_cites_the_repositorys_files_as_the_repositorys(mo
     # a working copy's help is as written
     monkeypatch.setattr(runtime, "working_copy", lambda: True)
     assert _helps() == working and "(see facelandmarks/data/augment)" in " ".join(working["train"].split())
+
+
+def test_the_export_hint_names_the_extras_export_py_would_ask_for(tmp_path, monkeypatch):
+    # the hint guessed from whether onnx and TensorFlow import: on TensorFlow without tf2onnx it sent the user to
+    # `export.py RUN` alone, which then stopped with "needs tf2onnx, not installed: pip install 'facelandmarks[export]'"
+    import keras
+
+    from facelandmarks.inference import export
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # not installed (on JAX, Keras's ONNX exporter does without it)
+    with pytest.raises((ModuleNotFoundError, FileNotFoundError)) as caught:  # on JAX: tmp_path is no run to export
+        export.export_run(tmp_path)
+    needs = re.findall(r"'facelandmarks\[(\w+)\]'", str(caught.value))
+    assert needs == (["export"] if keras.backend.backend() == "tensorflow" else [])
+    after = "".join(f", after pip install 'facelandmarks[{extra}]'" for extra in needs)
+    assert runtimes.stale_export(tmp_path, tmp_path / "export") == f"{tmp_path}: not exported (python export.py " \
+                                                                   f"{tmp_path}{after})"
+
