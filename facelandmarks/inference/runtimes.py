@@ -115,19 +115,27 @@ def how_to_export(run_dir: Path, runtime: str = "auto", tools=None, again: bool 
     after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')'``.  Where ``RUN`` is not the user's to write
     (the shipped model of a system-wide install, ``<prefix>/share/facelandmarks/weights``), the export goes
     ``--to`` a folder of the user's (``user_export_dir``), and the line says how to run it from there."""
+    note, after = _lacking(runtime, packages.DEFAULT_FORMATS, tools)
+    if writable(run_dir):
+        return f"{note} ({script_command('export')} {run_dir}{' again' if again else ''}{after})"
+    to = user_export_dir(run_dir)
+    return (f"{note} ({script_command('export')} {run_dir} --to {to}{after}: its own folder is not writable here; "
+            f"then Predictor.load('{to}') or {script_command('evaluate')} {to} --image PHOTO runs it)")
+
+
+def _lacking(runtime: str, formats, tools=None) -> tuple[str, str]:
+    """``(', and onnxruntime is not installed to run it', ", after pip install 'facelandmarks[export]' ...")`` for an
+    export of ``formats`` to be run by ``runtime`` ('auto': any): the extras writing it needs (``tools``: these
+    instead) and the runtime's, where missing; empty texts for what is installed."""
     if tools is None:
-        tools = sorted(set(packages.missing().values()))
+        tools = sorted(set(packages.missing(formats).values()))
     lacking = runtime if runtime in RUNTIMES and not _installed(runtime) else None
     note = f", and {PACKAGES[lacking]} is not installed to run it" if lacking else ""
     if runtime == "auto" and not any(map(_installed, RUNTIMES)):
         lacking, note = "onnx", f", and neither {' nor '.join(PACKAGES.values())} is installed to run it"
     extras = list(dict.fromkeys([*tools, *([lacking] if lacking else [])]))
     after = ", after pip install " + " ".join(f"'facelandmarks[{x}]'" for x in extras) if extras else ""
-    if writable(run_dir):
-        return f"{note} ({script_command('export')} {run_dir}{' again' if again else ''}{after})"
-    to = user_export_dir(run_dir)
-    return (f"{note} ({script_command('export')} {run_dir} --to {to}{after}: its own folder is not writable here; "
-            f"then Predictor.load('{to}') or {script_command('evaluate')} {to} --image PHOTO runs it)")
+    return note, after
 
 
 def writable(folder: Path) -> bool:
@@ -162,8 +170,10 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
             # the formats already there (an export replaces the folder: '--format litert' took the ONNX file away)
             root = next((p for p in (folder.parent, folder.parent.parent) if (p / "pipeline.json").is_file()), folder)
             run = root.parent if root.name == EXPORT_DIR else None  # a pipeline's stages are exported with it
-            command = f"{script_command('export')} {run or 'RUN'} --format {' '.join(dict.fromkeys([*files, runtime]))}"
-            raise ExportError(f"{folder}: no {runtime} export here ({command}{'' if run else f' --to {root}'})")
+            formats = list(dict.fromkeys([*files, runtime]))  # and what is missing to write and run them
+            note, after = _lacking(runtime, formats)
+            command = f"{script_command('export')} {run or 'RUN'} --format {' '.join(formats)}"
+            raise ExportError(f"{folder}: no {runtime} export here{note} ({command}{'' if run else f' --to {root}'}{after})")
         _require_installed(runtime, file)
         return runtime, file
     for name in RUNTIMES:

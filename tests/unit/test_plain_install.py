@@ -161,3 +161,48 @@ def test_the_export_hint_names_the_extras_export_py_would_ask_for(tmp_path, monk
     assert runtimes.stale_export(tmp_path, tmp_path / "export") == f"{tmp_path}: not exported (python export.py " \
                                                                    f"{tmp_path}{after})"
 
+def _current_export(run: Path, formats) -> Path:
+    """``run`` with weights and an export of them holding ``formats``' files (empty: only their names are read)."""
+    import hashlib
+    import json
+
+    run.mkdir()
+    (run / "best.weights.h5").write_bytes(b"weights")
+    folder = run / runtimes.EXPORT_DIR
+    folder.mkdir()
+    files = {fmt: runtimes.FILES[fmt] for fmt in formats}
+    meta = {"scheme": "ibug68", "input_shape": [64, 64, 3], "num_points": 68, "weights_file": "best.weights.h5",
+            "weights_sha1": hashlib.sha1(b"weights").hexdigest(), "files": files}
+    (folder / runtimes.EXPORT_FILE).write_text(json.dumps(meta))
+    for name in files.values():
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize("runtime, other, package", [("litert", "onnx", "ai-edge-litert"),
+                                                     ("onnx", "litert", "onnxruntime")])
+def test_an_export_without_the_format_asked_for_names_its_missing_runtime(tmp_path, monkeypatch, capsys, runtime,
+                                                                           other, package):
+    # it said "no litert export here (python export.py RUN --format onnx litert)" alone: the user exported, and the
+    # export still did not run, for want of ai-edge-litert
+    import cv2
+
+    from facelandmarks.cli import evaluate
+
+    run = tmp_path / "run"
+    folder = _current_export(run, [other])
+    monkeypatch.setattr(runtimes, "_installed", lambda name: name != runtime)
+    line = (f"{folder}: no {runtime} export here, and {package} is not installed to run it (python export.py {run} "
+            f"--format {other} {runtime}, after pip install 'facelandmarks[{runtime}]')")
+    with pytest.raises(runtimes.ExportError) as caught:
+        Predictor.load(run, runtime=runtime)
+    assert str(caught.value) == line
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.zeros((32, 32, 3), np.uint8))
+    assert evaluate.main([str(run), "--image", str(photo), "--runtime", runtime, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"evaluate.py: {line}\n"
+    monkeypatch.setattr(runtimes, "_installed", lambda name: True)  # installed: only the file is missing
+    with pytest.raises(runtimes.ExportError, match=rf"no {runtime} export here \(python export.py {run} --format "
+                                                   rf"{other} {runtime}\)$"):
+        Predictor.load(run, runtime=runtime)
+
