@@ -220,17 +220,16 @@ def _run(args) -> int:
 
 
 def _export_hint(run: Path, runtime_name: str) -> None:
-    """After photos or video marked through Keras because a run had no current export: say how to get one."""
+    """After photos or video marked through Keras because a run had no export that could run: say why, and how to
+    get one (with the extras export.py and a runtime need: a plain [jax] install lacks both)."""
     from facelandmarks.inference import runtimes
 
     if runtime_name != "auto" or runtimes.is_export(run) or (run / "pipeline.json").is_file():
         return
-    if runtimes.stale_export(run, run / runtimes.EXPORT_DIR, tools=()) is None:  # an export ran, without Keras
+    problem = runtimes.export_problem(run)
+    if problem is None:  # an export ran, without Keras
         return
     import keras
 
-    # with the extras export.py needs for its default formats, and a runtime to run the export: a plain [jax] install
-    # lacks both, so say so here rather than send the user to a command that ends with the same advice
-    problem = runtimes.stale_export(run, run / runtimes.EXPORT_DIR)
     print(f"ran through Keras on {keras.backend.backend()}: {problem}; an export runs without Keras, 2.3-2.7x "
           f"faster per face on one thread ({runtime.help_for_this_install('docs/inference.md')})")

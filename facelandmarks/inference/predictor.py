@@ -171,15 +171,9 @@ def exported_for(run_dir: Path, runtime: str) -> Path | None:
         return run_dir
     if runtime == "keras":
         return None
-    export = run_dir / runtimes.EXPORT_DIR
-    problem = runtimes.stale_export(run_dir, export, runtime)
-    if problem is None and runtime == "auto":
-        try:
-            runtimes.choose_runtime(export, runtimes.read_export(export)[0])
-        except runtimes.ExportError as err:
-            problem = str(err)
+    problem = runtimes.export_problem(run_dir, runtime)
     if problem is None:
-        return export
+        return run_dir / runtimes.EXPORT_DIR
     if runtime == "auto":
         return None
     raise runtimes.ExportError(problem)

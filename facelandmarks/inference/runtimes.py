@@ -110,6 +110,19 @@ def stale_export(run_dir: Path, export: Path, runtime: str = "auto", tools=None)
     return None
 
 
+def export_problem(run_dir: Path, runtime: str = "auto") -> str | None:
+    """Why ``run_dir``'s export (``RUN/export``) cannot run in its stead, on one line with the fix, or None:
+    ``stale_export``'s reasons and, for 'auto', no runtime installed for its files (then Keras runs instead)."""
+    export = Path(run_dir) / EXPORT_DIR
+    problem = stale_export(run_dir, export, runtime)
+    if problem is None and runtime == "auto":
+        try:
+            choose_runtime(export, read_export(export)[0])
+        except ExportError as err:
+            problem = str(err)
+    return problem
+
+
 def how_to_export(run_dir: Path, runtime: str = "auto", tools=None, again: bool = False) -> str:
     """``' (export.py RUN)'``, with what is missing: ``', and onnxruntime is not installed to run it (export.py RUN,
     after pip install 'facelandmarks[export]' 'facelandmarks[onnx]')'``.  Where ``RUN`` is not the user's to write
@@ -166,22 +179,33 @@ def choose_runtime(folder: Path, meta: dict, runtime: str = "auto", path: Path |
         if runtime not in RUNTIMES:
             raise ExportError(f"runtime must be auto or one of {', '.join(RUNTIMES)}, got {runtime!r}")
         file = folder / files.get(runtime, FILES[runtime])
-        if not file.is_file():  # the command said neither the run (export.py alone exports the shipped model) nor
-            # the formats already there (an export replaces the folder: '--format litert' took the ONNX file away)
-            root = next((p for p in (folder.parent, folder.parent.parent) if (p / "pipeline.json").is_file()), folder)
-            run = root.parent if root.name == EXPORT_DIR else None  # a pipeline's stages are exported with it
-            formats = list(dict.fromkeys([*files, runtime]))  # and what is missing to write and run them
-            note, after = _lacking(runtime, formats)
-            command = f"{script_command('export')} {run or 'RUN'} --format {' '.join(formats)}"
-            raise ExportError(f"{folder}: no {runtime} export here{note} ({command}{'' if run else f' --to {root}'}{after})")
+        if not file.is_file():
+            raise _no_export_here(folder, files, runtime)
         _require_installed(runtime, file)
         return runtime, file
-    for name in RUNTIMES:
-        file = folder / files.get(name, FILES[name])
-        if file.is_file() and _installed(name):
-            return name, file
-    raise ExportError(f"{folder}: no exported model that an installed runtime can run "
-                      f"(pip install onnxruntime, or ai-edge-litert)")
+    there = [name for name in RUNTIMES if (folder / files.get(name, FILES[name])).is_file()]
+    for name in there:
+        if _installed(name):
+            return name, folder / files.get(name, FILES[name])
+    if not there:  # a SavedModel alone: an export in a format a runtime here runs (ONNX where none is)
+        raise _no_export_here(folder, files, next((name for name in RUNTIMES if _installed(name)), RUNTIMES[0]))
+    names = [PACKAGES[name] for name in there]
+    who = f"{names[0]} is not installed" if len(names) == 1 else f"neither {' nor '.join(names)} is installed"
+    extras = ", or ".join(f"'facelandmarks[{name}]'" for name in there)
+    raise ExportError(f"{folder}: {who} to run it (pip install {extras})")
+
+
+def _no_export_here(folder: Path, files: dict, runtime: str) -> ExportError:
+    """The error for an export ``folder`` of ``files`` without ``runtime``'s file: how to export it, with what is
+    missing to write and run it."""
+    # the command names the run (export.py alone exports the shipped model) and the formats already there (an
+    # export replaces the folder: '--format litert' took the ONNX file away)
+    root = next((p for p in (folder.parent, folder.parent.parent) if (p / "pipeline.json").is_file()), folder)
+    run = root.parent if root.name == EXPORT_DIR else None  # a pipeline's stages are exported with it
+    formats = list(dict.fromkeys([*files, runtime]))
+    note, after = _lacking(runtime, formats)
+    command = f"{script_command('export')} {run or 'RUN'} --format {' '.join(formats)}"
+    return ExportError(f"{folder}: no {runtime} export here{note} ({command}{'' if run else f' --to {root}'}{after})")
 
 
 def _require_installed(runtime: str, file: Path) -> None:

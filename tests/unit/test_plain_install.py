@@ -206,3 +206,30 @@ def test_an_export_without_the_format_asked_for_names_its_missing_runtime(tmp_pa
                                                    rf"{other} {runtime}\)$"):
         Predictor.load(run, runtime=runtime)
 
+def test_keras_used_beside_an_export_no_runtime_runs_says_what_to_install(tmp_path, monkeypatch, capsys):
+    # photos marked through Keras beside a current export, for want of onnxruntime, ended without a word: the export
+    # hint took an export as new as the weights for one that had run
+    import keras
+
+    from facelandmarks.cli.evaluate import _export_hint
+
+    run = tmp_path / "run"
+    folder = _current_export(run, ["onnx", "savedmodel"])
+    monkeypatch.setattr(runtimes, "_installed", lambda name: False)
+    _export_hint(run, "auto")
+    assert capsys.readouterr().out == (
+        f"ran through Keras on {keras.backend.backend()}: {folder}: onnxruntime is not installed to run it (pip install "
+        "'facelandmarks[onnx]'); an export runs without Keras, 2.3-2.7x faster per face on one thread "
+        "(docs/inference.md)\n")
+    (folder / "model.tflite").write_bytes(b"")  # both files: either runtime would do
+    _export_hint(run, "auto")
+    assert f"{folder}: neither onnxruntime nor ai-edge-litert is installed to run it (pip install 'facelandmarks[onnx]'" \
+           ", or 'facelandmarks[litert]'); " in capsys.readouterr().out
+    monkeypatch.setattr(runtimes, "_installed", lambda name: name == "litert")
+    _export_hint(run, "auto")  # the export runs (LiteRT): nothing to say
+    assert capsys.readouterr().out == ""
+    only_savedmodel = _current_export(tmp_path / "served", ["savedmodel"])  # no runtime here runs it
+    monkeypatch.setattr(runtimes, "_installed", lambda name: False)
+    _export_hint(only_savedmodel.parent, "auto")
+    assert f"{only_savedmodel}: no onnx export here, and onnxruntime is not installed to run it (python export.py " \
+           f"{only_savedmodel.parent} --format savedmodel onnx, after pip install 'facelandmarks[onnx]'); " in capsys.readouterr().out
