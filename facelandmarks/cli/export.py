@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run", nargs="?", help="run directory or pipeline run (none: the model shipped in weights/)")
     parser.add_argument("--to", metavar="FOLDER", help="export folder (default: RUN/export); it replaces an earlier export there, nothing else")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS),
-                        help="formats to write (default: onnx litert)")
+                        help=f"formats to write (default: {' '.join(DEFAULT_FORMATS)})")
     parser.add_argument("--quantize", choices=QUANTIZE, default="none",
                         help="float16: LiteRT weights stored as float16 (half the file); int8: convolutions in 8-bit "
                              "integers in both runtimes (on one thread in LiteRT on an AVX-512 VNNI CPU 0.92x dlib's time, "
