@@ -9,6 +9,8 @@ Field metadata (``dataclasses.field(metadata=...)``, written through ``setting``
 
 - ``help``: the flag's help, plain text (the default is appended to it in ``--help``);
 - ``choices``: the allowed values, checked for flags and file keys alike;
+- ``names``: a function giving the names the setting takes, written into the help where it says ``{names}``
+  (``loss``: the registered losses, read when the parser is built);
 - ``positional``: the flag is a positional argument (the model name);
 - ``derived``: filled in from the data when the run starts; not a flag, and a file may carry it
   (a run's ``config.json`` does) but the run recomputes it;
@@ -33,6 +35,8 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+
+from facelandmarks.training.loss_names import loss_names
 
 OPTIMIZERS = ("adam", "nadam", "rmsprop", "sgd", "adamw")
 
@@ -107,8 +111,8 @@ class TrainConfig:
     lr: float = setting(1e-3, "initial learning rate")
     schedule: str = setting("plateau", "plateau: halve on a val_loss plateau; cosine: cosine decay to 1% over --epochs; "
                                        "constant", choices=SCHEDULES)
-    loss: str = setting("mse", "mse, l1, wing, cgd or another name in LOSSES of facelandmarks/models/losses (masked by "
-                               "visibility; docs/models.md)")
+    loss: str = setting("mse", "masked landmark loss: one of {names} (LOSSES in facelandmarks/models/losses; "
+                               "docs/models.md)", names=loss_names)
     loss_options: dict = setting({}, 'JSON object of loss options, the keyword arguments of its class, e.g. '
                                      '{"alpha": 0.01} for cgd')
     weights: str = setting("none", "backbone weights: none, imagenet (download) or a local file")
@@ -266,9 +270,12 @@ def add_arguments(parser, cls) -> None:
 
 
 def _help_text(f: dataclasses.Field, kind: type) -> str:
+    text = f.metadata.get("help", "")
+    if "names" in f.metadata:  # the names it takes, asked for when the parser is built: "one of {names}"
+        text = text.format(names=", ".join(f.metadata["names"]()) or "the registered names")
     default = f.default_factory() if f.default_factory is not MISSING else f.default
     if default is MISSING or default is None or default == []:  # an empty list read "(default: )"
-        return f.metadata.get("help", "")
+        return text
     if kind is bool:
         shown = "on" if default else "off"
     elif kind is dict:
@@ -277,7 +284,7 @@ def _help_text(f: dataclasses.Field, kind: type) -> str:
         shown = ",".join(map(str, default))
     else:
         shown = str(default)
-    return f"{f.metadata.get('help', '')} (default: {shown})"
+    return f"{text} (default: {shown})"
 
 
 def _flag_parser(kind: type):

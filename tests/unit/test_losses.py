@@ -2,7 +2,11 @@
 the example loss of docs/models.md ("Adding a loss"), registered as that section says."""
 
 import math
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -334,3 +338,52 @@ def test_box_normalised_nme_metric_matches_the_metrics_module():
     expected = 100 * np.mean(errors / numpy_metrics.box_size(gt, visible > 0))
     assert float(metric.result()) == pytest.approx(expected, rel=1e-4)
     assert losses.NormalizedMeanError.from_config(metric.get_config()).box
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def listed_losses(help_text: str) -> list[str]:
+    """The loss names ``train.py --help`` gives for ``--loss``."""
+    flat = " ".join(help_text.split())
+    found = re.search(r"--loss LOSS masked landmark loss: one of (.+?) \(", flat)
+    assert found, f"--help gives --loss no list of losses:\n{help_text}"
+    return found.group(1).split(", ")
+
+
+def help_of_train_py(folder: Path) -> str:
+    """``python train.py --help`` run in ``folder`` (its own facelandmarks/), checking that Keras stays unloaded."""
+    code = ("import contextlib, runpy, sys; sys.argv = ['train.py', '--help']\n"
+            "with contextlib.suppress(SystemExit): runpy.run_path('train.py', run_name='__main__')\n"
+            "print('LOADED', *[m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules])")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text, loaded = done.stdout.split("LOADED")
+    assert loaded.split() == []  # the list is read without loading Keras
+    return text
+
+
+def test_train_py_help_lists_every_registered_loss():
+    # --help listed "mse, l1, wing, cgd", written by hand: a loss added to LOSSES was not among them
+    assert listed_losses(help_of_train_py(ROOT)) == list(losses.LOSSES)
+
+
+def test_a_loss_added_as_docs_models_md_says_is_in_train_py_help(tmp_path):
+    """The doc example put into a copy of losses.py as "Adding a loss" says: the class above LOSSES, one entry in it."""
+    shutil.copytree(ROOT / "facelandmarks", tmp_path / "facelandmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "train.py", tmp_path / "train.py")
+    path = tmp_path / "facelandmarks" / "models" / "losses.py"
+    text = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    example = re.search(r"^```python\n(.*?)^```", text.split("## Adding a loss", 1)[1], re.S | re.M).group(1)
+    source = path.read_text()
+    assert source.count("\nLOSSES = {\n") == 1
+    path.write_text(source.replace("\nLOSSES = {\n", f"\n{example}\n\nLOSSES = {{\n    \"smooth_l1\": SmoothL1Loss,\n"))
+    assert listed_losses(help_of_train_py(tmp_path)) == ["smooth_l1", *losses.LOSSES]
+
+
+def test_a_loss_registered_from_python_is_in_train_py_help(monkeypatch):
+    from facelandmarks.cli.train import build_parser
+
+    monkeypatch.setitem(losses.LOSSES, "smooth_l1", doc_example_loss())
+    assert listed_losses(build_parser().format_help()) == [*losses.LOSSES]

@@ -1,0 +1,44 @@
+"""The names ``train.py --loss`` takes, for its flag parser, which runs without Keras.
+
+The losses are registered in one place, ``LOSSES`` in ``facelandmarks/models/losses.py`` (docs/models.md,
+"Adding a loss"), a module that imports Keras.  ``--help`` lists them without loading it: from that
+dictionary once the module is loaded (a loss registered from Python counts), else from the module's
+source, read as text (a few milliseconds; importing Keras takes seconds).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+MODULE = "facelandmarks.models.losses"
+
+
+SOURCE = Path(__file__).resolve().parents[1] / "models" / "losses.py"
+
+
+def loss_names() -> tuple[str, ...]:
+    """The keys of ``LOSSES``, in its order; () where its source cannot be read."""
+    module = sys.modules.get(MODULE)
+    if module is not None and hasattr(module, "LOSSES"):
+        return tuple(module.LOSSES)
+    try:
+        return names_in_source(SOURCE.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return ()
+
+
+def names_in_source(text: str) -> tuple[str, ...]:
+    """The names a module's source registers in ``LOSSES``: the keys of its ``LOSSES = {...}`` and of any
+    ``LOSSES["name"] = ...`` after it, at the top level."""
+    names: dict[str, None] = {}
+    for node in ast.parse(text).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id == "LOSSES" and isinstance(node.value, ast.Dict):
+                names = {key.value: None for key in node.value.keys if isinstance(key, ast.Constant)}
+            elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == "LOSSES"
+                  and isinstance(target.slice, ast.Constant)):
+                names[target.slice.value] = None
+    return tuple(name for name in names if isinstance(name, str))
