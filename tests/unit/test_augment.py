@@ -225,6 +225,38 @@ def test_a_transform_without_a_default_probability_asks_for_one(monkeypatch):
     assert WithBlur.parse("default,blur=2@0.3").blur_p == 0.3
 
 
+@pytest.mark.parametrize("texts", [
+    ("blur=2@0.3,blur_truncate=2", "default,blur_truncate=4", "blur_truncate=2.5", "light,blur=1@1"),  # ranged
+    ("cutout=0.5,cutout_size=0.2", "default,cutout_size=0.1", "none,cutout_size=0.6"),  # probability only
+])
+def test_a_transform_added_as_docs_training_md_says_round_trips_with_its_second_setting(texts, monkeypatch):
+    """docs/training.md "Adding a transform": the fields on AugmentConfig, the name in RANGED (or PROBABILITY_ONLY),
+    the bounds in _RANGE_LIMITS, nothing else. to_string wrote a second setting (blur_truncate, cutout_size) only
+    when it was added to its own list by hand: a config with one changed came back from parse -> to_string -> parse
+    with its default."""
+    import dataclasses
+
+    from facelandmarks.data.augment import config as module
+
+    @dataclasses.dataclass(frozen=True)
+    class Added(AugmentConfig):
+        blur: float = 1.5
+        blur_p: float = 0.0
+        blur_truncate: float = 3.0
+        cutout: float = 0.0
+        cutout_size: float = 0.3
+
+    monkeypatch.setattr(module, "AugmentConfig", Added)  # the class the module's own methods name
+    monkeypatch.setattr(module, "RANGED", module.RANGED + ("blur",))
+    monkeypatch.setattr(module, "PROBABILITY_ONLY", module.PROBABILITY_ONLY + ("cutout",))
+    monkeypatch.setitem(module._RANGE_LIMITS, "blur", (0.0, 5.0, "pixels: largest gaussian sigma"))
+    for text in texts:
+        config = Added.parse(text)
+        assert Added.parse(config.to_string()) == config, (text, config.to_string())
+    assert Added.parse(Added.none().to_string()) == Added.none()
+    assert Added.parse(Added().to_string()) == Added()
+
+
 def test_a_seeds_draws_stay_as_they_were():
     """Each batch's parameters come from (seed, epoch, batch index); a transform added later draws after the others,
     so the batches of an existing seed and spec do not change (a new draw in the middle would shift all that follow)."""

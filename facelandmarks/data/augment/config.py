@@ -235,17 +235,21 @@ class AugmentConfig:
             raise ValueError(f"augmentation string {text!r}: {error}") from None
 
     def to_string(self) -> str:
-        """A string that ``parse`` turns back into an equal config."""
-        start, defaults, parts = AugmentConfig.none(), AugmentConfig(), []
+        """A string that ``parse`` turns back into an equal config.
+
+        It names what differs from ``none()``, where ``parse`` starts: the transforms of ``RANGED``
+        (``name=range@probability``), then those of ``PROBABILITY_ONLY``, then every other field
+        (``occlusion_size``, ``fill_mode``, a new transform's second setting) as ``name=value``, read from
+        the fields, so a new one needs no line here.
+        """
+        start, parts = type(self).none(), []
         for name in RANGED:
             value, probability = getattr(self, name), getattr(self, f"{name}_p")
             if (value, probability) != (getattr(start, name), getattr(start, f"{name}_p")):
                 parts.append(f"{name}={_fmt(value)}@{_fmt(probability)}")
-        for name in PROBABILITY_ONLY:
-            if getattr(self, name) != getattr(start, name):
-                parts.append(f"{name}={_fmt(getattr(self, name))}")
-        for name in ("occlusion_size", "fill_mode", "fill_value"):
-            if getattr(self, name) != getattr(defaults, name):
+        written = {*RANGED, *(f"{name}_p" for name in RANGED)}
+        for name in [*PROBABILITY_ONLY, *(f.name for f in dataclasses.fields(self) if f.name not in PROBABILITY_ONLY)]:
+            if name not in written and getattr(self, name) != getattr(start, name):
                 parts.append(f"{name}={_fmt(getattr(self, name))}")
         return ",".join(parts) or "none"
 
