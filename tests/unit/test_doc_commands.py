@@ -8,7 +8,6 @@ file a Markdown file names, in a command or in prose, is in the repository; a ``
 recipes in configs/ load as train.py reads them is test_config.py's test_every_recipe_in_configs_is_a_valid_train_config.
 """
 
-import ast
 import contextlib
 import functools
 import importlib
@@ -21,6 +20,8 @@ import unittest.mock
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from facelandmarks.training.loss_names import names_in_source
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ("datagen", "train", "evaluate", "export", "models")  # python NAME.py and facelandmarks-NAME
@@ -201,13 +202,11 @@ def datagen_parse(argv: list[str]):
 
 @functools.cache
 def loss_names() -> tuple[str, ...]:
-    """The keys of ``LOSSES`` in ``facelandmarks/models/losses.py``, read from its source: ``train.py`` checks a
-    ``--loss`` only once Keras has loaded, which this test does not do."""
-    tree = ast.parse((ROOT / "facelandmarks" / "models" / "losses.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["LOSSES"]:
-            return tuple(ast.literal_eval(key) for key in node.value.keys)
-    raise AssertionError("no LOSSES = {...} in facelandmarks/models/losses.py")
+    """The keys of ``LOSSES`` in ``facelandmarks/models/losses.py``, read from its source as ``train.py --help`` reads
+    them (``train.py`` checks a ``--loss`` only once Keras has loaded, which this test does not do)."""
+    names = names_in_source((ROOT / "facelandmarks" / "models" / "losses.py").read_text())
+    assert names, "no LOSSES = {...} in facelandmarks/models/losses.py"
+    return names
 
 
 def unknown_loss(program: str, parsed) -> str | None:
