@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--image, --video: also write every face upright in a SIZE x SIZE chip placed by its "
                              "landmarks (the eyes, nose and mouth where ArcFace-style recognition at 112 px expects "
                              "them): --image PHOTO_aligned<i>.png, matrix and points in the JSON; --video a video per "
-                             "tracked face beside the overlay (out/VIDEO_face<ID>_aligned.mp4; --out OUT.mp4: "
+                             "tracked face beside the overlay (out/VIDEO_landmarks_face<ID>_aligned.mp4; --out OUT.mp4: "
                              "OUT_face<ID>_aligned.mp4), a chip for each frame that lists the face in the points "
                              "file, from the points the overlay draws")
     parser.add_argument("--align-padding", type=float, default=0.0, metavar="P",

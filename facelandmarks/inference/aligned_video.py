@@ -1,7 +1,7 @@
 """Aligned-face videos: each tracked face of a video upright in a chip, frame by frame, one video per face.
 
 ``evaluate.py --video clip.mp4 --align 112`` writes, beside the overlay ``out/clip_landmarks.mp4`` and its
-points file, ``out/clip_face<ID>_aligned.mp4`` for every track ID in the points file (``aligned_path``): the
+points file, ``out/clip_landmarks_face<ID>_aligned.mp4`` for every track ID in the points file (``aligned_path``): the
 face's chip (``align.align_face`` of the points the overlay draws, smoothed unless ``--no-smooth``) in every
 frame that lists the track, in order and at the video's fps.  So frame k of a face's video is the k-th frame
 whose line in the points file lists that track, and ``align_face`` of its points there gives the chip's matrix.
@@ -12,7 +12,7 @@ long a camera runs.  ``close`` finishes the rest; ``run_on_video`` calls it on e
 ``max_frames``, Ctrl-C, an error).  Each video is written as ``NAME.partial.SUFFIX`` until finished, as the
 overlay is: mp4 writes its index last, so a killed process leaves playable videos of the faces already
 finished and unplayable partial files of those still open.  After a run that wrote frames, ``close`` removes
-the aligned-face videos of this name that an earlier run left and this one did not write (the tracks of another
+the aligned-face videos of this overlay that an earlier run left and this one did not write (the tracks of another
 clip or setting), so the folder holds one run's faces.
 """
 
@@ -35,22 +35,20 @@ def partial_path(path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
-def aligned_stem(out_path) -> str:
-    """The overlay video's name without its suffix and a trailing ``_landmarks``: ``clip_landmarks.mp4`` -> ``clip``."""
-    return Path(out_path).stem.removesuffix("_landmarks")
-
-
 def aligned_path(out_path, track_id: int) -> Path:
-    """The aligned-face video of track ``track_id`` beside overlay ``out_path``: ``out/clip_landmarks.mp4``, 3 ->
-    ``out/clip_face3_aligned.mp4`` (``--out out/talk.avi``: ``out/talk_face3_aligned.avi``)."""
+    """The aligned-face video of track ``track_id`` beside overlay ``out_path``, named after the overlay's whole name as
+    its points file is: ``out/clip_landmarks.mp4``, 3 -> ``out/clip_landmarks_face3_aligned.mp4`` (``--out
+    out/talk.avi``: ``out/talk_face3_aligned.avi``).  So two overlays in one folder never share a face video (the
+    name less a trailing ``_landmarks`` gave ``out/clip.mp4`` and ``out/clip_landmarks.mp4`` the same ones)."""
     out_path = Path(out_path)
-    return out_path.with_name(f"{aligned_stem(out_path)}_face{int(track_id)}_aligned{out_path.suffix}")
+    return out_path.with_name(f"{out_path.stem}_face{int(track_id)}_aligned{out_path.suffix}")
 
 
 def _name_pattern(out_path) -> re.Pattern:
-    """Names of the aligned-face videos beside ``out_path``, finished or partial."""
+    """Names of the aligned-face videos beside ``out_path``, finished or partial; no other overlay's (``clip.mp4``'s
+    never match ``clip_landmarks.mp4``'s ``clip_landmarks_face0_aligned.mp4``)."""
     out_path = Path(out_path)
-    return re.compile(rf"{re.escape(aligned_stem(out_path))}_face\d+_aligned(\.partial)?{re.escape(out_path.suffix)}")
+    return re.compile(rf"{re.escape(out_path.stem)}_face\d+_aligned(\.partial)?{re.escape(out_path.suffix)}")
 
 
 def check_aligned_outputs(out_path, size: int, padding: float, keep=()) -> None:

@@ -338,7 +338,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         runtime, threads: how the model runs (``Predictor.load``).
         flip_test, recrop: test-time passes per face (``Predictor``'s).
         align: (size, padding): each face's chips, from the points the overlay draws, in a video of its own
-            beside the overlay (``aligned_video``: ``out/clip_landmarks.mp4`` -> ``out/clip_face0_aligned.mp4``).
+            beside the overlay (``aligned_video``: ``out/clip_landmarks.mp4`` -> ``out/clip_landmarks_face0_aligned.mp4``).
 
     Returns:
         ``frames``, ``faces`` (found over all frames), ``seconds``, ``fps``, ``output``, ``points``,

@@ -244,7 +244,7 @@ def blob_centres(chip: np.ndarray, where: np.ndarray, radius: float) -> np.ndarr
 
 
 def test_aligned_video_names_follow_the_overlay():
-    assert aligned_path("out/clip_landmarks.mp4", 3).as_posix() == "out/clip_face3_aligned.mp4"
+    assert aligned_path("out/clip_landmarks.mp4", 3).as_posix() == "out/clip_landmarks_face3_aligned.mp4"
     assert aligned_path("a/talk.avi", 0).as_posix() == "a/talk_face0_aligned.avi"
 
 
@@ -263,7 +263,7 @@ def test_each_tracked_face_gets_a_video_of_upright_chips_one_per_frame_it_is_in(
             if t == 6:  # track 0 ended a frame ago: its video is finished while track 1's is written
                 assert aligned_path(out, 0).is_file() and not aligned_path(out, 1).is_file()
     assert chips.frames == {0: 6, 1: 7} and chips.blank == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip_face0_aligned.mp4", "clip_face1_aligned.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip_landmarks_face0_aligned.mp4", "clip_landmarks_face1_aligned.mp4"]
     for track_id, count in ((0, 6), (1, 7)):
         frames = read_frames(aligned_path(out, track_id))
         assert len(frames) == count and all(f.shape == (size, size, 3) for f in frames)
@@ -318,9 +318,12 @@ def test_a_video_that_cannot_be_finished_leaves_the_others_finished_and_earlier_
 
 def test_refusals_before_any_work(tmp_path):
     out = tmp_path / "clip_landmarks.mp4"
-    with pytest.raises(ValueError, match="clip_face2_aligned.mp4: named as an aligned-face video of .*clip_landmarks.mp4"):
-        check_aligned_outputs(out, 112, 0.0, keep=(tmp_path / "clip_face2_aligned.mp4",))
-    check_aligned_outputs(out, 112, 0.0, keep=(tmp_path / "sub" / "clip_face2_aligned.mp4", "0"))  # another folder, a camera
+    with pytest.raises(ValueError, match="clip_landmarks_face2_aligned.mp4: named as an aligned-face video of "
+                                         ".*clip_landmarks.mp4"):
+        check_aligned_outputs(out, 112, 0.0, keep=(tmp_path / "clip_landmarks_face2_aligned.mp4",))
+    elsewhere = tmp_path / "sub" / "clip_landmarks_face2_aligned.mp4"
+    check_aligned_outputs(out, 112, 0.0, keep=(elsewhere, "0"))  # another folder, a camera
+    check_aligned_outputs(out, 112, 0.0, keep=(tmp_path / "clip_face2_aligned.mp4",))  # clip.mp4's, not this overlay's
     with pytest.raises(ValueError, match="at least 16 px"):
         check_aligned_outputs(out, 8, 0.0)
     with pytest.raises(ValueError, match="fps must be positive, got 0"):
@@ -367,13 +370,33 @@ def test_run_on_video_leaves_finished_face_videos_at_the_end_max_frames_and_ctrl
     else:
         result = run_on_video(*args, redetect_every=1, align=(48, 0.1))
         assert result["aligned"] == {0: str(aligned_path(out, 0))}
-    assert sorted(p.name for p in out.parent.iterdir()) == ["squares_face0_aligned.mp4", "squares_landmarks.jsonl",
-                                                             "squares_landmarks.mp4"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["squares_landmarks.jsonl", "squares_landmarks.mp4",
+                                                             "squares_landmarks_face0_aligned.mp4"]
     header, lines = read_video_landmarks(out.with_suffix(".jsonl"))
     assert header["align"] == {"size": 48, "padding": 0.1} and len(lines) == frames
     assert all([f["track_id"] for f in line["faces"]] == [0] for line in lines)
     chips = read_frames(aligned_path(out, 0))
     assert len(chips) == len(read_frames(out)) == frames and chips[0].shape == (48, 48, 3)
+
+
+def test_two_overlays_of_one_clip_in_one_folder_keep_their_own_face_videos(tmp_path, monkeypatch):
+    """evaluate.py's default overlay out/clip_landmarks.mp4 and --out out/clip.mp4 both wrote out/clip_face0_aligned.mp4
+    (the name less a trailing _landmarks): the second run replaced the first's face video and kept its overlay."""
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
+    for t in range(6):
+        writer.write(frame((20 + 3 * t, 30)))
+    writer.release()
+    folder = tmp_path / "out"
+    for name, frames in (("clip_landmarks.mp4", 6), ("clip.mp4", 3)):  # the default, then --out out/clip.mp4
+        result = run_on_video(tmp_path, clip, folder / name, max_frames=frames, redetect_every=1, align=(48, 0.1))
+        assert set(result["aligned"]) == {0}
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "clip.jsonl", "clip.mp4", "clip_face0_aligned.mp4",
+        "clip_landmarks.jsonl", "clip_landmarks.mp4", "clip_landmarks_face0_aligned.mp4"]
+    for name, frames in (("clip_landmarks.mp4", 6), ("clip.mp4", 3)):  # each overlay's face video is its own
+        assert len(read_frames(aligned_path(folder / name, 0))) == len(read_frames(folder / name)) == frames
 
 
 def test_evaluate_video_align_refuses_bad_values_and_a_clashing_name_in_one_line(tmp_path, capsys):
