@@ -36,11 +36,15 @@ class PipelinePredictor(Predictor):
             pairs to undo a flip with, so refiners see their patch once).
         recrop: stage 1 recrops (``Predictor``'s ``recrop``); the refiners
             cut their patches around its averaged points.
+        stage1_dir: the folder stage 1 was loaded from (None: ``config.stage1``):
+            its run, or in an export its stage folder (which holds the run's
+            history.csv, ``export.py``); its losses and curve are stage 1's row's.
     """
 
     def __init__(self, config: PipelineConfig, stage1: Predictor, refiners: dict, box_net: Predictor | None = None,
-                 box_source: str = "stage1", flip_test: bool = False, **kwargs):
+                 box_source: str = "stage1", flip_test: bool = False, stage1_dir=None, **kwargs):
         self.stage1 = stage1  # before Predictor.__init__, which sets flip_test
+        self.stage1_dir = Path(config.stage1 if stage1_dir is None else stage1_dir)
         super().__init__(stage1.model, stage1.scheme.name, name=Path(config.run_dir).name, config=asdict(config), **kwargs)
         self.pipeline, self.refiners, self.box_net = config, refiners, box_net
         self.box_source = box_source
@@ -68,7 +72,8 @@ class PipelinePredictor(Predictor):
         stage_options = {"runtime": runtime if _is_exported(run_dir) else "keras", "threads": threads}
         if stage_options["runtime"] == "keras":
             several_models_predicting()
-        stage1 = Predictor.load(_stage_path(run_dir, config.stage1), **stage_options)
+        stage1_dir = _stage_path(run_dir, config.stage1)
+        stage1 = Predictor.load(stage1_dir, **stage_options)
         refiners = {}
         for region in config.regions:
             path = run_dir / region / "run"
@@ -78,7 +83,7 @@ class PipelinePredictor(Predictor):
         box_net = Predictor.load(_stage_path(run_dir, config.boxes), **stage_options) if config.boxes else None
         if box_source == "boxes" and box_net is None:
             raise ValueError(f"{run_dir}: no box network in this pipeline (train it with `train.py boxes` and pass --boxes)")
-        return cls(config, stage1, refiners, box_net, box_source, **kwargs)
+        return cls(config, stage1, refiners, box_net, box_source, stage1_dir=stage1_dir, **kwargs)
 
     def stages(self) -> dict:
         """``{folder within the pipeline run: (predictor, its run directory)}`` of every model (export.py)."""
@@ -153,9 +158,11 @@ class PipelinePredictor(Predictor):
         name, kind = Path(run_dir).name, self.pipeline.kind
         if self.stage1.runtime != "keras":  # an export's rows are labelled, as a single model's are
             name = f"{name} ({self.stage1.runtime})"
-        stage1_dir = Path(self.pipeline.stage1)
+        stage1_dir = self.stage1_dir
+        # named after its run, in an export too (its export.json's source: the export's folder is 'stage1')
+        stage1_name = self.stage1.config.get("source", stage1_dir.name) if self.stage1.runtime != "keras" else stage1_dir.name
         coarse = self.stage1.predict_crops(images)
-        out = [Variant(f"{name}: stage 1 ({stage1_dir.name})", coarse, self.stage1, stage1_dir),
+        out = [Variant(f"{name}: stage 1 ({stage1_name})", coarse, self.stage1, stage1_dir),
                Variant(f"{name}: stage 1 + {kind}", self.refine(images, coarse, "stage1"), self, None)]
         if self.box_net is not None:
             out.append(Variant(f"{name}: stage 1 + {kind} (box net)", self.refine(images, coarse, "boxes"), None, None))

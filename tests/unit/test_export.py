@@ -301,21 +301,51 @@ def test_the_scripts_export_and_run_a_pipeline_run(run_dir, tmp_path):
         assert (done.returncode, done.stderr) == (1, f"{photo}: no face found\n")  # the model loaded; a wall has no face
 
 
+def scored_faces(path, faces=3):
+    """A test npz of ``faces`` random crops (ibug68, every point at the centre)."""
+    from facelandmarks.data import npz
+
+    return npz.save_npz(path, {
+        "images": crops(faces), "landmarks": np.full((faces, 68, 2), 0.5, np.float32), "visible": np.ones((faces, 68), bool),
+        "subject": np.array([f"s{i}" for i in range(faces)]), "scheme": np.array("ibug68"),
+        "box": np.tile(np.float32([0, 0, SIZE, SIZE]), (faces, 1))})
+
+
 def test_an_exported_pipelines_rows_name_their_runtime(run_dir, tmp_path):
     # a single model's rows said 'scratch (onnx)'; a pipeline's export ran unlabelled, as if through Keras
-    from facelandmarks.data import npz
     from facelandmarks.evaluation.evaluate import evaluate_runs
 
     pipeline = cascade_of(run_dir, tmp_path / "cascade")
     export.export_run(pipeline, formats=("onnx",))  # into cascade/export, which runtime auto then runs
-    faces = 3
-    data = npz.save_npz(tmp_path / "test.npz", {
-        "images": crops(faces), "landmarks": np.full((faces, 68, 2), 0.5, np.float32), "visible": np.ones((faces, 68), bool),
-        "subject": np.array(["a", "b", "c"]), "scheme": np.array("ibug68"), "box": np.tile(np.float32([0, 0, SIZE, SIZE]), (faces, 1))})
+    data = scored_faces(tmp_path / "test.npz")
     names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "out", timing=False, runtime="auto")]
-    assert names[:2] == ["cascade (onnx): stage 1 (stage1)", "cascade (onnx): stage 1 + cascade"]
+    assert names[:2] == [f"cascade (onnx): stage 1 ({run_dir.name})", "cascade (onnx): stage 1 + cascade"]
     keras_names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "k", timing=False, runtime="keras")]
     assert keras_names[:2] == [f"cascade: stage 1 ({run_dir.name})", "cascade: stage 1 + cascade"]
+
+
+def test_an_exported_pipelines_stage1_row_keeps_its_runs_name_losses_and_curve(run_dir, tmp_path):
+    # the export's stage-1 row read 'stage 1 (stage1)', its folder in the export, with no losses and no learning
+    # curve; the run's read 'stage 1 (scratch-random)' with the best epoch's losses of the stage-1 run's history.csv
+    import shutil
+
+    from facelandmarks.evaluation.evaluate import evaluate_runs
+
+    stage1 = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, stage1, ignore=shutil.ignore_patterns(runtimes.EXPORT_DIR))
+    (stage1 / "history.csv").write_text("epoch,loss,val_loss\n0,0.5,0.4\n1,0.3,0.2\n2,0.25,0.3\n")
+    pipeline = cascade_of(stage1, tmp_path / "cascade")
+    export.export_run(pipeline, formats=("onnx",))  # into cascade/export, which runtime auto then runs
+    moved = shutil.copytree(pipeline / runtimes.EXPORT_DIR, tmp_path / "moved")  # an export on its own (--to)
+    data = scored_faces(tmp_path / "test.npz")
+    rows = {label: evaluate_runs([folder], data, tmp_path / label, timing=False, runtime=runtime)[0]
+            for label, folder, runtime in (("keras", pipeline, "keras"), ("auto", pipeline, "auto"), ("moved", moved, "auto"))}
+    assert [row["model"] for row in rows.values()] == [f"cascade: stage 1 ({run_dir.name})",
+                                                       f"cascade (onnx): stage 1 ({run_dir.name})",
+                                                       f"moved (onnx): stage 1 ({run_dir.name})"]
+    for label, row in rows.items():
+        assert (row["train_loss"], row["val_loss"], row["best_epoch"]) == (0.3, 0.2, 2), label
+        assert (tmp_path / label / "curves.png").is_file(), label
 
 
 def test_a_runtime_without_its_file_names_the_export_command_for_this_run(run_dir, tmp_path):
