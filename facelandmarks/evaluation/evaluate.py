@@ -13,6 +13,7 @@ from facelandmarks.data import npz
 from facelandmarks.evaluation.tables import MUCT_CAMERAS, normaliser, read_history, results_markdown, write_csv
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.runtimes import EXPORT_DIR
 from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
 
 
@@ -138,13 +139,14 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
 
 def run_labels(run_dirs) -> list[str]:
     """Each run's name in the tables and plots: its folder's name, or as many of the last parts of its path as tell it
-    from another run's folder of that name (runs/a/best and runs/b/best were two rows 'best', one curve and gallery)."""
+    from another run's folder of that name (runs/a/best and runs/b/best were two rows 'best', one curve and gallery).
+    A run's own export folder (``RUN/export``) is named with its run, ``RUN/export`` (its row read 'export (onnx)')."""
     paths = [Path(os.path.abspath(d)) for d in run_dirs]
     labels = []
     for path in paths:
         if paths.count(path) > 1:
             raise ValueError(f"{path}: given twice among the runs")
-        n = 1
+        n = 2 if path.name == EXPORT_DIR and len(path.parts) > 2 else 1
         while n < len(path.parts) and any(o != path and o.parts[-n:] == path.parts[-n:] for o in paths):
             n += 1
         labels.append("/".join(path.parts[-n:]))

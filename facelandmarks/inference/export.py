@@ -5,8 +5,8 @@ holds the settings too, so the file alone is enough), ``model.tflite``, ``saved_
 ``export.json`` -- scheme, input shape, what the input and output mean, the SHA-1 of the weights
 it came from (``Predictor.load(RUN, runtime='auto')`` ignores an export of older weights) and,
 with ``check``, how far each runtime's points lie from the Keras model's on real faces.  A
-coarse-to-fine pipeline exports each stage into a folder of the same layout as its run, with the stage's
-history.csv (the losses and learning curve of evaluation tables).
+coarse-to-fine pipeline exports each stage into a folder of the same layout as its run.  Each model's export keeps
+its run's history.csv (the losses and learning curve of evaluation tables).
 
 Writing needs TensorFlow (Keras's exporters use its converters); running the export does not
 (``inference.runtimes``).  The folder is written beside the destination and moved into place, so
@@ -31,7 +31,7 @@ from facelandmarks.inference.shipped import default_model_dir
 FORMATS, QUANTIZE = runtimes.FORMATS, runtimes.QUANTIZE
 INPUT_DOC = "raw pixels, float32 (N, S, S, C) in 0..255, RGB (C=3) or gray (C=1): a face crop (inference.photos)"
 OUTPUT_DOC = "(N, K, 2) landmark x, y as fractions of the crop's width and height"
-HISTORY = "history.csv"  # a stage's training history, which a pipeline's export keeps (evaluation tables)
+HISTORY = "history.csv"  # a run's training history, which its export keeps (evaluation tables)
 ONNX_INT8_DOC = ("on x86 CPUs without VNNI (no avx512_vnni or avx_vnni flag), where ONNX Runtime's int8 products "
                  "saturate otherwise; leave them out on other CPUs, where they only cost speed (Predictor decides so)")
 
@@ -119,9 +119,12 @@ def _check_destination(dest: Path, run_dir: Path) -> None:
 
 
 def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quantize: str, calibration=None) -> dict:
-    """One Keras model into ``out``: a file per format and export.json."""
+    """One Keras model into ``out``: a file per format, export.json and the run's history.csv (an evaluation of the
+    export shows the run's losses and learning curve)."""
     model = predictor.model
     out.mkdir(parents=True)
+    if (run_dir / HISTORY).is_file():
+        shutil.copyfile(run_dir / HISTORY, out / HISTORY)
     model(np.zeros((1, *model.input_shape[1:]), np.float32))  # the ONNX exporter needs a model that has run
     weights = run_dir / BEST
     meta = {
@@ -187,16 +190,14 @@ def _embed_metadata(path: Path, meta: dict) -> None:
 
 
 def _export_pipeline(predictor, run_dir: Path, out: Path, formats, quantize: str, calibration=None) -> None:
-    """Each stage (stage 1, refiners, box network) into the layout of a pipeline run, stages as exports, each with its
-    run's history.csv: an evaluation's stage-1 row shows the losses and curve of the run's (it had none)."""
+    """Each stage (stage 1, refiners, box network) into the layout of a pipeline run, stages as exports (each with its
+    run's history.csv: an evaluation's stage-1 row shows the losses and curve of the run's)."""
     out.mkdir(parents=True)
     config = json.loads((run_dir / "pipeline.json").read_text())
     for relative, (stage, source) in predictor.stages().items():
         print(f" {relative}:")
         _export_model(stage, Path(source), out / relative, formats, quantize if relative == "stage1" else "none",
                       calibration if relative == "stage1" else None)  # refiners see patches, not face crops
-        if (Path(source) / HISTORY).is_file():
-            shutil.copyfile(Path(source) / HISTORY, out / relative / HISTORY)
     config["stage1"] = "stage1"  # relative to the export folder (PipelinePredictor.load resolves it there)
     if config.get("boxes"):
         config["boxes"] = "boxes"

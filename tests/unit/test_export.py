@@ -348,6 +348,26 @@ def test_an_exported_pipelines_stage1_row_keeps_its_runs_name_losses_and_curve(r
         assert (tmp_path / label / "curves.png").is_file(), label
 
 
+def test_a_models_export_evaluated_on_its_own_is_named_with_its_run_and_keeps_its_losses(run_dir, tmp_path):
+    # evaluate.py RUN/export read 'export (onnx)' with no losses and no learning curve, where evaluate.py RUN (which
+    # runs the same export) read 'scratch-random (onnx)' with the run's best epoch
+    import shutil
+
+    from facelandmarks.evaluation.evaluate import evaluate_runs
+
+    run = shutil.copytree(run_dir, tmp_path / "runs" / run_dir.name, ignore=shutil.ignore_patterns(runtimes.EXPORT_DIR))
+    (run / "history.csv").write_text("epoch,loss,val_loss\n0,0.5,0.4\n1,0.3,0.2\n2,0.25,0.3\n")
+    export.export_run(run, formats=("onnx",))
+    moved = export.export_run(run, tmp_path / "moved", formats=("onnx",))  # --to a folder of its own
+    data = scored_faces(tmp_path / "test.npz")
+    rows = {label: evaluate_runs([folder], data, tmp_path / label, timing=False, runtime="auto")[0]
+            for label, folder in (("run", run), ("export", run / runtimes.EXPORT_DIR), ("moved", moved))}
+    assert [row["model"] for row in rows.values()] == [f"{run.name} (onnx)", f"{run.name}/export (onnx)", "moved (onnx)"]
+    for label, row in rows.items():
+        assert (row["train_loss"], row["val_loss"], row["best_epoch"]) == (0.3, 0.2, 2), label
+        assert (tmp_path / label / "curves.png").is_file(), label
+
+
 def test_a_runtime_without_its_file_names_the_export_command_for_this_run(run_dir, tmp_path):
     # it said 'export.py --format litert': without the run that exports the shipped model, and it would have
     # replaced the folder without the ONNX file
