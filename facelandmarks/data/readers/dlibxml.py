@@ -95,6 +95,21 @@ def read_dlibxml(source: str | os.PathLike, options: ReaderOptions | None = None
                         given_box=np.array([left, top, left + width, top + height], np.float32),
                     )
                 )
+    if not given:
+        _check_ibug68(source, listing.records)
     if use_roles:
         listing.notes.append("XML files named *train*/*test* give the split")
     return listing
+
+
+def _check_ibug68(source: Path, records: list[FaceRecord]) -> None:
+    """Without ``--scheme`` the parts are iBUG 68's: parts 00-N in every box and none past them are a markup of
+    N + 1 points of its own (read as iBUG 68 they would be its jaw's points, the rest unlabelled): stop."""
+    counts = {int(record.labelled.sum()) for record in records}
+    if len(counts) != 1 or not all(record.labelled[:next(iter(counts))].all() for record in records):
+        return
+    n = counts.pop()
+    if n < 68:
+        raise AnnotationError(f"{source}: every box has parts 00-{n - 1:02d} and none past them: a markup of {n} points, "
+                              "not iBUG 68's; give --scheme FILE (docs/own-landmarks.md), or --scheme ibug68 to read them "
+                              f"as iBUG 68's points 00-{n - 1:02d}")

@@ -1,0 +1,49 @@
+"""A markup of your own read from the formats docs/own-landmarks.md offers: the mistakes a user makes first."""
+
+import cv2
+import numpy as np
+import pytest
+
+from facelandmarks.data.readers.csvtable import read_csv_points
+from facelandmarks.data.readers.dlibxml import read_dlibxml
+from facelandmarks.data.records import AnnotationError, ReaderOptions
+from facelandmarks.landmarks import Scheme
+
+FACE5 = {
+    "name": "ownmarkup5",
+    "points": ["right_eye", "left_eye", "nose", "right_mouth", "left_mouth"],
+    "pairs": [["right_eye", "left_eye"], ["right_mouth", "left_mouth"]],
+    "normalize": ["right_eye", "left_eye"],
+}
+
+
+def image(folder, name="face.png"):
+    cv2.imwrite(str(folder / name), np.full((80, 60, 3), 128, np.uint8))
+    return name
+
+
+def dlib_xml(tmp_path, boxes):
+    name = image(tmp_path)
+    box_lines = "".join(
+        "<box top='5' left='6' width='30' height='40'>"
+        + "".join(f"<part name='{p}' x='{10 + i}' y='{20 + i}'/>" for i, p in enumerate(parts)) + "</box>"
+        for parts in boxes)
+    path = tmp_path / "faces.xml"
+    path.write_text(f"<dataset><images><image file='{name}'>{box_lines}</image></images></dataset>")
+    return path
+
+
+def test_dlib_xml_of_fewer_points_without_a_scheme_asks_for_one(tmp_path):
+    """Parts 00-11 in every box were read as iBUG 68's jaw points 0-11 (the other 56 unlabelled), in silence."""
+    twelve = [f"{i:02d}" for i in range(12)]
+    path = dlib_xml(tmp_path, [twelve, twelve])
+    with pytest.raises(AnnotationError, match=rf"^{path}: every box has parts 00-11 and none past them: a markup of 12 "
+                                              r"points, not iBUG 68's; give --scheme FILE \(docs/own-landmarks.md\), or "
+                                              r"--scheme ibug68 to read them as iBUG 68's points 00-11$"):
+        read_dlibxml(path)
+    assert len(read_dlibxml(path, ReaderOptions(scheme=Scheme.from_dict({**FACE5, "points": 12, "pairs": [],
+                                                                         "normalize": [0, 1]}))).records) == 2
+    # iBUG 68 with points left out stays iBUG 68: a box with other parts, or parts that do not start at 00
+    assert len(read_dlibxml(dlib_xml(tmp_path, [twelve, [f"{i:02d}" for i in range(68) if i != 40]])).records) == 2
+    assert len(read_dlibxml(dlib_xml(tmp_path, [["36", "45"]])).records) == 1
+
