@@ -47,3 +47,29 @@ def test_dlib_xml_of_fewer_points_without_a_scheme_asks_for_one(tmp_path):
     assert len(read_dlibxml(dlib_xml(tmp_path, [twelve, [f"{i:02d}" for i in range(68) if i != 40]])).records) == 2
     assert len(read_dlibxml(dlib_xml(tmp_path, [["36", "45"]])).records) == 1
 
+
+def test_a_csv_whose_first_row_misses_by_its_leading_columns_names_the_first_coordinate(tmp_path):
+    """Forgetting --csv-first-coordinate (or a person column left out) read '25 coordinates from column 1' and no more."""
+    scheme = Scheme.from_dict(FACE5)
+    name = image(tmp_path)
+    path = tmp_path / "points.csv"
+    coords = ",".join(["5"] * 10)
+    path.write_text(f"file,person,coords\n{name},ann,{coords}\n")
+    with pytest.raises(AnnotationError, match=rf"^{path}:2: 11 coordinates from column 1, scheme ownmarkup5 has 5 points "
+                                              r"\(10 numbers\) \(12 columns: do the coordinates start at column 2\? "
+                                              r"--csv-first-coordinate 2\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme))
+    path.write_text(f"file,coords\n{name},{coords}\n")
+    with pytest.raises(AnnotationError, match=r":2: 9 coordinates from column 2, .* \(11 columns: do the coordinates "
+                                              r"start at column 1\? --csv-first-coordinate 1\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2, csv_subject_column=1))
+    # numbers where the coordinates would start: as likely a markup of more points than the scheme's (the doc's example)
+    path.write_text(f"file,coords\n{name},{','.join(['5'] * 12)}\n")
+    with pytest.raises(AnnotationError, match=r":2: 12 coordinates from column 1, scheme ownmarkup5 has 5 points "
+                                              r"\(10 numbers\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme))
+    # a later row that is short is that row's mistake: no hint to move the columns every good row agrees with
+    path.write_text(f"file,coords\n{name},{coords}\n{name},{','.join(['5'] * 9)}\n")
+    with pytest.raises(AnnotationError, match=r":3: 9 coordinates from column 1, scheme ownmarkup5 has 5 points "
+                                              r"\(10 numbers\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme))

@@ -43,6 +43,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
     first, image_column, subject_column = options.csv_first_coordinate, options.csv_image_column, options.csv_subject_column
     for csv_path in csv_files:
         folder = Path(options.images) if options.images else csv_path.parent
+        read_before = False  # a row of this file had the scheme's count: a later row that misses is that row's mistake
         for line, row in csv_rows(csv_path):
             if not any(cell.strip() for cell in row):
                 continue
@@ -56,7 +57,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             if len(cells) != 2 * k:
                 hint = (" (one column: the reader splits at commas, and this row has ';')" if len(row) == 1 and ";" in row[0]
                         else " (a comma at the end of the row?)" if len(cells) == 2 * k + 1 and not cells[-1].strip()
-                        else "")
+                        else _first_coordinate_hint(row, first, k, image_column) if not read_before else "")
                 raise AnnotationError(f"{csv_path}:{line}: {len(cells)} coordinates from column {first}, "
                                       f"scheme {scheme.name} has {k} points ({2 * k} numbers){hint}")
             for column, what in ((image_column, "image"), (subject_column, "subject")):
@@ -65,6 +66,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
                 if column is not None and column >= first:
                     raise AnnotationError(f"{csv_path}:{line}: {what} column {column} is a coordinate (the coordinates run "
                                           f"from column {first}, --csv-first-coordinate, to the end of the row)")
+            read_before = True
             try:
                 values = [_parse_float(cell) for cell in cells]
             except ValueError:
@@ -96,6 +98,16 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
         listing.notes.append("each image is its own subject: photos of one person can land on both sides of the "
                              "split; name each face's person with --csv-subject-column N")
     return listing
+
+
+def _first_coordinate_hint(row: list[str], first: int, k: int, image_column: int) -> str:
+    """For a file's first row of the wrong count: where its 2K coordinates would start (``--csv-first-coordinate``
+    forgotten, or a column more or less before them than it says), unless the columns it would skip are numbers too
+    (then more points than the scheme's is as likely)."""
+    start = len(row) - 2 * k
+    skipped_text = start > first and not all(_is_number(cell) for cell in row[first:start])
+    return (f" ({len(row)} columns: do the coordinates start at column {start}? --csv-first-coordinate {start})"
+            if image_column < start and (start < first or skipped_text) else "")
 
 
 def _is_number(cell: str) -> bool:
