@@ -33,6 +33,13 @@ MIN_SPAN_PX = 2.0
 MAX_SPAN_TO_IMAGE = 1.5
 # At least this share of the labelled points must fall inside the crop box.
 MIN_IN_CROP = 0.5
+# A markup of its own may span less of the face than iBUG 68's points do (no jaw, no brows: 5 points span about half
+# as much): dlib's box around its faces is measured on up to CALIBRATION_FACES of them, spread through the set, where
+# dlib finds a box 1/2 to CALIBRATION_MAX_RATIO x the points' span that holds them; fewer than CALIBRATION_MIN_FACES
+# such faces keep iBUG 68's relation.
+CALIBRATION_FACES = 30
+CALIBRATION_MIN_FACES = 5
+CALIBRATION_MAX_RATIO = 4.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class CropSettings:
     gray: bool = False
     fallback: bool = True
     upsample: int = 0
+    landmark_box: tuple[float, float, float] | None = None  # faces.detection_like_box's relation (None: iBUG 68's)
 
 
 @dataclass
@@ -110,7 +118,7 @@ def off_image(points: np.ndarray, image_shape) -> tuple[np.ndarray, float]:
     return off, margin
 
 
-def choose_view(views, record: FaceRecord, detector: faces.FaceDetector, use_dlib: bool):
+def choose_view(views, record: FaceRecord, detector: faces.FaceDetector, use_dlib: bool, relation=None):
     """The view of the image (EXIF-turned or stored) the landmarks belong to.
 
     Returns:
@@ -126,7 +134,7 @@ def choose_view(views, record: FaceRecord, detector: faces.FaceDetector, use_dli
     if len(fitting) == 1:
         return (*fitting[0], None)
     for label, image in fitting if use_dlib else ():
-        found = detector.find_face(image, record.points, record.labelled)
+        found = detector.find_face(image, record.points, record.labelled, relation)
         if found is not None:
             return label, image, found
     return FaceSkipped(f"landmarks fit both the {views[0][0]} and the {views[1][0]}, "
@@ -142,7 +150,7 @@ def crop_record(record: FaceRecord, settings: CropSettings, detector: faces.Face
     labelled = record.labelled
     if labelled.sum() < 2:
         return FaceSkipped(f"only {int(labelled.sum())} labelled landmark(s)", image_read=True)
-    chosen = choose_view(views, record, detector, use_dlib=record.given_box is None)
+    chosen = choose_view(views, record, detector, use_dlib=record.given_box is None, relation=settings.landmark_box)
     if isinstance(chosen, FaceSkipped):
         return chosen
     label, image, found = chosen
@@ -177,12 +185,54 @@ def _crop_box(record: FaceRecord, image, settings: CropSettings, detector, found
         box = given if record.given_kind == "crop" else faces.crop_box_from_detection(given)
         return "given", box
     if found is None:
-        found = detector.find_face(image, record.points, record.labelled)
+        found = detector.find_face(image, record.points, record.labelled, settings.landmark_box)
     if found is not None:
         return "dlib", faces.crop_box_from_detection(found)
     if settings.fallback:
-        return "landmarks", faces.crop_box_from_landmarks(record.points, record.labelled)
+        return "landmarks", faces.crop_box_from_landmarks(record.points, record.labelled, settings.landmark_box)
     return FaceSkipped("dlib found no face matching the landmarks (--no-fallback)", image_read=True)
+
+
+def calibrate_landmark_box(records, upsample: int = 0, limit: int = CALIBRATION_FACES):
+    """Where dlib's box lies around these records' points: ``((scale, dx, dy), faces, name)`` for
+    ``faces.detection_like_box``, the medians over the ``faces`` measured (``CALIBRATION_FACES`` at most, spread
+    through ``records``; ``name`` the first one's), or None when fewer than ``CALIBRATION_MIN_FACES`` could be."""
+    detector = faces.FaceDetector(upsample=upsample)
+    usable = [r for r in records if r.given_box is None and r.labelled.sum() >= 2]
+    measured, names = [], []
+    for index in np.random.default_rng(0).permutation(len(usable))[:3 * limit]:  # spread through the set, the same each time
+        record = usable[index]
+        try:
+            views = [("as given", record.pixels)] if record.pixels is not None else read_image_views(record.image_path)[0]
+        except ImageReadError:
+            continue
+        fitting = [image for _, image in views if landmark_problem(record.points, record.labelled, image.shape) is None]
+        if len(fitting) == 1:
+            found = _measure(detector, fitting[0], record.points, record.labelled)
+            measured += [found] if found is not None else []
+            names += [record.name] if found is not None else []
+        if len(measured) == limit:
+            break
+    if len(measured) < CALIBRATION_MIN_FACES:
+        return None
+    return tuple(float(v) for v in np.median(measured, axis=0)), len(measured), names[0]
+
+
+def _measure(detector, image, points, labelled):
+    """``(scale, dx, dy)`` of the detection nearest the points' box that holds them, or None."""
+    x0, y0, x1, y1 = faces.landmark_bounds(points, labelled)
+    side, centre = max(x1 - x0, y1 - y0), np.array([x0 + x1, y0 + y1]) / 2
+    best, best_distance = None, np.inf
+    for det in detector.detect(image)[0]:
+        det_side, det_centre = max(det[2] - det[0], det[3] - det[1]), (det[:2] + det[2:]) / 2
+        if not 0.5 <= det_side / side <= CALIBRATION_MAX_RATIO:
+            continue
+        if faces.coverage(faces.crop_box_from_detection(det), points, labelled) < faces.MIN_COVERAGE:
+            continue
+        distance = float(np.linalg.norm(det_centre - centre))
+        if distance < best_distance:
+            best, best_distance = (det_side / side, *((det_centre - centre) / side)), distance
+    return best
 
 
 def _crop_task(item: tuple[int, FaceRecord]):

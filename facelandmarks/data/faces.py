@@ -142,7 +142,7 @@ class FaceDetector:
         self.dropped = int((~passed).sum())
         return boxes[passed], scores[passed]
 
-    def find_face(self, image: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None):
+    def find_face(self, image: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None, relation=None):
         """The detection that belongs to these landmarks, or None.
 
         Searches at ``upsample``; when no detection matches and the image is
@@ -155,7 +155,7 @@ class FaceDetector:
             levels.append(self.upsample + 1)
         for level in levels:
             boxes, _ = self.detect(image, level)
-            index = match_detection(boxes, points, visible)
+            index = match_detection(boxes, points, visible, relation)
             if index is not None:
                 return boxes[index]
         return None
@@ -237,18 +237,23 @@ def landmark_bounds(points: np.ndarray, visible: np.ndarray | None = None) -> np
     return np.array([lo[0], lo[1], hi[0], hi[1]], np.float32)
 
 
-def detection_like_box(points: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
-    """The box dlib would most likely have drawn around these landmarks."""
+def detection_like_box(points: np.ndarray, visible: np.ndarray | None = None, relation=None) -> np.ndarray:
+    """The box dlib would most likely have drawn around these landmarks.
+
+    ``relation`` ``(scale, dx, dy)``: the box's side is ``scale`` x the landmark box's larger side, its centre ``dx``,
+    ``dy`` of that side from the landmark box's centre; None: iBUG 68's (``cropping.calibrate_landmark_box`` measures
+    another markup's)."""
+    scale, dx, dy = relation or (LANDMARK_BOX_SCALE, 0.0, LANDMARK_BOX_SHIFT)
     x0, y0, x1, y1 = landmark_bounds(points, visible)
     side = max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + LANDMARK_BOX_SHIFT * side
-    half = LANDMARK_BOX_SCALE * side / 2
+    cx, cy = (x0 + x1) / 2 + dx * side, (y0 + y1) / 2 + dy * side
+    half = scale * side / 2
     return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
 
 
-def crop_box_from_landmarks(points: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
-    """Fallback crop box for a face dlib missed: as if dlib had found it."""
-    return crop_box_from_detection(detection_like_box(points, visible))
+def crop_box_from_landmarks(points: np.ndarray, visible: np.ndarray | None = None, relation=None) -> np.ndarray:
+    """Fallback crop box for a face dlib missed: as if dlib had found it (``relation``: ``detection_like_box``'s)."""
+    return crop_box_from_detection(detection_like_box(points, visible, relation))
 
 
 def coverage(box: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None) -> float:
@@ -261,7 +266,7 @@ def coverage(box: np.ndarray, points: np.ndarray, visible: np.ndarray | None = N
     return float(inside.mean()) if len(points) else 0.0
 
 
-def match_detection(detections: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None):
+def match_detection(detections: np.ndarray, points: np.ndarray, visible: np.ndarray | None = None, relation=None):
     """Index of the detection that belongs to these landmarks, or None.
 
     A detection matches when its crop box holds at least ``MIN_COVERAGE`` of
@@ -271,7 +276,7 @@ def match_detection(detections: np.ndarray, points: np.ndarray, visible: np.ndar
     """
     if len(detections) == 0:
         return None
-    expected = detection_like_box(points, visible)
+    expected = detection_like_box(points, visible, relation)
     exp_side = expected[2] - expected[0]
     exp_centre = (expected[:2] + expected[2:]) / 2
     best, best_dist = None, np.inf

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data.buffers import ShardedBuffer, SplitBuffer, add_with_copies, write_npz
-from facelandmarks.data.cropping import CropSettings, FaceSkipped, _iterate_crops
+from facelandmarks.data.cropping import CropSettings, FaceSkipped, _iterate_crops, calibrate_landmark_box
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.fileset import SetWriter, manifest_path, read_manifest
 from facelandmarks.data.readers import READERS, TAKE_OPTIONS
@@ -299,7 +299,15 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
 def _crop_all(records, sides, buffers, scheme, options: PrepareOptions):
     """Crop every record (in a process pool) into the buffer of its side; returns counts, notes and skips."""
     counts, notes, note_example, skips = Counter(), Counter(), {}, []
-    settings = CropSettings(options.size, options.gray, options.fallback, options.upsample)
+    # a markup of its own: where dlib's box lies around its points, measured (its points may span less of the face)
+    calibrated = None if is_builtin(scheme.name) else calibrate_landmark_box(records, options.upsample)
+    settings = CropSettings(options.size, options.gray, options.fallback, options.upsample,
+                            landmark_box=calibrated and calibrated[0])
+    if calibrated:
+        (scale, dx, dy), measured, example = calibrated
+        note = (f"measured dlib's box around {scheme.name}'s points: side {scale:.2f} x their span, centre {dx:+.2f}, "
+                f"{dy:+.2f} of it from theirs (to match detections and box the faces dlib misses)")
+        notes[note], note_example[note] = measured, example
     workers = options.workers or os.cpu_count() or 1
     from tqdm import tqdm
 
