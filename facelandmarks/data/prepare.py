@@ -107,9 +107,10 @@ FALLBACK_WARN_FACES = 10
 def _check_sources(datasets: list[tuple[str, str]]) -> None:
     """Two sources of which one holds the other (or the same twice) would read their faces twice, under two
     subject names, so a photo could land on both sides of the split: an error naming both."""
-    for _, source in datasets:
+    for name, source in datasets:
         if not Path(source).exists():
-            raise ValueError(f"{source}: no such folder (--source)")
+            kind = "file or folder" if name in ("coco", "csv", "dlibxml") else "folder"  # these read a file too
+            raise ValueError(f"{source}: no such {kind} (--source)")
     resolved = [(source, Path(source).resolve()) for _, source in datasets]
     for i, (a, path_a) in enumerate(resolved):
         for b, path_b in resolved[i + 1:]:

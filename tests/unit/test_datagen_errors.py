@@ -257,7 +257,8 @@ def bad_annotations(tmp_path):
     (wflw / "list.txt").write_text("1 2 3 a.jpg\n")
     cases.append(("wflw line too short", "wflw", wflw, f"{wflw}/list.txt:1: 4 fields, expected 196 coordinates"))
     for dataset in ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml"):
-        cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere", f"{tmp_path / 'nowhere'}: no such folder"))
+        kind = "file or folder" if dataset == "dlibxml" else "folder"  # dlibxml reads an XML file too
+        cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere", f"{tmp_path / 'nowhere'}: no such {kind}"))
     for label, (edit, says) in COCO_EDITS.items():
         coco = folder(f"coco_{len(cases)}")
         (coco / "faces.json").write_text(json.dumps(edit(coco_file())))

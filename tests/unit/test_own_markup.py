@@ -73,3 +73,12 @@ def test_a_csv_whose_first_row_misses_by_its_leading_columns_names_the_first_coo
     with pytest.raises(AnnotationError, match=r":3: 9 coordinates from column 1, scheme ownmarkup5 has 5 points "
                                               r"\(10 numbers\)$"):
         read_csv_points(path, ReaderOptions(scheme=scheme))
+
+
+@pytest.mark.parametrize("dataset, name", [("csv", "points.csv"), ("coco", "anno.json"), ("dlibxml", "faces.xml")])
+def test_a_missing_annotation_file_is_not_called_a_folder(tmp_path, capsys, dataset, name):
+    from facelandmarks.cli.datagen import main as datagen
+
+    missing = tmp_path / name
+    assert datagen(["prepare", dataset, "--source", str(missing), "--size", "32", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"datagen.py prepare: {missing}: no such file or folder (--source)\n"
