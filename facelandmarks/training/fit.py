@@ -79,8 +79,15 @@ def _restart_for_markup(config: TrainConfig, before: dict | None, scheme, model)
     ``model``'s head, which ``init_weights`` then starts fresh (their outputs are the other markup's points), and the
     reason for its line."""
     other = before.get("scheme") if before else None
-    if other is None or other == scheme.name or before.get("num_points") != scheme.num_points:
-        return (), ""  # the same markup, or another point count: the layers that do not fit restart anyway
+    if other is None or before.get("num_points") != scheme.num_points:
+        return (), ""  # another point count: the layers that do not fit restart anyway
+    if other == scheme.name:  # the same markup, unless its scheme file now names other points
+        was, now = (before.get("scheme_definition") or {}).get("points"), scheme.to_dict()["points"]
+        if not isinstance(was, list) or was == now or not isinstance(now, list):
+            return (), ""
+        i = next(i for i, (a, b) in enumerate(zip(was, now)) if a != b)
+        return _head(config, scheme, model), (f": the run's {other} named its points otherwise (point {i} was {was[i]!r}, "
+                                              f"this data's is {now[i]!r}): its scheme file has changed since")
     return _head(config, scheme, model), f": the run's points are {other}'s, this data's {scheme.name}'s"
 
 

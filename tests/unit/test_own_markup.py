@@ -82,3 +82,23 @@ def test_a_missing_annotation_file_is_not_called_a_folder(tmp_path, capsys, data
     missing = tmp_path / name
     assert datagen(["prepare", dataset, "--source", str(missing), "--size", "32", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"datagen.py prepare: {missing}: no such file or folder (--source)\n"
+
+
+def test_init_from_a_run_whose_scheme_of_the_same_name_had_other_points_restarts_the_head():
+    """A scheme file edited under its old name (other points, as many): the head was kept, its outputs the old points."""
+    from facelandmarks.models import build_model
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import _restart_for_markup
+
+    now = Scheme.from_dict(FACE5)
+    before = {**FACE5, "points": ["right_brow", "left_brow", "nose", "right_mouth", "left_mouth"],
+              "pairs": [["right_brow", "left_brow"], ["right_mouth", "left_mouth"]], "normalize": ["right_brow", "left_brow"]}
+    config = TrainConfig(model="scratch", data="unused.npz", run_dir="unused", input_shape=(32, 32, 1))
+    model = build_model("scratch", input_shape=(32, 32, 1), num_points=5)
+    run = {"scheme": "ownmarkup5", "num_points": 5, "scheme_definition": before}
+    layers, reason = _restart_for_markup(config, run, now, model)
+    assert layers == ("landmark_coordinates",)
+    assert reason == ": the run's ownmarkup5 named its points otherwise (point 0 was 'right_brow', this data's is " \
+                     "'right_eye'): its scheme file has changed since"
+    assert _restart_for_markup(config, {**run, "scheme_definition": now.to_dict()}, now, model) == ((), "")
+    assert _restart_for_markup(config, {"scheme": "ownmarkup5", "num_points": 5}, now, model) == ((), "")
