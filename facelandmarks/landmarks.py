@@ -258,21 +258,26 @@ KAGGLE15 = Scheme(
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (MUCT76, IBUG68, WFLW98, KAGGLE15)}
 _REGISTERED: dict[str, Scheme] = {}  # user schemes: scheme files, npz files and runs that carry a definition
+_ORIGINS: dict[str, str | None] = {}  # the file that registered each
 
 
-def register_scheme(scheme: Scheme) -> Scheme:
+def register_scheme(scheme: Scheme, origin: str | None = None) -> Scheme:
     """Make ``get_scheme(scheme.name)`` find a scheme of your own; returns the registered one.
 
-    Registering the same markup again is a no-op; another markup under a
-    taken name (a built-in's or a registered one's) is a ValueError.
+    Registering the same markup again is a no-op; another markup under a taken name (a built-in's or a
+    registered one's) is a ValueError naming the ``origin`` (a file) that registered the name and what differs.
     """
     known = SCHEMES.get(scheme.name) or _REGISTERED.get(scheme.name)
     if known is not None:
         if not known.same_markup(scheme):
-            where = "a built-in scheme" if scheme.name in SCHEMES else "already registered with another markup"
+            differ = [k for k, key in (("point count", "num_points"), ("pairs", "mirror"), ("normalize", "norm_points"),
+                      ("pupils", "pupils"), ("regions", "regions")) if getattr(known, key) != getattr(scheme, key)]
+            by = f"by {_ORIGINS[scheme.name]}; " if _ORIGINS.get(scheme.name) else ""
+            where = "a built-in scheme" if scheme.name in SCHEMES else \
+                f"already registered with another markup ({by}its {', '.join(differ or ['normalize'])} differ)"
             raise ValueError(f"scheme name {scheme.name!r} is {where}; give yours another name")
         return known
-    _REGISTERED[scheme.name] = scheme
+    _REGISTERED[scheme.name], _ORIGINS[scheme.name] = scheme, origin
     return scheme
 
 

@@ -57,7 +57,7 @@ def load_scheme(path: str | os.PathLike, register: bool = True) -> Scheme:
     if not register:
         return scheme
     try:
-        return register_scheme(scheme)
+        return register_scheme(scheme, str(path))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
 
@@ -111,8 +111,9 @@ def definition_to_store(scheme: Scheme | str) -> dict | None:
     return None if is_builtin(name) else get_scheme(name.split("/", 1)[0]).to_dict()
 
 
-def register_definition(definition, origin: str) -> Scheme:
-    """Register a stored definition (a mapping, or its JSON text); problems are one ValueError naming ``origin``."""
+def register_definition(definition, origin: str, by: str | None = None) -> Scheme:
+    """Register a stored definition (a mapping, or its JSON text); problems are one ValueError naming ``origin``;
+    ``by`` (default ``origin``): the file a later clash under its name names as the one that registered it."""
     if isinstance(definition, str):
         try:
             definition = json.loads(definition)
@@ -120,6 +121,6 @@ def register_definition(definition, origin: str) -> Scheme:
             raise ValueError(f"{origin}: scheme definition is not valid JSON ({err.msg})") from None
     scheme = Scheme.from_dict(definition, origin=origin)
     try:
-        return register_scheme(scheme)
+        return register_scheme(scheme, by or origin)
     except ValueError as err:
         raise ValueError(f"{origin}: {err}") from None

@@ -115,7 +115,7 @@ def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>"
     if missing:
         fail(f"missing key(s) {', '.join(missing)}")
     try:
-        scheme = scheme_of(arrays, "")  # fail() names the file
+        scheme = scheme_of(arrays, "", by=path)  # fail() names the file
     except ValueError as err:
         fail(str(err))
     landmarks, visible = arrays["landmarks"], arrays["visible"]
@@ -213,11 +213,12 @@ def _reason(err: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def scheme_of(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>") -> Scheme:
+def scheme_of(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>", by=None) -> Scheme:
     """The arrays' scheme; a definition they carry (``scheme_json``) is registered first (its errors name ``path``,
-    unless it is empty)."""
+    unless it is empty; a later clash names ``by`` or ``path``, the file that registered it)."""
     if "scheme_json" in arrays:
-        scheme = register_definition(str(arrays["scheme_json"]), f"{path} (scheme_json)" if path else "scheme_json")
+        scheme = register_definition(str(arrays["scheme_json"]), f"{path} (scheme_json)" if path else "scheme_json",
+                                     f"{by or path} (scheme_json)" if by or path else None)
         if scheme.name != str(arrays["scheme"]):
             raise ValueError(f"scheme_json defines {scheme.name!r} but scheme is {str(arrays['scheme'])!r}")
         return scheme

@@ -1,9 +1,12 @@
 """A markup of your own read from the formats docs/own-landmarks.md offers: the mistakes a user makes first."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
+from facelandmarks.data import npz
 from facelandmarks.data.readers.csvtable import read_csv_points
 from facelandmarks.data.readers.dlibxml import read_dlibxml
 from facelandmarks.data.records import AnnotationError, ReaderOptions
@@ -102,3 +105,27 @@ def test_init_from_a_run_whose_scheme_of_the_same_name_had_other_points_restarts
                      "'right_eye'): its scheme file has changed since"
     assert _restart_for_markup(config, {**run, "scheme_definition": now.to_dict()}, now, model) == ((), "")
     assert _restart_for_markup(config, {"scheme": "ownmarkup5", "num_points": 5}, now, model) == ((), "")
+
+
+def test_a_scheme_name_taken_by_another_markup_says_who_took_it_and_what_differs(tmp_path):
+    """An old run evaluated on data prepared with its scheme file edited: the line named the run's export alone and
+    'give yours another name', not which file registered the name first nor what differs."""
+    from facelandmarks import landmarks
+    from facelandmarks.scheme_files import register_definition
+
+    try:
+        register_definition(FACE5, "data/test.npz (scheme_json)")
+        with pytest.raises(ValueError, match=r"^runs/x/export/export.json \(scheme_definition\): scheme name 'ownmarkup5' "
+                                             r"is already registered with another markup \(by data/test.npz "
+                                             r"\(scheme_json\); its pairs, normalize differ\); give yours another name$"):
+            register_definition({**FACE5, "pairs": [], "normalize": "box"}, "runs/x/export/export.json (scheme_definition)")
+        landmarks._REGISTERED.pop("ownmarkup5")
+        arrays = {"images": np.zeros((1, 8, 8, 3), np.uint8), "landmarks": np.full((1, 5, 2), 0.5, np.float32),
+                  "visible": np.ones((1, 5), bool), "subject": np.array(["a"]), "scheme": np.array("ownmarkup5"),
+                  "box": np.zeros((1, 4), np.float32), "scheme_json": np.array(json.dumps(FACE5))}
+        npz.save_npz(tmp_path / "test.npz", arrays)
+        npz.load_npz(tmp_path / "test.npz")  # registers its scheme
+        with pytest.raises(ValueError, match=rf"another markup \(by {tmp_path / 'test.npz'} \(scheme_json\); its pairs differ"):
+            register_definition({**FACE5, "pairs": []}, "runs/x/config.json (scheme_definition)")
+    finally:
+        landmarks._REGISTERED.pop("ownmarkup5", None)

@@ -143,6 +143,6 @@ def _scheme_from_category(path: Path, data: dict) -> Scheme:
     definition = {"name": f"coco_{category.get('name', 'face')}{len(names)}", "points": names, "pairs": pairs,
                   "normalize": "box", "description": f"categories[0] of {path.name}"}
     try:
-        return register_scheme(Scheme.from_dict(definition, origin=f"{path} (categories[0])"))
+        return register_scheme(Scheme.from_dict(definition, origin=f"{path} (categories[0])"), f"{path} (categories[0])")
     except ValueError as err:
         raise AnnotationError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
