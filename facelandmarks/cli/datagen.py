@@ -27,7 +27,7 @@ from facelandmarks.data.prepare import PrepareOptions, prepare
 from facelandmarks.data.readers import READERS
 from facelandmarks.data.records import CSV_LAYOUTS, AnnotationError, ReaderOptions
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
-from facelandmarks.scheme_files import load_scheme, resolve_scheme
+from facelandmarks.scheme_files import resolve_scheme
 from facelandmarks.training.config import seed_problem
 
 EXIT_INPUT = 2
@@ -127,7 +127,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
                     "data's mirror (mirrored faces are in the data already).",
     )
     pick.add_argument("--data", required=True, help="prepared npz")
-    pick.add_argument("--scheme", required=True, help="scheme file of the new markup (its K points)")
+    pick.add_argument("--scheme", required=True, help="the new markup (its K points): a scheme file or a built-in name")
     pick.add_argument("--points", required=True, help="comma-separated indices into the data's points, one per new point")
     pick.add_argument("--out", required=True, help="output npz")
 
@@ -224,7 +224,7 @@ def _run(command: str, args: argparse.Namespace) -> None:
             raise ValueError(f"{args.out}: --out is the --data file; write the selected points to another file "
                              "(replacing it would lose the data's own points)")
         # the crops are not touched: JPEG-packed ones are written back as they were read
-        arrays = npz.select_points(npz.load_npz(args.data, decode_images=False), load_scheme(args.scheme), indices)
+        arrays = npz.select_points(npz.load_npz(args.data, decode_images=False), resolve_scheme(args.scheme), indices)
         npz.save_npz(args.out, arrays)
         print(f"{args.out}: {len(arrays['landmarks'])} faces, {len(indices)} points ({arrays['scheme']})")
     elif command == "download":

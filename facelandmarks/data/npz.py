@@ -239,6 +239,10 @@ def select_points(arrays: dict[str, np.ndarray], scheme: Scheme, indices) -> dic
     bad = [i for i in indices if not 0 <= i < base.num_points]
     if bad:
         raise ValueError(f"--points: index {bad[0]} outside 0..{base.num_points - 1} ({base.name})")
+    twice = [(indices.index(old), new) for new, old in enumerate(indices) if indices.index(old) != new]
+    if twice:
+        (a, b), old = twice[0], indices[twice[0][1]]
+        raise ValueError(f"--points: {base.name} {old} given twice (points {a} and {b} of {scheme.name})")
     for new, old in enumerate(indices):
         twin = base.mirror[old]
         if indices[scheme.mirror[new]] != twin:
@@ -248,7 +252,10 @@ def select_points(arrays: dict[str, np.ndarray], scheme: Scheme, indices) -> dic
     out["landmarks"] = np.ascontiguousarray(arrays["landmarks"][:, indices])
     out["visible"] = np.ascontiguousarray(arrays["visible"][:, indices])
     out["scheme"] = np.array(scheme.name)
-    out["scheme_json"] = np.array(scheme_json(scheme))
+    if is_builtin(scheme):
+        out.pop("scheme_json", None)  # a built-in's definition is the package's
+    else:
+        out["scheme_json"] = np.array(scheme_json(scheme))
     return out
 
 

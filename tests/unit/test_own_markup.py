@@ -129,3 +129,32 @@ def test_a_scheme_name_taken_by_another_markup_says_who_took_it_and_what_differs
             register_definition({**FACE5, "pairs": []}, "runs/x/config.json (scheme_definition)")
     finally:
         landmarks._REGISTERED.pop("ownmarkup5", None)
+
+
+def ibug68_arrays(n=2):
+    rng = np.random.default_rng(0)
+    return {"images": np.zeros((n, 8, 8, 3), np.uint8), "landmarks": rng.random((n, 68, 2)).astype(np.float32),
+            "visible": np.ones((n, 68), bool), "subject": np.array(["a", "b"][:n]), "scheme": np.array("ibug68"),
+            "box": np.zeros((n, 4), np.float32)}
+
+
+def test_select_points_refuses_a_point_given_twice():
+    """'30,30,8' (a typo) wrote a dataset whose two points are one, in silence, where no pair caught it."""
+    three = Scheme.from_dict({"name": "ownmarkup3", "points": 3, "normalize": [0, 2]})
+    with pytest.raises(ValueError, match=r"^--points: ibug68 30 given twice \(points 0 and 1 of ownmarkup3\)$"):
+        npz.select_points(ibug68_arrays(), three, [30, 30, 8])
+    assert npz.select_points(ibug68_arrays(), three, [30, 33, 8])["landmarks"].shape == (2, 3, 2)
+
+
+def test_select_points_takes_a_scheme_name_as_prepare_does(tmp_path, capsys):
+    """'--scheme ibug68' said 'ibug68: cannot read scheme file': select-points read files alone."""
+    from facelandmarks.cli.datagen import main as datagen
+
+    npz.save_npz(tmp_path / "ibug.npz", ibug68_arrays())
+    order = ",".join(map(str, range(68)))
+    assert datagen(["select-points", "--data", str(tmp_path / "ibug.npz"), "--scheme", "ibug68", "--points", order,
+                    "--out", str(tmp_path / "same.npz")]) == 0
+    assert str(npz.load_npz(tmp_path / "same.npz")["scheme"]) == "ibug68"
+    assert datagen(["select-points", "--data", str(tmp_path / "ibug.npz"), "--scheme", "nowhere.json", "--points", order,
+                    "--out", str(tmp_path / "x.npz")]) == 2
+    assert capsys.readouterr().err.endswith("nowhere.json: no such scheme file (--scheme)\n")
