@@ -16,17 +16,26 @@ bounding box, for markups without eye corners.  Built-in schemes dump to the sam
 (``dump_scheme``).  Loading a file registers the scheme, so ``get_scheme(name)`` finds it; prepared
 npz files (key ``scheme_json``), run configs and exports (``scheme_definition``) carry the definition
 and register it when read.
+
+A stored definition may also hold ``landmark_box``: ``[scale, dx, dy]``, where dlib's box lies around the
+markup's points on the faces it was prepared from (``faces.detection_like_box``'s relation, measured by
+``datagen.py prepare`` and ``select-points``).  It is a measurement of the data, not part of the markup (two
+sets of one markup may measure it a little differently, and a scheme file does not take it): it travels from
+the npz into the run and the export, and whatever cuts a crop around predicted points (``--recrop``, the video
+tracker) reads it with ``landmark_box_of``.  A definition without it has iBUG 68's relation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin, register_scheme
 
 YAML_SUFFIXES = (".yaml", ".yml")
+LANDMARK_BOX = "landmark_box"  # the stored definition's key for the measured relation (not a scheme file's)
 
 
 def read_scheme_file(path: str | os.PathLike) -> dict:
@@ -98,27 +107,61 @@ def dump_scheme(scheme: Scheme | str, path: str | os.PathLike) -> Path:
     return path
 
 
-def scheme_json(scheme: Scheme | str) -> str:
-    """The definition as compact JSON (what an npz stores under ``scheme_json``)."""
+def scheme_json(scheme: Scheme | str, landmark_box=None) -> str:
+    """The definition as compact JSON (what an npz stores under ``scheme_json``), with ``landmark_box`` when given."""
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
-    return json.dumps(scheme.to_dict(), separators=(",", ":"))
+    return json.dumps(_with_box(scheme.to_dict(), landmark_box), separators=(",", ":"))
 
 
-def definition_to_store(scheme: Scheme | str) -> dict | None:
+def definition_to_store(scheme: Scheme | str, landmark_box=None) -> dict | None:
     """What a run config or an export stores under ``scheme_definition``: None for built-in schemes; for a
-    region or box scheme (``face5/eyes``) the definition of its base, from which ``get_scheme`` derives it."""
+    region or box scheme (``face5/eyes``) the definition of its base, from which ``get_scheme`` derives it.
+    ``landmark_box``: the relation measured on the data (``landmark_box_of``), stored with it when given."""
     name = scheme if isinstance(scheme, str) else scheme.name
-    return None if is_builtin(name) else get_scheme(name.split("/", 1)[0]).to_dict()
+    return None if is_builtin(name) else _with_box(get_scheme(name.split("/", 1)[0]).to_dict(), landmark_box)
 
 
-def register_definition(definition, origin: str, by: str | None = None) -> Scheme:
-    """Register a stored definition (a mapping, or its JSON text); problems are one ValueError naming ``origin``;
-    ``by`` (default ``origin``): the file a later clash under its name names as the one that registered it."""
+def _with_box(definition: dict, landmark_box) -> dict:
+    box = check_landmark_box(landmark_box, "landmark_box")
+    return definition if box is None else {**definition, LANDMARK_BOX: [round(v, 4) + 0.0 for v in box]}  # + 0.0: no -0.0
+
+
+def check_landmark_box(value, origin: str) -> tuple[float, float, float] | None:
+    """``(scale, dx, dy)`` as floats, or None for None; anything else is one ValueError naming ``origin``."""
+    if value is None:
+        return None
+    try:
+        scale, dx, dy = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{origin}: landmark_box must be [scale, dx, dy], got {value!r}") from None
+    if not (math.isfinite(dx) and math.isfinite(dy) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{origin}: landmark_box must be [scale > 0, dx, dy], finite, got {value!r}")
+    return scale, dx, dy
+
+
+def landmark_box_of(definition, origin: str = "scheme definition") -> tuple[float, float, float] | None:
+    """The ``(scale, dx, dy)`` a stored definition (a mapping, its JSON text, or None) carries for
+    ``faces.detection_like_box``; None (iBUG 68's relation) when it carries none, as older files do."""
     if isinstance(definition, str):
         try:
             definition = json.loads(definition)
         except json.JSONDecodeError as err:
             raise ValueError(f"{origin}: scheme definition is not valid JSON ({err.msg})") from None
+    return check_landmark_box(definition.get(LANDMARK_BOX), origin) if isinstance(definition, dict) else None
+
+
+def register_definition(definition, origin: str, by: str | None = None) -> Scheme:
+    """Register a stored definition (a mapping, or its JSON text); problems are one ValueError naming ``origin``;
+    ``by`` (default ``origin``): the file a later clash under its name names as the one that registered it.
+    Its ``landmark_box`` is checked, and left out of the scheme (``landmark_box_of`` reads it)."""
+    if isinstance(definition, str):
+        try:
+            definition = json.loads(definition)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{origin}: scheme definition is not valid JSON ({err.msg})") from None
+    if isinstance(definition, dict) and LANDMARK_BOX in definition:
+        check_landmark_box(definition[LANDMARK_BOX], origin)
+        definition = {k: v for k, v in definition.items() if k != LANDMARK_BOX}
     scheme = Scheme.from_dict(definition, origin=origin)
     try:
         return register_scheme(scheme, by or origin)

@@ -226,7 +226,9 @@ def _run(command: str, args: argparse.Namespace) -> None:
         # the crops are not touched: JPEG-packed ones are written back as they were read
         arrays = npz.select_points(npz.load_npz(args.data, decode_images=False), resolve_scheme(args.scheme), indices)
         npz.save_npz(args.out, arrays)
-        print(f"{args.out}: {len(arrays['landmarks'])} faces, {len(indices)} points ({arrays['scheme']})")
+        box = npz.landmark_box(arrays)  # for recrop and video: where the crops' box lies around the points kept
+        print(f"{args.out}: {len(arrays['landmarks'])} faces, {len(indices)} points ({arrays['scheme']})"
+              + (f"; the crops' box is {box[0]:.2f} x their span, centre {box[1]:+.2f}, {box[2]:+.2f} of it from theirs" if box else ""))
     elif command == "download":
         download_muct(args.dest, args.url, progress=not args.quiet, keep_archives=not args.delete_archives)
     elif command == "bottleneck":

@@ -90,8 +90,9 @@ class ShardedBuffer:
     """
 
     def __init__(self, writer: SetWriter, side: str, shard_size: int, copies: int, size: int, channels: int,
-                 num_points: int, scheme: str, compress: bool, jpeg: int = 0):
+                 num_points: int, scheme: str, compress: bool, jpeg: int = 0, landmark_box=None):
         self.writer, self.stem = writer, f"{writer.name}_{side}"
+        self.landmark_box = landmark_box  # the manifest's definition carries it (``npz.write_manifest``)
         self.shard_size, self.scheme, self.compress, self.jpeg = shard_size, scheme, compress, jpeg
         self.shape = (size, size, channels)
         self._fresh = lambda: SplitBuffer(shard_size + copies, size, channels, num_points)
@@ -121,5 +122,5 @@ class ShardedBuffer:
         self.flush()
         file_name = f"{self.stem}{npz.MANIFEST_SUFFIX}"
         self.writer.write(file_name, lambda path: npz.write_manifest(path, self.shards, self.scheme, self.shape,
-                                                                     self.writer.set_id))
+                                                                     self.writer.set_id, self.landmark_box))
         return str(self.writer.final(file_name))

@@ -13,7 +13,9 @@ subject       str (N,)            identity used for splits
 scheme        str ()              landmark scheme name (``landmarks.py``)
 scheme_json   str ()              the scheme's definition, for schemes of your
                                   own (``scheme_files.py``); loading the file
-                                  registers it, so ``get_scheme`` finds it
+                                  registers it, so ``get_scheme`` finds it; with
+                                  ``landmark_box``, where dlib's box lies around
+                                  its points (``landmark_box``, below)
 box           float32 (N, 4)      crop ``[x0, y0, x1, y1]`` in original pixels
 name          str (N,)            image file (relative to the source)
 source        str (N,)            dataset the face came from (``300w``…)
@@ -64,7 +66,7 @@ from facelandmarks.data import fileset, packed
 from facelandmarks.data.errors import DatasetError
 from facelandmarks.data.fileset import check_set
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
-from facelandmarks.scheme_files import register_definition, scheme_json
+from facelandmarks.scheme_files import definition_to_store, landmark_box_of, register_definition, scheme_json
 
 __all__ = ["DatasetError", "check_set", "load_npz", "save_npz", "validate", "ShardSet"]
 
@@ -254,9 +256,44 @@ def select_points(arrays: dict[str, np.ndarray], scheme: Scheme, indices) -> dic
     out["scheme"] = np.array(scheme.name)
     if is_builtin(scheme):
         out.pop("scheme_json", None)  # a built-in's definition is the package's
-    else:
-        out["scheme_json"] = np.array(scheme_json(scheme))
+    else:  # the crops were cut for the old points: where their box lies around the new ones, measured
+        out["scheme_json"] = np.array(scheme_json(scheme, measured_landmark_box(out)))
     return out
+
+
+MIN_MEASURED_FACES = 5
+
+
+def landmark_box(data) -> tuple[float, float, float] | None:
+    """The ``(scale, dx, dy)`` a dataset's definition carries (arrays' ``scheme_json``, a ``ShardSet``'s
+    manifest): where dlib's box lies around its points (``faces.detection_like_box``); None: iBUG 68's."""
+    if isinstance(data, ShardSet):
+        return data.landmark_box
+    return landmark_box_of(str(data["scheme_json"]), "scheme_json") if "scheme_json" in data else None
+
+
+def measured_landmark_box(arrays: dict[str, np.ndarray]) -> tuple[float, float, float] | None:
+    """Where the box dlib drew, or would have drawn, lies around the points of these crops: ``(scale, dx, dy)``
+    for ``faces.detection_like_box``, medians over the faces.  A crop cut around such a box (``detection``
+    ``dlib`` or ``landmarks``) holds it at one place, ``faces.detection_from_crop_box`` of the whole crop, so
+    the points alone measure it.  None when fewer than ``MIN_MEASURED_FACES`` faces can be measured (crops of
+    the dataset's own boxes, ``given``, are not; nor bottleneck files, which have no crop size).  Measured in the
+    crops' pixels, as ``Predictor`` applies it to its input's."""
+    from facelandmarks.data import faces
+
+    if "images" not in arrays and "images_shape" not in arrays:
+        return None
+    size = int(arrays["images"].shape[1] if "images" in arrays else arrays["images_shape"][1])  # JPEG-packed: not decoded
+    rows = np.isin(arrays["detection"], ("dlib", "landmarks")) if "detection" in arrays else slice(None)
+    detection = faces.detection_from_crop_box([0, 0, size, size])
+    centre = (detection[:2] + detection[2:]) / 2
+    measured = []
+    for uv, seen in zip(arrays["landmarks"][rows], arrays["visible"][rows]):
+        if seen.sum() >= 2:
+            x0, y0, x1, y1 = faces.landmark_bounds(uv * size - 0.5, seen)
+            side = max(x1 - x0, y1 - y0)
+            measured.append((float(detection[2] - detection[0]) / side, *((centre - [(x0 + x1) / 2, (y0 + y1) / 2]) / side)))
+    return tuple(float(v) for v in np.median(measured, axis=0)) if len(measured) >= MIN_MEASURED_FACES else None
 
 
 def subset(arrays: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
@@ -291,8 +328,10 @@ def shard_path(prefix: str | os.PathLike, index: int) -> Path:
     return Path(f"{prefix}-{index:05d}.npz")
 
 
-def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, image_shape, set_id: str | None = None) -> Path:
-    """``PREFIX.shards.json``: the shard files (relative to it), their face counts, scheme, image shape and set id."""
+def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, image_shape, set_id: str | None = None,
+                   landmark_box=None) -> Path:
+    """``PREFIX.shards.json``: the shard files (relative to it), their face counts, scheme, image shape and set id
+    (and, for a scheme of your own, its definition, with ``landmark_box`` when measured)."""
     path = Path(path)
     body = {
         "scheme": scheme,
@@ -303,7 +342,7 @@ def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, ima
     if set_id:
         body["set_id"] = set_id
     if not is_builtin(scheme):  # a scheme of your own travels with its data
-        body["scheme_definition"] = get_scheme(scheme).to_dict()
+        body["scheme_definition"] = definition_to_store(scheme, landmark_box)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(body, indent=1) + "\n")
     os.replace(tmp, path)
@@ -330,6 +369,7 @@ class ShardSet:
             self.counts = [int(s["faces"]) for s in body["shards"]]
             if "scheme_definition" in body:
                 register_definition(body["scheme_definition"], f"{self.manifest} (scheme_definition)")
+            self.landmark_box = landmark_box_of(body.get("scheme_definition"), f"{self.manifest} (scheme_definition)")
             self.scheme = get_scheme(body["scheme"])
             self.image_shape = tuple(body["image_shape"])
             self.set_id = body.get("set_id")

@@ -243,19 +243,24 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
     channels = 1 if options.gray else 3
     _check_free_space(writer, plan, options, copies, channels, scheme.num_points)
     records, sides = plan.records, plan.sides
+    # a markup of its own: where dlib's box lies around its points, measured (its points may span less of the face);
+    # the data carries it, so runs and exports of it cut their crops around predicted points the same way
+    calibrated = None if is_builtin(scheme.name) else calibrate_landmark_box(records, options.upsample)
+    landmark_box = calibrated[0] if calibrated else None
     if options.shard_size:
         # shards hold random samples of the faces, not one dataset or subject after another
         order = np.random.default_rng(options.split.seed).permutation(len(records))
         records, sides = [records[i] for i in order], [sides[i] for i in order]
         buffers = {side: ShardedBuffer(writer, side, options.shard_size, copies, options.size, channels,
-                                       scheme.num_points, plan.scheme_name, options.compress, options.jpeg) for side in SIDES}
+                                       scheme.num_points, plan.scheme_name, options.compress, options.jpeg, landmark_box)
+                   for side in SIDES}
     else:
         n_train = sides.count("train")
         buffers = {
             "train": SplitBuffer(n_train * copies, options.size, channels, scheme.num_points),
             "test": SplitBuffer(len(records) - n_train, options.size, channels, scheme.num_points),
         }
-    counts, notes, note_example, skips = _crop_all(records, sides, buffers, scheme, options)
+    counts, notes, note_example, skips = _crop_all(records, sides, buffers, scheme, options, calibrated)
     skips = plan.skips + skips
     written = counts["dlib"] + counts["landmarks"] + counts["given"]
     if written == 0:
@@ -272,7 +277,7 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
         warnings.append(f"{counts['landmarks']} of {counts['read']} faces ({100 * boxed:.0f} %) were boxed from their "
                         "landmarks: dlib found no face where their points lie (2.7 % of 300-W and YouTube68's). So many "
                         "suggest points in another order, layout (--csv-layout) or scale than the images'")
-    outputs = _write_outputs(writer, buffers, plan.scheme_name, options)
+    outputs = _write_outputs(writer, buffers, plan.scheme_name, options, landmark_box)
     report = {
         "scheme": plan.scheme_name,
         "size": options.size,
@@ -297,17 +302,17 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
     return report, summary
 
 
-def _crop_all(records, sides, buffers, scheme, options: PrepareOptions):
-    """Crop every record (in a process pool) into the buffer of its side; returns counts, notes and skips."""
+def _crop_all(records, sides, buffers, scheme, options: PrepareOptions, calibrated=None):
+    """Crop every record (in a process pool) into the buffer of its side; returns counts, notes and skips.
+    ``calibrated``: ``cropping.calibrate_landmark_box``'s measurement for a markup of its own (None: iBUG 68's)."""
     counts, notes, note_example, skips = Counter(), Counter(), {}, []
-    # a markup of its own: where dlib's box lies around its points, measured (its points may span less of the face)
-    calibrated = None if is_builtin(scheme.name) else calibrate_landmark_box(records, options.upsample)
     settings = CropSettings(options.size, options.gray, options.fallback, options.upsample,
                             landmark_box=calibrated and calibrated[0])
     if calibrated:
         (scale, dx, dy), measured, example = calibrated
         note = (f"measured dlib's box around {scheme.name}'s points: side {scale:.2f} x their span, centre {dx:+.2f}, "
-                f"{dy:+.2f} of it from theirs (to match detections and box the faces dlib misses)")
+                f"{dy:+.2f} of it from theirs (to match detections and box the faces dlib misses; stored with the "
+                f"data, its runs and exports, for crops around predicted points)")
         notes[note], note_example[note] = measured, example
     workers = options.workers or os.cpu_count() or 1
     from tqdm import tqdm
@@ -335,8 +340,9 @@ def _crop_all(records, sides, buffers, scheme, options: PrepareOptions):
     return counts, notes, note_example, skips
 
 
-def _write_outputs(writer: SetWriter, buffers, scheme_name: str, options: PrepareOptions) -> dict:
-    """Write both sides into the staged set; returns the report's ``outputs``."""
+def _write_outputs(writer: SetWriter, buffers, scheme_name: str, options: PrepareOptions, landmark_box=None) -> dict:
+    """Write both sides into the staged set (a scheme of your own's definition with ``landmark_box``, measured);
+    returns the report's ``outputs``."""
     outputs = {}
     for side in SIDES:
         buffer = buffers[side]
@@ -347,7 +353,7 @@ def _write_outputs(writer: SetWriter, buffers, scheme_name: str, options: Prepar
             continue
         arrays = buffer.arrays(scheme_name, writer.set_id)
         if not is_builtin(scheme_name):  # the definition travels with the data (npz.scheme_of registers it)
-            arrays["scheme_json"] = np.array(scheme_json(scheme_name))
+            arrays["scheme_json"] = np.array(scheme_json(scheme_name, landmark_box))
         file_name = output_paths(options.out)[side].name
         write_npz(writer, file_name, arrays, options.compress, options.jpeg)
         copies = int(arrays["mirrored"].sum()), int(arrays["vflipped"].sum())

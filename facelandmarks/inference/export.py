@@ -138,8 +138,8 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
     from facelandmarks.inference import quantize as int8
     from facelandmarks.scheme_files import definition_to_store
 
-    definition = definition_to_store(predictor.scheme)
-    if definition:  # a scheme of your own travels with the export
+    definition = definition_to_store(predictor.scheme, predictor.landmark_box)
+    if definition:  # a scheme of your own travels with the export (with where dlib's box lies around its points)
         meta["scheme_definition"] = definition
     images = int8.calibration_images(calibration, model.input_shape[1:]) if quantize == "int8" else None
     if quantize == "int8" and "onnx" in formats:  # for ONNX Runtime code of your own (docs/inference.md)

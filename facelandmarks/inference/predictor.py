@@ -16,6 +16,7 @@ from facelandmarks import runtime as process
 from facelandmarks.data import faces
 from facelandmarks.inference import runtimes
 from facelandmarks.landmarks import get_scheme
+from facelandmarks.scheme_files import landmark_box_of
 from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model
 
 
@@ -179,15 +180,15 @@ def exported_for(run_dir: Path, runtime: str) -> Path | None:
     raise runtimes.ExportError(problem)
 
 
-def recrop_boxes(points: np.ndarray, size: int) -> np.ndarray:
+def recrop_boxes(points: np.ndarray, size: int, landmark_box=None) -> np.ndarray:
     """(N, 4) square boxes, in the normalised coordinates of the ``size`` x ``size`` crops the (N, K, 2) ``points``
-    were predicted on, that dataset preparation would cut around those points for a face dlib missed
-    (``faces.crop_box_from_landmarks``: as if dlib had found the face there).
+    were predicted on, that dataset preparation would cut around those points for a face dlib missed (as if dlib
+    had found the face there: ``faces.crop_box_from_landmarks`` with ``landmark_box``, ``Predictor``'s).
 
     On the shipped model's test faces a second pass on these crops, averaged with the first, gains what the flip
     test gains (300-W 3.86 -> 3.77 % NME) and adds to it (3.76 -> 3.69); docs/results.md, "A second look".
     """
-    return np.stack([faces.crop_box_from_landmarks(p * size - 0.5) for p in np.asarray(points, np.float64)]) / size
+    return np.stack([faces.crop_box_from_landmarks(p * size - 0.5, None, landmark_box) for p in np.asarray(points, np.float64)]) / size
 
 
 def median_ms(call, repeats: int = 20, warmup: int = 3) -> float:
@@ -220,6 +221,10 @@ class Predictor:
             centred and sized as in training, wherever the detector put it)
             and average the two -- twice the compute again (four passes with
             the flip test).
+
+    ``landmark_box``: ``faces.detection_like_box``'s relation for the model's markup, from ``config``'s
+    ``scheme_definition`` (measured on its data; None, iBUG 68's, for built-ins and older runs): ``recrop`` and
+    ``FaceTracker`` cut their boxes around predicted points with it.
     """
 
     def __init__(self, model, scheme: str, name: str = "model", detector: faces.FaceDetector | None = None,
@@ -229,6 +234,7 @@ class Predictor:
         self.name = name
         self.detector = detector or faces.FaceDetector()
         self.config = config or {}
+        self.landmark_box = landmark_box_of(self.config.get("scheme_definition"), f"{name} (scheme_definition)")
         shape = model.input_shape  # (None, S, S, C): a Keras model's, or an exported one's (inference.runtimes)
         self._activation = activation_bytes(model)
         if self._activation is not None:  # a Keras model: keep its step buffers in the process (runtime.tune_allocator)
@@ -359,7 +365,7 @@ class Predictor:
         ok = np.isfinite(points).all(axis=(1, 2))  # a face without finite points keeps its one pass
         if not ok.any():
             return points
-        boxes = recrop_boxes(points[ok], size)
+        boxes = recrop_boxes(points[ok], size, self.landmark_box)
         out = points.copy()
         out[ok] = (points[ok] + faces.from_patch(self._forward(faces.cut_patches(batch[ok], boxes, size)), boxes)) / 2
         return out

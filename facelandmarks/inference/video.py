@@ -3,8 +3,9 @@
 dlib's HOG detector costs more than the landmark model on a frame (and grows with the frame's
 size), so ``FaceTracker`` runs it only every ``redetect_every`` frames and whenever a tracked face
 is lost.  In between, each face's crop box comes from its landmarks in the previous frame:
-``faces.crop_box_from_landmarks`` is the box dlib would have drawn around those landmarks, made
-into a crop the way training crops were.  Against ``crop_box_from_detection`` of dlib's own box
+``faces.crop_box_from_landmarks`` is the box dlib would have drawn around those landmarks (for a
+markup of your own, as its data measured it: ``Predictor.landmark_box``), made into a crop the way
+training crops were.  Against ``crop_box_from_detection`` of dlib's own box
 it matches on average (shipped model, 198 YouTube68 test faces: centre offset +0.4 % / -0.5 % of
 the side in x / y, side ratio 1.004 mean, 0.88-1.13 from the 5th to the 95th percentile).  Per
 face it differs, which costs a little: on 298 still test frames NME 4.96 % from dlib's box,
@@ -227,7 +228,7 @@ class FaceTracker:
         the new landmarks when that moved by more than ``REFINE_CHANGE``); None for a lost one."""
         boxes = [t.box for t in tracks]
         points = self.predictor.predict_boxes(image, boxes) if tracks else []
-        new_boxes = [faces.crop_box_from_landmarks(p) for p in points]
+        new_boxes = [faces.crop_box_from_landmarks(p, None, getattr(self.predictor, "landmark_box", None)) for p in points]
         lost = [is_lost(t.reference, appearance_patch(image, box), box, new_box)
                 for t, box, new_box in zip(tracks, boxes, new_boxes)]
         moved = [i for i, (box, new_box) in enumerate(zip(boxes, new_boxes)) if not lost[i] and moved_much(box, new_box)]
@@ -269,7 +270,7 @@ class FaceTracker:
         """Crop boxes for the next frame, and what they hold now (faces with unusable points are dropped)."""
         self._tracks = []
         for face in found:
-            box = faces.crop_box_from_landmarks(face.points)
+            box = faces.crop_box_from_landmarks(face.points, None, getattr(self.predictor, "landmark_box", None))
             if np.isfinite(box).all():
                 reference = appearance_patch(image, box) if self.redetect_every > 1 or self.smooth else None
                 self._tracks.append(_Track(face, box, reference))

@@ -47,6 +47,7 @@ class PipelinePredictor(Predictor):
         self.stage1_dir = Path(config.stage1 if stage1_dir is None else stage1_dir)
         super().__init__(stage1.model, stage1.scheme.name, name=Path(config.run_dir).name, config=asdict(config), **kwargs)
         self.pipeline, self.refiners, self.box_net = config, refiners, box_net
+        self.landmark_box = stage1.landmark_box  # stage 1's points are the ones a crop is cut around (recrop, video)
         self.box_source = box_source
         self.flip_test = flip_test
         # photos are cropped at the resolution the refiners' patches were cut from

@@ -154,7 +154,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if not resume:
             if line := adopt_init_normalization(config):  # before config.json: the run records the mode it used
                 print(line)
-            definition = definition_to_store(scheme)  # a scheme of your own travels with the run
+            # a scheme of your own travels with the run, with where dlib's box lies around its points in this data
+            definition = definition_to_store(scheme, npz.landmark_box(train))
             config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
         elif cluster.is_chief:
             record_budget(out_dir / "config.json", config.epochs)
