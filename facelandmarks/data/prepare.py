@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data.buffers import ShardedBuffer, SplitBuffer, add_with_copies, write_npz
-from facelandmarks.data.cropping import CropSettings, FaceSkipped, _iterate_crops, calibrate_landmark_box
+from facelandmarks.data.cropping import (
+    CALIBRATION_FACES,
+    CropSettings,
+    FaceSkipped,
+    _iterate_crops,
+    calibrate_landmark_box,
+)
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.fileset import SetWriter, manifest_path, read_manifest
 from facelandmarks.data.readers import READERS, TAKE_OPTIONS
@@ -245,7 +251,12 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
     records, sides = plan.records, plan.sides
     # a markup of its own: where dlib's box lies around its points, measured (its points may span less of the face);
     # the data carries it, so runs and exports of it cut their crops around predicted points the same way
-    calibrated = None if is_builtin(scheme.name) else calibrate_landmark_box(records, options.upsample)
+    calibrated = None
+    if not is_builtin(scheme.name):
+        if options.progress:  # dlib on up to 90 photos in this process: seconds to a minute before the bar starts
+            print(f"measuring dlib's box around {scheme.name}'s points on up to {CALIBRATION_FACES} faces ...",
+                  file=sys.stderr, flush=True)
+        calibrated = calibrate_landmark_box(records, options.upsample)
     landmark_box = calibrated[0] if calibrated else None
     if options.shard_size:
         # shards hold random samples of the faces, not one dataset or subject after another
