@@ -250,7 +250,25 @@ def worker_context():
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["facelandmarks.data.cropping"])
+    _start_forkserver_deaf_to_ctrl_c()
     return context
+
+
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Start the forkserver with SIGINT ignored. Ctrl-C reaches the whole process group, and the server ignores it
+    only once its preload (OpenCV, dlib: about a second) is done: a Ctrl-C before then ended it with a traceback of
+    its own under the main process's one line. Its workers ignore SIGINT anyway (``_init_worker``)."""
+    import threading
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the server's process
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _iterate_crops(records, settings: CropSettings, workers: int):
