@@ -47,6 +47,9 @@ SCHEDULES = ("plateau", "cosine", "constant")
 JIT_MODES = ("auto", "on", "off")
 
 
+INIT_HEADS = ("fresh", "nearest")
+
+
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data-parallel")  # distribute.MODES is this tuple
 
 
@@ -147,6 +150,11 @@ class TrainConfig:
                                      "layers named alike (the MobileNetV2 backbone). --init alone (or 'shipped'): "
                                      "the shipped model, recorded in config.json by its folder", const=SHIPPED,
                                metavar="RUN")
+    init_head: str = setting("fresh", "with --init into another markup: 'fresh' starts the head (the layers sized by the "
+                                      "point count) from random weights; 'nearest' starts each point's share of it from "
+                                      "the init model's point nearest to it on the training faces, where that lies within "
+                                      "10 % of the normalising distance (docs/own-landmarks.md)",
+                             choices=INIT_HEADS)
     teachers: list = setting([], "distillation: trained runs or shipped-model folders whose flip-test points, averaged, "
                                  "become part of each training face's target (validation keeps the annotations)")
     teacher_weight: float = setting(0.8, "share of the teachers' points in the training targets with --teachers "

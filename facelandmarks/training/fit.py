@@ -26,13 +26,10 @@ from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
 from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_run_config
 from facelandmarks.training.distribute import pad_rows, predict_all
-from facelandmarks.training.init import (
-    adopt_init_normalization,
-    head_layers,
-    init_from_other_model,
-    init_split_warning,
-    init_weights,
-)
+from facelandmarks.training.init import adopt_init_normalization, init_from_other_model, init_split_warning, init_weights
+from facelandmarks.training.init_head import head as _head
+from facelandmarks.training.init_head import restart_for_markup as _restart_for_markup
+from facelandmarks.training.init_head import start_from_nearest
 from facelandmarks.training.resume import (
     BEST,
     LAST,
@@ -72,32 +69,6 @@ def set_precision(enabled: bool) -> str:
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
-
-
-def _restart_for_markup(config: TrainConfig, before: dict | None, scheme, model) -> tuple[tuple[str, ...], str]:
-    """For ``--init`` from a run (``before``: its config.json) of another markup with as many points: the layers of
-    ``model``'s head, which ``init_weights`` then starts fresh (their outputs are the other markup's points), and the
-    reason for its line."""
-    other = before.get("scheme") if before else None
-    if other is None or before.get("num_points") != scheme.num_points:
-        return (), ""  # another point count: the layers that do not fit restart anyway
-    if other == scheme.name:  # the same markup, unless its scheme file now names other points
-        was, now = (before.get("scheme_definition") or {}).get("points"), scheme.to_dict()["points"]
-        if not isinstance(was, list) or was == now or not isinstance(now, list):
-            return (), ""
-        i = next(i for i, (a, b) in enumerate(zip(was, now)) if a != b)
-        return _head(config, scheme, model), (f": the run's {other} named its points otherwise (point {i} was {was[i]!r}, "
-                                              f"this data's is {now[i]!r}): its scheme file has changed since")
-    return _head(config, scheme, model), f": the run's points are {other}'s, this data's {scheme.name}'s"
-
-
-def _head(config: TrainConfig, scheme, model) -> tuple[str, ...]:
-    """The layers of ``model`` sized by the point count (``head_layers``, against a build for one point more)."""
-    from facelandmarks.models import build_model
-
-    one_more = build_model(config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points + 1,
-                           weights="none", train_blocks=config.train_blocks, **config.model_options)
-    return head_layers(model, one_more)
 
 
 def _has_gpu() -> bool:
@@ -169,8 +140,13 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 before = init_run_config(config)
                 if before and before.get("model") not in (None, config.model):  # another family: by layer name
                     init_from_other_model(model, config.init, before, _head(config, scheme, model))
+                    if config.init_head == "nearest":
+                        print(f"--init-head nearest: {config.init} is a {before['model']} run: the head starts fresh")
                 else:
-                    init_weights(model, config.init, *_restart_for_markup(config, before, scheme, model))
+                    restart = _restart_for_markup(config, before, scheme, model)
+                    init_weights(model, config.init, *restart)
+                    if config.init_head == "nearest" and (restart[0] or (before or {}).get("num_points") != scheme.num_points):
+                        print(start_from_nearest(model, config, before, scheme, parts.get(0)))
                 if warning := init_split_warning(config, scheme.name, _sources(train, val)):
                     print(warning)
                 theirs = (before or {}).get("input_shape")
