@@ -220,18 +220,16 @@ def calibrate_landmark_box(records, upsample: int = 0, limit: int = CALIBRATION_
 
 def _measure(detector, image, points, labelled):
     """``(scale, dx, dy)`` of the detection nearest the points' box that holds them, or None."""
-    x0, y0, x1, y1 = faces.landmark_bounds(points, labelled)
-    side, centre = max(x1 - x0, y1 - y0), np.array([x0 + x1, y0 + y1]) / 2
     best, best_distance = None, np.inf
     for det in detector.detect(image)[0]:
-        det_side, det_centre = max(det[2] - det[0], det[3] - det[1]), (det[:2] + det[2:]) / 2
-        if not 0.5 <= det_side / side <= CALIBRATION_MAX_RATIO:
+        relation = faces.box_relation(det, points, labelled)
+        if not 0.5 <= relation[0] <= CALIBRATION_MAX_RATIO:
             continue
         if faces.coverage(faces.crop_box_from_detection(det), points, labelled) < faces.MIN_COVERAGE:
             continue
-        distance = float(np.linalg.norm(det_centre - centre))
+        distance = float(np.hypot(*relation[1:]))  # the nearest centre, in units of the points' span
         if distance < best_distance:
-            best, best_distance = (det_side / side, *((det_centre - centre) / side)), distance
+            best, best_distance = relation, distance
     return best
 
 

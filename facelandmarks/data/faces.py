@@ -251,6 +251,14 @@ def detection_like_box(points: np.ndarray, visible: np.ndarray | None = None, re
     return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
 
 
+def box_relation(box, points: np.ndarray, visible: np.ndarray | None = None) -> tuple[float, float, float]:
+    """``detection_like_box``'s inverse: the ``relation`` ``(scale, dx, dy)`` that puts ``box`` around these landmarks."""
+    x0, y0, x1, y1 = landmark_bounds(points, visible)
+    side, box = max(x1 - x0, y1 - y0), np.asarray(box, np.float64)
+    dx, dy = ((box[:2] + box[2:]) / 2 - [(x0 + x1) / 2, (y0 + y1) / 2]) / side
+    return float(max(box[2] - box[0], box[3] - box[1]) / side), float(dx), float(dy)
+
+
 def crop_box_from_landmarks(points: np.ndarray, visible: np.ndarray | None = None, relation=None) -> np.ndarray:
     """Fallback crop box for a face dlib missed: as if dlib had found it (``relation``: ``detection_like_box``'s)."""
     return crop_box_from_detection(detection_like_box(points, visible, relation))

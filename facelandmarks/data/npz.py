@@ -286,13 +286,8 @@ def measured_landmark_box(arrays: dict[str, np.ndarray]) -> tuple[float, float, 
     size = int(arrays["images"].shape[1] if "images" in arrays else arrays["images_shape"][1])  # JPEG-packed: not decoded
     rows = np.isin(arrays["detection"], ("dlib", "landmarks")) if "detection" in arrays else slice(None)
     detection = faces.detection_from_crop_box([0, 0, size, size])
-    centre = (detection[:2] + detection[2:]) / 2
-    measured = []
-    for uv, seen in zip(arrays["landmarks"][rows], arrays["visible"][rows]):
-        if seen.sum() >= 2:
-            x0, y0, x1, y1 = faces.landmark_bounds(uv * size - 0.5, seen)
-            side = max(x1 - x0, y1 - y0)
-            measured.append((float(detection[2] - detection[0]) / side, *((centre - [(x0 + x1) / 2, (y0 + y1) / 2]) / side)))
+    measured = [faces.box_relation(detection, uv * size - 0.5, seen)
+                for uv, seen in zip(arrays["landmarks"][rows], arrays["visible"][rows]) if seen.sum() >= 2]
     return tuple(float(v) for v in np.median(measured, axis=0)) if len(measured) >= MIN_MEASURED_FACES else None
 
 

@@ -146,7 +146,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                     restart = _restart_for_markup(config, before, scheme, model)
                     init_weights(model, config.init, *restart)
                     if config.init_head == "nearest" and (restart[0] or (before or {}).get("num_points") != scheme.num_points):
-                        print(start_from_nearest(model, config, before, scheme, parts.get(0)))
+                        print(start_from_nearest(model, config, before, scheme, parts.get(0), restart[0]))
                 if warning := init_split_warning(config, scheme.name, _sources(train, val)):
                     print(warning)
                 theirs = (before or {}).get("input_shape")

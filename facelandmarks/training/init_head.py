@@ -85,17 +85,18 @@ def copy_point_channels(model, old, layers: tuple[str, ...], pairs: dict[int, in
         mine.assign(value)
 
 
-def start_from_nearest(model, config, before: dict | None, scheme, faces) -> str:
-    """``--init-head nearest``, after ``init_weights`` restarted ``model``'s head: each point of this run's markup
-    whose nearest point of the init model (``before``: its config.json; its predictions on up to ``NEAREST_FACES`` of
-    ``faces``, (inputs, landmarks, visible)) lies within ``NEAREST_WITHIN`` starts from that point's head channels.
-    Returns the line to print."""
+def start_from_nearest(model, config, before: dict | None, scheme, faces, layers: tuple[str, ...] = ()) -> str:
+    """``--init-head nearest``, after ``init_weights`` restarted ``model``'s head (``layers``: those it restarted, as
+    ``restart_for_markup`` gave them; () for ``head``'s): each point of this run's markup whose nearest point of the
+    init model (``before``: its config.json; its predictions on up to ``NEAREST_FACES`` of ``faces``, (inputs,
+    landmarks, visible)) lies within ``NEAREST_WITHIN`` starts from that point's head channels. Returns the line to
+    print."""
     from facelandmarks.training.init import _weights_file
     from facelandmarks.training.runs import build_run_model
 
     if before is None:
         return f"--init-head nearest: {config.init} has no config.json to rebuild its model from: the head starts fresh"
-    layers = head(config, scheme, model)
+    layers = layers or head(config, scheme, model)  # each a model built once more: not twice
     old = build_run_model({**before, "input_shape": list(config.input_shape)})
     old.load_weights(_weights_file(config.init))
     inputs, landmarks, visible = (np.asarray(a[:NEAREST_FACES]) for a in faces)
