@@ -45,7 +45,7 @@ def calibration_images(path, input_shape, count: int = CALIBRATION_FACES) -> np.
     """``count`` face crops spread evenly over a prepared npz, as the model takes them: float32
     (count, S, S, C) raw pixels for ``input_shape`` (S, S, C)."""
     from facelandmarks.data.npz import load_npz
-    from facelandmarks.inference.predictor import match_channels, resize_crops
+    from facelandmarks.inference.model_input import match_channels, resize_crops
 
     images = load_npz(path)["images"]
     step = max(1, len(images) // count)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from facelandmarks import runtime
-from facelandmarks.inference.predictor import MAX_BATCH, PASS_BYTES, Predictor, activation_bytes, forward_batch
+from facelandmarks.inference.model_input import MAX_BATCH, PASS_BYTES, activation_bytes, forward_batch
+from facelandmarks.inference.predictor import Predictor
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

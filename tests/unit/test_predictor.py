@@ -229,7 +229,7 @@ def test_crops_are_fed_at_the_models_size_and_channels():
     enlarging; crops already right pass unchanged."""
     import cv2
 
-    from facelandmarks.inference.predictor import match_channels, resize_crops
+    from facelandmarks.inference.model_input import match_channels, resize_crops
 
     rgb = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     gray = match_channels(rgb, 1)
