@@ -10,7 +10,7 @@ from pathlib import Path
 
 from setuptools import setup
 
-SHIPPED_FILES = ("config.json", "best.weights.h5", "MODEL_CARD.md")
+SHIPPED_FILES = ("config.json", "best.weights.h5", "MODEL_CARD.md", "history.csv")
 
 setup(data_files=[
     (f"share/facelandmarks/weights/{folder.name}", [f"weights/{folder.name}/{name}" for name in SHIPPED_FILES

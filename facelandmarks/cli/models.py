@@ -22,8 +22,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
-    parser.add_argument("--ship", metavar="RUN", help="write RUN's best weights (float16) and settings into --to, "
-                                                      "a folder that loads like a run (weights/ holds the shipped one)")
+    parser.add_argument("--ship", metavar="RUN", help="write RUN's best weights (float16), settings and history.csv "
+                                                      "into --to, a folder that loads like a run (weights/ holds the "
+                                                      "shipped one)")
     parser.add_argument("--to", metavar="FOLDER", help="destination of --ship")
     return parser
 

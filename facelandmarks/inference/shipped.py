@@ -4,7 +4,8 @@ A shipped model is a folder that loads like a run directory (``Predictor.load``,
 --init``): ``config.json`` (the run's settings: model name, options, input shape, scheme),
 ``best.weights.h5`` with every float32 weight stored as float16 (half the size; ``load_weights``
 casts them back, which moves points by far less than 0.01 NME points -- the model card reports the
-measured change) and ``MODEL_CARD.md``.  ``Predictor.load()`` with no argument loads the one in
+measured change), ``history.csv`` (the run's epochs, when it kept them: a model continued later with
+``--init`` says in its folder what it came from) and ``MODEL_CARD.md``.  ``Predictor.load()`` with no argument loads the one in
 ``weights/`` (in an installed copy, ``<prefix>/share/facelandmarks/weights``, where ``setup.py`` puts it),
 or the folder named by ``FACELANDMARKS_WEIGHTS``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sysconfig
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import numpy as np
 
 WEIGHTS_ENV = "FACELANDMARKS_WEIGHTS"
 WEIGHTS_FILE = "best.weights.h5"
+HISTORY_FILE = "history.csv"  # the run's epochs, shipped with it (the losses and curve of its evaluation)
 INSTALLED_WEIGHTS = Path("share") / "facelandmarks" / "weights"  # under the install prefix (setup.py)
 # settings that describe how the run was trained, not how to rebuild the model: dropped from the shipped config
 _TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers")
@@ -88,9 +91,12 @@ def _copy_as_float16(source, target, skip=()) -> None:
 
 
 def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Write ``run_dir``'s best weights (as float16) and its rebuild settings into the folder ``dest``.
+    """Write ``run_dir``'s best weights (as float16), its rebuild settings and its ``history.csv`` into the folder
+    ``dest`` (an earlier model's history there goes when the run has none).
 
-    The model card is written by hand beside them: it carries measured numbers.
+    The model card is written by hand beside them: it carries measured numbers.  The history is this run's
+    epochs alone: a run started with ``--init`` names its start in its own ``config.json`` (``init``, left out
+    of the shipped settings), whose folder holds the epochs before.
     """
     import h5py
 
@@ -112,15 +118,23 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     shipped["shipped_from"] = run_dir.name
     if (sources := _data_sources(config.get("data"))) is not None:
         shipped["trained_on"] = sources  # the data file stays behind: --init warns by its datasets
-    # both files whole before either replaces its predecessor: a kill leaves the folder's model as it was
-    tmp_weights, tmp_config = dest / f".{WEIGHTS_FILE}.tmp", dest / ".config.json.tmp"
+    # every file whole before any replaces its predecessor: a kill leaves the folder's model as it was
+    tmp_weights, tmp_config, tmp_history = (dest / f".{name}.tmp" for name in (WEIGHTS_FILE, "config.json", HISTORY_FILE))
+    history = run_dir / HISTORY_FILE
     try:
         with h5py.File(weights, "r") as source, h5py.File(tmp_weights, "w") as target:
             _copy_as_float16(source, target, skip=("optimizer",))  # the model's weights, not Adam's moments
         tmp_config.write_text(json.dumps(shipped, indent=2) + "\n")
+        has_history = history.is_file()
+        if has_history:
+            shutil.copyfile(history, tmp_history)
         os.replace(tmp_weights, dest / WEIGHTS_FILE)
         os.replace(tmp_config, dest / "config.json")
+        if has_history:
+            os.replace(tmp_history, dest / HISTORY_FILE)
+        else:  # an earlier model's epochs are not this one's
+            (dest / HISTORY_FILE).unlink(missing_ok=True)
     finally:
-        for tmp in (tmp_weights, tmp_config):
+        for tmp in (tmp_weights, tmp_config, tmp_history):
             tmp.unlink(missing_ok=True)
     return dest

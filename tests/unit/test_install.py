@@ -22,7 +22,8 @@ def installed(tmp_path_factory):
     assert shipped.parent == ROOT / "weights"
     tracked = subprocess.run(["git", "ls-files", str(shipped.relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
-    assert len(tracked) == 3  # weights, config, model card
+    always = {"best.weights.h5", "config.json", "MODEL_CARD.md"}  # and its run's history.csv when the run kept one
+    assert always <= {Path(t).name for t in tracked} <= always | {"history.csv"}, tracked
     # build from a copy of what a build reads (setuptools writes build/ and egg-info into the source folder)
     source = tmp_path / "source"
     shutil.copytree(ROOT / "facelandmarks", source / "facelandmarks", ignore=shutil.ignore_patterns("__pycache__"))
