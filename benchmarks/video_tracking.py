@@ -20,7 +20,10 @@ Four clips are built from the face data (written to ``--out``, never into the re
   nothing here; NME is against the CSV's points of each frame.
 
 The photo and the people may be in the model's training data: NME compares the modes, it does not
-rate the model.  Each clip runs through ``run_on_video`` once detecting on every frame and once per
+rate the model.  The clips' points are iBUG 68's: a model of another markup (its scheme: a built-in one
+or your own, whose crops the tracker cuts with ``Predictor.landmark_box``) gets every column but NME,
+which it cannot be scored on ("-", said in one line before the table); jitter is measured on its own
+points, still in % of the photo's inter-ocular distance.  Each clip runs through ``run_on_video`` once detecting on every frame and once per
 ``--redetect-every`` with tracking: frames/s there include decoding, drawing, encoding and the
 model's first call.  Then ``--repeats`` passes feed the decoded frames to ``FaceTracker`` on a
 warmed-up predictor for the points and the landmark time alone (ms per frame: the fastest pass, the
@@ -51,7 +54,8 @@ from facelandmarks.runtime import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_SIZE = (640, 480)
-EYE_CORNERS = (36, 45)
+CLIP_SCHEME = "ibug68"  # the markup of the photo's .pts and of the YouTube68 CSV: NME needs a model of it
+EYE_CORNERS = (36, 45)  # of the photo's points: jitter's unit, whatever the model's markup
 DEFAULT_PHOTO = "300w/helen/trainset/103236168_2.jpg"
 
 
@@ -146,23 +150,25 @@ def decoded_frames(clip: Path) -> list[np.ndarray]:
 
 def track_points(predictor: Predictor, frames: list[np.ndarray], truth: np.ndarray, redetect_every: int, repeats: int,
                  smooth: bool):
-    """((T, 68, 2) points of the face nearest the truth, NaN where none; ms per frame, the least of
-    ``repeats`` passes; the tracker of the last pass) of FaceTracker passes over ``frames``."""
-    points, times = np.full(truth.shape, np.nan), []
+    """((T, K, 2) points, in the model's markup, of the face whose points' centre is nearest the truth's, NaN where
+    none; ms per frame, the least of ``repeats`` passes; the tracker of the last pass) of FaceTracker passes over
+    ``frames``."""
+    points, times = np.full((len(truth), predictor.scheme.num_points, 2), np.nan), []
     for _ in range(repeats):
         tracker, start = FaceTracker(predictor, redetect_every, smooth=smooth), time.perf_counter()
         found = [tracker.update(frame) for frame in frames]
         times.append(1000 * (time.perf_counter() - start) / len(frames))
     for t, faces in enumerate(found):
         if faces:
-            points[t] = min((f.points for f in faces), key=lambda p: np.linalg.norm(p - truth[t], axis=1).mean())
+            points[t] = min((f.points for f in faces), key=lambda p: np.linalg.norm(p.mean(0) - truth[t].mean(0)))
     return points, min(times), tracker
 
 
 def nme_percent(points: np.ndarray, truth: np.ndarray) -> float:
+    """Mean NME of iBUG 68 ``points`` against the clip's iBUG 68 ``truth`` over the frames where the face was found."""
     found = ~np.isnan(points[:, 0, 0])
     visible = np.ones(truth[found].shape[:2], bool)
-    return 100 * float(np.mean(metrics.nme_per_face(points[found], truth[found], visible, "ibug68")))
+    return 100 * float(np.mean(metrics.nme_per_face(points[found], truth[found], visible, CLIP_SCHEME)))
 
 
 def jitter_percent(points: np.ndarray, transforms: np.ndarray, photo_points: np.ndarray) -> float:
@@ -177,7 +183,7 @@ def jitter_percent(points: np.ndarray, transforms: np.ndarray, photo_points: np.
 def measure(run_dir, predictor, clip: Path, truth: np.ndarray, redetect_every: int, out: Path, jitter,
             repeats: int) -> list[dict]:
     """Two table rows, raw and smoothed points: run_on_video's counts and speed (smoothed), and
-    FaceTracker passes' points and time."""
+    FaceTracker passes' points and time (NME "-" for a model of another markup than the clip's)."""
     mode = f"track, every {redetect_every}" if redetect_every > 1 else "detect every frame"
     video = run_on_video(run_dir, clip, out / f"{clip.stem}-{redetect_every}.mp4", track=redetect_every > 1,
                          redetect_every=redetect_every)
@@ -189,8 +195,14 @@ def measure(run_dir, predictor, clip: Path, truth: np.ndarray, redetect_every: i
                      "detector runs": video["detections"], "tracked": video["tracked"], "2nd passes": tracker.refined,
                      "kept": tracker.kept,
                      "frames/s": f"{video['fps']:.1f}", "ms/frame": f"{ms:.1f}",
-                     "NME %": f"{nme_percent(points, truth):.2f}", "jitter %": jitter(points), "missed": missed})
+                     "NME %": f"{nme_percent(points, truth):.2f}" if scored(predictor) else "-",
+                     "jitter %": jitter(points), "missed": missed})
     return rows
+
+
+def scored(predictor: Predictor) -> bool:
+    """Whether the model marks the clips' points (NME), not those of another markup."""
+    return predictor.scheme.name == CLIP_SCHEME
 
 
 def print_table(rows: list[dict]) -> None:
@@ -227,6 +239,12 @@ def main(argv=None) -> int:
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine slows every row alike)")
     predictor = Predictor.load(args.run)
     predictor.predict_crops(np.zeros((1, predictor.crop_size, predictor.crop_size, 3), np.uint8))  # warm-up
+    if not scored(predictor):
+        print(f"NME: the model marks {predictor.scheme.name} ({predictor.scheme.num_points} points), the clips' points are "
+              f"iBUG 68: NME left out (-), the other columns measured")
+        if predictor.landmark_box is None:  # a run from before prepare measured it: a sparse markup's box is then too small
+            print(f"tracking: {predictor.name} stores no landmark box for {predictor.scheme.name}, so the tracker boxes its "
+                  f"points as iBUG 68's (a markup that spans less of the face loses its tracks: see 'detector runs')")
     photo = args.photo or args.data_dir / DEFAULT_PHOTO
     rows = []
     for clip, transforms, photo_points in (pan_clip(photo, args.frames, args.out),

