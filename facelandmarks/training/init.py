@@ -21,7 +21,7 @@ class InitMismatch(CheckpointError):
         self.path = path
 
 
-def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "") -> None:
+def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "") -> tuple[str, ...]:
     """Start from a trained run's weights (``--init``): a run directory (its best weights, else its last)
     or a ``.weights.h5``.
 
@@ -29,7 +29,8 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
     and decoder -- and starts the others (the head, whose size depends on K) fresh; one line names them.
     The layers named in ``restart`` (paths, as ``head_layers`` gives them) start fresh too, even where their
     weights fit: the head of a run of another markup with as many points, whose outputs mean other points;
-    ``why`` ends the line. A model none of whose layers fit is an error naming the file.
+    ``why`` ends the line. A model none of whose layers fit is an error naming the file. Returns the paths of the
+    layers it restarted (what ``--head-lr-scale`` speeds up).
     """
     path = _weights_file(source)
     fresh = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights if v.path.rsplit("/", 1)[0] in restart}
@@ -45,7 +46,7 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
         if not fresh:
             print(f"starting from the weights of {path}")
-            return
+            return ()
         kept, restarted = list(dict.fromkeys(v.path.rsplit("/", 1)[0] for v in model.weights)), []
     else:
         kept, restarted = _load_fitting_layers(model, path)
@@ -61,9 +62,10 @@ def init_weights(model, source: str, restart: tuple[str, ...] = (), why: str = "
     kept = [layer for layer in kept if layer not in restarted]
     print(f"starting from the weights of {path}: kept {len(kept)} layers whose weights fit, "
           f"restarted {len(restarted)} ({', '.join(restarted)}){why}")
+    return tuple(restarted)
 
 
-def init_from_other_model(model, source: str, config: dict, head: tuple[str, ...] = ()) -> None:
+def init_from_other_model(model, source: str, config: dict, head: tuple[str, ...] = ()) -> tuple[str, ...]:
     """``--init`` from a run of another model (``config``: its ``config.json``), such as a regressor started from
     the shipped PIP model: the layers both models name alike and whose weights fit -- the backbone's, which
     Keras names (``block_3_expand``, ...) -- are carried over; the others start fresh; one line says how many.
@@ -72,7 +74,8 @@ def init_from_other_model(model, source: str, config: dict, head: tuple[str, ...
     so the run's model is rebuilt from its config and its layers are matched by name. Names Keras made up
     (``dense_2``) match nothing: two models' ``conv2d_3`` are not the same layer; nor do the layers of ``head``
     (paths, as ``head_layers`` gives them: those sized by the point count), whose outputs mean the other model's
-    points after layers that start fresh. An error naming the file when nothing matches.
+    points after layers that start fresh. An error naming the file when nothing matches. Returns the paths of the
+    layers started fresh.
     """
     from facelandmarks.training.runs import build_run_model
 
@@ -88,7 +91,7 @@ def init_from_other_model(model, source: str, config: dict, head: tuple[str, ...
         raise InitMismatch(f"{path}: not the weights of the {config['model']} its config.json names (--init; "
                            f"{_one_line(err)[:300]})", path) from None
     named = {layer.name: layer for layer in _weighted_layers(theirs) if not _made_up_name(layer)}
-    kept, fresh = [], []
+    kept, fresh, paths = [], [], []
     for layer in _weighted_layers(model):
         sized_by_points = any(v.path.rsplit("/", 1)[0] in head for v in layer.weights)
         other = named.get(layer.name) if not (_made_up_name(layer) or sized_by_points) else None
@@ -97,11 +100,13 @@ def init_from_other_model(model, source: str, config: dict, head: tuple[str, ...
             kept.append(layer.name)
         else:
             fresh.append(layer.name)
+            paths += [v.path.rsplit("/", 1)[0] for v in layer.weights]
     if not kept:
         raise InitMismatch(f"{path}: this {config['model']} run has no layer named and shaped as one of "
                            f"{model.name}'s: nothing to start from (--init)", path)
     print(f"starting from the weights of {path}, a {config['model']} run: kept {len(kept)} layers by name "
           f"({_span(kept)}), started {len(fresh)} fresh ({_span(fresh)})")
+    return tuple(dict.fromkeys(paths))
 
 
 def _weights_file(source: str) -> Path:
