@@ -1,7 +1,7 @@
 """Landmark models: the registry and the families that register themselves in it.
 
 Importing this package registers every family (in the order ``models.py --list`` shows them) and
-the custom losses and layers, so saved ``.keras`` files reload.  A new family is a new module that
+the custom losses, layers and optimizers, so saved ``.keras`` files reload.  A new family is a new module that
 calls ``register(ModelSpec(...))`` and one import line below.
 """
 
@@ -18,6 +18,7 @@ from facelandmarks.models import mlp  # noqa: F401
 from facelandmarks.models import autoencoder  # noqa: F401
 from facelandmarks.models import heatmap  # noqa: F401
 from facelandmarks.models import localisation  # noqa: F401
+from facelandmarks.models import optimizers  # noqa: F401  (registers --head-lr-scale's optimizers)
 from facelandmarks.models.registry import (
     FEATURES,
     IMAGE,

@@ -22,10 +22,12 @@ from facelandmarks.data.feeding import (
     scheme_for,
     tf_input_pipeline,
 )
+from facelandmarks.models.optimizers import make_optimizer
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
 from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_run_config
 from facelandmarks.training.distribute import pad_rows, predict_all
+from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers
 from facelandmarks.training.init import adopt_init_normalization, init_from_other_model, init_split_warning, init_weights
 from facelandmarks.training.init_head import head as _head
 from facelandmarks.training.init_head import restart_for_markup as _restart_for_markup
@@ -47,17 +49,6 @@ from facelandmarks.training.resume import (
     weights_fingerprint,
 )
 from facelandmarks.training.teachers import with_teacher_targets
-
-
-def make_optimizer(name: str, lr: float):
-    factories = {
-        "adam": keras.optimizers.Adam,
-        "nadam": keras.optimizers.Nadam,
-        "rmsprop": keras.optimizers.RMSprop,
-        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
-        "adamw": keras.optimizers.AdamW,
-    }
-    return factories[name](learning_rate=lr)
 
 
 def set_precision(enabled: bool) -> str:
@@ -136,15 +127,16 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points,
                 weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
             )
+            restarted = ()  # the layers --init restarts: --head-lr-scale's
             if config.init and not resume:
                 before = init_run_config(config)
                 if before and before.get("model") not in (None, config.model):  # another family: by layer name
-                    init_from_other_model(model, config.init, before, _head(config, scheme, model))
+                    restarted = init_from_other_model(model, config.init, before, _head(config, scheme, model))
                     if config.init_head == "nearest":
                         print(f"--init-head nearest: {config.init} is a {before['model']} run: the head starts fresh")
                 else:
                     restart = _restart_for_markup(config, before, scheme, model)
-                    init_weights(model, config.init, *restart)
+                    restarted = init_weights(model, config.init, *restart)
                     if config.init_head == "nearest" and (restart[0] or (before or {}).get("num_points") != scheme.num_points):
                         print(start_from_nearest(model, config, before, scheme, parts.get(0), restart[0]))
                 if warning := init_split_warning(config, scheme.name, _sources(train, val)):
@@ -157,7 +149,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             elif spec.pretrain is not None and not resume:
                 print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
                 pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)
-            _compile(model, config, scheme, cluster)
+            scaled = head_rate_layers(config, run_dir, out_dir, resume, restarted)
+            check_head_rate_layers(model, scaled)
+            _compile(model, config, scheme, cluster, scaled)
 
         global_batch = cluster.global_batch(config.batch)
         augmenter = None
@@ -368,7 +362,7 @@ def check_loss(config: TrainConfig) -> None:
         raise ValueError(f"{flag}: {err}") from None
 
 
-def _compile(model, config: TrainConfig, scheme, cluster) -> None:
+def _compile(model, config: TrainConfig, scheme, cluster, scaled=()) -> None:
     from facelandmarks.models import losses
 
     tracked = [keras.metrics.MeanMetricWrapper(losses.masked_mse, name="mse")]
@@ -377,7 +371,7 @@ def _compile(model, config: TrainConfig, scheme, cluster) -> None:
     elif scheme.norm_points is not None:  # single-region and region-box schemes have no normalisation
         tracked.insert(0, losses.NormalizedMeanError(scheme.norm_points, name="nme"))
     model.compile(
-        optimizer=make_optimizer(config.optimizer, cluster.scaled_lr(config.lr)),
+        optimizer=make_optimizer(config.optimizer, cluster.scaled_lr(config.lr), scaled, config.head_lr_scale),
         loss=losses.get_loss(config.loss, **config.loss_options),
         metrics=tracked,
         jit_compile=resolve_jit_compile(config.jit_compile),

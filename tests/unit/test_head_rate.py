@@ -1,0 +1,157 @@
+"""``--head-lr-scale``: the layers ``--init`` restarted learn at a multiple of the schedule's rate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from facelandmarks.landmarks import Scheme
+from tests.unit.test_init_head import FACE5, PICKED
+
+
+def _tiny(name_of_head="head"):
+    import keras
+
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="body")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name=name_of_head)(hidden))
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+@pytest.mark.parametrize("loss_scaled", [False, True])
+def test_the_chosen_layers_move_x_times_as_far_on_the_first_step(name, loss_scaled):
+    """Adam's first step is the rate times the gradient's sign, whatever the gradient's size, so only a scaled rate
+    moves a layer further: the head 10 x as far as with scale 1, the body as far. Also inside the loss-scale
+    optimizer that mixed precision wraps around it (dynamic scaling; float32 here, as on a CPU)."""
+    import keras
+
+    from facelandmarks.models.optimizers import make_optimizer
+
+    def moves(scale):
+        keras.utils.set_random_seed(0)
+        model = _tiny()
+        before = [np.array(v) for v in model.trainable_variables]
+        optimizer = make_optimizer(name, 1e-3, ("head",), scale)
+        if loss_scaled:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, loss="mse")
+        model.train_on_batch(np.ones((2, 4), np.float32), np.full((2, 2), 5.0, np.float32))
+        return {v.path: np.abs(np.array(v) - b) for v, b in zip(model.trainable_variables, before)}
+
+    plain, scaled = moves(1.0), moves(10.0)
+    assert sorted(plain) == ["body/bias", "body/kernel", "head/bias", "head/kernel"]
+    for path in plain:
+        assert plain[path].max() > 0, path
+        np.testing.assert_allclose(scaled[path], plain[path] * (10.0 if path.startswith("head/") else 1.0),
+                                   rtol=1e-3, atol=1e-9, err_msg=path)
+
+
+def test_a_scaled_optimizer_round_trips_its_config():
+    from facelandmarks.models.optimizers import make_optimizer
+
+    optimizer = make_optimizer("adam", 1e-3, ("pip_scores", "pip_offsets"), 10)
+    again = type(optimizer).from_config(optimizer.get_config())
+    assert (again.scaled_layers, again.rate_scale) == (("pip_scores", "pip_offsets"), 10.0)
+    assert type(make_optimizer("adam", 1e-3, ("pip_scores",), 1.0)).__name__ == "Adam"  # the flag unused: plain Keras
+
+
+def test_the_flag_is_a_config_key_and_is_refused_without_init(tmp_path):
+    from facelandmarks.cli.train import main, resolve_config
+    from facelandmarks.training.config import ConfigError
+
+    config, _ = resolve_config(["mlp", "--data", "d.npz", "--run-dir", "r", "--init", "x", "--head-lr-scale", "10"])
+    assert config.head_lr_scale == 10.0
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"model": "mlp", "data": "d", "run_dir": "r", "head_lr_scale": "fast"}))
+    with pytest.raises(ConfigError, match="head_lr_scale must be float"):
+        resolve_config(["--config", str(path)])
+    assert main(["mlp", "--data", str(tmp_path / "d.npz"), "--run-dir", str(tmp_path / "r"),
+                 "--head-lr-scale", "10"]) == 2
+    with pytest.raises(ValueError, match="must be positive"):
+        resolve_config(["mlp", "--data", "d", "--run-dir", "r", "--init", "x", "--head-lr-scale", "0"])[0].validate()
+
+
+def test_the_flag_without_init_or_with_nothing_restarted_says_so_in_one_line(tmp_path, capsys):
+    """No --init: refused before the data loads. --init from a run of the same markup: every layer is kept, and the
+    run stops with one line instead of training at one rate for all while the flag says otherwise."""
+    from facelandmarks.cli.train import main
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import faces
+
+    data = npz.save_npz(tmp_path / "faces.npz", faces(24))
+    common = ["mlp", "--data", str(data), "--epochs", "1", "--batch", "8", "--val-fraction", "0.25", "--augment", "none",
+              "--schedule", "constant", "--model-options", '{"hidden_units": [8]}', "--preview-every", "0"]
+    assert main([*common, "--run-dir", str(tmp_path / "alone"), "--head-lr-scale", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["train.py: --head-lr-scale 10 speeds up the layers --init restarts; without --init every layer "
+                   "starts alike (give --init RUN, or leave --head-lr-scale at 1)"]
+    assert main([*common, "--run-dir", str(tmp_path / "first")]) == 0
+    assert main([*common, "--run-dir", str(tmp_path / "again"), "--init", str(tmp_path / "first"),
+                 "--head-lr-scale", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"train.py: --head-lr-scale 10: --init {tmp_path / 'first'} restarted no layer (same point count and "
+                   "markup: every layer was kept), so there is no head to give another rate; leave --head-lr-scale at 1"]
+
+
+def last_weights(run_dir) -> dict:
+    """Every array of a run's last.weights.h5 (the model's and the optimizer's), by its place in the file."""
+    import h5py
+
+    found = {}
+    with h5py.File(run_dir / "last.weights.h5") as f:
+        f.visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("distribute", ["none", "mirrored"])
+def test_a_resumed_run_keeps_the_scaled_head_without_its_init_run(distribute, tmp_path):
+    """A five-point run from a 68-point one with the head at 10 x: killed after epoch 1 and resumed, it ends with the
+    weights and optimizer state of an uninterrupted run, though the run it started from is gone by then (the layers come from its
+    config.json); at 1 x the weights end elsewhere. Also under a tf.distribute strategy, where each replica's
+    update_step gets its own copy of a variable. Its model.keras loads where the package is imported."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import keras
+
+    from facelandmarks.data import npz
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+    from facelandmarks.training.resume import SAVED_MODEL
+    from tests.unit.test_train_errors import faces
+
+    if distribute == "mirrored" and keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.distribute strategies are TensorFlow's")
+    arrays = faces(40)
+    ibug = npz.save_npz(tmp_path / "ibug.npz", arrays)
+    five = npz.save_npz(tmp_path / "five.npz", npz.select_points(arrays, Scheme.from_dict(FACE5), PICKED))
+    common = dict(model="mlp", batch=8, val_fraction=0.25, schedule="cosine", augment="none",
+                  model_options={"hidden_units": [16]}, preview_every=0)
+    fit(TrainConfig(data=str(ibug), run_dir=str(tmp_path / "ibug"), epochs=1, **common), verbose=0)
+
+    def run(name, epochs, scale=10.0, resume=False):
+        return fit(TrainConfig(data=str(five), run_dir=str(tmp_path / name), init=str(tmp_path / "ibug"), epochs=epochs,
+                               head_lr_scale=scale, distribute=distribute, **common), resume=resume, verbose=0)
+
+    run("whole", 2), run("plain", 2, scale=1.0)
+    run("resumed", 1)
+    recorded = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert recorded["head_lr_scale"] == 10.0 and len(recorded["head_lr_layers"]) == 1  # the mlp's last dense layer
+    shutil.rmtree(tmp_path / "ibug")
+    run("resumed", 2, resume=True)
+    ends = {name: last_weights(tmp_path / name) for name in ("whole", "resumed", "plain")}
+    assert ends["whole"].keys() == ends["resumed"].keys() and any("optimizer" in key for key in ends["whole"])
+    for key, value in ends["whole"].items():  # the model's weights and Adam's moments
+        np.testing.assert_array_equal(ends["resumed"][key], value, err_msg=key)
+    assert any(not np.array_equal(ends["plain"][key], value) for key, value in ends["whole"].items())
+    code = (f"import facelandmarks.models, keras; m = keras.models.load_model({str(tmp_path / 'whole' / SAVED_MODEL)!r}); "
+            "print(type(m.optimizer).__name__, m.optimizer.rate_scale)")
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's package, not another one's editable install
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
+    assert done.stdout.split() == ["HeadRateAdam", "10.0"]
