@@ -50,6 +50,7 @@ import numpy as np
 from facelandmarks import metrics
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.video import REDETECT_EVERY, FaceTracker, run_on_video
+from facelandmarks.landmarks import is_builtin
 from facelandmarks.runtime import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +243,9 @@ def main(argv=None) -> int:
     if not scored(predictor):
         print(f"NME: the model marks {predictor.scheme.name} ({predictor.scheme.num_points} points), the clips' points are "
               f"iBUG 68: NME left out (-), the other columns measured")
-        if predictor.landmark_box is None:  # a run from before prepare measured it: a sparse markup's box is then too small
+        # a run of your own markup from before prepare measured it: a sparse markup's box is then too small (built-ins
+        # carry theirs: scheme_files.BUILTIN_LANDMARK_BOXES; muct76's and wflw98's is iBUG 68's)
+        if predictor.landmark_box is None and not is_builtin(predictor.scheme):
             print(f"tracking: {predictor.name} stores no landmark box for {predictor.scheme.name}, so the tracker boxes its "
                   f"points as iBUG 68's (a markup that spans less of the face loses its tracks: see 'detector runs')")
     photo = args.photo or args.data_dir / DEFAULT_PHOTO

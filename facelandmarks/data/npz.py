@@ -266,10 +266,12 @@ MIN_MEASURED_FACES = 5
 
 def landmark_box(data) -> tuple[float, float, float] | None:
     """The ``(scale, dx, dy)`` a dataset's definition carries (arrays' ``scheme_json``, a ``ShardSet``'s
-    manifest): where dlib's box lies around its points (``faces.detection_like_box``); None: iBUG 68's."""
+    manifest): where dlib's box lies around its points (``faces.detection_like_box``); a built-in markup's own
+    (``scheme_files.builtin_landmark_box``: its files store no definition); None: iBUG 68's."""
     if isinstance(data, ShardSet):
         return data.landmark_box
-    return landmark_box_of(str(data["scheme_json"]), "scheme_json") if "scheme_json" in data else None
+    stored = str(data["scheme_json"]) if "scheme_json" in data else None
+    return landmark_box_of(stored, "scheme_json", str(data["scheme"]) if "scheme" in data else None)
 
 
 def measured_landmark_box(arrays: dict[str, np.ndarray]) -> tuple[float, float, float] | None:
@@ -364,8 +366,9 @@ class ShardSet:
             self.counts = [int(s["faces"]) for s in body["shards"]]
             if "scheme_definition" in body:
                 register_definition(body["scheme_definition"], f"{self.manifest} (scheme_definition)")
-            self.landmark_box = landmark_box_of(body.get("scheme_definition"), f"{self.manifest} (scheme_definition)")
             self.scheme = get_scheme(body["scheme"])
+            self.landmark_box = landmark_box_of(body.get("scheme_definition"), f"{self.manifest} (scheme_definition)",
+                                                self.scheme)
             self.image_shape = tuple(body["image_shape"])
             self.set_id = body.get("set_id")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:

@@ -44,7 +44,7 @@ from facelandmarks.data.splits import (
     empty_side_warning,
 )
 from facelandmarks.landmarks import get_scheme, is_builtin
-from facelandmarks.scheme_files import scheme_json
+from facelandmarks.scheme_files import builtin_landmark_box, scheme_json
 
 SIDES = ("train", "test")
 
@@ -315,10 +315,11 @@ def _prepare_into(writer: SetWriter, datasets, options: PrepareOptions, started:
 
 def _crop_all(records, sides, buffers, scheme, options: PrepareOptions, calibrated=None):
     """Crop every record (in a process pool) into the buffer of its side; returns counts, notes and skips.
-    ``calibrated``: ``cropping.calibrate_landmark_box``'s measurement for a markup of its own (None: iBUG 68's)."""
+    ``calibrated``: ``cropping.calibrate_landmark_box``'s measurement for a markup of its own (None: a built-in's
+    own, ``builtin_landmark_box``, or iBUG 68's)."""
     counts, notes, note_example, skips = Counter(), Counter(), {}, []
     settings = CropSettings(options.size, options.gray, options.fallback, options.upsample,
-                            landmark_box=calibrated and calibrated[0])
+                            landmark_box=calibrated[0] if calibrated else builtin_landmark_box(scheme))
     if calibrated:
         (scale, dx, dy), measured, example = calibrated
         note = (f"measured dlib's box around {scheme.name}'s points: side {scale:.2f} x their span, centre {dx:+.2f}, "

@@ -146,8 +146,9 @@ class Predictor:
             the flip test).
 
     ``landmark_box``: ``faces.detection_like_box``'s relation for the model's markup, from ``config``'s
-    ``scheme_definition`` (measured on its data; None, iBUG 68's, for built-ins and older runs): ``recrop`` and
-    ``FaceTracker`` cut their boxes around predicted points with it.
+    ``scheme_definition`` (measured on its data), else a built-in markup's own (``scheme_files.BUILTIN_LANDMARK_BOXES``:
+    kaggle15's), else None (iBUG 68's; older runs of your own markup): ``recrop`` and ``FaceTracker`` cut their
+    boxes around predicted points with it.
     """
 
     def __init__(self, model, scheme: str, name: str = "model", detector: faces.FaceDetector | None = None,
@@ -157,7 +158,7 @@ class Predictor:
         self.name = name
         self.detector = detector or faces.FaceDetector()
         self.config = config or {}
-        self.landmark_box = landmark_box_of(self.config.get("scheme_definition"), f"{name} (scheme_definition)")
+        self.landmark_box = landmark_box_of(self.config.get("scheme_definition"), f"{name} (scheme_definition)", self.scheme)
         shape = model.input_shape  # (None, S, S, C): a Keras model's, or an exported one's (inference.runtimes)
         self._activation = activation_bytes(model)
         if self._activation is not None:  # a Keras model: keep its step buffers in the process (runtime.tune_allocator)

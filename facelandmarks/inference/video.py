@@ -4,8 +4,8 @@ dlib's HOG detector costs more than the landmark model on a frame (and grows wit
 size), so ``FaceTracker`` runs it only every ``redetect_every`` frames and whenever a tracked face
 is lost.  In between, each face's crop box comes from its landmarks in the previous frame:
 ``faces.crop_box_from_landmarks`` is the box dlib would have drawn around those landmarks (for a
-markup of your own, as its data measured it: ``Predictor.landmark_box``), made into a crop the way
-training crops were.  Against ``crop_box_from_detection`` of dlib's own box
+markup of your own as its data measured it, for kaggle15 its built-in one: ``Predictor.landmark_box``),
+made into a crop the way training crops were.  Against ``crop_box_from_detection`` of dlib's own box
 it matches on average (shipped model, 198 YouTube68 test faces: centre offset +0.4 % / -0.5 % of
 the side in x / y, side ratio 1.004 mean, 0.88-1.13 from the 5th to the 95th percentile).  Per
 face it differs, which costs a little: on 298 still test frames NME 4.96 % from dlib's box,
