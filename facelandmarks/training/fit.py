@@ -27,7 +27,7 @@ from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
 from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_run_config
 from facelandmarks.training.distribute import pad_rows, predict_all
-from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers
+from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers, settle_head_lr_scale
 from facelandmarks.training.init import adopt_init_normalization, init_from_other_model, init_split_warning, init_weights
 from facelandmarks.training.init_head import head as _head
 from facelandmarks.training.init_head import restart_for_markup as _restart_for_markup
@@ -127,7 +127,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points,
                 weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
             )
-            restarted = ()  # the layers --init restarts: --head-lr-scale's
+            # the layers --init restarts (--head-lr-scale's), and whether points of another markup start fresh there
+            restarted, fresh_points = (), False
             if config.init and not resume:
                 before = init_run_config(config)
                 if before and before.get("model") not in (None, config.model):  # another family: by layer name
@@ -137,8 +138,11 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 else:
                     restart = _restart_for_markup(config, before, scheme, model)
                     restarted = init_weights(model, config.init, *restart)
+                    fresh_points = bool(restarted)
                     if config.init_head == "nearest" and (restart[0] or (before or {}).get("num_points") != scheme.num_points):
-                        print(start_from_nearest(model, config, before, scheme, parts.get(0), restart[0]))
+                        line, fresh = start_from_nearest(model, config, before, scheme, parts.get(0), restart[0])
+                        print(line)
+                        fresh_points = fresh > 0
                 if warning := init_split_warning(config, scheme.name, _sources(train, val)):
                     print(warning)
                 theirs = (before or {}).get("input_shape")
@@ -149,6 +153,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             elif spec.pretrain is not None and not resume:
                 print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
                 pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)
+            if line := settle_head_lr_scale(config, resume, restarted, fresh_points):
+                print(line)
             scaled = head_rate_layers(config, run_dir, out_dir, resume, restarted)
             check_head_rate_layers(model, scaled)
             _compile(model, config, scheme, cluster, scaled)

@@ -85,7 +85,7 @@ def copy_point_channels(model, old, layers: tuple[str, ...], pairs: dict[int, in
         mine.assign(value)
 
 
-def start_from_nearest(model, config, before: dict | None, scheme, faces, layers: tuple[str, ...] = ()) -> str:
+def start_from_nearest(model, config, before: dict | None, scheme, faces, layers: tuple[str, ...] = ()) -> tuple[str, int]:
     """``--init-head nearest``, after ``init_weights`` restarted ``model``'s head (``layers``: those it restarted, as
     ``restart_for_markup`` gave them; () for ``head``'s): each point of this run's markup whose nearest point of the
     init model (``before``: its config.json; its predictions on up to ``NEAREST_FACES`` of ``faces``, (inputs,
@@ -95,7 +95,8 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
     from facelandmarks.training.runs import build_run_model
 
     if before is None:
-        return f"--init-head nearest: {config.init} has no config.json to rebuild its model from: the head starts fresh"
+        return (f"--init-head nearest: {config.init} has no config.json to rebuild its model from: the head starts fresh",
+                scheme.num_points)
     layers = layers or head(config, scheme, model)  # each a model built once more: not twice
     old = build_run_model({**before, "input_shape": list(config.input_shape)})
     old.load_weights(_weights_file(config.init))
@@ -114,4 +115,5 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
     return (f"--init-head nearest: {len(pairs)} of {scheme.num_points} points start from the head of {other}'s point "
             f"nearest them on {len(inputs)} training faces (mean distance, % of the normalising distance; beyond "
             f"{100 * NEAREST_WITHIN:.0f} % a point starts fresh): "
-            + ", ".join(said(j, int(i), float(d)) for j, (i, d) in enumerate(zip(nearest, distance))))
+            + ", ".join(said(j, int(i), float(d)) for j, (i, d) in enumerate(zip(nearest, distance)))), \
+        scheme.num_points - len(pairs)

@@ -73,7 +73,8 @@ def test_init_head_nearest_starts_a_new_markup_where_the_init_model_finds_its_po
     layers = head(config, scheme, model)
     init_weights(model, config.init)
     fresh = {v.path: np.asarray(v) for v in model.weights if v.path.rsplit("/", 1)[0] in layers}
-    line = start_from_nearest(model, config, before, scheme, (images, landmarks, visible))
+    line, fresh_points = start_from_nearest(model, config, before, scheme, (images, landmarks, visible))
+    assert fresh_points == 1  # the nose: --head-lr-scale's default speeds the head up for it
     assert line.startswith("--init-head nearest: 4 of 5 points start from the head of ibug68's point nearest them on "
                            "12 training faces")
     assert "right_eye <- ibug68 36 (0.0 %)" in line and "nose fresh (never visible)" in line and 12 <= NEAREST_FACES
