@@ -25,7 +25,7 @@ from facelandmarks.data.errors import OutputError
 from facelandmarks.data.info import describe
 from facelandmarks.data.prepare import PrepareOptions, prepare
 from facelandmarks.data.readers import READERS
-from facelandmarks.data.records import CSV_LAYOUTS, AnnotationError, ReaderOptions
+from facelandmarks.data.records import CSV_LAYOUTS, CSV_ORIGIN_CHOICES, CSV_ORIGINS, AnnotationError, ReaderOptions
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
 from facelandmarks.scheme_files import resolve_scheme
 from facelandmarks.training.config import seed_problem
@@ -49,6 +49,13 @@ def _seed(text: str) -> int:
     if seed_problem(value):
         raise argparse.ArgumentTypeError(seed_problem(text))  # names the text as typed
     return value
+
+
+def _csv_origin(text: str) -> int:
+    """``--csv-origin``: 0 or 1; argparse names the flag on an error."""
+    if text.strip() not in {str(origin) for origin in CSV_ORIGINS}:
+        raise argparse.ArgumentTypeError(f"{CSV_ORIGIN_CHOICES}, got {text!r}")
+    return int(text)
 
 
 def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -118,6 +125,9 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
                       help="csv: 0-based column naming each face's person: the split keeps a person's faces on one "
                            "side (default: each image is its own subject)")
     prep.add_argument("--csv-no-header", dest="csv_header", action="store_false", help="csv: the first row is data, not a header")
+    prep.add_argument("--csv-origin", type=_csv_origin, default=0, metavar="{0,1}",
+                      help="csv: the pixel the coordinates count from: 0 (default; pixel centres on integers) or 1 "
+                           "(iBUG's .pts, MATLAB and many annotation tools: 1 is subtracted from each)")
 
     pick = sub.add_parser(
         "select-points", help="a prepared npz with a subset of its points, as a scheme of your own", epilog=EPILOG,
@@ -209,6 +219,7 @@ def _run(command: str, args: argparse.Namespace) -> None:
                 scheme=resolve_scheme(args.scheme) if args.scheme else None, images=args.images, use_bbox=args.use_bbox,
                 csv_image_column=args.csv_image_column, csv_first_coordinate=args.csv_first_coordinate,
                 csv_layout=args.csv_layout, csv_header=args.csv_header, csv_subject_column=args.csv_subject_column,
+                csv_origin=args.csv_origin,
             ),
         )
         prepare(list(zip(args.datasets, args.source)), options)

@@ -176,7 +176,7 @@ def _earlier_set(writer: SetWriter) -> str | None:
 # the reader options each reader takes; given to another, one is an error rather than ignored
 READER_USES = {"coco": ("scheme", "images", "use_bbox"), "dlibxml": ("scheme",),
                "csv": ("scheme", "images", "csv_image_column", "csv_first_coordinate", "csv_layout", "csv_header",
-                       "csv_subject_column")}
+                       "csv_subject_column", "csv_origin")}
 
 
 def _read(name: str, source: str, reader: ReaderOptions):

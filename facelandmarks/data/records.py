@@ -19,6 +19,10 @@ import numpy as np
 from facelandmarks.landmarks import Scheme, get_scheme
 
 CSV_LAYOUTS = ("xy", "xxyy")
+# the pixel a CSV's coordinates count from: 0 is the toolkit's own; 1-based files (iBUG's .pts, MATLAB) lose 1 on reading
+CSV_ORIGINS = (0, 1)
+CSV_ORIGIN_CHOICES = ("0 (coordinates count pixels from 0, the default) or 1 (they count from 1, as iBUG's .pts "
+                      "and MATLAB do: 1 is subtracted from each)")
 
 
 _SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -80,6 +84,8 @@ class ReaderOptions:
         csv_header: ``csv``: the first row is a header.
         csv_subject_column: ``csv``: 0-based column naming each face's person, or None: each image is
             its own subject.
+        csv_origin: ``csv``: the pixel the coordinates count from: 0 (the toolkit's own convention, pixel
+            centres on integers) or 1 (iBUG's ``.pts``, MATLAB: 1 is subtracted on reading).
     """
 
     scheme: Scheme | None = None
@@ -90,6 +96,7 @@ class ReaderOptions:
     csv_layout: str = "xy"
     csv_header: bool = True
     csv_subject_column: int | None = None
+    csv_origin: int = 0
 
     def __post_init__(self):
         if self.csv_layout not in CSV_LAYOUTS:
@@ -99,6 +106,8 @@ class ReaderOptions:
                              f"{self.csv_image_column} and {self.csv_first_coordinate}")
         if self.csv_subject_column is not None and self.csv_subject_column < 0:
             raise ValueError(f"--csv-subject-column: must be >= 0 (a 0-based column), got {self.csv_subject_column}")
+        if self.csv_origin not in CSV_ORIGINS:
+            raise ValueError(f"--csv-origin: {CSV_ORIGIN_CHOICES}, got {self.csv_origin!r}")
         if self.images is not None and not Path(self.images).is_dir():
             raise ValueError(f"{self.images}: no such folder (--images)")
 

@@ -158,3 +158,56 @@ def test_select_points_takes_a_scheme_name_as_prepare_does(tmp_path, capsys):
     assert datagen(["select-points", "--data", str(tmp_path / "ibug.npz"), "--scheme", "nowhere.json", "--points", order,
                     "--out", str(tmp_path / "x.npz")]) == 2
     assert capsys.readouterr().err.endswith("nowhere.json: no such scheme file (--scheme)\n")
+
+
+def test_a_csv_of_1_based_coordinates_with_csv_origin_1_prepares_as_its_0_based_twin(tmp_path, capsys):
+    """300-W's .pts numbers written into a CSV as given were read as 0-based: every run sat 1 px (1.7-2.0 % of the
+    eye distance) off its points, in silence. ``--csv-origin 1`` subtracts the 1; the report names the origin read."""
+    from facelandmarks.cli.datagen import main as datagen
+    from tests.unit.test_datagen_errors import face_shape
+
+    rng = np.random.default_rng(0)
+    names = [f"face{i}.png" for i in range(2)]
+    shapes = [face_shape(cx=80 + 3 * i, cy=82 - 2 * i) for i in range(2)]
+    for name in names:
+        cv2.imwrite(str(tmp_path / name), rng.integers(60, 200, (160, 160, 3), dtype=np.uint8))
+
+    def write_csv(file, origin):
+        rows = [f"{name},{','.join(f'{x + origin:.3f},{y + origin:.3f}' for x, y in shape)}"
+                for name, shape in zip(names, shapes)]
+        (tmp_path / file).write_text("file," + ",".join(f"x{i},y{i}" for i in range(68)) + "\n" + "\n".join(rows) + "\n")
+
+    write_csv("zero.csv", 0)
+    write_csv("one.csv", 1)
+    common = ["--scheme", "ibug68", "--size", "32", "--test-fraction", "0", "--workers", "1", "--quiet"]
+    landmarks, boxes, notes = {}, {}, {}
+    for label, file, flags in (("0-based", "zero.csv", []), ("1-based, --csv-origin 1", "one.csv", ["--csv-origin", "1"]),
+                               ("1-based as given", "one.csv", [])):
+        out = tmp_path / label.replace(" ", "_").replace(",", "")
+        assert datagen(["prepare", "csv", "--source", str(tmp_path / file), *flags, *common, "--out", str(out)]) == 0
+        arrays = npz.load_npz(f"{out}_train.npz")
+        landmarks[label], boxes[label] = arrays["landmarks"], arrays["box"]
+        notes[label] = json.loads((tmp_path / f"{out}_report.json").read_text())["datasets"][0]["notes"]
+    capsys.readouterr()
+    np.testing.assert_allclose(landmarks["1-based, --csv-origin 1"], landmarks["0-based"], atol=1e-6)
+    np.testing.assert_allclose(boxes["1-based, --csv-origin 1"], boxes["0-based"], atol=1e-4)
+    # read as given, the points (and the crop boxed from them, dlib finding no face in noise) sit 1 px right and down
+    # of the image's: the trap the option closes
+    np.testing.assert_allclose(boxes["1-based as given"][:, :2] - boxes["0-based"][:, :2], 1.0, atol=1e-4)
+    assert "coordinates read as pixels counted from 1 (--csv-origin 1): 1 subtracted from each" in notes["1-based, --csv-origin 1"]
+    assert any("(--csv-origin 0); for a file that counts from 1" in note for note in notes["0-based"])
+
+    for bad in ("2", "-1", "one"):
+        with pytest.raises(SystemExit):
+            datagen(["prepare", "csv", "--source", str(tmp_path / "one.csv"), "--csv-origin", bad, *common,
+                     "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"argument --csv-origin: 0 (coordinates count pixels from 0, the default) or 1 " \
+                                          f"(they count from 1, as iBUG's .pts and MATLAB do: 1 is subtracted from " \
+                                          f"each), got '{bad}'" in err, err
+    with pytest.raises(ValueError, match=r"^--csv-origin: 0 \(coordinates count pixels from 0, .*, got 2$"):
+        ReaderOptions(csv_origin=2)
+    # given to a reader that does not take it, it is an error, not ignored
+    assert datagen(["prepare", "dlibxml", "--source", str(dlib_xml(tmp_path, [["36", "45"]])), "--csv-origin", "1",
+                    *common, "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == "datagen.py prepare: --csv-origin: dataset dlibxml does not use it (it is for csv)\n"

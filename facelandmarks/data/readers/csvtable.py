@@ -26,7 +26,8 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
     ``source`` is a CSV file or a folder of them.  Images are relative to ``options.images`` or the
     CSV's folder.  Files named *train*/*test* give the split when both are there.  The subject (the
     person, whom the split keeps on one side) is the cell of ``csv_subject_column``; without one each
-    image is its own subject, and a note says so.  A first row read as a header whose coordinates are all
+    image is its own subject, and a note says so.  Coordinates count pixels from ``csv_origin`` (0, the
+    toolkit's own; 1-based files lose 1 here); a note records which.  A first row read as a header whose coordinates are all
     numbers stops (it is data: ``--csv-no-header``), as does a non-numeric cell, named with its column.
     """
     options = options or ReaderOptions()
@@ -77,6 +78,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             if options.csv_layout == "xxyy":
                 values = [v for pair in zip(values[:k], values[k:]) for v in pair]
             points, labelled = _points_from_values(values, k)
+            points[labelled] -= options.csv_origin
             name = row[image_column].strip()
             subject = name if subject_column is None else row[subject_column].strip()
             image = (folder / name).resolve()
@@ -92,6 +94,10 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             else:
                 listing.records.append(FaceRecord("csv", name, str(image), points, labelled, f"csv/{subject}",
                                                   split=roles[csv_path] if use_roles else None))
+    listing.notes.append("coordinates read as pixels counted from 1 (--csv-origin 1): 1 subtracted from each"
+                         if options.csv_origin else
+                         "coordinates read as pixels counted from 0 (--csv-origin 0); for a file that counts from 1 "
+                         "(iBUG's .pts, MATLAB) give --csv-origin 1")
     if use_roles:
         listing.notes.append("CSV files named *train*/*test* give the split")
     elif subject_column is None:
