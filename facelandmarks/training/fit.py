@@ -133,8 +133,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 before = init_run_config(config)
                 if before and before.get("model") not in (None, config.model):  # another family: by layer name
                     restarted = init_from_other_model(model, config.init, before, _head(config, scheme, model))
-                    if config.init_head == "nearest":
-                        print(f"--init-head nearest: {config.init} is a {before['model']} run: the head starts fresh")
+                    if config.init_head == "nearest":  # the default: say why no point starts from its nearest
+                        print(f"the head of {config.model} starts fresh (--init {config.init} is a {before['model']} "
+                              f"run, whose head does not fit)")
                 else:
                     restart = _restart_for_markup(config, before, scheme, model)
                     restarted = init_weights(model, config.init, *restart)

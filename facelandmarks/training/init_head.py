@@ -95,8 +95,8 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
     from facelandmarks.training.runs import build_run_model
 
     if before is None:
-        return (f"--init-head nearest: {config.init} has no config.json to rebuild its model from: the head starts fresh",
-                scheme.num_points)
+        return (f"the head starts fresh: {config.init} has no config.json to rebuild its model from, so no point of "
+                f"this markup can start from its nearest one", scheme.num_points)
     layers = layers or head(config, scheme, model)  # each a model built once more: not twice
     old = build_run_model({**before, "input_shape": list(config.input_shape)})
     old.load_weights(_weights_file(config.init))

@@ -119,3 +119,39 @@ def test_train_py_init_head_nearest_says_where_each_point_starts(tmp_path, capsy
         assert len(said) == (init_head == "nearest")
     assert said[0].startswith("--init-head nearest: ") and "points start from the head of ibug68's point nearest them " \
                                                          "on 30 training faces" in said[0] and "right_eye " in said[0]
+
+
+def test_a_head_that_cannot_start_from_nearest_points_says_so_without_naming_a_flag_not_given(tmp_path, capsys):
+    """With --init-head nearest the default, --init from a run of another model printed '--init-head nearest: ... is a
+    scratch run: the head starts fresh' to users who never named the flag: the line says what happens instead."""
+    import shutil
+
+    from facelandmarks.data import npz
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+    from tests.unit.test_train_errors import faces
+
+    arrays = faces(40)
+    ibug = npz.save_npz(tmp_path / "ibug.npz", arrays)
+    five = npz.save_npz(tmp_path / "five.npz", npz.select_points(arrays, Scheme.from_dict(FACE5), PICKED))
+    common = dict(epochs=1, batch=8, val_fraction=0.25, schedule="constant", augment="none", preview_every=0)
+    fit(TrainConfig(model="scratch", data=str(ibug), run_dir=str(tmp_path / "scratch"),
+                    model_options={"filters": [8], "kernel_sizes": [3], "dense_units": [8]}, **common), verbose=0)
+    capsys.readouterr()
+    # another model: its layers named alike (head_dense1) carry over, the head sized by the points cannot
+    fit(TrainConfig(model="autoencoder", data=str(five), run_dir=str(tmp_path / "other"), init=str(tmp_path / "scratch"),
+                    model_options={"filters": [8], "dense_units": [8]}, **common), verbose=0)
+    printed = capsys.readouterr().out
+    assert "--init-head" not in printed, printed
+    assert f"the head of autoencoder starts fresh (--init {tmp_path / 'scratch'} is a scratch run, whose head does " \
+           "not fit)" in printed
+    # a weights file with no config.json beside it: no model to find the nearest points with
+    (tmp_path / "bare").mkdir()
+    weights = next((tmp_path / "scratch").glob("best*.weights.h5"))
+    shutil.copy(weights, tmp_path / "bare" / weights.name)
+    fit(TrainConfig(model="scratch", data=str(five), run_dir=str(tmp_path / "bare_run"), init=str(tmp_path / "bare" / weights.name),
+                    model_options={"filters": [8], "kernel_sizes": [3], "dense_units": [8]}, **common), verbose=0)
+    printed = capsys.readouterr().out
+    assert "--init-head" not in printed, printed
+    assert f"the head starts fresh: {tmp_path / 'bare' / weights.name} has no config.json to rebuild its model from, " \
+           "so no point of this markup can start from its nearest one" in printed
