@@ -25,7 +25,9 @@ WEIGHTS_FILE = "best.weights.h5"
 HISTORY_FILE = "history.csv"  # the run's epochs, shipped with it (the losses and curve of its evaluation)
 INSTALLED_WEIGHTS = Path("share") / "facelandmarks" / "weights"  # under the install prefix (setup.py)
 # settings that describe how the run was trained, not how to rebuild the model: dropped from the shipped config
-_TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers")
+# (--head-lr-scale and the layers it sped up go with --init: a scale other than 1 without --init is refused, so the
+# shipped config.json as a --config would be)
+_TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers", "head_lr_scale", "head_lr_layers")
 
 
 def _data_sources(data) -> list[str] | None:

@@ -44,3 +44,29 @@ def test_a_shipped_folder_carries_its_runs_history_and_loads_evaluates_and_conti
     assert models_cli.main(["--ship", str(later), "--to", str(shipped)]) == 0
     assert sorted(p.name for p in shipped.iterdir()) == ["best.weights.h5", "config.json"]
     assert "shipped" in capsys.readouterr().out
+
+
+@pytest.mark.backend
+def test_a_shipped_run_with_its_head_at_10x_leaves_the_rate_behind_with_its_init(tmp_path):
+    """The shipped settings drop ``init``, so they drop ``--head-lr-scale`` (refused without --init) and its layers
+    too: the folder's config.json still works as a --config, with or without an --init of its own."""
+    from facelandmarks.cli.train import resolve_config
+    from facelandmarks.landmarks import Scheme
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+    from tests.unit.test_init_head import FACE5, PICKED
+
+    arrays = faces(24)
+    ibug = npz.save_npz(tmp_path / "ibug.npz", arrays)
+    five = npz.save_npz(tmp_path / "five.npz", npz.select_points(arrays, Scheme.from_dict(FACE5), PICKED))
+    common = dict(model="mlp", batch=8, epochs=1, augment="none", model_options={"hidden_units": [4]}, preview_every=0)
+    fit(TrainConfig(data=str(ibug), run_dir=str(tmp_path / "ibug"), **common), verbose=0)
+    fit(TrainConfig(data=str(five), run_dir=str(tmp_path / "five"), init=str(tmp_path / "ibug"), head_lr_scale=10.0,
+                    **common), verbose=0)
+    assert json.loads((tmp_path / "five" / "config.json").read_text())["head_lr_scale"] == 10.0
+    shipped = tmp_path / "weights" / "five"
+    assert models_cli.main(["--ship", str(tmp_path / "five"), "--to", str(shipped)]) == 0
+    settings = json.loads((shipped / "config.json").read_text())
+    assert not {"init", "head_lr_scale", "head_lr_layers"} & set(settings)
+    config, _ = resolve_config(["--config", str(shipped / "config.json"), "--data", str(five), "--run-dir", "r"])
+    assert config.init is None and config.head_lr_scale is None
