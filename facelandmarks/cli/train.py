@@ -172,6 +172,8 @@ def _saved_run(requested: dict) -> TrainConfig:
     # checked as a --config file is, naming this file and the key: keys this version no longer knows are dropped,
     # so old runs still load
     known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if "head_lr_scale" not in values:  # a run from before --head-lr-scale: every layer at the rate, as it goes on
+        values["head_lr_scale"] = 1.0  # (null: a run stopped before --init settled it, which starts again and does)
     saved = TrainConfig(**check_values(TrainConfig, {k: v for k, v in values.items() if k in known}, str(path)))
     _check_settings(saved, path)
     return dataclasses.replace(saved, run_dir=str(run_dir))

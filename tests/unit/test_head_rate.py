@@ -218,3 +218,22 @@ def test_the_default_head_rate_is_10x_only_where_points_of_another_markup_start_
     assert settled(True, restarted=()) == (None, 1.0)     # nothing restarted
     assert settled(True, resume=True) == (None, 1.0)      # a run that recorded no scale
     assert settled(True, head_lr_scale=1.0) == (None, 1.0) and settled(False, head_lr_scale=3.0) == (None, 3.0)
+
+
+def test_a_run_from_before_the_flag_resumes_with_it_spelled_at_1_and_refuses_another(tmp_path):
+    """Its config.json has no head_lr_scale: it trained every layer at the rate and goes on so, and --head-lr-scale 1
+    says just that; a run stopped before --init settled the scale (null) keeps it open for its new start."""
+    from facelandmarks.cli.train import resolve_config
+    from facelandmarks.training.config import ConfigError
+
+    old = {"model": "mlp", "data": "d.npz", "run_dir": "r", "init": "x", "init_head": "fresh"}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(old))
+    config, resume = resolve_config(["--resume", "--run-dir", str(tmp_path / "old"), "--head-lr-scale", "1"])
+    assert resume and config.head_lr_scale == 1.0
+    assert resolve_config(["--resume", "--run-dir", str(tmp_path / "old")])[0].head_lr_scale == 1.0
+    with pytest.raises(ConfigError, match="not --head-lr-scale"):
+        resolve_config(["--resume", "--run-dir", str(tmp_path / "old"), "--head-lr-scale", "10"])
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.json").write_text(json.dumps({**old, "head_lr_scale": None}))
+    assert resolve_config(["--resume", "--run-dir", str(tmp_path / "new")])[0].head_lr_scale is None
