@@ -29,32 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data import faces
-from facelandmarks.data.cropping import worker_context
+from facelandmarks.data.cropping import nearest_detection, worker_context
 from facelandmarks.data.readers.coco import read_coco
 from facelandmarks.data.readers.ibug300w import read_300w
 from facelandmarks.data.readers.muct import read_muct
 from facelandmarks.data.readers.youtube68 import read_youtube68
 from facelandmarks.data.records import ImageReadError, ReaderOptions, read_image
 from facelandmarks.landmarks import WFLW98
+from facelandmarks.scheme_files import kaggle15_from_ibug68
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# kaggle15's points (landmarks.KAGGLE15_NAMES' order; "left" is the subject's left, on the right of a frontal
-# photo, iBUG 68's 42-47 and 22-26) as iBUG 68 indices: a tuple is the mean of those points.
-KAGGLE15_FROM_IBUG68 = (
-    (42, 43, 44, 45, 46, 47), (36, 37, 38, 39, 40, 41),  # left_eye_center, right_eye_center
-    (42,), (45,), (39,), (36,),  # left eye inner, outer; right eye inner, outer corner
-    (22,), (26,), (21,), (17,),  # left brow inner, outer end; right brow inner, outer end
-    (30,),  # nose tip
-    (54,), (48,), (51,), (57,),  # mouth left, right corner; top lip centre, bottom lip centre
-)
-
-
-def kaggle15_from_ibug68(points: np.ndarray) -> np.ndarray:
-    """kaggle15's 15 points from iBUG 68's 68 (``(..., 68, 2)`` -> ``(..., 15, 2)``)."""
-    points = np.asarray(points, np.float64)
-    return np.stack([points[..., list(group), :].mean(-2) for group in KAGGLE15_FROM_IBUG68], -2)
-
 
 _DETECTOR = {}
 
@@ -68,33 +52,14 @@ def _detections(path: str):
     return np.asarray(detector.detect(image)[0], np.float64).reshape(-1, 4)
 
 
-def _nearest(detections, points, seen):
-    """The detection ``calibrate_landmark_box`` would take for these points, or None."""
-    best, best_distance = None, np.inf
-    for det in detections:
-        relation = faces.box_relation(det, points, seen)
-        if not 0.5 <= relation[0] <= 4.0 or faces.coverage(faces.crop_box_from_detection(det), points, seen) < faces.MIN_COVERAGE:
-            continue
-        if np.hypot(*relation[1:]) < best_distance:
-            best, best_distance = det, float(np.hypot(*relation[1:]))
-    return best
-
-
-def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def _row(name: str, data: str, measured: list) -> str:
     if not measured:
         return f"| {name} | {data} | 0 | - | - | - | - | - |"
     relations = np.array([r for r, _ in measured])
     lo, mid, hi = np.percentile(relations, [10, 50, 90], axis=0)
     spread = " / ".join(f"{a:.2f}..{b:.2f}" for a, b in zip(lo, hi))
-    fixed = np.median([iou(faces.crop_box_from_landmarks(p, s), faces.crop_box_from_detection(d)) for _, (p, s, d) in measured])
-    own = np.median([iou(faces.crop_box_from_landmarks(p, s, tuple(mid)), faces.crop_box_from_detection(d))
+    fixed = np.median([faces.box_iou(faces.crop_box_from_landmarks(p, s), faces.crop_box_from_detection(d)) for _, (p, s, d) in measured])
+    own = np.median([faces.box_iou(faces.crop_box_from_landmarks(p, s, tuple(mid)), faces.crop_box_from_detection(d))
                      for _, (p, s, d) in measured])
     return (f"| {name} | {data} | {len(measured)} | {mid[0]:.3f} | {mid[1]:+.3f} | {mid[2]:+.3f} | {spread} | "
             f"{fixed:.3f} / {own:.3f} |")
@@ -135,7 +100,7 @@ def main(argv=None) -> int:
             markup = {"MUCT": "muct76", "WFLW samples": "wflw98"}.get(source, "ibug68")
             for record in group:
                 detections = next(found)
-                det = None if detections is None else _nearest(detections, record.points, record.labelled)
+                det = None if detections is None else nearest_detection(detections, record.points, record.labelled)
                 if det is None:
                     continue
                 seen = record.labelled

@@ -208,9 +208,10 @@ def calibrate_landmark_box(records, upsample: int = 0, limit: int = CALIBRATION_
             continue
         fitting = [image for _, image in views if landmark_problem(record.points, record.labelled, image.shape) is None]
         if len(fitting) == 1:
-            found = _measure(detector, fitting[0], record.points, record.labelled)
-            measured += [found] if found is not None else []
-            names += [record.name] if found is not None else []
+            det = nearest_detection(detector.detect(fitting[0])[0], record.points, record.labelled)
+            if det is not None:
+                measured.append(faces.box_relation(det, record.points, record.labelled))
+                names.append(record.name)
         if len(measured) == limit:
             break
     if len(measured) < CALIBRATION_MIN_FACES:
@@ -218,18 +219,20 @@ def calibrate_landmark_box(records, upsample: int = 0, limit: int = CALIBRATION_
     return tuple(float(v) for v in np.median(measured, axis=0)), len(measured), names[0]
 
 
-def _measure(detector, image, points, labelled):
-    """``(scale, dx, dy)`` of the detection nearest the points' box that holds them, or None."""
+def nearest_detection(detections, points, labelled):
+    """Of dlib's ``detections`` around one face's points, the one ``calibrate_landmark_box`` measures: whose box is
+    1/2 to ``CALIBRATION_MAX_RATIO`` x the points' span, whose crop holds them, and whose centre lies nearest theirs
+    (in units of their span); None when none does."""
     best, best_distance = None, np.inf
-    for det in detector.detect(image)[0]:
+    for det in detections:
         relation = faces.box_relation(det, points, labelled)
         if not 0.5 <= relation[0] <= CALIBRATION_MAX_RATIO:
             continue
         if faces.coverage(faces.crop_box_from_detection(det), points, labelled) < faces.MIN_COVERAGE:
             continue
-        distance = float(np.hypot(*relation[1:]))  # the nearest centre, in units of the points' span
+        distance = float(np.hypot(*relation[1:]))
         if distance < best_distance:
-            best, best_distance = relation, distance
+            best, best_distance = det, distance
     return best
 
 

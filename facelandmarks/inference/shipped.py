@@ -120,7 +120,8 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     shipped["shipped_from"] = run_dir.name
     if (sources := _data_sources(config.get("data"))) is not None:
         shipped["trained_on"] = sources  # the data file stays behind: --init warns by its datasets
-    # every file whole before any replaces its predecessor: a kill leaves the folder's model as it was
+    # every file whole before any replaces its predecessor: a kill before the renames leaves the folder as it was
+    # (one between two of them, a window of microseconds, leaves some files new)
     tmp_weights, tmp_config, tmp_history = (dest / f".{name}.tmp" for name in (WEIGHTS_FILE, "config.json", HISTORY_FILE))
     history = run_dir / HISTORY_FILE
     try:

@@ -90,7 +90,7 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
     ``restart_for_markup`` gave them; () for ``head``'s): each point of this run's markup whose nearest point of the
     init model (``before``: its config.json; its predictions on up to ``NEAREST_FACES`` of ``faces``, (inputs,
     landmarks, visible)) lies within ``NEAREST_WITHIN`` starts from that point's head channels. Returns the line to
-    print."""
+    print and how many points start fresh (``--head-lr-scale``'s default)."""
     from facelandmarks.training.init import _weights_file
     from facelandmarks.training.runs import build_run_model
 

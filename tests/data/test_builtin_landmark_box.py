@@ -8,18 +8,11 @@ import pytest
 from facelandmarks.data import faces
 from facelandmarks.data.readers.ibug300w import read_pts
 from facelandmarks.landmarks import KAGGLE15, mirror_pixel_landmarks
-from facelandmarks.scheme_files import builtin_landmark_box
+from facelandmarks.scheme_files import builtin_landmark_box, kaggle15_from_ibug68
 
 pytestmark = pytest.mark.data
 
-# KAGGLE15_NAMES' order as iBUG 68 points (a tuple: their mean); "left" is the subject's left: iBUG 68's 42-47, 22-26
-KAGGLE15_FROM_IBUG68 = ((42, 43, 44, 45, 46, 47), (36, 37, 38, 39, 40, 41), (42,), (45,), (39,), (36,),
-                        (22,), (26,), (21,), (17,), (30,), (54,), (48,), (51,), (57,))
 FACES = 80  # AFW's first faces: about 0.1 s
-
-
-def kaggle15_from_ibug68(points):
-    return np.stack([np.asarray(points, np.float64)[list(group)].mean(0) for group in KAGGLE15_FROM_IBUG68])
 
 
 @pytest.fixture(scope="module")
