@@ -18,11 +18,17 @@ from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline r
 
 
 def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
-    """(train loss, validation loss, epoch) at the best validation epoch of a run's history.csv."""
+    """(train loss, validation loss, epoch) at the best validation epoch of a run's history.csv.
+
+    The best epoch is the one ``best.weights.h5`` holds: the lowest validation loss among the epochs that logged
+    one (an epoch with NA there is never the best, as in training), the lowest training loss in a run without
+    validation. (One NA epoch stopped the whole evaluation: "could not convert string to float: ''".)
+    """
     rows = read_history(run_dir / "history.csv")
+    key = "val_loss" if any(r.get("val_loss") not in (None, "") for r in rows) else "loss"
+    rows = [r for r in rows if r.get(key) not in (None, "")]
     if not rows:
         return float("nan"), float("nan"), None
-    key = "val_loss" if rows[0].get("val_loss") not in (None, "") else "loss"
     best = min(rows, key=lambda r: float(r[key]))
     return float(best["loss"]), float(best.get("val_loss") or "nan"), int(best["epoch"]) + 1
 

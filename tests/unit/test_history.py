@@ -91,3 +91,10 @@ def test_one_history_given_under_two_names_is_one_curve_with_both(tmp_path):
     svg = (tmp_path / "curves.svg").read_text()
     assert svg.count("cascade: stage 1 (scratch) = scratch train") == 1 and svg.count("other val") == 1
     assert ">scratch train<" not in svg  # it was drawn again over the first, hiding it
+
+
+def test_an_epoch_without_validation_is_never_the_best_and_stops_nothing(tmp_path):
+    # as Keras's CSVLogger writes an epoch that logged no validation value: NA, read back as ''
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.05,NA,NA\n1,0.03,0.020,7.0\n"
+                                          "2,0.02,NA,NA\n3,0.025,0.022,7.2\n")
+    assert history_losses(tmp_path) == (0.03, 0.02, 2)  # was ValueError: could not convert string to float: ''
