@@ -58,3 +58,13 @@ def test_results_csv_leaves_every_missing_value_empty(tmp_path):
         rows = list(csv.DictReader(handle))
     assert rows == [{"model": "a", "nme": "3.5", "val_loss": "", "params": "", "extra": ""},
                     {"model": "dlib", "nme": "", "val_loss": "", "params": "", "extra": "1"}]
+
+
+def test_the_table_tells_apart_test_mses_that_differ_in_their_second_digit():
+    scheme = get_scheme("ibug68")
+    rows = [{"model": "plain", "test_mse": 1.8377e-4, "train_loss": 0.09698, "val_loss": 1.2e-5, "nme": 3.86, "unscored": 0},
+            {"model": "flip test", "test_mse": 1.7509e-4, "train_loss": float("nan"), "val_loss": None, "nme": 3.76}]
+    table = results_markdown(rows, scheme, "t.npz", 261)
+    # at 5 decimals both read 0.00018 (the shipped model and its flip test on 300-W), and 1.2e-5 read 0.00001
+    assert "| plain | 0.0970 | 1.20e-05 | 0.000184 | 3.86 |" in table
+    assert "| flip test | – | – | 0.000175 | 3.76 |" in table
