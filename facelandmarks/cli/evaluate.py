@@ -17,7 +17,8 @@ EPILOG = """exit status:
   2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
        truncated or corrupt file (npz, run folder, photo), a folder without photos, an output folder that
        cannot be written (checked before any work), an option of another mode (--crops with --video)
-  130  interrupted (Ctrl-C); a video's files are finished as they stand, and play
+  130  interrupted (Ctrl-C); a video's files are finished as they stand, and play; --data leaves the tables
+       and plots an earlier evaluation wrote into --out as they were (the new ones are moved in together)
   143  terminated (SIGTERM: kill, timeout): as Ctrl-C
 """
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path, PurePath
 
 import numpy as np
@@ -131,15 +133,24 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
             rows.append(row)
             predictions[name] = pred
 
-    write_csv(out_dir / "results.csv", rows)
-    (out_dir / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))
-    nmes = {name: metrics.nme_per_face(p, arrays["landmarks"], arrays["visible"], scheme) for name, p in predictions.items()}
-    plots.ced_plot(nmes, out_dir / "ced.png", title=f"{label} ({scheme.name})", normaliser=normaliser(scheme))
-    plots.gallery(arrays, predictions, nmes, out_dir / "gallery.png", count=gallery_faces)
-    if histories:
-        plots.learning_curves(histories, out_dir / "curves.png")
-    else:  # no run with a history.csv (the shipped model, exports): an earlier evaluation's curves do not stay beside these
-        (out_dir / "curves.png").unlink(missing_ok=True)
+    # written into a folder of their own and moved in together at the end: an evaluation stopped (Ctrl-C during the
+    # gallery) or failed while writing leaves the earlier set as it was (it left new tables beside the last one's plots)
+    staging = Path(tempfile.mkdtemp(prefix=".results-", dir=out_dir))
+    try:
+        write_csv(staging / "results.csv", rows)
+        (staging / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))
+        nmes = {name: metrics.nme_per_face(p, arrays["landmarks"], arrays["visible"], scheme)
+                for name, p in predictions.items()}
+        plots.ced_plot(nmes, staging / "ced.png", title=f"{label} ({scheme.name})", normaliser=normaliser(scheme))
+        plots.gallery(arrays, predictions, nmes, staging / "gallery.png", count=gallery_faces)
+        if histories:
+            plots.learning_curves(histories, staging / "curves.png")
+        for file in sorted(staging.iterdir()):
+            os.replace(file, out_dir / file.name)
+        if not histories:  # no run with a history.csv (the shipped model, exports): no earlier curves beside these
+            (out_dir / "curves.png").unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return rows
 
 

@@ -132,3 +132,21 @@ def test_runs_without_a_history_leave_no_earlier_curves_behind(tmp_path):
     (run / "history.csv").unlink()  # as the shipped model or an export: no history
     assert main([str(run), "--data", str(data), "--out", str(out), "--no-timing"]) == 0
     assert not (out / "curves.png").exists()  # the earlier run's curves stayed beside the new tables
+
+
+def test_an_evaluation_stopped_while_writing_leaves_the_earlier_tables_and_plots(tmp_path, monkeypatch):
+    from facelandmarks.evaluation import plots
+
+    first, second = make_run(tmp_path / "first", seed=1), make_run(tmp_path / "second", seed=2)
+    data, out = make_test_set(tmp_path / "test.npz"), tmp_path / "out"
+    evaluate_runs([first], data, out, timing=False)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the gallery is drawn, after the tables and the CED
+
+    monkeypatch.setattr(plots, "gallery", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_runs([first, second], data, out, timing=False)
+    # the new tables and CED were left beside the earlier gallery, naming a run the gallery did not show
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
