@@ -41,6 +41,10 @@ def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, t
         xs, ys = metrics.ced(nme, threshold)
         label = f"{' = '.join(names)}  (AUC@{threshold * 100:g} {metrics.auc(nme, threshold):.3f}, NME {100 * np.nanmean(nme):.2f}%)"
         ax.plot(xs * 100, ys, label=label, linewidth=1.8, color=colours(i), linestyle="-" if i < 10 else "--")
+    for t in metrics.THRESHOLDS:  # the tables' thresholds inside the plot: a curve's height there is 1 - FR@t
+        if 0 < t < threshold:
+            ax.axvline(t * 100, color="0.35", linestyle="--", linewidth=0.9, zorder=1,  # named in the legend:
+                       label=f"NME {t * 100:g} %: FR@{t * 100:g} = 1 − a curve's height here, AUC@{t * 100:g} its area to the left ÷ {t * 100:g}")
     ax.set_xlabel(f"NME (% of {normaliser})")
     ax.set_ylabel("fraction of faces")
     ax.set_xlim(0, threshold * 100)

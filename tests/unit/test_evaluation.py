@@ -150,3 +150,15 @@ def test_an_evaluation_stopped_while_writing_leaves_the_earlier_tables_and_plots
         evaluate_runs([first, second], data, out, timing=False)
     # the new tables and CED were left beside the earlier gallery, naming a run the gallery did not show
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
+def test_the_ced_marks_the_tables_threshold_inside_it(tmp_path):
+    import matplotlib
+
+    from facelandmarks.evaluation.plots import ced_plot
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        ced_plot({"m": np.array([0.02, 0.05, 0.09])}, tmp_path / "ced.svg")
+    text = (tmp_path / "ced.svg").read_text()
+    # the tables give FR and AUC at 8 % too; the plot, drawn to 10 %, showed no mark where to read them
+    assert "FR@8 = 1 − a curve" in text and "FR@10" not in text  # 10 % is the plot's right edge
