@@ -128,12 +128,14 @@ def learning_curves(histories: dict[str, Path], path: Path) -> None:
         if "val_nme" in rows[0]:
             nme_ax.plot(epochs, column("val_nme"), color=color, label=name, **dots)
     loss_ax.set_yscale("log")
+    loss_ax.set_title("Training objective (train dashed, validation solid)", fontsize=10)
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss")
+    loss_ax.set_ylabel("loss (each run's own, log scale)")
     loss_ax.legend(fontsize=7, handlelength=4)  # at the default length the dot hid the train line's one gap
     loss_ax.grid(alpha=0.3)
     for ax in (loss_ax, nme_ax):
         epoch_axis(ax, last)
+    nme_ax.set_title("Validation NME", fontsize=10)
     nme_ax.set_xlabel("epoch")
     nme_ax.set_ylabel("validation NME %")
     nme_ax.legend(fontsize=7)

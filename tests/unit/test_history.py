@@ -98,3 +98,15 @@ def test_an_epoch_without_validation_is_never_the_best_and_stops_nothing(tmp_pat
     (tmp_path / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.05,NA,NA\n1,0.03,0.020,7.0\n"
                                           "2,0.02,NA,NA\n3,0.025,0.022,7.2\n")
     assert history_losses(tmp_path) == (0.03, 0.02, 2)  # was ValueError: could not convert string to float: ''
+
+
+def test_each_panel_of_the_learning_curves_says_what_it_shows(tmp_path):
+    import matplotlib
+
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.03,0.02,9.0\n1,0.02,0.015,7.0\n")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        learning_curves({"run": tmp_path / "history.csv"}, tmp_path / "curves.svg")
+    svg = (tmp_path / "curves.svg").read_text()
+    # the panels had no titles, and 'loss' did not say which lines were training and which validation
+    assert "Training objective (train dashed, validation solid)" in svg and "Validation NME" in svg
+    assert "loss (each run&#39;s own, log scale)" in svg or "loss (each run's own, log scale)" in svg
