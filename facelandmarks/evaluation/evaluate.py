@@ -67,6 +67,7 @@ def select_faces(arrays: dict, where: list[str], data_path) -> dict:
     ``path``, ``detection`` ... (``datagen.py info`` lists them).
     """
     keep = np.ones(len(arrays["landmarks"]), bool)
+    alone = []  # (spec, key, op, matched nothing by itself)
     for spec in where:
         found = [(spec.index(c), c) for c in "=~" if c in spec]
         op = min(found)[1] if found else None  # the first: path~a=b looks for 'a=b' in the path
@@ -77,10 +78,24 @@ def select_faces(arrays: dict, where: list[str], data_path) -> dict:
             per_face = sorted(k for k, v in arrays.items() if v.ndim == 1 and len(v) == len(keep))
             raise ValueError(f"{data_path}: no per-face key {key!r} for --where (have: {', '.join(per_face)})")
         column = arrays[key].astype(str)
-        keep &= (column == value) if op == "=" else np.char.find(column, value) >= 0
+        match = (column == value) if op == "=" else np.char.find(column, value) >= 0
+        alone.append((spec, key, op, not match.any()))
+        keep &= match
     if not keep.any():
-        raise ValueError(f"{data_path}: no face matches --where {' '.join(where)}")
+        raise ValueError(f"{data_path}: no face matches --where {' '.join(where)}{_no_match_hint(arrays, alone)}")
     return npz.subset(arrays, np.flatnonzero(keep))
+
+
+def _no_match_hint(arrays: dict, alone: list) -> str:
+    """What to try instead, for ``select_faces``' error: the values of a KEY=VALUE filter's key that matched nothing
+    (a few; --where source=300W had no hint that the key holds 300w), or that each filter matches faces alone."""
+    for spec, key, op, none in alone:
+        if none:
+            values = np.unique(arrays[key].astype(str))
+            if op != "=" or len(values) > 8:
+                return f" ({spec} matches none of {len(arrays[key])} faces)"
+            return f" ({key} is one of: {', '.join(values)})"
+    return " (each filter matches faces, but no face matches them all)"
 
 
 def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gallery_faces=6, where=(),

@@ -68,3 +68,15 @@ def test_the_table_tells_apart_test_mses_that_differ_in_their_second_digit():
     # at 5 decimals both read 0.00018 (the shipped model and its flip test on 300-W), and 1.2e-5 read 0.00001
     assert "| plain | 0.0970 | 1.20e-05 | 0.000184 | 3.86 |" in table
     assert "| flip test | – | – | 0.000175 | 3.76 |" in table
+
+
+def test_a_where_that_matches_nothing_says_what_would_match():
+    arrays = {"landmarks": np.zeros((3, 5, 2), np.float32),
+              "path": np.array(["/d/x=1/a.jpg", "/d/x=2/b.jpg", "/d/y/c.jpg"]), "source": np.array(["w", "w", "v"])}
+    # 'no face matches --where source=W' alone: nothing said the key holds w and v
+    with pytest.raises(ValueError, match=r"t.npz: no face matches --where source=W \(source is one of: v, w\)$"):
+        select_faces(arrays, ["source=W"], "t.npz")
+    with pytest.raises(ValueError, match=r"--where source=v path~x= \(each filter matches faces, but no face matches them all\)$"):
+        select_faces(arrays, ["source=v", "path~x="], "t.npz")
+    with pytest.raises(ValueError, match=r"--where source=w path~/z/ \(path~/z/ matches none of 3 faces\)$"):
+        select_faces(arrays, ["source=w", "path~/z/"], "t.npz")
