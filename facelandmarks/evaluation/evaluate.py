@@ -140,9 +140,11 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
             if history is not None:
                 histories[row["model"]] = history
     if dlib_model is not None:
-        # as it comes, and with its 0-based points moved to iBUG's 1-based convention
-        for name, offset in ((dlib_model.name, 0.0), (f"{dlib_model.name}, +1 px", 1.0)):
-            pred = dlib_model.predict_dataset(arrays, offset=offset)
+        # as it comes, and with its 0-based points moved to iBUG's 1-based convention: one photo pixel is 1 / the crop
+        # box's side in crop coordinates (predict_dataset(offset=1) ran dlib over every face a second time for it)
+        plain = dlib_model.predict_dataset(arrays)
+        pixel = 1.0 / (arrays["box"][:, None, 2:].astype(np.float64) - arrays["box"][:, None, :2])
+        for name, pred in ((dlib_model.name, plain), (f"{dlib_model.name}, +1 px", (plain + pixel).astype(np.float32))):
             row = score(name, pred, arrays, scheme)
             row.update(train_loss=float("nan"), val_loss=float("nan"), best_epoch=None, params=None, ms_per_face=float("nan"))
             rows.append(row)

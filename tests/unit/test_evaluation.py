@@ -162,3 +162,30 @@ def test_the_ced_marks_the_tables_threshold_inside_it(tmp_path):
     text = (tmp_path / "ced.svg").read_text()
     # the tables give FR and AUC at 8 % too; the plot, drawn to 10 %, showed no mark where to read them
     assert "FR@8 = 1 − a curve" in text and "FR@10" not in text  # 10 % is the plot's right edge
+
+
+def test_dlib_runs_once_for_both_its_rows(tmp_path, monkeypatch):
+    from facelandmarks.inference.dlib_baseline import DlibPredictor
+
+    rng = np.random.default_rng(1)
+    faces = 3
+    arrays = {"images": rng.integers(0, 256, (faces, 64, 64, 3), dtype=np.uint8),
+              "landmarks": rng.uniform(0.2, 0.8, (faces, 68, 2)).astype(np.float32),
+              "visible": np.ones((faces, 68), bool), "subject": np.array(["a", "b", "c"]), "scheme": np.array("ibug68"),
+              "mirrored": np.zeros(faces, bool), "box": np.float32([[0, 0, 200, 200], [10, 20, 90, 100], [5, 5, 405, 405]])}
+    data = npz.save_npz(tmp_path / "test.npz", arrays)
+    passes = []
+    original = DlibPredictor.predict_dataset
+
+    def counted(self, arrays, progress=True, offset=0.0):
+        passes.append(offset)
+        return original(self, arrays, progress=False, offset=offset)
+
+    monkeypatch.setattr(DlibPredictor, "predict_dataset", counted)
+    rows = evaluate_runs([], data, tmp_path / "out", baseline="dlib", timing=False)
+    assert len(passes) == 1  # the +1 px row ran dlib over every face a second time
+    expected = original(DlibPredictor(), npz.load_npz(data), progress=False, offset=1.0)
+    truth = npz.load_npz(data)
+    assert rows[1]["model"] == "dlib (ERT, 68 pts), +1 px"
+    assert rows[1]["nme"] == pytest.approx(score("x", expected, truth, get_scheme("ibug68"))["nme"], rel=1e-5)
+    assert rows[1]["offset_x"] == pytest.approx(score("x", expected, truth, get_scheme("ibug68"))["offset_x"], rel=1e-5)
