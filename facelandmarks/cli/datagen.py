@@ -86,7 +86,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         epilog=EPILOG,
     )
     prep.add_argument("datasets", nargs="+", type=_dataset_name, metavar="DATASET", help=f"one of {', '.join(READERS)}")
-    prep.add_argument("--source", action="append", required=True, help="dataset folder, or for coco, csv, dlibxml its file (one per DATASET, in order)")
+    prep.add_argument("--source", action="append", required=True, help="dataset folder, or for kaggle, coco, csv, dlibxml its file (one per DATASET, in order)")
     prep.add_argument("--size", type=int, required=True, help="side of the square crops in pixels")
     prep.add_argument("--out", required=True, help="output prefix: writes PREFIX_train.npz, PREFIX_test.npz, PREFIX_report.json/.txt")
     prep.add_argument("--gray", action="store_true", help="1-channel (grayscale) images")

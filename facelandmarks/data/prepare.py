@@ -33,7 +33,7 @@ from facelandmarks.data.cropping import (
 )
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.fileset import SetWriter, manifest_path, read_manifest
-from facelandmarks.data.readers import READERS, TAKE_OPTIONS
+from facelandmarks.data.readers import READERS, READS_A_FILE, TAKE_OPTIONS
 from facelandmarks.data.records import AnnotationError, ReaderOptions, Skip, check_listing
 from facelandmarks.data.report import format_summary, report_text
 from facelandmarks.data.splits import (
@@ -115,8 +115,11 @@ def _check_sources(datasets: list[tuple[str, str]]) -> None:
     subject names, so a photo could land on both sides of the split: an error naming both."""
     for name, source in datasets:
         if not Path(source).exists():
-            kind = "file or folder" if name in ("coco", "csv", "dlibxml") else "folder"  # these read a file too
+            kind = "file or folder" if name in READS_A_FILE else "folder"
             raise ValueError(f"{source}: no such {kind} (--source)")
+        if name not in READS_A_FILE and not Path(source).is_dir():  # its own file named here was "no such file in it"
+            raise ValueError(f"{source}: a file, not a folder (--source): {name} reads the dataset's folder, the one "
+                             "that holds its annotation files (docs/data.md, Supported datasets)")
     resolved = [(source, Path(source).resolve()) for _, source in datasets]
     for i, (a, path_a) in enumerate(resolved):
         for b, path_b in resolved[i + 1:]:
@@ -196,6 +199,9 @@ def _read(name: str, source: str, reader: ReaderOptions):
     except ValueError as err:  # a reader's own float('x') or int(''): say at least which dataset and folder
         raise AnnotationError(f"{name} ({source}): {err}") from None
     check_listing(listing)
+    if not listing.listed:  # a header and no rows, an empty list: once "no usable faces (0 annotated faces skipped)"
+        raise AnnotationError(f"{source}: no annotated faces in it ({name}: the annotations hold no face; a file cut "
+                              "short, or the wrong one?)")
     return listing
 
 

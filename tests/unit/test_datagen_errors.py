@@ -23,6 +23,7 @@ from facelandmarks.data import download, fileset, npz
 from facelandmarks.data.download import ArchiveError, safe_extract
 from facelandmarks.data.errors import DatasetError, OutputError
 from facelandmarks.data.fileset import SetWriter
+from facelandmarks.landmarks import KAGGLE15_NAMES
 
 # --------------------------------------------------------------------------- synthetic 300-W faces
 
@@ -257,8 +258,28 @@ def bad_annotations(tmp_path):
     (wflw / "list.txt").write_text("1 2 3 a.jpg\n")
     cases.append(("wflw line too short", "wflw", wflw, f"{wflw}/list.txt:1: 4 fields, expected 196 coordinates"))
     for dataset in ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml"):
-        kind = "file or folder" if dataset == "dlibxml" else "folder"  # dlibxml reads an XML file too
+        kind = "file or folder" if dataset in ("kaggle", "dlibxml") else "folder"  # these read their file too
         cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere", f"{tmp_path / 'nowhere'}: no such {kind}"))
+    # annotations that hold no face (a header and no rows: a download cut short): once "no usable faces (0 annotated
+    # faces skipped)", naming no file
+    muct = folder("muct_header_only") / "muct-landmarks"
+    muct.mkdir()
+    (muct / "muct76-opencv.csv").write_text("name,tag," + ",".join(f"x{i:02d},y{i:02d}" for i in range(76)) + "\n")
+    yt = folder("yt_header_only")
+    (yt / "test_frames_keypoints.csv").write_text("," + ",".join(str(i) for i in range(136)) + "\n")
+    wflw = folder("wflw_blank")
+    (wflw / "list.txt").write_text("\n\n")
+    kaggle = folder("kaggle_header_only")
+    (kaggle / "training.csv").write_text(",".join(f"{n}_{a}" for n in KAGGLE15_NAMES for a in "xy") + ",Image\n")
+    coco = folder("coco_no_annotations")
+    (coco / "faces.json").write_text(json.dumps({**coco_file(), "annotations": []}))
+    for dataset, source in (("muct", muct.parent), ("youtube68", yt), ("wflw", wflw), ("kaggle", kaggle),
+                            ("coco", coco)):
+        cases.append((f"{dataset} without faces", dataset, source, f"{source}: no annotated faces in it ({dataset}:"))
+    # a folder dataset given its annotation file: once "no MUCT landmark file (looked for FILE/muct-landmarks/...)"
+    for dataset, file in (("muct", muct / "muct76-opencv.csv"), ("youtube68", yt / "test_frames_keypoints.csv"),
+                          ("wflw", wflw / "list.txt")):
+        cases.append((f"{dataset} given a file", dataset, file, f"{file}: a file, not a folder (--source): {dataset} reads"))
     for label, (edit, says) in COCO_EDITS.items():
         coco = folder(f"coco_{len(cases)}")
         (coco / "faces.json").write_text(json.dumps(edit(coco_file())))

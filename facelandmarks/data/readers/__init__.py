@@ -29,3 +29,5 @@ READERS = {
     "csv": read_csv_points,
 }
 TAKE_OPTIONS = ("dlibxml", "coco", "csv")
+# the readers whose --source may name the annotation file itself; the others read a folder
+READS_A_FILE = ("kaggle", "dlibxml", "coco", "csv")
