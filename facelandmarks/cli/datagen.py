@@ -234,6 +234,7 @@ def _run(command: str, args: argparse.Namespace) -> None:
         if Path(args.out).resolve() == Path(args.data).resolve():
             raise ValueError(f"{args.out}: --out is the --data file; write the selected points to another file "
                              "(replacing it would lose the data's own points)")
+        npz.check_output_file(args.out)  # a file of a prepared set, an unwritable folder
         # the crops are not touched: JPEG-packed ones are written back as they were read
         arrays = npz.select_points(npz.load_npz(args.data, decode_images=False), resolve_scheme(args.scheme), indices)
         npz.save_npz(args.out, arrays)

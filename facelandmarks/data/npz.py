@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.data import fileset, packed
-from facelandmarks.data.errors import DatasetError
+from facelandmarks.data.errors import DatasetError, OutputError, check_writable
 from facelandmarks.data.fileset import check_set
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
 from facelandmarks.scheme_files import definition_to_store, landmark_box_of, register_definition, scheme_json
@@ -97,6 +97,22 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: b
             os.unlink(tmp)
         raise
     return path
+
+
+def check_output_file(out: str | os.PathLike, data: str | os.PathLike | None = None) -> None:
+    """Before the work, refuse an ``--out`` that ``save_npz`` would write over its ``--data`` or a file of a prepared
+    set (``PREFIX_train.npz`` beside ``PREFIX.manifest.json``: the set would be mixed), or in a folder it cannot write
+    (``OutputError`` naming it, not the temporary file, after the work)."""
+    out = Path(out)
+    if data is not None and out.resolve() == Path(data).resolve():
+        raise OutputError(f"{out}: --out is the --data file; write to another file (replacing it would lose the data)")
+    located = fileset.set_name(out)
+    if located is not None and fileset.manifest_path(*located).is_file():
+        raise OutputError(f"{out}: a file of the prepared set {fileset.manifest_path(*located).name} (--out); writing "
+                          f"it would leave a mixed set: give a name of its own, not {located[1]}_train.npz, _test.npz ...")
+    if out.is_dir():
+        raise OutputError(f"{out}: a folder (--out names the npz file to write)")
+    check_writable(out.parent)
 
 
 def _umask() -> int:

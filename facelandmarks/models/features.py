@@ -22,6 +22,7 @@ def bottleneck(data: str | os.PathLike, out: str | os.PathLike, backbone: str, w
         raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    npz.check_output_file(out, data)  # before the features, not after
     arrays = npz.load_npz(data)
     if "images" not in arrays:
         raise npz.DatasetError(f"{data}: has no images (already a bottleneck file?)")

@@ -579,3 +579,36 @@ def test_a_seed_numpy_cannot_take_is_a_usage_error_naming_the_flag(tmp_path, cap
         assert stop.value.code == 2
         assert f"argument --seed: must be a whole number from 0 to 4294967295, got '{bad}'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_bottleneck_and_select_points_never_write_over_a_prepared_set(tmp_path, capsys, monkeypatch):
+    """``--out`` over ``--data`` or over another file of a prepared set once replaced it (the set then read as mixed),
+    and an unwritable ``--out`` was found only after the features, naming a temporary file: each is one line, first."""
+    from facelandmarks.models import backbones
+
+    for i in range(6):
+        write_face(tmp_path / "300w" / "afw", f"f{i}_1", face_shape(70 + 2 * i, 75))
+    out = tmp_path / "o" / "x"
+    assert main(prepare_args(tmp_path / "300w", out, "--test-fraction", "0.5")) == 0
+    capsys.readouterr()
+    files = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    monkeypatch.setattr(backbones, "extract_features", lambda *a, **k: pytest.fail("features before --out was checked"))
+    (tmp_path / "plain").write_text("a file where a folder should be")
+    set_file = "a file of the prepared set x.manifest.json (--out); writing it would leave a mixed set"
+    for command, target, says in (
+        ("bottleneck", f"{out}_train.npz", "--out is the --data file"),
+        ("bottleneck", f"{out}_test.npz", set_file),
+        ("bottleneck", f"{out}_report.json", set_file),
+        ("bottleneck", f"{out}.manifest.json", set_file),
+        ("select-points", f"{out}_test.npz", set_file),
+        ("bottleneck", tmp_path / "plain" / "f.npz", None),
+        ("select-points", tmp_path / "plain" / "f.npz", None),
+    ):
+        argv = (["bottleneck", "--backbone", "mobilenetv2", "--weights", "none"] if command == "bottleneck" else
+                ["select-points", "--scheme", "ibug68", "--points", "0"])
+        assert main([*argv, "--data", f"{out}_train.npz", "--out", str(target)]) == EXIT_INPUT, target
+        err = capsys.readouterr().err
+        expected = f"{target}: {says}" if says else f"{tmp_path / 'plain'}: a file, not a folder to write into"
+        assert err.count("\n") == 1 and err.startswith(f"datagen.py {command}: {expected}"), err
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == files
+    assert main(["info", f"{out}.manifest.json"]) == 0
