@@ -257,6 +257,10 @@ def bad_annotations(tmp_path):
     wflw = folder("wflw_short")
     (wflw / "list.txt").write_text("1 2 3 a.jpg\n")
     cases.append(("wflw line too short", "wflw", wflw, f"{wflw}/list.txt:1: 4 fields, expected 196 coordinates"))
+    wflw = folder("wflw_no_images")  # the lists without WFLW_images/: once 'image missing for list.txt:1', not where
+    (wflw / "list.txt").write_text(" ".join(["10"] * 196 + ["1", "2", "3", "4"] + ["0"] * 6 + ["0--Parade/a.jpg"]) + "\n")
+    cases.append(("wflw without its images", "wflw", wflw, f"wflw ({wflw}): no usable faces (1 annotated faces skipped; first: "
+                  f"0--Parade/a.jpg: image missing for list.txt:1 (not under {wflw / 'WFLW_images'}, {wflw / 'images'}, {wflw})"))
     for dataset in ("muct", "300w", "youtube68", "kaggle", "wflw", "dlibxml"):
         kind = "file or folder" if dataset in ("kaggle", "dlibxml") else "folder"  # these read their file too
         cases.append((f"{dataset} missing folder", dataset, tmp_path / "nowhere", f"{tmp_path / 'nowhere'}: no such {kind}"))

@@ -56,13 +56,11 @@ def read_wflw(source: str | os.PathLike) -> Listing:
                 raise AnnotationError(f"{list_path}:{line}: non-numeric coordinate") from None
             points, labelled = _points_from_values(values, 98)
             image_name = fields[-1]
-            image = None
-            for folder in (source / "WFLW_images", source / "images", source, list_path.parent):
-                if (folder / image_name).is_file():
-                    image = folder / image_name
-                    break
-            if image is None:
-                listing.skips.append(Skip("wflw", image_name, f"image missing for {list_path.name}:{line}"))
+            folders = (source / "WFLW_images", source / "images", source, list_path.parent)
+            image = next((folder / image_name for folder in folders if (folder / image_name).is_file()), None)
+            if image is None:  # say where it was looked for: WFLW ships its images apart from the lists
+                listing.skips.append(Skip("wflw", image_name, f"image missing for {list_path.name}:{line} (not under "
+                                          f"{', '.join(str(f) for f in dict.fromkeys(folders))})"))
                 continue
             listing.records.append(
                 FaceRecord("wflw", image_name, str(image), points, labelled, f"wflw/{image_name}", split=split)
