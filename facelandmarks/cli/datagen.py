@@ -69,7 +69,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     down = sub.add_parser("download", help="fetch and extract the official MUCT release", epilog=EPILOG)
     down.add_argument("dataset", choices=["muct"], help="dataset to download (muct)")
     down.add_argument("--dest", required=True, help="folder to download and extract into")
-    down.add_argument("--url", default=MUCT_URL, help=f"base URL of the tarballs (default {MUCT_URL})")
+    down.add_argument("--url", default=MUCT_URL, help=f"base URL of the tarballs, or a folder holding them (default {MUCT_URL})")
     down.add_argument("--delete-archives", action="store_true", help="remove each tarball once extracted")
     down.add_argument("--quiet", action="store_true", help="no progress bars")
 

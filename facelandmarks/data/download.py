@@ -250,6 +250,11 @@ def safe_extract(archive: Path, dest: Path) -> int:
 def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: bool = True, keep_archives: bool = True) -> Path:
     """Fetch and extract the six official MUCT tarballs into ``dest``."""
     dest = Path(dest)
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", base_url):  # a folder holding the tarballs (once "unknown url type")
+        folder = Path(base_url).expanduser()
+        if not folder.is_dir():
+            raise DownloadError(f"{base_url}: --url is neither a URL (http://, https://, file://) nor a folder")
+        base_url = folder.resolve().as_uri()
     dest.mkdir(parents=True, exist_ok=True)
     base = base_url if base_url.endswith("/") else base_url + "/"
     for archive_name in MUCT_ARCHIVES:

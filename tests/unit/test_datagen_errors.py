@@ -616,3 +616,19 @@ def test_bottleneck_and_select_points_never_write_over_a_prepared_set(tmp_path, 
         assert err.count("\n") == 1 and err.startswith(f"datagen.py {command}: {expected}"), err
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == files
     assert main(["info", f"{out}.manifest.json"]) == 0
+
+
+def test_download_takes_a_folder_of_the_tarballs_for_url(tmp_path, capsys):
+    """``--url FOLDER`` (tarballs fetched by hand) said 'unknown url type: FOLDER/muct-a-jpg-v1.tar.gz'."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in download.MUCT_ARCHIVES:
+        shutil.copy(tar_with(tmp_path, [(f"jpg/{name}.txt", "file", name.encode())]), mirror / name)
+    dest = tmp_path / "muct"
+    assert main(["download", "muct", "--dest", str(dest), "--url", str(mirror), "--quiet", "--delete-archives"]) == 0
+    assert sorted(p.name for p in (dest / "jpg").iterdir()) == sorted(f"{name}.txt" for name in download.MUCT_ARCHIVES)
+    assert sorted(p.name for p in mirror.iterdir()) == sorted(download.MUCT_ARCHIVES)  # the mirror's own copies stay
+    capsys.readouterr()
+    assert main(["download", "muct", "--dest", str(dest), "--url", str(tmp_path / "nowhere"), "--quiet"]) == EXIT_INPUT
+    assert capsys.readouterr().err == (f"datagen.py download: {tmp_path / 'nowhere'}: --url is neither a URL (http://, "
+                                       "https://, file://) nor a folder\n")
