@@ -346,7 +346,8 @@ class SetWriter:
             if blocking is not None:  # mkdir's "File exists" would not say which
                 raise OutputError(f"{blocking}: a file, not a folder, so the output set {self.prefix}_* cannot go "
                                   f"under it") from None
-            where = err.filename or self.folder
+            where = err.filename or self.folder  # the folder, not the staging name mkdtemp tried in a read-only one
+            where = self.folder if Path(where).name.startswith(f".{self.name}.staging-") else where
             raise OutputError(f"{where}: cannot write the output set {self.prefix}_* here ({err.strerror or err})") from None
 
     def path(self, file_name: str) -> Path:

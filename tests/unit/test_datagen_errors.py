@@ -413,6 +413,16 @@ def test_an_unwritable_or_full_out_is_found_before_any_face_is_read(tmp_path, mo
     with pytest.raises(OutputError, match="No space left on device"):
         SetWriter(tmp_path / "full" / "x")
     assert not (tmp_path / "full").exists()
+    monkeypatch.setattr("builtins.open", real_open)
+
+    def read_only_mkdtemp(prefix="", dir=None, **kwargs):  # what a read-only folder does (root writes anywhere)
+        raise PermissionError(13, "Permission denied", os.path.join(dir, f"{prefix}k2j4h1x0"))
+
+    monkeypatch.setattr("tempfile.mkdtemp", read_only_mkdtemp)
+    (tmp_path / "ro").mkdir()  # named itself, not '.x.staging-1234-k2j4h1x0' inside it
+    with pytest.raises(OutputError, match=f"^{re.escape(str(tmp_path / 'ro'))}: cannot write the output set "
+                                          f"{re.escape(str(tmp_path / 'ro' / 'x'))}_\\* here \\(Permission denied\\)$"):
+        SetWriter(tmp_path / "ro" / "x")
 
 
 # --------------------------------------------------------------------------- archives
