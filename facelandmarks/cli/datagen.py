@@ -104,7 +104,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     )
     prep.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU)")
     prep.add_argument("--shard-size", type=int, default=0,
-                      help="write numbered shards of N faces and a PREFIX_{train,test}.shards.json manifest "
+                      help="write numbered shards of N faces (up to 2 more: a face's copies stay with it) and a PREFIX_{train,test}.shards.json manifest "
                            "(for sets larger than memory; train.py streams them)")
     prep.add_argument("--upsample", type=int, default=0, help="dlib upsampling before detection (one more is tried on a miss)")
     prep.add_argument("--compress", action="store_true", help="write compressed npz files")
