@@ -204,6 +204,13 @@ def empty_side_warning(sources: list[str], sides: list[str], subjects: list[str]
     if own_split:
         return f"{side} is empty: the datasets' own split puts every face on the other side"
     n = len(set(subjects))
+    if n >= 2:  # the option chose the empty side, not too few subjects (once "add data" of MUCT's 7 with --test-subjects 9)
+        asked = (f"--test-subjects {options.test_subjects}" if options.test_subjects else
+                 f"--test-fraction {options.test_fraction:g}" if options.test_fraction is not None else
+                 "the default test fraction")
+        raise SplitError(f"{', '.join(sources)}: {asked} leaves {side} empty ({n} subjects in all, none to {side}); "
+                         f"give {'less' if side == 'train' else 'more'} to test, or --test-fraction 0 (all to train) or 1 "
+                         "(all to test) to write one side on purpose")
     raise SplitError(
         f"{', '.join(sources)}: the split by subject leaves {side} empty ({n} subject{'s' * (n != 1)} in all); "
         "a split needs two subjects at least -- add data, or give --test-fraction 0 (all to train) "

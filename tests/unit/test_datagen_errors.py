@@ -133,6 +133,26 @@ def test_a_split_that_leaves_a_side_empty_is_an_error_before_anything_is_written
     assert len(npz.load_npz(f"{out}_test.npz")["landmarks"]) == 0
 
 
+def test_a_split_option_that_sends_every_subject_to_one_side_says_so(tmp_path, capsys):
+    """MUCT's 7 subjects with --test-subjects 9 said 'a split needs two subjects at least -- add data'."""
+    muct = tmp_path / "muct"
+    (muct / "muct-landmarks").mkdir(parents=True)
+    (muct / "jpg").mkdir()
+    rows = ["name,tag," + ",".join(f"x{i:02d},y{i:02d}" for i in range(76))]
+    for subject in range(3):
+        rows.append(f"i{subject:03d}qa-fn,0," + ",".join(["50"] * 152))
+        (muct / "jpg" / f"i{subject:03d}qa-fn.jpg").write_bytes(b"")  # refused before any image is read
+    (muct / "muct-landmarks" / "muct76-opencv.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out" / "m"
+    for flags, asked in ((["--test-subjects", "9"], "--test-subjects 9"), (["--test-fraction", "0.9"], "--test-fraction 0.9")):
+        argv = ["prepare", "muct", "--source", str(muct), "--size", "32", "--out", str(out), "--quiet", *flags]
+        assert main(argv) == EXIT_INPUT
+        assert capsys.readouterr().err == (f"datagen.py prepare: muct ({muct}): {asked} leaves train empty (3 subjects in "
+                                           "all, none to train); give less to test, or --test-fraction 0 (all to train) "
+                                           "or 1 (all to test) to write one side on purpose\n")
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- one-line errors, exit 2
 
 
