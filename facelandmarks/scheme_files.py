@@ -71,9 +71,12 @@ def read_scheme_file(path: str | os.PathLike) -> dict:
     """The mapping a scheme file holds; an unreadable file is one ValueError naming it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # the byte-order mark Windows editors write is no error
     except OSError as err:
         raise ValueError(f"{path}: cannot read scheme file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:  # once "'utf-8' codec can't decode byte 0xd9 in position 0", naming no file
+        raise ValueError(f"{path}: not a scheme file (not UTF-8 text: byte {err.start} is "
+                         f"0x{err.object[err.start]:02x})") from None
     if path.suffix.lower() in YAML_SUFFIXES:
         try:
             import yaml

@@ -304,6 +304,9 @@ def bad_annotations(tmp_path):
     for dataset, file in (("muct", muct / "muct76-opencv.csv"), ("youtube68", yt / "test_frames_keypoints.csv"),
                           ("wflw", wflw / "list.txt")):
         cases.append((f"{dataset} given a file", dataset, file, f"{file}: a file, not a folder (--source): {dataset} reads"))
+    coco = folder("coco_binary")  # once "coco (FOLDER): 'utf-8' codec can't decode byte ...", naming no file
+    (coco / "faces.json").write_bytes(b'{"images": [\xff\xfe]}')
+    cases.append(("coco: not UTF-8", "coco", coco, f"{coco}/faces.json: not valid JSON (not UTF-8 text: byte 12 is 0xff)"))
     for label, (edit, says) in COCO_EDITS.items():
         coco = folder(f"coco_{len(cases)}")
         (coco / "faces.json").write_text(json.dumps(edit(coco_file())))
@@ -662,3 +665,25 @@ def test_download_takes_a_folder_of_the_tarballs_for_url(tmp_path, capsys):
     assert main(["download", "muct", "--dest", str(dest), "--url", str(tmp_path / "nowhere"), "--quiet"]) == EXIT_INPUT
     assert capsys.readouterr().err == (f"datagen.py download: {tmp_path / 'nowhere'}: --url is neither a URL (http://, "
                                        "https://, file://) nor a folder\n")
+
+
+def test_json_with_a_byte_order_mark_is_read_and_a_binary_scheme_file_is_named(tmp_path, capsys):
+    """A COCO file or scheme file saved by a Windows editor (UTF-8 with a BOM) was 'not valid JSON (Unexpected UTF-8
+    BOM ...)', and a scheme file that is not text was "'utf-8' codec can't decode byte 0xd9 in position 0", no file."""
+    from facelandmarks.data.readers.coco import read_coco
+    from facelandmarks.scheme_files import read_scheme_file
+
+    write_face(tmp_path, "a", face_shape())
+    coco = {**coco_file(), "images": [{"id": 1, "file_name": "a.jpg"}]}
+    (tmp_path / "faces.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(coco).encode())
+    listing = read_coco(tmp_path / "faces.json")
+    assert [r.name for r in listing.records] == ["a.jpg (annotation 7)"]
+    scheme = {"name": "bom3", "points": ["left_eye", "right_eye", "mouth"], "pairs": [[0, 1]], "normalize": "box"}
+    (tmp_path / "bom3.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(scheme).encode())
+    assert read_scheme_file(tmp_path / "bom3.json") == scheme
+    (tmp_path / "binary.json").write_bytes(b"\xd9\x00\x17")
+    argv = ["prepare", "coco", "--source", str(tmp_path / "faces.json"), "--scheme", str(tmp_path / "binary.json"),
+            "--size", "32", "--out", str(tmp_path / "o" / "x"), "--quiet"]
+    assert main(argv) == EXIT_INPUT
+    assert capsys.readouterr().err == (f"datagen.py prepare: {tmp_path / 'binary.json'}: not a scheme file (not UTF-8 "
+                                       "text: byte 0 is 0xd9)\n")

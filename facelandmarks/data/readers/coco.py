@@ -108,9 +108,11 @@ def _images(path: Path, data: dict) -> dict:
 
 def _load(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # the byte-order mark Windows editors write is no error
     except OSError as err:
         raise AnnotationError(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:  # once "coco (SOURCE): 'utf-8' codec can't decode byte 0x8f ...", naming no file
+        raise AnnotationError(f"{path}: not valid JSON (not UTF-8 text: byte {err.start} is 0x{err.object[err.start]:02x})") from None
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
