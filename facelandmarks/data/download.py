@@ -50,6 +50,9 @@ def download_file(url: str, target: Path, progress: bool = True, timeout: float 
         if err.code == 416 and have and total == have:
             os.replace(part, target)  # the partial file was already complete
             return target
+        if err.code == 416 and have:  # longer than the server's file (a corrupt partial, another version): once
+            part.unlink()  # "HTTP 416" on every run until the user found and deleted it; start over instead
+            return download_file(url, target, progress, timeout)
         raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         raise DownloadError(f"{url}: {getattr(err, 'reason', err)}") from None

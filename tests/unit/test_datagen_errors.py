@@ -687,3 +687,61 @@ def test_json_with_a_byte_order_mark_is_read_and_a_binary_scheme_file_is_named(t
     assert main(argv) == EXIT_INPUT
     assert capsys.readouterr().err == (f"datagen.py prepare: {tmp_path / 'binary.json'}: not a scheme file (not UTF-8 "
                                        "text: byte 0 is 0xd9)\n")
+
+
+@pytest.fixture
+def range_server(tmp_path):
+    """A local HTTP server of ``tmp_path / 'served'`` that answers Range requests as GitHub's does (206, or 416 past
+    the end); yields its base URL."""
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = served / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            data, start = path.read_bytes(), int(re.match(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-"))[1])
+            if start >= len(data) and start:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_download_resumes_its_partial_file_and_starts_over_when_it_is_too_long(tmp_path, range_server):
+    """A ``.part`` longer than the server's file (another version, a corrupt partial) answered 'HTTP 416 Requested Range
+    Not Satisfiable' on every run until it was deleted by hand."""
+    served, url = range_server
+    body = os.urandom(200_000)
+    (served / "f.tar.gz").write_bytes(body)
+    target = tmp_path / "f.tar.gz"
+    part = tmp_path / "f.tar.gz.part"
+    part.write_bytes(body[:70_000])  # cut short: resumed with a Range request
+    assert download.download_file(url + "f.tar.gz", target, progress=False) == target
+    assert target.read_bytes() == body and not part.exists()
+    target.unlink()
+    part.write_bytes(body + b"stale tail")  # longer than the file now served: fetched anew
+    assert download.download_file(url + "f.tar.gz", target, progress=False) == target
+    assert target.read_bytes() == body and not part.exists()
