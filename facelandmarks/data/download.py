@@ -11,6 +11,8 @@ import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
 
+from facelandmarks.data.errors import check_writable
+
 MUCT_ARCHIVES = (
     "muct-a-jpg-v1.tar.gz",
     "muct-b-jpg-v1.tar.gz",
@@ -258,7 +260,7 @@ def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: b
         if not folder.is_dir():
             raise DownloadError(f"{base_url}: --url is neither a URL (http://, https://, file://) nor a folder")
         base_url = folder.resolve().as_uri()
-    dest.mkdir(parents=True, exist_ok=True)
+    check_writable(dest)  # a file or a read-only place: one line naming --dest (once '/tmp/x: File exists')
     base = base_url if base_url.endswith("/") else base_url + "/"
     for archive_name in MUCT_ARCHIVES:
         archive = download_file(base + archive_name, dest / archive_name, progress)

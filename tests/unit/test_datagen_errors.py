@@ -665,6 +665,9 @@ def test_download_takes_a_folder_of_the_tarballs_for_url(tmp_path, capsys):
     assert main(["download", "muct", "--dest", str(dest), "--url", str(tmp_path / "nowhere"), "--quiet"]) == EXIT_INPUT
     assert capsys.readouterr().err == (f"datagen.py download: {tmp_path / 'nowhere'}: --url is neither a URL (http://, "
                                        "https://, file://) nor a folder\n")
+    (tmp_path / "plain").write_text("a file where --dest should be a folder")
+    assert main(["download", "muct", "--dest", str(tmp_path / "plain"), "--url", str(mirror), "--quiet"]) == EXIT_INPUT
+    assert capsys.readouterr().err == f"datagen.py download: {tmp_path / 'plain'}: a file, not a folder to write into\n"
 
 
 def test_json_with_a_byte_order_mark_is_read_and_a_binary_scheme_file_is_named(tmp_path, capsys):
