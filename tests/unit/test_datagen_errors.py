@@ -748,3 +748,18 @@ def test_a_download_resumes_its_partial_file_and_starts_over_when_it_is_too_long
     part.write_bytes(body + b"stale tail")  # longer than the file now served: fetched anew
     assert download.download_file(url + "f.tar.gz", target, progress=False) == target
     assert target.read_bytes() == body and not part.exists()
+
+
+def test_the_summary_does_not_say_a_split_it_did_not_use_gave_the_split(tmp_path, capsys):
+    """With --official-split ignore the summary said 'split by image (hash ...); the dataset's own split ignored' and,
+    below it, 'note: 300-W test folders present: folder roles give the split'."""
+    for i in range(4):
+        write_face(tmp_path / "300w" / "afw", f"a{i}_1", face_shape(70 + 2 * i, 75))
+        write_face(tmp_path / "300w" / "testset", f"t{i}_1", face_shape(70 + 2 * i, 75))
+    out = tmp_path / "o" / "x"
+    assert main(prepare_args(tmp_path / "300w", out)) == 0
+    assert "note: 300-W test folders present: folder roles give the split" in capsys.readouterr().out
+    assert main(prepare_args(tmp_path / "300w", out, "--official-split", "ignore")) == 0
+    printed = capsys.readouterr().out
+    assert "the dataset's own split ignored (--official-split ignore)" in printed and "give the split" not in printed
+    assert "give the split" not in (tmp_path / "o" / "x_report.json").read_text()
