@@ -26,6 +26,7 @@ import numpy as np
 from facelandmarks.data.buffers import ShardedBuffer, SplitBuffer, add_with_copies, write_npz
 from facelandmarks.data.cropping import (
     CALIBRATION_FACES,
+    CALIBRATION_MIN_FACES,
     CropSettings,
     FaceSkipped,
     _iterate_crops,
@@ -335,6 +336,11 @@ def _crop_all(records, sides, buffers, scheme, options: PrepareOptions, calibrat
                 f"{dy:+.2f} of it from theirs (to match detections and box the faces dlib misses; stored with the "
                 f"data, its runs and exports, for crops around predicted points)")
         notes[note], note_example[note] = measured, example
+    elif not is_builtin(scheme.name) and records:  # once silent: such a set was boxed as iBUG 68's with no word
+        note = (f"dlib's box around {scheme.name}'s points not measured (fewer than {CALIBRATION_MIN_FACES} of its faces "
+                "had a dlib detection holding their points): boxed as iBUG 68's points are, and the data stores no box "
+                "of its own; prepare more faces of this markup to measure it")
+        notes[note], note_example[note] = len(records), records[0].name
     workers = options.workers or os.cpu_count() or 1
     from tqdm import tqdm
 

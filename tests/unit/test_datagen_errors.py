@@ -763,3 +763,15 @@ def test_the_summary_does_not_say_a_split_it_did_not_use_gave_the_split(tmp_path
     printed = capsys.readouterr().out
     assert "the dataset's own split ignored (--official-split ignore)" in printed and "give the split" not in printed
     assert "give the split" not in (tmp_path / "o" / "x_report.json").read_text()
+
+
+def test_a_markup_of_its_own_too_small_to_measure_its_box_says_so(tmp_path, capsys):
+    """docs/own-landmarks.md: 'one note: line gives the ratio' of dlib's box around a markup's own points; where too
+    few faces had a detection to measure it, the set was boxed as iBUG 68's, and the summary said nothing."""
+    write_face(tmp_path, "a", face_shape())
+    (tmp_path / "faces.json").write_text(json.dumps(coco_file()))
+    argv = ["prepare", "coco", "--source", str(tmp_path / "faces.json"), "--size", "32", "--out", str(tmp_path / "o" / "x"),
+            "--test-fraction", "0", "--workers", "1", "--quiet"]
+    assert main(argv) == 0
+    assert ("note: 1 faces: dlib's box around coco_face3's points not measured (fewer than 5 of its faces had a dlib "
+            "detection holding their points): boxed as iBUG 68's points are") in capsys.readouterr().out
