@@ -74,7 +74,9 @@ def _storage(path) -> str:
         if "images_jpeg_quality" not in data.files:
             return ""
         quality, stored = int(data["images_jpeg_quality"]), int(data["images_jpeg_offsets"].size - 1)
-    return f", stored as JPEG of quality {quality} ({stored} encoded, the other rows their flipped copies)"
+        rows = int(data["images_copy_of"].size)
+    copies = f", the other {rows - stored} rows their flipped copies" if rows > stored else ""  # once said with none
+    return f", stored as JPEG of quality {quality} ({stored} encoded{copies})"
 
 
 def _describe_set(manifest: Path) -> str:

@@ -775,3 +775,17 @@ def test_a_markup_of_its_own_too_small_to_measure_its_box_says_so(tmp_path, caps
     assert main(argv) == 0
     assert ("note: 1 faces: dlib's box around coco_face3's points not measured (fewer than 5 of its faces had a dlib "
             "detection holding their points): boxed as iBUG 68's points are") in capsys.readouterr().out
+
+
+def test_info_says_how_many_rows_of_a_jpeg_file_are_copies(tmp_path, capsys):
+    """A test file (no mirrored copies) was '74 encoded, the other rows their flipped copies', with no other rows."""
+    arrays = minimal_arrays(3)
+    arrays["images"] = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    npz.save_npz(tmp_path / "plain.npz", arrays, jpeg=90)
+    arrays["images"][1] = arrays["images"][0][:, ::-1]  # a mirrored copy of face 0, stored as a pointer to it
+    arrays["mirrored"] = np.array([False, True, False])
+    npz.save_npz(tmp_path / "mirrored.npz", arrays, jpeg=90)
+    assert main(["info", str(tmp_path / "plain.npz"), str(tmp_path / "mirrored.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "stored as JPEG of quality 90 (3 encoded)\n" in printed
+    assert "stored as JPEG of quality 90 (2 encoded, the other 1 rows their flipped copies)\n" in printed
