@@ -54,11 +54,39 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model {spec.name!r} is registered twice")
     if spec.input_kind not in (IMAGE, FEATURES):
         raise ValueError(f"model {spec.name!r}: input_kind must be {IMAGE!r} or {FEATURES!r}, got {spec.input_kind!r}")
+    _check_backbone_fields(spec)
     REGISTRY[spec.name] = spec
     return spec
 
 
 _FIXED_ARGS = ("input_shape", "num_points", "weights", "train_blocks")
+_BACKBONE_ARGS = ("weights", "train_blocks")
+
+
+def _check_backbone_fields(spec: ModelSpec) -> None:
+    """A spec's backbone fields agree with its builder, checked when the family registers rather than when a
+    training run builds it: ``build_model`` passes ``weights`` and ``train_blocks`` (None resolved through
+    ``default_train_blocks``) to a builder exactly when its spec names a ``backbone``."""
+    parameters = inspect.signature(spec.builder).parameters
+    takes = [a for a in _BACKBONE_ARGS if a in parameters]
+    where = "(docs/models.md, \"Adding a model family\")"
+    if spec.backbone is None:
+        if takes:
+            raise ValueError(f"model {spec.name!r}: its builder takes {' and '.join(takes)}, which build_model passes only "
+                             f"to a backbone model: give backbone= and default_train_blocks= {where}")
+        if spec.default_train_blocks is not None:
+            raise ValueError(f"model {spec.name!r}: default_train_blocks={spec.default_train_blocks!r} without a backbone {where}")
+        return
+    if spec.backbone not in backbones.BACKBONES:
+        raise ValueError(f"model {spec.name!r}: unknown backbone {spec.backbone!r}; known: {', '.join(backbones.BACKBONES)}")
+    missing = [a for a in _BACKBONE_ARGS if a not in parameters]
+    if missing:
+        raise ValueError(f"model {spec.name!r} has a backbone, so build_model passes weights and train_blocks: its "
+                         f"builder does not take {' and '.join(missing)} {where}")
+    blocks = spec.default_train_blocks
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < -1:
+        raise ValueError(f"model {spec.name!r}: a backbone model needs default_train_blocks, the blocks it trains with "
+                         f"pretrained weights and no train_blocks (-1: all), got {blocks!r} {where}")
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -90,6 +90,41 @@ def test_bad_arguments_are_clear_errors():
         build_model("mlp", (32, 32, 1), 68, dropout=1.5)
 
 
+def test_a_backbone_family_registered_without_its_backbone_fields_is_refused_when_it_registers(monkeypatch):
+    """docs/models.md "Adding a model family": a backbone model gives backbone= and default_train_blocks=, and its
+    builder takes weights and train_blocks. A spec without default_train_blocks registered, and the first training
+    with --weights and no --train-blocks ended with 'train blocks for mobilenetv2 must be an integer from -1 (all)
+    to 17, got None', naming neither the spec nor the field."""
+    from facelandmarks.models import registry
+    from facelandmarks.models.registry import ModelSpec, register
+
+    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))  # nothing registered here outlives the test
+
+    def backbone_builder(input_shape, num_points, weights="none", train_blocks=-1, width=8):
+        raise AssertionError("registering builds nothing")
+
+    def plain_builder(input_shape, num_points, width=8):
+        raise AssertionError("registering builds nothing")
+
+    def spec(name, builder, **fields):
+        return ModelSpec(name, builder, "a family of a test", (32, 32, 3), **fields)
+
+    with pytest.raises(ValueError, match=r"^model 'nodefault': a backbone model needs default_train_blocks.*got None"):
+        register(spec("nodefault", backbone_builder, backbone="mobilenetv2"))
+    with pytest.raises(ValueError, match=r"^model 'typo': unknown backbone 'mobilnetv2'; known: inception, resnet50"):
+        register(spec("typo", backbone_builder, backbone="mobilnetv2", default_train_blocks=-1))
+    with pytest.raises(ValueError, match=r"^model 'noargs' has a backbone.*does not take weights and train_blocks"):
+        register(spec("noargs", plain_builder, backbone="mobilenetv2", default_train_blocks=-1))
+    with pytest.raises(ValueError, match=r"^model 'nobackbone': its builder takes weights and train_blocks.*backbone="):
+        register(spec("nobackbone", backbone_builder))
+    with pytest.raises(ValueError, match=r"^model 'blocks': default_train_blocks=2 without a backbone"):
+        register(spec("blocks", plain_builder, default_train_blocks=2))
+    assert not {"nodefault", "typo", "noargs", "nobackbone", "blocks"} & set(registry.REGISTRY)
+    register(spec("fine", backbone_builder, backbone="mobilenetv2", default_train_blocks=-1))
+    register(spec("plain", plain_builder))
+    assert registry.model_options("fine") == {"width": 8} and "fine" in registry.REGISTRY
+
+
 def test_cli_help_and_summary(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
