@@ -206,6 +206,12 @@ def test_from_dict_rejects_unknown_keys():
         AugmentConfig.from_dict({"rotation": 10, "spin": 3})
 
 
+def with_names(names: tuple, *added: str) -> tuple:
+    """``names`` and the names a test adds as docs/training.md's "Adding a transform" would, each once: a checkout
+    that has added the doc's example (blur) already has it, and a name listed twice is written twice by to_string."""
+    return tuple(dict.fromkeys(names + added))
+
+
 def test_a_transform_without_a_default_probability_asks_for_one(monkeypatch):
     """A transform added with ``<name>_p = 0`` as its default: ``blur=2`` alone left it off without a word (its
     probability stayed 0 and the augmenter passed the batches through)."""
@@ -218,7 +224,7 @@ def test_a_transform_without_a_default_probability_asks_for_one(monkeypatch):
         blur: float = 0.0
         blur_p: float = 0.0
 
-    monkeypatch.setattr(module, "RANGED", module.RANGED + ("blur",))
+    monkeypatch.setattr(module, "RANGED", with_names(module.RANGED, "blur"))
     monkeypatch.setitem(module._RANGE_LIMITS, "blur", (0.0, 5.0, "pixels"))
     with pytest.raises(ValueError, match=r"'blur=2'.*blur has no default probability; give one, blur=2@P"):
         WithBlur.parse("default,blur=2")
@@ -247,8 +253,8 @@ def test_a_transform_added_as_docs_training_md_says_round_trips_with_its_second_
         cutout_size: float = 0.3
 
     monkeypatch.setattr(module, "AugmentConfig", Added)  # the class the module's own methods name
-    monkeypatch.setattr(module, "RANGED", module.RANGED + ("blur",))
-    monkeypatch.setattr(module, "PROBABILITY_ONLY", module.PROBABILITY_ONLY + ("cutout",))
+    monkeypatch.setattr(module, "RANGED", with_names(module.RANGED, "blur"))
+    monkeypatch.setattr(module, "PROBABILITY_ONLY", with_names(module.PROBABILITY_ONLY, "cutout"))
     monkeypatch.setitem(module._RANGE_LIMITS, "blur", (0.0, 5.0, "pixels: largest gaussian sigma"))
     for text in texts:
         config = Added.parse(text)
