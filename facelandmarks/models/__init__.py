@@ -25,6 +25,7 @@ from facelandmarks.models.registry import (
     REGISTRY,
     ModelSpec,
     build_model,
+    check_arguments,
     describe_models,
     get_spec,
     load_model,
@@ -34,5 +35,5 @@ from facelandmarks.models.registry import (
     register,
 )
 
-__all__ = ["FEATURES", "IMAGE", "REGISTRY", "ModelSpec", "build_model", "describe_models", "get_spec", "load_model",
+__all__ = ["FEATURES", "IMAGE", "REGISTRY", "ModelSpec", "build_model", "check_arguments", "describe_models", "get_spec", "load_model",
            "model_options", "pretrain", "rebuild_options", "register"]

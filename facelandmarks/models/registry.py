@@ -116,6 +116,22 @@ def _validate_input_shape(spec: ModelSpec, input_shape) -> tuple[int, ...]:
     return shape
 
 
+def check_arguments(name: str, weights="none", train_blocks=None, **options) -> ModelSpec:
+    """``build_model``'s checks of the name, ``weights``, ``train_blocks`` and the option names, without building
+    (a trainer that builds the model after minutes of preparation, as the pipelines' refiners, checks first)."""
+    spec = get_spec(name)
+    allowed = model_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}")
+    if spec.backbone is None:
+        if backbones.weights_kind(weights) != "none":
+            raise ValueError(f"model {name!r} has no pretrained backbone: weights must be 'none', got {weights!r}")
+        if train_blocks is not None:
+            raise ValueError(f"model {name!r} has no backbone blocks to freeze: train_blocks must be None, got {train_blocks!r}")
+    return spec
+
+
 def build_model(name: str, input_shape, num_points: int, weights="none", train_blocks=None, **options) -> keras.Model:
     """Build a registered landmark model.
 
@@ -140,15 +156,8 @@ def build_model(name: str, input_shape, num_points: int, weights="none", train_b
     shape = _validate_input_shape(spec, input_shape)
     if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points < 1:
         raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
-    allowed = model_options(name)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}")
+    check_arguments(name, weights, train_blocks, **options)
     if spec.backbone is None:
-        if backbones.weights_kind(weights) != "none":
-            raise ValueError(f"model {name!r} has no pretrained backbone: weights must be 'none', got {weights!r}")
-        if train_blocks is not None:
-            raise ValueError(f"model {name!r} has no backbone blocks to freeze: train_blocks must be None, got {train_blocks!r}")
         return spec.builder(shape, int(num_points), **options)
     if train_blocks is None:
         train_blocks = -1 if backbones.weights_kind(weights) == "none" else spec.default_train_blocks

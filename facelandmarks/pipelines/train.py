@@ -90,6 +90,8 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     """
     options = PipelineOptions(**config.pipeline)
     template = replace(config, pipeline={})
+    check_model("--box-model" if kind == "boxes" else "--refiner", options.box_model if kind == "boxes" else options.refiner,
+                template)
     if kind == "boxes":
         return train_boxes(replace(template, model=options.box_model), margin=options.margin)
     if config.time_limit:
@@ -105,6 +107,17 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
         record_budget(Path(config.run_dir) / "config.json", config.epochs)
     shared = {f.name: getattr(options, f.name) for f in fields(PipelineOptions)}
     return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template, resume)
+
+
+def check_model(flag: str, name: str, template: TrainConfig) -> None:
+    """The model a pipeline trains, with the run's ``--weights``, ``--train-blocks`` and ``--model-options``, refused in
+    one line before stage 1 predicts and the patches are cut (``build_model`` would refuse it only then)."""
+    from facelandmarks.models import check_arguments
+
+    try:
+        check_arguments(name, template.weights, template.train_blocks, **template.model_options)
+    except ValueError as err:
+        raise ValueError(f"{flag} {name}: {err}") from None
 
 
 def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) -> None:
@@ -163,8 +176,8 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
         region_config = TrainConfig(
             **{**asdict(template), "model": config.refiner, "data": str(region_dir / "patches_train.npz"),
                "val": str(region_dir / "patches_val.npz"), "run_dir": str(region_dir / "run"), "size": None,
-               "augment": REFINER_AUGMENT if template.augment != "none" else "none", "weights": "none",
-               "train_blocks": None, "preview_every": template.preview_every, "pipeline": {}}
+               "augment": REFINER_AUGMENT if template.augment != "none" else "none",
+               "preview_every": template.preview_every, "pipeline": {}}
         )
         finished = (region_dir / "run" / "model.keras").is_file()
         if finished and not resume:

@@ -5,6 +5,7 @@ Pipelines trained and evaluated on real faces: ``tests/data/test_refine.py``.
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,41 @@ def test_a_stage1_folder_whose_settings_name_no_data_is_named():
     with pytest.raises(ValueError, match=rf"^{re.escape(str(shipped / 'config.json'))}: no data or run_dir: not the "
                                          "config.json of a training run$"):
         _stage1_config(shipped)
+
+
+def test_a_refiner_is_built_with_the_runs_weights_and_train_blocks_and_checked_before_stage1_runs(tmp_path, monkeypatch):
+    """train.py cascade|regions gave every refiner weights 'none' and train_blocks None whatever --weights and
+    --train-blocks said (a file that did not exist included), while the run's config.json recorded them; a refiner
+    or box model that cannot take the run's weights or options was refused by build_model only after stage 1 had
+    predicted and the patches were cut. Both now reach the refiner, and a bad one is refused first, in one line."""
+    from facelandmarks.cli import train as train_cli
+    from facelandmarks.pipelines import train as pipeline_train
+    from facelandmarks.pipelines.train import train_kind
+    from tests.unit.test_train_errors import faces
+
+    weights = str(tmp_path / "backbone.weights.h5")
+
+    def pipeline(kind, run, **pipeline_options):
+        return TrainConfig(model=kind, data=str(tmp_path / "faces.npz"), run_dir=str(tmp_path / run), epochs=1,
+                           weights=weights, pipeline={"stage1": str(tmp_path / "stage1"), **pipeline_options})
+
+    with pytest.raises(ValueError, match=r"^--refiner scratch: model 'scratch' has no pretrained backbone: weights must "
+                                         r"be 'none', got '.*backbone.weights.h5'$"):
+        train_kind("cascade", pipeline("cascade", "cascade"))
+    with pytest.raises(ValueError, match=r"^--refiner mlp: model 'mlp' has no option\(s\) hiden_units; its options: "
+                                         r"hidden_units, dropout$"):
+        train_kind("regions", replace(pipeline("regions", "regions", refiner="mlp"), weights="none",
+                                      model_options={"hiden_units": [4]}))
+    with pytest.raises(ValueError, match=r"^--box-model resnet_scratch: model 'resnet_scratch' has no pretrained backbone"):
+        train_kind("boxes", pipeline("boxes", "boxes"))
+    assert not any((tmp_path / run).exists() for run in ("cascade", "regions", "boxes"))  # refused before any work
+
+    npz.save_npz(tmp_path / "faces.npz", faces(16, size=16))
+    assert train_cli.main(["mlp", "--data", str(tmp_path / "faces.npz"), "--run-dir", str(tmp_path / "stage1"),
+                           "--model-options", '{"hidden_units": [4]}', "--epochs", "1", "--batch", "4", "--augment",
+                           "none", "--preview-every", "0", "--workers", "1"]) == 0
+    built = []
+    monkeypatch.setattr(pipeline_train, "fit", lambda config, resume=False: built.append(config) or {})
+    train_kind("cascade", replace(pipeline("cascade", "cascade", refiner="mobilenetv2", regions=["nose"], copies=1),
+                                  train_blocks=3))
+    assert [(c.model, c.weights, c.train_blocks) for c in built] == [("mobilenetv2", weights, 3)]
