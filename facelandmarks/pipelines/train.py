@@ -141,10 +141,14 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
     run_dir.mkdir(parents=True, exist_ok=True)
     stage1 = Predictor.load(config.stage1, runtime="keras")
     s1 = _stage1_config(config.stage1)
-    split_config = TrainConfig(**{**asdict(s1), "data": template.data or s1.data})
+    # stage 1's own split (its --val, --val-fraction and seeds), so its errors are measured on faces it did not
+    # train on; the pipeline's --val replaces its validation faces
+    split_config = TrainConfig(**{**asdict(s1), "data": template.data or s1.data, "val": template.val or s1.val})
     train, val = load_split(split_config)
     if val is None:
-        raise ValueError("a pipeline needs validation faces to measure stage 1's errors; give --val or --val-fraction > 0")
+        raise ValueError(f"a pipeline measures stage 1's errors on faces it did not train on, and {config.stage1} was "
+                         "trained without validation faces (--val-fraction 0, no --val): give the pipeline --val NPZ, "
+                         "faces stage 1 did not see")
     scheme = npz.scheme_of(train)
     if scheme.name != stage1.scheme.name:
         raise ValueError(f"stage 1 predicts {stage1.scheme.name}, the data is {scheme.name}")

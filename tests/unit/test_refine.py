@@ -115,3 +115,34 @@ def test_a_refiner_is_built_with_the_runs_weights_and_train_blocks_and_checked_b
     train_kind("cascade", replace(pipeline("cascade", "cascade", refiner="mobilenetv2", regions=["nose"], copies=1),
                                   train_blocks=3))
     assert [(c.model, c.weights, c.train_blocks) for c in built] == [("mobilenetv2", weights, 3)]
+
+
+def test_a_pipelines_val_measures_stage1_when_stage1_had_no_validation_faces(tmp_path, monkeypatch):
+    """A stage 1 trained with --val-fraction 0: train.py cascade said 'give --val or --val-fraction > 0', and gave
+    the same line again with either, since the split was always stage 1's. The pipeline's --val now replaces stage
+    1's validation faces, and the line says what works."""
+    from facelandmarks.cli import train as train_cli
+    from facelandmarks.pipelines import train as pipeline_train
+    from facelandmarks.pipelines.train import train_kind
+    from tests.unit.test_train_errors import faces
+
+    npz.save_npz(tmp_path / "faces.npz", faces(16, size=16))
+    npz.save_npz(tmp_path / "unseen.npz", faces(8, size=16))
+    assert train_cli.main(["mlp", "--data", str(tmp_path / "faces.npz"), "--run-dir", str(tmp_path / "stage1"),
+                           "--val-fraction", "0", "--model-options", '{"hidden_units": [4]}', "--epochs", "1",
+                           "--batch", "4", "--augment", "none", "--preview-every", "0", "--workers", "1"]) == 0
+    built = []
+    monkeypatch.setattr(pipeline_train, "fit", lambda config, resume=False: built.append(config) or {})
+
+    def cascade(run, **settings):
+        return TrainConfig(model="cascade", data=None, run_dir=str(tmp_path / run), epochs=1, **settings,
+                           pipeline={"stage1": str(tmp_path / "stage1"), "regions": ["nose"], "copies": 1})
+
+    with pytest.raises(ValueError, match=rf"^a pipeline measures stage 1's errors on faces it did not train on, and "
+                                         rf"{re.escape(str(tmp_path / 'stage1'))} was trained without validation faces "
+                                         r"\(--val-fraction 0, no --val\): give the pipeline --val NPZ"):
+        train_kind("cascade", cascade("fraction", val_fraction=0.25))  # a split of stage 1's training faces: no
+    train_kind("cascade", cascade("with-val", val=str(tmp_path / "unseen.npz")))
+    with np.load(tmp_path / "with-val" / "jitter.npz") as jitter:
+        assert len(jitter["offset"]) == 8  # stage 1's errors on the 8 faces of --val
+    assert len(npz.load_npz(built[0].val)["images"]) == 8 and len(npz.load_npz(built[0].data)["images"]) == 16
