@@ -112,12 +112,14 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
 def check_model(flag: str, name: str, template: TrainConfig) -> None:
     """The model a pipeline trains, with the run's ``--weights``, ``--train-blocks`` and ``--model-options``, refused in
     one line before stage 1 predicts and the patches are cut (``build_model`` would refuse it only then)."""
-    from facelandmarks.models import check_arguments
+    from facelandmarks.models import IMAGE, check_arguments
 
     try:
-        check_arguments(name, template.weights, template.train_blocks, **template.model_options)
+        spec = check_arguments(name, template.weights, template.train_blocks, **template.model_options)
     except ValueError as err:
         raise ValueError(f"{flag} {name}: {err}") from None
+    if spec.input_kind != IMAGE:
+        raise ValueError(f"{flag} {name}: the model takes {spec.input_kind}, and the pipelines train on images")
 
 
 def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) -> None:

@@ -104,6 +104,9 @@ def test_a_refiner_is_built_with_the_runs_weights_and_train_blocks_and_checked_b
                                       model_options={"hiden_units": [4]}))
     with pytest.raises(ValueError, match=r"^--box-model resnet_scratch: model 'resnet_scratch' has no pretrained backbone"):
         train_kind("boxes", pipeline("boxes", "boxes"))
+    with pytest.raises(ValueError, match=r"^--refiner inception_bottleneck: the model takes features, and the pipelines "
+                                         r"train on images$"):
+        train_kind("cascade", replace(pipeline("cascade", "cascade", refiner="inception_bottleneck"), weights="none"))
     assert not any((tmp_path / run).exists() for run in ("cascade", "regions", "boxes"))  # refused before any work
 
     npz.save_npz(tmp_path / "faces.npz", faces(16, size=16))
