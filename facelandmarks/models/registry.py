@@ -116,19 +116,31 @@ def _validate_input_shape(spec: ModelSpec, input_shape) -> tuple[int, ...]:
     return shape
 
 
+class ArgumentError(ValueError):
+    """An argument ``check_arguments`` refuses; ``argument`` names it: 'model_options', 'weights' or 'train_blocks'
+    (the ``TrainConfig`` settings, so ``train.py`` names the flag)."""
+
+    def __init__(self, message: str, argument: str):
+        super().__init__(message)
+        self.argument = argument
+
+
 def check_arguments(name: str, weights="none", train_blocks=None, **options) -> ModelSpec:
     """``build_model``'s checks of the name, ``weights``, ``train_blocks`` and the option names, without building
-    (a trainer that builds the model after minutes of preparation, as the pipelines' refiners, checks first)."""
+    (``train.py`` checks before it loads the data, the pipelines before stage 1 runs); ``ArgumentError``s."""
     spec = get_spec(name)
     allowed = model_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}")
+        raise ArgumentError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options: "
+                            f"{', '.join(allowed) or 'none'}", "model_options")
     if spec.backbone is None:
         if backbones.weights_kind(weights) != "none":
-            raise ValueError(f"model {name!r} has no pretrained backbone: weights must be 'none', got {weights!r}")
+            raise ArgumentError(f"model {name!r} has no pretrained backbone: weights must be 'none', got {weights!r}",
+                                "weights")
         if train_blocks is not None:
-            raise ValueError(f"model {name!r} has no backbone blocks to freeze: train_blocks must be None, got {train_blocks!r}")
+            raise ArgumentError(f"model {name!r} has no backbone blocks to freeze: train_blocks must be None, got "
+                                f"{train_blocks!r}", "train_blocks")
     return spec
 
 

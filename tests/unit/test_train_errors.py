@@ -98,6 +98,14 @@ TRAIN_CASES = {
     "bad --loss-options value": (lambda f: [*TINY, "--data", f["root"] / "nowhere.npz", "--run-dir", f["root"] / "r14",
                                             "--loss", "cgd", "--loss-options", '{"alpha": -1}'],
                                  "--loss-options", "cgd alpha must be a number >= 0, got -1"),
+    # so are the model's option names, --weights and --train-blocks (build_model refused them after the data had
+    # loaded and config.json was written)
+    "unknown --model-options key": (lambda f: [*TINY, "--data", f["root"] / "nowhere.npz", "--run-dir", f["root"] / "r15",
+                                               "--model-options", '{"hiden_units": [4]}'],
+                                    "--model-options", "model 'mlp' has no option(s) hiden_units; its options: hidden_units, dropout"),
+    "--weights for a model without a backbone": (lambda f: [*TINY, "--data", f["root"] / "nowhere.npz", "--run-dir",
+                                                            f["root"] / "r16", "--weights", "imagenet"],
+                                                 "--weights", "model 'mlp' has no pretrained backbone"),
     "unwritable --run-dir": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["unwritable"]], "a_file/run", "cannot write"),
     "--resume, missing folder": (lambda f: ["--resume", "--run-dir", f["root"] / "gone"], "gone", "nothing to resume"),
     "--resume, empty folder": (lambda f: ["--resume", "--run-dir", _mkdir(f["root"] / "empty_run")], "empty_run",
