@@ -19,10 +19,16 @@ def _is_exported(run_dir: Path) -> bool:
     return (run_dir / "stage1" / runtimes.EXPORT_FILE).is_file()
 
 
-def _stage_path(run_dir: Path, stage: str) -> Path:
+def _stage_path(run_dir: Path, stage: str, role: str = "stage 1") -> Path:
     """A stage's run directory: relative to the pipeline folder in an export, as given (the working directory) in a run."""
     inside = run_dir / stage
-    return inside if not Path(stage).is_absolute() and runtimes.is_export(inside) else Path(stage)
+    if not Path(stage).is_absolute() and runtimes.is_export(inside):
+        return inside
+    if not Path(stage).exists():  # else Predictor.load's 'no such run directory' named neither the pipeline nor why
+        where = "" if Path(stage).is_absolute() else (", relative to the folder train.py ran in (load the pipeline from "
+                                                      "there, or export it: an export holds every stage)")
+        raise FileNotFoundError(f"{run_dir}: its {role}, {stage} in pipeline.json, is not there{where}")
+    return Path(stage)
 
 
 class PipelinePredictor(Predictor):
@@ -81,7 +87,7 @@ class PipelinePredictor(Predictor):
             if not ((path / "model.keras").is_file() or runtimes.is_export(path)):
                 raise FileNotFoundError(f"{path}: the {region} refiner has not finished training")
             refiners[region] = Predictor.load(path, **stage_options)
-        box_net = Predictor.load(_stage_path(run_dir, config.boxes), **stage_options) if config.boxes else None
+        box_net = Predictor.load(_stage_path(run_dir, config.boxes, "box network"), **stage_options) if config.boxes else None
         if box_source == "boxes" and box_net is None:
             raise ValueError(f"{run_dir}: no box network in this pipeline (train it with `train.py boxes` and pass --boxes)")
         return cls(config, stage1, refiners, box_net, box_source, stage1_dir=stage1_dir, **kwargs)

@@ -149,3 +149,19 @@ def test_a_pipelines_val_measures_stage1_when_stage1_had_no_validation_faces(tmp
     with np.load(tmp_path / "with-val" / "jitter.npz") as jitter:
         assert len(jitter["offset"]) == 8  # stage 1's errors on the 8 faces of --val
     assert len(npz.load_npz(built[0].val)["images"]) == 8 and len(npz.load_npz(built[0].data)["images"]) == 16
+
+
+def test_a_pipeline_whose_stage1_is_not_where_its_relative_path_points_says_so(tmp_path, monkeypatch):
+    """pipeline.json keeps --stage1 and --boxes as typed, relative to the folder train.py ran in; loaded from another
+    folder, the pipeline ended with 'runs/stage1: no such run directory', naming neither the pipeline nor why."""
+    from facelandmarks.inference.predictor import Predictor
+    from facelandmarks.pipelines.config import PipelineConfig
+
+    run = tmp_path / "cascade"
+    run.mkdir()
+    PipelineConfig(kind="cascade", run_dir=str(run), stage1="runs/stage1", regions=["nose"]).save()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(run))}: its stage 1, runs/stage1 in pipeline.json, "
+                                                r"is not there, relative to the folder train.py ran in \(load the "
+                                                r"pipeline from there, or export it"):
+        Predictor.load(run, runtime="keras")
