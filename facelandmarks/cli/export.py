@@ -18,6 +18,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import os
 
 from facelandmarks import runtime
 from facelandmarks.cli.common import OneLineParser, complain, script_main, stopped
@@ -55,9 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _through_tensorflow() -> str | None:
+    """Where Keras would load JAX (``KERAS_BACKEND=jax`` or keras.json) and TensorFlow is installed, choose TensorFlow
+    for this process and return the line saying so; else None. The converters that write ONNX and LiteRT files are
+    TensorFlow's (on JAX Keras asked for jax2onnx, in its own words), and a run's weights are the same on either
+    backend, so the export is the same file. Only JAX installed: the usual line naming the [export] extra."""
+    import sys
+
+    from facelandmarks.inference.packages import backend, installed
+
+    if "keras" in sys.modules or backend() != "jax" or not installed("tensorflow"):
+        return None
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    return ("export.py: exporting through TensorFlow (its converters write the ONNX and LiteRT files; the weights are "
+            "the same on JAX): KERAS_BACKEND=jax still trains and evaluates")
+
+
 @script_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if note := _through_tensorflow():
+        print(note)
     runtime.startup(args.verbose)
     import facelandmarks.pipelines  # noqa: F401  (pipeline runs export stage by stage)
     from facelandmarks.cli.common import USER_ERRORS, error_line

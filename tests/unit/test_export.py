@@ -489,3 +489,15 @@ def test_one_crop_without_its_batch_axis_is_an_error_not_two_faces(exported):
     with pytest.raises(ValueError, match=r"crops must be a batch \(N, S, S, C\), got shape \(64, 64, 3\) \(one crop: crops\[None\]\)"):
         model.predict_crops(crops(1)[0])
     assert model.predict_crops(crops(1)).shape == (1, 68, 2)
+
+
+def test_export_on_the_jax_backend_goes_through_tensorflow(run_dir, tmp_path):
+    # KERAS_BACKEND=jax python export.py RUN ended with Keras's "This requires the jax2onnx module": the converters
+    # that write the files are TensorFlow's, and the weights are the same on either backend
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "export.py", str(run_dir), "--format", "onnx", "--to", str(tmp_path / "exp")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("export.py: exporting through TensorFlow ")
+    assert (tmp_path / "exp" / "model.onnx").is_file()
+    assert json.loads((tmp_path / "exp" / "export.json").read_text())["scheme"] == "ibug68"
