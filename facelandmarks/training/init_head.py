@@ -91,6 +91,7 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
     init model (``before``: its config.json; its predictions on up to ``NEAREST_FACES`` of ``faces``, (inputs,
     landmarks, visible)) lies within ``NEAREST_WITHIN`` starts from that point's head channels. Returns the line to
     print and how many points start fresh (``--head-lr-scale``'s default)."""
+    from facelandmarks.data.feeding import model_inputs
     from facelandmarks.training.init import _weights_file
     from facelandmarks.training.runs import build_run_model
 
@@ -98,9 +99,12 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
         return (f"the head starts fresh: {config.init} has no config.json to rebuild its model from, so no point of "
                 f"this markup can start from its nearest one", scheme.num_points)
     layers = layers or head(config, scheme, model)  # each a model built once more: not twice
-    old = build_run_model({**before, "input_shape": list(config.input_shape)})
-    old.load_weights(_weights_file(config.init))
     inputs, landmarks, visible = (np.asarray(a[:NEAREST_FACES]) for a in faces)
+    shape = _init_input_shape(before, config.input_shape)
+    if shape[:2] != list(config.input_shape)[:2]:  # at the size it trained at, whose weights may depend on it (a dense
+        inputs = model_inputs({"images": inputs}, shape[0])  # layer on the flattened image): faces resized to it
+    old = build_run_model({**before, "input_shape": shape})
+    old.load_weights(_weights_file(config.init))
     predicted = np.asarray(old.predict(inputs.astype(np.float32), batch_size=config.batch, verbose=0))
     nearest, distance = nearest_points(predicted, landmarks, visible, scheme)
     pairs = {j: int(i) for j, (i, d) in enumerate(zip(nearest, distance)) if d <= NEAREST_WITHIN}
@@ -117,3 +121,10 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
             f"{100 * NEAREST_WITHIN:.0f} % a point starts fresh): "
             + ", ".join(said(j, int(i), float(d)) for j, (i, d) in enumerate(zip(nearest, distance)))), \
         scheme.num_points - len(pairs)
+
+
+def _init_input_shape(before: dict, input_shape) -> list:
+    """The input shape the init model predicts at for ``start_from_nearest``: its own (``before``'s, from its
+    config.json) where it took images of this run's channels, else this run's ``input_shape``."""
+    theirs, ours = list(before.get("input_shape") or ()), list(input_shape)
+    return theirs if len(theirs) == 3 and len(ours) == 3 and theirs[2] == ours[2] else ours

@@ -84,6 +84,32 @@ def test_init_head_nearest_starts_a_new_markup_where_the_init_model_finds_its_po
     np.testing.assert_array_equal(np.asarray(kernel)[:, 4:6], fresh[kernel.path][:, 4:6])  # the nose's x, y
 
 
+def test_init_head_nearest_predicts_with_the_init_model_at_the_size_it_trained_at(tmp_path):
+    """--init from a 16-px mlp run into 32-px faces: the init model was rebuilt at the new size to find the nearest
+    points, and its first dense layer (on the flattened image) did not take its weights: the run ended in Keras' long
+    'A total of 1 objects could not be loaded' line. It predicts at its own size now, on the faces resized to it."""
+    from facelandmarks.data.feeding import model_inputs
+    from facelandmarks.models import build_model
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.init import init_weights
+    from facelandmarks.training.init_head import start_from_nearest
+
+    options = {"hidden_units": [16, 16]}  # the second fits at any input size, so --init keeps it
+    old = build_model("mlp", (16, 16, 3), 68, weights="none", **options)
+    old.save_weights(tmp_path / "run.weights.h5")
+    before = {"model": "mlp", "num_points": 68, "input_shape": [16, 16, 3], "scheme": "ibug68", "weights": "none",
+              "model_options": options}
+    config = TrainConfig(model="mlp", data="unused.npz", run_dir="unused", input_shape=[32, 32, 3], batch=8,
+                         init=str(tmp_path / "run.weights.h5"), init_head="nearest", model_options=options)
+    images = np.random.default_rng(3).uniform(0, 255, (12, 32, 32, 3)).astype(np.uint8)
+    landmarks = old.predict(model_inputs({"images": images}, 16).astype(np.float32), verbose=0)[:, PICKED]
+    model = build_model("mlp", (32, 32, 3), 5, weights="none", **options)
+    init_weights(model, config.init)
+    line, fresh_points = start_from_nearest(model, config, before, Scheme.from_dict(FACE5),
+                                            (images, landmarks, np.ones((12, 5), bool)))
+    assert fresh_points == 0 and line.startswith("--init-head nearest: 5 of 5 points start from the head of ibug68's")
+    assert "right_eye <- ibug68 36 (0.0 %)" in line
+
 def test_init_head_is_a_flag_and_a_config_key_with_two_choices(tmp_path):
     import json
 
