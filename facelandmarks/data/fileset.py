@@ -86,6 +86,17 @@ def set_name(path: str | os.PathLike) -> tuple[Path, str] | None:
     return (path.parent, match.group(1)) if match else None
 
 
+def test_side_of(path: str | os.PathLike) -> Path | None:
+    """The training file beside ``path`` when ``path`` is the test file (npz or shards manifest) of a set that
+    ``datagen.py prepare`` wrote, its training file or the set's manifest beside it; else None."""
+    path = Path(path)
+    match = re.fullmatch(r"(.+)_test(\.npz|\.shards\.json)", path.name)
+    if match is None:
+        return None
+    train = path.with_name(f"{match.group(1)}_train{match.group(2)}")
+    beside = train.exists() or manifest_path(path.parent, match.group(1)).is_file()
+    return train if beside else None
+
 def manifest_path(folder: Path, name: str) -> Path:
     return folder / f"{name}{MANIFEST_SUFFIX}"
 

@@ -36,6 +36,7 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
+from facelandmarks.data.fileset import test_side_of
 from facelandmarks.training.loss_names import loss_names
 
 OPTIMIZERS = ("adam", "nadam", "rmsprop", "sgd", "adamw")
@@ -221,6 +222,8 @@ class TrainConfig:
                 raise ValueError(f"{flag} {problem}")
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise ValueError(f"--teacher-weight must be in [0, 1], got {self.teacher_weight}")
+        if self.data and (train := test_side_of(self.data)) is not None:  # its faces are for evaluate.py
+            raise ValueError(f"{self.data}: the test file of a prepared set (--data): train on {train}")
         if self.time_limit is not None:
             try:
                 seconds = parse_duration(self.time_limit)

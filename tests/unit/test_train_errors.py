@@ -38,7 +38,9 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_inputs")
     made = {"root": root, "good": npz.save_npz(root / "good.npz", faces(12)),
             "empty": npz.save_npz(root / "empty.npz", faces(0)),
-            "one_subject": npz.save_npz(root / "one_subject.npz", faces(6, subjects=1))}
+            "one_subject": npz.save_npz(root / "one_subject.npz", faces(6, subjects=1)),
+            "set_test": npz.save_npz(root / "set_test.npz", faces(12))}  # beside set_train.npz: a prepared pair
+    npz.save_npz(root / "set_train.npz", faces(12))
     whole = made["good"].read_bytes()
     (root / "truncated.npz").write_bytes(whole[: len(whole) // 2])
     (root / "text.npz").write_text("not an archive\n")
@@ -106,6 +108,9 @@ TRAIN_CASES = {
     "--weights for a model without a backbone": (lambda f: [*TINY, "--data", f["root"] / "nowhere.npz", "--run-dir",
                                                             f["root"] / "r16", "--weights", "imagenet"],
                                                  "--weights", "model 'mlp' has no pretrained backbone"),
+    # it trained on the held-out faces evaluate.py then scored, without a word
+    "--data a prepared test file": (lambda f: [*TINY, "--data", f["set_test"], "--run-dir", f["root"] / "r17"], "set_test.npz",
+                                    "the test file of a prepared set (--data): train on "),
     "unwritable --run-dir": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["unwritable"]], "a_file/run", "cannot write"),
     "--resume, missing folder": (lambda f: ["--resume", "--run-dir", f["root"] / "gone"], "gone", "nothing to resume"),
     "--resume, empty folder": (lambda f: ["--resume", "--run-dir", _mkdir(f["root"] / "empty_run")], "empty_run",
@@ -298,3 +303,17 @@ def test_evaluate_writes_where_the_help_says_without_out(tmp_path):
     assert evaluate_cli.default_out(parse(["--image", "photo.jpg"])) == "out"
     assert evaluate_cli.default_out(parse(["--video", "clips/talk.mp4"])) == str(Path("out") / "talk_landmarks.mp4")
     assert evaluate_cli.default_out(parse(["--video", "0"])) == str(Path("out") / "camera0_landmarks.mp4")
+
+
+def test_only_the_test_half_of_a_prepared_set_is_refused_as_data(tmp_path):
+    """PREFIX_test.npz (or its shards' manifest) with the set's training file or manifest beside it; not a file of
+    one's own that happens to end in _test.npz, nor the training file."""
+    from facelandmarks.data.fileset import test_side_of
+
+    lone = npz.save_npz(tmp_path / "mine_test.npz", faces(4))
+    assert test_side_of(lone) is None
+    (tmp_path / "ibug_train.shards.json").write_text("{}")
+    assert test_side_of(tmp_path / "ibug_test.shards.json") == tmp_path / "ibug_train.shards.json"
+    (tmp_path / "face5.manifest.json").write_text("{}")
+    assert test_side_of(tmp_path / "face5_test.npz") == tmp_path / "face5_train.npz"
+    assert test_side_of(tmp_path / "face5_train.npz") is None
