@@ -302,8 +302,10 @@ def _check_run_dir(run_dir: Path, resume: bool):
         if state is None:
             print(f"{run_dir}: no finished epoch to resume; training from epoch 1")
         return state
-    if any((run_dir / name).exists() for name in (LAST, SAVED_MODEL, "state.json")):
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    # best.weights.h5 and summary.json too: a shipped model's folder (models.py --ship) holds no other checkpoint
+    if held := [name for name in (LAST, SAVED_MODEL, "state.json", BEST, "summary.json") if (run_dir / name).exists()]:
+        raise FileExistsError(f"{run_dir} already holds a run ({held[0]}); pass --resume to continue it or choose another "
+                              f"--run-dir")
     return None
 
 

@@ -317,3 +317,16 @@ def test_only_the_test_half_of_a_prepared_set_is_refused_as_data(tmp_path):
     (tmp_path / "face5.manifest.json").write_text("{}")
     assert test_side_of(tmp_path / "face5_test.npz") == tmp_path / "face5_train.npz"
     assert test_side_of(tmp_path / "face5_train.npz") is None
+
+
+
+def test_a_shipped_models_folder_is_a_run_no_new_run_overwrites(files, tmp_path, capsys):
+    """A folder models.py --ship wrote (config.json, best.weights.h5, history.csv: no last checkpoint, no state.json)
+    given as --run-dir: a new run wrote its config and weights over the shipped ones without a word."""
+    shipped = fake_run(tmp_path / "shipped")
+    (shipped / "best.weights.h5").write_bytes(b"the shipped weights")
+    (shipped / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    before = {p.name: p.read_bytes() for p in shipped.iterdir()}
+    code, lines = run_cli(train_cli.main, [*TINY, "--batch", "4", "--data", files["good"], "--run-dir", shipped], capsys)
+    assert_one_line(code, lines, "train.py", shipped, "already holds a run (best.weights.h5)")
+    assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
