@@ -211,8 +211,10 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                   f"{done.get('best_epoch')}); nothing to resume: train.py --init {run_dir} starts a new run from its "
                   f"best weights")
             return done
-        elif resume and initial_epoch >= budget:
-            print(f"{run_dir} already ran its {budget} epochs; --epochs N gives it a new budget")
+        elif resume and initial_epoch >= budget:  # more than --epochs N: a budget below the epochs run ends the run
+            print(f"{run_dir} already ran its {budget} epochs; --epochs N gives it a new budget" if initial_epoch == budget
+                  else f"{run_dir} already ran {initial_epoch} epochs, more than --epochs {budget}: it ends there; "
+                       f"--epochs N above {initial_epoch} gives it a new budget")
         if (resume and initial_epoch >= budget) and done is not None:
             return done  # nothing ran: the summary of the sittings before stands
         if initial_epoch < budget:

@@ -330,3 +330,19 @@ def test_a_shipped_models_folder_is_a_run_no_new_run_overwrites(files, tmp_path,
     code, lines = run_cli(train_cli.main, [*TINY, "--batch", "4", "--data", files["good"], "--run-dir", shipped], capsys)
     assert_one_line(code, lines, "train.py", shipped, "already holds a run (best.weights.h5)")
     assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
+
+
+def test_resume_with_a_budget_below_the_epochs_run_says_how_many_ran(files, tmp_path, capsys):
+    """A 3-epoch run resumed with --epochs 2 printed 'already ran its 2 epochs'."""
+    import dataclasses
+
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+
+    config = TrainConfig(model="mlp", data=str(files["good"]), run_dir=str(tmp_path / "run"), epochs=3, batch=4,
+                         augment="none", preview_every=0, workers=1, model_options={"hidden_units": [4]})
+    fit(config, verbose=0)
+    capsys.readouterr()
+    fit(dataclasses.replace(config, epochs=2), resume=True, verbose=0)
+    assert (f"{tmp_path / 'run'} already ran 3 epochs, more than --epochs 2: it ends there; --epochs N above 3 gives "
+            "it a new budget") in capsys.readouterr().out
