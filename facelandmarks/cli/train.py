@@ -37,13 +37,16 @@ from facelandmarks.training.trainers import get_trainer, option_groups, register
 RESUME_MAY_CHANGE = ("epochs", "time_limit", "run_dir", "workers", "preview_every", "data", "val", "weights")
 
 EPILOG = """exit status:
-  0    the run finished (its summary is printed as JSON)
+  0    the run finished (a line says where it is, what ended it and its best epoch; then its summary as JSON)
   2    a usage or input error, reported in one line on stderr, "train.py: PATH: what is wrong": a bad
        flag or setting (--size 0), a missing, truncated or corrupt file (npz, json, weights), an empty
        training or validation set, a run folder that cannot be written, --resume on a folder without a run
   130  interrupted (Ctrl-C); the line printed gives the command that continues the run
   143  terminated (SIGTERM: kill, timeout, a job scheduler): as Ctrl-C
 """
+
+ENDED_BY = {"epoch budget": "its epoch budget (--epochs)", "time limit": "--time-limit"}  # summary.json's stopped_by
+
 
 def _load_trainers() -> None:
     """Register the trainers of the layers above training (the CLI is the top layer: it may import them)."""
@@ -242,5 +245,23 @@ def main(argv=None) -> int:
     except USER_ERRORS as err:
         complain(f"train.py: {error_line(err, (config.data, config.val) if config else ())}")
         return 2
+    if line := _where_line(config, summary):
+        print(line)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _where_line(config: TrainConfig, summary) -> str | None:
+    """One line before the summary: where the run is (a --config file names the folder, which no line said), what
+    ended it and its best epoch (the summary's ``stopped_by`` and ``best_epoch``)."""
+    run_dir = Path(config.run_dir)
+    files = [name for name in ("best.weights.h5", "model.keras", "history.csv", "summary.json") if (run_dir / name).is_file()]
+    if not isinstance(summary, dict) or not files:
+        return None
+    stopped = summary.get("stopped_by")
+    ended = f", ended by {ENDED_BY.get(stopped, stopped)}" if stopped else ""
+    ran = f"{summary['epochs']} epochs{ended}; " if summary.get("epochs") is not None else ""
+    nme = f" (validation NME {summary['val_nme']:.2f} %)" if isinstance(summary.get("val_nme"), float) else ""
+    best = f"best epoch {summary['best_epoch']}{nme}; " if summary.get("best_epoch") is not None else ""
+    logs = f"; TensorBoard: tensorboard --logdir {run_dir / 'logs'}" if (run_dir / "logs").is_dir() else ""
+    return f"run in {run_dir}: {ran}{best}{', '.join(files)}{logs}"

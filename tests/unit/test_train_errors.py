@@ -346,3 +346,20 @@ def test_resume_with_a_budget_below_the_epochs_run_says_how_many_ran(files, tmp_
     fit(dataclasses.replace(config, epochs=2), resume=True, verbose=0)
     assert (f"{tmp_path / 'run'} already ran 3 epochs, more than --epochs 2: it ends there; --epochs N above 3 gives "
             "it a new budget") in capsys.readouterr().out
+
+
+def test_a_finished_run_says_where_it_is_what_ended_it_and_its_best_epoch(files, tmp_path, capsys):
+    """With --config naming the folder, no line said where the run went; what ended it and the best epoch were only
+    keys of the JSON summary. One line before the summary says all three (the summary still parses from its '{')."""
+    run = tmp_path / "run"
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"model": "mlp", "data": str(files["good"]), "run_dir": str(run), "epochs": 2, "batch": 4,
+                                  "augment": "none", "workers": 1, "model_options": {"hidden_units": [4]}}))
+    capsys.readouterr()
+    assert train_cli.main(["--config", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    line = next(line for line in out.splitlines() if line.startswith(f"run in {run}: "))
+    assert line.startswith(f"run in {run}: 2 epochs, ended by its epoch budget (--epochs); best epoch "
+                           f"{summary['best_epoch']} (validation NME {summary['val_nme']:.2f} %); best.weights.h5, "
+                           "model.keras, history.csv, summary.json; TensorBoard: tensorboard --logdir "), line
