@@ -25,6 +25,7 @@ from facelandmarks.data.feeding import (
 from facelandmarks.models.optimizers import make_optimizer
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
+from facelandmarks.training.checks import check_model, check_resumed_data
 from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_run_config
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers, settle_head_lr_scale
@@ -116,6 +117,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 f"model {config.model!r} takes {words[spec.input_kind]} but {config.data} holds {words[input_kind]}"
                 + (" (make features with `datagen.py bottleneck`)" if spec.input_kind == "features" else "")
             )
+        if resume:  # --data may have moved, but must still be what the run trained on
+            check_resumed_data(config, scheme, list(sample.shape[1:]))
         config.scheme, config.num_points = scheme.name, scheme.num_points
         config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
         if not resume:

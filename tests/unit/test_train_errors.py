@@ -363,3 +363,25 @@ def test_a_finished_run_says_where_it_is_what_ended_it_and_its_best_epoch(files,
     assert line.startswith(f"run in {run}: 2 epochs, ended by its epoch budget (--epochs); best epoch "
                            f"{summary['best_epoch']} (validation NME {summary['val_nme']:.2f} %); best.weights.h5, "
                            "model.keras, history.csv, summary.json; TensorBoard: tensorboard --logdir "), line
+
+
+def test_resume_on_data_of_other_points_or_another_crop_size_is_refused_in_one_line(files, tmp_path, capsys):
+    """--resume --data FILE takes FILE as the run's data file, moved: a file of another markup or crop size was told
+    'the same file, moved' and then ended in Keras' many-line error on loading the weights."""
+    from facelandmarks.landmarks import Scheme
+
+    run = tmp_path / "run"
+    tiny = [*TINY, "--batch", "4"]
+    assert train_cli.main([*tiny, "--data", str(files["good"]), "--run-dir", str(run)]) == 0
+    five = Scheme.from_dict({"name": "resumefive", "points": ["a", "b", "c", "d", "e"], "pairs": [["a", "b"], ["d", "e"]],
+                             "normalize": ["a", "b"]})
+    other = {"points": npz.save_npz(tmp_path / "five.npz", npz.select_points(faces(12), five, [36, 45, 30, 48, 54])),
+             "size": npz.save_npz(tmp_path / "big.npz", faces(12, size=24))}
+    said = {"points": f"holds resumefive points (5), the run in {run} trained on ibug68 (68): --resume goes on with the "
+                      f"data it trained on; --init {run} starts a new run from it on this data",
+            "size": f"gives inputs of 24x24x3, the run in {run} trained on 16x16x3: --resume goes on"}
+    for name, path in other.items():
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", run, "--data", path], capsys)
+        assert_one_line(code, lines, "train.py", path, said[name])
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
