@@ -260,6 +260,10 @@ def _where_line(config: TrainConfig, summary) -> str | None:
         return None
     stopped = summary.get("stopped_by")
     ended = f", ended by {ENDED_BY.get(stopped, stopped)}" if stopped else ""
+    if stopped == "early stopping":  # the best epoch may be the last: gains below --min-delta count for no epoch
+        monitored = "validation" if "val_nme" in summary else "training"
+        ended += (f" (the {monitored} loss fell by less than --min-delta {config.min_delta:g} for --patience "
+                  f"{config.patience} epochs)")
     ran = f"{summary['epochs']} epochs{ended}; " if summary.get("epochs") is not None else ""
     nme = f" (validation NME {summary['val_nme']:.2f} %)" if isinstance(summary.get("val_nme"), float) else ""
     best = f"best epoch {summary['best_epoch']}{nme}; " if summary.get("best_epoch") is not None else ""

@@ -385,3 +385,16 @@ def test_resume_on_data_of_other_points_or_another_crop_size_is_refused_in_one_l
         code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", run, "--data", path], capsys)
         assert_one_line(code, lines, "train.py", path, said[name])
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_the_line_of_a_run_early_stopping_ended_says_what_it_waited_for(files, tmp_path, capsys):
+    """'ended by early stopping; best epoch 3' of a 3-epoch run read as a contradiction: the validation loss still fell
+    at epoch 3, by less than --min-delta. The line names the loss, --min-delta and --patience."""
+    run = tmp_path / "run"
+    argv = [*TINY, "--batch", "4", "--epochs", "20", "--patience", "2", "--min-delta", "100", "--data", str(files["good"]),
+            "--run-dir", str(run)]
+    capsys.readouterr()
+    assert train_cli.main(argv) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"run in {run}: "))
+    assert line.startswith(f"run in {run}: 3 epochs, ended by early stopping (the validation loss fell by less than "
+                           "--min-delta 100 for --patience 2 epochs); best epoch "), line
