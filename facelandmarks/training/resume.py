@@ -361,14 +361,16 @@ def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, statefu
     model.optimizer.build(model.trainable_variables)
     best_weights = None
     best, problem = find_checkpoint(run_dir, BEST, state)
+    if best is None and problem != "missing":
+        state = {**state, "ModelCheckpoint": {"best": None},
+                 "files": {k: v for k, v in state.get("files", {}).items() if k != BEST}}
+    last = choose_checkpoint(run_dir, state, (LAST, BEST))  # none usable: one line naming both, before any other
     if best is not None:
         model.load_weights(best)
         best_weights = model.get_weights()
     elif problem != "missing":
         print(f"{run_dir / BEST}: {problem}; the next epoch writes a new one", file=sys.stderr)
-        state = {**state, "ModelCheckpoint": {"best": None},
-                 "files": {k: v for k, v in state.get("files", {}).items() if k != BEST}}
-    model.load_weights(choose_checkpoint(run_dir, state, (LAST, BEST)))
+    model.load_weights(last)
     restore_random_state(model, run_dir, state)
     checkpoints = stateful.get("ModelCheckpoint")
     if checkpoints is not None:  # the set the next commit extends

@@ -398,3 +398,14 @@ def test_the_line_of_a_run_early_stopping_ended_says_what_it_waited_for(files, t
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"run in {run}: "))
     assert line.startswith(f"run in {run}: 3 epochs, ended by early stopping (the validation loss fell by less than "
                            "--min-delta 100 for --patience 2 epochs); best epoch "), line
+
+
+def test_resume_with_both_checkpoints_damaged_is_one_line(files, tmp_path, capsys):
+    """It printed 'best.weights.h5: damaged ...; the next epoch writes a new one', then the error: no epoch ran."""
+    run = tmp_path / "run"
+    assert train_cli.main([*TINY, "--batch", "4", "--data", str(files["good"]), "--run-dir", str(run)]) == 0
+    for name in ("best.weights.h5", "last.weights.h5"):
+        whole = (run / name).read_bytes()
+        (run / name).write_bytes(whole[: len(whole) // 2])
+    code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", run, "--epochs", "2"], capsys)
+    assert_one_line(code, lines, "train.py", run, "no usable weights (last.weights.h5 damaged")
