@@ -127,8 +127,6 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             # a scheme of your own travels with the run, with where dlib's box lies around its points in this data
             definition = definition_to_store(scheme, npz.landmark_box(train))
             config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
-        elif cluster.is_chief:
-            record_budget(out_dir / "config.json", config.epochs)
 
         with cluster.scope():
             model = build_model(
@@ -199,6 +197,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         initial_epoch = 0
         if resume:
             initial_epoch = restore_for_resume(model, run_dir, out_dir, state, stateful, callbacks)
+            if cluster.is_chief:  # once the run's state is back: a resume that fails leaves its budget as it was
+                record_budget(out_dir / "config.json", config.epochs)
 
         start = time.time()
         limit = stateful["TimeLimit"]

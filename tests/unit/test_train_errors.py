@@ -409,3 +409,4 @@ def test_resume_with_both_checkpoints_damaged_is_one_line(files, tmp_path, capsy
         (run / name).write_bytes(whole[: len(whole) // 2])
     code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", run, "--epochs", "2"], capsys)
     assert_one_line(code, lines, "train.py", run, "no usable weights (last.weights.h5 damaged")
+    assert json.loads((run / "config.json").read_text())["epochs"] == 1  # --epochs 2 was recorded, then it failed
