@@ -97,6 +97,7 @@ def test_side_of(path: str | os.PathLike) -> Path | None:
     beside = train.exists() or manifest_path(path.parent, match.group(1)).is_file()
     return train if beside else None
 
+
 def manifest_path(folder: Path, name: str) -> Path:
     return folder / f"{name}{MANIFEST_SUFFIX}"
 
