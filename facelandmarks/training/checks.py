@@ -9,19 +9,17 @@ from facelandmarks.training.config import TrainConfig
 
 
 def check_model(config: TrainConfig) -> None:
-    """What ``build_model`` would refuse of --model-options, --weights and --train-blocks, as one line naming the flag,
-    before the data loads and the run folder is made (it was found after both, and named no flag)."""
-    from facelandmarks.models import backbones, get_spec, model_options
+    """What ``build_model`` would refuse of --model-options, --weights and --train-blocks (``models.check_arguments``),
+    and a --weights file that is not there, as one line naming the flag or the file, before the data loads and the run
+    folder is made (they were found after both, in a line naming no flag)."""
+    from facelandmarks.models import backbones, check_arguments
+    from facelandmarks.models.registry import ArgumentError
 
-    spec, kind = get_spec(config.model), backbones.weights_kind(config.weights)
-    if unknown := sorted(set(config.model_options) - set(model_options(config.model))):
-        raise ValueError(f"--model-options: model {config.model!r} has no option(s) {', '.join(unknown)}; its options: "
-                         f"{', '.join(model_options(config.model)) or 'none'}")
-    if spec.backbone is None and kind != "none":
-        raise ValueError(f"--weights: model {config.model!r} has no pretrained backbone: only 'none', got {config.weights!r}")
-    if spec.backbone is None and config.train_blocks is not None:
-        raise ValueError(f"--train-blocks: model {config.model!r} has no backbone blocks, got {config.train_blocks}")
-    if kind == "path" and not Path(config.weights).is_file():
+    try:
+        check_arguments(config.model, config.weights, config.train_blocks, **config.model_options)
+    except ArgumentError as err:
+        raise ValueError(f"--{err.argument.replace('_', '-')}: {err}") from None
+    if backbones.weights_kind(config.weights) == "path" and not Path(config.weights).is_file():
         raise FileNotFoundError(f"{config.weights}: no such weights file (--weights: 'none', 'imagenet' or a .weights.h5 "
                                 f"/ .h5 file)")
 

@@ -78,18 +78,14 @@ def _has_gpu() -> bool:
 
 def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     """Train ``config.model`` as configured; returns the run's summary dict."""
-    from facelandmarks.models import build_model, check_arguments, get_spec, pretrain
-    from facelandmarks.models.registry import ArgumentError
+    from facelandmarks.models import build_model, get_spec, pretrain
     from facelandmarks.training import distribute
 
     started = time.monotonic()  # --time-limit counts from here: data, teachers and compiling take their share
     run_dir = Path(config.run_dir)
     config.validate()
     check_loss(config)
-    try:  # the model's options, --weights and --train-blocks, as build_model checks them, before the data loads
-        check_arguments(config.model, config.weights, config.train_blocks, **config.model_options)
-    except ArgumentError as err:
-        raise ValueError(f"--{err.argument.replace('_', '-')}: {err}") from None
+    check_model(config)  # the model's options, --weights and --train-blocks, before the data loads
     state = _check_run_dir(run_dir, resume)
     resume = state is not None  # a run killed before its first epoch ended starts again
     if resume:

@@ -319,7 +319,6 @@ def test_only_the_test_half_of_a_prepared_set_is_refused_as_data(tmp_path):
     assert test_side_of(tmp_path / "face5_train.npz") is None
 
 
-
 def test_a_shipped_models_folder_is_a_run_no_new_run_overwrites(files, tmp_path, capsys):
     """A folder models.py --ship wrote (config.json, best.weights.h5, history.csv: no last checkpoint, no state.json)
     given as --run-dir: a new run wrote its config and weights over the shipped ones without a word."""
@@ -410,3 +409,16 @@ def test_resume_with_both_checkpoints_damaged_is_one_line(files, tmp_path, capsy
     code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", run, "--epochs", "2"], capsys)
     assert_one_line(code, lines, "train.py", run, "no usable weights (last.weights.h5 damaged")
     assert json.loads((run / "config.json").read_text())["epochs"] == 1  # --epochs 2 was recorded, then it failed
+
+
+@pytest.mark.parametrize("flags, shown", [
+    (["mlp", "--train-blocks", "2"], "--train-blocks: model 'mlp' has no backbone blocks to freeze"),
+    (["mobilenetv2", "--weights", "nowhere.weights.h5"], "nowhere.weights.h5: no such weights file (--weights: "),
+])
+def test_a_model_setting_build_model_refuses_is_named_before_the_data_loads(flags, shown, files, tmp_path, capsys):
+    """Found only once the data had loaded (a minute for the 128-px training file) and config.json was written, in a
+    line naming no flag; a --weights file that is not there was found when the backbone was built."""
+    run = tmp_path / "run"
+    code, lines = run_cli(train_cli.main, [*flags, "--epochs", "1", "--data", files["good"], "--run-dir", run], capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"train.py: {shown}"), lines
+    assert not run.exists()
