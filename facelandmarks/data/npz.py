@@ -189,6 +189,7 @@ def read_member(path: str | os.PathLike, key: str) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: {'a folder, not a dataset file' if path.is_dir() else 'no such dataset file'}")
+    _check_magic(path)  # numpy calls any other file pickled data
     try:
         with np.load(path, allow_pickle=False) as data:
             return data[key]
@@ -196,7 +197,8 @@ def read_member(path: str | os.PathLike, key: str) -> np.ndarray:
         raise DatasetError(f"{path}: no readable {key!r} array ({_reason(err)})") from None
 
 
-def _read_arrays(path: Path, decode_images: bool = True) -> dict[str, np.ndarray]:
+def _check_magic(path: Path) -> None:
+    """A ``DatasetError`` for a file that does not start as an npz (a zip archive) or npy file does."""
     try:
         with open(path, "rb") as head:
             magic = head.read(6)
@@ -204,6 +206,10 @@ def _read_arrays(path: Path, decode_images: bool = True) -> dict[str, np.ndarray
         raise DatasetError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):  # numpy would call any other file pickled data
         raise DatasetError(f"{path}: not an npz file (it does not start as a zip archive does)")
+
+
+def _read_arrays(path: Path, decode_images: bool = True) -> dict[str, np.ndarray]:
+    _check_magic(path)
     try:
         data = np.load(path, allow_pickle=False)
     except _UNREADABLE as err:

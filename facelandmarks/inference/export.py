@@ -58,6 +58,7 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
         raise ValueError("--quantize int8 needs --calibration NPZ (training faces), and --calibration needs it")
     if check_faces < 1:
         raise ValueError(f"--check-faces must be at least 1, got {check_faces}")
+    _check_applies(formats, quantize, check)
     for flag, path in (("--check", check), ("--calibration", calibration)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such dataset file ({flag})")
@@ -76,16 +77,18 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
     if check is not None and getattr(predictor, "stages", None) is not None:  # it was ignored in silence
         raise ValueError(f"--check: {run_dir} is a pipeline, and --check compares one model's export with Keras; "
                          "score the exported pipeline with evaluate.py FOLDER --data NPZ")
-    from facelandmarks.data.npz import MANIFEST_SUFFIX, is_manifest, read_member, shard_path
+    from facelandmarks.data.npz import MANIFEST_SUFFIX, is_manifest, load_npz, read_member, shard_path
 
     for flag, path in (("--check", check), ("--calibration", calibration)):
         if path is not None and is_manifest(path):  # "no readable 'scheme' array (... pickled ...)", "not an npz file"
             first = shard_path(str(path)[: -len(MANIFEST_SUFFIX)], 0).name
             raise ValueError(f"{path}: a shard set; {flag} reads one npz file: give one of its shards ({first} ...)")
-    if check is not None:
+    check_arrays = None
+    if check is not None:  # read whole now: a file without faces failed only once every format was written
         if (scheme := str(read_member(check, "scheme"))) != predictor.scheme.name:
             raise ValueError(f"{check}: its faces have {scheme} points, {run_dir} predicts {predictor.scheme.name} "
                              "(--check)")
+        check_arrays = load_npz(check)
     stages = getattr(predictor, "stages", None)
     work = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
@@ -93,7 +96,7 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
         if stages is None:
             _export_model(predictor, run_dir, work, formats, quantize, calibration)
             if check is not None:
-                _check(work, predictor, check, check_faces)
+                _check(work, predictor, check, check_faces, check_arrays)
         else:
             _export_pipeline(predictor, run_dir, work, formats, quantize, calibration)
     except BaseException:  # a failed or interrupted export leaves nothing of itself behind
@@ -101,6 +104,22 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
         raise
     _replace(work, dest)
     return dest
+
+
+def _check_applies(formats, quantize: str, check) -> None:
+    """A ``quantize`` or ``check`` that none of ``formats`` would carry out is refused (export.json said 'int8' of a
+    float32 SavedModel, and --check compared nothing)."""
+    runnable = [fmt for fmt in formats if fmt in runtimes.RUNTIMES]
+    wrote = f"--format {' '.join(formats)} writes"
+    if quantize == "float16" and "litert" not in formats:
+        raise ValueError(f"--quantize float16 stores LiteRT's weights as float16, and {wrote} no LiteRT file (ONNX "
+                         "and SavedModel stay float32): add litert to --format")
+    if quantize == "int8" and not runnable:
+        raise ValueError(f"--quantize int8 quantizes the ONNX and LiteRT files, and {wrote} neither: add onnx or "
+                         "litert to --format")
+    if check is not None and not runnable:
+        raise ValueError(f"--check compares ONNX Runtime and LiteRT with Keras, and {wrote} no file either runs: add "
+                         "onnx or litert to --format")
 
 
 def _check_destination(dest: Path, run_dir: Path) -> None:
@@ -204,12 +223,11 @@ def _export_pipeline(predictor, run_dir: Path, out: Path, formats, quantize: str
     _write_json(out / "pipeline.json", config)
 
 
-def _check(out: Path, predictor: Predictor, data, limit: int) -> None:
-    """Keras vs each exported runtime on real faces: largest point difference and NME, into export.json."""
+def _check(out: Path, predictor: Predictor, data, limit: int, arrays: dict) -> None:
+    """Keras vs each exported runtime on ``data``'s faces (its ``arrays``): largest point difference and NME, into
+    export.json."""
     from facelandmarks import metrics
-    from facelandmarks.data.npz import load_npz
 
-    arrays = load_npz(data)
     images = arrays["images"][:limit]
     truth = (arrays["landmarks"][:limit], arrays["visible"][:limit])
     size = predictor.input_size

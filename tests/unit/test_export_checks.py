@@ -1,0 +1,85 @@
+"""export.py settings that did nothing, or failed late: refused in one line, before anything is written.
+
+No face data: a small registered model with random weights stands in for a trained run, and npz files of a few
+random faces for the test and training sets.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from facelandmarks.cli import export as export_cli
+from facelandmarks.data.errors import DatasetError
+from facelandmarks.data.npz import read_member
+from facelandmarks.inference import export
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory as train.py leaves it (config.json + best.weights.h5) of a random-weight scratch CNN."""
+    from facelandmarks.models import build_model
+
+    run = tmp_path_factory.mktemp("runs") / "scratch-random"
+    run.mkdir()
+    build_model("scratch", input_shape=(SIZE, SIZE, 3), num_points=68).save_weights(run / "best.weights.h5")
+    config = {"model": "scratch", "scheme": "ibug68", "input_shape": [SIZE, SIZE, 3], "num_points": 68,
+              "model_options": {}, "weights": "none"}
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+@pytest.fixture
+def not_exported(monkeypatch):
+    def exporting(*args):
+        raise AssertionError("exported before the settings were checked")
+
+    monkeypatch.setattr(export, "_export_model", exporting)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    # export.json said "quantize": "int8" of a float32 SavedModel, and the calibration faces were read for nothing
+    (["--format", "savedmodel", "--quantize", "int8", "--calibration", "CAL"],
+     "--quantize int8 quantizes the ONNX and LiteRT files, and --format savedmodel writes neither: add onnx or litert "
+     "to --format"),
+    # an ONNX file stays float32: the 'float16' export was the float32 one
+    (["--format", "onnx", "--quantize", "float16"],
+     "--quantize float16 stores LiteRT's weights as float16, and --format onnx writes no LiteRT file (ONNX and "
+     "SavedModel stay float32): add litert to --format"),
+    (["--format", "savedmodel", "--check", "CHECK"],
+     "--check compares ONNX Runtime and LiteRT with Keras, and --format savedmodel writes no file either runs: add "
+     "onnx or litert to --format"),
+])
+def test_a_setting_no_format_carries_out_is_refused_before_anything_is_written(run_dir, tmp_path, capsys,
+                                                                               not_exported, args, says):
+    data = tmp_path.parent / f"{tmp_path.name}-faces.npz"
+    np.savez(data, scheme=np.array("ibug68"))
+    args = [str(data) if a in ("CAL", "CHECK") else a for a in args]
+    assert export_cli.main([str(run_dir), "--to", str(tmp_path / "out"), *args]) == 2
+    assert capsys.readouterr().err == f"export.py: {says}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_check_file_without_faces_fails_before_the_formats_are_written(run_dir, tmp_path, capsys, not_exported):
+    """It failed with 'missing key(s) images ...' only after every format had been converted."""
+    data = tmp_path.parent / f"{tmp_path.name}-scheme-only.npz"
+    np.savez(data, scheme=np.array("ibug68"), landmarks=np.zeros((3, 68, 2), np.float32))
+    assert export_cli.main([str(run_dir), "--to", str(tmp_path / "out"), "--check", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"export.py: {data}: missing key(s) images") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_check_file_that_is_no_npz_says_so(run_dir, tmp_path, capsys):
+    """A text file given to --check was 'no readable 'scheme' array (This file contains pickled (object) data ...'."""
+    text = tmp_path / "faces.npz"
+    text.write_text("hello\n")
+    with pytest.raises(DatasetError, match="not an npz file"):
+        read_member(text, "scheme")
+    assert export_cli.main([str(run_dir), "--to", str(tmp_path / "out"), "--check", str(text)]) == 2
+    assert capsys.readouterr().err == (f"export.py: {text}: not an npz file (it does not start as a zip archive "
+                                       "does)\n")
+    assert not (tmp_path / "out").exists()
+
