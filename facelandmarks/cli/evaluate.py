@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (default): a run's export (export.py) when it is as new as the run and its runtime "
                              "is installed, else Keras; keras, onnx, litert: that one (rows of exports are labelled). "
                              "An export folder runs in ONNX Runtime or LiteRT, a .onnx / .tflite file in its own")
-    parser.add_argument("--threads", type=int, help="CPU threads of an exported model (default: all cores)")
+    parser.add_argument("--threads", type=int, help="CPU threads of an exported model (default: all cores; Keras "
+                                                    "always runs on all cores)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     return parser
 
@@ -112,7 +113,10 @@ def main(argv=None) -> int:
             complain(f"evaluate.py: {err}")
             return 2
     args.out = args.out or default_out(args)
-    if any(_needs_keras(Path(run), args.runtime) for run in args.runs):
+    if through_keras := [run for run in args.runs if _needs_keras(Path(run), args.runtime)]:
+        if args.threads is not None:  # it was ignored in silence
+            complain(f"evaluate.py: --threads {args.threads} applies to exported models; {', '.join(through_keras)} "
+                     f"run{'s' if len(through_keras) == 1 else ''} through Keras, on all cores")
         runtime.startup(args.verbose)
     try:
         return _run(args)

@@ -1,4 +1,4 @@
-"""export.py settings that did nothing, or failed late: refused in one line, before anything is written.
+"""export.py and evaluate.py settings that did nothing, or failed late: refused (or said) in one line, up front.
 
 No face data: a small registered model with random weights stands in for a trained run, and npz files of a few
 random faces for the test and training sets.
@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from facelandmarks.cli import evaluate as evaluate_cli
 from facelandmarks.cli import export as export_cli
 from facelandmarks.data.errors import DatasetError
 from facelandmarks.data.npz import read_member
@@ -83,3 +84,13 @@ def test_a_check_file_that_is_no_npz_says_so(run_dir, tmp_path, capsys):
                                        "does)\n")
     assert not (tmp_path / "out").exists()
 
+
+def test_threads_with_a_run_through_keras_is_said_in_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    """--threads was ignored in silence where Keras ran the model."""
+    monkeypatch.setattr(evaluate_cli, "_run", lambda args: 0)
+    assert evaluate_cli.main([str(run_dir), "--runtime", "keras", "--threads", "1", "--image", "a.jpg",
+                              "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == (f"evaluate.py: --threads 1 applies to exported models; {run_dir} runs through "
+                                       "Keras, on all cores\n")
+    assert evaluate_cli.main([str(run_dir), "--runtime", "keras", "--image", "a.jpg", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""
