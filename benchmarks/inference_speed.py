@@ -71,6 +71,21 @@ def load(runtime: str, model: Path, threads: int, flip_test: bool = False, recro
     return predictor, predictor.detector
 
 
+def export_problem(model: Path, runtimes: list) -> str | None:
+    """Why ``model`` (a run directory or an export) cannot run in each of ``runtimes`` ('onnx', 'litert'): no export,
+    one made from other weights, none of that runtime's file, the runtime not installed; None where it can."""
+    from facelandmarks.inference import runtimes as exported
+    from facelandmarks.inference.predictor import exported_for
+
+    for runtime in runtimes:
+        try:
+            export = exported_for(model, runtime)
+            exported.choose_runtime(export, exported.read_export(export)[0], runtime)
+        except exported.ExportError as err:
+            return str(err)
+    return None
+
+
 def median_s(call, repeats: int, warmup: int) -> float:
     """Median wall seconds of ``call(i)``, i counting the calls (``inference.predictor.median_ms``)."""
     from facelandmarks.inference.predictor import median_ms
@@ -341,8 +356,8 @@ def main(argv=None) -> int:
 
     if is_export(args.model) and "keras" in args.runtimes:
         parser.error(f"{args.model} is an export: give --runtimes without keras (an int8 export, say)")
-    if {"onnx", "litert"} & set(args.runtimes) and not (is_export(args.model) or (args.model / "export").is_dir()):
-        parser.error(f"{args.model}: no export/ folder (python export.py {args.model})")
+    if problem := export_problem(args.model, [rt for rt in args.runtimes if rt in ("onnx", "litert")]):
+        parser.error(problem)  # else each timing process of that runtime ended in a traceback, and its rows in dashes
     if not args.data.is_file():  # else every timing process fails on it, and the tables come out empty
         parser.error(f"{args.data}: no such test npz (prepare one with datagen.py, README's Workflow, or give --data)")
     args.argv = argv

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared npz whose crops are predicted")
     parser.add_argument("--model", default=None, help="run directory or export (default: the shipped model)")
-    parser.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "litert"])
+    parser.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "litert"],
+                        help="how the model runs (Predictor.load; default: keras)")
     parser.add_argument("--faces", type=int, default=512)
     parser.add_argument("--batches", default="8,16,32,64", help="comma-separated batch sizes, beside the default")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes over the faces per batch size")
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    from facelandmarks.inference.runtimes import is_export
+    from facelandmarks.inference.runtimes import ExportError, is_export
 
     if args.model and is_export(args.model) and args.runtime == "keras":  # Predictor.load's traceback, after Keras loaded
         parser.error(f"{args.model} is an export: give --runtime onnx, litert or auto (the default, keras, needs the run directory)")
@@ -84,7 +85,10 @@ def main(argv=None) -> int:
 
     runtime.startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
     crops = npz.load_npz(args.data)["images"][: args.faces]
-    predictor = Predictor.load(args.model, runtime=args.runtime, flip_test=args.flip_test)
+    try:
+        predictor = Predictor.load(args.model, runtime=args.runtime, flip_test=args.flip_test)
+    except ExportError as err:  # no export, or one of other weights, for --runtime onnx / litert: was a traceback
+        parser.error(str(err))
     default = predictor.batch_size
     batches = sorted({default, *(int(b) for b in args.batches.split(","))})
     rows = [measure(predictor, crops, batch, args.repeats) for batch in batches]

@@ -5,6 +5,7 @@ random faces for the test and training sets.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,69 @@ def test_threads_with_a_run_through_keras_is_said_in_one_line(run_dir, tmp_path,
                                        "Keras, on all cores\n")
     assert evaluate_cli.main([str(run_dir), "--runtime", "keras", "--image", "a.jpg", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def _benchmark(name):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _with_export(run_dir, tmp_path, sha1, files=("model.onnx",)):
+    """A copy of ``run_dir`` whose export/ holds export.json (of weights with ``sha1``) and empty ``files``."""
+    import shutil
+
+    from facelandmarks.inference import runtimes
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "export").mkdir()
+    meta = {"scheme": "ibug68", "num_points": 68, "input_shape": [SIZE, SIZE, 3], "weights_file": "best.weights.h5",
+            "weights_sha1": sha1 or runtimes.file_sha1(run / "best.weights.h5"),
+            "files": {fmt: file for fmt, file in runtimes.FILES.items() if file in files}}
+    (run / "export" / "export.json").write_text(json.dumps(meta))
+    for name in files:
+        (run / "export" / name).write_bytes(b"")
+    return run
+
+
+@pytest.mark.parametrize(("sha1", "runtimes", "says"), [
+    ("0" * 40, ["onnx", "dlib"], "{run}/export: made from other weights than {run}/best.weights.h5"),
+    (None, ["litert"], "{run}/export: no litert export here"),
+])
+def test_inference_speed_without_a_usable_export_says_so_before_timing(run_dir, tmp_path, capsys, monkeypatch, sha1,
+                                                                       runtimes, says):
+    """It checked only that an export/ folder existed: a stale export, or one without a runtime's file, gave a
+    traceback from every timing process of that runtime, then rows of dashes and 'ours / dlib ... nan', status 0."""
+    run = _with_export(run_dir, tmp_path, sha1)
+    bench = _benchmark("inference_speed")
+
+    def timing(*args, **kwargs):
+        raise AssertionError("timed before the export was checked")
+
+    monkeypatch.setattr(bench, "run_worker", timing)
+    data = tmp_path / "faces.npz"
+    data.write_bytes(b"PK")
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--model", str(run), "--runtimes", *runtimes, "--no-cold", "--data", str(data)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].split(": error: ", 1)[1].startswith(says.format(run=run)), err
+
+
+def test_predict_batches_without_a_usable_export_says_so_in_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    """--runtime onnx on a run whose export is of other weights ended in a traceback."""
+    bench = _benchmark("predict_batches")
+    run = _with_export(run_dir, tmp_path, "0" * 40)
+    data = tmp_path / "faces.npz"
+    data.write_bytes(b"PK")
+    monkeypatch.setattr(bench.npz, "load_npz", lambda path: {"images": np.zeros((4, SIZE, SIZE, 3), np.uint8)})
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--data", str(data), "--model", str(run), "--runtime", "onnx"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].split(": error: ", 1)[1].startswith(
+        f"{run}/export: made from other weights than {run}/best.weights.h5")
