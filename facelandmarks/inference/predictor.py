@@ -95,6 +95,8 @@ def exported_for(run_dir: Path, runtime: str) -> Path | None:
         return run_dir
     if runtime == "keras":
         return None
+    if problem := runtimes.settings_lost(run_dir):  # else Keras loaded, to say 'not a run directory (no config.json)'
+        raise runtimes.ExportError(problem)
     problem = runtimes.export_problem(run_dir, runtime)
     if problem is None:
         return run_dir / runtimes.EXPORT_DIR

@@ -76,6 +76,19 @@ def read_export(path) -> tuple[dict, Path]:
     return meta, folder
 
 
+def settings_lost(folder: Path) -> str | None:
+    """The line for an export ``folder`` that lost its ``export.json`` (model files, no run's config.json), or None."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / EXPORT_FILE).is_file() or (folder / "config.json").is_file():
+        return None
+    onnx, tflite = folder / FILES["onnx"], folder / FILES["litert"]
+    if onnx.is_file():
+        return f"{folder}: an export without its {EXPORT_FILE}; give {onnx}, which carries the settings, or export again"
+    if tflite.is_file():
+        return f"{folder}: an export without its {EXPORT_FILE}, which {tflite.name} needs beside it; export again"
+    return None
+
+
 def _onnx_metadata(path: Path) -> dict:
     _require_installed("onnx", path)
     import onnxruntime as ort

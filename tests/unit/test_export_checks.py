@@ -161,3 +161,36 @@ def test_predict_batches_without_a_usable_export_says_so_in_one_line(run_dir, tm
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].split(": error: ", 1)[1].startswith(
         f"{run}/export: made from other weights than {run}/best.weights.h5")
+
+
+@pytest.mark.parametrize(("files", "says"), [
+    (("model.onnx", "model.tflite"), "an export without its export.json; give {folder}/model.onnx, which carries the "
+                                     "settings, or export again"),
+    (("model.tflite",), "an export without its export.json, which model.tflite needs beside it; export again"),
+])
+def test_an_export_folder_without_its_settings_says_so_without_loading_keras(tmp_path, capsys, monkeypatch, files,
+                                                                             says):
+    """It loaded TensorFlow and Keras for seconds, then said '<folder>: not a run directory (no config.json)'."""
+    from facelandmarks import runtime
+    from facelandmarks.inference import runtimes
+    from facelandmarks.inference.predictor import Predictor
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_bytes(b"")
+    says = f"{folder}: {says.format(folder=folder)}"
+    with pytest.raises(runtimes.ExportError) as err:
+        Predictor.load(folder)
+    assert str(err.value) == says
+
+    def keras(*args):
+        raise AssertionError("Keras loaded for an export")
+
+    monkeypatch.setattr(runtime, "startup", keras)
+    import cv2
+
+    photo = tmp_path / "grey.png"
+    cv2.imwrite(str(photo), np.full((32, 32, 3), 128, np.uint8))
+    assert evaluate_cli.main([str(folder), "--image", str(photo), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"evaluate.py: {says}\n"
