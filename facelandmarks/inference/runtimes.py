@@ -109,14 +109,18 @@ def file_sha1(path: Path) -> str:
 
 
 def stale_export(run_dir: Path, export: Path, runtime: str = "auto", tools=None) -> str | None:
-    """Why ``export`` cannot stand in for ``run_dir``'s weights (missing, or made from other weights), or None.
+    """Why ``export`` cannot stand in for ``run_dir``'s weights (missing, unreadable, or made from other weights), or
+    None.
 
     The line says how to export, and what to pip install first: ``tools``, the extras writing needs (None: those
     export.py would ask for, ``packages.missing``), and the runtime's extra where ``runtime`` ('auto': any) is not
     installed, since an export alone would not run there either."""
     if not (export / EXPORT_FILE).is_file():
         return f"{run_dir}: not exported{how_to_export(run_dir, runtime, tools)}"
-    meta, _ = read_export(export)
+    try:
+        meta, _ = read_export(export)
+    except ExportError as err:  # a damaged export.json: as stale ('auto' runs Keras), not the end of the run's use
+        return f"{err}{how_to_export(run_dir, runtime, tools, again=True)}"
     source = run_dir / meta.get("weights_file", "best.weights.h5")
     if not source.is_file() or file_sha1(source) != meta.get("weights_sha1"):
         return f"{export}: made from other weights than {source}{how_to_export(run_dir, runtime, tools, again=True)}"

@@ -194,3 +194,18 @@ def test_an_export_folder_without_its_settings_says_so_without_loading_keras(tmp
     cv2.imwrite(str(photo), np.full((32, 32, 3), 128, np.uint8))
     assert evaluate_cli.main([str(folder), "--image", str(photo), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"evaluate.py: {says}\n"
+
+
+def test_auto_runs_keras_past_an_export_whose_settings_are_damaged(run_dir, tmp_path):
+    """A damaged RUN/export/export.json ended every load of the run, 'auto' included, which the docs say runs Keras
+    where the export cannot stand in for the run's weights; 'onnx' names the file and how to export again."""
+    from facelandmarks.inference import runtimes
+    from facelandmarks.inference.predictor import Predictor
+
+    run = _with_export(run_dir, tmp_path, None)
+    (run / "export" / "export.json").write_text("{")
+    assert Predictor.load(run).runtime == "keras"
+    with pytest.raises(runtimes.ExportError) as err:
+        Predictor.load(run, runtime="onnx")
+    assert str(err.value).startswith(f"{run}/export/export.json: unreadable export settings (")
+    assert str(err.value).endswith(f" (python export.py {run} again)")
