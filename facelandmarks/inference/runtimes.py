@@ -246,7 +246,9 @@ def load_model(path, runtime: str = "auto", threads: int | None = None):
 
         register_definition(meta["scheme_definition"], f"{folder / EXPORT_FILE} (scheme_definition)")
     cls = OnnxModel if runtime == "onnx" else LiteRTModel
-    return cls(file, tuple(meta["input_shape"]), meta.get("params", 0), threads), meta
+    model = cls(file, tuple(meta["input_shape"]), meta.get("params", 0), threads)
+    model.check_settings(meta, folder / EXPORT_FILE if (folder / EXPORT_FILE).is_file() else file)
+    return model, meta
 
 
 class _ExportedModel:
@@ -265,6 +267,23 @@ class _ExportedModel:
     def count_params(self) -> int:
         return self.params
 
+    def file_shapes(self) -> tuple[list, list]:
+        """The model file's input and output shapes (a dimension it leaves open: not an int)."""
+        raise NotImplementedError
+
+    def check_settings(self, meta: dict, source: Path) -> None:
+        """An ``ExportError`` where the file takes other crops or gives other points than ``meta`` (read from
+        ``source``) says: files of two exports in one folder (the runtimes failed on the first face, in their words)."""
+        inputs, outputs = self.file_shapes()
+        found = [*inputs[1:4], outputs[1] if len(outputs) == 3 else None]
+        said = [*meta["input_shape"], meta["num_points"]]
+        if any(isinstance(f, int) and f != int(s) for f, s in zip(found, said)):
+            shape, points = "x".join(str(d) for d in inputs[1:]), found[-1]
+            gives = f" and gives {points} points" if isinstance(points, int) else ""
+            raise ExportError(f"{self.path}: takes {shape} crops{gives}, {source} says "
+                              f"{'x'.join(map(str, meta['input_shape']))} and {meta['num_points']}: files of two "
+                              f"exports (export again)")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, threads={self.threads})"
 
@@ -278,6 +297,9 @@ class OnnxModel(_ExportedModel):
         super().__init__(path, input_shape, params, threads)
         self.session = onnx_session(self.path, self.threads)
         self.input_name = self.session.get_inputs()[0].name
+
+    def file_shapes(self) -> tuple[list, list]:
+        return list(self.session.get_inputs()[0].shape), list(self.session.get_outputs()[0].shape)
 
     def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
@@ -345,6 +367,10 @@ class LiteRTModel(_ExportedModel):
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self._batch = None
+
+    def file_shapes(self) -> tuple[list, list]:
+        return ([int(d) for d in self.interpreter.get_input_details()[0]["shape"]],
+                [int(d) for d in self.interpreter.get_output_details()[0]["shape"]])
 
     def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, np.float32)

@@ -209,3 +209,21 @@ def test_auto_runs_keras_past_an_export_whose_settings_are_damaged(run_dir, tmp_
         Predictor.load(run, runtime="onnx")
     assert str(err.value).startswith(f"{run}/export/export.json: unreadable export settings (")
     assert str(err.value).endswith(f" (python export.py {run} again)")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "litert"])
+def test_a_model_file_of_another_export_is_one_line_when_loaded(run_dir, tmp_path_factory, runtime):
+    """A model file beside the export.json of another export (another input size) loaded, then failed on the first
+    face with the runtime's traceback ('Got: 112 Expected: 64', 'XNNPack delegate failed to reshape')."""
+    from facelandmarks.inference import runtimes
+    from facelandmarks.inference.predictor import Predictor
+
+    folder = tmp_path_factory.getbasetemp() / "mismatched-export"
+    if not folder.exists():
+        export.export_run(run_dir, folder, formats=("onnx", "litert"))
+        meta = json.loads((folder / "export.json").read_text())
+        (folder / "export.json").write_text(json.dumps(meta | {"input_shape": [112, 112, 3]}))
+    with pytest.raises(runtimes.ExportError) as err:
+        Predictor.load(folder, runtime=runtime)
+    assert str(err.value) == (f"{folder / runtimes.FILES[runtime]}: takes {SIZE}x{SIZE}x3 crops and gives 68 points, "
+                              f"{folder / 'export.json'} says 112x112x3 and 68: files of two exports (export again)")
