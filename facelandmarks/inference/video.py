@@ -51,6 +51,7 @@ something else (the appearance and geometry checks above, as at a cut in the vid
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,6 +64,7 @@ from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_o
 from facelandmarks.inference.predictor import FaceLandmarks, Predictor
 from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
+from facelandmarks.runtime import filtered_fds
 
 REDETECT_EVERY = 10  # frames between detections while tracking (0.4 s at 25 frames/s)
 MATCH_IOU = 0.3  # a detection continues a track when their crop boxes overlap this much (IoU)
@@ -304,17 +306,20 @@ def check_source(source) -> bool:
 
 
 def open_capture(source) -> tuple[cv2.VideoCapture, bool]:
-    """(an open capture of a video file or camera index, whether it is a camera); FileNotFoundError or
-    OSError in one line (OpenCV's own warnings about a missing camera silenced)."""
+    """(an open capture of a video file or camera index, whether it is a camera); FileNotFoundError or OSError in
+    one line, with what FFmpeg said of a file (its lines and OpenCV's camera warnings are kept off stderr)."""
     camera = check_source(source)
-    level = cv2.utils.logging.getLogLevel()
+    level, said = cv2.utils.logging.getLogLevel(), []
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        capture = cv2.VideoCapture(int(source) if camera else str(source))
+        with filtered_fds((2,), keep=said.append):  # each line kept in ``said``, none passed on
+            capture = cv2.VideoCapture(int(source) if camera else str(source))
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
-        raise OSError(f"{source}: cannot open {'camera' if camera else 'video'}")
+        reasons = [r for r in (re.sub(r"^\[[^]]*\]", "", line).strip() for line in said) if r]  # "[mov @ 0x..] why"
+        why = f" (FFmpeg: {reasons[-1]})" if reasons and not camera else ""
+        raise OSError(f"{source}: cannot open {'camera' if camera else 'video'}{why}")
     return capture, camera
 
 

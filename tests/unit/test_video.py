@@ -200,10 +200,25 @@ def test_a_camera_or_file_that_cannot_be_opened_is_one_line(tmp_path, capfd):
         open_capture("99")
     assert capfd.readouterr().err == "", "OpenCV's own warnings stay silent"
     (tmp_path / "notes.mp4").write_text("not a video")
-    with pytest.raises(OSError, match="notes.mp4: cannot open video$"):
+    with pytest.raises(OSError, match=r"notes.mp4: cannot open video( \(FFmpeg: [^()]+\))?$"):
         open_capture(tmp_path / "notes.mp4")
     with pytest.raises(FileNotFoundError, match="missing.mp4: no such video file"):
         open_capture(tmp_path / "missing.mp4")
+
+
+def test_an_mp4_cut_short_is_one_line_with_ffmpegs_reason_and_nothing_else_on_stderr(tmp_path, capfd):
+    """FFmpeg prints '[mov,mp4,... @ 0x...] moov atom not found' on the process's stderr, beside OpenCV's logging:
+    the line the user sees is the error alone, with that reason in it."""
+    clip = tmp_path / "cut.mp4"
+    writer, noise = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48)), np.random.default_rng(1)
+    for _ in range(10):
+        writer.write(noise.integers(0, 256, (48, 64, 3)).astype(np.uint8))  # a file long enough to cut
+    writer.release()
+    clip.write_bytes(clip.read_bytes()[:len(clip.read_bytes()) // 2])  # the index (moov) is written last
+    capfd.readouterr()
+    with pytest.raises(OSError, match=r"cut.mp4: cannot open video \(FFmpeg: moov atom not found\)$"):
+        open_capture(clip)
+    assert capfd.readouterr().err == ""
 
 
 def blob_face(angle: float, scale: float, centre, size=(200, 150)) -> tuple[np.ndarray, np.ndarray]:
