@@ -211,6 +211,8 @@ class Predictor:
         best/last to the other, each with one line on stderr.  A run with no
         usable file raises ``ValueError`` naming it.
         """
+        if runtime not in ("auto", "keras", *runtimes.RUNTIMES):  # a typo is not 'not exported' nor a pipeline's error
+            raise ValueError(f"runtime must be one of auto, keras, {', '.join(runtimes.RUNTIMES)}, got {runtime!r}")
         if run_dir is None:
             from facelandmarks.inference.shipped import default_model_dir
 

@@ -249,3 +249,11 @@ def test_crops_are_fed_at_the_models_size_and_channels():
     large = resize_crops(crops[:, :2, :2], 4)
     assert large.shape == (2, 4, 4, 1) and large[0, 0, 0, 0] == 0 and large[0, 0, 3, 0] == 255  # bilinear, edges kept
     assert resize_crops(crops, 12) is crops
+
+
+@pytest.mark.parametrize("runtime", ["ONNX", "tflite", "onxx"])
+def test_an_unknown_runtime_is_named_with_the_choices_before_anything_loads(runtime, tmp_path):
+    """Predictor.load(runtime='ONNX') said 'RUN: not exported (python export.py RUN)' for a run without an export and
+    'runtime must be auto or one of onnx, litert' (no keras) for one with it: a typo reads as neither."""
+    with pytest.raises(ValueError, match=rf"^runtime must be one of auto, keras, onnx, litert, got '{runtime}'$"):
+        Predictor.load(tmp_path, runtime=runtime)
