@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 # what run_on_images writes after a photo's whole name: not photos to mark when its output folder is marked again
 _SUFFIXES = "|".join(map(re.escape, sorted(IMAGE_SUFFIXES)))
 OUTPUT_FILE = re.compile(rf".+({_SUFFIXES})_(landmarks|face\d+|aligned\d+)\.png", re.IGNORECASE)
+RESULT_FILE = re.compile(rf"(.+(?:{_SUFFIXES}))_(?:landmarks\.(?:png|json)|(?:face|aligned)\d+\.png)", re.IGNORECASE)
 
 
 def image_files(target: Path) -> list[Path]:
@@ -75,7 +76,8 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     Detections scoring below ``min_score`` (None: ``faces.MIN_SCORE``) are dropped; the JSON says the
     threshold and how many were dropped.  With ``crops`` each face also gets an enlarged crop
     (``crop_name``); with ``align`` = (size, padding) an aligned chip (``inference.align.align_face``).
-    ``flip_test`` and ``recrop`` are ``Predictor``'s.
+    ``flip_test`` and ``recrop`` are ``Predictor``'s.  The results an earlier run left in ``out_dir`` of a photo
+    this run marks and did not write (chips of faces no longer found, a photo now without a face) are removed.
 
     An unreadable photo in a folder is skipped with one line and the rest are processed; a missing
     target, a folder without photos, a single unreadable photo or a folder of them only raise, naming
@@ -95,6 +97,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     detector = predictor.detector
     detector.min_score = min_score
     out_dir.mkdir(parents=True, exist_ok=True)
+    earlier = earlier_results(out_dir)
     counts = {"done": 0, "no_face": 0, "unreadable": 0}
     for path in files:
         try:
@@ -106,7 +109,8 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         found = predictor.detect_and_predict(image)
         dropped = f" ({_counted(detector.dropped, 'detection')} below min score {detector.min_score:g} dropped)" if detector.dropped else ""
         if not found:
-            print(f"{path}: no face found{dropped}", file=sys.stderr)
+            gone = _remove(out_dir, earlier.pop(path.name, set()))
+            print(f"{path}: no face found{dropped}{gone}", file=sys.stderr)
             counts["no_face"] += 1
             continue
         info = {"model": str(model), "runtime": predictor.runtime, "flip_test": flip_test, "recrop": recrop,
@@ -114,7 +118,8 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
                 "dropped_below_min_score": detector.dropped}
         aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
         written = write_results(path, image, found, out_dir, info, crops, aligned)
-        print(f"{path}: {_counted(len(found), 'face')} -> {written}{dropped}")
+        gone = _remove(out_dir, earlier.pop(path.name, set()) - result_names(path, len(found), crops, bool(align)))
+        print(f"{path}: {_counted(len(found), 'face')} -> {written}{dropped}{gone}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):
         raise ValueError(f"{targets[0] if len(targets) == 1 else 'the photos'}: none of its {_counted(len(files), 'image')} "
@@ -149,6 +154,31 @@ def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, inf
             record["aligned"].append({"file": name, **chip.to_json()})
     (out_dir / output_name(path, "json")).write_text(json.dumps(record, indent=1))
     return png
+
+
+def result_names(photo: Path, count: int, crops: bool, aligned: bool) -> set[str]:
+    """The files ``write_results`` writes for ``photo`` with ``count`` faces."""
+    names = {output_name(photo, "png"), output_name(photo, "json")}
+    return names | {crop_name(photo, i, kind) for kind, on in (("face", crops), ("aligned", aligned)) if on
+                    for i in range(count)}
+
+
+def earlier_results(out_dir: Path) -> dict[str, set[str]]:
+    """``{photo name: its result files}`` in ``out_dir`` (``RESULT_FILE``: overlay, JSON, crops, chips), listed
+    once before a run marks photos into it."""
+    found: dict[str, set[str]] = {}
+    for entry in os.scandir(out_dir):
+        if match := RESULT_FILE.fullmatch(entry.name):
+            found.setdefault(match.group(1), set()).add(entry.name)
+    return found
+
+
+def _remove(out_dir: Path, names: set[str]) -> str:
+    """Remove ``names`` from ``out_dir``: an earlier run's results of a photo this run marked again that it did not
+    write (a face no longer found, a crop or chip not asked for).  Returns the note for the photo's line."""
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)
+    return f"; {_counted(len(names), 'file')} of an earlier run removed" if names else ""
 
 
 def face_crop(image: np.ndarray, face, size: int = CROP_SIZE) -> np.ndarray:

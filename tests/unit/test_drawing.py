@@ -131,3 +131,40 @@ def test_a_png_is_written_whole_or_the_earlier_one_stays(tmp_path, monkeypatch):
     assert np.array_equal(cv2.imread(str(path)), old)
     save_png(path, new)
     assert np.array_equal(cv2.imread(str(path)), new) and [p.name for p in tmp_path.iterdir()] == ["preview.png"]
+
+
+def test_marking_a_photo_again_leaves_only_this_runs_results_of_it(tmp_path, monkeypatch, capsys):
+    """A photo marked again (fewer faces found, no --crops, no face at all) used to keep the earlier run's crops and
+    chips of faces this run did not find, and a photo without a face now kept its earlier overlay and JSON: a folder
+    of chips for recognition held faces its JSON no longer lists.  Another photo's results and other files stay."""
+    from facelandmarks.inference import photos
+    from facelandmarks.inference.predictor import Predictor
+    from tests.unit.test_video import SquareDetector, SquareModel, frame
+
+    class Detector(SquareDetector):
+        dropped, min_score = 0, property(lambda self: 0.04, lambda self, value: None)
+
+    monkeypatch.setattr(photos.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=Detector()))
+    photo, out = tmp_path / "squares.png", tmp_path / "out"
+    out.mkdir()
+    keep = {"other.jpg_landmarks.json", "other.jpg_aligned0.png", "notes.txt", "squares.png_notes.png"}
+    for name in keep:
+        (out / name).write_text("not this photo's")
+
+    def mark(image, **options):
+        cv2.imwrite(str(photo), image)
+        photos.run_on_images(tmp_path, photo, out, **options)
+        ours = sorted(p.name for p in out.iterdir() if p.name not in keep)
+        assert keep <= {p.name for p in out.iterdir()}
+        return ours, capsys.readouterr()
+
+    ours, said = mark(frame((10, 10), (120, 60)), crops=True, align=(48, 0.0))
+    assert ours == ["squares.png_aligned0.png", "squares.png_aligned1.png", "squares.png_face0.png",
+                    "squares.png_face1.png", "squares.png_landmarks.json", "squares.png_landmarks.png"]
+    assert "removed" not in said.out
+    ours, said = mark(frame((10, 10)), align=(48, 0.0))
+    assert ours == ["squares.png_aligned0.png", "squares.png_landmarks.json", "squares.png_landmarks.png"]
+    assert said.out.endswith("; 3 files of an earlier run removed\n")
+    assert len(json.loads((out / "squares.png_landmarks.json").read_text())["faces"]) == 1
+    ours, said = mark(frame())
+    assert ours == [] and said.err == f"{photo}: no face found; 3 files of an earlier run removed\n"
