@@ -175,7 +175,8 @@ def _as_uint8_rgb_or_gray(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))) or 0 in image.shape:
-        raise ValueError(f"expected an image of shape (H, W) or (H, W, 1, 3 or 4 channels), got {image.shape}")
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), C 1, 3 or 4, got {image.shape}"
+                         + (": one photo a call" if image.ndim == 4 else ""))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] == 4:
@@ -206,6 +207,9 @@ def as_photo(image) -> np.ndarray:
         if not os.path.isfile(image):
             raise FileNotFoundError(f"{image}: no such photo")
         return read_rgb(image)
+    if isinstance(image, (list, tuple)):  # not made into one array: its message would name "<U9" or a 4-D shape
+        raise ValueError(f"expected one photo (a uint8 array or an image file's path), got a {type(image).__name__} "
+                         f"of {len(image)}: one photo a call")
     return _as_uint8_rgb_or_gray(image)
 
 

@@ -111,3 +111,15 @@ def test_a_photo_is_an_image_array_or_the_path_of_an_image_file(tmp_path):
     for shape in [(50,), (20, 30, 2), (0, 30, 3), (2, 20, 30, 3)]:
         with pytest.raises(ValueError, match=rf"expected an image of shape .*got \({shape[0]},"):
             faces.as_photo(np.zeros(shape, np.uint8))
+
+
+def test_a_batch_or_a_list_of_photos_is_refused_saying_one_photo_a_call():
+    """predict([a, b]) said 'expected a uint8 image, got <U9' for two paths and named a 4-D shape for a batch."""
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"^expected an image of shape \(H, W\) or \(H, W, C\), C 1, 3 or 4, got "
+                                         r"\(2, 20, 30, 3\): one photo a call$"):
+        faces.as_photo(np.stack([rgb, rgb]))
+    for photos in (["a.jpg", "b.jpg"], (rgb, rgb), [rgb]):
+        with pytest.raises(ValueError, match=rf"^expected one photo \(a uint8 array or an image file's path\), got a "
+                                             rf"{type(photos).__name__} of {len(photos)}: one photo a call$"):
+            faces.as_photo(photos)
