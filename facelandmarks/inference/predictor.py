@@ -213,6 +213,8 @@ class Predictor:
         """
         if runtime not in ("auto", "keras", *runtimes.RUNTIMES):  # a typo is not 'not exported' nor a pipeline's error
             raise ValueError(f"runtime must be one of auto, keras, {', '.join(runtimes.RUNTIMES)}, got {runtime!r}")
+        if weights not in ("best", "last"):  # 'latest' loaded the best weights without a word
+            raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
         if run_dir is None:
             from facelandmarks.inference.shipped import default_model_dir
 

@@ -257,3 +257,11 @@ def test_an_unknown_runtime_is_named_with_the_choices_before_anything_loads(runt
     'runtime must be auto or one of onnx, litert' (no keras) for one with it: a typo reads as neither."""
     with pytest.raises(ValueError, match=rf"^runtime must be one of auto, keras, onnx, litert, got '{runtime}'$"):
         Predictor.load(tmp_path, runtime=runtime)
+
+
+@pytest.mark.parametrize("weights", ["latest", "Last", "best.weights.h5"])
+def test_an_unknown_weights_choice_is_named_before_anything_loads(weights):
+    """Predictor.load(weights='latest') loaded the shipped model's best weights without a word: only 'last' chose
+    the last."""
+    with pytest.raises(ValueError, match=rf"^weights must be 'best' or 'last', got '{weights}'$"):
+        Predictor.load(weights=weights)
