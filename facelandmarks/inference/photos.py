@@ -122,8 +122,9 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         print(f"{path}: {_counted(len(found), 'face')} -> {written}{dropped}{gone}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):
-        raise ValueError(f"{targets[0] if len(targets) == 1 else 'the photos'}: none of its {_counted(len(files), 'image')} "
-                         f"could be read")
+        images = _counted(len(files), "image")
+        raise ValueError(f"{targets[0]}: none of its {images} could be read" if len(targets) == 1
+                         else f"none of the {images} given could be read")
     return counts
 
 

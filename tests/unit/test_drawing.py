@@ -168,3 +168,19 @@ def test_marking_a_photo_again_leaves_only_this_runs_results_of_it(tmp_path, mon
     assert len(json.loads((out / "squares.png_landmarks.json").read_text())["faces"]) == 1
     ours, said = mark(frame())
     assert ours == [] and said.err == f"{photo}: no face found; 3 files of an earlier run removed\n"
+
+
+def test_several_photos_none_readable_is_one_line_without_a_made_up_path(tmp_path, monkeypatch):
+    """It said 'the photos: none of its 2 images could be read', as if 'the photos' were a folder."""
+    from facelandmarks.inference import photos
+    from facelandmarks.inference.predictor import Predictor
+    from tests.unit.test_video import SquareDetector, SquareModel
+
+    monkeypatch.setattr(photos.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    (tmp_path / "folder").mkdir()
+    for name in ("a.jpg", "folder/b.png"):
+        (tmp_path / name).write_text("not a photo")
+    with pytest.raises(ValueError, match="^none of the 2 images given could be read$"):
+        photos.run_on_images(tmp_path, [tmp_path / "a.jpg", tmp_path / "folder"], tmp_path / "out")
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'folder'}: none of its 1 image could be read$"):
+        photos.run_on_images(tmp_path, tmp_path / "folder", tmp_path / "out")
