@@ -414,6 +414,19 @@ def test_two_overlays_of_one_clip_in_one_folder_keep_their_own_face_videos(tmp_p
         assert len(read_frames(aligned_path(folder / name, 0))) == len(read_frames(folder / name)) == frames
 
 
+@pytest.mark.parametrize("min_score, recorded", [(0.5, 0.5), (float("-inf"), None)])
+def test_the_points_file_records_the_detection_threshold_as_a_photos_json_does(min_score, recorded, tmp_path, monkeypatch):
+    """--video --min-score changes which faces the points file lists, and its header did not say the threshold."""
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
+    writer.write(frame((20, 30)))
+    writer.release()
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", min_score=min_score)
+    header, _ = read_video_landmarks(tmp_path / "out.jsonl")
+    assert header["min_score"] == recorded
+
+
 def test_evaluate_video_align_refuses_bad_values_and_a_clashing_name_in_one_line(tmp_path, capsys):
     from facelandmarks.cli import evaluate
 
