@@ -61,6 +61,11 @@ MAX_SIZE_RATIO = 2.0
 MIN_SCORE = 0.04
 
 
+def json_number(value: float) -> float | None:
+    """A score threshold for JSON, which has no infinities: None for them (-inf: no threshold)."""
+    return float(value) if np.isfinite(value) else None
+
+
 class FaceDetector:
     """dlib's HOG frontal face detector, created lazily (once per process).
 

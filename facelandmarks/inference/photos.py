@@ -114,7 +114,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
             counts["no_face"] += 1
             continue
         info = {"model": str(model), "runtime": predictor.runtime, "flip_test": flip_test, "recrop": recrop,
-                "scheme": predictor.scheme.name, "min_score": _json_number(detector.min_score),
+                "scheme": predictor.scheme.name, "min_score": faces.json_number(detector.min_score),
                 "dropped_below_min_score": detector.dropped}
         aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
         written = write_results(path, image, found, out_dir, info, crops, aligned)
@@ -192,8 +192,3 @@ def face_crop(image: np.ndarray, face, size: int = CROP_SIZE) -> np.ndarray:
 def _counted(n: int, noun: str) -> str:
     """'1 face', '2 faces'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _json_number(value: float) -> float | None:
-    """``value`` for JSON, which has no infinities: None for them (-inf: no threshold)."""
-    return float(value) if np.isfinite(value) else None

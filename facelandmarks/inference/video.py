@@ -389,8 +389,8 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 header = {"source": str(source), "model": str(default_model_dir() if run_dir is None else run_dir),
                           "runtime": predictor.runtime, "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
                           "fps": round(float(fps_in), 3), "width": image.shape[1], "height": image.shape[0],
-                          "redetect_every": tracker.redetect_every, "smooth": tracker.smooth,
-                          "flip_test": flip_test, "recrop": recrop, "min_score": None if not np.isfinite(threshold := getattr(predictor.detector, "min_score", np.nan)) else float(threshold),  # null: none (-inf)
+                          "redetect_every": tracker.redetect_every, "smooth": tracker.smooth, "flip_test": flip_test,
+                          "recrop": recrop, "min_score": faces.json_number(getattr(predictor.detector, "min_score", -np.inf)),
                           "align": {"size": align[0], "padding": align[1]} if align else None}
                 points_file.write(json.dumps(header) + "\n")
             points_file.write(json.dumps({"frame": tracker.frames - 1, "time": round(t, 4),
