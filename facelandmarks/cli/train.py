@@ -232,6 +232,7 @@ def main(argv=None) -> int:
         config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
         startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
         config.validate()
+        _check_val(config)  # before the trainer makes the run folder
         trainer = get_trainer(config.model)
         summary = trainer(config, resume=resume)
     except KeyboardInterrupt as err:
@@ -249,6 +250,18 @@ def main(argv=None) -> int:
         print(line)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _check_val(config: TrainConfig) -> None:
+    """A --val that names no file is refused naming --val, with --val-fraction offered where it is a number
+    (``--val 0.2`` for ``--val-fraction 0.2``), before a run folder is made."""
+    if not config.val or Path(config.val).exists():
+        return
+    try:
+        hint = f"; for a share of the training faces, --val-fraction {float(config.val):g}"
+    except ValueError:
+        hint = ""
+    raise FileNotFoundError(f"{config.val}: no such dataset file (--val{hint})")
 
 
 def _where_line(config: TrainConfig, summary) -> str | None:

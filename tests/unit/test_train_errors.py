@@ -319,6 +319,20 @@ def test_only_the_test_half_of_a_prepared_set_is_refused_as_data(tmp_path):
     assert test_side_of(tmp_path / "face5_train.npz") is None
 
 
+def test_a_val_naming_no_file_names_val_and_leaves_no_run_folder(files, tmp_path, capsys):
+    """--val 0.2 (meant: --val-fraction 0.2) said '0.2: no such dataset file', naming no flag, after the run folder
+    had been made, and left it empty."""
+    run = tmp_path / "run"
+    code, lines = run_cli(train_cli.main, [*TINY, "--data", files["good"], "--val", "0.2", "--run-dir", run], capsys)
+    assert_one_line(code, lines, "train.py", "0.2", "no such dataset file (--val; for a share of the training faces, "
+                                                    "--val-fraction 0.2)")
+    assert not run.exists()
+    code, lines = run_cli(train_cli.main, [*TINY, "--data", files["good"], "--val", tmp_path / "nowhere.npz",
+                                           "--run-dir", run], capsys)
+    assert_one_line(code, lines, "train.py", tmp_path / "nowhere.npz", "no such dataset file (--val)")
+    assert not run.exists()
+
+
 def test_a_shipped_models_folder_is_a_run_no_new_run_overwrites(files, tmp_path, capsys):
     """A folder models.py --ship wrote (config.json, best.weights.h5, history.csv: no last checkpoint, no state.json)
     given as --run-dir: a new run wrote its config and weights over the shipped ones without a word."""
