@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
+from facelandmarks.data.fileset import test_side_of
 from facelandmarks.runtime import script_command, startup
 from facelandmarks.training.config import (
     SHIPPED,
@@ -233,6 +234,8 @@ def main(argv=None) -> int:
         startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
         config.validate()
         _check_val(config)  # before the trainer makes the run folder
+        if line := _test_val_warning(config):
+            print(line)
         trainer = get_trainer(config.model)
         summary = trainer(config, resume=resume)
     except KeyboardInterrupt as err:
@@ -262,6 +265,15 @@ def _check_val(config: TrainConfig) -> None:
     except ValueError:
         hint = ""
     raise FileNotFoundError(f"{config.val}: no such dataset file (--val{hint})")
+
+
+def _test_val_warning(config: TrainConfig) -> str | None:
+    """A line when --val is the test file of a prepared set (allowed: it may be meant): the best epoch and early
+    stopping are then chosen on the faces evaluate.py scores."""
+    if not config.val or (train := test_side_of(config.val)) is None:
+        return None
+    return (f"warning: --val {config.val} is the test file of a prepared set (its training file: {train}); the best "
+            f"epoch and early stopping are then chosen on the held-out test faces evaluate.py scores")
 
 
 def _where_line(config: TrainConfig, summary) -> str | None:

@@ -333,6 +333,22 @@ def test_a_val_naming_no_file_names_val_and_leaves_no_run_folder(files, tmp_path
     assert not run.exists()
 
 
+def test_a_prepared_sets_test_file_as_val_is_allowed_with_a_warning(files, tmp_path, capsys):
+    """--val PREFIX_test.npz chose the best epoch and early stopping on the faces evaluate.py scores, without a word."""
+    run = tmp_path / "run"
+    code = train_cli.main([str(a) for a in [*TINY, "--batch", "4", "--data", files["good"], "--val", files["set_test"],
+                                            "--run-dir", run]])
+    out = capsys.readouterr().out
+    assert code == 0
+    warned = [line for line in out.splitlines() if line.startswith("warning: --val")]
+    assert warned == [f"warning: --val {files['set_test']} is the test file of a prepared set (its training file: "
+                      f"{files['root'] / 'set_train.npz'}); the best epoch and early stopping are then chosen on the "
+                      f"held-out test faces evaluate.py scores"]
+    code = train_cli.main([str(a) for a in [*TINY, "--batch", "4", "--data", files["set_test"].with_name("set_train.npz"),
+                                            "--val", files["good"], "--run-dir", tmp_path / "run2"]])
+    assert code == 0 and "warning: --val" not in capsys.readouterr().out
+
+
 def test_a_shipped_models_folder_is_a_run_no_new_run_overwrites(files, tmp_path, capsys):
     """A folder models.py --ship wrote (config.json, best.weights.h5, history.csv: no last checkpoint, no state.json)
     given as --run-dir: a new run wrote its config and weights over the shipped ones without a word."""
