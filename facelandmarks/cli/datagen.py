@@ -23,7 +23,7 @@ from facelandmarks.data.download import (
 )
 from facelandmarks.data.errors import OutputError
 from facelandmarks.data.info import describe
-from facelandmarks.data.prepare import PrepareOptions, prepare
+from facelandmarks.data.prepare import MAX_UPSAMPLE, PrepareOptions, prepare
 from facelandmarks.data.readers import READERS
 from facelandmarks.data.records import CSV_LAYOUTS, CSV_ORIGIN_CHOICES, CSV_ORIGINS, AnnotationError, ReaderOptions
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
@@ -106,7 +106,8 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     prep.add_argument("--shard-size", type=int, default=0,
                       help="write numbered shards of N faces (up to 2 more: a face's copies stay with it) and a PREFIX_{train,test}.shards.json manifest "
                            "(for sets larger than memory; train.py streams them)")
-    prep.add_argument("--upsample", type=int, default=0, help="dlib upsampling before detection (one more is tried on a miss)")
+    prep.add_argument("--upsample", type=int, default=0, help="dlib upsampling before detection (one more is tried on a miss); "
+                      f"0-{MAX_UPSAMPLE}: each step doubles the photo's side, 4x the memory and time")
     prep.add_argument("--compress", action="store_true", help="write compressed npz files")
     prep.add_argument("--jpeg", type=int, default=0, metavar="QUALITY",
                       help="store the crops as JPEG of this quality (1-100; 95 makes a 128-px set about 11x smaller, "

@@ -400,6 +400,9 @@ def bad_options(tmp_path):
          "--test-fraction: must be in [0, 1], got 2.0"),
         ("test fraction nan", base + ["--size", "32", "--test-fraction", "nan", "--out", str(tmp_path / "o" / "x")],
          "--test-fraction: must be in [0, 1], got nan"),
+        ("upsample 9", base + ["--size", "32", "--upsample", "9", "--out", str(tmp_path / "o" / "x")],
+         "--upsample: must be between 0 and 3 (each step doubles the photo's side, 4x the memory and time; 3 finds "
+         "faces of about 10 px), got 9"),
         ("negative shard size", base + ["--size", "32", "--shard-size", "-1", "--out", str(tmp_path / "o" / "x")],
          "--shard-size: must be >= 0 (0: one file per side), got -1"),
         ("out under a file", base + ["--size", "32", "--out", str(plain_file / "x")],
