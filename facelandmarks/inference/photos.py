@@ -19,6 +19,7 @@ from facelandmarks.inference.shipped import default_model_dir
 
 CROP_SIZE = 384  # px, the side of the enlarged face crops
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}  # an unreadable photo so named: --video's
 
 
 # what run_on_images writes after a photo's whole name: not photos to mark when its output folder is marked again
@@ -87,7 +88,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     out_dir = Path(out_dir)
     files = _photos_of(targets)
     if len(targets) == 1 and not targets[0].is_dir():
-        faces.as_photo(targets[0])  # an unreadable photo is an error before the model loads
+        _read(targets[0], faces.as_photo)  # an unreadable photo is an error before the model loads
     if align:
         check_alignment(*align)
     predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
@@ -101,7 +102,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     counts = {"done": 0, "no_face": 0, "unreadable": 0}
     for path in files:
         try:
-            image = faces.read_rgb(path)
+            image = _read(path)
         except ValueError as err:
             print(f"{err}; skipped", file=sys.stderr)
             counts["unreadable"] += 1
@@ -126,6 +127,24 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         raise ValueError(f"{targets[0]}: none of its {images} could be read" if len(targets) == 1
                          else f"none of the {images} given could be read")
     return counts
+
+
+def _read(path: Path, read=faces.read_rgb) -> np.ndarray:
+    """``read(path)``; a photo it cannot read that is a video (by its name, else as OpenCV opens it: more than one
+    frame) says to give it with --video."""
+    try:
+        return read(path)
+    except ValueError as err:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            from facelandmarks.runtime import filtered_fds
+
+            with filtered_fds((2,), keep=lambda line: False):  # FFmpeg's complaints about what it cannot open
+                capture = cv2.VideoCapture(str(path))
+                frames = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0
+                capture.release()
+            if frames <= 1:
+                raise
+        raise ValueError(f"{err}; a video? give it with --video") from None
 
 
 def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, info: dict, crops: bool = False,

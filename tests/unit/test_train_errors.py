@@ -248,6 +248,26 @@ def test_a_folder_of_unreadable_photos_is_an_error_after_one_line_per_photo(file
                                    f"evaluate.py: {folder}: none of its 1 image could be read"]
 
 
+def test_a_video_given_as_a_photo_is_told_to_use_video(tmp_path, capsys):
+    """evaluate.py --image clip.mp4 said 'unsupported image data' and no more: a video, by its name or as OpenCV opens
+    it, now says to give it with --video; a broken photo does not."""
+    import cv2
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    unnamed = tmp_path / "recording"
+    unnamed.write_bytes(clip.read_bytes())
+    noise = tmp_path / "noise.jpg"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    for photo, hinted in ((clip, True), (unnamed, True), (noise, False)):
+        code, lines = run_cli(evaluate_cli.main, ["--image", photo, "--out", tmp_path / "out"], capsys)
+        assert_one_line(code, lines, "evaluate.py", photo, "cannot read image")
+        assert lines[0].endswith("; a video? give it with --video") == hinted, lines[0]
+
+
 def test_in_a_real_process_the_line_is_all_there_is(files):
     """No traceback, no start-up noise: the whole of stderr is the one line."""
     for script, argv in (("train.py", [*TINY, "--data", files["truncated.npz"], "--run-dir", files["root"] / "p1"]),
