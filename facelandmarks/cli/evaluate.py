@@ -8,6 +8,8 @@ from pathlib import Path
 from facelandmarks import runtime
 from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
 from facelandmarks.data.faces import MIN_SCORE
+from facelandmarks.inference.align import MAX_SIZE as MAX_ALIGN
+from facelandmarks.inference.align import MIN_SIZE as MIN_ALIGN
 from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
 
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "them): --image PHOTO_aligned<i>.png, matrix and points in the JSON; --video a video per "
                              "tracked face beside the overlay (out/VIDEO_landmarks_face<ID>_aligned.mp4; --out OUT.mp4: "
                              "OUT_face<ID>_aligned.mp4), a chip for each frame that lists the face in the points "
-                             "file, from the points the overlay draws")
+                             f"file, from the points the overlay draws; SIZE {MIN_ALIGN}-{MAX_ALIGN} px")
     parser.add_argument("--align-padding", type=float, default=0.0, metavar="P",
                         help="--align: show P more of the chip's view on each side (default 0; 0.25 shows the "
                              "whole head on most faces)")
@@ -144,6 +146,8 @@ def _misplaced_option(args, mode: str) -> str | None:
             return f"--{name.replace('_', '-')} works with {where}, not --{mode}"
     if args.align_padding != 0.0 and args.align is None:
         return "--align-padding works with --align SIZE"
+    if args.align is not None and not MIN_ALIGN <= args.align <= MAX_ALIGN:
+        return f"--align must be between {MIN_ALIGN} and {MAX_ALIGN} px, got {args.align}"
     for name in ("threads", "max_frames", "redetect_every"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -38,6 +38,9 @@ FIVE_ANCHORS = {
     "wflw98": ((96,), (97,), (54,), (76,), (82,)),
 }
 MIN_SIZE = 16
+# the largest chip evaluate.py --align writes: a chip is cut from the photo at the face's own scale, so one wider
+# than the faces it is cut from (few span 1024 px) is only their pixels enlarged, at its size squared in memory
+MAX_SIZE = 1024
 
 
 @dataclass

@@ -185,6 +185,8 @@ MISPLACED = {
     ("--data", "t.npz", "--no-smooth"): "--no-smooth works with --video, not --data",
     ("--image", "a.jpg", "--align-padding", "0.3"): "--align-padding works with --align SIZE",
     ("--image", "a.jpg", "--threads", "0"): "--threads must be at least 1, got 0",
+    ("--image", "a.jpg", "--align", "0"): "--align must be between 16 and 1024 px, got 0",  # once named no flag
+    ("--video", "clip.mp4", "--align", "5000"): "--align must be between 16 and 1024 px, got 5000",  # once 5000-px chips
     ("--video", "clip.mp4", "--max-frames", "0"): "--max-frames must be at least 1, got 0",
     ("--video", "clip.mp4", "--redetect-every", "0"): "--redetect-every must be at least 1, got 0",
     ("r1", "r2", "--video", "clip.mp4"): "--video takes one run directory, got 2 (r1, r2)",

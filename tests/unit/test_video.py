@@ -432,7 +432,7 @@ def test_evaluate_video_align_refuses_bad_values_and_a_clashing_name_in_one_line
 
     clip = tmp_path / "clip_face0_aligned.mp4"
     clip.write_bytes(b"not read: the checks come first")
-    for flags, line in ((["--out", str(tmp_path / "o.mp4"), "--align", "8"], "must be a whole number of at least 16 px"),
+    for flags, line in ((["--out", str(tmp_path / "o.mp4"), "--align", "8"], "--align must be between 16 and 1024 px, got 8"),
                         (["--out", str(tmp_path / "o.mp4"), "--align", "64", "--align-padding", "-1"], "0 or more, got -1"),
                         (["--out", str(tmp_path / "clip.mp4"), "--align", "64"],
                          f"{clip}: named as an aligned-face video of {tmp_path / 'clip.mp4'} would be; give another --out")):
