@@ -102,7 +102,8 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: b
 def check_output_file(out: str | os.PathLike, data: str | os.PathLike | None = None) -> None:
     """Before the work, refuse an ``--out`` that ``save_npz`` would write over its ``--data`` or a file of a prepared
     set (``PREFIX_train.npz`` beside ``PREFIX.manifest.json``: the set would be mixed), or in a folder it cannot write
-    (``OutputError`` naming it, not the temporary file, after the work)."""
+    (``OutputError`` naming it, not the temporary file, after the work).  Creates no folder: of those ``out`` lacks,
+    the nearest existing one must be writable."""
     out = Path(out)
     if data is not None and out.resolve() == Path(data).resolve():
         raise OutputError(f"{out}: --out is the --data file; write to another file (replacing it would lose the data)")
@@ -112,7 +113,10 @@ def check_output_file(out: str | os.PathLike, data: str | os.PathLike | None = N
                           f"it would leave a mixed set: give a name of its own, not {located[1]}_train.npz, _test.npz ...")
     if out.is_dir():
         raise OutputError(f"{out}: a folder (--out names the npz file to write)")
-    check_writable(out.parent)
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:  # the folders save_npz would make are made then, not here:
+        folder = folder.parent                                # a command that fails first leaves none behind
+    check_writable(folder)
 
 
 def _umask() -> int:

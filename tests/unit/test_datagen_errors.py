@@ -654,6 +654,23 @@ def test_bottleneck_and_select_points_never_write_over_a_prepared_set(tmp_path, 
     assert main(["info", f"{out}.manifest.json"]) == 0
 
 
+def test_checking_out_makes_no_folder_a_failure_would_leave_behind(tmp_path, capsys):
+    """select-points and bottleneck check --out first, and that check made its folder: a bad --points or a missing
+    --data after it left an empty folder behind.  The folder is made when the file is written."""
+    from tests.unit.test_train_errors import faces
+
+    data = npz.save_npz(tmp_path / "faces.npz", faces(4))
+    new = tmp_path / "new" / "deeper"
+    for argv in (["select-points", "--scheme", "ibug68", "--points", "0,999", "--data", str(data)],
+                 ["bottleneck", "--backbone", "mobilenetv2", "--weights", "none", "--data", str(tmp_path / "nowhere.npz")]):
+        assert main([*argv, "--out", str(new / "out.npz")]) == EXIT_INPUT
+        assert capsys.readouterr().err.count("\n") == 1
+        assert not (tmp_path / "new").exists(), argv
+    assert main(["select-points", "--scheme", "ibug68", "--points", ",".join(map(str, range(68))), "--data", str(data),
+                 "--out", str(new / "out.npz")]) == 0
+    assert npz.load_npz(new / "out.npz")["landmarks"].shape == (4, 68, 2)
+
+
 def test_download_takes_a_folder_of_the_tarballs_for_url(tmp_path, capsys):
     """``--url FOLDER`` (tarballs fetched by hand) said 'unknown url type: FOLDER/muct-a-jpg-v1.tar.gz'."""
     mirror = tmp_path / "mirror"
