@@ -52,6 +52,7 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ValueError(f"formats must be among {', '.join(FORMATS)}, got {', '.join(unknown) or 'none'}")
+    formats = tuple(dict.fromkeys(formats))  # each once, in the order given (--format onnx onnx converted it twice)
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     if (quantize == "int8") != (calibration is not None):

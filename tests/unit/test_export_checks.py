@@ -64,6 +64,22 @@ def test_a_setting_no_format_carries_out_is_refused_before_anything_is_written(r
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_format_given_twice_is_written_once(run_dir, tmp_path, capsys, monkeypatch):
+    """--format onnx onnx converted the model to ONNX twice."""
+    asked = []
+
+    def exporting(predictor, run, work, formats, *rest):
+        asked.append(tuple(formats))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(export.packages, "missing", lambda *args: {})
+    monkeypatch.setattr(export, "_export_model", exporting)
+    argv = [str(run_dir), "--to", str(tmp_path / "out"), "--format", "onnx", "savedmodel", "onnx", "savedmodel"]
+    assert export_cli.main(argv) == 2
+    assert capsys.readouterr().err == "export.py: stop here\n"
+    assert asked == [("onnx", "savedmodel")]
+
+
 def test_a_check_file_without_faces_fails_before_the_formats_are_written(run_dir, tmp_path, capsys, not_exported):
     """It failed with 'missing key(s) images ...' only after every format had been converted."""
     data = tmp_path.parent / f"{tmp_path.name}-scheme-only.npz"
