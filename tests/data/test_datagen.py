@@ -1,14 +1,12 @@
 """datagen.py on real faces: every reader, the npz contract, splits, mirroring, bad input, download."""
 
 import csv
-import http.server
 import io
 import json
 import os
 import re
 import shutil
 import tarfile
-import threading
 import xml.etree.ElementTree as ElementTree
 
 import cv2
@@ -23,6 +21,7 @@ from facelandmarks.data.readers.youtube68 import _read_keypoint_csv
 from facelandmarks.data.records import AnnotationError, read_image
 from facelandmarks.data.splits import muct_test_subjects
 from facelandmarks.landmarks import KAGGLE15_NAMES, get_scheme, mirror_landmarks
+from tests.unit.range_server import serving
 
 from .face_batches import read_muct_rows
 
@@ -447,40 +446,6 @@ def test_kaggle_missing_coordinates_become_invisible(data_dir, tmp_path):
 # --------------------------------------------------------------------------- download
 
 
-class RangeServer(http.server.ThreadingHTTPServer):
-    """Serves in-memory files with HTTP Range support and records every request."""
-
-    def __init__(self, files):
-        self.files, self.requests = files, []
-        super().__init__(("127.0.0.1", 0), RangeHandler)
-
-
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        name = self.path.rsplit("/", 1)[-1]
-        wanted = self.headers.get("Range")
-        self.server.requests.append((name, wanted))
-        data = self.server.files.get(name)
-        if data is None:
-            self.send_error(404)
-            return
-        start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1)) if wanted else 0
-        if start >= len(data):
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(data)}")
-            self.end_headers()
-            return
-        self.send_response(206 if wanted else 200)
-        if wanted:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def muct_server(data_dir):
     files = {}
@@ -495,12 +460,8 @@ def muct_server(data_dir):
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
         tar.add(muct / "muct-landmarks" / "muct76-opencv.csv", arcname="muct-landmarks/muct76-opencv.csv")
     files["muct-landmarks-v1.tar.gz"] = buffer.getvalue()
-    server = RangeServer(files)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}/muct/"
-    server.shutdown()
-    server.server_close()
+    with serving(files) as (server, url):
+        yield server, url + "muct/"
 
 
 def test_download_resumes_and_extracts_a_preparable_tree(muct_server, data_dir, tmp_path):

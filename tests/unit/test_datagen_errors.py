@@ -24,6 +24,7 @@ from facelandmarks.data.download import ArchiveError, safe_extract
 from facelandmarks.data.errors import DatasetError, OutputError
 from facelandmarks.data.fileset import SetWriter
 from facelandmarks.landmarks import KAGGLE15_NAMES
+from tests.unit.range_server import serving
 
 # --------------------------------------------------------------------------- synthetic 300-W faces
 
@@ -712,62 +713,19 @@ def test_json_with_a_byte_order_mark_is_read_and_a_binary_scheme_file_is_named(t
                                        "text: byte 0 is 0xd9)\n")
 
 
-@pytest.fixture
-def range_server(tmp_path):
-    """A local HTTP server of ``tmp_path / 'served'`` that answers Range requests as GitHub's does (206, or 416 past
-    the end); yields its base URL."""
-    import http.server
-    import threading
-
-    served = tmp_path / "served"
-    served.mkdir()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            path = served / self.path.lstrip("/")
-            if not path.is_file():
-                self.send_error(404)
-                return
-            data, start = path.read_bytes(), int(re.match(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-"))[1])
-            if start >= len(data) and start:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206 if start else 200)
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(data) - start))
-            self.end_headers()
-            self.wfile.write(data[start:])
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
-def test_a_download_resumes_its_partial_file_and_starts_over_when_it_is_too_long(tmp_path, range_server):
+def test_a_download_resumes_its_partial_file_and_starts_over_when_it_is_too_long(tmp_path):
     """A ``.part`` longer than the server's file (another version, a corrupt partial) answered 'HTTP 416 Requested Range
     Not Satisfiable' on every run until it was deleted by hand."""
-    served, url = range_server
     body = os.urandom(200_000)
-    (served / "f.tar.gz").write_bytes(body)
-    target = tmp_path / "f.tar.gz"
-    part = tmp_path / "f.tar.gz.part"
-    part.write_bytes(body[:70_000])  # cut short: resumed with a Range request
-    assert download.download_file(url + "f.tar.gz", target, progress=False) == target
-    assert target.read_bytes() == body and not part.exists()
-    target.unlink()
-    part.write_bytes(body + b"stale tail")  # longer than the file now served: fetched anew
-    assert download.download_file(url + "f.tar.gz", target, progress=False) == target
-    assert target.read_bytes() == body and not part.exists()
+    target, part = tmp_path / "f.tar.gz", tmp_path / "f.tar.gz.part"
+    with serving({"f.tar.gz": body}) as (_, url):
+        part.write_bytes(body[:70_000])  # cut short: resumed with a Range request
+        assert download.download_file(url + "f.tar.gz", target, progress=False) == target
+        assert target.read_bytes() == body and not part.exists()
+        target.unlink()
+        part.write_bytes(body + b"stale tail")  # longer than the file now served: fetched anew
+        assert download.download_file(url + "f.tar.gz", target, progress=False) == target
+        assert target.read_bytes() == body and not part.exists()
 
 
 def test_the_summary_does_not_say_a_split_it_did_not_use_gave_the_split(tmp_path, capsys):

@@ -53,17 +53,11 @@ def test_init_head_nearest_starts_a_new_markup_where_the_init_model_finds_its_po
     its point (the head restarted fresh before: 9.34 % test NME after 5 epochs on face5, 2.81 % from the nearest);
     a point never seen keeps its fresh start."""
     from facelandmarks.models import build_model
-    from facelandmarks.training.config import TrainConfig
     from facelandmarks.training.init import init_weights
     from facelandmarks.training.init_head import NEAREST_FACES, head, start_from_nearest
 
     options = {"hidden_units": [16]}
-    old = build_model("mlp", (16, 16, 3), 68, weights="none", **options)
-    old.save_weights(tmp_path / "run.weights.h5")
-    before = {"model": "mlp", "num_points": 68, "input_shape": [16, 16, 3], "scheme": "ibug68", "weights": "none",
-              "model_options": options}
-    config = TrainConfig(model="mlp", data="unused.npz", run_dir="unused", input_shape=[16, 16, 3], batch=8,
-                         init=str(tmp_path / "run.weights.h5"), init_head="nearest", model_options=options)
+    old, before, config = _init_run(tmp_path, options, 16)
     scheme = Scheme.from_dict(FACE5)
     images = np.random.default_rng(2).uniform(0, 255, (12, 16, 16, 3)).astype(np.float32)
     landmarks = old.predict(images, verbose=0)[:, PICKED]
@@ -84,23 +78,32 @@ def test_init_head_nearest_starts_a_new_markup_where_the_init_model_finds_its_po
     np.testing.assert_array_equal(np.asarray(kernel)[:, 4:6], fresh[kernel.path][:, 4:6])  # the nose's x, y
 
 
+def _init_run(tmp_path, options, size):
+    """A random 16-px mlp run of 68 points (its model and config.json) and the ``--init-head nearest`` config of a run
+    from it at ``size`` px."""
+    from facelandmarks.models import build_model
+    from facelandmarks.training.config import TrainConfig
+
+    old = build_model("mlp", (16, 16, 3), 68, weights="none", **options)
+    old.save_weights(tmp_path / "run.weights.h5")
+    before = {"model": "mlp", "num_points": 68, "input_shape": [16, 16, 3], "scheme": "ibug68", "weights": "none",
+              "model_options": options}
+    config = TrainConfig(model="mlp", data="unused.npz", run_dir="unused", input_shape=[size, size, 3], batch=8,
+                         init=str(tmp_path / "run.weights.h5"), init_head="nearest", model_options=options)
+    return old, before, config
+
+
 def test_init_head_nearest_predicts_with_the_init_model_at_the_size_it_trained_at(tmp_path):
     """--init from a 16-px mlp run into 32-px faces: the init model was rebuilt at the new size to find the nearest
     points, and its first dense layer (on the flattened image) did not take its weights: the run ended in Keras' long
     'A total of 1 objects could not be loaded' line. It predicts at its own size now, on the faces resized to it."""
     from facelandmarks.data.feeding import model_inputs
     from facelandmarks.models import build_model
-    from facelandmarks.training.config import TrainConfig
     from facelandmarks.training.init import init_weights
     from facelandmarks.training.init_head import start_from_nearest
 
     options = {"hidden_units": [16, 16]}  # the second fits at any input size, so --init keeps it
-    old = build_model("mlp", (16, 16, 3), 68, weights="none", **options)
-    old.save_weights(tmp_path / "run.weights.h5")
-    before = {"model": "mlp", "num_points": 68, "input_shape": [16, 16, 3], "scheme": "ibug68", "weights": "none",
-              "model_options": options}
-    config = TrainConfig(model="mlp", data="unused.npz", run_dir="unused", input_shape=[32, 32, 3], batch=8,
-                         init=str(tmp_path / "run.weights.h5"), init_head="nearest", model_options=options)
+    old, before, config = _init_run(tmp_path, options, 32)
     images = np.random.default_rng(3).uniform(0, 255, (12, 32, 32, 3)).astype(np.uint8)
     landmarks = old.predict(model_inputs({"images": images}, 16).astype(np.float32), verbose=0)[:, PICKED]
     model = build_model("mlp", (32, 32, 3), 5, weights="none", **options)
