@@ -86,7 +86,7 @@ class DlibPredictor:
                 in_crop = (detection - np.tile(crop_box[:2], 2)) * scale
                 points = self.predict_box(crop[..., 0] if crop.shape[-1] == 1 else crop, in_crop)
                 out[i] = (points + offset * scale + 0.5) / size
-        if missing and missing != self._missing_told:  # once for the plain and the +1 px pass
+        if missing and missing != self._missing_told:  # once for the same faces, however often asked
             self._missing_told = missing
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             print(f"dlib baseline: {missing[0]}{more}: photo not found or unreadable; dlib ran on the crops of {len(missing)} of the "

@@ -22,10 +22,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}  # an unreadable photo so named: --video's
 
 
-# what run_on_images writes after a photo's whole name: not photos to mark when its output folder is marked again
+# what run_on_images writes after a photo's whole name (group 1): not photos to mark when its output folder is marked
+# again, and the files of a photo marked again that this run may replace
 _SUFFIXES = "|".join(map(re.escape, sorted(IMAGE_SUFFIXES)))
-OUTPUT_FILE = re.compile(rf".+({_SUFFIXES})_(landmarks|face\d+|aligned\d+)\.png", re.IGNORECASE)
-RESULT_FILE = re.compile(rf"(.+(?:{_SUFFIXES}))_(?:landmarks\.(?:png|json)|(?:face|aligned)\d+\.png)", re.IGNORECASE)
+OUTPUT_FILE = re.compile(rf"(.+(?:{_SUFFIXES}))_(?:landmarks\.(?:png|json)|(?:face|aligned)\d+\.png)", re.IGNORECASE)
 
 
 def image_files(target: Path) -> list[Path]:
@@ -184,11 +184,11 @@ def result_names(photo: Path, count: int, crops: bool, aligned: bool) -> set[str
 
 
 def earlier_results(out_dir: Path) -> dict[str, set[str]]:
-    """``{photo name: its result files}`` in ``out_dir`` (``RESULT_FILE``: overlay, JSON, crops, chips), listed
+    """``{photo name: its result files}`` in ``out_dir`` (``OUTPUT_FILE``: overlay, JSON, crops, chips), listed
     once before a run marks photos into it."""
     found: dict[str, set[str]] = {}
     for entry in os.scandir(out_dir):
-        if match := RESULT_FILE.fullmatch(entry.name):
+        if match := OUTPUT_FILE.fullmatch(entry.name):
             found.setdefault(match.group(1), set()).add(entry.name)
     return found
 
