@@ -18,7 +18,8 @@ EPILOG = """exit status:
   1    --image: no face found in the photo (in any of the photos)
   2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
        truncated or corrupt file (npz, run folder, photo), a folder without photos, an output folder that
-       cannot be written (checked before any work), an option of another mode (--crops with --video)
+       cannot be written (checked before any work; such an error makes no folder), an option of another mode
+       (--crops with --video)
   130  interrupted (Ctrl-C); a video's files are finished as they stand, and play; --data leaves the tables
        and plots an earlier evaluation wrote into --out as they were (the new ones are moved in together)
   143  terminated (SIGTERM: kill, timeout): as Ctrl-C
@@ -197,9 +198,8 @@ def _needs_keras(run: Path, runtime_name: str) -> bool:
 
 def _run(args) -> int:
     import facelandmarks.pipelines  # noqa: F401  (pipeline runs load like single models; no backend imported)
-    from facelandmarks.data.errors import check_writable
 
-    check_writable(Path(args.out).parent if args.video else Path(args.out))  # before hours of scoring, not after
+    check_output_folder(Path(args.out).parent if args.video else Path(args.out))  # before hours of scoring, not after
     load = {"runtime": args.runtime, "threads": args.threads}
     if args.data:
         from facelandmarks.evaluation.evaluate import evaluate_runs
@@ -226,6 +226,20 @@ def _run(args) -> int:
           f"points in {result['points']}{aligned}")
     _export_hint(Path(args.runs[0]), args.runtime)
     return 0
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder that cannot be written, before the work; creates nothing (the results' writers make
+    the folders --out lacks once there is something to write): of those, the nearest existing one must be writable.
+    (It was made here, so a missing or corrupt photo, or a run that did not load, left an empty --out behind.)"""
+    from facelandmarks.data.errors import OutputError, check_writable
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != folder and not existing.is_dir():
+        raise OutputError(f"{folder}: cannot write there ({existing} is a file)")
+    check_writable(existing)
 
 
 def _export_hint(run: Path, runtime_name: str) -> None:

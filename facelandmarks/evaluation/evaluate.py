@@ -129,7 +129,6 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     elif baseline not in (None, "none"):
         raise ValueError(f"unknown baseline {baseline!r} (known: dlib)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, predictions, histories = [], {}, {}
     for run_dir, run_label in zip(map(Path, run_dirs), run_labels(run_dirs)):
         for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test, runtime, threads,
@@ -151,7 +150,9 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
             predictions[name] = pred
 
     # written into a folder of their own and moved in together at the end: an evaluation stopped (Ctrl-C during the
-    # gallery) or failed while writing leaves the earlier set as it was (it left new tables beside the last one's plots)
+    # gallery) or failed while writing leaves the earlier set as it was (it left new tables beside the last one's plots);
+    # the folder is made once every run is scored: a run that does not load leaves no empty --out behind
+    out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".results-", dir=out_dir))
     try:
         write_csv(staging / "results.csv", rows)

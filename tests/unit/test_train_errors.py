@@ -169,6 +169,8 @@ EVALUATE_CASES = {
                                                   "--out", f["root"] / "e5"], "no_photos", "no images"),
     "--image: unreadable photo": (lambda f: [fake_run(f["root"] / "ok"), "--image", _broken_photo(f, "single"),
                                              "--out", f["root"] / "e6"], "single/broken.jpg", "cannot read"),
+    "--image: missing photo": (lambda f: [fake_run(f["root"] / "ok"), "--image", f["root"] / "photo.jpg",
+                                          "--out", f["root"] / "e9" / "marked"], "photo.jpg", "no such photo"),
 }
 
 
@@ -234,9 +236,14 @@ def _broken_photo(f, folder: str) -> Path:
 
 @pytest.mark.parametrize("case", list(EVALUATE_CASES))
 def test_evaluate_reports_a_bad_input_in_one_line(case, files, capsys):
+    """... and makes no folder: --out (and the folders above it) was made before a photo was read or a run loaded."""
     make_argv, path, words = EVALUATE_CASES[case]
-    code, lines = run_cli(evaluate_cli.main, [*make_argv(files), "--no-timing"], capsys)
+    argv = make_argv(files)
+    out = Path(argv[argv.index("--out") + 1])
+    made_before = {folder: folder.exists() for folder in (out, *out.parents)}
+    code, lines = run_cli(evaluate_cli.main, [*argv, "--no-timing"], capsys)
     assert_one_line(code, lines, "evaluate.py", _shown(files, path), words)
+    assert {folder: folder.exists() for folder in made_before} == made_before
 
 
 def test_a_folder_of_unreadable_photos_is_an_error_after_one_line_per_photo(files, capsys):
