@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (default): a run's export (export.py) when it is as new as the run and its runtime "
                              "is installed, else Keras; keras, onnx, litert: that one (rows of exports are labelled). "
                              "An export folder runs in ONNX Runtime or LiteRT, a .onnx / .tflite file in its own")
-    parser.add_argument("--threads", type=int, help="CPU threads of an exported model (default: all cores; Keras "
-                                                    "always runs on all cores)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores): an exported model's, and "
+                                                    "Keras's on TensorFlow (Keras on JAX runs on all cores: refused)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     return parser
 
@@ -117,10 +117,14 @@ def main(argv=None) -> int:
             return 2
     args.out = args.out or default_out(args)
     if through_keras := [run for run in args.runs if _needs_keras(Path(run), args.runtime)]:
-        if args.threads is not None:  # it was ignored in silence
-            complain(f"evaluate.py: --threads {args.threads} applies to exported models; {', '.join(through_keras)} "
-                     f"run{'s' if len(through_keras) == 1 else ''} through Keras, on all cores")
         runtime.startup(args.verbose)
+        from facelandmarks.inference import keras_settings
+
+        try:  # Keras on TensorFlow runs on --threads (it ran on all cores, in silence and then with a line saying so)
+            keras_settings.set_threads(args.threads, ", ".join(through_keras), "--threads ")
+        except ValueError as err:  # JAX: no setting for it, refused before anything loads
+            complain(f"evaluate.py: {err}")
+            return 2
     try:
         return _run(args)
     except KeyboardInterrupt as err:

@@ -145,7 +145,8 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
         pixel = 1.0 / (arrays["box"][:, None, 2:].astype(np.float64) - arrays["box"][:, None, :2])
         for name, pred in ((dlib_model.name, plain), (f"{dlib_model.name}, +1 px", (plain + pixel).astype(np.float32))):
             row = score(name, pred, arrays, scheme)
-            row.update(train_loss=float("nan"), val_loss=float("nan"), best_epoch=None, params=None, ms_per_face=float("nan"))
+            row.update(train_loss=float("nan"), val_loss=float("nan"), best_epoch=None, params=None, ms_per_face=float("nan"),
+                       device=None)
             rows.append(row)
             predictions[name] = pred
 
@@ -209,10 +210,11 @@ def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_
             history_losses(history_dir) if history_dir is not None else (float("nan"), float("nan"), None)
         )
         row["params"] = timed.count_params() if timed is not None else None
-        row["ms_per_face"] = float("nan")
+        row["ms_per_face"], row["device"] = float("nan"), None
         if timing and timed is not None:
             timed.flip_test, timed.recrop = flip, variant.recrop  # each row times its own passes per face (flip test x2, recrop x2)
             row["ms_per_face"] = timed.ms_per_face(images[0])
+            row["device"] = timed.device  # the table's column was 'CPU ms/face' of a model timed on a GPU
         # one learning curve per run: the flip-test and recrop rows share their run's
         has_history = history_dir is not None and not (flip or variant.recrop) and row["best_epoch"] is not None
         out.append((row, pred, history_dir / "history.csv" if has_history else None))

@@ -56,8 +56,9 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
             ("test MSE", "test_mse", SIGNIFICANT), ("NME %", "nme", 2)]
     if scheme.pupils is not None:
         main.append(("NME pupils %", "nme_pupils", 2))
+    timing, rows = timing_column(rows)
     main += [("AUC@8", "auc@0.08", 3), ("FR@8 %", "fr@0.08", 1), ("AUC@10", "auc@0.1", 3), ("FR@10 %", "fr@0.1", 1),
-             ("params", "params", None), ("CPU ms/face", "ms_per_face", 1)]
+             ("params", "params", None), (timing, "ms_per_face", 1)]
     lines += _table(rows, main)
     lines += ["", "Losses are the training objective at the best validation epoch (history.csv); test MSE is the seed's",
               f"MSE on [0, 1] crop coordinates over visible points. {_normalisation(scheme)}", ""]
@@ -76,6 +77,20 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
     if unscored:
         lines += ["", f"{unscored} face{' was' if unscored == 1 else 's were'} without both normalising points: not scored."]
     return "\n".join(lines) + "\n"
+
+
+def timing_column(rows: list[dict]) -> tuple[str, list[dict]]:
+    """The timing column's title and the rows as the table shows them: ``GPU ms/face`` where every timed row ran on
+    one device (``device``: 'CPU', 'GPU' ...), else ``ms/face`` with each time's device beside it (Keras on a GPU
+    beside an export on the CPU); ``ms/face`` where nothing was timed."""
+    def timed(row) -> bool:
+        return bool(row.get("device")) and _fmt(row.get("ms_per_face")) != "–"
+
+    devices = list(dict.fromkeys(row["device"] for row in rows if timed(row)))
+    if len(devices) == 1:
+        return f"{devices[0]} ms/face", rows
+    return "ms/face", [{**row, "ms_per_face": f"{_fmt(row['ms_per_face'], 1)} {row['device']}"} if timed(row) else row
+                       for row in rows]
 
 
 def _table(rows, columns) -> list[str]:

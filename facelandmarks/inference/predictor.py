@@ -12,7 +12,7 @@ import numpy as np
 
 from facelandmarks import runtime as process
 from facelandmarks.data import faces
-from facelandmarks.inference import runtimes
+from facelandmarks.inference import keras_settings, runtimes
 from facelandmarks.inference.model_input import activation_bytes, forward_batch, match_channels, resize_crops
 from facelandmarks.landmarks import get_scheme
 from facelandmarks.scheme_files import landmark_box_of
@@ -203,7 +203,12 @@ class Predictor:
                 (an error when it is missing or stale).  An export given
                 directly runs with ONNX Runtime, else LiteRT, or the runtime
                 named.  Exports never import TensorFlow, Keras or JAX.
-            threads: CPU threads of an exported model (None: all cores).
+            threads: CPU threads (None: all cores): an exported model's, and
+                Keras's on TensorFlow (``keras_settings.set_threads``: set
+                when TensorFlow starts, so the first load in a process sets
+                them; a later one asking for others says so in one line on
+                stderr).  Keras on JAX cannot be held to fewer threads than
+                cores: a ``ValueError`` says so (it was ignored in silence).
 
         Every file is checked against the run's ``state.json`` before it is
         used (``training.resume.find_checkpoint``): a damaged or stale
@@ -242,6 +247,7 @@ class Predictor:
                 f"{run_dir}: {config['model']} takes precomputed backbone features, not images; "
                 "evaluate it on a features npz with evaluate.py"
             )
+        keras_settings.set_threads(threads, run_dir)  # before the model starts TensorFlow, which sets them once
         state = read_state(run_dir, strict=False)
         model = _load_saved_model(run_dir, state) if weights == "best" else None
         if model is None:
@@ -254,6 +260,12 @@ class Predictor:
     def runtime(self) -> str:
         """'keras', or the inference runtime of an exported model ('onnx', 'litert')."""
         return getattr(self.model, "runtime", "keras")
+
+    @property
+    def device(self) -> str:
+        """Where the model computes: 'CPU' for an export (ONNX Runtime and LiteRT run on the CPU), else where Keras's
+        backend puts it ('GPU', 'TPU' or 'CPU': ``keras_settings.device``)."""
+        return keras_settings.device() if self.runtime == "keras" else "CPU"
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
@@ -330,7 +342,7 @@ class Predictor:
         return out
 
     def ms_per_face(self, crop: np.ndarray, repeats: int = 20) -> float:
-        """Median CPU/GPU milliseconds for one face at batch 1 (after warm-up)."""
+        """Median milliseconds for one face at batch 1 (after warm-up), on ``device``."""
         batch = self.prepare(crop)
         return median_ms(lambda: self._predict(batch), repeats)
 

@@ -80,3 +80,15 @@ def test_a_where_that_matches_nothing_says_what_would_match():
         select_faces(arrays, ["source=v", "path~x="], "t.npz")
     with pytest.raises(ValueError, match=r"--where source=w path~/z/ \(path~/z/ matches none of 3 faces\)$"):
         select_faces(arrays, ["source=w", "path~/z/"], "t.npz")
+
+
+def test_times_on_two_devices_each_say_their_own():
+    """Keras on a GPU beside its export on the CPU: the column cannot name one device for both."""
+    scheme = get_scheme("ibug68")
+    rows = [{"model": "run", "nme": 3.5, "params": 10, "ms_per_face": 7.91, "device": "GPU", "unscored": 0},
+            {"model": "run/export (onnx)", "nme": 3.5, "params": 10, "ms_per_face": 3.12, "device": "CPU", "unscored": 0},
+            {"model": "dlib", "nme": 4.0, "params": None, "ms_per_face": float("nan"), "device": None}]
+    lines = results_markdown(rows, scheme, "t.npz", 3).splitlines()
+    assert lines[2].endswith("| params | ms/face |")
+    assert lines[4].endswith("| 10 | 7.9 GPU |") and lines[5].endswith("| 10 | 3.1 CPU |") and lines[6].endswith("| – | – |")
+    assert results_markdown(rows[1:], scheme, "t.npz", 2).splitlines()[2].endswith("| params | CPU ms/face |")

@@ -189,3 +189,20 @@ def test_dlib_runs_once_for_both_its_rows(tmp_path, monkeypatch):
     assert rows[1]["model"] == "dlib (ERT, 68 pts), +1 px"
     assert rows[1]["nme"] == pytest.approx(score("x", expected, truth, get_scheme("ibug68"))["nme"], rel=1e-5)
     assert rows[1]["offset_x"] == pytest.approx(score("x", expected, truth, get_scheme("ibug68"))["offset_x"], rel=1e-5)
+
+
+@pytest.mark.parametrize("device", ["CPU", "GPU"])
+def test_the_timing_column_names_the_device_the_model_ran_on(tmp_path, monkeypatch, device):
+    """It read 'CPU ms/face' of a model Keras ran on a GPU."""
+    from facelandmarks.inference import keras_settings
+
+    monkeypatch.setattr(keras_settings, "device", lambda: device)
+    run, data = make_run(tmp_path / "run"), make_test_set(tmp_path / "test.npz")
+    rows = evaluate_runs([run], data, tmp_path / "out")
+    assert rows[0]["device"] == device and rows[0]["ms_per_face"] > 0
+    assert (tmp_path / "out" / "results.md").read_text().splitlines()[2].endswith(f"| params | {device} ms/face |")
+    with open(tmp_path / "out" / "results.csv", newline="") as handle:
+        assert [(r["model"], r["device"]) for r in csv.DictReader(handle)] == [("run", device)]
+    untimed = evaluate_runs([run], data, tmp_path / "untimed", timing=False)
+    assert untimed[0]["device"] is None
+    assert (tmp_path / "untimed" / "results.md").read_text().splitlines()[2].endswith("| params | ms/face |")

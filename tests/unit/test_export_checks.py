@@ -102,17 +102,6 @@ def test_a_check_file_that_is_no_npz_says_so(run_dir, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_threads_with_a_run_through_keras_is_said_in_one_line(run_dir, tmp_path, capsys, monkeypatch):
-    """--threads was ignored in silence where Keras ran the model."""
-    monkeypatch.setattr(evaluate_cli, "_run", lambda args: 0)
-    assert evaluate_cli.main([str(run_dir), "--runtime", "keras", "--threads", "1", "--image", "a.jpg",
-                              "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().err == (f"evaluate.py: --threads 1 applies to exported models; {run_dir} runs through "
-                                       "Keras, on all cores\n")
-    assert evaluate_cli.main([str(run_dir), "--runtime", "keras", "--image", "a.jpg", "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().err == ""
-
-
 def _benchmark(name):
     import importlib.util
 
