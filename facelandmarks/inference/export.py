@@ -2,7 +2,8 @@
 
 ``export_run(RUN)`` writes the folder ``RUN/export`` (or ``dest``): ``model.onnx`` (its metadata
 holds the settings too, so the file alone is enough), ``model.tflite``, ``saved_model/`` and
-``export.json`` -- scheme, input shape, what the input and output mean, the SHA-1 of the weights
+``export.json`` -- scheme, input shape, what the input and output mean, what ``quantize`` made of
+each format (``{"onnx": "int8", "litert": "int8", "savedmodel": "none"}``), the SHA-1 of the weights
 it came from (``Predictor.load(RUN, runtime='auto')`` ignores an export of older weights) and,
 with ``check``, how far each runtime's points lie from the Keras model's on real faces.  A
 coarse-to-fine pipeline exports each stage into a folder of the same layout as its run.  Each model's export keeps
@@ -148,12 +149,13 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
     model(np.zeros((1, *model.input_shape[1:]), np.float32))  # the ONNX exporter needs a model that has run
     weights = run_dir / BEST
     meta = {
-        "format_version": 1, "source": run_dir.name, "scheme": predictor.scheme.name,
+        "format_version": 2, "source": run_dir.name, "scheme": predictor.scheme.name,
         "num_points": predictor.scheme.num_points, "input_shape": list(model.input_shape[1:]),
         "input": INPUT_DOC, "output": OUTPUT_DOC, "params": int(model.count_params()),
         "model": predictor.config.get("model"), "model_options": predictor.config.get("model_options", {}),
         "weights_file": BEST, "weights_sha1": runtimes.file_sha1(weights) if weights.is_file() else None,
-        "quantize": quantize, "files": {}, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # per format: --quantize int8 with savedmodel said "int8" of the float32 SavedModel too (format_version 1)
+        "quantize": runtimes.quantized(formats, quantize), "files": {}, "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     from facelandmarks.inference import quantize as int8
     from facelandmarks.scheme_files import definition_to_store
@@ -205,7 +207,8 @@ def _embed_metadata(path: Path, meta: dict) -> None:
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key = runtimes.METADATA_KEY
-    entry.value = json.dumps({k: v for k, v in meta.items() if k != "files"})
+    mine = {**meta, "quantize": {"onnx": meta["quantize"]["onnx"]}}  # the file alone: what it holds
+    entry.value = json.dumps({k: v for k, v in mine.items() if k != "files"})
     onnx.save(proto, str(path))
 
 
@@ -242,7 +245,8 @@ def _check(out: Path, predictor: Predictor, data, limit: int, arrays: dict) -> N
         points = exported.predict_crops(images)
         rows[fmt] = {"nme": _mean_nme(metrics, points, truth, predictor.scheme),
                      "max_diff_px": round(float(np.abs(points - reference).max() * size), 5)}
-        print(f"  check {fmt}: NME {rows[fmt]['nme']:.4f} % (Keras {rows['keras']['nme']:.4f} %), "
+        kind = "" if exported.model.quantize == "none" else f" ({exported.model.quantize})"
+        print(f"  check {fmt}{kind}: NME {rows[fmt]['nme']:.4f} % (Keras {rows['keras']['nme']:.4f} %), "
               f"points within {rows[fmt]['max_diff_px']:.5f} crop px of Keras on {len(images)} faces of {data}")
     meta["check"] = {"data": str(data), "faces": len(images), "rows": rows}
     _write_json(out / runtimes.EXPORT_FILE, meta)

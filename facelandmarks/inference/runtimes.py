@@ -28,6 +28,7 @@ EXPORT_DIR = "export"  # where export.py writes a run's export by default (RUN/e
 FILES = {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_model"}
 FORMATS = tuple(FILES)  # what export.py writes
 QUANTIZE = ("none", "float16", "int8")
+QUANTIZED = {"int8": ("onnx", "litert"), "float16": ("litert",)}  # the formats each --quantize changes (SavedModel: none)
 RUNTIMES = ("onnx", "litert")  # formats this module can run, in order of preference for 'auto'
 PACKAGES = {name: package for name, (_, package) in packages.RUN.items()}  # what runs each (pip; extra [onnx] ...)
 METADATA_KEY = "facelandmarks"  # the export.json text, also stored inside model.onnx's metadata
@@ -73,7 +74,17 @@ def read_export(path) -> tuple[dict, Path]:
     missing = [k for k in ("scheme", "input_shape", "num_points") if k not in meta]
     if missing:
         raise ExportError(f"{meta_path}: not the settings of an exported model (no {', '.join(missing)})")
+    if not isinstance(meta.get("quantize", "none"), dict):  # format_version 1: one word for every file
+        formats = meta.get("files") or (["onnx"] if path.suffix == ".onnx" and not meta_path.is_file() else FILES)
+        meta["quantize"] = quantized(formats, meta.get("quantize", "none"))
     return meta, folder
+
+
+def quantized(formats, quantize: str) -> dict:
+    """``{format: 'none', 'float16' or 'int8'}``: what ``export.py --quantize`` makes of each of ``formats`` (int8:
+    the ONNX and LiteRT files, float16: LiteRT's weights; SavedModel stays float32), as ``export.json`` records it.
+    ``read_export`` reads the one word of older exports (format_version 1, "quantize": "int8") so."""
+    return {fmt: quantize if fmt in QUANTIZED.get(quantize, ()) else "none" for fmt in formats}
 
 
 def settings_lost(folder: Path) -> str | None:
@@ -247,6 +258,7 @@ def load_model(path, runtime: str = "auto", threads: int | None = None):
         register_definition(meta["scheme_definition"], f"{folder / EXPORT_FILE} (scheme_definition)")
     cls = OnnxModel if runtime == "onnx" else LiteRTModel
     model = cls(file, tuple(meta["input_shape"]), meta.get("params", 0), threads)
+    model.quantize = meta["quantize"].get(runtime, "none")
     model.check_settings(meta, folder / EXPORT_FILE if (folder / EXPORT_FILE).is_file() else file)
     return model, meta
 
@@ -255,6 +267,7 @@ class _ExportedModel:
     """What ``Predictor`` needs of a model: ``input_shape``, ``predict_on_batch``, ``count_params``."""
 
     runtime = ""
+    quantize = "none"  # what export.py --quantize made of the file (export.json's "quantize"): float16, int8
 
     def __init__(self, path: Path, input_shape: tuple, params: int, threads: int | None):
         if threads is not None and threads < 1:  # LiteRT blamed the model file for it, ONNX Runtime took it silently
@@ -285,7 +298,7 @@ class _ExportedModel:
                               f"exports (export again)")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, threads={self.threads})"
+        return f"{type(self).__name__}({str(self.path)!r}, threads={self.threads}, quantize={self.quantize!r})"
 
 
 class OnnxModel(_ExportedModel):

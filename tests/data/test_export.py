@@ -59,7 +59,7 @@ def test_int8_export_runs_convolutions_in_int8_and_stays_close(tiny_run, tiny_ib
                              check=tiny_ibug["test"])
     float_dest = export.export_run(tiny_run, tmp_path / "float")
     meta = json.loads((dest / "export.json").read_text())
-    assert meta["quantize"] == "int8"
+    assert meta["quantize"] == {"onnx": "int8", "litert": "int8"}
     # ONNX Runtime code of your own learns from the settings when to ask for exact int8 products
     assert meta["onnx_session_config"]["settings"] == {"session.x64quantprecision": "1"}
     assert "onnx_session_config" not in json.loads((float_dest / "export.json").read_text())

@@ -501,3 +501,30 @@ def test_export_on_the_jax_backend_goes_through_tensorflow(run_dir, tmp_path):
     assert done.stdout.startswith("export.py: exporting through TensorFlow ")
     assert (tmp_path / "exp" / "model.onnx").is_file()
     assert json.loads((tmp_path / "exp" / "export.json").read_text())["scheme"] == "ibug68"
+
+
+def test_export_json_says_per_format_what_was_quantized_and_reads_older_ones(run_dir, exported, tmp_path):
+    """--quantize int8 with savedmodel among the formats recorded "int8" for the whole export, the float32
+    SavedModel too; an export.json of before (one word) still loads, read per format."""
+    from facelandmarks.data import npz
+
+    rng = np.random.default_rng(0)
+    faces = {"images": crops(8), "landmarks": rng.uniform(0.2, 0.8, (8, 68, 2)).astype(np.float32),
+             "visible": np.ones((8, 68), bool), "subject": np.array([f"s{i}" for i in range(8)]),
+             "scheme": np.array("ibug68"), "box": np.tile(np.float32([0, 0, SIZE, SIZE]), (8, 1))}
+    calibration = npz.save_npz(tmp_path / "calibration.npz", faces)
+    dest = export.export_run(run_dir, tmp_path / "int8", ("onnx", "savedmodel"), "int8", calibration=calibration)
+    meta = json.loads((dest / "export.json").read_text())
+    assert meta["quantize"] == {"onnx": "int8", "savedmodel": "none"} and meta["format_version"] == 2
+    import onnx
+
+    embedded = {p.key: p.value for p in onnx.load(str(dest / "model.onnx")).metadata_props}[runtimes.METADATA_KEY]
+    assert json.loads(embedded)["quantize"] == {"onnx": "int8"}  # the file alone says what it holds
+    assert Predictor.load(dest).model.quantize == "int8"
+    assert Predictor.load(dest / "model.onnx").model.quantize == "int8"
+    meta.update(format_version=1, quantize="int8")  # as export.py wrote it before
+    (dest / "export.json").write_text(json.dumps(meta))
+    assert runtimes.read_export(dest)[0]["quantize"] == {"onnx": "int8", "savedmodel": "none"}
+    assert Predictor.load(dest).model.quantize == "int8"
+    assert runtimes.quantized(runtimes.FORMATS, "float16") == {"onnx": "none", "litert": "float16", "savedmodel": "none"}
+    assert runtimes.read_export(exported)[0]["quantize"] == dict.fromkeys(runtimes.FORMATS, "none")
