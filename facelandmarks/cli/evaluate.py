@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="score only matching faces: KEY=VALUE or KEY~TEXT on a per-face key "
                              "(source=youtube68, path~youtube68/test/); repeat to combine")
-    parser.add_argument("--no-timing", action="store_true", help="skip the ms/face measurement")
+    parser.add_argument("--no-timing", action="store_true", help="--data: skip the ms/face measurement")
     parser.add_argument("--max-frames", type=int, help="stop a video after this many frames")
     parser.add_argument("--flip-test", action="store_true",
                         help="average each face's prediction with that of its mirror image (left/right points swapped "
@@ -115,6 +115,9 @@ def main(argv=None) -> int:
         except FileNotFoundError as err:
             complain(f"evaluate.py: {err}")
             return 2
+    if problem := _unexported(args.runs, args.runtime):
+        complain(f"evaluate.py: {problem}")
+        return 2
     args.out = args.out or default_out(args)
     if through_keras := [run for run in args.runs if _needs_keras(Path(run), args.runtime)]:
         runtime.startup(args.verbose)
@@ -140,7 +143,8 @@ def main(argv=None) -> int:
 ONLY_FOR = {"baseline": (("data",), "none"), "where": (("data",), []), "crops": (("image",), False),
             "align": (("image", "video"), None), "align_padding": (("image", "video"), 0.0),
             "min_score": (("image", "video"), None), "max_frames": (("video",), None),
-            "redetect_every": (("video",), REDETECT_EVERY), "no_smooth": (("video",), False)}
+            "redetect_every": (("video",), REDETECT_EVERY), "no_smooth": (("video",), False),
+            "no_timing": (("data",), False)}  # --image and --video time nothing (it was taken in silence)
 
 
 def _misplaced_option(args, mode: str) -> str | None:
@@ -184,6 +188,26 @@ def default_out(args) -> str:
         return "out"
     name = f"camera{args.video}" if str(args.video).isdigit() else Path(args.video).stem
     return str(Path("out") / f"{name}_landmarks.mp4")
+
+
+def _unexported(runs: list[str], runtime_name: str) -> str | None:
+    """The line for the first run without the export ``--runtime onnx`` or ``litert`` asks for, or None: before any
+    run is scored (a second run not exported ended an evaluation once the first was scored). Pipelines, and paths
+    that are no folder, say what is wrong with them as they load."""
+    from facelandmarks.inference import runtimes
+    from facelandmarks.inference.predictor import exported_for
+
+    if runtime_name not in runtimes.RUNTIMES:
+        return None
+    for run in map(Path, runs):
+        if not run.is_dir() or (run / "pipeline.json").is_file():
+            continue
+        try:
+            export = exported_for(run, runtime_name)
+            runtimes.choose_runtime(export, runtimes.read_export(export)[0], runtime_name)
+        except runtimes.ExportError as err:
+            return str(err)
+    return None
 
 
 def _needs_keras(run: Path, runtime_name: str) -> bool:

@@ -34,7 +34,7 @@ EPILOG = """exit status:
 
 def build_parser() -> argparse.ArgumentParser:
     from facelandmarks.inference.packages import DEFAULT_FORMATS
-    from facelandmarks.inference.runtimes import FORMATS, QUANTIZE
+    from facelandmarks.inference.runtimes import CHECK_FACES, FORMATS, QUANTIZE
 
     parser = OneLineParser(prog="export.py", description=__doc__, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "activations set the int8 ranges (200 of them are used)")
     parser.add_argument("--check", metavar="NPZ", help="a test npz: compare every runtime with Keras on its first "
                                                        "--check-faces faces (point difference, NME) into export.json")
-    parser.add_argument("--check-faces", type=int, default=256, help="faces used by --check (default 256)")
+    parser.add_argument("--check-faces", type=int, metavar="N",
+                        help=f"--check: faces compared (default {CHECK_FACES})")
     parser.add_argument("--verbose", action="store_true", help="show the backend's and converters' log lines")
     return parser
 
@@ -75,15 +76,19 @@ def _through_tensorflow() -> str | None:
 @script_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.check_faces is not None and args.check is None:  # it was taken in silence
+        complain(f"export.py: --check-faces works with --check NPZ (got --check-faces {args.check_faces} alone)")
+        return 2
     if note := _through_tensorflow():
         print(note)
     runtime.startup(args.verbose)
     import facelandmarks.pipelines  # noqa: F401  (pipeline runs export stage by stage)
     from facelandmarks.cli.common import USER_ERRORS, error_line
-    from facelandmarks.inference.export import export_run
+    from facelandmarks.inference.export import CHECK_FACES, export_run
 
     try:
-        export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, args.check_faces, args.calibration)
+        faces = CHECK_FACES if args.check_faces is None else args.check_faces
+        export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, faces, args.calibration)
     except KeyboardInterrupt as err:
         word, status = stopped(err)
         complain(f"\nexport.py: {word}; the previous export is unchanged")

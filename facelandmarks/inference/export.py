@@ -29,7 +29,7 @@ from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.shipped import WEIGHTS_FILE as BEST
 from facelandmarks.inference.shipped import default_model_dir
 
-FORMATS, QUANTIZE = runtimes.FORMATS, runtimes.QUANTIZE
+FORMATS, QUANTIZE, CHECK_FACES = runtimes.FORMATS, runtimes.QUANTIZE, runtimes.CHECK_FACES
 INPUT_DOC = "raw pixels, float32 (N, S, S, C) in 0..255, RGB (C=3) or gray (C=1): a face crop (inference.photos)"
 OUTPUT_DOC = "(N, K, 2) landmark x, y as fractions of the crop's width and height"
 HISTORY = "history.csv"  # a run's training history, which its export keeps (evaluation tables)
@@ -38,7 +38,7 @@ ONNX_INT8_DOC = ("on x86 CPUs without VNNI (no avx512_vnni or avx_vnni flag), wh
 
 
 def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: str = "none", check=None,
-               check_faces: int = 256, calibration=None) -> Path:
+               check_faces: int = CHECK_FACES, calibration=None) -> Path:
     """Export ``run_dir`` (None: the shipped model) into ``dest`` (None: ``run_dir/export``); returns ``dest``.
 
     Args:
@@ -64,6 +64,8 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
     for flag, path in (("--check", check), ("--calibration", calibration)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such dataset file ({flag})")
+    if calibration is not None:
+        _check_calibration(calibration)
     run_dir = Path(run_dir) if run_dir is not None else default_model_dir()
     dest = Path(dest) if dest is not None else run_dir / runtimes.EXPORT_DIR
     missing = packages.missing(formats, quantize, check is not None)  # export.py's and the hints' one table
@@ -124,8 +126,28 @@ def _check_applies(formats, quantize: str, check) -> None:
                          "onnx or litert to --format")
 
 
+def _check_calibration(path) -> None:
+    """A ``--calibration`` file the int8 conversion cannot read faces from fails now, in one line, not with a
+    traceback ('KeyError: images') once the model had loaded (bottleneck features: no images)."""
+    from facelandmarks.data.errors import DatasetError
+    from facelandmarks.data.npz import is_manifest, read_member
+
+    if is_manifest(path):
+        return  # export_run names the shards to give
+    read_member(path, "scheme")  # not an npz, unreadable: one line naming it
+    with np.load(path, allow_pickle=False) as data:
+        if "images" not in data.files:
+            raise DatasetError(f"{path}: no face images to calibrate int8 on (--calibration takes a prepared npz of "
+                               "training faces, not bottleneck features)")
+
+
 def _check_destination(dest: Path, run_dir: Path) -> None:
     """An export replaces only an earlier export: never the run, a folder above it, or anything else."""
+    above = dest.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():  # it said '.../afile/.export.partial: Not a directory', a path the user never gave
+        raise ValueError(f"{dest}: cannot write there, {above} is a file (--to)")
     target, run = dest.resolve(), run_dir.resolve()
     if target == run or target in run.parents:
         raise ValueError(f"{dest}: the run's own folder{'' if target == run else ' or one above it'}; "

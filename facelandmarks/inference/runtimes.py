@@ -28,6 +28,7 @@ EXPORT_DIR = "export"  # where export.py writes a run's export by default (RUN/e
 FILES = {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_model"}
 FORMATS = tuple(FILES)  # what export.py writes
 QUANTIZE = ("none", "float16", "int8")
+CHECK_FACES = 256  # faces export.py --check compares by default
 QUANTIZED = {"int8": ("onnx", "litert"), "float16": ("litert",)}  # the formats each --quantize changes (SavedModel: none)
 RUNTIMES = ("onnx", "litert")  # formats this module can run, in order of preference for 'auto'
 PACKAGES = {name: package for name, (_, package) in packages.RUN.items()}  # what runs each (pip; extra [onnx] ...)

@@ -232,3 +232,51 @@ def test_a_model_file_of_another_export_is_one_line_when_loaded(run_dir, tmp_pat
         Predictor.load(folder, runtime=runtime)
     assert str(err.value) == (f"{folder / runtimes.FILES[runtime]}: takes {SIZE}x{SIZE}x3 crops and gives 68 points, "
                               f"{folder / 'export.json'} says 112x112x3 and 68: files of two exports (export again)")
+
+
+def _features(tmp_path):
+    features = tmp_path / "features.npz"
+    np.savez(features, scheme=np.array("ibug68"), features=np.zeros((3, 8), np.float32))
+    return features
+
+
+def _beneath_a_file(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    return tmp_path / "a_file" / "export"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    # taken in silence
+    (lambda t: ["--check-faces", "5"], lambda t: "--check-faces works with --check NPZ (got --check-faces 5 alone)"),
+    # a traceback, KeyError: 'images', once the model had loaded
+    (lambda t: ["--quantize", "int8", "--calibration", _features(t)],
+     lambda t: f"{t / 'features.npz'}: no face images to calibrate int8 on (--calibration takes a prepared npz of "
+               "training faces, not bottleneck features)"),
+    # '.../a_file/.export.partial: Not a directory', a folder never given
+    (lambda t: ["--to", _beneath_a_file(t)], lambda t: f"{t / 'a_file' / 'export'}: cannot write there, "
+                                                       f"{t / 'a_file'} is a file (--to)"),
+])
+def test_export_settings_that_did_nothing_or_failed_late_are_one_line_first(run_dir, tmp_path, capsys, not_exported,
+                                                                            args, says):
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [str(run_dir), "--to", str(tmp_path / "out"), "--format", "onnx", *map(str, args(work))]
+    assert export_cli.main(argv) == 2
+    assert capsys.readouterr().err == f"export.py: {says(work)}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_runtime_asked_for_is_checked_on_every_run_before_any_is_scored(run_dir, tmp_path, capsys, monkeypatch):
+    """--runtime onnx with a second run not exported ended the evaluation once the first run had been scored."""
+    from facelandmarks.inference.predictor import Predictor
+
+    exported = _with_export(run_dir, tmp_path, None)
+
+    def loading(*args, **kwargs):
+        raise AssertionError("a run loaded before every run's export was checked")
+
+    monkeypatch.setattr(Predictor, "load", loading)
+    argv = [str(exported), str(run_dir), "--data", "test.npz", "--runtime", "onnx", "--out", str(tmp_path / "out")]
+    assert evaluate_cli.main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"evaluate.py: {run_dir}: not exported (")
+    assert not (tmp_path / "out").exists()
