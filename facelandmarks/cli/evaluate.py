@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from facelandmarks import runtime
@@ -157,6 +158,10 @@ def _misplaced_option(args, mode: str) -> str | None:
         return "--align-padding works with --align SIZE"
     if args.align is not None and not MIN_ALIGN <= args.align <= MAX_ALIGN:
         return f"--align must be between {MIN_ALIGN} and {MAX_ALIGN} px, got {args.align}"
+    if not math.isfinite(args.align_padding) or args.align_padding < 0:  # once a line naming no option, after the photo
+        return f"--align-padding must be 0 or more, got {args.align_padding:g}"
+    if args.min_score is not None and math.isnan(args.min_score):  # the detector said so without naming the option
+        return "--min-score must be a number, got nan"
     for name in ("threads", "max_frames", "redetect_every"):
         value = getattr(args, name)
         if value is not None and value < 1:

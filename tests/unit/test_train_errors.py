@@ -186,6 +186,10 @@ MISPLACED = {
     ("--data", "t.npz", "--min-score", "0.1"): "--min-score works with --image and --video, not --data",
     ("--data", "t.npz", "--no-smooth"): "--no-smooth works with --video, not --data",
     ("--image", "a.jpg", "--no-timing"): "--no-timing works with --data, not --image",  # taken in silence
+    # 'the padding of an aligned face must be 0 or more', naming no option, once the photo was read
+    ("--image", "a.jpg", "--align", "112", "--align-padding", "-0.7"): "--align-padding must be 0 or more, got -0.7",
+    ("--video", "clip.mp4", "--align", "112", "--align-padding", "inf"): "--align-padding must be 0 or more, got inf",
+    ("--image", "a.jpg", "--min-score", "nan"): "--min-score must be a number, got nan",  # once named no option
     ("--video", "clip.mp4", "--no-timing"): "--no-timing works with --data, not --video",
     ("--image", "a.jpg", "--align-padding", "0.3"): "--align-padding works with --align SIZE",
     ("--image", "a.jpg", "--threads", "0"): "--threads must be at least 1, got 0",
