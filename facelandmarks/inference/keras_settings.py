@@ -40,8 +40,8 @@ def set_threads(threads: int | None, who, name: str = "threads=") -> None:
     """Hold Keras to ``threads`` CPU threads (None: all cores, every backend's default); ``who`` (the run) starts the
     lines about it, which give the setting as ``name`` and the number (``'--threads '``: a script's option).
 
-    TensorFlow: its pools, ``threads`` for the work inside an operation and one thread running the operations one at
-    a time (as ONNX Runtime's sessions of an export, ``runtimes.onnx_session``).  TensorFlow sets them once, when it
+    TensorFlow: both its pools, for the work inside an operation and for running operations side by side, of
+    ``threads`` each (as ``benchmarks/inference_speed.py`` timed Keras on N threads).  TensorFlow sets them once, when it
     starts: where it has started before in this process with others, one line on stderr says so and Keras runs on
     those.  JAX (XLA) has no setting for fewer threads than cores (its XLA_FLAGS for it change nothing on
     JAX 0.10), so a number below them is a ``ValueError`` saying what runs on that many threads instead.
@@ -58,7 +58,7 @@ def set_threads(threads: int | None, who, name: str = "threads=") -> None:
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # "cannot be modified after initialization": TensorFlow has made its pools
             now = tf.config.threading.get_intra_op_parallelism_threads()  # 0: all cores
             if (now or cores) != threads:
