@@ -15,5 +15,6 @@ SHIPPED_FILES = ("config.json", "best.weights.h5", "MODEL_CARD.md", "history.csv
 setup(data_files=[
     (f"share/facelandmarks/weights/{folder.name}", [f"weights/{folder.name}/{name}" for name in SHIPPED_FILES
                                                     if (folder / name).is_file()])
-    for folder in sorted(Path("weights").glob("*/")) if (folder / "config.json").is_file()
+    for folder in sorted(Path("weights").glob("*/"))
+    if (folder / "config.json").is_file() and not folder.name.startswith(".")  # .NAME.partial: a --ship's, not a model
 ])

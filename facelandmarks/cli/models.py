@@ -19,13 +19,14 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument("--list", action="store_true", help="print name, parameters, input, description and options of every model")
     parser.add_argument("--summary", metavar="NAME", help="print the layer summary of one model")
-    parser.add_argument("--num-points", type=int, default=68, help="landmarks K for --list / --summary (default 68)")
+    parser.add_argument("--num-points", type=int, help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
-    parser.add_argument("--ship", metavar="RUN", help="write RUN's best weights (float16), settings and history.csv "
-                                                      "into --to, a folder that loads like a run (weights/ holds the "
-                                                      "shipped one)")
-    parser.add_argument("--to", metavar="FOLDER", help="destination of --ship")
+    parser.add_argument("--ship", metavar="RUN_DIR", help="write RUN_DIR's best weights (float16), settings and "
+                        "history.csv into --to, a folder that loads like a run; the model there is replaced whole (its "
+                        "MODEL_CARD.md stays) and only by one of the same scheme. weights/ holds the shipped model: one "
+                        "folder, at most 8 MiB")
+    parser.add_argument("--to", metavar="FOLDER", help="destination of --ship, e.g. weights/NAME")
     return parser
 
 
@@ -37,11 +38,14 @@ def main(argv=None):
         parser.error("--ship needs --to FOLDER")
     if args.to and not args.ship:  # it printed the help and exited 0, shipping nothing
         parser.error("--to FOLDER goes with --ship RUN_DIR (the run to ship)")
+    if args.ship and (args.list or args.summary or args.num_points is not None):  # they were ignored in silence
+        parser.error("--ship RUN_DIR --to FOLDER goes alone, not with --list, --summary or --num-points")
     if args.input_size is not None and not args.summary:
         parser.error("--input-size goes with --summary NAME")
     for flag, value in (("--num-points", args.num_points), ("--input-size", args.input_size)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be a positive integer, got {value}")
+    num_points = 68 if args.num_points is None else args.num_points
     if not (args.list or args.summary or args.ship):
         parser.print_help()
         return 0
@@ -51,7 +55,7 @@ def main(argv=None):
     if args.summary and args.summary not in REGISTRY:
         parser.error(f"--summary: {args.summary!r} is not a model; choose from {', '.join(REGISTRY)}")
     if args.ship:
-        from facelandmarks.inference.shipped import ship
+        from facelandmarks.inference.ship import ship
 
         try:
             print(f"shipped {args.ship} -> {ship(args.ship, args.to)}")
@@ -64,7 +68,7 @@ def main(argv=None):
             return status
         return 0
     if args.list:
-        rows = describe_models(args.num_points, progress=True)
+        rows = describe_models(num_points, progress=True)
         width = max(20, *(len(row["source"]) for row in rows))  # a long origin keeps the columns straight
         print(f"{'model':<22} {'input':<16} {'params':>12}  {'from':<{width}} description")
         for row in rows:
@@ -78,7 +82,7 @@ def main(argv=None):
         if args.input_size is not None:
             shape = (args.input_size, args.input_size, shape[2])
         try:
-            model = build_model(args.summary, shape, args.num_points)
+            model = build_model(args.summary, shape, num_points)
         except ValueError as err:  # an input too small for the model
             complain(f"models.py: --summary {args.summary}: {error_line(err)}")
             return 2

@@ -39,23 +39,21 @@ def test_no_shipped_model_is_one_clear_error(tmp_path, monkeypatch):
     assert models_main(["--ship", str(tmp_path / "missing"), "--to", str(tmp_path / "out")]) == 2
 
 
-@pytest.mark.parametrize("step", ["_copy_as_float16", "os.replace"])
+@pytest.mark.parametrize("step", ["_copy_as_float16", "replace_folder"])
 def test_a_ship_stopped_before_its_files_are_whole_leaves_the_folder_as_it_was(step, tiny_run, tmp_path, monkeypatch,
                                                                                capsys):
-    from facelandmarks.inference import shipped
+    from facelandmarks.inference import ship
 
     dest = tmp_path / "w"
     assert models_main(["--ship", str(tiny_run), "--to", str(dest)]) == 0
-    (dest / "config.json").write_text('{"an": "older model"}\n')
+    (dest / "config.json").write_text(json.dumps({**json.loads((dest / "config.json").read_text()), "an": "older"}))
     before = {p.name: p.read_bytes() for p in dest.iterdir()}
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    if step == "os.replace":  # both temporary files written, neither in place yet
-        monkeypatch.setattr(shipped.os, "replace", stop)
-    else:
-        monkeypatch.setattr(shipped, step, stop)
+    monkeypatch.setattr(ship, step, stop)  # replace_folder: the new folder written whole, not swapped in
     assert models_main(["--ship", str(tiny_run), "--to", str(dest)]) == 130
     assert capsys.readouterr().err.strip() == f"models.py: interrupted; {dest} left as it was"
-    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before  # no temporary file either
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # nothing of its own left beside it

@@ -136,7 +136,7 @@ def test_a_distilled_run_trains_and_records_its_teachers(teachers, tmp_path, cap
     assert saved["teachers"] == [str(r) for r in runs] and saved["teacher_weight"] == 0.5
     assert len((run / "history.csv").read_text().splitlines()) == 2
     # shipped, it keeps what rebuilds it, not the teachers' paths (they do not travel, like --data and --init)
-    from facelandmarks.inference.shipped import ship
+    from facelandmarks.inference.ship import ship
 
     shipped = json.loads((ship(run, tmp_path / "shipped") / "config.json").read_text())
     assert "teachers" not in shipped and shipped["teacher_weight"] == 0.5 and shipped["model"] == "mlp"
