@@ -20,6 +20,7 @@ from pathlib import Path
 from facelandmarks.inference import shipped
 from facelandmarks.inference.shipped import HISTORY_FILE, WEIGHTS_FILE
 from facelandmarks.inference.swap import recover, replace_folder, work_folder
+from facelandmarks.training.config import HEAD_LR_SCALE_DEFAULT_RECORD
 
 SIZE_LIMIT = 8 * 2**20  # bytes of a model in weights/: the most the repository lets git keep there
 TRACKED = ("config.json", WEIGHTS_FILE, "MODEL_CARD.md", HISTORY_FILE)  # what git keeps of weights/NAME/ (.gitignore)
@@ -28,7 +29,7 @@ RUN_FILES = ("state.json", "summary.json", "last.weights.h5", "model.keras")  # 
 # settings that describe how the run was trained, not how to rebuild the model: dropped from the shipped config
 # (--head-lr-scale and the layers it sped up go with --init: a scale other than 1 without --init is refused, so the
 # shipped config.json as a --config would be)
-_TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers", "head_lr_scale", "head_lr_layers")
+_TRAINING_ONLY = ("data", "val", "init", "run_dir", "teachers", "head_lr_scale", "head_lr_layers", HEAD_LR_SCALE_DEFAULT_RECORD)
 
 
 def _data_sources(data) -> list[str] | None:

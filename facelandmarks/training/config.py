@@ -52,6 +52,7 @@ INIT_HEADS = ("fresh", "nearest")
 
 
 HEAD_LR_SCALE_NEW_MARKUP = 10.0  # --head-lr-scale's default where points of another markup start fresh (head_rate.py)
+HEAD_LR_SCALE_DEFAULT_RECORD = "head_lr_scale_default"  # in a run's config.json: the scale the default chose
 
 
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data-parallel")  # distribute.MODES is this tuple
@@ -382,7 +383,7 @@ def _check_value(value, hint, f: dataclasses.Field, where: str):
 
 # written beside the settings in a run's config.json (its scheme of your own) and the shipped model's (the run it
 # came from, the datasets it trained on): a run's config is itself a --config, so these are read as records, not settings
-RUN_RECORD_KEYS = ("scheme_definition", "shipped_from", "trained_on", "head_lr_layers")
+RUN_RECORD_KEYS = ("scheme_definition", "shipped_from", "trained_on", "head_lr_layers", HEAD_LR_SCALE_DEFAULT_RECORD)
 
 
 def read_config_file(path) -> dict:
@@ -416,6 +417,9 @@ def read_config_file(path) -> dict:
         from facelandmarks.scheme_files import register_definition
 
         register_definition(values["scheme_definition"], f"{path} (scheme_definition)")
+    # a run's scale that the default chose (head_rate.py): the default chooses again, for this run's --init and data
+    if (chosen := values.get(HEAD_LR_SCALE_DEFAULT_RECORD)) is not None and values.get("head_lr_scale") == chosen:
+        del values["head_lr_scale"]
     return check_values(TrainConfig, {k: v for k, v in values.items() if k not in RUN_RECORD_KEYS}, str(path))
 
 

@@ -156,9 +156,10 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             elif spec.pretrain is not None and not resume:
                 print(f"pretraining {config.model} ({config.pretrain_epochs} epochs)")
                 pretrain(config.model, model, sample, epochs=config.pretrain_epochs, batch_size=config.batch)
+            defaulted = config.head_lr_scale is None
             if line := settle_head_lr_scale(config, resume, restarted, fresh_points):
                 print(line)
-            scaled = head_rate_layers(config, run_dir, out_dir, resume, restarted)
+            scaled = head_rate_layers(config, run_dir, out_dir, resume, restarted, defaulted)
             check_head_rate_layers(model, scaled)
             _compile(model, config, scheme, cluster, scaled)
 

@@ -6,7 +6,11 @@ optimizers that do it are in ``facelandmarks.models.optimizers``; this module sa
 
 They are recorded in the run's ``config.json`` (``head_lr_layers``: layer paths, as ``--init`` names them), which
 ``--resume`` reads back: a resumed run scales the same layers without the ``--init`` run it started from, and its
-optimizer state comes back from the checkpoint as plain Adam's would.
+optimizer state comes back from the checkpoint as plain Adam's would.  Where the default chose the scale,
+``head_lr_scale_default`` records its choice beside it, so the file as a ``--config`` leaves the choice to the
+default again (``config.read_config_file``): the same ``--init`` and data choose the same, and other ones (the run's
+settings reused for another markup, or with an ``--init`` added) choose what the default chooses for them instead
+of being refused or held to the first run's choice.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from facelandmarks.training.config import HEAD_LR_SCALE_DEFAULT_RECORD as DEFAULT_RECORD
 from facelandmarks.training.config import HEAD_LR_SCALE_NEW_MARKUP, _write_json_atomic
 
 RECORD = "head_lr_layers"  # key of config.json: the layers (paths) --head-lr-scale applies to
@@ -38,12 +43,13 @@ def settle_head_lr_scale(config, resume: bool, restarted, fresh_points: bool) ->
             f"rate (--head-lr-scale 1: one rate for all)")
 
 
-def head_rate_layers(config, run_dir: Path, out_dir: Path, resume: bool, restarted) -> tuple[str, ...]:
+def head_rate_layers(config, run_dir: Path, out_dir: Path, resume: bool, restarted, defaulted: bool) -> tuple[str, ...]:
     """The layers ``config.head_lr_scale`` applies to: on a new run those ``--init`` restarted (``restarted``),
     recorded in ``out_dir``'s config.json; on a resumed run those ``run_dir``'s config.json recorded. A scale other
     than 1 with no such layer is a ``ValueError`` naming why. ``config.head_lr_scale`` is settled by then
-    (``settle_head_lr_scale``); a new run records it beside the layers, so ``--resume`` and ``--config`` of the
-    run's ``config.json`` keep the rate the default chose."""
+    (``settle_head_lr_scale``; ``defaulted``: by the default); a new run records it beside the layers, so ``--resume``
+    keeps the rate the default chose, and where the default chose it (``DEFAULT_RECORD``) a ``--config`` of the run's
+    ``config.json`` lets the default choose again."""
     flag = f"--head-lr-scale {config.head_lr_scale:g}"
     if resume:
         layers = tuple(json.loads((Path(run_dir) / "config.json").read_text()).get(RECORD) or ())
@@ -57,6 +63,7 @@ def head_rate_layers(config, run_dir: Path, out_dir: Path, resume: bool, restart
                          f"was kept), so there is no head to give another rate; leave --head-lr-scale at 1")
     path = Path(out_dir) / "config.json"
     _write_json_atomic(path, {**json.loads(path.read_text()), "head_lr_scale": config.head_lr_scale,
+                              **({DEFAULT_RECORD: config.head_lr_scale} if defaulted else {}),
                               **({RECORD: list(layers)} if layers else {})})
     return layers
 

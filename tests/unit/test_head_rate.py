@@ -190,8 +190,7 @@ def test_init_alone_into_another_markup_starts_from_the_nearest_points_with_the_
     assert "--head-lr-scale 10 (the default where points of another markup start fresh): " in out
     recorded = json.loads((tmp_path / "five" / "config.json").read_text())
     assert (recorded["init_head"], recorded["head_lr_scale"], len(recorded["head_lr_layers"])) == ("nearest", 10.0, 1)
-    again, _ = resolve_config(["--config", str(tmp_path / "five" / "config.json"), "--run-dir", "r"])
-    assert again.head_lr_scale == 10.0  # the run's config repeats the rate the default chose
+    assert recorded["head_lr_scale_default"] == 10.0  # the default chose it: as a --config, the file lets it choose again
     assert main([*common, "--data", str(ibug), "--run-dir", str(tmp_path / "same"), "--init", str(tmp_path / "ibug")]) == 0
     assert "--head-lr-scale" not in capsys.readouterr().out  # the same markup: every layer kept, one rate
     assert json.loads((tmp_path / "same" / "config.json").read_text())["head_lr_scale"] == 1.0
@@ -199,6 +198,38 @@ def test_init_alone_into_another_markup_starts_from_the_nearest_points_with_the_
                  "--head-lr-scale", "1"]) == 0
     assert "--head-lr-scale 10" not in capsys.readouterr().out
     assert json.loads((tmp_path / "one" / "config.json").read_text())["head_lr_scale"] == 1.0
+
+
+def test_a_runs_config_reused_repeats_its_head_rate_and_lets_the_default_choose_for_other_data(tmp_path, capsys):
+    """The scale the default chose was written into config.json as if typed: the file reused for data of the init's
+    own markup was refused (--head-lr-scale 10: restarted no layer; leave --head-lr-scale at 1, a flag nobody gave),
+    and a run's config given an --init into another markup held it to 1. Now the default chooses again; the same
+    --init and data choose what the run had. A scale that was given stays."""
+    from facelandmarks.cli.train import main, resolve_config
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import TINY, faces
+
+    arrays = faces(24)
+    ibug = npz.save_npz(tmp_path / "ibug.npz", arrays)
+    five = npz.save_npz(tmp_path / "five.npz", npz.select_points(arrays, Scheme.from_dict(FACE5), PICKED))
+    common = [*TINY, "--batch", "8", "--val-fraction", "0.25", "--schedule", "constant"]
+    assert main([*common, "--data", str(ibug), "--run-dir", str(tmp_path / "ibug")]) == 0
+    assert main([*common, "--data", str(five), "--run-dir", str(tmp_path / "five"), "--init", str(tmp_path / "ibug"),
+                 "--init-head", "fresh"]) == 0
+    capsys.readouterr()
+
+    def rerun(name, *argv):
+        assert main(["--config", str(tmp_path / argv[0] / "config.json"), *argv[1:], "--run-dir", str(tmp_path / name)]) == 0
+        said = "--head-lr-scale 10 (the default where points of another markup start fresh)" in capsys.readouterr().out
+        recorded = json.loads((tmp_path / name / "config.json").read_text())
+        return said, recorded["head_lr_scale"], recorded.get("head_lr_scale_default"), recorded.get("head_lr_layers")
+
+    assert rerun("again", "five") == (True, 10.0, 10.0, ["landmark_coordinates"])  # the same settings as "five"
+    assert rerun("ibug-data", "five", "--data", str(ibug)) == (False, 1.0, 1.0, None)  # once refused
+    assert rerun("init-added", "ibug", "--data", str(five), "--init", str(tmp_path / "ibug")) == (
+        True, 10.0, 10.0, ["landmark_coordinates"])  # once held to 1
+    assert rerun("given", "five", "--head-lr-scale", "3") == (False, 3.0, None, ["landmark_coordinates"])
+    assert resolve_config(["--config", str(tmp_path / "given" / "config.json"), "--run-dir", "r"])[0].head_lr_scale == 3.0
 
 
 def test_the_default_head_rate_is_10x_only_where_points_of_another_markup_start_fresh():
