@@ -19,8 +19,8 @@ def build_parser() -> OneLineParser:
     )
     parser.add_argument("--list", action="store_true", help="print name, parameters, input, description and options of every model")
     parser.add_argument("--summary", metavar="NAME", help="print the layer summary of one model")
-    parser.add_argument("--num-points", type=int, help="landmarks K for --list / --summary (default 68)")
-    parser.add_argument("--input-size", type=int, help="image side for --summary (default: the model's)")
+    parser.add_argument("--num-points", type=int, metavar="K", help="landmarks K for --list / --summary (default 68)")
+    parser.add_argument("--input-size", type=int, metavar="S", help="image side for --summary (default: the model's)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     parser.add_argument("--ship", metavar="RUN_DIR", help="write RUN_DIR's best weights (float16), settings and "
                         "history.csv into --to, a folder that loads like a run; the model there is replaced whole (its "

@@ -74,7 +74,7 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """
     import h5py
 
-    from facelandmarks.models import rebuild_options
+    from facelandmarks.models import REGISTRY, rebuild_options
     from facelandmarks.training.resume import find_checkpoint, read_state
     from facelandmarks.training.runs import read_run_config
 
@@ -83,6 +83,9 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     if "shipped_from" in config:
         raise ValueError(f"{run_dir}: a shipped model already (from the run {config['shipped_from']}), not a run to "
                          "ship; copy the folder instead")
+    if config["model"] not in REGISTRY:  # a pipeline's run (cascade, regions): its models are runs of their own
+        raise ValueError(f"{run_dir}: a {config['model']} run, not one model's; --ship takes the run of a model that "
+                         "models.py --list names")
     state = read_state(run_dir, strict=False)
     weights, problem = find_checkpoint(run_dir, WEIGHTS_FILE, state)
     if weights is None:
@@ -127,6 +130,9 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
+_TO = "--to names a new folder or a shipped model's, e.g. weights/NAME"
+
+
 def _check_destination(dest: Path, target: Path, run_dir: Path, config: dict) -> None:
     """``dest`` may take the run's model: new, empty, or a shipped model's folder of the run's scheme; in a
     ``weights/`` folder, the one model there."""
@@ -134,18 +140,17 @@ def _check_destination(dest: Path, target: Path, run_dir: Path, config: dict) ->
         raise ValueError(f"{dest}: a file, not a folder (--to names the model's folder, e.g. weights/NAME)")
     entries = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
     if held := [name for name in RUN_FILES if name in entries]:
-        raise ValueError(f"{dest}: a training run's folder ({held[0]}), not a shipped model's; --to names a new "
-                         "folder or a shipped model's, e.g. weights/NAME")
+        raise ValueError(f"{dest}: a training run's folder ({held[0]}), not a shipped model's; {_TO}")
     if entries and not {"config.json", WEIGHTS_FILE} <= set(entries):
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise ValueError(f"{dest}: holds {shown} but no shipped model (config.json, {WEIGHTS_FILE}); --to names a new "
-                         "folder or a shipped model's, e.g. weights/NAME")
+        raise ValueError(f"{dest}: holds {shown} but no shipped model (config.json, {WEIGHTS_FILE}); {_TO}")
     if entries:
         try:
             old = json.loads((target / "config.json").read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
         except (OSError, ValueError) as err:
-            raise ValueError(f"{dest / 'config.json'}: unreadable ({' '.join(str(err).split())}); --to names a new "
-                             "folder or a shipped model's") from None
+            raise ValueError(f"{dest / 'config.json'}: unreadable ({' '.join(str(err).split())}); {_TO}") from None
         before, now = (old.get("scheme"), old.get("num_points")), (config["scheme"], config["num_points"])
         if before != now:
             raise ValueError(f"{dest} holds a model of {before[0]} ({before[1]} points) and {run_dir} predicts "
@@ -153,7 +158,8 @@ def _check_destination(dest: Path, target: Path, run_dir: Path, config: dict) ->
     if _in_weights_folder(target):
         others = [p for p in shipped.models_in(target.parent) if p.name != target.name]
         if others:
-            raise ValueError(f"{dest}: {target.parent} ships {others[0].name} already, and Predictor.load() takes "
+            folder = target.parent if dest.parent == Path(".") else dest.parent
+            raise ValueError(f"{dest}: {folder} ships {others[0].name} already, and Predictor.load() takes "
                              f"the one model there: --to {dest.parent / others[0].name} replaces it (or remove that "
                              "folder first)")
 

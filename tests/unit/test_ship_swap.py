@@ -121,6 +121,11 @@ def test_what_a_ship_must_not_replace_is_refused_in_one_line_and_left_as_it_was(
     assert models_cli.main(["--ship", str(runs["a"]), "--to", str(dest)]) == 0
     (weights / "README.md").write_text("what the folder holds\n")
     (tmp_path / "a-file").write_text("x\n")
+    cascade = tmp_path / "cascade"  # a pipeline's run: it said "no best.weights.h5 to ship (no epoch finished)"
+    cascade.mkdir()
+    (cascade / "config.json").write_text(json.dumps({**json.loads((runs["a"] / "config.json").read_text()),
+                                                     "model": "cascade", "scheme": None}))
+    (cascade / "pipeline.json").write_text("{}\n")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     run_before = {p: p.stat().st_mtime_ns for p in runs["b"].rglob("*")}
     capsys.readouterr()
@@ -134,6 +139,8 @@ def test_what_a_ship_must_not_replace_is_refused_in_one_line_and_left_as_it_was(
                                          f"takes the one model there: --to {dest} replaces it"),
         ([dest, tmp_path / "again"], f"{dest}: a shipped model already (from the run a), not a run to ship"),
         ([tmp_path, tmp_path / "x"], f"{tmp_path}: not a run directory (no config.json)"),
+        ([cascade, tmp_path / "x"], f"{cascade}: a cascade run, not one model's; --ship takes the run of a model that "
+                                    "models.py --list names"),
     ):
         assert models_cli.main(["--ship", str(argv[0]), "--to", str(argv[1])]) == 2
         err = capsys.readouterr().err
