@@ -110,7 +110,8 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         work.mkdir()
-        kept = [p for p in target.iterdir() if p.name not in WRITTEN] if target.is_dir() else []
+        kept = [p for p in target.iterdir() if p.name not in WRITTEN and not _left_by_an_earlier_ship(p.name)] \
+            if target.is_dir() else []
         for path in kept:
             (shutil.copytree if path.is_dir() else shutil.copy2)(path, work / path.name)
         with h5py.File(weights, "r") as source, h5py.File(work / WEIGHTS_FILE, "w") as copy:
@@ -131,6 +132,11 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
 
 _TO = "--to names a new folder or a shipped model's, e.g. weights/NAME"
+
+
+def _left_by_an_earlier_ship(name: str) -> bool:
+    """``.config.json.tmp`` and the like: what a --ship of before 6 Dec 2026 left in the folder when it was killed."""
+    return name.startswith(".") and name.endswith(".tmp") and name[1:-4] in WRITTEN
 
 
 def _check_destination(dest: Path, target: Path, run_dir: Path, config: dict) -> None:

@@ -84,6 +84,7 @@ def test_a_ship_killed_at_any_step_leaves_a_whole_model_and_the_next_one_clears_
     monkeypatch.setattr(shipped, "weights_folders", lambda: [weights])
     assert models_cli.main(["--ship", str(runs["a"]), "--to", str(dest)]) == 0
     (dest / "MODEL_CARD.md").write_text("the card, written by hand\n")
+    (dest / ".config.json.tmp").write_text("{}")  # what a --ship killed before 6 Dec 2026 left: not carried over
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = subprocess.run([sys.executable, "-c", KILLED, point, str(runs["b"]), str(dest)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -110,6 +111,7 @@ def test_a_ship_killed_at_any_step_leaves_a_whole_model_and_the_next_one_clears_
         assert out[0].startswith(f"{dest}: removed {weights}/.tiny.") and out[0].endswith(", left by a --ship that "
                                                                                           "was stopped")
     assert sorted(p.name for p in weights.iterdir()) == ["tiny"] and _shipped_from(dest) == "b"
+    assert sorted(p.name for p in dest.iterdir()) == ["MODEL_CARD.md", "best.weights.h5", "config.json", "history.csv"]
     assert f"{dest / 'MODEL_CARD.md'}: kept from the model it replaced" in out[-2] and out[-1].startswith("shipped ")
     _loads(dest, runs["data"])
 
@@ -158,6 +160,15 @@ def test_a_run_without_weights_or_too_big_for_weights_is_refused_and_an_unfinish
     (empty / "config.json").write_text((runs["a"] / "config.json").read_text())  # killed during its first epoch
     assert models_cli.main(["--ship", str(empty), "--to", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err == f"models.py: {empty}: no best.weights.h5 to ship (no epoch of it finished)\n"
+
+    damaged = tmp_path / "damaged"  # its best weights cut short: the state.json of the run says so
+    damaged.mkdir()
+    for name in ("config.json", "state.json", "best.weights.h5"):
+        (damaged / name).write_bytes((runs["a"] / name).read_bytes()[:1000 if name == "best.weights.h5" else None])
+    assert models_cli.main(["--ship", str(damaged), "--to", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith(f"models.py: {damaged / 'best.weights.h5'}: damaged (1000 bytes, state.json "
+                                              "recorded ")
+    assert not (tmp_path / "x").exists()
 
     # float16, 768 x 6000 + 6000 x 136 weights take 10.8 MB: more than weights/ may hold, anywhere else fine
     big = tmp_path / "big"
