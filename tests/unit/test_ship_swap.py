@@ -198,3 +198,24 @@ def test_ship_goes_alone(capsys):
             models_cli.main(argv)
         assert exit_info.value.code == 2 and capsys.readouterr().err.startswith(
             "models.py: --ship RUN_DIR --to FOLDER goes alone, not with --list, --summary or --num-points")
+
+
+def test_what_a_stopped_ship_leaves_in_weights_is_neither_committed_nor_installed(tmp_path, monkeypatch):
+    """A kill leaves .NAME.partial (or .NAME.old) with a model's files beside weights/NAME: git would have offered
+    them for a commit (weights/*/config.json is let in) and setup.py installed them as a second model."""
+    import runpy
+
+    import setuptools
+
+    for leftover in (".tiny.partial", ".tiny.old"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"weights/{leftover}/config.json"], cwd=ROOT)
+        assert ignored.returncode == 0, leftover
+    assert subprocess.run(["git", "check-ignore", "-q", "weights/tiny/config.json"], cwd=ROOT).returncode == 1
+    for name in ("tiny", ".tiny.partial"):
+        (tmp_path / "weights" / name).mkdir(parents=True)
+        (tmp_path / "weights" / name / "config.json").write_text("{}")
+    installed = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: installed.update(kwargs))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(ROOT / "setup.py"))
+    assert installed["data_files"] == [("share/facelandmarks/weights/tiny", ["weights/tiny/config.json"])]
