@@ -17,14 +17,13 @@ an interrupted export leaves the previous one intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.inference import packages, runtimes
+from facelandmarks.inference import packages, runtimes, swap
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.shipped import WEIGHTS_FILE as BEST
 from facelandmarks.inference.shipped import default_model_dir
@@ -94,8 +93,9 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
                              "(--check)")
         check_arrays = load_npz(check)
     stages = getattr(predictor, "stages", None)
-    work = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
+    if line := swap.recover(dest, "an export"):  # put back an export a kill had moved aside, clear the rest
+        print(line)
+    work = swap.work_folder(dest)
     try:
         if stages is None:
             _export_model(predictor, run_dir, work, formats, quantize, calibration)
@@ -106,7 +106,8 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
     except BaseException:  # a failed or interrupted export leaves nothing of itself behind
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _replace(work, dest)
+    swap.replace_folder(work, dest)  # at every moment dest holds the old export or the new one, each whole
+    print(f"exported -> {dest}")
     return dest
 
 
@@ -280,14 +281,3 @@ def _mean_nme(metrics, points, truth, scheme) -> float:
 
 def _write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=1) + "\n")
-
-
-def _replace(work: Path, dest: Path) -> None:
-    """Move the finished ``work`` folder to ``dest``; the old ``dest`` goes only once the new one is whole."""
-    old = dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(work, dest)
-    shutil.rmtree(old, ignore_errors=True)
-    print(f"exported -> {dest}")

@@ -199,6 +199,26 @@ def test_an_interrupted_export_leaves_the_previous_one(run_dir, exported, monkey
     assert not (exported.parent / ".export.partial").exists()  # nothing of the failed export left behind
 
 
+def test_an_export_killed_between_its_renames_gets_its_folder_back(run_dir, exported, monkeypatch, capsys):
+    """Where two names cannot be swapped in one step the old export moves aside first: a kill right after that left
+    no export, and the next export deleted the one set aside before it had written its own."""
+    before = (exported / "export.json").read_text()
+    exported.rename(exported.parent / ".export.old")  # what the kill left, with half of a new export beside it
+    (exported.parent / ".export.partial").mkdir()
+    (exported.parent / ".export.partial" / "model.onnx").write_bytes(b"half")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_run(run_dir)
+    assert capsys.readouterr().out.startswith(f"{exported}: put {exported} back from .export.old; removed ")
+    assert (exported / "export.json").read_text() == before
+    assert Predictor.load(exported).predict_crops(crops(1)).shape == (1, 68, 2)
+    assert sorted(p.name for p in exported.parent.iterdir() if p.name.startswith(".")) == []
+
+
 def test_an_export_replaces_only_an_earlier_export(run_dir, exported, tmp_path, capsys):
     """--to once removed whatever stood there: a folder of your own, the run itself, every run above it."""
     mine = tmp_path / "mine"
