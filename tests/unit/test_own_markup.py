@@ -66,6 +66,15 @@ def test_a_csv_whose_first_row_misses_by_its_leading_columns_names_the_first_coo
     with pytest.raises(AnnotationError, match=r":2: 9 coordinates from column 2, .* \(11 columns: do the coordinates "
                                               r"start at column 1\? --csv-first-coordinate 1\)$"):
         read_csv_points(path, ReaderOptions(scheme=scheme, csv_first_coordinate=2, csv_subject_column=1))
+    # people numbered (MUCT's 000-275), given as --csv-subject-column 1: that column is no coordinate, whatever it holds,
+    # so the hint stands (own-landmarks.md's 'column 0 the image, 1 the person' with --csv-first-coordinate forgotten)
+    path.write_text(f"file,person,coords\n{name},007,{coords}\n")
+    with pytest.raises(AnnotationError, match=r":2: 11 coordinates from column 1, .* \(12 columns: do the coordinates "
+                                              r"start at column 2\? --csv-first-coordinate 2\)$"):
+        read_csv_points(path, ReaderOptions(scheme=scheme, csv_subject_column=1))
+    with pytest.raises(AnnotationError, match=r":2: 11 coordinates from column 1, scheme ownmarkup5 has 5 points "
+                                              r"\(10 numbers\)$"):  # not said to be the person's: as the next case
+        read_csv_points(path, ReaderOptions(scheme=scheme))
     # numbers where the coordinates would start: as likely a markup of more points than the scheme's (the doc's example)
     path.write_text(f"file,coords\n{name},{','.join(['5'] * 12)}\n")
     with pytest.raises(AnnotationError, match=r":2: 12 coordinates from column 1, scheme ownmarkup5 has 5 points "

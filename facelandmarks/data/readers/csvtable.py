@@ -58,7 +58,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             if len(cells) != 2 * k:
                 hint = (" (one column: the reader splits at commas, and this row has ';')" if len(row) == 1 and ";" in row[0]
                         else " (a comma at the end of the row?)" if len(cells) == 2 * k + 1 and not cells[-1].strip()
-                        else _first_coordinate_hint(row, first, k, image_column) if not read_before else "")
+                        else _first_coordinate_hint(row, first, k, image_column, subject_column) if not read_before else "")
                 raise AnnotationError(f"{csv_path}:{line}: {len(cells)} coordinates from column {first}, "
                                       f"scheme {scheme.name} has {k} points ({2 * k} numbers){hint}")
             for column, what in ((image_column, "image"), (subject_column, "subject")):
@@ -106,12 +106,14 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
     return listing
 
 
-def _first_coordinate_hint(row: list[str], first: int, k: int, image_column: int) -> str:
+def _first_coordinate_hint(row: list[str], first: int, k: int, image_column: int, subject_column: int | None) -> str:
     """For a file's first row of the wrong count: where its 2K coordinates would start (``--csv-first-coordinate``
     forgotten, or a column more or less before them than it says), unless the columns it would skip are numbers too
-    (then more points than the scheme's is as likely)."""
+    (then more points than the scheme's is as likely); the ``--csv-subject-column`` among them is no coordinate,
+    whatever it holds (people are often numbered)."""
     start = len(row) - 2 * k
-    skipped_text = start > first and not all(_is_number(cell) for cell in row[first:start])
+    person_skipped = subject_column is not None and first <= subject_column < start
+    skipped_text = start > first and (person_skipped or not all(_is_number(cell) for cell in row[first:start]))
     return (f" ({len(row)} columns: do the coordinates start at column {start}? --csv-first-coordinate {start})"
             if image_column < start and (start < first or skipped_text) else "")
 
