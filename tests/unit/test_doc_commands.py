@@ -4,10 +4,14 @@ is an instruction that fails.
 Every ``python SCRIPT.py ...`` in a shell fence of a Markdown file git tracks (and in the Makefile's recipes) goes
 through that script's own argparse parser; every ``make TARGET`` is a target of the Makefile; every ``configs/...``
 file a Markdown file names, in a command or in prose, is in the repository; a ``train.py --loss`` is a name in
-``LOSSES`` (read from the source) or an upper-case placeholder.  Only parsers run: no face data, no backend, no training.  That the
+``LOSSES`` (read from the source) or an upper-case placeholder.  Outside the commands too, every ``--option`` a Markdown
+file names (a sentence, a table) is an option of one of the scripts, and every ``from facelandmarks... import`` in a
+Python fence names a module and a name the package has (read from the source).  Only parsers run: no face data, no
+backend, no training.  That the
 recipes in configs/ load as train.py reads them is test_config.py's test_every_recipe_in_configs_is_a_valid_train_config.
 """
 
+import ast
 import contextlib
 import functools
 import importlib
@@ -360,3 +364,110 @@ def test_every_benchmark_has_a_parser_built_without_a_backend():
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         assert benchmark_parser(path)().prog, path.name
     assert loaded or "keras" not in sys.modules
+
+
+# -- options and imports named outside the commands: prose, tables, Python examples ------------------------------------
+
+OPTION = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+# options of other programs the docs show: tensorboard, pip, pytest, XLA_FLAGS
+OTHER_PROGRAMS = {"--logdir", "--no-deps", "--no-index", "--only-binary", "--platform", "--python-version", "--no-compile",
+                  "--dist", "--durations"}
+IMPORT = re.compile(r"^\s*from\s+(facelandmarks[\w.]*)\s+import\s+(\([^)]*\)|[^\n#]+)|^\s*import\s+(facelandmarks[\w.]*)", re.M)
+PYTHON_FENCE = re.compile(r"^(`{3,})python\s*\n(.*?)^\1\s*$", re.S | re.M)
+
+
+def options_of(parser) -> set[str]:
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        for sub in (getattr(action, "choices", None) or {}).values() if hasattr(action, "_name_parser_map") else ():
+            found |= options_of(sub)
+    return found
+
+
+@functools.cache
+def script_options() -> frozenset:
+    """Every option of the five scripts (each ``datagen.py`` command's), and of the benchmarks."""
+    from facelandmarks.cli.datagen import _build_parsers
+
+    _, commands = _build_parsers()
+    found = set().union(*(options_of(parser) for parser in commands.values()))
+    for name in CLI:
+        if name != "datagen":
+            found |= options_of(importlib.import_module(f"facelandmarks.cli.{name}").build_parser())
+    for path in (ROOT / "benchmarks").glob("*.py"):
+        found |= options_of(benchmark_parser(path)())
+    return frozenset(found)
+
+
+def unknown_options(text: str, file: str) -> list[str]:
+    """``FILE:LINE: --option`` for each option the text names anywhere (a sentence, a table, a command) that no script
+    has: a renamed option lives on in prose, where test_every_command_in_the_docs_parses does not look. ``--csv-`` (a
+    family) must begin some option; XLA's ``--xla_...`` flags and a few other programs' options are not ours."""
+    known = script_options() | OTHER_PROGRAMS
+    return [f"{file}:{number}: {option}" for number, line in enumerate(text.splitlines(), 1)
+            for option in OPTION.findall(line)
+            if option not in known and not option.startswith("--xla_")
+            and not (option.endswith("-") and any(o.startswith(option) for o in known))]
+
+
+def package_names(module: str) -> set[str] | None:
+    """The names ``from MODULE import ...`` can take, read from the source without importing it (so no backend
+    loads): its top-level definitions, assignments, imports, ``__all__`` and submodules; None when no such module."""
+    path = ROOT.joinpath(*module.split("."))
+    source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    if not source.is_file():
+        return None
+    names = {p.stem for p in path.glob("*.py")} | {p.name for p in path.iterdir() if p.is_dir()} if path.is_dir() else set()
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+                if getattr(target, "id", None) == "__all__" and isinstance(node.value, (ast.List, ast.Tuple)):
+                    names |= {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
+    return names
+
+
+def unknown_imports(text: str, file: str) -> list[str]:
+    """``FILE:LINE: from M import N: ...`` for each import from the package in a Python fence that fails: a renamed
+    function or a moved module in an example a user copies."""
+    found = []
+    for fence in PYTHON_FENCE.finditer(text):
+        for match in IMPORT.finditer(fence.group(2)):
+            line = text.count("\n", 0, fence.start(2) + match.start()) + 1 + (match.group(0)[0] == "\n")
+            module = match.group(1) or match.group(3)
+            names = package_names(module)
+            if names is None:
+                found.append(f"{file}:{line}: {module}: no such module in the package")
+                continue
+            wanted = re.findall(r"\w+", re.sub(r"\bas\s+\w+", "", match.group(2) or ""))
+            found += [f"{file}:{line}: from {module} import {name}: {module} has no {name}" for name in wanted
+                      if name not in names]
+    return found
+
+
+def test_an_unknown_option_or_import_is_reported_with_its_file_and_line():
+    text = ("Give `--epochs 2` or `--no-such-flag`; `--csv-*` and `--nocsv-` too; tensorboard --logdir runs/.\n"
+            "XLA_FLAGS=--xla_cpu_foo=1\n\n```python\nfrom facelandmarks import Predictor, FaceTracker\n"
+            "from facelandmarks.data.records import (\n    FaceRecord,\n    NoRecord as Other,\n)\n"
+            "import facelandmarks.models\nfrom facelandmarks.data import npz, nosuch\nfrom facelandmarks.gone import x\n```\n")
+    assert unknown_options(text, "x.md") == ["x.md:1: --no-such-flag", "x.md:1: --nocsv-"]
+    assert unknown_imports(text, "x.md") == [
+        "x.md:6: from facelandmarks.data.records import NoRecord: facelandmarks.data.records has no NoRecord",
+        "x.md:11: from facelandmarks.data import nosuch: facelandmarks.data has no nosuch",
+        "x.md:12: facelandmarks.gone: no such module in the package"]
+
+
+def test_every_option_a_doc_names_is_an_option_of_a_script():
+    assert "--csv-subject-column" in script_options() and "--init-head" in script_options()
+    assert [line for name, text in tracked_docs().items() for line in unknown_options(text, name)] == []
+
+
+def test_every_import_in_the_docs_python_examples_names_something_the_package_has():
+    found = [m for text in tracked_docs().values() for fence in PYTHON_FENCE.finditer(text) for m in IMPORT.finditer(fence[2])]
+    assert len(found) >= 15  # the examples' imports were found at all
+    assert [line for name, text in tracked_docs().items() for line in unknown_imports(text, name)] == []
