@@ -433,8 +433,9 @@ def package_names(module: str) -> set[str] | None:
 
 
 def unknown_imports(text: str, file: str) -> list[str]:
-    """``FILE:LINE: from M import N: ...`` for each import from the package in a Python fence that fails: a renamed
-    function or a moved module in an example a user copies."""
+    """``FILE:LINE: from M import N: ...`` for each import from the package in a Python fence that fails, and for each
+    name the fence takes from a module it imports so (``npz.subset``) that the module lacks: a renamed function or a
+    moved module in an example a user copies."""
     found = []
     for fence in PYTHON_FENCE.finditer(text):
         for match in IMPORT.finditer(fence.group(2)):
@@ -447,6 +448,11 @@ def unknown_imports(text: str, file: str) -> list[str]:
             wanted = re.findall(r"\w+", re.sub(r"\bas\s+\w+", "", match.group(2) or ""))
             found += [f"{file}:{line}: from {module} import {name}: {module} has no {name}" for name in wanted
                       if name not in names]
+            for name in wanted:  # a module imported by name: what the fence takes from it (npz.select_points)
+                inner = package_names(f"{module}.{name}") if name in names else None
+                used = set(re.findall(rf"(?<![\w.]){name}\.(\w+)", fence.group(2))) if inner is not None else set()
+                found += [f"{file}:{line}: {name}.{attribute}: {module}.{name}, imported here, has no {attribute}"
+                          for attribute in sorted(used - (inner or set()))]
     return found
 
 
@@ -454,11 +460,13 @@ def test_an_unknown_option_or_import_is_reported_with_its_file_and_line():
     text = ("Give `--epochs 2` or `--no-such-flag`; `--csv-*` and `--nocsv-` too; tensorboard --logdir runs/.\n"
             "XLA_FLAGS=--xla_cpu_foo=1\n\n```python\nfrom facelandmarks import Predictor, FaceTracker\n"
             "from facelandmarks.data.records import (\n    FaceRecord,\n    NoRecord as Other,\n)\n"
-            "import facelandmarks.models\nfrom facelandmarks.data import npz, nosuch\nfrom facelandmarks.gone import x\n```\n")
+            "import facelandmarks.models\nfrom facelandmarks.data import npz, nosuch\nfrom facelandmarks.gone import x\n"
+            "npz.save_npz(path, npz.select_point(arrays))\n```\n")
     assert unknown_options(text, "x.md") == ["x.md:1: --no-such-flag", "x.md:1: --nocsv-"]
     assert unknown_imports(text, "x.md") == [
         "x.md:6: from facelandmarks.data.records import NoRecord: facelandmarks.data.records has no NoRecord",
         "x.md:11: from facelandmarks.data import nosuch: facelandmarks.data has no nosuch",
+        "x.md:11: npz.select_point: facelandmarks.data.npz, imported here, has no select_point",
         "x.md:12: facelandmarks.gone: no such module in the package"]
 
 
