@@ -22,14 +22,13 @@ median, against the crop cut around dlib's box (1 = the same crop).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from facelandmarks.data import faces
-from facelandmarks.data.cropping import nearest_detection, worker_context
+from facelandmarks.data.cropping import nearest_detection
 from facelandmarks.data.readers.coco import read_coco
 from facelandmarks.data.readers.ibug300w import read_300w
 from facelandmarks.data.readers.muct import read_muct
@@ -38,7 +37,10 @@ from facelandmarks.data.records import ImageReadError, ReaderOptions, read_image
 from facelandmarks.landmarks import WFLW98
 from facelandmarks.scheme_files import kaggle15_from_ibug68
 
-ROOT = Path(__file__).resolve().parents[1]
+try:
+    import _common  # python benchmarks/builtin_landmark_box.py: this folder leads sys.path
+except ModuleNotFoundError:  # run or imported from the repository root
+    from benchmarks import _common
 
 _DETECTOR = {}
 
@@ -67,47 +69,36 @@ def _row(name: str, data: str, measured: list) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
-                        help="folder holding 300w/, muct/ and samples/ (default $FACE_DATA_DIR or ../shared/data)")
-    parser.add_argument("--limit", type=int, default=0, help="300-W faces, evenly spaced (0: all; default 0)")
+    _common.add_face_data_options(parser, "300w/, muct/ and samples/ (and youtube68/)", 0, "300-W faces, evenly spaced")
     parser.add_argument("--no-youtube68", dest="youtube68", action="store_false",
                         help="leave out YouTube68's frames (iBUG 68's relation was measured on 300-W + YouTube68)")
-    parser.add_argument("--workers", type=int, default=0, help="processes (default one per CPU)")
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.limit < 0:
-        parser.error(f"--limit must be >= 0, got {args.limit}")
-    ibug = read_300w(args.data / "300w").records
-    if args.limit and args.limit < len(ibug):
-        ibug = [ibug[i] for i in np.linspace(0, len(ibug) - 1, args.limit).round().astype(int)]
-    youtube = read_youtube68(args.data / "youtube68").records if args.youtube68 else []
-    muct = [r for r in read_muct(args.data / "muct").records if Path(r.image_path).is_file()]
-    wflw = read_coco(args.data / "samples" / "mmpose" / "tests" / "data" / "wflw" / "test_wflw.json",
-                     ReaderOptions(scheme=WFLW98)).records
+    args = _common.parse_face_data_args(parser, argv)
+    ibug = _common.evenly_spaced(_common.read_records(parser, read_300w, args.data / "300w"), args.limit)
+    youtube = _common.read_records(parser, read_youtube68, args.data / "youtube68") if args.youtube68 else []
+    muct = [r for r in _common.read_records(parser, read_muct, args.data / "muct") if Path(r.image_path).is_file()]
+    wflw = _common.read_records(parser, read_coco, args.data / "samples" / "mmpose" / "tests" / "data" / "wflw" / "test_wflw.json",
+                                ReaderOptions(scheme=WFLW98))
     groups = {"300-W": ibug, "YouTube68": youtube, "MUCT": muct, "WFLW samples": wflw}
     records = [r for group in groups.values() for r in group]
-    from tqdm import tqdm
-
-    with worker_context().Pool(args.workers or os.cpu_count()) as pool:
-        found = iter(tqdm(pool.imap(_detections, [r.image_path for r in records], chunksize=8), total=len(records),
-                          desc="detect", unit="face"))
-        measured = {}
-        for source, group in groups.items():
-            markup = {"MUCT": "muct76", "WFLW samples": "wflw98"}.get(source, "ibug68")
-            for record in group:
-                detections = next(found)
-                det = None if detections is None else nearest_detection(detections, record.points, record.labelled)
-                if det is None:
-                    continue
-                seen = record.labelled
-                measured.setdefault((markup, source), []).append((faces.box_relation(det, record.points, seen), (record.points, seen, det)))
-                if markup == "ibug68":  # the same detection around the kaggle15 points derived from these 68
-                    points = kaggle15_from_ibug68(record.points)
-                    measured.setdefault(("kaggle15", source), []).append((faces.box_relation(det, points), (points, None, det)))
+    found = iter(_common.detect_in_pool(_detections, [r.image_path for r in records], args.workers, chunksize=8))
+    measured = {}
+    for source, group in groups.items():
+        markup = {"MUCT": "muct76", "WFLW samples": "wflw98"}.get(source, "ibug68")
+        for record in group:
+            detections = next(found)
+            det = None if detections is None else nearest_detection(detections, record.points, record.labelled)
+            if det is None:
+                continue
+            seen = record.labelled
+            measured.setdefault((markup, source), []).append((faces.box_relation(det, record.points, seen), (record.points, seen, det)))
+            if markup == "ibug68":  # the same detection around the kaggle15 points derived from these 68
+                points = kaggle15_from_ibug68(record.points)
+                measured.setdefault(("kaggle15", source), []).append((faces.box_relation(det, points), (points, None, det)))
     for markup in ("ibug68", "kaggle15"):
         both = measured.get((markup, "300-W"), []) + measured.get((markup, "YouTube68"), [])
         if youtube and both:

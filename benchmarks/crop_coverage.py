@@ -23,19 +23,19 @@ preparation uses.  The readers come from ``datagen.py``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from facelandmarks.data import faces
-from facelandmarks.data.cropping import worker_context
 from facelandmarks.data.readers.ibug300w import read_300w
 from facelandmarks.data.readers.youtube68 import read_youtube68
 from facelandmarks.data.records import FaceRecord, ImageReadError, read_image
 
-ROOT = Path(__file__).resolve().parents[1]
+try:
+    import _common  # python benchmarks/crop_coverage.py: this folder leads sys.path
+except ModuleNotFoundError:  # run or imported from the repository root
+    from benchmarks import _common
 
 SCALES = (1.3, 1.4, 1.5, 1.6, 1.8)
 _DETECTOR = {}
@@ -60,26 +60,16 @@ def inside_fraction(box, points) -> np.ndarray:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
-                        help="folder holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
-    parser.add_argument("--limit", type=int, default=800, help="faces to sample, evenly spaced (0: all; default 800)")
-    parser.add_argument("--workers", type=int, default=0, help="processes (default one per CPU)")
+    _common.add_face_data_options(parser, "300w/ and youtube68/", 800, "faces to sample, evenly spaced")
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.limit < 0:
-        parser.error(f"--limit must be >= 0, got {args.limit}")
-
-    records = read_300w(args.data / "300w").records + read_youtube68(args.data / "youtube68").records
-    if args.limit and args.limit < len(records):
-        records = [records[i] for i in np.linspace(0, len(records) - 1, args.limit).round().astype(int)]
-    from tqdm import tqdm
-
-    with worker_context().Pool(args.workers or os.cpu_count()) as pool:
-        boxes = list(tqdm(pool.imap(_measure, records, chunksize=4), total=len(records), desc="detect", unit="face"))
+    args = _common.parse_face_data_args(parser, argv)
+    records = _common.evenly_spaced(_common.read_records(parser, read_300w, args.data / "300w")
+                                    + _common.read_records(parser, read_youtube68, args.data / "youtube68"), args.limit)
+    boxes = _common.detect_in_pool(_measure, records, args.workers, chunksize=4)
 
     scale, shift_x, shift_y, covered = [], [], [], {s: [] for s in SCALES}
     fallback_points, fallback_faces = [], []

@@ -16,6 +16,8 @@ LAYERS = ["runtime", "landmarks", "scheme_files", "drawing", "metrics", "data", 
           "evaluation", "cli"]
 MAX_LINES = 450
 SCRIPTS = ("datagen.py", "models.py", "train.py", "evaluate.py", "export.py")
+# the benchmarks; benchmarks/_common.py is what two of them share, not one
+BENCHMARKS = tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("[!_]*.py")))
 
 
 def _modules() -> dict[str, Path]:
@@ -99,7 +101,7 @@ def test_importable_from_any_folder_without_loading_a_backend(tmp_path):
                                      "False", "False"]
 
 
-@pytest.mark.parametrize("script", SCRIPTS + tuple(sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.py"))))
+@pytest.mark.parametrize("script", SCRIPTS + BENCHMARKS)
 def test_scripts_answer_help_quietly_without_loading_a_backend(script):
     code = (f"import contextlib, runpy, sys; sys.argv = [{script!r}, '--help']\n"
             f"with contextlib.suppress(SystemExit): runpy.run_path({script!r}, run_name='__main__')\n"
@@ -174,6 +176,22 @@ def test_benchmarks_without_their_run_or_npz_say_so_in_one_line(script, args, li
     for name, path in names.items():
         line = line.replace(name, path)
     assert result.stderr.splitlines()[-1].startswith(f"{script}: error: {line}")
+
+
+@pytest.mark.parametrize("script", ["crop_coverage.py", "builtin_landmark_box.py"])
+def test_face_data_benchmarks_refuse_a_wrong_folder_or_count_in_one_line(script, tmp_path):
+    # each ended in a traceback from the reader or from the process pool.  Their flags are one piece
+    # (benchmarks/_common.py), imported whether the script runs from its path in any folder or through runpy
+    path, empty = str(ROOT / "benchmarks" / script), tmp_path / "empty"
+    empty.mkdir()
+    through_runpy = f"import runpy, sys; sys.argv[0] = {path!r}; runpy.run_path({path!r}, run_name='__main__')"
+    for args, line in ((["--data", str(tmp_path / "none")], f"{tmp_path / 'none'}: no such folder (--data"),
+                       (["--data", str(empty)], f"{empty / '300w'}: not a folder"),
+                       (["--data", str(empty), "--workers", "-1"], "--workers must be >= 0, got -1")):
+        for command, cwd in (([sys.executable, path, *args], tmp_path), ([sys.executable, "-c", through_runpy, *args], ROOT)):
+            result = _run(command, cwd=cwd)
+            assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.splitlines()[-1].startswith(f"{script}: error: {line}")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
