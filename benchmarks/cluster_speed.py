@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.cli.common import USER_ERRORS, error_line
 from facelandmarks.data import npz
 from facelandmarks.runtime import cpu_description
 
@@ -58,8 +59,11 @@ def run(workers: int, args, data: Path, work: Path) -> float:
                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     for process in processes:
         _, err = process.communicate()
-        if process.returncode:
-            raise RuntimeError(f"training failed:\n{err[-3000:]}")
+        if process.returncode:  # train.py's own line (an unknown --model, say), where a traceback dumped its stderr
+            for other in processes:  # a worker left alone waits for its peer
+                other.kill()
+            last = [line for line in err.splitlines() if line.strip()][-1:] or [f"exit status {process.returncode}"]
+            raise SystemExit(f"cluster_speed.py: train.py with {workers} process(es) failed: {last[0].strip()}")
     return last_epoch_seconds(run_dir)
 
 
@@ -80,8 +84,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():  # a traceback from the npz reader
         parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
+    if min(args.faces, args.size, args.batch, args.epochs) < 1:
+        parser.error("--faces, --size, --batch and --epochs must be >= 1")
 
-    arrays = npz.load_npz(args.data)
+    try:
+        arrays = npz.load_npz(args.data)
+    except USER_ERRORS as err:  # not an npz: was the reader's traceback
+        parser.error(error_line(err, (args.data,)))
     rows = np.random.default_rng(0).permutation(len(arrays["landmarks"]))[: args.faces]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -89,6 +98,7 @@ def main(argv=None) -> int:
         del arrays
         table = []
         for workers in (1, 2):
+            print(f"training with {workers} process(es), {args.epochs} epoch(s)...", file=sys.stderr, flush=True)
             seconds = run(workers, args, data, work)
             train_faces = int(round(args.faces * 0.95))
             global_batch = args.batch * workers

@@ -48,6 +48,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.size < 16 or args.upscale < 1:
         parser.error("--repeats must be >= 1, --size >= 16 and --upscale >= 1")
+    if not args.samples.is_dir():  # a traceback from listing it
+        parser.error(f"{args.samples}: no such folder (--samples: photos with .pts files beside them)")
 
     import cv2
 

@@ -41,8 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (Path(args.run) / "config.json").is_file():  # a traceback from the config reader, after Keras loaded
+    config = Path(args.run) / "config.json"
+    if not config.is_file():  # a traceback from the config reader, after Keras loaded
         parser.error(f"{args.run}: not a run directory (no config.json)")
+    try:
+        recorded = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        parser.error(f"{config}: not a readable run config ({' '.join(str(err).split())})")
+    pipeline = (Path(args.run) / "pipeline.json").is_file()  # main names its stage 1
+    if not pipeline and not (isinstance(recorded, dict) and recorded.get("data")):  # a shipped model's: a TypeError
+        parser.error(f"{args.run}: its config.json names no training data (a shipped model?); fit_check needs a run "
+                     "trained by train.py, whose data it reads again")
     return args
 
 

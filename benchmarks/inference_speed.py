@@ -360,6 +360,8 @@ def main(argv=None) -> int:
         parser.error(problem)  # else each timing process of that runtime ended in a traceback, and its rows in dashes
     if not args.data.is_file():  # else every timing process fails on it, and the tables come out empty
         parser.error(f"{args.data}: no such test npz (prepare one with datagen.py, README's Workflow, or give --data)")
+    if args.json and (problem := json_problem(args.json)):  # else a traceback after minutes of timing
+        parser.error(f"--json {args.json}: {problem}")
     args.argv = argv
     result = {"machine": versions(), **{k: v if isinstance(v, (int, list)) else str(v) for k, v in vars(args).items()
                                         if k in ("model", "data", "samples", "faces", "batch", "repeats", "batch_repeats",
@@ -379,9 +381,37 @@ def main(argv=None) -> int:
     text = tables(result)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result | {"markdown": text}, indent=1) + "\n")
+        try:
+            write_json(args.json, result | {"markdown": text})
+        except OSError as err:
+            print(f"inference_speed.py: --json {args.json}: not written ({err.strerror or err}); the tables above are "
+                  "the results", file=sys.stderr)
+            return 1
     return 0
+
+
+def json_problem(path: Path) -> str | None:
+    """Why the results cannot be written to ``path`` (a folder, a parent that is a file or cannot be made), or None."""
+    if path.is_dir():
+        return "is a folder; give a file name"
+    above = next(p for p in path.absolute().parents if p.exists())
+    if not above.is_dir():
+        return f"{above} is a file, not a folder"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot make its folder ({err.strerror or err})"
+    return None if os.access(path.parent, os.W_OK) else "its folder is not writable"
+
+
+def write_json(path: Path, values: dict) -> None:
+    """``values`` to ``path`` through a temporary file beside it: a failed write leaves an earlier file whole."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(json.dumps(values, indent=1) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -45,15 +45,27 @@ def table(rows: list, default: int, label: str = "") -> None:
               f"{row['faults_per_face']:,.0f} |")
 
 
+def batch_sizes(text: str) -> list[int]:
+    """``--batches``: comma-separated whole numbers >= 1 (a letter was a traceback after the model had loaded)."""
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated batch sizes >= 1, such as 8,16,32")
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared npz whose crops are predicted")
     parser.add_argument("--model", default=None, help="run directory or export (default: the shipped model)")
     parser.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "litert"],
                         help="how the model runs (Predictor.load; default: keras)")
-    parser.add_argument("--faces", type=int, default=512)
-    parser.add_argument("--batches", default="8,16,32,64", help="comma-separated batch sizes, beside the default")
-    parser.add_argument("--repeats", type=int, default=2, help="timed passes over the faces per batch size")
+    parser.add_argument("--faces", type=int, default=512, help="the first N crops of --data (default 512)")
+    parser.add_argument("--batches", type=batch_sizes, default="8,16,32,64",
+                        help="comma-separated batch sizes, beside the default (default 8,16,32,64)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes over the faces per batch size (default 2)")
     parser.add_argument("--flip-test", action="store_true")
     parser.add_argument("--allocator", choices=["tuned", "both"], default="tuned",
                         help="both: glibc as it comes and tuned, in two fresh processes")
@@ -65,7 +77,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    from facelandmarks.inference.runtimes import ExportError, is_export
+    if min(args.faces, args.repeats) < 1:  # a division by zero after the timing
+        parser.error(f"--faces and --repeats must be >= 1, got {args.faces} and {args.repeats}")
+    from facelandmarks.cli.common import USER_ERRORS, error_line
+    from facelandmarks.inference.runtimes import is_export
 
     if args.model and is_export(args.model) and args.runtime == "keras":  # Predictor.load's traceback, after Keras loaded
         parser.error(f"{args.model} is an export: give --runtime onnx, litert or auto (the default, keras, needs the run directory)")
@@ -84,14 +99,16 @@ def main(argv=None) -> int:
         return 0
 
     runtime.startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
-    crops = npz.load_npz(args.data)["images"][: args.faces]
-    try:
+    try:  # not an npz; no such run; no export, or one of other weights, for --runtime onnx / litert: were tracebacks
+        crops = npz.load_npz(args.data)["images"][: args.faces]
         predictor = Predictor.load(args.model, runtime=args.runtime, flip_test=args.flip_test)
-    except ExportError as err:  # no export, or one of other weights, for --runtime onnx / litert: was a traceback
-        parser.error(str(err))
+    except USER_ERRORS as err:
+        parser.error(error_line(err, (args.data,)))
     default = predictor.batch_size
-    batches = sorted({default, *(int(b) for b in args.batches.split(","))})
-    rows = [measure(predictor, crops, batch, args.repeats) for batch in batches]
+    batches = sorted({default, *args.batches})
+    from tqdm import tqdm
+
+    rows = [measure(predictor, crops, batch, args.repeats) for batch in tqdm(batches, desc="batch sizes", leave=False)]
     title = (f"{predictor.name} ({predictor.runtime}), {len(crops)} faces of {args.data}, flip test {args.flip_test}, "
              f"{args.repeats} timed passes per batch size, allocator {runtime.preloaded_allocator()}")
     if args.json:

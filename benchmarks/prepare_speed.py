@@ -111,7 +111,7 @@ def run_inner(config: str, data_dir: Path, size: int, workers: int, out_dir: Pat
     from facelandmarks.data.prepare import PrepareOptions, prepare
 
     datasets = [(name, str(data_dir / name)) for name in CONFIGS[config]]
-    options = PrepareOptions(size=size, out=str(out_dir / config), workers=workers, progress=False)
+    options = PrepareOptions(size=size, out=str(out_dir / config), workers=workers)  # its bar on the parent's stderr
     sampler = TreeMemory()
     before = resource.getrusage(resource.RUSAGE_SELF)
     sampler.start()
@@ -157,21 +157,32 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.inner:
-        print(json.dumps(run_inner(args.inner, args.data, args.size, args.workers, args.out_dir)))
+        from facelandmarks.cli.common import USER_ERRORS, error_line
+
+        try:
+            print(json.dumps(run_inner(args.inner, args.data, args.size, args.workers, args.out_dir)))
+        except USER_ERRORS as err:  # prepare's own line (a bad --size, an unreadable annotation), not its traceback
+            print(f"prepare_speed.py: {error_line(err)}", file=sys.stderr)
+            return 2
         return 0
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         parser.error(f"unknown config(s) {unknown}; known: {', '.join(CONFIGS)}")
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    missing = [str(args.data / name) for name in dict.fromkeys(n for c in configs for n in CONFIGS[c])
+               if not (args.data / name).is_dir()]
+    if missing:  # the preparing process's traceback
+        parser.error(f"{', '.join(missing)}: no such folder (--data: the face data; $FACE_DATA_DIR sets the default)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="prepare_speed_") as tmp:
         for config in configs:
             print(f"preparing {config} at {args.size} px ...", file=sys.stderr, flush=True)
             command = [sys.executable, __file__, "--inner", config, "--data", str(args.data), "--size", str(args.size),
                        "--workers", str(args.workers), "--out-dir", tmp]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stdout + done.stderr, file=sys.stderr)
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True)  # stderr: prepare's progress bar
+            if done.returncode != 0:  # its complaint is on stderr already
                 return done.returncode
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             for path in Path(tmp).glob(f"{config}_*"):

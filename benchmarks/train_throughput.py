@@ -61,7 +61,9 @@ runtime.startup()  # Keras and its backend without their start-up INFO lines (be
 
 import keras
 import numpy as np
+from tqdm import tqdm
 
+from facelandmarks.cli.common import USER_ERRORS, error_line
 from facelandmarks.data import npz
 from facelandmarks.data.augment.augmenter import Augmenter
 from facelandmarks.data.augment.config import AugmentConfig
@@ -135,23 +137,31 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():  # a traceback from the npz reader
         parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
+    if min(args.size, args.batch, args.rounds) < 1 or args.steps < 2 or args.warmup < 0 or args.workers < 0:
+        parser.error("--size, --batch and --rounds must be >= 1, --steps >= 2, --warmup and --workers >= 0")  # tracebacks
     if args.allocator in ("both", "all"):
         return run_both(argv, args.allocator)
     policy = set_precision(args.mixed_precision)
 
-    arrays = npz.load_npz(args.data)
-    scheme = npz.scheme_of(arrays)
-    parts = FaceParts(arrays, args.size)
-    config = TrainConfig(model=args.model, data=args.data, run_dir="-", batch=args.batch,
-                                  jit_compile=args.jit_compile)
-    model = build_model(args.model, input_shape=(args.size, args.size, arrays["images"].shape[-1]),
-                               num_points=scheme.num_points)
+    try:  # not an npz, an unknown --model or --augment: were tracebacks
+        arrays = npz.load_npz(args.data)
+        if len(arrays["images"]) < (args.steps + args.warmup) * args.batch:  # the pipeline's epoch ran dry: a traceback
+            parser.error(f"{args.data}: {len(arrays['images'])} faces, fewer than --steps + --warmup batches of --batch "
+                         f"({args.steps} + {args.warmup} of {args.batch}) take")
+        scheme = npz.scheme_of(arrays)
+        parts = FaceParts(arrays, args.size)
+        config = TrainConfig(model=args.model, data=args.data, run_dir="-", batch=args.batch, jit_compile=args.jit_compile)
+        model = build_model(args.model, input_shape=(args.size, args.size, arrays["images"].shape[-1]),
+                            num_points=scheme.num_points)
+        augmenter = Augmenter(AugmentConfig.parse(args.augment), scheme, seed=0)
+    except USER_ERRORS as err:
+        parser.error(error_line(err, (args.data,)))
     _compile(model, config, scheme, distribute.Cluster())
-    augmenter = Augmenter(AugmentConfig.parse(args.augment), scheme, seed=0)
     x0, lm0, vis0 = (a[: args.batch] for a in parts.get(0))
     constant = ConstantBatch(x0.astype(np.float32), pack_targets(lm0, vis0), args.steps + args.warmup)
     results = {"pipeline": [], "compute only": []}
     usage = {"pipeline": [], "compute only": []}
+    progress = tqdm(total=args.rounds * len(results), desc="rounds x modes", unit="fit", leave=False)  # seconds to minutes each
     for _ in range(args.rounds):
         for mode in results:
             if mode == "pipeline":
@@ -163,6 +173,8 @@ def main(argv=None) -> int:
             model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[AllocatorSettings(), timer], verbose=0)
             results[mode].append(timer.images_per_second(args.batch))
             usage[mode].append(timer.kernel_share_and_faults())
+            progress.update(1)
+    progress.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pipeline, compute = np.median(results["pipeline"]), np.median(results["compute only"])
     title = (f"{args.model} at {args.size} px, batch {args.batch}, {len(arrays['images'])} faces in memory, "

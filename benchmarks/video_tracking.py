@@ -186,6 +186,7 @@ def measure(run_dir, predictor, clip: Path, truth: np.ndarray, redetect_every: i
     """Two table rows, raw and smoothed points: run_on_video's counts and speed (smoothed), and
     FaceTracker passes' points and time (NME "-" for a model of another markup than the clip's)."""
     mode = f"track, every {redetect_every}" if redetect_every > 1 else "detect every frame"
+    print(f"{clip.stem}: {mode} ...", file=sys.stderr, flush=True)  # a row takes seconds to minutes
     video = run_on_video(run_dir, clip, out / f"{clip.stem}-{redetect_every}.mp4", track=redetect_every > 1,
                          redetect_every=redetect_every)
     frames, rows = decoded_frames(clip), []
@@ -216,7 +217,8 @@ def print_table(rows: list[dict]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data", help="the face data folder")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
+                        help="the face data folder, holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
     parser.add_argument("--run", help="run directory (default: the shipped model in weights/)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/video_tracking"), help="folder for the clips and overlays")
     parser.add_argument("--photo", type=Path, help=f"annotated photo to pan (default: {DEFAULT_PHOTO})")
@@ -235,7 +237,15 @@ def main(argv=None) -> int:
         parser.error("--redetect-every takes values >= 2 (1 is the per-frame row), --frames >= 2, --people and --repeats >= 1")
     if args.run and not Path(args.run).exists():  # a traceback from Predictor.load, after the machine lines
         parser.error(f"{args.run}: no such run directory")
-    args.out.mkdir(parents=True, exist_ok=True)
+    photo = args.photo or args.data_dir / DEFAULT_PHOTO
+    for path, what in ((photo, "--photo: an annotated photo, a .pts file beside it"),
+                       (args.data_dir / "youtube68", "--data-dir: the face data, with youtube68/")):
+        if not path.exists():  # after minutes of the pan clips' rows, for the YouTube68 clip
+            parser.error(f"{path}: not found ({what})")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file of that name: a traceback
+        parser.error(f"--out {args.out}: not a folder it can write in ({err.strerror or err})")
     print(cpu_description())
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine slows every row alike)")
     predictor = Predictor.load(args.run)
@@ -248,7 +258,6 @@ def main(argv=None) -> int:
         if predictor.landmark_box is None and not is_builtin(predictor.scheme):
             print(f"tracking: {predictor.name} stores no landmark box for {predictor.scheme.name}, so the tracker boxes its "
                   f"points as iBUG 68's (a markup that spans less of the face loses its tracks: see 'detector runs')")
-    photo = args.photo or args.data_dir / DEFAULT_PHOTO
     rows = []
     for clip, transforms, photo_points in (pan_clip(photo, args.frames, args.out),
                                            pan_clip(photo, max(2, args.frames // 3), args.out, "fastpan"),

@@ -69,6 +69,10 @@ def test_video_tracking_fills_its_table_with_raw_and_smoothed_rows(data_dir, tmp
         if row["clip"] != "youtube":
             assert float(row["jitter %"]) > 0, row
     assert (tmp_path / "pan-3.jsonl").is_file() and (tmp_path / "still-1.mp4").is_file()
+    # minutes of work said nothing until the table: each row's measuring is announced on stderr
+    announced = [line.removesuffix(" ...") for line in result.stderr.splitlines() if line.endswith(" ...")]
+    assert announced == [f"{clip}: {mode}" for clip in ("pan", "fastpan", "still", "youtube")
+                         for mode in ("detect every frame", "track, every 3")]
 
 
 def test_video_tracking_runs_a_model_of_another_markup_and_leaves_only_its_nme_out(tiny_ibug, data_dir, tmp_path):

@@ -1,0 +1,145 @@
+"""The benchmarks tell a wrong path or count in one line and write their results safely (synthetic files, no face
+data: each check stops before the measuring starts).  Each of these ended in a traceback, most after Keras had loaded
+or after minutes of work."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelandmarks.data import npz
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(script: str, *args, cwd, env=None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line(result, script: str, line: str, status: int = 2) -> None:
+    assert result.returncode == status and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"{script}: error: {line}"), result.stderr
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_inputs")
+    n, rng = 8, np.random.default_rng(0)
+    good = npz.save_npz(root / "faces.npz", {
+        "images": rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8),
+        "landmarks": rng.uniform(0.2, 0.8, (n, 68, 2)).astype(np.float32), "visible": np.ones((n, 68), bool),
+        "subject": np.array([f"s{i % 4}" for i in range(n)]), "scheme": np.array("ibug68"),
+        "box": np.tile(np.array([0, 0, 16, 16], np.float32), (n, 1))})
+    (root / "text.npz").write_text("not an archive\n")
+    (root / "a_file").write_text("a file, not a folder\n")
+    return {"root": root, "good": good, "text": root / "text.npz", "file": root / "a_file"}
+
+
+def test_crop_speed_without_its_samples_folder(files):
+    for samples in (files["root"] / "none", files["file"]):
+        _one_line(_bench("crop_speed.py", "--samples", samples, cwd=files["root"]), "crop_speed.py",
+                  f"{samples}: no such folder (--samples")
+
+
+@pytest.mark.slow  # Keras loads in several of its processes
+def test_predict_batches_refuses_a_bad_batch_list_count_npz_or_model(files):
+    where = files["root"]
+    _one_line(_bench("predict_batches.py", "--data", files["good"], "--batches", "8,x", cwd=where), "predict_batches.py",
+              "argument --batches: '8,x': give comma-separated batch sizes >= 1")
+    _one_line(_bench("predict_batches.py", "--data", files["good"], "--batches", "0", cwd=where), "predict_batches.py",
+              "argument --batches: '0'")
+    _one_line(_bench("predict_batches.py", "--data", files["good"], "--faces", "0", cwd=where), "predict_batches.py",
+              "--faces and --repeats must be >= 1, got 0 and 2")
+    _one_line(_bench("predict_batches.py", "--data", files["text"], cwd=where), "predict_batches.py",
+              f"{files['text']}: not an npz file")
+    _one_line(_bench("predict_batches.py", "--data", files["good"], "--model", where / "no-run", cwd=where),
+              "predict_batches.py", f"{where / 'no-run'}: no such run directory")
+
+
+@pytest.mark.slow  # Keras loads in several of its processes
+def test_train_throughput_refuses_a_zero_count_an_unreadable_npz_or_an_unknown_model(files):
+    where = files["root"]
+    _one_line(_bench("train_throughput.py", "--data", files["good"], "--steps", "0", cwd=where), "train_throughput.py",
+              "--size, --batch and --rounds must be >= 1, --steps >= 2")
+    _one_line(_bench("train_throughput.py", "--data", files["good"], "--size", "16", "--steps", "2", "--warmup", "1",
+                     "--batch", "4", cwd=where), "train_throughput.py",
+              f"{files['good']}: 8 faces, fewer than --steps + --warmup batches of --batch (2 + 1 of 4) take")
+    _one_line(_bench("train_throughput.py", "--data", files["text"], cwd=where), "train_throughput.py",
+              f"{files['text']}: not an npz file")
+    _one_line(_bench("train_throughput.py", "--data", files["good"], "--model", "nosuch", "--size", "16", "--steps", "2", "--warmup", "0",
+                     "--batch", "2", cwd=where),
+              "train_throughput.py", "unknown model 'nosuch'")
+
+
+def test_cluster_speed_refuses_an_unreadable_npz_and_tells_a_failed_training_in_one_line(files):
+    where = files["root"]
+    _one_line(_bench("cluster_speed.py", "--data", files["text"], cwd=where), "cluster_speed.py",
+              f"{files['text']}: not an npz file")
+    _one_line(_bench("cluster_speed.py", "--data", files["good"], "--faces", "0", cwd=where), "cluster_speed.py",
+              "--faces, --size, --batch and --epochs must be >= 1")
+    failed = _bench("cluster_speed.py", "--data", files["good"], "--model", "nosuch", cwd=where)  # train.py refuses it
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith("cluster_speed.py: train.py with 1 process(es) failed: train.py:")
+    assert "nosuch" in failed.stderr.splitlines()[-1]
+    assert failed.stderr.splitlines()[0] == "training with 1 process(es), 2 epoch(s)..."  # minutes each: said before
+
+
+def test_train_throughput_and_predict_batches_show_their_progress(files):
+    # each ran minutes without a word before its table
+    timed = _bench("train_throughput.py", "--data", files["good"], "--model", "scratch", "--size", "16", "--batch", "2",
+                   "--steps", "2", "--warmup", "1", "--rounds", "1", "--workers", "1", "--augment", "none", cwd=files["root"])
+    assert timed.returncode == 0, timed.stderr[-3000:]
+    assert "| ratio pipeline / compute |" in timed.stdout and "rounds x modes: 100%" in timed.stderr
+
+
+def test_fit_check_on_the_shipped_model_says_it_needs_a_trained_run(files):
+    # its config.json names no data: TrainConfig's TypeError
+    shipped = ROOT / "weights" / "mobilenetv2-pip-128"
+    _one_line(_bench("fit_check.py", shipped, cwd=files["root"]), "fit_check.py",
+              f"{shipped}: its config.json names no training data (a shipped model?)")
+
+
+def test_prepare_speed_checks_its_folders_first_and_tells_prepares_complaint_in_one_line(files, tmp_path):
+    _one_line(_bench("prepare_speed.py", "--data", tmp_path, "--configs", "both", cwd=tmp_path), "prepare_speed.py",
+              f"{tmp_path / '300w'}, {tmp_path / 'youtube68'}: no such folder (--data")
+    (tmp_path / "300w").mkdir()
+    result = _bench("prepare_speed.py", "--data", tmp_path, "--configs", "300w", "--size", "4", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == "prepare_speed.py: --size: must be between 8 and 4096 pixels, got 4"
+
+
+def test_inference_speed_checks_its_json_first_and_writes_it_whole(files, tmp_path):
+    for target, line in ((tmp_path, "is a folder"), (files["file"] / "r.json", f"{files['file']} is a file, not a folder")):
+        _one_line(_bench("inference_speed.py", "--runtimes", "dlib", "--no-cold", "--json", target, cwd=tmp_path),
+                  "inference_speed.py", f"--json {target}: {line}")
+    bench = _module("inference_speed")
+    out = tmp_path / "results" / "speed.json"
+    assert bench.json_problem(out) is None and out.parent.is_dir()
+    bench.write_json(out, {"faces": 2})
+    with pytest.raises(TypeError):  # a failure while writing leaves the earlier results whole, and no partial file
+        bench.write_json(out, {"faces": object()})
+    assert json.loads(out.read_text()) == {"faces": 2} and sorted(p.name for p in out.parent.iterdir()) == ["speed.json"]
+
+
+def test_video_tracking_checks_its_folders_first_and_reads_face_data_dir(files, tmp_path, monkeypatch):
+    _one_line(_bench("video_tracking.py", "--data-dir", tmp_path, "--photo", files["file"], "--out", tmp_path / "o",
+                     cwd=tmp_path), "video_tracking.py", f"{tmp_path / 'youtube68'}: not found (--data-dir")
+    (tmp_path / "youtube68").mkdir()
+    _one_line(_bench("video_tracking.py", "--data-dir", tmp_path, "--photo", files["file"], "--out", files["file"],
+                     cwd=tmp_path), "video_tracking.py", f"--out {files['file']}: not a folder it can write in")
+    monkeypatch.setenv("FACE_DATA_DIR", str(tmp_path))  # it read ../shared/data whatever this said, as no other benchmark did
+    assert _module("video_tracking").build_parser().parse_args([]).data_dir == tmp_path
