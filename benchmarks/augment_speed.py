@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.runtime import cpu_description, startup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def time_config(augmenter, images, landmarks, visible, batches: int, warmup: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
     parser.add_argument("--batches", type=int, default=30, help="timed batches per configuration (default 30)")

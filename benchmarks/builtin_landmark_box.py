@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.data import faces
 from facelandmarks.data.cropping import nearest_detection
 from facelandmarks.data.readers.coco import read_coco
@@ -68,7 +69,7 @@ def _row(name: str, data: str, measured: list) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     _common.add_face_data_options(parser, "300w/, muct/ and samples/ (and youtube68/)", 0, "300-W faces, evenly spaced")
     parser.add_argument("--no-youtube68", dest="youtube68", action="store_false",
                         help="leave out YouTube68's frames (iBUG 68's relation was measured on 300-W + YouTube68)")

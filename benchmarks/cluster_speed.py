@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.cli.common import USER_ERRORS, error_line
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
 from facelandmarks.data import npz
 from facelandmarks.runtime import cpu_description
 
@@ -68,7 +68,7 @@ def run(workers: int, args, data: Path, work: Path) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared training npz")
     parser.add_argument("--faces", type=int, default=1024, help="faces taken from --data")
     parser.add_argument("--model", default="scratch")

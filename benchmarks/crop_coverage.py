@@ -27,6 +27,7 @@ import sys
 
 import numpy as np
 
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.data import faces
 from facelandmarks.data.readers.ibug300w import read_300w
 from facelandmarks.data.readers.youtube68 import read_youtube68
@@ -59,7 +60,7 @@ def inside_fraction(box, points) -> np.ndarray:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     _common.add_face_data_options(parser, "300w/ and youtube68/", 800, "faces to sample, evenly spaced")
     return parser
 

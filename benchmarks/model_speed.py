@@ -24,6 +24,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.runtime import cpu_description, startup
 
 
@@ -52,7 +53,7 @@ def bottleneck_pipeline(num_points: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", metavar="NAME", help="models to time (default: all; models.py --list names them)")
     parser.add_argument("--num-points", type=int, default=68, help="landmarks K (default 68)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks import runtime
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.data import npz
 from facelandmarks.inference.predictor import Predictor
 
@@ -57,7 +58,7 @@ def batch_sizes(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared npz whose crops are predicted")
     parser.add_argument("--model", default=None, help="run directory or export (default: the shipped model)")
     parser.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "litert"],

@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from facelandmarks.cli.common import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = {
@@ -143,7 +145,7 @@ def run_inner(config: str, data_dir: Path, size: int, workers: int, out_dir: Pat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=default_data_dir(), help="folder holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
     parser.add_argument("--configs", default="300w,both", help=f"comma-separated, of {', '.join(CONFIGS)} (default 300w,both)")
     parser.add_argument("--size", type=int, default=128, help="crop size (default 128)")

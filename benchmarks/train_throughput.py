@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 
 from facelandmarks import runtime
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.training.config import JIT_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared training npz")
     parser.add_argument("--model", default="mobilenetv2")
     parser.add_argument("--size", type=int, default=128)

@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from facelandmarks import metrics
+from facelandmarks.cli.common import OneLineParser
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.video import REDETECT_EVERY, FaceTracker, run_on_video
 from facelandmarks.landmarks import is_builtin
@@ -216,7 +217,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
                         help="the face data folder, holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
     parser.add_argument("--run", help="run directory (default: the shipped model in weights/)")

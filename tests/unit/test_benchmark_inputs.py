@@ -25,7 +25,8 @@ def _bench(script: str, *args, cwd, env=None) -> subprocess.CompletedProcess:
 
 def _one_line(result, script: str, line: str, status: int = 2) -> None:
     assert result.returncode == status and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.splitlines()[-1].startswith(f"{script}: error: {line}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # not argparse's usage lines first
+    assert result.stderr.startswith(f"{script}: {line}"), result.stderr
 
 
 def _module(name: str):

@@ -151,7 +151,7 @@ def test_inference_speed_without_a_usable_export_says_so_before_timing(run_dir, 
         bench.main(["--model", str(run), "--runtimes", *runtimes, "--no-cold", "--data", str(data)])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[-1].split(": error: ", 1)[1].startswith(says.format(run=run)), err
+    assert err.splitlines()[-1].split(": ", 1)[1].startswith(says.format(run=run)), err
 
 
 def test_predict_batches_without_a_usable_export_says_so_in_one_line(run_dir, tmp_path, capsys, monkeypatch):
@@ -164,7 +164,7 @@ def test_predict_batches_without_a_usable_export_says_so_in_one_line(run_dir, tm
     with pytest.raises(SystemExit) as stop:
         bench.main(["--data", str(data), "--model", str(run), "--runtime", "onnx"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].split(": error: ", 1)[1].startswith(
+    assert capsys.readouterr().err.splitlines()[-1].split(": ", 1)[1].startswith(
         f"{run}/export: made from other weights than {run}/best.weights.h5")
 
 
