@@ -356,6 +356,8 @@ def main(argv=None) -> int:
         return 0
     from facelandmarks.inference.runtimes import is_export
 
+    if set(args.runtimes) - {"dlib"} and not args.model.exists():  # each timing process's traceback, then dashes
+        parser.error(f"{args.model}: no such run directory or export (--model)")
     if is_export(args.model) and "keras" in args.runtimes:
         parser.error(f"{args.model} is an export: give --runtimes without keras (an int8 export, say)")
     if problem := export_problem(args.model, [rt for rt in args.runtimes if rt in ("onnx", "litert")]):

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.warmup < 1 or args.repeats < 1:
-        parser.error(f"--warmup and --repeats must be >= 1, got {args.warmup} and {args.repeats}")
+    if min(args.warmup, args.repeats, args.num_points) < 1:  # --num-points 0: build_model's traceback
+        parser.error(f"--warmup, --repeats and --num-points must be >= 1, got {args.warmup}, {args.repeats} and "
+                     f"{args.num_points}")
     startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
     import keras
 

@@ -107,6 +107,11 @@ def test_train_throughput_and_predict_batches_show_their_progress(files):
     assert "| ratio pipeline / compute |" in timed.stdout and "rounds x modes: 100%" in timed.stderr
 
 
+def test_model_speed_refuses_no_points(files):
+    _one_line(_bench("model_speed.py", "--models", "mlp", "--num-points", "0", cwd=files["root"]), "model_speed.py",
+              "--warmup, --repeats and --num-points must be >= 1, got 3, 20 and 0")
+
+
 def test_fit_check_on_the_shipped_model_says_it_needs_a_trained_run(files):
     # its config.json names no data: TrainConfig's TypeError
     shipped = ROOT / "weights" / "mobilenetv2-pip-128"
@@ -123,10 +128,12 @@ def test_prepare_speed_checks_its_folders_first_and_tells_prepares_complaint_in_
     assert result.stderr.splitlines()[-1] == "prepare_speed.py: --size: must be between 8 and 4096 pixels, got 4"
 
 
-def test_inference_speed_checks_its_json_first_and_writes_it_whole(files, tmp_path):
+def test_inference_speed_checks_its_model_and_json_first_and_writes_it_whole(files, tmp_path):
     for target, line in ((tmp_path, "is a folder"), (files["file"] / "r.json", f"{files['file']} is a file, not a folder")):
         _one_line(_bench("inference_speed.py", "--runtimes", "dlib", "--no-cold", "--json", target, cwd=tmp_path),
                   "inference_speed.py", f"--json {target}: {line}")
+    _one_line(_bench("inference_speed.py", "--model", tmp_path / "no-run", "--runtimes", "keras", "dlib", "--no-cold",
+                     cwd=tmp_path), "inference_speed.py", f"{tmp_path / 'no-run'}: no such run directory or export (--model)")
     bench = _module("inference_speed")
     out = tmp_path / "results" / "speed.json"
     assert bench.json_problem(out) is None and out.parent.is_dir()
