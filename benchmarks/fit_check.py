@@ -22,7 +22,9 @@ Models without a ``head_dense1`` layer (heatmap models) skip the refit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 from facelandmarks.cli.common import OneLineParser
@@ -78,7 +80,8 @@ from facelandmarks.training.config import TrainConfig
 def predict(model, x, batch: int, training_mode: bool = False, progress: bool = False) -> np.ndarray:
     """Outputs of ``model`` on ``x`` in batches; ``training_mode`` runs dropout and batch-norm as in training."""
     if not training_mode:
-        return model.predict(x, batch_size=batch, verbose=1 if progress else 0)
+        with contextlib.redirect_stdout(sys.stderr if progress else sys.stdout):  # Keras's bar went into the table
+            return model.predict(x, batch_size=batch, verbose=1 if progress else 0)
     out = [keras.ops.convert_to_numpy(model(np.asarray(x[i:i + batch], np.float32), training=True))
            for i in range(0, len(x), batch)]
     return np.concatenate(out)

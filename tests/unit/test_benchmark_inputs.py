@@ -119,6 +119,22 @@ def test_fit_check_on_the_shipped_model_says_it_needs_a_trained_run(files):
               f"{shipped}: its config.json names no training data (a shipped model?)")
 
 
+@pytest.mark.slow  # a training and Keras loaded twice
+def test_fit_check_prints_its_table_alone_on_stdout(files, tmp_path):
+    # Keras's progress bars of the passes over the faces were printed into the table
+    run = tmp_path / "run"
+    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), "mlp", "--model-options", '{"hidden_units": [4]}',
+                              "--data", str(files["good"]), "--run-dir", str(run), "--epochs", "1", "--batch", "2", "--augment", "none",
+                              "--preview-every", "0", "--workers", "1"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result = _bench("fit_check.py", run, "--faces", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[1:4] == [f"{run} (mlp, 4 training faces sampled, 2 validation faces)", "",
+                                               "| faces | mode | NME % |"]
+    assert "step" not in result.stdout and "step" in result.stderr
+
+
 def test_prepare_speed_checks_its_folders_first_and_tells_prepares_complaint_in_one_line(files, tmp_path):
     _one_line(_bench("prepare_speed.py", "--data", tmp_path, "--configs", "both", cwd=tmp_path), "prepare_speed.py",
               f"{tmp_path / '300w'}, {tmp_path / 'youtube68'}: no such folder (--data")
