@@ -1,4 +1,4 @@
-"""The inference and video benchmarks run end to end on real faces and photos: every table gets its numbers.
+"""The benchmarks run end to end on real faces and photos: every table gets its numbers.
 
 It once lost an import (a photo reader merged into ``faces.read_rgb``) and failed in every worker,
 unnoticed, because only its ``--help`` ran in the suite.
@@ -132,3 +132,19 @@ def test_augment_and_model_speed_name_the_cpu_they_timed(data_dir):
         assert f"{cpu_flags()[0]}, " in result.stdout, script  # they said 'x86_64' or only how many cores
         noise = [line for line in result.stderr.splitlines() if line.startswith(("I0000", "W0000"))]
         assert noise == [], script  # the backend's start-up log, as the scripts keep it out
+
+
+def test_prepare_speed_shows_prepares_progress_and_fills_its_row(data_dir, tmp_path):
+    # it prepared for minutes without a word; prepare's own bar now runs on stderr
+    afw = tmp_path / "300w" / "afw"
+    afw.mkdir(parents=True)
+    for pts in sorted((data_dir / "300w" / "afw").glob("*.pts"))[:6]:
+        for part in [pts, *pts.parent.glob(f"{pts.stem}.jpg")]:
+            (afw / part.name).symlink_to(part)
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prepare_speed.py"), "--data", str(tmp_path),
+                             "--configs", "300w", "--size", "32", "--workers", "1"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prepare: 100%" in result.stderr and "| 6/6 " in result.stderr
+    row = [line for line in result.stdout.splitlines() if line.startswith("| 300w |")]
+    assert len(row) == 1 and row[0].split("|")[2].strip() == "6", result.stdout
