@@ -71,11 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared training npz")
     parser.add_argument("--faces", type=int, default=1024, help="faces taken from --data")
-    parser.add_argument("--model", default="scratch")
-    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--model", default="scratch", help="registered model to train (default scratch)")
+    parser.add_argument("--size", type=int, default=96, help="input side in pixels (default 96)")
     parser.add_argument("--batch", type=int, default=32, help="per replica")
     parser.add_argument("--epochs", type=int, default=2, help="the last one is timed")
-    parser.add_argument("--augment", default="default")
+    parser.add_argument("--augment", default="default", help="train.py --augment (default: default)")
     return parser
 
 

@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run directory written by train.py")
     parser.add_argument("--faces", type=int, default=640, help="training faces to score (a random sample; 0: all)")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64, help="faces per prediction batch (default 64)")
     parser.add_argument("--refit-head", action="store_true", help="also fit a new head on frozen pooled features")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample, the augmentation and a refitted head (default 0)")
     return parser
 
 

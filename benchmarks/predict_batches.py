@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batches", type=batch_sizes, default="8,16,32,64",
                         help="comma-separated batch sizes, beside the default (default 8,16,32,64)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes over the faces per batch size (default 2)")
-    parser.add_argument("--flip-test", action="store_true")
+    parser.add_argument("--flip-test", action="store_true", help="predict each face and its mirror image (evaluate.py --flip-test)")
     parser.add_argument("--allocator", choices=["tuned", "both"], default="tuned",
                         help="both: glibc as it comes and tuned, in two fresh processes")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)

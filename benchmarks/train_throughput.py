@@ -36,14 +36,14 @@ from facelandmarks.training.config import JIT_MODES
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared training npz")
-    parser.add_argument("--model", default="mobilenetv2")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--model", default="mobilenetv2", help="registered model (default mobilenetv2)")
+    parser.add_argument("--size", type=int, default=128, help="input side in pixels (default 128)")
+    parser.add_argument("--batch", type=int, default=32, help="faces per step (default 32)")
     parser.add_argument("--steps", type=int, default=25, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of each round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of both modes, alternating (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="loader threads of the real pipeline")
-    parser.add_argument("--augment", default="default")
+    parser.add_argument("--augment", default="default", help="train.py --augment of the pipeline (default: default)")
     parser.add_argument("--jit-compile", default="auto", choices=JIT_MODES,
                         help="XLA for the train step (auto: off for TensorFlow on CPU)")
     parser.add_argument("--mixed-precision", action="store_true",

@@ -359,6 +359,13 @@ def test_the_makefiles_commands_parse():
     assert report(found) == []
 
 
+def test_every_benchmarks_option_says_what_it_does():
+    # --help listed cluster_speed's --model, --size and --augment, train_throughput's five and others bare
+    bare = [f"{path.name} {action.option_strings[0]}" for path in sorted((ROOT / "benchmarks").glob("[!_]*.py"))
+            for action in benchmark_parser(path)()._actions if action.option_strings and not action.help]
+    assert bare == []
+
+
 def test_every_benchmark_has_a_parser_built_without_a_backend():
     loaded = "keras" in sys.modules  # another test in this process may have loaded it
     for path in sorted((ROOT / "benchmarks").glob("[!_]*.py")):  # _common.py: what two of them share
