@@ -84,6 +84,8 @@ def main(argv=None) -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
 
+    if not (args.data_dir / "300w" / "afw").is_dir():  # it said so after Keras had loaded, naming no option
+        parser.error(f"{args.data_dir / '300w' / 'afw'}: no such folder (--data-dir: the face data, with 300-W's afw/)")
     startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
     import keras
     from tqdm import tqdm

@@ -240,6 +240,7 @@ def main(argv=None) -> int:
         parser.error(f"{args.run}: no such run directory")
     photo = args.photo or args.data_dir / DEFAULT_PHOTO
     for path, what in ((photo, "--photo: an annotated photo, a .pts file beside it"),
+                       (photo.with_suffix(".pts"), "--photo's iBUG 68 points, beside it"),
                        (args.data_dir / "youtube68", "--data-dir: the face data, with youtube68/")):
         if not path.exists():  # after minutes of the pan clips' rows, for the YouTube68 clip
             parser.error(f"{path}: not found ({what})")

@@ -112,6 +112,11 @@ def test_train_throughput_and_predict_batches_show_their_progress(files):
     assert "| 4 |" in batches.stdout and "batch sizes: 100%" in batches.stderr
 
 
+def test_augment_speed_without_its_faces_says_so_before_keras_loads(tmp_path):
+    _one_line(_bench("augment_speed.py", "--data-dir", tmp_path, cwd=tmp_path), "augment_speed.py",
+              f"{tmp_path / '300w' / 'afw'}: no such folder (--data-dir")
+
+
 def test_model_speed_refuses_no_points(files):
     _one_line(_bench("model_speed.py", "--models", "mlp", "--num-points", "0", cwd=files["root"]), "model_speed.py",
               "--warmup, --repeats and --num-points must be >= 1, got 3, 20 and 0")
@@ -165,10 +170,16 @@ def test_inference_speed_checks_its_model_and_json_first_and_writes_it_whole(fil
 
 
 def test_video_tracking_checks_its_folders_first_and_reads_face_data_dir(files, tmp_path, monkeypatch):
-    _one_line(_bench("video_tracking.py", "--data-dir", tmp_path, "--photo", files["file"], "--out", tmp_path / "o",
-                     cwd=tmp_path), "video_tracking.py", f"{tmp_path / 'youtube68'}: not found (--data-dir")
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(b"")
+    run = ["--data-dir", tmp_path, "--photo", photo]
+    _one_line(_bench("video_tracking.py", *run, "--out", tmp_path / "o", cwd=tmp_path), "video_tracking.py",
+              f"{tmp_path / 'face.pts'}: not found (--photo's iBUG 68 points")
+    photo.with_suffix(".pts").write_text("")
+    _one_line(_bench("video_tracking.py", *run, "--out", tmp_path / "o", cwd=tmp_path), "video_tracking.py",
+              f"{tmp_path / 'youtube68'}: not found (--data-dir")
     (tmp_path / "youtube68").mkdir()
-    _one_line(_bench("video_tracking.py", "--data-dir", tmp_path, "--photo", files["file"], "--out", files["file"],
-                     cwd=tmp_path), "video_tracking.py", f"--out {files['file']}: not a folder it can write in")
+    _one_line(_bench("video_tracking.py", *run, "--out", files["file"], cwd=tmp_path), "video_tracking.py",
+              f"--out {files['file']}: not a folder it can write in")
     monkeypatch.setenv("FACE_DATA_DIR", str(tmp_path))  # it read ../shared/data whatever this said, as no other benchmark did
     assert _module("video_tracking").build_parser().parse_args([]).data_dir == tmp_path
