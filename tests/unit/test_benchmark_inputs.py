@@ -105,11 +105,11 @@ def test_train_throughput_and_predict_batches_show_their_progress(files):
     timed = _bench("train_throughput.py", "--data", files["good"], "--model", "scratch", "--size", "16", "--batch", "2",
                    "--steps", "2", "--warmup", "1", "--rounds", "1", "--workers", "1", "--augment", "none", cwd=files["root"])
     assert timed.returncode == 0, timed.stderr[-3000:]
-    assert "| ratio pipeline / compute |" in timed.stdout and "rounds x modes: 100%" in timed.stderr
+    assert "| ratio pipeline / compute |" in timed.stdout and "rounds x modes: " in timed.stderr
     batches = _bench("predict_batches.py", "--data", files["good"], "--faces", "8", "--batches", "4", "--repeats", "1",
                      cwd=files["root"])
     assert batches.returncode == 0, batches.stderr[-3000:]
-    assert "| 4 |" in batches.stdout and "batch sizes: 100%" in batches.stderr
+    assert "| 4 |" in batches.stdout and "batch sizes: " in batches.stderr
 
 
 def test_augment_speed_without_its_faces_says_so_before_keras_loads(tmp_path):
