@@ -44,12 +44,13 @@ def parse_face_data_args(parser: argparse.ArgumentParser, argv=None) -> argparse
 
 def read_records(parser: argparse.ArgumentParser, read, *where) -> list:
     """``read(*where).records``, a reader's complaint (a subfolder missing, an unreadable annotation) in its line."""
+    from facelandmarks.cli.common import error_line
     from facelandmarks.data.records import AnnotationError
 
     try:
         return read(*where).records
     except (AnnotationError, OSError) as err:
-        parser.error(" ".join(str(err).split()))
+        parser.error(error_line(err))
 
 
 def evenly_spaced(items: list, limit: int) -> list:
