@@ -42,7 +42,24 @@ from facelandmarks.cli.common import OneLineParser
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data"))
 RUNTIMES = ("keras", "onnx", "litert", "dlib")
-LABELS = {"keras": "Keras (TensorFlow)", "onnx": "ONNX Runtime", "litert": "LiteRT", "dlib": "dlib ERT (68 pts)"}
+LABELS = {"keras": "Keras", "onnx": "ONNX Runtime", "litert": "LiteRT", "dlib": "dlib ERT (68 pts)"}
+BACKENDS = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
+def label(runtime: str, result: dict) -> str:
+    """A runtime's row name; Keras's names the backend it ran on (it read 'TensorFlow' of a JAX run)."""
+    backend = result.get("keras_backend")
+    return f"Keras ({BACKENDS.get(backend, backend)})" if runtime == "keras" and backend else LABELS[runtime]
+
+
+def thread_counts(runtime: str, backend: str | None) -> list[int]:
+    """The thread counts ``runtime`` is timed on: dlib's predictor has one; Keras on JAX runs on every core (JAX has
+    no setting for fewer, and Predictor.load refuses threads=1 there)."""
+    if runtime == "dlib":
+        return [1]
+    if runtime == "keras" and backend != "tensorflow":
+        return [CORES]
+    return sorted({1, CORES})
 CORES = os.cpu_count() or 1
 T0_ENV = "INFERENCE_SPEED_T0"  # the parent's time.time() at spawn: a worker's load time starts there
 
@@ -253,6 +270,16 @@ def cold_start(args) -> list[dict]:
     return rows
 
 
+def keras_backend() -> str:
+    """The backend the timing processes' Keras will run on (KERAS_BACKEND, else Keras's own setting)."""
+    from facelandmarks.runtime import startup
+
+    startup()  # as the scripts do: a quiet import
+    import keras
+
+    return keras.backend.backend()
+
+
 def versions() -> str:
     from facelandmarks.runtime import cpu_description
 
@@ -288,15 +315,17 @@ def tables(result: dict) -> str:
     header = ["runtime", "ms/face b1, 1 thread", f"ms/face b1, {CORES} threads", "forward ms b1, 1 thread",
               f"faces/s b{batch}, 1 thread", f"faces/s b{batch}, {CORES} threads", "load s", "load peak RSS MB",
               "peak RSS MB (timing run)"]
-    rows = [[LABELS[rt], get(rt, 1, "face_ms"), get(rt, CORES, "face_ms"), get(rt, 1, "forward_ms"),
+    rows = [[label(rt, result), get(rt, 1, "face_ms"), get(rt, CORES, "face_ms"), get(rt, 1, "forward_ms"),
              whole(get(rt, 1, "batch_faces_per_s")), whole(get(rt, CORES, "batch_faces_per_s")),
              (result["load"].get(rt) or {}).get("load_s"), whole((result["load"].get(rt) or {}).get("rss_loaded_mb")),
              whole(max(get(rt, t, "rss_peak_mb") or 0 for t in (1, CORES)) or None)] for rt in runtimes]
     lines += table(header, rows)
     dlib_ms = get("dlib", 1, "face_ms")
     if dlib_ms:
-        ratios = [f"{LABELS[rt]} {(get(rt, 1, 'face_ms') or float('nan')) / dlib_ms:.2f}" for rt in runtimes if rt != "dlib"]
-        lines += ["", "ours / dlib, ms per face at batch 1 on one thread: " + ", ".join(ratios)]
+        ratios = [f"{label(rt, result)} {get(rt, 1, 'face_ms') / dlib_ms:.2f}" for rt in runtimes
+                  if rt != "dlib" and get(rt, 1, "face_ms")]  # Keras on JAX: timed on every core only
+        if ratios:
+            lines += ["", "ours / dlib, ms per face at batch 1 on one thread: " + ", ".join(ratios)]
     photo_rows = [w[f"{rt}/1"] for rt in runtimes if get(rt, 1, "photos")]
     if photo_rows:
         first = photo_rows[0]
@@ -305,7 +334,7 @@ def tables(result: dict) -> str:
         rows = []
         for r in photo_rows:
             total, n = r["detect_s"] + r["mark_s"], r["photos"]
-            rows.append([f"dlib detector + {LABELS[r['runtime']]}", n / total, 1000 * r["detect_s"] / n,
+            rows.append([f"dlib detector + {label(r['runtime'], result)}", n / total, 1000 * r["detect_s"] / n,
                          1000 * r["mark_s"] / n, f"{100 * r['detect_s'] / total:.1f} %", f"{100 * r['mark_s'] / total:.1f} %"])
         lines += table(["pipeline", "frames/s", "detector ms/photo", "landmarks ms/photo", "detector share",
                         "landmarks share"], rows)
@@ -371,10 +400,15 @@ def main(argv=None) -> int:
                                         if k in ("model", "data", "samples", "faces", "batch", "repeats", "batch_repeats",
                                                  "photo_repeats", "processes", "runtimes", "flip_test", "recrop")}}
     result["workers"], result["load"] = {}, {}
+    result["keras_backend"] = keras_backend() if "keras" in args.runtimes else None
     for rt in args.runtimes:
-        for threads in sorted({1, 1 if rt == "dlib" else CORES}):  # dlib's predictor is single-threaded
+        counts = thread_counts(rt, result["keras_backend"])
+        if counts[0] > 1:
+            print(f"keras on {result['keras_backend']}: timed on all {CORES} cores only ({result['keras_backend']} has "
+                  "no setting for fewer threads)", file=sys.stderr)
+        for threads in counts:
             print(f"timing {rt} on {threads} thread(s)...", file=sys.stderr, flush=True)
-            result["workers"][f"{rt}/{threads}"] = run_worker(args, rt, threads, photos=threads == 1)
+            result["workers"][f"{rt}/{threads}"] = run_worker(args, rt, threads, photos=threads == 1)  # the photo table is one thread
     for rt in args.runtimes:
         print(f"loading {rt} x {args.processes}...", file=sys.stderr, flush=True)
         loads = [r for r in (run_worker(args, rt, CORES, "load") for _ in range(args.processes)) if r]

@@ -183,3 +183,15 @@ def test_video_tracking_checks_its_folders_first_and_reads_face_data_dir(files, 
               f"--out {files['file']}: not a folder it can write in")
     monkeypatch.setenv("FACE_DATA_DIR", str(tmp_path))  # it read ../shared/data whatever this said, as no other benchmark did
     assert _module("video_tracking").build_parser().parse_args([]).data_dir == tmp_path
+
+
+def test_inference_speed_times_keras_on_jax_on_every_core_and_names_its_backend():
+    """Keras on JAX was timed 'on 1 thread' (JAX has no such setting, and Predictor.load now refuses it: a traceback
+    and a row of dashes) under the name 'Keras (TensorFlow)'."""
+    bench = _module("inference_speed")
+    assert bench.thread_counts("keras", "jax") == [bench.CORES]
+    assert bench.thread_counts("keras", "tensorflow") == sorted({1, bench.CORES})
+    assert bench.thread_counts("onnx", "jax") == sorted({1, bench.CORES}) and bench.thread_counts("dlib", None) == [1]
+    assert bench.label("keras", {"keras_backend": "jax"}) == "Keras (JAX)"
+    assert bench.label("keras", {"keras_backend": "tensorflow"}) == "Keras (TensorFlow)"
+    assert bench.label("onnx", {"keras_backend": "jax"}) == "ONNX Runtime"
