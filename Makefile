@@ -17,6 +17,12 @@ export FACE_DATA_DIR := $(DATA)
 # tcmalloc 2.15x (one run); on AVX-512 machines tcmalloc ran at 0.89x and 1.05x of tuned glibc.
 # Compare on yours: benchmarks/train_throughput.py --allocator all (docs/training.md#data-feeding).
 TCMALLOC ?=
+# a path that names no file ran everything on glibc, each process printing ld.so's "cannot be preloaded: ignored"
+ifneq ($(TCMALLOC),)
+ifeq ($(wildcard $(TCMALLOC)),)
+$(error TCMALLOC=$(TCMALLOC): no such file; install it (apt install libtcmalloc-minimal4) and give its path, e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4)
+endif
+endif
 export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD := 1099511627776
 WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 

@@ -2,9 +2,11 @@
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -117,3 +119,17 @@ def test_predict_batches_benchmark_measures_every_batch(capsys):
     bench.table(rows, default=64)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| 4 |") and lines[1].startswith("| 64 (default) |")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="runs make")
+def test_make_refuses_a_tcmalloc_that_names_no_file(tmp_path):
+    # TCMALLOC=/wrong/path ran every step on glibc, each process printing ld.so's "cannot be preloaded: ignored"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(["make", "-n", "test-tf", f"TCMALLOC={tmp_path / 'libtcmalloc.so.4'}"], cwd=root,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"*** TCMALLOC={tmp_path / 'libtcmalloc.so.4'}: no such file; install it" in done.stderr
+    (tmp_path / "libtcmalloc.so.4").touch()  # a file: preloaded into the tests (make -n prints, runs nothing)
+    done = subprocess.run(["make", "-n", "test-tf", f"TCMALLOC={tmp_path / 'libtcmalloc.so.4'}"], cwd=root,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and f"LD_PRELOAD={tmp_path / 'libtcmalloc.so.4'} KERAS_BACKEND=tensorflow" in done.stdout
