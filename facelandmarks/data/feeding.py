@@ -165,16 +165,18 @@ class LandmarkBatches(keras.utils.PyDataset):
     on ``seed``, ``e`` and the batch index -- not on which loader thread
     makes the batch -- so a resumed run sees the same batches as an
     uninterrupted one.  The last, partial batch of a part is kept unless
-    ``drop_remainder``.
+    ``drop_remainder``.  ``max_batches``: an epoch's first batches only (the
+    processes of a JAX job, which must all take as many steps).
     """
 
-    def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False, **kwargs):
+    def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False,
+                 max_batches: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if batch_size > parts.faces:
             raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces (--batch)")
         self._pack = pack_targets
         self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter
-        self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
+        self.shuffle, self.seed, self.drop_remainder, self.max_batches = shuffle, seed, drop_remainder, max_batches
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -192,7 +194,7 @@ class LandmarkBatches(keras.utils.PyDataset):
             rows = rng.permutation(rows) if self.shuffle else rows
             stop = len(rows) - len(rows) % self.batch_size if self.drop_remainder else len(rows)
             plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, stop, self.batch_size)]
-        return plan
+        return plan[:self.max_batches]
 
     def __len__(self):
         return len(self.plan)

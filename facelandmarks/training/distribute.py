@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from facelandmarks import runtime
 from facelandmarks.training.config import DISTRIBUTE_MODES
 
 MODES = DISTRIBUTE_MODES  # declared with the other settings in training/config.py
@@ -137,13 +138,40 @@ def setup(mode: str) -> Cluster:
                        is_chief=is_chief_task(config), strategy=strategy)
     # data-parallel (JAX)
     if os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        runtime.load_tensorflow_quietly()  # initialize imports it: its start-up lines reached the console
         keras.distribution.initialize()  # multi-process JAX job described by the KERAS_DISTRIBUTION_* variables
     import jax
 
     devices = keras.distribution.list_devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    # each process already feeds its own share of the faces (FaceParts by worker_index): Keras's auto-sharding takes a
+    # tf.data.Dataset only, and refused the run's batches when several processes formed the job
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
     return Cluster(mode, replicas=len(devices), workers=jax.process_count(), worker_index=jax.process_index(),
                    is_chief=jax.process_index() == 0)
+
+
+def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | None = None) -> int | None:
+    """The batches of an epoch every process of a JAX job takes (None: one process, or a strategy's stream).
+
+    Each process feeds its own faces (``FaceParts``): where their counts differ (an odd count, shards of several
+    sizes, ``--oversample``) one would take a step more than another and wait in it for the others for ever.
+    Every process takes as many full batches as the process with the fewest.
+    """
+    if cluster.mode != "data-parallel" or cluster.workers < 2:
+        return None
+    from facelandmarks.data import npz
+    from facelandmarks.data.feeding import repeat_counts
+
+    workers = cluster.workers
+    if isinstance(train, npz.ShardSet):  # shard i goes to process i mod workers, each cut into full batches
+        steps = min(sum(count // per_worker for count in train.counts[w::workers]) for w in range(workers))
+    else:
+        repeats = repeat_counts(train, oversample)
+        steps = min(int(repeats[w::workers].sum()) // per_worker for w in range(workers))
+    if steps == 0:  # said by every process, not by one while the others wait for it
+        raise ValueError(f"--batch: a process of this {workers}-process job has fewer training faces than its batch "
+                         f"of {per_worker}" + (" in any one shard" if isinstance(train, npz.ShardSet) else ""))
+    return steps
 
 
 _PATCHED = False
@@ -215,4 +243,26 @@ def predict_all(model, x: np.ndarray, batch: int, cluster=None) -> np.ndarray:
     """Predictions for every row; batches padded to split evenly under data parallelism."""
     multiple = batch if cluster is not None and cluster.mode == "data-parallel" else 1
     padded, _ = pad_rows(x, None, multiple)
+    if multiple > 1 and cluster.workers > 1:
+        return _predict_in_every_process(model, padded, batch)[: len(x)]
     return np.asarray(model.predict(padded, batch_size=batch, verbose=0))[: len(x)]
+
+
+def _predict_in_every_process(model, x: np.ndarray, batch: int) -> np.ndarray:
+    """``model.predict`` in a job of several JAX processes, where Keras's own ends in a RuntimeError: its output
+    spans the other processes' devices, which numpy cannot read.  Every process feeds the same rows (a step of the
+    job needs them all) and reads its own devices' share of the output, its copy of the predictions."""
+    import jax
+
+    distribution = keras.distribution.distribution()
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    step = jax.jit(lambda t, n, rows: model.stateless_call(t, n, rows, training=False)[0])
+    outputs = []
+    for start in range(0, len(x), batch):
+        rows = x[start:start + batch]
+        sharding = distribution.get_data_layout((len(rows) * jax.process_count(), *rows.shape[1:])).backend_layout
+        out = step(trainable, non_trainable, jax.make_array_from_process_local_data(sharding, rows))
+        shards = {shard.index[0].start or 0: np.asarray(shard.data) for shard in out.addressable_shards}
+        outputs.append(np.concatenate([shards[k] for k in sorted(shards)]))
+    return np.concatenate(outputs)

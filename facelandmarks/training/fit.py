@@ -174,6 +174,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         batches = LandmarkBatches(
             parts, per_worker, augmenter, seed=config.seed + cluster.worker_index,
             drop_remainder=cluster.mode == "data-parallel", workers=config.workers, use_multiprocessing=False,
+            max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample),
         )
         steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None
         val_data = None
@@ -427,9 +428,10 @@ def finish(model, config, out_dir: Path, monitor, val, x_val, scheme, start: flo
     summary["weights_sha1"] = weights_fingerprint(model)
     # a score without a face to score (no visible point): null, not NaN, which is no JSON to other readers (jq)
     summary = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in summary.items()}
-    if cluster.is_chief:  # model.keras joins the checkpoint set, recording which best weights it holds
-        best = (state or {}).get("files", {}).get(BEST)
-        commit_set(out_dir, {SAVED_MODEL: model.save}, state or {"epoch": -1},
-                   meta={SAVED_MODEL: {"best_sha1": best and best["sha1"]}})
-        _write_json_atomic(out_dir / "summary.json", summary)
+    # model.keras joins the checkpoint set, recording which best weights it holds. Every worker saves, the others into
+    # their scratch folder: reading the weights of a job of several JAX processes is a step they all take
+    best = (state or {}).get("files", {}).get(BEST)
+    commit_set(out_dir, {SAVED_MODEL: model.save}, state or {"epoch": -1},
+               meta={SAVED_MODEL: {"best_sha1": best and best["sha1"]}})
+    _write_json_atomic(out_dir / "summary.json", summary)
     return summary

@@ -86,6 +86,41 @@ def test_two_worker_cluster_agrees_and_only_the_chief_writes(tiny_ibug, tmp_path
     assert len(rows) == 3  # header + 2 epochs, written once
 
 
+def test_a_job_of_two_jax_processes_agrees_and_only_the_first_writes(tiny_ibug, tmp_path):
+    # several JAX processes joined by keras.distribution.initialize (docs/training.md#several-gpus-or-machines): Keras's
+    # auto-sharding refused the batches; once past it, predicting the validation faces failed reading the other
+    # process's devices, process 0 alone saving model.keras waited for the other for ever, and processes given
+    # different numbers of faces took different numbers of steps, the one with a step more waiting in it for ever
+    data = npz.load_npz(tiny_ibug["train"])
+    count = len(data["landmarks"]) // 16 * 16 - 1  # 8j faces for process 0, 8j - 1 for process 1: batches of 8
+    npz.save_npz(tmp_path / "faces.npz", npz.subset(data, np.arange(count)))
+    (tmp_path / "val.npz").write_bytes(Path(tiny_ibug["test"]).read_bytes())
+    run_dir, port = tmp_path / "run", free_ports(1)[0]
+    jobs = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        env = dict(os.environ, KERAS_BACKEND="jax", TMPDIR=str(scratch), CUDA_VISIBLE_DEVICES="",
+                   KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                   KERAS_DISTRIBUTION_PROCESS_ID=str(index))
+        command = train_command(tmp_path / "faces.npz", run_dir, "--val", tmp_path / "val.npz", "--epochs", "1",
+                                "--distribute", "data-parallel")
+        jobs.append(([str(word) for word in command], env))
+    results = run_cluster(jobs, timeout=400)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+        assert "oneDNN" not in err, err[-2000:]  # TensorFlow's start-up lines, which keras.distribution.initialize let out
+    (_, out0, _), (_, out1, _) = results
+    steps = count // 16  # process 1's full batches
+    assert f"{steps}/{steps} - " in out0, out0[-2000:]
+    first, second = summary_of(out0), summary_of(out1)
+    assert first["weights_sha1"] == second["weights_sha1"] and first["val_nme"] == second["val_nme"]
+    for name in ("config.json", "best.weights.h5", "last.weights.h5", "model.keras", "history.csv", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((tmp_path / "tmp1").iterdir()) == []  # process 1 wrote into a scratch folder, removed at the end
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 2
+
+
 # train.py's main, printing the cluster distribute.setup made for the run (after Keras loads, as train.py loads it)
 REPORT_CLUSTER = """
 import sys

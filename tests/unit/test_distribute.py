@@ -1,5 +1,6 @@
 """Distributed training without face data: TF_CONFIG parsing (real clusters: ``tests/data/test_distribute.py``)."""
 
+import numpy as np
 import pytest
 
 from facelandmarks.training import distribute
@@ -58,3 +59,62 @@ def test_a_strategy_of_two_replicas_trains_and_reports_as_one_device(loss):
     done = subprocess.run([sys.executable, "-c", TWO_REPLICAS, loss], cwd=root, capture_output=True, text=True,
                           timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _faces(count, sources=None):
+    return {"images": np.zeros((count, 4, 4, 1), np.uint8), "landmarks": np.full((count, 3, 2), 0.5, np.float32),
+            "visible": np.ones((count, 3), bool), "source": np.array(sources or ["a"] * count)}
+
+
+def _epoch_lengths(parts_of, per_worker, steps, workers=2):
+    from facelandmarks.data.feeding import LandmarkBatches
+
+    return [[len(LandmarkBatches(parts_of(w), per_worker, seed=w, drop_remainder=True, max_batches=steps).plan_of(e))
+             for w in range(workers)] for e in range(3)]
+
+
+@pytest.mark.parametrize("count, per_worker, oversample, unequal", [
+    (199, 10, None, [10, 9]),  # 100 and 99 faces: the first process took a tenth step and waited in it for ever
+    (12, 2, {"b": 3}, [3, 9]),  # the oversampled faces (every second) fall to one process
+])
+def test_every_process_of_a_jax_job_takes_as_many_batches(count, per_worker, oversample, unequal):
+    from facelandmarks.data.feeding import FaceParts
+
+    data = _faces(count, None if oversample is None else ["a", "b"] * (count // 2))
+    job = distribute.Cluster("data-parallel", replicas=2, workers=2)
+    steps = distribute.equal_batches(job, data, per_worker, oversample)
+
+    def parts_of(worker):
+        return FaceParts(data, None, worker_index=worker, workers=2, oversample=oversample)
+
+    assert _epoch_lengths(parts_of, per_worker, None)[0] == unequal  # what each process would take by itself
+    assert _epoch_lengths(parts_of, per_worker, steps) == [[min(unequal)] * 2] * 3
+    # one process, or a tf.distribute strategy (whose stream of faces sets its own steps): no cut
+    assert distribute.equal_batches(distribute.Cluster("data-parallel"), data, per_worker, oversample) is None
+    assert distribute.equal_batches(distribute.Cluster("multiworker", workers=2), data, per_worker, oversample) is None
+
+
+def test_a_jax_job_over_shards_takes_the_batches_of_its_process_with_the_fewest(tmp_path):
+    from facelandmarks.data import npz
+    from facelandmarks.data.feeding import FaceParts
+
+    whole = {**_faces(29), "scheme": np.array("ibug68")}
+    whole["landmarks"], whole["visible"] = np.full((29, 68, 2), 0.5, np.float32), np.ones((29, 68), bool)
+    shards, start = [], 0
+    for i, size in enumerate((12, 5, 12)):  # process 0 takes shards 0 and 2 (6 batches of 4), process 1 shard 1 (1)
+        npz.save_npz(npz.shard_path(tmp_path / "s_train", i), npz.subset(whole, np.arange(start, start + size)))
+        shards.append({"file": npz.shard_path(tmp_path / "s_train", i), "faces": size})
+        start += size
+    train = npz.ShardSet(npz.write_manifest(tmp_path / "s_train.shards.json", shards, "ibug68", (4, 4, 1)))
+    job = distribute.Cluster("data-parallel", replicas=2, workers=2)
+    steps = distribute.equal_batches(job, train, 4)
+
+    def parts_of(worker):
+        return FaceParts(train, None, worker_index=worker, workers=2)
+
+    assert _epoch_lengths(parts_of, 4, None)[0] == [6, 1]
+    assert steps == 1 and _epoch_lengths(parts_of, 4, steps) == [[1, 1]] * 3
+    # a process without a full batch: said by every process (one refusing alone left the other waiting)
+    with pytest.raises(ValueError, match="--batch: a process of this 2-process job has fewer training faces than its "
+                                         "batch of 8 in any one shard"):
+        distribute.equal_batches(job, train, 8)
