@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -148,6 +149,26 @@ def setup(mode: str) -> Cluster:
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
     return Cluster(mode, replicas=len(devices), workers=jax.process_count(), worker_index=jax.process_index(),
                    is_chief=jax.process_index() == 0)
+
+
+# the errors a step of a cluster ends in when another of its processes has gone (TensorFlow's collective ops; the Gloo
+# collectives of JAX on CPUs)
+_LOST_PEER_ERRORS = ("UnavailableError", "AbortedError", "DeadlineExceededError")
+_LOST_PEER_TEXT = ("Connection closed by peer", "Connection reset by peer", "tasks are unhealthy")
+
+
+def lost_worker(cluster: Cluster, err: BaseException) -> str | None:
+    """One line for an error that says another process of the job stopped (its own output says why), else None:
+    TensorFlow's ended the run in a traceback of its collective ops."""
+    text = str(err)
+    if cluster.workers < 2 or not (type(err).__name__ in _LOST_PEER_ERRORS or any(t in text for t in _LOST_PEER_TEXT)):
+        return None
+    _, unhealthy, named = text.partition("tasks are unhealthy")  # TensorFlow names them after these words
+    tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", named))) if unhealthy else []
+    which = f" ({', '.join(tasks)})" if tasks else ""
+    return (f"--distribute {cluster.mode}: another process of this {cluster.workers}-process job stopped{which}, and "
+            f"this one cannot go on without it; its own output says why. Start every process again (with --resume once "
+            f"an epoch has finished)")
 
 
 def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | None = None) -> int | None:

@@ -232,6 +232,10 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                 validation_batch_size=global_batch, shuffle=False,
             )
         return finish(model, config, out_dir, monitor, val, x_val, scheme, start, cluster, global_batch, limit)
+    except Exception as err:
+        if line := distribute.lost_worker(cluster, err):  # one line, not the collective op's traceback
+            raise ConnectionError(line) from None
+        raise
     finally:
         cluster.close()
 

@@ -86,6 +86,25 @@ def test_two_worker_cluster_agrees_and_only_the_chief_writes(tiny_ibug, tmp_path
     assert len(rows) == 3  # header + 2 epochs, written once
 
 
+def test_a_worker_that_stops_is_named_in_one_line_by_the_others(tiny_ibug, tmp_path):
+    # worker 1 cannot read its data: worker 0 ended in the traceback of a collective op ('UnavailableError: ...
+    # tasks are unhealthy'), never saying in one line that the other worker had gone
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    jobs = []
+    for index, data in enumerate((tiny_ibug["train"], tmp_path / "missing.npz")):
+        env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        jobs.append((train_command(data, tmp_path / "run", "--distribute", "multiworker"), env))
+    (code0, _, err0), (code1, _, err1) = run_cluster(jobs, timeout=300)
+    assert code1 == 2 and err1.strip().endswith("missing.npz: no such dataset file"), err1[-2000:]
+    assert code0 == 2 and "Traceback" not in err0, err0[-3000:]
+    assert err0.strip().splitlines()[-1] == (
+        "train.py: --distribute multiworker: another process of this 2-process job stopped (/job:worker/replica:0/task:1), "
+        "and this one cannot go on without it; its own output says why. Start every process again (with --resume once an "
+        "epoch has finished)")
+
+
 def test_a_job_of_two_jax_processes_agrees_and_only_the_first_writes(tiny_ibug, tmp_path):
     # several JAX processes joined by keras.distribution.initialize (docs/training.md#several-gpus-or-machines): Keras's
     # auto-sharding refused the batches; once past it, predicting the validation faces failed reading the other
