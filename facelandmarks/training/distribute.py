@@ -110,17 +110,20 @@ def is_chief_task(config: dict) -> bool:
     return task["type"] == "worker" and int(task["index"]) == 0
 
 
-def setup(mode: str) -> Cluster:
-    """Create the strategy / distribution for ``mode`` (call before building the model)."""
+def setup(mode: str, resumed: str | None = None) -> Cluster:
+    """Create the strategy / distribution for ``mode`` (call before building the model); ``resumed``: the run folder
+    that ``--resume`` continues, whose ``--distribute`` cannot change."""
     if mode not in MODES:
         raise ValueError(f"--distribute must be one of {', '.join(MODES)}, got {mode!r}")
     backend = keras.config.backend()
     if mode == "none":
         return Cluster()
-    if mode in ("mirrored", "multiworker") and backend != "tensorflow":
-        raise ValueError(f"--distribute {mode} is TensorFlow's; this run uses KERAS_BACKEND={backend} (use data-parallel)")
-    if mode == "data-parallel" and backend != "jax":
-        raise ValueError(f"--distribute data-parallel is Keras's JAX distribution API; KERAS_BACKEND is {backend}")
+    needs = "tensorflow" if mode in ("mirrored", "multiworker") else "jax"
+    if backend != needs:
+        engine = "TensorFlow's" if needs == "tensorflow" else "Keras's JAX distribution API"
+        hint = (f"resume {resumed} with KERAS_BACKEND={needs}, or start a new run from its weights with --init {resumed}"
+                if resumed else "use data-parallel" if needs == "tensorflow" else "use mirrored or multiworker")
+        raise ValueError(f"--distribute {mode} is {engine}; this run uses KERAS_BACKEND={backend} ({hint})")
 
     if mode == "mirrored":
         import tensorflow as tf

@@ -90,7 +90,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     resume = state is not None  # a run killed before its first epoch ended starts again
     if resume:
         state = _budget_state(state, config.epochs)
-    cluster = distribute.setup(config.distribute)
+    cluster = distribute.setup(config.distribute, str(run_dir) if resume else None)
     try:
         check_time_limit(config, cluster.workers)
         out_dir = Path(cluster.output_dir(str(run_dir)))

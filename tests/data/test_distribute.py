@@ -153,8 +153,8 @@ def startup(verbose=False):
 
     setup = distribute.setup
 
-    def reported(mode):
-        cluster = setup(mode)
+    def reported(mode, resumed=None):
+        cluster = setup(mode, resumed)
         print("replicas", cluster.replicas, type(keras.distribution.distribution()).__name__, flush=True)
         return cluster
 
@@ -194,7 +194,7 @@ def test_mirrored_strategy_or_a_clear_error(tiny_ibug, tmp_path, monkeypatch):
     import tensorflow as tf
 
     made, setup = [], distribute.setup
-    monkeypatch.setattr(distribute, "setup", lambda mode: made.append(setup(mode)) or made[-1])
+    monkeypatch.setattr(distribute, "setup", lambda *args: made.append(setup(*args)) or made[-1])
     summary = fit(config, verbose=0)
     assert summary["epochs"] == 1 and (tmp_path / "m" / "model.keras").is_file()
     # the run trained under a MirroredStrategy (a run that ignored --distribute mirrored passed the lines above)

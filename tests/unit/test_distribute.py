@@ -61,6 +61,21 @@ def test_a_strategy_of_two_replicas_trains_and_reports_as_one_device(loss):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.backend
+def test_a_mode_of_the_other_backend_says_what_to_do_and_for_a_resumed_run_how_to_go_on():
+    # the hint was 'use data-parallel' even for --resume, which refuses another --distribute; a mirrored run has
+    # to go on under TensorFlow (or start anew from its weights)
+    import keras
+
+    other, needs, instead = (("mirrored", "tensorflow", "use data-parallel") if keras.config.backend() == "jax"
+                             else ("data-parallel", "jax", "use mirrored or multiworker"))
+    with pytest.raises(ValueError, match=f"--distribute {other} is .*KERAS_BACKEND={keras.config.backend()} \\({instead}\\)"):
+        distribute.setup(other)
+    with pytest.raises(ValueError, match=f"\\(resume runs/a with KERAS_BACKEND={needs}, or start a new run from its "
+                                         "weights with --init runs/a\\)"):
+        distribute.setup(other, resumed="runs/a")
+
+
 def _faces(count, sources=None):
     return {"images": np.zeros((count, 4, 4, 1), np.uint8), "landmarks": np.full((count, 3, 2), 0.5, np.float32),
             "visible": np.ones((count, 3), bool), "source": np.array(sources or ["a"] * count)}
