@@ -76,6 +76,8 @@ class Cluster:
         return self.scratch_dir
 
     def close(self) -> None:
+        if self.mode == "data-parallel":  # the distribution is the process's: a later run (a test) would train under it
+            keras.distribution.set_distribution(None)
         for path in self._cleanup:
             shutil.rmtree(path, ignore_errors=True)
         self._cleanup.clear()
