@@ -99,6 +99,10 @@ def read_tf_config() -> dict:
         raise ValueError(f"TF_CONFIG is not a valid cluster description ({err}): {text!r}") from err
     if task_type not in config["cluster"]:
         raise ValueError(f"TF_CONFIG: task type {task_type!r} is not in the cluster {sorted(config['cluster'])}")
+    tasks = config["cluster"][task_type]
+    if int(task["index"]) >= len(tasks):  # TensorFlow's own words named neither TF_CONFIG nor the count
+        raise ValueError(f"TF_CONFIG: task index {task['index']} is not in the cluster, whose {len(tasks)} {task_type} "
+                         f"task(s) count from 0")
     if not workers:
         raise ValueError("TF_CONFIG: the cluster has no workers")
     return config

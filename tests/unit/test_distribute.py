@@ -10,6 +10,9 @@ def test_tf_config_errors_name_the_problem(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}')
     with pytest.raises(ValueError, match="task type 'ps' is not in the cluster"):
         distribute.read_tf_config()
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}')
+    with pytest.raises(ValueError, match=r"TF_CONFIG: task index 2 is not in the cluster, whose 2 worker task\(s\) count from 0"):
+        distribute.read_tf_config()  # TensorFlow's 'The `task_id` 2 exceeds the maximum id of worker.'
     monkeypatch.setenv("TF_CONFIG", "not json")
     with pytest.raises(ValueError, match="TF_CONFIG is not a valid cluster description"):
         distribute.read_tf_config()
