@@ -254,9 +254,9 @@ def tune_allocator() -> bool:
     patch would otherwise override it.
 
     Returns True when glibc took the settings; False on another C library or with
-    ``FACELANDMARKS_MALLOC=0``.
+    ``FACELANDMARKS_MALLOC=0`` (or ``off``, ``false``, ``no``).
     """
-    if os.environ.get(MALLOC_ENV, "1").strip() == "0":
+    if os.environ.get(MALLOC_ENV, "1").strip().lower() in ("0", "false", "no", "off"):  # as FACELANDMARKS_VERBOSE reads
         return False
     import ctypes
 

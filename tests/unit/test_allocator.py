@@ -63,6 +63,8 @@ def test_tuned_glibc_keeps_a_steps_buffers_instead_of_faulting_them_in_again():
     tuned_flag, *tuned = faults_per_step("1")
     assert tuned_flag == "True"
     assert [float(f) < 50 for f in tuned] == [True, True]  # main thread, and a thread with its own arena
+    # the words FACELANDMARKS_VERBOSE takes for off turn it off too: 'off' and 'false' tuned it quietly
+    assert [faults_per_step(word)[0] for word in ("off", "False", " no ")] == ["False"] * 3
 
 
 def test_forward_batch_keeps_the_largest_activation_under_the_mmap_threshold():
