@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,12 @@ class PipelineConfig(PipelineOptions):
     crop_size: int | None = None  # face-crop resolution the refiners were trained on
 
     def save(self) -> None:
-        _write_json_atomic(Path(self.run_dir) / "pipeline.json", asdict(self))
+        """``pipeline.json``, naming stage 1 and the box network as ``stage_reference`` does (loading from any folder)."""
+        values = asdict(self)
+        for name in ("stage1", "boxes"):
+            if values[name]:
+                values[name] = stage_reference(values[name], self.run_dir)
+        _write_json_atomic(Path(self.run_dir) / "pipeline.json", values)
 
     @classmethod
     def load(cls, run_dir) -> PipelineConfig:
@@ -59,3 +65,30 @@ class PipelineConfig(PipelineOptions):
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: not a pipeline run (no pipeline.json)")
         return cls(**json.loads(path.read_text()))
+
+
+def stage_reference(stage, run_dir) -> str:
+    """How ``pipeline.json`` names a stage's run (stage 1, the box network) given as ``stage`` (a path from the working
+    directory): relative to the pipeline's folder where both lie in one tree (a runs/ folder moved or copied whole keeps
+    its pipelines), else absolute."""
+    stage, run = Path(stage).resolve(), Path(run_dir).resolve()
+    if Path(os.path.commonpath([stage, run])) == Path(stage.anchor):
+        return str(stage)
+    return os.path.relpath(stage, run)
+
+
+def stage_candidates(run_dir, stage: str, saved_run_dir: str) -> list[Path]:
+    """Where the stage ``pipeline.json`` names may be, most likely first: relative to the pipeline's folder (as
+    ``stage_reference`` writes it, and an export's stages), then, for a pipeline.json written before that, relative to
+    the folder train.py ran in: the folder its ``run_dir`` (as typed there) leads from to this pipeline, and the
+    working directory."""
+    stage_path = Path(stage)
+    if stage_path.is_absolute():
+        return [stage_path]
+    out = [Path(run_dir) / stage_path]
+    typed = Path(saved_run_dir or "")
+    here = Path(run_dir).resolve().parts
+    depth = len(typed.parts)
+    if not typed.is_absolute() and ".." not in typed.parts and 0 < depth < len(here) and here[-depth:] == typed.parts:
+        out.append(Path(*here[:-depth]) / stage_path)
+    return [*out, stage_path]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ from facelandmarks.data.faces import cut_patches, from_patch
 from facelandmarks.inference import runtimes
 from facelandmarks.inference.predictor import Predictor, Variant, median_ms
 from facelandmarks.pipelines.boxes import inference_boxes, region_boxes
-from facelandmarks.pipelines.config import PipelineConfig
+from facelandmarks.pipelines.config import PipelineConfig, stage_candidates
 from facelandmarks.runtime import several_models_predicting
 
 
@@ -19,16 +19,18 @@ def _is_exported(run_dir: Path) -> bool:
     return (run_dir / "stage1" / runtimes.EXPORT_FILE).is_file()
 
 
-def _stage_path(run_dir: Path, stage: str, role: str = "stage 1") -> Path:
-    """A stage's run directory: relative to the pipeline folder in an export, as given (the working directory) in a run."""
-    inside = run_dir / stage
-    if not Path(stage).is_absolute() and runtimes.is_export(inside):
-        return inside
-    if not Path(stage).exists():  # else Predictor.load's 'no such run directory' named neither the pipeline nor why
-        where = "" if Path(stage).is_absolute() else (", relative to the folder train.py ran in (load the pipeline from "
-                                                      "there, or export it: an export holds every stage)")
-        raise FileNotFoundError(f"{run_dir}: its {role}, {stage} in pipeline.json, is not there{where}")
-    return Path(stage)
+def _stage_path(run_dir: Path, config: PipelineConfig, stage: str, role: str = "stage 1") -> Path:
+    """A stage's run directory (stage 1, the box network) as ``pipeline.json`` names it: relative to the pipeline
+    folder (a run's since this version, an export's), absolute, or in an older run relative to the folder train.py
+    ran in (``stage_candidates``)."""
+    candidates = stage_candidates(run_dir, stage, config.run_dir)
+    found = next((path for path in candidates if path.exists()), None)
+    if found is None:  # else Predictor.load's 'no such run directory' named neither the pipeline nor why
+        where = ", relative to the pipeline's folder or to the folder train.py ran in"
+        raise FileNotFoundError(f"{run_dir}: its {role}, {stage} in pipeline.json, is not there"
+                                f"{'' if Path(stage).is_absolute() else where} (move it back, or export the pipeline "
+                                "where it loads: an export holds every stage)")
+    return found
 
 
 class PipelinePredictor(Predictor):
@@ -51,7 +53,8 @@ class PipelinePredictor(Predictor):
                  box_source: str = "stage1", flip_test: bool = False, stage1_dir=None, **kwargs):
         self.stage1 = stage1  # before Predictor.__init__, which sets flip_test
         self.stage1_dir = Path(config.stage1 if stage1_dir is None else stage1_dir)
-        super().__init__(stage1.model, stage1.scheme.name, name=Path(config.run_dir).name, config=asdict(config), **kwargs)
+        kwargs.setdefault("name", Path(config.run_dir).name)
+        super().__init__(stage1.model, stage1.scheme.name, config=asdict(config), **kwargs)
         self.pipeline, self.refiners, self.box_net = config, refiners, box_net
         self.landmark_box = stage1.landmark_box  # stage 1's points are the ones a crop is cut around (recrop, video)
         self.box_source = box_source
@@ -79,7 +82,11 @@ class PipelinePredictor(Predictor):
         stage_options = {"runtime": runtime if _is_exported(run_dir) else "keras", "threads": threads}
         if stage_options["runtime"] == "keras":
             several_models_predicting()
-        stage1_dir = _stage_path(run_dir, config.stage1)
+        stage1_dir = _stage_path(run_dir, config, config.stage1)
+        boxes_dir = _stage_path(run_dir, config, config.boxes, "box network") if config.boxes else None
+        # named as trained; the stages where they were found, the pipeline where it was loaded from (export.py copies)
+        kwargs.setdefault("name", Path(config.run_dir).name)
+        config = replace(config, stage1=str(stage1_dir), boxes=boxes_dir and str(boxes_dir), run_dir=str(run_dir))
         stage1 = Predictor.load(stage1_dir, **stage_options)
         refiners = {}
         for region in config.regions:
@@ -87,7 +94,7 @@ class PipelinePredictor(Predictor):
             if not ((path / "model.keras").is_file() or runtimes.is_export(path)):
                 raise FileNotFoundError(f"{path}: the {region} refiner has not finished training")
             refiners[region] = Predictor.load(path, **stage_options)
-        box_net = Predictor.load(_stage_path(run_dir, config.boxes, "box network"), **stage_options) if config.boxes else None
+        box_net = Predictor.load(boxes_dir, **stage_options) if boxes_dir else None
         if box_source == "boxes" and box_net is None:
             raise ValueError(f"{run_dir}: no box network in this pipeline (train it with `train.py boxes` and pass --boxes)")
         return cls(config, stage1, refiners, box_net, box_source, stage1_dir=stage1_dir, **kwargs)

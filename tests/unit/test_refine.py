@@ -159,9 +159,53 @@ def test_a_pipeline_whose_stage1_is_not_where_its_relative_path_points_says_so(t
 
     run = tmp_path / "cascade"
     run.mkdir()
-    PipelineConfig(kind="cascade", run_dir=str(run), stage1="runs/stage1", regions=["nose"]).save()
+    PipelineConfig(kind="cascade", run_dir=str(run), stage1=str(tmp_path / "runs" / "stage1"), regions=["nose"]).save()
+    assert json.loads((run / "pipeline.json").read_text())["stage1"] == "../runs/stage1"
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(run))}: its stage 1, runs/stage1 in pipeline.json, "
-                                                r"is not there, relative to the folder train.py ran in \(load the "
-                                                r"pipeline from there, or export it"):
+    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(run))}: its stage 1, \.\./runs/stage1 in pipeline.json, "
+                                                r"is not there, relative to the pipeline's folder or to the folder "
+                                                r"train.py ran in \(move it back, or export the pipeline where it loads: "
+                                                r"an export holds every stage\)$"):
         Predictor.load(run, runtime="keras")
+
+
+def _tiny_cascade(root: Path, run_dir: str = "runs/cascade") -> None:
+    """A stage 1 (an MLP on 16 random faces) and a one-region cascade of it, trained with ``root`` as the working
+    directory and the paths typed relative to it, as a user types them."""
+    from facelandmarks.cli import train as train_cli
+    from tests.unit.test_train_errors import faces
+
+    common = ["--epochs", "1", "--batch", "4", "--augment", "none", "--preview-every", "0", "--workers", "1",
+              "--model-options", '{"hidden_units": [4]}']
+    npz.save_npz(root / "faces.npz", faces(16, size=16))
+    assert train_cli.main(["mlp", "--data", "faces.npz", "--run-dir", "runs/stage1", *common]) == 0
+    assert train_cli.main(["cascade", "--stage1", "runs/stage1", "--run-dir", run_dir, "--refiner", "mlp",
+                           "--regions", "nose", "--copies", "1", "--patch-size", "8", *common]) == 0
+
+
+def test_a_pipeline_loads_from_any_folder_and_after_its_runs_move(tmp_path, monkeypatch):
+    """pipeline.json named stage 1 as typed, relative to the folder train.py ran in: from any other working directory,
+    or once runs/ had moved, the pipeline did not load ('its stage 1, runs/stage1 in pipeline.json, is not there').
+    It now names it relative to the pipeline's folder; an older pipeline.json loads from any folder too."""
+    import shutil
+
+    from facelandmarks.inference.predictor import Predictor
+
+    monkeypatch.chdir(tmp_path)
+    _tiny_cascade(tmp_path)
+    saved = json.loads((tmp_path / "runs" / "cascade" / "pipeline.json").read_text())
+    assert saved["stage1"] == "../stage1"
+    crops = npz.load_npz(tmp_path / "faces.npz")["images"]
+    expected = Predictor.load("runs/cascade").predict_crops(crops)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    np.testing.assert_allclose(Predictor.load(tmp_path / "runs" / "cascade").predict_crops(crops), expected, atol=1e-6)
+    shutil.move(tmp_path / "runs", elsewhere / "moved")
+    loaded = Predictor.load("moved/cascade")
+    assert loaded.stage1_dir.resolve() == (elsewhere / "moved" / "stage1").resolve() and loaded.name == "cascade"
+    np.testing.assert_allclose(loaded.predict_crops(crops), expected, atol=1e-6)
+    # a pipeline.json of an older version: stage 1 relative to the folder train.py ran in, found from any folder
+    shutil.move(elsewhere / "moved", tmp_path / "runs")
+    (tmp_path / "runs" / "cascade" / "pipeline.json").write_text(json.dumps({**saved, "stage1": "runs/stage1"}))
+    np.testing.assert_allclose(Predictor.load(tmp_path / "runs" / "cascade").predict_crops(crops), expected, atol=1e-6)
