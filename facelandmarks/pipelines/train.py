@@ -9,7 +9,7 @@ import numpy as np
 
 from facelandmarks.data import npz
 from facelandmarks.data.faces import cut_patches, to_patch
-from facelandmarks.data.feeding import load_split
+from facelandmarks.data.feeding import load_split, repeat_counts
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.landmarks import REFINED_REGIONS, Scheme, box_scheme, region_scheme
 from facelandmarks.pipelines.boxes import (
@@ -71,7 +71,7 @@ def patch_dataset(arrays: dict, boxes: np.ndarray, region_index: int, scheme: Sc
     patches = cut_patches(arrays["images"][ok], box, size)
     points = to_patch(arrays["landmarks"][ok][:, idx], box)
     inside = ((points >= 0) & (points <= 1)).all(axis=-1)
-    return {
+    out = {
         "images": patches,
         "landmarks": points,
         "visible": arrays["visible"][ok][:, idx] & inside,
@@ -79,6 +79,9 @@ def patch_dataset(arrays: dict, boxes: np.ndarray, region_index: int, scheme: Sc
         "scheme": np.array(region_scheme(scheme, region).name),
         "box": box.astype(np.float32),  # the patch, in face-crop coordinates
     }
+    if "source" in arrays:  # each patch is its face's: --oversample weights a source's faces in the refiners too
+        out["source"] = arrays["source"][ok]
+    return out
 
 
 def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
@@ -97,6 +100,8 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     if config.time_limit:
         raise ValueError(f"--time-limit times one model's training; train.py {kind} trains its models one after "
                          "another: give them --epochs")
+    if not resume:
+        check_refiner_settings(kind, config)
     if not options.stage1:
         raise ValueError(f"train.py {kind} needs --stage1 RUN_DIR (the global model to refine)")
     check_regions(options.regions)
@@ -120,6 +125,21 @@ def check_model(flag: str, name: str, template: TrainConfig) -> None:
         raise ValueError(f"{flag} {name}: {err}") from None
     if spec.input_kind != IMAGE:
         raise ValueError(f"{flag} {name}: the model takes {spec.input_kind}, and the pipelines train on images")
+
+
+def check_refiner_settings(kind: str, config: TrainConfig) -> None:
+    """Settings of one model's training that mean nothing for a pipeline's refiners, refused in one line before any
+    file is written (they reached the refiners and failed there, after stage 1 had run, or were ignored)."""
+    if config.init:
+        raise ValueError(f"--init {config.init}: train.py {kind} starts a new refiner per region (from --weights); "
+                         "--init starts one model from another's weights: fine-tune stage 1 with it, then refine that run")
+    if config.teachers:
+        raise ValueError(f"--teachers: train.py {kind} trains its refiners on region patches, which the teachers (models "
+                         "of whole faces) do not mark: distil stage 1 with them (train.py MODEL --teachers ...), then "
+                         "refine that run")
+    if config.size:
+        raise ValueError(f"--size {config.size}: train.py {kind} cuts the refiners' patches (--patch-size) from the faces "
+                         "at the size stage 1 was trained on")
 
 
 def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) -> None:
@@ -151,6 +171,8 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
         raise ValueError(f"a pipeline measures stage 1's errors on faces it did not train on, and {config.stage1} was "
                          "trained without validation faces (--val-fraction 0, no --val): give the pipeline --val NPZ, "
                          "faces stage 1 did not see")
+    if template.oversample:  # its source names, before stage 1 runs and the patches are cut
+        repeat_counts(train, template.oversample)
     scheme = npz.scheme_of(train)
     if scheme.name != stage1.scheme.name:
         raise ValueError(f"stage 1 predicts {stage1.scheme.name}, the data is {scheme.name}")

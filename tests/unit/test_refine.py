@@ -209,3 +209,47 @@ def test_a_pipeline_loads_from_any_folder_and_after_its_runs_move(tmp_path, monk
     shutil.move(elsewhere / "moved", tmp_path / "runs")
     (tmp_path / "runs" / "cascade" / "pipeline.json").write_text(json.dumps({**saved, "stage1": "runs/stage1"}))
     np.testing.assert_allclose(Predictor.load(tmp_path / "runs" / "cascade").predict_crops(crops), expected, atol=1e-6)
+
+
+def test_settings_of_one_models_training_are_refused_by_a_pipeline_before_it_writes(tmp_path, capsys):
+    """--init and --teachers reached every refiner: --init started it from stage 1's weights (a whole face's, at
+    another scale), --teachers failed there ('the teacher marks scheme ibug68, the training data ibug68/mouth') after
+    stage 1 had run and the patches were cut; --size was ignored. Each is now refused in one line, nothing written."""
+    from facelandmarks.cli import train as train_cli
+
+    argv = ["cascade", "--stage1", str(tmp_path / "stage1"), "--run-dir", str(tmp_path / "cascade"), "--epochs", "1"]
+    for extra, line in ((["--init", str(tmp_path / "stage1")], rf"--init {re.escape(str(tmp_path / 'stage1'))}: train.py "
+                         r"cascade starts a new refiner per region \(from --weights\); --init starts one model from "
+                         r"another's weights: fine-tune stage 1 with it, then refine that run"),
+                        (["--teachers", str(tmp_path / "stage1")], r"--teachers: train.py cascade trains its refiners on "
+                         r"region patches, which the teachers \(models of whole faces\) do not mark"),
+                        (["--size", "64"], r"--size 64: train.py cascade cuts the refiners' patches \(--patch-size\) "
+                         r"from the faces at the size stage 1 was trained on")):
+        assert train_cli.main([*argv, *extra]) == 2
+        assert re.fullmatch(rf"train.py: {line}.*\n", capsys.readouterr().err)
+        assert not (tmp_path / "cascade").exists()
+
+
+def test_a_pipeline_oversamples_its_refiners_patches_by_their_faces_source(tmp_path, monkeypatch):
+    """--oversample reached the refiners, whose patches had no 'source' column: the first refiner stopped with
+    "--oversample needs the npz's 'source' column" after stage 1 had run and the patches were cut. The patches now
+    keep their faces' source, so the refiners weight them as a single model weights its faces; a source the data
+    lacks is refused before stage 1 runs."""
+    from facelandmarks.cli import train as train_cli
+    from tests.unit.test_train_errors import faces
+
+    monkeypatch.chdir(tmp_path)
+    common = ["--epochs", "1", "--batch", "4", "--augment", "none", "--preview-every", "0", "--workers", "1",
+              "--model-options", '{"hidden_units": [4]}']
+    arrays = faces(16, size=16)
+    npz.save_npz(tmp_path / "faces.npz", {**arrays, "source": np.array(["a", "b"] * 8)})
+    assert train_cli.main(["mlp", "--data", "faces.npz", "--run-dir", "stage1", *common]) == 0
+    cascade = ["cascade", "--stage1", "stage1", "--refiner", "mlp", "--regions", "nose", "--copies", "1",
+               "--patch-size", "8", *common]
+    assert train_cli.main([*cascade, "--run-dir", "wrong", "--oversample", '{"c": 2}']) == 2
+    assert not (tmp_path / "wrong" / "jitter.npz").exists()
+    assert train_cli.main([*cascade, "--run-dir", "cascade", "--oversample", '{"a": 3}']) == 0
+    patches = npz.load_npz(tmp_path / "cascade" / "nose" / "patches_train.npz")
+    assert sorted(set(patches["source"].tolist())) == ["a", "b"] and len(patches["source"]) == len(patches["images"])
+    refiner = json.loads((tmp_path / "cascade" / "nose" / "run" / "config.json").read_text())
+    assert refiner["oversample"] == {"a": 3}
