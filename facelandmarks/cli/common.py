@@ -5,16 +5,31 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shlex
 import signal
 import sys
 import threading
 import zipfile
 
-from facelandmarks.runtime import for_this_install, help_for_this_install
+from facelandmarks.runtime import for_this_install, help_for_this_install, script_command
 
 # What a user can cause and the scripts report in one line (exit 2).  Anything else is a bug: a traceback.
 # zipfile.BadZipFile and EOFError come from numpy reading a truncated npz when the loader does not name it.
 USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
+
+
+def rerun_command(name: str) -> str:
+    """The command that runs the script ``name`` ('train', ...) again as this process was started, for a hint that
+    continues its work: ``python PATH/train.py`` as typed (from any folder), the console script
+    (``facelandmarks-train``), else (a test, an embedding program) ``script_command(name)``."""
+    started = sys.argv[0] if sys.argv else ""
+    base = os.path.basename(started)
+    script = os.path.dirname(os.path.abspath(started))
+    if base == f"{name}.py" and not os.path.isfile(os.path.join(script, "__init__.py")):  # the script, not the module
+        return f"python {shlex.quote(started)}"
+    if os.path.splitext(base)[0] == f"facelandmarks-{name}":
+        return f"facelandmarks-{name}"
+    return script_command(name)
 
 
 def error_line(err: BaseException, npz_files=()) -> str:

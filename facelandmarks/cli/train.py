@@ -16,12 +16,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
+from facelandmarks.cli.common import (
+    USER_ERRORS,
+    OneLineParser,
+    complain,
+    error_line,
+    rerun_command,
+    script_main,
+    stopped,
+)
 from facelandmarks.data.fileset import test_side_of
-from facelandmarks.runtime import script_command, startup
+from facelandmarks.runtime import startup
 from facelandmarks.training.config import (
     SHIPPED,
     ConfigError,
@@ -241,7 +250,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as err:
         word, status = stopped(err)
         if config and (Path(config.run_dir) / "config.json").is_file():
-            hint = f"; continue with: {script_command('train')} --resume --run-dir {config.run_dir}"
+            hint = f"; continue with: {rerun_command('train')} --resume --run-dir {shlex.quote(config.run_dir)}"
         else:
             hint = " before the run began; nothing was written"
         complain(f"\n{word}{hint}")

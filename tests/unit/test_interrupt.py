@@ -133,3 +133,53 @@ def test_ctrl_c_while_the_forkserver_imports_its_preload_leaves_it_running_and_s
     done = subprocess.run([sys.executable, "-c", FORKSERVER_CTRL_C], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, preexec_fn=ctrl_c_as_at_a_terminal)
     assert (done.returncode, done.stdout, done.stderr) == (0, "[3]\n", "")
+
+
+def test_the_resume_line_names_the_script_as_it_was_started(monkeypatch):
+    """The line after an interrupted training said 'python train.py' in any working copy: from another folder
+    (python ~/facelandmarks/train.py) or through the console script of an editable install, that command was not
+    there. It now names the script as this process was started."""
+    from facelandmarks.cli.common import rerun_command
+    from facelandmarks.runtime import script_command
+
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), "cascade"])
+    assert rerun_command("train") == f"python {ROOT / 'train.py'}"
+    monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/facelandmarks-train", "cascade"])
+    assert rerun_command("train") == "facelandmarks-train"
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "facelandmarks" / "cli" / "train.py")])  # the module: not a script
+    assert rerun_command("train") == script_command("train")
+
+
+def test_a_pipeline_stopped_in_a_refiner_names_the_command_that_resumes_it(tmp_path):
+    """train.py cascade run from another folder and stopped while a refiner trains: its line's command, run there,
+    continues the pipeline (it said 'python train.py', which is not in that folder)."""
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import faces
+
+    npz.save_npz(tmp_path / "faces.npz", faces(16, size=16))
+    common = ["--batch", "4", "--augment", "none", "--preview-every", "0", "--workers", "1", "--model-options",
+              '{"hidden_units": [4]}']
+    script = [sys.executable, str(ROOT / "train.py")]
+    subprocess.run([*script, "mlp", "--data", "faces.npz", "--run-dir", "runs/stage 1", "--epochs", "1", *common],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    process = subprocess.Popen([*script, "cascade", "--stage1", "runs/stage 1", "--run-dir", "runs/my cascade",
+                                "--refiner", "mlp", "--regions", "nose", "--copies", "1", "--patch-size", "8",
+                                "--epochs", "5000", *common], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_at_a_terminal)
+    state = tmp_path / "runs" / "my cascade" / "nose" / "run" / "state.json"
+    deadline = time.monotonic() + 240
+    while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (f"terminated; continue with: python {ROOT / 'train.py'} --resume --run-dir "
+                                            "'runs/my cascade'")
+    import shlex
+
+    done = len((state.parent / "history.csv").read_text().splitlines()) - 1
+    command = shlex.split(err.strip().splitlines()[-1].split("continue with: ")[1])
+    resumed = subprocess.run([sys.executable, *command[1:], "--epochs", str(done + 1)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len((state.parent / "history.csv").read_text().splitlines()) - 1 == done + 1
