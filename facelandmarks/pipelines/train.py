@@ -93,6 +93,7 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     """
     options = PipelineOptions(**config.pipeline)
     template = replace(config, pipeline={})
+    check_in_memory(config.data, kind)
     check_model("--box-model" if kind == "boxes" else "--refiner", options.box_model if kind == "boxes" else options.refiner,
                 template)
     if kind == "boxes":
@@ -125,6 +126,14 @@ def check_model(flag: str, name: str, template: TrainConfig) -> None:
         raise ValueError(f"{flag} {name}: {err}") from None
     if spec.input_kind != IMAGE:
         raise ValueError(f"{flag} {name}: the model takes {spec.input_kind}, and the pipelines train on images")
+
+
+def check_in_memory(data, kind: str) -> None:
+    """A shard set (``--data X.shards.json``), refused in one line: the pipelines cut patches from, and the box network
+    rewrites, the training faces in memory (it stopped in a TypeError traceback, or 'not an npz file')."""
+    if data and npz.is_manifest(data):
+        raise ValueError(f"{data}: a shard set; train.py {kind} works on the training faces in memory: give it one npz "
+                         "(datagen.py prepare without --shard-size, or a smaller set)")
 
 
 def check_refiner_settings(kind: str, config: TrainConfig) -> None:
@@ -166,6 +175,7 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
     # stage 1's own split (its --val, --val-fraction and seeds), so its errors are measured on faces it did not
     # train on; the pipeline's --val replaces its validation faces
     split_config = TrainConfig(**{**asdict(s1), "data": template.data or s1.data, "val": template.val or s1.val})
+    check_in_memory(split_config.data, config.kind)  # stage 1's data, when the pipeline has no --data
     train, val = load_split(split_config)
     if val is None:
         raise ValueError(f"a pipeline measures stage 1's errors on faces it did not train on, and {config.stage1} was "

@@ -253,3 +253,29 @@ def test_a_pipeline_oversamples_its_refiners_patches_by_their_faces_source(tmp_p
     assert sorted(set(patches["source"].tolist())) == ["a", "b"] and len(patches["source"]) == len(patches["images"])
     refiner = json.loads((tmp_path / "cascade" / "nose" / "run" / "config.json").read_text())
     assert refiner["oversample"] == {"a": 3}
+
+
+def test_a_shard_set_is_refused_by_the_pipelines_in_one_line(tmp_path, capsys):
+    """--data X.shards.json: cascade and regions stopped in a TypeError traceback ('ShardSet' is not iterable) after
+    writing config.json, boxes said 'not an npz file' after making its run folder; so did a pipeline of a stage 1
+    trained on shards, without --data."""
+    from facelandmarks.cli import train as train_cli
+    from tests.unit.test_train_errors import faces
+
+    shard = npz.save_npz(npz.shard_path(tmp_path / "set_train", 0), faces(12, size=16))
+    manifest = npz.write_manifest(tmp_path / "set_train.shards.json", [{"file": shard, "faces": 12}], "ibug68", (16, 16, 3))
+    npz.save_npz(tmp_path / "val.npz", faces(8, size=16))
+    common = ["--val", str(tmp_path / "val.npz"), "--epochs", "1", "--batch", "4", "--augment", "none",
+              "--preview-every", "0", "--workers", "1"]
+    said = rf"train.py: {re.escape(str(manifest))}: a shard set; train.py (\w+) works on the training faces in memory: " \
+           r"give it one npz \(datagen.py prepare without --shard-size, or a smaller set\)\n"
+    for kind in (["boxes"], ["cascade", "--stage1", str(tmp_path / "stage1")]):
+        assert train_cli.main([*kind, "--data", str(manifest), "--run-dir", str(tmp_path / "run"), *common]) == 2
+        assert re.fullmatch(said, capsys.readouterr().err)[1] == kind[0]
+        assert not (tmp_path / "run").exists()
+    assert train_cli.main(["mlp", "--data", str(manifest), "--run-dir", str(tmp_path / "stage1"), *common,
+                           "--model-options", '{"hidden_units": [4]}']) == 0
+    capsys.readouterr()
+    assert train_cli.main(["regions", "--stage1", str(tmp_path / "stage1"), "--run-dir", str(tmp_path / "run"),
+                           "--epochs", "1"]) == 2
+    assert re.fullmatch(said, capsys.readouterr().err)[1] == "regions"
