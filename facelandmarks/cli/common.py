@@ -18,16 +18,17 @@ from facelandmarks.runtime import for_this_install, help_for_this_install, scrip
 USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError)
 
 
-def rerun_command(name: str) -> str:
-    """The command that runs the script ``name`` ('train', ...) again as this process was started, for a hint that
-    continues its work: ``python PATH/train.py`` as typed (from any folder), the console script
-    (``facelandmarks-train``), else (a test, an embedding program) ``script_command(name)``."""
+def script_as_started(name: str) -> str:
+    """How to run the script ``name`` ('train', 'evaluate', ...) for a hint, as this process was started: ``python
+    PATH/NAME.py`` beside the script typed (``python ~/facelandmarks/train.py`` from any folder), the console script
+    (``facelandmarks-train`` started, ``facelandmarks-evaluate`` named), else (a test, an embedding program)
+    ``script_command(name)``."""
     started = sys.argv[0] if sys.argv else ""
-    base = os.path.basename(started)
-    script = os.path.dirname(os.path.abspath(started))
-    if base == f"{name}.py" and not os.path.isfile(os.path.join(script, "__init__.py")):  # the script, not the module
-        return f"python {shlex.quote(started)}"
-    if os.path.splitext(base)[0] == f"facelandmarks-{name}":
+    folder, base = os.path.split(started)
+    script = os.path.join(folder, f"{name}.py")
+    if base.endswith(".py") and os.path.isfile(script) and not os.path.isfile(os.path.join(folder, "__init__.py")):
+        return f"python {shlex.quote(script)}"  # a script of a working copy, not a module of the package
+    if base.startswith("facelandmarks-"):
         return f"facelandmarks-{name}"
     return script_command(name)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import shlex
 import sys
@@ -25,7 +26,7 @@ from facelandmarks.cli.common import (
     OneLineParser,
     complain,
     error_line,
-    rerun_command,
+    script_as_started,
     script_main,
     stopped,
 )
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up INFO lines")
     add_arguments(parser, TrainConfig)
     for options, names in option_groups():
-        summary = (options.__doc__ or "").strip().splitlines()[0]
+        summary = inspect.cleandoc(options.__doc__ or "").split("\n\n")[0]  # its first paragraph
         add_arguments(parser.add_argument_group(f"{', '.join(names)} settings", summary), options)
     return parser
 
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as err:
         word, status = stopped(err)
         if config and (Path(config.run_dir) / "config.json").is_file():
-            hint = f"; continue with: {rerun_command('train')} --resume --run-dir {shlex.quote(config.run_dir)}"
+            hint = f"; continue with: {script_as_started('train')} --resume --run-dir {shlex.quote(config.run_dir)}"
         else:
             hint = " before the run began; nothing was written"
         complain(f"\n{word}{hint}")
@@ -289,6 +290,11 @@ def _where_line(config: TrainConfig, summary) -> str | None:
     """One line before the summary: where the run is (a --config file names the folder, which no line said), what
     ended it and its best epoch (the summary's ``stopped_by`` and ``best_epoch``)."""
     run_dir = Path(config.run_dir)
+    if (run_dir / "pipeline.json").is_file() and isinstance(summary, dict):  # cascade, regions: {region: its summary}
+        refiners = [f"{region}/run (best epoch {done.get('best_epoch')})" for region, done in summary.items()
+                    if isinstance(done, dict)]
+        return (f"pipeline in {run_dir}: pipeline.json, refiners {', '.join(refiners)}; "
+                f"{script_as_started('evaluate')} {shlex.quote(str(run_dir))} --data TEST.npz scores it")
     files = [name for name in ("best.weights.h5", "model.keras", "history.csv", "summary.json") if (run_dir / name).is_file()]
     if not isinstance(summary, dict) or not files:
         return None

@@ -139,15 +139,16 @@ def test_the_resume_line_names_the_script_as_it_was_started(monkeypatch):
     """The line after an interrupted training said 'python train.py' in any working copy: from another folder
     (python ~/facelandmarks/train.py) or through the console script of an editable install, that command was not
     there. It now names the script as this process was started."""
-    from facelandmarks.cli.common import rerun_command
+    from facelandmarks.cli.common import script_as_started
     from facelandmarks.runtime import script_command
 
     monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), "cascade"])
-    assert rerun_command("train") == f"python {ROOT / 'train.py'}"
+    assert script_as_started("train") == f"python {ROOT / 'train.py'}"
+    assert script_as_started("evaluate") == f"python {ROOT / 'evaluate.py'}"  # the script beside it
     monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/facelandmarks-train", "cascade"])
-    assert rerun_command("train") == "facelandmarks-train"
+    assert (script_as_started("train"), script_as_started("evaluate")) == ("facelandmarks-train", "facelandmarks-evaluate")
     monkeypatch.setattr(sys, "argv", [str(ROOT / "facelandmarks" / "cli" / "train.py")])  # the module: not a script
-    assert rerun_command("train") == script_command("train")
+    assert script_as_started("train") == script_command("train")
 
 
 def test_a_pipeline_stopped_in_a_refiner_names_the_command_that_resumes_it(tmp_path):
@@ -182,4 +183,8 @@ def test_a_pipeline_stopped_in_a_refiner_names_the_command_that_resumes_it(tmp_p
     resumed = subprocess.run([sys.executable, *command[1:], "--epochs", str(done + 1)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
+    # then a line says where the pipeline is, and how to score it (it printed only the refiners' summaries)
+    line = next(line for line in resumed.stdout.splitlines() if line.startswith("pipeline in "))
+    assert line.startswith("pipeline in runs/my cascade: pipeline.json, refiners nose/run (best epoch ")
+    assert line.endswith(f"; python {ROOT / 'evaluate.py'} 'runs/my cascade' --data TEST.npz scores it")
     assert len((state.parent / "history.csv").read_text().splitlines()) - 1 == done + 1

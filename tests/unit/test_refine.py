@@ -228,6 +228,9 @@ def test_settings_of_one_models_training_are_refused_by_a_pipeline_before_it_wri
         assert train_cli.main([*argv, *extra]) == 2
         assert re.fullmatch(rf"train.py: {line}.*\n", capsys.readouterr().err)
         assert not (tmp_path / "cascade").exists()
+    # and --help says so in the pipelines' group (its description was the first line of a docstring)
+    assert ("train each refiner (the box network); cascade and regions refuse --init, --teachers and --size.\n"
+            in train_cli.build_parser().format_help())
 
 
 def test_a_pipeline_oversamples_its_refiners_patches_by_their_faces_source(tmp_path, monkeypatch):
