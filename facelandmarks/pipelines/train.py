@@ -24,6 +24,7 @@ from facelandmarks.pipelines.config import (
     REFINER_AUGMENT,
     PipelineConfig,
     PipelineOptions,
+    stage_candidates,
 )
 from facelandmarks.training.config import TrainConfig
 from facelandmarks.training.fit import fit, read_summary, record_budget
@@ -106,6 +107,13 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     if not options.stage1:
         raise ValueError(f"train.py {kind} needs --stage1 RUN_DIR (the global model to refine)")
     check_regions(options.regions)
+    if resume:
+        options = found_stages(options, Path(config.run_dir))
+    for flag, path in (("--stage1", options.stage1), ("--boxes", options.boxes)):
+        if path and not Path(path).is_dir():  # before config.json is written (Predictor.load said it only after)
+            where = (f" (in {Path(config.run_dir) / 'config.json'}: relative to the folder train.py started the run in, "
+                     "and not where its pipeline.json leads)") if resume else ""
+            raise FileNotFoundError(f"{flag} {path}: no such run directory{where}")
     if not resume:
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         config.save(Path(config.run_dir) / "config.json")
@@ -126,6 +134,20 @@ def check_model(flag: str, name: str, template: TrainConfig) -> None:
         raise ValueError(f"{flag} {name}: {err}") from None
     if spec.input_kind != IMAGE:
         raise ValueError(f"{flag} {name}: the model takes {spec.input_kind}, and the pipelines train on images")
+
+
+def found_stages(options: PipelineOptions, run_dir: Path) -> PipelineOptions:
+    """``--resume``: stage 1 and the box network where the run's ``pipeline.json`` finds them, where the paths typed
+    at its start (relative to the folder train.py ran in, as ``config.json`` keeps them) lead nowhere from here."""
+    if not (run_dir / "pipeline.json").is_file():
+        return options
+    saved, found = PipelineConfig.load(run_dir), {}
+    for name in ("stage1", "boxes"):
+        typed, stored = getattr(options, name), getattr(saved, name)
+        if typed and stored and not Path(typed).is_dir():
+            where = next((path for path in stage_candidates(run_dir, stored, saved.run_dir) if path.is_dir()), None)
+            found.update({name: str(where.resolve())} if where else {})
+    return replace(options, **found)
 
 
 def check_in_memory(data, kind: str) -> None:
@@ -175,6 +197,9 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
     # stage 1's own split (its --val, --val-fraction and seeds), so its errors are measured on faces it did not
     # train on; the pipeline's --val replaces its validation faces
     split_config = TrainConfig(**{**asdict(s1), "data": template.data or s1.data, "val": template.val or s1.val})
+    if not template.data and not Path(s1.data).exists():  # else 'X.npz: no such dataset file', not saying whose
+        raise FileNotFoundError(f"{s1.data}: no such dataset file (stage 1's --data, in {Path(config.stage1) / 'config.json'}"
+                                ", relative to the folder it trained in: give the pipeline --data)")
     check_in_memory(split_config.data, config.kind)  # stage 1's data, when the pipeline has no --data
     train, val = load_split(split_config)
     if val is None:

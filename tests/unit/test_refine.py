@@ -282,3 +282,28 @@ def test_a_shard_set_is_refused_by_the_pipelines_in_one_line(tmp_path, capsys):
     assert train_cli.main(["regions", "--stage1", str(tmp_path / "stage1"), "--run-dir", str(tmp_path / "run"),
                            "--epochs", "1"]) == 2
     assert re.fullmatch(said, capsys.readouterr().err)[1] == "regions"
+
+
+def test_a_pipeline_resumes_from_another_folder(tmp_path, monkeypatch, capsys):
+    """--resume from another folder: config.json keeps --stage1 as typed, so it said 'runs/stage1: no such run
+    directory', and then 'faces.npz: no such dataset file', naming neither whose path it was nor why. Stage 1 is now
+    found where pipeline.json leads, and stage 1's data is named as such; a --stage1 that is not there is refused
+    before the run folder is made (it was found only after config.json was written)."""
+    from facelandmarks.cli import train as train_cli
+
+    monkeypatch.chdir(tmp_path)
+    assert train_cli.main(["cascade", "--stage1", "runs/none", "--run-dir", "runs/nothing"]) == 2
+    assert capsys.readouterr().err == "train.py: --stage1 runs/none: no such run directory\n"
+    assert not (tmp_path / "runs").exists()
+    _tiny_cascade(tmp_path)
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = tmp_path / "runs" / "cascade"
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2"]) == 2
+    assert capsys.readouterr().err == (f"train.py: faces.npz: no such dataset file (stage 1's --data, in "
+                                       f"{(tmp_path / 'runs' / 'stage1' / 'config.json').resolve()}, relative to the "
+                                       "folder it trained in: give the pipeline --data)\n")
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2", "--data", str(tmp_path / "faces.npz")]) == 0
+    assert len((run / "nose" / "run" / "history.csv").read_text().splitlines()) == 3  # a header, two epochs
