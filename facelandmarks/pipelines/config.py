@@ -34,12 +34,18 @@ class PipelineOptions:
 
     stage1: str | None = setting(None, "cascade, regions: run directory of the global model to refine")
     boxes: str | None = setting(None, "regions: run directory of a box network (train.py boxes)")
-    refiner: str = setting("scratch", "registered model used for each region refiner")
+    refiner: str = setting("scratch", "cascade, regions: registered model used for each region refiner")
     box_model: str = setting("resnet_scratch", "boxes: registered model used for the box network")
-    patch_size: int = setting(32, "refiner input size in pixels")
+    patch_size: int = setting(32, "cascade, regions: refiner input size in pixels")
     margin: float = setting(0.25, "region box margin per side, fraction of its size")
-    regions: list = setting(list(REFINED_REGIONS), "comma-separated regions to refine (the jaw stays with stage 1)")
-    copies: int = setting(4, "jittered patches per training face")
+    regions: list = setting(list(REFINED_REGIONS), "cascade, regions: comma-separated regions to refine (the jaw stays with stage 1)")
+    copies: int = setting(4, "cascade, regions: jittered patches per training face")
+
+
+# the trainers that use a setting of PipelineOptions (the others use it in every trainer): train.py refuses it elsewhere
+USED_BY = {"stage1": ("cascade", "regions"), "boxes": ("regions",), "refiner": ("cascade", "regions"),
+           "box_model": ("boxes",), "patch_size": ("cascade", "regions"), "regions": ("cascade", "regions"),
+           "copies": ("cascade", "regions")}
 
 
 @dataclass(kw_only=True)

@@ -22,11 +22,12 @@ from facelandmarks.pipelines.boxes import (
 from facelandmarks.pipelines.config import (
     BOXES_AUGMENT,
     REFINER_AUGMENT,
+    USED_BY,
     PipelineConfig,
     PipelineOptions,
     stage_candidates,
 )
-from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.config import TrainConfig, flag_name
 from facelandmarks.training.fit import fit, read_summary, record_budget
 
 
@@ -97,6 +98,8 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     check_in_memory(config.data, kind)
     check_model("--box-model" if kind == "boxes" else "--refiner", options.box_model if kind == "boxes" else options.refiner,
                 template)
+    if not resume:
+        check_kind_options(kind, options)
     if kind == "boxes":
         return train_boxes(replace(template, model=options.box_model), margin=options.margin)
     if config.time_limit:
@@ -148,6 +151,16 @@ def found_stages(options: PipelineOptions, run_dir: Path) -> PipelineOptions:
             where = next((path for path in stage_candidates(run_dir, stored, saved.run_dir) if path.is_dir()), None)
             found.update({name: str(where.resolve())} if where else {})
     return replace(options, **found)
+
+
+def check_kind_options(kind: str, options: PipelineOptions) -> None:
+    """Settings of another trainer (``USED_BY``; ``train.py boxes --stage1``, ``cascade --boxes``), refused in one line
+    naming each and its trainers (they were ignored)."""
+    default = PipelineOptions()
+    other = [f"{flag_name(f.name)} ({', '.join(USED_BY[f.name])})" for f in fields(PipelineOptions)
+             if kind not in USED_BY.get(f.name, (kind,)) and getattr(options, f.name) != getattr(default, f.name)]
+    if other:
+        raise ValueError(f"{', '.join(other)}: not a setting of train.py {kind}")
 
 
 def check_in_memory(data, kind: str) -> None:

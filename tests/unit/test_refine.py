@@ -228,6 +228,15 @@ def test_settings_of_one_models_training_are_refused_by_a_pipeline_before_it_wri
         assert train_cli.main([*argv, *extra]) == 2
         assert re.fullmatch(rf"train.py: {line}.*\n", capsys.readouterr().err)
         assert not (tmp_path / "cascade").exists()
+    # a setting of another trainer was ignored: train.py boxes --stage1 ... --copies 2, train.py cascade --boxes B
+    for kind, extra, line in ((["boxes", "--data", str(tmp_path / "faces.npz")], ["--copies", "2"],
+                               r"--stage1 \(cascade, regions\), --copies \(cascade, regions\): not a setting of "
+                               r"train.py boxes"),
+                              (["cascade"], ["--boxes", str(tmp_path / "boxes")],
+                               r"--boxes \(regions\): not a setting of train.py cascade")):
+        assert train_cli.main([*kind, *argv[1:], *extra]) == 2
+        assert re.fullmatch(rf"train.py: {line}\n", capsys.readouterr().err)
+        assert not (tmp_path / "cascade").exists()
     # and --help says so in the pipelines' group (its description was the first line of a docstring)
     assert ("train each refiner (the box network); cascade and regions refuse --init, --teachers and --size.\n"
             in train_cli.build_parser().format_help())
