@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
                 template)
     if not resume:
         check_kind_options(kind, options)
+        check_run_folder(kind, config)
     if kind == "boxes":
         return train_boxes(replace(template, model=options.box_model), margin=options.margin)
     if config.time_limit:
@@ -161,6 +163,36 @@ def check_kind_options(kind: str, options: PipelineOptions) -> None:
              if kind not in USED_BY.get(f.name, (kind,)) and getattr(options, f.name) != getattr(default, f.name)]
     if other:
         raise ValueError(f"{', '.join(other)}: not a setting of train.py {kind}")
+
+
+# what a rerun of a pipeline's command (which goes on with its unfinished refiners) may change
+RERUN_MAY_CHANGE = ("epochs", "time_limit", "workers", "preview_every", "run_dir")
+
+
+def check_run_folder(kind: str, config: TrainConfig) -> None:
+    """A new run's ``--run-dir`` holding another run, refused in one line before anything is written: cascade and
+    regions overwrote its config.json (a stage 1's, say) and trained in it, boxes resumed it as the box network; a
+    rerun of a pipeline with other settings rewrote them beside refiners trained with the old ones."""
+    run_dir = Path(config.run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # none (or unreadable: the run's own errors name it)
+    saved = saved if isinstance(saved, dict) else {}
+    ours = Path(str(saved.get("data"))).name == "boxes_train.npz" if kind == "boxes" else saved.get("model") == kind
+    if not ours:
+        what = saved.get("model")
+        raise FileExistsError(f"{run_dir} already holds a run{f' ({what})' if what else ''}, not a train.py {kind} run: "
+                              "choose another --run-dir")
+    if kind == "boxes":
+        return  # its rerun goes on (as --resume) with the box network's own settings
+    now = asdict(config)
+    changed = [flag_name(name) for name, value in now.items() if name not in RERUN_MAY_CHANGE and name != "pipeline"
+               and name in saved and saved[name] != value]
+    changed += [flag_name(name) for name, value in config.pipeline.items() if saved.get("pipeline", {}).get(name) != value]
+    if changed:
+        raise FileExistsError(f"{run_dir} already holds a {kind} pipeline trained with other {', '.join(changed)}: "
+                              f"rerun it as it was started, continue it with --resume, or choose another --run-dir")
 
 
 def check_in_memory(data, kind: str) -> None:

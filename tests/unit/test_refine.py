@@ -316,3 +316,33 @@ def test_a_pipeline_resumes_from_another_folder(tmp_path, monkeypatch, capsys):
                                        "folder it trained in: give the pipeline --data)\n")
     assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2", "--data", str(tmp_path / "faces.npz")]) == 0
     assert len((run / "nose" / "run" / "history.csv").read_text().splitlines()) == 3  # a header, two epochs
+
+
+def test_a_pipeline_leaves_a_run_folder_of_another_run_or_setting_alone(tmp_path, monkeypatch, capsys):
+    """train.py cascade --run-dir RUN over a finished run (stage 1's, say) overwrote its config.json and trained in it;
+    train.py boxes resumed it as the box network (a wall of Keras loading errors, boxes_train.npz left in it); a rerun
+    of a pipeline with other settings (--patch-size) rewrote config.json and pipeline.json beside refiners trained
+    with the old ones, which it skipped. Each is now refused in one line, nothing written; the same command reruns."""
+    from facelandmarks.cli import train as train_cli
+
+    monkeypatch.chdir(tmp_path)
+    _tiny_cascade(tmp_path)
+    capsys.readouterr()
+    stage1, pipeline = (tmp_path / "runs" / name for name in ("stage1", "cascade"))
+    before = {path: path.read_bytes() for path in (stage1 / "config.json", pipeline / "config.json", pipeline / "pipeline.json")}
+    held = sorted(path.name for path in stage1.iterdir())
+    common = ["--epochs", "1", "--batch", "4", "--augment", "none", "--preview-every", "0", "--workers", "1",
+              "--model-options", '{"hidden_units": [4]}']
+    cascade = ["cascade", "--stage1", "runs/stage1", "--refiner", "mlp", "--regions", "nose", "--copies", "1", *common]
+    for argv, line in (([*cascade, "--patch-size", "8", "--run-dir", "runs/stage1"],
+                        "runs/stage1 already holds a run (mlp), not a train.py cascade run: choose another --run-dir"),
+                       (["boxes", "--data", "faces.npz", "--run-dir", "runs/stage1", *common[:-2]],
+                        "runs/stage1 already holds a run (mlp), not a train.py boxes run: choose another --run-dir"),
+                       ([*cascade, "--patch-size", "6", "--run-dir", "runs/cascade"],
+                        "runs/cascade already holds a cascade pipeline trained with other --patch-size: rerun it as it "
+                        "was started, continue it with --resume, or choose another --run-dir")):
+        assert train_cli.main(argv) == 2
+        assert capsys.readouterr().err == f"train.py: {line}\n"
+    assert {path: path.read_bytes() for path in before} == before and sorted(p.name for p in stage1.iterdir()) == held
+    assert train_cli.main([*cascade, "--patch-size", "8", "--run-dir", "runs/cascade"]) == 0  # the command it ran
+    assert "nose: already trained, skipping" in capsys.readouterr().out
