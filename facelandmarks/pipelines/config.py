@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from facelandmarks.landmarks import REFINED_REGIONS
@@ -71,7 +71,12 @@ class PipelineConfig(PipelineOptions):
         path = Path(run_dir) / "pipeline.json"
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: not a pipeline run (no pipeline.json)")
-        return cls(**json.loads(path.read_text()))
+        try:
+            values = json.loads(path.read_text())
+            known = {f.name for f in fields(cls)}  # keys of another version dropped, as TrainConfig.load drops them
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except (ValueError, TypeError, AttributeError) as err:  # torn, not an object, or a setting missing
+            raise ValueError(f"{path}: not a readable pipeline.json ({err})") from None
 
 
 def stage_reference(stage, run_dir) -> str:

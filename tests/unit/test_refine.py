@@ -346,3 +346,22 @@ def test_a_pipeline_leaves_a_run_folder_of_another_run_or_setting_alone(tmp_path
     assert {path: path.read_bytes() for path in before} == before and sorted(p.name for p in stage1.iterdir()) == held
     assert train_cli.main([*cascade, "--patch-size", "8", "--run-dir", "runs/cascade"]) == 0  # the command it ran
     assert "nose: already trained, skipping" in capsys.readouterr().out
+
+
+def test_a_torn_or_newer_pipeline_json_is_named_or_loads(tmp_path):
+    """A pipeline.json cut short said only 'Expecting value: line 1 column 1 (char 0)'; one with a key of another
+    version, or without its kind, stopped in a TypeError traceback. The first two name the file in one line; a key this
+    version does not know is dropped, as a run's config.json drops it."""
+    from facelandmarks.pipelines.config import PipelineConfig
+
+    path = tmp_path / "pipeline.json"
+    PipelineConfig(kind="cascade", run_dir=str(tmp_path), stage1=str(tmp_path / "stage1"), regions=["nose"]).save()
+    whole = json.loads(path.read_text())
+    path.write_text(json.dumps({**whole, "from_a_later_version": 1}))
+    assert PipelineConfig.load(tmp_path).regions == ["nose"]
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a readable pipeline.json \(.+\)$"):
+        PipelineConfig.load(tmp_path)
+    path.write_text(json.dumps({k: v for k, v in whole.items() if k != "kind"}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a readable pipeline.json \(.*'kind'\)$"):
+        PipelineConfig.load(tmp_path)
