@@ -25,7 +25,8 @@ BOXES_AUGMENT = "scale=0.08,translate=0.04,flip=0.5,brightness=0.25,contrast=0.2
 @dataclass
 class PipelineOptions:
     """Settings of the coarse-to-fine trainers (train.py cascade, regions, boxes). The settings above
-    train each refiner (the box network); cascade and regions refuse --init, --teachers and --size.
+    train each refiner (the box network); cascade and regions refuse --init, --teachers, --size,
+    --val-fraction and --split-seed.
 
     Declared once, with the metadata scheme of ``TrainConfig``: ``train.py`` derives its pipeline flags
     from these fields, a config file gives them as ``"pipeline": {...}``, and ``pipeline.json`` records

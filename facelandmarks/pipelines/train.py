@@ -216,6 +216,12 @@ def check_refiner_settings(kind: str, config: TrainConfig) -> None:
     if config.size:
         raise ValueError(f"--size {config.size}: train.py {kind} cuts the refiners' patches (--patch-size) from the faces "
                          "at the size stage 1 was trained on")
+    split = ([f"--val-fraction {config.val_fraction:g}"] if config.val_fraction != TrainConfig.val_fraction else []) + (
+        [f"--split-seed {config.split_seed}"] if config.split_seed is not None else [])
+    if split:
+        raise ValueError(f"{', '.join(split)}: train.py {kind} measures stage 1's errors, and validates its refiners, on "
+                         "stage 1's own validation faces (the split it trained with) or on --val NPZ, faces stage 1 did "
+                         "not see")
 
 
 def check_regions(regions, scheme: Scheme | None = None, boxes: bool = False) -> None:

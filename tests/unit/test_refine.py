@@ -144,7 +144,12 @@ def test_a_pipelines_val_measures_stage1_when_stage1_had_no_validation_faces(tmp
     with pytest.raises(ValueError, match=rf"^a pipeline measures stage 1's errors on faces it did not train on, and "
                                          rf"{re.escape(str(tmp_path / 'stage1'))} was trained without validation faces "
                                          r"\(--val-fraction 0, no --val\): give the pipeline --val NPZ"):
-        train_kind("cascade", cascade("fraction", val_fraction=0.25))  # a split of stage 1's training faces: no
+        train_kind("cascade", cascade("fraction"))
+    # a split of stage 1's training faces: no (it was taken in silence, then this line said to give --val)
+    with pytest.raises(ValueError, match=r"^--val-fraction 0.25, --split-seed 3: train.py cascade measures stage 1's "
+                                         r"errors, and validates its refiners, on stage 1's own validation faces \(the "
+                                         r"split it trained with\) or on --val NPZ, faces stage 1 did not see$"):
+        train_kind("cascade", cascade("split", val_fraction=0.25, split_seed=3))
     train_kind("cascade", cascade("with-val", val=str(tmp_path / "unseen.npz")))
     with np.load(tmp_path / "with-val" / "jitter.npz") as jitter:
         assert len(jitter["offset"]) == 8  # stage 1's errors on the 8 faces of --val
@@ -238,8 +243,8 @@ def test_settings_of_one_models_training_are_refused_by_a_pipeline_before_it_wri
         assert re.fullmatch(rf"train.py: {line}\n", capsys.readouterr().err)
         assert not (tmp_path / "cascade").exists()
     # and --help says so in the pipelines' group (its description was the first line of a docstring)
-    assert ("train each refiner (the box network); cascade and regions refuse --init, --teachers and --size.\n"
-            in train_cli.build_parser().format_help())
+    assert ("train each refiner (the box network); cascade and regions refuse --init, --teachers, --size,\n"
+            "  --val-fraction and --split-seed.\n" in train_cli.build_parser().format_help())
 
 
 def test_a_pipeline_oversamples_its_refiners_patches_by_their_faces_source(tmp_path, monkeypatch):
