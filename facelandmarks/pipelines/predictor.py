@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from facelandmarks.inference import runtimes
 from facelandmarks.inference.predictor import Predictor, Variant, median_ms
 from facelandmarks.pipelines.boxes import inference_boxes, region_boxes
 from facelandmarks.pipelines.config import PipelineConfig, stage_candidates
-from facelandmarks.runtime import several_models_predicting
+from facelandmarks.runtime import script_command, several_models_predicting
 
 
 def _is_exported(run_dir: Path) -> bool:
@@ -92,7 +93,8 @@ class PipelinePredictor(Predictor):
         for region in config.regions:
             path = run_dir / region / "run"
             if not ((path / "model.keras").is_file() or runtimes.is_export(path)):
-                raise FileNotFoundError(f"{path}: the {region} refiner has not finished training")
+                raise FileNotFoundError(f"{path}: the {region} refiner has not finished training (continue the pipeline: "
+                                        f"{script_command('train')} --resume --run-dir {shlex.quote(str(run_dir))})")
             refiners[region] = Predictor.load(path, **stage_options)
         box_net = Predictor.load(boxes_dir, **stage_options) if boxes_dir else None
         if box_source == "boxes" and box_net is None:

@@ -214,6 +214,15 @@ def test_a_pipeline_loads_from_any_folder_and_after_its_runs_move(tmp_path, monk
     shutil.move(elsewhere / "moved", tmp_path / "runs")
     (tmp_path / "runs" / "cascade" / "pipeline.json").write_text(json.dumps({**saved, "stage1": "runs/stage1"}))
     np.testing.assert_allclose(Predictor.load(tmp_path / "runs" / "cascade").predict_crops(crops), expected, atol=1e-6)
+    # a refiner stopped before it finished: the line says how to finish it (it said only 'has not finished training')
+    from facelandmarks.runtime import script_command
+
+    (tmp_path / "runs" / "cascade" / "nose" / "run" / "model.keras").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(tmp_path / 'runs' / 'cascade' / 'nose' / 'run'))}: the "
+                                                rf"nose refiner has not finished training \(continue the pipeline: "
+                                                rf"{re.escape(script_command('train'))} --resume --run-dir "
+                                                rf"{re.escape(str(tmp_path / 'runs' / 'cascade'))}\)$"):
+        Predictor.load(tmp_path / "runs" / "cascade")
 
 
 def test_settings_of_one_models_training_are_refused_by_a_pipeline_before_it_writes(tmp_path, capsys):
