@@ -119,6 +119,7 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
             where = (f" (in {Path(config.run_dir) / 'config.json'}: relative to the folder train.py started the run in, "
                      "and not where its pipeline.json leads)") if resume else ""
             raise FileNotFoundError(f"{flag} {path}: no such run directory{where}")
+    check_stages(options)
     if not resume:
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         config.save(Path(config.run_dir) / "config.json")
@@ -153,6 +154,22 @@ def found_stages(options: PipelineOptions, run_dir: Path) -> PipelineOptions:
             where = next((path for path in stage_candidates(run_dir, stored, saved.run_dir) if path.is_dir()), None)
             found.update({name: str(where.resolve())} if where else {})
     return replace(options, **found)
+
+
+def check_stages(options: PipelineOptions) -> None:
+    """``--stage1`` one model's run, ``--boxes`` a box network's (``train.py boxes``): a pipeline as stage 1 stopped in a
+    TypeError traceback after config.json was written, another model as the box network gave its points as corners."""
+    if (Path(options.stage1) / "pipeline.json").is_file():
+        raise ValueError(f"--stage1 {options.stage1}: a pipeline; stage 1 is one model's run (this one's is in its "
+                         "pipeline.json)")
+    if options.boxes:
+        try:
+            scheme = json.loads((Path(options.boxes) / "config.json").read_text()).get("scheme")
+        except (OSError, ValueError, AttributeError):
+            scheme = None
+        if not str(scheme).endswith("/boxes"):
+            raise ValueError(f"--boxes {options.boxes}: not a box network (a run of train.py boxes, whose config.json "
+                             "names a scheme ending in /boxes)")
 
 
 def check_kind_options(kind: str, options: PipelineOptions) -> None:

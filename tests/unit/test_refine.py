@@ -358,6 +358,15 @@ def test_a_pipeline_leaves_a_run_folder_of_another_run_or_setting_alone(tmp_path
         assert train_cli.main(argv) == 2
         assert capsys.readouterr().err == f"train.py: {line}\n"
     assert {path: path.read_bytes() for path in before} == before and sorted(p.name for p in stage1.iterdir()) == held
+    # a pipeline as stage 1 (a TypeError traceback after config.json), a run of one model as the box network
+    for argv, line in (([*cascade, "--stage1", "runs/cascade", "--run-dir", "runs/again"],
+                        "--stage1 runs/cascade: a pipeline; stage 1 is one model's run (this one's is in its pipeline.json)"),
+                       ([*cascade, "--stage1", "runs/stage1", "--run-dir", "runs/again", "--boxes", "runs/stage1"],
+                        "--boxes runs/stage1: not a box network (a run of train.py boxes, whose config.json names a "
+                        "scheme ending in /boxes)")):
+        assert train_cli.main([("regions" if "--boxes" in argv else "cascade"), *argv[1:]]) == 2
+        assert capsys.readouterr().err == f"train.py: {line}\n"
+        assert not (tmp_path / "runs" / "again").exists()
     assert train_cli.main([*cascade, "--patch-size", "8", "--run-dir", "runs/cascade"]) == 0  # the command it ran
     assert "nose: already trained, skipping" in capsys.readouterr().out
 
