@@ -127,11 +127,13 @@ def test_predict_batches_benchmark_measures_every_batch(capsys):
 def test_make_refuses_a_tcmalloc_that_names_no_file(tmp_path):
     # TCMALLOC=/wrong/path ran every step on glibc, each process printing ld.so's "cannot be preloaded: ignored"
     root = Path(__file__).resolve().parents[2]
+    # run inside `make test`, a sub-make prints 'Entering directory' lines: this make is a top-level one
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     done = subprocess.run(["make", "-n", "test-tf", f"TCMALLOC={tmp_path / 'libtcmalloc.so.4'}"], cwd=root,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert done.returncode == 2 and done.stdout == ""
     assert f"*** TCMALLOC={tmp_path / 'libtcmalloc.so.4'}: no such file; install it" in done.stderr
     (tmp_path / "libtcmalloc.so.4").touch()  # a file: preloaded into the tests (make -n prints, runs nothing)
     done = subprocess.run(["make", "-n", "test-tf", f"TCMALLOC={tmp_path / 'libtcmalloc.so.4'}"], cwd=root,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert done.returncode == 0 and f"LD_PRELOAD={tmp_path / 'libtcmalloc.so.4'} KERAS_BACKEND=tensorflow" in done.stdout

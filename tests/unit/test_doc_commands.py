@@ -402,7 +402,7 @@ def script_options() -> frozenset:
     for name in CLI:
         if name != "datagen":
             found |= options_of(importlib.import_module(f"facelandmarks.cli.{name}").build_parser())
-    for path in (ROOT / "benchmarks").glob("*.py"):
+    for path in (ROOT / "benchmarks").glob("[!_]*.py"):  # _common.py is the benchmarks' shared code, no script
         found |= options_of(benchmark_parser(path)())
     return frozenset(found)
 
