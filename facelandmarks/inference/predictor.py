@@ -262,6 +262,15 @@ class Predictor:
         return getattr(self.model, "runtime", "keras")
 
     @property
+    def runtime_label(self) -> str:
+        """What a table row adds to its run's name: '' for Keras, else the runtime and what ``export.py --quantize``
+        made of its file ('onnx', 'onnx int8', 'litert float16'), so an int8 and a float32 export of one run read apart."""
+        if self.runtime == "keras":
+            return ""
+        quantize = getattr(self.model, "quantize", "none")
+        return self.runtime if quantize == "none" else f"{self.runtime} {quantize}"
+
+    @property
     def device(self) -> str:
         """Where the model computes: 'CPU' for an export (ONNX Runtime and LiteRT run on the CPU), else where Keras's
         backend puts it ('GPU', 'TPU' or 'CPU': ``keras_settings.device``)."""
@@ -330,7 +339,7 @@ class Predictor:
         Pipelines override this to add their stages; evaluation code treats every predictor alike.
         """
         run_dir = Path(run_dir)
-        name = run_dir.name if self.runtime == "keras" else f"{run_dir.name} ({self.runtime})"
+        name = f"{run_dir.name} ({self.runtime_label})" if self.runtime_label else run_dir.name
         out = [Variant(name, self.predict_crops(images), self, run_dir)]
         if flip_test:
             self.flip_test = True

@@ -172,8 +172,8 @@ class PipelinePredictor(Predictor):
         """Stage 1 alone, stage 1 + refiners (from stage-1 boxes, the box net's, the true ones), and flip-test and
         recrop rows (stage 1 alone and + refiners)."""
         name, kind = Path(run_dir).name, self.pipeline.kind
-        if self.stage1.runtime != "keras":  # an export's rows are labelled, as a single model's are
-            name = f"{name} ({self.stage1.runtime})"
+        if self.stage1.runtime_label:  # an export's rows are labelled, as a single model's are (int8: its stage 1's)
+            name = f"{name} ({self.stage1.runtime_label})"
         stage1_dir = self.stage1_dir
         # named after its run, in an export too (its export.json's source: the export's folder is 'stage1')
         stage1_name = self.stage1.config.get("source", stage1_dir.name) if self.stage1.runtime != "keras" else stage1_dir.name

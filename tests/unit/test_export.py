@@ -388,6 +388,24 @@ def test_a_models_export_evaluated_on_its_own_is_named_with_its_run_and_keeps_it
         assert (tmp_path / label / "curves.png").is_file(), label
 
 
+def test_an_int8_exports_rows_say_so_and_a_float32_exports_keep_their_names(run_dir, tmp_path):
+    # an int8 and a float32 export of one run (and of a pipeline on it) both read '(onnx)' in evaluate.py's table
+    import shutil
+
+    from facelandmarks.evaluation.evaluate import evaluate_runs
+
+    run = shutil.copytree(run_dir, tmp_path / "runs" / run_dir.name, ignore=shutil.ignore_patterns(runtimes.EXPORT_DIR))
+    export.export_run(run, formats=("onnx",))
+    data = scored_faces(tmp_path / "test.npz", faces=8)
+    int8 = export.export_run(run, tmp_path / "int8", ("onnx",), "int8", calibration=data)
+    pipeline = cascade_of(run, tmp_path / "cascade")
+    export.export_run(pipeline, tmp_path / "cascade-int8", ("onnx",), "int8", calibration=data)
+    names = [r["model"] for r in evaluate_runs([run, int8, tmp_path / "cascade-int8"], data, tmp_path / "out", timing=False,
+                                               runtime="auto")]
+    assert names[:3] == [f"{run.name} (onnx)", "int8 (onnx int8)", f"cascade-int8 (onnx int8): stage 1 ({run.name})"]
+    assert names[3] == "cascade-int8 (onnx int8): stage 1 + cascade"
+
+
 def test_a_runtime_without_its_file_names_the_export_command_for_this_run(run_dir, tmp_path):
     # it said 'export.py --format litert': without the run that exports the shipped model, and it would have
     # replaced the folder without the ONNX file
