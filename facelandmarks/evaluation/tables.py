@@ -73,7 +73,8 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
     if any(f"nme_camera_{c}" in rows[0] for c in MUCT_CAMERAS):
         lines += ["", "## NME % per MUCT camera (a frontal, b/c turned, d above, e below)", ""]
         lines += _table(rows, [("model", "model", None)] + [(c, f"nme_camera_{c}", 2) for c in MUCT_CAMERAS])
-    unscored = rows[0]["unscored"] if rows else 0
+    # the first row that counted them: a row without the count (a baseline's, or one made by hand) stopped in a KeyError
+    unscored = next((row["unscored"] for row in rows if row.get("unscored") is not None), 0)
     if unscored:
         lines += ["", f"{unscored} face{' was' if unscored == 1 else 's were'} without both normalising points: not scored."]
     return "\n".join(lines) + "\n"

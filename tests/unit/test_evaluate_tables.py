@@ -92,3 +92,12 @@ def test_times_on_two_devices_each_say_their_own():
     assert lines[2].endswith("| params | ms/face |")
     assert lines[4].endswith("| 10 | 7.9 GPU |") and lines[5].endswith("| 10 | 3.1 CPU |") and lines[6].endswith("| – | – |")
     assert results_markdown(rows[1:], scheme, "t.npz", 2).splitlines()[2].endswith("| params | CPU ms/face |")
+
+
+def test_rows_without_an_unscored_count_still_make_a_table():
+    # a first row without 'unscored' (a baseline's) stopped results_markdown in a KeyError
+    scheme = get_scheme("ibug68")
+    rows = [{"model": "dlib", "nme": 4.0}, {"model": "run", "nme": 3.5, "unscored": 2}]
+    table = results_markdown(rows, scheme, "t.npz", 5)
+    assert "| dlib |" in table and table.endswith("2 faces were without both normalising points: not scored.\n")
+    assert "not scored" not in results_markdown(rows[:1], scheme, "t.npz", 5)
