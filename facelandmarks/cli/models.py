@@ -63,8 +63,14 @@ def main(argv=None):
             complain(f"models.py: {error_line(err)}")
             return 2
         except KeyboardInterrupt as err:
+            from facelandmarks.inference.swap import was_replaced
+
             word, status = stopped(err)
-            complain(f"\nmodels.py: {word}; {args.to} left as it was")
+            if was_replaced(err):  # it said 'left as it was' of a folder that held the new model
+                complain(f"\nmodels.py: {word} while deleting the model it replaced; {args.to} holds {args.ship}'s "
+                         "(what is left of the old one goes at the next --ship)")
+            else:
+                complain(f"\nmodels.py: {word}; {args.to} left as it was")
             return status
         return 0
     if args.list:

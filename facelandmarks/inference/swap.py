@@ -47,21 +47,35 @@ def _exchange(first: Path, second: Path) -> bool:
 
 def replace_folder(work: Path, dest: Path) -> None:
     """Put the finished folder ``work`` at ``dest`` (which may be missing); the old ``dest`` is deleted once the new
-    one is in place."""
+    one is in place.
+
+    A ``KeyboardInterrupt`` (Ctrl-C; SIGTERM as the scripts take it) that lands after the swap, while the old folder
+    is being deleted, goes on with ``replaced = True`` on it (``was_replaced``): ``dest`` holds the new folder then,
+    and what is left of the old one goes at the next ``recover``."""
     work, dest = Path(work), Path(dest)
     if not dest.exists():
         os.rename(work, dest)
-    elif _exchange(work, dest):  # work now holds the old folder
-        shutil.rmtree(work, ignore_errors=True)  # what is left of it goes at the next recover()
+        return
+    if _exchange(work, dest):  # work now holds the old folder
+        old = work  # what is left of it goes at the next recover()
     else:
-        aside = _aside_folder(dest)
-        os.rename(dest, aside)
+        old = _aside_folder(dest)
+        os.rename(dest, old)
         try:
             os.rename(work, dest)
         except BaseException:
-            os.rename(aside, dest)
+            os.rename(old, dest)
             raise
-        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        shutil.rmtree(old, ignore_errors=True)
+    except KeyboardInterrupt as err:
+        err.replaced = True
+        raise
+
+
+def was_replaced(err: BaseException) -> bool:
+    """Whether ``err``, out of ``replace_folder``, stopped it after the new folder was in place."""
+    return getattr(err, "replaced", False) is True
 
 
 def recover(dest: Path, action: str) -> str | None:

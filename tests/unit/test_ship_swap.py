@@ -13,7 +13,7 @@ import pytest
 from facelandmarks.cli import models as models_cli
 from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
-from facelandmarks.inference import shipped, swap
+from facelandmarks.inference import ship, shipped, swap
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.landmarks import Scheme
 from tests.unit.test_init_head import FACE5, PICKED
@@ -114,6 +114,40 @@ def test_a_ship_killed_at_any_step_leaves_a_whole_model_and_the_next_one_clears_
     assert sorted(p.name for p in dest.iterdir()) == ["MODEL_CARD.md", "best.weights.h5", "config.json", "history.csv"]
     assert f"{dest / 'MODEL_CARD.md'}: kept from the model it replaced" in out[-2] and out[-1].startswith("shipped ")
     _loads(dest, runs["data"])
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_ctrl_c_after_the_swap_says_the_new_model_is_in_place(exchange, runs, tmp_path, monkeypatch, capsys):
+    # a Ctrl-C while the old folder was being deleted said 'left as it was' of a folder holding the new model
+    import shutil
+
+    dest = tmp_path / "tiny"
+    assert models_cli.main(["--ship", str(runs["a"]), "--to", str(dest)]) == 0
+    rmtree, calls = shutil.rmtree, []
+
+    def ctrl_c_then_delete(path, *args, **kwargs):  # the first deletion is the old folder's, after the swap
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(swap.shutil, "rmtree", ctrl_c_then_delete)
+    if not exchange:
+        monkeypatch.setattr(swap, "_exchange", lambda first, second: False)
+    capsys.readouterr()
+    assert models_cli.main(["--ship", str(runs["b"]), "--to", str(dest)]) == 130
+    assert capsys.readouterr().err == (f"\nmodels.py: interrupted while deleting the model it replaced; {dest} holds "
+                                       f"{runs['b']}'s (what is left of the old one goes at the next --ship)\n")
+    assert _shipped_from(dest) == "b"
+    _loads(dest, runs["data"])
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ship, "_check_loads", ctrl_c)  # before the swap: the folder is as it was
+    assert models_cli.main(["--ship", str(runs["a"]), "--to", str(dest)]) == 130
+    assert capsys.readouterr().err.endswith(f"models.py: interrupted; {dest} left as it was\n")
+    assert _shipped_from(dest) == "b" and sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
 def test_what_a_ship_must_not_replace_is_refused_in_one_line_and_left_as_it_was(runs, tmp_path, monkeypatch, capsys):
