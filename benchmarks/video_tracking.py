@@ -3,7 +3,9 @@
     python benchmarks/video_tracking.py                       # shipped model, ../shared/data
     python benchmarks/video_tracking.py --run runs/mobilenetv2-128 --redetect-every 5 10 30
 
-Four clips are built from the face data (written to ``--out``, never into the repository):
+Four clips are built from the face data (written to ``--out``, never into the repository; the clips and overlays
+replace files of their names there, so ``--out`` is a new or empty folder, or one an earlier run wrote, marked by its
+``.video_tracking`` file: a folder holding anything else is refused):
 
 * ``pan``: one annotated photo (``--photo``; default a frontal HELEN face from 300-W, shown at about
   its own size, so dlib finds it in every frame) slowly panned and zoomed in a 640 x 480 frame.  The
@@ -75,6 +77,26 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise SystemExit(f"{path}: missing or not an image")
     return image
+
+
+OWNED_MARK = ".video_tracking"  # in --out: the folder is this script's, its files replaced by every run
+
+
+def claim_out(out: Path) -> str | None:
+    """None once ``out`` is this script's folder (new, empty, or marked ``OWNED_MARK`` by an earlier run; it is marked
+    now), else the one line saying why not: its clips and overlays (pan.mp4, pan-10.mp4 ...) replaced files of the
+    same names in whatever folder --out named."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and OWNED_MARK not in entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            return (f"--out {out}: holds {shown}, not written by video_tracking.py (no {OWNED_MARK} there); name a new "
+                    "or empty folder, since its clips replace files of their names")
+        (out / OWNED_MARK).touch()
+    except OSError as err:  # a file of that name: a traceback
+        return f"--out {out}: not a folder it can write in ({err.strerror or err})"
+    return None
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
@@ -221,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")),
                         help="the face data folder, holding 300w/ and youtube68/ (default $FACE_DATA_DIR or ../shared/data)")
     parser.add_argument("--run", help="run directory (default: the shipped model in weights/)")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/video_tracking"), help="folder for the clips and overlays")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/video_tracking"),
+                        help=f"folder for the clips and overlays (default /tmp/video_tracking), whose files of their "
+                             f"names each run replaces: a new or empty folder, or one an earlier run wrote (it holds "
+                             f"{OWNED_MARK}); one holding anything else is refused")
     parser.add_argument("--photo", type=Path, help=f"annotated photo to pan (default: {DEFAULT_PHOTO})")
     parser.add_argument("--frames", type=int, default=150, help="frames of the pan clip")
     parser.add_argument("--noise", type=float, default=3.0, help="gray levels of noise in the still clip's frames")
@@ -244,10 +269,8 @@ def main(argv=None) -> int:
                        (args.data_dir / "youtube68", "--data-dir: the face data, with youtube68/")):
         if not path.exists():  # after minutes of the pan clips' rows, for the YouTube68 clip
             parser.error(f"{path}: not found ({what})")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # a file of that name: a traceback
-        parser.error(f"--out {args.out}: not a folder it can write in ({err.strerror or err})")
+    if problem := claim_out(args.out):
+        parser.error(problem)
     print(cpu_description())
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine slows every row alike)")
     predictor = Predictor.load(args.run)

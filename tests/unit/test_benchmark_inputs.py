@@ -183,6 +183,20 @@ def test_video_tracking_checks_its_folders_first_and_reads_face_data_dir(files, 
               f"--out {files['file']}: not a folder it can write in")
     monkeypatch.setenv("FACE_DATA_DIR", str(tmp_path))  # it read ../shared/data whatever this said, as no other benchmark did
     assert _module("video_tracking").build_parser().parse_args([]).data_dir == tmp_path
+    # its clips and overlays (pan.mp4 ...) replaced files of those names in any --out, /tmp/video_tracking by default
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pan.mp4").write_bytes(b"the user's own video")
+    _one_line(_bench("video_tracking.py", *run, "--out", mine, cwd=tmp_path), "video_tracking.py",
+              f"--out {mine}: holds pan.mp4, not written by video_tracking.py (no .video_tracking there); name a new or "
+              "empty folder")
+    assert sorted(p.name for p in mine.iterdir()) == ["pan.mp4"] and (mine / "pan.mp4").read_bytes() == b"the user's own video"
+    claim_out = _module("video_tracking").claim_out
+    assert claim_out(tmp_path / "new" / "clips") is None and claim_out(tmp_path / "new" / "clips") is None  # its own, again
+    (tmp_path / "new" / "clips" / "pan.mp4").write_bytes(b"an earlier run's clip")
+    assert claim_out(tmp_path / "new" / "clips") is None
+    assert sorted(p.name for p in (tmp_path / "new" / "clips").iterdir()) == [".video_tracking", "pan.mp4"]
+    assert claim_out(tmp_path / "new").startswith(f"--out {tmp_path / 'new'}: holds clips, not written by")
 
 
 def test_inference_speed_times_keras_on_jax_on_every_core_and_names_its_backend():
