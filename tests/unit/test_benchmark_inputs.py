@@ -133,7 +133,7 @@ def test_fit_check_on_the_shipped_model_says_it_needs_a_trained_run(files):
 def test_fit_check_prints_its_table_alone_on_stdout(files, tmp_path):
     # Keras's progress bars of the passes over the faces were printed into the table
     run = tmp_path / "run"
-    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), "mlp", "--model-options", '{"hidden_units": [4]}',
+    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), "mlp", "--model-options", '{"hidden_units": [64]}',
                               "--data", str(files["good"]), "--run-dir", str(run), "--epochs", "1", "--batch", "2", "--augment", "none",
                               "--preview-every", "0", "--workers", "1"], cwd=tmp_path, capture_output=True, text=True,
                              timeout=300)
@@ -143,6 +143,11 @@ def test_fit_check_prints_its_table_alone_on_stdout(files, tmp_path):
     assert result.stdout.splitlines()[1:4] == [f"{run} (mlp, 4 training faces sampled, 2 validation faces)", "",
                                                "| faces | mode | NME % |"]
     assert "step" not in result.stdout and "step" in result.stderr
+    # the training-mode rows (the mlp's dropout 0.5 on) changed between runs with one --seed: dropout was not seeded
+    again = _bench("fit_check.py", run, "--faces", "4", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 6 and [line for line in again.stdout.splitlines() if line.startswith("| ")] == table
 
 
 def test_prepare_speed_checks_its_folders_first_and_tells_prepares_complaint_in_one_line(files, tmp_path):
