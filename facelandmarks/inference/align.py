@@ -106,11 +106,12 @@ def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def check_alignment(size, padding) -> None:
-    """``ValueError`` for a chip size or padding ``align_face`` cannot take."""
+    """``ValueError`` for a chip size or padding ``align_face`` cannot take, naming the parameter (``align_face``'s and
+    ``Predictor.align``'s; evaluate.py checks its --align flags before)."""
     if int(size) != size or size < MIN_SIZE:
-        raise ValueError(f"an aligned face must be a whole number of at least {MIN_SIZE} px wide, got {size}")
+        raise ValueError(f"size must be a whole number of at least {MIN_SIZE} px (an aligned face's width), got {size}")
     if not np.isfinite(padding) or padding < 0:
-        raise ValueError(f"the padding of an aligned face must be 0 or more, got {padding}")
+        raise ValueError(f"padding must be 0 or more (a share of an aligned face's view on each side), got {padding}")
 
 
 def align_face(image, points: np.ndarray, scheme: Scheme | str = "ibug68", size: int = TEMPLATE_SIZE,

@@ -388,8 +388,9 @@ class Predictor:
     def align(self, image, size: int = 112, padding: float = 0.0) -> list:
         """Every face dlib finds in ``image`` (as ``predict`` takes it), upright in a ``size`` x ``size`` chip placed
         by its landmarks: a list of ``inference.align.AlignedFace`` (image, matrix, points), in ``predict``'s order."""
-        from facelandmarks.inference.align import align_face
+        from facelandmarks.inference.align import align_face, check_alignment
 
+        check_alignment(size, padding)  # a photo without faces took any size in silence
         image = faces.as_photo(image)
         return [align_face(image, f.points, self.scheme, size, padding) for f in self.detect_and_predict(image)]
 

@@ -115,9 +115,10 @@ def test_other_markups_align_by_their_eye_and_mouth_regions_or_say_what_they_lac
 
 
 @pytest.mark.parametrize("size, padding, points, problem", [
-    (8, 0.0, np.zeros((68, 2)), "at least 16 px"),
-    (112.5, 0.0, np.zeros((68, 2)), "whole number"),
-    (112, -0.1, np.zeros((68, 2)), "padding of an aligned face must be 0 or more"),
+    # the size's and padding's lines named no parameter ('an aligned face must be a whole number ...')
+    (8, 0.0, np.zeros((68, 2)), "^size must be a whole number of at least 16 px .*, got 8$"),
+    (112.5, 0.0, np.zeros((68, 2)), "^size must be a whole number"),
+    (112, -0.1, np.zeros((68, 2)), r"^padding must be 0 or more \(.*\), got -0.1$"),
     (112, 0.0, np.zeros((5, 2)), "68 points; got an array of shape"),
     (112, 0.0, np.full((68, 2), np.nan), "missing"),
 ])
@@ -129,3 +130,16 @@ def test_bad_requests_say_what_is_wrong(size, padding, points, problem):
 def test_an_aligned_face_is_a_plain_record():
     face = AlignedFace(np.zeros((16, 16, 3), np.uint8), np.array([[2.0, 0, 1], [0, 2.0, 3]]), np.zeros((68, 2)))
     assert np.allclose(face.to_photo([[1.0, 3.0]]), [[0.0, 0.0]])
+
+
+def test_predictor_align_names_its_size_and_padding_before_looking_for_faces():
+    # a photo without a face took any size in silence (an empty list); with faces the line named no parameter
+    from facelandmarks.inference.predictor import Predictor
+
+    predictor = Predictor.load()
+    wall = np.full((80, 80, 3), 128, np.uint8)
+    assert predictor.align(wall) == []
+    with pytest.raises(ValueError, match="^size must be a whole number of at least 16 px"):
+        predictor.align(wall, size=8)
+    with pytest.raises(ValueError, match="^padding must be 0 or more"):
+        predictor.align(wall, padding=float("nan"))
