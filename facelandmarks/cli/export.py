@@ -90,8 +90,14 @@ def main(argv=None) -> int:
         faces = CHECK_FACES if args.check_faces is None else args.check_faces
         export_run(args.run, args.to, tuple(args.format), args.quantize, args.check, faces, args.calibration)
     except KeyboardInterrupt as err:
+        from facelandmarks.inference.swap import was_replaced
+
         word, status = stopped(err)
-        complain(f"\nexport.py: {word}; the previous export is unchanged")
+        if was_replaced(err):  # it said 'the previous export is unchanged' of a folder holding the new one
+            complain(f"\nexport.py: {word} while deleting the export it replaced; the new export is in place (what "
+                     "is left of the old one goes at the next export)")
+        else:
+            complain(f"\nexport.py: {word}; the previous export is unchanged")
         return status
     except (*USER_ERRORS, ImportError) as err:
         complain(f"export.py: {error_line(err, (args.check,))}")

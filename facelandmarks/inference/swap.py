@@ -63,8 +63,11 @@ def replace_folder(work: Path, dest: Path) -> None:
         os.rename(dest, old)
         try:
             os.rename(work, dest)
-        except BaseException:
-            os.rename(old, dest)
+        except BaseException as err:
+            if dest.exists() and not work.exists():  # it came just after the rename: the new folder is in place
+                err.replaced = True
+            else:
+                os.rename(old, dest)
             raise
     try:
         shutil.rmtree(old, ignore_errors=True)

@@ -280,3 +280,37 @@ def test_a_runtime_asked_for_is_checked_on_every_run_before_any_is_scored(run_di
     assert evaluate_cli.main(argv) == 2
     assert capsys.readouterr().err.startswith(f"evaluate.py: {run_dir}: not exported (")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["one-step-swap", "moved-aside"])
+def test_a_ctrl_c_after_the_new_export_is_in_place_says_so(run_dir, tmp_path, capsys, monkeypatch, exchange):
+    """A Ctrl-C while the replaced export was being deleted said 'the previous export is unchanged' of a folder that
+    held the new one."""
+    from facelandmarks.inference import swap
+
+    def exporting(predictor, run, work, *rest):  # an export's folder, without the minutes of converting
+        work.mkdir()
+        (work / "export.json").write_text(json.dumps({"made": len(list(tmp_path.glob("made-*")))}))
+        (tmp_path / f"made-{len(list(tmp_path.glob('made-*')))}").touch()
+
+    monkeypatch.setattr(export.packages, "missing", lambda *args: {})
+    monkeypatch.setattr(export, "_export_model", exporting)
+    if not exchange:
+        monkeypatch.setattr(swap, "_exchange", lambda first, second: False)
+    out = tmp_path / "out"
+    assert export_cli.main([str(run_dir), "--to", str(out), "--format", "onnx"]) == 0
+    rmtree = swap.shutil.rmtree
+
+    def ctrl_c(path, *args, **kwargs):  # the deletion of the old export, once the new one is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(swap.shutil, "rmtree", ctrl_c)
+    capsys.readouterr()
+    assert export_cli.main([str(run_dir), "--to", str(out), "--format", "onnx"]) == 130
+    assert capsys.readouterr().err == ("\nexport.py: interrupted while deleting the export it replaced; the new export "
+                                       "is in place (what is left of the old one goes at the next export)\n")
+    assert json.loads((out / "export.json").read_text()) == {"made": 1}
+    monkeypatch.setattr(swap.shutil, "rmtree", rmtree)
+    assert export_cli.main([str(run_dir), "--to", str(out), "--format", "onnx"]) == 0
+    assert json.loads((out / "export.json").read_text()) == {"made": 2}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

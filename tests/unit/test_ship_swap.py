@@ -253,3 +253,27 @@ def test_what_a_stopped_ship_leaves_in_weights_is_neither_committed_nor_installe
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(ROOT / "setup.py"))
     assert installed["data_files"] == [("share/facelandmarks/weights/tiny", ["weights/tiny/config.json"])]
+
+
+def test_an_interrupt_just_after_the_new_folder_moved_in_keeps_it(tmp_path, monkeypatch):
+    """Where the old folder moves aside first, a Ctrl-C landing just after the new one's rename tried to move the old
+    one back onto it (an OSError in place of the interrupt)."""
+    dest, work = tmp_path / "model", tmp_path / ".model.partial"
+    dest.mkdir()
+    (dest / "which").write_text("old")
+    work.mkdir()
+    (work / "which").write_text("new")
+    monkeypatch.setattr(swap, "_exchange", lambda first, second: False)
+    rename = swap.os.rename
+
+    def rename_then_ctrl_c(source, target):
+        rename(source, target)
+        if Path(source) == work:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(swap.os, "rename", rename_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        swap.replace_folder(work, dest)
+    assert swap.was_replaced(caught.value) and (dest / "which").read_text() == "new"
+    monkeypatch.setattr(swap.os, "rename", rename)
+    assert swap.recover(dest, "a test") == f"{dest}: removed {tmp_path / '.model.old'}, left by a test that was stopped"
