@@ -216,8 +216,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             print(f"{run_dir} already ran its {budget} epochs; --epochs N gives it a new budget" if initial_epoch == budget
                   else f"{run_dir} already ran {initial_epoch} epochs, more than --epochs {budget}: it ends there; "
                        f"--epochs N above {initial_epoch} gives it a new budget")
-        if (resume and initial_epoch >= budget) and done is not None:
-            return done  # nothing ran: the summary of the sittings before stands
+        if resume and initial_epoch >= budget and done is not None and done.get("epochs") == initial_epoch:
+            return done  # nothing ran: the summary of the sittings before stands (of fewer epochs: finish writes anew)
         if initial_epoch < budget:
             train_data = batches if steps is None else tf_input_pipeline(  # a strategy's stream, past the epochs done
                 batches, per_worker, config.input_shape, scheme.num_points, skip=initial_epoch * steps * per_worker)

@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -378,11 +379,24 @@ def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, statefu
     model.optimizer.learning_rate.assign(state["learning_rate"])
     if out_dir == run_dir:
         trim_history(run_dir / "history.csv", state["epoch"])
+    else:
+        seed_scratch(run_dir, out_dir, state["epoch"], best)
     callbacks.append(RestoreCallbackState(state, stateful, best_weights))
     # the rate saved is the last finished epoch's; a schedule sets the next epoch's when it begins
     print(f"resuming {run_dir} at epoch {state['epoch'] + 2} (epoch {state['epoch'] + 1} ended at learning rate "
           f"{state['learning_rate']:.3g})")
     return state["epoch"] + 1
+
+
+def seed_scratch(run_dir: Path, scratch: Path, last_epoch: int, best: Path | None) -> None:
+    """A resumed worker's scratch folder (not the chief's run folder) takes the run's history and best weights so far:
+    its summary read them there (its history held this sitting's epochs only: the train seconds of one sitting, a
+    best epoch among them; with no better epoch since, finish loaded the last weights)."""
+    if (run_dir / "history.csv").is_file():
+        shutil.copyfile(run_dir / "history.csv", scratch / "history.csv")  # the chief trims its copy by os.replace
+        trim_history(scratch / "history.csv", last_epoch)
+    if best is not None:
+        shutil.copyfile(best, scratch / BEST)
 
 
 def weights_fingerprint(model) -> str:

@@ -1,0 +1,69 @@
+"""``train.py --resume`` and the lines and summary a run ends with (tiny synthetic runs, no face data)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facelandmarks.cli import models as models_cli
+from facelandmarks.cli import train as train_cli
+from facelandmarks.data import npz
+from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.resume import FAULT_ENV, FAULT_EXIT
+from tests.unit.test_train_errors import TINY, faces
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.backend
+def test_a_run_resumed_past_its_summary_and_stopped_writes_a_new_one_at_the_epochs_it_ran(tmp_path, capsys):
+    """A finished 1-epoch run resumed with --epochs 3 and killed after epoch 2: '--resume --epochs 2' printed the
+    first sitting's summary ('1 epochs ... best epoch 1'), wrote none, and models.py --ship went on warning that
+    the run had not finished (as did the plain --resume that warning advised)."""
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    run = tmp_path / "run"
+    assert train_cli.main([*TINY, "--batch", "4", "--data", str(data), "--run-dir", str(run)]) == 0
+    env = dict(os.environ, **{FAULT_ENV: "done@1"}, PYTHONPATH=str(ROOT))  # killed once epoch 2 is committed
+    killed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", "--run-dir", str(run), "--epochs", "3"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert killed.returncode == FAULT_EXIT, killed.stderr[-2000:]
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 1
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1  # epoch 2, counted from 0
+
+    capsys.readouterr()
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["stopped_by"] == "epoch budget", summary
+    assert json.loads(out[out.index("{"):]) == summary
+    assert f"run in {run}: 2 epochs, ended by its epoch budget (--epochs); best epoch {summary['best_epoch']} " in out
+    assert models_cli.main(["--ship", str(run), "--to", str(tmp_path / "shipped")]) == 0
+    assert "has not finished" not in capsys.readouterr().out
+    # once written, it is what a further --resume with nothing to run gives back, as it is
+    written = (run / "summary.json").read_bytes()
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):]) == summary and (run / "summary.json").read_bytes() == written
+
+
+@pytest.mark.backend
+def test_a_resumed_worker_that_is_not_the_chief_sums_up_the_whole_run(tmp_path, monkeypatch):
+    """A worker other than the chief writes into a scratch folder: resumed, its summary read the history of this
+    sitting only (train seconds, best epoch) and, where no epoch since had been better, no best weights there.
+    Here the run's summary was lost to a kill after its last epoch; the worker's summary is the chief's."""
+    from facelandmarks.training import distribute
+    from facelandmarks.training.fit import fit
+
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    config = TrainConfig(model="mlp", data=str(data), run_dir=str(tmp_path / "run"), epochs=2, batch=4, augment="none",
+                         preview_every=0, workers=1, model_options={"hidden_units": [4]})
+    chief = fit(config, verbose=0)
+    (tmp_path / "run" / "summary.json").unlink()
+    monkeypatch.setattr(distribute, "setup", lambda *args: distribute.Cluster(is_chief=False))
+    worker = fit(config, resume=True, verbose=0)
+    for key in ("epochs", "best_epoch", "train_seconds", "weights_sha1", "val_nme"):
+        assert worker[key] == chief[key], key
+    assert not (tmp_path / "run" / "summary.json").exists()  # the worker writes none in the run folder
