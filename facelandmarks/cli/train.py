@@ -37,6 +37,7 @@ from facelandmarks.training.config import (
     ConfigError,
     TrainConfig,
     add_arguments,
+    check_run_settings,
     check_values,
     flag_name,
     read_config_file,
@@ -149,7 +150,7 @@ def _shipped_init(requested: dict) -> None:
 
 def _model_of_init(requested: dict) -> None:
     """No model named, ``--init RUN`` given: the model of RUN's ``config.json`` and, unless given, its options."""
-    from facelandmarks.training.config import run_config_of
+    from facelandmarks.training.runs import run_config_of
 
     _shipped_init(requested)
     if not Path(requested["init"]).exists():  # as with a model named, not 'name the model' for a mistyped path
@@ -181,8 +182,10 @@ def _saved_run(requested: dict) -> TrainConfig:
         values = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: cannot read run config ({err})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: not a run config (expected an object of settings)")
+    if isinstance(values, dict) and "data" not in values and "run_dir" not in values:  # a shipped model's settings
+        raise ConfigError(f"{run_dir}: a shipped model (its config.json names no data and no run_dir), not a run to "
+                          f"resume; train.py --init {run_dir} --data TRAIN.npz --run-dir DIR starts a new run from it")
+    check_run_settings(values, path)
     # checked as a --config file is, naming this file and the key: keys this version no longer knows are dropped,
     # so old runs still load
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -253,8 +253,19 @@ class TrainConfig:
             values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: cannot read run config ({err})") from err
+        check_run_settings(values, path)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def check_run_settings(values, path) -> None:
+    """``values`` hold every setting without a default, as a run's ``config.json`` does; a shipped model's names no
+    data and no run_dir (``TrainConfig(**values)`` met it with a TypeError), a ConfigError names the file."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: not a run config (expected an object of settings)")
+    required = [f.name for f in dataclasses.fields(TrainConfig) if f.default is MISSING and f.default_factory is MISSING]
+    if missing := [name for name in required if name not in values]:
+        raise ConfigError(f"{path}: no {' or '.join(missing)}: not the config.json of a training run")
 
 
 def flag_name(name: str) -> str:
@@ -428,17 +439,3 @@ def _write_json_atomic(path: Path, values) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-
-
-def init_run_config(config) -> dict | None:
-    """The ``config.json`` of the run ``--init`` names (a run folder, or the folder of a weights file), or None."""
-    return run_config_of(config.init) if config.init else None
-
-
-def run_config_of(init: str) -> dict | None:
-    """The ``config.json`` beside ``init`` (a run folder, or a weights file in one), or None."""
-    folder = Path(init) if Path(init).is_dir() else Path(init).parent
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return None

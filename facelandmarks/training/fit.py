@@ -26,7 +26,7 @@ from facelandmarks.models.optimizers import make_optimizer
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
 from facelandmarks.training.checks import check_model, check_resumed_data
-from facelandmarks.training.config import TrainConfig, _write_json_atomic, init_run_config
+from facelandmarks.training.config import TrainConfig, _write_json_atomic
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers, settle_head_lr_scale
 from facelandmarks.training.init import adopt_init_normalization, init_from_other_model, init_split_warning, init_weights
@@ -49,6 +49,7 @@ from facelandmarks.training.resume import (
     restore_for_resume,
     weights_fingerprint,
 )
+from facelandmarks.training.runs import init_run_config
 from facelandmarks.training.teachers import with_teacher_targets
 
 

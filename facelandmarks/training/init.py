@@ -9,8 +9,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from facelandmarks.training.config import init_run_config, split_seed_of
+from facelandmarks.training.config import split_seed_of
 from facelandmarks.training.resume import CheckpointError, _one_line, _open_problem, choose_checkpoint, read_state
+from facelandmarks.training.runs import init_run_config
 
 
 class InitMismatch(CheckpointError):

@@ -15,6 +15,20 @@ import numpy as np
 from facelandmarks.landmarks import get_scheme, mirror_landmarks
 
 
+def init_run_config(config) -> dict | None:
+    """The ``config.json`` of the run ``--init`` names (a run folder, or the folder of a weights file), or None."""
+    return run_config_of(config.init) if config.init else None
+
+
+def run_config_of(init: str) -> dict | None:
+    """The ``config.json`` beside ``init`` (a run folder, or a weights file in one), or None."""
+    folder = Path(init) if Path(init).is_dir() else Path(init).parent
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def read_run_config(run_dir: Path) -> dict:
     """``run_dir/config.json``, checked to be a trained run's; a scheme of the run's own is registered."""
     path = Path(run_dir) / "config.json"

@@ -11,11 +11,16 @@ import pytest
 from facelandmarks.cli import models as models_cli
 from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
-from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.config import ConfigError, TrainConfig
 from facelandmarks.training.resume import FAULT_ENV, FAULT_EXIT
-from tests.unit.test_train_errors import TINY, faces
+from tests.unit.test_train_errors import TINY, assert_one_line, faces, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "weights" / "mobilenetv2-pip-128"  # a shipped model's folder: its config.json names no data, no run_dir
+
+
+def files_of(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
 @pytest.mark.backend
@@ -47,6 +52,19 @@ def test_a_run_resumed_past_its_summary_and_stopped_writes_a_new_one_at_the_epoc
     assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{"):]) == summary and (run / "summary.json").read_bytes() == written
+
+
+def test_a_shipped_models_folder_is_refused_by_resume_and_by_run_config_loading_in_one_line(capsys):
+    """Its config.json names no data and no run_dir: --resume ended in a TypeError traceback from TrainConfig."""
+    before = files_of(SHIPPED)
+    code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", SHIPPED, "--epochs", "2"], capsys)
+    assert_one_line(code, lines, "train.py", SHIPPED,
+                    f"a shipped model (its config.json names no data and no run_dir), not a run to resume; train.py "
+                    f"--init {SHIPPED} --data TRAIN.npz --run-dir DIR starts a new run from it")
+    assert files_of(SHIPPED) == before
+    with pytest.raises(ConfigError, match=f"^{SHIPPED / 'config.json'}: no data or run_dir: not the config.json of a "
+                                          "training run$"):
+        TrainConfig.load(SHIPPED / "config.json")
 
 
 @pytest.mark.backend
