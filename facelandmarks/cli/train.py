@@ -216,6 +216,12 @@ def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> Tr
     if "weights" in requested and requested["weights"] != saved.weights and not (
             _is_file_path(saved.weights) and _is_file_path(requested["weights"])):
         changed.append("weights")  # from or to 'none' / 'imagenet': another start, other trainable blocks
+    # another validation set, not a file moved (a pipeline's --val or --data may name its stage 1's, which has moved)
+    if "val" in requested and bool(requested["val"]) != bool(saved.val) and registered_trainer(saved.model) is None:
+        raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume --val {requested['val'] or 'none'}: "
+                          f"the run was started validating on {_validation_of(saved)}; --resume goes on as it began " +
+                          ("(give --val where that file is now)" if saved.val else
+                           f"(train.py --init {saved.run_dir} --val FILE starts a new run from its weights)"))
     moved = {name: requested[name] for name in ("data", "val", "weights")
              if name in requested and requested[name] != getattr(saved, name) and name not in changed}
     changed += [name for name, value in requested_options.items() if saved.pipeline.get(name) != value]
@@ -231,6 +237,14 @@ def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> Tr
     return dataclasses.replace(saved, **{name: requested[name] for name in kept if name in requested})
 
 
+def _validation_of(saved: TrainConfig) -> str:
+    if saved.val:
+        return f"the faces of --val {saved.val}"
+    if saved.val_fraction:
+        return f"--val-fraction {saved.val_fraction:g} of --data's subjects (no --val)"
+    return "no faces (--val-fraction 0, no --val)"
+
+
 def _is_file_path(weights) -> bool:
     return weights not in (None, "none", "imagenet")
 
@@ -241,9 +255,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true")
-    config = None
+    config, before = None, {}
     try:
         config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
+        before = _files_in(config.run_dir)
         startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
         config.validate()
         _check_val(config)  # before the trainer makes the run folder
@@ -255,6 +270,10 @@ def main(argv=None) -> int:
         word, status = stopped(err)
         if config and (Path(config.run_dir) / "config.json").is_file():
             hint = f"; continue with: {script_as_started('train')} --resume --run-dir {shlex.quote(config.run_dir)}"
+        elif config and (written := sorted(name for name, stamp in _files_in(config.run_dir).items()
+                                           if before.get(name) != stamp)):
+            hint = (f" before the run began; it had written {', '.join(written)} in {config.run_dir} "
+                    f"(the same command writes {'it' if len(written) == 1 else 'them'} again)")
         else:
             hint = " before the run began; nothing was written"
         complain(f"\n{word}{hint}")
@@ -266,6 +285,15 @@ def main(argv=None) -> int:
         print(line)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _files_in(run_dir) -> dict:
+    """The files in ``run_dir`` (not its subfolders') and when each last changed: what a run interrupted before its
+    config.json wrote (train.py boxes writes its box data first)."""
+    try:
+        return {path.name: path.stat().st_mtime_ns for path in Path(run_dir).iterdir() if path.is_file()}
+    except OSError:  # no folder yet
+        return {}
 
 
 def _check_val(config: TrainConfig) -> None:
@@ -307,7 +335,8 @@ def _where_line(config: TrainConfig, summary) -> str | None:
         monitored = "validation" if "val_nme" in summary else "training"
         ended += (f" (the {monitored} loss fell by less than --min-delta {config.min_delta:g} for --patience "
                   f"{config.patience} epochs)")
-    ran = f"{summary['epochs']} epochs{ended}; " if summary.get("epochs") is not None else ""
+    epochs = summary.get("epochs")
+    ran = f"{epochs} epoch{'' if epochs == 1 else 's'}{ended}; " if epochs is not None else ""
     nme = f" (validation NME {summary['val_nme']:.2f} %)" if isinstance(summary.get("val_nme"), float) else ""
     best = f"best epoch {summary['best_epoch']}{nme}; " if summary.get("best_epoch") is not None else ""
     logs = f"; TensorBoard: tensorboard --logdir {run_dir / 'logs'}" if (run_dir / "logs").is_dir() else ""

@@ -23,6 +23,60 @@ def files_of(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
+def test_resume_takes_a_moved_val_file_but_no_val_for_a_run_started_without_one(tmp_path, capsys):
+    """A --val FILE given to --resume of a run that split its validation faces off --data was taken as 'the same
+    file, moved' ('the run was started with None'): the run went on validating on other faces (and training on
+    the ones it had held out). The line of a 1-epoch run said '1 epochs'."""
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    val = npz.save_npz(tmp_path / "val.npz", faces(8))
+    split, with_val = tmp_path / "split", tmp_path / "with_val"
+    tiny = [*TINY, "--batch", "4", "--data", str(data)]
+    capsys.readouterr()
+    assert train_cli.main([*tiny, "--run-dir", str(split)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"run in {split}: "))
+    assert line.startswith(f"run in {split}: 1 epoch, ended by its epoch budget (--epochs); best epoch 1 "), line
+
+    before = files_of(split)
+    code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", split, "--epochs", "2", "--val", val], capsys)
+    assert_one_line(code, lines, "train.py", split / "config.json",
+                    f"--resume --val {val}: the run was started validating on --val-fraction 0.1 of --data's subjects "
+                    f"(no --val); --resume goes on as it began (train.py --init {split} --val FILE starts a new run")
+    assert files_of(split) == before
+
+    # a run started with --val goes on with it where it now is, and refuses to drop it
+    assert train_cli.main([*tiny, "--val", str(val), "--run-dir", str(with_val)]) == 0
+    code, lines = run_cli(train_cli.main, ["--resume", "--run-dir", with_val, "--epochs", "2", "--val", ""], capsys)
+    assert_one_line(code, lines, "train.py", with_val / "config.json",
+                    f"--resume --val none: the run was started validating on the faces of --val {val}; --resume goes "
+                    "on as it began (give --val where that file is now)")
+    moved = val.rename(tmp_path / "moved_val.npz")
+    assert train_cli.main(["--resume", "--run-dir", str(with_val), "--epochs", "2", "--val", str(moved)]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming with --val {moved} (the run was started with {val}): the same file, moved" in out
+    assert f"run in {with_val}: 2 epochs, " in out
+
+
+def test_a_boxes_run_interrupted_before_its_config_says_what_it_wrote(tmp_path, capsys, monkeypatch):
+    """train.py boxes writes its box data (boxes_train.npz) before the run writes config.json: Ctrl-C between them
+    said 'interrupted before the run began; nothing was written'."""
+    import facelandmarks.pipelines.train as pipeline_train
+
+    def interrupted(config, resume=False):  # Ctrl-C as the box network's run starts
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_train, "fit", interrupted)
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    run = tmp_path / "boxes"
+    argv = ["boxes", "--data", str(data), "--run-dir", str(run), "--epochs", "1", "--batch", "4"]
+    code, lines = run_cli(train_cli.main, argv, capsys)
+    assert code == 130 and lines == [f"interrupted before the run began; it had written boxes_train.npz in {run} "
+                                     "(the same command writes it again)"], lines
+    assert sorted(p.name for p in run.iterdir()) == ["boxes_train.npz"]
+    # again: the file it wrote anew is named, though it was there before
+    code, lines = run_cli(train_cli.main, argv, capsys)
+    assert code == 130 and lines[-1].startswith("interrupted before the run began; it had written boxes_train.npz in ")
+
+
 @pytest.mark.backend
 def test_a_run_resumed_past_its_summary_and_stopped_writes_a_new_one_at_the_epochs_it_ran(tmp_path, capsys):
     """A finished 1-epoch run resumed with --epochs 3 and killed after epoch 2: '--resume --epochs 2' printed the
