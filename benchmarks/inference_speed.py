@@ -91,18 +91,10 @@ def load(runtime: str, model: Path, threads: int, flip_test: bool = False, recro
 
 
 def export_problem(model: Path, runtimes: list) -> str | None:
-    """Why ``model`` (a run directory or an export) cannot run in each of ``runtimes`` ('onnx', 'litert'): no export,
-    one made from other weights, none of that runtime's file, the runtime not installed; None where it can."""
-    from facelandmarks.inference import runtimes as exported
-    from facelandmarks.inference.predictor import exported_for
+    """Why ``model`` (a run directory or an export) cannot run in each of ``runtimes`` ('onnx', 'litert'), or None."""
+    from facelandmarks.inference.predictor import unrunnable
 
-    for runtime in runtimes:
-        try:
-            export = exported_for(model, runtime)
-            exported.choose_runtime(export, exported.read_export(export)[0], runtime)
-        except exported.ExportError as err:
-            return str(err)
-    return None
+    return next(filter(None, (unrunnable(model, runtime) for runtime in runtimes)), None)
 
 
 def median_s(call, repeats: int, warmup: int) -> float:

@@ -200,18 +200,13 @@ def _unexported(runs: list[str], runtime_name: str) -> str | None:
     run is scored (a second run not exported ended an evaluation once the first was scored). Pipelines, and paths
     that are no folder, say what is wrong with them as they load."""
     from facelandmarks.inference import runtimes
-    from facelandmarks.inference.predictor import exported_for
+    from facelandmarks.inference.predictor import unrunnable
 
     if runtime_name not in runtimes.RUNTIMES:
         return None
     for run in map(Path, runs):
-        if not run.is_dir() or (run / "pipeline.json").is_file():
-            continue
-        try:
-            export = exported_for(run, runtime_name)
-            runtimes.choose_runtime(export, runtimes.read_export(export)[0], runtime_name)
-        except runtimes.ExportError as err:
-            return str(err)
+        if run.is_dir() and not (run / "pipeline.json").is_file() and (problem := unrunnable(run, runtime_name)):
+            return problem
     return None
 
 

@@ -105,6 +105,18 @@ def exported_for(run_dir: Path, runtime: str) -> Path | None:
     raise runtimes.ExportError(problem)
 
 
+def unrunnable(run_dir: Path, runtime: str) -> str | None:
+    """Why ``run_dir`` (a run directory or an export) cannot run in ``runtime`` ('onnx', 'litert'): no export, one
+    made from other weights, none of that runtime's file, the runtime not installed; None where it can. Scripts ask
+    before their work starts, where Predictor.load would stop them later."""
+    try:
+        export = exported_for(run_dir, runtime)
+        runtimes.choose_runtime(export, runtimes.read_export(export)[0], runtime)
+    except runtimes.ExportError as err:
+        return str(err)
+    return None
+
+
 def recrop_boxes(points: np.ndarray, size: int, landmark_box=None) -> np.ndarray:
     """(N, 4) square boxes, in the normalised coordinates of the ``size`` x ``size`` crops the (N, K, 2) ``points``
     were predicted on, that dataset preparation would cut around those points for a face dlib missed (as if dlib
