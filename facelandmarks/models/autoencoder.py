@@ -16,6 +16,7 @@ from facelandmarks.models.heads import (
     _landmark_output,
     _pixel_input,
 )
+from facelandmarks.models.layers import NearestUpsampling2D
 from facelandmarks.models.registry import ModelSpec, register
 
 
@@ -92,7 +93,7 @@ def build_reconstruction_model(model: keras.Model) -> keras.Model:
     x = encoder(pixels)
     convs = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Conv2D)]
     for i, conv in enumerate(reversed(convs), start=1):
-        x = keras.layers.UpSampling2D(2, name=f"decoder_up{i}")(x)
+        x = NearestUpsampling2D(2, name=f"decoder_up{i}")(x)
         x = keras.layers.Conv2D(conv.filters, 3, padding="same", activation="relu", name=f"decoder_conv{i}")(x)
     extra_h, extra_w = x.shape[1] - height, x.shape[2] - width
     if extra_h or extra_w:

@@ -11,7 +11,7 @@ from facelandmarks.models.heads import (
     _conv_bn_relu,
     _pixel_input,
 )
-from facelandmarks.models.layers import SoftArgmax2D
+from facelandmarks.models.layers import NearestUpsampling2D, SoftArgmax2D
 from facelandmarks.models.registry import ModelSpec, register
 
 
@@ -41,7 +41,7 @@ def build_heatmap(input_shape, num_points, filters=(32, 64, 128, 256)):
         skips.append(x)
     for i in range(len(filters) - 2, 0, -1):  # up to the level of skips[1] = 1/4 scale
         skip = skips[i]
-        x = keras.layers.UpSampling2D(2, name=f"up{i}_upsample")(x)
+        x = NearestUpsampling2D(2, name=f"up{i}_upsample")(x)
         extra_h, extra_w = x.shape[1] - skip.shape[1], x.shape[2] - skip.shape[2]
         if extra_h or extra_w:
             x = keras.layers.Cropping2D(((0, extra_h), (0, extra_w)), name=f"up{i}_crop")(x)

@@ -36,6 +36,36 @@ class FeatureTransform(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class NearestUpsampling2D(keras.layers.Layer):
+    """Nearest-neighbour upsampling of (N, H, W, C) by an integer ``factor``: each pixel becomes a factor x factor
+    block, as ``keras.layers.UpSampling2D`` makes it, forward and backward alike (its gradient sums the same pairs).
+
+    The copies are stacked, not repeated: under TensorFlow the gradient of ``ops.repeat`` (a tile) transposes an
+    int32 shape, which oneDNN turns down with an ERROR line in the middle of a training ("oneDNN supports DT_INT32
+    only on platforms with AVX-512. Falling back to the default Eigen-based implementation").
+    """
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor!r}")
+        self.factor = factor
+
+    def call(self, inputs):
+        _, height, width, channels = inputs.shape
+        rows = ops.reshape(ops.stack([inputs] * self.factor, axis=2), (-1, height * self.factor, width, channels))
+        return ops.reshape(ops.stack([rows] * self.factor, axis=3),
+                           (-1, height * self.factor, width * self.factor, channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (batch, height * self.factor, width * self.factor, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SoftArgmax2D(keras.layers.Layer):
     """Heatmap logits (N, H, W, K) -> expected position (N, K, 2) in normalised coordinates.
 

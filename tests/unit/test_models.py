@@ -6,6 +6,9 @@ Building and training every registered model on real faces: ``tests/data/test_mo
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 
 from facelandmarks.cli.models import main
 from facelandmarks.models import backbones, build_model
-from facelandmarks.models.layers import SoftArgmax2D
+from facelandmarks.models.layers import NearestUpsampling2D, SoftArgmax2D
 
 pytestmark = pytest.mark.backend
 
@@ -24,6 +27,70 @@ def test_heatmap_soft_argmax_finds_the_peak():
     heatmaps[0, 7, 0, 1] = 50.0
     coords = keras.ops.convert_to_numpy(SoftArgmax2D(name="soft_argmax")(heatmaps))
     np.testing.assert_allclose(coords[0], [[5.5 / 16, 2.5 / 8], [0.5 / 16, 7.5 / 8]], atol=1e-6)
+
+
+def _input_gradient(layer, x, upstream):
+    """d(sum(layer(x) * upstream)) / dx, by the backend's own differentiation."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(jax.vjp(layer, x)[1](upstream)[0])
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    return tape.gradient(y, x, output_gradients=tf.constant(upstream)).numpy()
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_nearest_upsampling_gives_upsampling2d_numbers_forward_and_backward(factor):
+    """The heatmap and autoencoder models' upsampling replaced keras.layers.UpSampling2D: the same bits both ways."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+    upstream = rng.normal(size=(2, 3 * factor, 5 * factor, 4)).astype(np.float32)
+    ours, stock = NearestUpsampling2D(factor), keras.layers.UpSampling2D(factor)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(stock(x)))
+    np.testing.assert_array_equal(_input_gradient(ours, x, upstream), _input_gradient(stock, x, upstream))
+    assert ours.compute_output_shape((None, 3, 5, 4)) == (None, 3 * factor, 5 * factor, 4)
+    assert NearestUpsampling2D.from_config(ours.get_config()).factor == factor
+    with pytest.raises(ValueError, match="factor must be a positive integer, got 0"):
+        NearestUpsampling2D(0)
+
+
+TRAIN_ONE_STEP = """
+import sys
+import keras, numpy as np
+from facelandmarks.models import build_model
+from facelandmarks.models.autoencoder import build_reconstruction_model
+if sys.argv[1] == "stock":  # the models as they were built
+    inputs = keras.Input((16, 16, 3))
+    models = [keras.Model(inputs, keras.layers.UpSampling2D(2)(keras.layers.Conv2D(2, 1)(inputs)))]
+else:
+    models = [build_model("heatmap", (32, 32, 3), 5), build_reconstruction_model(build_model("autoencoder", (32, 32, 1), 5))]
+for model in models:
+    model.compile("adam", "mse")
+    x = np.zeros((2, *model.input_shape[1:]), np.float32)
+    # fit's default batch of 32 leaves the batch dimension unknown in the step, as training's dataset does
+    model.fit(x, np.zeros((2, *model.output_shape[1:]), np.float32), verbose=0)
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's oneDNN log line, checked in a TensorFlow process")
+def test_training_the_upsampling_models_writes_no_onednn_error_line():
+    """Training the heatmap model (or pretraining the autoencoder) printed "E0000 ... util.cc:131] oneDNN supports DT_INT32
+    only on platforms with AVX-512. Falling back to the default Eigen-based implementation" on an AVX-512 machine:
+    the gradient of UpSampling2D's tile transposes an int32 shape, which oneDNN turns down. ERROR lines stay visible
+    (TF_CPP_MIN_LOG_LEVEL=2), so the models upsample without a tile."""
+    said = {mode: subprocess.run([sys.executable, "-c", TRAIN_ONE_STEP, mode], capture_output=True, text=True,
+                                 timeout=300, env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"})
+            for mode in ("stock", "ours")}
+    assert said["stock"].returncode == 0, said["stock"].stderr
+    if "oneDNN supports DT_INT32" not in said["stock"].stderr:
+        pytest.skip("this TensorFlow does not rewrite int32 ops for oneDNN (oneDNN off, or not an x86 build)")
+    assert said["ours"].returncode == 0, said["ours"].stderr
+    assert "oneDNN supports" not in said["ours"].stderr and " util.cc:" not in said["ours"].stderr
 
 
 def test_weights_errors_name_the_file(tmp_path):
