@@ -165,8 +165,10 @@ class LandmarkBatches(keras.utils.PyDataset):
     on ``seed``, ``e`` and the batch index -- not on which loader thread
     makes the batch -- so a resumed run sees the same batches as an
     uninterrupted one.  The last, partial batch of a part is kept unless
-    ``drop_remainder``.  ``max_batches``: an epoch's first batches only (the
-    processes of a JAX job, which must all take as many steps).
+    ``drop_remainder`` (it is augmented as a full batch, so that a shard's
+    remainder costs no trace and compile of its own).  ``max_batches``: an
+    epoch's first batches only (the processes of a JAX job, which must all
+    take as many steps).
     """
 
     def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False,
@@ -209,7 +211,7 @@ class LandmarkBatches(keras.utils.PyDataset):
         x, landmarks, visible = inputs[rows], landmarks[rows], visible[rows]
         if self.augmenter is not None:
             rng = np.random.default_rng([self.seed, epoch, index, 1])
-            x, landmarks, visible = self.augmenter(x, landmarks, visible, rng=rng)
+            x, landmarks, visible = self.augmenter(x, landmarks, visible, rng=rng, rows=self.batch_size)
         return np.asarray(x, np.float32), self._pack(landmarks, visible)
 
     def endless(self, skip: int = 0):

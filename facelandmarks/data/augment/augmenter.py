@@ -53,7 +53,8 @@ class Augmenter:
         seed: seed of the host ``numpy`` Generator that draws every random
             parameter; the same seed gives the same batches on any backend.
         compile: compile ``apply_augmentation`` (``jax.jit`` on JAX, XLA
-            ``tf.function`` on TensorFlow); retraces only per batch shape.
+            ``tf.function`` on TensorFlow); traced and compiled once per batch
+            shape (``rows`` keeps a smaller batch on the full batches' one).
 
     Call ``augmenter(images, landmarks, visible)`` on a batch: images uint8 or
     float (B, S, S, C) 0..255, landmarks float32 (B, K, 2), visible bool
@@ -134,25 +135,42 @@ class Augmenter:
             "noise_key": noise_key,
         }
 
-    def apply(self, images, landmarks, visible, params):
+    def apply(self, images, landmarks, visible, params, rows: int | None = None):
         """Apply given parameters and return numpy arrays.
 
         Args:
             images, landmarks, visible: the batch, as for ``__call__``.
             params: from ``sample_params`` (or edited: tests set exact maps).
+            rows: as for ``__call__``.
         """
         from keras import ops
 
         images, landmarks, visible = _check_batch(images, landmarks, visible, self.scheme)
+        count = images.shape[0]
+        if rows is not None and rows > count:  # every face's result depends on its own row alone
+            images, landmarks, visible = (_pad_rows(a, rows) for a in (images, landmarks, visible))
+            params = {key: value if key == "noise_key" or value is None else _pad_rows(np.asarray(value), rows)
+                      for key, value in params.items()}
         out = self._apply(images, landmarks, visible, params)
-        return tuple(ops.convert_to_numpy(x) for x in out)
+        return tuple(ops.convert_to_numpy(x)[:count] for x in out)
 
-    def __call__(self, images, landmarks, visible, rng=None):
+    def __call__(self, images, landmarks, visible, rng=None, rows: int | None = None):
+        """Augment a batch.
+
+        ``rows``: compute it as a batch of that many rows (copies of its last face, dropped from the result), the same
+        numbers as without: a loader passes its batch size, so the last, smaller batch of a shard (or of an epoch)
+        reuses the full batches' compiled transform instead of tracing and compiling one for its own size.
+        """
         images, landmarks, visible = _check_batch(images, landmarks, visible, self.scheme)
         if not self.config.enabled:
             return images.astype(np.float32), landmarks.copy(), visible.copy()
         params = self.sample_params(images.shape[0], images.shape[1], images.shape[3], rng=rng)
-        return self.apply(images, landmarks, visible, params)
+        return self.apply(images, landmarks, visible, params, rows=rows)
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with its last row repeated up to ``rows`` rows."""
+    return np.concatenate([array, np.repeat(array[-1:], rows - len(array), axis=0)])
 
 
 def _check_batch(images, landmarks, visible, scheme: Scheme):
