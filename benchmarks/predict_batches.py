@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     if args.allocator == "both":
         results = runtime.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", "both")])
         if results is None:
-            return 1
+            return 2  # measure_per_allocator said which run failed, in one line
         print(results[0][1]["title"])
         print(runtime.cpu_description())
         print("| allocator, batch | faces/s | kernel share of CPU time | minor faults per face |")

@@ -116,7 +116,7 @@ def run_both(argv, allocators: str) -> int:
     rows = runtime.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", allocators)],
                                          tcmalloc=allocators == "all")
     if rows is None:
-        return 1
+        return 2  # measure_per_allocator said which run failed, in one line
     print(rows[0][1]["title"])
     print(cpu_description())
     print("| allocator | mode | images/s | kernel share of CPU time | minor faults per step |")

@@ -137,3 +137,64 @@ def test_make_refuses_a_tcmalloc_that_names_no_file(tmp_path):
     done = subprocess.run(["make", "-n", "test-tf", f"TCMALLOC={tmp_path / 'libtcmalloc.so.4'}"], cwd=root,
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0 and f"LD_PRELOAD={tmp_path / 'libtcmalloc.so.4'} KERAS_BACKEND=tensorflow" in done.stdout
+
+
+# A benchmark measured per allocator: a progress update, then (once the parent has shown it: the file argv[1]
+# appears) its JSON line; or one of the failures argv[2] names.
+PER_ALLOCATOR = textwrap.dedent("""
+    import json, os, sys, time
+    flag, failure = sys.argv[1], sys.argv[2]
+    if failure == "refused":
+        sys.exit(print("fake_bench.py: unknown model 'nosuch' (fake_bench.py --help lists the options)", file=sys.stderr) or 2)
+    if failure == "crash":
+        raise ValueError("boom")
+    sys.stderr.write("\\rrounds x modes: 1/2")
+    sys.stderr.flush()
+    for _ in range(200):  # 20 s for the parent to show the progress while this run goes on
+        if os.path.exists(flag):
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit(3)
+    sys.stderr.write("\\r                 \\r")
+    print(json.dumps({"malloc": os.environ["FACELANDMARKS_MALLOC"]}))
+""")
+
+
+class _Console:
+    """A stand-in for sys.stderr that records what it is given and touches ``flag`` once a progress update arrives."""
+
+    def __init__(self, flag):
+        self.flag, self.text = flag, ""
+
+    def write(self, text):
+        self.text += text
+        if "rounds x modes" in text:
+            self.flag.touch()
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("failure", ["none", "refused", "crash"])
+def test_runs_per_allocator_show_their_progress_and_a_failure_in_one_line(tmp_path, monkeypatch, failure):
+    """benchmarks/train_throughput.py --allocator all ran minutes without a word (each run's stderr was captured) and,
+    when a run failed, printed all of that run's stderr and exited 1. Progress now shows as it comes; a failed run is
+    one line naming the allocator with the run's own last line (the caller exits 2)."""
+    script = tmp_path / "fake_bench.py"
+    script.write_text(PER_ALLOCATOR)
+    console = _Console(tmp_path / "shown")
+    monkeypatch.setattr(sys, "stderr", console)
+    rows = runtime.measure_per_allocator(str(script), [str(console.flag), failure])
+    lines = console.text.splitlines()
+    if failure == "none":
+        assert rows == [("glibc default", {"malloc": "0"}), ("tuned (runtime.tune_allocator)", {"malloc": "1"})]
+        assert lines[0] == "measuring with glibc default (1 of 2)..." and "rounds x modes: 1/2" in console.text
+        return
+    assert rows is None
+    if failure == "refused":  # the run's own line, once, inside the line that names the run
+        assert lines == ["measuring with glibc default (1 of 2)...", "fake_bench.py: the run with glibc default failed: "
+                         "unknown model 'nosuch' (fake_bench.py --help lists the options)"]
+    else:  # a bug's traceback stays above the line
+        assert lines[1] == "Traceback (most recent call last):"
+        assert lines[-1] == "fake_bench.py: the run with glibc default failed: ValueError: boom"

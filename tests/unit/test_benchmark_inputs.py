@@ -86,6 +86,17 @@ def test_train_throughput_refuses_a_zero_count_an_unreadable_npz_or_an_unknown_m
               "train_throughput.py", "unknown model 'nosuch'")
 
 
+@pytest.mark.slow  # Keras loads in the measured process
+def test_train_throughput_per_allocator_tells_a_failed_run_in_one_line_with_status_2(files):
+    """--allocator both printed the failed run's whole stderr and exited 1."""
+    failed = _bench("train_throughput.py", "--data", files["good"], "--model", "nosuch", "--size", "16", "--steps", "2",
+                    "--warmup", "0", "--batch", "2", "--allocator", "both", cwd=files["root"])
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+    header, line = failed.stderr.splitlines()  # the run's own line ("train_throughput.py: unknown model ...") is in it
+    assert header == "measuring with glibc default (1 of 2)..."
+    assert line.startswith("train_throughput.py: the run with glibc default failed: unknown model 'nosuch'; known: ")
+
+
 def test_cluster_speed_refuses_an_unreadable_npz_and_tells_a_failed_training_in_one_line(files):
     where = files["root"]
     _one_line(_bench("cluster_speed.py", "--data", files["text"], cwd=where), "cluster_speed.py",
