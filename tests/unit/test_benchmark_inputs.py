@@ -172,7 +172,8 @@ def test_prepare_speed_checks_its_folders_first_and_tells_prepares_complaint_in_
 
 def test_inference_speed_checks_its_model_and_json_first_and_writes_it_whole(files, tmp_path):
     for target, line in ((tmp_path, "is a folder"), (files["file"] / "r.json", f"{files['file']} is a file, not a folder")):
-        _one_line(_bench("inference_speed.py", "--runtimes", "dlib", "--no-cold", "--json", target, cwd=tmp_path),
+        _one_line(_bench("inference_speed.py", "--runtimes", "dlib", "--no-cold", "--data", files["good"], "--json",
+                         target, cwd=tmp_path),  # --data: a clean checkout has no prepared test file
                   "inference_speed.py", f"--json {target}: {line}")
     _one_line(_bench("inference_speed.py", "--model", tmp_path / "no-run", "--runtimes", "keras", "dlib", "--no-cold",
                      cwd=tmp_path), "inference_speed.py", f"{tmp_path / 'no-run'}: no such run directory or export (--model)")
