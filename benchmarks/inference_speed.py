@@ -262,16 +262,6 @@ def cold_start(args) -> list[dict]:
     return rows
 
 
-def keras_backend() -> str:
-    """The backend the timing processes' Keras will run on (KERAS_BACKEND, else Keras's own setting)."""
-    from facelandmarks.runtime import startup
-
-    startup()  # as the scripts do: a quiet import
-    import keras
-
-    return keras.backend.backend()
-
-
 def versions() -> str:
     from facelandmarks.runtime import cpu_description
 
@@ -392,7 +382,12 @@ def main(argv=None) -> int:
                                         if k in ("model", "data", "samples", "faces", "batch", "repeats", "batch_repeats",
                                                  "photo_repeats", "processes", "runtimes", "flip_test", "recrop")}}
     result["workers"], result["load"] = {}, {}
-    result["keras_backend"] = keras_backend() if "keras" in args.runtimes else None
+    if "keras" in args.runtimes:  # the backend the timing processes' Keras runs on, read without importing Keras
+        from facelandmarks.runtime import configured_backend
+
+        result["keras_backend"] = configured_backend() or "tensorflow"
+    else:
+        result["keras_backend"] = None
     for rt in args.runtimes:
         counts = thread_counts(rt, result["keras_backend"])
         if counts[0] > 1:

@@ -322,12 +322,9 @@ def train_pipeline(config: PipelineConfig, template: TrainConfig, resume: bool =
 
 
 def _stage1_config(stage1) -> TrainConfig:
-    """The stage-1 run's settings.  A shipped model's folder loads like a run, but its settings name no data."""
-    path = Path(stage1) / "config.json"
-    try:
-        return TrainConfig.load(path)
-    except TypeError:  # settings without a default missing
-        raise ValueError(f"{path}: no data or run_dir: not the config.json of a training run") from None
+    """The stage-1 run's settings.  A shipped model's folder loads like a run, but its settings name no data
+    (``TrainConfig.load`` says so in one line naming the file)."""
+    return TrainConfig.load(Path(stage1) / "config.json")
 
 
 def boxes_dataset(arrays: dict, scheme: Scheme, regions, margin: float) -> dict:
