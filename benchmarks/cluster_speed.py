@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.cli.common import USER_ERRORS, OneLineParser, error_line
+from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line
 from facelandmarks.data import npz
 from facelandmarks.runtime import cpu_description
 
@@ -41,8 +41,12 @@ def last_epoch_seconds(run_dir: Path) -> float:
         return float(list(csv.DictReader(handle))[-1]["epoch_seconds"])
 
 
+class TrainingFailed(RuntimeError):
+    """A training of the measurement failed: its line is what the benchmark says (exit status 2)."""
+
+
 def run(workers: int, args, data: Path, work: Path) -> float:
-    """Train with ``workers`` processes; the chief's last epoch in seconds."""
+    """Train with ``workers`` processes; the chief's last epoch in seconds (``TrainingFailed``: one did not end)."""
     run_dir = work / f"run-{workers}"
     command = [sys.executable, str(ROOT / "train.py"), args.model, "--data", str(data), "--run-dir", str(run_dir),
                "--epochs", str(args.epochs), "--batch", str(args.batch), "--size", str(args.size), "--workers", "1",
@@ -63,7 +67,7 @@ def run(workers: int, args, data: Path, work: Path) -> float:
             for other in processes:  # a worker left alone waits for its peer
                 other.kill()
             last = [line for line in err.splitlines() if line.strip()][-1:] or [f"exit status {process.returncode}"]
-            raise SystemExit(f"cluster_speed.py: train.py with {workers} process(es) failed: {last[0].strip()}")
+            raise TrainingFailed(f"train.py with {workers} process(es) failed: {last[0].strip()}")
     return last_epoch_seconds(run_dir)
 
 
@@ -99,7 +103,11 @@ def main(argv=None) -> int:
         table = []
         for workers in (1, 2):
             print(f"training with {workers} process(es), {args.epochs} epoch(s)...", file=sys.stderr, flush=True)
-            seconds = run(workers, args, data, work)
+            try:
+                seconds = run(workers, args, data, work)
+            except TrainingFailed as err:  # as every benchmark tells a failure: one line, exit status 2 (it was 1)
+                complain(f"cluster_speed.py: {err}")
+                return 2
             train_faces = int(round(args.faces * 0.95))
             global_batch = args.batch * workers
             steps = train_faces // global_batch if workers > 1 else -(-train_faces // args.batch)
