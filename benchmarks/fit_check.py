@@ -44,20 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None):
+    """The arguments and the run's settings, read as ``train.py --resume`` reads them (``TrainConfig.load``): a
+    config.json that cannot be used is one line naming it and the key (it was a traceback, or another reading)."""
+    from facelandmarks.cli.common import error_line
+    from facelandmarks.training.config import TrainConfig
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = Path(args.run) / "config.json"
-    if not config.is_file():  # a traceback from the config reader, after Keras loaded
+    path = Path(args.run) / "config.json"
+    if not path.is_file():  # a traceback from the config reader, after Keras loaded
         parser.error(f"{args.run}: not a run directory (no config.json)")
+    if (Path(args.run) / "pipeline.json").is_file():  # main names its stage 1
+        return args, None
     try:
-        recorded = json.loads(config.read_text())
-    except (OSError, ValueError) as err:
-        parser.error(f"{config}: not a readable run config ({' '.join(str(err).split())})")
-    pipeline = (Path(args.run) / "pipeline.json").is_file()  # main names its stage 1
-    if not pipeline and not (isinstance(recorded, dict) and recorded.get("data")):  # a shipped model's: a TypeError
-        parser.error(f"{args.run}: its config.json names no training data (a shipped model?); fit_check needs a run "
-                     "trained by train.py, whose data it reads again")
-    return args
+        config = TrainConfig.load(path)
+    except ValueError as err:  # a shipped model's names no data: "no data or run_dir: not the config.json of ..."
+        parser.error(error_line(err))
+    if not config.data:
+        parser.error(f"{args.run}: its config.json names no training data; fit_check needs a run trained by train.py, "
+                     "whose data it reads again")
+    return args, config
 
 
 if __name__ == "__main__":
@@ -69,6 +75,7 @@ import keras
 import numpy as np
 
 from facelandmarks import metrics
+from facelandmarks.cli.common import USER_ERRORS, complain, error_line
 from facelandmarks.data import npz
 from facelandmarks.data.augment.augmenter import Augmenter
 from facelandmarks.data.augment.config import AugmentConfig
@@ -76,7 +83,6 @@ from facelandmarks.data.feeding import load_split, model_inputs, scheme_for
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.models import losses
 from facelandmarks.models.heads import _dense_stack, _landmark_output
-from facelandmarks.training.config import TrainConfig
 
 
 def predict(model, x, batch: int, training_mode: bool = False, progress: bool = False) -> np.ndarray:
@@ -108,15 +114,18 @@ def refit_head(features, train, val_features, val, units, dropout, loss, scheme,
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args, config = parse_args(argv)
     run = Path(args.run)
     if (run / "pipeline.json").is_file():  # it said 'cascade takes features, not images'
         stage1 = json.loads((run / "pipeline.json").read_text()).get("stage1")
         raise SystemExit(f"{run}: a pipeline run; fit_check looks at one model: give its stage 1 ({stage1})")
-    config = TrainConfig.load(run / "config.json")
     if config.input_kind != "image":
         raise SystemExit(f"{run}: {config.model} takes features, not images; fit_check needs an image model")
-    train, val = load_split(config)
+    try:
+        train, val = load_split(config)
+    except USER_ERRORS as err:  # its data moved or damaged: a traceback
+        complain(f"fit_check.py: {error_line(err, (config.data, config.val))} (the data of {run / 'config.json'})")
+        raise SystemExit(2) from None
     if val is None:
         raise SystemExit(f"{run}: trained without validation data; nothing to compare with")
     if not isinstance(train, dict):

@@ -28,7 +28,7 @@ from facelandmarks.data.readers import READERS
 from facelandmarks.data.records import CSV_LAYOUTS, CSV_ORIGIN_CHOICES, CSV_ORIGINS, AnnotationError, ReaderOptions
 from facelandmarks.data.splits import DEFAULT_TEST_FRACTION, SplitError, SplitOptions
 from facelandmarks.scheme_files import resolve_scheme
-from facelandmarks.training.config import seed_problem
+from facelandmarks.training.values import seed_problem
 
 EXIT_INPUT = 2
 EPILOG = (

@@ -37,7 +37,6 @@ from facelandmarks.training.config import (
     ConfigError,
     TrainConfig,
     add_arguments,
-    check_run_settings,
     check_values,
     flag_name,
     read_config_file,
@@ -185,15 +184,9 @@ def _saved_run(requested: dict) -> TrainConfig:
     if isinstance(values, dict) and "data" not in values and "run_dir" not in values:  # a shipped model's settings
         raise ConfigError(f"{run_dir}: a shipped model (its config.json names no data and no run_dir), not a run to "
                           f"resume; train.py --init {run_dir} --data TRAIN.npz --run-dir DIR starts a new run from it")
-    check_run_settings(values, path)
-    # checked as a --config file is, naming this file and the key: keys this version no longer knows are dropped,
-    # so old runs still load
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    if "head_lr_scale" not in values:  # a run from before --head-lr-scale: every layer at the rate, as it goes on
-        values["head_lr_scale"] = 1.0  # (null: a run stopped before --init settled it, which starts again and does)
-    saved = TrainConfig(**check_values(TrainConfig, {k: v for k, v in values.items() if k in known}, str(path)))
-    _check_settings(saved, path)
-    return dataclasses.replace(saved, run_dir=str(run_dir))
+    # the one reader of a run's settings (the pipelines' and benchmarks' too): each value checked as a --config file's
+    # is, naming this file and the key; keys this version no longer knows are dropped, so old runs still load
+    return dataclasses.replace(TrainConfig.load(path), run_dir=str(run_dir))
 
 
 def _check_settings(config: TrainConfig, path) -> None:

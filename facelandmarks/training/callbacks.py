@@ -11,9 +11,9 @@ import numpy as np
 
 from facelandmarks import runtime
 from facelandmarks.data.feeding import LandmarkBatches
-from facelandmarks.training.config import parse_duration
 from facelandmarks.training.distribute import predict_all
 from facelandmarks.training.resume import BEST, LAST, callback_state, commit_set, random_state
+from facelandmarks.training.values import parse_duration
 
 
 class EpochOrder(keras.callbacks.Callback):

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from facelandmarks.data.fileset import test_side_of
 from facelandmarks.training.loss_names import loss_names
+from facelandmarks.training.values import parse_duration, seed_problem
 
 OPTIMIZERS = ("adam", "nadam", "rmsprop", "sgd", "adamw")
 
@@ -71,25 +72,6 @@ def setting(default=MISSING, help: str = "", **meta):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
-
-
-def parse_duration(text) -> float:
-    """Seconds in ``text``: ``600``, ``90s``, ``45m``, ``2h``, ``1h30m``, ``1.5h`` (ValueError otherwise)."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text or len({u for _, u in parts}) < len(parts):
-        raise ValueError(f"not a duration like 45m, 2h, 1h30m or 600 (seconds): {text!r}")
-    return sum(float(n) * units[u] for n, u in parts)
-
-
-def seed_problem(value) -> str | None:
-    """What is wrong with ``value`` as a seed numpy takes (a whole number from 0 to 2**32 - 1), or None."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
-        return f"must be a whole number from 0 to {2**32 - 1}, got {value!r}"
-    return None
 
 
 def split_seed_of(settings: dict) -> int | None:
@@ -248,14 +230,22 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        """A saved run's settings; keys this version no longer knows are dropped, so old runs still load."""
+        """A saved run's settings, as ``--resume`` reads them: keys this version no longer knows are dropped (old runs
+        load); a value of the wrong type or out of range is a ``ConfigError`` naming the file and the key."""
         try:
             values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: cannot read run config ({err})") from err
+            raise ConfigError(f"{path}: cannot read run config ({' '.join(str(err).split())})") from None
         check_run_settings(values, path)
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        values = {"head_lr_scale": 1.0, **values}  # a run from before --head-lr-scale trained all at the rate (null:
+        # one stopped before --init settled it, which starts again and does)
+        config = cls(**check_values(cls, {k: v for k, v in values.items() if k in known}, str(path)))
+        try:
+            config.validate()
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        return config
 
 
 def check_run_settings(values, path) -> None:

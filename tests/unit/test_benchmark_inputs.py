@@ -2,6 +2,7 @@
 data: each check stops before the measuring starts).  Each of these ended in a traceback, most after Keras had loaded
 or after minutes of work."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -134,10 +135,42 @@ def test_model_speed_refuses_no_points(files):
 
 
 def test_fit_check_on_the_shipped_model_says_it_needs_a_trained_run(files):
-    # its config.json names no data: TrainConfig's TypeError
+    # its config.json names no data: TrainConfig's TypeError; now the line train.py's loader gives
     shipped = ROOT / "weights" / "mobilenetv2-pip-128"
     _one_line(_bench("fit_check.py", shipped, cwd=files["root"]), "fit_check.py",
-              f"{shipped}: its config.json names no training data (a shipped model?)")
+              f"{shipped / 'config.json'}: no data or run_dir: not the config.json of a training run")
+
+
+def _run_config(run: Path, **settings) -> Path:
+    """A run folder whose config.json holds an image model's settings as train.py writes them, with ``settings``."""
+    from facelandmarks.training.config import TrainConfig
+
+    run.mkdir()
+    saved = {**dataclasses.asdict(TrainConfig(model="mlp", data=str(run / "faces.npz"), run_dir=str(run),
+                                              scheme="ibug68", num_points=68, input_shape=[16, 16, 3],
+                                              input_kind="image")), **settings}
+    (run / "config.json").write_text(json.dumps(saved))
+    return run
+
+
+def test_fit_check_reads_a_runs_config_json_as_train_py_does_and_tells_a_bad_one_in_one_line(tmp_path):
+    """It read config.json by hand, then with a loader that checked no value: a value of the wrong type or out of range
+    ended in a traceback after Keras had loaded (or was read otherwise than train.py --resume reads it)."""
+    run = _run_config(tmp_path / "typed", val_fraction="0.1")
+    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py",
+              f"{run / 'config.json'}: val_fraction must be float, got '0.1'")
+    run = _run_config(tmp_path / "range", augment="rotation=lots")
+    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py", f"{run / 'config.json'}: --augment: ")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"model": ')
+    _one_line(_bench("fit_check.py", tmp_path / "broken", cwd=tmp_path), "fit_check.py",
+              f"{tmp_path / 'broken' / 'config.json'}: cannot read run config (")
+
+
+@pytest.mark.slow  # Keras loads
+def test_fit_check_tells_a_run_whose_data_is_not_where_its_config_json_says_in_one_line(tmp_path):
+    run = _run_config(tmp_path / "moved")  # its faces.npz is not there: a FileNotFoundError traceback
+    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py", f"{run / 'faces.npz'}: ")
 
 
 @pytest.mark.slow  # a training and Keras loaded twice

@@ -252,7 +252,7 @@ def _epochs(limit, clock, durations, first=0, rates=None):
 
 
 def test_parse_duration_reads_hours_minutes_and_seconds():
-    from facelandmarks.training.config import parse_duration
+    from facelandmarks.training.values import parse_duration
 
     assert [parse_duration(t) for t in ("600", "90s", "45m", "2h", "1h30m", "1.5h", " 2M ")] == \
         [600, 90, 2700, 7200, 5400, 5400, 120]
