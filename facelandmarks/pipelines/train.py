@@ -29,7 +29,8 @@ from facelandmarks.pipelines.config import (
     stage_candidates,
 )
 from facelandmarks.training.config import TrainConfig, flag_name
-from facelandmarks.training.fit import fit, read_summary, record_budget
+from facelandmarks.training.fit import fit, read_summary
+from facelandmarks.training.runs import record_resumed
 
 
 def stage1_jitter(stage1: Predictor, val: dict, scheme: Scheme, regions, margin: float) -> dict:
@@ -124,7 +125,7 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         config.save(Path(config.run_dir) / "config.json")
     else:
-        record_budget(Path(config.run_dir) / "config.json", config.epochs)
+        record_resumed(Path(config.run_dir) / "config.json", config)  # the budget, where --data and --val now are
     shared = {f.name: getattr(options, f.name) for f in fields(PipelineOptions)}
     return train_pipeline(PipelineConfig(kind=kind, run_dir=config.run_dir, **shared), template, resume)
 

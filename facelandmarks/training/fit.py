@@ -49,7 +49,7 @@ from facelandmarks.training.resume import (
     restore_for_resume,
     weights_fingerprint,
 )
-from facelandmarks.training.runs import init_run_config
+from facelandmarks.training.runs import init_run_config, record_resumed
 from facelandmarks.training.teachers import with_teacher_targets
 
 
@@ -197,7 +197,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         if resume:
             initial_epoch = restore_for_resume(model, run_dir, out_dir, state, stateful, callbacks)
             if cluster.is_chief:  # once the run's state is back: a resume that fails leaves its budget as it was
-                record_budget(out_dir / "config.json", config.epochs)
+                record_resumed(out_dir / "config.json", config)  # the budget, where its data now are
 
         start = time.time()
         limit = stateful["TimeLimit"]
@@ -287,14 +287,6 @@ def _budget_state(state: dict, epochs: int) -> dict:
     if planned is None or planned == epochs:
         return state
     return {k: v for k, v in state.items() if k not in ("TimeLimit", "CosineSchedule")}
-
-
-def record_budget(path: Path, epochs: int) -> None:
-    """``--resume --epochs N``: the run's ``config.json`` takes the new budget, which a later ``--resume`` (after a
-    kill) then goes on to (it read the first budget and ended at once, with the first sitting's summary)."""
-    saved = json.loads(path.read_text())
-    if saved.get("epochs") != epochs:
-        _write_json_atomic(path, {**saved, "epochs": epochs})
 
 
 def _check_run_dir(run_dir: Path, resume: bool):

@@ -29,6 +29,26 @@ def run_config_of(init: str) -> dict | None:
         return None
 
 
+# the settings --resume may give anew that a later reader of the run's config.json needs as they now are: the epoch
+# budget, and where --data, --val and a --weights file now lie (the run folder or its files moved)
+RESUME_RECORDS = ("epochs", "data", "val", "weights")
+
+
+def record_resumed(path: Path, config) -> None:
+    """A resumed run's ``config.json`` (``path``) takes ``config``'s ``RESUME_RECORDS``, written whole (a temporary
+    file renamed), once the run's state is back (a resume that fails leaves the file as it was).
+
+    The budget of ``--resume --epochs N`` is then what a later ``--resume`` (after a kill) goes on to (it read the
+    first budget and ended at once); the data where it found them is what a second ``--resume`` without ``--data``,
+    ``--config`` of the file, a pipeline on the run as its stage 1 and ``--ship`` read (they found the old paths)."""
+    from facelandmarks.training.config import _write_json_atomic
+
+    saved = json.loads(Path(path).read_text())
+    now = {name: getattr(config, name) for name in RESUME_RECORDS}
+    if any(saved.get(name) != value for name, value in now.items()):
+        _write_json_atomic(path, {**saved, **now})
+
+
 def read_run_config(run_dir: Path) -> dict:
     """``run_dir/config.json``, checked to be a trained run's; a scheme of the run's own is registered."""
     path = Path(run_dir) / "config.json"

@@ -330,6 +330,10 @@ def test_a_pipeline_resumes_from_another_folder(tmp_path, monkeypatch, capsys):
                                        "folder it trained in: give the pipeline --data)\n")
     assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2", "--data", str(tmp_path / "faces.npz")]) == 0
     assert len((run / "nose" / "run" / "history.csv").read_text().splitlines()) == 3  # a header, two epochs
+    # the pipeline's config.json records the --data it found (it kept none, so the next --resume asked again)
+    assert json.loads((run / "config.json").read_text())["data"] == str(tmp_path / "faces.npz")
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "3"]) == 0
+    assert len((run / "nose" / "run" / "history.csv").read_text().splitlines()) == 4
 
 
 def test_a_pipeline_leaves_a_run_folder_of_another_run_or_setting_alone(tmp_path, monkeypatch, capsys):

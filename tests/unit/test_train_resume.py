@@ -56,6 +56,32 @@ def test_resume_takes_a_moved_val_file_but_no_val_for_a_run_started_without_one(
     assert f"run in {with_val}: 2 epochs, " in out
 
 
+def test_a_resume_with_moved_data_records_where_they_are_for_the_next_reader_of_its_config(tmp_path, capsys):
+    """--resume --data/--val NEW trained on the moved files but left config.json naming the old ones: a second --resume
+    without them, --config RUN/config.json and a pipeline on the run as its stage 1 read the old paths ('no such
+    dataset file'). The resume now records where it found them, written whole."""
+    from facelandmarks.pipelines.train import _stage1_config
+
+    data = npz.save_npz(tmp_path / "faces.npz", faces(12))
+    val = npz.save_npz(tmp_path / "val.npz", faces(8))
+    run = tmp_path / "run"
+    assert train_cli.main([*TINY, "--batch", "4", "--data", str(data), "--val", str(val), "--run-dir", str(run)]) == 0
+    (tmp_path / "moved").mkdir()
+    data, val = data.rename(tmp_path / "moved" / "faces.npz"), val.rename(tmp_path / "moved" / "val.npz")
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "2", "--data", str(data), "--val", str(val)]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["data"], saved["val"], saved["epochs"]) == (str(data), str(val), 2)
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == []
+    capsys.readouterr()
+
+    assert train_cli.main(["--resume", "--run-dir", str(run), "--epochs", "3"]) == 0  # no hint needed now
+    out = capsys.readouterr().out
+    assert "the same file, moved" not in out and f"run in {run}: 3 epochs, " in out
+    again, resume = train_cli.resolve_config(["--config", str(run / "config.json"), "--run-dir", str(tmp_path / "again")])
+    assert (again.data, again.val, resume) == (str(data), str(val), False)
+    assert (_stage1_config(run).data, _stage1_config(run).val) == (str(data), str(val))
+
+
 def test_a_boxes_run_interrupted_before_its_config_says_what_it_wrote(tmp_path, capsys, monkeypatch):
     """train.py boxes writes its box data (boxes_train.npz) before the run writes config.json: Ctrl-C between them
     said 'interrupted before the run began; nothing was written'."""
