@@ -21,12 +21,14 @@ def init_run_config(config) -> dict | None:
 
 
 def run_config_of(init: str) -> dict | None:
-    """The ``config.json`` beside ``init`` (a run folder, or a weights file in one), or None."""
+    """The ``config.json`` beside ``init`` (a run folder, or a weights file in one), or None (none there, or none
+    that holds an object of settings: a list or a number was an AttributeError traceback where it was read)."""
     folder = Path(init) if Path(init).is_dir() else Path(init).parent
     try:
-        return json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return None
+    return config if isinstance(config, dict) else None
 
 
 # the settings --resume may give anew that a later reader of the run's config.json needs as they now are: the epoch

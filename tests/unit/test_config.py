@@ -342,6 +342,9 @@ def test_init_without_a_model_name_trains_the_inits_model_with_its_options(tmp_p
     (bare / "best.weights.h5").write_bytes(b"")
     with pytest.raises(ConfigError, match=rf"^--init {re.escape(str(bare))}: no config.json naming its model"):
         resolve_config(["--init", str(bare), "--data", "train.npz", "--run-dir", "r"])
+    (bare / "config.json").write_text("[1]")  # JSON, no object of settings: an AttributeError traceback
+    with pytest.raises(ConfigError, match=rf"^--init {re.escape(str(bare))}: no config.json naming its model"):
+        resolve_config(["--init", str(bare), "--data", "train.npz", "--run-dir", "r"])
     (bare / "config.json").write_text(json.dumps({"model": "regions"}))
     with pytest.raises(ConfigError, match=rf"^--init {re.escape(str(bare))}: a regions pipeline; --init starts one model"):
         resolve_config(["--init", str(bare), "--data", "train.npz", "--run-dir", "r"])
