@@ -231,12 +231,19 @@ class LandmarkBatches(keras.utils.PyDataset):
             epoch += 1
 
 
-def tf_input_pipeline(batches: LandmarkBatches, batch_size: int, input_shape, num_points: int, skip: int = 0):
+def tf_input_pipeline(batches: LandmarkBatches, global_batch: int, input_shape, num_points: int, skip: int = 0):
     """A tf.data pipeline of fixed-size batches from ``batches``, for tf.distribute strategies.
 
     Every step gets a full batch (faces flow on into the next pass over the
     data), so the last partial batch never breaks a synchronous step; each
     worker feeds its own faces, so the strategy must not shard the data.
+    A strategy takes a dataset's batch for the *global* one and splits it into
+    one piece per replica of the whole cluster, a worker taking its replicas'
+    pieces: the stream's batches are ``global_batch`` faces, of which a worker
+    of a cluster trains on its share (``global_batch / workers``) per step and
+    the next share at the next step.  Batched by the worker's share, a step of
+    two workers took half of it and an epoch half the faces, and a resumed run
+    skipped faces never trained on.
     ``skip``: faces of the stream already trained on (a resumed run's).
     """
     import functools
@@ -248,7 +255,7 @@ def tf_input_pipeline(batches: LandmarkBatches, batch_size: int, input_shape, nu
         tf.TensorSpec((None, num_points, 3), tf.float32),
     )
     dataset = tf.data.Dataset.from_generator(functools.partial(batches.endless, skip), output_signature=signature)
-    dataset = dataset.rebatch(batch_size, drop_remainder=True).prefetch(2)
+    dataset = dataset.rebatch(global_batch, drop_remainder=True).prefetch(2)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options)

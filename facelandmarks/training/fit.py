@@ -221,7 +221,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             return done  # nothing ran: the summary of the sittings before stands (of fewer epochs: finish writes anew)
         if initial_epoch < budget:
             train_data = batches if steps is None else tf_input_pipeline(  # a strategy's stream, past the epochs done
-                batches, per_worker, config.input_shape, scheme.num_points, skip=initial_epoch * steps * per_worker)
+                batches, global_batch, config.input_shape, scheme.num_points, skip=initial_epoch * steps * per_worker)
             if keras.backend.backend() == "jax" and steps is None:  # built here, from a batch of the first epoch:
                 model._symbolic_build(data_batch=batches[0])  # fit's own build drew one through the workers, whose
                 # look-ahead Keras then fed to the first epoch and each epoch's to the next (a resume began otherwise)

@@ -1,0 +1,94 @@
+"""``--distribute multiworker`` in a real two-process TensorFlow cluster on 127.0.0.1, without face data (random
+images; the cluster on real faces: ``tests/data/test_distribute.py``)."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from facelandmarks.data import npz
+from tests.unit.test_train_errors import faces
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def cluster_envs(tmp_path, workers=2):
+    """Each worker's environment: TF_CONFIG naming free ports on 127.0.0.1, TensorFlow on the CPU."""
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp_path),
+                 TF_CONFIG=json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}))
+            for index in range(workers)]
+
+
+def start(command, envs):
+    return [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True) for env in envs]
+
+
+def finish(processes, timeout):
+    """Every process's (exit status, stdout, stderr); any still running at the end is killed."""
+    try:
+        outputs = [p.communicate(timeout=timeout) for p in processes]
+        return [(p.returncode, *output) for p, output in zip(processes, outputs)]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def train(data, run_dir, *extra):
+    return [sys.executable, str(ROOT / "train.py"), "mlp", "--data", str(data), "--run-dir", str(run_dir),
+            "--val-fraction", "0.25", "--batch", "8", "--schedule", "constant", "--augment", "flip=0.5,noise=5",
+            "--model-options", '{"hidden_units": [16], "dropout": 0.5}', "--preview-every", "0", "--workers", "1",
+            "--distribute", "multiworker", *extra]
+
+
+def run_cluster(tmp_path, command, timeout=240):
+    results = finish(start(command, cluster_envs(tmp_path)), timeout)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    return results
+
+
+def test_a_resumed_multiworker_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    # Each worker fed batches of its share of the global batch, which tf.distribute takes for the global batch and
+    # splits among every replica of the cluster: a step of two workers took half of each worker's batch, so an epoch
+    # trained on half the faces it counted, and a resumed run skipped the faces the finished epochs had counted, half
+    # of them never trained on (its epoch 2 trained on other faces than the uninterrupted run's: other weights)
+    data = npz.save_npz(tmp_path / "faces.npz", faces(40))  # 15 training faces per worker: an epoch ends mid-pass
+    run_cluster(tmp_path, train(data, tmp_path / "whole", "--epochs", "2"))
+    run_cluster(tmp_path, train(data, tmp_path / "resumed", "--epochs", "1"))
+    (_, out, _), _ = run_cluster(tmp_path, train(data, tmp_path / "resumed", "--epochs", "2", "--resume"))
+    assert "resuming" in out and "at epoch 2" in out, out[-2000:]
+
+    def history(run):
+        with open(tmp_path / run / "history.csv", newline="") as handle:
+            return [(row["loss"], row["val_loss"]) for row in csv.DictReader(handle)]
+
+    def weights(run):
+        found = {}
+        with h5py.File(tmp_path / run / "last.weights.h5") as f:
+            f.visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+        return found
+
+    assert len(history("whole")) == 2 and history("resumed") == history("whole")
+    whole, resumed = weights("whole"), weights("resumed")
+    assert whole.keys() == resumed.keys() and any(name.startswith("optimizer") for name in whole)
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
