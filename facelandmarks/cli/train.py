@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import json
 import shlex
@@ -30,6 +31,7 @@ from facelandmarks.cli.common import (
     script_main,
     stopped,
 )
+from facelandmarks.cli.wind_down import STOP_TIMEOUT_ENV, bounded_wind_down, stop_timeout
 from facelandmarks.data.fileset import test_side_of
 from facelandmarks.runtime import startup
 from facelandmarks.training.config import (
@@ -53,7 +55,8 @@ EPILOG = """exit status:
        flag or setting (--size 0), a missing, truncated or corrupt file (npz, json, weights), an empty
        training or validation set, a run folder that cannot be written, --resume on a folder without a run
   130  interrupted (Ctrl-C); the line printed gives the command that continues the run
-  143  terminated (SIGTERM: kill, timeout, a job scheduler): as Ctrl-C
+  143  terminated (SIGTERM: kill, timeout, a job scheduler): as Ctrl-C. Not wound down 20 s after either
+       (FACELANDMARKS_STOP_TIMEOUT), the run ends by itself with one line; its last committed epoch stays
 """
 
 ENDED_BY = {"epoch budget": "its epoch budget (--epochs)", "time limit": "--time-limit"}  # summary.json's stopped_by
@@ -258,7 +261,8 @@ def main(argv=None) -> int:
         if line := _test_val_warning(config):
             print(line)
         trainer = get_trainer(config.model)
-        summary = trainer(config, resume=resume)
+        with bounded_wind_down(stop_timeout(), functools.partial(_unwound_line, config)):
+            summary = trainer(config, resume=resume)
     except KeyboardInterrupt as err:
         word, status = stopped(err)
         if config and (Path(config.run_dir) / "config.json").is_file():
@@ -278,6 +282,21 @@ def main(argv=None) -> int:
         print(line)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _unwound_line(config, word: str, seconds: float) -> str:
+    """The last line of a run that did not wind down within ``seconds`` of SIGTERM or Ctrl-C (its main thread in a
+    step waiting for another process of the job, or in a long computation) and ends without it."""
+    run_dir = Path(config.run_dir)
+    try:
+        epoch = json.loads((run_dir / "state.json").read_text())["epoch"] + 1
+        kept = f"{run_dir} keeps its checkpoints of epoch {epoch}, the last committed (state.json)"
+    except (OSError, ValueError, KeyError, TypeError):  # none committed yet, or a pipeline's (in its stages' folders)
+        kept = "the checkpoints committed before stay as they were"
+    hint = (f"; continue with: {script_as_started('train')} --resume --run-dir {shlex.quote(config.run_dir)}"
+            if (run_dir / "config.json").is_file() else "")
+    return (f"{word}: the run did not wind down within {seconds:g} s ({STOP_TIMEOUT_ENV}; a step waiting for another "
+            f"process of the job, or a long computation) and ends without it; {kept}{hint}")
 
 
 def _files_in(run_dir) -> dict:

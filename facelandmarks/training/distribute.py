@@ -142,6 +142,7 @@ def setup(mode: str, resumed: str | None = None) -> Cluster:
         config = read_tf_config()
         patch_keras_for_multiworker()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        reclaim_sigterm()
         workers = len(config["cluster"]["worker"]) + len(config["cluster"].get("chief", []))
         index = int(config["task"]["index"]) + (1 if config["task"]["type"] == "worker" and "chief" in config["cluster"] else 0)
         return Cluster(mode, replicas=strategy.num_replicas_in_sync, workers=workers, worker_index=index,
@@ -158,6 +159,20 @@ def setup(mode: str, resumed: str | None = None) -> Cluster:
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
     return Cluster(mode, replicas=len(devices), workers=jax.process_count(), worker_index=jax.process_index(),
                    is_chief=jax.process_index() == 0)
+
+
+def reclaim_sigterm() -> None:
+    """SIGTERM back to this process's handler (``Terminated``: a wind-down as after Ctrl-C, or the default end).
+
+    Starting a ``MultiWorkerMirroredStrategy``, TensorFlow's coordination service installs a SIGTERM handler of its
+    own (its preemption notifier, which only records the signal): SIGTERM then stopped no worker, healthy or waiting
+    on a dead partner, and a job scheduler's SIGKILL followed."""
+    import signal
+    import threading
+
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)  # installs Python's own C handler again
 
 
 # the errors a step of a cluster ends in when another of its processes has gone (TensorFlow's collective ops; the Gloo

@@ -188,3 +188,77 @@ def test_a_pipeline_stopped_in_a_refiner_names_the_command_that_resumes_it(tmp_p
     assert line.startswith("pipeline in runs/my cascade: pipeline.json, refiners nose/run (best epoch ")
     assert line.endswith(f"; python {ROOT / 'evaluate.py'} 'runs/my cascade' --data TEST.npz scores it")
     assert len((state.parent / "history.csv").read_text().splitlines()) - 1 == done + 1
+
+
+# a wind-down that does not end: the handler's exception caught and the block waiting for ever (as a worker's main
+# thread waited in a collective step for a dead partner, where no handler ran: its SIGTERM seemed ignored)
+STUCK_WIND_DOWN = """
+import sys, time
+from facelandmarks.cli.common import script_main
+from facelandmarks.cli.wind_down import bounded_wind_down, stop_timeout
+
+@script_main
+def main():
+    with bounded_wind_down(stop_timeout(), lambda word, seconds: f"{word} after {seconds:g} s: what was saved"):
+        try:
+            print("ready", flush=True)
+            time.sleep(60)
+        except KeyboardInterrupt:
+            with open(sys.argv[1], "w") as f:
+                f.write("written before the wind-down hung")
+            time.sleep(60)
+    return 0
+
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("signum, status, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_a_wind_down_that_does_not_end_ends_the_process_with_one_line(signum, status, word, tmp_path):
+    env = dict(os.environ, FACELANDMARKS_STOP_TIMEOUT="0.5")
+    process = subprocess.Popen([sys.executable, "-c", STUCK_WIND_DOWN, str(tmp_path / "out.txt")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "ready\n"
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == status, err
+    assert err == f"\n{word} after 0.5 s: what was saved\n"
+    assert (tmp_path / "out.txt").read_text() == "written before the wind-down hung"
+
+
+def test_a_wind_down_that_ends_in_time_is_left_alone_and_a_bad_stop_timeout_is_one_line(monkeypatch):
+    from facelandmarks.cli.wind_down import bounded_wind_down, stop_timeout
+
+    lines = []
+    with pytest.raises(KeyboardInterrupt), bounded_wind_down(0.2, lambda word, seconds: lines.append(word)):
+        signal.raise_signal(signal.SIGINT)
+    time.sleep(0.5)  # past the time allowed: the process is still here
+    assert lines == [] and signal.set_wakeup_fd(-1) == -1  # and the wakeup descriptor was given back
+    monkeypatch.setenv("FACELANDMARKS_STOP_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match=r"^FACELANDMARKS_STOP_TIMEOUT='soon': give the seconds a wind-down may take"):
+        stop_timeout()
+    monkeypatch.setenv("FACELANDMARKS_STOP_TIMEOUT", "")
+    assert stop_timeout() == 20
+
+
+def test_the_line_of_a_run_that_did_not_wind_down_names_its_last_committed_epoch(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from facelandmarks.cli import train
+
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
+    config = SimpleNamespace(run_dir=str(tmp_path / "run"))
+    assert train._unwound_line(config, "terminated", 20.0) == (
+        "terminated: the run did not wind down within 20 s (FACELANDMARKS_STOP_TIMEOUT; a step waiting for another "
+        "process of the job, or a long computation) and ends without it; the checkpoints committed before stay as they were")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    (tmp_path / "run" / "state.json").write_text('{"epoch": 2}')
+    assert train._unwound_line(config, "interrupted", 0.5).endswith(
+        f"and ends without it; {tmp_path / 'run'} keeps its checkpoints of epoch 3, the last committed (state.json); "
+        f"continue with: python {ROOT / 'train.py'} --resume --run-dir {tmp_path / 'run'}")

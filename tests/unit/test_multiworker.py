@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -92,3 +93,34 @@ def test_a_resumed_multiworker_run_ends_with_the_weights_of_an_uninterrupted_one
     assert whole.keys() == resumed.keys() and any(name.startswith("optimizer") for name in whole)
     for name in whole:
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
+def test_a_worker_whose_partner_was_killed_ends_on_sigterm_with_its_last_epoch_loadable(tmp_path):
+    # TensorFlow's coordination service took SIGTERM for its preemption notifier when the strategy started: the
+    # worker ignored it (healthy, or waiting in a step for its SIGKILLed partner) until TensorFlow noticed the loss,
+    # then ended as after any lost worker (status 2), and only SIGKILL stopped a worker in time. SIGTERM now winds it
+    # down as Ctrl-C does, or, where the wind-down does not end within FACELANDMARKS_STOP_TIMEOUT, the process ends
+    # itself with one line; either way the checkpoints of its last committed epoch stay as they were
+    from facelandmarks.training.resume import BEST, LAST, find_checkpoint, read_state
+
+    data = npz.save_npz(tmp_path / "faces.npz", faces(400))
+    run_dir = tmp_path / "run"
+    envs = [dict(env, FACELANDMARKS_STOP_TIMEOUT="2") for env in cluster_envs(tmp_path)]
+    survivor, partner = processes = start(train(data, run_dir, "--epochs", "1000"), envs)
+    try:
+        while not (run_dir / "state.json").is_file() and survivor.poll() is None and partner.poll() is None:
+            time.sleep(0.2)
+        assert survivor.poll() is None and partner.poll() is None, "a worker ended before its first epoch"
+        os.killpg(partner.pid, signal.SIGKILL)
+        survivor.send_signal(signal.SIGTERM)
+    except BaseException:
+        finish(processes, timeout=1)
+        raise
+    (code, _, err), _ = finish(processes, timeout=120)
+    last = err.strip().splitlines()[-1]
+    assert code == 143 and "Traceback" not in err, err[-3000:]
+    assert last.startswith("terminated") and last.endswith(f"--resume --run-dir {run_dir}"), err[-3000:]
+    state = read_state(run_dir)
+    for name in (LAST, BEST):
+        path, problem = find_checkpoint(run_dir, name, state)
+        assert problem == "" and h5py.is_hdf5(path), (name, problem)
