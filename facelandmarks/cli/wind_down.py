@@ -52,10 +52,14 @@ def bounded_wind_down(seconds: float, last_line: Callable[[str, float], str]):
         yield
         return
     read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)  # the signal handler's write must never block
-    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    try:
+        os.set_blocking(write_fd, False)  # the signal handler's write must never block
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (OSError, ValueError):  # a platform whose wakeup descriptor must be a socket (Windows)
+        previous = None
     if previous != -1:
-        signal.set_wakeup_fd(previous)
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
         os.close(read_fd)
         os.close(write_fd)
         yield
