@@ -166,19 +166,23 @@ class LandmarkBatches(keras.utils.PyDataset):
     makes the batch -- so a resumed run sees the same batches as an
     uninterrupted one.  The last, partial batch of a part is kept unless
     ``drop_remainder`` (it is augmented as a full batch, so that a shard's
-    remainder costs no trace and compile of its own).  ``max_batches``: an
-    epoch's first batches only (the processes of a JAX job, which must all
-    take as many steps).
+    remainder costs no trace and compile of its own).  ``pad_remainder``:
+    such a batch comes padded to the batch size (``pad_batch``), so that it
+    costs the model's train step no compile of its own either (jax.jit
+    compiles one per batch shape).  ``max_batches``: an epoch's first
+    batches only (the processes of a JAX job, which must all take as many
+    steps).
     """
 
     def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False,
-                 max_batches: int | None = None, **kwargs):
+                 max_batches: int | None = None, pad_remainder: bool = False, **kwargs):
         super().__init__(**kwargs)
         if batch_size > parts.faces:
             raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces (--batch)")
         self._pack = pack_targets
         self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter
         self.shuffle, self.seed, self.drop_remainder, self.max_batches = shuffle, seed, drop_remainder, max_batches
+        self.pad_remainder = pad_remainder
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -204,15 +208,19 @@ class LandmarkBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         return self.batch(self.plan[index], self.epoch, index)
 
-    def batch(self, planned, epoch: int, index: int):
-        """Batch ``index`` of epoch ``epoch`` (``planned``: its entry of ``plan_of(epoch)``), augmented."""
+    def batch(self, planned, epoch: int, index: int, pad: bool | None = None):
+        """Batch ``index`` of epoch ``epoch`` (``planned``: its entry of ``plan_of(epoch)``), augmented; a short one
+        padded to the batch size where ``pad`` (default: ``pad_remainder``)."""
         part, rows = planned
         inputs, landmarks, visible = self.parts.get(part)
         x, landmarks, visible = inputs[rows], landmarks[rows], visible[rows]
         if self.augmenter is not None:
             rng = np.random.default_rng([self.seed, epoch, index, 1])
             x, landmarks, visible = self.augmenter(x, landmarks, visible, rng=rng, rows=self.batch_size)
-        return np.asarray(x, np.float32), self._pack(landmarks, visible)
+        x, targets = np.asarray(x, np.float32), self._pack(landmarks, visible)
+        if self.pad_remainder if pad is None else pad:
+            x, targets = pad_batch(x, targets, self.batch_size)
+        return x, targets
 
     def endless(self, skip: int = 0):
         """Batches epoch after epoch, from face ``skip`` of that stream on (for a tf.data pipeline under a
@@ -225,10 +233,23 @@ class LandmarkBatches(keras.utils.PyDataset):
                 if skip >= len(planned[1]):
                     skip -= len(planned[1])
                     continue
-                x, targets = self.batch(planned, epoch, index)
+                x, targets = self.batch(planned, epoch, index, pad=False)  # the stream is cut into full batches
                 yield x[skip:], targets[skip:]
                 skip = 0
             epoch += 1
+
+
+def pad_batch(x: np.ndarray, targets: np.ndarray, size: int):
+    """A batch of fewer than ``size`` rows filled up to ``size``: its faces again, in order, with targets that have no
+    visible point.  Every loss and metric averages over the visible points, so the extra rows change neither the loss
+    nor its gradients; batch normalisation sees the batch's own faces (the same statistics where the count divides
+    ``size``)."""
+    extra = size - len(x)
+    if extra <= 0:
+        return x, targets
+    again = np.arange(extra) % len(x)
+    return (np.concatenate([x, x[again]]),
+            np.concatenate([targets, np.zeros((extra, *targets.shape[1:]), targets.dtype)]))
 
 
 def tf_input_pipeline(batches: LandmarkBatches, global_batch: int, input_shape, num_points: int, skip: int = 0):

@@ -176,6 +176,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             parts, per_worker, augmenter, seed=config.seed + cluster.worker_index,
             drop_remainder=cluster.mode == "data-parallel", workers=config.workers, use_multiprocessing=False,
             max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample),
+            pad_remainder=keras.backend.backend() == "jax",  # jax.jit would compile the step again for each short batch
         )
         steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None
         val_data = None

@@ -594,3 +594,88 @@ def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an
     assert capsys.readouterr().err == (f"{tmp_path / 'resumed' / 'state.json'}: the random state of the dropout layers was "
                                        "not saved (a run of an older version): from epoch 2 they drop other units than an "
                                        "uninterrupted run would\n")
+
+
+def _shard_set(tmp_path, counts):
+    """A shard set of synthetic 16-px ibug68 faces, ``counts[i]`` faces in shard i, and a validation npz."""
+    from facelandmarks.data import npz
+    from tests.unit.test_train_errors import faces
+
+    whole, shards, start = faces(sum(counts)), [], 0
+    for i, count in enumerate(counts):
+        path = npz.shard_path(tmp_path / "s_train", i)
+        npz.save_npz(path, npz.subset(whole, np.arange(start, start + count)))
+        shards.append({"file": path, "faces": count})
+        start += count
+    manifest = npz.write_manifest(tmp_path / "s_train.shards.json", shards, "ibug68", (16, 16, 3))
+    return manifest, npz.save_npz(tmp_path / "val.npz", faces(8))
+
+
+@pytest.mark.backend
+def test_a_jax_shard_set_compiles_the_train_step_once_and_trains_as_it_did(tmp_path, monkeypatch):
+    """Under JAX each shard's last, shorter batch had a shape of its own, and jax.jit traced and compiled the train
+    step again for each: 4 compiles for batches of 4 from shards whose remainders are 3, 2, 1 and 2 (a compile costs
+    seconds on a real model). Such a batch now comes padded to the batch size with rows that have no visible point:
+    one compile, and the weights and validation NME of the unpadded batches."""
+    import keras
+    from keras.src.backend.jax import trainer as jax_trainer
+
+    from facelandmarks.data import feeding
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("jax.jit's compiles per batch shape; TensorFlow's train function relaxes its shapes")
+    manifest, val = _shard_set(tmp_path, (11, 10, 9, 10))
+    traced, train_step = [], jax_trainer.JAXTrainer.train_step
+
+    def counted(self, state, data):  # the traced function: runs once per trace, that is per compile under jax.jit
+        traced.append(tuple(data[0].shape))
+        return train_step(self, state, data)
+
+    monkeypatch.setattr(jax_trainer.JAXTrainer, "train_step", counted)
+
+    def run(name):
+        traced.clear()
+        config = TrainConfig(model="mlp", data=str(manifest), val=str(val), run_dir=str(tmp_path / name), epochs=2,
+                             batch=4, augment="none", model_options={"hidden_units": [4]}, preview_every=0, workers=1)
+        return fit(config, verbose=0), list(traced)
+
+    padded, padded_traces = run("padded")
+    assert padded_traces == [(4, 16, 16, 3)]
+    monkeypatch.setattr(feeding, "pad_batch", lambda x, targets, size: (x, targets))  # as before
+    unpadded, unpadded_traces = run("unpadded")
+    assert sorted(shape[0] for shape in unpadded_traces) == [1, 2, 3, 4]
+    assert padded["val_nme"] == pytest.approx(unpadded["val_nme"], rel=1e-5)
+    model = keras.saving.load_model(tmp_path / "padded" / "model.keras", compile=False)
+    before = keras.saving.load_model(tmp_path / "unpadded" / "model.keras", compile=False)
+    for mine, theirs in zip(model.get_weights(), before.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_a_padded_batch_has_the_loss_and_batch_statistics_of_its_faces():
+    """``pad_batch``'s rows (the batch's faces again, no visible point) change no masked loss; where the faces'
+    count divides the batch size, batch normalisation's statistics are theirs too."""
+    import keras
+    from keras import ops
+
+    from facelandmarks.data.feeding import pack_targets, pad_batch
+    from facelandmarks.models.losses import get_loss
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 255, (3, 4, 4, 1)).astype(np.float32)
+    visible = rng.uniform(size=(3, 68)) > 0.2
+    targets = pack_targets(rng.uniform(0.2, 0.8, (3, 68, 2)), visible)
+    big_x, big_targets = pad_batch(x, targets, 6)
+    assert big_x.shape == (6, 4, 4, 1) and big_targets.shape == (6, 68, 3)
+    np.testing.assert_array_equal(big_x, np.concatenate([x, x]))
+    np.testing.assert_array_equal(big_targets[:3], targets)
+    assert not big_targets[3:].any()  # no visible point
+    assert pad_batch(x, targets, 3)[0] is x
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(136)(keras.layers.Flatten()(keras.layers.BatchNormalization()(inputs))))
+    for name in ("mse", "l1", "wing", "cgd"):
+        loss = get_loss(name)
+        small = loss(targets, model(x, training=True))
+        big = loss(big_targets, model(big_x, training=True))
+        np.testing.assert_allclose(ops.convert_to_numpy(big), ops.convert_to_numpy(small), rtol=1e-5, err_msg=name)
