@@ -31,8 +31,8 @@ from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers, settle_head_lr_scale
 from facelandmarks.training.init import adopt_init_normalization, init_from_other_model, init_split_warning, init_weights
 from facelandmarks.training.init_head import head as _head
+from facelandmarks.training.init_head import nearest_faces, start_from_nearest
 from facelandmarks.training.init_head import restart_for_markup as _restart_for_markup
-from facelandmarks.training.init_head import start_from_nearest
 from facelandmarks.training.resume import (
     BEST,
     LAST,
@@ -144,7 +144,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                     restarted = init_weights(model, config.init, *restart)
                     fresh_points = bool(restarted)
                     if config.init_head == "nearest" and (restart[0] or (before or {}).get("num_points") != scheme.num_points):
-                        line, fresh = start_from_nearest(model, config, before, scheme, parts.get(0), restart[0])
+                        line, fresh = start_from_nearest(model, config, before, scheme,
+                                                         nearest_faces(parts, train, cluster.workers), restart[0], cluster)
                         print(line)
                         fresh_points = fresh > 0
                 if warning := init_split_warning(config, scheme.name, _sources(train, val)):

@@ -155,12 +155,13 @@ def head_layers(model, other) -> tuple[str, ...]:
 
 def _load_fitting_layers(model, path: Path) -> tuple[list[str], list[str]]:
     """Load the layers of ``path`` whose weights fit ``model`` (Keras' ``skip_mismatch``); returns
-    (kept, restarted) layer paths.  Every float variable is first set to NaN, so one still NaN after
-    the load was skipped: it gets its fresh initial value back."""
+    (kept, restarted) layer paths.  Every float variable is first set to its dtype's largest value, so one
+    still all at it after the load was skipped: it gets its fresh initial value back.  (Not NaN: in a job of several
+    JAX processes every assignment checks that each process assigns the same value, and NaN equals nothing.)"""
     floats = [v for v in model.weights if "float" in str(v.dtype)]
     initial = [keras.ops.convert_to_numpy(v) for v in floats]
     for variable, value in zip(floats, initial):
-        variable.assign(np.full(value.shape, np.nan, value.dtype))
+        variable.assign(np.full(value.shape, np.finfo(value.dtype).max, value.dtype))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns once per skipped layer; the one line of init_weights says it all
         try:
@@ -169,7 +170,7 @@ def _load_fitting_layers(model, path: Path) -> tuple[list[str], list[str]]:
             pass
     layers: dict[str, bool] = {}
     for variable, value in zip(floats, initial):
-        skipped = bool(np.isnan(keras.ops.convert_to_numpy(variable)).all()) and value.size > 0
+        skipped = bool((keras.ops.convert_to_numpy(variable) == np.finfo(value.dtype).max).all()) and value.size > 0
         if skipped:
             variable.assign(value)
         layer = variable.path.rsplit("/", 1)[0]

@@ -85,13 +85,30 @@ def copy_point_channels(model, old, layers: tuple[str, ...], pairs: dict[int, in
         mine.assign(value)
 
 
-def start_from_nearest(model, config, before: dict | None, scheme, faces, layers: tuple[str, ...] = ()) -> tuple[str, int]:
+def nearest_faces(parts, train, workers: int = 1):
+    """The faces ``start_from_nearest`` predicts, (inputs, landmarks, visible): the first part of ``parts``
+    (``FaceParts`` of this process), and in a job of several processes process 0's (an npz's faces 0, ``workers``,
+    2 ``workers`` ...; a shard set's shard 0) in every process, which must all start the head alike."""
+    if workers == 1:
+        return parts.get(0)
+    from facelandmarks.data import npz
+    from facelandmarks.data.feeding import FaceParts
+
+    if not isinstance(train, npz.ShardSet):
+        train = npz.subset(train, np.arange(0, min(len(train["landmarks"]), NEAREST_FACES * workers), workers))
+    return FaceParts(train, parts.size).get(0)
+
+
+def start_from_nearest(model, config, before: dict | None, scheme, faces, layers: tuple[str, ...] = (),
+                       cluster=None) -> tuple[str, int]:
     """``--init-head nearest``, after ``init_weights`` restarted ``model``'s head (``layers``: those it restarted, as
     ``restart_for_markup`` gave them; () for ``head``'s): each point of this run's markup whose nearest point of the
     init model (``before``: its config.json; its predictions on up to ``NEAREST_FACES`` of ``faces``, (inputs,
-    landmarks, visible)) lies within ``NEAREST_WITHIN`` starts from that point's head channels. Returns the line to
-    print and how many points start fresh (``--head-lr-scale``'s default)."""
+    landmarks, visible): ``nearest_faces``) lies within ``NEAREST_WITHIN`` starts from that point's head channels.
+    ``cluster``: the run's (``distribute.Cluster``), whose processes predict together. Returns the line to print and
+    how many points start fresh (``--head-lr-scale``'s default)."""
     from facelandmarks.data.feeding import model_inputs
+    from facelandmarks.training.distribute import predict_all
     from facelandmarks.training.init import _weights_file
     from facelandmarks.training.runs import build_run_model
 
@@ -105,7 +122,8 @@ def start_from_nearest(model, config, before: dict | None, scheme, faces, layers
         inputs = model_inputs({"images": inputs}, shape[0])  # layer on the flattened image): faces resized to it
     old = build_run_model({**before, "input_shape": shape})
     old.load_weights(_weights_file(config.init))
-    predicted = np.asarray(old.predict(inputs.astype(np.float32), batch_size=config.batch, verbose=0))
+    batch = cluster.global_batch(config.batch) if cluster is not None else config.batch
+    predicted = predict_all(old, inputs.astype(np.float32), batch, cluster)  # Keras's predict failed with 2 processes
     nearest, distance = nearest_points(predicted, landmarks, visible, scheme)
     pairs = {j: int(i) for j, (i, d) in enumerate(zip(nearest, distance)) if d <= NEAREST_WITHIN}
     copy_point_channels(model, old, layers, pairs)

@@ -136,3 +136,64 @@ def test_a_jax_job_over_shards_takes_the_batches_of_its_process_with_the_fewest(
     with pytest.raises(ValueError, match="--batch: a process of this 2-process job has fewer training faces than its "
                                          "batch of 8 in any one shard"):
         distribute.equal_batches(job, train, 8)
+
+
+def test_a_jax_job_restarting_the_head_for_another_markup_and_taught_by_teachers_agrees(tmp_path):
+    """--init from a run of another markup (--init-head nearest) in a job of two JAX processes ended in "AssertionError:
+    <class 'jaxlib._jax.ArrayImpl'> passed to device_put is not the same on each process": restarting the head set its
+    weights to NaN first, and JAX checks that every process assigns the same value (NaN equals nothing). Past that,
+    Keras's predict of the nearest points failed across processes ("Fetching value for `jax.Array` that spans
+    non-addressable ... devices is not possible"), and each process would have matched points on its own faces. Now the
+    processes predict together on process 0's faces and restart the head alike. --teachers was right already (every
+    process predicts every training face): the same targets, the same weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facelandmarks.data import npz
+    from facelandmarks.landmarks import Scheme
+    from tests.data.test_distribute import free_ports, run_cluster, summary_of
+    from tests.unit.test_init_head import FACE5, PICKED
+    from tests.unit.test_train_errors import faces
+
+    arrays = faces(56)  # points near one shape, which a tiny model learns: the five points lie near their ibug68 ones
+    shape = arrays["landmarks"][:1].copy()
+    shape[0, [36, 45]] = [[0.3, 0.4], [0.7, 0.4]]  # eye corners apart: the normalising distance
+    noise = np.random.default_rng(0).normal(0, 0.002, arrays["landmarks"].shape)
+    arrays["landmarks"] = (shape + noise).astype(np.float32)
+    ibug = npz.save_npz(tmp_path / "ibug.npz", npz.subset(arrays, np.arange(48)))
+    for name, rows in (("five", np.arange(48)), ("five_val", np.arange(48, 56))):
+        npz.save_npz(tmp_path / f"{name}.npz", npz.select_points(npz.subset(arrays, rows), Scheme.from_dict(FACE5), PICKED))
+    train_py = str(Path(__file__).resolve().parents[2] / "train.py")
+    tiny = [sys.executable, train_py, "mlp", "--batch", "4", "--augment", "none", "--preview-every", "0", "--workers",
+            "1", "--model-options", '{"hidden_units": [16]}', "--val-fraction", "0"]
+    env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="")
+    for run, data in (("ibug", ibug), ("teacher", tmp_path / "five.npz")):  # one process each
+        done = subprocess.run([*tiny, "--data", str(data), "--run-dir", str(tmp_path / run), "--epochs", "8",
+                               "--lr", "0.01"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    port, jobs = free_ports(1)[0], []
+    for index in range(2):
+        (tmp_path / f"tmp{index}").mkdir()
+        command = [*tiny, "--data", str(tmp_path / "five.npz"), "--val", str(tmp_path / "five_val.npz"), "--run-dir",
+                   str(tmp_path / "job"), "--epochs", "1", "--init", str(tmp_path / "ibug"), "--init-head", "nearest",
+                   "--teachers", str(tmp_path / "teacher"), "--distribute", "data-parallel"]
+        jobs.append((command, dict(env, TMPDIR=str(tmp_path / f"tmp{index}"), KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                                   KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
+                                   KERAS_DISTRIBUTION_PROCESS_ID=str(index))))
+    results = run_cluster(jobs, timeout=400)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    (_, out0, _), (_, out1, _) = results
+
+    def said(out, start):
+        (line,) = [line for line in out.splitlines() if line.startswith(start)]
+        return line
+
+    for start in ("--init-head nearest: ", "distillation: "):  # the same points restarted, the same targets
+        assert said(out0, start) == said(out1, start)
+    restarted = said(out0, "--init-head nearest: ")
+    assert "nearest them on 24 training faces" in restarted and "right_eye <- ibug68 36 " in restarted, restarted
+    first, second = summary_of(out0), summary_of(out1)
+    assert first["weights_sha1"] == second["weights_sha1"] and first["val_nme"] == second["val_nme"]

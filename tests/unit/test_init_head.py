@@ -184,3 +184,26 @@ def test_a_head_that_cannot_start_from_nearest_points_says_so_without_naming_a_f
     assert "--init-head" not in printed, printed
     assert f"the head starts fresh: {tmp_path / 'bare' / weights.name} has no config.json to rebuild its model from, " \
            "so no point of this markup can start from its nearest one" in printed
+
+
+def test_every_process_of_a_job_finds_the_nearest_points_on_process_0s_faces(tmp_path):
+    """Each process of a JAX job matched the points on its own faces: they could restart the head unalike."""
+    from facelandmarks.data import npz
+    from facelandmarks.data.feeding import FaceParts
+    from facelandmarks.training.init_head import nearest_faces
+    from tests.unit.test_train_errors import faces
+
+    arrays = faces(10)
+    own = FaceParts(arrays, None, worker_index=1, workers=2)
+    assert nearest_faces(own, arrays)[1] is own.get(0)[1]  # one process: its faces
+    for workers in (2, 3):
+        inputs, landmarks, visible = nearest_faces(own, arrays, workers)
+        np.testing.assert_array_equal(landmarks, arrays["landmarks"][::workers])
+        np.testing.assert_array_equal(inputs, arrays["images"][::workers])
+    shards = []
+    for i, rows in enumerate((np.arange(6), np.arange(6, 10))):
+        npz.save_npz(npz.shard_path(tmp_path / "s_train", i), npz.subset(arrays, rows))
+        shards.append({"file": npz.shard_path(tmp_path / "s_train", i), "faces": len(rows)})
+    train = npz.ShardSet(npz.write_manifest(tmp_path / "s_train.shards.json", shards, "ibug68", (16, 16, 3)))
+    second = FaceParts(train, None, worker_index=1, workers=2)  # shard 1
+    np.testing.assert_array_equal(nearest_faces(second, train, 2)[1], arrays["landmarks"][:6])
