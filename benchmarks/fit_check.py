@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from facelandmarks.cli.common import OneLineParser
+from facelandmarks.cli.common import OneLineParser, complain
 from facelandmarks.runtime import startup
 
 
@@ -54,8 +54,9 @@ def parse_args(argv=None):
     path = Path(args.run) / "config.json"
     if not path.is_file():  # a traceback from the config reader, after Keras loaded
         parser.error(f"{args.run}: not a run directory (no config.json)")
-    if (Path(args.run) / "pipeline.json").is_file():  # main names its stage 1
-        return args, None
+    if (Path(args.run) / "pipeline.json").is_file():  # it said 'cascade takes features, not images'
+        parser.error(f"{args.run}: a pipeline run; fit_check looks at one model: give its stage 1 "
+                     f"({pipeline_stage1(Path(args.run))})")
     try:
         config = TrainConfig.load(path)
     except ValueError as err:  # a shipped model's names no data: "no data or run_dir: not the config.json of ..."
@@ -63,7 +64,24 @@ def parse_args(argv=None):
     if not config.data:
         parser.error(f"{args.run}: its config.json names no training data; fit_check needs a run trained by train.py, "
                      "whose data it reads again")
+    if config.input_kind != "image":
+        parser.error(f"{args.run}: {config.model} takes features, not images; fit_check needs an image model")
     return args, config
+
+
+def pipeline_stage1(run: Path) -> str:
+    """The stage 1 a pipeline run's ``pipeline.json`` names, else what to look for."""
+    try:
+        stage1 = json.loads((run / "pipeline.json").read_text()).get("stage1")
+    except (OSError, ValueError, AttributeError):
+        stage1 = None
+    return str(stage1) if stage1 else "the stage1 its pipeline.json names"
+
+
+def refuse(line: str) -> None:
+    """``line`` as every benchmark tells a failure: one line naming the script, exit status 2 (it was 1, unnamed)."""
+    complain(f"fit_check.py: {line}")
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":
@@ -75,7 +93,7 @@ import keras
 import numpy as np
 
 from facelandmarks import metrics
-from facelandmarks.cli.common import USER_ERRORS, complain, error_line
+from facelandmarks.cli.common import USER_ERRORS, error_line
 from facelandmarks.data import npz
 from facelandmarks.data.augment.augmenter import Augmenter
 from facelandmarks.data.augment.config import AugmentConfig
@@ -116,20 +134,14 @@ def refit_head(features, train, val_features, val, units, dropout, loss, scheme,
 def main(argv=None) -> None:
     args, config = parse_args(argv)
     run = Path(args.run)
-    if (run / "pipeline.json").is_file():  # it said 'cascade takes features, not images'
-        stage1 = json.loads((run / "pipeline.json").read_text()).get("stage1")
-        raise SystemExit(f"{run}: a pipeline run; fit_check looks at one model: give its stage 1 ({stage1})")
-    if config.input_kind != "image":
-        raise SystemExit(f"{run}: {config.model} takes features, not images; fit_check needs an image model")
     try:
         train, val = load_split(config)
     except USER_ERRORS as err:  # its data moved or damaged: a traceback
-        complain(f"fit_check.py: {error_line(err, (config.data, config.val))} (the data of {run / 'config.json'})")
-        raise SystemExit(2) from None
+        refuse(f"{error_line(err, (config.data, config.val))} (the data of {run / 'config.json'})")
     if val is None:
-        raise SystemExit(f"{run}: trained without validation data; nothing to compare with")
+        refuse(f"{run}: trained without validation data; nothing to compare with")
     if not isinstance(train, dict):
-        raise SystemExit(f"{run}: sharded training data ({config.data}); fit_check needs an npz")
+        refuse(f"{run}: sharded training data ({config.data}); fit_check needs an npz")
     scheme = scheme_for(train)
     keras.utils.set_random_seed(args.seed)  # before the model's dropout layers draw their seeds: training-mode rows repeat
     model = Predictor.load(run, runtime="keras").model

@@ -173,6 +173,25 @@ def test_fit_check_tells_a_run_whose_data_is_not_where_its_config_json_says_in_o
     _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py", f"{run / 'faces.npz'}: ")
 
 
+def test_fit_check_refuses_a_features_model_in_one_line_with_status_2(tmp_path):
+    # it said so after Keras had loaded, exit status 1, without the script's name
+    run = _run_config(tmp_path / "features", model="inception_bottleneck", input_kind="features", input_shape=[2048])
+    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py",
+              f"{run}: inception_bottleneck takes features, not images; fit_check needs an image model")
+
+
+@pytest.mark.slow  # Keras loads
+def test_fit_check_tells_a_run_without_validation_or_with_sharded_data_in_one_line_with_status_2(files, tmp_path):
+    # each ended with exit status 1 and a line without the script's name
+    run = _run_config(tmp_path / "no-val", data=str(files["good"]), val_fraction=0.0)
+    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py",
+              f"{run}: trained without validation data; nothing to compare with")
+    manifest = npz.write_manifest(tmp_path / "faces_train.shards.json", [], "ibug68", (16, 16, 3))
+    run = _run_config(tmp_path / "sharded", data=str(manifest), val=str(files["good"]))
+    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py",
+              f"{run}: sharded training data ({manifest}); fit_check needs an npz")
+
+
 @pytest.mark.slow  # a training and Keras loaded twice
 def test_fit_check_prints_its_table_alone_on_stdout(files, tmp_path):
     # Keras's progress bars of the passes over the faces were printed into the table

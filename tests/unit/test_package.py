@@ -253,5 +253,6 @@ def test_fit_check_on_a_pipeline_run_names_its_stage_1(tmp_path):
     (pipeline / "config.json").write_text(json.dumps({"model": "cascade", "stage1": str(stage1), "scheme": "ibug68",
                                                       "input_shape": [128, 128, 3], "num_points": 68}))
     result = _run([sys.executable, str(ROOT / "benchmarks" / "fit_check.py"), str(pipeline)], cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1] == f"{pipeline}: a pipeline run; fit_check looks at one model: give its stage 1 ({stage1})"
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # as every benchmark's bad input (it was 1)
+    assert result.stderr.splitlines() == [f"fit_check.py: {pipeline}: a pipeline run; fit_check looks at one model: give "
+                                          f"its stage 1 ({stage1}) (fit_check.py --help lists the options)"]
