@@ -31,15 +31,12 @@ CONFIGS = {
 }
 
 
-def load_faces(data_dir: Path, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` real 300-W AFW face crops and their normalised landmarks."""
+def load_faces(paths: list[Path], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real 300-W AFW face crops of ``paths`` (their .pts files) and their normalised landmarks."""
     import cv2
 
     from facelandmarks.data import faces
 
-    paths = sorted((data_dir / "300w" / "afw").glob("*.pts"))[:count]
-    if len(paths) < count:
-        raise SystemExit(f"need {count} faces in {data_dir / '300w' / 'afw'}, found {len(paths)}")
     images, landmarks = [], []
     for pts in paths:
         points = np.array(open(pts).read().split("{")[1].split("}")[0].split(), np.float64).reshape(-1, 2)
@@ -86,6 +83,9 @@ def main(argv=None) -> None:
 
     if not (args.data_dir / "300w" / "afw").is_dir():  # it said so after Keras had loaded, naming no option
         parser.error(f"{args.data_dir / '300w' / 'afw'}: no such folder (--data-dir: the face data, with 300-W's afw/)")
+    paths = sorted((args.data_dir / "300w" / "afw").glob("*.pts"))[:args.batch]
+    if len(paths) < args.batch:  # it said so after Keras had loaded, exit status 1, without the script's name
+        parser.error(f"{args.data_dir / '300w' / 'afw'}: {len(paths)} face(s) (.pts files), fewer than --batch {args.batch}")
     startup()  # Keras and its backend without their start-up INFO lines, after --help has answered
     import keras
     from tqdm import tqdm
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     from facelandmarks.data.augment.augmenter import Augmenter
     from facelandmarks.data.augment.config import AugmentConfig
 
-    images, landmarks = load_faces(args.data_dir, args.batch, args.size)
+    images, landmarks = load_faces(paths, args.size)
     visible = np.ones(landmarks.shape[:2], bool)
     runs = [(name, compiled) for name in CONFIGS for compiled in ((True, False) if args.eager else (True,))]
     rows = []

@@ -64,7 +64,7 @@ def main(argv=None) -> None:
     photos = sorted(p for p in args.samples.iterdir() if p.suffix.lower() in (".jpg", ".png", ".ppm")
                     and p.with_suffix(".pts").is_file())
     if not photos:
-        raise SystemExit(f"{args.samples}: no photo with a .pts file beside it")
+        parser.error(f"{args.samples}: no photo with a .pts file beside it (--samples)")  # was exit 1, unnamed
     print(f"machine: {cpu_description()}; ms per call, median of {args.repeats} calls per row")
     print("\n| photo | crop box px | crop, Predictor's (region) | crop, prepare's (whole photo) | aligned 112 | "
           "aligned 224, padding 0.25 |")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.cli.common import OneLineParser
+from facelandmarks.cli.common import OneLineParser, complain
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -85,8 +85,9 @@ def load(runtime: str, model: Path, threads: int, flip_test: bool = False, recro
     from facelandmarks.inference.predictor import Predictor
 
     predictor = Predictor.load(model, runtime=runtime, threads=threads, flip_test=flip_test, recrop=recrop)
-    if predictor.runtime != runtime:
-        raise SystemExit(f"asked for {runtime}, Predictor.load gave {predictor.runtime}")
+    if predictor.runtime != runtime:  # as every benchmark tells a failure: one line naming it, exit status 2 (was 1)
+        complain(f"inference_speed.py: asked for {runtime}, Predictor.load gave {predictor.runtime}")
+        raise SystemExit(2)
     return predictor, predictor.detector
 
 
@@ -110,14 +111,27 @@ def faces_and_photos(args):
     from facelandmarks.data.faces import as_photo
     from facelandmarks.data.npz import load_npz
 
-    arrays = load_npz(args.data)
+    arrays = load_npz(args.data)  # main has checked its first faces (data_problem)
     n = min(args.faces, len(arrays["images"]))
     paths = [str(p) for p in arrays["path"][:n]]
-    if not all(paths) or arrays["mirrored"][:n].any():
-        raise SystemExit(f"{args.data}: the first {n} faces need their original photos (path, not mirrored)")
     photo_paths = list(dict.fromkeys(paths)) + sorted(str(p) for p in args.samples.glob("*.jpg"))
     photos = {p: as_photo(p) for p in photo_paths}
     return arrays["images"][:n], arrays["box"][:n], [photos[p] for p in paths], [photos[p] for p in photo_paths]
+
+
+def data_problem(data: Path, faces: int) -> str | None:
+    """Why the first ``faces`` faces of ``data`` cannot be timed on their photos (no path, mirrored, not an npz with
+    those arrays), or None: each timing process said so in a line of its own, exit status 1, its rows in dashes."""
+    from facelandmarks.cli.common import USER_ERRORS, error_line
+    from facelandmarks.data.npz import read_member
+
+    try:
+        paths, mirrored = read_member(data, "path")[:faces], read_member(data, "mirrored")[:faces]
+    except USER_ERRORS as err:
+        return error_line(err, (data,))
+    if not all(str(p) for p in paths) or np.asarray(mirrored).any():
+        return f"{data}: the first {len(paths)} faces need their original photos (path, not mirrored; --data)"
+    return None
 
 
 def worker(args) -> dict:
@@ -363,6 +377,8 @@ def main(argv=None) -> int:
     if min(args.faces, args.batch, args.repeats, args.batch_repeats, args.photo_repeats, args.processes) < 1:
         parser.error("counts must be >= 1")
     if args.worker:
+        if args.worker == "time" and (problem := data_problem(args.data, args.faces)):
+            parser.error(problem)
         print(json.dumps(worker(args)))
         return 0
     from facelandmarks.inference.runtimes import is_export
@@ -377,6 +393,8 @@ def main(argv=None) -> int:
         parser.error(f"{args.data}: no such test npz (prepare one with datagen.py, README's Workflow, or give --data)")
     if args.json and (problem := json_problem(args.json)):  # else a traceback after minutes of timing
         parser.error(f"--json {args.json}: {problem}")
+    if problem := data_problem(args.data, args.faces):  # each timing process ended on it (exit 1), its rows dashes
+        parser.error(problem)
     args.argv = argv
     result = {"machine": versions(), **{k: v if isinstance(v, (int, list)) else str(v) for k, v in vars(args).items()
                                         if k in ("model", "data", "samples", "faces", "batch", "repeats", "batch_repeats",

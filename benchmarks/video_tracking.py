@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from facelandmarks import metrics
-from facelandmarks.cli.common import OneLineParser
+from facelandmarks.cli.common import OneLineParser, complain
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.video import REDETECT_EVERY, FaceTracker, run_on_video
 from facelandmarks.landmarks import is_builtin
@@ -63,19 +63,23 @@ EYE_CORNERS = (36, 45)  # of the photo's points: jitter's unit, whatever the mod
 DEFAULT_PHOTO = "300w/helen/trainset/103236168_2.jpg"
 
 
+class ClipError(ValueError):
+    """A file a clip is built of cannot be read: its line is what the script says (exit status 2; it was 1, unnamed)."""
+
+
 def read_pts(path: Path) -> np.ndarray:
     """The (68, 2) points of a 300-W style ``.pts`` file."""
     try:
         body = path.read_text().split("{")[1].split("}")[0].split()
         return np.array(body, np.float64).reshape(-1, 2)
     except (OSError, IndexError, ValueError) as err:
-        raise SystemExit(f"{path}: not a readable .pts file ({err})") from None
+        raise ClipError(f"{path}: not a readable .pts file ({err})") from None
 
 
 def read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path))
     if image is None:
-        raise SystemExit(f"{path}: missing or not an image")
+        raise ClipError(f"{path}: missing or not an image")
     return image
 
 
@@ -130,8 +134,8 @@ def pan_clip(photo_path: Path, count: int, out: Path, name: str = "pan", moving:
     return write_clip(out / f"{name}.mp4", frames), np.array(transforms), points
 
 
-def youtube_clip(data_dir: Path, people: int, out: Path):
-    """(clip path, (T, 68, 2) points per frame): the frames of the people with most YouTube68 frames."""
+def youtube_rows(data_dir: Path) -> dict:
+    """{frame name: (its image's path, its (68, 2) points)} of YouTube68's CSVs (``ClipError``: one is unreadable)."""
     folder = data_dir / "youtube68"
     rows = {}
     for split in ("training", "test"):
@@ -141,7 +145,13 @@ def youtube_clip(data_dir: Path, people: int, out: Path):
                 for row in list(csv.reader(handle))[1:]:
                     rows.setdefault(row[0], (folder / split / row[0], np.array(row[1:], np.float64).reshape(-1, 2)))
         except (OSError, ValueError) as err:
-            raise SystemExit(f"{path}: not a readable YouTube68 CSV ({err})") from None
+            raise ClipError(f"{path}: not a readable YouTube68 CSV ({err})") from None
+    return rows
+
+
+def youtube_clip(rows: dict, people: int, out: Path):
+    """(clip path, (T, 68, 2) points per frame): the frames (``youtube_rows``) of the people with most YouTube68
+    frames."""
     by_person = defaultdict(list)
     for name in sorted(rows):
         by_person[name.rsplit("_", 1)[0]].append(name)
@@ -271,6 +281,11 @@ def main(argv=None) -> int:
             parser.error(f"{path}: not found ({what})")
     if problem := claim_out(args.out):
         parser.error(problem)
+    try:  # the photo and the YouTube68 CSVs: said after minutes of the pan clips' rows
+        read_image(photo), read_pts(photo.with_suffix(".pts"))
+        youtube = youtube_rows(args.data_dir)
+    except ClipError as err:
+        parser.error(str(err))
     print(cpu_description())
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine slows every row alike)")
     predictor = Predictor.load(args.run)
@@ -284,16 +299,22 @@ def main(argv=None) -> int:
             print(f"tracking: {predictor.name} stores no landmark box for {predictor.scheme.name}, so the tracker boxes its "
                   f"points as iBUG 68's (a markup that spans less of the face loses its tracks: see 'detector runs')")
     rows = []
-    for clip, transforms, photo_points in (pan_clip(photo, args.frames, args.out),
-                                           pan_clip(photo, max(2, args.frames // 3), args.out, "fastpan"),
-                                           pan_clip(photo, args.frames, args.out, "still", moving=False, noise=args.noise)):
-        truth = np.einsum("tij,kj->tki", transforms[:, :, :2], photo_points) + transforms[:, None, :, 2]
+    try:
+        for clip, transforms, photo_points in (pan_clip(photo, args.frames, args.out),
+                                               pan_clip(photo, max(2, args.frames // 3), args.out, "fastpan"),
+                                               pan_clip(photo, args.frames, args.out, "still", moving=False, noise=args.noise)):
+            truth = np.einsum("tij,kj->tki", transforms[:, :, :2], photo_points) + transforms[:, None, :, 2]
+            for every in [1, *args.redetect_every]:
+                rows += measure(args.run, predictor, clip, truth, every, args.out,
+                                lambda p, tf=transforms, pp=photo_points: f"{jitter_percent(p, tf, pp):.2f}", args.repeats)
+        clip, truth = youtube_clip(youtube, args.people, args.out)
         for every in [1, *args.redetect_every]:
-            rows += measure(args.run, predictor, clip, truth, every, args.out,
-                            lambda p, tf=transforms, pp=photo_points: f"{jitter_percent(p, tf, pp):.2f}", args.repeats)
-    youtube, youtube_truth = youtube_clip(args.data_dir, args.people, args.out)
-    for every in [1, *args.redetect_every]:
-        rows += measure(args.run, predictor, youtube, youtube_truth, every, args.out, lambda p: "-", args.repeats)
+            rows += measure(args.run, predictor, clip, truth, every, args.out, lambda p: "-", args.repeats)
+    except ClipError as err:  # a YouTube68 frame missing: the rows measured are kept, the line is the script's
+        if rows:
+            print_table(rows)
+        complain(f"video_tracking.py: {err}")
+        return 2
     print_table(rows)
     return 0
 

@@ -55,6 +55,10 @@ def test_crop_speed_without_its_samples_folder(files):
     for samples in (files["root"] / "none", files["file"]):
         _one_line(_bench("crop_speed.py", "--samples", samples, cwd=files["root"]), "crop_speed.py",
                   f"{samples}: no such folder (--samples")
+    # a folder without a photo and its .pts: exit status 1, a line without the script's name
+    (files["root"] / "empty").mkdir()
+    _one_line(_bench("crop_speed.py", "--samples", files["root"] / "empty", cwd=files["root"]), "crop_speed.py",
+              f"{files['root'] / 'empty'}: no photo with a .pts file beside it (--samples)")
 
 
 @pytest.mark.slow  # Keras loads in several of its processes
@@ -127,6 +131,12 @@ def test_train_throughput_and_predict_batches_show_their_progress(files):
 def test_augment_speed_without_its_faces_says_so_before_keras_loads(tmp_path):
     _one_line(_bench("augment_speed.py", "--data-dir", tmp_path, cwd=tmp_path), "augment_speed.py",
               f"{tmp_path / '300w' / 'afw'}: no such folder (--data-dir")
+    # fewer faces than --batch: it said so after Keras had loaded, exit status 1, without the script's name
+    afw = tmp_path / "300w" / "afw"
+    afw.mkdir(parents=True)
+    (afw / "one.pts").write_text("version: 1\nn_points: 68\n{\n}\n")
+    _one_line(_bench("augment_speed.py", "--data-dir", tmp_path, "--batch", "2", cwd=tmp_path), "augment_speed.py",
+              f"{afw}: 1 face(s) (.pts files), fewer than --batch 2")
 
 
 def test_model_speed_refuses_no_points(files):
@@ -238,6 +248,20 @@ def test_inference_speed_checks_its_model_and_json_first_and_writes_it_whole(fil
     assert json.loads(out.read_text()) == {"faces": 2} and sorted(p.name for p in out.parent.iterdir()) == ["speed.json"]
 
 
+def test_inference_speed_tells_test_faces_without_their_photos_in_one_line_before_timing(files, tmp_path):
+    # each timing process said so (exit status 1, no script name) and the tables came out in dashes
+    arrays = npz.load_npz(files["good"])
+    n = len(arrays["images"])
+    mirrored = npz.save_npz(tmp_path / "mirrored.npz", {**arrays, "path": np.array([str(tmp_path / "a.jpg")] * n),
+                                                        "mirrored": np.arange(n) == 1})
+    for data, line in ((mirrored, f"{mirrored}: the first 2 faces need their original photos (path, not mirrored; --data)"),
+                       (files["good"], f"{files['good']}: no readable 'path' array")):
+        _one_line(_bench("inference_speed.py", "--runtimes", "dlib", "--no-cold", "--faces", "2", "--data", data,
+                         cwd=tmp_path), "inference_speed.py", line)
+    _one_line(_bench("inference_speed.py", "--worker", "time", "--runtime", "dlib", "--faces", "2", "--data", mirrored,
+                     cwd=tmp_path), "inference_speed.py", f"{mirrored}: the first 2 faces need their original photos")
+
+
 def test_video_tracking_checks_its_folders_first_and_reads_face_data_dir(files, tmp_path, monkeypatch):
     photo = tmp_path / "face.jpg"
     photo.write_bytes(b"")
@@ -250,6 +274,18 @@ def test_video_tracking_checks_its_folders_first_and_reads_face_data_dir(files, 
     (tmp_path / "youtube68").mkdir()
     _one_line(_bench("video_tracking.py", *run, "--out", files["file"], cwd=tmp_path), "video_tracking.py",
               f"--out {files['file']}: not a folder it can write in")
+    # an unreadable photo, .pts file or YouTube68 CSV: exit status 1 and a line without the script's name, the CSV's
+    # after minutes of the pan clips' rows
+    _one_line(_bench("video_tracking.py", *run, "--out", tmp_path / "o", cwd=tmp_path), "video_tracking.py",
+              f"{photo}: missing or not an image")
+    import cv2
+
+    cv2.imwrite(str(photo), np.full((8, 8, 3), 128, np.uint8))
+    _one_line(_bench("video_tracking.py", *run, "--out", tmp_path / "o", cwd=tmp_path), "video_tracking.py",
+              f"{photo.with_suffix('.pts')}: not a readable .pts file")
+    photo.with_suffix(".pts").write_text("version: 1\nn_points: 1\n{\n4 4\n}\n")
+    _one_line(_bench("video_tracking.py", *run, "--out", tmp_path / "o", cwd=tmp_path), "video_tracking.py",
+              f"{tmp_path / 'youtube68' / 'training_frames_keypoints.csv'}: not a readable YouTube68 CSV")
     monkeypatch.setenv("FACE_DATA_DIR", str(tmp_path))  # it read ../shared/data whatever this said, as no other benchmark did
     assert _module("video_tracking").build_parser().parse_args([]).data_dir == tmp_path
     # its clips and overlays (pan.mp4 ...) replaced files of those names in any --out, /tmp/video_tracking by default
