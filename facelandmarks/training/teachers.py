@@ -33,7 +33,7 @@ from facelandmarks import metrics
 from facelandmarks.data import npz
 from facelandmarks.data.feeding import model_inputs, split_by_subject
 from facelandmarks.landmarks import get_scheme
-from facelandmarks.training.config import split_seed_of
+from facelandmarks.training.config import ConfigError, TrainConfig, check_values, split_seed_of
 from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model
 
 
@@ -67,15 +67,36 @@ def held_out_by(config: dict, source: str, data: str, subjects: np.ndarray) -> n
     """Which faces (of ``subjects``, the student's training faces) the teacher ``source``, of settings
     ``config``, held out as its validation people: its split by subject drawn again over the subjects of
     ``data``, the student's file."""
-    fraction = float(config.get("val_fraction") or 0.0)
-    if config.get("val") or fraction <= 0.0:  # validated on a file of its own, or on nothing: it trained on all
+    settings = split_settings(config, source)
+    fraction = settings["val_fraction"]
+    if settings["val"] or fraction <= 0.0:  # validated on a file of its own, or on nothing: it trained on all
         return np.zeros(len(subjects), bool)
-    if config.get("data") and Path(config["data"]).name != Path(data).name:
-        print(f"warning: teacher {source} trained on {config['data']}, not {data}: its validation people are drawn "
+    if settings["data"] and Path(settings["data"]).name != Path(data).name:
+        print(f"warning: teacher {source} trained on {settings['data']}, not {data}: its validation people are drawn "
               f"again over {data}'s subjects, right only if the two files hold the same people", flush=True)
     every = npz.read_member(data, "subject")
-    _, val_idx = split_by_subject(every, fraction, split_seed_of(config))
+    _, val_idx = split_by_subject(every, fraction, split_seed_of(settings))
     return np.isin(np.asarray(subjects).astype(str), np.unique(np.asarray(every).astype(str)[val_idx]))
+
+
+SPLIT_KEYS = ("val_fraction", "val", "data", "split_seed", "seed")
+
+
+def split_settings(config: dict, source: str) -> dict:
+    """The settings (``SPLIT_KEYS``) the teacher ``source``, of ``config.json`` ``config``, drew its validation split
+    with, read as ``train.py --resume`` reads a run (``TrainConfig.load``): a value of the wrong type or out of range
+    is a ``ConfigError`` naming the teacher's config.json and the key (a non-number ``val_fraction`` was a ValueError
+    naming neither).  A shipped model's (no ``data`` or ``run_dir``: no run's for ``TrainConfig.load``) has these
+    keys checked alone."""
+    path = Path(source) / "config.json"
+    if "data" in config and "run_dir" in config:
+        loaded = TrainConfig.load(path)
+        return {key: getattr(loaded, key) for key in SPLIT_KEYS}
+    settings = {"val_fraction": 0.0, "val": None, "data": None, "split_seed": None, "seed": None,
+                **check_values(TrainConfig, {k: config[k] for k in SPLIT_KEYS if k in config}, str(path))}
+    if not 0.0 <= settings["val_fraction"] < 1.0:
+        raise ConfigError(f"{path}: val_fraction must be in [0, 1), got {settings['val_fraction']}")
+    return settings
 
 
 def _teacher_config(source: str, scheme: str, channels: int) -> dict:

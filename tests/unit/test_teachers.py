@@ -10,7 +10,7 @@ from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
 from facelandmarks.data.feeding import split_by_subject
 from facelandmarks.inference.predictor import Predictor
-from facelandmarks.training.config import TrainConfig
+from facelandmarks.training.config import ConfigError, TrainConfig
 from facelandmarks.training.runs import read_run_config
 from facelandmarks.training.teachers import blend_targets, held_out_by, teacher_points, with_teacher_targets
 from tests.unit.test_train_errors import TINY, faces, run_cli
@@ -142,10 +142,16 @@ def test_a_distilled_run_trains_and_records_its_teachers(teachers, tmp_path, cap
     assert "teachers" not in shipped and shipped["teacher_weight"] == 0.5 and shipped["model"] == "mlp"
 
 
-@pytest.mark.parametrize("case", ["missing", "other scheme", "bad weight"])
+@pytest.mark.parametrize("case", ["missing", "other scheme", "bad weight", "bad val_fraction"])
 def test_bad_teachers_are_named_in_one_line(case, teachers, tmp_path, capsys):
     data, runs = teachers
     teacher, words, extra = str(tmp_path / "nowhere"), "no such run or shipped-model folder", []
+    if case == "bad val_fraction":  # read unchecked: "could not convert string to float: 'lots'", no file named
+        teacher = tmp_path / "typo"
+        teacher.mkdir()
+        config = json.loads((runs[0] / "config.json").read_text())
+        (teacher / "config.json").write_text(json.dumps({**config, "val_fraction": "lots"}))
+        words = f"{teacher / 'config.json'}: val_fraction must be float, got 'lots'"
     if case == "other scheme":
         teacher = tmp_path / "muct"
         teacher.mkdir()
@@ -158,5 +164,19 @@ def test_bad_teachers_are_named_in_one_line(case, teachers, tmp_path, capsys):
                                            "--teachers", teacher, *extra], capsys)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("train.py: ") and words in lines[0], lines[0]
-    if case != "bad weight":
+    if case not in ("bad weight", "bad val_fraction"):
         assert lines[0].startswith(f"train.py: {teacher}: "), lines[0]
+
+
+def test_a_shipped_teachers_split_settings_are_checked_and_named(tmp_path):
+    """A shipped model's config.json (no data, no run_dir) is no run's for TrainConfig.load: its split keys are
+    checked alone, a bad one named with the file (a list was a TypeError traceback, a word a ValueError)."""
+    teacher = tmp_path / "shipped"
+    teacher.mkdir()
+    shipped = {"model": "mlp", "scheme": "ibug68", "input_shape": [16, 16, 3], "num_points": 68, "seed": 3}
+    subjects = np.array(["a", "b"])
+    assert not held_out_by({**shipped, "val_fraction": 0.0}, str(teacher), "faces.npz", subjects).any()
+    for value, line in (([0.1], "val_fraction must be float, got [0.1]"), (1.5, "val_fraction must be in [0, 1), got 1.5")):
+        with pytest.raises(ConfigError) as err:
+            held_out_by({**shipped, "val_fraction": value}, str(teacher), "faces.npz", subjects)
+        assert str(err.value) == f"{teacher / 'config.json'}: {line}"
