@@ -32,8 +32,9 @@ def run_config_of(init: str) -> dict | None:
 
 
 # the settings --resume may give anew that a later reader of the run's config.json needs as they now are: the epoch
-# budget, and where --data, --val and a --weights file now lie (the run folder or its files moved)
-RESUME_RECORDS = ("epochs", "data", "val", "weights")
+# budget, where the run folder (--config RUN/config.json --resume went to the old one, and without --resume trained a
+# new run there) and --data, --val and a --weights file now lie (the run folder or its files moved)
+RESUME_RECORDS = ("epochs", "run_dir", "data", "val", "weights")
 
 
 def record_resumed(path: Path, config) -> None:

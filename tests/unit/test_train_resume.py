@@ -82,6 +82,23 @@ def test_a_resume_with_moved_data_records_where_they_are_for_the_next_reader_of_
     assert (_stage1_config(run).data, _stage1_config(run).val) == (str(data), str(val))
 
 
+def test_a_resume_of_a_moved_run_folder_records_where_it_is(tmp_path, monkeypatch, capsys):
+    """--resume --run-dir NEW of a moved run left config.json naming the old folder: --config NEW/config.json --resume
+    said 'OLD: no such folder, so nothing to resume', and without --resume trained a new run in OLD. The resume now
+    records the folder as typed, as it records the data."""
+    monkeypatch.chdir(tmp_path)
+    npz.save_npz(tmp_path / "faces.npz", faces(12))
+    assert train_cli.main([*TINY, "--batch", "4", "--data", "faces.npz", "--run-dir", "old"]) == 0
+    (tmp_path / "old").rename(tmp_path / "new")
+    assert train_cli.main(["--resume", "--run-dir", "new", "--epochs", "2"]) == 0
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["run_dir"] == "new"
+    config, resume = train_cli.resolve_config(["--config", "new/config.json", "--resume", "--epochs", "3"])
+    assert (config.run_dir, resume) == ("new", True)
+    capsys.readouterr()
+    assert train_cli.main(["--config", "new/config.json", "--epochs", "3"]) == 2  # the run is there: not a second one
+    assert "new already holds a run" in capsys.readouterr().err and not (tmp_path / "old").exists()
+
+
 def test_a_boxes_run_interrupted_before_its_config_says_what_it_wrote(tmp_path, capsys, monkeypatch):
     """train.py boxes writes its box data (boxes_train.npz) before the run writes config.json: Ctrl-C between them
     said 'interrupted before the run began; nothing was written'."""
