@@ -99,6 +99,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         train, val = _load_data(config)
         check_faces(config, train, val)
         runtime.load_tensorflow_quietly()  # Keras's seeding and TensorBoard import it, under JAX too
+        annotated = train  # --init-head nearest matches the init model's points against the annotations
         train = with_teacher_targets(config, train)  # before the seed and the precision policy: the student
         keras.utils.set_random_seed(config.seed)    # starts as it would without teachers
         set_precision(config.mixed_precision)
@@ -145,7 +146,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                     fresh_points = bool(restarted)
                     if config.init_head == "nearest" and (restart[0] or (before or {}).get("num_points") != scheme.num_points):
                         line, fresh = start_from_nearest(model, config, before, scheme,
-                                                         nearest_faces(parts, train, cluster.workers), restart[0], cluster)
+                                                         nearest_faces(parts, annotated, cluster.workers), restart[0], cluster)
                         print(line)
                         fresh_points = fresh > 0
                 if warning := init_split_warning(config, scheme.name, _sources(train, val)):

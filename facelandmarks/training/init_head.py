@@ -86,17 +86,18 @@ def copy_point_channels(model, old, layers: tuple[str, ...], pairs: dict[int, in
 
 
 def nearest_faces(parts, train, workers: int = 1):
-    """The faces ``start_from_nearest`` predicts, (inputs, landmarks, visible): the first part of ``parts``
-    (``FaceParts`` of this process), and in a job of several processes process 0's (an npz's faces 0, ``workers``,
-    2 ``workers`` ...; a shard set's shard 0) in every process, which must all start the head alike."""
-    if workers == 1:
-        return parts.get(0)
+    """The faces ``start_from_nearest`` predicts, (inputs, landmarks, visible): up to ``NEAREST_FACES`` of ``train``,
+    the training faces as annotated (where ``--teachers`` blends the targets ``parts`` feeds, the nearest points are
+    still matched against the annotations), at ``parts``' input size. In a job of several processes process 0's (an
+    npz's faces 0, ``workers``, 2 ``workers`` ...; a shard set's shard 0) in every process, which must all start the
+    head alike."""
     from facelandmarks.data import npz
-    from facelandmarks.data.feeding import FaceParts
+    from facelandmarks.data.feeding import FaceParts, model_inputs
 
-    if not isinstance(train, npz.ShardSet):
-        train = npz.subset(train, np.arange(0, min(len(train["landmarks"]), NEAREST_FACES * workers), workers))
-    return FaceParts(train, parts.size).get(0)
+    if isinstance(train, npz.ShardSet):  # (--teachers takes no shards: their targets are the annotations)
+        return parts.get(0) if workers == 1 else FaceParts(train, parts.size).get(0)
+    rows = np.arange(0, min(len(train["landmarks"]), NEAREST_FACES * workers), workers)
+    return model_inputs(npz.subset(train, rows), parts.size), train["landmarks"][rows], train["visible"][rows]
 
 
 def start_from_nearest(model, config, before: dict | None, scheme, faces, layers: tuple[str, ...] = (),

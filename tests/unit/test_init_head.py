@@ -195,7 +195,7 @@ def test_every_process_of_a_job_finds_the_nearest_points_on_process_0s_faces(tmp
 
     arrays = faces(10)
     own = FaceParts(arrays, None, worker_index=1, workers=2)
-    assert nearest_faces(own, arrays)[1] is own.get(0)[1]  # one process: its faces
+    np.testing.assert_array_equal(nearest_faces(FaceParts(arrays, None), arrays)[1], arrays["landmarks"])  # one process
     for workers in (2, 3):
         inputs, landmarks, visible = nearest_faces(own, arrays, workers)
         np.testing.assert_array_equal(landmarks, arrays["landmarks"][::workers])
@@ -207,3 +207,45 @@ def test_every_process_of_a_job_finds_the_nearest_points_on_process_0s_faces(tmp
     train = npz.ShardSet(npz.write_manifest(tmp_path / "s_train.shards.json", shards, "ibug68", (16, 16, 3)))
     second = FaceParts(train, None, worker_index=1, workers=2)  # shard 1
     np.testing.assert_array_equal(nearest_faces(second, train, 2)[1], arrays["landmarks"][:6])
+
+
+def shaped_faces(count: int) -> dict:
+    """Random faces whose 68 points lie near one shape (eye corners 0.4 apart), which a tiny model learns in a few
+    epochs: the points of FACE5 then lie near their ibug68 ones in its predictions."""
+    from tests.unit.test_train_errors import faces
+
+    arrays = faces(count)
+    shape = arrays["landmarks"][:1].copy()
+    shape[0, [36, 45]] = [[0.3, 0.4], [0.7, 0.4]]  # eye corners apart: the normalising distance
+    noise = np.random.default_rng(0).normal(0, 0.002, arrays["landmarks"].shape)
+    arrays["landmarks"] = (shape + noise).astype(np.float32)
+    return arrays
+
+
+@pytest.mark.backend
+def test_init_head_nearest_matches_the_annotations_with_teachers_too(tmp_path, capsys):
+    """With --teachers, --init-head nearest matched the init model's points against the teacher-blended targets, not
+    the annotations: a teacher of 1 epoch (its points far off) left points starting fresh that start from their nearest
+    without it. The same --init run now picks the same points, at the same distances, with and without teachers."""
+    from facelandmarks.data import npz
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+
+    arrays = shaped_faces(32)
+    ibug = npz.save_npz(tmp_path / "ibug.npz", arrays)
+    five = npz.save_npz(tmp_path / "five.npz", npz.select_points(arrays, Scheme.from_dict(FACE5), PICKED))
+    common = dict(model="mlp", batch=4, val_fraction=0.0, schedule="constant", augment="none", preview_every=0,
+                  model_options={"hidden_units": [16]}, workers=1)
+    fit(TrainConfig(data=str(ibug), run_dir=str(tmp_path / "ibug"), epochs=8, lr=0.01, **common), verbose=0)
+    fit(TrainConfig(data=str(five), run_dir=str(tmp_path / "teacher"), epochs=1, **common), verbose=0)
+    said = {}
+    for teachers in ([], [str(tmp_path / "teacher")]):
+        capsys.readouterr()
+        fit(TrainConfig(data=str(five), run_dir=str(tmp_path / f"run{len(teachers)}"), epochs=1, init=str(tmp_path / "ibug"),
+                        init_head="nearest", teachers=teachers, **common), verbose=0)
+        out = capsys.readouterr().out
+        assert ("distillation: " in out) == bool(teachers)
+        (said[len(teachers)],) = [line for line in out.splitlines() if line.startswith("--init-head nearest: ")]
+    assert said[0].startswith("--init-head nearest: 5 of 5 points start from the head of ibug68's point nearest them "
+                              "on 32 training faces"), said[0]
+    assert said[1] == said[0]
