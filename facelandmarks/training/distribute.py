@@ -200,7 +200,9 @@ def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | N
 
     Each process feeds its own faces (``FaceParts``): where their counts differ (an odd count, shards of several
     sizes, ``--oversample``) one would take a step more than another and wait in it for the others for ever.
-    Every process takes as many full batches as the process with the fewest.
+    Every process takes as many batches as the process with the fewest, each shard's (or the epoch's) short last
+    batch counted: ``fit`` pads it to the batch size (``LandmarkBatches(pad_remainder=True)``), so every step of
+    every process has one shape.
     """
     if cluster.mode != "data-parallel" or cluster.workers < 2:
         return None
@@ -208,15 +210,15 @@ def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | N
     from facelandmarks.data.feeding import repeat_counts
 
     workers = cluster.workers
-    if isinstance(train, npz.ShardSet):  # shard i goes to process i mod workers, each cut into full batches
-        steps = min(sum(count // per_worker for count in train.counts[w::workers]) for w in range(workers))
+    if isinstance(train, npz.ShardSet):  # shard i goes to process i mod workers, each cut into batches
+        counts = [train.counts[w::workers] for w in range(workers)]
     else:
         repeats = repeat_counts(train, oversample)
-        steps = min(int(repeats[w::workers].sum()) // per_worker for w in range(workers))
-    if steps == 0:  # said by every process, not by one while the others wait for it
-        raise ValueError(f"--batch: a process of this {workers}-process job has fewer training faces than its batch "
-                         f"of {per_worker}" + (" in any one shard" if isinstance(train, npz.ShardSet) else ""))
-    return steps
+        counts = [[int(repeats[w::workers].sum())] for w in range(workers)]
+    if (fewest := min(sum(faces) for faces in counts)) < per_worker:  # said by every process, not by one alone
+        raise ValueError(f"--batch: a process of this {workers}-process job has {fewest} training faces, fewer than "
+                         f"its batch of {per_worker}")
+    return min(sum(-(-count // per_worker) for count in faces) for faces in counts)
 
 
 _PATCHED = False

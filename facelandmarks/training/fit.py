@@ -174,11 +174,12 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
 
             augmenter = Augmenter(AugmentConfig.parse(config.augment), scheme, seed=config.seed)
         per_worker = global_batch // cluster.workers
+        # padded on JAX: jax.jit would compile the step again for each short batch, and under data-parallel (JAX's) a
+        # short batch would not split evenly over the devices (dropping it left an epoch's last faces untrained)
         batches = LandmarkBatches(
-            parts, per_worker, augmenter, seed=config.seed + cluster.worker_index,
-            drop_remainder=cluster.mode == "data-parallel", workers=config.workers, use_multiprocessing=False,
-            max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample),
-            pad_remainder=keras.backend.backend() == "jax",  # jax.jit would compile the step again for each short batch
+            parts, per_worker, augmenter, seed=config.seed + cluster.worker_index, workers=config.workers,
+            use_multiprocessing=False, max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample),
+            pad_remainder=keras.backend.backend() == "jax",
         )
         steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None
         val_data = None

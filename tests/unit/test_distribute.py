@@ -87,12 +87,13 @@ def _faces(count, sources=None):
 def _epoch_lengths(parts_of, per_worker, steps, workers=2):
     from facelandmarks.data.feeding import LandmarkBatches
 
-    return [[len(LandmarkBatches(parts_of(w), per_worker, seed=w, drop_remainder=True, max_batches=steps).plan_of(e))
+    return [[len(LandmarkBatches(parts_of(w), per_worker, seed=w, pad_remainder=True, max_batches=steps).plan_of(e))
              for w in range(workers)] for e in range(3)]
 
 
 @pytest.mark.parametrize("count, per_worker, oversample, unequal", [
-    (199, 10, None, [10, 9]),  # 100 and 99 faces: the first process took a tenth step and waited in it for ever
+    (199, 10, None, [10, 10]),  # 100 and 99 faces: ten batches each, the second's last of 9 faces padded
+    (201, 10, None, [11, 10]),  # 101 and 100 faces: the first process took an eleventh step and waited in it for ever
     (12, 2, {"b": 3}, [3, 9]),  # the oversampled faces (every second) fall to one process
 ])
 def test_every_process_of_a_jax_job_takes_as_many_batches(count, per_worker, oversample, unequal):
@@ -119,7 +120,7 @@ def test_a_jax_job_over_shards_takes_the_batches_of_its_process_with_the_fewest(
     whole = {**_faces(29), "scheme": np.array("ibug68")}
     whole["landmarks"], whole["visible"] = np.full((29, 68, 2), 0.5, np.float32), np.ones((29, 68), bool)
     shards, start = [], 0
-    for i, size in enumerate((12, 5, 12)):  # process 0 takes shards 0 and 2 (6 batches of 4), process 1 shard 1 (1)
+    for i, size in enumerate((12, 5, 12)):  # process 0 takes shards 0 and 2 (6 batches of 4), process 1 shard 1 (2)
         npz.save_npz(npz.shard_path(tmp_path / "s_train", i), npz.subset(whole, np.arange(start, start + size)))
         shards.append({"file": npz.shard_path(tmp_path / "s_train", i), "faces": size})
         start += size
@@ -130,11 +131,11 @@ def test_a_jax_job_over_shards_takes_the_batches_of_its_process_with_the_fewest(
     def parts_of(worker):
         return FaceParts(train, None, worker_index=worker, workers=2)
 
-    assert _epoch_lengths(parts_of, 4, None)[0] == [6, 1]
-    assert steps == 1 and _epoch_lengths(parts_of, 4, steps) == [[1, 1]] * 3
-    # a process without a full batch: said by every process (one refusing alone left the other waiting)
-    with pytest.raises(ValueError, match="--batch: a process of this 2-process job has fewer training faces than its "
-                                         "batch of 8 in any one shard"):
+    assert _epoch_lengths(parts_of, 4, None)[0] == [6, 2]  # shard 1's last face in a batch of its own, padded
+    assert steps == 2 and _epoch_lengths(parts_of, 4, steps) == [[2, 2]] * 3
+    # a process with fewer faces than its batch: said by every process (one refusing alone left the other waiting)
+    with pytest.raises(ValueError, match="--batch: a process of this 2-process job has 5 training faces, fewer than its "
+                                         "batch of 8$"):
         distribute.equal_batches(job, train, 8)
 
 
@@ -194,3 +195,97 @@ def test_a_jax_job_restarting_the_head_for_another_markup_and_taught_by_teachers
         restarted and "right_eye <- ibug68 36 " in restarted, restarted
     first, second = summary_of(out0), summary_of(out1)
     assert first["weights_sha1"] == second["weights_sha1"] and first["val_nme"] == second["val_nme"]
+
+
+@pytest.mark.backend
+def test_a_data_parallel_run_of_one_jax_process_trains_every_face_of_each_epoch(tmp_path, monkeypatch):
+    """--distribute data-parallel dropped each epoch's (and each shard's) short last batch, even in one process: 30
+    faces at batch 8 trained 24 an epoch, and shards each smaller than the batch left an epoch without a batch (an
+    IndexError traceback). The short batch now comes padded to the batch size, as on JAX without --distribute."""
+    import keras
+
+    from facelandmarks.data import feeding, npz
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+    from tests.unit.test_train import _shard_set
+    from tests.unit.test_train_errors import faces
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("data-parallel is Keras's JAX distribution")
+    trained, batch = {}, feeding.LandmarkBatches.__getitem__
+
+    def counted(self, index):  # the faces (rows with a visible point) of each step Keras takes
+        x, targets = batch(self, index)
+        assert len(x) == self.batch_size
+        trained[self.epoch, index] = int((targets[..., 2] > 0).any(axis=1).sum())
+        return x, targets
+
+    monkeypatch.setattr(feeding.LandmarkBatches, "__getitem__", counted)
+    manifest, val = _shard_set(tmp_path, (3, 3, 2))
+    for name, data, faces_per_epoch in (("npz", npz.save_npz(tmp_path / "faces.npz", faces(30)), 30),
+                                        ("shards", manifest, 8)):
+        trained.clear()
+        summary = fit(TrainConfig(model="mlp", data=str(data), val=str(val), run_dir=str(tmp_path / name), epochs=2,
+                                  batch=8 if name == "npz" else 4, augment="none", model_options={"hidden_units": [4]},
+                                  preview_every=0, workers=1, distribute="data-parallel"), verbose=0)
+        assert summary["epochs"] == 2
+        for epoch in (0, 1):
+            assert sum(n for (e, _), n in trained.items() if e == epoch) == faces_per_epoch, (name, trained)
+
+
+def test_a_resumed_job_of_two_jax_processes_trains_on_the_same_padded_batches(tmp_path):
+    """19 faces a process at batch 4: each epoch of each process ends in a padded batch of 3 (these were dropped). A
+    job stopped after epoch 1 and resumed ends with the losses and weights of the uninterrupted job, with dropout and
+    augmentation on."""
+    import csv
+    import os
+    import sys
+    from pathlib import Path
+
+    import h5py
+
+    from facelandmarks.data import npz
+    from tests.data.test_distribute import free_ports, run_cluster
+    from tests.unit.test_train_errors import faces
+
+    npz.save_npz(tmp_path / "faces.npz", faces(38))
+    npz.save_npz(tmp_path / "val.npz", faces(8))
+    train_py = str(Path(__file__).resolve().parents[2] / "train.py")
+
+    def job(run, *extra):
+        port, jobs = free_ports(1)[0], []
+        for index in range(2):
+            (tmp_path / f"tmp{index}").mkdir(exist_ok=True)
+            command = [sys.executable, train_py, "mlp", "--data", str(tmp_path / "faces.npz"), "--val",
+                       str(tmp_path / "val.npz"), "--run-dir", str(tmp_path / run), "--batch", "4", "--augment",
+                       "flip=0.5,noise=5", "--preview-every", "0", "--workers", "1", "--schedule", "constant",
+                       "--model-options", '{"hidden_units": [16], "dropout": 0.5}', "--distribute", "data-parallel",
+                       *extra]
+            jobs.append((command, dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
+                                       TMPDIR=str(tmp_path / f"tmp{index}"), KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                                       KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
+                                       KERAS_DISTRIBUTION_PROCESS_ID=str(index))))
+        results = run_cluster(jobs, timeout=400)
+        for code, _, err in results:
+            assert code == 0, err[-3000:]
+        return results[0][1]
+
+    def weights(run):
+        found = {}
+        with h5py.File(tmp_path / run / "last.weights.h5") as f:
+            f["layers"].visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset)
+                                   else None)
+        return found
+
+    def losses(run):
+        with open(tmp_path / run / "history.csv", newline="") as handle:
+            return [row["loss"] for row in csv.DictReader(handle)]
+
+    assert "5/5 - " in job("whole", "--epochs", "2")  # 4 batches of 4 faces and one of 3, padded
+    job("resumed", "--epochs", "1")
+    job("resumed", "--epochs", "2", "--resume")
+    assert len(losses("whole")) == 2 and losses("resumed") == losses("whole")
+    whole, resumed = weights("whole"), weights("resumed")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
