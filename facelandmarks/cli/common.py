@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shlex
@@ -106,9 +107,44 @@ class Terminated(KeyboardInterrupt):
     resume line, a dataset's or export's earlier files left as they were -- instead of dying mid-write."""
 
 
+_STOPS: list[int] = []  # the stop signals (SIGTERM, Ctrl-C's SIGINT) a script's main has received
+
+
 def _raise_terminated(signum, frame):
+    _STOPS.append(signum)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the wind-down ends the process at once
     raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    _STOPS.append(signum)
+    raise KeyboardInterrupt
+
+
+def stop_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The stop an error stands for: ``err`` itself after Ctrl-C or SIGTERM; any other error once a script's main
+    has received one of them, because the handler's exception, raised while native code was building an error of
+    its own, comes out as something else (pybind11's ``RuntimeError: ... MISMATCH of original and normalized active
+    exception types: ORIGINAL UnavailableError REPLACED BY Terminated``: a worker of a training cluster whose partner
+    died); None: no stop."""
+    if isinstance(err, KeyboardInterrupt):
+        return err
+    if _STOPS:
+        return Terminated() if _STOPS[-1] == signal.SIGTERM else KeyboardInterrupt()
+    return None
+
+
+@contextlib.contextmanager
+def stops_as_raised():
+    """Within the block, an error that a stop turned into another (``stop_behind``) is raised as that stop, for the
+    script's own ``except KeyboardInterrupt`` to wind down as after Ctrl-C or SIGTERM (not a traceback)."""
+    try:
+        yield
+    except Exception as err:
+        stop = stop_behind(err)
+        if stop is None:
+            raise
+        raise stop from err
 
 
 def stopped(err: KeyboardInterrupt) -> tuple[str, int]:
@@ -125,14 +161,27 @@ def script_main(main):
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         tolerate_closed_stdout()
-        claim = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        main_thread = threading.current_thread() is threading.main_thread()
+        claim = main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        claim_int = main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        _STOPS.clear()
         if claim:
             signal.signal(signal.SIGTERM, _raise_terminated)
+        if claim_int:  # raises KeyboardInterrupt as Python's own handler does, and records it (stop_behind)
+            signal.signal(signal.SIGINT, _raise_interrupted)
         try:
             return main(*args, **kwargs)
+        except Exception as err:  # a stop come out as another error where the script did not expect it: its line
+            if (stop := stop_behind(err)) is None:
+                raise
+            word, status = stopped(stop)
+            complain(f"\n{main.__module__.rpartition('.')[2]}.py: {word}")
+            return status
         finally:
             if claim:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if claim_int:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
 
     return wrapper
 

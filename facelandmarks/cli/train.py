@@ -30,6 +30,7 @@ from facelandmarks.cli.common import (
     script_as_started,
     script_main,
     stopped,
+    stops_as_raised,
 )
 from facelandmarks.cli.wind_down import STOP_TIMEOUT_ENV, bounded_wind_down, stop_timeout
 from facelandmarks.data.fileset import test_side_of
@@ -253,16 +254,17 @@ def main(argv=None) -> int:
     verbose.add_argument("--verbose", action="store_true")
     config, before = None, {}
     try:
-        config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
-        before = _files_in(config.run_dir)
-        startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
-        config.validate()
-        _check_val(config)  # before the trainer makes the run folder
-        if line := _test_val_warning(config):
-            print(line)
-        trainer = get_trainer(config.model)
-        with bounded_wind_down(stop_timeout(), functools.partial(_unwound_line, config)):
-            summary = trainer(config, resume=resume)
+        with stops_as_raised():  # a stop that native code turned into another error: wound down as a stop
+            config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
+            before = _files_in(config.run_dir)
+            startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
+            config.validate()
+            _check_val(config)  # before the trainer makes the run folder
+            if line := _test_val_warning(config):
+                print(line)
+            trainer = get_trainer(config.model)
+            with bounded_wind_down(stop_timeout(), functools.partial(_unwound_line, config)):
+                summary = trainer(config, resume=resume)
     except KeyboardInterrupt as err:
         word, status = stopped(err)
         if config and (Path(config.run_dir) / "config.json").is_file():
