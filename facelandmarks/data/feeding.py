@@ -108,6 +108,18 @@ def repeat_counts(data, oversample: dict) -> np.ndarray:
     return repeats
 
 
+def check_shard_share(data, workers: int) -> None:
+    """Refuse a shard set of fewer shards than the job has processes (each process trains on shards of its own).
+
+    Decided from the shard count, not from a process's own share, so that every process refuses alike: the process
+    left without a shard refused alone, and the others went on into a step that waited for it until killed.
+    """
+    if isinstance(data, npz.ShardSet) and len(data) < workers:
+        raise ValueError(f"{data.manifest}: {len(data)} shard(s) for a job of {workers} processes, each of which trains "
+                         f"on shards of its own; prepare the set in at least {workers} shards (a smaller datagen.py "
+                         "prepare --shard-size), or start fewer processes")
+
+
 class FaceParts:
     """Training faces as parts read one at a time: one in-memory part, or the shards of a manifest.
 
@@ -122,10 +134,9 @@ class FaceParts:
             if oversample:
                 raise ValueError(f"{data.manifest}: --oversample needs the training faces in one npz (a sharded set "
                                  "is read a shard at a time)")
+            check_shard_share(data, workers)
             self.shards = data
             self.indices = list(range(worker_index, len(data), workers))
-            if not self.indices:
-                raise ValueError(f"{data.manifest}: {len(data)} shard(s) for {workers} workers; write smaller shards")
             self.counts = [data.counts[i] for i in self.indices]
             self.repeats = None
             self._memory = None

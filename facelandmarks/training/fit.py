@@ -16,6 +16,7 @@ from facelandmarks.data.errors import check_writable
 from facelandmarks.data.feeding import (
     FaceParts,
     LandmarkBatches,
+    check_shard_share,
     load_split,
     model_inputs,
     repeat_counts,
@@ -98,6 +99,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         check_writable(out_dir)
         train, val = _load_data(config)
         check_faces(config, train, val)
+        check_shard_share(train, cluster.workers)  # in every process, before any step waits for the others
         runtime.load_tensorflow_quietly()  # Keras's seeding and TensorBoard import it, under JAX too
         annotated = train  # --init-head nearest matches the init model's points against the annotations
         train = with_teacher_targets(config, train)  # before the seed and the precision policy: the student
