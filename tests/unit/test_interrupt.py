@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM (kill, timeout, a job scheduler): one line saying what happened, none of the backend's start-up
 chatter, and what was being written finished or left as it was."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,13 +41,32 @@ def ctrl_c_as_at_a_terminal(sigterm=signal.SIG_DFL):
     signal.signal(signal.SIGTERM, sigterm)
 
 
+def loading_keras(process, timeout=120.0):
+    """Returns once ``process`` (a script) has its stderr captured to filter Keras's start-up lines
+    (``runtime.filtered_fds``): its main has claimed the stop signals and Keras is loading.  A fixed sleep signalled a
+    loaded machine's script still starting Python or importing its modules (SIGINT killed it, or a KeyboardInterrupt
+    traceback) and a quick one's after it had ended."""
+    if not Path("/proc/self/fd").is_dir():  # not Linux: the seconds Keras takes to load
+        time.sleep(0.8)
+        return
+    stderr, end = Path(f"/proc/{process.pid}/fd/2"), time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < end:
+        with contextlib.suppress(FileNotFoundError):  # the process just ended
+            if not os.readlink(stderr).startswith("pipe:"):
+                return
+        time.sleep(0.005)
+    if process.poll() is None:
+        process.kill()
+    raise AssertionError(f"the script ended or did not load Keras: {process.communicate(timeout=60)}")
+
+
 @pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_train_py_stopped_while_keras_loads_says_nothing_was_written(signum, status, word, tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "scratch", "--data", str(tmp_path / "d.npz"),
                                 "--run-dir", str(run_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_at_a_terminal)
-    time.sleep(0.8)  # Keras takes seconds to load; the missing data file is found only after it
+    loading_keras(process)  # Keras takes seconds to load; the missing data file is found only after it
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)
     assert process.returncode == status, err
