@@ -113,12 +113,36 @@ _STOPS: list[int] = []  # the stop signals (SIGTERM, Ctrl-C's SIGINT) a script's
 def _raise_terminated(signum, frame):
     _STOPS.append(signum)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the wind-down ends the process at once
-    raise Terminated()
+    raise _marked(Terminated(), signum)
 
 
 def _raise_interrupted(signum, frame):
     _STOPS.append(signum)
-    raise KeyboardInterrupt
+    raise _marked(KeyboardInterrupt(), signum)
+
+
+def _marked(stop: KeyboardInterrupt, signum: int) -> KeyboardInterrupt:
+    stop.stop_signal = signum
+    return stop
+
+
+def _deliver_swallowed_stop(unraisable, hook) -> None:
+    """``sys.unraisablehook`` while a script's main runs: a stop whose exception Python swallowed (raised in a gc
+    callback, JAX's when Ctrl-C lands as it loads, or a ``__del__``; 'Exception ignored in ...') is sent again, from
+    a thread, for the main thread to raise where it runs then; other errors go to ``hook``.  Lost, the run went on
+    to its end, and any error later in the main came out as that stop (``stop_behind``)."""
+    signum = getattr(unraisable.exc_value, "stop_signal", None)
+    if signum is None or not _STOPS:
+        hook(unraisable)
+        return
+    _STOPS.pop()  # recorded again when it lands
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    # a moment later: sent at once, it lands in this hook (Thread.start waits), swallowed again; one that lands in
+    # another callback comes back here
+    again = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
+    again.daemon = True
+    again.start()
 
 
 def stop_behind(err: BaseException) -> KeyboardInterrupt | None:
@@ -169,6 +193,9 @@ def script_main(main):
             signal.signal(signal.SIGTERM, _raise_terminated)
         if claim_int:  # raises KeyboardInterrupt as Python's own handler does, and records it (stop_behind)
             signal.signal(signal.SIGINT, _raise_interrupted)
+        if claim or claim_int:
+            hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_deliver_swallowed_stop,
+                                                                             hook=sys.unraisablehook)
         try:
             return main(*args, **kwargs)
         except Exception as err:  # a stop come out as another error where the script did not expect it: its line
@@ -182,6 +209,8 @@ def script_main(main):
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
             if claim_int:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
+            if claim or claim_int:
+                sys.unraisablehook = hook
 
     return wrapper
 

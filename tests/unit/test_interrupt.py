@@ -159,6 +159,44 @@ def test_a_stop_that_native_code_turned_into_another_error_winds_down_as_the_sto
     assert (bug.returncode, bug.stdout) == (0, "raised: a bug, no stop\n"), bug.stderr
 
 
+# a stop whose exception Python swallows (raised inside a gc callback: JAX's, a Ctrl-C while JAX loads) was lost, the
+# run went on (trained to its end), and any error later in the same main came out as that stop (stop_behind)
+STOP_SWALLOWED = """
+import gc, signal, sys, time
+from facelandmarks.cli.common import script_main, stopped
+
+armed = []
+
+def in_gc(phase, info):
+    if armed and phase == "start":
+        armed.clear()
+        signal.raise_signal(signum)  # the handler raises in here: Python prints 'Exception ignored' and goes on
+
+@script_main
+def main():
+    try:
+        gc.callbacks.append(in_gc)
+        armed.append(True)
+        gc.collect()
+        for _ in range(1000):  # the stop, delivered again, lands here
+            time.sleep(0.01)
+        raise RuntimeError("a bug after a lost stop")
+    except KeyboardInterrupt as err:
+        print("wound down:", *stopped(err))
+        return stopped(err)[1]
+
+signum = getattr(signal, sys.argv[1])
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("name, status, word", [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_stop_python_swallowed_is_delivered_again_not_told_for_a_later_error(name, status, word):
+    result = subprocess.run([sys.executable, "-c", STOP_SWALLOWED, name], capture_output=True, text=True, timeout=60,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
+    assert (result.returncode, result.stdout, result.stderr) == (status, f"wound down: {word} {status}\n", "")
+
+
 def test_a_terminated_video_leaves_a_playable_overlay_of_every_frame_its_points_list(tmp_path):
     """``timeout`` or ``kill`` in the middle of a video: the overlay (mp4 writes its index last) is finished and
     renamed as after Ctrl-C, not left as an unplayable NAME.partial.mp4."""
