@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+import traceback
 import zipfile
 
 from facelandmarks.runtime import for_this_install, help_for_this_install, script_command
@@ -180,7 +181,8 @@ def stopped(err: KeyboardInterrupt) -> tuple[str, int]:
 def script_main(main):
     """``main`` of a script, with what every script does: output that its reader may cut short
     (``tolerate_closed_stdout``) and, while it runs, SIGTERM handled as Ctrl-C is (``Terminated``) where nothing
-    else has claimed it; the previous handler is back when it returns (tests call ``main`` in their own process)."""
+    else has claimed it; the previous handler is back when it returns (tests call ``main`` in their own process).
+    A process of a multi-process JAX job that fails ends at once (``leave_jax_job``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -197,13 +199,15 @@ def script_main(main):
             hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_deliver_swallowed_stop,
                                                                              hook=sys.unraisablehook)
         try:
-            return main(*args, **kwargs)
+            status = main(*args, **kwargs)
         except Exception as err:  # a stop come out as another error where the script did not expect it: its line
             if (stop := stop_behind(err)) is None:
+                if in_jax_job():  # a bug's traceback, and status 1 as the interpreter gives, without the wait
+                    traceback.print_exc()
+                    leave_jax_job(1)
                 raise
             word, status = stopped(stop)
             complain(f"\n{main.__module__.rpartition('.')[2]}.py: {word}")
-            return status
         finally:
             if claim:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -211,8 +215,40 @@ def script_main(main):
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             if claim or claim_int:
                 sys.unraisablehook = hook
+        if status and in_jax_job():
+            leave_jax_job(status)
+        return status
 
     return wrapper
+
+
+def in_jax_job() -> bool:
+    """Whether this process is one of a job of several JAX processes (``jax.distributed.initialize`` ran)."""
+    state = getattr(sys.modules.get("jax._src.distributed"), "global_state", None)
+    return getattr(state, "client", None) is not None and (getattr(state, "num_processes", None) or 1) > 1
+
+
+def leave_jax_job(status: int) -> None:
+    """End this process of a multi-process JAX job that failed (a line said why) with ``status``, at once.
+
+    At exit JAX shuts its distributed client down, which waits for every other process of the job to do the same,
+    while they wait for this one in a collective (a step, build_model's check of the first weights): the whole job
+    hung until killed. With only that shutdown left out, the interpreter's own end aborted (SIGABRT and a C++ stack
+    trace from the distributed client's threads). So the other exit handlers run and the output is flushed, then
+    the process ends without the interpreter's clean-up: a run's files are written and closed (or flushed:
+    history.csv) as they go. Each other process's collective then fails on the closed connection, says so in one
+    line (``distribute.lost_worker``), and ends the same way; where process 0 (the coordinator, host of JAX's
+    distributed service) ended, JAX's client ends the others first, with a fatal error of its own."""
+    import atexit
+
+    from jax._src import api
+
+    atexit.unregister(api.clean_up)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def tolerate_closed_stdout() -> None:

@@ -330,3 +330,48 @@ def test_a_jax_job_over_fewer_shards_than_processes_is_refused_by_every_process(
     for code, _, err in results:
         assert code == 0, err[-3000:]
     assert "2/2 - " in results[0][1]  # process 0's 5 batches cut to process 1's 2
+
+
+def test_an_error_of_one_jax_process_ends_every_process_of_the_job(tmp_path):
+    """A shard that one process of a two-process JAX job cannot read: that process said so in one line and then
+    waited at exit in JAX's distributed shutdown for the other, which waited for it in a collective (build_model's
+    check of the first weights): both were still there when `timeout 120` killed them. Now the failing process ends
+    at once with its line and status 2, and the other within seconds: process 1's error, process 0 says in one line
+    that another process stopped (status 2); process 0's error (the coordinator's), JAX itself ends process 1."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from tests.data.test_distribute import free_ports, run_cluster
+    from tests.unit.test_train import _shard_set
+
+    train_py = str(Path(__file__).resolve().parents[2] / "train.py")
+
+    def job(broken):
+        folder = tmp_path / f"broken{broken}"
+        manifest, val = _shard_set(folder, (12, 12))
+        shard = folder / f"s_train-0000{broken}.npz"
+        shard.write_bytes(shard.read_bytes()[:5000])  # a truncated copy: the other process's shard is whole
+        port, jobs = free_ports(1)[0], []
+        for index in range(2):
+            (folder / f"tmp{index}").mkdir()
+            command = [sys.executable, train_py, "mlp", "--data", str(manifest), "--val", str(val), "--run-dir",
+                       str(folder / "run"), "--epochs", "1", "--batch", "4", "--augment", "none", "--preview-every", "0",
+                       "--workers", "1", "--model-options", '{"hidden_units": [4]}', "--distribute", "data-parallel"]
+            jobs.append((command, dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
+                                       TMPDIR=str(folder / f"tmp{index}"), KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                                       KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
+                                       KERAS_DISTRIBUTION_PROCESS_ID=str(index))))
+        return shard, run_cluster(jobs, timeout=120)  # a process left waiting: TimeoutExpired, every process killed
+
+    def last_line(err):
+        return err.strip().splitlines()[-1] if err.strip() else ""
+
+    shard, ((code0, out0, err0), (code1, out1, err1)) = job(1)
+    assert code1 == 2 and last_line(err1) == f"train.py: {shard}: not a readable npz file (File is not a zip file)", err1
+    assert code0 == 2 and last_line(err0).startswith("train.py: --distribute data-parallel: another process of this "
+                                                     "2-process job stopped"), err0[-3000:]
+    assert "{" not in out0 + out1  # no summary: nothing trained
+    shard, ((code0, _, err0), (code1, _, err1)) = job(0)
+    assert code0 == 2 and last_line(err0) == f"train.py: {shard}: not a readable npz file (File is not a zip file)", err0
+    assert code1 != 0, err1[-3000:]  # ended, not left waiting
