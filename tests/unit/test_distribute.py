@@ -291,34 +291,40 @@ def test_a_resumed_job_of_two_jax_processes_trains_on_the_same_padded_batches(tm
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
 
 
-def test_a_jax_job_over_fewer_shards_than_processes_is_refused_by_every_process(tmp_path):
-    """A shard set of one shard in a job of two JAX processes: the process left without a shard refused alone, and the
-    other went on into a step that waited for it (both still there when `timeout 120` killed them). Now both refuse
-    before training, in the same line, with status 2. Shards as many as the processes but very unequal (20 and 5
-    faces at batch 4: 5 batches and 2) train the same 2 steps in each process."""
+def _jax_shard_job(folder, manifest, val):
+    """A two-process JAX data-parallel job of a tiny mlp on the shard set ``manifest``: each process's (status, out,
+    err), every process killed where one is left waiting past 120 s (TimeoutExpired)."""
     import os
     import sys
     from pathlib import Path
 
     from tests.data.test_distribute import free_ports, run_cluster
-    from tests.unit.test_train import _shard_set
 
     train_py = str(Path(__file__).resolve().parents[2] / "train.py")
+    port, jobs = free_ports(1)[0], []
+    for index in range(2):
+        (folder / f"tmp{index}").mkdir()
+        command = [sys.executable, train_py, "mlp", "--data", str(manifest), "--val", str(val), "--run-dir",
+                   str(folder / "run"), "--epochs", "1", "--batch", "4", "--augment", "none", "--preview-every", "0",
+                   "--workers", "1", "--model-options", '{"hidden_units": [4]}', "--distribute", "data-parallel"]
+        jobs.append((command, dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
+                                   TMPDIR=str(folder / f"tmp{index}"), KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                                   KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
+                                   KERAS_DISTRIBUTION_PROCESS_ID=str(index))))
+    return run_cluster(jobs, timeout=120)
+
+
+def test_a_jax_job_over_fewer_shards_than_processes_is_refused_by_every_process(tmp_path):
+    """A shard set of one shard in a job of two JAX processes: the process left without a shard refused alone, and the
+    other went on into a step that waited for it (both still there when `timeout 120` killed them). Now both refuse
+    before training, in the same line, with status 2. Shards as many as the processes but very unequal (20 and 5
+    faces at batch 4: 5 batches and 2) train the same 2 steps in each process."""
+    from tests.unit.test_train import _shard_set
 
     def job(counts):
         folder = tmp_path / "x".join(map(str, counts))
         manifest, val = _shard_set(folder, counts)
-        port, jobs = free_ports(1)[0], []
-        for index in range(2):
-            (folder / f"tmp{index}").mkdir()
-            command = [sys.executable, train_py, "mlp", "--data", str(manifest), "--val", str(val), "--run-dir",
-                       str(folder / "run"), "--epochs", "1", "--batch", "4", "--augment", "none", "--preview-every", "0",
-                       "--workers", "1", "--model-options", '{"hidden_units": [4]}', "--distribute", "data-parallel"]
-            jobs.append((command, dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
-                                       TMPDIR=str(folder / f"tmp{index}"), KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-                                       KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
-                                       KERAS_DISTRIBUTION_PROCESS_ID=str(index))))
-        return manifest, run_cluster(jobs, timeout=120)  # a process left waiting: TimeoutExpired, every process killed
+        return manifest, _jax_shard_job(folder, manifest, val)
 
     manifest, results = job((12,))
     said = f"train.py: {manifest}: 1 shard(s) for a job of 2 processes, each of which trains on shards of its own; "
@@ -338,31 +344,14 @@ def test_an_error_of_one_jax_process_ends_every_process_of_the_job(tmp_path):
     check of the first weights): both were still there when `timeout 120` killed them. Now the failing process ends
     at once with its line and status 2, and the other within seconds: process 1's error, process 0 says in one line
     that another process stopped (status 2); process 0's error (the coordinator's), JAX itself ends process 1."""
-    import os
-    import sys
-    from pathlib import Path
-
-    from tests.data.test_distribute import free_ports, run_cluster
     from tests.unit.test_train import _shard_set
-
-    train_py = str(Path(__file__).resolve().parents[2] / "train.py")
 
     def job(broken):
         folder = tmp_path / f"broken{broken}"
         manifest, val = _shard_set(folder, (12, 12))
         shard = folder / f"s_train-0000{broken}.npz"
         shard.write_bytes(shard.read_bytes()[:5000])  # a truncated copy: the other process's shard is whole
-        port, jobs = free_ports(1)[0], []
-        for index in range(2):
-            (folder / f"tmp{index}").mkdir()
-            command = [sys.executable, train_py, "mlp", "--data", str(manifest), "--val", str(val), "--run-dir",
-                       str(folder / "run"), "--epochs", "1", "--batch", "4", "--augment", "none", "--preview-every", "0",
-                       "--workers", "1", "--model-options", '{"hidden_units": [4]}', "--distribute", "data-parallel"]
-            jobs.append((command, dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
-                                       TMPDIR=str(folder / f"tmp{index}"), KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-                                       KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
-                                       KERAS_DISTRIBUTION_PROCESS_ID=str(index))))
-        return shard, run_cluster(jobs, timeout=120)  # a process left waiting: TimeoutExpired, every process killed
+        return shard, _jax_shard_job(folder, manifest, val)
 
     def last_line(err):
         return err.strip().splitlines()[-1] if err.strip() else ""
