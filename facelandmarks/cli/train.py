@@ -43,6 +43,7 @@ from facelandmarks.training.config import (
     check_values,
     flag_name,
     read_config_file,
+    validated,
 )
 from facelandmarks.training.trainers import get_trainer, option_groups, registered_trainer
 
@@ -99,7 +100,7 @@ def resolve_config(argv) -> tuple[TrainConfig, bool]:
     file_options = from_file.pop("pipeline", {})
     if path:  # the file's values no flag replaces first, so a bad one names the file (the flags' are checked after)
         kept = {k: v for k, v in from_file.items() if k not in typed}
-        _check_settings(TrainConfig(**{"model": "-", "data": None, "run_dir": "-", **kept}), path)
+        validated(TrainConfig(**{"model": "-", "data": None, "run_dir": "-", **kept}), path)
     requested = {**from_file, **typed}
 
     saved = _saved_run(requested) if resume else None
@@ -191,14 +192,6 @@ def _saved_run(requested: dict) -> TrainConfig:
     # the one reader of a run's settings (the pipelines' and benchmarks' too): each value checked as a --config file's
     # is, naming this file and the key; keys this version no longer knows are dropped, so old runs still load
     return dataclasses.replace(TrainConfig.load(path), run_dir=str(run_dir))
-
-
-def _check_settings(config: TrainConfig, path) -> None:
-    """``config.validate()`` for settings read from ``path``: a value out of range names the file."""
-    try:
-        config.validate()
-    except ValueError as err:
-        raise ConfigError(f"{path}: {err}") from None
 
 
 def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> TrainConfig:

@@ -175,9 +175,9 @@ class LandmarkBatches(keras.utils.PyDataset):
     The order of epoch ``e`` and the augmentation of each batch depend only
     on ``seed``, ``e`` and the batch index -- not on which loader thread
     makes the batch -- so a resumed run sees the same batches as an
-    uninterrupted one.  The last, partial batch of a part is kept unless
-    ``drop_remainder`` (it is augmented as a full batch, so that a shard's
-    remainder costs no trace and compile of its own).  ``pad_remainder``:
+    uninterrupted one.  The last, partial batch of a part is kept (it is
+    augmented as a full batch, so that a shard's remainder costs no trace
+    and compile of its own).  ``pad_remainder``:
     such a batch comes padded to the batch size (``pad_batch``), so that it
     costs the model's train step no compile of its own either (jax.jit
     compiles one per batch shape).  ``max_batches``: an epoch's first
@@ -185,14 +185,14 @@ class LandmarkBatches(keras.utils.PyDataset):
     steps).
     """
 
-    def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0, drop_remainder=False,
+    def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0,
                  max_batches: int | None = None, pad_remainder: bool = False, **kwargs):
         super().__init__(**kwargs)
         if batch_size > parts.faces:
             raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces (--batch)")
         self._pack = pack_targets
         self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter
-        self.shuffle, self.seed, self.drop_remainder, self.max_batches = shuffle, seed, drop_remainder, max_batches
+        self.shuffle, self.seed, self.max_batches = shuffle, seed, max_batches
         self.pad_remainder = pad_remainder
         self.set_epoch(0)
 
@@ -209,8 +209,7 @@ class LandmarkBatches(keras.utils.PyDataset):
             if self.parts.repeats is not None:  # oversampled sources: their rows several times
                 rows = np.repeat(rows, self.parts.repeats[part])
             rows = rng.permutation(rows) if self.shuffle else rows
-            stop = len(rows) - len(rows) % self.batch_size if self.drop_remainder else len(rows)
-            plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, stop, self.batch_size)]
+            plan += [(part, np.sort(rows[i:i + self.batch_size])) for i in range(0, len(rows), self.batch_size)]
         return plan[:self.max_batches]
 
     def __len__(self):
@@ -250,17 +249,18 @@ class LandmarkBatches(keras.utils.PyDataset):
             epoch += 1
 
 
-def pad_batch(x: np.ndarray, targets: np.ndarray, size: int):
-    """A batch of fewer than ``size`` rows filled up to ``size``: its faces again, in order, with targets that have no
-    visible point.  Every loss and metric averages over the visible points, so the extra rows change neither the loss
-    nor its gradients; batch normalisation sees the batch's own faces (the same statistics where the count divides
-    ``size``)."""
+def pad_batch(x: np.ndarray, targets: np.ndarray | None, size: int):
+    """A batch of fewer than ``size`` rows filled up to ``size``: its faces again, in order, with targets (where given)
+    that have no visible point.  Every loss and metric averages over the visible points, so the extra rows change
+    neither the loss nor its gradients; batch normalisation sees the batch's own faces (the same statistics where the
+    count divides ``size``)."""
     extra = size - len(x)
     if extra <= 0:
         return x, targets
-    again = np.arange(extra) % len(x)
-    return (np.concatenate([x, x[again]]),
-            np.concatenate([targets, np.zeros((extra, *targets.shape[1:]), targets.dtype)]))
+    x = np.concatenate([x, x[np.arange(extra) % len(x)]])
+    if targets is not None:
+        targets = np.concatenate([targets, np.zeros((extra, *targets.shape[1:]), targets.dtype)])
+    return x, targets
 
 
 def tf_input_pipeline(batches: LandmarkBatches, global_batch: int, input_shape, num_points: int, skip: int = 0):

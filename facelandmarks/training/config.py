@@ -240,12 +240,16 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {"head_lr_scale": 1.0, **values}  # a run from before --head-lr-scale trained all at the rate (null:
         # one stopped before --init settled it, which starts again and does)
-        config = cls(**check_values(cls, {k: v for k, v in values.items() if k in known}, str(path)))
-        try:
-            config.validate()
-        except ValueError as err:
-            raise ConfigError(f"{path}: {err}") from None
-        return config
+        return validated(cls(**check_values(cls, {k: v for k, v in values.items() if k in known}, str(path))), path)
+
+
+def validated(config: TrainConfig, path) -> TrainConfig:
+    """``config.validate()`` for settings read from ``path``: a value out of range is a ConfigError naming the file."""
+    try:
+        config.validate()
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return config
 
 
 def check_run_settings(values, path) -> None:

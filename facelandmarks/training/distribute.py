@@ -276,14 +276,11 @@ def patch_keras_for_multiworker() -> None:
 
 
 def pad_rows(x: np.ndarray, targets: np.ndarray | None, multiple: int):
-    """Rows added so the count is a multiple of ``multiple``; padded targets are invisible."""
-    extra = -len(x) % multiple
-    if not extra:
-        return x, targets
-    x = np.concatenate([x, np.repeat(x[:1], extra, axis=0)])
-    if targets is not None:
-        targets = np.concatenate([targets, np.zeros((extra, *targets.shape[1:]), targets.dtype)])
-    return x, targets
+    """Rows added so the count is a multiple of ``multiple``, as ``feeding.pad_batch`` adds them (padded targets are
+    invisible)."""
+    from facelandmarks.data.feeding import pad_batch
+
+    return pad_batch(x, targets, len(x) + -len(x) % multiple)
 
 
 def predict_all(model, x: np.ndarray, batch: int, cluster=None) -> np.ndarray:
