@@ -89,9 +89,9 @@ def main(argv=None) -> int:
         for s in SCALES:
             covered[s].append(inside_fraction(faces.crop_box_from_detection(det, scale=s), points))
     n = len(scale)
-    if not n:
-        print("dlib found none of the sampled faces", file=sys.stderr)
-        return 1
+    if not n:  # was a line without the script's name or the folder, exit status 1
+        parser.error(f"{args.data}: dlib found none of the {len(records)} faces sampled from 300w/ and youtube68/; "
+                     "nothing to measure")
     print(f"\n{len(records)} faces sampled from 300-W + YouTube68; dlib found {n} ({n / len(records):.1%})\n")
     print("| dlib box / landmark box | median | 10th pct | 90th pct |")
     print("|---|---|---|---|")

@@ -232,6 +232,26 @@ def test_prepare_speed_checks_its_folders_first_and_tells_prepares_complaint_in_
     assert result.stderr.splitlines()[-1] == "prepare_speed.py: --size: must be between 8 and 4096 pixels, got 4"
 
 
+def test_crop_coverage_tells_faces_dlib_finds_none_of_in_one_line_with_status_2(tmp_path):
+    """Blank photos under 300w/ and youtube68/: dlib finds no face.  It said so without the script's name or the
+    folder, exit status 1."""
+    import cv2
+
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    points = "\n".join(f"{20 + i % 8} {20 + i // 8}" for i in range(68))
+    (tmp_path / "300w" / "afw").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "300w" / "afw" / "blank_1.jpg"), blank)
+    (tmp_path / "300w" / "afw" / "blank_1.pts").write_text(f"version: 1\nn_points: 68\n{{\n{points}\n}}\n")
+    (tmp_path / "youtube68" / "training").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "youtube68" / "training" / "blank_01.jpg"), blank)
+    row = ",".join(["blank_01.jpg"] + [str(20 + i % 8) for i in range(136)])
+    (tmp_path / "youtube68" / "training_frames_keypoints.csv").write_text(",".join(["name"] + ["v"] * 136) + f"\n{row}\n")
+    result = _bench("crop_coverage.py", "--data", tmp_path, "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout.strip() == "", result.stderr
+    assert result.stderr.splitlines()[-1].startswith(  # after the progress bar of the detections
+        f"crop_coverage.py: {tmp_path}: dlib found none of the 2 faces sampled from 300w/ and youtube68/"), result.stderr
+
+
 def test_inference_speed_checks_its_model_and_json_first_and_writes_it_whole(files, tmp_path):
     for target, line in ((tmp_path, "is a folder"), (files["file"] / "r.json", f"{files['file']} is a file, not a folder")):
         _one_line(_bench("inference_speed.py", "--runtimes", "dlib", "--no-cold", "--data", files["good"], "--json",
