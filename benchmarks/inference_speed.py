@@ -434,17 +434,25 @@ def main(argv=None) -> int:
 
 
 def json_problem(path: Path) -> str | None:
-    """Why the results cannot be written to ``path`` (a folder, a parent that is a file or cannot be made), or None."""
-    if path.is_dir():
-        return "is a folder; give a file name"
-    above = next(p for p in path.absolute().parents if p.exists())
-    if not above.is_dir():
-        return f"{above} is a file, not a folder"
+    """Why the results cannot be written to ``path`` (a folder, a FIFO or device, a parent that is a file, a folder
+    that cannot be made or that takes no file, a name too long), or None; makes its folder.  A file is made in that
+    folder and removed (``os.access`` says yes to root, in a read-only or virtual folder too)."""
+    from facelandmarks.data.errors import OutputError, check_writable
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            return "is a folder; give a file name"
+        if path.exists() and not path.is_file():  # os.replace would put the results in its place (/dev/null)
+            return "not a regular file; give a file name"
+        above = next(p for p in path.absolute().parents if p.exists())
+        if not above.is_dir():
+            return f"{above} is a file, not a folder"
+        check_writable(path.parent)
+    except OutputError as err:
+        return str(err)
     except OSError as err:
-        return f"cannot make its folder ({err.strerror or err})"
-    return None if os.access(path.parent, os.W_OK) else "its folder is not writable"
+        return f"cannot be written ({err.strerror or err})"
+    return None
 
 
 def write_json(path: Path, values: dict) -> None:

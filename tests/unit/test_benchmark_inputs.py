@@ -268,6 +268,21 @@ def test_inference_speed_checks_its_model_and_json_first_and_writes_it_whole(fil
     assert json.loads(out.read_text()) == {"faces": 2} and sorted(p.name for p in out.parent.iterdir()) == ["speed.json"]
 
 
+def test_inference_speed_refuses_a_json_path_it_could_not_write_before_timing(files, tmp_path):
+    """A --json that passed the check and failed at the end, after minutes of timing (exit status 1): a folder no file
+    can be made in (as root, os.access said any folder was writable), a name too long (a traceback), a FIFO or device
+    (os.replace would have put the results in place of /dev/null)."""
+    long_name = tmp_path / ("x" * 300 + ".json")
+    _one_line(_bench("inference_speed.py", "--runtimes", "dlib", "--no-cold", "--data", files["good"], "--json", long_name,
+                     cwd=tmp_path), "inference_speed.py", f"--json {long_name}: cannot be written (File name too long)")
+    bench = _module("inference_speed")
+    assert bench.json_problem(Path("/proc/speed.json")).startswith("/proc: cannot write there (")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    assert bench.json_problem(fifo) == "not a regular file; give a file name"
+    assert bench.json_problem(tmp_path / "new" / "speed.json") is None and sorted(os.listdir(tmp_path / "new")) == []
+
+
 def test_inference_speed_tells_test_faces_without_their_photos_in_one_line_before_timing(files, tmp_path):
     # each timing process said so (exit status 1, no script name) and the tables came out in dashes
     arrays = npz.load_npz(files["good"])
