@@ -195,14 +195,16 @@ def lost_worker(cluster: Cluster, err: BaseException) -> str | None:
             f"an epoch has finished)")
 
 
-def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | None = None) -> int | None:
+def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | None = None,
+                  data: str | None = None) -> int | None:
     """The batches of an epoch every process of a JAX job takes (None: one process, or a strategy's stream).
 
     Each process feeds its own faces (``FaceParts``): where their counts differ (an odd count, shards of several
     sizes, ``--oversample``) one would take a step more than another and wait in it for the others for ever.
     Every process takes as many batches as the process with the fewest, each shard's (or the epoch's) short last
     batch counted: ``fit`` pads it to the batch size (``LandmarkBatches(pad_remainder=True)``), so every step of
-    every process has one shape.
+    every process has one shape.  ``data``: the npz file(s) ``train`` came from, named where it is refused (a shard
+    set names its manifest).
     """
     if cluster.mode != "data-parallel" or cluster.workers < 2:
         return None
@@ -215,9 +217,15 @@ def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | N
     else:
         repeats = repeat_counts(train, oversample)
         counts = [[int(repeats[w::workers].sum())] for w in range(workers)]
-    if (fewest := min(sum(faces) for faces in counts)) < per_worker:  # said by every process, not by one alone
-        raise ValueError(f"--batch: a process of this {workers}-process job has {fewest} training faces, fewer than "
-                         f"its batch of {per_worker}")
+    totals = [sum(faces) for faces in counts]
+    if (fewest := min(totals)) < per_worker:  # said by every process, not by one alone
+        if isinstance(train, npz.ShardSet):
+            names = [f.name for f in train.files[totals.index(fewest)::workers]]
+            where, faces = train.manifest, f"{fewest} training faces (its shard{'s' * (len(names) > 1)} {', '.join(names)})"
+        else:
+            where, faces = data or "the training data", f"{fewest} of its {sum(totals)} training faces"
+        raise ValueError(f"{where}: a process of this {workers}-process job has {faces}, fewer than its --batch of "
+                         f"{per_worker}")
     return min(sum(-(-count // per_worker) for count in faces) for faces in counts)
 
 

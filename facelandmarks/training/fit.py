@@ -180,7 +180,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         # short batch would not split evenly over the devices (dropping it left an epoch's last faces untrained)
         batches = LandmarkBatches(
             parts, per_worker, augmenter, seed=config.seed + cluster.worker_index, workers=config.workers,
-            use_multiprocessing=False, max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample),
+            use_multiprocessing=False, max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample, config.data),
             pad_remainder=keras.backend.backend() == "jax",
         )
         steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None

@@ -133,10 +133,16 @@ def test_a_jax_job_over_shards_takes_the_batches_of_its_process_with_the_fewest(
 
     assert _epoch_lengths(parts_of, 4, None)[0] == [6, 2]  # shard 1's last face in a batch of its own, padded
     assert steps == 2 and _epoch_lengths(parts_of, 4, steps) == [[2, 2]] * 3
-    # a process with fewer faces than its batch: said by every process (one refusing alone left the other waiting)
-    with pytest.raises(ValueError, match="--batch: a process of this 2-process job has 5 training faces, fewer than its "
-                                         "batch of 8$"):
+    # a process with fewer faces than its batch: said by every process (one refusing alone left the other waiting),
+    # naming the shard set and that process's shards (the line named neither)
+    with pytest.raises(ValueError) as refused:
         distribute.equal_batches(job, train, 8)
+    assert str(refused.value) == (f"{train.manifest}: a process of this 2-process job has 5 training faces (its shard "
+                                  f"{train.files[1].name}), fewer than its --batch of 8")
+    with pytest.raises(ValueError) as refused:  # an npz's faces, shared out by the processes
+        distribute.equal_batches(job, _faces(9), 8, data="faces_train.npz")
+    assert str(refused.value) == ("faces_train.npz: a process of this 2-process job has 4 of its 9 training faces, fewer "
+                                  "than its --batch of 8")
 
 
 def test_a_jax_job_restarting_the_head_for_another_markup_and_taught_by_teachers_agrees(tmp_path):
