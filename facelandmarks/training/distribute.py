@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -150,7 +151,8 @@ def setup(mode: str, resumed: str | None = None) -> Cluster:
     # data-parallel (JAX)
     if os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
         runtime.load_tensorflow_quietly()  # initialize imports it: its start-up lines reached the console
-        keras.distribution.initialize()  # multi-process JAX job described by the KERAS_DISTRIBUTION_* variables
+        with native_stdout_to_stderr():
+            keras.distribution.initialize()  # multi-process JAX job described by the KERAS_DISTRIBUTION_* variables
     import jax
 
     devices = keras.distribution.list_devices()
@@ -159,6 +161,24 @@ def setup(mode: str, resumed: str | None = None) -> Cluster:
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
     return Cluster(mode, replicas=len(devices), workers=jax.process_count(), worker_index=jax.process_index(),
                    is_chief=jax.process_index() == 0)
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr():
+    """File descriptor 1 pointed at stderr for the time being: what native code prints goes there.
+
+    On CPUs the collectives of a JAX job are Gloo's, which connects the processes while JAX starts its backend
+    (``keras.distribution.initialize``) and says so on stdout from C++, where no setting silences it (``[Gloo] Rank 0
+    is connected to 1 peer ranks. Expected number of connected peer ranks is : 1``): the line fell among the run's own
+    output, before its JSON summary, which users pipe."""
+    sys.stdout.flush()  # Python's own output written so far stays on stdout
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def reclaim_sigterm() -> None:

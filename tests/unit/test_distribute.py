@@ -324,7 +324,7 @@ def test_a_jax_job_over_fewer_shards_than_processes_is_refused_by_every_process(
     """A shard set of one shard in a job of two JAX processes: the process left without a shard refused alone, and the
     other went on into a step that waited for it (both still there when `timeout 120` killed them). Now both refuse
     before training, in the same line, with status 2. Shards as many as the processes but very unequal (20 and 5
-    faces at batch 4: 5 batches and 2) train the same 2 steps in each process."""
+    faces at batch 4: 5 batches and 2) train the same 2 steps in each process, their stdout their own."""
     from tests.unit.test_train import _shard_set
 
     def job(counts):
@@ -339,8 +339,11 @@ def test_a_jax_job_over_fewer_shards_than_processes_is_refused_by_every_process(
         assert "{" not in out  # no summary: nothing trained
     assert results[0][2].strip().splitlines()[-1] == results[1][2].strip().splitlines()[-1]
     _, results = job((20, 5))
-    for code, _, err in results:
+    for code, out, err in results:
         assert code == 0, err[-3000:]
+        # Gloo's C++ line ('[Gloo] Rank 0 is connected to 1 peer ranks. ...') was on each process's stdout, among the
+        # run's own lines and before its summary
+        assert "[Gloo]" not in out and out.rstrip().endswith("}"), out[-3000:]
     assert "2/2 - " in results[0][1]  # process 0's 5 batches cut to process 1's 2
 
 
