@@ -342,7 +342,7 @@ def test_video_tracking_checks_its_folders_first_and_reads_face_data_dir(files, 
 def test_inference_speed_times_keras_on_jax_on_every_core_and_names_its_backend():
     """Keras on JAX was timed 'on 1 thread' (JAX has no such setting, and Predictor.load now refuses it: a traceback
     and a row of dashes) under the name 'Keras (TensorFlow)'."""
-    bench = _module("inference_speed")
+    bench = _module("_inference_common")  # what inference_speed.py's parts share
     assert bench.thread_counts("keras", "jax") == [bench.CORES]
     assert bench.thread_counts("keras", "tensorflow") == sorted({1, bench.CORES})
     assert bench.thread_counts("onnx", "jax") == sorted({1, bench.CORES}) and bench.thread_counts("dlib", None) == [1]
