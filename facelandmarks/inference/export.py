@@ -66,6 +66,9 @@ def export_run(run_dir, dest=None, formats=packages.DEFAULT_FORMATS, quantize: s
     if calibration is not None:
         _check_calibration(calibration)
     run_dir = Path(run_dir) if run_dir is not None else default_model_dir()
+    if run_dir.is_file():  # its line was '<file>/export: cannot write there, <file> is a file (--to)', no --to given
+        what = "an export, which ONNX Runtime or LiteRT runs" if runtimes.is_export(run_dir) else "a file"
+        raise ValueError(f"{run_dir}: {what}, not a run directory: give the folder train.py wrote")
     dest = Path(dest) if dest is not None else run_dir / runtimes.EXPORT_DIR
     missing = packages.missing(formats, quantize, check is not None)  # export.py's and the hints' one table
     if missing:  # before the model loads and a partial export is written, not after

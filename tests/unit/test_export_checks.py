@@ -314,3 +314,21 @@ def test_a_ctrl_c_after_the_new_export_is_in_place_says_so(run_dir, tmp_path, ca
     assert export_cli.main([str(run_dir), "--to", str(out), "--format", "onnx"]) == 0
     assert json.loads((out / "export.json").read_text()) == {"made": 2}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("photo.jpg", "a file, not a run directory: give the folder train.py wrote"),
+    ("model.onnx", "an export, which ONNX Runtime or LiteRT runs, not a run directory: give the folder train.py wrote"),
+])
+def test_a_file_given_as_the_run_is_named_as_the_run_not_as_the_destination(tmp_path, capsys, not_exported, name,
+                                                                            says):
+    """export.py photo.jpg said 'photo.jpg/export: cannot write there, photo.jpg is a file (--to)': no --to was given."""
+    import cv2
+
+    path = tmp_path / name
+    assert cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((20, 30, 3), 128, np.uint8))
+    if name != "photo.jpg":
+        path.write_bytes((tmp_path / "photo.jpg").read_bytes())
+    assert export_cli.main([str(path)]) == 2
+    assert capsys.readouterr().err == f"export.py: {path}: {says}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"photo.jpg", name})
