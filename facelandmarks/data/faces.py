@@ -177,8 +177,10 @@ def box_iou(a, b) -> float:
 
 def _as_uint8_rgb_or_gray(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.dtype != np.uint8:  # it named the dtype only; a float image is matplotlib's imread of a PNG
+        how = ("(image // 257).astype(np.uint8) for 16-bit values" if image.dtype == np.uint16
+               else "(image * 255).round().astype(np.uint8) for values in 0..1")
+        raise ValueError(f"expected a uint8 image, got {image.dtype}: scale it to 0..255 and convert it first, e.g. {how}")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))) or 0 in image.shape:
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), C 1, 3 or 4, got {image.shape}"
                          + (": one photo a call" if image.ndim == 4 else ""))
@@ -202,19 +204,19 @@ def read_rgb(path) -> np.ndarray:
 
 
 def as_photo(image) -> np.ndarray:
-    """An RGB (or gray) uint8 photo from an array, or read from an image file's path (a ``str`` or ``Path``).
-
-    Raises ``FileNotFoundError`` or ``ValueError`` naming the file, or the array's dtype or shape.
-    """
+    """An RGB (or gray) uint8 photo from an array, or read from an image file's path (a ``str`` or ``Path``); raises
+    ``FileNotFoundError`` or ``ValueError`` naming the file, or the array's dtype or shape (and how to convert it)."""
     if isinstance(image, (str, os.PathLike)):
         if os.path.isdir(image):
             raise IsADirectoryError(f"{image}: a folder, not a photo")
         if not os.path.isfile(image):
             raise FileNotFoundError(f"{image}: no such photo")
         return read_rgb(image)
-    if isinstance(image, (list, tuple)):  # not made into one array: its message would name "<U9" or a 4-D shape
-        raise ValueError(f"expected one photo (a uint8 array or an image file's path), got a {type(image).__name__} "
-                         f"of {len(image)}: one photo a call")
+    if isinstance(image, (list, tuple, bytes, bytearray)):  # made one array, its message named "<U9", "|S6483" or 4-D
+        got = ("bytes: decode them first, e.g. cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] "
+               "(RGB, turned by the EXIF orientation)" if isinstance(image, (bytes, bytearray))
+               else f"a {type(image).__name__} of {len(image)}: one photo a call")
+        raise ValueError(f"expected one photo (a uint8 array or an image file's path), got {got}")
     return _as_uint8_rgb_or_gray(image)
 
 

@@ -123,3 +123,27 @@ def test_a_batch_or_a_list_of_photos_is_refused_saying_one_photo_a_call():
         with pytest.raises(ValueError, match=rf"^expected one photo \(a uint8 array or an image file's path\), got a "
                                              rf"{type(photos).__name__} of {len(photos)}: one photo a call$"):
             faces.as_photo(photos)
+
+
+def test_bytes_and_float_images_are_refused_saying_what_to_pass():
+    """A photo file's bytes said 'expected a uint8 image, got |S...' and a float image (matplotlib's imread of a PNG:
+    float32 in 0..1) named its dtype only."""
+    import cv2
+
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:, :10] = (255, 0, 0)  # red on the left: the hint's decoding gives RGB
+    ok, encoded = cv2.imencode(".png", rgb[..., ::-1])  # OpenCV encodes BGR
+    assert ok
+    with pytest.raises(ValueError, match=r"^expected one photo \(a uint8 array or an image file's path\), got bytes: "
+                                         r"decode them first, e\.g\. cv2\.imdecode\(np\.frombuffer\(data, np\.uint8\), "
+                                         r"cv2\.IMREAD_COLOR\)\[\.\.\., ::-1\] \(RGB, turned by the EXIF orientation\)$"):
+        faces.as_photo(encoded.tobytes())
+    data = encoded.tobytes()  # what the hint says to do gives the photo
+    assert np.array_equal(faces.as_photo(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]), rgb)
+    with pytest.raises(ValueError, match=r"^expected a uint8 image, got float32: scale it to 0\.\.255 and convert it "
+                                         r"first, e\.g\. \(image \* 255\)\.round\(\)\.astype\(np\.uint8\) for values in "
+                                         r"0\.\.1$"):
+        faces.as_photo(rgb.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match=r"^expected a uint8 image, got uint16: scale it to 0\.\.255 and convert it "
+                                         r"first, e\.g\. \(image // 257\)\.astype\(np\.uint8\) for 16-bit values$"):
+        faces.as_photo(rgb.astype(np.uint16))
