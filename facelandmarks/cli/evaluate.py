@@ -14,7 +14,14 @@ from facelandmarks.inference.align import MIN_SIZE as MIN_ALIGN
 from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
 
-EPILOG = """exit status:
+EPILOG = """examples:
+  python evaluate.py --image photo.jpg              # the shipped model -> out/photo.jpg_landmarks.png and .json
+  python evaluate.py --image shots/ --align 112 --out out/shots   # a folder; also each face upright, 112 x 112
+  python evaluate.py --video clip.mp4               # -> out/clip_landmarks.mp4 and .jsonl (--video 0: a camera)
+  python evaluate.py runs/mobilenetv2-128 --image photo.jpg       # a run of yours (train.py --run-dir)
+  python evaluate.py runs/mobilenetv2-128 --data dataset/ibug128_test.npz --baseline dlib --flip-test --out results/x
+
+exit status:
   0    done
   1    --image: no face found in the photo (in any of the photos)
   2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
@@ -93,7 +100,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     modes = [m for m in ("data", "image", "video") if getattr(args, m)]
     if len(modes) != 1:
-        complain("evaluate.py: give exactly one of --data, --image, --video")
+        hint = next(filter(None, map(_mode_hint, args.runs)), None) if not modes else None
+        complain("evaluate.py: give exactly one of --data, --image, --video" + (f" ({hint})" if hint else ""))
         return 2
     if args.image:  # a run directory written after the photos (--image PHOTO RUN) is the run
         args.runs += [p for p in args.image if _is_run(Path(p))]
@@ -181,6 +189,20 @@ def _is_run(path: Path) -> bool:
         weights = any((path / name).is_file() for name in ("best.weights.h5", "last.weights.h5", "model.keras"))
         return (path / "config.json").is_file() and (weights or not image_files(path))
     return path.suffix in (".onnx", ".tflite")
+
+
+def _mode_hint(given: str) -> str | None:
+    """For a photo, folder of photos, video or npz typed where a run goes (``evaluate.py photo.jpg``, a first try):
+    the option it needs, or None."""
+    from facelandmarks.inference.photos import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
+
+    path = Path(given)
+    if path.is_dir():
+        return f"{given} is a folder of photos: --image {given}" if not _is_run(path) and image_files(path) else None
+    kinds = {**dict.fromkeys(IMAGE_SUFFIXES, ("a photo", "--image")), **dict.fromkeys(VIDEO_SUFFIXES, ("a video", "--video")),
+             ".npz": ("a test set", "--data")}
+    what, option = kinds.get(path.suffix.lower(), (None, None)) if path.is_file() else (None, None)
+    return f"{given} is {what}: {option} {given}" if what else None
 
 
 def default_out(args) -> str:

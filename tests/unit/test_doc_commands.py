@@ -349,6 +349,27 @@ def test_every_command_in_the_docs_parses():
     assert not broken, "commands in the docs that no longer parse:\n" + "\n".join(broken)
 
 
+def help_examples(script: str) -> list[Command]:
+    """The commands ``script --help`` shows as examples (``  python export.py RUN ...`` or ``  train.py --config ...``
+    lines, continuations joined, ``[optional parts]`` left out), read as the docs' commands are."""
+    text = importlib.import_module(f"facelandmarks.cli.{script}").build_parser().format_help()
+    lines = [re.sub(r"^(\s*)(?!python )(\w+\.py )", r"\1python \2", line) for line in text.splitlines()]
+    lines = [re.sub(r" \[[^\]]*\]", "", line) for line in lines]  # '[--epochs N]': what may be added, not typed
+    found, unreadable = commands_in("```\n" + "\n".join(lines) + "\n```\n", f"{script}.py --help")  # commands only
+    assert unreadable == []
+    return [c for c in found if c.words[0] == f"{script}.py"]
+
+
+def test_the_scripts_help_shows_what_to_type_first_and_it_parses():
+    """evaluate.py --help, the script a first photo goes through, listed 25 options and no command (export.py's and
+    train.py's show examples); every example a --help shows parses, as the docs' commands do."""
+    examples = {script: help_examples(script) for script in ("evaluate", "export", "train")}
+    assert all(len(found) >= 3 for found in examples.values()), {s: len(found) for s, found in examples.items()}
+    assert examples["evaluate"][0].words == ("evaluate.py", "--image", "photo.jpg")  # the shipped model, no run
+    broken = report([c for found in examples.values() for c in found])
+    assert not broken, "--help examples that do not parse:\n" + "\n".join(broken)
+
+
 def test_every_file_of_configs_a_doc_names_is_in_the_repository():
     assert [line for name, text in tracked_docs().items() for line in missing_configs(text, name)] == []
 

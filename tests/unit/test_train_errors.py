@@ -219,6 +219,28 @@ def test_photos_and_run_directories_in_any_order(files, tmp_path, capsys):
     assert lines == ["evaluate.py: --image names run directories only; give it photos or folders of photos"]
 
 
+def test_a_photo_video_or_test_set_given_without_its_option_is_named_with_the_option(files, tmp_path, capsys):
+    """evaluate.py photo.jpg (a first try without --image) said only 'give exactly one of --data, --image, --video'."""
+    import cv2
+
+    photo, folder, clip = tmp_path / "photo.jpg", tmp_path / "shots", tmp_path / "clip.mp4"
+    assert cv2.imwrite(str(photo), np.full((20, 30, 3), 128, np.uint8))
+    folder.mkdir()
+    (folder / "a.png").write_bytes(photo.read_bytes())
+    clip.write_bytes(b"a video file's name is enough")
+    run = fake_run(files["root"] / "named")
+    for argv, hint in (([photo], f"{photo} is a photo: --image {photo}"),
+                       ([run, photo], f"{photo} is a photo: --image {photo}"),
+                       ([folder], f"{folder} is a folder of photos: --image {folder}"),
+                       ([clip], f"{clip} is a video: --video {clip}"),
+                       ([files["good"]], f"{files['good']} is a test set: --data {files['good']}")):
+        code, lines = run_cli(evaluate_cli.main, argv, capsys)
+        assert code == 2 and lines == [f"evaluate.py: give exactly one of --data, --image, --video ({hint})"], lines
+    code, lines = run_cli(evaluate_cli.main, [run], capsys)  # a run alone: nothing to suggest
+    assert code == 2 and lines == ["evaluate.py: give exactly one of --data, --image, --video"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "photo.jpg", "shots"]
+
+
 def test_what_counts_as_a_run_among_the_photos_and_as_an_output_in_a_folder(files, tmp_path):
     """A folder of photos that holds a config.json of its own is photos (a run has weights too); names that only
     look like outputs (john.smith_face1.png) are photos."""
