@@ -11,7 +11,7 @@ from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error
 from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.inference.align import MAX_SIZE as MAX_ALIGN
 from facelandmarks.inference.align import MIN_SIZE as MIN_ALIGN
-from facelandmarks.inference.photos import run_on_images
+from facelandmarks.inference.photos import counted, run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
 
 EPILOG = """examples:
@@ -270,9 +270,9 @@ def _run(args) -> int:
                           redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
                           smooth=not args.no_smooth, align=align, **load)
     aligned = f", aligned faces in {', '.join(result['aligned'].values()) or 'none (no face found)'}" if align else ""
-    print(f"{result['frames']} frames, {result['faces']} faces, {result['fps']} frames/s "
-          f"(detector on {result['detections']} frames, tracking on {result['tracked']}, "
-          f"{result['kept']} faces the detector missed kept by tracking) -> {result['output']}, "
+    print(f"{counted(result['frames'], 'frame')}, {counted(result['faces'], 'face')}, {result['fps']} frames/s "
+          f"(detector on {counted(result['detections'], 'frame')}, tracking on {result['tracked']}, "
+          f"{counted(result['kept'], 'face')} the detector missed kept by tracking) -> {result['output']}, "
           f"points in {result['points']}{aligned}")
     _export_hint(Path(args.runs[0]), args.runtime)
     return 0

@@ -108,7 +108,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
             counts["unreadable"] += 1
             continue
         found = predictor.detect_and_predict(image)
-        dropped = f" ({_counted(detector.dropped, 'detection')} below min score {detector.min_score:g} dropped)" if detector.dropped else ""
+        dropped = f" ({counted(detector.dropped, 'detection')} below min score {detector.min_score:g} dropped)" if detector.dropped else ""
         if not found:
             gone = _remove(out_dir, earlier.pop(path.name, set()))
             print(f"{path}: no face found{dropped}{gone}", file=sys.stderr)
@@ -120,10 +120,10 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
         written = write_results(path, image, found, out_dir, info, crops, aligned)
         gone = _remove(out_dir, earlier.pop(path.name, set()) - result_names(path, len(found), crops, bool(align)))
-        print(f"{path}: {_counted(len(found), 'face')} -> {written}{dropped}{gone}")
+        print(f"{path}: {counted(len(found), 'face')} -> {written}{dropped}{gone}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):
-        images = _counted(len(files), "image")
+        images = counted(len(files), "image")
         raise ValueError(f"{targets[0]}: none of its {images} could be read" if len(targets) == 1
                          else f"none of the {images} given could be read")
     return counts
@@ -198,7 +198,7 @@ def _remove(out_dir: Path, names: set[str]) -> str:
     write (a face no longer found, a crop or chip not asked for).  Returns the note for the photo's line."""
     for name in names:
         (out_dir / name).unlink(missing_ok=True)
-    return f"; {_counted(len(names), 'file')} of an earlier run removed" if names else ""
+    return f"; {counted(len(names), 'file')} of an earlier run removed" if names else ""
 
 
 def face_crop(image: np.ndarray, face, size: int = CROP_SIZE) -> np.ndarray:
@@ -208,6 +208,6 @@ def face_crop(image: np.ndarray, face, size: int = CROP_SIZE) -> np.ndarray:
     return draw_points(crop, points, PREDICTION, radius=marker_radius(points))
 
 
-def _counted(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
     """'1 face', '2 faces'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -236,6 +236,16 @@ def test_evaluate_video_writes_the_points_file_and_no_smooth_reaches_it(data_dir
     assert all(len(f["faces"]) == 1 for f in per_frame)
 
 
+def test_evaluate_video_counts_one_frame_and_one_face_in_the_singular(data_dir, tmp_path, capsys):
+    """A one-frame clip (or a photo given to --video) said '1 frames, 1 faces, ... (detector on 1 frames, ...'."""
+    from facelandmarks.cli import evaluate
+
+    clip = write_clip(tmp_path / "still.mp4", pan_frames(data_dir, PHOTOS[1], 1)[0])
+    assert evaluate.main(["--video", str(clip), "--out", str(tmp_path / "still_out.mp4")]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("1 frame, 1 face, ") and "(detector on 1 frame, tracking on 0, 0 faces the " in line, line
+
+
 def read_rgb_frames(path) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     frames = []
