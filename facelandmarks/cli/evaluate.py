@@ -27,7 +27,7 @@ exit status:
   2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
        truncated or corrupt file (npz, run folder, photo), a folder without photos, an output folder that
        cannot be written (checked before any work; such an error makes no folder), an option of another mode
-       (--crops with --video)
+       (--crops with --video), a video file that ends before the frames its header lists (the frames read are kept)
   130  interrupted (Ctrl-C); a video's files are finished as they stand, and play; --data leaves the tables
        and plots an earlier evaluation wrote into --out as they were (the new ones are moved in together)
   143  terminated (SIGTERM: kill, timeout): as Ctrl-C
@@ -275,6 +275,11 @@ def _run(args) -> int:
           f"{counted(result['kept'], 'face')} the detector missed kept by tracking) -> {result['output']}, "
           f"points in {result['points']}{aligned}")
     _export_hint(Path(args.runs[0]), args.runtime)
+    expected = min(result["listed"], args.max_frames or result["listed"])
+    if result["frames"] < expected - max(1, expected // 100):  # a file cut short ended as if the clip had, status 0
+        complain(f"evaluate.py: {args.video}: {result['frames']} of the {result['listed']} frames its header lists could "
+                 "be read (the file is cut short or damaged); the overlay and points hold those")
+        return 2
     return 0
 
 

@@ -347,9 +347,9 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
             beside the overlay (``aligned_video``: ``out/clip_landmarks.mp4`` -> ``out/clip_landmarks_face0_aligned.mp4``).
 
     Returns:
-        ``frames``, ``faces`` (found over all frames), ``seconds``, ``fps``, ``output``, ``points``,
-        ``detections`` (frames the detector ran on), ``tracked`` (frames served by tracking),
-        ``kept`` (faces the detector missed that tracking kept) and ``aligned`` (the face videos, by track).
+        ``frames``, ``faces`` (found over all frames), ``seconds``, ``fps``, ``output``, ``points``, ``detections`` (frames
+        the detector ran on), ``tracked`` (frames served by tracking), ``kept`` (faces the detector missed that tracking
+        kept), ``listed`` (the frames a file's header lists; 0 for a camera) and ``aligned`` (the face videos, by track).
     """
     from facelandmarks.drawing import PREDICTION, draw_points, marker_radius
 
@@ -364,7 +364,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     if min_score is not None:
         predictor.detector.min_score = min_score
     capture, camera = open_capture(source)
-    fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    fps_in, listed = capture.get(cv2.CAP_PROP_FPS) or 25.0, 0 if camera else max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
     tracker = FaceTracker(predictor, redetect_every if track else 1, smooth=smooth, fps=fps_in)
     writer = points_file = chips = None
     faces_seen, start = 0, time.perf_counter()
@@ -418,7 +418,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     return {"frames": frames, "faces": faces_seen, "seconds": round(seconds, 2),
             "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "output": str(out_path),
             "points": str(points_path), "detections": tracker.detections, "tracked": tracker.tracked,
-            "kept": tracker.kept, "aligned": {i: str(p) for i, p in aligned.items()}}
+            "kept": tracker.kept, "listed": listed, "aligned": {i: str(p) for i, p in aligned.items()}}
 
 
 def read_video_landmarks(path) -> tuple[dict, list[dict]]:

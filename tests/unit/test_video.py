@@ -440,3 +440,31 @@ def test_evaluate_video_align_refuses_bad_values_and_a_clashing_name_in_one_line
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and line in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [clip.name]
+
+
+def test_a_video_file_cut_short_says_how_many_of_its_frames_were_read_and_keeps_them(tmp_path, monkeypatch, capsys):
+    """An AVI cut in half gave '10 frames, ...' and exit status 0, as if the clip had ended there; its header lists
+    20 frames. Now one line says so, status 2, and the overlay and points of the frames read stay."""
+    from facelandmarks.cli import evaluate
+
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    clip = tmp_path / "squares.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
+    for t in range(20):
+        writer.write(frame((20 + 3 * t, 30)))
+    writer.release()
+    whole = clip.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[:len(whole) // 2])
+    read = len(read_frames(cut))
+    assert 2 <= read <= 16, read
+    out = tmp_path / "out" / "cut.mp4"
+    assert evaluate.main(["--video", str(cut), "--out", str(out)]) == 2
+    said = capsys.readouterr()
+    assert said.err == (f"evaluate.py: {cut}: {read} of the 20 frames its header lists could be read (the file is cut "
+                        "short or damaged); the overlay and points hold those\n")
+    assert said.out.startswith(f"{read} frames, ")
+    assert len(read_frames(out)) == read and len(read_video_landmarks(out.with_suffix(".jsonl"))[1]) == read
+    for argv in (["--video", str(clip)], ["--video", str(cut), "--max-frames", str(read)]):  # whole, or stopped early
+        assert evaluate.main([*argv, "--out", str(tmp_path / "other.mp4")]) == 0
+        assert capsys.readouterr().err == ""
