@@ -194,8 +194,8 @@ class FaceTracker:
         self._time = None
 
     def update(self, image: np.ndarray, t: float | None = None) -> list[TrackedFace]:
-        """Every face in the next frame, with its landmarks in frame pixels (smoothed unless ``smooth`` is off)."""
-        found, followed, self._changed = None, None, set()
+        """Each face in the next frame (an image as ``predict`` takes it), in frame pixels, smoothed unless ``smooth`` is off."""
+        image, found, followed, self._changed = faces.as_photo(image), None, None, set()  # RGBA failed once tracked
         if self._tracks and self._since_detection < self.redetect_every:
             followed = self._follow(image, self._tracks)
             if all(face is not None for face in followed):

@@ -246,6 +246,22 @@ def test_evaluate_video_counts_one_frame_and_one_face_in_the_singular(data_dir, 
     assert line.startswith("1 frame, 1 face, ") and "(detector on 1 frame, tracking on 0, 0 faces the " in line, line
 
 
+def test_the_tracker_takes_every_frame_as_predict_takes_a_photo(predictor, data_dir):
+    """RGBA frames (a PNG sequence) were detected on the first frame and then failed on the first tracked one with
+    'cannot feed 4-channel images to a 3-channel model'; a float frame after uint8 ones was taken in silence while
+    tracked (refused only when it reached the detector)."""
+    frames, _ = pan_frames(data_dir, PHOTOS[1], 4)
+    rgba = [np.dstack([f, np.full(f.shape[:2], 255, np.uint8)]) for f in frames]
+    tracker, plain = FaceTracker(predictor, 10, smooth=False), FaceTracker(predictor, 10, smooth=False)
+    for with_alpha, rgb in zip(rgba, frames):
+        got, want = tracker.update(with_alpha), plain.update(rgb)
+        assert len(got) == len(want) == 1 and np.allclose(got[0].points, want[0].points)
+    assert tracker.tracked == 3
+    with pytest.raises(ValueError, match="^expected a uint8 image, got float32"):
+        tracker.update(frames[0].astype(np.float32))
+    assert tracker.frames == 4
+
+
 def read_rgb_frames(path) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     frames = []
