@@ -9,9 +9,10 @@ from pathlib import Path
 from facelandmarks import runtime
 from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
 from facelandmarks.data.faces import MIN_SCORE
+from facelandmarks.data.report import counted
 from facelandmarks.inference.align import MAX_SIZE as MAX_ALIGN
 from facelandmarks.inference.align import MIN_SIZE as MIN_ALIGN
-from facelandmarks.inference.photos import counted, run_on_images
+from facelandmarks.inference.photos import run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
 
 EPILOG = """examples:

@@ -8,6 +8,11 @@ from collections import Counter
 SUMMARY_SKIPS_SHOWN = 10
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 face', '2 faces'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_summary(report: dict, report_txt: str, report_json: str) -> str:
     """The end-of-run summary: per dataset, counts, outputs, warnings, skips."""
     c = report["counts"]
@@ -20,13 +25,14 @@ def format_summary(report: dict, report_txt: str, report_json: str) -> str:
         f"  read {c['read']} / detected by dlib {c['detected']} / fallback box from landmarks {c['fallback']}"
         f" / given box {c['given']} / skipped {c['skipped']} (of {c['listed']} annotated faces)"
     )
-    for side, out in report["outputs"].items():
+    for side, out in report["outputs"].items():  # '1 faces', '1 subjects' were in the singular nowhere
+        faces, subjects = counted(out["faces"], "face"), counted(out["subjects"], "subject")
         if "shards" in out:
-            lines.append(f"  {side}: {out['faces']} faces in {out['shards']} shards, {out['subjects']} subjects -> {out['path']}")
+            lines.append(f"  {side}: {faces} in {counted(out['shards'], 'shard')}, {subjects} -> {out['path']}")
             continue
         lines.append(
-            f"  {side}: {out['faces']} faces ({out['originals']} + {out['mirrored']} mirrored"
-            f" + {out['vflipped']} vertically flipped), {out['subjects']} subjects -> {out['path']}"
+            f"  {side}: {faces} ({out['originals']} + {out['mirrored']} mirrored"
+            f" + {out['vflipped']} vertically flipped), {subjects} -> {out['path']}"
         )
     if report["subjects_on_both_sides"]:
         lines.append(f"  WARNING: {len(report['subjects_on_both_sides'])} subjects on both sides (--official-split keep)")

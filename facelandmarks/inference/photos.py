@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from facelandmarks.data import faces
+from facelandmarks.data.report import counted
 from facelandmarks.drawing import DETECTION, PREDICTION, draw_points, line_width, marker_radius, save_png
 from facelandmarks.inference.align import AlignedFace, align_face, anchors, check_alignment
 from facelandmarks.inference.predictor import Predictor
@@ -206,8 +207,3 @@ def face_crop(image: np.ndarray, face, size: int = CROP_SIZE) -> np.ndarray:
     crop = faces.crop_face(image, face.crop_box, size)
     points = faces.points_to_crop(face.points, face.crop_box) * size - 0.5
     return draw_points(crop, points, PREDICTION, radius=marker_radius(points))
-
-
-def counted(n: int, noun: str) -> str:
-    """'1 face', '2 faces'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -78,3 +78,19 @@ def test_a_split_option_that_a_dataset_does_not_use_is_said_to_be_unused():
     hashed = assign_splits(listing([None] * 6), SplitOptions(test_subjects=2))
     assert "(--test-subjects is for muct's numbered subjects: not used here)" in hashed.text
     assert "not used" not in assign_splits(listing([None] * 6), SplitOptions(test_fraction=0.5)).text
+
+
+def test_the_prepare_summary_counts_one_face_and_one_subject_in_the_singular():
+    """A test side of one face said 'test: 1 faces (1 + 0 mirrored + 0 vertically flipped), 1 subjects -> ...'."""
+    from facelandmarks.data.report import format_summary
+
+    side = {"faces": 1, "originals": 1, "mirrored": 0, "vflipped": 0, "subjects": 1, "path": "d_test.npz"}
+    report = {"scheme": "ibug68", "size": 48, "channels": 3, "datasets": [], "notes": [], "subjects_on_both_sides": [],
+              "counts": {k: 1 for k in ("read", "detected", "fallback", "given", "skipped", "listed")}, "skips": [],
+              "outputs": {"train": {**side, "faces": 2, "mirrored": 1, "subjects": 2, "path": "d_train.npz"},
+                          "test": side, "val": {"faces": 1, "shards": 1, "subjects": 1, "path": "v.shards.json"}},
+              "set_id": "x", "seconds": 0.1}
+    lines = format_summary(report, "r.txt", "r.json").splitlines()
+    assert "  train: 2 faces (1 + 1 mirrored + 0 vertically flipped), 2 subjects -> d_train.npz" in lines
+    assert "  test: 1 face (1 + 0 mirrored + 0 vertically flipped), 1 subject -> d_test.npz" in lines
+    assert "  val: 1 face in 1 shard, 1 subject -> v.shards.json" in lines
