@@ -12,7 +12,7 @@ from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.data.report import counted
 from facelandmarks.inference.align import MAX_SIZE as MAX_ALIGN
 from facelandmarks.inference.align import MIN_SIZE as MIN_ALIGN
-from facelandmarks.inference.photos import run_on_images
+from facelandmarks.inference.photos import IMAGE_SUFFIXES, VIDEO_SUFFIXES, run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
 
 EPILOG = """examples:
@@ -163,6 +163,10 @@ def _misplaced_option(args, mode: str) -> str | None:
         if mode not in modes and getattr(args, name) != unset:
             where = " and ".join(f"--{m}" for m in modes)
             return f"--{name.replace('_', '-')} works with {where}, not --{mode}"
+    out = Path(args.out or "")
+    if mode == "image" and out.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES) and not out.is_dir():  # was a folder
+        return (f"{args.out}: --out for --image is a folder (each photo's overlay and points go into it as "
+                f"PHOTO_landmarks.png and .json), not a {out.suffix} file")
     if args.align_padding != 0.0 and args.align is None:
         return "--align-padding works with --align SIZE"
     if args.align is not None and not MIN_ALIGN <= args.align <= MAX_ALIGN:
@@ -195,7 +199,7 @@ def _is_run(path: Path) -> bool:
 def _mode_hint(given: str) -> str | None:
     """For a photo, folder of photos, video or npz typed where a run goes (``evaluate.py photo.jpg``, a first try):
     the option it needs, or None."""
-    from facelandmarks.inference.photos import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
+    from facelandmarks.inference.photos import image_files
 
     path = Path(given)
     if path.is_dir():

@@ -241,6 +241,24 @@ def test_a_photo_video_or_test_set_given_without_its_option_is_named_with_the_op
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "photo.jpg", "shots"]
 
 
+def test_an_image_or_video_file_name_as_the_photos_out_is_refused_before_anything_is_written(files, tmp_path, capsys):
+    """--image photo.jpg --out result.png made a folder named result.png holding photo.jpg_landmarks.png; an existing
+    folder so named is still a folder."""
+    import cv2
+
+    photo = tmp_path / "photo.jpg"
+    assert cv2.imwrite(str(photo), np.full((20, 30, 3), 128, np.uint8))
+    for name in ("result.png", "result.JPG", "marked.mp4"):
+        code, lines = run_cli(evaluate_cli.main, ["--image", photo, "--out", tmp_path / name], capsys)
+        assert code == 2 and lines == [f"evaluate.py: {tmp_path / name}: --out for --image is a folder (each photo's "
+                                       f"overlay and points go into it as PHOTO_landmarks.png and .json), not a "
+                                       f"{Path(name).suffix} file"], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
+    (tmp_path / "shots.png").mkdir()
+    code, lines = run_cli(evaluate_cli.main, ["--image", photo, "--out", tmp_path / "shots.png"], capsys)
+    assert code == 1 and lines == [f"{photo}: no face found"], lines  # a grey photo, marked into the folder
+
+
 def test_what_counts_as_a_run_among_the_photos_and_as_an_output_in_a_folder(files, tmp_path):
     """A folder of photos that holds a config.json of its own is photos (a run has weights too); names that only
     look like outputs (john.smith_face1.png) are photos."""
