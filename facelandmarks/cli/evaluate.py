@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from facelandmarks import runtime
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "and chips are not marked again)")
     parser.add_argument("--video", help="a video file or a camera index")
     parser.add_argument("--out", help="output folder (--data, --image) or video file (--video; the points go beside "
-                                      "it as .jsonl, --align's face videos as OUT_face<ID>_aligned.mp4); default: "
+                                      "it as .jsonl, --align's face videos as OUT_face<ID>_aligned.mp4; a folder gets "
+                                      "VIDEO_landmarks.mp4); default: "
                                       "results/RUN (--data, RUN the first run's folder name), out/ (--image), "
                                       "out/VIDEO_landmarks.mp4 (--video)")
     parser.add_argument("--baseline", choices=["none", "dlib"], default="none",
@@ -129,6 +131,8 @@ def main(argv=None) -> int:
         complain(f"evaluate.py: {problem}")
         return 2
     args.out = args.out or default_out(args)
+    if args.video and (args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()):  # a folder, as --image takes one
+        args.out = str(Path(args.out) / Path(default_out(args)).name)
     if through_keras := [run for run in args.runs if _needs_keras(Path(run), args.runtime)]:
         runtime.startup(args.verbose)
         from facelandmarks.inference import keras_settings

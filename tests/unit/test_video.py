@@ -468,3 +468,25 @@ def test_a_video_file_cut_short_says_how_many_of_its_frames_were_read_and_keeps_
     for argv in (["--video", str(clip)], ["--video", str(cut), "--max-frames", str(read)]):  # whole, or stopped early
         assert evaluate.main([*argv, "--out", str(tmp_path / "other.mp4")]) == 0
         assert capsys.readouterr().err == ""
+
+
+def test_a_folder_as_the_videos_out_gets_the_default_names_inside_it(tmp_path, monkeypatch, capsys):
+    """--video clip.avi --out out/ (as --image takes a folder) said 'out: the overlay needs a video file name ending
+    in .mp4, ...'; a folder, existing or written with a trailing slash, now holds clip_landmarks.mp4 and .jsonl."""
+    from pathlib import Path
+
+    from facelandmarks.cli import evaluate
+
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
+    for t in range(3):
+        writer.write(frame((20 + 3 * t, 30)))
+    writer.release()
+    (tmp_path / "there").mkdir()
+    for out in (tmp_path / "there", f"{tmp_path / 'new'}/"):
+        assert evaluate.main(["--video", str(clip), "--out", str(out)]) == 0
+        folder = Path(out)
+        assert sorted(p.name for p in folder.iterdir()) == ["clip_landmarks.jsonl", "clip_landmarks.mp4"]
+        assert len(read_frames(folder / "clip_landmarks.mp4")) == 3
+        assert f"-> {folder / 'clip_landmarks.mp4'}, points in {folder / 'clip_landmarks.jsonl'}" in capsys.readouterr().out
