@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from facelandmarks import runtime
@@ -36,6 +37,14 @@ EPILOG = (
     "'datagen.py COMMAND: PATH: what is wrong' (previous outputs are left as they were); 130 interrupted (Ctrl-C), "
     "143 terminated (SIGTERM), previous outputs left as they were too."
 )
+EXAMPLES = """examples (each COMMAND --help says more):
+  python datagen.py prepare 300w --source ../shared/data/300w youtube68 --source ../shared/data/youtube68 \\
+      --size 128 --out dataset/ibug128          # -> dataset/ibug128_train.npz, dataset/ibug128_test.npz
+  python datagen.py prepare csv --source points.csv --scheme my12.json --csv-subject-column 1 \\
+      --csv-first-coordinate 2 --size 128 --out dataset/my12   # your own markup (docs/own-landmarks.md)
+  python datagen.py info dataset/ibug128_train.npz
+
+"""
 # The toolkit's own errors: each message starts with the file, folder or option at fault.
 KNOWN_ERRORS = (AnnotationError, SplitError, DownloadError, ArchiveError, npz.DatasetError, OutputError, ValueError)
 
@@ -62,7 +71,8 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     parser = OneLineParser(
         prog="datagen.py",
         description="Landmarked face datasets into one npz format: download, prepare, select-points, bottleneck, info.",
-        epilog=EPILOG,
+        epilog=EXAMPLES + textwrap.fill(EPILOG, 79),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

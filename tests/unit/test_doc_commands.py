@@ -352,7 +352,8 @@ def test_every_command_in_the_docs_parses():
 def help_examples(script: str) -> list[Command]:
     """The commands ``script --help`` shows as examples (``  python export.py RUN ...`` or ``  train.py --config ...``
     lines, continuations joined, ``[optional parts]`` left out), read as the docs' commands are."""
-    text = importlib.import_module(f"facelandmarks.cli.{script}").build_parser().format_help()
+    module = importlib.import_module(f"facelandmarks.cli.{script}")
+    text = (module._build_parsers()[0] if script == "datagen" else module.build_parser()).format_help()
     lines = [re.sub(r"^(\s*)(?!python )(\w+\.py )", r"\1python \2", line) for line in text.splitlines()]
     lines = [re.sub(r" \[[^\]]*\]", "", line) for line in lines]  # '[--epochs N]': what may be added, not typed
     found, unreadable = commands_in("```\n" + "\n".join(lines) + "\n```\n", f"{script}.py --help")  # commands only
@@ -361,9 +362,10 @@ def help_examples(script: str) -> list[Command]:
 
 
 def test_the_scripts_help_shows_what_to_type_first_and_it_parses():
-    """evaluate.py --help, the script a first photo goes through, listed 25 options and no command (export.py's and
-    train.py's show examples); every example a --help shows parses, as the docs' commands do."""
-    examples = {script: help_examples(script) for script in ("evaluate", "export", "train")}
+    """evaluate.py --help, the script a first photo goes through, listed 25 options and no command, and datagen.py --help
+    five subcommands and no command (export.py's and train.py's show examples); every example a --help shows parses,
+    as the docs' commands do."""
+    examples = {script: help_examples(script) for script in ("datagen", "evaluate", "export", "train")}
     assert all(len(found) >= 3 for found in examples.values()), {s: len(found) for s, found in examples.items()}
     assert examples["evaluate"][0].words == ("evaluate.py", "--image", "photo.jpg")  # the shipped model, no run
     broken = report([c for found in examples.values() for c in found])
