@@ -140,6 +140,16 @@ def median_ms(call, repeats: int = 20, warmup: int = 3) -> float:
     return 1000.0 * float(np.median(times))
 
 
+def check_pixel_range(crops: np.ndarray) -> None:
+    """A ``ValueError`` for float crops whose values all lie within 0..1 (not all zero): the models take pixel values
+    0..255 (their normalisation is inside them), and such crops gave points far off the face without a word."""
+    if np.issubdtype(crops.dtype, np.floating) and crops.size:
+        low, high = float(np.nanmin(crops)), float(np.nanmax(crops))
+        if 0.0 <= low and 0.0 < high <= 1.0:
+            raise ValueError(f"crops hold float values within 0..1 (max {high:.3g}): the model takes pixel values 0..255, "
+                             "as the uint8 crops prepare writes; multiply by 255 (or pass uint8)")
+
+
 class Predictor:
     """A trained model plus what it needs to see faces as it saw them in training.
 
@@ -311,6 +321,7 @@ class Predictor:
         if crops.ndim != 4:
             raise ValueError(f"crops must be a batch (N, S, S, C), got shape {crops.shape}"
                              + (" (one crop: crops[None])" if crops.ndim == 3 and crops.shape[-1] in (1, 3) else ""))
+        check_pixel_range(crops)
         batch_size = batch_size or self.batch_size
         out = [self._predict(self.prepare(crops[start:start + batch_size]),
                              None if first is None else first[start:start + batch_size])

@@ -265,3 +265,18 @@ def test_an_unknown_weights_choice_is_named_before_anything_loads(weights):
     the last."""
     with pytest.raises(ValueError, match=rf"^weights must be 'best' or 'last', got '{weights}'$"):
         Predictor.load(weights=weights)
+
+
+def test_float_crops_scaled_to_0_1_are_refused_and_0_255_taken():
+    """The models take pixel values 0..255; crops divided by 255 (as many pipelines feed other models) gave points
+    far off the face without a word. Float crops on the 0..255 scale and uint8 crops give the same points."""
+    size = 32
+    scheme = get_scheme("ibug68")
+    predictor = Predictor(marker_model(size, symmetric_offsets(scheme)), "ibug68")
+    crops = np.stack([marker_crop(size, 5, 9), marker_crop(size, 20, 27)])
+    expected = predictor.predict_crops(crops)
+    np.testing.assert_allclose(predictor.predict_crops(crops.astype(np.float32)), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"float values within 0\.\.1 \(max 1\).*multiply by 255"):
+        predictor.predict_crops(crops.astype(np.float32) / 255)
+    black = np.zeros((1, size, size, 3), np.float32)  # no pixel above 0: nothing says its scale, taken
+    assert predictor.predict_crops(black).shape == (1, 68, 2)
