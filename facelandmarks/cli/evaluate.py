@@ -278,7 +278,8 @@ def _run(args) -> int:
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
                           redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
                           smooth=not args.no_smooth, align=align, **load)
-    aligned = f", aligned faces in {', '.join(result['aligned'].values()) or 'none (no face found)'}" if align else ""
+    chips = ", ".join(result["aligned"].values())
+    aligned = (f", aligned faces in {chips}" if chips else ", no aligned faces (no face found)") if align else ""
     print(f"{counted(result['frames'], 'frame')}, {counted(result['faces'], 'face')}, {result['fps']} frames/s "
           f"(detector on {counted(result['detections'], 'frame')}, tracking on {result['tracked']}, "
           f"{counted(result['kept'], 'face')} the detector missed kept by tracking) -> {result['output']}, "

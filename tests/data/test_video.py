@@ -307,3 +307,14 @@ def test_evaluate_video_align_writes_each_faces_upright_chips(predictor, data_di
             eyes = np.stack([found[0].points[36:42].mean(axis=0), found[0].points[42:48].mean(axis=0)])
             errors.append(np.linalg.norm(eyes - eyes_at, axis=1) / eye_distance)
     assert np.max(errors) < 0.2 and np.mean(errors) < 0.1, f"eyes off the template by {np.round(errors, 3).tolist()}"
+
+
+def test_evaluate_video_align_without_a_face_says_no_aligned_faces(predictor, tmp_path, capsys):
+    """A clip without a face under --align: the summary said 'aligned faces in none (no face found)'."""
+    from facelandmarks.cli import evaluate
+
+    clip = write_clip(tmp_path / "grey.mp4", [np.full((96, 128, 3), 120, np.uint8)] * 3)
+    out = tmp_path / "out" / "grey_landmarks.mp4"
+    assert evaluate.main(["--video", str(clip), "--out", str(out), "--align", "64"]) == 0
+    said = capsys.readouterr().out
+    assert "0 faces" in said and ", no aligned faces (no face found)" in said and "aligned faces in" not in said
