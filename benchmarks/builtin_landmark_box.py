@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.cli.common import OneLineParser
+from facelandmarks.cli.common import OneLineParser, complain
 from facelandmarks.data import faces
 from facelandmarks.data.cropping import nearest_detection
 from facelandmarks.data.readers.coco import read_coco
@@ -100,12 +100,16 @@ def main(argv=None) -> int:
             if markup == "ibug68":  # the same detection around the kaggle15 points derived from these 68
                 points = kaggle15_from_ibug68(record.points)
                 measured.setdefault(("kaggle15", source), []).append((faces.box_relation(det, points), (points, None, det)))
+    read = ", ".join(f"{source} {len(group)}" for source, group in groups.items() if group)
+    if not measured:  # printed the table's header with no row, exit status 0
+        complain(f"builtin_landmark_box.py: {args.data}: dlib found none of the {len(records)} faces read ({read}); "
+                 "nothing to measure")
+        return 2
     for markup in ("ibug68", "kaggle15"):
         both = measured.get((markup, "300-W"), []) + measured.get((markup, "YouTube68"), [])
         if youtube and both:
             measured[(markup, "300-W + YouTube68")] = both
-    print("\nfaces read: " + ", ".join(f"{source} {len(group)}" for source, group in groups.items() if group)
-          + " (dlib HOG, no upsampling)\n")
+    print(f"\nfaces read: {read} (dlib HOG, no upsampling)\n")
     print("| markup | photos | faces measured | scale | dx | dy | 10th..90th pct (scale / dx / dy) | "
           "crop IoU with dlib's: iBUG 68's relation / own median |")
     print("|---|---|---|---|---|---|---|---|")

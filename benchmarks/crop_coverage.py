@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from facelandmarks.cli.common import OneLineParser
+from facelandmarks.cli.common import OneLineParser, complain
 from facelandmarks.data import faces
 from facelandmarks.data.readers.ibug300w import read_300w
 from facelandmarks.data.readers.youtube68 import read_youtube68
@@ -90,8 +90,9 @@ def main(argv=None) -> int:
             covered[s].append(inside_fraction(faces.crop_box_from_detection(det, scale=s), points))
     n = len(scale)
     if not n:  # was a line without the script's name or the folder, exit status 1
-        parser.error(f"{args.data}: dlib found none of the {len(records)} faces sampled from 300w/ and youtube68/; "
-                     "nothing to measure")
+        complain(f"crop_coverage.py: {args.data}: dlib found none of the {len(records)} faces sampled from 300w/ and "
+                 "youtube68/; nothing to measure")
+        return 2
     print(f"\n{len(records)} faces sampled from 300-W + YouTube68; dlib found {n} ({n / len(records):.1%})\n")
     print("| dlib box / landmark box | median | 10th pct | 90th pct |")
     print("|---|---|---|---|")

@@ -232,24 +232,48 @@ def test_prepare_speed_checks_its_folders_first_and_tells_prepares_complaint_in_
     assert result.stderr.splitlines()[-1] == "prepare_speed.py: --size: must be between 8 and 4096 pixels, got 4"
 
 
-def test_crop_coverage_tells_faces_dlib_finds_none_of_in_one_line_with_status_2(tmp_path):
-    """Blank photos under 300w/ and youtube68/: dlib finds no face.  It said so without the script's name or the
-    folder, exit status 1."""
+def _blank_face_data(root, muct_and_wflw=False):
+    """One blank grey photo (no face for dlib) with made-up points in each folder a dlib-box benchmark reads:
+    300w/ and youtube68/, and with ``muct_and_wflw`` muct/ and the WFLW samples' COCO file too."""
+    import json
+
     import cv2
 
     blank = np.full((64, 64, 3), 128, np.uint8)
     points = "\n".join(f"{20 + i % 8} {20 + i // 8}" for i in range(68))
-    (tmp_path / "300w" / "afw").mkdir(parents=True)
-    cv2.imwrite(str(tmp_path / "300w" / "afw" / "blank_1.jpg"), blank)
-    (tmp_path / "300w" / "afw" / "blank_1.pts").write_text(f"version: 1\nn_points: 68\n{{\n{points}\n}}\n")
-    (tmp_path / "youtube68" / "training").mkdir(parents=True)
-    cv2.imwrite(str(tmp_path / "youtube68" / "training" / "blank_01.jpg"), blank)
+    (root / "300w" / "afw").mkdir(parents=True)
+    cv2.imwrite(str(root / "300w" / "afw" / "blank_1.jpg"), blank)
+    (root / "300w" / "afw" / "blank_1.pts").write_text(f"version: 1\nn_points: 68\n{{\n{points}\n}}\n")
+    (root / "youtube68" / "training").mkdir(parents=True)
+    cv2.imwrite(str(root / "youtube68" / "training" / "blank_01.jpg"), blank)
     row = ",".join(["blank_01.jpg"] + [str(20 + i % 8) for i in range(136)])
-    (tmp_path / "youtube68" / "training_frames_keypoints.csv").write_text(",".join(["name"] + ["v"] * 136) + f"\n{row}\n")
+    (root / "youtube68" / "training_frames_keypoints.csv").write_text(",".join(["name"] + ["v"] * 136) + f"\n{row}\n")
+    if muct_and_wflw:
+        (root / "muct" / "jpg").mkdir(parents=True)
+        cv2.imwrite(str(root / "muct" / "jpg" / "i000qa-fn.jpg"), blank)
+        header = ["name", "tag"] + [f"{axis}{i:02d}" for i in range(76) for axis in "xy"]
+        (root / "muct" / "muct76-opencv.csv").write_text(
+            ",".join(header) + "\n" + ",".join(["i000qa-fn", "0"] + [str(20 + i % 8) for i in range(152)]) + "\n")
+        wflw = root / "samples" / "mmpose" / "tests" / "data" / "wflw"
+        wflw.mkdir(parents=True)
+        cv2.imwrite(str(wflw / "blank.jpg"), blank)
+        keypoints = [v for i in range(98) for v in (20 + i % 8, 20 + i // 8, 2)]
+        (wflw / "test_wflw.json").write_text(json.dumps({
+            "images": [{"id": 1, "file_name": "blank.jpg", "width": 64, "height": 64}],
+            "annotations": [{"id": 1, "image_id": 1, "keypoints": keypoints, "num_keypoints": 98, "iscrowd": 0,
+                             "bbox": [10, 10, 40, 40], "category_id": 1}],
+            "categories": [{"id": 1, "name": "face"}]}))
+
+
+def test_crop_coverage_tells_faces_dlib_finds_none_of_in_one_line_with_status_2(tmp_path):
+    """Blank photos under 300w/ and youtube68/: dlib finds no face.  It said so without the script's name or the
+    folder, exit status 1."""
+    _blank_face_data(tmp_path)
     result = _bench("crop_coverage.py", "--data", tmp_path, "--workers", "1", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout.strip() == "", result.stderr
-    assert result.stderr.splitlines()[-1].startswith(  # after the progress bar of the detections
-        f"crop_coverage.py: {tmp_path}: dlib found none of the 2 faces sampled from 300w/ and youtube68/"), result.stderr
+    assert result.stderr.splitlines()[-1] == (  # after the progress bar of the detections; no "--help" hint
+        f"crop_coverage.py: {tmp_path}: dlib found none of the 2 faces sampled from 300w/ and youtube68/; nothing to "
+        "measure"), result.stderr
 
 
 def test_inference_speed_checks_its_model_and_json_first_and_writes_it_whole(files, tmp_path):
@@ -349,3 +373,15 @@ def test_inference_speed_times_keras_on_jax_on_every_core_and_names_its_backend(
     assert bench.label("keras", {"keras_backend": "jax"}) == "Keras (JAX)"
     assert bench.label("keras", {"keras_backend": "tensorflow"}) == "Keras (TensorFlow)"
     assert bench.label("onnx", {"keras_backend": "jax"}) == "ONNX Runtime"
+
+
+def test_builtin_landmark_box_tells_faces_dlib_finds_none_of_in_one_line_with_status_2(tmp_path):
+    """Blank photos in every folder it reads: dlib finds no face.  It printed the table's header with no row and
+    exited 0."""
+    _blank_face_data(tmp_path, muct_and_wflw=True)
+    result = _bench("builtin_landmark_box.py", "--data", tmp_path, "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout.strip() == "", (
+        result.stdout, result.stderr)
+    assert result.stderr.splitlines()[-1] == (
+        f"builtin_landmark_box.py: {tmp_path}: dlib found none of the 4 faces read (300-W 1, YouTube68 1, MUCT 1, "
+        "WFLW samples 1); nothing to measure"), result.stderr
