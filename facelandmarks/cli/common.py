@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import atexit
 import contextlib
 import functools
 import os
@@ -10,7 +12,6 @@ import shlex
 import signal
 import sys
 import threading
-import traceback
 import zipfile
 
 from facelandmarks.runtime import for_this_install, help_for_this_install, script_command
@@ -109,17 +110,23 @@ class Terminated(KeyboardInterrupt):
 
 
 _STOPS: list[int] = []  # the stop signals (SIGTERM, Ctrl-C's SIGINT) a script's main has received
+_UNSENT: list[int] = []  # a stop Python swallowed, waiting to be sent again (_deliver_swallowed_stop)
+_SENDING = threading.Lock()  # held to send it again, and by script_main as its main ends: none is sent after
+_MAIN = {"runs": False}  # whether a script's main runs; after, the handlers record a stop and raise nothing
 
 
 def _raise_terminated(signum, frame):
     _STOPS.append(signum)
+    if not _MAIN["runs"]:  # landed as main ended: script_main gives its status
+        return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the wind-down ends the process at once
     raise _marked(Terminated(), signum)
 
 
 def _raise_interrupted(signum, frame):
     _STOPS.append(signum)
-    raise _marked(KeyboardInterrupt(), signum)
+    if _MAIN["runs"]:
+        raise _marked(KeyboardInterrupt(), signum)
 
 
 def _marked(stop: KeyboardInterrupt, signum: int) -> KeyboardInterrupt:
@@ -139,11 +146,22 @@ def _deliver_swallowed_stop(unraisable, hook) -> None:
     _STOPS.pop()  # recorded again when it lands
     if signum == signal.SIGTERM:
         signal.signal(signal.SIGTERM, _raise_terminated)
+    with _SENDING:
+        _UNSENT.append(signum)
     # a moment later: sent at once, it lands in this hook (Thread.start waits), swallowed again; one that lands in
     # another callback comes back here
-    again = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
+    again = threading.Timer(0.05, _send_again)
     again.daemon = True
     again.start()
+
+
+def _send_again() -> None:
+    """The swallowed stop, to the main thread's handler as the signal would (``_thread.interrupt_main``: no signal
+    is sent, so none can find its handler back at the default and kill the process, -15 instead of 143), while
+    main runs; once it has ended, script_main gives the stop's status instead."""
+    with _SENDING:
+        if _UNSENT and _MAIN["runs"]:
+            _thread.interrupt_main(_UNSENT.pop())
 
 
 def stop_behind(err: BaseException) -> KeyboardInterrupt | None:
@@ -182,7 +200,9 @@ def script_main(main):
     """``main`` of a script, with what every script does: output that its reader may cut short
     (``tolerate_closed_stdout``) and, while it runs, SIGTERM handled as Ctrl-C is (``Terminated``) where nothing
     else has claimed it; the previous handler is back when it returns (tests call ``main`` in their own process).
-    A process of a multi-process JAX job that fails ends at once (``leave_jax_job``)."""
+    A stop received while main ran gives the stop's status (143, 130) even where it was lost on its way (swallowed
+    by native code, or landing as main returned 0) and the line ``NAME.py: terminated``. A JAX process that a stop
+    ended, and any failing process of a multi-process JAX job, ends after its exit handlers (``leave_at_exit``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -191,6 +211,10 @@ def script_main(main):
         claim = main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         claim_int = main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         _STOPS.clear()
+        lost = []
+        if claim or claim_int:
+            _MAIN["runs"] = True
+            _UNSENT.clear()
         if claim:
             signal.signal(signal.SIGTERM, _raise_terminated)
         if claim_int:  # raises KeyboardInterrupt as Python's own handler does, and records it (stop_behind)
@@ -203,23 +227,37 @@ def script_main(main):
         except Exception as err:  # a stop come out as another error where the script did not expect it: its line
             if (stop := stop_behind(err)) is None:
                 if in_jax_job():  # a bug's traceback, and status 1 as the interpreter gives, without the wait
-                    traceback.print_exc()
-                    leave_jax_job(1)
+                    leave_at_exit(1)
                 raise
             word, status = stopped(stop)
             complain(f"\n{main.__module__.rpartition('.')[2]}.py: {word}")
         finally:
+            if claim or claim_int:
+                with _SENDING:  # no stop is sent again after this
+                    _MAIN["runs"] = False
+                    unsent = [*_UNSENT]
+                    _UNSENT.clear()
+                _landed()  # one sent just before lands now, in the handler, which records it and raises nothing
+                lost = [*unsent, *_STOPS]
             if claim:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
             if claim_int:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             if claim or claim_int:
                 sys.unraisablehook = hook
-        if status and in_jax_job():
-            leave_jax_job(status)
+        if (claim or claim_int) and lost and not status:  # a stop the run did not wind down from: its status
+            word, status = stopped(Terminated() if lost[-1] == signal.SIGTERM else KeyboardInterrupt())
+            complain(f"\n{main.__module__.rpartition('.')[2]}.py: {word}")
+        if status and (in_jax_job() or ((claim or claim_int) and lost and _jax_loaded())):
+            leave_at_exit(status)
         return status
 
     return wrapper
+
+
+def _landed() -> None:
+    """Nothing: calling a Python function runs the handlers of the signals that arrived before (CPython runs them as
+    a function starts)."""
 
 
 def in_jax_job() -> bool:
@@ -228,27 +266,52 @@ def in_jax_job() -> bool:
     return getattr(state, "client", None) is not None and (getattr(state, "num_processes", None) or 1) > 1
 
 
-def leave_jax_job(status: int) -> None:
-    """End this process of a multi-process JAX job that failed (a line said why) with ``status``, at once.
+def _jax_loaded() -> bool:
+    """Whether jaxlib's native library is (being) loaded: a module of it is, even of an import a stop cut short."""
+    return any(name == "jaxlib" or name.startswith("jaxlib.") for name in sys.modules)
 
-    At exit JAX shuts its distributed client down, which waits for every other process of the job to do the same,
-    while they wait for this one in a collective (a step, build_model's check of the first weights): the whole job
-    hung until killed. With only that shutdown left out, the interpreter's own end aborted (SIGABRT and a C++ stack
-    trace from the distributed client's threads). So the other exit handlers run and the output is flushed, then
-    the process ends without the interpreter's clean-up: a run's files are written and closed (or flushed:
-    history.csv) as they go. Each other process's collective then fails on the closed connection, says so in one
-    line (``distribute.lost_worker``), and ends the same way; where process 0 (the coordinator, host of JAX's
-    distributed service) ended, JAX's client ends the others first, with a fatal error of its own."""
-    import atexit
 
-    from jax._src import api
+_EXIT_STATUS: list[int] = []  # set by leave_at_exit: the status the process ends with after its exit handlers
 
-    atexit.unregister(api.clean_up)
-    atexit._run_exitfuncs()
+
+def leave_at_exit(status: int) -> None:
+    """Have this process end with ``status`` as soon as its exit handlers (``atexit``) have run and its output is
+    flushed, without the interpreter's clean-up after them; main returns ``status`` as before.
+
+    For a JAX process that a stop or an error ends, and any failing process of a multi-process JAX job:
+
+    - A stop landing in the first epoch's XLA compilation (or as jaxlib loads) left that compilation running in JAX's
+      thread pool; the interpreter's final garbage collection then destroyed JAX's client under it and the process
+      segfaulted (exit -11 instead of 143, after the right line: the compiling thread used a device freed by
+      ``~PjRtClient``, seen in a core dump).
+    - At exit JAX shuts its distributed client down (``jax._src.api.clean_up``, unregistered here), which waits for
+      every other process of the job to do the same, while they wait for this one in a collective (a step,
+      build_model's check of the first weights): the whole job hung until killed. With only that left out, the
+      interpreter's own end aborted (SIGABRT and a C++ stack trace from the distributed client's threads). Each
+      other process's collective then fails on the closed connection, says so in one line
+      (``distribute.lost_worker``), and ends the same way; where process 0 (the coordinator, host of JAX's
+      distributed service) ended, JAX's client ends the others first, with a fatal error of its own.
+
+    A run's files are written and closed (or flushed: history.csv) as they go, and the exit handlers still run
+    (TensorBoard's writers, logging). Python has no public call that runs the exit handlers and returns, and none
+    that tells one the exit status, so ``_end_after_exit_handlers``, registered when this module is imported (before
+    any backend is: handlers run last registered first), ends the process with the status kept here."""
+    api = sys.modules.get("jax._src.api")
+    if api is not None:
+        atexit.unregister(api.clean_up)
+    _EXIT_STATUS[:] = [status]
+
+
+def _end_after_exit_handlers() -> None:
+    if not _EXIT_STATUS:
+        return
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(status)
+    os._exit(_EXIT_STATUS[0])
+
+
+atexit.register(_end_after_exit_handlers)
 
 
 def tolerate_closed_stdout() -> None:
