@@ -15,6 +15,9 @@ import threading
 import zipfile
 
 from facelandmarks.runtime import for_this_install, help_for_this_install, script_command
+from facelandmarks.stops import MAIN as _MAIN
+from facelandmarks.stops import RECEIVED as _STOPS
+from facelandmarks.stops import Terminated, as_raised
 
 # What a user can cause and the scripts report in one line (exit 2).  Anything else is a bug: a traceback.
 # zipfile.BadZipFile and EOFError come from numpy reading a truncated npz when the loader does not name it.
@@ -103,16 +106,8 @@ class _ClosedPipeTolerant:
         return getattr(self._stream, name)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``timeout``, a container or job scheduler stopping the script), raised where Ctrl-C raises
-    KeyboardInterrupt: the script winds down as after Ctrl-C -- a video's files finished and playable, a training's
-    resume line, a dataset's or export's earlier files left as they were -- instead of dying mid-write."""
-
-
-_STOPS: list[int] = []  # the stop signals (SIGTERM, Ctrl-C's SIGINT) a script's main has received
 _UNSENT: list[int] = []  # a stop Python swallowed, waiting to be sent again (_deliver_swallowed_stop)
 _SENDING = threading.Lock()  # held to send it again, and by script_main as its main ends: none is sent after
-_MAIN = {"runs": False}  # whether a script's main runs; after, the handlers record a stop and raise nothing
 
 
 def _raise_terminated(signum, frame):
@@ -120,18 +115,13 @@ def _raise_terminated(signum, frame):
     if not _MAIN["runs"]:  # landed as main ended: script_main gives its status
         return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the wind-down ends the process at once
-    raise _marked(Terminated(), signum)
+    raise as_raised(signum)
 
 
 def _raise_interrupted(signum, frame):
     _STOPS.append(signum)
     if _MAIN["runs"]:
-        raise _marked(KeyboardInterrupt(), signum)
-
-
-def _marked(stop: KeyboardInterrupt, signum: int) -> KeyboardInterrupt:
-    stop.stop_signal = signum
-    return stop
+        raise as_raised(signum)
 
 
 def _deliver_swallowed_stop(unraisable, hook) -> None:
@@ -173,7 +163,7 @@ def stop_behind(err: BaseException) -> KeyboardInterrupt | None:
     if isinstance(err, KeyboardInterrupt):
         return err
     if _STOPS:
-        return Terminated() if _STOPS[-1] == signal.SIGTERM else KeyboardInterrupt()
+        return as_raised(_STOPS[-1])
     return None
 
 
@@ -246,7 +236,7 @@ def script_main(main):
             if claim or claim_int:
                 sys.unraisablehook = hook
         if (claim or claim_int) and lost and not status:  # a stop the run did not wind down from: its status
-            word, status = stopped(Terminated() if lost[-1] == signal.SIGTERM else KeyboardInterrupt())
+            word, status = stopped(as_raised(lost[-1]))
             complain(f"\n{main.__module__.rpartition('.')[2]}.py: {word}")
         if status and (in_jax_job() or ((claim or claim_int) and lost and _jax_loaded())):
             leave_at_exit(status)

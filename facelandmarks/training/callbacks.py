@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from facelandmarks import runtime
+from facelandmarks import runtime, stops
 from facelandmarks.data.feeding import LandmarkBatches
 from facelandmarks.training.distribute import predict_all
 from facelandmarks.training.resume import BEST, LAST, callback_state, commit_set, random_state
@@ -242,6 +242,20 @@ class PreviewImages(keras.callbacks.Callback):
             self._writer.close()
 
 
+class LostStop(keras.callbacks.Callback):
+    """Raises, as the next step or the epoch's end begins, a stop (SIGTERM, Ctrl-C) the script received whose exception
+    native code caught and dropped on its way (``stops.lost``): a JAX run stopped as its first step's compilation
+    ended trained to its end.  First of the run's callbacks, so an epoch it stops is not committed; a begin hook, so
+    Keras's asynchronous dispatch of the batch-end hooks is left as it was."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (stop := stops.lost()) is not None:
+            raise stop
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_train_batch_begin(0)
+
+
 class AllocatorSettings(keras.callbacks.Callback):
     """Re-apply ``runtime.tune_allocator`` once the epoch's data iterator exists (tf.data overrides it on start)."""
 
@@ -271,7 +285,7 @@ def make_callbacks(config, out_dir: Path, monitor, batches, val, x_val, input_ki
     stateful = {"EarlyStopping": early}
     checkpoints = CheckpointSet(out_dir, monitor, stateful)
     stateful["ModelCheckpoint"] = checkpoints  # the key old state.json files use for the best value
-    callbacks = [AllocatorSettings(), EpochOrder(batches), LearningRateLogger()]
+    callbacks = [LostStop(), AllocatorSettings(), EpochOrder(batches), LearningRateLogger()]
     if config.schedule == "plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=0.5, patience=max(2, config.patience // 3), min_delta=config.min_delta,

@@ -103,3 +103,56 @@ def test_a_swallowed_stop_whose_main_ended_first_gives_the_stops_status(name, st
                             timeout=60, cwd=ROOT, preexec_fn=ctrl_c_as_at_a_terminal)
     assert (result.returncode, result.stdout, result.stderr) == (status, f"main gave {status}\n",
                                                                  f"\n__main__.py: {word}\n")
+
+
+# a stop whose exception native code caught and dropped (JAX's bare 'except:' around a call after the first step's
+# compilation): the run went on to its last step; LostStop raises it as the next step begins
+DROPPED_IN_A_STEP = """
+import os, signal, sys, time
+import keras, numpy as np
+from facelandmarks.cli.common import script_main, stopped
+from facelandmarks.training.callbacks import LostStop
+
+began = []
+
+class Drops(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        began.append(batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if len(began) == 2:  # once: the handler is then the default, as after any first SIGTERM
+            try:  # as native code does: the handler's exception caught and dropped
+                signal.raise_signal(signal.SIGTERM)
+                time.sleep(0.05)
+            except BaseException:
+                pass
+
+@script_main
+def main():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((40, 3), np.float32)
+    callbacks = ([LostStop()] if sys.argv[1] == "with" else []) + [Drops()]
+    try:
+        model.fit(x, x[:, :2], batch_size=4, epochs=3, verbose=0, callbacks=callbacks)
+    except KeyboardInterrupt as err:
+        print("stopped at step", len(began), flush=True)
+        return stopped(err)[1]
+    print("trained", len(began), "steps", flush=True)
+    return 0
+
+sys.exit(main())
+"""
+
+
+@pytest.mark.backend
+def test_a_stop_dropped_by_native_code_stops_the_training_at_the_next_step():
+    """Without LostStop the run trained all 30 steps, then ended 143 ('terminated'); with it, it stops as step 3
+    begins and winds down as after any stop."""
+    run = [sys.executable, "-c", DROPPED_IN_A_STEP]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([*run, "with"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    # steps 0 and 1 began; LostStop raised as step 2 began
+    assert (result.returncode, result.stdout) == (143, "stopped at step 2\n"), result.stderr[-3000:]
+    without = subprocess.run([*run, "without"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert (without.returncode, without.stdout) == (143, "trained 30 steps\n"), without.stderr[-3000:]
