@@ -286,7 +286,7 @@ def _run(args) -> int:
           f"points in {result['points']}{aligned}")
     _export_hint(Path(args.runs[0]), args.runtime)
     expected = min(result["listed"], args.max_frames or result["listed"])
-    if result["frames"] < expected - max(1, expected // 100):  # a file cut short ended as if the clip had, status 0
+    if result["reached"] < expected - max(1, expected // 100):  # a file cut short ended as if the clip had, status 0
         complain(f"evaluate.py: {args.video}: {result['frames']} of the {result['listed']} frames its header lists could "
                  "be read (the file is cut short or damaged); the overlay and points hold those")
         return 2

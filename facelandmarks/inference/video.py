@@ -30,21 +30,19 @@ other persons and 99.0 % of moved boxes.  Between frames of one video (sparse sa
 apart, far more change than between two video frames) they flag 21 %: a false "lost" costs one
 detection, a missed one shows wrong points until the next detection.
 
-At every detection a detection takes over the track whose expected crop box it overlaps most
-(``MATCH_IOU``), keeping its ``track_id``, and faces no track expected start tracks.  A track no
-detection continues is followed as between detections and kept unless it is lost: dlib's detector
-misses faces it found a frame before (Einstein's, tilted by 18 degrees, in 21 of 60 frames of a
-pan), and ending their tracks would leave them without points until it finds them again.  A face
-entering the picture is found at the next detection (at most ``redetect_every`` frames later);
-while nothing is tracked every frame is detected.  ``redetect_every=1`` is per-frame detection: a
-face is only where the detector finds it.
+At every detection a detection takes over the track whose expected crop box it overlaps most (``MATCH_IOU``), keeping
+its ``track_id``, and faces no track expected start tracks. A track no detection continues is followed as between
+detections and kept unless it is lost: dlib's detector misses faces it found a frame before (Einstein's, tilted by 18
+degrees, in 21 of 60 frames of a pan), and ending their tracks would leave them without points until it finds them
+again. A face entering the picture is found at the next detection (at most ``redetect_every`` frames later); while
+nothing is tracked every frame is detected. ``redetect_every=1`` is per-frame detection: a face is only where the
+detector finds it.
 
-The points a tracker returns are smoothed over time (``smoothing.LandmarkSmoother``, one per track):
-on a still face they tremble 2.6-3.6 times less, and a moving one's NME rises by at most 0.03
-points (``benchmarks/video_tracking.py``, docs/inference.md#video).  The crop boxes and the "lost"
-checks use the raw points, so smoothing never changes which faces are followed.  A track's smoother
-starts afresh when the face was lost, and when a detection continues a track whose box now holds
-something else (the appearance and geometry checks above, as at a cut in the video).
+The points a tracker returns are smoothed over time (``smoothing.LandmarkSmoother``, one per track): on a still face
+they tremble 2.6-3.6 times less, and a moving one's NME rises by at most 0.03 points (``benchmarks/video_tracking.py``,
+docs/inference.md#video). The crop boxes and the "lost" checks use the raw points, so smoothing never changes which
+faces are followed. A track's smoother starts afresh when the face was lost, and when a detection continues a track
+whose box now holds something else (the appearance and geometry checks above, as at a cut in the video).
 ``smooth=False`` returns the raw points.
 """
 
@@ -349,7 +347,8 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     Returns:
         ``frames``, ``faces`` (found over all frames), ``seconds``, ``fps``, ``output``, ``points``, ``detections`` (frames
         the detector ran on), ``tracked`` (frames served by tracking), ``kept`` (faces the detector missed that tracking
-        kept), ``listed`` (the frames a file's header lists; 0 for a camera) and ``aligned`` (the face videos, by track).
+        kept), ``listed`` (the frames a file's header lists; 0 for a camera), ``reached`` (frames read, or more: those their
+        time spans at the listed rate, the rate varying) and ``aligned`` (the face videos, by track).
     """
     from facelandmarks.drawing import PREDICTION, draw_points, marker_radius
 
@@ -367,14 +366,14 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     fps_in, listed = capture.get(cv2.CAP_PROP_FPS) or 25.0, 0 if camera else max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
     tracker = FaceTracker(predictor, redetect_every if track else 1, smooth=smooth, fps=fps_in)
     writer = points_file = chips = None
-    faces_seen, start = 0, time.perf_counter()
+    faces_seen, start, shown = 0, time.perf_counter(), (0.0, 0.0)  # the last two frames' times in the file (ms)
     try:
         chips = AlignedVideos(out_path, predictor.scheme, *align, fps=fps_in) if align else None
         while max_frames is None or tracker.frames < max_frames:
             ok, bgr = capture.read()
             if not ok:
                 break
-            image = bgr[..., ::-1].copy()
+            image, shown = bgr[..., ::-1].copy(), (shown[1], capture.get(cv2.CAP_PROP_POS_MSEC))
             t = time.perf_counter() - start if camera else tracker.frames / fps_in
             detections = tracker.detections
             found = tracker.update(image, t)
@@ -412,13 +411,14 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 writer.release()
                 if partial.is_file():
                     partial.replace(out_path)
-    seconds, frames = time.perf_counter() - start, tracker.frames
+    seconds, frames, end = time.perf_counter() - start, tracker.frames, 2 * shown[1] - shown[0]  # the last frame's end (ms)
     if frames == 0:
         raise OSError(f"{source}: no frames could be read")
     return {"frames": frames, "faces": faces_seen, "seconds": round(seconds, 2),
             "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "output": str(out_path),
             "points": str(points_path), "detections": tracker.detections, "tracked": tracker.tracked,
-            "kept": tracker.kept, "listed": listed, "aligned": {i: str(p) for i, p in aligned.items()}}
+            "kept": tracker.kept, "listed": listed, "reached": max(frames, round(end * fps_in / 1e3)),
+            "aligned": {i: str(p) for i, p in aligned.items()}}
 
 
 def read_video_landmarks(path) -> tuple[dict, list[dict]]:

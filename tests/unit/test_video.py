@@ -2,6 +2,8 @@
 numpy "model" puts 68 points on the square in a crop, a "detector" finds squares.  The aligned-face
 videos: blobs drawn where a face's eyes, nose and mouth are, turned and moved, come back in place."""
 
+import struct
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -490,3 +492,48 @@ def test_a_folder_as_the_videos_out_gets_the_default_names_inside_it(tmp_path, m
         assert sorted(p.name for p in folder.iterdir()) == ["clip_landmarks.jsonl", "clip_landmarks.mp4"]
         assert len(read_frames(folder / "clip_landmarks.mp4")) == 3
         assert f"-> {folder / 'clip_landmarks.mp4'}, points in {folder / 'clip_landmarks.jsonl'}" in capsys.readouterr().out
+
+
+def ebml(element_id: int, data) -> bytes:
+    """One Matroska (EBML) element: its id, its size as a variable-length integer, its data."""
+    if isinstance(data, int):
+        data = data.to_bytes(max(1, (data.bit_length() + 7) // 8), "big")
+    data = struct.pack(">d", data) if isinstance(data, float) else data.encode() if isinstance(data, str) else data
+    length = next(n for n in range(1, 9) if len(data) < (1 << 7 * n) - 1)
+    return element_id.to_bytes((element_id.bit_length() + 7) // 8, "big") + (len(data) | 1 << 7 * length).to_bytes(length, "big") + data
+
+
+def write_mkv(path, frames, times_ms, duration_ms: float):
+    """A Matroska file of MJPEG frames shown at the given times, as ffmpeg, OBS or a browser write one whose frame rate
+    varies: it lists no frame count (OpenCV estimates one from its duration x frame rate)."""
+    height, width = frames[0].shape[:2]
+    track = (ebml(0xD7, 1) + ebml(0x73C5, 1) + ebml(0x83, 1) + ebml(0x86, "V_MJPEG")
+             + ebml(0xE0, ebml(0xB0, width) + ebml(0xBA, height)))
+    blocks = b"".join(ebml(0xA3, b"\x81" + struct.pack(">h", t) + b"\x80" + cv2.imencode(".jpg", f)[1].tobytes())
+                      for f, t in zip(frames, times_ms))
+    info = ebml(0x2AD7B1, 1_000_000) + ebml(0x4489, float(duration_ms))  # milliseconds
+    segment = ebml(0x1549A966, info) + ebml(0x1654AE6B, ebml(0xAE, track)) + ebml(0x1F43B675, ebml(0xE7, 0) + blocks)
+    header = ebml(0x1A45DFA3, ebml(0x4286, 1) + ebml(0x42F7, 1) + ebml(0x42F2, 4) + ebml(0x42F3, 8)
+                  + ebml(0x4282, "matroska") + ebml(0x4287, 4) + ebml(0x4285, 2))
+    Path(path).write_bytes(header + ebml(0x18538067, segment))
+
+
+def test_a_whole_video_whose_frame_rate_varies_is_not_taken_for_a_cut_one(tmp_path, monkeypatch, capsys):
+    """A Matroska/WebM file lists no frame count: OpenCV gives duration x frame rate, and where the rate varies (a phone
+    slowing down in low light, a recorder dropping frames) that is more frames than the file holds. Such a whole clip
+    was refused as cut short (status 2); its frames span its duration, and it is done (status 0)."""
+    from facelandmarks.cli import evaluate
+
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    times = [round(i * 1000 / 30) for i in range(30)] + [1000 + 100 * i for i in range(30)]  # 30 frames/s, then 10
+    clip = tmp_path / "varied.mkv"
+    write_mkv(clip, [frame((20 + 2 * t, 30)) for t in range(60)], times, 4000)
+    capture = cv2.VideoCapture(str(clip))
+    assert (capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS), len(read_frames(clip))) == (120, 30, 60)
+    assert evaluate.main(["--video", str(clip), "--out", str(tmp_path / "varied_out.mp4")]) == 0
+    said = capsys.readouterr()
+    assert said.err == "" and said.out.startswith("60 frames, "), said
+    cut = tmp_path / "cut.mkv"  # its first 20 frames (0.67 s) under the whole clip's duration: cut short
+    write_mkv(cut, [frame((20 + 2 * t, 30)) for t in range(20)], times[:20], 4000)
+    assert evaluate.main(["--video", str(cut), "--out", str(tmp_path / "cut_out.mp4")]) == 2
+    assert capsys.readouterr().err.startswith(f"evaluate.py: {cut}: 20 of the 120 frames its header lists could be read")
