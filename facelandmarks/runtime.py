@@ -196,9 +196,12 @@ def load_tensorflow_quietly() -> None:
 @contextlib.contextmanager
 def filtered_fds(fds: tuple, keep):
     """Capture the file descriptors ``fds`` (C++ code writes there directly) for the block; afterwards pass
-    the lines ``keep`` accepts on to stderr -- all of them if the block raised."""
-    for stream in (sys.stdout, sys.stderr):
+    the lines ``keep`` accepts on to stderr -- all of them if the block raised.  A descriptor the script was started
+    with closed (``script >&-``: its ``sys.stdout`` is None) is left as it is."""
+    streams = [stream for stream in (sys.stdout, sys.stderr) if stream is not None]
+    for stream in streams:
         stream.flush()
+    fds = [fd for fd in fds if {1: sys.stdout, 2: sys.stderr}.get(fd, fd) is not None]  # its number may be another file's
     saved = {fd: os.dup(fd) for fd in fds}
     failed = False
     with tempfile.TemporaryFile(mode="w+b") as captured:
@@ -212,16 +215,17 @@ def filtered_fds(fds: tuple, keep):
             failed = True
             raise
         finally:
-            for stream in (sys.stdout, sys.stderr):
+            for stream in streams:
                 stream.flush()
             for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if failed or keep(line):
+                if (failed or keep(line)) and sys.stderr is not None:
                     sys.stderr.write(line)
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
 
 
 def quiet_output():

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -151,7 +150,10 @@ def setup(mode: str, resumed: str | None = None) -> Cluster:
     # data-parallel (JAX)
     if os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
         runtime.load_tensorflow_quietly()  # initialize imports it: its start-up lines reached the console
-        with native_stdout_to_stderr():
+        # On CPUs a JAX job's collectives are Gloo's, which says from C++ on stdout, where no setting silences it, '[Gloo]
+        # Rank 0 is connected to 1 peer ranks. ...' as the processes connect: it fell among the run's own output, before
+        # the JSON summary users pipe. Its lines go to stderr (each line of fd 1 passed on).
+        with runtime.filtered_fds((1,), keep=bool):
             keras.distribution.initialize()  # multi-process JAX job described by the KERAS_DISTRIBUTION_* variables
     import jax
 
@@ -161,24 +163,6 @@ def setup(mode: str, resumed: str | None = None) -> Cluster:
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
     return Cluster(mode, replicas=len(devices), workers=jax.process_count(), worker_index=jax.process_index(),
                    is_chief=jax.process_index() == 0)
-
-
-@contextlib.contextmanager
-def native_stdout_to_stderr():
-    """File descriptor 1 pointed at stderr for the time being: what native code prints goes there.
-
-    On CPUs the collectives of a JAX job are Gloo's, which connects the processes while JAX starts its backend
-    (``keras.distribution.initialize``) and says so on stdout from C++, where no setting silences it (``[Gloo] Rank 0
-    is connected to 1 peer ranks. Expected number of connected peer ranks is : 1``): the line fell among the run's own
-    output, before its JSON summary, which users pipe."""
-    sys.stdout.flush()  # Python's own output written so far stays on stdout
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def reclaim_sigterm() -> None:

@@ -344,6 +344,7 @@ def test_a_jax_job_over_fewer_shards_than_processes_is_refused_by_every_process(
         # Gloo's C++ line ('[Gloo] Rank 0 is connected to 1 peer ranks. ...') was on each process's stdout, among the
         # run's own lines and before its summary
         assert "[Gloo]" not in out and out.rstrip().endswith("}"), out[-3000:]
+        assert err.count("[Gloo] Rank ") == 1, err[-3000:]  # passed on to stderr, not dropped
     assert "2/2 - " in results[0][1]  # process 0's 5 batches cut to process 1's 2
 
 

@@ -33,6 +33,19 @@ def test_an_interrupt_keeps_the_filter_and_an_error_passes_every_line(capfd):
     assert capfd.readouterr().err == "noise from C++\nkept\n"
 
 
+def test_a_script_started_with_its_stdout_closed_gets_through_the_captured_blocks():
+    """``script >&-`` (a job whose stdout is closed): Python's sys.stdout is None, and the blocks that point fd 1 or 2
+    elsewhere (Keras's start-up lines, FFmpeg's on opening a video, Gloo's line as a JAX job starts) ended in
+    "AttributeError: 'NoneType' object has no attribute 'flush'" before any work."""
+    code = ("import os, sys\nfrom facelandmarks import runtime\n"
+            "with runtime.filtered_fds((1,), keep=bool):\n    os.write(2, b'native\\n')\n"
+            "with runtime.filtered_fds((2,), keep=bool):\n    os.write(2, b'passed on\\n')\n"
+            "print('done', sys.stdout, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: os.close(1), env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert (done.returncode, done.stderr) == (0, "native\npassed on\ndone None\n"), done.stderr
+
+
 def ctrl_c_as_at_a_terminal(sigterm=signal.SIG_DFL):
     """In the child before it starts: SIGINT back to its default, SIGTERM as ``sigterm`` (default: its default). A
     test suite started in the background (``make test &``, nohup, some CI runners and launchers) inherits them
