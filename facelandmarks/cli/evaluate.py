@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         complain(f"evaluate.py: {problem}")
         return 2
     args.out = args.out or default_out(args)
-    if args.video and (args.out.endswith(("/", os.sep)) or Path(args.out).is_dir()):  # a folder, as --image takes one
+    if args.video and _names_a_folder(args.out):  # a folder, as --image takes one
         args.out = str(Path(args.out) / Path(default_out(args)).name)
     if through_keras := [run for run in args.runs if _needs_keras(Path(run), args.runtime)]:
         runtime.startup(args.verbose)
@@ -168,7 +168,7 @@ def _misplaced_option(args, mode: str) -> str | None:
             where = " and ".join(f"--{m}" for m in modes)
             return f"--{name.replace('_', '-')} works with {where}, not --{mode}"
     out = Path(args.out or "")
-    if mode == "image" and out.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES) and not out.is_dir():  # was a folder
+    if mode == "image" and out.suffix.lower() in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES) and not _names_a_folder(args.out):
         return (f"{args.out}: --out for --image is a folder (each photo's overlay and points go into it as "
                 f"PHOTO_landmarks.png and .json), not a {out.suffix} file")
     if args.align_padding != 0.0 and args.align is None:
@@ -198,6 +198,11 @@ def _is_run(path: Path) -> bool:
         weights = any((path / name).is_file() for name in ("best.weights.h5", "last.weights.h5", "model.keras"))
         return (path / "config.json").is_file() and (weights or not image_files(path))
     return path.suffix in (".onnx", ".tflite")
+
+
+def _names_a_folder(out: str) -> bool:
+    """Whether ``--out`` names a folder: an existing one, or one written as a folder (``out/``)."""
+    return out.endswith(("/", os.sep)) or Path(out).is_dir()
 
 
 def _mode_hint(given: str) -> str | None:

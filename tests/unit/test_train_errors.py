@@ -257,6 +257,10 @@ def test_an_image_or_video_file_name_as_the_photos_out_is_refused_before_anythin
     (tmp_path / "shots.png").mkdir()
     code, lines = run_cli(evaluate_cli.main, ["--image", photo, "--out", tmp_path / "shots.png"], capsys)
     assert code == 1 and lines == [f"{photo}: no face found"], lines  # a grey photo, marked into the folder
+    # a folder written as one (as --video takes it) was refused as 'not a .png file'
+    code, lines = run_cli(evaluate_cli.main, ["--image", photo, "--out", f"{tmp_path / 'new.png'}/"], capsys)
+    assert code == 1 and lines == [f"{photo}: no face found"], lines
+    assert (tmp_path / "new.png").is_dir()
 
 
 def test_what_counts_as_a_run_among_the_photos_and_as_an_output_in_a_folder(files, tmp_path):
