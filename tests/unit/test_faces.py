@@ -1,5 +1,7 @@
 """Crop boxes and the pixel <-> crop coordinate maps on synthetic images (dlib on real photos: ``tests/data/test_faces.py``)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,22 @@ def test_bytes_and_float_images_are_refused_saying_what_to_pass():
     with pytest.raises(ValueError, match=r"^expected a uint8 image, got uint16: scale it to 0\.\.255 and convert it "
                                          r"first, e\.g\. \(image // 257\)\.astype\(np\.uint8\) for 16-bit values$"):
         faces.as_photo(rgb.astype(np.uint16))
+
+
+def test_the_conversion_a_refusal_shows_fits_the_images_values():
+    """Every dtype but uint16 was told '(image * 255).round().astype(np.uint8) for values in 0..1': an int64 photo (numpy
+    arithmetic on a uint8 one) or a float one in 0..255 converted so wraps round to another picture."""
+    rgb = np.arange(20 * 30 * 3, dtype=np.int64).reshape(20, 30, 3) % 256
+    for image, hint in ((rgb, "image.clip(0, 255).astype(np.uint8) for values in 0..255"),
+                        (rgb.astype(np.float32), "image.round().clip(0, 255).astype(np.uint8) for values in 0..255"),
+                        (rgb.astype(np.float64) / 255, "(image * 255).round().astype(np.uint8) for values in 0..1"),
+                        (rgb > 127, "image.astype(np.uint8) * 255 for a mask")):
+        with pytest.raises(ValueError, match=re.escape(f"got {image.dtype}: scale it to 0..255 and convert it first, e.g. "
+                                                       f"{hint}") + "$") as refused:
+            faces.as_photo(image)
+        converted = eval(refused.value.args[0].split("e.g. ")[1].split(" for ")[0], {"np": np, "image": image})
+        assert converted.dtype == np.uint8 and faces.as_photo(converted).shape == (20, 30, 3)
+        if image.dtype != bool:  # the conversion gives the photo back
+            assert np.array_equal(converted, rgb), image.dtype
+    with pytest.raises(ValueError, match=r"^expected a uint8 image, got <U5$"):
+        faces.as_photo(np.array([["photo"]]))
