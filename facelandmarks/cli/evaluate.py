@@ -29,7 +29,8 @@ exit status:
   2    a usage or input error, reported in one line on stderr, "evaluate.py: PATH: what is wrong": a missing,
        truncated or corrupt file (npz, run folder, photo), a folder without photos, an output folder that
        cannot be written (checked before any work; such an error makes no folder), an option of another mode
-       (--crops with --video), a video file that ends before the frames its header lists (the frames read are kept)
+       (--crops with --video), a video file (AVI, MP4, MOV) that ends before the frames its header lists (the
+       frames read are kept; a Matroska/WebM file lists none: a note, status 0)
   130  interrupted (Ctrl-C); a video's files are finished as they stand, and play; --data leaves the tables
        and plots an earlier evaluation wrote into --out as they were (the new ones are moved in together)
   143  terminated (SIGTERM: kill, timeout): as Ctrl-C
@@ -291,11 +292,32 @@ def _run(args) -> int:
           f"points in {result['points']}{aligned}")
     _export_hint(Path(args.runs[0]), args.runtime)
     expected = min(result["listed"], args.max_frames or result["listed"])
-    if result["reached"] < expected - max(1, expected // 100):  # a file cut short ended as if the clip had, status 0
+    if result["reached"] < expected - max(1, expected // 100) and counts_its_frames(args.video):  # ended as if whole
         complain(f"evaluate.py: {args.video}: {result['frames']} of the {result['listed']} frames its header lists could "
                  "be read (the file is cut short or damaged); the overlay and points hold those")
         return 2
+    if result["reached"] < expected - max(1, expected // 100):  # an estimate: no error, but what it says
+        complain(f"evaluate.py: note: {args.video}: {result['frames']} frames read, where its duration x frame rate makes "
+                 f"{result['listed']} (a sound track running on past the last frame, or a file cut short)")
     return 0
+
+
+def counts_its_frames(path) -> bool:
+    """Whether a video file's header counts its frames, the count OpenCV then gives: an AVI, an MP4 or MOV (not
+    fragmented). Others (Matroska, WebM, a fragmented MP4, MPEG-TS) list none, and OpenCV's is their duration x
+    frame rate, the duration the longest track's: a sound track running on, or a varying rate, makes it more."""
+    with open(path, "rb") as file:
+        head, boxes = file.read(12), set()
+        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+            return True
+        file.seek(0)
+        while len(box := file.read(8)) == 8 and (size := int.from_bytes(box[:4], "big")) != 0:  # 0: to the end
+            size = int.from_bytes(file.read(8), "big") - 8 if size == 1 else size  # a 64-bit size follows
+            if size < 8:
+                return False  # not ISO-BMFF boxes
+            boxes.add(box[4:])
+            file.seek(size - 8, os.SEEK_CUR)
+    return b"moov" in boxes and b"moof" not in boxes  # an MP4 or MOV's sample tables, not fragments
 
 
 def check_output_folder(folder: Path) -> None:

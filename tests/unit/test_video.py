@@ -503,37 +503,75 @@ def ebml(element_id: int, data) -> bytes:
     return element_id.to_bytes((element_id.bit_length() + 7) // 8, "big") + (len(data) | 1 << 7 * length).to_bytes(length, "big") + data
 
 
-def write_mkv(path, frames, times_ms, duration_ms: float):
-    """A Matroska file of MJPEG frames shown at the given times, as ffmpeg, OBS or a browser write one whose frame rate
-    varies: it lists no frame count (OpenCV estimates one from its duration x frame rate)."""
+def write_mkv(path, frames, times_ms, duration_ms: float, audio_until_ms: int = 0):
+    """A Matroska file of MJPEG frames shown at the given times (and silence, 8 kHz PCM, until ``audio_until_ms``), as
+    ffmpeg, OBS or a browser write one: it lists no frame count (OpenCV estimates one from its duration x frame rate)."""
     height, width = frames[0].shape[:2]
-    track = (ebml(0xD7, 1) + ebml(0x73C5, 1) + ebml(0x83, 1) + ebml(0x86, "V_MJPEG")
-             + ebml(0xE0, ebml(0xB0, width) + ebml(0xBA, height)))
-    blocks = b"".join(ebml(0xA3, b"\x81" + struct.pack(">h", t) + b"\x80" + cv2.imencode(".jpg", f)[1].tobytes())
-                      for f, t in zip(frames, times_ms))
+    video = ebml(0xAE, ebml(0xD7, 1) + ebml(0x73C5, 1) + ebml(0x83, 1) + ebml(0x86, "V_MJPEG")
+                 + ebml(0xE0, ebml(0xB0, width) + ebml(0xBA, height)))
+    audio = ebml(0xAE, ebml(0xD7, 2) + ebml(0x73C5, 2) + ebml(0x83, 2) + ebml(0x86, "A_PCM/INT/LIT")
+                 + ebml(0xE1, ebml(0xB5, 8000.0) + ebml(0x9F, 1) + ebml(0x6264, 16)))
+    blocks = sorted([(t, 1, cv2.imencode(".jpg", f)[1].tobytes()) for f, t in zip(frames, times_ms)]
+                    + [(t, 2, bytes(1600)) for t in range(0, audio_until_ms, 100)])  # 100 ms of silence a block
+    blocks = b"".join(ebml(0xA3, bytes([0x80 | track]) + struct.pack(">h", t) + b"\x80" + data) for t, track, data in blocks)
     info = ebml(0x2AD7B1, 1_000_000) + ebml(0x4489, float(duration_ms))  # milliseconds
-    segment = ebml(0x1549A966, info) + ebml(0x1654AE6B, ebml(0xAE, track)) + ebml(0x1F43B675, ebml(0xE7, 0) + blocks)
+    tracks = ebml(0x1654AE6B, video + (audio if audio_until_ms else b""))
+    segment = ebml(0x1549A966, info) + tracks + ebml(0x1F43B675, ebml(0xE7, 0) + blocks)
     header = ebml(0x1A45DFA3, ebml(0x4286, 1) + ebml(0x42F7, 1) + ebml(0x42F2, 4) + ebml(0x42F3, 8)
                   + ebml(0x4282, "matroska") + ebml(0x4287, 4) + ebml(0x4285, 2))
     Path(path).write_bytes(header + ebml(0x18538067, segment))
 
 
-def test_a_whole_video_whose_frame_rate_varies_is_not_taken_for_a_cut_one(tmp_path, monkeypatch, capsys):
-    """A Matroska/WebM file lists no frame count: OpenCV gives duration x frame rate, and where the rate varies (a phone
-    slowing down in low light, a recorder dropping frames) that is more frames than the file holds. Such a whole clip
-    was refused as cut short (status 2); its frames span its duration, and it is done (status 0)."""
+def test_a_whole_video_whose_count_opencv_estimates_is_not_taken_for_a_cut_one(tmp_path, monkeypatch, capsys):
+    """A Matroska/WebM file lists no frame count: OpenCV gives duration x frame rate, the duration the longest track's.
+    Where the rate varies (a phone slowing down in low light, a recorder dropping frames) or the sound runs on after
+    the last frame, that is more frames than the file holds, and such whole clips were refused as cut short (status
+    2). They are done (status 0); a file whose frames end well before its duration gets a note, not an error."""
     from facelandmarks.cli import evaluate
 
     monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    squares = [frame((20 + 2 * t, 30)) for t in range(60)]
     times = [round(i * 1000 / 30) for i in range(30)] + [1000 + 100 * i for i in range(30)]  # 30 frames/s, then 10
-    clip = tmp_path / "varied.mkv"
-    write_mkv(clip, [frame((20 + 2 * t, 30)) for t in range(60)], times, 4000)
-    capture = cv2.VideoCapture(str(clip))
-    assert (capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS), len(read_frames(clip))) == (120, 30, 60)
-    assert evaluate.main(["--video", str(clip), "--out", str(tmp_path / "varied_out.mp4")]) == 0
-    said = capsys.readouterr()
-    assert said.err == "" and said.out.startswith("60 frames, "), said
-    cut = tmp_path / "cut.mkv"  # its first 20 frames (0.67 s) under the whole clip's duration: cut short
-    write_mkv(cut, [frame((20 + 2 * t, 30)) for t in range(20)], times[:20], 4000)
-    assert evaluate.main(["--video", str(cut), "--out", str(tmp_path / "cut_out.mp4")]) == 2
-    assert capsys.readouterr().err.startswith(f"evaluate.py: {cut}: 20 of the 120 frames its header lists could be read")
+    varied, sound = tmp_path / "varied.mkv", tmp_path / "sound.mkv"
+    write_mkv(varied, squares, times, 4000)
+    write_mkv(sound, squares, [round(i * 1000 / 30) for i in range(60)], 2500, audio_until_ms=2500)  # 2 s of frames
+    for clip, listed in ((varied, 120), (sound, 75)):
+        capture = cv2.VideoCapture(str(clip))
+        assert (capture.get(cv2.CAP_PROP_FRAME_COUNT), len(read_frames(clip))) == (listed, 60)
+        assert evaluate.main(["--video", str(clip), "--out", str(tmp_path / f"{clip.stem}_out.mp4")]) == 0
+        said = capsys.readouterr()
+        assert said.out.startswith("60 frames, ") and said.err == ("" if clip == varied else
+               f"evaluate.py: note: {sound}: 60 frames read, where its duration x frame rate makes 75 (a sound track "
+               "running on past the last frame, or a file cut short)\n"), said
+
+
+def test_an_mp4_with_its_index_first_cut_short_is_refused_as_an_avi_is(tmp_path, monkeypatch, capsys):
+    """An MP4 written for the web (its moov, the sample tables, before the frames: ffmpeg -movflags +faststart) opens
+    when cut short, and its header counts its frames: 10 of 20 read is an error, as for an AVI."""
+    from facelandmarks.cli import evaluate
+
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+    clip = tmp_path / "squares.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 20, (200, 120))
+    for t in range(20):
+        writer.write(frame((20 + 3 * t, 30)))
+    writer.release()
+    data, boxes, at = clip.read_bytes(), {}, 0
+    while at < len(data):  # OpenCV writes ftyp, free, mdat, moov
+        boxes[data[at + 4:at + 8]], at = (at, int.from_bytes(data[at:at + 4], "big")), at + int.from_bytes(data[at:at + 4], "big")
+    (moov_at, moov_size), mdat_at = boxes[b"moov"], boxes[b"mdat"][0]
+    moov = bytearray(data[moov_at:moov_at + moov_size])
+    table = moov.find(b"stco")  # the chunk offsets move by the moov's size
+    for k in range(int.from_bytes(moov[table + 8:table + 12], "big")):
+        at = table + 12 + 4 * k
+        moov[at:at + 4] = (int.from_bytes(moov[at:at + 4], "big") + moov_size).to_bytes(4, "big")
+    web = data[:mdat_at] + bytes(moov) + data[mdat_at:moov_at]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(web[:len(web) * 3 // 4])
+    read = len(read_frames(cut))
+    assert 2 <= read <= 16, read
+    assert evaluate.main(["--video", str(cut), "--out", str(tmp_path / "out.mp4")]) == 2
+    assert capsys.readouterr().err.startswith(f"evaluate.py: {cut}: {read} of the 20 frames its header lists could be read")
+    (tmp_path / "web.mp4").write_bytes(web)  # whole
+    assert evaluate.main(["--video", str(tmp_path / "web.mp4"), "--out", str(tmp_path / "out.mp4")]) == 0
+    assert capsys.readouterr().err == ""
