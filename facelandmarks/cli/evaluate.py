@@ -292,11 +292,11 @@ def _run(args) -> int:
           f"points in {result['points']}{aligned}")
     _export_hint(Path(args.runs[0]), args.runtime)
     expected = min(result["listed"], args.max_frames or result["listed"])
-    if result["reached"] < expected - max(1, expected // 100) and counts_its_frames(args.video):  # ended as if whole
-        complain(f"evaluate.py: {args.video}: {result['frames']} of the {result['listed']} frames its header lists could "
-                 "be read (the file is cut short or damaged); the overlay and points hold those")
-        return 2
-    if result["reached"] < expected - max(1, expected // 100):  # an estimate: no error, but what it says
+    if result["reached"] < expected - max(1, expected // 100):  # a file cut short ended as if the clip had, status 0
+        if counts_its_frames(args.video):
+            complain(f"evaluate.py: {args.video}: {result['frames']} of the {result['listed']} frames its header lists "
+                     "could be read (the file is cut short or damaged); the overlay and points hold those")
+            return 2
         complain(f"evaluate.py: note: {args.video}: {result['frames']} frames read, where its duration x frame rate makes "
                  f"{result['listed']} (a sound track running on past the last frame, or a file cut short)")
     return 0
