@@ -227,7 +227,8 @@ def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | N
             names = [f.name for f in train.files[totals.index(fewest)::workers]]
             where, faces = train.manifest, f"{fewest} training faces (its shard{'s' * (len(names) > 1)} {', '.join(names)})"
         else:
-            where, faces = data or "the training data", f"{fewest} of its {sum(totals)} training faces"
+            where, faces = data or "the training data", f"{fewest} of the {sum(totals)} training faces" + (
+                " of an epoch (--oversample's repeats counted)" if oversample else "")
         raise ValueError(f"{where}: a process of this {workers}-process job has {faces}, fewer than its --batch of "
                          f"{per_worker}")
     return min(sum(-(-count // per_worker) for count in faces) for faces in counts)

@@ -141,8 +141,12 @@ def test_a_jax_job_over_shards_takes_the_batches_of_its_process_with_the_fewest(
                                   f"{train.files[1].name}), fewer than its --batch of 8")
     with pytest.raises(ValueError) as refused:  # an npz's faces, shared out by the processes
         distribute.equal_batches(job, _faces(9), 8, data="faces_train.npz")
-    assert str(refused.value) == ("faces_train.npz: a process of this 2-process job has 4 of its 9 training faces, fewer "
-                                  "than its --batch of 8")
+    assert str(refused.value) == ("faces_train.npz: a process of this 2-process job has 4 of the 9 training faces, fewer "
+                                  "than its --batch of 8")  # 'of its 9' read as the process's
+    with pytest.raises(ValueError) as refused:  # 6 faces, the 3 of source b twice: 9 in an epoch, not in the file
+        distribute.equal_batches(job, _faces(6, ["a", "b"] * 3), 8, {"b": 2}, data="faces_train.npz")
+    assert str(refused.value) == ("faces_train.npz: a process of this 2-process job has 3 of the 9 training faces of an "
+                                  "epoch (--oversample's repeats counted), fewer than its --batch of 8")
 
 
 def test_a_jax_job_restarting_the_head_for_another_markup_and_taught_by_teachers_agrees(tmp_path):
