@@ -240,6 +240,15 @@ def blob_face(angle: float, scale: float, centre, size=(200, 150)) -> tuple[np.n
     return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2), points
 
 
+def square_clip(path, count: int):
+    """An MJPG AVI of ``count`` 200 x 120 frames, the square moving 3 px right each frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
+    for t in range(count):
+        writer.write(frame((20 + 3 * t, 30)))
+    writer.release()
+    return path
+
+
 def read_frames(path) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     frames = []
@@ -374,11 +383,7 @@ def test_run_on_video_leaves_finished_face_videos_at_the_end_max_frames_and_ctrl
     track in, all released and renamed however the run ends (Ctrl-C on the 8th frame: 7 frames written)."""
     detector = InterruptingDetector(stop)
     monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=detector))
-    clip = tmp_path / "squares.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
-    for t in range(12):
-        writer.write(frame((20 + 3 * t, 30)))
-    writer.release()
+    clip = square_clip(tmp_path / "squares.avi", 12)
     out = tmp_path / "out" / "squares_landmarks.mp4"
     args = (tmp_path, clip, out, max_frames)
     if stop:
@@ -400,11 +405,7 @@ def test_two_overlays_of_one_clip_in_one_folder_keep_their_own_face_videos(tmp_p
     """evaluate.py's default overlay out/clip_landmarks.mp4 and --out out/clip.mp4 both wrote out/clip_face0_aligned.mp4
     (the name less a trailing _landmarks): the second run replaced the first's face video and kept its overlay."""
     monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
-    for t in range(6):
-        writer.write(frame((20 + 3 * t, 30)))
-    writer.release()
+    clip = square_clip(tmp_path / "clip.avi", 6)
     folder = tmp_path / "out"
     for name, frames in (("clip_landmarks.mp4", 6), ("clip.mp4", 3)):  # the default, then --out out/clip.mp4
         result = run_on_video(tmp_path, clip, folder / name, max_frames=frames, redetect_every=1, align=(48, 0.1))
@@ -420,10 +421,7 @@ def test_two_overlays_of_one_clip_in_one_folder_keep_their_own_face_videos(tmp_p
 def test_the_points_file_records_the_detection_threshold_as_a_photos_json_does(min_score, recorded, tmp_path, monkeypatch):
     """--video --min-score changes which faces the points file lists, and its header did not say the threshold."""
     monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
-    writer.write(frame((20, 30)))
-    writer.release()
+    clip = square_clip(tmp_path / "clip.avi", 1)
     run_on_video(tmp_path, clip, tmp_path / "out.mp4", min_score=min_score)
     header, _ = read_video_landmarks(tmp_path / "out.jsonl")
     assert header["min_score"] == recorded
@@ -450,11 +448,7 @@ def test_a_video_file_cut_short_says_how_many_of_its_frames_were_read_and_keeps_
     from facelandmarks.cli import evaluate
 
     monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
-    clip = tmp_path / "squares.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
-    for t in range(20):
-        writer.write(frame((20 + 3 * t, 30)))
-    writer.release()
+    clip = square_clip(tmp_path / "squares.avi", 20)
     whole = clip.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole[:len(whole) // 2])
@@ -480,11 +474,7 @@ def test_a_folder_as_the_videos_out_gets_the_default_names_inside_it(tmp_path, m
     from facelandmarks.cli import evaluate
 
     monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (200, 120))
-    for t in range(3):
-        writer.write(frame((20 + 3 * t, 30)))
-    writer.release()
+    clip = square_clip(tmp_path / "clip.avi", 3)
     (tmp_path / "there").mkdir()
     for out in (tmp_path / "there", f"{tmp_path / 'new'}/"):
         assert evaluate.main(["--video", str(clip), "--out", str(out)]) == 0
