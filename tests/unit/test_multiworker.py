@@ -117,8 +117,10 @@ def test_a_worker_whose_partner_was_killed_ends_on_sigterm_with_its_last_epoch_l
         finish(processes, timeout=1)
         raise
     (code, _, err), _ = finish(processes, timeout=120)
-    last = err.strip().splitlines()[-1]
     assert code == 143 and "Traceback" not in err, err[-3000:]
+    # its last line of its own; TensorFlow's collective executor may still log the partner's loss after it from C++
+    # (E0000 ... ring_alg.cc: Aborting RingReduce with UNAVAILABLE, and gRPC's detail lines), as the process ends
+    last = [line for line in err.splitlines() if line.startswith(("terminated", "train.py"))][-1]
     assert last.startswith("terminated") and last.endswith(f"--resume --run-dir {run_dir}"), err[-3000:]
     state = read_state(run_dir)
     for name in (LAST, BEST):
