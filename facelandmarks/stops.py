@@ -1,5 +1,5 @@
 """The stops a script has received (SIGTERM, Ctrl-C), kept where any layer can look: the script's signal handlers
-(``cli.common``) record each one and raise it, and a training looks here at every step's end for one that native code
+(``cli.common``) record each one and raise it, and a training looks here as each step begins for one that native code
 swallowed (``training.callbacks.LostStop``).  Nothing here imports beyond the standard library."""
 
 from __future__ import annotations
@@ -17,15 +17,11 @@ RECEIVED: list[int] = []  # the stop signals (SIGTERM, Ctrl-C's SIGINT) a script
 MAIN = {"runs": False}  # whether a script's main runs; after, the handlers record a stop and raise nothing
 
 
-def marked(stop: KeyboardInterrupt, signum: int) -> KeyboardInterrupt:
-    """``stop`` with the number of the signal that raised it (``stop_signal``)."""
+def as_raised(signum: int) -> KeyboardInterrupt:
+    """The exception a script's handler raises for the stop signal ``signum``, which it carries (``stop_signal``)."""
+    stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
     stop.stop_signal = signum
     return stop
-
-
-def as_raised(signum: int) -> KeyboardInterrupt:
-    """The exception a script's handler raises for the stop signal ``signum``."""
-    return marked(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt(), signum)
 
 
 def lost() -> KeyboardInterrupt | None:

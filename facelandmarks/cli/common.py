@@ -200,18 +200,19 @@ def script_main(main):
         main_thread = threading.current_thread() is threading.main_thread()
         claim = main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         claim_int = main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        claimed = claim or claim_int
         _STOPS.clear()
         lost = []
-        if claim or claim_int:
+        name = f"{main.__module__.rpartition('.')[2]}.py"
+        if claimed:
             _MAIN["runs"] = True
             _UNSENT.clear()
+            hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_deliver_swallowed_stop,
+                                                                             hook=sys.unraisablehook)
         if claim:
             signal.signal(signal.SIGTERM, _raise_terminated)
         if claim_int:  # raises KeyboardInterrupt as Python's own handler does, and records it (stop_behind)
             signal.signal(signal.SIGINT, _raise_interrupted)
-        if claim or claim_int:
-            hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_deliver_swallowed_stop,
-                                                                             hook=sys.unraisablehook)
         try:
             status = main(*args, **kwargs)
         except Exception as err:  # a stop come out as another error where the script did not expect it: its line
@@ -220,25 +221,24 @@ def script_main(main):
                     leave_at_exit(1)
                 raise
             word, status = stopped(stop)
-            complain(f"\n{main.__module__.rpartition('.')[2]}.py: {word}")
+            complain(f"\n{name}: {word}")
         finally:
-            if claim or claim_int:
+            if claimed:
                 with _SENDING:  # no stop is sent again after this
                     _MAIN["runs"] = False
                     unsent = [*_UNSENT]
                     _UNSENT.clear()
                 _landed()  # one sent just before lands now, in the handler, which records it and raises nothing
                 lost = [*unsent, *_STOPS]
+                sys.unraisablehook = hook
             if claim:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
             if claim_int:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-            if claim or claim_int:
-                sys.unraisablehook = hook
-        if (claim or claim_int) and lost and not status:  # a stop the run did not wind down from: its status
+        if lost and not status:  # a stop the run did not wind down from: its status
             word, status = stopped(as_raised(lost[-1]))
-            complain(f"\n{main.__module__.rpartition('.')[2]}.py: {word}")
-        if status and (in_jax_job() or ((claim or claim_int) and lost and _jax_loaded())):
+            complain(f"\n{name}: {word}")
+        if status and (in_jax_job() or (lost and _jax_loaded())):
             leave_at_exit(status)
         return status
 

@@ -248,12 +248,16 @@ class LostStop(keras.callbacks.Callback):
     ended trained to its end.  First of the run's callbacks, so an epoch it stops is not committed; a begin hook, so
     Keras's asynchronous dispatch of the batch-end hooks is left as it was."""
 
-    def on_train_batch_begin(self, batch, logs=None):
+    @staticmethod
+    def _raise_lost():
         if (stop := stops.lost()) is not None:
             raise stop
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._raise_lost()
+
     def on_epoch_end(self, epoch, logs=None):
-        self.on_train_batch_begin(0)
+        self._raise_lost()
 
 
 class AllocatorSettings(keras.callbacks.Callback):
