@@ -214,6 +214,7 @@ def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | N
         return None
     from facelandmarks.data import npz
     from facelandmarks.data.feeding import repeat_counts
+    from facelandmarks.data.report import counted
 
     workers = cluster.workers
     if isinstance(train, npz.ShardSet):  # shard i goes to process i mod workers, each cut into batches
@@ -225,7 +226,7 @@ def equal_batches(cluster: Cluster, train, per_worker: int, oversample: dict | N
     if (fewest := min(totals)) < per_worker:  # said by every process, not by one alone
         if isinstance(train, npz.ShardSet):
             names = [f.name for f in train.files[totals.index(fewest)::workers]]
-            where, faces = train.manifest, f"{fewest} training faces (its shard{'s' * (len(names) > 1)} {', '.join(names)})"
+            where, faces = train.manifest, f"{counted(fewest, 'training face')} (its shard{'s' * (len(names) > 1)} {', '.join(names)})"
         else:
             where, faces = data or "the training data", f"{fewest} of the {sum(totals)} training faces" + (
                 " of an epoch (--oversample's repeats counted)" if oversample else "")

@@ -139,6 +139,12 @@ def test_a_jax_job_over_shards_takes_the_batches_of_its_process_with_the_fewest(
         distribute.equal_batches(job, train, 8)
     assert str(refused.value) == (f"{train.manifest}: a process of this 2-process job has 5 training faces (its shard "
                                   f"{train.files[1].name}), fewer than its --batch of 8")
+    npz.save_npz(npz.shard_path(tmp_path / "one_train", 1), npz.subset(whole, np.arange(1)))
+    one = npz.ShardSet(npz.write_manifest(tmp_path / "one_train.shards.json", [
+        {"file": npz.shard_path(tmp_path / "s_train", 0), "faces": 12},
+        {"file": npz.shard_path(tmp_path / "one_train", 1), "faces": 1}], "ibug68", (4, 4, 1)))
+    with pytest.raises(ValueError, match=r"has 1 training face \(its shard "):  # singular ('1 training faces')
+        distribute.equal_batches(job, one, 4)
     with pytest.raises(ValueError) as refused:  # an npz's faces, shared out by the processes
         distribute.equal_batches(job, _faces(9), 8, data="faces_train.npz")
     assert str(refused.value) == ("faces_train.npz: a process of this 2-process job has 4 of the 9 training faces, fewer "
