@@ -37,10 +37,14 @@ def __getattr__(name):  # imported on first use: TensorFlow/JAX load only when a
         from facelandmarks.inference.predictor import Predictor
 
         return Predictor if name == "Predictor" else pipelines.PipelinePredictor
-    if name in ("FaceTracker", "read_video_landmarks"):
-        from facelandmarks.inference import video
+    if name == "FaceTracker":
+        from facelandmarks.inference.video import FaceTracker
 
-        return getattr(video, name)
+        return FaceTracker
+    if name == "read_video_landmarks":
+        from facelandmarks.inference.video_files import read_video_landmarks
+
+        return read_video_landmarks
     if name == "align_face":
         from facelandmarks.inference.align import align_face
 

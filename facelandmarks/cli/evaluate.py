@@ -15,6 +15,7 @@ from facelandmarks.inference.align import MAX_SIZE as MAX_ALIGN
 from facelandmarks.inference.align import MIN_SIZE as MIN_ALIGN
 from facelandmarks.inference.photos import IMAGE_SUFFIXES, VIDEO_SUFFIXES, run_on_images
 from facelandmarks.inference.video import REDETECT_EVERY, run_on_video
+from facelandmarks.inference.video_files import counts_its_frames
 
 EPILOG = """examples:
   python evaluate.py --image photo.jpg              # the shipped model -> out/photo.jpg_landmarks.png and .json
@@ -300,24 +301,6 @@ def _run(args) -> int:
         complain(f"evaluate.py: note: {args.video}: {result['frames']} frames read, where its duration x frame rate makes "
                  f"{result['listed']} (a sound track running on past the last frame, or a file cut short)")
     return 0
-
-
-def counts_its_frames(path) -> bool:
-    """Whether a video file's header counts its frames, the count OpenCV then gives: an AVI, an MP4 or MOV (not
-    fragmented). Others (Matroska, WebM, a fragmented MP4, MPEG-TS) list none, and OpenCV's is their duration x
-    frame rate, the duration the longest track's: a sound track running on, or a varying rate, makes it more."""
-    with open(path, "rb") as file:
-        head, boxes = file.read(12), set()
-        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-            return True
-        file.seek(0)
-        while len(box := file.read(8)) == 8 and (size := int.from_bytes(box[:4], "big")) != 0:  # 0: to the end
-            size = int.from_bytes(file.read(8), "big") - 8 if size == 1 else size  # a 64-bit size follows
-            if size < 8:
-                return False  # not ISO-BMFF boxes
-            boxes.add(box[4:])
-            file.seek(size - 8, os.SEEK_CUR)
-    return b"moov" in boxes and b"moof" not in boxes  # an MP4 or MOV's sample tables, not fragments
 
 
 def check_output_folder(folder: Path) -> None:

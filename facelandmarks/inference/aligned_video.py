@@ -25,14 +25,9 @@ import cv2
 import numpy as np
 
 from facelandmarks.inference.align import align_face, anchors, check_alignment
+from facelandmarks.inference.video_files import partial_path
 
 FOURCC = "mp4v"  # as the overlay video
-
-
-def partial_path(path) -> Path:
-    """Where a video is written until it is finished (mp4 writes its index last): ``clip.mp4`` -> ``clip.partial.mp4``."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 def aligned_path(out_path, track_id: int) -> Path:

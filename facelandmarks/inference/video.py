@@ -44,25 +44,33 @@ docs/inference.md#video). The crop boxes and the "lost" checks use the raw point
 faces are followed. A track's smoother starts afresh when the face was lost, and when a detection continues a track
 whose box now holds something else (the appearance and geometry checks above, as at a cut in the video).
 ``smooth=False`` returns the raw points.
+
+``run_on_video`` marks a whole video file or camera; the files around it (opening the source, the output names,
+reading the points file back) are in ``video_files``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from facelandmarks.data import faces
-from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_outputs, partial_path
+from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_outputs
 from facelandmarks.inference.predictor import FaceLandmarks, Predictor
 from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
-from facelandmarks.runtime import filtered_fds
+from facelandmarks.inference.video_files import (  # noqa: F401  (VIDEO_SUFFIXES, read_video_landmarks: imported from here too)
+    VIDEO_SUFFIXES,
+    check_source,
+    open_capture,
+    partial_path,
+    read_video_landmarks,
+    video_outputs,
+)
 
 REDETECT_EVERY = 10  # frames between detections while tracking (0.4 s at 25 frames/s)
 MATCH_IOU = 0.3  # a detection continues a track when their crop boxes overlap this much (IoU)
@@ -276,51 +284,6 @@ class FaceTracker:
                 self._tracks.append(_Track(face, box, reference))
 
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV writes mp4v frames into
-
-
-def video_outputs(source, out_path, points_path=None) -> tuple[Path, Path]:
-    """(overlay video, points file) for ``run_on_video``, checked before any work: ValueError naming
-    the path when the video is not a video file name, is a folder, is the source, or is the points file."""
-    out_path = Path(out_path)
-    points_path = out_path.with_suffix(".jsonl") if points_path is None else Path(points_path)
-    if out_path.suffix.lower() not in VIDEO_SUFFIXES or out_path.is_dir():
-        raise ValueError(f"{out_path}: the overlay needs a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
-    if not str(source).isdigit() and Path(source).exists() and out_path.resolve() == Path(source).resolve():
-        raise ValueError(f"{out_path}: that is the video being read; give another --out")
-    if points_path.resolve() == out_path.resolve():
-        raise ValueError(f"{out_path}: the overlay video and the points file would be one file")
-    return out_path, points_path
-
-
-def check_source(source) -> bool:
-    """Whether ``source`` is a camera index; a missing video file or a folder is an error naming it."""
-    camera = str(source).isdigit()
-    if not camera and Path(source).is_dir():
-        raise IsADirectoryError(f"{source}: a folder, not a video file")
-    if not camera and not Path(source).is_file():
-        raise FileNotFoundError(f"{source}: no such video file")
-    return camera
-
-
-def open_capture(source) -> tuple[cv2.VideoCapture, bool]:
-    """(an open capture of a video file or camera index, whether it is a camera); FileNotFoundError or OSError in
-    one line, with what FFmpeg said of a file (its lines and OpenCV's camera warnings are kept off stderr)."""
-    camera = check_source(source)
-    level, said = cv2.utils.logging.getLogLevel(), []
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        with filtered_fds((2,), keep=said.append):  # each line kept in ``said``, none passed on
-            capture = cv2.VideoCapture(int(source) if camera else str(source))
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-    if not capture.isOpened():
-        reasons = [r for r in (re.sub(r"^\[[^]]*\]", "", line).strip() for line in said) if r]  # "[mov @ 0x..] why"
-        why = f" (FFmpeg: {reasons[-1]})" if reasons and not camera else ""
-        raise OSError(f"{source}: cannot open {'camera' if camera else 'video'}{why}")
-    return capture, camera
-
-
 def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, track=True,
                  redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None, recrop=False,
                  smooth=True, points_path=None, align: tuple[int, float] | None = None) -> dict:
@@ -419,32 +382,3 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
             "points": str(points_path), "detections": tracker.detections, "tracked": tracker.tracked,
             "kept": tracker.kept, "listed": listed, "reached": max(frames, round(end * fps_in / 1e3)),
             "aligned": {i: str(p) for i, p in aligned.items()}}
-
-
-def read_video_landmarks(path) -> tuple[dict, list[dict]]:
-    """(header, frames) of a ``run_on_video`` points file.
-
-    Each frame is ``{"frame", "time", "detected", "faces"}``; each face as ``TrackedFace.to_json``
-    writes it, with ``points`` (K, 2), ``detection`` and ``crop_box`` as numpy arrays.  A last line
-    cut short (the writer was killed mid-line) is left out; any other bad line, or a file that is
-    not text, raises ValueError naming the file (and the line).
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file, so not a points file written by run_on_video") from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines) or not line:  # what follows the last newline: "" or a line a kill cut short
-                continue
-            raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
-    if not records or "scheme" not in records[0]:
-        raise ValueError(f"{path}: no header line: not a points file written by run_on_video")
-    for record in records[1:]:
-        for face in record["faces"]:
-            for key in ("points", "detection", "crop_box"):
-                face[key] = np.asarray(face[key], np.float64)
-    return records[0], records[1:]

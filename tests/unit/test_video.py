@@ -22,10 +22,9 @@ from facelandmarks.inference.video import (
     is_lost,
     match_by_overlap,
     moved_much,
-    open_capture,
-    read_video_landmarks,
     run_on_video,
 )
+from facelandmarks.inference.video_files import open_capture, read_video_landmarks
 
 RNG = np.random.default_rng(0)
 SHAPE = np.vstack([[[0, 0], [1, 0], [0, 1], [1, 1]], RNG.uniform(0, 1, (64, 2))])  # corners span the square
