@@ -45,8 +45,8 @@ faces are followed. A track's smoother starts afresh when the face was lost, and
 whose box now holds something else (the appearance and geometry checks above, as at a cut in the video).
 ``smooth=False`` returns the raw points.
 
-``run_on_video`` marks a whole video file or camera; the files around it (opening the source, the output names,
-reading the points file back) are in ``video_files``.
+``run_on_video`` marks a whole video file or camera; the files around it (opening the source, each frame's time, the
+output names, reading the points file back) are in ``video_files``.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
 from facelandmarks.inference.video_files import (  # noqa: F401  (VIDEO_SUFFIXES, read_video_landmarks: imported from here too)
     VIDEO_SUFFIXES,
+    TimedFrames,
     check_source,
     open_capture,
     partial_path,
@@ -294,9 +295,12 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         run_dir: a run directory (None: the shipped model).
         source: a video file, or a camera index ("0").
         out_path: the overlay video (``VIDEO_SUFFIXES``), written as ``NAME.partial.SUFFIX`` and renamed
-            when the video ends or is interrupted (a killed run leaves an earlier overlay as it was).
+            when the video ends or is interrupted (a killed run leaves an earlier overlay as it was); every frame
+            of the source at the constant rate its header gives (OpenCV writes no variable rate).
         points_path: the points as JSON lines (None: ``out_path`` with the suffix ``.jsonl``): a header
-            line, then one line per frame, written as the frame is done (``read_video_landmarks``).
+            line, then one line per frame, written as the frame is done (``read_video_landmarks``), with the
+            frame's time as the source gives it (``TimedFrames``; the header's ``clock`` says which clock),
+            the time the smoothing runs on.
         max_frames: stop after this many frames (None: at the end of the video).
         track: follow faces between detections (``FaceTracker``); False detects on every frame.
         redetect_every: with ``track``, frames between detections (default ``REDETECT_EVERY``).
@@ -329,15 +333,11 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     fps_in, listed = capture.get(cv2.CAP_PROP_FPS) or 25.0, 0 if camera else max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
     tracker = FaceTracker(predictor, redetect_every if track else 1, smooth=smooth, fps=fps_in)
     writer = points_file = chips = None
-    faces_seen, start, shown = 0, time.perf_counter(), (0.0, 0.0)  # the last two frames' times in the file (ms)
+    faces_seen, start, timed = 0, time.perf_counter(), TimedFrames(capture, camera, fps_in)
     try:
         chips = AlignedVideos(out_path, predictor.scheme, *align, fps=fps_in) if align else None
-        while max_frames is None or tracker.frames < max_frames:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            image, shown = bgr[..., ::-1].copy(), (shown[1], capture.get(cv2.CAP_PROP_POS_MSEC))
-            t = time.perf_counter() - start if camera else tracker.frames / fps_in
+        while (max_frames is None or tracker.frames < max_frames) and (got := timed.read()) is not None:
+            image, t = got[0][..., ::-1].copy(), got[1]
             detections = tracker.detections
             found = tracker.update(image, t)
             faces_seen += len(found)
@@ -350,7 +350,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 points_file = open(points_path, "w", buffering=1)  # a line at a time: a kill leaves whole frames
                 header = {"source": str(source), "model": str(default_model_dir() if run_dir is None else run_dir),
                           "runtime": predictor.runtime, "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
-                          "fps": round(float(fps_in), 3), "width": image.shape[1], "height": image.shape[0],
+                          "fps": round(float(fps_in), 3), "clock": timed.clock, "width": image.shape[1], "height": image.shape[0],
                           "redetect_every": tracker.redetect_every, "smooth": tracker.smooth, "flip_test": flip_test,
                           "recrop": recrop, "min_score": faces.json_number(getattr(predictor.detector, "min_score", -np.inf)),
                           "align": {"size": align[0], "padding": align[1]} if align else None}
@@ -374,7 +374,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 writer.release()
                 if partial.is_file():
                     partial.replace(out_path)
-    seconds, frames, end = time.perf_counter() - start, tracker.frames, 2 * shown[1] - shown[0]  # the last frame's end (ms)
+    seconds, frames, end = time.perf_counter() - start, tracker.frames, timed.end_ms  # the last frame's end (ms)
     if frames == 0:
         raise OSError(f"{source}: no frames could be read")
     return {"frames": frames, "faces": faces_seen, "seconds": round(seconds, 2),

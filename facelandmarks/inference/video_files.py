@@ -1,12 +1,23 @@
-"""The files around ``video.run_on_video``: the video it reads (checks, opening, what the container's header says of
-its length), the overlay and points files it writes, and reading the points file back.
+"""The files around ``video.run_on_video``: the video it reads (checks, opening, each frame's time, what the container's
+header says of its length), the overlay and points files it writes, and reading the points file back.
+
+Frame times (``TimedFrames``): a file's frames carry presentation times, and a variable-rate file (a phone's video
+slowing down in low light, a recorder dropping frames; MP4, Matroska and WebM all carry a time per frame) shows them
+at uneven intervals, so frame number / fps is the wrong time there, and the wrong clock for the smoothing. OpenCV
+gives the container's time as ``CAP_PROP_POS_MSEC``; right after ``read()`` it is the time of the frame just read
+(0 for the first, measured with OpenCV 4.14's FFmpeg backend on AVI, MP4 and Matroska files:
+``tests/unit/test_video_times.py``), from the stream's start. A file's times are taken when its first two frames have
+usable ones (finite, from 0, increasing): a file without times (OpenCV then gives 0 for every frame) keeps frame number
+/ fps. A camera's frames are timed by the wall clock.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import time
 from pathlib import Path
 
 import cv2
@@ -15,6 +26,7 @@ import numpy as np
 from facelandmarks.runtime import filtered_fds
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV writes mp4v frames into
+CLOCKS = ("container", "frames/fps", "wall")  # where TimedFrames takes a frame's time from (the points file's "clock")
 
 
 def partial_path(path) -> Path:
@@ -63,6 +75,58 @@ def open_capture(source) -> tuple[cv2.VideoCapture, bool]:
         why = f" (FFmpeg: {reasons[-1]})" if reasons and not camera else ""
         raise OSError(f"{source}: cannot open {'camera' if camera else 'video'}{why}")
     return capture, camera
+
+
+class TimedFrames:
+    """The frames of an open capture, in order, each with its time in seconds (the module docstring).
+
+    ``read()`` returns (BGR frame, time) or None at the end. ``clock`` is where the times come from (``CLOCKS``):
+    "wall" for a camera (seconds since this object was made), for a file "container" or "frames/fps", known once the
+    first frame is read (the second is read ahead to decide). A time not after the last one (a container's repeated
+    or missing time) is the last plus 1 / ``fps``, as ``FaceTracker.update`` would take it. ``frames`` counts the
+    frames returned; ``end_ms`` is where the last of them ends by the container's times, its time plus the interval
+    before it (twice its time for one frame), whichever clock the times came from.
+    """
+
+    def __init__(self, capture: cv2.VideoCapture, camera: bool, fps: float):
+        self.capture, self.camera, self.fps = capture, camera, float(fps)
+        self.clock = "wall" if camera else None
+        self.frames = 0
+        self._ahead: list = []  # a frame read ahead, (bgr, ms) or None for the end
+        self._shown = (0.0, 0.0)  # the container's times of the last two frames returned (ms)
+        self._last: float | None = None
+        self._start = time.perf_counter()
+
+    def _next(self) -> tuple[np.ndarray, float] | None:
+        """The next frame from the capture and its container time (ms: the frame just read's), or None."""
+        ok, bgr = self.capture.read()
+        return (bgr, self.capture.get(cv2.CAP_PROP_POS_MSEC)) if ok else None
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """The next frame (BGR, as read) and its time in seconds; None at the end."""
+        got = self._ahead.pop() if self._ahead else self._next()
+        if got is None:
+            return None
+        bgr, ms = got
+        if self.clock is None:
+            self._ahead = [self._next()]
+            times = [ms] + ([self._ahead[0][1]] if self._ahead[0] else [])
+            usable = all(math.isfinite(t) and t >= 0 for t in times) and all(b > a for a, b in zip(times, times[1:]))
+            self.clock = "container" if usable else "frames/fps"
+        if self.clock == "wall":
+            t = time.perf_counter() - self._start
+        else:
+            t = ms / 1e3 if self.clock == "container" else self.frames / self.fps
+        if self._last is not None and not t > self._last:  # also NaN
+            t = self._last + 1 / self.fps
+        self._last, self._shown = t, (self._shown[1], ms)
+        self.frames += 1
+        return bgr, t
+
+    @property
+    def end_ms(self) -> float:
+        """Where the last frame returned ends (ms), by the container's times (the cut-short check's)."""
+        return 2 * self._shown[1] - self._shown[0]
 
 
 def counts_its_frames(path) -> bool:

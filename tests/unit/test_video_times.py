@@ -1,0 +1,131 @@
+"""The times a video's points file gives its frames, and the smoothing clock: a file's frames are shown at the times
+its container gives them (a phone's variable-rate MP4 or MKV slows down in low light), not at frame number / fps.
+The clips are real files OpenCV reads with FFmpeg: MJPG AVIs it writes, and Matroska files of MJPEG frames at chosen
+times (``write_mkv``)."""
+
+import cv2
+import numpy as np
+import pytest
+
+from facelandmarks.inference import video
+from facelandmarks.inference.predictor import Predictor
+from facelandmarks.inference.video import FaceTracker, run_on_video
+from facelandmarks.inference.video_files import TimedFrames, open_capture, read_video_landmarks
+from tests.unit.test_video import SquareDetector, SquareModel, frame, read_frames, square_clip, write_mkv
+
+VARIED_MS = [0, 40, 120, 130, 300, 340, 600, 640]  # 25 frames/s, then 8, 100, 6, 25, 4, 25
+
+
+@pytest.fixture
+def squares(monkeypatch):
+    """The square "model" in place of the shipped one, for ``run_on_video``."""
+    monkeypatch.setattr(video.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=SquareDetector()))
+
+
+def varied_clip(path, times_ms=VARIED_MS):
+    """A Matroska file of the square moving 4 px a frame, shown at ``times_ms``."""
+    write_mkv(path, [frame((20 + 4 * i, 30)) for i in range(len(times_ms))], times_ms, times_ms[-1] + 40)
+    return path
+
+
+def container_times(path) -> list[float]:
+    """CAP_PROP_POS_MSEC right after each read(), in ms."""
+    capture, times = cv2.VideoCapture(str(path)), []
+    while capture.read()[0]:
+        times.append(capture.get(cv2.CAP_PROP_POS_MSEC))
+    capture.release()
+    return times
+
+
+def test_opencv_gives_the_time_of_the_frame_just_read_for_avi_mp4_and_mkv(tmp_path):
+    """What run_on_video relies on: right after read(), POS_MSEC is the frame just read's time (0 for the first), not
+    the next frame's, on the FFmpeg backend, for a constant-rate AVI and MP4 and a variable-rate Matroska file."""
+    avi = square_clip(tmp_path / "clip.avi", 4)  # 20 frames/s
+    mp4 = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 20, (200, 120))
+    for image in read_frames(avi):
+        writer.write(image)
+    writer.release()
+    for clip in (avi, mp4):
+        assert cv2.VideoCapture(str(clip)).getBackendName() == "FFMPEG"
+        assert container_times(clip) == pytest.approx([0, 50, 100, 150])
+    assert container_times(varied_clip(tmp_path / "varied.mkv")) == pytest.approx(VARIED_MS)
+
+
+def test_a_variable_rate_files_points_carry_its_frames_times_and_the_smoother_gets_them(tmp_path, squares):
+    """run_on_video wrote frame / fps (the header's 23.25 frames/s, FFmpeg's guess) as each frame's time; the points file now
+    holds the container's times, says so in its header, and the points are smoothed over those intervals."""
+    clip = varied_clip(tmp_path / "varied.mkv")
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", redetect_every=3)
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert [line["time"] for line in lines] == pytest.approx(np.array(VARIED_MS) / 1e3, abs=1e-3)
+    assert header["clock"] == "container"
+    written = np.array([line["faces"][0]["points"] for line in lines])
+    for clock, times in (("container", np.array(VARIED_MS) / 1e3), ("frames/fps", np.arange(len(lines)) / header["fps"])):
+        tracker = FaceTracker(Predictor(SquareModel(), "ibug68", detector=SquareDetector()), 3)
+        smoothed = np.array([tracker.update(image[..., ::-1], t)[0].points for image, t in zip(read_frames(clip), times)])
+        off = np.abs(written - smoothed).max()  # the file's points are rounded to 0.01 px
+        assert off < 0.006 if clock == "container" else off > 0.1, (clock, off)
+    assert len(read_frames(tmp_path / "out.mp4")) == len(VARIED_MS)  # the overlay: every frame, at a constant rate
+
+
+def test_a_constant_rate_avi_keeps_frame_over_fps(tmp_path, squares):
+    clip = square_clip(tmp_path / "clip.avi", 5)
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4")
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert (header["clock"], header["fps"]) == ("container", 20.0)
+    assert [line["time"] for line in lines] == pytest.approx(np.arange(5) / 20, abs=1e-3)
+
+
+def test_a_file_without_usable_times_falls_back_to_frame_over_fps(tmp_path, squares):
+    """A Matroska file whose frames all carry time 0 (OpenCV gives 0 for each): no usable clock, so frame / fps."""
+    clip = varied_clip(tmp_path / "still.mkv", [0] * 5)
+    assert container_times(clip) == [0] * 5
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4")
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert header["clock"] == "frames/fps"
+    assert [line["time"] for line in lines] == pytest.approx(np.arange(5) / header["fps"], abs=1e-3)
+
+
+def test_a_later_time_not_after_the_last_counts_one_frame_later(tmp_path):
+    """Times read ahead decide the clock at the first frame; a later repeat (a muxer's glitch) is the last time plus
+    1 / fps, as FaceTracker.update takes it, and the frames' own container times stay for the cut-short check."""
+    clip = varied_clip(tmp_path / "glitch.mkv", [0, 50, 100, 100, 200])
+    capture, _ = open_capture(clip)
+    frames = TimedFrames(capture, False, 20.0)
+    times = []
+    while (got := frames.read()) is not None:
+        times.append(got[1])
+        assert frames.clock == "container"
+    assert times == pytest.approx([0, 0.05, 0.1, 0.15, 0.2])
+    assert frames.end_ms == pytest.approx(300)  # the last frame's time plus the interval before it
+
+
+def test_max_frames_leaves_out_the_frame_read_ahead(tmp_path, squares):
+    clip = varied_clip(tmp_path / "varied.mkv")
+    result = run_on_video(tmp_path, clip, tmp_path / "out.mp4", max_frames=1)
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert (result["frames"], [line["time"] for line in lines]) == (1, [0.0])
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", max_frames=3)
+    assert [line["time"] for line in read_video_landmarks(tmp_path / "out.jsonl")[1]] == pytest.approx([0, 0.04, 0.12])
+
+
+def test_a_variable_rate_file_cut_short_gets_the_note_and_its_frames_times(tmp_path, squares, capsys):
+    """A Matroska file lists no frame count, so one cut short is a note (status 0), as before; the frames read keep
+    their container times."""
+    from facelandmarks.cli import evaluate
+
+    times = [round(i * 1000 / 30) for i in range(20)] + [667 + 100 * i for i in range(20)]  # 30 frames/s, then 10
+    whole = tmp_path / "whole.mkv"
+    write_mkv(whole, [frame((20 + 2 * (i % 40), 30)) for i in range(40)], times, 2700)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[:len(data) * 3 // 5])
+    read = len(read_frames(cut))
+    assert 20 < read < 36, read
+    assert evaluate.main(["--video", str(cut), "--out", str(tmp_path / "out.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"evaluate.py: note: {cut}: {read} frames read, where its duration x frame rate makes "), err
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert [line["time"] for line in lines] == pytest.approx(np.array(times[:read]) / 1e3, abs=1e-3)
+    assert header["clock"] == "container"
