@@ -216,6 +216,20 @@ def test_batch_without_visible_points_gives_zero_not_nan(name):
 
 
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_a_perfect_prediction_gives_a_finite_gradient(name):
+    """Predictions on their targets, and a hidden point's on the 0 ``pack_targets`` puts there, leave the value and the
+    gradient finite: a point's distance as ``ops.sqrt`` of its squares, with no constant under it, gives NaN there on
+    both backends (docs/models.md, "Masking"), and backpropagation carries it into every weight."""
+    visible = np.array([[True, True, False]])
+    y_true = losses.pack_targets(TRUE, visible)
+    pred = np.where(visible[..., None], TRUE, 0.0).astype(np.float32)
+    loss = losses.get_loss(name)
+    assert np.isfinite(value(loss, y_true, pred))
+    grad = gradient(lambda p: loss(y_true, p), pred)
+    assert np.all(np.isfinite(grad)), f"loss {name!r}: the gradient at a perfect prediction is {grad.tolist()}"
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_losses_serialise_and_reload(name):
     options = {"wing": {"crop_size": 64, "width": 8.0}, "cgd": {"alpha": 0.5}}.get(name, {})
     loss = losses.get_loss(name, **options)
