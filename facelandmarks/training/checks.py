@@ -3,6 +3,7 @@ or the file: the model's settings before the data loads, a resumed run's data on
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from facelandmarks.training.config import TrainConfig
@@ -22,6 +23,19 @@ def check_model(config: TrainConfig) -> None:
     if backbones.weights_kind(config.weights) == "path" and not Path(config.weights).is_file():
         raise FileNotFoundError(f"{config.weights}: no such weights file (--weights: 'none', 'imagenet' or a .weights.h5 "
                                 f"/ .h5 file)")
+
+
+def build_for_run(config: TrainConfig, num_points: int):
+    """``build_model`` with the run's settings. ``check_model`` knew the options' names; their values are the builder's
+    to check, and its ``ValueError`` names neither the model nor where the value came from: the line says both."""
+    from facelandmarks.models import build_model
+
+    try:
+        return build_model(config.model, input_shape=tuple(config.input_shape), num_points=num_points,
+                           weights=config.weights, train_blocks=config.train_blocks, **config.model_options)
+    except ValueError as err:
+        given = f"--model-options {json.dumps(config.model_options)}, " if config.model_options else ""
+        raise ValueError(f"model {config.model!r} ({given}{'x'.join(map(str, config.input_shape))} inputs): {err}") from None
 
 
 def check_resumed_data(config: TrainConfig, scheme, input_shape: list) -> None:

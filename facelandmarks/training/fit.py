@@ -26,7 +26,7 @@ from facelandmarks.data.feeding import (
 from facelandmarks.models.optimizers import make_optimizer
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
-from facelandmarks.training.checks import check_model, check_resumed_data
+from facelandmarks.training.checks import build_for_run, check_model, check_resumed_data
 from facelandmarks.training.config import TrainConfig, _write_json_atomic
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers, settle_head_lr_scale
@@ -80,7 +80,7 @@ def _has_gpu() -> bool:
 
 def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     """Train ``config.model`` as configured; returns the run's summary dict."""
-    from facelandmarks.models import build_model, get_spec, pretrain
+    from facelandmarks.models import get_spec, pretrain
     from facelandmarks.training import distribute
 
     started = time.monotonic()  # --time-limit counts from here: data, teachers and compiling take their share
@@ -121,18 +121,14 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             check_resumed_data(config, scheme, list(sample.shape[1:]))
         config.scheme, config.num_points = scheme.name, scheme.num_points
         config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
-        if not resume:
-            if line := adopt_init_normalization(config):  # before config.json: the run records the mode it used
-                print(line)
-            # a scheme of your own travels with the run, with where dlib's box lies around its points in this data
-            definition = definition_to_store(scheme, npz.landmark_box(train))
-            config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
+        if not resume and (line := adopt_init_normalization(config)):  # before config.json: it records the mode used
+            print(line)
 
         with cluster.scope():
-            model = build_model(
-                config.model, input_shape=tuple(config.input_shape), num_points=scheme.num_points,
-                weights=config.weights, train_blocks=config.train_blocks, **config.model_options,
-            )
+            model = build_for_run(config, scheme.num_points)  # a builder's refusal leaves no config.json behind
+            if not resume:  # a scheme of your own travels with the run, with where dlib's box lies around its points
+                definition = definition_to_store(scheme, npz.landmark_box(train))
+                config.save(out_dir / "config.json", **({"scheme_definition": definition} if definition else {}))
             # the layers --init restarts (--head-lr-scale's), and whether points of another markup start fresh there
             restarted, fresh_points = (), False
             if config.init and not resume:

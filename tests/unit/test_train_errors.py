@@ -531,3 +531,19 @@ def test_a_model_setting_build_model_refuses_is_named_before_the_data_loads(flag
     code, lines = run_cli(train_cli.main, [*flags, "--epochs", "1", "--data", files["good"], "--run-dir", run], capsys)
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"train.py: {shown}"), lines
     assert not run.exists()
+
+
+@pytest.mark.parametrize("options, says", [
+    ('{"dropout": 2}', "dropout must be in [0, 1), got 2"),
+    ('{"hidden_units": [0]}', "hidden_units must be a non-empty sequence of positive integers, got (0,)"),
+])
+def test_an_option_value_the_builder_refuses_names_the_model_and_writes_no_config(options, says, files, tmp_path,
+                                                                                  capsys):
+    """``check_arguments`` knows the options' names, not their values, which the builder checks (docs/models.md,
+    "Adding a model family"): its refusal came as 'train.py: dropout must be in [0, 1), got 2', naming neither the
+    model nor its options, and left the new run folder a config.json of the run that never began."""
+    run = tmp_path / "run"
+    argv = ["mlp", "--model-options", options, "--epochs", "1", "--data", files["good"], "--run-dir", run]
+    code, lines = run_cli(train_cli.main, argv, capsys)
+    assert code == 2 and lines == [f"train.py: model 'mlp' (--model-options {options}, 16x16x3 inputs): {says}"], lines
+    assert not (run / "config.json").exists()
