@@ -21,6 +21,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--summary", metavar="NAME", help="print the layer summary of one model")
     parser.add_argument("--num-points", type=int, metavar="K", help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, metavar="S", help="image side for --summary (default: the model's)")
+    parser.add_argument("--plugins", metavar="A,B,...", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+                        default=[], help="your own .py files or modules registering model families (docs/models.md), "
+                        "listed with the toolkit's by --list and --summary (FACELANDMARKS_PLUGINS adds to them)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")
     parser.add_argument("--ship", metavar="RUN_DIR", help="write RUN_DIR's best weights (float16), settings and "
                         "history.csv into --to, a folder that loads like a run; the model there is replaced whole (its "
@@ -51,7 +54,13 @@ def main(argv=None):
         return 0
     runtime.startup(args.verbose)  # Keras loads here, quietly: the registry builds models
     from facelandmarks.models import IMAGE, REGISTRY, build_model, describe_models, get_spec
+    from facelandmarks.models.plugins import load_plugins
 
+    try:
+        load_plugins(args.plugins)
+    except USER_ERRORS as err:
+        complain(f"models.py: {error_line(err)}")
+        return 2
     if args.summary and args.summary not in REGISTRY:
         parser.error(f"--summary: {args.summary!r} is not a model; choose from {', '.join(REGISTRY)}")
     if args.ship:

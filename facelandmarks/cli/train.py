@@ -49,7 +49,7 @@ from facelandmarks.training.trainers import get_trainer, option_groups, register
 
 # run_dir: a copied or moved run folder resumes into itself; workers and previews leave the restored state alone;
 # data, val and a weights file may have moved with it (a line names the change)
-RESUME_MAY_CHANGE = ("epochs", "time_limit", "run_dir", "workers", "preview_every", "data", "val", "weights")
+RESUME_MAY_CHANGE = ("epochs", "time_limit", "run_dir", "workers", "preview_every", "data", "val", "weights", "plugins")
 
 EPILOG = """exit status:
   0    the run finished (a line says where it is, what ended it and its best epoch; then its summary as JSON)
@@ -167,8 +167,9 @@ def _model_of_init(requested: dict) -> None:
         raise ConfigError(f"--init {requested['init']}: a {before['model']} pipeline; --init starts one model "
                           "from another's weights (name the model: train.py MODEL --init ...)")
     requested["model"] = before["model"]
-    if "model_options" not in requested and before.get("model_options"):
-        requested["model_options"] = before["model_options"]
+    for name in ("model_options", "plugins"):  # a family of your own comes with the plugin that registers it
+        if name not in requested and before.get(name):
+            requested[name] = before[name]
     print(f"model {before['model']} from --init {requested['init']} (its config.json)")
 
 
@@ -212,19 +213,23 @@ def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> Tr
                           f"the run was started validating on {_validation_of(saved)}; --resume goes on as it began " +
                           ("(give --val where that file is now)" if saved.val else
                            f"(train.py --init {saved.run_dir} --val FILE starts a new run from its weights)"))
-    moved = {name: requested[name] for name in ("data", "val", "weights")
+    moved = {name: requested[name] for name in ("data", "val", "weights", "plugins")
              if name in requested and requested[name] != getattr(saved, name) and name not in changed}
     changed += [name for name, value in requested_options.items() if saved.pipeline.get(name) != value]
     if changed:
         shown = ", ".join("the model name" if name == "model" else flag_name(name) for name in changed)
         raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume continues the saved settings; only "
-                          f"--epochs, --time-limit, --workers, --preview-every and where --data, --val and a --weights "
-                          f"file now are may change, not {shown}")
+                          f"--epochs, --time-limit, --workers, --preview-every and where --data, --val, a --weights "
+                          f"file and --plugins now are may change, not {shown}")
     for name, value in moved.items():
-        print(f"resuming with {flag_name(name)} {value} (the run was started with {getattr(saved, name)}): "
+        print(f"resuming with {flag_name(name)} {_shown(value)} (the run was started with {_shown(getattr(saved, name))}): "
               f"the same file, moved")
     kept = ("epochs", "time_limit", "workers", "preview_every", *moved)
     return dataclasses.replace(saved, **{name: requested[name] for name in kept if name in requested})
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _validation_of(saved: TrainConfig) -> str:
@@ -251,6 +256,7 @@ def main(argv=None) -> int:
             config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
             startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
+            _load_plugins(config, resume)
             config.validate()
             _check_val(config)  # before the trainer makes the run folder
             if line := _test_val_warning(config):
@@ -301,6 +307,17 @@ def _files_in(run_dir) -> dict:
         return {path.name: path.stat().st_mtime_ns for path in Path(run_dir).iterdir() if path.is_file()}
     except OSError:  # no folder yet
         return {}
+
+
+def _load_plugins(config: TrainConfig, resume: bool) -> None:
+    """The run's plugins (a new run's with FACELANDMARKS_PLUGINS', which its config.json records) imported before the
+    model and the loss are checked, a pipeline's refiner included."""
+    from facelandmarks.models.plugins import load_plugins, with_env_plugins
+
+    if not resume:
+        config.plugins = with_env_plugins(config.plugins)
+    where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now" if resume else "--plugins"
+    load_plugins(config.plugins, where)
 
 
 def _check_val(config: TrainConfig) -> None:

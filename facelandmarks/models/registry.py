@@ -48,15 +48,25 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {}
 
 
+class NameTaken(ValueError):
+    """A model family or a loss registered under a name that is registered already (``register``,
+    ``losses.register_loss``): a plugin's line says so, not 'the plugin failed'."""
+
+
 def register(spec: ModelSpec) -> ModelSpec:
-    """Add a model family to the registry (each family's module calls this when imported)."""
+    """Add a model family to the registry (each family's module calls this when imported, a plugin likewise)."""
     if spec.name in REGISTRY:
-        raise ValueError(f"model {spec.name!r} is registered twice")
+        raise NameTaken(f"model {spec.name!r} is registered already (by {_module_of(REGISTRY[spec.name].builder)}); "
+                        f"give yours another name")
     if spec.input_kind not in (IMAGE, FEATURES):
         raise ValueError(f"model {spec.name!r}: input_kind must be {IMAGE!r} or {FEATURES!r}, got {spec.input_kind!r}")
     _check_backbone_fields(spec)
     REGISTRY[spec.name] = spec
     return spec
+
+
+def _module_of(thing) -> str:
+    return getattr(thing, "__module__", None) or "another module"
 
 
 _FIXED_ARGS = ("input_shape", "num_points", "weights", "train_blocks")

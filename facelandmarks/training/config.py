@@ -89,6 +89,10 @@ class TrainConfig:
                          positional=True)
     data: str | None = setting(help="training npz (images, or features for inception_bottleneck)")
     run_dir: str = setting(help="where checkpoints, logs and config.json go")
+    plugins: list = setting([], "your own .py files or Python modules that register model families or losses "
+                                "(docs/models.md), imported before the model and the loss are checked; recorded in "
+                                "config.json, so --resume and evaluate.py import them again (FACELANDMARKS_PLUGINS "
+                                "adds to them)")
     val: str | None = setting(None, "validation npz; default: a by-subject split of --data")
     val_fraction: float = setting(0.1, "share of faces (whole subjects) held out for validation")
     size: int | None = setting(None, "input size in pixels (images are resized); default: the npz's")

@@ -34,7 +34,7 @@ def run_config_of(init: str) -> dict | None:
 # the settings --resume may give anew that a later reader of the run's config.json needs as they now are: the epoch
 # budget, where the run folder (--config RUN/config.json --resume went to the old one, and without --resume trained a
 # new run there) and --data, --val and a --weights file now lie (the run folder or its files moved)
-RESUME_RECORDS = ("epochs", "run_dir", "data", "val", "weights")
+RESUME_RECORDS = ("epochs", "run_dir", "data", "val", "weights", "plugins")
 
 
 def record_resumed(path: Path, config) -> None:
@@ -72,6 +72,10 @@ def read_run_config(run_dir: Path) -> dict:
         from facelandmarks.scheme_files import register_definition
 
         register_definition(config["scheme_definition"], f"{path} (scheme_definition)")
+    if config.get("plugins"):  # the families and losses of your own it trained with: before its model is rebuilt
+        from facelandmarks.models.plugins import load_plugins
+
+        load_plugins(config["plugins"], f"plugins of {path}")
     return config
 
 

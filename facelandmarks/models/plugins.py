@@ -1,0 +1,141 @@
+"""Model families and losses from your own Python file or module, without a copy of the package to edit.
+
+A plugin is a ``.py`` file (a path: it ends in ``.py`` or holds a ``/``) or an importable module name (``my_lab.models``).
+Importing it registers what it defines, as the package's own modules do: ``register(ModelSpec(...))`` for a family,
+``losses.register_loss(name, cls)`` for a loss (docs/models.md, "Adding a model family", "Adding a loss").
+``train.py --plugins A,B`` loads them before it checks the model and the loss and records them in the run's
+``config.json``, so ``--resume``, ``evaluate.py``, ``export.py``, ``Predictor.load`` and ``--init`` load them again
+(``training.runs.read_run_config``); ``models.py --plugins`` lists them. ``FACELANDMARKS_PLUGINS`` (names separated
+by commas) adds plugins to every script; a new run records them too.
+
+Each plugin is imported once per process (a second ``load_plugins`` of the same file or module does nothing). A plugin
+that is not there, fails to import or takes a name registered already is a ``PluginError``: one line naming the
+plugin and the problem, and whatever the plugin had registered before it failed is taken out again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from facelandmarks.models import losses, registry
+
+ENV = "FACELANDMARKS_PLUGINS"
+
+_LOADED: dict[str, object] = {}  # the plugins imported in this process: resolved path or module name -> module
+
+
+class PluginError(ValueError):
+    """A plugin that cannot be used; the message is one line naming it."""
+
+
+def env_plugins(environ=None) -> list[str]:
+    """The plugins ``FACELANDMARKS_PLUGINS`` names, in order."""
+    text = (os.environ if environ is None else environ).get(ENV, "")
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def with_env_plugins(plugins) -> list[str]:
+    """``plugins`` followed by those of ``FACELANDMARKS_PLUGINS`` not among them: what a new run records."""
+    given = list(plugins or ())
+    return given + [p for p in env_plugins() if p not in given]
+
+
+def is_file(plugin: str) -> bool:
+    """A plugin given as a file (``my_models.py``, ``lab/models``) rather than a module name (``my_lab.models``)."""
+    return plugin.endswith(".py") or "/" in plugin or os.sep in plugin
+
+
+def load_plugins(plugins, where: str = "--plugins") -> list[str]:
+    """Import ``plugins`` (then ``FACELANDMARKS_PLUGINS``'s) once each; ``where``: what named them, for the line.
+
+    Returns:
+        The names of the model families and losses they registered (this call's new ones).
+    """
+    added = []
+    for plugin in plugins or ():
+        added += load_plugin(str(plugin), where)
+    for plugin in env_plugins():
+        added += load_plugin(plugin, ENV)
+    return added
+
+
+def load_plugin(plugin: str, where: str = "--plugins") -> list[str]:
+    """Import one plugin (once per process); the names it registered, or ``PluginError``."""
+    key = str(Path(plugin).resolve()) if is_file(plugin) else plugin
+    if key in _LOADED:
+        return []
+    families, table = dict(registry.REGISTRY), dict(losses.LOSSES)
+    try:
+        _LOADED[key] = _import(plugin, key, where)
+        replaced = [f"model {name!r}" for name, spec in families.items() if registry.REGISTRY.get(name) is not spec]
+        replaced += [f"loss {name!r}" for name, cls in table.items() if losses.LOSSES.get(name) is not cls]
+        if replaced:
+            raise PluginError(f"{plugin}: replaces {', '.join(replaced)}, registered already; give yours another name "
+                              f"({where})")
+    except BaseException:
+        _LOADED.pop(key, None)
+        _restore(registry.REGISTRY, families)
+        _restore(losses.LOSSES, table)
+        raise
+    return ([name for name in registry.REGISTRY if name not in families]
+            + [name for name in losses.LOSSES if name not in table])
+
+
+def _restore(table: dict, saved: dict) -> None:
+    table.clear()
+    table.update(saved)
+
+
+def _import(plugin: str, key: str, where: str):
+    if is_file(plugin):
+        path = Path(plugin)
+        if not path.is_file():
+            problem = "a folder, not a .py file" if path.is_dir() else "no such plugin file"
+            raise PluginError(f"{plugin}: {problem} ({where})")
+        name = f"facelandmarks_plugin_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise PluginError(f"{plugin}: not a Python file Python can import ({where})")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # as an import does: dataclasses and pickling look the module up
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as err:
+            sys.modules.pop(name, None)
+            raise _failed(plugin, err, where, path) from None
+        return module
+    try:
+        found = importlib.util.find_spec(plugin)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise PluginError(f"{plugin}: no such module to import ({where}: a .py file, or a module on the Python path)")
+    try:
+        return importlib.import_module(plugin)
+    except BaseException as err:
+        raise _failed(plugin, err, where, Path(found.origin or plugin)) from None
+
+
+def _failed(plugin: str, err: BaseException, where: str, path: Path) -> BaseException:
+    """The line for a plugin whose import raised ``err``: a name taken says so; anything else is named with the line
+    of the plugin that raised it. Ctrl-C and exits go on as they were."""
+    if not isinstance(err, Exception):
+        return err
+    if isinstance(err, registry.NameTaken):
+        return PluginError(f"{plugin}: {err} ({where})")
+    message = " ".join(str(err).split())
+    at = ""
+    if isinstance(err, SyntaxError) and err.lineno:
+        at, message = f", line {err.lineno}", err.msg
+    else:
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+        if frames:
+            at = f", line {frames[-1].lineno}"
+    return PluginError(f"{plugin}: the plugin failed to import ({where}){at}: {type(err).__name__}"
+                       + (f": {message}" if message else ""))

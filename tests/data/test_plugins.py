@@ -1,0 +1,76 @@
+"""A model family and a loss from the researcher's own file (docs/models.md, "Families and losses from your own file"):
+the doc's example file, as it is written there, trains, resumes, is listed, evaluates and rebuilds in new processes,
+which find it through the run's config.json alone."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.data, pytest.mark.backend]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def doc_plugin() -> str:
+    """The Python fence of docs/models.md's "Families and losses from your own file"."""
+    text = (ROOT / "docs" / "models.md").read_text()
+    section = text.split("## Families and losses from your own file", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"^```python\n(.*?)^```", section, re.S | re.M).group(1)
+
+
+def script(name: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's package, in the folder the user trains in
+    env.pop("FACELANDMARKS_PLUGINS", None)
+    return subprocess.run([sys.executable, str(ROOT / name), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_a_family_and_a_loss_of_your_own_file_train_resume_list_and_evaluate(tmp_path, tiny_ibug):
+    (tmp_path / "my_models.py").write_text(doc_plugin())
+    run = tmp_path / "run"
+    first = script("train.py", "tinycnn", "--plugins", "my_models.py", "--loss", "smooth_l1", "--loss-options",
+                   '{"beta": 0.05}', "--model-options", '{"filters": 8}', "--data", tiny_ibug["train"], "--run-dir",
+                   "run", "--epochs", "1", "--batch", "16", "--augment", "none", "--preview-every", "0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"], config["loss"], config["plugins"]) == ("tinycnn", "smooth_l1", ["my_models.py"])
+
+    resumed = script("train.py", "--resume", "--run-dir", "run", "--epochs", "2", cwd=tmp_path)  # config.json alone
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+    listed = script("models.py", "--list", "--plugins", "my_models.py", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^tinycnn\s+64x64x3\s", listed.stdout, re.M), listed.stdout
+    assert '{"filters": 16, "blocks": 3}' in listed.stdout
+
+    evaluated = script("evaluate.py", "run", "--data", tiny_ibug["test"], "--no-timing", "--out", "results",
+                       cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "results").is_dir()
+
+
+def test_a_run_whose_plugin_moved_is_told_so_and_resumes_with_its_new_place(tmp_path, tiny_ibug):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "my_models.py").write_text(doc_plugin())
+    first = script("train.py", "tinycnn", "--plugins", "lib/my_models.py", "--model-options", '{"filters": 4}', "--data",
+                   tiny_ibug["train"], "--run-dir", "run", "--epochs", "1", "--batch", "16", "--augment", "none",
+                   "--preview-every", "0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "lib").rename(tmp_path / "moved")
+    lost = script("train.py", "--resume", "--run-dir", "run", "--epochs", "2", cwd=tmp_path)
+    assert lost.returncode == 2
+    assert lost.stderr.strip().splitlines() == [
+        f"train.py: lib/my_models.py: no such plugin file (plugins of {Path('run') / 'config.json'}; --resume --plugins "
+        "PATH: where it is now)"]
+    found = script("train.py", "--resume", "--run-dir", "run", "--epochs", "2", "--plugins", "moved/my_models.py",
+                   cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["plugins"] == ["moved/my_models.py"]
+    evaluated = script("evaluate.py", "run", "--data", tiny_ibug["test"], "--no-timing", "--out", "results", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr

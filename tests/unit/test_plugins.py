@@ -1,0 +1,101 @@
+"""A plugin (train.py / models.py --plugins, FACELANDMARKS_PLUGINS) that cannot be used is one line and exit status 2,
+before any data is read, and leaves the registries as they were; one that can registers its family and loss."""
+
+import pytest
+
+from facelandmarks.cli import models as models_cli
+from facelandmarks.cli import train as train_cli
+from facelandmarks.models import REGISTRY, losses, plugins
+
+FAMILY = '''
+import keras
+from facelandmarks.models import ModelSpec, register
+from facelandmarks.models.heads import _landmark_output, _pixel_input
+
+
+def build_flat(input_shape, num_points, width=4):
+    pixels = _pixel_input(input_shape)
+    x = keras.layers.Flatten(name="flat")(pixels)
+    return keras.Model(pixels, _landmark_output(keras.layers.Dense(width, name="hidden")(x), num_points))
+
+
+register(ModelSpec("{name}", build_flat, "a flattened test family", (16, 16, 3)))
+'''
+
+
+@pytest.fixture(autouse=True)
+def registries(monkeypatch):
+    """Whatever a test's plugins register is gone after it: the families, the losses, the plugins imported."""
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    monkeypatch.delenv(plugins.ENV, raising=False)
+    families, table = dict(REGISTRY), dict(losses.LOSSES)
+    yield
+    for current, saved in ((REGISTRY, families), (losses.LOSSES, table)):
+        current.clear()
+        current.update(saved)
+
+
+def train(argv, capsys, tmp_path) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = train_cli.main([str(a) for a in [*argv, "--data", tmp_path / "nowhere.npz", "--run-dir", tmp_path / "run"]])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_plugin_registers_its_family_and_its_option_checks_run_before_the_data(tmp_path, capsys):
+    (tmp_path / "flat.py").write_text(FAMILY.replace("{name}", "flat_test"))
+    code, lines = train(["flat_test", "--plugins", tmp_path / "flat.py", "--model-options", '{"widht": 2}'], capsys,
+                        tmp_path)
+    assert code == 2 and lines == ["train.py: --model-options: model 'flat_test' has no option(s) widht; its options: "
+                                   "width"]
+    assert REGISTRY["flat_test"].description == "a flattened test family"
+    assert not (tmp_path / "run").exists()
+
+
+PROBLEMS = {
+    "missing file": (None, "{p}: no such plugin file (--plugins)"),
+    "a folder": ("folder", "{p}: a folder, not a .py file (--plugins)"),
+    "failing import": ("import os\nimport no_such_module_here\n", "{p}: the plugin failed to import (--plugins), "
+                       "line {at}: ModuleNotFoundError: No module named 'no_such_module_here'"),
+    "syntax error": ("x = 1\ndef f(:\n", "{p}: the plugin failed to import (--plugins), line {at}: SyntaxError: "),
+    "a family's name taken": (FAMILY.replace("{name}", "mlp"), "{p}: model 'mlp' is registered already (by "
+                              "facelandmarks.models.mlp); give yours another name (--plugins)"),
+    "a loss's name taken": ("from facelandmarks.models import losses\nlosses.register_loss('wing', "
+                            "losses.LOSSES['l1'])\n", "{p}: loss 'wing' is registered already (by "
+                            "facelandmarks.models.losses); give yours another name (--plugins)"),
+    "LOSSES overwritten": ("from facelandmarks.models import losses\nlosses.LOSSES['wing'] = losses.LOSSES['l1']\n",
+                           "{p}: replaces loss 'wing', registered already; give yours another name (--plugins)"),
+}
+
+
+@pytest.mark.parametrize("case", PROBLEMS)
+def test_a_plugin_that_cannot_be_used_is_one_line_and_changes_no_registry(case, tmp_path, capsys):
+    content, expected = PROBLEMS[case]
+    path = tmp_path / "mine.py"
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(FAMILY.replace("{name}", "before_failing") + content)  # a family registered, then the fault
+    families, table = dict(REGISTRY), dict(losses.LOSSES)
+    code, lines = train(["mlp", "--plugins", path], capsys, tmp_path)
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("train.py: " + expected.format(p=path, at=FAMILY.count("\n") + 2)), lines
+    assert (REGISTRY, losses.LOSSES) == (families, table)  # what it had registered is taken out again
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_module_name_that_is_not_there_and_models_py_say_so(tmp_path, capsys, monkeypatch):
+    code, lines = train(["mlp", "--plugins", "no_such_lab.models"], capsys, tmp_path)
+    assert code == 2 and lines == ["train.py: no_such_lab.models: no such module to import (--plugins: a .py file, or a "
+                                   "module on the Python path)"]
+    monkeypatch.setenv(plugins.ENV, str(tmp_path / "gone.py"))
+    assert models_cli.main(["--list"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"models.py: {tmp_path / 'gone.py'}: no such plugin file (FACELANDMARKS_PLUGINS)"]
+
+
+def test_a_plugin_is_imported_once_and_a_module_name_imports_it(tmp_path, monkeypatch):
+    (tmp_path / "lab_family.py").write_text(FAMILY.replace("{name}", "lab_flat"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert plugins.load_plugins(["lab_family"]) == ["lab_flat"]
+    assert plugins.load_plugins(["lab_family"]) == []  # once: not 'registered already' by itself
+    assert plugins.is_file("lab/family") and plugins.is_file("family.py") and not plugins.is_file("lab.family")
