@@ -25,6 +25,15 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+PLUGINS_ENV = "FACELANDMARKS_PLUGINS"  # plugins every script imports (facelandmarks/models/plugins.py)
+
+
+def env_plugins() -> list[str]:
+    """The plugins ``FACELANDMARKS_PLUGINS`` names (separated by commas), in order; here, without Keras, so a reader
+    of a run's config.json knows whether to import the models for them."""
+    return [part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(",") if part.strip()]
+
+
 def working_copy() -> bool:
     """Whether the package runs from a working copy, whose scripts (``train.py`` ...) sit beside it."""
     return os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py"))

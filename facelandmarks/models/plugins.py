@@ -24,20 +24,15 @@ import traceback
 from pathlib import Path
 
 from facelandmarks.models import losses, registry
+from facelandmarks.runtime import PLUGINS_ENV, env_plugins
 
-ENV = "FACELANDMARKS_PLUGINS"
+ENV = PLUGINS_ENV
 
 _LOADED: dict[str, object] = {}  # the plugins imported in this process: resolved path or module name -> module
 
 
 class PluginError(ValueError):
     """A plugin that cannot be used; the message is one line naming it."""
-
-
-def env_plugins(environ=None) -> list[str]:
-    """The plugins ``FACELANDMARKS_PLUGINS`` names, in order."""
-    text = (os.environ if environ is None else environ).get(ENV, "")
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def with_env_plugins(plugins) -> list[str]:

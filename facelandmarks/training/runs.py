@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.landmarks import get_scheme, mirror_landmarks
+from facelandmarks.runtime import env_plugins
 
 
 def init_run_config(config) -> dict | None:
@@ -72,10 +73,11 @@ def read_run_config(run_dir: Path) -> dict:
         from facelandmarks.scheme_files import register_definition
 
         register_definition(config["scheme_definition"], f"{path} (scheme_definition)")
-    if config.get("plugins"):  # the families and losses of your own it trained with: before its model is rebuilt
+    if config.get("plugins") or env_plugins():  # the families and losses of your own it may need: before its model is
+        # rebuilt or its model.keras loaded
         from facelandmarks.models.plugins import load_plugins
 
-        load_plugins(config["plugins"], f"plugins of {path}")
+        load_plugins(config.get("plugins", []), f"plugins of {path}")
     return config
 
 

@@ -1,6 +1,8 @@
 """A plugin (train.py / models.py --plugins, FACELANDMARKS_PLUGINS) that cannot be used is one line and exit status 2,
 before any data is read, and leaves the registries as they were; one that can registers its family and loss."""
 
+import json
+
 import pytest
 
 from facelandmarks.cli import models as models_cli
@@ -99,3 +101,22 @@ def test_a_plugin_is_imported_once_and_a_module_name_imports_it(tmp_path, monkey
     assert plugins.load_plugins(["lab_family"]) == ["lab_flat"]
     assert plugins.load_plugins(["lab_family"]) == []  # once: not 'registered already' by itself
     assert plugins.is_file("lab/family") and plugins.is_file("family.py") and not plugins.is_file("lab.family")
+
+
+def test_a_run_read_back_imports_its_recorded_plugins_and_those_of_the_environment(tmp_path, monkeypatch):
+    """``read_run_config`` (Predictor.load, evaluate.py, export.py, --teachers, --ship): the run's ``plugins``, and
+    FACELANDMARKS_PLUGINS' for a run whose config.json does not name the file (trained before, or moved)."""
+    from facelandmarks.training.runs import read_run_config
+
+    config = {"model": "env_flat", "scheme": "ibug68", "input_shape": [16, 16, 3], "num_points": 68}
+    for name, recorded in (("run_flat", True), ("env_flat", False)):
+        (tmp_path / f"{name}.py").write_text(FAMILY.replace("{name}", name))
+        run = tmp_path / f"run_{name}"
+        run.mkdir()
+        plugins_of = {"plugins": [str(tmp_path / f"{name}.py")]} if recorded else {}
+        (run / "config.json").write_text(json.dumps({**config, "model": name, **plugins_of}))
+        if not recorded:
+            monkeypatch.setenv(plugins.ENV, str(tmp_path / f"{name}.py"))
+        assert name not in REGISTRY
+        read_run_config(run)
+        assert name in REGISTRY
