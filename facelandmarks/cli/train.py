@@ -55,7 +55,8 @@ EPILOG = """exit status:
   0    the run finished (a line says where it is, what ended it and its best epoch; then its summary as JSON)
   2    a usage or input error, reported in one line on stderr, "train.py: PATH: what is wrong": a bad
        flag or setting (--size 0), a missing, truncated or corrupt file (npz, json, weights), an empty
-       training or validation set, a run folder that cannot be written, --resume on a folder without a run
+       training or validation set, a run folder that cannot be written, --resume on a folder without a run, a
+       --plugins file that is not there, fails to import or registers a name taken
   130  interrupted (Ctrl-C); the line printed gives the command that continues the run
   143  terminated (SIGTERM: kill, timeout, a job scheduler): as Ctrl-C. Not wound down 20 s after either
        (FACELANDMARKS_STOP_TIMEOUT), the run ends by itself with one line; its last committed epoch stays
