@@ -100,7 +100,7 @@ from facelandmarks.data.augment.config import AugmentConfig
 from facelandmarks.data.feeding import load_split, model_inputs, scheme_for
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.models import losses
-from facelandmarks.models.heads import _dense_stack, _landmark_output
+from facelandmarks.models.heads import dense_stack, landmark_output
 
 
 def predict(model, x, batch: int, training_mode: bool = False, progress: bool = False) -> np.ndarray:
@@ -121,8 +121,8 @@ def refit_head(features, train, val_features, val, units, dropout, loss, scheme,
     """A new dense head (the registry's) on frozen features, early-stopped on validation; returns (train NME, val NME)."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(features.shape[1:])
-    x = _dense_stack(inputs, units, dropout, "head")
-    head = keras.Model(inputs, _landmark_output(x, train["landmarks"].shape[1]))
+    x = dense_stack(inputs, units, dropout, "head")
+    head = keras.Model(inputs, landmark_output(x, train["landmarks"].shape[1]))
     head.compile(keras.optimizers.Adam(1e-3), loss=loss)
     head.fit(features, losses.pack_targets(train["landmarks"], train["visible"]), batch_size=64, epochs=100, verbose=0,
              validation_data=(val_features, losses.pack_targets(val["landmarks"], val["visible"])),

@@ -9,19 +9,19 @@ import numpy as np
 
 from facelandmarks.models.backbones import PixelNormalization
 from facelandmarks.models.heads import (
-    _check_dropout,
-    _check_min_size,
-    _check_units,
-    _dense_stack,
-    _landmark_output,
-    _pixel_input,
+    check_dropout,
+    check_min_size,
+    check_units,
+    dense_stack,
+    landmark_output,
+    pixel_input,
 )
 from facelandmarks.models.layers import NearestUpsampling2D
 from facelandmarks.models.registry import ModelSpec, register
 
 
 def _build_encoder(input_shape, filters) -> keras.Model:
-    pixels = _pixel_input(input_shape)
+    pixels = pixel_input(input_shape)
     x = PixelNormalization("unit", name="input_normalization")(pixels)
     for i, f in enumerate(filters, start=1):
         x = keras.layers.Conv2D(f, 3, padding="same", activation="relu", name=f"encoder_conv{i}")(x)
@@ -42,14 +42,14 @@ def build_autoencoder(input_shape, num_points, filters=(32, 64, 128), dense_unit
         dense_units: hidden dense layers of the regression head.
         dropout: dropout after each hidden dense layer.
     """
-    filters = _check_units("filters", filters, allow_empty=False)
-    dense_units, dropout = _check_units("dense_units", dense_units), _check_dropout(dropout)
-    _check_min_size("autoencoder", input_shape, 2 ** len(filters))
-    pixels = _pixel_input(input_shape)
+    filters = check_units("filters", filters, allow_empty=False)
+    dense_units, dropout = check_units("dense_units", dense_units), check_dropout(dropout)
+    check_min_size("autoencoder", input_shape, 2 ** len(filters))
+    pixels = pixel_input(input_shape)
     code = _build_encoder(input_shape, filters)(pixels)
     x = keras.layers.Flatten(name="code_flatten")(code)
-    x = _dense_stack(x, dense_units, dropout, "head")
-    return keras.Model(pixels, _landmark_output(x, num_points), name="autoencoder_landmarks")
+    x = dense_stack(x, dense_units, dropout, "head")
+    return keras.Model(pixels, landmark_output(x, num_points), name="autoencoder_landmarks")
 
 
 class ReconstructionBatches(keras.utils.PyDataset):

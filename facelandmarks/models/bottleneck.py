@@ -6,10 +6,10 @@ import keras
 
 from facelandmarks.models import backbones
 from facelandmarks.models.heads import (
-    _check_dropout,
-    _check_units,
-    _dense_stack,
-    _landmark_output,
+    check_dropout,
+    check_units,
+    dense_stack,
+    landmark_output,
 )
 from facelandmarks.models.layers import FeatureTransform
 from facelandmarks.models.registry import FEATURES, ModelSpec, register
@@ -28,16 +28,16 @@ def build_inception_bottleneck(input_shape, num_points, branch_units=(512,), den
         dense_units: dense layers after the concatenation.
         dropout: dropout after each hidden dense layer.
     """
-    branch_units = _check_units("branch_units", branch_units, allow_empty=False)
-    dense_units, dropout = _check_units("dense_units", dense_units), _check_dropout(dropout)
+    branch_units = check_units("branch_units", branch_units, allow_empty=False)
+    dense_units, dropout = check_units("dense_units", dense_units), check_dropout(dropout)
     features = keras.Input(tuple(input_shape), name="features")
     branches = []
     for function in FeatureTransform.FUNCTIONS:
         view = FeatureTransform(function, name=f"{function}_features")(features)
-        branches.append(_dense_stack(view, branch_units, dropout, function))
+        branches.append(dense_stack(view, branch_units, dropout, function))
     x = keras.layers.Concatenate(name="branches_concat")(branches)
-    x = _dense_stack(x, dense_units, dropout, "head")
-    return keras.Model(features, _landmark_output(x, num_points), name="inception_bottleneck_landmarks")
+    x = dense_stack(x, dense_units, dropout, "head")
+    return keras.Model(features, landmark_output(x, num_points), name="inception_bottleneck_landmarks")
 
 
 register(ModelSpec("inception_bottleneck", build_inception_bottleneck,

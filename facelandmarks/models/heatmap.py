@@ -6,10 +6,10 @@ import keras
 
 from facelandmarks.models.backbones import PixelNormalization
 from facelandmarks.models.heads import (
-    _check_min_size,
-    _check_units,
-    _conv_bn_relu,
-    _pixel_input,
+    check_min_size,
+    check_units,
+    conv_bn_relu,
+    pixel_input,
 )
 from facelandmarks.models.layers import NearestUpsampling2D, SoftArgmax2D
 from facelandmarks.models.registry import ModelSpec, register
@@ -28,16 +28,16 @@ def build_heatmap(input_shape, num_points, filters=(32, 64, 128, 256)):
     Args:
         filters: filters per encoder level (at least 3 levels).
     """
-    filters = _check_units("filters", filters, allow_empty=False)
+    filters = check_units("filters", filters, allow_empty=False)
     if len(filters) < 3:
         raise ValueError(f"heatmap needs at least 3 filter levels (heatmaps at 1/4 scale), got {filters!r}")
-    _check_min_size("heatmap", input_shape, 2 ** len(filters))
-    pixels = _pixel_input(input_shape)
+    check_min_size("heatmap", input_shape, 2 ** len(filters))
+    pixels = pixel_input(input_shape)
     x = PixelNormalization("unit", name="input_normalization")(pixels)
     skips = []
     for i, f in enumerate(filters, start=1):
-        x = _conv_bn_relu(x, f, 3, 2, f"down{i}_a")
-        x = _conv_bn_relu(x, f, 3, 1, f"down{i}_b")
+        x = conv_bn_relu(x, f, 3, 2, f"down{i}_a")
+        x = conv_bn_relu(x, f, 3, 1, f"down{i}_b")
         skips.append(x)
     for i in range(len(filters) - 2, 0, -1):  # up to the level of skips[1] = 1/4 scale
         skip = skips[i]
@@ -46,7 +46,7 @@ def build_heatmap(input_shape, num_points, filters=(32, 64, 128, 256)):
         if extra_h or extra_w:
             x = keras.layers.Cropping2D(((0, extra_h), (0, extra_w)), name=f"up{i}_crop")(x)
         x = keras.layers.Concatenate(name=f"up{i}_concat")([x, skip])
-        x = _conv_bn_relu(x, filters[i], 3, 1, f"up{i}")
+        x = conv_bn_relu(x, filters[i], 3, 1, f"up{i}")
     heatmaps = keras.layers.Conv2D(num_points, 1, dtype="float32", name="heatmaps")(x)
     return keras.Model(pixels, SoftArgmax2D(name="landmarks")(heatmaps), name="heatmap_landmarks")
 

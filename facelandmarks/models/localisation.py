@@ -38,7 +38,7 @@ from __future__ import annotations
 import keras
 
 from facelandmarks.models import backbones
-from facelandmarks.models.heads import _check_units, _pixel_input
+from facelandmarks.models.heads import check_units, pixel_input
 from facelandmarks.models.layers import PixelInPixelDecode, SoftArgmax2D
 from facelandmarks.models.registry import ModelSpec, register
 
@@ -65,7 +65,7 @@ def _multiscale_backbone(input_shape, weights, normalization, strides):
     name = backbones.BACKBONES["mobilenetv2"].application_name
     application = backbone.get_layer(name)
     taps = keras.Model(application.inputs, [application.get_layer(MOBILENETV2_TAPS[s]).output for s in strides], name=name)
-    pixels = _pixel_input(input_shape)
+    pixels = pixel_input(input_shape)
     x = pixels
     if input_shape[-1] == 1:
         x = backbone.get_layer("gray_to_rgb")(x)
@@ -128,7 +128,7 @@ def build_mobilenetv2_heatmap(input_shape, num_points, weights="none", train_blo
     if isinstance(stride, bool) or stride not in allowed:
         raise ValueError(f"the {head!r} head's stride must be one of {sorted(allowed)} (or None: {allowed[0]}), got {stride!r}")
     stride = int(stride)
-    (channels,) = _check_units("channels", (channels,), allow_empty=False)
+    (channels,) = check_units("channels", (channels,), allow_empty=False)
     for option, value, unset in (("max_offset", max_offset, None), ("spread_weight", spread_weight, 0.0)):
         if head != "pip" and value != unset:
             raise ValueError(f"{option} is an option of the 'pip' head, got {option}={value!r} with head={head!r}")

@@ -6,11 +6,11 @@ import keras
 
 from facelandmarks.models.backbones import PixelNormalization
 from facelandmarks.models.heads import (
-    _check_dropout,
-    _check_units,
-    _dense_stack,
-    _landmark_output,
-    _pixel_input,
+    check_dropout,
+    check_units,
+    dense_stack,
+    landmark_output,
+    pixel_input,
 )
 from facelandmarks.models.registry import ModelSpec, register
 
@@ -26,13 +26,13 @@ def build_mlp(input_shape, num_points, hidden_units=(512, 512), dropout=0.5):
         hidden_units: widths of the hidden layers.
         dropout: dropout after each hidden layer.
     """
-    hidden_units = _check_units("hidden_units", hidden_units, allow_empty=False)
-    dropout = _check_dropout(dropout)
-    pixels = _pixel_input(input_shape)
+    hidden_units = check_units("hidden_units", hidden_units, allow_empty=False)
+    dropout = check_dropout(dropout)
+    pixels = pixel_input(input_shape)
     x = PixelNormalization("unit", name="input_normalization")(pixels)
     x = keras.layers.Flatten(name="pixels_flatten")(x)
-    x = _dense_stack(x, hidden_units, dropout, "hidden")
-    return keras.Model(pixels, _landmark_output(x, num_points), name="mlp_landmarks")
+    x = dense_stack(x, hidden_units, dropout, "hidden")
+    return keras.Model(pixels, landmark_output(x, num_points), name="mlp_landmarks")
 
 
 register(ModelSpec("mlp", build_mlp, "multilayer perceptron on the flattened image, dropout 0.5",

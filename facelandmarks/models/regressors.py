@@ -6,24 +6,24 @@ import keras
 
 from facelandmarks.models import backbones
 from facelandmarks.models.heads import (
-    _check_dropout,
-    _check_units,
-    _dense_stack,
-    _landmark_output,
-    _pixel_input,
+    check_dropout,
+    check_units,
+    dense_stack,
+    landmark_output,
+    pixel_input,
 )
 from facelandmarks.models.registry import ModelSpec, register
 
 
 def _backbone_regressor(backbone_name: str):
     def build(input_shape, num_points, weights="none", train_blocks=-1, normalization="auto", dense_units=(512,), dropout=0.3):
-        dense_units, dropout = _check_units("dense_units", dense_units), _check_dropout(dropout)
-        pixels = _pixel_input(input_shape)
+        dense_units, dropout = check_units("dense_units", dense_units), check_dropout(dropout)
+        pixels = pixel_input(input_shape)
         backbone = backbones.build_backbone(backbone_name, input_shape, weights=weights, normalization=normalization)
         x = backbone(pixels)
         x = keras.layers.GlobalAveragePooling2D(name="feature_pool")(x)
-        x = _dense_stack(x, dense_units, dropout, "head")
-        model = keras.Model(pixels, _landmark_output(x, num_points), name=f"{backbone_name}_landmarks")
+        x = dense_stack(x, dense_units, dropout, "head")
+        model = keras.Model(pixels, landmark_output(x, num_points), name=f"{backbone_name}_landmarks")
         backbones.set_trainable_blocks(model, train_blocks)
         return model
 

@@ -6,12 +6,12 @@ import keras
 
 from facelandmarks.models.backbones import PixelNormalization
 from facelandmarks.models.heads import (
-    _check_dropout,
-    _check_min_size,
-    _check_units,
-    _dense_stack,
-    _landmark_output,
-    _pixel_input,
+    check_dropout,
+    check_min_size,
+    check_units,
+    dense_stack,
+    landmark_output,
+    pixel_input,
 )
 from facelandmarks.models.registry import ModelSpec, register
 
@@ -29,11 +29,11 @@ def build_scratch(input_shape, num_points, filters=(32, 64, 128, 128), kernel_si
         dense_units: hidden dense layers after the concatenation.
         dropout: dropout after each hidden dense layer.
     """
-    filters = _check_units("filters", filters, allow_empty=False)
-    kernel_sizes = _check_units("kernel_sizes", kernel_sizes, allow_empty=False)
-    dense_units, dropout = _check_units("dense_units", dense_units), _check_dropout(dropout)
-    _check_min_size("scratch", input_shape, 2 ** len(filters))
-    pixels = _pixel_input(input_shape)
+    filters = check_units("filters", filters, allow_empty=False)
+    kernel_sizes = check_units("kernel_sizes", kernel_sizes, allow_empty=False)
+    dense_units, dropout = check_units("dense_units", dense_units), check_dropout(dropout)
+    check_min_size("scratch", input_shape, 2 ** len(filters))
+    pixels = pixel_input(input_shape)
     x = PixelNormalization("unit", name="input_normalization")(pixels)
     paths = []
     for k in kernel_sizes:
@@ -43,8 +43,8 @@ def build_scratch(input_shape, num_points, filters=(32, 64, 128, 128), kernel_si
             y = keras.layers.MaxPooling2D(2, name=f"k{k}_pool{i}")(y)
         paths.append(keras.layers.Flatten(name=f"k{k}_flatten")(y))
     x = keras.layers.Concatenate(name="paths_concat")(paths) if len(paths) > 1 else paths[0]
-    x = _dense_stack(x, dense_units, dropout, "head")
-    return keras.Model(pixels, _landmark_output(x, num_points), name="scratch_landmarks")
+    x = dense_stack(x, dense_units, dropout, "head")
+    return keras.Model(pixels, landmark_output(x, num_points), name="scratch_landmarks")
 
 
 register(ModelSpec("scratch", build_scratch, "CNN from scratch: parallel kernel-6 and kernel-3 conv paths, dense head",

@@ -12,13 +12,13 @@ from facelandmarks.models import REGISTRY, losses, plugins
 FAMILY = '''
 import keras
 from facelandmarks.models import ModelSpec, register
-from facelandmarks.models.heads import _landmark_output, _pixel_input
+from facelandmarks.models.heads import landmark_output, pixel_input
 
 
 def build_flat(input_shape, num_points, width=4):
-    pixels = _pixel_input(input_shape)
+    pixels = pixel_input(input_shape)
     x = keras.layers.Flatten(name="flat")(pixels)
-    return keras.Model(pixels, _landmark_output(keras.layers.Dense(width, name="hidden")(x), num_points))
+    return keras.Model(pixels, landmark_output(keras.layers.Dense(width, name="hidden")(x), num_points))
 
 
 register(ModelSpec("{name}", build_flat, "a flattened test family", (16, 16, 3)))
