@@ -7,7 +7,7 @@ and the flags typed on the command line.  A run's config.json is such a file:
 
   train.py --config configs/demo.json                           # a recipe from configs/
   train.py --config runs/X/config.json --run-dir runs/Y         # run X again, into runs/Y
-  train.py --resume --run-dir runs/X [--epochs N]               # continue X; only --epochs, --time-limit may change
+  train.py --resume --run-dir runs/X [--epochs N]               # continue X; --epochs, --time-limit may change
   train.py --config configs/demo.json --time-limit 20m          # end (annealed) within 20 minutes
 """
 
