@@ -9,6 +9,7 @@ from pathlib import Path
 
 from facelandmarks import runtime
 from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line, script_main, stopped
+from facelandmarks.data.detect_size import MIN_DETECT_SIDE, checked_max_side
 from facelandmarks.data.faces import MIN_SCORE
 from facelandmarks.data.report import counted
 from facelandmarks.inference.align import MAX_SIZE as MAX_ALIGN
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-score", type=float,
                         help=f"--image, --video: keep dlib detections scoring at least this (default {MIN_SCORE}; "
                              "lower finds more faces and more false ones, 0 keeps all)")
+    parser.add_argument("--detect-max-side", type=int, metavar="PX",
+                        help="--image: look for faces in a copy of each photo longer than PX, shrunk to PX on its "
+                             "longer side (crops and points still from the photo itself): faster on large photos, "
+                             "but faces under about 80 px in the copy are missed, and some others come and go "
+                             f"(docs/evaluation.md); 0: the photo itself (default); {MIN_DETECT_SIDE} or more")
     parser.add_argument("--crops", action="store_true",
                         help="--image: also write an enlarged crop of every face with its points (PHOTO_face<i>.png)")
     parser.add_argument("--align", type=int, metavar="SIZE",
@@ -158,7 +164,7 @@ def main(argv=None) -> int:
 # options that only one or two of --data, --image, --video use, with the value that means "not given"
 ONLY_FOR = {"baseline": (("data",), "none"), "where": (("data",), []), "crops": (("image",), False),
             "align": (("image", "video"), None), "align_padding": (("image", "video"), 0.0),
-            "min_score": (("image", "video"), None), "max_frames": (("video",), None),
+            "min_score": (("image", "video"), None), "detect_max_side": (("image",), None), "max_frames": (("video",), None),
             "redetect_every": (("video",), REDETECT_EVERY), "no_smooth": (("video",), False),
             "no_timing": (("data",), False)}  # --image and --video time nothing (it was taken in silence)
 
@@ -181,6 +187,10 @@ def _misplaced_option(args, mode: str) -> str | None:
         return f"--align-padding must be 0 or more, got {args.align_padding:g}"
     if args.min_score is not None and math.isnan(args.min_score):  # the detector said so without naming the option
         return "--min-score must be a number, got nan"
+    try:
+        checked_max_side(args.detect_max_side, "--detect-max-side")
+    except ValueError as err:
+        return str(err)
     for name in ("threads", "max_frames", "redetect_every"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -279,7 +289,7 @@ def _run(args) -> int:
     align = (args.align, args.align_padding) if args.align is not None else None
     if args.image:
         counts = run_on_images(args.runs[0], args.image, args.out, args.flip_test, args.min_score, args.crops,
-                               recrop=args.recrop, align=align, **load)
+                               recrop=args.recrop, align=align, detect_max_side=args.detect_max_side, **load)
         _export_hint(Path(args.runs[0]), args.runtime)
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,

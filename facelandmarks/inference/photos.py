@@ -70,14 +70,15 @@ def crop_name(photo: Path, index: int, kind: str = "face") -> str:
 
 
 def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, crops=False, runtime="auto",
-                  threads=None, recrop=False, align: tuple[int, float] | None = None) -> dict:
+                  threads=None, recrop=False, align: tuple[int, float] | None = None, detect_max_side=None) -> dict:
     """Overlay PNG + JSON per photo (``output_name``) of ``target`` (a photo, a folder of photos, or a list of
     them); returns the counts of photos ``done`` (with a face), ``no_face`` and ``unreadable``.  The JSON names
     the model, its runtime and the options that made the points.
 
     Detections scoring below ``min_score`` (None: ``faces.MIN_SCORE``) are dropped; the JSON says the
-    threshold and how many were dropped.  With ``crops`` each face also gets an enlarged crop
-    (``crop_name``); with ``align`` = (size, padding) an aligned chip (``inference.align.align_face``).
+    threshold and how many were dropped, and ``detect_max_side`` (``Predictor``'s).  With ``crops`` each face
+    also gets an enlarged crop (``crop_name``); with ``align`` = (size, padding) an aligned chip
+    (``inference.align.align_face``).
     ``flip_test`` and ``recrop`` are ``Predictor``'s.  The results an earlier run left in ``out_dir`` of a photo
     this run marks and did not write (chips of faces no longer found, a photo now without a face) are removed.
 
@@ -92,7 +93,8 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         _read(targets[0], faces.as_photo)  # an unreadable photo is an error before the model loads
     if align:
         check_alignment(*align)
-    predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
+    predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads,
+                               detect_max_side=detect_max_side)
     model = default_model_dir() if run_dir is None else run_dir
     if align:
         anchors(predictor.scheme)  # a markup without eyes and mouth fails here, not after the first photo
@@ -117,7 +119,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
             continue
         info = {"model": str(model), "runtime": predictor.runtime, "flip_test": flip_test, "recrop": recrop,
                 "scheme": predictor.scheme.name, "min_score": faces.json_number(detector.min_score),
-                "dropped_below_min_score": detector.dropped}
+                "dropped_below_min_score": detector.dropped, "detect_max_side": predictor.detect_max_side}
         aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
         written = write_results(path, image, found, out_dir, info, crops, aligned)
         gone = _remove(out_dir, earlier.pop(path.name, set()) - result_names(path, len(found), crops, bool(align)))

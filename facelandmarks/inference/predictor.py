@@ -12,6 +12,7 @@ import numpy as np
 
 from facelandmarks import runtime as process
 from facelandmarks.data import faces
+from facelandmarks.data.detect_size import checked_max_side, detect_in_copy
 from facelandmarks.inference import keras_settings, runtimes
 from facelandmarks.inference.model_input import activation_bytes, forward_batch, match_channels, resize_crops
 from facelandmarks.landmarks import get_scheme
@@ -168,6 +169,9 @@ class Predictor:
             centred and sized as in training, wherever the detector put it)
             and average the two -- twice the compute again (four passes with
             the flip test).
+        detect_max_side: look for faces in a copy of a photo longer than this many pixels, shrunk to it
+            (``detect_size``: faster, misses small faces); crops and points still come from the photo itself.
+            None or 0: the photo itself.
 
     ``landmark_box``: ``faces.detection_like_box``'s relation for the model's markup, from ``config``'s
     ``scheme_definition`` (measured on its data), else a built-in markup's own (``scheme_files.BUILTIN_LANDMARK_BOXES``:
@@ -176,11 +180,13 @@ class Predictor:
     """
 
     def __init__(self, model, scheme: str, name: str = "model", detector: faces.FaceDetector | None = None,
-                 config: dict | None = None, flip_test: bool = False, recrop: bool = False):
+                 config: dict | None = None, flip_test: bool = False, recrop: bool = False,
+                 detect_max_side: int | None = None):
         self.model = model
         self.scheme = get_scheme(scheme)
         self.name = name
         self.detector = detector or faces.FaceDetector()
+        self.detect_max_side = detect_max_side
         self.config = config or {}
         self.landmark_box = landmark_box_of(self.config.get("scheme_definition"), f"{name} (scheme_definition)", self.scheme)
         shape = model.input_shape  # (None, S, S, C): a Keras model's, or an exported one's (inference.runtimes)
@@ -206,6 +212,14 @@ class Predictor:
         if value and list(self.scheme.mirror) == list(range(self.scheme.num_points)):
             raise ValueError(f"{self.name}: scheme {self.scheme.name} has no left/right pairs, so a flip test cannot undo the flip")
         self._flip_test = bool(value)
+
+    @property
+    def detect_max_side(self) -> int | None:
+        return self._detect_max_side
+
+    @detect_max_side.setter
+    def detect_max_side(self, value: int | None) -> None:
+        self._detect_max_side = checked_max_side(value, "detect_max_side")
 
     @classmethod
     def load(cls, run_dir: str | Path | None = None, weights: str = "best", runtime: str = "auto",
@@ -405,8 +419,9 @@ class Predictor:
         return [faces.points_from_crop(uv, box) for uv, box in zip(self.predict_crops(crops), crop_boxes)]
 
     def detect(self, image: np.ndarray):
-        """dlib detections at two scales, merged (``faces.FaceDetector.detect_all``)."""
-        return self.detector.detect_all(image)
+        """dlib detections at two scales, merged (``faces.FaceDetector.detect_all``), in a copy shrunk to
+        ``detect_max_side`` when the photo is longer (``detect_size.detect_in_copy``); boxes in the photo's pixels."""
+        return detect_in_copy(self.detector, faces.as_photo(image), self.detect_max_side)
 
     def align(self, image, size: int = 112, padding: float = 0.0) -> list:
         """Every face dlib finds in ``image`` (as ``predict`` takes it), upright in a ``size`` x ``size`` chip placed

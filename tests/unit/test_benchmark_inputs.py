@@ -385,3 +385,20 @@ def test_builtin_landmark_box_tells_faces_dlib_finds_none_of_in_one_line_with_st
     assert result.stderr.splitlines()[-1] == (
         f"builtin_landmark_box.py: {tmp_path}: dlib found none of the 4 faces read (300-W 1, YouTube68 1, MUCT 1, "
         "WFLW samples 1); nothing to measure"), result.stderr
+
+
+def test_detect_max_side_refuses_an_unknown_set_a_small_side_or_a_missing_folder(tmp_path):
+    _one_line(_bench("detect_max_side.py", "--data", tmp_path, "--sets", "afw,wider", cwd=tmp_path), "detect_max_side.py",
+              "--sets: 'afw,wider': give comma-separated names of afw, helen, muct")
+    _one_line(_bench("detect_max_side.py", "--data", tmp_path, "--max-sides", "1024,40", cwd=tmp_path),
+              "detect_max_side.py", "argument --max-sides: '1024,40': give comma-separated sides in px, each >= 80")
+    _one_line(_bench("detect_max_side.py", "--data", tmp_path, "--sets", "muct", cwd=tmp_path), "detect_max_side.py",
+              f"{tmp_path / 'muct'}: no such folder (--data: the face data, with muct/)")  # a traceback from the reader
+
+
+def test_photo_speed_refuses_a_missing_photo_a_small_side_or_no_repeats(tmp_path):
+    _one_line(_bench("photo_speed.py", "--photo", tmp_path / "none.jpg", cwd=tmp_path), "photo_speed.py",
+              f"{tmp_path / 'none.jpg'}: no such photo")
+    _one_line(_bench("photo_speed.py", "--max-sides", "0,50", cwd=tmp_path), "photo_speed.py",
+              "--max-sides: 50: give 0 (the photo itself) or 80 px or more")
+    _one_line(_bench("photo_speed.py", "--repeats", "0", cwd=tmp_path), "photo_speed.py", "--repeats must be >= 1, got 0")
