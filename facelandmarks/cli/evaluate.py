@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"--image, --video: keep dlib detections scoring at least this (default {MIN_SCORE}; "
                              "lower finds more faces and more false ones, 0 keeps all)")
     parser.add_argument("--detect-max-side", type=int, metavar="PX",
-                        help="--image: look for faces in a copy of each photo longer than PX, shrunk to PX on its "
+                        help="--image, --video: look for faces in a copy of each photo or frame longer than PX, shrunk to PX on its "
                              "longer side (crops and points still from the photo itself): faster on large photos, "
                              "but faces under about 80 px in the copy are missed, and some others come and go "
                              f"(docs/evaluation.md); 0: the photo itself (default); {MIN_DETECT_SIDE} or more")
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
 # options that only one or two of --data, --image, --video use, with the value that means "not given"
 ONLY_FOR = {"baseline": (("data",), "none"), "where": (("data",), []), "crops": (("image",), False),
             "align": (("image", "video"), None), "align_padding": (("image", "video"), 0.0),
-            "min_score": (("image", "video"), None), "detect_max_side": (("image",), None), "max_frames": (("video",), None),
+            "min_score": (("image", "video"), None), "detect_max_side": (("image", "video"), None), "max_frames": (("video",), None),
             "redetect_every": (("video",), REDETECT_EVERY), "no_smooth": (("video",), False),
             "no_timing": (("data",), False)}  # --image and --video time nothing (it was taken in silence)
 
@@ -294,7 +294,7 @@ def _run(args) -> int:
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
                           redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
-                          smooth=not args.no_smooth, align=align, **load)
+                          smooth=not args.no_smooth, align=align, detect_max_side=args.detect_max_side, **load)
     chips = ", ".join(result["aligned"].values())
     aligned = (f", aligned faces in {chips}" if chips else ", no aligned faces (no face found)") if align else ""
     print(f"{counted(result['frames'], 'frame')}, {counted(result['faces'], 'face')}, {result['fps']} frames/s "

@@ -287,7 +287,7 @@ class FaceTracker:
 
 def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, track=True,
                  redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None, recrop=False,
-                 smooth=True, points_path=None, align: tuple[int, float] | None = None) -> dict:
+                 smooth=True, points_path=None, align: tuple[int, float] | None = None, detect_max_side=None) -> dict:
     """Landmarks on every frame of a video file or camera; writes an overlay video, the points and, with
     ``align``, a video of each face upright.
 
@@ -306,6 +306,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         redetect_every: with ``track``, frames between detections (default ``REDETECT_EVERY``).
         smooth: smooth each face's points over time (``FaceTracker``'s ``smooth``).
         min_score: the detector's score threshold (None: the detector's default).
+        detect_max_side: look for faces in a copy of each frame shrunk to this longer side (``Predictor``'s).
         runtime, threads: how the model runs (``Predictor.load``).
         flip_test, recrop: test-time passes per face (``Predictor``'s).
         align: (size, padding): each face's chips, from the points the overlay draws, in a video of its own
@@ -326,7 +327,8 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     check_source(source)  # before the model loads
     if align:
         check_aligned_outputs(out_path, *align, keep=(source, points_path))
-    predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads)
+    predictor = Predictor.load(run_dir, flip_test=flip_test, recrop=recrop, runtime=runtime, threads=threads,
+                               detect_max_side=detect_max_side)
     if min_score is not None:
         predictor.detector.min_score = min_score
     capture, camera = open_capture(source)
@@ -353,6 +355,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                           "fps": round(float(fps_in), 3), "clock": timed.clock, "width": image.shape[1], "height": image.shape[0],
                           "redetect_every": tracker.redetect_every, "smooth": tracker.smooth, "flip_test": flip_test,
                           "recrop": recrop, "min_score": faces.json_number(getattr(predictor.detector, "min_score", -np.inf)),
+                          "detect_max_side": predictor.detect_max_side,
                           "align": {"size": align[0], "padding": align[1]} if align else None}
                 points_file.write(json.dumps(header) + "\n")
             points_file.write(json.dumps({"frame": tracker.frames - 1, "time": round(t, 4),

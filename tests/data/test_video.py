@@ -146,6 +146,13 @@ def test_run_on_video_counts_detections_and_tracked_frames(data_dir, tmp_path):
     check.release()
     strict = run_on_video(None, clip, tmp_path / "strict.mp4", max_frames=3, min_score=10.0)
     assert strict["faces"] == 0 and strict["detections"] == 3, "min_score reaches the detector"
+    # detect_max_side reaches the detector: the ~96-px face is 48 px in a 160-px copy (searched doubled: found) and
+    # 24 px in an 80-px one (missed); the points file's header records the side
+    half = run_on_video(None, clip, tmp_path / "half.mp4", track=False, max_frames=3, detect_max_side=160)
+    tiny = run_on_video(None, clip, tmp_path / "tiny.mp4", track=False, max_frames=3, detect_max_side=80)
+    assert (half["faces"], tiny["faces"], tiny["detections"]) == (3, 0, 3)
+    assert read_video_landmarks(half["points"])[0]["detect_max_side"] == 160
+    assert read_video_landmarks(per_frame["points"])[0]["detect_max_side"] is None
 
 
 def test_run_on_video_writes_every_frames_points_and_a_kill_leaves_whole_frames(data_dir, tmp_path):

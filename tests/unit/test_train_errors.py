@@ -198,7 +198,9 @@ MISPLACED = {
     ("--video", "clip.mp4", "--max-frames", "0"): "--max-frames must be at least 1, got 0",
     ("--video", "clip.mp4", "--redetect-every", "0"): "--redetect-every must be at least 1, got 0",
     ("r1", "r2", "--video", "clip.mp4"): "--video takes one run directory, got 2 (r1, r2)",
-    ("--video", "clip.mp4", "--detect-max-side", "1600"): "--detect-max-side works with --image, not --video",
+    ("--data", "t.npz", "--detect-max-side", "1600"): "--detect-max-side works with --image and --video, not --data",
+    ("--video", "clip.mp4", "--detect-max-side", "79"): "--detect-max-side must be 0 (the photo itself) or a whole "
+                                                        "number of pixels from 80 (dlib's search window) up, got 79",
     ("--image", "a.jpg", "--detect-max-side", "40"): "--detect-max-side must be 0 (the photo itself) or a whole number "
                                                      "of pixels from 80 (dlib's search window) up, got 40",
     ("--image", "a.jpg", "--detect-max-side", "-1"): "--detect-max-side must be 0 (the photo itself) or a whole number "
