@@ -63,8 +63,8 @@ from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_o
 from facelandmarks.inference.predictor import FaceLandmarks, Predictor
 from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
-from facelandmarks.inference.video_files import (  # noqa: F401  (VIDEO_SUFFIXES, read_video_landmarks: imported from here too)
-    VIDEO_SUFFIXES,
+from facelandmarks.inference.video_files import (  # noqa: F401  (read_video_landmarks: imported from here too)
+    OVERLAY_SUFFIXES,
     TimedFrames,
     check_source,
     open_capture,
@@ -294,7 +294,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     Args:
         run_dir: a run directory (None: the shipped model).
         source: a video file, or a camera index ("0").
-        out_path: the overlay video (``VIDEO_SUFFIXES``), written as ``NAME.partial.SUFFIX`` and renamed
+        out_path: the overlay video (``OVERLAY_SUFFIXES``), written as ``NAME.partial.SUFFIX`` and renamed
             when the video ends or is interrupted (a killed run leaves an earlier overlay as it was); every frame
             of the source at the constant rate its header gives (OpenCV writes no variable rate).
         points_path: the points as JSON lines (None: ``out_path`` with the suffix ``.jsonl``): a header

@@ -25,7 +25,7 @@ import numpy as np
 
 from facelandmarks.runtime import filtered_fds
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV writes mp4v frames into
+OVERLAY_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV writes the overlay's mp4v frames into
 CLOCKS = ("container", "frames/fps", "wall")  # where TimedFrames takes a frame's time from (the points file's "clock")
 
 
@@ -40,8 +40,8 @@ def video_outputs(source, out_path, points_path=None) -> tuple[Path, Path]:
     the path when the video is not a video file name, is a folder, is the source, or is the points file."""
     out_path = Path(out_path)
     points_path = out_path.with_suffix(".jsonl") if points_path is None else Path(points_path)
-    if out_path.suffix.lower() not in VIDEO_SUFFIXES or out_path.is_dir():
-        raise ValueError(f"{out_path}: the overlay needs a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
+    if out_path.suffix.lower() not in OVERLAY_SUFFIXES or out_path.is_dir():
+        raise ValueError(f"{out_path}: the overlay needs a video file name ending in {', '.join(OVERLAY_SUFFIXES)}")
     if not str(source).isdigit() and Path(source).exists() and out_path.resolve() == Path(source).resolve():
         raise ValueError(f"{out_path}: that is the video being read; give another --out")
     if points_path.resolve() == out_path.resolve():
