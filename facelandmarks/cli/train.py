@@ -313,12 +313,14 @@ def _files_in(run_dir) -> dict:
 def _load_plugins(config: TrainConfig, resume: bool) -> None:
     """The run's plugins (a new run's with FACELANDMARKS_PLUGINS', which its config.json records) imported before the
     model and the loss are checked, a pipeline's refiner included."""
-    from facelandmarks.models.plugins import load_plugins, with_env_plugins
+    from facelandmarks.models.plugins import load_plugins, load_run_plugins, with_env_plugins
 
-    if not resume:
+    if resume:  # FACELANDMARKS_PLUGINS may name where a recorded one is now, as for evaluate.py
+        where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now"
+        load_run_plugins(config.plugins, where, None if config.pipeline else config.model)
+    else:
         config.plugins = with_env_plugins(config.plugins)
-    where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now" if resume else "--plugins"
-    load_plugins(config.plugins, where)
+        load_plugins(config.plugins)
 
 
 def _check_val(config: TrainConfig) -> None:

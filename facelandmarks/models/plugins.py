@@ -6,7 +6,8 @@ Importing it registers what it defines, as the package's own modules do: ``regis
 ``train.py --plugins A,B`` loads them before it checks the model and the loss and records them in the run's
 ``config.json``, so ``--resume``, ``evaluate.py``, ``export.py``, ``Predictor.load`` and ``--init`` load them again
 (``training.runs.read_run_config``); ``models.py --plugins`` lists them. ``FACELANDMARKS_PLUGINS`` (names separated
-by commas) adds plugins to every script; a new run records them too.
+by commas) adds plugins to every script; a new run records them too, and for a run read back it stands in for a
+recorded file that is not there (``load_run_plugins``).
 
 Each plugin is imported once per process (a second ``load_plugins`` of the same file or module does nothing). A plugin
 that is not there, fails to import or takes a name registered already is a ``PluginError``: one line naming the
@@ -57,6 +58,19 @@ def load_plugins(plugins, where: str = "--plugins") -> list[str]:
         added += load_plugin(str(plugin), where)
     for plugin in env_plugins():
         added += load_plugin(plugin, ENV)
+    return added
+
+
+def load_run_plugins(recorded, where: str, model: str | None = None) -> list[str]:
+    """A run's recorded plugins, then ``FACELANDMARKS_PLUGINS``' (``load_plugins``). While the variable is set it names
+    where the run's plugins are now: a recorded file that is not there (a relative path read from another folder, a
+    plugin that moved) is left to it, and refused as ``load_plugins`` would only when the run's ``model`` is still
+    not registered after the variable's plugins."""
+    absent = [p for p in recorded or () if env_plugins() and is_file(str(p)) and not Path(p).is_file()]
+    added = load_plugins([p for p in recorded or () if p not in absent], where)
+    if absent and model is not None and model not in registry.REGISTRY:
+        raise PluginError(f"{absent[0]}: no such plugin file ({where}), and {ENV}'s plugins register no model "
+                          f"{model!r}")
     return added
 
 

@@ -75,9 +75,9 @@ def read_run_config(run_dir: Path) -> dict:
         register_definition(config["scheme_definition"], f"{path} (scheme_definition)")
     if config.get("plugins") or env_plugins():  # the families and losses of your own it may need: before its model is
         # rebuilt or its model.keras loaded
-        from facelandmarks.models.plugins import load_plugins
+        from facelandmarks.models.plugins import load_run_plugins
 
-        load_plugins(config.get("plugins", []), f"plugins of {path}")
+        load_run_plugins(config.get("plugins", []), f"plugins of {path}", config["model"])
     return config
 
 

@@ -120,3 +120,52 @@ def test_a_run_read_back_imports_its_recorded_plugins_and_those_of_the_environme
         assert name not in REGISTRY
         read_run_config(run)
         assert name in REGISTRY
+
+
+def test_the_environment_names_where_a_runs_recorded_plugin_is_now(tmp_path, monkeypatch):
+    """A run trained in lab/ with ``--plugins flat.py`` records that relative path: read from another folder (or with
+    the file moved) it is not there, and FACELANDMARKS_PLUGINS naming where it is now must do (evaluate.py, export.py
+    and Predictor.load have no --plugins); without the variable, the recorded file missing is one line naming it."""
+    from facelandmarks.training.runs import read_run_config
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "flat.py").write_text(FAMILY.replace("{name}", "moved_flat"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "moved_flat", "scheme": "ibug68", "input_shape": [16, 16, 3],
+                                                 "num_points": 68, "plugins": ["flat.py"]}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(plugins.PluginError, match=r"^flat\.py: no such plugin file \(plugins of .*config\.json\)"):
+        read_run_config(run)
+    (tmp_path / "lab" / "other.py").write_text(FAMILY.replace("{name}", "other_flat"))
+    monkeypatch.setenv(plugins.ENV, " lab/other.py, ")  # a plugin, but not the run's
+    with pytest.raises(plugins.PluginError, match=r"^flat\.py: no such plugin file \(plugins of .*config\.json\), and "
+                       r"FACELANDMARKS_PLUGINS's plugins register no model 'moved_flat'$"):
+        read_run_config(run)
+    monkeypatch.setenv(plugins.ENV, "lab/other.py,lab/flat.py,")
+    read_run_config(run)
+    assert "moved_flat" in REGISTRY
+
+
+def test_train_resume_takes_a_moved_plugin_from_the_environment(tmp_path, capsys, monkeypatch):
+    """``train.py --resume`` of a run whose recorded plugin is not where it was: FACELANDMARKS_PLUGINS naming where it
+    is now loads it (as for evaluate.py), and the run goes on to its data (here missing: the line after the plugins)."""
+    from facelandmarks.training.config import TrainConfig
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "flat.py").write_text(FAMILY.replace("{name}", "resumed_flat"))
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(model="resumed_flat", data=str(tmp_path / "nowhere.npz"), run_dir=str(run),
+                plugins=["flat.py"]).save(run / "config.json")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--resume", "--run-dir", str(run)]
+    assert train_cli.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"train.py: flat.py: no such plugin file (plugins of {run / 'config.json'}; --resume --plugins PATH: where it "
+        "is now)"]
+    monkeypatch.setenv(plugins.ENV, "lab/flat.py")
+    assert train_cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "nowhere.npz" in lines[0] and "plugin" not in lines[0], lines
+    assert "resumed_flat" in REGISTRY
