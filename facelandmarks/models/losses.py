@@ -41,7 +41,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 from facelandmarks.data.feeding import pack_targets  # noqa: F401  (the target layout the losses unpack)
 from facelandmarks.landmarks import get_scheme
 from facelandmarks.models.backbones import PACKAGE
-from facelandmarks.models.registry import NameTaken
+from facelandmarks.models.registry import NameTaken, defined_in
 
 
 def unpack_targets(y_true, y_pred):
@@ -249,7 +249,7 @@ def register_loss(name: str, loss_class: type) -> type:
     """Add ``loss_class`` to ``LOSSES`` as ``name`` from outside this module (a plugin: docs/models.md, "Adding a
     loss"); a name taken, or a class that is no ``MaskedLandmarkLoss``, is refused in one line."""
     if name in LOSSES:
-        raise NameTaken(f"loss {name!r} is registered already (by {LOSSES[name].__module__}); give yours another name")
+        raise NameTaken(f"loss {name!r} is registered already (by {defined_in(LOSSES[name])}); give yours another name")
     if not (isinstance(loss_class, type) and issubclass(loss_class, MaskedLandmarkLoss)):
         raise ValueError(f"loss {name!r}: {loss_class!r} is not a subclass of MaskedLandmarkLoss")
     LOSSES[name] = loss_class

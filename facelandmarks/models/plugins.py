@@ -107,7 +107,7 @@ def _import(plugin: str, key: str, where: str):
         if not path.is_file():
             problem = "a folder, not a .py file" if path.is_dir() else "no such plugin file"
             raise PluginError(f"{plugin}: {problem} ({where})")
-        name = f"facelandmarks_plugin_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+        name = f"{registry.PLUGIN_MODULE_PREFIX}{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise PluginError(f"{plugin}: not a Python file Python can import ({where})")

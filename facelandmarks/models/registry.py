@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ class NameTaken(ValueError):
 def register(spec: ModelSpec) -> ModelSpec:
     """Add a model family to the registry (each family's module calls this when imported, a plugin likewise)."""
     if spec.name in REGISTRY:
-        raise NameTaken(f"model {spec.name!r} is registered already (by {_module_of(REGISTRY[spec.name].builder)}); "
+        raise NameTaken(f"model {spec.name!r} is registered already (by {defined_in(REGISTRY[spec.name].builder)}); "
                         f"give yours another name")
     if spec.input_kind not in (IMAGE, FEATURES):
         raise ValueError(f"model {spec.name!r}: input_kind must be {IMAGE!r} or {FEATURES!r}, got {spec.input_kind!r}")
@@ -65,8 +66,17 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _module_of(thing) -> str:
-    return getattr(thing, "__module__", None) or "another module"
+PLUGIN_MODULE_PREFIX = "facelandmarks_plugin_"  # the start of the made-up name a plugin file is imported under
+
+
+def defined_in(thing) -> str:
+    """Where ``thing`` (a builder, a loss class) was defined, for a 'registered already' line: its module, or for a
+    plugin imported from a file (``plugins``: a made-up module name) that file."""
+    name = getattr(thing, "__module__", None) or ""
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if name.startswith(PLUGIN_MODULE_PREFIX) and file:
+        return file
+    return name or "another module"
 
 
 _FIXED_ARGS = ("input_shape", "num_points", "weights", "train_blocks")

@@ -169,3 +169,18 @@ def test_train_resume_takes_a_moved_plugin_from_the_environment(tmp_path, capsys
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "nowhere.npz" in lines[0] and "plugin" not in lines[0], lines
     assert "resumed_flat" in REGISTRY
+
+
+def test_a_name_taken_by_another_plugin_file_names_that_file(tmp_path):
+    """Two copies of a plugin (a recorded path and FACELANDMARKS_PLUGINS' other copy): the line names the file that
+    registered the name first, not the made-up module name a file is imported under."""
+    loss = "\nfrom facelandmarks.models import losses\nlosses.register_loss('copied_l1', type('L1', (losses.MaskedMeanAbsoluteError,), {}))\n"
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "flat.py").write_text(FAMILY.replace("{name}", "copied_flat") + loss)
+    plugins.load_plugins([str(tmp_path / "a" / "flat.py")])
+    with pytest.raises(plugins.PluginError, match=f"model 'copied_flat' is registered already \\(by {tmp_path / 'a' / 'flat.py'}\\)"):
+        plugins.load_plugins([str(tmp_path / "b" / "flat.py")])
+    (tmp_path / "b" / "flat.py").write_text(loss)
+    with pytest.raises(plugins.PluginError, match=f"loss 'copied_l1' is registered already \\(by {tmp_path / 'a' / 'flat.py'}\\)"):
+        plugins.load_plugins([str(tmp_path / "b" / "flat.py")])
