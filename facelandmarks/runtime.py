@@ -28,10 +28,16 @@ def verbose() -> bool:
 PLUGINS_ENV = "FACELANDMARKS_PLUGINS"  # plugins every script imports (facelandmarks/models/plugins.py)
 
 
+def comma_list(text: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]``: the items of a list flag (``--plugins A,B``) or variable, spaces and empty items
+    left out."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def env_plugins() -> list[str]:
     """The plugins ``FACELANDMARKS_PLUGINS`` names (separated by commas), in order; here, without Keras, so a reader
     of a run's config.json knows whether to import the models for them."""
-    return [part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(",") if part.strip()]
+    return comma_list(os.environ.get(PLUGINS_ENV, ""))
 
 
 def working_copy() -> bool:

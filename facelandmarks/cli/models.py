@@ -21,7 +21,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--summary", metavar="NAME", help="print the layer summary of one model")
     parser.add_argument("--num-points", type=int, metavar="K", help="landmarks K for --list / --summary (default 68)")
     parser.add_argument("--input-size", type=int, metavar="S", help="image side for --summary (default: the model's)")
-    parser.add_argument("--plugins", metavar="A,B,...", type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+    parser.add_argument("--plugins", metavar="A,B,...", type=runtime.comma_list,
                         default=[], help="your own .py files or modules registering model families (docs/models.md), "
                         "listed with the toolkit's by --list and --summary (FACELANDMARKS_PLUGINS adds to them)")
     parser.add_argument("--verbose", action="store_true", help="show the backend's start-up log lines")

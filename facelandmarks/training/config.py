@@ -37,6 +37,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
 from facelandmarks.data.fileset import test_side_of
+from facelandmarks.runtime import comma_list
 from facelandmarks.training.loss_names import loss_names
 from facelandmarks.training.values import parse_duration, seed_problem
 
@@ -336,7 +337,7 @@ def _flag_parser(kind: type):
     if kind is dict:
         return _json_object
     if kind is list:
-        return lambda text: [part.strip() for part in text.split(",") if part.strip()]
+        return comma_list
     return kind
 
 
@@ -381,7 +382,7 @@ def _check_value(value, hint, f: dataclasses.Field, where: str):
     elif kind is float and isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
         value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; JSON and every other number take it
     elif kind is list and isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
+        value = comma_list(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be {'a JSON object' if kind is dict else kind.__name__}, got {value!r}")
     choices = f.metadata.get("choices")
