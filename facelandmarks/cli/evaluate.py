@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detect-max-side", type=int, metavar="PX",
                         help="--image, --video: look for faces in a copy of each photo or frame longer than PX, shrunk to PX on its "
                              "longer side (crops and points still from the photo itself): faster on large photos, "
-                             "but faces under about 80 px in the copy are missed, and some others come and go "
+                             "but faces under about 40 px in the copy (80 in one of more than 2.5 Mpx) are missed, and some others come and go "
                              f"(docs/evaluation.md); 0: the photo itself (default); {MIN_DETECT_SIDE} or more")
     parser.add_argument("--crops", action="store_true",
                         help="--image: also write an enlarged crop of every face with its points (PHOTO_face<i>.png)")
