@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.landmarks import get_scheme, mirror_landmarks
-from facelandmarks.runtime import env_plugins
+from facelandmarks.runtime import PLUGINS_ENV, env_plugins
 
 
 def init_run_config(config) -> dict | None:
@@ -77,7 +77,8 @@ def read_run_config(run_dir: Path) -> dict:
         # rebuilt or its model.keras loaded
         from facelandmarks.models.plugins import load_run_plugins
 
-        load_run_plugins(config.get("plugins", []), f"plugins of {path}", config["model"])
+        load_run_plugins(config.get("plugins", []), f"plugins of {path}; {PLUGINS_ENV}=PATH: where it is now",
+                         config["model"])
     return config
 
 

@@ -135,12 +135,14 @@ def test_the_environment_names_where_a_runs_recorded_plugin_is_now(tmp_path, mon
     (run / "config.json").write_text(json.dumps({"model": "moved_flat", "scheme": "ibug68", "input_shape": [16, 16, 3],
                                                  "num_points": 68, "plugins": ["flat.py"]}))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(plugins.PluginError, match=r"^flat\.py: no such plugin file \(plugins of .*config\.json\)"):
+    with pytest.raises(plugins.PluginError, match=r"^flat\.py: no such plugin file \(plugins of .*config\.json; "
+                       r"FACELANDMARKS_PLUGINS=PATH: where it is now\)$"):
         read_run_config(run)
     (tmp_path / "lab" / "other.py").write_text(FAMILY.replace("{name}", "other_flat"))
     monkeypatch.setenv(plugins.ENV, " lab/other.py, ")  # a plugin, but not the run's
-    with pytest.raises(plugins.PluginError, match=r"^flat\.py: no such plugin file \(plugins of .*config\.json\), and "
-                       r"FACELANDMARKS_PLUGINS's plugins register no model 'moved_flat'$"):
+    with pytest.raises(plugins.PluginError, match=r"^flat\.py: no such plugin file \(plugins of .*config\.json; "
+                       r"FACELANDMARKS_PLUGINS=PATH: where it is now\), and FACELANDMARKS_PLUGINS's plugins register "
+                       r"no model 'moved_flat'$"):
         read_run_config(run)
     monkeypatch.setenv(plugins.ENV, "lab/other.py,lab/flat.py,")
     read_run_config(run)
