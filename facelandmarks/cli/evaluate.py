@@ -308,7 +308,7 @@ def _run(args) -> int:
             complain(f"evaluate.py: {args.video}: {result['frames']} of the {result['listed']} frames its header lists "
                      "could be read (the file is cut short or damaged); the overlay and points hold those")
             return 2
-        complain(f"evaluate.py: note: {args.video}: {result['frames']} frames read, where its duration x frame rate makes "
+        complain(f"evaluate.py: note: {args.video}: {counted(result['frames'], 'frame')} read, where its duration x frame rate makes "
                  f"{result['listed']} (a sound track running on past the last frame, or a file cut short)")
     return 0
 

@@ -129,3 +129,17 @@ def test_a_variable_rate_file_cut_short_gets_the_note_and_its_frames_times(tmp_p
     header, lines = read_video_landmarks(tmp_path / "out.jsonl")
     assert [line["time"] for line in lines] == pytest.approx(np.array(times[:read]) / 1e3, abs=1e-3)
     assert header["clock"] == "container"
+
+
+def test_a_one_frame_file_is_one_frame_at_time_0(tmp_path, squares, capsys):
+    """A Matroska file of one frame shown for 740 ms (OpenCV makes its rate 1000 frames/s, its count 740): the frame
+    is at 0 s by the container, and the note counts '1 frame'."""
+    from facelandmarks.cli import evaluate
+
+    one = tmp_path / "one.mkv"
+    write_mkv(one, [frame((20, 30))], [0], 740)
+    assert evaluate.main(["--video", str(one), "--out", str(tmp_path / "out.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"evaluate.py: note: {one}: 1 frame read, where its duration x frame rate makes "), err
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert [line["time"] for line in lines] == [0.0] and header["clock"] == "container"
