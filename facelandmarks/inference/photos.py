@@ -20,7 +20,9 @@ from facelandmarks.inference.shipped import default_model_dir
 
 CROP_SIZE = 384  # px, the side of the enlarged face crops
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}  # videos to read (video_files.OVERLAY_SUFFIXES: to write); an unreadable photo so named: --video's
+# the videos --video reads (a file so named given as a photo is told to use --video); the overlay's containers are
+# video_files.OVERLAY_SUFFIXES
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 # what run_on_images writes after a photo's whole name (group 1): not photos to mark when its output folder is marked
