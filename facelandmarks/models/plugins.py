@@ -120,9 +120,11 @@ def _import(plugin: str, key: str, where: str):
             raise _failed(plugin, err, where, path) from None
         return module
     try:
-        found = importlib.util.find_spec(plugin)
+        found = importlib.util.find_spec(plugin)  # imports the packages on the way (lab of lab.models)
     except (ImportError, ValueError):
         found = None
+    except Exception as err:  # a package on the way failed to import: the line names its file
+        raise _failed(plugin, err, where, None) from None
     if found is None:
         raise PluginError(f"{plugin}: no such module to import ({where}: a .py file, or a module on the Python path)")
     try:
@@ -131,9 +133,10 @@ def _import(plugin: str, key: str, where: str):
         raise _failed(plugin, err, where, Path(found.origin or plugin)) from None
 
 
-def _failed(plugin: str, err: BaseException, where: str, path: Path) -> BaseException:
+def _failed(plugin: str, err: BaseException, where: str, path: Path | None) -> BaseException:
     """The line for a plugin whose import raised ``err``: a name taken says so; anything else is named with the line
-    of the plugin that raised it. Ctrl-C and exits go on as they were."""
+    of the plugin's file ``path`` that raised it (None: the file and line where it was raised). Ctrl-C and exits go
+    on as they were."""
     if not isinstance(err, Exception):
         return err
     if isinstance(err, registry.NameTaken):
@@ -142,6 +145,10 @@ def _failed(plugin: str, err: BaseException, where: str, path: Path) -> BaseExce
     at = ""
     if isinstance(err, SyntaxError) and err.lineno:
         at, message = f", line {err.lineno}", err.msg
+    elif path is None:
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+        if frames:
+            at = f", {frames[-1].filename}, line {frames[-1].lineno}"
     else:
         frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
         if frames:

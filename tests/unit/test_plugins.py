@@ -186,3 +186,15 @@ def test_a_name_taken_by_another_plugin_file_names_that_file(tmp_path):
     (tmp_path / "b" / "flat.py").write_text(loss)
     with pytest.raises(plugins.PluginError, match=f"loss 'copied_l1' is registered already \\(by {tmp_path / 'a' / 'flat.py'}\\)"):
         plugins.load_plugins([str(tmp_path / "b" / "flat.py")])
+
+
+def test_a_module_whose_package_fails_to_import_is_one_line(tmp_path, capsys, monkeypatch):
+    """``--plugins lab.models`` where ``lab/__init__.py`` raises: finding the module imports the package, and that
+    failure is the plugin's line, not a traceback."""
+    (tmp_path / "broken_lab").mkdir()
+    (tmp_path / "broken_lab" / "__init__.py").write_text("x = 1\nraise RuntimeError('no licence file')\n")
+    (tmp_path / "broken_lab" / "models.py").write_text(FAMILY.replace("{name}", "never_flat"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, lines = train(["mlp", "--plugins", "broken_lab.models"], capsys, tmp_path)
+    assert code == 2 and lines == [f"train.py: broken_lab.models: the plugin failed to import (--plugins), "
+                                   f"{tmp_path / 'broken_lab' / '__init__.py'}, line 2: RuntimeError: no licence file"], lines
