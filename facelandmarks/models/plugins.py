@@ -9,9 +9,10 @@ Importing it registers what it defines, as the package's own modules do: ``regis
 by commas) adds plugins to every script; a new run records them too, and for a run read back it stands in for a
 recorded file that is not there (``load_run_plugins``).
 
-Each plugin is imported once per process (a second ``load_plugins`` of the same file or module does nothing). A plugin
-that is not there, fails to import or takes a name registered already is a ``PluginError``: one line naming the
-plugin and the problem, and whatever the plugin had registered before it failed is taken out again.
+Each plugin is imported once per process (a second ``load_plugins`` of the same file or module, a module's file
+named by its path included, does nothing). A plugin that is not there, fails to import or takes a name registered
+already is a ``PluginError``: one line naming the plugin and the problem, and whatever the plugin had registered
+before it failed is taken out again.
 """
 
 from __future__ import annotations
@@ -76,11 +77,12 @@ def load_run_plugins(recorded, where: str, model: str | None = None) -> list[str
 
 def load_plugin(plugin: str, where: str = "--plugins") -> list[str]:
     """Import one plugin (once per process); the names it registered, or ``PluginError``."""
-    key = str(Path(plugin).resolve()) if is_file(plugin) else plugin
-    if key in _LOADED:
-        return []
     families, table = dict(registry.REGISTRY), dict(losses.LOSSES)
+    key = None
     try:
+        key = _key(plugin, where)
+        if key in _LOADED:
+            return []
         _LOADED[key] = _import(plugin, key, where)
         replaced = [f"model {name!r}" for name, spec in families.items() if registry.REGISTRY.get(name) is not spec]
         replaced += [f"loss {name!r}" for name, cls in table.items() if losses.LOSSES.get(name) is not cls]
@@ -101,6 +103,28 @@ def _restore(table: dict, saved: dict) -> None:
     table.update(saved)
 
 
+def _key(plugin: str, where: str) -> str:
+    """What a plugin is in ``_LOADED``: its file, resolved (a module's too, so that a module and its file named by
+    path are one plugin, imported once), else a module's name."""
+    if is_file(plugin):
+        return str(Path(plugin).resolve())
+    origin = _find_module(plugin, where).origin
+    return str(Path(origin).resolve()) if origin and Path(origin).is_file() else plugin
+
+
+def _find_module(plugin: str, where: str):
+    """The spec of the module ``plugin`` names, or ``PluginError``."""
+    try:
+        found = importlib.util.find_spec(plugin)  # imports the packages on the way (lab of lab.models)
+    except (ImportError, ValueError):
+        found = None
+    except Exception as err:  # a package on the way failed to import: the line names its file
+        raise _failed(plugin, err, where, None) from None
+    if found is None:
+        raise PluginError(f"{plugin}: no such module to import ({where}: a .py file, or a module on the Python path)")
+    return found
+
+
 def _import(plugin: str, key: str, where: str):
     if is_file(plugin):
         path = Path(plugin)
@@ -119,14 +143,7 @@ def _import(plugin: str, key: str, where: str):
             sys.modules.pop(name, None)
             raise _failed(plugin, err, where, path) from None
         return module
-    try:
-        found = importlib.util.find_spec(plugin)  # imports the packages on the way (lab of lab.models)
-    except (ImportError, ValueError):
-        found = None
-    except Exception as err:  # a package on the way failed to import: the line names its file
-        raise _failed(plugin, err, where, None) from None
-    if found is None:
-        raise PluginError(f"{plugin}: no such module to import ({where}: a .py file, or a module on the Python path)")
+    found = _find_module(plugin, where)
     try:
         return importlib.import_module(plugin)
     except BaseException as err:

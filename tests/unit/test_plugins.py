@@ -100,6 +100,10 @@ def test_a_plugin_is_imported_once_and_a_module_name_imports_it(tmp_path, monkey
     monkeypatch.syspath_prepend(str(tmp_path))
     assert plugins.load_plugins(["lab_family"]) == ["lab_flat"]
     assert plugins.load_plugins(["lab_family"]) == []  # once: not 'registered already' by itself
+    # the same file named by its path (FACELANDMARKS_PLUGINS=lab_family, a run's recorded lab_family.py) is that plugin
+    assert plugins.load_plugins([str(tmp_path / "lab_family.py")]) == []
+    (tmp_path / "lab_other.py").write_text(FAMILY.replace("{name}", "other_lab_flat"))
+    assert plugins.load_plugins([str(tmp_path / "lab_other.py"), "lab_other"]) == ["other_lab_flat"]  # path, then name
     assert plugins.is_file("lab/family") and plugins.is_file("family.py") and not plugins.is_file("lab.family")
 
 
