@@ -35,6 +35,7 @@ from facelandmarks.cli.common import (
 from facelandmarks.cli.wind_down import STOP_TIMEOUT_ENV, bounded_wind_down, stop_timeout
 from facelandmarks.data.fileset import test_side_of
 from facelandmarks.runtime import startup
+from facelandmarks.training.checks import load_run_plugins
 from facelandmarks.training.config import (
     SHIPPED,
     ConfigError,
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
             config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
             startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
-            _load_plugins(config, resume)
+            load_run_plugins(config, resume)  # before config.validate checks the model and the loss
             config.validate()
             _check_val(config)  # before the trainer makes the run folder
             if line := _test_val_warning(config):
@@ -308,19 +309,6 @@ def _files_in(run_dir) -> dict:
         return {path.name: path.stat().st_mtime_ns for path in Path(run_dir).iterdir() if path.is_file()}
     except OSError:  # no folder yet
         return {}
-
-
-def _load_plugins(config: TrainConfig, resume: bool) -> None:
-    """The run's plugins (a new run's with FACELANDMARKS_PLUGINS', which its config.json records) imported before the
-    model and the loss are checked, a pipeline's refiner included."""
-    from facelandmarks.models.plugins import load_plugins, load_run_plugins, with_env_plugins
-
-    if resume:  # FACELANDMARKS_PLUGINS may name where a recorded one is now, as for evaluate.py
-        where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now"
-        load_run_plugins(config.plugins, where, None if config.pipeline else config.model)
-    else:
-        config.plugins = with_env_plugins(config.plugins)
-        load_plugins(config.plugins)
 
 
 def _check_val(config: TrainConfig) -> None:

@@ -9,6 +9,20 @@ from pathlib import Path
 from facelandmarks.training.config import TrainConfig
 
 
+def load_run_plugins(config: TrainConfig, resume: bool) -> None:
+    """The run's plugins imported before the model and the loss are checked (a pipeline's refiner included): a new
+    run's with FACELANDMARKS_PLUGINS', which ``config.plugins`` then lists (its config.json records them); a resumed
+    run's as recorded, the variable naming where a recorded file that is not there is now."""
+    from facelandmarks.models import plugins
+
+    if resume:
+        where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now"
+        plugins.load_run_plugins(config.plugins, where, None if config.pipeline else config.model)
+    else:
+        config.plugins = plugins.with_env_plugins(config.plugins)
+        plugins.load_plugins(config.plugins)
+
+
 def check_model(config: TrainConfig) -> None:
     """What ``build_model`` would refuse of --model-options, --weights and --train-blocks (``models.check_arguments``),
     and a --weights file that is not there, as one line naming the flag or the file, before the data loads and the run

@@ -202,3 +202,18 @@ def test_a_module_whose_package_fails_to_import_is_one_line(tmp_path, capsys, mo
     code, lines = train(["mlp", "--plugins", "broken_lab.models"], capsys, tmp_path)
     assert code == 2 and lines == [f"train.py: broken_lab.models: the plugin failed to import (--plugins), "
                                    f"{tmp_path / 'broken_lab' / '__init__.py'}, line 2: RuntimeError: no licence file"], lines
+
+
+def test_a_new_run_from_python_records_the_environments_plugins(tmp_path, monkeypatch):
+    """``training.fit.fit`` (train.py's trainer, and the pipelines' stages) records FACELANDMARKS_PLUGINS' plugins in
+    a new run's settings as train.py does, so the run reads back without the variable."""
+    from facelandmarks.data.errors import DatasetError
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.fit import fit
+
+    (tmp_path / "flat.py").write_text(FAMILY.replace("{name}", "python_flat"))
+    monkeypatch.setenv(plugins.ENV, str(tmp_path / "flat.py"))
+    config = TrainConfig(model="python_flat", data=str(tmp_path / "nowhere.npz"), run_dir=str(tmp_path / "run"))
+    with pytest.raises(DatasetError, match="nowhere.npz: no such dataset file"):  # after the plugins and the checks
+        fit(config)
+    assert config.plugins == [str(tmp_path / "flat.py")]
