@@ -35,7 +35,7 @@ from facelandmarks.cli.common import (
 from facelandmarks.cli.wind_down import STOP_TIMEOUT_ENV, bounded_wind_down, stop_timeout
 from facelandmarks.data.fileset import test_side_of
 from facelandmarks.runtime import startup
-from facelandmarks.training.checks import load_run_plugins
+from facelandmarks.training.checks import load_plugins_for_run
 from facelandmarks.training.config import (
     SHIPPED,
     ConfigError,
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
             config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
             startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
-            load_run_plugins(config, resume)  # before config.validate checks the model and the loss
+            load_plugins_for_run(config, resume)  # before config.validate checks the model and the loss
             config.validate()
             _check_val(config)  # before the trainer makes the run folder
             if line := _test_val_warning(config):

@@ -9,7 +9,7 @@ from pathlib import Path
 from facelandmarks.training.config import TrainConfig
 
 
-def load_run_plugins(config: TrainConfig, resume: bool) -> None:
+def load_plugins_for_run(config: TrainConfig, resume: bool) -> None:
     """The run's plugins imported before the model and the loss are checked (a pipeline's refiner included): a new
     run's with FACELANDMARKS_PLUGINS', which ``config.plugins`` then lists (its config.json records them); a resumed
     run's as recorded, the variable naming where a recorded file that is not there is now."""

@@ -26,7 +26,7 @@ from facelandmarks.data.feeding import (
 from facelandmarks.models.optimizers import make_optimizer
 from facelandmarks.scheme_files import definition_to_store
 from facelandmarks.training.callbacks import make_callbacks
-from facelandmarks.training.checks import build_for_run, check_model, check_resumed_data, load_run_plugins
+from facelandmarks.training.checks import build_for_run, check_model, check_resumed_data, load_plugins_for_run
 from facelandmarks.training.config import TrainConfig, _write_json_atomic
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers, settle_head_lr_scale
@@ -86,7 +86,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
     started = time.monotonic()  # --time-limit counts from here: data, teachers and compiling take their share
     run_dir = Path(config.run_dir)
     config.validate()
-    load_run_plugins(config, resume)  # their families and losses, before the checks name them (train.py's loaded them)
+    load_plugins_for_run(config, resume)  # their families and losses, before the checks name them (train.py's loaded them)
     check_loss(config)
     check_model(config)  # the model's options, --weights and --train-blocks, before the data loads
     state = _check_run_dir(run_dir, resume)
