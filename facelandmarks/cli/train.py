@@ -258,7 +258,7 @@ def main(argv=None) -> int:
             config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
             startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
-            load_plugins_for_run(config, resume)  # before config.validate checks the model and the loss
+            load_plugins_for_run(config, resume)  # before the model and the loss are checked
             config.validate()
             _check_val(config)  # before the trainer makes the run folder
             if line := _test_val_warning(config):
