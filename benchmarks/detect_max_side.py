@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from facelandmarks.cli.common import OneLineParser
+from facelandmarks.data.detect_size import MIN_DETECT_SIDE
 
 try:
     import _common  # python benchmarks/detect_max_side.py: this folder leads sys.path
@@ -32,13 +33,14 @@ SETS = {"afw": ("300w/afw", "read_300w"), "helen": ("300w/helen/trainset", "read
 
 
 def whole_numbers(text: str) -> list[int]:
-    """``--max-sides`` '1024,2048' -> [1024, 2048]; an ``ArgumentTypeError`` for anything but whole numbers >= 80."""
+    """``--max-sides`` '1024,2048' -> [1024, 2048]; an ``ArgumentTypeError`` for anything but whole numbers from
+    ``MIN_DETECT_SIDE`` (dlib's search window) up."""
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if not values or min(values) < 80:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated sides in px, each >= 80")
+    if not values or min(values) < MIN_DETECT_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated sides in px, each >= {MIN_DETECT_SIDE}")
     return values
 
 
@@ -99,8 +101,8 @@ def main(argv=None) -> int:
     chosen = [s.strip() for s in args.sets.split(",") if s.strip()]
     if not chosen or any(s not in SETS for s in chosen):
         parser.error(f"--sets: {args.sets!r}: give comma-separated names of {', '.join(SETS)}")
-    if args.side < 80:
-        parser.error(f"--side must be >= 80, got {args.side}")
+    if args.side < MIN_DETECT_SIDE:
+        parser.error(f"--side must be >= {MIN_DETECT_SIDE}, got {args.side}")
     from facelandmarks.data.readers import ibug300w, muct
     from facelandmarks.runtime import cpu_description
 

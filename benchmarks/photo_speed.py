@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.cli.common import OneLineParser
+from facelandmarks.data.detect_size import MIN_DETECT_SIDE
 
 try:
     import _common  # python benchmarks/photo_speed.py: this folder leads sys.path
@@ -93,8 +94,8 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     for side in args.max_sides:
-        if 0 < side < 80:
-            parser.error(f"--max-sides: {side}: give 0 (the photo itself) or 80 px or more")
+        if 0 < side < MIN_DETECT_SIDE:
+            parser.error(f"--max-sides: {side}: give 0 (the photo itself) or {MIN_DETECT_SIDE} px or more")
     import cv2
     from PIL import Image
 
