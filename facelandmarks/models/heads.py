@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 
 def pixel_input(input_shape) -> keras.KerasTensor:
@@ -45,14 +46,18 @@ def conv_bn_relu(x, filters: int, kernel_size: int, strides: int, name: str):
 
 
 def check_units(label: str, values, allow_empty: bool = True) -> tuple[int, ...]:
-    """``values`` as a tuple of positive ints, or a ValueError naming ``label`` and echoing the value."""
+    """``values`` as a tuple of positive ints (a whole float such as JSON's 16.0 counts), or a ValueError naming
+    ``label`` and echoing the value: 1.5, "64" and True are refused, not read as 1, 64 and 1."""
+    kind = f"a {'non-empty ' if not allow_empty else ''}sequence of positive integers"
     try:
-        values = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{label} must be a sequence of positive integers, got {values!r}") from None
-    if (not values and not allow_empty) or any(v < 1 for v in values):
-        raise ValueError(f"{label} must be a {'non-empty ' if not allow_empty else ''}sequence of positive integers, got {values!r}")
-    return values
+        given = tuple(values)
+    except TypeError:
+        raise ValueError(f"{label} must be {kind}, got {values!r}") from None
+    whole = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                and math.isfinite(v) and v == int(v) for v in given)
+    if not whole or (not given and not allow_empty) or any(v < 1 for v in given):
+        raise ValueError(f"{label} must be {kind}, got {values!r}")
+    return tuple(int(v) for v in given)
 
 
 def check_dropout(dropout) -> float:

@@ -7,6 +7,7 @@ Building and training every registered model on real faces: ``tests/data/test_mo
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -155,6 +156,12 @@ def test_bad_arguments_are_clear_errors():
         build_model("resnet_scratch", (16, 16, 3), 68)
     with pytest.raises(ValueError, match="dropout must be in"):
         build_model("mlp", (32, 32, 1), 68, dropout=1.5)
+    # widths given as 1.5, "64" or true (--model-options JSON) were taken as 1, 64 and 1 in silence
+    for widths in ([1.5], ["64"], [True]):
+        with pytest.raises(ValueError, match=rf"hidden_units must be a non-empty sequence of positive integers, got "
+                                             rf"{re.escape(repr(widths))}"):
+            build_model("mlp", (32, 32, 1), 68, hidden_units=widths)
+    assert build_model("mlp", (32, 32, 1), 68, hidden_units=[16.0]).get_layer("hidden_dense1").units == 16  # JSON's 16.0
 
 
 def test_a_backbone_family_registered_without_its_backbone_fields_is_refused_when_it_registers(monkeypatch):

@@ -542,7 +542,7 @@ def test_a_model_setting_build_model_refuses_is_named_before_the_data_loads(flag
 
 @pytest.mark.parametrize("options, says", [
     ('{"dropout": 2}', "dropout must be in [0, 1), got 2"),
-    ('{"hidden_units": [0]}', "hidden_units must be a non-empty sequence of positive integers, got (0,)"),
+    ('{"hidden_units": [0]}', "hidden_units must be a non-empty sequence of positive integers, got [0]"),
 ])
 def test_an_option_value_the_builder_refuses_names_the_model_and_writes_no_config(options, says, files, tmp_path,
                                                                                   capsys):
