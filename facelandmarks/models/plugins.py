@@ -62,16 +62,28 @@ def load_plugins(plugins, where: str = "--plugins") -> list[str]:
     return added
 
 
-def load_run_plugins(recorded, where: str, model: str | None = None) -> list[str]:
-    """A run's recorded plugins, then ``FACELANDMARKS_PLUGINS``' (``load_plugins``). While the variable is set it names
-    where the run's plugins are now: a recorded file that is not there (a relative path read from another folder, a
-    plugin that moved) is left to it, and refused as ``load_plugins`` would only when the run's ``model`` is still
-    not registered after the variable's plugins."""
-    absent = [p for p in recorded or () if env_plugins() and is_file(str(p)) and not Path(p).is_file()]
+def load_run_plugins(recorded, where: str, model: str | None = None, loss: str | None = None) -> list[str]:
+    """A run's recorded plugins, then ``FACELANDMARKS_PLUGINS``' (``load_plugins``). A recorded file that is not there
+    (a relative path read from another folder, a plugin that moved) is left to the variable, which names where the
+    run's plugins are now, and is no error where the run needs nothing of it: its ``model`` and ``loss`` are
+    registered without it (a run of a built-in family trained while the variable named a plugin, which the run then
+    recorded: a note on stderr says so). Otherwise it is refused as ``load_plugins`` would."""
+    absent = [p for p in recorded or () if is_file(str(p)) and not Path(p).is_file()]
     added = load_plugins([p for p in recorded or () if p not in absent], where)
-    if absent and model is not None and model not in registry.REGISTRY:
-        raise PluginError(f"{absent[0]}: no such plugin file ({where}), and {ENV}'s plugins register no model "
-                          f"{model!r}")
+    if not absent:
+        return added
+    unknown = [f"model {model!r}"] if model is None or model not in registry.REGISTRY else []
+    unknown += [f"loss {loss!r}"] if loss is not None and loss not in losses.LOSSES else []
+    if unknown:
+        if env_plugins():
+            raise PluginError(f"{absent[0]}: no such plugin file ({where}), and {ENV}'s plugins register no "
+                              f"{' and no '.join(unknown)}")
+        load_plugins(absent[:1], where)  # its line: no such plugin file
+    elif not env_plugins():  # (where the variable is set, it named where they are now)
+        needs = f"model {model!r}" + (f" and loss {loss!r}" if loss is not None else "")
+        print(f"note: {absent[0]}: no such plugin file ({where}); the run's {needs} {'are' if loss is not None else 'is'} "
+              "registered without it",
+              file=sys.stderr)
     return added
 
 

@@ -17,7 +17,7 @@ def load_plugins_for_run(config: TrainConfig, resume: bool) -> None:
 
     if resume:
         where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now"
-        plugins.load_run_plugins(config.plugins, where, None if config.pipeline else config.model)
+        plugins.load_run_plugins(config.plugins, where, None if config.pipeline else config.model, config.loss)
     else:
         config.plugins = plugins.with_env_plugins(config.plugins)
         plugins.load_plugins(config.plugins)

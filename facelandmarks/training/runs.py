@@ -78,7 +78,7 @@ def read_run_config(run_dir: Path) -> dict:
         from facelandmarks.models.plugins import load_run_plugins
 
         load_run_plugins(config.get("plugins", []), f"plugins of {path}; {PLUGINS_ENV}=PATH: where it is now",
-                         config["model"])
+                         config["model"], config.get("loss"))
     return config
 
 

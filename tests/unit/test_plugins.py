@@ -153,6 +153,29 @@ def test_the_environment_names_where_a_runs_recorded_plugin_is_now(tmp_path, mon
     assert "moved_flat" in REGISTRY
 
 
+def test_a_run_of_a_built_in_family_reads_back_without_a_plugin_it_recorded_but_does_not_need(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    """A run trained while FACELANDMARKS_PLUGINS named a plugin records it (a new run takes the variable's plugins).
+    Read back where that file is not (a colleague's machine, the variable unset), a run of a built-in family with a
+    built-in loss needs nothing of it: a note, not 'no such plugin file' (it was refused). One whose loss is not
+    registered still is."""
+    from facelandmarks.training.runs import read_run_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": "mlp", "scheme": "ibug68", "input_shape": [16, 16, 1], "num_points": 68,
+              "plugins": [str(tmp_path / "gone.py")]}
+    (run / "config.json").write_text(json.dumps({**config, "loss": "wing"}))
+    monkeypatch.delenv(plugins.ENV, raising=False)
+    assert read_run_config(run)["model"] == "mlp"
+    assert capsys.readouterr().err.strip() == (
+        f"note: {tmp_path / 'gone.py'}: no such plugin file (plugins of {run / 'config.json'}; FACELANDMARKS_PLUGINS="
+        "PATH: where it is now); the run's model 'mlp' and loss 'wing' are registered without it")
+    (run / "config.json").write_text(json.dumps({**config, "loss": "lab_loss"}))
+    with pytest.raises(plugins.PluginError, match=r"gone\.py: no such plugin file \(plugins of "):
+        read_run_config(run)
+
+
 def test_train_resume_takes_a_moved_plugin_from_the_environment(tmp_path, capsys, monkeypatch):
     """``train.py --resume`` of a run whose recorded plugin is not where it was: FACELANDMARKS_PLUGINS naming where it
     is now loads it (as for evaluate.py), and the run goes on to its data (here missing: the line after the plugins)."""
