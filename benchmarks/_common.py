@@ -17,6 +17,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def comma_numbers(kind, low, what: str = "numbers", example: str = ""):
+    """An argparse type: comma-separated ``kind`` values (``int``, ``float``), each >= ``low``; anything else (a letter,
+    an empty list, a value below ``low``) is the option's one line, '...: give comma-separated WHAT >= LOW'."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated {what} >= {low}{example}")
+        return values
+    return parse
+
+
 def face_data_dir() -> Path:
     """``$FACE_DATA_DIR``, else ``../shared/data`` beside the repository."""
     return Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data"))

