@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.runtime import comma_list
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,7 +24,7 @@ def comma_numbers(kind, low, what: str = "numbers", example: str = ""):
     an empty list, a value below ``low``) is the option's one line, '...: give comma-separated WHAT >= LOW'."""
     def parse(text: str) -> list:
         try:
-            values = [kind(v) for v in text.split(",") if v.strip()]
+            values = [kind(v) for v in comma_list(text)]
         except ValueError:
             values = []
         if not values or min(values) < low:

@@ -244,7 +244,6 @@ LOSSES = {
 }
 
 
-
 def register_loss(name: str, loss_class: type) -> type:
     """Add ``loss_class`` to ``LOSSES`` as ``name`` from outside this module (a plugin: docs/models.md, "Adding a
     loss"); a name taken, or a class that is no ``MaskedLandmarkLoss``, is refused in one line."""
