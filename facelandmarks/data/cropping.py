@@ -256,20 +256,33 @@ def worker_context():
 
 
 def _start_forkserver_deaf_to_ctrl_c() -> None:
-    """Start the forkserver with SIGINT ignored. Ctrl-C reaches the whole process group, and the server ignores it
-    only once its preload (OpenCV, dlib: about a second) is done: a Ctrl-C before then ended it with a traceback of
-    its own under the main process's one line. Its workers ignore SIGINT anyway (``_init_worker``)."""
+    """Start the forkserver with SIGINT ignored and SIGTERM at its default; its workers inherit both from birth.
+
+    Ctrl-C reaches the whole process group, and the server ignores it only once its preload (OpenCV, dlib: about a
+    second) is done: a Ctrl-C before then ended it with a traceback of its own under the main process's one line.
+    A process started with SIGTERM ignored (some launchers, ``make test &``) passed that on to the server and so to
+    every worker until its initializer ran: a pool stopped while a loaded machine was still starting its workers
+    sent them SIGTERM in vain and waited for them for ever.
+    """
     import threading
     from multiprocessing import forkserver
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         forkserver.ensure_running()
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the server's process
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the server's process
+    previous_term = signal.getsignal(signal.SIGTERM)
+    if previous_term == signal.SIG_IGN:  # a handler, unlike SIG_IGN, is back to the default in an exec'd process,
+        signal.signal(signal.SIGTERM, _ignore)  # and this one still ignores it here meanwhile
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+def _ignore(signum, frame) -> None:
+    """A signal handler that does nothing."""
 
 
 def _iterate_crops(records, settings: CropSettings, workers: int):

@@ -2,6 +2,7 @@
 chatter, and what was being written finished or left as it was."""
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -259,6 +260,36 @@ def test_ctrl_c_while_the_forkserver_imports_its_preload_leaves_it_running_and_s
     done = subprocess.run([sys.executable, "-c", FORKSERVER_CTRL_C], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, preexec_fn=ctrl_c_as_at_a_terminal)
     assert (done.returncode, done.stdout, done.stderr) == (0, "[3]\n", "")
+
+
+FORKSERVER_SIGTERM_IGNORED = """
+import signal, time
+from facelandmarks.data.cropping import worker_context
+context = worker_context()
+with context.Pool(1) as pool:  # a worker's own disposition, before any initializer of the toolkit's
+    print(pool.apply(signal.getsignal, (signal.SIGTERM,)).name)
+pool = context.Pool(2, initializer=time.sleep, initargs=(2,))  # workers still starting on a loaded machine
+time.sleep(0.3)
+pool.terminate()  # as prepare's pool after Ctrl-C
+print("stopped")
+"""
+
+
+def test_a_pool_stopped_while_its_workers_start_ends_when_started_with_sigterm_ignored():
+    """prepare started with SIGTERM ignored (a launcher, ``make test &``) hung after Ctrl-C, now and then under load:
+    its workers inherited the ignored SIGTERM through the forkserver and set it back to the default only in their
+    initializer, so the pool's SIGTERM to a worker still starting did nothing and the pool waited for it for ever
+    (seen in tests/data/test_prepare_faults.py under the parallel suite)."""
+    proc = subprocess.Popen([sys.executable, "-c", FORKSERVER_SIGTERM_IGNORED], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+                            preexec_fn=functools.partial(ctrl_c_as_at_a_terminal, signal.SIG_IGN))
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the pool waited for ever for workers that ignored its SIGTERM")
+    assert (proc.returncode, out, err) == (0, "SIG_DFL\nstopped\n", "")
 
 
 def test_the_resume_line_names_the_script_as_it_was_started(monkeypatch):
