@@ -34,7 +34,7 @@ from facelandmarks.cli.common import (
 )
 from facelandmarks.cli.wind_down import STOP_TIMEOUT_ENV, bounded_wind_down, stop_timeout
 from facelandmarks.data.fileset import test_side_of
-from facelandmarks.runtime import startup
+from facelandmarks.runtime import comma_list, env_plugins, startup
 from facelandmarks.training.checks import load_plugins_for_run
 from facelandmarks.training.config import (
     SHIPPED,
@@ -250,14 +250,14 @@ def _is_file_path(weights) -> bool:
 def main(argv=None) -> int:
     """Exit status 0, 2, 130 or 143 as ``EPILOG`` says; a user's error is one line on stderr, never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("--verbose", action="store_true")
+    early = _early_flags(argv)
     config, before = None, {}
     try:
         with stops_as_raised():  # a stop that native code turned into another error: wound down as a stop
-            config, resume = resolve_config(argv)  # no Keras yet: --help and a wrong flag answer at once
+            _load_typed_plugins(early)  # before the parser: --help and its refusals know their families and losses
+            config, resume = resolve_config(argv)  # no Keras yet (no plugins): --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
-            startup(verbose.parse_known_args(argv)[0].verbose)  # Keras loads here, quietly: before anything else imports it
+            startup(early.verbose)  # Keras loads here, quietly: before anything else imports it
             load_plugins_for_run(config, resume)  # before the model and the loss are checked
             config.validate()
             _check_val(config)  # before the trainer makes the run folder
@@ -285,6 +285,35 @@ def main(argv=None) -> int:
         print(line)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _early_flags(argv) -> argparse.Namespace:
+    """``--verbose`` and ``--plugins`` of ``argv``, read before the full parser is built (a flag spelt out: the full
+    parser takes or refuses an abbreviation, and the typo its line names)."""
+    early = _QuietParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--verbose", action="store_true")
+    early.add_argument("--plugins", type=comma_list, default=[])
+    try:
+        return early.parse_known_args(argv)[0]
+    except ValueError:  # --plugins without its value: the full parser's line says so
+        return argparse.Namespace(verbose="--verbose" in argv, plugins=[])
+
+
+class _QuietParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def _load_typed_plugins(early: argparse.Namespace) -> None:
+    """The plugins of ``--plugins`` and ``FACELANDMARKS_PLUGINS``, imported (Keras with them) before the parser is
+    built, so its ``--help`` lists their losses and families and its refusals name them; a plugin that cannot be used
+    is refused here, in one line, before the data load. Without plugins nothing loads: ``--help`` answers at once."""
+    if not early.plugins and not env_plugins():
+        return
+    startup(early.verbose)
+    from facelandmarks.models.plugins import load_plugins
+
+    load_plugins(early.plugins)
 
 
 def _unwound_line(config, word: str, seconds: float) -> str:

@@ -35,8 +35,10 @@ class PipelineOptions:
 
     stage1: str | None = setting(None, "cascade, regions: run directory of the global model to refine")
     boxes: str | None = setting(None, "regions: run directory of a box network (train.py boxes)")
-    refiner: str = setting("scratch", "cascade, regions: registered model used for each region refiner")
-    box_model: str = setting("resnet_scratch", "boxes: registered model used for the box network")
+    refiner: str = setting("scratch", "cascade, regions: registered model used for each region refiner",
+                           models=True)
+    box_model: str = setting("resnet_scratch", "boxes: registered model used for the box network",
+                             models=True)
     patch_size: int = setting(32, "cascade, regions: refiner input size in pixels")
     margin: float = setting(0.25, "region box margin per side, fraction of its size")
     regions: list = setting(list(REFINED_REGIONS), "cascade, regions: comma-separated regions to refine (the jaw stays with stage 1)")

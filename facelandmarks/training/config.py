@@ -12,6 +12,7 @@ Field metadata (``dataclasses.field(metadata=...)``, written through ``setting``
 - ``names``: a function giving the names the setting takes, written into the help where it says ``{names}``
   (``loss``: the registered losses, read when the parser is built);
 - ``positional``: the flag is a positional argument (the model name);
+- ``models``: the setting names a registered model; ``--help`` adds the families of your plugins once they are loaded;
 - ``derived``: filled in from the data when the run starts; not a flag, and a file may carry it
   (a run's ``config.json`` does) but the run recomputes it;
 - ``flag: False``: not a flag for another reason (``pipeline``: the CLI adds the flags of its contents).
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from facelandmarks.data.fileset import test_side_of
 from facelandmarks.runtime import comma_list
-from facelandmarks.training.loss_names import loss_names
+from facelandmarks.training.loss_names import loss_names, own_families
 from facelandmarks.training.values import parse_duration, seed_problem
 
 OPTIMIZERS = ("adam", "nadam", "rmsprop", "sgd", "adamw")
@@ -87,7 +88,7 @@ class TrainConfig:
     """Every setting of a training run; saved as ``config.json`` in the run directory."""
 
     model: str = setting(help="registered model (python models.py --list) or registered trainer (a pipeline)",
-                         positional=True)
+                         positional=True, models=True)
     data: str | None = setting(help="training npz (images, or features for inception_bottleneck)")
     run_dir: str = setting(help="where checkpoints, logs and config.json go")
     plugins: list = setting([], "your own .py files or Python modules that register model families or losses "
@@ -319,6 +320,8 @@ def _help_text(f: dataclasses.Field, kind: type) -> str:
     text = f.metadata.get("help", "")
     if "names" in f.metadata:  # the names it takes, asked for when the parser is built: "one of {names}"
         text = text.format(names=", ".join(f.metadata["names"]()) or "the registered names")
+    if f.metadata.get("models") and (own := own_families()):  # a model's name: yours too, once --plugins loaded them
+        text += f"; yours (--plugins): {', '.join(own)}"
     default = f.default_factory() if f.default_factory is not MISSING else f.default
     if default is MISSING or default is None or default == []:  # an empty list read "(default: )"
         return text

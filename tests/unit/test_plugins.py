@@ -240,3 +240,60 @@ def test_a_new_run_from_python_records_the_environments_plugins(tmp_path, monkey
     with pytest.raises(DatasetError, match="nowhere.npz: no such dataset file"):  # after the plugins and the checks
         fit(config)
     assert config.plugins == [str(tmp_path / "flat.py")]
+
+
+LOSS = "\nfrom facelandmarks.models import losses\nlosses.register_loss('{name}', type('L1', (losses.MaskedMeanAbsoluteError,), {{}}))\n"
+
+
+@pytest.mark.parametrize("given", ["--plugins", "variable"])
+def test_train_help_lists_the_families_and_losses_of_your_plugins(given, tmp_path, capsys, monkeypatch):
+    """``train.py --plugins FILE --help`` (or with FACELANDMARKS_PLUGINS): the parser was built before any plugin was
+    imported, so --help named the toolkit's losses alone and no family of the plugin's; the plugin is imported first."""
+    path = tmp_path / "mine.py"
+    path.write_text(FAMILY.replace("{name}", "help_flat") + LOSS.format(name="help_l1"))
+    argv = ["--help"]
+    if given == "variable":
+        monkeypatch.setenv(plugins.ENV, str(path))
+    else:
+        argv = ["--plugins", str(path), *argv]
+    with pytest.raises(SystemExit) as ended:
+        train_cli.main(argv)
+    assert ended.value.code == 0
+    help_lines = {}  # option -> its help, on one line
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            option = line.split()[0]
+            help_lines[option] = line
+        elif line.startswith("   ") and help_lines:
+            help_lines[option] += " " + line.strip()
+    assert "one of mse, l1, wing, cgd, help_l1 (" in help_lines["--loss"]
+    for option in ("model", "--refiner", "--box-model"):
+        assert "; yours (--plugins): help_flat" in help_lines[option], help_lines[option]
+
+
+def test_train_refusals_name_your_plugins_families_and_losses(tmp_path, capsys):
+    """An unknown model, refiner or loss is refused in one line naming the plugin's family or loss among the valid
+    ones, before the data load (and a plugin that is not there before anything else, as --help with it is)."""
+    path = tmp_path / "mine.py"
+    path.write_text(FAMILY.replace("{name}", "named_flat") + LOSS.format(name="named_l1"))
+    for argv, known in ((["no_such_model"], "named_flat"), (["cascade", "--stage1", tmp_path, "--refiner", "nope"],
+                                                            "named_flat"), (["mlp", "--loss", "nope"], "named_l1")):
+        code, lines = train([*argv, "--plugins", path], capsys, tmp_path)
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("train.py: ") and f", {known}" in lines[0], lines
+    code, lines = train(["--plugins", tmp_path / "gone.py", "--help"], capsys, tmp_path)
+    assert code == 2 and lines == [f"train.py: {tmp_path / 'gone.py'}: no such plugin file (--plugins)"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_models_py_lists_the_families_of_your_plugins(tmp_path, capsys, monkeypatch):
+    """``models.py --plugins FILE`` (and FACELANDMARKS_PLUGINS): --summary takes the plugin's family, and refuses an
+    unknown name naming it among the valid ones."""
+    path = tmp_path / "mine.py"
+    path.write_text(FAMILY.replace("{name}", "listed_flat"))
+    with pytest.raises(SystemExit):
+        models_cli.main(["--summary", "nope", "--plugins", str(path)])
+    err = capsys.readouterr().err
+    assert err.startswith("models.py: --summary: 'nope' is not a model; choose from scratch, ") and ", listed_flat " in err
+    monkeypatch.setenv(plugins.ENV, str(path))
+    assert models_cli.main(["--summary", "listed_flat"]) == 0
+    assert "hidden (Dense)" in capsys.readouterr().out  # the layers of the plugin's family
