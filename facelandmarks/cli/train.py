@@ -46,7 +46,7 @@ from facelandmarks.training.config import (
     read_config_file,
     validated,
 )
-from facelandmarks.training.trainers import get_trainer, option_groups, registered_trainer
+from facelandmarks.training.trainers import get_trainer, option_groups, registered_trainer, trained_model
 
 # run_dir: a copied or moved run folder resumes into itself; workers and previews leave the restored state alone;
 # data, val and a weights file may have moved with it (a line names the change)
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
             config, resume = resolve_config(argv)  # no Keras yet (no plugins): --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
             startup(early.verbose)  # Keras loads here, quietly: before anything else imports it
-            load_plugins_for_run(config, resume)  # before the model and the loss are checked
+            load_plugins_for_run(config, resume, trained_model(config))  # before the model and the loss are checked
             config.validate()
             _check_val(config)  # before the trainer makes the run folder
             if line := _test_val_warning(config):

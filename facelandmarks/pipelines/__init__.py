@@ -22,9 +22,17 @@ def _trainer(kind: str):
     return train
 
 
+def _refiner(options: dict) -> str:
+    return options.get("refiner", PipelineOptions.refiner)
+
+
+def _box_model(options: dict) -> str:
+    return options.get("box_model", PipelineOptions.box_model)
+
+
 # cascade and regions refine a stage-1 run and can reuse its training data; boxes trains on --data
-register_trainer("cascade", _trainer("cascade"), PipelineOptions, needs_data=False)
-register_trainer("regions", _trainer("regions"), PipelineOptions, needs_data=False)
-register_trainer("boxes", _trainer("boxes"), PipelineOptions)
+register_trainer("cascade", _trainer("cascade"), PipelineOptions, needs_data=False, model_of=_refiner)
+register_trainer("regions", _trainer("regions"), PipelineOptions, needs_data=False, model_of=_refiner)
+register_trainer("boxes", _trainer("boxes"), PipelineOptions, model_of=_box_model)
 
 __all__ = ["PipelinePredictor", "PipelineOptions"]

@@ -13,6 +13,7 @@ from facelandmarks.data.faces import cut_patches, to_patch
 from facelandmarks.data.feeding import load_split, repeat_counts
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.landmarks import REFINED_REGIONS, Scheme, box_scheme, region_scheme
+from facelandmarks.models.plugins import plugins_here
 from facelandmarks.pipelines.boxes import (
     box_corners,
     boxes_from_centres,
@@ -97,6 +98,9 @@ def train_kind(kind: str, config: TrainConfig, resume: bool = False) -> dict:
     """
     options = PipelineOptions(**config.pipeline)
     template = replace(config, pipeline={})
+    if resume:  # the refiners take the plugins where they are now (FACELANDMARKS_PLUGINS for a recorded file not
+        # here): a refiner not started before the stop trains as a new run, which refused that file
+        template = replace(template, plugins=plugins_here(config.plugins))
     check_in_memory(config.data, kind)
     check_model("--box-model" if kind == "boxes" else "--refiner", options.box_model if kind == "boxes" else options.refiner,
                 template)

@@ -9,15 +9,18 @@ from pathlib import Path
 from facelandmarks.training.config import TrainConfig
 
 
-def load_plugins_for_run(config: TrainConfig, resume: bool) -> None:
+def load_plugins_for_run(config: TrainConfig, resume: bool, model: str | None = None) -> None:
     """The run's plugins imported before the model and the loss are checked (a pipeline's refiner included): a new
     run's with FACELANDMARKS_PLUGINS', which ``config.plugins`` then lists (its config.json records them); a resumed
-    run's as recorded, the variable naming where a recorded file that is not there is now."""
+    run's as recorded, the variable naming where a recorded file that is not there is now, which must then register
+    ``model``, the model the run trains (default ``config.model``; a pipeline's refiner: ``trainers.trained_model``)."""
     from facelandmarks.models import plugins
 
     if resume:
         where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now"
-        plugins.load_run_plugins(config.plugins, where, None if config.pipeline else config.model, config.loss)
+        if model is None and not config.pipeline:
+            model = config.model
+        plugins.load_run_plugins(config.plugins, where, model, config.loss)
     else:
         config.plugins = plugins.with_env_plugins(config.plugins)
         plugins.load_plugins(config.plugins)

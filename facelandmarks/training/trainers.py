@@ -24,13 +24,16 @@ class Trainer:
     """One way to train: ``fn(config, resume) -> summary dict``.
 
     ``options`` is the dataclass of its extra settings (None: none); ``needs_data`` is False for a
-    trainer that can find its data elsewhere (a pipeline refining a stage-1 run takes that run's).
+    trainer that can find its data elsewhere (a pipeline refining a stage-1 run takes that run's); ``model_of``
+    gives the registered model it trains from its settings (``TrainConfig.pipeline``), which a resumed run's
+    plugins must register (None: not known before it trains).
     """
 
     name: str
     fn: Callable[[TrainConfig, bool], dict]
     options: type | None = None
     needs_data: bool = True
+    model_of: Callable[[dict], str | None] | None = None
 
     def __call__(self, config: TrainConfig, resume: bool = False) -> dict:
         return self.fn(config, resume)
@@ -40,11 +43,11 @@ TRAINERS: dict[str, Trainer] = {}
 
 
 def register_trainer(name: str, fn: Callable[[TrainConfig, bool], dict], options_dataclass: type | None = None,
-                     needs_data: bool = True) -> Trainer:
+                     needs_data: bool = True, model_of: Callable[[dict], str | None] | None = None) -> Trainer:
     """Make ``train.py NAME`` run ``fn(config, resume)``; its settings are ``options_dataclass``'s fields."""
     if name in TRAINERS:
         raise ValueError(f"trainer {name!r} is registered twice")
-    trainer = Trainer(name, fn, options_dataclass, needs_data)
+    trainer = Trainer(name, fn, options_dataclass, needs_data, model_of)
     TRAINERS[name] = trainer
     return trainer
 
@@ -52,6 +55,15 @@ def register_trainer(name: str, fn: Callable[[TrainConfig, bool], dict], options
 def registered_trainer(name: str | None) -> Trainer | None:
     """The trainer registered under ``name``, None for a plain model name (no model registry, no Keras)."""
     return TRAINERS.get(name) if name else None
+
+
+def trained_model(config: TrainConfig) -> str | None:
+    """The registered model a run trains: its ``model``, or the one a trainer's settings name (a pipeline's refiner);
+    None where the trainer does not say."""
+    trainer = registered_trainer(config.model)
+    if trainer is None:
+        return config.model
+    return trainer.model_of(config.pipeline) if trainer.model_of else None
 
 
 def option_groups() -> list[tuple[type, list[str]]]:
