@@ -288,15 +288,17 @@ def main(argv=None) -> int:
 
 
 def _early_flags(argv) -> argparse.Namespace:
-    """``--verbose`` and ``--plugins`` of ``argv``, read before the full parser is built (a flag spelt out: the full
-    parser takes or refuses an abbreviation, and the typo its line names)."""
-    early = _QuietParser(add_help=False, allow_abbrev=False)
-    early.add_argument("--verbose", action="store_true")
-    early.add_argument("--plugins", type=comma_list, default=[])
+    """``--verbose`` and ``--plugins`` of ``argv``, read before the full parser is built (``--plugins`` spelt out: the
+    full parser takes or refuses an abbreviation of it, ambiguous among its flags)."""
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", action="store_true")
+    plugins = _QuietParser(add_help=False, allow_abbrev=False)
+    plugins.add_argument("--plugins", type=comma_list, default=[])
     try:
-        return early.parse_known_args(argv)[0]
+        typed = plugins.parse_known_args(argv)[0].plugins
     except ValueError:  # --plugins without its value: the full parser's line says so
-        return argparse.Namespace(verbose="--verbose" in argv, plugins=[])
+        typed = []
+    return argparse.Namespace(verbose=verbose.parse_known_args(argv)[0].verbose, plugins=typed)
 
 
 class _QuietParser(argparse.ArgumentParser):
