@@ -52,6 +52,7 @@ output names, reading the points file back) are in ``video_files``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -64,6 +65,7 @@ from facelandmarks.inference.predictor import FaceLandmarks, Predictor
 from facelandmarks.inference.shipped import default_model_dir
 from facelandmarks.inference.smoothing import LandmarkSmoother
 from facelandmarks.inference.video_files import (  # noqa: F401  (read_video_landmarks: imported from here too)
+    FPS_RANGE,
     OVERLAY_SUFFIXES,
     TimedFrames,
     check_source,
@@ -285,6 +287,16 @@ class FaceTracker:
                 self._tracks.append(_Track(face, box, reference))
 
 
+def assumed_rate_note(source, timed: TimedFrames) -> str:
+    """The line for a video whose frame rate is unknown (``TimedFrames.fps_assumed``)."""
+    what = (f"camera {source}: the frame rate it gives, {timed.file_fps:g} frames/s," if timed.camera else
+            f"{source}: its frame rate as OpenCV reads it, {timed.file_fps:g} frames/s,")
+    timing = {"frames/fps": "its frames are timed", "container": "its frames keep the file's times; the overlay is written",
+              "wall": "its frames are timed by the clock; the overlay is written"}[timed.clock]
+    return (f"note: {what} is not a plausible one ({FPS_RANGE[0]:g}-{FPS_RANGE[1]:g} frames/s), so taken as unknown: {timing} "
+            f"at an assumed {timed.fps:g} frames/s (the points file's header: fps_assumed)")
+
+
 def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, track=True,
                  redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None, recrop=False,
                  smooth=True, points_path=None, align: tuple[int, float] | None = None, detect_max_side=None) -> dict:
@@ -296,7 +308,8 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         source: a video file, or a camera index ("0").
         out_path: the overlay video (``OVERLAY_SUFFIXES``), written as ``NAME.partial.SUFFIX`` and renamed
             when the video ends or is interrupted (a killed run leaves an earlier overlay as it was); every frame
-            of the source at the constant rate its header gives (OpenCV writes no variable rate).
+            of the source at the constant rate its header gives (OpenCV writes no variable rate), or an assumed
+            one where that is absurd (``TimedFrames``: a one-line note on stderr, and ``fps_assumed`` in the points).
         points_path: the points as JSON lines (None: ``out_path`` with the suffix ``.jsonl``): a header
             line, then one line per frame, written as the frame is done (``read_video_landmarks``), with the
             frame's time as the source gives it (``TimedFrames``; the header's ``clock`` says which clock),
@@ -332,10 +345,12 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
     if min_score is not None:
         predictor.detector.min_score = min_score
     capture, camera = open_capture(source)
-    fps_in, listed = capture.get(cv2.CAP_PROP_FPS) or 25.0, 0 if camera else max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+    listed = 0 if camera else max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+    timed = TimedFrames(capture, camera, capture.get(cv2.CAP_PROP_FPS))
+    fps_in = timed.fps  # the header's, or ASSUMED_FPS where that is absurd
     tracker = FaceTracker(predictor, redetect_every if track else 1, smooth=smooth, fps=fps_in)
     writer = points_file = chips = None
-    faces_seen, start, timed = 0, time.perf_counter(), TimedFrames(capture, camera, fps_in)
+    faces_seen, start = 0, time.perf_counter()
     try:
         chips = AlignedVideos(out_path, predictor.scheme, *align, fps=fps_in) if align else None
         while (max_frames is None or tracker.frames < max_frames) and (got := timed.read()) is not None:
@@ -352,12 +367,16 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 points_file = open(points_path, "w", buffering=1)  # a line at a time: a kill leaves whole frames
                 header = {"source": str(source), "model": str(default_model_dir() if run_dir is None else run_dir),
                           "runtime": predictor.runtime, "scheme": predictor.scheme.name, "num_points": predictor.scheme.num_points,
-                          "fps": round(float(fps_in), 3), "clock": timed.clock, "width": image.shape[1], "height": image.shape[0],
+                          "fps": round(float(fps_in), 3), "fps_assumed": timed.fps_assumed,
+                          "file_fps": faces.json_number(round(timed.file_fps, 3)), "clock": timed.clock,
+                          "width": image.shape[1], "height": image.shape[0],
                           "redetect_every": tracker.redetect_every, "smooth": tracker.smooth, "flip_test": flip_test,
                           "recrop": recrop, "min_score": faces.json_number(getattr(predictor.detector, "min_score", -np.inf)),
                           "detect_max_side": predictor.detect_max_side,
                           "align": {"size": align[0], "padding": align[1]} if align else None}
                 points_file.write(json.dumps(header) + "\n")
+                if timed.fps_assumed:
+                    print(assumed_rate_note(source, timed), file=sys.stderr)
             points_file.write(json.dumps({"frame": tracker.frames - 1, "time": round(t, 4),
                                           "detected": tracker.detections > detections,
                                           "faces": [f.to_json() for f in found]}) + "\n")
@@ -378,10 +397,11 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 if partial.is_file():
                     partial.replace(out_path)
     seconds, frames, end = time.perf_counter() - start, tracker.frames, timed.end_ms  # the last frame's end (ms)
+    rate = timed.file_fps if np.isfinite(timed.file_fps) else 0.0  # the rate FFmpeg's count of a file's frames took
     if frames == 0:
         raise OSError(f"{source}: no frames could be read")
     return {"frames": frames, "faces": faces_seen, "seconds": round(seconds, 2),
             "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "output": str(out_path),
             "points": str(points_path), "detections": tracker.detections, "tracked": tracker.tracked,
-            "kept": tracker.kept, "listed": listed, "reached": max(frames, round(end * fps_in / 1e3)),
+            "kept": tracker.kept, "listed": listed, "reached": max(frames, round(end * rate / 1e3)),
             "aligned": {i: str(p) for i, p in aligned.items()}}

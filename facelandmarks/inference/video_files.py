@@ -9,6 +9,12 @@ gives the container's time as ``CAP_PROP_POS_MSEC``; right after ``read()`` it i
 ``tests/unit/test_video_times.py``), from the stream's start. A file's times are taken when its first two frames have
 usable ones (finite, from 0, increasing): a file without times (OpenCV then gives 0 for every frame) keeps frame number
 / fps. A camera's frames are timed by the wall clock.
+
+The frame rate (``CAP_PROP_FPS``) is the header's where the file has one, else FFmpeg's guess, which can be absurd: 1000
+for a Matroska file of one or two frames or without times (its time scale), 90000 for MPEG-TS, 0, or what a broken
+AVI header says (its times are then frame number / that rate too). A rate outside ``FPS_RANGE`` is taken as unknown
+and ``ASSUMED_FPS`` used instead, for the frames / fps clock, the overlay's rate (mp4v's writer does not open at 90000
+or 0.001 frames/s; at infinity it had not returned after 10 minutes) and a repeated time's step.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from facelandmarks.runtime import filtered_fds
 
 OVERLAY_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV writes the overlay's mp4v frames into
 CLOCKS = ("container", "frames/fps", "wall")  # where TimedFrames takes a frame's time from (the points file's "clock")
+FPS_RANGE = (1.0, 240.0)  # frames/s a video's header may be taken at (240: phones' slow motion); others are unknown
+ASSUMED_FPS = 25.0  # the rate of a video whose rate is unknown
 
 
 def partial_path(path) -> Path:
@@ -80,16 +88,21 @@ def open_capture(source) -> tuple[cv2.VideoCapture, bool]:
 class TimedFrames:
     """The frames of an open capture, in order, each with its time in seconds (the module docstring).
 
-    ``read()`` returns (BGR frame, time) or None at the end. ``clock`` is where the times come from (``CLOCKS``):
-    "wall" for a camera (seconds since this object was made), for a file "container" or "frames/fps", known once the
-    first frame is read (the second is read ahead to decide). A time not after the last one (a container's repeated
-    or missing time) is the last plus 1 / ``fps``, as ``FaceTracker.update`` would take it. ``frames`` counts the
-    frames returned; ``end_ms`` is where the last of them ends by the container's times, its time plus the interval
-    before it (twice its time for one frame), whichever clock the times came from.
+    ``fps`` is the rate the capture gives (``CAP_PROP_FPS``), kept as ``file_fps``; outside ``FPS_RANGE`` (or not a
+    number) it is unknown: ``fps_assumed`` is True and ``fps`` is ``ASSUMED_FPS``. ``read()`` returns (BGR frame,
+    time) or None at the end. ``clock`` is where the times come from (``CLOCKS``): "wall" for a camera (seconds since
+    this object was made), for a file "container" or "frames/fps", known once the first frame is read (the second is
+    read ahead to decide; times 1 / an unknown rate apart only count frames at it, as an AVI's do, and are not taken).
+    A time not after the last one (a container's repeated or missing time) is the last plus 1 / ``fps``, as
+    ``FaceTracker.update`` would take it.
+    ``frames`` counts the frames returned; ``end_ms`` is where the last of them ends by the container's times, its
+    time plus the interval before it (twice its time for one frame), whichever clock the times came from.
     """
 
     def __init__(self, capture: cv2.VideoCapture, camera: bool, fps: float):
-        self.capture, self.camera, self.fps = capture, camera, float(fps)
+        self.capture, self.camera, self.file_fps = capture, camera, float(fps)
+        self.fps_assumed = not FPS_RANGE[0] <= self.file_fps <= FPS_RANGE[1]  # also NaN
+        self.fps = ASSUMED_FPS if self.fps_assumed else self.file_fps
         self.clock = "wall" if camera else None
         self.frames = 0
         self._ahead: list = []  # a frame read ahead, (bgr, ms) or None for the end
@@ -112,7 +125,9 @@ class TimedFrames:
             self._ahead = [self._next()]
             times = [ms] + ([self._ahead[0][1]] if self._ahead[0] else [])
             usable = all(math.isfinite(t) and t >= 0 for t in times) and all(b > a for a, b in zip(times, times[1:]))
-            self.clock = "container" if usable else "frames/fps"
+            step = 1e3 / self.file_fps if self.file_fps else math.inf  # ms from frame to frame at the capture's rate
+            counted = self.fps_assumed and len(times) == 2 and math.isclose(times[1] - times[0], step, rel_tol=0.01)
+            self.clock = "container" if usable and not counted else "frames/fps"
         if self.clock == "wall":
             t = time.perf_counter() - self._start
         else:

@@ -3,6 +3,9 @@ its container gives them (a phone's variable-rate MP4 or MKV slows down in low l
 The clips are real files OpenCV reads with FFmpeg: MJPG AVIs it writes, and Matroska files of MJPEG frames at chosen
 times (``write_mkv``)."""
 
+import struct
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -84,7 +87,8 @@ def test_a_file_without_usable_times_falls_back_to_frame_over_fps(tmp_path, squa
     run_on_video(tmp_path, clip, tmp_path / "out.mp4")
     header, lines = read_video_landmarks(tmp_path / "out.jsonl")
     assert header["clock"] == "frames/fps"
-    assert [line["time"] for line in lines] == pytest.approx(np.arange(5) / header["fps"], abs=1e-3)
+    assert (header["fps"], header["fps_assumed"], header["file_fps"]) == (25, True, 1000)  # times were 1 ms apart
+    assert [line["time"] for line in lines] == pytest.approx(np.arange(5) / 25, abs=1e-3)
 
 
 def test_a_later_time_not_after_the_last_counts_one_frame_later(tmp_path):
@@ -133,13 +137,81 @@ def test_a_variable_rate_file_cut_short_gets_the_note_and_its_frames_times(tmp_p
 
 def test_a_one_frame_file_is_one_frame_at_time_0(tmp_path, squares, capsys):
     """A Matroska file of one frame shown for 740 ms (OpenCV makes its rate 1000 frames/s, its count 740): the frame
-    is at 0 s by the container, and the note counts '1 frame'."""
+    is at 0 s by the container, and the note counts '1 frame'; a note before it says the rate is taken as unknown."""
     from facelandmarks.cli import evaluate
 
     one = tmp_path / "one.mkv"
     write_mkv(one, [frame((20, 30))], [0], 740)
     assert evaluate.main(["--video", str(one), "--out", str(tmp_path / "out.mp4")]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith(f"evaluate.py: note: {one}: 1 frame read, where its duration x frame rate makes "), err
+    rate, read = capsys.readouterr().err.splitlines()
+    assert rate.startswith(f"note: {one}: its frame rate as OpenCV reads it, 1000 frames/s, is not a plausible one"), rate
+    assert read.startswith(f"evaluate.py: note: {one}: 1 frame read, where its duration x frame rate makes 740 "), read
     header, lines = read_video_landmarks(tmp_path / "out.jsonl")
     assert [line["time"] for line in lines] == [0.0] and header["clock"] == "container"
+    assert (header["fps"], header["fps_assumed"], header["file_fps"]) == (25, True, 1000)  # the overlay's rate was 1000
+
+
+def avi_at_rate(path, count: int, rate: float):
+    """``square_clip``'s MJPG AVI with its header's rate patched (the stream's dwRate / dwScale, the file's
+    dwMicroSecPerFrame): FFmpeg then gives that rate, and times the frames at frame number / rate."""
+    data = bytearray(square_clip(path, count).read_bytes())
+    stream, whole = data.find(b"strh"), data.find(b"avih")
+    scale = 1 if rate >= 1 else round(1 / rate)
+    struct.pack_into("<II", data, stream + 28, scale, round(rate * scale))
+    struct.pack_into("<I", data, whole + 8, round(1e6 / rate))
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("rate", [90000, 1000, 0.001])
+def test_a_file_whose_header_gives_an_absurd_rate_is_timed_at_an_assumed_one(tmp_path, squares, capsys, rate):
+    """An AVI's header says 90000, 1000 or 0.001 frames/s (as FFmpeg's guesses for other files do: 1000 for Matroska,
+    90000 for MPEG-TS): its times, frame number / rate, were 0.011 ms or 17 minutes apart, the smoothing ran on them,
+    and at 90000 or 0.001 the overlay's writer did not open ('OpenCV cannot write an mp4v video there'). A rate outside
+    1-240 frames/s is unknown: frames are timed at an assumed 25 frames/s, which the header and a note say."""
+    clip = avi_at_rate(tmp_path / f"rate{rate}.avi", 5, rate)
+    capture = cv2.VideoCapture(str(clip))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(rate) and container_times(clip)[1] == pytest.approx(1e3 / rate)
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4")
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert (header["clock"], header["fps"], header["fps_assumed"]) == ("frames/fps", 25.0, True)
+    assert header["file_fps"] == pytest.approx(rate)
+    assert [line["time"] for line in lines] == pytest.approx(np.arange(5) / 25)
+    overlay = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert overlay.get(cv2.CAP_PROP_FPS) == 25 and len(read_frames(tmp_path / "out.mp4")) == 5
+    err = capsys.readouterr().err
+    assert err == (f"note: {clip}: its frame rate as OpenCV reads it, {rate:g} frames/s, is not a plausible one (1-240 "
+                   "frames/s), so taken as unknown: its frames are timed at an assumed 25 frames/s (the points file's "
+                   "header: fps_assumed)\n"), err
+
+
+def test_a_files_own_times_stay_when_its_rate_is_absurd(tmp_path, squares, capsys):
+    """A Matroska file of two frames (or one) gets 1000 frames/s from FFmpeg (its time scale): the overlay was written
+    at 1000 frames/s. Its frames keep the file's times, and the overlay is written at the assumed 25 frames/s."""
+    times = [0, 40]
+    clip = varied_clip(tmp_path / "fast.mkv", times)
+    capture = cv2.VideoCapture(str(clip))
+    assert capture.get(cv2.CAP_PROP_FPS) == 1000
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4")
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert (header["clock"], header["fps"], header["fps_assumed"], header["file_fps"]) == ("container", 25.0, True, 1000)
+    assert [line["time"] for line in lines] == pytest.approx(np.array(times) / 1e3)
+    assert cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FPS) == 25
+    assert capsys.readouterr().err == (f"note: {clip}: its frame rate as OpenCV reads it, 1000 frames/s, is not a plausible "
+                                        "one (1-240 frames/s), so taken as unknown: its frames keep the file's times; the overlay "
+                                        "is written at an assumed 25 frames/s (the points file's header: fps_assumed)\n")
+
+
+def test_a_camera_is_timed_by_the_wall_clock(tmp_path):
+    """A camera's frames are timed by the clock while it runs (its container times mean nothing): TimedFrames with
+    camera=True over a file's capture gives each frame the seconds since it was made, measured around each read."""
+    clip = square_clip(tmp_path / "clip.avi", 3)
+    before = time.perf_counter()
+    frames = TimedFrames(cv2.VideoCapture(str(clip)), True, 20.0)
+    after = time.perf_counter()
+    assert frames.clock == "wall"
+    for _ in range(3):
+        start = time.perf_counter()
+        t = frames.read()[1]
+        assert start - after <= t <= time.perf_counter() - before
+    assert frames.read() is None
