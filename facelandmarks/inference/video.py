@@ -313,7 +313,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         points_path: the points as JSON lines (None: ``out_path`` with the suffix ``.jsonl``): a header
             line, then one line per frame, written as the frame is done (``read_video_landmarks``), with the
             frame's time as the source gives it (``TimedFrames``; the header's ``clock`` says which clock),
-            the time the smoothing runs on.
+            the time the smoothing runs on; ``time_estimated: true`` on a frame whose own time was not after the last.
         max_frames: stop after this many frames (None: at the end of the video).
         track: follow faces between detections (``FaceTracker``); False detects on every frame.
         redetect_every: with ``track``, frames between detections (default ``REDETECT_EVERY``).
@@ -377,9 +377,9 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                 points_file.write(json.dumps(header) + "\n")
                 if timed.fps_assumed:
                     print(assumed_rate_note(source, timed), file=sys.stderr)
-            points_file.write(json.dumps({"frame": tracker.frames - 1, "time": round(t, 4),
-                                          "detected": tracker.detections > detections,
-                                          "faces": [f.to_json() for f in found]}) + "\n")
+            line = {"frame": tracker.frames - 1, "time": round(t, 4), **({"time_estimated": True} if timed.estimated else {}),
+                    "detected": tracker.detections > detections, "faces": [f.to_json() for f in found]}
+            points_file.write(json.dumps(line) + "\n")
             if chips is not None:
                 chips.write(image, found)  # before the points are drawn on it
             for face in found:

@@ -94,7 +94,7 @@ class TimedFrames:
     this object was made), for a file "container" or "frames/fps", known once the first frame is read (the second is
     read ahead to decide; times 1 / an unknown rate apart only count frames at it, as an AVI's do, and are not taken).
     A time not after the last one (a container's repeated or missing time) is the last plus 1 / ``fps``, as
-    ``FaceTracker.update`` would take it.
+    ``FaceTracker.update`` would take it; ``estimated`` says whether the frame just returned got such a time.
     ``frames`` counts the frames returned; ``end_ms`` is where the last of them ends by the container's times, its
     time plus the interval before it (twice its time for one frame), whichever clock the times came from.
     """
@@ -104,6 +104,7 @@ class TimedFrames:
         self.fps_assumed = not FPS_RANGE[0] <= self.file_fps <= FPS_RANGE[1]  # also NaN
         self.fps = ASSUMED_FPS if self.fps_assumed else self.file_fps
         self.clock = "wall" if camera else None
+        self.estimated = False
         self.frames = 0
         self._ahead: list = []  # a frame read ahead, (bgr, ms) or None for the end
         self._shown = (0.0, 0.0)  # the container's times of the last two frames returned (ms)
@@ -132,7 +133,8 @@ class TimedFrames:
             t = time.perf_counter() - self._start
         else:
             t = ms / 1e3 if self.clock == "container" else self.frames / self.fps
-        if self._last is not None and not t > self._last:  # also NaN
+        self.estimated = self._last is not None and not t > self._last  # also NaN
+        if self.estimated:
             t = self._last + 1 / self.fps
         self._last, self._shown = t, (self._shown[1], ms)
         self.frames += 1
@@ -165,7 +167,8 @@ def counts_its_frames(path) -> bool:
 def read_video_landmarks(path) -> tuple[dict, list[dict]]:
     """(header, frames) of a ``run_on_video`` points file.
 
-    Each frame is ``{"frame", "time", "detected", "faces"}``; each face as ``TrackedFace.to_json``
+    Each frame is ``{"frame", "time", "detected", "faces"}`` (and ``"time_estimated": True`` where the source's time
+    was not after the last frame's, ``TimedFrames.estimated``); each face as ``TrackedFace.to_json``
     writes it, with ``points`` (K, 2), ``detection`` and ``crop_box`` as numpy arrays.  A last line
     cut short (the writer was killed mid-line) is left out; any other bad line, or a file that is
     not text, raises ValueError naming the file (and the line).

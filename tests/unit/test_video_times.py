@@ -202,6 +202,28 @@ def test_a_files_own_times_stay_when_its_rate_is_absurd(tmp_path, squares, capsy
                                         "is written at an assumed 25 frames/s (the points file's header: fps_assumed)\n")
 
 
+@pytest.mark.parametrize(("times", "marked"), [([0, 50, 100, 100, 200, 250], [3]), ([0, 50, 100, 80, 110, 250], [3, 4])])
+def test_a_frame_whose_time_is_not_the_files_is_marked_and_smoothed_at_that_time(tmp_path, squares, times, marked):
+    """A repeated or decreasing container time (in the file's order: FFmpeg gives them as stored) was replaced by the
+    previous time + 1 / fps without a word in the points file: a user syncing it with sound or other sensors took it
+    for the file's. Such a frame's line now has "time_estimated": true (no other line has the key); the smoother ran
+    on the same times (FaceTracker.update, given the file's times, estimates them alike)."""
+    clip = varied_clip(tmp_path / "glitch.mkv", times)
+    assert container_times(clip) == times
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", redetect_every=3)
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert header["clock"] == "container" and not header["fps_assumed"]
+    step = 1 / header["fps"]
+    expected = [0, 0.05, 0.1, 0.1 + step, 0.2 if marked == [3] else 0.1 + 2 * step, 0.25]
+    assert [line["time"] for line in lines] == pytest.approx(expected, abs=1e-4)
+    assert [line["frame"] for line in lines if "time_estimated" in line] == marked
+    assert all(lines[k]["time_estimated"] is True for k in marked)
+    written = np.array([line["faces"][0]["points"] for line in lines])
+    tracker = FaceTracker(Predictor(SquareModel(), "ibug68", detector=SquareDetector()), 3, fps=header["fps"])
+    smoothed = np.array([tracker.update(image[..., ::-1], t / 1e3)[0].points for image, t in zip(read_frames(clip), times)])
+    assert np.abs(written - smoothed).max() < 0.006  # the file's points are rounded to 0.01 px
+
+
 def test_a_camera_is_timed_by_the_wall_clock(tmp_path):
     """A camera's frames are timed by the clock while it runs (its container times mean nothing): TimedFrames with
     camera=True over a file's capture gives each frame the seconds since it was made, measured around each read."""
