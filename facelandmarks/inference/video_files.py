@@ -6,12 +6,13 @@ slowing down in low light, a recorder dropping frames; MP4, Matroska and WebM al
 at uneven intervals, so frame number / fps is the wrong time there, and the wrong clock for the smoothing. OpenCV
 gives the container's time as ``CAP_PROP_POS_MSEC``; right after ``read()`` it is the time of the frame just read
 (0 for the first, measured with OpenCV 4.14's FFmpeg backend on AVI, MP4 and Matroska files:
-``tests/unit/test_video_times.py``), from the stream's start. A file's times are taken when its first two frames have
+``tests/unit/test_video_times.py``; the MP4 is mp4v's, without B-frames: frames stored out of order, as in a phone's
+H.264, are unchecked, this OpenCV having no encoder for them), from the stream's start. A file's times are taken when its first two frames have
 usable ones (finite, from 0, increasing): a file without times (OpenCV then gives 0 for every frame) keeps frame number
 / fps. A camera's frames are timed by the wall clock.
 
 The frame rate (``CAP_PROP_FPS``) is the header's where the file has one, else FFmpeg's guess, which can be absurd: 1000
-for a Matroska file of one or two frames or without times (its time scale), 90000 for MPEG-TS, 0, or what a broken
+for a Matroska file of one or two frames or without times (its time scale), 0 where it has none, or what a broken
 AVI header says (its times are then frame number / that rate too). A rate outside ``FPS_RANGE`` is taken as unknown
 and ``ASSUMED_FPS`` used instead, for the frames / fps clock, the overlay's rate (mp4v's writer does not open at 90000
 or 0.001 frames/s; at infinity it had not returned after 10 minutes) and a repeated time's step.

@@ -165,8 +165,8 @@ def avi_at_rate(path, count: int, rate: float):
 
 @pytest.mark.parametrize("rate", [90000, 1000, 0.001])
 def test_a_file_whose_header_gives_an_absurd_rate_is_timed_at_an_assumed_one(tmp_path, squares, capsys, rate):
-    """An AVI's header says 90000, 1000 or 0.001 frames/s (as FFmpeg's guesses for other files do: 1000 for Matroska,
-    90000 for MPEG-TS): its times, frame number / rate, were 0.011 ms or 17 minutes apart, the smoothing ran on them,
+    """An AVI's header says 90000, 1000 or 0.001 frames/s (FFmpeg's guess for a Matroska file of one or two frames is
+    1000 too): its times, frame number / rate, were 0.011 ms or 17 minutes apart, the smoothing ran on them,
     and at 90000 or 0.001 the overlay's writer did not open ('OpenCV cannot write an mp4v video there'). A rate outside
     1-240 frames/s is unknown: frames are timed at an assumed 25 frames/s, which the header and a note say."""
     clip = avi_at_rate(tmp_path / f"rate{rate}.avi", 5, rate)
