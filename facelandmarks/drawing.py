@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from pathlib import Path
-
 import cv2
 import numpy as np
+
+from facelandmarks.files import written_whole
 
 GROUND_TRUTH = (40, 220, 40)  # green
 PREDICTION = (255, 40, 40)  # red (RGB)
@@ -88,19 +86,6 @@ def grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
         r, c = divmod(i, columns)
         out[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
     return out
-
-
-@contextlib.contextmanager
-def written_whole(path):
-    """A temporary name beside ``path``, with its suffix (writers choose the format by it), moved onto ``path`` once
-    the block has written it: a run killed or stopped mid-write leaves the earlier file, or none, never half a PNG."""
-    path = Path(path)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def save_png(path, image_rgb: np.ndarray) -> None:

@@ -33,6 +33,7 @@ import math
 import os
 from pathlib import Path
 
+from facelandmarks.files import write_json_whole, write_text_whole
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin, register_scheme
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -127,16 +128,15 @@ def _is_scheme_name(name: str) -> bool:
 
 
 def dump_scheme(scheme: Scheme | str, path: str | os.PathLike) -> Path:
-    """Write a scheme file (JSON, or YAML for a ``.yaml`` name) that ``load_scheme`` reads back."""
+    """Write a scheme file (JSON, or YAML for a ``.yaml`` name) that ``load_scheme`` reads back; whole, or the earlier
+    file stays."""
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     path = Path(path)
     if path.suffix.lower() in YAML_SUFFIXES:
         import yaml
 
-        path.write_text(yaml.safe_dump(scheme.to_dict(), sort_keys=False))
-    else:
-        path.write_text(json.dumps(scheme.to_dict(), indent=1) + "\n")
-    return path
+        return write_text_whole(path, yaml.safe_dump(scheme.to_dict(), sort_keys=False))
+    return write_json_whole(path, scheme.to_dict())
 
 
 def scheme_json(scheme: Scheme | str, landmark_box=None) -> str:

@@ -12,8 +12,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from facelandmarks import metrics
-from facelandmarks.drawing import draw_crop, written_whole
+from facelandmarks.drawing import draw_crop
 from facelandmarks.evaluation.tables import read_history
+from facelandmarks.files import written_whole
 
 
 def ced_plot(nmes: dict[str, np.ndarray], path: Path, threshold: float = 0.10, title: str = "",

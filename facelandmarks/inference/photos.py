@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -14,6 +13,7 @@ import numpy as np
 from facelandmarks.data import faces
 from facelandmarks.data.report import counted
 from facelandmarks.drawing import DETECTION, PREDICTION, draw_points, line_width, marker_radius, save_png
+from facelandmarks.files import is_partial, write_json_whole
 from facelandmarks.inference.align import AlignedFace, align_face, anchors, check_alignment
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.shipped import default_model_dir
@@ -32,10 +32,11 @@ OUTPUT_FILE = re.compile(rf"(.+(?:{_SUFFIXES}))_(?:landmarks\.(?:png|json)|(?:fa
 
 
 def image_files(target: Path) -> list[Path]:
-    """A photo, or a folder's photos but the overlays, crops and chips that marking them wrote."""
+    """A photo, or a folder's photos but the overlays, crops and chips that marking them wrote (and the partial
+    files a run killed while writing one left, ``files.is_partial``)."""
     if target.is_dir():
-        return sorted(p for p in target.iterdir()
-                      if p.suffix.lower() in IMAGE_SUFFIXES and not OUTPUT_FILE.fullmatch(p.name))
+        return sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                      and not OUTPUT_FILE.fullmatch(p.name) and not is_partial(p.name))
     return [target]
 
 
@@ -177,7 +178,7 @@ def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, inf
             name = crop_name(path, i, "aligned")
             save_png(out_dir / name, chip.image)
             record["aligned"].append({"file": name, **chip.to_json()})
-    (out_dir / output_name(path, "json")).write_text(json.dumps(record, indent=1))
+    write_json_whole(out_dir / output_name(path, "json"), record)
     return png
 
 

@@ -1,0 +1,83 @@
+"""Files written whole: a kill, an error or a full disk at any moment leaves the earlier file (or none), never part
+of one.
+
+``written_whole(path)`` gives a partial name beside ``path`` -- the same folder, so the rename stays a rename;
+hidden; with ``path``'s suffix, by which OpenCV, Matplotlib and NumPy choose the format; unique, so two writers of
+one file never write into one partial -- and once the block has written it, fsyncs it, renames it over ``path``
+(``os.replace``) and fsyncs the folder.  An error or Ctrl-C in the block removes the partial file; a kill leaves it,
+under a name ``is_partial`` knows, so a reader of the folder passes it over.  ``write_text_whole`` and
+``write_json_whole`` are the common cases.
+
+Files that must change together need more than this: a prepared set (``data/fileset.py``), a run's checkpoints
+(``training/resume.py``), an export or a shipped model (a folder replaced whole, ``inference/swap.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_PARTIAL = re.compile(r"\..*\.partial(?:\.[^.]*)?")  # written_whole's names: .STEM.RANDOM.partial.SUFFIX
+
+
+def is_partial(name: str) -> bool:
+    """Whether a file name is one ``written_whole`` writes into (left behind by a process killed mid-write)."""
+    return bool(_PARTIAL.fullmatch(name))
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_file(path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_folder(folder) -> None:
+    """Make renames and new names in ``folder`` durable (a no-op where folders cannot be opened or synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def written_whole(path) -> Iterator[Path]:
+    """A partial name beside ``path`` for the block to write, renamed onto ``path`` once it has (module docstring)."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    partial = Path(name)
+    try:
+        os.chmod(partial, 0o666 & ~umask())  # mkstemp makes it 0600: the file gets the permissions of any other
+        yield partial
+        fsync_file(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    fsync_folder(path.parent)
+
+
+def write_text_whole(path, text: str) -> Path:
+    with written_whole(path) as partial:
+        partial.write_text(text)
+    return Path(path)
+
+
+def write_json_whole(path, value, indent: int = 1, sort_keys: bool = False) -> Path:
+    """``value`` as JSON and a newline; a value JSON cannot hold fails before anything is written."""
+    return write_text_whole(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")

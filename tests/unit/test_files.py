@@ -1,0 +1,98 @@
+"""Files written whole (``facelandmarks/files.py``): a process killed while it writes one leaves the earlier file, or
+none, never part of one, and nothing reads what it left half-written.
+
+The kills are real: a fresh Python whose files may grow to ``limit`` bytes is ended by the kernel (SIGXFSZ) at the
+write that crosses it, in the middle of the file it was writing."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facelandmarks import files
+from facelandmarks.inference.photos import image_files, output_name
+from facelandmarks.landmarks import get_scheme
+from facelandmarks.scheme_files import dump_scheme, load_scheme
+
+ROOT = Path(__file__).resolve().parents[2]
+# Python ignores SIGXFSZ (a write past the limit fails with EFBIG instead): at its default, the write kills
+KILLED_BY_SIGXFSZ = "import signal; signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
+MARK = """
+import sys
+from pathlib import Path
+import numpy as np
+import pytest
+from facelandmarks.inference.photos import write_results
+from tests.unit.test_drawing import jaw, synthetic_face
+
+side, info = int(sys.argv[1]), {"run": sys.argv[2]}
+image = np.random.default_rng(0).integers(0, 256, (side, side, 3), np.uint8)
+found = [synthetic_face(jaw(side / 4, side / 2, side / 3 + i)) for i in range(8)]
+write_results(Path("x.jpg"), image, found, Path(sys.argv[3]), info)
+"""
+
+
+def killed_writing(code: str, *args, limit: int | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` with ``args`` in a fresh Python; with ``limit``, the kernel ends it at the write that makes a file
+    longer than ``limit`` bytes (asserted to have happened)."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    code = KILLED_BY_SIGXFSZ + textwrap.dedent(code)
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env,
+                            preexec_fn=cap if limit else None, capture_output=True, text=True, timeout=300)
+    assert result.returncode == (-signal.SIGXFSZ if limit else 0), result.stderr
+    return result
+
+
+def test_a_photos_json_killed_mid_write_leaves_the_earlier_one_whole(tmp_path):
+    """evaluate.py --image wrote each photo's JSON in place: a kill mid-write left half a JSON (the earlier run's gone)
+    that json.load refused, under the name the overlay beside it promises."""
+    killed_writing(MARK, 32, "first", tmp_path)
+    json_path, png = tmp_path / output_name(Path("x.jpg"), "json"), tmp_path / output_name(Path("x.jpg"), "png")
+    earlier, png_size = json.loads(json_path.read_text()), png.stat().st_size
+    assert png_size < json_path.stat().st_size // 2  # the kill lands in the JSON, after the overlay was written
+    killed_writing(MARK, 32, "second", tmp_path, limit=json_path.stat().st_size // 2)
+    assert json.loads(json_path.read_text()) == earlier
+    assert cv2.imread(str(png)) is not None
+
+
+def test_an_overlay_killed_mid_write_is_not_a_photo_to_mark_next_time(tmp_path):
+    """A photo folder marked into itself: the overlay a kill left half-written (hidden, beside the photo) was listed
+    as a photo by the next run over the folder."""
+    cv2.imwrite(str(tmp_path / "x.jpg"), np.full((16, 16, 3), 128, np.uint8))
+    killed_writing(MARK, 400, "first", tmp_path, limit=4096)
+    assert any(files.is_partial(p.name) for p in tmp_path.iterdir())  # what the kill left
+    assert image_files(tmp_path) == [tmp_path / "x.jpg"]
+    assert not (tmp_path / output_name(Path("x.jpg"), "png")).exists()
+
+
+def test_a_scheme_file_killed_mid_write_leaves_the_earlier_one_whole(tmp_path):
+    path = dump_scheme("wflw98", tmp_path / "mine.json")
+    killed_writing("""
+        import sys
+        from facelandmarks.scheme_files import dump_scheme
+        dump_scheme("ibug68", sys.argv[1])
+    """, path, limit=200)
+    assert load_scheme(path, register=False) == get_scheme("wflw98")
+
+
+def test_a_write_that_fails_leaves_the_earlier_file_and_no_partial_one(tmp_path):
+    path = files.write_json_whole(tmp_path / "r.json", {"faces": 2})
+    with pytest.raises(TypeError):  # a value JSON cannot hold: nothing is written
+        files.write_json_whole(path, {"faces": object()})
+    with pytest.raises(KeyboardInterrupt), files.written_whole(path) as partial:
+        assert files.is_partial(partial.name) and partial.parent == tmp_path and partial.suffix == ".json"
+        partial.write_text("{")
+        raise KeyboardInterrupt
+    assert json.loads(path.read_text()) == {"faces": 2} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~files.umask()
