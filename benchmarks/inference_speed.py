@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.cli.common import OneLineParser
+from facelandmarks.files import write_json_whole
 
 # its parts: _inference_worker.py (a timing process: load, faces, photo pipeline), _inference_cold.py (the cold
 # start), _inference_tables.py (the tables) and _inference_common.py (what they share)
@@ -208,13 +208,8 @@ def json_problem(path: Path) -> str | None:
 
 
 def write_json(path: Path, values: dict) -> None:
-    """``values`` to ``path`` through a temporary file beside it: a failed write leaves an earlier file whole."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(json.dumps(values, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``values`` to ``path``, whole: a failed write leaves an earlier file as it was."""
+    write_json_whole(path, values)
 
 
 if __name__ == "__main__":

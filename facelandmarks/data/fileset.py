@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facelandmarks.data.errors import DatasetError, OutputError
+from facelandmarks.files import fsync_file, fsync_folder
 
 MANIFEST_SUFFIX = ".manifest.json"
 SET_FORMAT = "facelandmarks-set/1"
@@ -113,25 +114,6 @@ def _in_namespace(name: str, file_name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- durability
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make renames and new names in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def file_hash(path, algorithm: str = "sha256") -> str:

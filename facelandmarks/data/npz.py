@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -65,6 +64,7 @@ import numpy as np
 from facelandmarks.data import fileset, packed
 from facelandmarks.data.errors import DatasetError, OutputError, check_writable
 from facelandmarks.data.fileset import check_set
+from facelandmarks.files import write_json_whole, written_whole
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
 from facelandmarks.scheme_files import definition_to_store, landmark_box_of, register_definition, scheme_json
 
@@ -86,16 +86,8 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: b
     if jpeg and "images" in arrays:
         arrays = packed.pack(arrays, jpeg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            (np.savez_compressed if compress else np.savez)(handle, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with written_whole(path) as partial, open(partial, "wb") as handle:
+        (np.savez_compressed if compress else np.savez)(handle, **arrays)
     return path
 
 
@@ -117,12 +109,6 @@ def check_output_file(out: str | os.PathLike, data: str | os.PathLike | None = N
     while not folder.exists() and folder != folder.parent:  # the folders save_npz would make are made then, not here:
         folder = folder.parent                                # a command that fails first leaves none behind
     check_writable(folder)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def validate(arrays: dict[str, np.ndarray], path: str | os.PathLike = "<memory>") -> None:
@@ -366,10 +352,7 @@ def write_manifest(path: str | os.PathLike, shards: list[dict], scheme: str, ima
         body["set_id"] = set_id
     if not is_builtin(scheme):  # a scheme of your own travels with its data
         body["scheme_definition"] = definition_to_store(scheme, landmark_box)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_whole(path, body)
 
 
 def is_manifest(path: str | os.PathLike) -> bool:

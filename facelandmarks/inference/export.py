@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.files import write_json_whole
 from facelandmarks.inference import packages, runtimes, swap
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.shipped import WEIGHTS_FILE as BEST
@@ -201,7 +202,7 @@ def _export_model(predictor: Predictor, run_dir: Path, out: Path, formats, quant
         meta["files"][fmt] = path.name
         size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
         print(f"  {fmt}: {path.name} ({size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
-    _write_json(out / runtimes.EXPORT_FILE, meta)
+    write_json_whole(out / runtimes.EXPORT_FILE, meta)
     return meta
 
 
@@ -250,7 +251,7 @@ def _export_pipeline(predictor, run_dir: Path, out: Path, formats, quantize: str
     config["stage1"] = "stage1"  # relative to the export folder (PipelinePredictor.load resolves it there)
     if config.get("boxes"):
         config["boxes"] = "boxes"
-    _write_json(out / "pipeline.json", config)
+    write_json_whole(out / "pipeline.json", config)
 
 
 def _check(out: Path, predictor: Predictor, data, limit: int, arrays: dict) -> None:
@@ -275,12 +276,10 @@ def _check(out: Path, predictor: Predictor, data, limit: int, arrays: dict) -> N
         print(f"  check {fmt}{kind}: NME {rows[fmt]['nme']:.4f} % (Keras {rows['keras']['nme']:.4f} %), "
               f"points within {rows[fmt]['max_diff_px']:.5f} crop px of Keras on {len(images)} faces of {data}")
     meta["check"] = {"data": str(data), "faces": len(images), "rows": rows}
-    _write_json(out / runtimes.EXPORT_FILE, meta)
+    write_json_whole(out / runtimes.EXPORT_FILE, meta)
 
 
 def _mean_nme(metrics, points, truth, scheme) -> float:
     return round(metrics.summarize(points, truth[0], truth[1], scheme)["nme"], 5)
 
 
-def _write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=1) + "\n")

@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from facelandmarks.files import write_json_whole
 from facelandmarks.inference import shipped
 from facelandmarks.inference.shipped import HISTORY_FILE, WEIGHTS_FILE
 from facelandmarks.inference.swap import recover, replace_folder, work_folder
@@ -116,7 +117,7 @@ def ship(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
             (shutil.copytree if path.is_dir() else shutil.copy2)(path, work / path.name)
         with h5py.File(weights, "r") as source, h5py.File(work / WEIGHTS_FILE, "w") as copy:
             _copy_as_float16(source, copy, skip=("optimizer",))  # the model's weights, not Adam's moments
-        (work / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
+        write_json_whole(work / "config.json", settings, indent=2)
         if (run_dir / HISTORY_FILE).is_file():
             shutil.copyfile(run_dir / HISTORY_FILE, work / HISTORY_FILE)
         _check_size(work, dest, target, run_dir)

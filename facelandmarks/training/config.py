@@ -30,7 +30,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
 import re
 import types
 import typing
@@ -38,6 +37,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
 from facelandmarks.data.fileset import test_side_of
+from facelandmarks.files import write_json_whole
 from facelandmarks.runtime import comma_list
 from facelandmarks.training.loss_names import loss_names, own_families
 from facelandmarks.training.values import parse_duration, seed_problem
@@ -437,7 +437,5 @@ def read_config_file(path) -> dict:
 
 
 def _write_json_atomic(path: Path, values) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """A run's JSON record (config.json, summary.json, pipeline.json), written whole."""
+    write_json_whole(path, values, indent=2, sort_keys=True)

@@ -48,6 +48,7 @@ import keras
 import numpy as np
 
 from facelandmarks.data.fileset import file_hash
+from facelandmarks.files import fsync_file, fsync_folder, written_whole
 
 STATE_FIELDS = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
@@ -148,19 +149,6 @@ def file_record(path: Path) -> dict:
     return {"size": Path(path).stat().st_size, "sha1": file_hash(path, "sha1")}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
-        _fsync(folder)
-
-
 def write_state(run_dir: Path, state: dict) -> None:
     """``state.json``, atomically and durably: the commit of a checkpoint set."""
     tmp = Path(run_dir) / f".{STATE}.tmp"
@@ -171,7 +159,7 @@ def write_state(run_dir: Path, state: dict) -> None:
         os.fsync(handle.fileno())
     fault_point("state-written", tmp)
     os.replace(tmp, Path(run_dir) / STATE)
-    _fsync_dir(Path(run_dir))
+    fsync_folder(Path(run_dir))
 
 
 def commit_set(run_dir: Path, writers: dict, state: dict, meta: dict | None = None) -> dict:
@@ -191,7 +179,7 @@ def commit_set(run_dir: Path, writers: dict, state: dict, meta: dict | None = No
             path = written[name] = run_dir / pending_name(name)
             fault_point("write", path)
             write(str(path))
-            _fsync(path)
+            fsync_file(path)
             fault_point("written", path)
             files[name] = {**file_record(path), **(meta or {}).get(name, {})}
         path = run_dir / STATE
@@ -206,7 +194,7 @@ def commit_set(run_dir: Path, writers: dict, state: dict, meta: dict | None = No
     for name, pending in written.items():
         os.replace(pending, run_dir / name)
         fault_point("renamed", run_dir / name)
-    _fsync_dir(run_dir)
+    fsync_folder(run_dir)
     fault_point("done")
     return files
 
@@ -295,7 +283,7 @@ def recover(run_dir: Path) -> dict | None:
                 os.replace(pending, run_dir / name)
     for leftover in [*run_dir.glob(".*.pending.*"), run_dir / f".{STATE}.tmp"]:
         leftover.unlink(missing_ok=True)
-    _fsync_dir(run_dir)
+    fsync_folder(run_dir)
     return state
 
 
@@ -345,12 +333,10 @@ def trim_history(path: Path, last_epoch: int) -> None:
     if not rows:
         return
     kept = [row for row in rows if int(row["epoch"]) <= last_epoch]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with written_whole(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields))
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(tmp, path)
 
 
 def restore_for_resume(model, run_dir: Path, out_dir: Path, state: dict, stateful: dict, callbacks: list) -> int:
