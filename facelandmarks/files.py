@@ -5,7 +5,8 @@ of one.
 hidden; with ``path``'s suffix, by which OpenCV, Matplotlib and NumPy choose the format; unique, so two writers of
 one file never write into one partial -- and once the block has written it, fsyncs it, renames it over ``path``
 (``os.replace``) and fsyncs the folder.  An error or Ctrl-C in the block removes the partial file; a kill leaves it,
-under a name ``is_partial`` knows, so a reader of the folder passes it over.  ``write_text_whole`` and
+under a name ``is_partial`` knows, so a reader of the folder passes it over, and with the writer's process id in
+it, so ``remove_left_by_kills`` can clear it once that process is gone.  ``write_text_whole`` and
 ``write_json_whole`` are the common cases.
 
 Files that must change together need more than this: a prepared set (``data/fileset.py``), a run's checkpoints
@@ -18,16 +19,58 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-_PARTIAL = re.compile(r"\..*\.partial(?:\.[^.]*)?")  # written_whole's names: .STEM.RANDOM.partial.SUFFIX
+_PARTIAL = re.compile(r"\..*\.partial(?:\.[^.]*)?")
+OWN_PARTIAL = re.compile(r"\..*\.(\d+)-\w+\.partial(?:\.[^.]*)?")  # written_whole's: .STEM.PID-RANDOM.partial.SUFFIX
+STALE_SECONDS = 24 * 3600  # a partial file or staging folder this old is a dead writer's, whatever its process id says
 
 
 def is_partial(name: str) -> bool:
     """Whether a file name is one ``written_whole`` writes into (left behind by a process killed mid-write)."""
     return bool(_PARTIAL.fullmatch(name))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def left_by_a_kill(path: Path, pid: int) -> bool:
+    """Whether ``path``, which the process ``pid`` was writing, is a leftover: that process is gone, or it is a day old."""
+    try:
+        old = time.time() - path.stat().st_mtime > STALE_SECONDS
+    except FileNotFoundError:
+        return False
+    return pid != os.getpid() and (old or not alive(pid))
+
+
+def remove_left_by_kills(folder, pattern: re.Pattern = OWN_PARTIAL) -> int:
+    """Remove from ``folder`` what writers killed mid-write left: the files and folders whose name ``pattern`` matches
+    (group 1: the writer's process id; by default ``written_whole``'s partial files) that ``left_by_a_kill``.
+    Returns how many."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        if (match := pattern.fullmatch(entry.name)) and left_by_a_kill(Path(entry.path), int(match[1])):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def umask() -> int:
@@ -59,7 +102,7 @@ def fsync_folder(folder) -> None:
 def written_whole(path) -> Iterator[Path]:
     """A partial name beside ``path`` for the block to write, renamed onto ``path`` once it has (module docstring)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     partial = Path(name)
     try:

@@ -44,13 +44,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facelandmarks.data.errors import DatasetError, OutputError
-from facelandmarks.files import fsync_file, fsync_folder
+from facelandmarks.files import fsync_file, fsync_folder, left_by_a_kill
 
 MANIFEST_SUFFIX = ".manifest.json"
 SET_FORMAT = "facelandmarks-set/1"
 FAULT_ENV, FAULT_LOG_ENV = "FACELANDMARKS_FAULT_AT", "FACELANDMARKS_FAULT_LOG"
 FAULT_EXIT = 86
-STALE_STAGING_SECONDS = 24 * 3600
 
 # The files a set named NAME may hold; group 1 is NAME.
 _MEMBER = re.compile(r"^(.+?)(?:_(?:train|test)(?:-\d{5})?\.npz|_(?:train|test)\.shards\.json|_report\.(?:json|txt))$")
@@ -197,27 +196,12 @@ def remove_dead_staging(folder: Path, name: str) -> None:
         match = pattern.match(path.name)
         if not match or not path.is_dir():
             continue
-        pid = int(match.group(1))
-        try:
-            old = time.time() - path.stat().st_mtime > STALE_STAGING_SECONDS
-        except FileNotFoundError:
-            continue
-        if pid != os.getpid() and (old or not _alive(pid)):
+        if left_by_a_kill(path, int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
 
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 # ----------------------------------------------------------------------------- readers

@@ -64,7 +64,7 @@ import numpy as np
 from facelandmarks.data import fileset, packed
 from facelandmarks.data.errors import DatasetError, OutputError, check_writable
 from facelandmarks.data.fileset import check_set
-from facelandmarks.files import write_json_whole, written_whole
+from facelandmarks.files import remove_left_by_kills, write_json_whole, written_whole
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
 from facelandmarks.scheme_files import definition_to_store, landmark_box_of, register_definition, scheme_json
 
@@ -78,7 +78,7 @@ PER_FACE = (
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = False, jpeg: int = 0) -> Path:
-    """Write ``arrays`` to ``path`` atomically (temporary file, then rename).
+    """Write ``arrays`` to ``path`` whole (``files.written_whole``), removing what a writer killed before left there.
 
     ``jpeg``: 1-100 stores ``images`` as JPEG of that quality (``packed.py``); 0 keeps them raw.
     """
@@ -86,6 +86,7 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: b
     if jpeg and "images" in arrays:
         arrays = packed.pack(arrays, jpeg)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_left_by_kills(path.parent)  # a partial npz (as large as the file) that a kill left here
     with written_whole(path) as partial, open(partial, "wb") as handle:
         (np.savez_compressed if compress else np.savez)(handle, **arrays)
     return path

@@ -13,10 +13,13 @@ import numpy as np
 from facelandmarks import metrics
 from facelandmarks.data import npz
 from facelandmarks.evaluation.tables import MUCT_CAMERAS, normaliser, read_history, results_markdown, write_csv
+from facelandmarks.files import remove_left_by_kills
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.runtimes import EXPORT_DIR
 from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
+
+STAGING = re.compile(r"\.results-(\d+)-\w+")  # evaluate_runs' staging folder in --out: .results-PID-RANDOM
 
 
 def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
@@ -154,7 +157,8 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     # gallery) or failed while writing leaves the earlier set as it was (it left new tables beside the last one's plots);
     # the folder is made once every run is scored: a run that does not load leaves no empty --out behind
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".results-", dir=out_dir))
+    remove_left_by_kills(out_dir, STAGING)  # an evaluation's killed while writing
+    staging = Path(tempfile.mkdtemp(prefix=f".results-{os.getpid()}-", dir=out_dir))
     try:
         write_csv(staging / "results.csv", rows)
         (staging / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))

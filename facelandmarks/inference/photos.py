@@ -13,7 +13,7 @@ import numpy as np
 from facelandmarks.data import faces
 from facelandmarks.data.report import counted
 from facelandmarks.drawing import DETECTION, PREDICTION, draw_points, line_width, marker_radius, save_png
-from facelandmarks.files import is_partial, write_json_whole
+from facelandmarks.files import is_partial, remove_left_by_kills, write_json_whole
 from facelandmarks.inference.align import AlignedFace, align_face, anchors, check_alignment
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.shipped import default_model_dir
@@ -104,6 +104,7 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     detector = predictor.detector
     detector.min_score = min_score
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_left_by_kills(out_dir)  # the partial files of an earlier run killed mid-write
     earlier = earlier_results(out_dir)
     counts = {"done": 0, "no_face": 0, "unreadable": 0}
     for path in files:

@@ -96,3 +96,46 @@ def test_a_write_that_fails_leaves_the_earlier_file_and_no_partial_one(tmp_path)
         raise KeyboardInterrupt
     assert json.loads(path.read_text()) == {"faces": 2} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
     assert path.stat().st_mode & 0o777 == 0o666 & ~files.umask()
+
+
+def test_a_partial_npz_a_kill_left_goes_at_the_next_write_into_its_folder(tmp_path):
+    """datagen.py bottleneck / select-points killed mid-write left a hidden partial npz (as large as the file) that no
+    later run removed."""
+    arrays = {"images": np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), np.uint8),
+              "landmarks": np.zeros((8, 68, 2), np.float32), "visible": np.ones((8, 68), bool),
+              "subject": np.array([f"s{i}" for i in range(8)]), "scheme": np.array("ibug68"),
+              "box": np.zeros((8, 4), np.float32)}
+    np.savez(tmp_path / "arrays.npz", **arrays)
+    killed_writing("""
+        import sys
+        import numpy as np
+        from facelandmarks.data import npz
+        with np.load(sys.argv[1]) as data:
+            npz.save_npz(sys.argv[2], {k: data[k] for k in data.files})
+    """, tmp_path / "arrays.npz", tmp_path / "out" / "faces.npz", limit=20000)
+    assert [files.is_partial(p.name) for p in (tmp_path / "out").iterdir()] == [True]
+    from facelandmarks.data import npz
+
+    npz.save_npz(tmp_path / "out" / "other.npz", arrays)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["other.npz"]
+
+
+def test_an_evaluation_killed_while_staging_leaves_nothing_the_next_one_keeps(tmp_path):
+    """A SIGKILL while evaluate.py --data wrote its tables and plots left its hidden staging folder in --out for good."""
+    from tests.unit.test_evaluation import make_run, make_test_set
+
+    run, data, out = make_run(tmp_path / "run"), make_test_set(tmp_path / "test.npz"), tmp_path / "out"
+    code = """
+        import sys
+        from facelandmarks.evaluation.evaluate import evaluate_runs
+        evaluate_runs([sys.argv[1]], sys.argv[2], sys.argv[3], timing=False)
+    """
+    killed_writing(code, run, data, out)
+    sizes = sorted(p.stat().st_size for p in out.iterdir())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sizes[-1] > sizes[-2] + 1  # the largest file (the gallery) is the one the kill lands in
+    killed_writing(code, run, data, out, limit=sizes[-2] + 1)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] != []  # what the kill left
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")} == before
+    killed_writing(code, run, data, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
