@@ -48,7 +48,7 @@ import keras
 import numpy as np
 
 from facelandmarks.data.fileset import file_hash
-from facelandmarks.files import fsync_file, fsync_folder, written_whole
+from facelandmarks.files import fsync_file, fsync_folder, remove_left_by_kills, written_whole
 
 STATE_FIELDS = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
@@ -273,7 +273,8 @@ def saved_model_is_current(state: dict | None) -> bool:
 
 def recover(run_dir: Path) -> dict | None:
     """Finish a commit a kill interrupted (pending files the state names take their final names) and
-    remove the leftovers of one that never committed; returns the state (None: no epoch committed)."""
+    remove the leftovers of one that never committed, and the partial files of a killed process's other writes;
+    returns the state (None: no epoch committed)."""
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     for name, record in (state or {}).get("files", {}).items():
@@ -283,6 +284,7 @@ def recover(run_dir: Path) -> dict | None:
                 os.replace(pending, run_dir / name)
     for leftover in [*run_dir.glob(".*.pending.*"), run_dir / f".{STATE}.tmp"]:
         leftover.unlink(missing_ok=True)
+    remove_left_by_kills(run_dir)  # a config.json, summary.json or history.csv a kill left half-written
     fsync_folder(run_dir)
     return state
 

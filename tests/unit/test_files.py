@@ -139,3 +139,20 @@ def test_an_evaluation_killed_while_staging_leaves_nothing_the_next_one_keeps(tm
     assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")} == before
     killed_writing(code, run, data, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_a_resume_clears_the_partial_record_a_kill_left_in_the_run_folder(tmp_path):
+    """A run killed while it rewrote config.json or summary.json (``--resume`` records, the summary at the end) kept
+    the hidden partial file in its folder for good."""
+    from facelandmarks.training import resume
+
+    (tmp_path / "config.json").write_text('{"model": "scratch"}\n')
+    killed_writing("""
+        import sys
+        from facelandmarks.training.config import _write_json_atomic
+        _write_json_atomic(sys.argv[1], {"model": "scratch", "notes": "x" * 4096})
+    """, tmp_path / "config.json", limit=1000)
+    assert len([p for p in tmp_path.iterdir() if files.is_partial(p.name)]) == 1
+    resume.recover(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+    assert json.loads((tmp_path / "config.json").read_text()) == {"model": "scratch"}
