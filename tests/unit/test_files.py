@@ -66,14 +66,24 @@ def test_a_photos_json_killed_mid_write_leaves_the_earlier_one_whole(tmp_path):
     assert cv2.imread(str(png)) is not None
 
 
-def test_an_overlay_killed_mid_write_is_not_a_photo_to_mark_next_time(tmp_path):
+def test_an_overlay_killed_mid_write_is_not_a_photo_to_mark_next_time(tmp_path, monkeypatch):
     """A photo folder marked into itself: the overlay a kill left half-written (hidden, beside the photo) was listed
-    as a photo by the next run over the folder."""
-    cv2.imwrite(str(tmp_path / "x.jpg"), np.full((16, 16, 3), 128, np.uint8))
+    as a photo by the next run over the folder, and stayed there."""
+    from facelandmarks.inference import photos
+    from facelandmarks.inference.predictor import Predictor
+    from tests.unit.test_video import SquareDetector, SquareModel, frame
+
+    cv2.imwrite(str(tmp_path / "x.jpg"), frame((10, 10)))
     killed_writing(MARK, 400, "first", tmp_path, limit=4096)
     assert any(files.is_partial(p.name) for p in tmp_path.iterdir())  # what the kill left
     assert image_files(tmp_path) == [tmp_path / "x.jpg"]
     assert not (tmp_path / output_name(Path("x.jpg"), "png")).exists()
+    class Detector(SquareDetector):
+        dropped, min_score = 0, property(lambda self: 0.04, lambda self, value: None)
+
+    monkeypatch.setattr(photos.Predictor, "load", lambda *a, **k: Predictor(SquareModel(), "ibug68", detector=Detector()))
+    assert photos.run_on_images(None, tmp_path, tmp_path)["done"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg", "x.jpg_landmarks.json", "x.jpg_landmarks.png"]
 
 
 def test_a_scheme_file_killed_mid_write_leaves_the_earlier_one_whole(tmp_path):
