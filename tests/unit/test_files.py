@@ -108,6 +108,20 @@ def test_a_write_that_fails_leaves_the_earlier_file_and_no_partial_one(tmp_path)
     assert path.stat().st_mode & 0o777 == 0o666 & ~files.umask()
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux's /proc: elsewhere the umask is set to be read")
+def test_a_file_written_whole_gets_the_umasks_permissions_without_the_umask_ever_being_changed(tmp_path, monkeypatch):
+    """Reading the umask by setting it to 0 and back left, for that moment, any file another thread of the process
+    created (a TensorBoard writer, a loader) open to everyone."""
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail(f"the umask was set to {mask:o}"))
+        path = files.write_text_whole(tmp_path / "a.txt", "x")
+        assert files.umask() == 0o027 and path.stat().st_mode & 0o777 == 0o640
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+
+
 def test_a_partial_npz_a_kill_left_goes_at_the_next_write_into_its_folder(tmp_path):
     """datagen.py bottleneck / select-points killed mid-write left a hidden partial npz (as large as the file) that no
     later run removed."""
