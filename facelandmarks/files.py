@@ -26,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _PARTIAL = re.compile(r"\..*\.partial(?:\.[^.]*)?")
-OWN_PARTIAL = re.compile(r"\..*\.(\d+)-\w+\.partial(?:\.[^.]*)?")  # written_whole's: .STEM.PID-RANDOM.partial.SUFFIX
+# written_whole's: .STEM.PID-RANDOM.partial.SUFFIX, RANDOM as mkstemp makes it (8 of a-z, 0-9, _): a user's hidden
+# ".notes.2024-draft.partial.txt" is not taken for one
+OWN_PARTIAL = re.compile(r"\..*\.(\d+)-[a-z0-9_]{8}\.partial(?:\.[^.]*)?")
 STALE_SECONDS = 24 * 3600  # a partial file or staging folder this old is a dead writer's, whatever its process id says
 
 
@@ -57,7 +59,7 @@ def left_by_a_kill(path: Path, pid: int) -> bool:
 def remove_left_by_kills(folder, pattern: re.Pattern = OWN_PARTIAL) -> int:
     """Remove from ``folder`` what writers killed mid-write left: the files and folders whose name ``pattern`` matches
     (group 1: the writer's process id; by default ``written_whole``'s partial files) that ``left_by_a_kill``.
-    Returns how many."""
+    What cannot be removed (a read-only folder) is left. Returns how many were."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -68,7 +70,10 @@ def remove_left_by_kills(folder, pattern: re.Pattern = OWN_PARTIAL) -> int:
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
-                Path(entry.path).unlink(missing_ok=True)
+                try:
+                    Path(entry.path).unlink(missing_ok=True)
+                except OSError:
+                    continue
             removed += 1
     return removed
 
@@ -108,17 +113,31 @@ def fsync_folder(folder) -> None:
 def written_whole(path) -> Iterator[Path]:
     """A partial name beside ``path`` for the block to write, renamed onto ``path`` once it has (module docstring)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    partial = Path(name)
+    partial = None
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".partial{path.suffix}",
+                                    dir=path.parent)
+        os.close(fd)
+        partial = Path(name)
         os.chmod(partial, 0o666 & ~umask())  # mkstemp makes it 0600: the file gets the permissions of any other
         yield partial
         fsync_file(partial)
         os.replace(partial, path)
+    except OSError as err:
+        raise _naming(err, path, partial) from err
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     fsync_folder(path.parent)
+
+
+def _naming(err: OSError, path: Path, partial: Path | None) -> OSError:
+    """``err`` about ``path``, the file asked for, where it named no file (a full disk) or the hidden partial one (or,
+    ``partial`` None, the name ``mkstemp`` tried)."""
+    named_other = err.filename is not None and partial is not None and err.filename not in (str(partial), partial)
+    if err.errno is None or named_other:
+        return err
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 def write_text_whole(path, text: str) -> Path:

@@ -180,3 +180,62 @@ def test_a_resume_clears_the_partial_record_a_kill_left_in_the_run_folder(tmp_pa
     resume.recover(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
     assert json.loads((tmp_path / "config.json").read_text()) == {"model": "scratch"}
+
+
+def test_a_users_hidden_file_that_only_looks_partial_is_kept(tmp_path):
+    """``remove_left_by_kills`` runs on folders the user owns (evaluate.py --image --out may be the photo folder): a
+    hidden file of theirs with a number before a dash and '.partial' in its name was taken for a dead writer's."""
+    for name in (".notes.2024-draft.partial.txt", ".plan.7-b.partial"):
+        (tmp_path / name).write_text("mine")
+    (tmp_path / ".r.999999999-k2_x9qe1.partial.json").write_text("{")  # written_whole's, its writer gone
+    assert files.remove_left_by_kills(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.2024-draft.partial.txt", ".plan.7-b.partial"]
+
+
+def test_a_write_past_the_file_size_limit_names_the_file_not_its_partial(tmp_path):
+    """A full disk (EFBIG here: the file-size limit, SIGXFSZ ignored as Python does) failed with 'File too large' and
+    no file named; a folder that cannot be written named the hidden partial name, a file the user never asked for."""
+    from facelandmarks.cli.common import error_line
+
+    path = tmp_path / "r.json"
+    path.write_text("earlier")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        with pytest.raises(OSError) as raised:
+            files.write_text_whole(path, "x" * 5000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert error_line(raised.value) == f"{path}: File too large"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"] and path.read_text() == "earlier"
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nothing can be written into, root included (a read-only tmpfs), with a dead writer's partial file."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        (folder / ".r.999999999-abcd1234.partial.json").write_text("{")
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("root without the right to mount a read-only tmpfs")
+    try:
+        (folder / ".r.999999999-abcd1234.partial.json").write_text("{")
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_folder_names_the_file_and_its_leftovers_are_no_error(read_only_folder):
+    path = read_only_folder / "r.json"
+    assert files.remove_left_by_kills(read_only_folder) == 0  # it raised naming the leftover
+    with pytest.raises(OSError) as raised:
+        files.write_json_whole(path, {"faces": 2})
+    from facelandmarks.cli.common import error_line
+
+    assert error_line(raised.value).startswith(f"{path}: ")
