@@ -26,9 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _PARTIAL = re.compile(r"\..*\.partial(?:\.[^.]*)?")
-# written_whole's: .STEM.PID-RANDOM.partial.SUFFIX, RANDOM as mkstemp makes it (8 of a-z, 0-9, _): a user's hidden
-# ".notes.2024-draft.partial.txt" is not taken for one
-OWN_PARTIAL = re.compile(r"\..*\.(\d+)-[a-z0-9_]{8}\.partial(?:\.[^.]*)?")
+RANDOM = "[a-z0-9_]{8}"  # what mkstemp and mkdtemp put in a name: a user's ".notes.2024-draft.partial.txt" is no match
+OWN_PARTIAL = re.compile(rf"\..*\.(\d+)-{RANDOM}\.partial(?:\.[^.]*)?")  # written_whole's: .STEM.PID-RANDOM.partial.SUFFIX
 STALE_SECONDS = 24 * 3600  # a partial file or staging folder this old is a dead writer's, whatever its process id says
 
 

@@ -239,3 +239,15 @@ def test_a_read_only_folder_names_the_file_and_its_leftovers_are_no_error(read_o
     from facelandmarks.cli.common import error_line
 
     assert error_line(raised.value).startswith(f"{path}: ")
+
+
+def test_an_evaluations_dead_staging_folder_goes_and_a_users_look_alike_stays(tmp_path):
+    """evaluate.py --data clears its killed runs' .results-PID-XXXXXXXX folders from --out (rmtree): a folder of the
+    user's there named like one (.results-2024-final) went with them."""
+    from facelandmarks.evaluation.evaluate import STAGING
+
+    for name in (".results-2024-final", ".results-999999999-k2_x9qe1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.md").write_text("scores")
+    assert files.remove_left_by_kills(tmp_path, STAGING) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [".results-2024-final"]
