@@ -19,9 +19,7 @@ MODULE = "facelandmarks.models.losses"
 
 
 SOURCE = Path(__file__).resolve().parents[1] / "models" / "losses.py"
-
-
-REGISTRY_MODULE = "facelandmarks.models.registry"
+REGISTRY_MODULE = "facelandmarks.models.registry"  # the model families, for own_families
 
 
 def loss_names() -> tuple[str, ...]:
