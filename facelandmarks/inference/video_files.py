@@ -181,15 +181,19 @@ def read_video_landmarks(path) -> tuple[dict, list[dict]]:
     records = []
     for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            records.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
             if number == len(lines) or not line:  # what follows the last newline: "" or a line a kill cut short
                 continue
             raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
-    if not records or "scheme" not in records[0]:
+    if not records or not isinstance(records[0][1], dict) or "scheme" not in records[0][1]:
         raise ValueError(f"{path}: no header line: not a points file written by run_on_video")
-    for record in records[1:]:
-        for face in record["faces"]:
-            for key in ("points", "detection", "crop_box"):
-                face[key] = np.asarray(face[key], np.float64)
-    return records[0], records[1:]
+    for number, record in records[1:]:
+        try:
+            for face in record["faces"]:
+                for key in ("points", "detection", "crop_box"):
+                    face[key] = np.asarray(face[key], np.float64)
+        except (KeyError, TypeError, ValueError) as err:
+            what = f"no {err.args[0]!r}" if isinstance(err, KeyError) else "not an object of faces with points"
+            raise ValueError(f"{path}: line {number} is not a frame of run_on_video's ({what})") from None
+    return records[0][1], [record for _, record in records[1:]]

@@ -565,3 +565,14 @@ def test_an_mp4_with_its_index_first_cut_short_is_refused_as_an_avi_is(tmp_path,
     (tmp_path / "web.mp4").write_bytes(web)  # whole
     assert evaluate.main(["--video", str(tmp_path / "web.mp4"), "--out", str(tmp_path / "out.mp4")]) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("line", "number"), [('{"frame": 1, "time": 0.04}', 3), ("[1, 2]", 3), ('{"faces": [{}]}', 3)])
+def test_a_points_file_line_that_is_json_but_no_frame_is_refused_naming_the_file_and_line(tmp_path, line, number):
+    """read_video_landmarks promises a ValueError naming the file and the line for any bad line: a JSON line that is
+    not a frame (no "faces", a list, a face without points) was a KeyError or TypeError traceback."""
+    path = tmp_path / "points.jsonl"
+    path.write_text('{"scheme": "ibug68", "fps": 25.0, "fps_assumed": true, "file_fps": null}\n'
+                    '{"frame": 0, "time": 0.0, "time_estimated": true, "detected": true, "faces": []}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"^{path}: line {number} is not a frame of run_on_video's"):
+        read_video_landmarks(path)
