@@ -289,16 +289,20 @@ def main(argv=None) -> int:
 
 def _early_flags(argv) -> argparse.Namespace:
     """``--verbose`` and ``--plugins`` of ``argv``, read before the full parser is built (``--plugins`` spelt out: the
-    full parser takes or refuses an abbreviation of it, ambiguous among its flags)."""
-    verbose = argparse.ArgumentParser(add_help=False)
+    full parser takes or refuses an abbreviation of it, ambiguous among its flags). A flag that is wrong here
+    (``--plugins`` without its value, ``--verbose=1``) reads as not given: the full parser's line refuses it."""
+    verbose = _QuietParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true")
     plugins = _QuietParser(add_help=False, allow_abbrev=False)
     plugins.add_argument("--plugins", type=comma_list, default=[])
+    return argparse.Namespace(verbose=_parsed(verbose, argv, "verbose", False), plugins=_parsed(plugins, argv, "plugins", []))
+
+
+def _parsed(parser: argparse.ArgumentParser, argv, name: str, otherwise):
     try:
-        typed = plugins.parse_known_args(argv)[0].plugins
-    except ValueError:  # --plugins without its value: the full parser's line says so
-        typed = []
-    return argparse.Namespace(verbose=verbose.parse_known_args(argv)[0].verbose, plugins=typed)
+        return getattr(parser.parse_known_args(argv)[0], name)
+    except ValueError:
+        return otherwise
 
 
 class _QuietParser(argparse.ArgumentParser):

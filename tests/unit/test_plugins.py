@@ -326,3 +326,14 @@ def test_a_pipeline_resumes_with_its_refiners_plugin_from_the_environment(tmp_pa
         f"train.py: --stage1 {tmp_path / 'stage1'}: no such run directory (in {run / 'config.json'}: relative to the "
         "folder train.py started the run in, and not where its pipeline.json leads)"]
     assert "refiner_flat" in REGISTRY
+
+
+@pytest.mark.parametrize("flag", ["--verbose=1", "--verb=yes"])
+def test_a_wrong_verbose_is_refused_in_the_full_parsers_one_line(flag, capsys):
+    """train.py's early read of --verbose (before the parser that knows the plugins) ended a wrong one itself: a
+    'usage: train.py [--verbose]' line, as if that were the only flag, then its error without the --help hint."""
+    with pytest.raises(SystemExit) as exited:
+        train_cli.main(["scratch", flag])
+    value = flag.split("=")[1]
+    assert (exited.value.code, capsys.readouterr().err.splitlines()) == (2, [
+        f"train.py: argument --verbose: ignored explicit argument '{value}' (train.py --help lists the options)"])
