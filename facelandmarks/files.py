@@ -114,8 +114,9 @@ def written_whole(path) -> Iterator[Path]:
     path = Path(path)
     partial = None
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".partial{path.suffix}",
-                                    dir=path.parent)
+        # the stem cut to 100 bytes: a name the file system takes (255 bytes) stays one with what the partial name adds
+        stem = os.fsencode(path.stem)[:100].decode("utf-8", "ignore")
+        fd, name = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=f".partial{path.suffix}", dir=path.parent)
         os.close(fd)
         partial = Path(name)
         os.chmod(partial, 0o666 & ~umask())  # mkstemp makes it 0600: the file gets the permissions of any other

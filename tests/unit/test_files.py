@@ -251,3 +251,13 @@ def test_an_evaluations_dead_staging_folder_goes_and_a_users_look_alike_stays(tm
         (tmp_path / name / "results.md").write_text("scores")
     assert files.remove_left_by_kills(tmp_path, STAGING) == 1
     assert [p.name for p in tmp_path.iterdir()] == [".results-2024-final"]
+
+
+def test_a_name_near_the_file_systems_limit_is_written(tmp_path):
+    """The partial name adds a dot, the process id, 8 random characters and '.partial' to the name: a photo's JSON of a
+    230-character name (255 is the limit), written in place before, failed with 'File name too long'."""
+    for stem in ("p" * 230, "é" * 115):  # 230 bytes either way
+        path = tmp_path / (stem + ".json")
+        files.write_json_whole(path, {"faces": 2})
+        assert json.loads(path.read_text()) == {"faces": 2}
+    assert len(list(tmp_path.iterdir())) == 2
