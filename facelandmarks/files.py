@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _PARTIAL = re.compile(r"\..*\.partial(?:\.[^.]*)?")
-RANDOM = "[a-z0-9_]{8}"  # what mkstemp and mkdtemp put in a name: a user's ".notes.2024-draft.partial.txt" is no match
-OWN_PARTIAL = re.compile(rf"\..*\.(\d+)-{RANDOM}\.partial(?:\.[^.]*)?")  # written_whole's: .STEM.PID-RANDOM.partial.SUFFIX
+MKSTEMP_RANDOM = "[a-z0-9_]{8}"  # what mkstemp and mkdtemp put in a name: a user's ".notes.2024-draft.partial.txt" is no match
+OWN_PARTIAL = re.compile(rf"\..*\.(\d+)-{MKSTEMP_RANDOM}\.partial(?:\.[^.]*)?")  # written_whole's: .STEM.PID-RANDOM.partial.SUFFIX
 STALE_SECONDS = 24 * 3600  # a partial file or staging folder this old is a dead writer's, whatever its process id says
 
 

@@ -13,13 +13,13 @@ import numpy as np
 from facelandmarks import metrics
 from facelandmarks.data import npz
 from facelandmarks.evaluation.tables import MUCT_CAMERAS, normaliser, read_history, results_markdown, write_csv
-from facelandmarks.files import RANDOM, remove_left_by_kills
+from facelandmarks.files import MKSTEMP_RANDOM, remove_left_by_kills
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.runtimes import EXPORT_DIR
 from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
 
-STAGING = re.compile(rf"\.results-(\d+)-{RANDOM}")  # evaluate_runs' staging folder in --out: .results-PID-RANDOM
+STAGING = re.compile(rf"\.results-(\d+)-{MKSTEMP_RANDOM}")  # evaluate_runs' staging folder in --out: .results-PID-RANDOM
 
 
 def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
