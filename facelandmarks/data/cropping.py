@@ -271,14 +271,16 @@ def _start_forkserver_deaf_to_ctrl_c() -> None:
         forkserver.ensure_running()
         return
     previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the server's process
-    previous_term = signal.getsignal(signal.SIGTERM)
-    if previous_term == signal.SIG_IGN:  # a handler, unlike SIG_IGN, is back to the default in an exec'd process,
-        signal.signal(signal.SIGTERM, _ignore)  # and this one still ignores it here meanwhile
+    # a handler, unlike SIG_IGN, is back to the default in an exec'd process, and this one still ignores it here
+    term_ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    if term_ignored:
+        signal.signal(signal.SIGTERM, _ignore)
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous_int is None else previous_int)  # None: a C handler
+        if term_ignored:  # only what was changed is put back
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _ignore(signum, frame) -> None:
