@@ -9,6 +9,7 @@ from facelandmarks.runtime import import_keras_quietly
 
 import_keras_quietly()  # from Python as from the scripts: no backend start-up lines
 
+from facelandmarks.models import depthwise
 from facelandmarks.models import losses  # noqa: F401  (registers the losses and the NME metric)
 from facelandmarks.models import scratch  # noqa: F401
 from facelandmarks.models import bottleneck  # noqa: F401
@@ -34,6 +35,8 @@ from facelandmarks.models.registry import (
     rebuild_options,
     register,
 )
+
+depthwise.use_slices()  # on JAX: 3x3 depthwise convolutions as slices, 4.2x faster training on a CPU (its docstring)
 
 __all__ = ["FEATURES", "IMAGE", "REGISTRY", "ModelSpec", "build_model", "check_arguments", "describe_models", "get_spec", "load_model",
            "model_options", "pretrain", "rebuild_options", "register"]
