@@ -2,15 +2,15 @@
 
 XLA compiles a depthwise convolution (a convolution with ``feature_group_count`` = channels) for a CPU
 into a generic loop: one forward + backward pass of MobileNetV2's depthwise layers at 128 px, batch 64,
-took 18-36x as long on JAX as on TensorFlow's kernels, and no XLA flag of jaxlib 0.10.2 changed that
-(``benchmarks/layer_speed.py``; docs/results.md#jax-on-a-cpu-depthwise-convolutions).  Written as nine
-slices of the padded input, each times its tap's per-channel weights, summed, the same layer compiles to
-fused elementwise code: MobileNetV2's whole training step on JAX ran 4.2x as fast
-(``benchmarks/step_settings.py``).  TensorFlow's own kernels are faster than the slices there (2.6x), so
-only JAX's ``depthwise_conv`` is replaced; the layers, their weights and saved files stay as they are,
-and every depthwise convolution the slices do not cover (other kernel sizes, dilation, depth multipliers,
-channels first) goes to JAX's as before, as does every one on a GPU (not measured).
-``FACELANDMARKS_JAX_DEPTHWISE=xla`` keeps JAX's own for all.
+took 17-43x as long on JAX as on TensorFlow's kernels, and no XLA flag of jaxlib 0.10.2 changed that
+(``benchmarks/layer_speed.py``; docs/results.md#jax-on-a-cpu-depthwise-convolutions-as-slices-6-dec).
+Written as nine slices of the padded input, each times its tap's per-channel weights, summed, the same
+layer compiles to fused elementwise code: MobileNetV2's whole training step on JAX ran 3.2-3.4x as fast,
+with about 1 GB more peak memory at batch 64 (``benchmarks/step_settings.py``).  TensorFlow's own kernels
+beat the slices there (2.6x on the step), so only JAX's ``depthwise_conv`` is replaced; the layers, their
+weights and saved files stay as they are, and every depthwise convolution the slices do not cover (other
+kernel sizes, dilation, depth multipliers, channels first) goes to JAX's as before, as does every one on a
+GPU (not measured).  ``FACELANDMARKS_JAX_DEPTHWISE=xla`` keeps JAX's own for all.
 """
 
 from __future__ import annotations

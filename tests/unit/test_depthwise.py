@@ -1,6 +1,6 @@
 """JAX's 3x3 depthwise convolutions as nine shifted slices (``facelandmarks.models.depthwise``): the same outputs and
 gradients as the backend's own convolution, and on JAX no grouped convolution left in a compiled layer (XLA's CPU
-code for one made MobileNetV2's training step 4.2x slower: docs/results.md#jax-on-a-cpu-depthwise-convolutions)."""
+code for one made MobileNetV2's training step 3.2x slower: docs/results.md#jax-on-a-cpu-depthwise-convolutions-as-slices-6-dec)."""
 
 import re
 
