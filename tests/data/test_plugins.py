@@ -5,7 +5,6 @@ which find it through the run's config.json alone."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,56 +76,3 @@ def test_a_run_whose_plugin_moved_is_told_so_and_resumes_with_its_new_place(tmp_
     assert json.loads((tmp_path / "run" / "config.json").read_text())["plugins"] == ["moved/my_models.py"]
     evaluated = script("evaluate.py", "run", "--data", tiny_ibug["test"], "--no-timing", "--out", "results", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
-
-
-@pytest.fixture(scope="module")
-def dlib_faces(tmp_path_factory, data_dir):
-    """docs/models.md's first-run set: dlib's example photos at 48 px (36 training faces, 25 test), and a scratch stage 1
-    trained on it for one epoch (batch 8), as a pipeline refines."""
-    from facelandmarks.data.prepare import PrepareOptions, prepare
-    from facelandmarks.training.config import TrainConfig
-    from facelandmarks.training.fit import fit
-
-    root = tmp_path_factory.mktemp("dlib48")
-    prepare([("dlibxml", str(data_dir / "samples" / "dlib" / "examples" / "faces"))],
-            PrepareOptions(size=48, out=str(root / "faces"), workers=1, progress=False))
-    fit(TrainConfig(model="scratch", data=str(root / "faces_train.npz"), run_dir=str(root / "stage1"), epochs=1, batch=8,
-                    preview_every=0, workers=1), verbose=0)
-    return {"train": root / "faces_train.npz", "test": root / "faces_test.npz", "stage1": root / "stage1"}
-
-
-def test_a_cascade_whose_refiner_is_your_family_records_resumes_and_evaluates(tmp_path, dlib_faces):
-    """train.py cascade --refiner tinycnn --plugins FILE: each stage's config.json records the plugin; a pipeline stopped
-    in its first refiner, its plugin moved since (FACELANDMARKS_PLUGINS naming where it is now), resumes into that
-    refiner and trains the next one; evaluate.py scores the pipeline."""
-    (tmp_path / "lib").mkdir()
-    (tmp_path / "lib" / "my_models.py").write_text(doc_plugin())
-    regions = ("mouth", "left_eye")
-    first = script("train.py", "cascade", "--stage1", dlib_faces["stage1"], "--refiner", "tinycnn", "--plugins",
-                   "lib/my_models.py", "--loss", "smooth_l1", "--regions", ",".join(regions), "--copies", "1",
-                   "--epochs", "1", "--batch", "8", "--preview-every", "0", "--run-dir", "cascade", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    run = tmp_path / "cascade"
-    for config in (run / "config.json", *(run / region / "run" / "config.json" for region in regions)):
-        assert json.loads(config.read_text())["plugins"] == ["lib/my_models.py"], config
-    assert json.loads((run / "mouth" / "run" / "config.json").read_text())["model"] == "tinycnn"
-
-    # as a stop in the mouth refiner's second epoch leaves it (checked by hand with Ctrl-C): its first epoch
-    # committed, no model.keras or summary.json, no left_eye refiner yet
-    for name in ("model.keras", "summary.json"):
-        (run / "mouth" / "run" / name).unlink()
-    shutil.rmtree(run / "left_eye")
-    (tmp_path / "lib").rename(tmp_path / "moved")
-    resumed = script("train.py", "--resume", "--run-dir", "cascade", "--epochs", "2", cwd=tmp_path,
-                     plugins_env="moved/my_models.py")
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stdout[resumed.stdout.index("\n{") + 1:])
-    assert {region: summary[region]["epochs"] for region in regions} == {"mouth": 2, "left_eye": 2}
-    for region in regions:  # the refiners record where the plugin is now (the pipeline's config.json: as started)
-        refiner = json.loads((run / region / "run" / "config.json").read_text())
-        assert (refiner["model"], refiner["plugins"]) == ("tinycnn", ["moved/my_models.py"]), region
-
-    evaluated = script("evaluate.py", "cascade", "--data", dlib_faces["test"], "--no-timing", "--out", "results",
-                       cwd=tmp_path, plugins_env="moved/my_models.py")
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert "cascade: stage 1 + cascade" in evaluated.stdout
