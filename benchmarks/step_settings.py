@@ -30,8 +30,6 @@ from pathlib import Path
 from facelandmarks import runtime
 from facelandmarks.cli.common import OneLineParser
 
-DEPTHWISE_ENV = "FACELANDMARKS_JAX_DEPTHWISE"  # facelandmarks.models.depthwise.ENV (importing it here would load Keras)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,7 +106,7 @@ def main(argv=None) -> int:
         slices = "slices" in words[1:]
         flags = " ".join(w for w in words[1:] if w not in ("slices", "xla-depthwise"))
         env = {**os.environ, "KERAS_BACKEND": words[0], "STEP_SETTINGS_SLICES": "1" if slices else "0",
-               DEPTHWISE_ENV: "xla" if "xla-depthwise" in words[1:] else "slices"}
+               runtime.JAX_DEPTHWISE_ENV: "xla" if "xla-depthwise" in words[1:] else "slices"}
         if flags:
             env["XLA_FLAGS"] = flags
         child = [a for a in argv if a != "--run" and a not in runs]

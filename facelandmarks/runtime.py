@@ -26,6 +26,7 @@ def verbose() -> bool:
 
 
 PLUGINS_ENV = "FACELANDMARKS_PLUGINS"  # plugins every script imports (facelandmarks/models/plugins.py)
+JAX_DEPTHWISE_ENV = "FACELANDMARKS_JAX_DEPTHWISE"  # 'xla': JAX keeps its own depthwise convolution (models/depthwise.py)
 
 
 def comma_list(text: str) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-ENV = "FACELANDMARKS_JAX_DEPTHWISE"  # 'slices' (the default) or 'xla': JAX's own grouped convolution
+from facelandmarks.runtime import JAX_DEPTHWISE_ENV as ENV  # 'slices' (the default) or 'xla': JAX's own
 
 
 def depthwise_slices(x, kernel, stride: int, padding: str = "same"):
