@@ -9,8 +9,9 @@ under a name ``is_partial`` knows, so a reader of the folder passes it over, and
 it, so ``remove_left_by_kills`` can clear it once that process is gone.  ``write_text_whole`` and
 ``write_json_whole`` are the common cases.
 
-Files that must change together need more than this: a prepared set (``data/fileset.py``), a run's checkpoints
-(``training/resume.py``), an export or a shipped model (a folder replaced whole, ``inference/swap.py``).
+Files that must change together need more than this: a prepared set (``data/fileset.py``), evaluate.py --data's
+tables and plots (``evaluation/result_set.py``), a run's checkpoints (``training/resume.py``), an export or a
+shipped model (a folder replaced whole, ``inference/swap.py``).
 """
 
 from __future__ import annotations

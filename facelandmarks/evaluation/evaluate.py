@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path, PurePath
 
 import numpy as np
 
 from facelandmarks import metrics
 from facelandmarks.data import npz
+from facelandmarks.evaluation import result_set
 from facelandmarks.evaluation.tables import MUCT_CAMERAS, normaliser, read_history, results_markdown, write_csv
-from facelandmarks.files import MKSTEMP_RANDOM, remove_left_by_kills
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.runtimes import EXPORT_DIR
 from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
-
-STAGING = re.compile(rf"\.results-(\d+)-{MKSTEMP_RANDOM}")  # evaluate_runs' staging folder in --out: .results-PID-RANDOM
 
 
 def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
@@ -113,6 +110,8 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     """
     from facelandmarks.evaluation import plots
 
+    out_dir = Path(out_dir)
+    result_set.finish_install(out_dir)  # the set of an evaluation killed while moving it in, made whole first
     if npz.is_manifest(data_path):  # a test set prepared with --shard-size: scored as one ("not an npz file" before)
         shards = npz.ShardSet(data_path)
         arrays = npz.concatenate([shards.load(i) for i in range(len(shards))])
@@ -131,7 +130,6 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
         dlib_model = DlibPredictor()
     elif baseline not in (None, "none"):
         raise ValueError(f"unknown baseline {baseline!r} (known: dlib)")
-    out_dir = Path(out_dir)
     rows, predictions, histories = [], {}, {}
     for run_dir, run_label in zip(map(Path, run_dirs), run_labels(run_dirs)):
         for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test, runtime, threads,
@@ -153,12 +151,10 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
             rows.append(row)
             predictions[name] = pred
 
-    # written into a folder of their own and moved in together at the end: an evaluation stopped (Ctrl-C during the
-    # gallery) or failed while writing leaves the earlier set as it was (it left new tables beside the last one's plots);
-    # the folder is made once every run is scored: a run that does not load leaves no empty --out behind
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_left_by_kills(out_dir, STAGING)  # an evaluation's killed while writing
-    staging = Path(tempfile.mkdtemp(prefix=f".results-{os.getpid()}-", dir=out_dir))
+    # written into a folder of their own and moved in as one set at the end (result_set.py): an evaluation stopped
+    # (Ctrl-C during the gallery), failed or killed leaves the earlier set, or the new one, never parts of both; the
+    # folder is made once every run is scored: a run that does not load leaves no empty --out behind
+    staging = result_set.staging_folder(out_dir)
     try:
         write_csv(staging / "results.csv", rows)
         (staging / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))
@@ -166,14 +162,11 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
                 for name, p in predictions.items()}
         plots.ced_plot(nmes, staging / "ced.png", title=f"{label} ({scheme.name})", normaliser=normaliser(scheme))
         plots.gallery(arrays, predictions, nmes, staging / "gallery.png", count=gallery_faces)
-        if histories:
+        if histories:  # else no curves.png: an earlier one goes with the rest of the earlier set
             plots.learning_curves(histories, staging / "curves.png")
-        for file in sorted(staging.iterdir()):
-            os.replace(file, out_dir / file.name)
-        if not histories:  # no run with a history.csv (the shipped model, exports): no earlier curves beside these
-            (out_dir / "curves.png").unlink(missing_ok=True)
+        result_set.commit(staging)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # not committed (once committed, it has another name)
     return rows
 
 

@@ -206,3 +206,80 @@ def test_the_timing_column_names_the_device_the_model_ran_on(tmp_path, monkeypat
     untimed = evaluate_runs([run], data, tmp_path / "untimed", timing=False)
     assert untimed[0]["device"] is None
     assert (tmp_path / "untimed" / "results.md").read_text().splitlines()[2].endswith("| params | ms/face |")
+
+
+class Killed(BaseException):
+    """A kill at one step: not an Exception, so nothing on the way catches it (a ``finally`` still runs: in
+    ``evaluate_runs`` it removes only a staging folder not yet committed, which after a real kill the next
+    evaluation removes)."""
+
+
+RESULT_FILES = ("results.csv", "results.md", "ced.png", "gallery.png", "curves.png")
+
+
+def _results(folder: Path) -> dict:
+    return {name: (folder / name).read_bytes() for name in RESULT_FILES if (folder / name).exists()}
+
+
+def _killed_at(step: int, out: Path, monkeypatch):
+    """Make the ``step``-th rename or removal of a file in ``out`` (not in a folder inside it) raise ``Killed``."""
+    import os
+
+    seen = 0
+
+    def wrapped(real):
+        def call(*args, **kwargs):
+            nonlocal seen
+            if any(isinstance(a, (str, os.PathLike)) and Path(a).parent == out for a in args[:2]):
+                seen += 1
+                if seen == step:
+                    raise Killed
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("replace", "rename", "unlink"):
+        monkeypatch.setattr(os, name, wrapped(getattr(os, name)))
+
+
+def test_an_evaluation_killed_between_its_renames_leaves_one_set_never_a_mixed_one(tmp_path, monkeypatch):
+    """The files moved from the staging folder into --out one by one: killed between two renames, --out held a new
+    ced.png beside an earlier evaluation's tables, gallery and curves. Killed at each rename or removal in --out,
+    what is left is part of one set, never of two, and a whole set wherever results.csv is there; the next
+    evaluation into --out (here one that fails: its run is missing) makes it whole, the new set once any of it
+    showed. The user's own files in --out are never touched."""
+    old_run, new_run = make_run(tmp_path / "old", seed=1), make_run(tmp_path / "new", seed=2)
+    (old_run / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.03,0.02,9.0\n")
+    data = make_test_set(tmp_path / "test.npz")
+    evaluate_runs([old_run], data, tmp_path / "old set", timing=False)
+    evaluate_runs([new_run], data, tmp_path / "new set", timing=False)
+    old, new = _results(tmp_path / "old set"), _results(tmp_path / "new set")
+    assert set(old) == set(RESULT_FILES) and set(new) == set(RESULT_FILES) - {"curves.png"}  # old curves: stale
+    mine = {"notes.txt": b"mine", "results-2024.csv": b"mine too", ".results.txt": b"hidden, mine"}
+    for step in range(1, 40):
+        out = tmp_path / f"out {step}"
+        out.mkdir()
+        for name, body in {**old, **mine}.items():
+            (out / name).write_bytes(body)
+        with monkeypatch.context() as patch:
+            _killed_at(step, out, patch)
+            try:
+                evaluate_runs([new_run], data, out, timing=False)
+            except Killed:
+                killed = True
+            else:
+                killed = False
+        left = _results(out)
+        if not killed:
+            assert left == new and step > 5
+            break
+        parts_of = [name for name, whole in (("old", old), ("new", new)) if left.items() <= whole.items()]
+        assert parts_of, f"killed at step {step}: a mixed set {sorted(left)}"
+        assert "results.csv" not in left or left in (old, new), f"killed at step {step}: results.csv of part of a set"
+        with pytest.raises((OSError, ValueError)):
+            evaluate_runs([tmp_path / "missing"], data, out, timing=False)
+        repaired = _results(out)
+        assert repaired in (old, new) and (repaired == new or left == old), f"step {step}"
+        assert sorted(p.name for p in out.iterdir()) == sorted([*repaired, *mine]), f"step {step}: left behind"
+        assert {name: (out / name).read_bytes() for name in mine} == mine
+    else:
+        pytest.fail("never finished")

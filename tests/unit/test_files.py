@@ -244,7 +244,7 @@ def test_a_read_only_folder_names_the_file_and_its_leftovers_are_no_error(read_o
 def test_an_evaluations_dead_staging_folder_goes_and_a_users_look_alike_stays(tmp_path):
     """evaluate.py --data clears its killed runs' .results-PID-XXXXXXXX folders from --out (rmtree): a folder of the
     user's there named like one (.results-2024-final) went with them."""
-    from facelandmarks.evaluation.evaluate import STAGING
+    from facelandmarks.evaluation.result_set import STAGING
 
     for name in (".results-2024-final", ".results-999999999-k2_x9qe1"):
         (tmp_path / name).mkdir()
