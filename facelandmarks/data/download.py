@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
 
 from facelandmarks.data.errors import check_writable
+from facelandmarks.files import remove_left_by_kills, write_text_whole
 
 MUCT_ARCHIVES = (
     "muct-a-jpg-v1.tar.gz",
@@ -238,7 +241,11 @@ def safe_extract(archive: Path, dest: Path) -> int:
     """Extract a tar archive into ``dest`` after checking every member; returns the member count.
 
     All members are read and checked first (``check_archive``): a refused or
-    unreadable archive extracts nothing.
+    unreadable archive extracts nothing.  They are extracted into a hidden
+    folder in ``dest`` (``.NAME.PID-XXXXXXXX.partial``) and then moved into
+    place, so a member is in ``dest`` whole or not at all (tarfile wrote each
+    at its place: a kill left a half-written photo there, as if whole).  A
+    kill leaves the folder, which the next extraction into ``dest`` removes.
     """
     dest.mkdir(parents=True, exist_ok=True)
     try:
@@ -248,12 +255,41 @@ def safe_extract(archive: Path, dest: Path) -> int:
         raise ArchiveError(f"{archive}: not a readable tar archive ({err})") from None
     with tar:
         check_archive(archive, members, dest)
-        tar.extractall(dest, members=members, **_filter_arguments())
+        remove_left_by_kills(dest)  # what an extraction or a marker's write killed midway left
+        staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}.{os.getpid()}-", suffix=".partial", dir=dest))
+        try:
+            try:
+                tar.extractall(staging, members=members, **_filter_arguments())
+            except (tarfile.TarError, EOFError, zlib.error, KeyError) as err:
+                why = "a hard link to a file outside the archive" if isinstance(err, KeyError) else err  # extracted apart
+                raise ArchiveError(f"{archive}: cannot be extracted ({why}); nothing extracted from this archive") from None
+            _move_into(staging, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return len(members)
 
 
+def _move_into(source: Path, target: Path) -> None:
+    """Move what ``source`` holds into ``target``, into the folders already there (another archive's ``jpg``)."""
+    for entry in os.scandir(source):
+        into = target / entry.name
+        if entry.is_dir(follow_symlinks=False) and into.is_dir():
+            _move_into(Path(entry.path), into)
+        else:
+            os.replace(entry.path, into)
+
+
+def extracted_marker(dest: Path, archive_name: str) -> Path:
+    """The file saying that every member of ``archive_name`` is in place in ``dest`` (written once they are)."""
+    return dest / f".{archive_name}.extracted"
+
+
 def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: bool = True, keep_archives: bool = True) -> Path:
-    """Fetch and extract the six official MUCT tarballs into ``dest``."""
+    """Fetch and extract the six official MUCT tarballs into ``dest``.
+
+    Each archive's members are all in place once ``extracted_marker`` is there: a rerun skips those archives
+    (not downloading them again where ``keep_archives`` is off) and extracts the others anew.
+    """
     dest = Path(dest)
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", base_url):  # a folder holding the tarballs (once "unknown url type")
         folder = Path(base_url).expanduser()
@@ -263,14 +299,19 @@ def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: b
     check_writable(dest)  # a file or a read-only place: one line naming --dest (once '/tmp/x: File exists')
     base = base_url if base_url.endswith("/") else base_url + "/"
     for archive_name in MUCT_ARCHIVES:
-        archive = download_file(base + archive_name, dest / archive_name, progress)
-        try:
-            count = safe_extract(archive, dest)
-        except ArchiveError as err:
-            raise ArchiveError(f"{err}; {_forget(archive)}") from None
-        print(f"{archive_name}: {count} members extracted into {dest}")
+        archive, marker = dest / archive_name, extracted_marker(dest, archive_name)
+        if marker.is_file():  # by an earlier run, killed or stopped later (it extracted them all again)
+            print(f"{archive_name}: extracted into {dest} already")
+        else:
+            download_file(base + archive_name, archive, progress)
+            try:
+                count = safe_extract(archive, dest)
+            except ArchiveError as err:
+                raise ArchiveError(f"{err}; {_forget(archive)}") from None
+            write_text_whole(marker, f"{count} members of {archive_name} extracted\n")
+            print(f"{archive_name}: {count} members extracted into {dest}")
         if not keep_archives:
-            archive.unlink()
+            archive.unlink(missing_ok=True)
     return dest
 
 

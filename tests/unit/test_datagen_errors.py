@@ -11,8 +11,11 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +26,7 @@ from facelandmarks.data import download, fileset, npz
 from facelandmarks.data.download import ArchiveError, safe_extract
 from facelandmarks.data.errors import DatasetError, OutputError
 from facelandmarks.data.fileset import SetWriter
+from facelandmarks.files import is_partial
 from facelandmarks.landmarks import KAGGLE15_NAMES
 from tests.unit.range_server import serving
 
@@ -540,6 +544,21 @@ def test_links_that_stay_inside_are_extracted(tmp_path, monkeypatch):
     assert (dest / "jpg" / "more.txt").read_bytes() == b"more" and (dest / "copy.txt").read_bytes() == b"good"
 
 
+def test_a_hard_link_to_another_archives_file_is_refused_in_one_line(tmp_path):
+    """Each archive is extracted apart (into a folder of its own, then moved into place), so a hard link may name a
+    member of its own archive only (tarfile, extracting into --dest itself, linked one to a file an earlier archive
+    left). Such a link is refused in one line, not as tarfile's KeyError "linkname ... not found"; nothing is
+    extracted."""
+    dest = tmp_path / "dest"
+    safe_extract(tar_with(tmp_path, [GOOD], "first.tar"), dest)
+    archive = tar_with(tmp_path, [("copy.txt", "hard", "jpg/good.txt")], "second.tar")
+    with pytest.raises(ArchiveError) as caught:
+        safe_extract(archive, dest)
+    assert str(caught.value) == (f"{archive}: cannot be extracted (a hard link to a file outside the archive); "
+                                 "nothing extracted from this archive")
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["jpg", "jpg/good.txt"]
+
+
 def test_a_refused_or_corrupt_download_is_deleted_with_a_hint(tmp_path, capsys):
     dest = tmp_path / "muct"
     dest.mkdir()
@@ -689,6 +708,81 @@ def test_download_takes_a_folder_of_the_tarballs_for_url(tmp_path, capsys):
     (tmp_path / "plain").write_text("a file where --dest should be a folder")
     assert main(["download", "muct", "--dest", str(tmp_path / "plain"), "--url", str(mirror), "--quiet"]) == EXIT_INPUT
     assert capsys.readouterr().err == f"datagen.py download: {tmp_path / 'plain'}: a file, not a folder to write into\n"
+
+
+# a download killed at one step: its files' writes (each member's half written, then the kill) and renames
+KILLED_DOWNLOAD = r"""
+import os, sys, tarfile
+from facelandmarks.data import download
+at, seen = int(sys.argv[3]), 0
+
+def step():
+    global seen
+    seen += 1
+    return seen == at
+
+def copy(source, target, length=None, *args, _real=tarfile.copyfileobj, **kwargs):
+    if step():
+        target.write(source.read(length // 2))
+        target.flush()
+        os._exit(9)
+    return _real(source, target, length, *args, **kwargs)
+
+def replace(*args, _real=os.replace, **kwargs):
+    if step():
+        os._exit(9)
+    return _real(*args, **kwargs)
+
+tarfile.copyfileobj, os.replace = copy, replace
+download.download_muct(sys.argv[1], sys.argv[2], progress=False, keep_archives=False)
+"""
+
+
+def test_a_download_killed_while_extracting_leaves_no_half_member_and_a_rerun_extracts_each_archive_once(tmp_path,
+                                                                                                           capsys):
+    """tarfile wrote each member at its place in --dest: killed mid-extraction, a half-written photo lay there as if
+    whole, and the next run extracted every archive again (with --delete-archives, downloaded the finished ones
+    again). Killed at each write and rename, the members in --dest are whole, and the rerun extracts only the
+    archives the killed run had not finished, leaving every member and nothing else (what the kill left is gone)."""
+    rng = np.random.default_rng(0)
+    mirror, members = tmp_path / "mirror", {}
+    mirror.mkdir()
+    for name in download.MUCT_ARCHIVES:
+        inside = {f"jpg/{name[:6]}-{i}.jpg": rng.bytes(30_000) for i in range(2)}
+        if "landmarks" in name:
+            inside = {"muct-landmarks/muct76-opencv.csv": rng.bytes(5_000)}
+        with tarfile.open(mirror / name, "w:gz") as tar:
+            for member, body in inside.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+        members.update(inside)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for step in range(1, 200):
+        dest = tmp_path / f"muct {step}"
+        killed = subprocess.run([sys.executable, "-c", KILLED_DOWNLOAD, str(dest), str(mirror), str(step)], env=env,
+                                capture_output=True, text=True)
+        if killed.returncode == 0:
+            assert step > len(members) + len(download.MUCT_ARCHIVES)
+            break
+        assert killed.returncode == 9, killed.stderr
+        shown = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*")
+                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(dest).parts)
+                 and not p.name.endswith((".tar.gz", ".part"))}
+        assert {name: len(body) for name, body in shown.items()} == {name: len(members[name]) for name in shown}, step
+        assert shown.items() <= members.items(), step
+        capsys.readouterr()
+        download.download_muct(dest, str(mirror), progress=False, keep_archives=False)
+        extracted = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if "members extracted" in line]
+        before = [line.split(":")[0] for line in killed.stdout.splitlines() if "members extracted" in line]
+        assert sorted(before + extracted) == sorted(download.MUCT_ARCHIVES), f"step {step}: {before} then {extracted}"
+        files = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+        assert {name: body for name, body in files.items() if not name.startswith(".")} == members, step
+        hidden = sorted(name for name in files if name.startswith("."))  # one marker per archive, no partial file
+        assert len(hidden) == len(download.MUCT_ARCHIVES) and not any(map(is_partial, hidden)), f"step {step}: {hidden}"
+        assert [p for p in dest.iterdir() if p.name.startswith(".") and not p.is_file()] == [], step  # no folders left
+    else:
+        pytest.fail("never finished")
 
 
 def test_json_with_a_byte_order_mark_is_read_and_a_binary_scheme_file_is_named(tmp_path, capsys):
