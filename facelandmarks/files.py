@@ -47,18 +47,22 @@ def alive(pid: int) -> bool:
     return True
 
 
-def left_by_a_kill(path: Path, pid: int) -> bool:
-    """Whether ``path``, which the process ``pid`` was writing, is a leftover: that process is gone, or it is a day old."""
+def left_by_a_kill(path: Path, pid: int | None) -> bool:
+    """Whether ``path``, which the process ``pid`` was writing, is a leftover: that process is gone, or it is a day old
+    (the one sign there is where its name gives no process id, ``pid`` None)."""
     try:
         old = time.time() - path.stat().st_mtime > STALE_SECONDS
     except FileNotFoundError:
         return False
+    if pid is None:
+        return old
     return pid != os.getpid() and (old or not alive(pid))
 
 
 def remove_left_by_kills(folder, pattern: re.Pattern = OWN_PARTIAL) -> int:
     """Remove from ``folder`` what writers killed mid-write left: the files and folders whose name ``pattern`` matches
-    (group 1: the writer's process id; by default ``written_whole``'s partial files) that ``left_by_a_kill``.
+    (group 1: the writer's process id, where it has a group; by default ``written_whole``'s partial files) that
+    ``left_by_a_kill``.
     What cannot be removed (a read-only folder) is left. Returns how many were."""
     try:
         entries = list(os.scandir(folder))
@@ -66,7 +70,8 @@ def remove_left_by_kills(folder, pattern: re.Pattern = OWN_PARTIAL) -> int:
         return 0
     removed = 0
     for entry in entries:
-        if (match := pattern.fullmatch(entry.name)) and left_by_a_kill(Path(entry.path), int(match[1])):
+        match = pattern.fullmatch(entry.name)
+        if match and left_by_a_kill(Path(entry.path), int(match[1]) if pattern.groups else None):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:

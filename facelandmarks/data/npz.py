@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -64,12 +65,14 @@ import numpy as np
 from facelandmarks.data import fileset, packed
 from facelandmarks.data.errors import DatasetError, OutputError, check_writable
 from facelandmarks.data.fileset import check_set
-from facelandmarks.files import remove_left_by_kills, write_json_whole, written_whole
+from facelandmarks.files import MKSTEMP_RANDOM, remove_left_by_kills, write_json_whole, written_whole
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
 from facelandmarks.scheme_files import definition_to_store, landmark_box_of, register_definition, scheme_json
 
 __all__ = ["DatasetError", "check_set", "load_npz", "save_npz", "validate", "ShardSet"]
 
+# save_npz's partial file before files.py (6 Dec 2026): mkstemp's .NAME.npz.XXXXXXXX.tmp
+OLDER_PARTIAL = re.compile(rf"\..+\.npz\.{MKSTEMP_RANDOM}\.tmp")
 REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
 PER_FACE = (
     "images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "vflipped", "detection",
@@ -87,6 +90,7 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: b
         arrays = packed.pack(arrays, jpeg)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_left_by_kills(path.parent)  # a partial npz (as large as the file) that a kill left here
+    remove_left_by_kills(path.parent, OLDER_PARTIAL)  # one an older version left (no process id in its name: a day old)
     with written_whole(path) as partial, open(partial, "wb") as handle:
         (np.savez_compressed if compress else np.savez)(handle, **arrays)
     return path

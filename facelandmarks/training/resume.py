@@ -58,6 +58,8 @@ STATE_FIELDS = {
     "TimeLimit": ("end", "planned"),
 }
 STATE = "state.json"
+# a run's records written to .NAME.tmp and renamed before files.py (6 Dec 2026): a kill left that file for good
+OLDER_RECORDS = ("config.json", "summary.json", "pipeline.json", "history.csv")
 BEST, LAST, SAVED_MODEL = "best.weights.h5", "last.weights.h5", "model.keras"
 FAULT_ENV = "FACELANDMARKS_FAULT"
 FAULT_EXIT = 86  # the exit status of a process the fault hook ended
@@ -282,7 +284,7 @@ def recover(run_dir: Path) -> dict | None:
         if not _matches(run_dir / name, record) and _matches(pending, record):
             with contextlib.suppress(FileNotFoundError):  # another worker of a cluster got there first
                 os.replace(pending, run_dir / name)
-    for leftover in [*run_dir.glob(".*.pending.*"), run_dir / f".{STATE}.tmp"]:
+    for leftover in [*run_dir.glob(".*.pending.*"), *(run_dir / f".{name}.tmp" for name in (STATE, *OLDER_RECORDS))]:
         leftover.unlink(missing_ok=True)
     remove_left_by_kills(run_dir)  # a config.json, summary.json or history.csv a kill left half-written
     fsync_folder(run_dir)

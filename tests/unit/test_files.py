@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -190,6 +191,37 @@ def test_a_users_hidden_file_that_only_looks_partial_is_kept(tmp_path):
     (tmp_path / ".r.999999999-k2_x9qe1.partial.json").write_text("{")  # written_whole's, its writer gone
     assert files.remove_left_by_kills(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.2024-draft.partial.txt", ".plan.7-b.partial"]
+
+
+def test_a_runs_temporary_records_of_before_files_py_go_at_a_resume_and_a_users_stay(tmp_path):
+    """Before 6 Dec 2026 a run's config.json, summary.json, pipeline.json and history.csv were written to .NAME.tmp and
+    renamed: a kill left that file in the run folder for good (only .state.json.tmp, still how state.json is
+    committed, went). Hidden .tmp files of other names are the user's."""
+    from facelandmarks.training import resume
+
+    ours = [".config.json.tmp", ".summary.json.tmp", ".pipeline.json.tmp", ".history.csv.tmp", ".state.json.tmp"]
+    theirs = [".notes.tmp", ".config.json.mine.tmp", ".model.keras.tmp"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("{")
+    resume.recover(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
+
+
+def test_a_partial_npz_of_before_files_py_goes_once_a_day_old(tmp_path):
+    """Before 6 Dec 2026 save_npz wrote to .NAME.npz.XXXXXXXX.tmp (mkstemp's name): a kill left that file, as large as
+    the npz, for good. Its name holds no process id, so whether its writer is gone is told by its age, as for any
+    partial file: a day. Hidden .tmp files of other names are the user's."""
+    from facelandmarks.data import npz
+
+    stale = time.time() - 2 * files.STALE_SECONDS
+    names = {".faces.npz.k2_x9qe1.tmp": stale, ".faces.npz.abcd1234.tmp": None,  # a writer of today's may be at work
+             ".notes.tmp": stale, ".faces.npz.tmp": stale, ".faces.npz.draft-01.tmp": stale, ".a.csv.abcd1234.tmp": stale}
+    for name, when in names.items():
+        (tmp_path / name).write_bytes(b"PK")
+        if when is not None:
+            os.utime(tmp_path / name, (when, when))
+    npz.save_npz(tmp_path / "other.npz", {"x": np.zeros(3)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names, "other.npz"][1:])
 
 
 def test_a_write_past_the_file_size_limit_names_the_file_not_its_partial(tmp_path):
