@@ -41,6 +41,68 @@ def load_split(config):
     return train, val
 
 
+MAX_FACES_DRAW = 1 << 40  # beside the seed in --max-faces' generator: no epoch's batch order ([seed, epoch]) draws alike
+
+
+def face_groups(data: dict) -> np.ndarray:
+    """A group number for each face: a face and the mirrored and vertically flipped copies ``datagen.py prepare`` wrote
+    of it (they keep its ``source``, ``subject``, ``name`` and ``box``) share one; without names, each face is alone."""
+    count = len(data["landmarks"])
+    if "name" not in data:
+        return np.arange(count)
+    columns = [np.asarray(data[key]).astype(str).tolist() for key in ("source", "subject", "name") if key in data]
+    columns.append([tuple(box) for box in np.asarray(data["box"]).tolist()])
+    numbers: dict = {}
+    return np.array([numbers.setdefault(key, len(numbers)) for key in zip(*columns)], np.int64)
+
+
+def with_max_faces(config, train) -> tuple:
+    """The training faces ``fit`` trains on (``config``: a ``TrainConfig``): ``config.max_faces`` of them
+    (``keep_faces``) and its line, or all of them and no line."""
+    if not config.max_faces:
+        return train, None
+    if isinstance(train, npz.ShardSet):
+        raise npz.DatasetError(f"{config.data}: --max-faces needs the training faces in one npz (a shard set is read "
+                               "a shard at a time)")
+    split = not config.val and config.val_fraction > 0
+    return keep_faces(train, config.max_faces, config.seed, config.data,
+                      f" (left after --val-fraction {config.val_fraction:g} held out its subjects)" if split else "")
+
+
+def keep_faces(train: dict, max_faces: int, seed: int, where: str, held_out: str = "") -> tuple[dict, str]:
+    """``--max-faces``: at most ``max_faces`` of the training faces, drawn by ``seed``, each face with its mirrored
+    copies (whole groups, in a random order, as long as they fit), and the line that says so. More than there are
+    (``held_out``: what the validation split took, for the line), or a number below the smallest group, is a
+    ``DatasetError`` naming ``where`` (the training file): a number too large is no quick try (a mistyped file)."""
+    count = len(train["landmarks"])
+    if max_faces > count:
+        raise npz.DatasetError(f"{where}: --max-faces {max_faces} is more than its {count} training faces{held_out}")
+    groups = face_groups(train)
+    sizes = np.bincount(groups)
+    chosen, total = [], 0
+    for group in np.random.default_rng([seed, MAX_FACES_DRAW]).permutation(len(sizes)):
+        if total + sizes[group] <= max_faces:
+            chosen.append(group)
+            total += sizes[group]
+            if total == max_faces:
+                break
+    if not total:
+        raise npz.DatasetError(f"{where}: --max-faces {max_faces} keeps no face: its training faces come with their "
+                               f"mirrored copies, {sizes.min()} at least together (--max-faces {sizes.min()})")
+    kept = npz.subset(train, np.flatnonzero(np.isin(groups, chosen)))
+    together = " (a face and its mirrored copies kept together)" if sizes.max() > 1 else ""
+    return kept, (f"--max-faces {max_faces}: training on {total} of the {count} training faces{together}, drawn with "
+                  f"--seed {seed}; the validation faces stay as they were")
+
+
+def steps_line(cap: int, per_pass: int) -> str:
+    """What ``--steps-per-epoch`` does to a run whose passes over the faces take ``per_pass`` batches."""
+    if cap >= per_pass:
+        return f"--steps-per-epoch {cap}: a pass over the training faces is {per_pass} batches; each epoch takes all"
+    return (f"--steps-per-epoch {cap}: each epoch takes the next {cap} of the {per_pass} batches of a pass over the "
+            "training faces")
+
+
 def load_all(path) -> dict:
     """An npz, or every shard of a manifest joined (for validation sets, which are small)."""
     if npz.is_manifest(path):
@@ -182,11 +244,15 @@ class LandmarkBatches(keras.utils.PyDataset):
     costs the model's train step no compile of its own either (jax.jit
     compiles one per batch shape).  ``max_batches``: an epoch's first
     batches only (the processes of a JAX job, which must all take as many
-    steps).
+    steps).  ``steps_per_epoch`` (``--steps-per-epoch``): an epoch is the
+    next that many batches of the stream of passes over the faces (each
+    pass planned as an epoch was), as Keras' ``steps_per_epoch`` takes a
+    repeating dataset; a batch is made as it was at its place in that stream.
     """
 
     def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0,
-                 max_batches: int | None = None, pad_remainder: bool = False, **kwargs):
+                 max_batches: int | None = None, pad_remainder: bool = False, steps_per_epoch: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if batch_size > parts.faces:
             raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces (--batch)")
@@ -194,10 +260,25 @@ class LandmarkBatches(keras.utils.PyDataset):
         self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter
         self.shuffle, self.seed, self.max_batches = shuffle, seed, max_batches
         self.pad_remainder = pad_remainder
+        self.per_pass = len(self.plan_of(0))  # the batches of a pass over the faces: the same in every pass
+        self.steps_per_epoch = None if steps_per_epoch is None or steps_per_epoch >= self.per_pass else steps_per_epoch
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.plan = epoch, self.plan_of(epoch)
+        """Epoch ``epoch``'s batches, each as ``(planned, pass, index)``: its entry of ``plan_of(pass)``, whose place in
+        the stream seeds its augmentation (one list, replaced at once: a loader thread reads it meanwhile)."""
+        if self.steps_per_epoch is None:
+            places = [(epoch, index) for index in range(self.per_pass)]
+        else:
+            places = [divmod(step, self.per_pass) for step in range(epoch * self.steps_per_epoch,
+                                                                    (epoch + 1) * self.steps_per_epoch)]
+        plans = {done: self.plan_of(done) for done, _ in places}
+        self.epoch, self._batches = epoch, [(plans[done][index], done, index) for done, index in places]
+
+    @property
+    def plan(self) -> list:
+        """This epoch's batches, ``(part, rows)`` each, in order."""
+        return [planned for planned, _, _ in self._batches]
 
     def plan_of(self, epoch: int) -> list:
         """Epoch ``epoch``'s batches, ``(part, rows)`` each, in order: a function of the seed and the epoch alone."""
@@ -213,10 +294,10 @@ class LandmarkBatches(keras.utils.PyDataset):
         return plan[:self.max_batches]
 
     def __len__(self):
-        return len(self.plan)
+        return len(self._batches)
 
     def __getitem__(self, index):
-        return self.batch(self.plan[index], self.epoch, index)
+        return self.batch(*self._batches[index])
 
     def batch(self, planned, epoch: int, index: int, pad: bool | None = None):
         """Batch ``index`` of epoch ``epoch`` (``planned``: its entry of ``plan_of(epoch)``), augmented; a short one

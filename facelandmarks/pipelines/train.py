@@ -235,6 +235,9 @@ def check_refiner_settings(kind: str, config: TrainConfig) -> None:
         raise ValueError(f"--teachers: train.py {kind} trains its refiners on region patches, which the teachers (models "
                          "of whole faces) do not mark: distil stage 1 with them (train.py MODEL --teachers ...), then "
                          "refine that run")
+    if config.max_faces:
+        raise ValueError(f"--max-faces {config.max_faces}: train.py {kind} trains its refiners on patches cut from "
+                         "stage 1's training faces, several of each: give stage 1's run --max-faces")
     if config.size:
         raise ValueError(f"--size {config.size}: train.py {kind} cuts the refiners' patches (--patch-size) from the faces "
                          "at the size stage 1 was trained on")

@@ -119,8 +119,12 @@ class TrainConfig:
                                       "(see facelandmarks/data/augment)")
     oversample: dict = setting({}, 'JSON object {source: N}: each training face of that source (the npz\'s source '
                                    'column) appears N times per epoch, e.g. {"300w": 3}; 0 leaves the source out of training; in-memory npz only')
-    seed: int = setting(0, "seed of weights, batch order and augmentation (and of the validation split, unless "
-                           "--split-seed)")
+    max_faces: int | None = setting(None, "train on at most N training faces, drawn by --seed after the validation split, "
+                                          "a face with its mirrored copies (--resume: the same faces; one npz only)", metavar="N")
+    steps_per_epoch: int | None = setting(None, "at most N batches an epoch, the next N of the stream of passes over the "
+                                                "faces (Keras' steps_per_epoch)", metavar="N")
+    seed: int = setting(0, "seed of weights, batch order, augmentation and --max-faces' faces (and of the validation "
+                           "split, unless --split-seed)")
     split_seed: int | None = setting(None, "seed of the validation split by subject; default: --seed. Keep it "
                                            "fixed to train other seeds on the same split (comparable validation "
                                            "numbers; --init from a run without its validation faces)")
@@ -206,6 +210,9 @@ class TrainConfig:
         if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for k, v in self.oversample.items()):
             raise ValueError(f"--oversample must map source names to whole numbers >= 0, got {self.oversample!r}")
+        for flag, count in (("--max-faces", self.max_faces), ("--steps-per-epoch", self.steps_per_epoch)):
+            if count is not None and (isinstance(count, bool) or count < 1):
+                raise ValueError(f"{flag} must be a whole number >= 1, got {count}")
         for flag, seed in (("--seed", self.seed), ("--split-seed", self.split_seed)):
             if seed is not None and (problem := seed_problem(seed)):
                 raise ValueError(f"{flag} {problem}")

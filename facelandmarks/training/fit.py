@@ -21,7 +21,9 @@ from facelandmarks.data.feeding import (
     model_inputs,
     repeat_counts,
     scheme_for,
+    steps_line,
     tf_input_pipeline,
+    with_max_faces,
 )
 from facelandmarks.models.optimizers import make_optimizer
 from facelandmarks.scheme_files import definition_to_store
@@ -100,6 +102,9 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         check_writable(out_dir)
         train, val = _load_data(config)
         check_faces(config, train, val)
+        train, line = with_max_faces(config, train)  # before the teachers mark them and the workers share them
+        if line:
+            print(line)
         check_shard_share(train, cluster.workers)  # in every process, before any step waits for the others
         runtime.load_tensorflow_quietly()  # Keras's seeding and TensorBoard import it, under JAX too
         annotated = train  # --init-head nearest matches the init model's points against the annotations
@@ -178,9 +183,12 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         batches = LandmarkBatches(
             parts, per_worker, augmenter, seed=config.seed + cluster.worker_index, workers=config.workers,
             use_multiprocessing=False, max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample, config.data),
-            pad_remainder=keras.backend.backend() == "jax",
+            pad_remainder=keras.backend.backend() == "jax", steps_per_epoch=config.steps_per_epoch,
         )
         steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None
+        if config.steps_per_epoch:
+            print(steps_line(config.steps_per_epoch, batches.per_pass if steps is None else steps))
+            steps = steps and min(steps, config.steps_per_epoch)  # a strategy's stream: each epoch its next steps
         val_data = None
         if val is not None:
             from facelandmarks.data.feeding import pack_targets
