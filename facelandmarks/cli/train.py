@@ -255,6 +255,8 @@ def main(argv=None) -> int:
     try:
         with stops_as_raised():  # a stop that native code turned into another error: wound down as a stop
             _load_typed_plugins(early)  # before the parser: --help and its refusals know their families and losses
+            if early.help and early.config:
+                _load_config_plugins(early)
             config, resume = resolve_config(argv)  # no Keras yet (no plugins): --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
             startup(early.verbose)  # Keras loads here, quietly: before anything else imports it
@@ -288,14 +290,20 @@ def main(argv=None) -> int:
 
 
 def _early_flags(argv) -> argparse.Namespace:
-    """``--verbose`` and ``--plugins`` of ``argv``, read before the full parser is built (``--plugins`` spelt out: the
-    full parser takes or refuses an abbreviation of it, ambiguous among its flags). A flag that is wrong here
-    (``--plugins`` without its value, ``--verbose=1``) reads as not given: the full parser's line refuses it."""
+    """``--verbose``, ``--help``, ``--plugins`` and ``--config`` of ``argv``, read before the full parser is built
+    (``--plugins`` and ``--config`` spelt out: the full parser takes or refuses an abbreviation of them, ambiguous among
+    its flags). A flag that is wrong here (``--plugins`` without its value, ``--verbose=1``) reads as not given: the
+    full parser's line refuses it."""
     verbose = _QuietParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true")
+    wants_help = _QuietParser(add_help=False)
+    wants_help.add_argument("-h", "--help", action="store_true")
     plugins = _QuietParser(add_help=False, allow_abbrev=False)
     plugins.add_argument("--plugins", type=comma_list, default=[])
-    return argparse.Namespace(verbose=_parsed(verbose, argv, "verbose", False), plugins=_parsed(plugins, argv, "plugins", []))
+    config = _QuietParser(add_help=False, allow_abbrev=False)
+    config.add_argument("--config")
+    return argparse.Namespace(verbose=_parsed(verbose, argv, "verbose", False), help=_parsed(wants_help, argv, "help", False),
+                              plugins=_parsed(plugins, argv, "plugins", []), config=_parsed(config, argv, "config", None))
 
 
 def _parsed(parser: argparse.ArgumentParser, argv, name: str, otherwise):
@@ -320,6 +328,20 @@ def _load_typed_plugins(early: argparse.Namespace) -> None:
     from facelandmarks.models.plugins import load_plugins
 
     load_plugins(early.plugins)
+
+
+def _load_config_plugins(early: argparse.Namespace) -> None:
+    """``--help`` with ``--config FILE``: the plugins FILE names imported too, so the help lists their losses and
+    families. A file or a plugin that cannot be used is one line (the help follows without its plugins): a run with
+    that file refuses it in the same words."""
+    try:
+        if plugins := read_config_file(early.config).get("plugins"):
+            startup(early.verbose)
+            from facelandmarks.models.plugins import load_plugins
+
+            load_plugins(plugins)
+    except USER_ERRORS as err:
+        complain(f"train.py: {error_line(err)} (--help without the plugins of --config {early.config})")
 
 
 def _unwound_line(config, word: str, seconds: float) -> str:

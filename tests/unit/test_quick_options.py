@@ -1,5 +1,5 @@
-"""``--max-faces`` and ``--steps-per-epoch``: a recipe tried quickly on a few faces and steps (synthetic faces, no face
-data)."""
+"""``--max-faces`` and ``--steps-per-epoch`` (a recipe tried quickly on a few faces and steps), and ``train.py --config
+FILE --help`` with the plugins FILE names (synthetic faces, no face data)."""
 
 import csv
 import json
@@ -10,6 +10,7 @@ import pytest
 from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
 from facelandmarks.data.feeding import FaceParts, LandmarkBatches
+from facelandmarks.models import REGISTRY, losses, plugins
 from facelandmarks.training.config import TrainConfig
 from tests.unit.test_train_errors import TINY, assert_one_line, faces, run_cli
 
@@ -159,4 +160,63 @@ def test_steps_per_epoch_under_a_tf_distribute_strategy_resumes_where_the_stream
         with open(tmp_path / run / "history.csv", newline="") as handle:
             losses.append([row["loss"] for row in csv.DictReader(handle)])
     assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+FAMILY = '''
+import keras
+from facelandmarks.models import ModelSpec, register
+from facelandmarks.models.heads import landmark_output, pixel_input
+from facelandmarks.models import losses
+
+
+def build_flat(input_shape, num_points):
+    pixels = pixel_input(input_shape)
+    return keras.Model(pixels, landmark_output(keras.layers.Flatten()(pixels), num_points))
+
+
+register(ModelSpec("config_flat", build_flat, "a test family", (16, 16, 3)))
+losses.register_loss("config_l1", type("L1", (losses.MaskedMeanAbsoluteError,), {}))
+'''
+
+
+@pytest.fixture
+def registries(monkeypatch):
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    monkeypatch.delenv(plugins.ENV, raising=False)
+    families, table = dict(REGISTRY), dict(losses.LOSSES)
+    yield
+    for current, saved in ((REGISTRY, families), (losses.LOSSES, table)):
+        current.clear()
+        current.update(saved)
+
+
+def _help(argv, capsys):
+    with pytest.raises(SystemExit) as ended:
+        train_cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return ended.value.code, " ".join(captured.out.split()), captured.err.strip().splitlines()
+
+
+def test_help_with_a_config_file_lists_the_plugins_it_names(registries, tmp_path, capsys):
+    (tmp_path / "mine.py").write_text(FAMILY)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"model": "config_flat", "plugins": [str(tmp_path / "mine.py")]}))
+    code, out, err = _help(["--config", recipe, "--help"], capsys)
+    assert code == 0 and err == []
+    assert "one of mse, l1, wing, cgd, config_l1 (" in out and "; yours (--plugins): config_flat" in out
+
+
+@pytest.mark.parametrize("problem", ["missing", "not json", "bad plugin", "bad key"])
+def test_help_with_a_bad_config_file_still_helps_and_says_what_is_wrong(problem, registries, tmp_path, capsys):
+    recipe = tmp_path / "recipe.json"
+    if problem == "not json":
+        recipe.write_text('{"model": ')
+    elif problem == "bad plugin":
+        recipe.write_text(json.dumps({"plugins": [str(tmp_path / "gone.py")]}))
+    elif problem == "bad key":
+        recipe.write_text(json.dumps({"plugins": ["x.py"], "epoch": 3}))
+    code, out, err = _help(["--config", recipe, "--help"], capsys)
+    assert code == 0 and out.startswith("usage: train.py") and "--max-faces" in out
+    assert len(err) == 1 and err[0].startswith(f"train.py: {tmp_path / 'gone.py' if problem == 'bad plugin' else recipe}")
+    assert err[0].endswith(f"(--help without the plugins of --config {recipe})"), err
 
