@@ -25,7 +25,7 @@ register(ModelSpec("{name}", build_flat, "a flattened test family", (16, 16, 3))
 '''
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def registries(monkeypatch):
     """Whatever a test's plugins register is gone after it: the families, the losses, the plugins imported."""
     monkeypatch.setattr(plugins, "_LOADED", {})
@@ -35,6 +35,9 @@ def registries(monkeypatch):
     for current, saved in ((REGISTRY, families), (losses.LOSSES, table)):
         current.clear()
         current.update(saved)
+
+
+pytestmark = pytest.mark.usefixtures("registries")  # every test here
 
 
 def train(argv, capsys, tmp_path) -> tuple[int, list[str]]:

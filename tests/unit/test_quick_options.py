@@ -10,8 +10,8 @@ import pytest
 from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
 from facelandmarks.data.feeding import FaceParts, LandmarkBatches
-from facelandmarks.models import REGISTRY, losses, plugins
 from facelandmarks.training.config import TrainConfig
+from tests.unit.test_plugins import registries  # noqa: F401 (a fixture: the registries as they were after each test)
 from tests.unit.test_train_errors import TINY, assert_one_line, faces, run_cli
 
 
@@ -179,17 +179,6 @@ losses.register_loss("config_l1", type("L1", (losses.MaskedMeanAbsoluteError,), 
 '''
 
 
-@pytest.fixture
-def registries(monkeypatch):
-    monkeypatch.setattr(plugins, "_LOADED", {})
-    monkeypatch.delenv(plugins.ENV, raising=False)
-    families, table = dict(REGISTRY), dict(losses.LOSSES)
-    yield
-    for current, saved in ((REGISTRY, families), (losses.LOSSES, table)):
-        current.clear()
-        current.update(saved)
-
-
 def _help(argv, capsys):
     with pytest.raises(SystemExit) as ended:
         train_cli.main([str(a) for a in argv])
@@ -197,7 +186,8 @@ def _help(argv, capsys):
     return ended.value.code, " ".join(captured.out.split()), captured.err.strip().splitlines()
 
 
-def test_help_with_a_config_file_lists_the_plugins_it_names(registries, tmp_path, capsys):
+@pytest.mark.usefixtures("registries")
+def test_help_with_a_config_file_lists_the_plugins_it_names(tmp_path, capsys):
     (tmp_path / "mine.py").write_text(FAMILY)
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"model": "config_flat", "plugins": [str(tmp_path / "mine.py")]}))
@@ -206,8 +196,9 @@ def test_help_with_a_config_file_lists_the_plugins_it_names(registries, tmp_path
     assert "one of mse, l1, wing, cgd, config_l1 (" in out and "; yours (--plugins): config_flat" in out
 
 
+@pytest.mark.usefixtures("registries")
 @pytest.mark.parametrize("problem", ["missing", "not json", "bad plugin", "bad key"])
-def test_help_with_a_bad_config_file_still_helps_and_says_what_is_wrong(problem, registries, tmp_path, capsys):
+def test_help_with_a_bad_config_file_still_helps_and_says_what_is_wrong(problem, tmp_path, capsys):
     recipe = tmp_path / "recipe.json"
     if problem == "not json":
         recipe.write_text('{"model": ')
