@@ -7,9 +7,10 @@ at uneven intervals, so frame number / fps is the wrong time there, and the wron
 gives the container's time as ``CAP_PROP_POS_MSEC``; right after ``read()`` it is the time of the frame just read
 (0 for the first, measured with OpenCV 4.14's FFmpeg backend on AVI, MP4 and Matroska files:
 ``tests/unit/test_video_times.py``; the MP4 is mp4v's, without B-frames: frames stored out of order, as in a phone's
-H.264, are unchecked, this OpenCV having no encoder for them), from the stream's start. A file's times are taken when its first two frames have
-usable ones (finite, from 0, increasing): a file without times (OpenCV then gives 0 for every frame) keeps frame number
-/ fps. A camera's frames are timed by the wall clock.
+H.264, are unchecked, this OpenCV having no encoder for them), from the stream's start. A file's times are taken when
+its first frames have usable ones (finite, from 0, increasing within the first ``READ_AHEAD`` frames: some muxers, with
+an edit list, give the first two one time, 0, 0, 40 ms): a file without times (OpenCV then gives 0 for every frame)
+keeps frame number / fps. A camera's frames are timed by the wall clock.
 
 The frame rate (``CAP_PROP_FPS``) is the header's where the file has one, else FFmpeg's guess, which can be absurd: 1000
 for a Matroska file of one or two frames or without times (its time scale), 0 where it has none, or what a broken
@@ -36,6 +37,7 @@ OVERLAY_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")  # containers OpenCV
 CLOCKS = ("container", "frames/fps", "wall")  # where TimedFrames takes a frame's time from (the points file's "clock")
 FPS_RANGE = (1.0, 240.0)  # frames/s a video's header may be taken at (240: phones' slow motion); others are unknown
 ASSUMED_FPS = 25.0  # the rate of a video whose rate is unknown
+READ_AHEAD = 4  # the frames a file's clock is decided on at most (the first increase of its times is looked for)
 
 
 def partial_path(path) -> Path:
@@ -92,8 +94,9 @@ class TimedFrames:
     ``fps`` is the rate the capture gives (``CAP_PROP_FPS``), kept as ``file_fps``; outside ``FPS_RANGE`` (or not a
     number) it is unknown: ``fps_assumed`` is True and ``fps`` is ``ASSUMED_FPS``. ``read()`` returns (BGR frame,
     time) or None at the end. ``clock`` is where the times come from (``CLOCKS``): "wall" for a camera (seconds since
-    this object was made), for a file "container" or "frames/fps", known once the first frame is read (the second is
-    read ahead to decide; times 1 / an unknown rate apart only count frames at it, as an AVI's do, and are not taken).
+    this object was made), for a file "container" or "frames/fps", known once the first frame is read (frames are
+    read ahead to decide, ``_decide``; times 1 / an unknown rate apart only count frames at it, as an AVI's do, and are
+    not taken).
     A time not after the last one (a container's repeated or missing time) is the last plus 1 / ``fps``, as
     ``FaceTracker.update`` would take it; ``estimated`` says whether the frame just returned got such a time.
     ``frames`` counts the frames returned; ``end_ms`` is where the last of them ends by the container's times, its
@@ -107,7 +110,7 @@ class TimedFrames:
         self.clock = "wall" if camera else None
         self.estimated = False
         self.frames = 0
-        self._ahead: list = []  # a frame read ahead, (bgr, ms) or None for the end
+        self._ahead: list = []  # the frames read ahead, in order, (bgr, ms) or None for the end
         self._shown = (0.0, 0.0)  # the container's times of the last two frames returned (ms)
         self._last: float | None = None
         self._start = time.perf_counter()
@@ -117,19 +120,26 @@ class TimedFrames:
         ok, bgr = self.capture.read()
         return (bgr, self.capture.get(cv2.CAP_PROP_POS_MSEC)) if ok else None
 
+    def _decide(self, ms: float) -> str:
+        """The clock of a file whose first frame's time is ``ms``: frames are read ahead (into ``_ahead``) until one's
+        time differs from it, ``READ_AHEAD`` frames in all at most (a muxer's edit list can repeat the first time)."""
+        times = [ms]
+        while len(times) < READ_AHEAD and times[-1] == ms and (not self._ahead or self._ahead[-1] is not None):
+            self._ahead.append(self._next())
+            times += [self._ahead[-1][1]] if self._ahead[-1] else []
+        usable = all(math.isfinite(t) and t >= 0 for t in times) and (len(times) == 1 or times[-1] > ms)
+        step = 1e3 / self.file_fps if self.file_fps else math.inf  # ms from frame to frame at the capture's rate
+        counted = self.fps_assumed and len(times) == 2 and math.isclose(times[1] - times[0], step, rel_tol=0.01)
+        return "container" if usable and not counted else "frames/fps"
+
     def read(self) -> tuple[np.ndarray, float] | None:
         """The next frame (BGR, as read) and its time in seconds; None at the end."""
-        got = self._ahead.pop() if self._ahead else self._next()
+        got = self._ahead.pop(0) if self._ahead else self._next()
         if got is None:
             return None
         bgr, ms = got
         if self.clock is None:
-            self._ahead = [self._next()]
-            times = [ms] + ([self._ahead[0][1]] if self._ahead[0] else [])
-            usable = all(math.isfinite(t) and t >= 0 for t in times) and all(b > a for a, b in zip(times, times[1:]))
-            step = 1e3 / self.file_fps if self.file_fps else math.inf  # ms from frame to frame at the capture's rate
-            counted = self.fps_assumed and len(times) == 2 and math.isclose(times[1] - times[0], step, rel_tol=0.01)
-            self.clock = "container" if usable and not counted else "frames/fps"
+            self.clock = self._decide(ms)
         if self.clock == "wall":
             t = time.perf_counter() - self._start
         else:

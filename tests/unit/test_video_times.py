@@ -105,6 +105,34 @@ def test_a_later_time_not_after_the_last_counts_one_frame_later(tmp_path):
     assert frames.end_ms == pytest.approx(300)  # the last frame's time plus the interval before it
 
 
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_a_file_whose_first_time_repeats_keeps_its_times(tmp_path, squares, repeats):
+    """Some muxers (an edit list) give the first frames one time: 0, 0, 200, 240, ... ms. The clock was decided on the
+    first two frames, so such a file was timed at frame / fps throughout, its variable rate lost. Up to 4 frames are
+    read ahead to find the first increase: the file's times stay, the repeated ones are estimated (as later repeats)."""
+    tail = [200, 240, 250, 400, 440]
+    times = [0] * (repeats + 1) + tail
+    clip = varied_clip(tmp_path / "start.mkv", times)
+    assert container_times(clip) == times
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", redetect_every=3)
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert header["clock"] == "container" and not header["fps_assumed"]
+    expected = [k / header["fps"] for k in range(repeats + 1)] + [t / 1e3 for t in tail]  # a repeat: the last + 1 / fps
+    assert [line["time"] for line in lines] == pytest.approx(expected, abs=1e-4)
+    assert [line["frame"] for line in lines if "time_estimated" in line] == list(range(1, repeats + 1))
+    result = run_on_video(tmp_path, clip, tmp_path / "out.mp4", max_frames=1)  # the frames read ahead are not written
+    assert (result["frames"], [line["time"] for line in read_video_landmarks(tmp_path / "out.jsonl")[1]]) == (1, [0.0])
+
+
+def test_the_clock_is_decided_on_at_most_4_frames(tmp_path):
+    """Times that do not increase within the first 4 frames (a file without times gives 0 for all) are not taken."""
+    for times, clock in (([0, 0, 0, 40, 80], "container"), ([0, 0, 0, 0, 40], "frames/fps"), ([0, 0], "frames/fps")):
+        frames = TimedFrames(open_capture(varied_clip(tmp_path / "start.mkv", times))[0], False, 25.0)
+        got = [frames.read()[1] for _ in times]
+        assert (frames.clock, frames.read(), frames.frames) == (clock, None, len(times)), times
+        assert got == pytest.approx([0.04 * k for k in range(len(times))])
+
+
 def test_max_frames_leaves_out_the_frame_read_ahead(tmp_path, squares):
     clip = varied_clip(tmp_path / "varied.mkv")
     result = run_on_video(tmp_path, clip, tmp_path / "out.mp4", max_frames=1)
