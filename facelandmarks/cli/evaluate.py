@@ -294,7 +294,8 @@ def _run(args) -> int:
         return 0 if counts["done"] else 1  # a folder fails only when no photo had a face
     result = run_on_video(args.runs[0], args.video, args.out, args.max_frames, args.flip_test,
                           redetect_every=args.redetect_every, min_score=args.min_score, recrop=args.recrop,
-                          smooth=not args.no_smooth, align=align, detect_max_side=args.detect_max_side, **load)
+                          smooth=not args.no_smooth, align=align, detect_max_side=args.detect_max_side,
+                          note=lambda text: complain(f"evaluate.py: {text}"), **load)
     chips = ", ".join(result["aligned"].values())
     aligned = (f", aligned faces in {chips}" if chips else ", no aligned faces (no face found)") if align else ""
     print(f"{counted(result['frames'], 'frame')}, {counted(result['faces'], 'face')}, {result['fps']} frames/s "

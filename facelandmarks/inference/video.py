@@ -299,7 +299,8 @@ def assumed_rate_note(source, timed: TimedFrames) -> str:
 
 def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, track=True,
                  redetect_every=REDETECT_EVERY, min_score=None, runtime="auto", threads=None, recrop=False,
-                 smooth=True, points_path=None, align: tuple[int, float] | None = None, detect_max_side=None) -> dict:
+                 smooth=True, points_path=None, align: tuple[int, float] | None = None, detect_max_side=None,
+                 note=None) -> dict:
     """Landmarks on every frame of a video file or camera; writes an overlay video, the points and, with
     ``align``, a video of each face upright.
 
@@ -322,6 +323,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         detect_max_side: look for faces in a copy of each frame shrunk to this longer side (``Predictor``'s).
         runtime, threads: how the model runs (``Predictor.load``).
         flip_test, recrop: test-time passes per face (``Predictor``'s).
+        note: called with each note for the user, one line (None: printed on stderr); a script names itself there.
         align: (size, padding): each face's chips, from the points the overlay draws, in a video of its own
             beside the overlay (``aligned_video``: ``out/clip_landmarks.mp4`` -> ``out/clip_landmarks_face0_aligned.mp4``).
 
@@ -376,7 +378,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                           "align": {"size": align[0], "padding": align[1]} if align else None}
                 points_file.write(json.dumps(header) + "\n")
                 if timed.fps_assumed:
-                    print(assumed_rate_note(source, timed), file=sys.stderr)
+                    (note or (lambda text: print(text, file=sys.stderr)))(assumed_rate_note(source, timed))
             line = {"frame": tracker.frames - 1, "time": round(t, 4), **({"time_estimated": True} if timed.estimated else {}),
                     "detected": tracker.detections > detections, "faces": [f.to_json() for f in found]}
             points_file.write(json.dumps(line) + "\n")

@@ -165,14 +165,15 @@ def test_a_variable_rate_file_cut_short_gets_the_note_and_its_frames_times(tmp_p
 
 def test_a_one_frame_file_is_one_frame_at_time_0(tmp_path, squares, capsys):
     """A Matroska file of one frame shown for 740 ms (OpenCV makes its rate 1000 frames/s, its count 740): the frame
-    is at 0 s by the container, and the note counts '1 frame'; a note before it says the rate is taken as unknown."""
+    is at 0 s by the container, and the note counts '1 frame'; a note before it says the rate is taken as unknown,
+    named as evaluate.py's other lines are (it had no "evaluate.py:")."""
     from facelandmarks.cli import evaluate
 
     one = tmp_path / "one.mkv"
     write_mkv(one, [frame((20, 30))], [0], 740)
     assert evaluate.main(["--video", str(one), "--out", str(tmp_path / "out.mp4")]) == 0
     rate, read = capsys.readouterr().err.splitlines()
-    assert rate.startswith(f"note: {one}: its frame rate as OpenCV reads it, 1000 frames/s, is not a plausible one"), rate
+    assert rate.startswith(f"evaluate.py: note: {one}: its frame rate as OpenCV reads it, 1000 frames/s, is not a plausible one"), rate
     assert read.startswith(f"evaluate.py: note: {one}: 1 frame read, where its duration x frame rate makes 740 "), read
     header, lines = read_video_landmarks(tmp_path / "out.jsonl")
     assert [line["time"] for line in lines] == [0.0] and header["clock"] == "container"
