@@ -92,6 +92,13 @@ def resolve_config(argv) -> tuple[TrainConfig, bool]:
     Raises ``ConfigError`` (one line naming the file or flags) when the settings cannot be used, and
     ``SystemExit`` for what argparse rejects (a malformed flag value).
     """
+    config, resume, _ = _resolved(argv)
+    return config, resume
+
+
+def _resolved(argv) -> tuple[TrainConfig, bool, str | None]:
+    """``resolve_config``'s, and the file a new run's plugins were read from: the ``--config`` file, or ``--init
+    RUN``'s config.json (None: typed, or none); they are then read back as a run's are (``load_plugins_for_run``)."""
     args = vars(build_parser().parse_args(argv))
     path, resume = args.pop("config", None), args.pop("resume")
     args.pop("verbose")
@@ -106,8 +113,12 @@ def resolve_config(argv) -> tuple[TrainConfig, bool]:
     requested = {**from_file, **typed}
 
     saved = _saved_run(requested) if resume else None
+    read_from = str(path) if path and "plugins" in from_file and "plugins" not in typed else None
     if not saved and not requested.get("model") and requested.get("init"):
+        typed_plugins = "plugins" in requested
         _model_of_init(requested)  # before the trainer is looked up by the model's name
+        if not typed_plugins and "plugins" in requested:
+            read_from = str(Path(requested["init"]) / "config.json")
     model = saved.model if saved else requested.get("model")
     trainer = registered_trainer(model)
     options_class = trainer.options if trainer else None
@@ -120,8 +131,8 @@ def resolve_config(argv) -> tuple[TrainConfig, bool]:
         raise ConfigError(f"{flags}: only for {_option_users()}, not for model {model!r}")
     requested_options = {**file_options, **typed_options}
     if saved:
-        return _resumed(saved, requested, requested_options), True
-    return _new_run(requested, requested_options, trainer, options_class), False
+        return _resumed(saved, requested, requested_options), True, None
+    return _new_run(requested, requested_options, trainer, options_class), False, read_from
 
 
 def _option_users() -> str:
@@ -257,10 +268,10 @@ def main(argv=None) -> int:
             _load_typed_plugins(early)  # before the parser: --help and its refusals know their families and losses
             if early.help and early.config:
                 _load_config_plugins(early)
-            config, resume = resolve_config(argv)  # no Keras yet (no plugins): --help and a wrong flag answer at once
+            config, resume, read_from = _resolved(argv)  # no Keras yet (no plugins): --help and a wrong flag answer at once
             before = _files_in(config.run_dir)
             startup(early.verbose)  # Keras loads here, quietly: before anything else imports it
-            load_plugins_for_run(config, resume, trained_model(config))  # before the model and the loss are checked
+            load_plugins_for_run(config, resume, trained_model(config), read_from)  # before the model and loss are checked
             config.validate()
             _check_val(config)  # before the trainer makes the run folder
             if line := _test_val_warning(config):

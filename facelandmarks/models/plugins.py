@@ -68,7 +68,7 @@ def load_run_plugins(recorded, where: str, model: str | None = None, loss: str |
     run's plugins are now, and is no error where the run needs nothing of it: its ``model`` and ``loss`` are
     registered without it (a run of a built-in family trained while the variable named a plugin, which the run then
     recorded: a note on stderr says so). Otherwise it is refused as ``load_plugins`` would."""
-    absent = _absent(recorded)
+    absent = absent_files(recorded)
     added = load_plugins([p for p in recorded or () if p not in absent], where)
     if not absent:
         return added
@@ -89,13 +89,15 @@ def load_run_plugins(recorded, where: str, model: str | None = None, loss: str |
 
 def plugins_here(recorded) -> list[str]:
     """A run's recorded plugins as ``load_run_plugins`` finds them here: a recorded file that is not there left out
-    (``FACELANDMARKS_PLUGINS`` stands in for it), then the variable's. What the parts a resumed run trains anew record
-    (a pipeline's refiner not started before it stopped): a new run's plugins are loaded as given, strictly."""
-    absent = _absent(recorded)
+    (``FACELANDMARKS_PLUGINS`` stands in for it), then the variable's. What a run that found a recorded file
+    elsewhere records, and the parts a resumed run trains anew (a pipeline's refiner not started before it stopped); a
+    new run's typed plugins are loaded as given, strictly, those read from a file as a run's (``load_plugins_for_run``)."""
+    absent = absent_files(recorded)
     return with_env_plugins([str(p) for p in recorded or () if p not in absent])
 
 
-def _absent(recorded) -> list:
+def absent_files(recorded) -> list:
+    """The files among a run's recorded plugins that are not there (module names are looked for when imported)."""
     return [p for p in recorded or () if is_file(str(p)) and not Path(p).is_file()]
 
 

@@ -9,21 +9,34 @@ from pathlib import Path
 from facelandmarks.training.config import TrainConfig
 
 
-def load_plugins_for_run(config: TrainConfig, resume: bool, model: str | None = None) -> None:
+def load_plugins_for_run(config: TrainConfig, resume: bool, model: str | None = None, read_from=None) -> None:
     """The run's plugins imported before the model and the loss are checked (a pipeline's refiner included): a new
     run's with FACELANDMARKS_PLUGINS', which ``config.plugins`` then lists (its config.json records them); a resumed
     run's as recorded, the variable naming where a recorded file that is not there is now, which must then register
-    ``model``, the model the run trains (default ``config.model``; a pipeline's refiner: ``trainers.trained_model``)."""
-    from facelandmarks.models import plugins
+    ``model``, the model the run trains (default ``config.model``; a pipeline's refiner: ``trainers.trained_model``).
 
-    if resume:
-        where = f"plugins of {Path(config.run_dir) / 'config.json'}; --resume --plugins PATH: where it is now"
-        if model is None and not config.pipeline:
-            model = config.model
-        plugins.load_run_plugins(config.plugins, where, model, config.loss)
-    else:
+    ``read_from``: the file a new run's plugins were read from (a ``--config`` file, ``--init RUN``'s config.json; None:
+    typed or none), read back as a resumed run's are (``plugins.load_run_plugins``). A run that finds a recorded file
+    elsewhere through the variable records the plugins where they are now (``plugins.plugins_here``), a line says so."""
+    from facelandmarks.models import plugins
+    from facelandmarks.runtime import env_plugins
+
+    if not resume and read_from is None:
         config.plugins = plugins.with_env_plugins(config.plugins)
         plugins.load_plugins(config.plugins)
+        return
+    source = Path(config.run_dir) / "config.json" if resume else read_from
+    where = f"plugins of {source}; " + ("--resume --plugins PATH" if resume else f"--plugins PATH or {plugins.ENV}=PATH")
+    if model is None and not config.pipeline:
+        model = config.model
+    recorded, absent = list(config.plugins), plugins.absent_files(config.plugins)
+    plugins.load_run_plugins(recorded, f"{where}: where it is now", model, config.loss)
+    if absent and env_plugins():  # the variable names where they are now
+        config.plugins = plugins.plugins_here(recorded)
+        print(f"plugins {','.join(config.plugins)} ({plugins.ENV}) in place of {','.join(map(str, absent))}, not there "
+              f"(plugins of {source}): {Path(config.run_dir) / 'config.json'} records them")
+    elif not resume:  # a new run records the plugins it loaded (a file not there and not needed: a note said so)
+        config.plugins = plugins.plugins_here(recorded)
 
 
 def check_model(config: TrainConfig) -> None:

@@ -32,7 +32,8 @@ def dlib_faces(tmp_path_factory, data_dir):
 def test_a_cascade_whose_refiner_is_your_family_records_resumes_and_evaluates(tmp_path, dlib_faces):
     """train.py cascade --refiner tinycnn --plugins FILE: each stage's config.json records the plugin; a pipeline stopped
     in its first refiner, its plugin moved since (FACELANDMARKS_PLUGINS naming where it is now), resumes into that
-    refiner and trains the next one; evaluate.py scores the pipeline."""
+    refiner and trains the next one, each config.json then naming where the plugin is now; evaluate.py scores the
+    pipeline without the variable."""
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "my_models.py").write_text(doc_plugin())
     regions = ("mouth", "left_eye")
@@ -56,11 +57,12 @@ def test_a_cascade_whose_refiner_is_your_family_records_resumes_and_evaluates(tm
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout[resumed.stdout.index("\n{") + 1:])
     assert {region: summary[region]["epochs"] for region in regions} == {"mouth": 2, "left_eye": 2}
-    for region in regions:  # the refiners record where the plugin is now (the pipeline's config.json: as started)
+    for region in regions:  # the refiners record where the plugin is now, and so does the pipeline (it kept lib/)
         refiner = json.loads((run / region / "run" / "config.json").read_text())
         assert (refiner["model"], refiner["plugins"]) == ("tinycnn", ["moved/my_models.py"]), region
+    assert json.loads((run / "config.json").read_text())["plugins"] == ["moved/my_models.py"]
 
     evaluated = script("evaluate.py", "cascade", "--data", dlib_faces["test"], "--no-timing", "--out", "results",
-                       cwd=tmp_path, plugins_env="moved/my_models.py")
+                       cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "cascade: stage 1 + cascade" in evaluated.stdout

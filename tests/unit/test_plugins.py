@@ -305,7 +305,8 @@ def test_models_py_lists_the_families_of_your_plugins(tmp_path, capsys, monkeypa
 def test_a_pipeline_resumes_with_its_refiners_plugin_from_the_environment(tmp_path, capsys, monkeypatch):
     """``train.py --resume`` of a cascade whose refiner is a plugin's family, the recorded plugin moved: the variable
     naming where it is now must register the refiner (it was refused as registering 'no model None'), and the run goes
-    on to its stage 1 (here missing: the line after the plugins)."""
+    on to its stage 1 (here missing: the line after the plugins). The pipeline's config.json then records where the
+    plugin is now, as its refiners' do (it kept the path it started with: each later reader needed the variable)."""
     from facelandmarks.pipelines.config import PipelineOptions
     from facelandmarks.training.config import TrainConfig
 
@@ -329,6 +330,9 @@ def test_a_pipeline_resumes_with_its_refiners_plugin_from_the_environment(tmp_pa
         f"train.py: --stage1 {tmp_path / 'stage1'}: no such run directory (in {run / 'config.json'}: relative to the "
         "folder train.py started the run in, and not where its pipeline.json leads)"]
     assert "refiner_flat" in REGISTRY
+    (tmp_path / "stage1").mkdir()  # empty: refused once the resumed pipeline's config.json is recorded
+    assert train_cli.main(["--resume", "--run-dir", str(run)]) == 2
+    assert json.loads((run / "config.json").read_text())["plugins"] == ["lab/flat.py"]  # it kept "flat.py"
 
 
 @pytest.mark.parametrize("flag", ["--verbose=1", "--verb=yes"])
@@ -340,3 +344,65 @@ def test_a_wrong_verbose_is_refused_in_the_full_parsers_one_line(flag, capsys):
     value = flag.split("=")[1]
     assert (exited.value.code, capsys.readouterr().err.splitlines()) == (2, [
         f"train.py: argument --verbose: ignored explicit argument '{value}' (train.py --help lists the options)"])
+
+
+
+def test_a_new_pipeline_from_a_runs_config_takes_its_moved_plugin_from_the_environment(tmp_path, capsys, monkeypatch):
+    """``train.py --config RUN/config.json --run-dir NEW`` (a pipeline's, its refiner a plugin's family) after the
+    plugin moved: the recorded file was refused as if typed ('flat.py: no such plugin file (--plugins)') even with
+    FACELANDMARKS_PLUGINS naming where it is now, which ``--resume`` takes. A file's plugins are read back as a run's
+    are: the variable must register the refiner, the line names the file and what to do, and the new run's config.json
+    records where the plugin is now (its stage 1, an empty folder here, is refused after config.json is written)."""
+    from facelandmarks.pipelines.config import PipelineOptions
+    from facelandmarks.training.config import TrainConfig
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "flat.py").write_text(FAMILY.replace("{name}", "again_flat"))
+    (tmp_path / "lab" / "other.py").write_text(FAMILY.replace("{name}", "other_flat"))
+    (tmp_path / "stage1").mkdir()
+    run, again = tmp_path / "run", tmp_path / "again"
+    run.mkdir()
+    options = {**vars(PipelineOptions(stage1=str(tmp_path / "stage1"), refiner="again_flat"))}
+    TrainConfig(model="cascade", data=None, run_dir=str(run), plugins=["flat.py"],
+                pipeline=options).save(run / "config.json")
+    monkeypatch.chdir(tmp_path)
+    argv = ["cascade", "--config", str(run / "config.json"), "--run-dir", str(again)]
+    assert train_cli.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"train.py: flat.py: no such plugin file (plugins of {run / 'config.json'}; --plugins PATH or "
+        "FACELANDMARKS_PLUGINS=PATH: where it is now)"]
+    monkeypatch.setenv(plugins.ENV, "lab/other.py")
+    assert train_cli.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"train.py: flat.py: no such plugin file (plugins of {run / 'config.json'}; --plugins PATH or "
+        "FACELANDMARKS_PLUGINS=PATH: where it is now), and FACELANDMARKS_PLUGINS's plugins register no model 'again_flat'"]
+    assert not again.exists()
+    monkeypatch.setenv(plugins.ENV, "lab/flat.py")
+    assert train_cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "plugin" not in err and str(tmp_path / "stage1") in err, err  # past the plugins, to stage 1
+    assert "again_flat" in REGISTRY
+    assert json.loads((again / "config.json").read_text())["plugins"] == ["lab/flat.py"]
+    assert "plugins lab/flat.py (FACELANDMARKS_PLUGINS) in place of flat.py" in out, out
+
+
+def test_init_from_a_run_whose_plugin_moved_takes_it_from_the_environment(tmp_path, capsys, monkeypatch):
+    """``train.py --init RUN`` (no model named: RUN's, with its plugins) after RUN's plugin moved: refused as a typed
+    --plugins was ('flat.py: no such plugin file (--plugins)'); read back as RUN's, the variable stands in for it, and
+    the run goes on to its data (here missing: the line after the plugins)."""
+    from facelandmarks.training.config import TrainConfig
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "flat.py").write_text(FAMILY.replace("{name}", "init_flat"))
+    run = tmp_path / "run0"
+    run.mkdir()
+    TrainConfig(model="init_flat", data=str(tmp_path / "nowhere.npz"), run_dir=str(run),
+                plugins=["flat.py"]).save(run / "config.json")
+    monkeypatch.chdir(tmp_path)
+    code, lines = train(["--init", run], capsys, tmp_path)
+    assert (code, lines[-1:]) == (2, [f"train.py: flat.py: no such plugin file (plugins of {run / 'config.json'}; "
+                                      "--plugins PATH or FACELANDMARKS_PLUGINS=PATH: where it is now)"])
+    monkeypatch.setenv(plugins.ENV, "lab/flat.py")
+    code, lines = train(["--init", run], capsys, tmp_path)
+    assert code == 2 and len(lines) == 1 and "nowhere.npz" in lines[0] and "plugin" not in lines[0], lines
+    assert "init_flat" in REGISTRY
