@@ -253,7 +253,7 @@ def quiet_output():
 
 
 # glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -3, -4, -8
 MALLOC_ENV = "FACELANDMARKS_MALLOC"
 _MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for this setting on 64-bit
 _TRIM_THRESHOLD = 1024 * 1024 * 1024
@@ -273,6 +273,15 @@ def tune_allocator() -> bool:
     at the first batch of every epoch: ``training.callbacks.AllocatorSettings``), since TensorFlow's
     patch would otherwise override it.
 
+    Under JAX that is not enough: XLA allocates a step's temporaries as one block (2.5 GB for MobileNetV2's heatmap
+    model at batch 64, 128 px) in a thread of its own pool, and a thread's arena maps any block over its 64 MB heaps
+    afresh, whatever the thresholds say: 692,000 page faults a step, a quarter of the CPU time in the kernel.  So
+    with Keras on JAX every thread shares the main arena (``M_ARENA_MAX`` 1), which serves big blocks from the heap
+    (``M_MMAP_MAX`` 0) and never trims it (``M_TRIM_THRESHOLD`` -1): no faults once the heap has grown, for a peak
+    that may be a step's block higher (a freed block's hole is a little short of the aligned size asked for next:
+    docs/results.md).  Only threads that have not allocated yet join the main arena, so this must run before JAX
+    first computes (``startup`` does).
+
     Returns True when glibc took the settings; False on another C library or with
     ``FACELANDMARKS_MALLOC=0`` (or ``off``, ``false``, ``no``).
     """
@@ -285,8 +294,18 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))
+    settings = [(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)]
+    if keras_backend() == "jax":
+        settings += [(_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)]  # -1: never trim (man mallopt)
+    return all(mallopt(param, value) == 1 for param, value in settings)
+
+
+def keras_backend() -> str:
+    """The backend Keras runs on, or (not loaded yet) will load: ``configured_backend``, else 'tensorflow'."""
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "config"):
+        return keras.config.backend()
+    return configured_backend() or "tensorflow"
 
 
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
