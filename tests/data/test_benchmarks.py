@@ -53,7 +53,7 @@ def test_inference_speed_fills_every_table_with_recrop_and_flip_test(shipped_onn
 def test_video_tracking_fills_its_table_with_raw_and_smoothed_rows(data_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "video_tracking.py"), "--data-dir", str(data_dir), "--out",
-         str(tmp_path), "--frames", "6", "--people", "1", "--repeats", "1", "--redetect-every", "3"],
+         str(tmp_path), "--frames", "4", "--people", "1", "--repeats", "1", "--redetect-every", "3"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
