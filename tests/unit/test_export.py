@@ -436,7 +436,7 @@ def test_int8_litert_is_one_integer_graph_with_a_float_decoding(tmp_path):
 
     model = build_model("mobilenetv2_heatmap", input_shape=(SIZE, SIZE, 3), num_points=68, normalization="torch")
     path = tmp_path / "model.tflite"
-    quantize.litert_int8(model, path, crops(24).astype(np.float32))
+    quantize.litert_int8(model, path, crops(4).astype(np.float32))
     interpreter = Interpreter(str(path))
     tensors = interpreter.get_tensor_details()
     ops = interpreter._get_ops_details()
