@@ -65,33 +65,46 @@ def with_max_faces(config, train) -> tuple:
         raise npz.DatasetError(f"{config.data}: --max-faces needs the training faces in one npz (a shard set is read "
                                "a shard at a time)")
     split = not config.val and config.val_fraction > 0
-    return keep_faces(train, config.max_faces, config.seed, config.data,
-                      f" (left after --val-fraction {config.val_fraction:g} held out its subjects)" if split else "")
+    held_out = f" (left after --val-fraction {config.val_fraction:g} held out its subjects)" if split else ""
+    if not config.oversample:
+        return keep_faces(train, config.max_faces, config.seed, config.data, held_out)
+    # the faces trained on: --oversample's 0 leaves some out, which stay (untrained) for its check of the source names
+    trained = repeat_counts(train, config.oversample) > 0
+    kept, line = keep_faces(train, config.max_faces, config.seed, config.data, held_out, among=trained)
+    drawn = set(np.asarray(kept["source"]).astype(str).tolist())  # a source left out (0) is kept whole
+    if missed := [source for source, times in config.oversample.items() if times and source not in drawn]:
+        raise npz.DatasetError(f"{config.data}: --max-faces {config.max_faces} drew no face of source "
+                               f"{', '.join(missed)}, which --oversample names (--seed {config.seed}): give a larger "
+                               "--max-faces or another --seed")
+    return kept, line
 
 
-def keep_faces(train: dict, max_faces: int, seed: int, where: str, held_out: str = "") -> tuple[dict, str]:
+def keep_faces(train: dict, max_faces: int, seed: int, where: str, held_out: str = "",
+               among: np.ndarray | None = None) -> tuple[dict, str]:
     """``--max-faces``: at most ``max_faces`` of the training faces, drawn by ``seed``, each face with its mirrored
     copies (whole groups, in a random order, as long as they fit), and the line that says so. More than there are
     (``held_out``: what the validation split took, for the line), or a number below the smallest group, is a
-    ``DatasetError`` naming ``where`` (the training file): a number too large is no quick try (a mistyped file)."""
-    count = len(train["landmarks"])
+    ``DatasetError`` naming ``where`` (the training file): a number too large is no quick try (a mistyped file).
+    ``among``: which faces may be drawn (a mask); the others are all kept, and not counted."""
+    count = len(train["landmarks"]) if among is None else int(np.count_nonzero(among))
+    which = "" if among is None else " (those --oversample trains on)"
     if max_faces > count:
-        raise npz.DatasetError(f"{where}: --max-faces {max_faces} is more than its {count} training faces{held_out}")
+        raise npz.DatasetError(f"{where}: --max-faces {max_faces} is more than its {count} training faces{which}{held_out}")
     groups = face_groups(train)
-    sizes = np.bincount(groups)
+    sizes = np.bincount(groups, weights=None if among is None else among).astype(np.int64)
     chosen, total = [], 0
     for group in np.random.default_rng([seed, MAX_FACES_DRAW]).permutation(len(sizes)):
-        if total + sizes[group] <= max_faces:
+        if sizes[group] and total + sizes[group] <= max_faces:
             chosen.append(group)
             total += sizes[group]
             if total == max_faces:
                 break
     if not total:
         raise npz.DatasetError(f"{where}: --max-faces {max_faces} keeps no face: its training faces come with their "
-                               f"mirrored copies, {sizes.min()} at least together (--max-faces {sizes.min()})")
-    kept = npz.subset(train, np.flatnonzero(np.isin(groups, chosen)))
+                               f"mirrored copies, {sizes[sizes > 0].min()} at least together (--max-faces {sizes[sizes > 0].min()})")
+    kept = npz.subset(train, np.flatnonzero(np.isin(groups, chosen) | (False if among is None else ~among)))
     together = " (a face and its mirrored copies kept together)" if sizes.max() > 1 else ""
-    return kept, (f"--max-faces {max_faces}: training on {total} of the {count} training faces{together}, drawn with "
+    return kept, (f"--max-faces {max_faces}: training on {total} of the {count} training faces{which}{together}, drawn with "
                   f"--seed {seed}; the validation faces stay as they were")
 
 

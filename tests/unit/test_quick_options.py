@@ -211,3 +211,34 @@ def test_help_with_a_bad_config_file_still_helps_and_says_what_is_wrong(problem,
     assert len(err) == 1 and err[0].startswith(f"train.py: {tmp_path / 'gone.py' if problem == 'bad plugin' else recipe}")
     assert err[0].endswith(f"(--help without the plugins of --config {recipe})"), err
 
+
+
+def test_max_faces_draws_among_the_faces_oversample_trains_on():
+    """With --oversample, the faces drawn are faces trained on: those of a source it leaves out (0) stay beside them,
+    untrained (drawn too, 8 faces were 1 trained on); a source it repeats that the draw missed is one line naming the
+    file (the draw of --seed 1 failed at the first batch: 'names source(s) b that the training faces do not have')."""
+    from facelandmarks.data.feeding import repeat_counts, with_max_faces
+
+    data = faces(40)
+    data["source"] = np.array(["a"] * 30 + ["b"] * 10)
+    config = TrainConfig(model="mlp", data="d.npz", run_dir="r", val="v.npz", max_faces=8, oversample={"a": 0})
+    kept, line = with_max_faces(config, data)
+    assert (repeat_counts(kept, config.oversample) > 0).sum() == 8 and len(kept["landmarks"]) == 38
+    assert line.startswith("--max-faces 8: training on 8 of the 10 training faces (those --oversample trains on)")
+    with pytest.raises(ValueError, match=r"^d.npz: --max-faces 11 is more than its 10 training faces \(those "):
+        with_max_faces(TrainConfig(model="mlp", data="d.npz", run_dir="r", val="v.npz", max_faces=11,
+                                   oversample={"a": 0}), data)
+    outcomes = set()
+    for seed in range(6):
+        config = TrainConfig(model="mlp", data="d.npz", run_dir="r", val="v.npz", max_faces=3, oversample={"b": 2},
+                             seed=seed)
+        try:
+            kept, _ = with_max_faces(config, data)
+        except ValueError as err:
+            assert str(err) == (f"d.npz: --max-faces 3 drew no face of source b, which --oversample names (--seed "
+                                f"{seed}): give a larger --max-faces or another --seed"), str(err)
+            outcomes.add("refused")
+        else:
+            assert repeat_counts(kept, config.oversample).sum() > 3  # b's faces twice
+            outcomes.add("drawn")
+    assert outcomes == {"refused", "drawn"}
