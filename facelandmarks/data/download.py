@@ -280,8 +280,24 @@ def _move_into(source: Path, target: Path) -> None:
 
 
 def extracted_marker(dest: Path, archive_name: str) -> Path:
-    """The file saying that every member of ``archive_name`` is in place in ``dest`` (written once they are)."""
+    """The file saying that every member of ``archive_name`` is in place in ``dest`` (written once they are), and of
+    which archive (``_stamp``)."""
     return dest / f".{archive_name}.extracted"
+
+
+def _stamp(archive: Path) -> str:
+    """What tells an archive from another copy under its name: its size and modification time."""
+    status = archive.stat()
+    return f"{status.st_size} bytes, modified {status.st_mtime_ns} ns"
+
+
+def _marked(marker: Path, archive: Path) -> bool:
+    """Whether ``marker`` says that ``archive`` is extracted: that archive, or one since removed (--delete-archives)."""
+    try:
+        said = marker.read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+    return not archive.is_file() or f"({_stamp(archive)})" in said
 
 
 def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: bool = True, keep_archives: bool = True) -> Path:
@@ -300,7 +316,7 @@ def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: b
     base = base_url if base_url.endswith("/") else base_url + "/"
     for archive_name in MUCT_ARCHIVES:
         archive, marker = dest / archive_name, extracted_marker(dest, archive_name)
-        if marker.is_file():  # by an earlier run, killed or stopped later (it extracted them all again)
+        if _marked(marker, archive):  # by an earlier run, killed or stopped later (it extracted them all again)
             print(f"{archive_name}: extracted into {dest} already")
         else:
             download_file(base + archive_name, archive, progress)
@@ -308,7 +324,7 @@ def download_muct(dest: str | os.PathLike, base_url: str = MUCT_URL, progress: b
                 count = safe_extract(archive, dest)
             except ArchiveError as err:
                 raise ArchiveError(f"{err}; {_forget(archive)}") from None
-            write_text_whole(marker, f"{count} members of {archive_name} extracted\n")
+            write_text_whole(marker, f"{count} members of {archive_name} extracted ({_stamp(archive)})\n")
             print(f"{archive_name}: {count} members extracted into {dest}")
         if not keep_archives:
             archive.unlink(missing_ok=True)

@@ -861,3 +861,22 @@ def test_info_says_how_many_rows_of_a_jpeg_file_are_copies(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "stored as JPEG of quality 90 (3 encoded)\n" in printed
     assert "stored as JPEG of quality 90 (2 encoded, the other 1 rows their flipped copies)\n" in printed
+
+
+def test_an_archive_changed_since_its_marker_is_extracted_again(tmp_path, capsys):
+    """The marker said 'extracted' whatever archive lay in --dest: a new copy of one (fetched again by hand) was skipped,
+    its members never extracted. An archive that is there and not the one marked is extracted again; one removed
+    (--delete-archives) keeps its marker's word."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in download.MUCT_ARCHIVES:
+        shutil.copy(tar_with(tmp_path, [(f"jpg/{name}.txt", "file", name.encode())]), mirror / name)
+    dest = tmp_path / "muct"
+    download.download_muct(dest, str(mirror), progress=False)
+    first = download.MUCT_ARCHIVES[0]
+    shutil.copy(tar_with(tmp_path, [("jpg/new.txt", "file", b"new")]), dest / first)
+    capsys.readouterr()
+    download.download_muct(dest, str(mirror), progress=False)
+    assert (dest / "jpg" / "new.txt").read_bytes() == b"new"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{first}: 1 members extracted into {dest}" and all("already" in line for line in lines[1:])
