@@ -97,7 +97,7 @@ def configured_backend() -> str | None:
     """The backend asked for, as Keras reads it (``KERAS_BACKEND``, else ``keras.json`` in ``KERAS_HOME``
     or ``~/.keras``), without importing Keras; None when neither names one other than TensorFlow, Keras's
     default (Keras writes its default into a new ``keras.json`` itself, so that entry is no choice)."""
-    if "KERAS_BACKEND" in os.environ:
+    if os.environ.get("KERAS_BACKEND"):  # set empty, it names none: Keras then reads keras.json
         return os.environ["KERAS_BACKEND"]
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     try:
@@ -130,7 +130,7 @@ def backend_missing() -> str | None:
         return None
     other = next((b for b in ("jax", "tensorflow") if b != name and _installed(b)), None)
     if other is not None:  # asked for by KERAS_BACKEND or keras.json, while the other backend is here
-        source, undo = (("KERAS_BACKEND", "or unset it") if "KERAS_BACKEND" in os.environ
+        source, undo = (("KERAS_BACKEND", "or unset it") if os.environ.get("KERAS_BACKEND")
                         else ("keras.json", "or remove 'backend' from keras.json"))
         install = f", or pip install 'facelandmarks[{name}]'" if name in ("jax", "tensorflow") else ""
         return (f"Keras's backend {name!r} ({source}) is not installed, but {other!r} is: set "

@@ -37,6 +37,9 @@ def test_the_backend_asked_for_is_read_as_keras_reads_it(monkeypatch, tmp_path):
     assert runtime.configured_backend() is None
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # the variable wins over the file, as in Keras
     assert runtime.configured_backend() == "tensorflow"
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    monkeypatch.setenv("KERAS_BACKEND", "")  # set empty: Keras takes keras.json's ('' was read as no choice at all)
+    assert runtime.configured_backend() == runtime.keras_backend() == "jax"
 
 
 def test_jax_is_chosen_where_it_is_the_only_backend_and_none_was_asked_for(monkeypatch, tmp_path):
