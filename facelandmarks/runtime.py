@@ -301,11 +301,12 @@ def tune_allocator() -> bool:
 
 
 def keras_backend() -> str:
-    """The backend Keras runs on, or (not loaded yet) will load: ``configured_backend``, else 'tensorflow'."""
+    """The backend Keras runs on, or (not loaded yet) will load: ``configured_backend``, else TensorFlow, its default,
+    unless only JAX is installed (as ``backend_missing`` picks)."""
     keras = sys.modules.get("keras")
     if keras is not None and hasattr(keras, "config"):
         return keras.config.backend()
-    return configured_backend() or "tensorflow"
+    return configured_backend() or ("jax" if not _installed("tensorflow") and _installed("jax") else "tensorflow")
 
 
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")

@@ -7,9 +7,8 @@ export a run and run its export (``inference.runtimes``), so the two never disag
 from __future__ import annotations
 
 import importlib.util
-import sys
 
-from facelandmarks.runtime import configured_backend
+from facelandmarks.runtime import keras_backend
 
 # {format: {module: the extra that installs it}} that writing each format needs: Keras's exporters use TensorFlow's
 # converters, and ONNX on the TensorFlow backend tf2onnx (on JAX, Keras names what it needs itself: jax2onnx)
@@ -26,12 +25,8 @@ def installed(module: str) -> bool:
 
 
 def backend() -> str:
-    """Keras's backend: the loaded one, else the one it would load, without importing Keras (``KERAS_BACKEND`` or
-    keras.json, else TensorFlow, its default, unless only JAX is installed, as ``runtime.backend_missing`` picks)."""
-    keras = sys.modules.get("keras")
-    if getattr(keras, "backend", None) is not None:
-        return keras.backend.backend()
-    return configured_backend() or ("jax" if not installed("tensorflow") and installed("jax") else "tensorflow")
+    """Keras's backend: the loaded one, else the one it would load, without importing Keras (``runtime.keras_backend``)."""
+    return keras_backend()
 
 
 def needed(formats=DEFAULT_FORMATS, quantize: str = "none", check: bool = False) -> dict:
