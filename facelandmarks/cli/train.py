@@ -346,11 +346,16 @@ def _load_config_plugins(early: argparse.Namespace) -> None:
     families. A file or a plugin that cannot be used is one line (the help follows without its plugins): a run with
     that file refuses it in the same words."""
     try:
-        if plugins := read_config_file(early.config).get("plugins"):
+        settings = read_config_file(early.config)
+        if plugins := settings.get("plugins"):
             startup(early.verbose)
-            from facelandmarks.models.plugins import load_plugins
+            from facelandmarks.models.plugins import ENV, load_plugins, load_run_plugins
 
-            load_plugins(plugins)
+            if settings.get("model"):  # as a run with the file reads them: FACELANDMARKS_PLUGINS for one that moved
+                where = f"plugins of {early.config}; --plugins PATH or {ENV}=PATH: where it is now"
+                load_run_plugins(plugins, where, settings["model"], settings.get("loss"))
+            else:
+                load_plugins(plugins)
     except USER_ERRORS as err:
         complain(f"train.py: {error_line(err)} (--help without the plugins of --config {early.config})")
 

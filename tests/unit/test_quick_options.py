@@ -212,6 +212,20 @@ def test_help_with_a_bad_config_file_still_helps_and_says_what_is_wrong(problem,
     assert err[0].endswith(f"(--help without the plugins of --config {recipe})"), err
 
 
+@pytest.mark.usefixtures("registries")
+def test_help_with_a_config_file_whose_plugin_moved_takes_it_from_the_environment(tmp_path, capsys, monkeypatch):
+    """A run with that file takes FACELANDMARKS_PLUGINS for a plugin it names that is not there (read as a run's
+    plugins are); its --help refused it ('gone.py: no such plugin file') and listed the families without it."""
+    from facelandmarks.models import plugins
+
+    (tmp_path / "mine.py").write_text(FAMILY)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"model": "config_flat", "plugins": [str(tmp_path / "gone.py")]}))
+    monkeypatch.setenv(plugins.ENV, str(tmp_path / "mine.py"))
+    code, out, err = _help(["--config", recipe, "--help"], capsys)
+    assert code == 0 and err == []
+    assert "config_flat" in out
+
 
 def test_max_faces_draws_among_the_faces_oversample_trains_on():
     """With --oversample, the faces drawn are faces trained on: those of a source it leaves out (0) stay beside them,
