@@ -13,7 +13,7 @@ import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
 
-from facelandmarks.data.errors import check_writable
+from facelandmarks.data.errors import OutputError, check_writable
 from facelandmarks.files import remove_left_by_kills, write_text_whole
 
 MUCT_ARCHIVES = (
@@ -263,18 +263,23 @@ def safe_extract(archive: Path, dest: Path) -> int:
             except (tarfile.TarError, EOFError, zlib.error, KeyError) as err:
                 why = "a hard link to a file outside the archive" if isinstance(err, KeyError) else err  # extracted apart
                 raise ArchiveError(f"{archive}: cannot be extracted ({why}); nothing extracted from this archive") from None
-            _move_into(staging, dest)
+            _move_into(staging, dest, archive.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return len(members)
 
 
-def _move_into(source: Path, target: Path) -> None:
-    """Move what ``source`` holds into ``target``, into the folders already there (another archive's ``jpg``)."""
+def _move_into(source: Path, target: Path, archive_name: str) -> None:
+    """Move what ``source`` holds into ``target``, into the folders already there (another archive's ``jpg``); a file
+    or folder of --dest's in the way is an ``OutputError`` naming it (not the hidden folder, gone once it is read)."""
     for entry in os.scandir(source):
         into = target / entry.name
-        if entry.is_dir(follow_symlinks=False) and into.is_dir():
-            _move_into(Path(entry.path), into)
+        folder = entry.is_dir(follow_symlinks=False)
+        if folder and into.is_dir():
+            _move_into(Path(entry.path), into, archive_name)
+        elif into.is_dir() or (folder and into.exists()):
+            raise OutputError(f"{into}: a {'file' if folder else 'folder'} where {archive_name} has a "
+                              f"{'folder' if folder else 'file'} (move it away)")
         else:
             os.replace(entry.path, into)
 

@@ -880,3 +880,16 @@ def test_an_archive_changed_since_its_marker_is_extracted_again(tmp_path, capsys
     assert (dest / "jpg" / "new.txt").read_bytes() == b"new"
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{first}: 1 members extracted into {dest}" and all("already" in line for line in lines[1:])
+
+
+def test_a_file_in_dest_where_an_archive_has_a_folder_is_one_line_naming_it(tmp_path):
+    """Extracted into a hidden folder first, the line named that folder, which is gone once it is read
+    ('dest/.NAME.PID-XXXXXXXX.partial/jpg: Not a directory'); it names the file in --dest in the way."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "jpg").write_text("mine")
+    archive = tar_with(tmp_path, [GOOD], "first.tar")
+    with pytest.raises(OutputError) as caught:
+        safe_extract(archive, dest)
+    assert str(caught.value) == f"{dest / 'jpg'}: a file where {archive.name} has a folder (move it away)"
+    assert sorted(p.name for p in dest.iterdir()) == ["jpg"] and (dest / "jpg").read_text() == "mine"
