@@ -87,7 +87,7 @@ def keep_faces(train: dict, max_faces: int, seed: int, where: str, held_out: str
     ``DatasetError`` naming ``where`` (the training file): a number too large is no quick try (a mistyped file).
     ``among``: which faces may be drawn (a mask); the others are all kept, and not counted."""
     count = len(train["landmarks"]) if among is None else int(np.count_nonzero(among))
-    which = "" if among is None else " (those --oversample trains on)"
+    which = "" if among is None or among.all() else " (those --oversample trains on)"
     if max_faces > count:
         raise npz.DatasetError(f"{where}: --max-faces {max_faces} is more than its {count} training faces{which}{held_out}")
     groups = face_groups(train)
