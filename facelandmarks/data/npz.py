@@ -71,8 +71,9 @@ from facelandmarks.scheme_files import definition_to_store, landmark_box_of, reg
 
 __all__ = ["DatasetError", "check_set", "load_npz", "save_npz", "validate", "ShardSet"]
 
-# save_npz's partial file before files.py (6 Dec 2026): mkstemp's .NAME.npz.XXXXXXXX.tmp
-OLDER_PARTIAL = re.compile(rf"\..+\.npz\.{MKSTEMP_RANDOM}\.tmp")
+# save_npz's partial file before files.py (6 Dec 2026): mkstemp's .NAME.npz.XXXXXXXX.tmp; not 8 digits, which a
+# user's dated copy (.faces.npz.20241201.tmp) has and mkstemp's random letters almost never (a 3e-5 chance: left)
+OLDER_PARTIAL = re.compile(rf"\..+\.npz\.(?!\d{{8}}\.){MKSTEMP_RANDOM}\.tmp")
 REQUIRED = ("landmarks", "visible", "subject", "scheme", "box")
 PER_FACE = (
     "images", "features", "landmarks", "visible", "subject", "box", "name", "source", "mirrored", "vflipped", "detection",

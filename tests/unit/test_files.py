@@ -212,12 +212,13 @@ def test_a_runs_temporary_records_of_before_files_py_go_at_a_resume_and_a_users_
 def test_a_partial_npz_of_before_files_py_goes_once_a_day_old(tmp_path):
     """Before 6 Dec 2026 save_npz wrote to .NAME.npz.XXXXXXXX.tmp (mkstemp's name): a kill left that file, as large as
     the npz, for good. Its name holds no process id, so whether its writer is gone is told by its age, as for any
-    partial file: a day. Hidden .tmp files of other names are the user's."""
+    partial file: a day. Hidden .tmp files of other names are the user's, and so is one dated in mkstemp's place."""
     from facelandmarks.data import npz
 
     stale = time.time() - 2 * files.STALE_SECONDS
     names = {".faces.npz.k2_x9qe1.tmp": stale, ".faces.npz.abcd1234.tmp": None,  # a writer of today's may be at work
-             ".notes.tmp": stale, ".faces.npz.tmp": stale, ".faces.npz.draft-01.tmp": stale, ".a.csv.abcd1234.tmp": stale}
+             ".notes.tmp": stale, ".faces.npz.tmp": stale, ".faces.npz.draft-01.tmp": stale, ".a.csv.abcd1234.tmp": stale,
+             ".faces.npz.20241201.tmp": stale}  # a user's dated copy: 8 digits, not mkstemp's letters
     for name, when in names.items():
         (tmp_path / name).write_bytes(b"PK")
         if when is not None:
