@@ -179,18 +179,25 @@ def test_a_run_of_a_built_in_family_reads_back_without_a_plugin_it_recorded_but_
         read_run_config(run)
 
 
-def test_train_resume_takes_a_moved_plugin_from_the_environment(tmp_path, capsys, monkeypatch):
-    """``train.py --resume`` of a run whose recorded plugin is not where it was: FACELANDMARKS_PLUGINS naming where it
-    is now loads it (as for evaluate.py), and the run goes on to its data (here missing: the line after the plugins)."""
+def run_whose_plugin_moved(tmp_path, family: str, folder: str, monkeypatch):
+    """A run folder ``tmp_path/folder`` whose config.json records plugin ``flat.py`` (registering ``family``), which
+    now lies in ``tmp_path/lab``; the working folder is ``tmp_path``, where ``flat.py`` is not."""
     from facelandmarks.training.config import TrainConfig
 
     (tmp_path / "lab").mkdir()
-    (tmp_path / "lab" / "flat.py").write_text(FAMILY.replace("{name}", "resumed_flat"))
-    run = tmp_path / "run"
+    (tmp_path / "lab" / "flat.py").write_text(FAMILY.replace("{name}", family))
+    run = tmp_path / folder
     run.mkdir()
-    TrainConfig(model="resumed_flat", data=str(tmp_path / "nowhere.npz"), run_dir=str(run),
+    TrainConfig(model=family, data=str(tmp_path / "nowhere.npz"), run_dir=str(run),
                 plugins=["flat.py"]).save(run / "config.json")
     monkeypatch.chdir(tmp_path)
+    return run
+
+
+def test_train_resume_takes_a_moved_plugin_from_the_environment(tmp_path, capsys, monkeypatch):
+    """``train.py --resume`` of a run whose recorded plugin is not where it was: FACELANDMARKS_PLUGINS naming where it
+    is now loads it (as for evaluate.py), and the run goes on to its data (here missing: the line after the plugins)."""
+    run = run_whose_plugin_moved(tmp_path, "resumed_flat", "run", monkeypatch)
     argv = ["--resume", "--run-dir", str(run)]
     assert train_cli.main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
@@ -390,15 +397,7 @@ def test_init_from_a_run_whose_plugin_moved_takes_it_from_the_environment(tmp_pa
     """``train.py --init RUN`` (no model named: RUN's, with its plugins) after RUN's plugin moved: refused as a typed
     --plugins was ('flat.py: no such plugin file (--plugins)'); read back as RUN's, the variable stands in for it, and
     the run goes on to its data (here missing: the line after the plugins)."""
-    from facelandmarks.training.config import TrainConfig
-
-    (tmp_path / "lab").mkdir()
-    (tmp_path / "lab" / "flat.py").write_text(FAMILY.replace("{name}", "init_flat"))
-    run = tmp_path / "run0"
-    run.mkdir()
-    TrainConfig(model="init_flat", data=str(tmp_path / "nowhere.npz"), run_dir=str(run),
-                plugins=["flat.py"]).save(run / "config.json")
-    monkeypatch.chdir(tmp_path)
+    run = run_whose_plugin_moved(tmp_path, "init_flat", "run0", monkeypatch)
     code, lines = train(["--init", run], capsys, tmp_path)
     assert (code, lines[-1:]) == (2, [f"train.py: flat.py: no such plugin file (plugins of {run / 'config.json'}; "
                                       "--plugins PATH or FACELANDMARKS_PLUGINS=PATH: where it is now)"])
