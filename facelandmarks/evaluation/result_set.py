@@ -14,11 +14,14 @@ Several renames are never atomic together, so the set is replaced in three steps
 So --out holds, at every moment, one whole set, or part of one set (never parts of two) without its
 ``results.csv``.  A kill during the install leaves ``.results.commit``, and the next evaluation into that
 --out finishes the install before anything else.  Only the set's own names are touched: --out may hold
-the user's files.
+the user's files.  Two evaluations into one --out at once install one after the other: steps 2 and 3
+hold a lock on ``.results.lock`` there (``flock``; without it the second's rename could land on the
+first's emptied commit folder, which the first then removed with the second's set in it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -30,6 +33,7 @@ from facelandmarks.files import MKSTEMP_RANDOM, fsync_file, fsync_folder, remove
 RESULT_FILES = ("results.csv", "results.md", "ced.png", "gallery.png", "curves.png")  # results.csv: gone first, in last
 STAGING = re.compile(rf"\.results-(\d+)-{MKSTEMP_RANDOM}")  # the staging folder in --out: .results-PID-RANDOM
 COMMIT = ".results.commit"
+LOCK = ".results.lock"  # in --out: held while a set is committed and installed (stays, empty)
 SET_LIST = "set.txt"  # in the staging and commit folder: the new set's names, one a line
 
 
@@ -48,19 +52,44 @@ def commit(staging: Path) -> None:
     for name in (*names, SET_LIST):
         fsync_file(staging / name)
     fsync_folder(staging)
-    finish_install(out_dir)  # a set another evaluation into this folder committed meanwhile, before this one
-    os.rename(staging, out_dir / COMMIT)
-    fsync_folder(out_dir)
-    finish_install(out_dir)
+    with _installing(out_dir):
+        _install(out_dir)  # a set another evaluation into this folder committed and was killed installing
+        os.rename(staging, out_dir / COMMIT)
+        fsync_folder(out_dir)
+        _install(out_dir)
+
+
+@contextlib.contextmanager
+def _installing(out_dir: Path):
+    """One commit or install at a time in ``out_dir``: an exclusive ``flock`` on its ``LOCK`` file, waited for
+    (nothing where the platform has no ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(out_dir / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def finish_install(out_dir: Path) -> bool:
+    """Move a committed set (``.results.commit``) that a killed evaluation left into place in ``out_dir``, under
+    the lock; True when there was one."""
+    out_dir = Path(out_dir)
+    if not (out_dir / COMMIT).exists():  # the usual case: nothing to finish (and no lock file in a new --out)
+        return False
+    with _installing(out_dir):
+        return _install(out_dir)
+
+
+def _install(out_dir: Path) -> bool:
     """Move a committed set (``.results.commit``) into place in ``out_dir``; True when there was one.
 
     Every step can be redone: an earlier file is one the new set lacks, or whose new file is still in the
     commit folder; a new file already moved in is no longer there.
     """
-    pending = Path(out_dir) / COMMIT
+    pending = out_dir / COMMIT
     try:
         names = (pending / SET_LIST).read_text().split()
     except (FileNotFoundError, NotADirectoryError):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from facelandmarks.data import npz
+from facelandmarks.evaluation import result_set
 from facelandmarks.evaluation.evaluate import evaluate_runs, score
 from facelandmarks.evaluation.tables import results_markdown
 from facelandmarks.landmarks import get_scheme
@@ -279,7 +280,50 @@ def test_an_evaluation_killed_between_its_renames_leaves_one_set_never_a_mixed_o
             evaluate_runs([tmp_path / "missing"], data, out, timing=False)
         repaired = _results(out)
         assert repaired in (old, new) and (repaired == new or left == old), f"step {step}"
-        assert sorted(p.name for p in out.iterdir()) == sorted([*repaired, *mine]), f"step {step}: left behind"
+        ours = {result_set.LOCK}  # the installs' lock file, empty, stays
+        assert sorted(p.name for p in out.iterdir() if p.name not in ours) == sorted([*repaired, *mine]), f"step {step}"
         assert {name: (out / name).read_bytes() for name in mine} == mine
     else:
         pytest.fail("never finished")
+
+
+def test_two_evaluations_into_one_out_install_one_after_the_other(tmp_path, monkeypatch):
+    """A second evaluation committing into --out while the first moves its set in: it used to finish the first's
+    install itself, so the first then failed on a file gone from under it (FileNotFoundError), and where its rename
+    landed on the first's emptied commit folder the first removed the second's set. Installs now wait for each other
+    (result_set's lock): both end well, and the later set is the one in --out, whole."""
+    import os
+    import threading
+
+    def staged(label):
+        staging = result_set.staging_folder(tmp_path)
+        for name in ("results.csv", "results.md", "ced.png"):
+            (staging / name).write_text(label)
+        return staging
+
+    first, second = staged("first"), staged("second")
+    replace, done, errors = os.replace, threading.Event(), []
+
+    def commit_second():
+        try:
+            result_set.commit(second)
+        except Exception as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+        done.set()
+
+    racer = threading.Thread(target=commit_second)
+
+    def replace_once_raced(source, target):
+        if not racer.is_alive() and not done.is_set():  # the first's first move: the second commits meanwhile
+            racer.start()
+            done.wait(2.0)  # it finishes here without the lock; with it, it waits for this install to end
+        return replace(source, target)
+
+    monkeypatch.setattr(result_set.os, "replace", replace_once_raced)
+    result_set.commit(first)
+    racer.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["ced.png", "results.csv",
+                                                                                          "results.md"]
+    assert {(tmp_path / name).read_text() for name in ("results.csv", "results.md", "ced.png")} == {"second"}
+    assert not (tmp_path / result_set.COMMIT).exists()
