@@ -294,9 +294,11 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    settings = [(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)]
-    if keras_backend() == "jax":
-        settings += [(_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)]  # -1: never trim (man mallopt)
+    jax = keras_backend() == "jax"
+    trim = -1 if jax else _TRIM_THRESHOLD  # -1: never trim (man mallopt)
+    settings = [(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, trim), (_M_TOP_PAD, _TOP_PAD)]
+    if jax:
+        settings += [(_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0)]
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 

@@ -64,9 +64,10 @@ def _through_tensorflow() -> str | None:
     backend, so the export is the same file. Only JAX installed: the usual line naming the [export] extra."""
     import sys
 
-    from facelandmarks.inference.packages import backend, installed
+    from facelandmarks.inference.packages import installed
+    from facelandmarks.runtime import keras_backend
 
-    if "keras" in sys.modules or backend() != "jax" or not installed("tensorflow"):
+    if "keras" in sys.modules or keras_backend() != "jax" or not installed("tensorflow"):
         return None
     os.environ["KERAS_BACKEND"] = "tensorflow"
     return ("export.py: exporting through TensorFlow (its converters write the ONNX and LiteRT files; the weights are "

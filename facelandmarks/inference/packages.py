@@ -24,11 +24,6 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def backend() -> str:
-    """Keras's backend: the loaded one, else the one it would load, without importing Keras (``runtime.keras_backend``)."""
-    return keras_backend()
-
-
 def needed(formats=DEFAULT_FORMATS, quantize: str = "none", check: bool = False) -> dict:
     """``{module: the extra that installs it}`` for each module writing ``formats`` needs: the converters, onnxruntime
     for an int8 ONNX file (it quantizes), and with ``check`` each exported format's runtime."""
@@ -36,7 +31,7 @@ def needed(formats=DEFAULT_FORMATS, quantize: str = "none", check: bool = False)
     for fmt, modules in WRITE.items():
         if fmt in formats:
             needs.update(modules)
-    if backend() != "tensorflow":
+    if keras_backend() != "tensorflow":
         needs = {module: extra for module, extra in needs.items() if module not in TENSORFLOW_ONLY}
     if "onnx" in formats and quantize == "int8":
         needs[RUN["onnx"][0]] = "onnx"
