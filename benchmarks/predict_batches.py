@@ -29,8 +29,9 @@ from facelandmarks.inference.predictor import Predictor
 
 try:
     import _common  # python benchmarks/predict_batches.py: this folder leads sys.path
+    import _per_allocator
 except ModuleNotFoundError:  # run or imported from the repository root
-    from benchmarks import _common
+    from benchmarks import _common, _per_allocator
 
 
 def measure(predictor: Predictor, crops: np.ndarray, batch: int, repeats: int) -> dict:
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     if not Path(args.data).is_file():
         parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
     if args.allocator == "both":
-        results = runtime.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", "both")])
+        results = _per_allocator.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", "both")])
         if results is None:
             return 2  # measure_per_allocator said which run failed, in one line
         print(results[0][1]["title"])

@@ -32,6 +32,11 @@ from facelandmarks import runtime
 from facelandmarks.cli.common import OneLineParser
 from facelandmarks.training.config import JIT_MODES
 
+try:
+    import _per_allocator  # python benchmarks/NAME.py: this folder leads sys.path
+except ModuleNotFoundError:  # run or imported from the repository root
+    from benchmarks import _per_allocator
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,8 +118,8 @@ class StepTimer(keras.callbacks.Callback):
 def run_both(argv, allocators: str) -> int:
     """The same measurement in fresh processes: glibc as it comes, tuned, and (``all``) tcmalloc preloaded
     where it is installed; one table."""
-    rows = runtime.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", allocators)],
-                                         tcmalloc=allocators == "all")
+    rows = _per_allocator.measure_per_allocator(__file__, [a for a in argv if a not in ("--allocator", allocators)],
+                                                tcmalloc=allocators == "all")
     if rows is None:
         return 2  # measure_per_allocator said which run failed, in one line
     print(rows[0][1]["title"])

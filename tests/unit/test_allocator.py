@@ -242,7 +242,9 @@ def test_runs_per_allocator_show_their_progress_and_a_failure_in_one_line(tmp_pa
     script.write_text(PER_ALLOCATOR)
     console = _Console(tmp_path / "shown")
     monkeypatch.setattr(sys, "stderr", console)
-    rows = runtime.measure_per_allocator(str(script), [str(console.flag), failure])
+    from benchmarks._per_allocator import measure_per_allocator
+
+    rows = measure_per_allocator(str(script), [str(console.flag), failure])
     lines = console.text.splitlines()
     if failure == "none":
         assert rows == [("glibc default", {"malloc": "0"}), ("tuned (runtime.tune_allocator)", {"malloc": "1"})]
