@@ -73,6 +73,14 @@ def help_for_this_install(text: str) -> str:
     return for_this_install(_MODULE_FILE.sub(lambda m: "the module facelandmarks." + m[1].replace("/", "."), text))
 
 
+def note(text: str) -> None:
+    """``SCRIPT: note: text`` on stderr, the script whose main runs named as this install runs it (``train.py``,
+    ``facelandmarks-train``), as its other lines name it; ``note: text`` where none runs (a program using the package)."""
+    from facelandmarks.stops import MAIN
+
+    print(f"{for_this_install(MAIN['script'])}: note: {text}" if MAIN["script"] else f"note: {text}", file=sys.stderr)
+
+
 def script_command(name: str) -> str:
     """How to run the script ``name`` ('export', 'train', ...) in the hints the package prints: ``python export.py``
     in a working copy, else its console script, ``facelandmarks-export``."""

@@ -14,7 +14,8 @@ class Terminated(KeyboardInterrupt):
 
 
 RECEIVED: list[int] = []  # the stop signals (SIGTERM, Ctrl-C's SIGINT) a script's main has received
-MAIN = {"runs": False}  # whether a script's main runs; after, the handlers record a stop and raise nothing
+MAIN = {"runs": False,  # whether a script's main runs; after, the handlers record a stop and raise nothing
+        "script": None}  # the script whose main runs ('train.py'), for the lines of layers below it (runtime.note)
 
 
 def as_raised(signum: int) -> KeyboardInterrupt:

@@ -204,6 +204,7 @@ def script_main(main):
         _STOPS.clear()
         lost = []
         name = f"{main.__module__.rpartition('.')[2]}.py"
+        script, _MAIN["script"] = _MAIN["script"], name  # its notes name it (runtime.note), in any thread
         if claimed:
             _MAIN["runs"] = True
             _UNSENT.clear()
@@ -223,6 +224,7 @@ def script_main(main):
             word, status = stopped(stop)
             complain(f"\n{name}: {word}")
         finally:
+            _MAIN["script"] = script
             if claimed:
                 with _SENDING:  # no stop is sent again after this
                     _MAIN["runs"] = False

@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from facelandmarks.models import losses, registry
-from facelandmarks.runtime import PLUGINS_ENV, env_plugins
+from facelandmarks.runtime import PLUGINS_ENV, env_plugins, note
 
 ENV = PLUGINS_ENV
 
@@ -81,9 +81,8 @@ def load_run_plugins(recorded, where: str, model: str | None = None, loss: str |
         load_plugins(absent[:1], where)  # its line: no such plugin file
     elif not env_plugins():  # (where the variable is set, it named where they are now)
         needs = f"model {model!r}" + (f" and loss {loss!r}" if loss is not None else "")
-        print(f"note: {absent[0]}: no such plugin file ({where}); the run's {needs} {'are' if loss is not None else 'is'} "
-              "registered without it",
-              file=sys.stderr)
+        note(f"{absent[0]}: no such plugin file ({where}); the run's {needs} {'are' if loss is not None else 'is'} "
+             "registered without it")
     return added
 
 

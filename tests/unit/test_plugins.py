@@ -179,6 +179,33 @@ def test_a_run_of_a_built_in_family_reads_back_without_a_plugin_it_recorded_but_
         read_run_config(run)
 
 
+@pytest.mark.parametrize("script", ["export", "models", "train"])
+def test_the_note_of_a_plugin_a_run_does_not_need_names_the_script(tmp_path, capsys, script):
+    """Read back by a script, the note above is one of the script's lines and names it, as its others do ('export.py:
+    RUN: no usable weights' came after a bare 'note: gone.py: ...'); train.py reads a --config file's plugins so."""
+    import importlib
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": "mlp", "scheme": "ibug68", "input_shape": [16, 16, 1], "num_points": 68, "loss": "wing",
+              "plugins": [str(tmp_path / "gone.py")]}
+    (run / "config.json").write_text(json.dumps(config))
+    argv = {"export": [run], "models": ["--ship", run, "--to", tmp_path / "shipped"],
+            "train": ["--config", run / "config.json", "--help"]}[script]
+    main = importlib.import_module(f"facelandmarks.cli.{script}").main
+    if script == "train":
+        with pytest.raises(SystemExit):  # the help, after the note
+            main([str(a) for a in argv])
+        where = f"plugins of {run / 'config.json'}; --plugins PATH or FACELANDMARKS_PLUGINS=PATH: where it is now"
+    else:
+        assert main([str(a) for a in argv]) == 2
+        where = f"plugins of {run / 'config.json'}; FACELANDMARKS_PLUGINS=PATH: where it is now"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == (f"{script}.py: note: {tmp_path / 'gone.py'}: no such plugin file ({where}); the run's model "
+                        "'mlp' and loss 'wing' are registered without it"), lines
+    assert len(lines) == (1 if script == "train" else 2) and lines[-1].startswith(f"{script}.py: "), lines
+
+
 def run_whose_plugin_moved(tmp_path, family: str, folder: str, monkeypatch):
     """A run folder ``tmp_path/folder`` whose config.json records plugin ``flat.py`` (registering ``family``), which
     now lies in ``tmp_path/lab``; the working folder is ``tmp_path``, where ``flat.py`` is not."""
