@@ -64,8 +64,7 @@ def with_max_faces(config, train) -> tuple:
     if isinstance(train, npz.ShardSet):
         raise npz.DatasetError(f"{config.data}: --max-faces needs the training faces in one npz (a shard set is read "
                                "a shard at a time)")
-    split = not config.val and config.val_fraction > 0
-    held_out = f" (left after --val-fraction {config.val_fraction:g} held out its subjects)" if split else ""
+    held_out = held_out_words(config)
     if not config.oversample:
         return keep_faces(train, config.max_faces, config.seed, config.data, held_out)
     # the faces trained on: --oversample's 0 leaves some out, which stay (untrained) for its check of the source names
@@ -77,6 +76,12 @@ def with_max_faces(config, train) -> tuple:
                                f"{', '.join(missed)}, which --oversample names (--seed {config.seed}): give a larger "
                                "--max-faces or another --seed")
     return kept, line
+
+
+def held_out_words(config) -> str:
+    """What a line counting ``config.data``'s training faces adds where ``--val-fraction`` held some out, else ''."""
+    split = not config.val and config.val_fraction > 0
+    return f" (left after --val-fraction {config.val_fraction:g} held out its subjects)" if split else ""
 
 
 def keep_faces(train: dict, max_faces: int, seed: int, where: str, held_out: str = "",
@@ -261,12 +266,17 @@ class LandmarkBatches(keras.utils.PyDataset):
     next that many batches of the stream of passes over the faces (each
     pass planned as an epoch was), as Keras' ``steps_per_epoch`` takes a
     repeating dataset; a batch is made as it was at its place in that stream.
+    ``source``: the file the faces came from, and ``held_out`` what a split
+    held out of it (``held_out_words``), for the line refusing a batch larger
+    than the faces (``DatasetError``).
     """
 
     def __init__(self, parts: FaceParts, batch_size, augmenter=None, shuffle=True, seed=0,
                  max_batches: int | None = None, pad_remainder: bool = False, steps_per_epoch: int | None = None,
-                 **kwargs):
+                 source=None, held_out: str = "", **kwargs):
         super().__init__(**kwargs)
+        if batch_size > parts.faces and source is not None:
+            raise npz.DatasetError(f"{source}: --batch {batch_size} is more than its {parts.faces} training faces{held_out}")
         if batch_size > parts.faces:
             raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces (--batch)")
         self._pack = pack_targets

@@ -17,6 +17,7 @@ from facelandmarks.data.feeding import (
     FaceParts,
     LandmarkBatches,
     check_shard_share,
+    held_out_words,
     load_split,
     model_inputs,
     repeat_counts,
@@ -184,6 +185,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             parts, per_worker, augmenter, seed=config.seed + cluster.worker_index, workers=config.workers,
             use_multiprocessing=False, max_batches=distribute.equal_batches(cluster, train, per_worker, config.oversample, config.data),
             pad_remainder=keras.backend.backend() == "jax", steps_per_epoch=config.steps_per_epoch,
+            source=config.data, held_out=held_out_words(config),
         )
         steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None
         if config.steps_per_epoch:

@@ -111,6 +111,11 @@ TRAIN_CASES = {
     # it trained on the held-out faces evaluate.py then scored, without a word
     "--data a prepared test file": (lambda f: [*TINY, "--data", f["set_test"], "--run-dir", f["root"] / "r17"], "set_test.npz",
                                     "the test file of a prepared set (--data): train on "),
+    # a batch larger than the training faces: the line named no file ('batch size 64 is larger than the 9 training
+    # faces (--batch)')
+    "--batch above the training faces": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["root"] / "r18", "--batch",
+                                                    "64"], "good.npz", ": --batch 64 is more than its 9 training faces (left "
+                                         "after --val-fraction 0.1 held out its subjects)"),
     "unwritable --run-dir": (lambda f: [*TINY, "--data", f["good"], "--run-dir", f["unwritable"]], "a_file/run", "cannot write"),
     "--resume, missing folder": (lambda f: ["--resume", "--run-dir", f["root"] / "gone"], "gone", "nothing to resume"),
     "--resume, empty folder": (lambda f: ["--resume", "--run-dir", _mkdir(f["root"] / "empty_run")], "empty_run",
