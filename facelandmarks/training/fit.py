@@ -104,7 +104,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         train, val = _load_data(config)
         check_faces(config, train, val)
         train, line = with_max_faces(config, train)  # before the teachers mark them and the workers share them
-        if line:
+        if line and cluster.is_chief:  # the run's line, once: not from every process of a job
             print(line)
         check_shard_share(train, cluster.workers)  # in every process, before any step waits for the others
         runtime.load_tensorflow_quietly()  # Keras's seeding and TensorBoard import it, under JAX too
@@ -189,7 +189,8 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
         )
         steps = max(1, cluster_faces(train, cluster.workers, config.oversample) // per_worker) if cluster.strategy is not None else None
         if config.steps_per_epoch:
-            print(steps_line(config.steps_per_epoch, batches.per_pass if steps is None else steps))
+            if cluster.is_chief:  # once, as --max-faces' line
+                print(steps_line(config.steps_per_epoch, batches.per_pass if steps is None else steps))
             steps = steps and min(steps, config.steps_per_epoch)  # a strategy's stream: each epoch its next steps
         val_data = None
         if val is not None:

@@ -71,10 +71,14 @@ def test_two_worker_cluster_agrees_and_only_the_chief_writes(tiny_ibug, tmp_path
         scratch.mkdir()
         env = dict(os.environ, KERAS_BACKEND="tensorflow", TMPDIR=str(scratch), CUDA_VISIBLE_DEVICES="",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        jobs.append((train_command(tiny_ibug["train"], run_dir, "--distribute", "multiworker"), env))
+        jobs.append((train_command(tiny_ibug["train"], run_dir, "--distribute", "multiworker", "--max-faces", "64",
+                                   "--steps-per-epoch", "100"), env))
     results = run_cluster(jobs, timeout=300)
     for code, _, err in results:
         assert code == 0, err[-3000:]
+    # the run's lines, once, from the chief (every worker printed them)
+    for start in ("--max-faces 64: training on 64 of the ", "--steps-per-epoch 100: a pass over the training faces is "):
+        assert [sum(line.startswith(start) for line in out.splitlines()) for _, out, _ in results] == [1, 0], start
     chief, worker = (summary_of(out) for _, out, _ in results)
     assert chief["weights_sha1"] == worker["weights_sha1"], "workers ended with different weights"
     assert chief["val_nme"] == worker["val_nme"]
