@@ -288,10 +288,11 @@ def tune_allocator() -> bool:
     (``M_MMAP_MAX`` 0) and never trims it (``M_TRIM_THRESHOLD`` -1): no faults once the heap has grown, for a peak
     that may be a step's block higher (a freed block's hole is a little short of the aligned size asked for next:
     docs/results.md).  Only threads that have not allocated yet join the main arena, so this must run before JAX
-    first computes (``startup`` does).
+    first computes (``startup`` does; ``Predictor.load`` before its model).  Called first after that, it still sets
+    them (the thresholds hold for every arena) but returns False, and one note on stderr says what to do.
 
-    Returns True when glibc took the settings; False on another C library or with
-    ``FACELANDMARKS_MALLOC=0`` (or ``off``, ``false``, ``no``).
+    Returns True when glibc took the settings; False on another C library, with ``FACELANDMARKS_MALLOC=0`` (or
+    ``off``, ``false``, ``no``), or under JAX too late for its threads.
     """
     if os.environ.get(MALLOC_ENV, "1").strip().lower() in ("0", "false", "no", "off"):  # as FACELANDMARKS_VERBOSE reads
         return False
@@ -307,7 +308,27 @@ def tune_allocator() -> bool:
     settings = [(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, trim), (_M_TOP_PAD, _TOP_PAD)]
     if jax:
         settings += [(_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0)]
-    return all(mallopt(param, value) == 1 for param, value in settings)
+    late = jax and not _ALLOCATOR["before_jax"] and jax_started()
+    took = all(mallopt(param, value) == 1 for param, value in settings)
+    _ALLOCATOR["before_jax"] |= took and jax and not late  # a later call (each epoch's) re-applies them
+    if took and late and not _ALLOCATOR["noted"]:
+        _ALLOCATOR["noted"] = True
+        note("runtime.tune_allocator: JAX has computed already, so its threads that have allocated keep glibc arenas of "
+             "their own, which map a step's big blocks afresh every step: call it before JAX first computes (before a "
+             f"model is built or loaded), or set {MALLOC_ENV}=0 to leave glibc as it comes")
+    return took and not late
+
+
+_ALLOCATOR = {"before_jax": False, "noted": False}  # tune_allocator: taken under JAX before it computed; its note said
+
+
+def jax_started() -> bool:
+    """Whether JAX has set up its backends (its first computation does, or a look at its devices), after which its
+    threads may hold glibc arenas of their own. JAX has no public call that tells without setting them up (those of
+    ``jax.extend.backend`` do); ``jax._src.xla_bridge.backends_are_initialized`` tells, and where a JAX to come has
+    none, this says False (no note, as before)."""
+    initialized = getattr(sys.modules.get("jax._src.xla_bridge"), "backends_are_initialized", None)
+    return bool(initialized and initialized())
 
 
 def keras_backend() -> str:

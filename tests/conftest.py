@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from facelandmarks import runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DATA_DIR = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
@@ -26,6 +28,11 @@ DATA_DIR = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")
 # pytest-xdist process, and inherited by the scripts tests start); training, evaluation and the
 # benchmarks keep XLA's defaults. An XLA_FLAGS of your own replaces it.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+
+# glibc tuned as the scripts tune it, before any backend computes (runtime.tune_allocator, which reads no backend): under
+# JAX, a script's main or a Predictor a test starts after another test computed would otherwise tune it too late for
+# JAX's threads, and its note ('note: runtime.tune_allocator: JAX has computed already ...') fell into that test's stderr
+runtime.tune_allocator()
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection: only the tests that will run count

@@ -275,6 +275,7 @@ class Predictor:
         if missing:
             raise ModuleNotFoundError(f"{run_dir}: no export of these weights to run without Keras; {missing}")
         process.import_keras_quietly()  # Keras loads here, not for exports: without the backend's start-up lines
+        process.tune_allocator()  # before the model computes: under JAX, later is too late for its threads
         from facelandmarks.training.resume import read_state
 
         config = read_run_config(run_dir)

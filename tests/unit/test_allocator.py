@@ -124,6 +124,34 @@ def test_tuned_glibc_keeps_xla_step_blocks_over_an_arena_heap_in_the_process(mal
         assert (arenas, faulted_again < 2_000) == (1, True), faulted_again
 
 
+# tune_allocator before JAX first computes (as the scripts' startup does) and again after, or first after it
+JAX_ORDER = textwrap.dedent("""
+    import sys
+    import jax.numpy as jnp
+    from facelandmarks import runtime
+    first = runtime.tune_allocator() if sys.argv[1] == "before" else None
+    jnp.ones(4).block_until_ready()  # JAX computes: its threads allocate, in arenas of their own unless tuned before
+    print(first, runtime.tune_allocator(), runtime.tune_allocator())
+""")
+
+
+@pytest.mark.skipif(not GLIBC or importlib.util.find_spec("jax") is None, reason="glibc's arenas, XLA's threads")
+def test_tuning_after_jax_has_computed_says_it_comes_too_late_once():
+    """Under JAX, only threads that have not allocated yet join the main arena: tune_allocator called first after JAX
+    had computed returned True, its threads keeping the arenas that map a step's big blocks afresh. It returns False
+    and one note says what to do; called before, it returns True then and after (the training loop calls it again)."""
+    env = {**os.environ, runtime.MALLOC_ENV: "1", "KERAS_BACKEND": "jax"}
+    env.pop("LD_PRELOAD", None)
+    runs = {when: subprocess.run([sys.executable, "-c", JAX_ORDER, when], env=env, capture_output=True, text=True,
+                                 check=True) for when in ("before", "after")}
+    assert runs["before"].stdout.split() == ["True", "True", "True"]
+    assert "note:" not in runs["before"].stderr, runs["before"].stderr
+    assert runs["after"].stdout.split() == ["None", "False", "False"]
+    notes = [line for line in runs["after"].stderr.splitlines() if "note:" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: runtime.tune_allocator: JAX has computed already"), notes
+    assert "FACELANDMARKS_MALLOC=0" in notes[0] and "before JAX first computes" in notes[0], notes
+
+
 def test_forward_batch_keeps_the_largest_activation_under_the_mmap_threshold():
     assert forward_batch(None) == MAX_BATCH  # an export: its runtime manages its own memory
     assert forward_batch(65 * 65 * 96 * 4) == 16  # MobileNetV2 at 128 px: 1.6 MB in block_1_pad per face
