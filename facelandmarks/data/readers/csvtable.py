@@ -57,6 +57,9 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             cells = row[first:]
             if len(cells) != 2 * k:
                 hint = (" (one column: the reader splits at commas, and this row has ';')" if len(row) == 1 and ";" in row[0]
+                        else " (the reader splits at commas, and this row has ';' too: a file separated by ';', with "
+                             "decimal commas? save it with ',' between the columns and '.' in the numbers)"
+                        if any(";" in cell for cell in row)
                         else " (a comma at the end of the row?)" if len(cells) == 2 * k + 1 and not cells[-1].strip()
                         else _first_coordinate_hint(row, first, k, image_column, subject_column) if not read_before else "")
                 raise AnnotationError(f"{csv_path}:{line}: {len(cells)} coordinates from column {first}, "

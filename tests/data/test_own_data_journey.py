@@ -1,0 +1,53 @@
+"""A researcher's own CSV of MUCT photos, as spreadsheets and folders with spaces in their names give them."""
+
+import csv
+import shutil
+
+import pytest
+
+from facelandmarks.cli.datagen import main as datagen
+
+pytestmark = pytest.mark.data
+
+MY6 = {  # MUCT's outer and inner eye corners and mouth corners, as a markup of one's own
+    "name": "journey6",
+    "points": ["right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer", "right_mouth", "left_mouth"],
+    "pairs": [["right_eye_outer", "left_eye_outer"], ["right_eye_inner", "left_eye_inner"],
+              ["right_mouth", "left_mouth"]],
+    "normalize": ["right_eye_outer", "left_eye_outer"],
+}
+MUCT_POINTS = [27, 29, 34, 32, 48, 54]
+
+
+def muct_rows(data_dir, photos, folder):
+    """(image, person, x0, y0, ...) rows of MUCT ``photos`` copied into ``folder``, with their annotations."""
+    with open(data_dir / "muct" / "muct-landmarks" / "muct76-opencv.csv", newline="") as handle:
+        annotations = {row[0]: row for row in csv.reader(handle)}
+    rows = []
+    for photo in photos:
+        shutil.copy(data_dir / "muct" / "jpg" / f"{photo}.jpg", folder / f"{photo}.jpg")
+        cells = annotations[photo][2:]
+        rows.append([f"{photo}.jpg", photo[:4]] + [f"{float(cells[2 * p + a]):.1f}" for p in MUCT_POINTS for a in (0, 1)])
+    return rows
+
+
+def test_a_semicolon_csv_with_decimal_commas_is_named_as_such(data_dir, tmp_path, capsys):
+    """A spreadsheet saved as CSV where the comma is the decimal mark (French, German...) separates its columns with
+    ';': split at commas, each row came out as 2K+1 cells and the line asked for --csv-first-coordinate 1, which
+    then called the person's column a coordinate. The line names the ';' instead."""
+    import json
+
+    (tmp_path / "my6.json").write_text(json.dumps(MY6))
+    rows = muct_rows(data_dir, ["i000qa-fn", "i001qa-mn"], tmp_path)
+    with open(tmp_path / "points.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter=";")
+        writer.writerow(["image", "person"] + [f"{n}_{a}" for n in MY6["points"] for a in "xy"])
+        writer.writerows([row[:2] + [cell.replace(".", ",") for cell in row[2:]] for row in rows])
+    out = tmp_path / "out" / "my6"
+    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
+                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0",
+                    "--workers", "1", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"datagen.py prepare: {tmp_path / 'points.csv'}:2: "), err
+    assert "';'" in err and "--csv-first-coordinate" not in err, err
+    assert not out.parent.exists() or not list(out.parent.iterdir())
