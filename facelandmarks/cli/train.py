@@ -202,7 +202,7 @@ def _saved_run(requested: dict) -> TrainConfig:
         raise ConfigError(f"{path}: cannot read run config ({err})") from None
     if isinstance(values, dict) and "data" not in values and "run_dir" not in values:  # a shipped model's settings
         raise ConfigError(f"{run_dir}: a shipped model (its config.json names no data and no run_dir), not a run to "
-                          f"resume; train.py --init {run_dir} --data TRAIN.npz --run-dir DIR starts a new run from it")
+                          f"resume; train.py --init {shlex.quote(str(run_dir))} --data TRAIN.npz --run-dir DIR starts a new run from it")
     # the one reader of a run's settings (the pipelines' and benchmarks' too): each value checked as a --config file's
     # is, naming this file and the key; keys this version no longer knows are dropped, so old runs still load
     return dataclasses.replace(TrainConfig.load(path), run_dir=str(run_dir))
@@ -225,7 +225,7 @@ def _resumed(saved: TrainConfig, requested: dict, requested_options: dict) -> Tr
         raise ConfigError(f"{Path(saved.run_dir) / 'config.json'}: --resume --val {requested['val'] or 'none'}: "
                           f"the run was started validating on {_validation_of(saved)}; --resume goes on as it began " +
                           ("(give --val where that file is now)" if saved.val else
-                           f"(train.py --init {saved.run_dir} --val FILE starts a new run from its weights)"))
+                           f"(train.py --init {shlex.quote(saved.run_dir)} --val FILE starts a new run from its weights)"))
     moved = {name: requested[name] for name in ("data", "val", "weights", "plugins")
              if name in requested and requested[name] != getattr(saved, name) and name not in changed}
     changed += [name for name, value in requested_options.items() if saved.pipeline.get(name) != value]
@@ -427,5 +427,5 @@ def _where_line(config: TrainConfig, summary) -> str | None:
     ran = f"{epochs} epoch{'' if epochs == 1 else 's'}{ended}; " if epochs is not None else ""
     nme = f" (validation NME {summary['val_nme']:.2f} %)" if isinstance(summary.get("val_nme"), float) else ""
     best = f"best epoch {summary['best_epoch']}{nme}; " if summary.get("best_epoch") is not None else ""
-    logs = f"; TensorBoard: tensorboard --logdir {run_dir / 'logs'}" if (run_dir / "logs").is_dir() else ""
+    logs = f"; TensorBoard: tensorboard --logdir {shlex.quote(str(run_dir / 'logs'))}" if (run_dir / "logs").is_dir() else ""
     return f"run in {run_dir}: {ran}{best}{', '.join(files)}{logs}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -159,10 +160,11 @@ def how_to_export(run_dir: Path, runtime: str = "auto", tools=None, again: bool 
     ``--to`` a folder of the user's (``user_export_dir``), and the line says how to run it from there."""
     note, after = _lacking(runtime, packages.DEFAULT_FORMATS, tools)
     if writable(run_dir):
-        return f"{note} ({script_command('export')} {run_dir}{' again' if again else ''}{after})"
+        return f"{note} ({script_command('export')} {shlex.quote(str(run_dir))}{' again' if again else ''}{after})"
     to = user_export_dir(run_dir)
-    return (f"{note} ({script_command('export')} {run_dir} --to {to}{after}: its own folder is not writable here; "
-            f"then Predictor.load('{to}') or {script_command('evaluate')} {to} --image PHOTO runs it)")
+    return (f"{note} ({script_command('export')} {shlex.quote(str(run_dir))} --to {shlex.quote(str(to))}{after}: its own "
+            f"folder is not writable here; then Predictor.load({str(to)!r}) or {script_command('evaluate')} "
+            f"{shlex.quote(str(to))} --image PHOTO runs it)")
 
 
 def _lacking(runtime: str, formats, tools=None) -> tuple[str, str]:
@@ -233,8 +235,9 @@ def _no_export_here(folder: Path, files: dict, runtime: str) -> ExportError:
     run = root.parent if root.name == EXPORT_DIR else None  # a pipeline's stages are exported with it
     formats = list(dict.fromkeys([*files, runtime]))
     note, after = _lacking(runtime, formats)
-    command = f"{script_command('export')} {run or 'RUN'} --format {' '.join(formats)}"
-    return ExportError(f"{folder}: no {runtime} export here{note} ({command}{'' if run else f' --to {root}'}{after})")
+    command = f"{script_command('export')} {shlex.quote(str(run)) if run else 'RUN'} --format {' '.join(formats)}"
+    to = '' if run else f' --to {shlex.quote(str(root))}'
+    return ExportError(f"{folder}: no {runtime} export here{note} ({command}{to}{after})")
 
 
 def _require_installed(runtime: str, file: Path) -> None:

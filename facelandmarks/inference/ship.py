@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def _unfinished(run_dir: Path, state: dict | None, config: dict) -> str | None:
         return None
     at = f" (epoch {committed} of {config.get('epochs')})" if committed else ""
     return (f"warning: {run_dir} has not finished{at}: no summary.json of its last epochs (still training, or "
-            f"stopped); shipping its best weights so far ({script_command('train')} --resume --run-dir {run_dir} "
+            f"stopped); shipping its best weights so far ({script_command('train')} --resume --run-dir {shlex.quote(str(run_dir))} "
             "finishes it)")
 
 

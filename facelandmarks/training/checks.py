@@ -4,6 +4,7 @@ or the file: the model's settings before the data loads, a resumed run's data on
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from facelandmarks.training.config import TrainConfig
@@ -72,7 +73,7 @@ def check_resumed_data(config: TrainConfig, scheme, input_shape: list) -> None:
     """``--resume`` with ``--data`` (and ``--size``) giving other points or other inputs than the run trained on
     (``config``: the saved settings): ``--data`` may name the file where it now is, not another file. That was told
     'the same file, moved', then ended in Keras' many-line error on loading the weights."""
-    advice = f"--resume goes on with the data it trained on; --init {config.run_dir} starts a new run from it on this data"
+    advice = f"--resume goes on with the data it trained on; --init {shlex.quote(config.run_dir)} starts a new run from it on this data"
     if config.scheme is not None and (config.scheme, config.num_points) != (scheme.name, scheme.num_points):
         raise ValueError(f"{config.data}: holds {scheme.name} points ({scheme.num_points}), the run in {config.run_dir} "
                          f"trained on {config.scheme} ({config.num_points}): {advice}")

@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ def setup(mode: str, resumed: str | None = None) -> Cluster:
     needs = "tensorflow" if mode in ("mirrored", "multiworker") else "jax"
     if backend != needs:
         engine = "TensorFlow's" if needs == "tensorflow" else "Keras's JAX distribution API"
-        hint = (f"resume {resumed} with KERAS_BACKEND={needs}, or start a new run from its weights with --init {resumed}"
+        hint = (f"resume {resumed} with KERAS_BACKEND={needs}, or start a new run from its weights with --init "
+                f"{shlex.quote(str(resumed))}"
                 if resumed else "use data-parallel" if needs == "tensorflow" else "use mirrored or multiworker")
         raise ValueError(f"--distribute {mode} is {engine}; this run uses KERAS_BACKEND={backend} ({hint})")
 

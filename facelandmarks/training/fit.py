@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -224,7 +225,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
                   f"--epochs N gives it a new budget")
         elif done is not None and done.get("stopped_by") == "early stopping" and done.get("epochs") == initial_epoch:
             print(f"{run_dir}: early stopping ended this run after epoch {initial_epoch} (best epoch "
-                  f"{done.get('best_epoch')}); nothing to resume: train.py --init {run_dir} starts a new run from its "
+                  f"{done.get('best_epoch')}); nothing to resume: train.py --init {shlex.quote(str(run_dir))} starts a new run from its "
                   f"best weights")
             return done
         elif resume and initial_epoch >= budget:  # more than --epochs N: a budget below the epochs run ends the run

@@ -1,6 +1,7 @@
 """A researcher's own CSV of MUCT photos, as spreadsheets and folders with spaces in their names give them."""
 
 import csv
+import json
 import shutil
 
 import pytest
@@ -35,7 +36,6 @@ def test_a_semicolon_csv_with_decimal_commas_is_named_as_such(data_dir, tmp_path
     """A spreadsheet saved as CSV where the comma is the decimal mark (French, German...) separates its columns with
     ';': split at commas, each row came out as 2K+1 cells and the line asked for --csv-first-coordinate 1, which
     then called the person's column a coordinate. The line names the ';' instead."""
-    import json
 
     (tmp_path / "my6.json").write_text(json.dumps(MY6))
     rows = muct_rows(data_dir, ["i000qa-fn", "i001qa-mn"], tmp_path)
@@ -51,3 +51,29 @@ def test_a_semicolon_csv_with_decimal_commas_is_named_as_such(data_dir, tmp_path
     assert err.count("\n") == 1 and err.startswith(f"datagen.py prepare: {tmp_path / 'points.csv'}:2: "), err
     assert "';'" in err and "--csv-first-coordinate" not in err, err
     assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_the_commands_the_lines_suggest_take_a_run_folder_with_spaces(data_dir, tiny_run, tmp_path, capsys):
+    """A run in 'my runs/run é 1': evaluate.py --image's line suggested 'python export.py /.../my runs/run é 1', and
+    the finished run's line 'tensorboard --logdir /.../my runs/run é 1/logs', both cut at the spaces when pasted.
+    (train.py's resume line quoted its folder already.)"""
+    import shlex
+
+    from facelandmarks.cli import evaluate as evaluate_cli
+    from facelandmarks.cli import train as train_cli
+    from facelandmarks.training.config import TrainConfig
+
+    run = tmp_path / "my runs" / "run é 1"
+    shutil.copytree(tiny_run, run)
+    photo = data_dir / "300w" / "afw" / "111076519_1.jpg"
+    capsys.readouterr()
+    assert evaluate_cli.main([str(run), "--image", str(photo), "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr()
+    line = next(line for line in (text.out + text.err).splitlines() if "not exported (" in line)
+    command = shlex.split(line.split("not exported (", 1)[1].split("); ", 1)[0])
+    assert command[-1] == str(run), line
+
+    config = TrainConfig.load(run / "config.json")
+    summary = json.loads((run / "summary.json").read_text())
+    line = train_cli._where_line(TrainConfig(**{**config.__dict__, "run_dir": str(run)}), summary)
+    assert shlex.split(line.split("TensorBoard: ", 1)[1]) == ["tensorboard", "--logdir", str(run / "logs")], line
