@@ -48,8 +48,14 @@ def _photos_of(targets: list[Path]) -> list[Path]:
         if not target.exists():
             raise FileNotFoundError(f"{target}: no such photo or folder")
         found = image_files(target)
+        held = _subfolders_with_photos(target)
         if not found:
-            raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise ValueError(f"{target}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+                             + (f"; its subfolders {held} hold photos, which --image does not look into: give them"
+                                if held else ""))
+        if held:
+            print(f"{target}: its subfolders {held} hold photos too, which --image does not look into: give them as "
+                  "well (photos of one name in two of them: each with its --out)", file=sys.stderr)
         for path in found:
             if path.name in seen and seen[path.name].resolve() != path.resolve():
                 raise ValueError(f"{path}: the same name as {seen[path.name]}, so their results would overwrite "
@@ -58,6 +64,15 @@ def _photos_of(targets: list[Path]) -> list[Path]:
                 seen[path.name] = path
                 files.append(path)
     return files
+
+
+def _subfolders_with_photos(target: Path) -> str:
+    """The quoted names of ``target``'s subfolders that hold photos ('' for a photo or none): --image reads a
+    folder's own files, and said nothing of the photos one level down."""
+    if not target.is_dir():
+        return ""
+    subfolders = sorted(p for p in target.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return ", ".join(repr(p.name) for p in subfolders if image_files(p))
 
 
 def output_name(photo: Path, kind: str) -> str:

@@ -77,3 +77,26 @@ def test_the_commands_the_lines_suggest_take_a_run_folder_with_spaces(data_dir, 
     summary = json.loads((run / "summary.json").read_text())
     line = train_cli._where_line(TrainConfig(**{**config.__dict__, "run_dir": str(run)}), summary)
     assert shlex.split(line.split("TensorBoard: ", 1)[1]) == ["tensorboard", "--logdir", str(run / "logs")], line
+
+
+def test_photos_in_subfolders_of_an_image_folder_are_named_not_passed_over(data_dir, tmp_path, capsys):
+    """--image 'my faces' marked the one photo at its top and said nothing of the 40 in 'séance 1' and 'séance 2'
+    beside it; a folder with photos in subfolders alone was told it held no images. Both lines name the subfolders."""
+    from facelandmarks.cli import evaluate as evaluate_cli
+
+    photos = tmp_path / "my faces"
+    for sub in ("séance 1", "séance 2"):
+        (photos / sub).mkdir(parents=True)
+        muct_rows(data_dir, ["i000qa-fn"], photos / sub)
+    (photos / "empty").mkdir()
+    capsys.readouterr()
+    assert evaluate_cli.main(["--image", str(photos), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"evaluate.py: {photos}: no images in this folder"), err
+    assert "its subfolders 'séance 1', 'séance 2' hold photos" in err and "'empty'" not in err, err
+
+    shutil.copy(data_dir / "300w" / "afw" / "111076519_1.jpg", photos / "photo.jpg")
+    assert evaluate_cli.main(["--image", str(photos), "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr()
+    assert f"{photos}: its subfolders 'séance 1', 'séance 2' hold photos too" in text.err, text.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.jpg_landmarks.json", "photo.jpg_landmarks.png"]
