@@ -9,6 +9,7 @@ import struct
 import sys
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,6 +327,19 @@ def _tiff_orientation(tiff: bytes) -> int | None:
     except struct.error:
         return None
     return None
+
+
+def named_image(path: Path) -> Path:
+    """``path``, or the file of its name written in the other Unicode form where only that one exists: a folder copied
+    from macOS names 'séance' with e + a combining accent (NFD), a CSV typed elsewhere with 'é' (NFC), and every
+    face was an 'image missing' whose path looked exactly like the file's."""
+    if path.is_file():
+        return path
+    for form in ("NFC", "NFD"):
+        other = Path(unicodedata.normalize(form, str(path)))
+        if other.is_file():
+            return other
+    return path
 
 
 def _find_image(folder: Path, stem: str) -> Path | None:

@@ -100,3 +100,26 @@ def test_photos_in_subfolders_of_an_image_folder_are_named_not_passed_over(data_
     text = capsys.readouterr()
     assert f"{photos}: its subfolders 'séance 1', 'séance 2' hold photos too" in text.err, text.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.jpg_landmarks.json", "photo.jpg_landmarks.png"]
+
+
+@pytest.mark.parametrize("folder_form, csv_form", [("NFD", "NFC"), ("NFC", "NFD")])
+def test_a_csv_finds_its_photos_whatever_unicode_form_names_them(data_dir, tmp_path, capsys, folder_form, csv_form):
+    """A folder copied from macOS names 'séance 1' as e + a combining accent (NFD); a CSV typed elsewhere names it
+    with 'é' (NFC). Every face was skipped as 'image missing ... (no .../séance 1/i000qa-fn.jpg)', a path that
+    looked exactly like the folder beside it."""
+    import unicodedata
+
+    (tmp_path / "my6.json").write_text(json.dumps(MY6))
+    rows = []
+    for sub, photos in (("séance 1", ["i000qa-fn", "i000qb-fn"]), ("séance 2", ["i001qa-mn", "i001qb-mn"])):
+        folder = tmp_path / unicodedata.normalize(folder_form, sub)
+        folder.mkdir()
+        rows += [[unicodedata.normalize(csv_form, f"{sub}/{row[0]}"), *row[1:]] for row in muct_rows(data_dir, photos, folder)]
+    with open(tmp_path / "points.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["image", "person"] + [f"c{i}" for i in range(12)], *rows])
+    out = tmp_path / "out" / "my6"
+    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
+                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0.5",
+                    "--workers", "1", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "my6_report.json").read_text())
+    assert report["counts"]["written"] == 4 and report["counts"]["skipped"] == 0, report["skips"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, ReaderOptions, Skip
+from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, ReaderOptions, Skip, named_image
 from facelandmarks.landmarks import Scheme, register_scheme
 
 
@@ -63,7 +63,7 @@ def read_coco(source: str | os.PathLike, options: ReaderOptions | None = None) -
             if not labelled.any():
                 listing.skips.append(Skip("coco", file_name, f"{label}: no labelled keypoint"))
                 continue
-            image = (folder / file_name).resolve()
+            image = named_image((folder / file_name).resolve())
             if not image.is_file():
                 listing.skips.append(Skip("coco", file_name, f"image missing for {path.name} {label} (no {image}; names "
                                                                "are relative to the JSON's folder, or to --images DIR)"))

@@ -14,6 +14,7 @@ from facelandmarks.data.records import (
     _parse_float,
     _points_from_values,
     csv_rows,
+    named_image,
 )
 
 
@@ -84,7 +85,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             points[labelled] -= options.csv_origin
             name = row[image_column].strip()
             subject = name if subject_column is None else row[subject_column].strip()
-            image = (folder / name).resolve()
+            image = named_image((folder / name).resolve())
             if not name:
                 listing.skips.append(Skip("csv", f"{csv_path.name}:{line}", f"no image name (column {image_column})"))
             elif not subject:

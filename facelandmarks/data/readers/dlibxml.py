@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, ReaderOptions, Skip
+from facelandmarks.data.records import AnnotationError, FaceRecord, Listing, ReaderOptions, Skip, named_image
 from facelandmarks.landmarks import get_scheme
 
 
@@ -49,7 +49,7 @@ def read_dlibxml(source: str | os.PathLike, options: ReaderOptions | None = None
     for xml_path, root in parsed:
         for image_el in root.iter("image"):
             file_name = image_el.get("file", "")
-            image = (xml_path.parent / file_name).resolve()
+            image = named_image((xml_path.parent / file_name).resolve())
             for index, box_el in enumerate(image_el.findall("box")):
                 label = f"{file_name} (box {index})"
                 if box_el.get("ignore", "0") == "1":
