@@ -123,3 +123,30 @@ def test_a_csv_finds_its_photos_whatever_unicode_form_names_them(data_dir, tmp_p
                     "--workers", "1", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "out" / "my6_report.json").read_text())
     assert report["counts"]["written"] == 4 and report["counts"]["skipped"] == 0, report["skips"]
+
+
+def test_points_at_the_corner_pixel_are_read_as_unlabelled_and_counted(data_dir, tmp_path, capsys):
+    """MUCT, and many annotation tools, write a point they could not place as (0, 0) (or (-1, -1)). Read as a position,
+    the mouth corner at the photo's top-left corner made a fallback box reaching to it: a crop of wall with the face
+    small in its corner, the point labelled there, in silence."""
+    from facelandmarks.data import npz
+
+    (tmp_path / "my6.json").write_text(json.dumps(MY6))
+    photos = ["i000qa-fn", "i000qb-fn", "i001qa-mn", "i001qb-mn"]
+    rows = muct_rows(data_dir, photos, tmp_path)
+    rows[0][-2:] = ["0", "0"]
+    rows[2][-4:-2] = ["-1", "-1"]
+    with open(tmp_path / "points.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["image", "person"] + [f"c{i}" for i in range(12)], *rows])
+    out = tmp_path / "out" / "my6"
+    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
+                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0",
+                    "--no-mirror", "--workers", "1", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    arrays = npz.load_npz(f"{out}_train.npz")
+    visible = dict(zip(arrays["name"], arrays["visible"]))
+    assert visible["i000qa-fn.jpg"].tolist() == [True] * 5 + [False]
+    assert visible["i001qa-mn.jpg"].tolist() == [True] * 4 + [False, True]
+    assert visible["i000qb-fn.jpg"].all() and visible["i001qb-mn.jpg"].all()
+    assert list(arrays["detection"]) == ["dlib"] * 4
+    assert "2 points at (0, 0) or (-1, -1) in 2 rows (first: points.csv:2) read as unlabelled" in printed, printed

@@ -22,7 +22,8 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
     """One face per row: an image name in column ``csv_image_column`` and, from column
     ``csv_first_coordinate`` to the end of the row, the 2K coordinates of ``options.scheme``
     (``xy``: x0, y0, x1, y1 ...; ``xxyy``: all x, then all y).  An empty or NaN cell is an unlabelled
-    point; a row whose count disagrees with the scheme stops with the file and row.
+    point, as is one at (0, 0) or (-1, -1), a placeholder (a note counts them); a row whose count disagrees with the
+    scheme stops with the file and row.
 
     ``source`` is a CSV file or a folder of them.  Images are relative to ``options.images`` or the
     CSV's folder.  Files named *train*/*test* give the split when both are there.  The subject (the
@@ -43,6 +44,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
     roles = {p: ("test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else None) for p in csv_files}
     use_roles = {"test", "train"} <= set(roles.values())
     first, image_column, subject_column = options.csv_first_coordinate, options.csv_image_column, options.csv_subject_column
+    placeholders = []  # (file:line, points) of rows with points at (0, 0) or (-1, -1)
     for csv_path in csv_files:
         folder = Path(options.images) if options.images else csv_path.parent
         read_before = False  # a row of this file had the scheme's count: a later row that misses is that row's mistake
@@ -82,6 +84,10 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             if options.csv_layout == "xxyy":
                 values = [v for pair in zip(values[:k], values[k:]) for v in pair]
             points, labelled = _points_from_values(values, k)
+            corner = labelled & ((points == 0).all(axis=1) | (points == -1).all(axis=1))
+            if corner.any():  # a point the annotator could not place, as MUCT and many tools write one
+                labelled &= ~corner
+                placeholders.append((f"{csv_path.name}:{line}", int(corner.sum())))
             points[labelled] -= options.csv_origin
             name = row[image_column].strip()
             subject = name if subject_column is None else row[subject_column].strip()
@@ -98,6 +104,10 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             else:
                 listing.records.append(FaceRecord("csv", name, str(image), points, labelled, f"csv/{subject}",
                                                   split=roles[csv_path] if use_roles else None))
+    if placeholders:
+        listing.notes.append(f"{sum(n for _, n in placeholders)} points at (0, 0) or (-1, -1) in {len(placeholders)} rows "
+                             f"(first: {placeholders[0][0]}) read as unlabelled: MUCT and many annotation tools write a "
+                             "point they could not place so (an empty cell says it too)")
     listing.notes.append("coordinates read as pixels counted from 1 (--csv-origin 1): 1 subtracted from each"
                          if options.csv_origin else
                          "coordinates read as pixels counted from 0 (--csv-origin 0); for a file that counts from 1 "
