@@ -150,3 +150,23 @@ def test_points_at_the_corner_pixel_are_read_as_unlabelled_and_counted(data_dir,
     assert visible["i000qb-fn.jpg"].all() and visible["i001qb-mn.jpg"].all()
     assert list(arrays["detection"]) == ["dlib"] * 4
     assert "2 points at (0, 0) or (-1, -1) in 2 rows (first: points.csv:2) read as unlabelled" in printed, printed
+
+
+def test_a_csv_without_its_header_row_is_told_so_whatever_unicode_form_names_its_photos(data_dir, tmp_path, capsys):
+    """The first row of a CSV without a header is refused as a header (--csv-no-header) when it names a photo; named
+    in the other Unicode form than the folder's, it was taken for a header, and that face dropped, in silence."""
+    import unicodedata
+
+    (tmp_path / "my6.json").write_text(json.dumps(MY6))
+    folder = tmp_path / unicodedata.normalize("NFD", "séance 1")
+    folder.mkdir()
+    rows = [[unicodedata.normalize("NFC", f"séance 1/{row[0]}"), *row[1:]]
+            for row in muct_rows(data_dir, ["i000qa-fn", "i001qa-mn"], folder)]
+    with open(tmp_path / "points.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
+                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0",
+                    "--workers", "1", "--quiet", "--out", str(tmp_path / "out" / "my6")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"datagen.py prepare: {tmp_path / 'points.csv'}:1: every coordinate of the first row is a number: it "
+                   "is a face, not a header; give --csv-no-header (or add a header row)\n"), err

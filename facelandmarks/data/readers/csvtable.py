@@ -52,7 +52,7 @@ def read_csv_points(source: str | os.PathLike, options: ReaderOptions | None = N
             if not any(cell.strip() for cell in row):
                 continue
             if line == 1 and options.csv_header:
-                named = image_column < len(row) and (folder / row[image_column].strip()).is_file()
+                named = image_column < len(row) and named_image(folder / row[image_column].strip()).is_file()
                 if named and len(row) - first == 2 * k and all(_is_number(cell) for cell in row[first:]):
                     raise AnnotationError(f"{csv_path}:1: every coordinate of the first row is a number: it is a face, "
                                           "not a header; give --csv-no-header (or add a header row)")
