@@ -330,15 +330,18 @@ def _tiff_orientation(tiff: bytes) -> int | None:
 
 
 def named_image(path: Path) -> Path:
-    """``path``, or the file of its name written in the other Unicode form where only that one exists: a folder copied
-    from macOS names 'séance' with e + a combining accent (NFD), a CSV typed elsewhere with 'é' (NFC), and every
-    face was an 'image missing' whose path looked exactly like the file's."""
+    """``path``, or the file it names where only another spelling of it exists: the other Unicode form (a folder
+    copied from macOS names 'séance' with e + a combining accent, NFD; a CSV typed elsewhere with 'é', NFC), or '/' for
+    the '\\' of a name written on Windows ('séance 1\\face.jpg'). Every face was an 'image missing' whose path looked
+    like the file's."""
     if path.is_file():
         return path
-    for form in ("NFC", "NFD"):
-        other = Path(unicodedata.normalize(form, str(path)))
-        if other.is_file():
-            return other
+    text = str(path)
+    for spelling in (text, text.replace("\\", "/")):
+        for form in ("NFC", "NFD"):
+            other = Path(unicodedata.normalize(form, spelling))
+            if other.is_file():
+                return other
     return path
 
 

@@ -170,3 +170,20 @@ def test_a_csv_without_its_header_row_is_told_so_whatever_unicode_form_names_its
     err = capsys.readouterr().err
     assert err == (f"datagen.py prepare: {tmp_path / 'points.csv'}:1: every coordinate of the first row is a number: it "
                    "is a face, not a header; give --csv-no-header (or add a header row)\n"), err
+
+
+def test_a_csv_written_on_windows_finds_its_photos_in_subfolders(data_dir, tmp_path, capsys):
+    """'séance 1\\i000qa-fn.jpg', as a CSV (or a COCO file) written on Windows names a photo in a subfolder: every face
+    was skipped as 'image missing'."""
+    (tmp_path / "my6.json").write_text(json.dumps(MY6))
+    (tmp_path / "séance 1").mkdir()
+    rows = [[f"séance 1\\{row[0]}", *row[1:]]
+            for row in muct_rows(data_dir, ["i000qa-fn", "i000qb-fn", "i001qa-mn", "i001qb-mn"], tmp_path / "séance 1")]
+    with open(tmp_path / "points.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["image", "person"] + [f"c{i}" for i in range(12)], *rows])
+    out = tmp_path / "out" / "my6"
+    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
+                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0",
+                    "--workers", "1", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "my6_report.json").read_text())
+    assert report["counts"]["written"] == 4 and report["counts"]["skipped"] == 0, report["skips"]
