@@ -32,6 +32,20 @@ def muct_rows(data_dir, photos, folder):
     return rows
 
 
+HEADER = ["image", "person"] + [f"c{i}" for i in range(12)]
+
+
+def prepare_csv(tmp_path, rows, *options, test_fraction="0"):
+    """``datagen.py prepare csv`` of ``rows`` (with MY6's scheme, person in column 1, points from column 2, 32 px)
+    written as tmp_path/points.csv, into tmp_path/out/my6: its exit status."""
+    (tmp_path / "my6.json").write_text(json.dumps(MY6))
+    with open(tmp_path / "points.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
+                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction",
+                    test_fraction, *options, "--workers", "1", "--quiet", "--out", str(tmp_path / "out" / "my6")])
+
+
 def test_a_semicolon_csv_with_decimal_commas_is_named_as_such(data_dir, tmp_path, capsys):
     """A spreadsheet saved as CSV where the comma is the decimal mark (French, German...) separates its columns with
     ';': split at commas, each row came out as 2K+1 cells and the line asked for --csv-first-coordinate 1, which
@@ -109,18 +123,12 @@ def test_a_csv_finds_its_photos_whatever_unicode_form_names_them(data_dir, tmp_p
     looked exactly like the folder beside it."""
     import unicodedata
 
-    (tmp_path / "my6.json").write_text(json.dumps(MY6))
     rows = []
     for sub, photos in (("séance 1", ["i000qa-fn", "i000qb-fn"]), ("séance 2", ["i001qa-mn", "i001qb-mn"])):
         folder = tmp_path / unicodedata.normalize(folder_form, sub)
         folder.mkdir()
         rows += [[unicodedata.normalize(csv_form, f"{sub}/{row[0]}"), *row[1:]] for row in muct_rows(data_dir, photos, folder)]
-    with open(tmp_path / "points.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["image", "person"] + [f"c{i}" for i in range(12)], *rows])
-    out = tmp_path / "out" / "my6"
-    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
-                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0.5",
-                    "--workers", "1", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert prepare_csv(tmp_path, [HEADER, *rows], test_fraction="0.5") == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "out" / "my6_report.json").read_text())
     assert report["counts"]["written"] == 4 and report["counts"]["skipped"] == 0, report["skips"]
 
@@ -131,19 +139,13 @@ def test_points_at_the_corner_pixel_are_read_as_unlabelled_and_counted(data_dir,
     small in its corner, the point labelled there, in silence."""
     from facelandmarks.data import npz
 
-    (tmp_path / "my6.json").write_text(json.dumps(MY6))
     photos = ["i000qa-fn", "i000qb-fn", "i001qa-mn", "i001qb-mn"]
     rows = muct_rows(data_dir, photos, tmp_path)
     rows[0][-2:] = ["0", "0"]
     rows[2][-4:-2] = ["-1", "-1"]
-    with open(tmp_path / "points.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["image", "person"] + [f"c{i}" for i in range(12)], *rows])
-    out = tmp_path / "out" / "my6"
-    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
-                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0",
-                    "--no-mirror", "--workers", "1", "--quiet", "--out", str(out)]) == 0
+    assert prepare_csv(tmp_path, [HEADER, *rows], "--no-mirror") == 0
     printed = capsys.readouterr().out
-    arrays = npz.load_npz(f"{out}_train.npz")
+    arrays = npz.load_npz(tmp_path / "out" / "my6_train.npz")
     visible = dict(zip(arrays["name"], arrays["visible"]))
     assert visible["i000qa-fn.jpg"].tolist() == [True] * 5 + [False]
     assert visible["i001qa-mn.jpg"].tolist() == [True] * 4 + [False, True]
@@ -157,16 +159,11 @@ def test_a_csv_without_its_header_row_is_told_so_whatever_unicode_form_names_its
     in the other Unicode form than the folder's, it was taken for a header, and that face dropped, in silence."""
     import unicodedata
 
-    (tmp_path / "my6.json").write_text(json.dumps(MY6))
     folder = tmp_path / unicodedata.normalize("NFD", "séance 1")
     folder.mkdir()
     rows = [[unicodedata.normalize("NFC", f"séance 1/{row[0]}"), *row[1:]]
             for row in muct_rows(data_dir, ["i000qa-fn", "i001qa-mn"], folder)]
-    with open(tmp_path / "points.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
-                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0",
-                    "--workers", "1", "--quiet", "--out", str(tmp_path / "out" / "my6")]) == 2
+    assert prepare_csv(tmp_path, rows) == 2
     err = capsys.readouterr().err
     assert err == (f"datagen.py prepare: {tmp_path / 'points.csv'}:1: every coordinate of the first row is a number: it "
                    "is a face, not a header; give --csv-no-header (or add a header row)\n"), err
@@ -175,15 +172,9 @@ def test_a_csv_without_its_header_row_is_told_so_whatever_unicode_form_names_its
 def test_a_csv_written_on_windows_finds_its_photos_in_subfolders(data_dir, tmp_path, capsys):
     """'séance 1\\i000qa-fn.jpg', as a CSV (or a COCO file) written on Windows names a photo in a subfolder: every face
     was skipped as 'image missing'."""
-    (tmp_path / "my6.json").write_text(json.dumps(MY6))
     (tmp_path / "séance 1").mkdir()
     rows = [[f"séance 1\\{row[0]}", *row[1:]]
             for row in muct_rows(data_dir, ["i000qa-fn", "i000qb-fn", "i001qa-mn", "i001qb-mn"], tmp_path / "séance 1")]
-    with open(tmp_path / "points.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["image", "person"] + [f"c{i}" for i in range(12)], *rows])
-    out = tmp_path / "out" / "my6"
-    assert datagen(["prepare", "csv", "--source", str(tmp_path / "points.csv"), "--scheme", str(tmp_path / "my6.json"),
-                    "--csv-subject-column", "1", "--csv-first-coordinate", "2", "--size", "32", "--test-fraction", "0",
-                    "--workers", "1", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert prepare_csv(tmp_path, [HEADER, *rows]) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "out" / "my6_report.json").read_text())
     assert report["counts"]["written"] == 4 and report["counts"]["skipped"] == 0, report["skips"]
