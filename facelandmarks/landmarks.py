@@ -10,12 +10,11 @@ gives everything the rest of the toolkit needs to treat its points correctly:
 * ``regions`` -- named groups of points (jaw, brows, eyes, nose, mouth) used by
   per-region metrics and the region refiners.
 
-Sides are named from the subject's point of view: ``right_eye`` is the eye
-that appears on the left of a frontal photograph.
+Sides are named from the subject's point of view: ``right_eye`` is the eye that appears on the left of a frontal
+photograph.
 
-Coordinates in this toolkit are *normalised crop coordinates*: a point at
-pixel ``p`` (0-based, pixel centres on integers, the OpenCV convention) of a
-crop of side ``S`` has ``u = (p + 0.5) / S``.  Horizontal mirroring is then
+Coordinates in this toolkit are *normalised crop coordinates*: a point at pixel ``p`` (0-based, pixel centres on
+integers, the OpenCV convention) of a crop of side ``S`` has ``u = (p + 0.5) / S``.  Horizontal mirroring is then
 exactly ``u' = 1 - u`` and resizing the crop never moves a point.
 """
 
@@ -25,8 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facelandmarks.ibug68_map import ibug68_entries, ibug68_of
+
 NORMALIZE_MODES = ("points", "box")
-SCHEME_KEYS = ("name", "description", "points", "pairs", "normalize", "pupils", "regions")
+SCHEME_KEYS = ("name", "description", "points", "pairs", "normalize", "pupils", "regions", "ibug68")
 
 
 @dataclass(frozen=True)
@@ -36,18 +37,17 @@ class Scheme:
     Args:
         name: short identifier stored in every npz (``scheme`` key).
         num_points: K, the number of landmarks.
-        mirror: tuple of K indices; point ``i`` of a mirrored face is point
-            ``mirror[i]`` of the original, moved to ``1 - x``.
-        norm_points: the two indices whose distance normalises NME
-            (outer eye corners; the eye centres for kaggle15); None for the
-            derived schemes of single regions and region boxes.
+        mirror: tuple of K indices; point ``i`` of a mirrored face is point ``mirror[i]`` of the original, moved to ``1 - x``.
+        norm_points: the two indices whose distance normalises NME (outer eye corners; the eye centres for kaggle15);
+            None for the derived schemes of single regions and region boxes.
         pupils: the two pupil indices, or None when the markup has none.
         regions: region name -> tuple of point indices.
         description: one line for listings.
         point_names: K names, or () where the markup has none.
-        normalize: ``points`` (NME by the distance of ``norm_points``) or
-            ``box`` (NME by sqrt(w * h) of the ground-truth points' box, for
-            markups without eye corners; ``norm_points`` is then None).
+        normalize: ``points`` (NME by the distance of ``norm_points``) or ``box`` (NME by sqrt(w * h) of the
+            ground-truth points' box, for markups without eye corners; ``norm_points`` is then None).
+        ibug68: where each point lies in iBUG 68 (``ibug68_map``: per point the indices whose mean it is, or None
+            where iBUG 68 has no such point), or None where the markup does not say.
     """
 
     name: str
@@ -59,6 +59,7 @@ class Scheme:
     description: str = ""
     point_names: tuple[str, ...] = ()
     normalize: str = "points"
+    ibug68: tuple[tuple[int, ...] | None, ...] | None = None
 
     def __post_init__(self):
         k = self.num_points
@@ -94,7 +95,8 @@ class Scheme:
         return {"name": self.name, "description": self.description,
                 "points": list(self.point_names) if self.point_names else self.num_points, "pairs": pairs,
                 "normalize": normalize, "pupils": None if self.pupils is None else [ref(i) for i in self.pupils],
-                "regions": {region: [ref(i) for i in points] for region, points in self.regions.items()}}
+                "regions": {region: [ref(i) for i in points] for region, points in self.regions.items()},
+                **({} if self.ibug68 is None else {"ibug68": ibug68_entries(self.ibug68)})}
 
     @classmethod
     def from_dict(cls, data, origin: str | None = None) -> Scheme:
@@ -102,7 +104,7 @@ class Scheme:
         return _scheme_from_dict(data, origin)
 
     def same_markup(self, other: Scheme) -> bool:
-        """Same points, mirror, normalisation, pupils and regions (names and description aside)."""
+        """Same points, mirror, normalisation, pupils and regions (names, description and ``ibug68`` aside)."""
         keys = ("num_points", "mirror", "norm_points", "pupils", "regions", "normalize")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
@@ -276,8 +278,9 @@ def register_scheme(scheme: Scheme, origin: str | None = None) -> Scheme:
             where = "a built-in scheme" if scheme.name in SCHEMES else \
                 f"already registered with another markup ({by}its {', '.join(differ or ['normalize'])} differ)"
             raise ValueError(f"scheme name {scheme.name!r} is {where}; give yours another name")
-        return known
-    _REGISTERED[scheme.name], _ORIGINS[scheme.name] = scheme, origin
+        if known.ibug68 is not None or scheme.ibug68 is None or scheme.name in SCHEMES:
+            return known  # (the same markup, now saying where its points lie in iBUG 68, replaces it)
+    _REGISTERED[scheme.name], _ORIGINS[scheme.name] = scheme, _ORIGINS.get(scheme.name) if known else origin
     return scheme
 
 
@@ -364,7 +367,7 @@ def _scheme_from_dict(data, origin: str | None) -> Scheme:
     try:
         return Scheme(name=name, num_points=k, mirror=tuple(mirror), norm_points=norm_points, pupils=pupils,
                       regions=parsed_regions, description=str(data.get("description") or ""), point_names=names,
-                      normalize="box" if box else "points")
+                      normalize="box" if box else "points", ibug68=ibug68_of(data.get("ibug68"), names or k))
     except ValueError as err:
         _fail(origin, str(err))
 
@@ -394,9 +397,8 @@ def region_scheme(base: Scheme | str, region: str) -> Scheme:
 def box_scheme(base: Scheme | str, regions=REFINED_REGIONS) -> Scheme:
     """Region boxes as landmarks (``ibug68/boxes``): the four corners of each region's box.
 
-    Point ``4 * r + c`` is corner ``BOX_CORNERS[c]`` of region ``regions[r]``.
-    Four corners (not two) make the horizontal mirror a pure permutation --
-    left and right regions swap, and so do each box's left and right
+    Point ``4 * r + c`` is corner ``BOX_CORNERS[c]`` of region ``regions[r]``.  Four corners (not two) make the
+    horizontal mirror a pure permutation -- left and right regions swap, and so do each box's left and right
     corners -- so augmentation and mirroring treat boxes like any markup.
     """
     base = get_scheme(base) if isinstance(base, str) else base
@@ -430,9 +432,8 @@ def get_scheme(name: str) -> Scheme:
 def mirror_landmarks(landmarks: np.ndarray, visible: np.ndarray, scheme: Scheme | str):
     """Landmarks and visibility of the horizontally flipped crop.
 
-    Works on normalised crop coordinates of any leading shape
-    ``(..., K, 2)``: x becomes ``1 - x`` and the points swap identities
-    according to the scheme's permutation.
+    Works on normalised crop coordinates of any leading shape ``(..., K, 2)``: x becomes ``1 - x`` and the points
+    swap identities according to the scheme's permutation.
     """
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     perm = scheme.mirror_array

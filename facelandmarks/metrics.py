@@ -109,12 +109,14 @@ def nme_per_face(pred, gt, visible, scheme, by: str = "corners", points=None) ->
     return mean / norm
 
 
-def mean_offset(pred, gt, visible, scheme) -> tuple[float, float]:
-    """(x, y) mean signed error over the scored faces' visible points, in % of each face's normalising distance."""
+def mean_offset(pred, gt, visible, scheme, points=None) -> tuple[float, float]:
+    """(x, y) mean signed error over the scored faces' visible points (of ``points``, default all), in % of each
+    face's normalising distance."""
     gt = np.asarray(gt, np.float64)
     signed = np.asarray(pred, np.float64).reshape(gt.shape) - gt
     visible = np.asarray(visible, bool)
     norm = normalising_distance(gt, visible, scheme)
+    visible = visible if points is None else visible & np.isin(np.arange(gt.shape[1]), list(points))
     counts = visible.sum(axis=1)
     scored = ~np.isnan(norm) & (counts > 0)
     if not scored.any():
@@ -155,15 +157,19 @@ def failure_rate(nme: np.ndarray, threshold: float) -> float:
     return float(np.mean(nme > threshold)) if len(nme) else float("nan")
 
 
-def summarize(pred, gt, visible, scheme, thresholds=THRESHOLDS) -> dict:
+def summarize(pred, gt, visible, scheme, thresholds=THRESHOLDS, points=None) -> dict:
     """All headline numbers for one model on one dataset (percentages where noted).
+
+    ``points``: the indices scored (a model that gives some of the scheme's points: dlib's mapped to a markup of
+    your own); default all.  Each face is normalised as the scheme normalises, from all its annotated points;
+    a region without any of ``points`` has no value (NaN).
 
     Returns a dict with ``faces`` (scored), ``unscored``, ``nme`` (%),
     ``nme_pupils`` (% or absent), ``auc@t`` and ``fr@t`` (%) per threshold,
     ``offset_x`` / ``offset_y`` (%, ``mean_offset``) and ``nme_<region>`` (%) per scheme region.
     """
     scheme = _scheme(scheme)
-    per_face = nme_per_face(pred, gt, visible, scheme)
+    per_face = nme_per_face(pred, gt, visible, scheme, points=points)
     scored = ~np.isnan(per_face)
     out = {
         "faces": int(scored.sum()),
@@ -171,14 +177,15 @@ def summarize(pred, gt, visible, scheme, thresholds=THRESHOLDS) -> dict:
         "nme": 100.0 * float(np.nanmean(per_face)) if scored.any() else float("nan"),
     }
     if scheme.pupils is not None:
-        pupils = nme_per_face(pred, gt, visible, scheme, by="pupils")
+        pupils = nme_per_face(pred, gt, visible, scheme, by="pupils", points=points)
         out["nme_pupils"] = 100.0 * float(np.nanmean(pupils)) if (~np.isnan(pupils)).any() else float("nan")
     for t in thresholds:
         out[f"auc@{t:g}"] = auc(per_face, t)
         out[f"fr@{t:g}"] = 100.0 * failure_rate(per_face, t)
-    out["offset_x"], out["offset_y"] = mean_offset(pred, gt, visible, scheme)
-    for region, points in scheme.regions.items():
-        region_nme = nme_per_face(pred, gt, visible, scheme, points=points)
+    out["offset_x"], out["offset_y"] = mean_offset(pred, gt, visible, scheme, points)
+    for region, members in scheme.regions.items():
+        members = [i for i in members if points is None or i in points]
+        region_nme = nme_per_face(pred, gt, visible, scheme, points=members)
         out[f"nme_{region}"] = 100.0 * float(np.nanmean(region_nme)) if (~np.isnan(region_nme)).any() else float("nan")
     return out
 

@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 
 from facelandmarks.files import write_json_whole, write_text_whole
+from facelandmarks.ibug68_map import from_ibug68
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin, register_scheme
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -62,10 +63,7 @@ KAGGLE15_FROM_IBUG68 = (
 
 def kaggle15_from_ibug68(points):
     """kaggle15's 15 points from iBUG 68's 68 (``(..., 68, 2)`` -> ``(..., 15, 2)``, float64)."""
-    import numpy as np
-
-    points = np.asarray(points, np.float64)
-    return np.stack([points[..., list(group), :].mean(-2) for group in KAGGLE15_FROM_IBUG68], -2)
+    return from_ibug68(points, KAGGLE15_FROM_IBUG68)
 
 
 def read_scheme_file(path: str | os.PathLike) -> dict:

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "results/RUN (--data, RUN the first run's folder name), out/ (--image), "
                                       "out/VIDEO_landmarks.mp4 (--video)")
     parser.add_argument("--baseline", choices=["none", "dlib"], default="none",
-                        help="add dlib's stock 68-point predictor (ibug68 data only, not another 68-point markup)")
+                        help="add dlib's stock 68-point predictor: on ibug68 data, or on data of a markup whose scheme "
+                             "says where its points lie in iBUG 68 (\"ibug68\"; docs/own-landmarks.md), on those points")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="score only matching faces: KEY=VALUE or KEY~TEXT on a per-face key "
                              "(source=youtube68, path~youtube68/test/); repeat to combine")

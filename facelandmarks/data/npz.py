@@ -53,6 +53,7 @@ corrupt, off the schema, from another set -- raises ``DatasetError`` naming it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -66,7 +67,7 @@ from facelandmarks.data import fileset, packed
 from facelandmarks.data.errors import DatasetError, OutputError, check_writable
 from facelandmarks.data.fileset import check_set
 from facelandmarks.files import MKSTEMP_RANDOM, remove_left_by_kills, write_json_whole, written_whole
-from facelandmarks.landmarks import Scheme, get_scheme, is_builtin
+from facelandmarks.landmarks import Scheme, get_scheme, is_builtin, register_scheme
 from facelandmarks.scheme_files import definition_to_store, landmark_box_of, register_definition, scheme_json
 
 __all__ = ["DatasetError", "check_set", "load_npz", "save_npz", "validate", "ShardSet"]
@@ -268,6 +269,7 @@ def select_points(arrays: dict[str, np.ndarray], scheme: Scheme, indices) -> dic
         if indices[scheme.mirror[new]] != twin:
             raise ValueError(f"--points: point {scheme.point_label(new)} ({base.name} {old}) mirrors to {base.name} {twin}, "
                              f"but {scheme.name} pairs it with {base.name} {indices[scheme.mirror[new]]}")
+    scheme = _with_ibug68(scheme, base, indices)
     out = {k: v for k, v in arrays.items() if k != "set_id"}
     out["landmarks"] = np.ascontiguousarray(arrays["landmarks"][:, indices])
     out["visible"] = np.ascontiguousarray(arrays["visible"][:, indices])
@@ -277,6 +279,22 @@ def select_points(arrays: dict[str, np.ndarray], scheme: Scheme, indices) -> dic
     else:  # the crops were cut for the old points: where their box lies around the new ones, measured
         out["scheme_json"] = np.array(scheme_json(scheme, measured_landmark_box(out)))
     return out
+
+
+def _with_ibug68(scheme: Scheme, base: Scheme, indices: list[int]) -> Scheme:
+    """``scheme`` with ``ibug68`` (where its points lie in iBUG 68) as picking ``indices`` of ``base`` makes it:
+    those indices from iBUG 68 data, through the data's own ``ibug68`` from other data; registered so.  One the
+    scheme declares otherwise is a ValueError (the picked points are not those it says)."""
+    picked = tuple((i,) for i in indices) if base.name == "ibug68" else \
+        tuple(base.ibug68[i] for i in indices) if base.ibug68 is not None else None
+    if picked is None or not any(picked) or is_builtin(scheme) or picked == scheme.ibug68:
+        return scheme
+    if scheme.ibug68 is not None:
+        new = next(i for i, (a, b) in enumerate(zip(picked, scheme.ibug68)) if a != b)
+        said, got = (", ".join(map(str, g)) if g else "none" for g in (scheme.ibug68[new], picked[new]))
+        raise ValueError(f"--points: {scheme.name}'s \"ibug68\" puts point {scheme.point_label(new)} at iBUG 68 {said}, "
+                         f"but the points picked put it at {got} (pick those, or correct its \"ibug68\")")
+    return register_scheme(dataclasses.replace(scheme, ibug68=picked))
 
 
 MIN_MEASURED_FACES = 5

@@ -13,10 +13,11 @@ from facelandmarks import metrics
 from facelandmarks.data import npz
 from facelandmarks.evaluation import result_set
 from facelandmarks.evaluation.tables import MUCT_CAMERAS, normaliser, read_history, results_markdown, write_csv
+from facelandmarks.ibug68_map import from_ibug68, mapped_points
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.runtimes import EXPORT_DIR
-from facelandmarks.pipelines import PipelinePredictor  # noqa: F401  (pipeline runs load like single models)
+from facelandmarks.pipelines import PipelinePredictor  # pipeline runs load like single models
 
 
 def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
@@ -47,13 +48,16 @@ def _camera(name: str) -> str:
     return name[5] if re.match(r"i\d{3}[a-z][a-e]-", name) else ""
 
 
-def score(name: str, pred: np.ndarray, arrays: dict, scheme) -> dict:
-    row = {"model": name}
-    row.update(metrics.summarize(pred, arrays["landmarks"], arrays["visible"], scheme))
-    row["test_mse"] = metrics.masked_mse(pred, arrays["landmarks"], arrays["visible"])
+def score(name: str, pred: np.ndarray, arrays: dict, scheme, points=None) -> dict:
+    """A table row; ``points``: the indices a model gives (``scored_points``), None for all: scored on those alone
+    and named with their count ("dlib (7 of 9 points)")."""
+    row = {"model": name if points is None else f"{name} ({len(points)} of {scheme.num_points} points)"}
+    row.update(metrics.summarize(pred, arrays["landmarks"], arrays["visible"], scheme, points=points))
+    visible = arrays["visible"] if points is None else arrays["visible"] & np.isin(np.arange(scheme.num_points), points)
+    row["test_mse"] = metrics.masked_mse(pred, arrays["landmarks"], visible)
     if scheme.name == "muct76" and "name" in arrays:
         cameras = muct_cameras(arrays["name"])
-        per_face = metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], scheme)
+        per_face = metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], scheme, points=points)
         for cam in MUCT_CAMERAS:
             chosen = (cameras == cam) & ~np.isnan(per_face)
             row[f"nme_camera_{cam}"] = 100 * float(per_face[chosen].mean()) if chosen.any() else float("nan")
@@ -123,20 +127,24 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
         arrays = select_faces(arrays, list(where), data_path)
     label = Path(data_path).name + (f" ({' '.join(where)})" if where else "")
     scheme = npz.scheme_of(arrays)
+    mapping = None if scheme.name == "ibug68" else scheme.ibug68  # where its points lie in iBUG 68, if it says
     dlib_model = None  # the baseline's data and model are checked before the runs are scored, not after
     if baseline == "dlib":
-        if scheme.name != "ibug68":
-            raise ValueError(f"{data_path}: dlib's predictor gives ibug68 points; this data is {scheme.name}")
+        if scheme.name != "ibug68" and mapping is None:
+            raise ValueError(f"{data_path}: dlib's predictor gives ibug68 points; this data is {scheme.name}, whose "
+                             f"scheme does not say where its points lie in iBUG 68 (add \"ibug68\" to its scheme "
+                             "file and make the data again: docs/own-landmarks.md)")
         dlib_model = DlibPredictor()
     elif baseline not in (None, "none"):
         raise ValueError(f"unknown baseline {baseline!r} (known: dlib)")
-    rows, predictions, histories = [], {}, {}
+    rows, predictions, histories, points = [], {}, {}, {}  # points: the indices a row scores, None for all
     for run_dir, run_label in zip(map(Path, run_dirs), run_labels(run_dirs)):
         for row, pred, history in run_rows(run_dir, arrays, scheme, data_path, timing, flip_test, runtime, threads,
                                             recrop):
             row["model"] = run_label + row["model"][len(run_dir.name):]  # every row's name starts with its folder's
             rows.append(row)
             predictions[row["model"]] = pred
+            points[row["model"]] = row.pop("points")
             if history is not None:
                 histories[row["model"]] = history
     if dlib_model is not None:
@@ -145,11 +153,14 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
         plain = dlib_model.predict_dataset(arrays)
         pixel = 1.0 / (arrays["box"][:, None, 2:].astype(np.float64) - arrays["box"][:, None, :2])
         for name, pred in ((dlib_model.name, plain), (f"{dlib_model.name}, +1 px", (plain + pixel).astype(np.float32))):
-            row = score(name, pred, arrays, scheme)
+            pred = pred if mapping is None else from_ibug68(pred, mapping).astype(np.float32)
+            row = score(name, pred, arrays, scheme, scored_points(mapping))
             row.update(train_loss=float("nan"), val_loss=float("nan"), best_epoch=None, params=None, ms_per_face=float("nan"),
                        device=None)
             rows.append(row)
-            predictions[name] = pred
+            predictions[row["model"]], points[row["model"]] = pred, scored_points(mapping)
+            row["from_ibug68"] = mapping is not None
+    mapped = [row["model"] for row in rows if row.pop("from_ibug68", False)]  # rows of iBUG 68 points, mapped
 
     # written into a folder of their own and moved in as one set at the end (result_set.py): an evaluation stopped
     # (Ctrl-C during the gallery), failed or killed leaves the earlier set, or the new one, never parts of both; the
@@ -157,8 +168,9 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     staging = result_set.staging_folder(out_dir)
     try:
         write_csv(staging / "results.csv", rows)
-        (staging / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"])))
-        nmes = {name: metrics.nme_per_face(p, arrays["landmarks"], arrays["visible"], scheme)
+        (staging / "results.md").write_text(results_markdown(rows, scheme, label, len(arrays["landmarks"]),
+                                                             mapping_notes(scheme, mapped)))
+        nmes = {name: metrics.nme_per_face(p, arrays["landmarks"], arrays["visible"], scheme, points=points[name])
                 for name, p in predictions.items()}
         plots.ced_plot(nmes, staging / "ced.png", title=f"{label} ({scheme.name})", normaliser=normaliser(scheme))
         plots.gallery(arrays, predictions, nmes, staging / "gallery.png", count=gallery_faces)
@@ -168,6 +180,29 @@ def evaluate_runs(run_dirs, data_path, out_dir, baseline=None, timing=True, gall
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # not committed (once committed, it has another name)
     return rows
+
+
+def scored_points(mapping) -> list[int] | None:
+    """The points a model of iBUG 68 points is scored on, through a scheme's ``ibug68`` (``mapping``): those it
+    maps, or None where it maps them all (or there is no mapping: the model's points are the data's)."""
+    return None if mapping is None or all(mapping) else mapped_points(mapping)
+
+
+def mapping_notes(scheme, mapped: list[str]) -> list[str]:
+    """The lines under the table that say which rows are iBUG 68 points mapped to ``scheme``'s, and which of its
+    points they lack."""
+    if not mapped:
+        return []
+    where = ", ".join(f"{scheme.point_label(i)} {'+'.join(map(str, g)) if g else '–'}" for i, g in enumerate(scheme.ibug68))
+    lines = [f"Rows of iBUG 68 points ({'; '.join(mapped)}) are scored on {scheme.name}'s points, mapped by its "
+             f"\"ibug68\" (a+b: their mean): {where}."]
+    absent = [scheme.point_label(i) for i, g in enumerate(scheme.ibug68) if g is None]
+    if absent:
+        lines.append(f"{', '.join(absent)}: no iBUG 68 point, left out of the rows marked ({scheme.num_points - len(absent)} "
+                     f"of {scheme.num_points} points); their NME "
+                     "is over the other points, each face normalised as in every row, and their region cells for "
+                     "regions of absent points alone are empty (–).")
+    return lines
 
 
 def run_labels(run_dirs) -> list[str]:
@@ -194,15 +229,25 @@ def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_
     pass (stage 1 only, for pipelines), as extra rows.
     """
     predictor = Predictor.load(run_dir, runtime=runtime, threads=threads)
-    if predictor.scheme.name != scheme.name:
-        raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}")
+    # a run of iBUG 68 points on data of a scheme that says where its points lie in iBUG 68: scored on those
+    mapping = scheme.ibug68 if predictor.scheme.name == "ibug68" != scheme.name else None
+    if predictor.scheme.name != scheme.name and mapping is None:
+        hint = (" (its scheme could say where its points lie in iBUG 68: \"ibug68\", docs/own-landmarks.md)"
+                if predictor.scheme.name == "ibug68" else "")
+        raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}{hint}")
+    if mapping is not None and isinstance(predictor, PipelinePredictor):  # its oracle boxes need iBUG 68 truth
+        raise ValueError(f"{run_dir}: a pipeline of ibug68 points is scored on ibug68 data; give its stage 1 for "
+                         f"{scheme.name} data")
     images = arrays["images"]
     variants = predictor.variants(run_dir, images, (arrays["landmarks"], arrays["visible"]), flip_test, recrop)
     out = []
     for variant in variants:  # every prediction is made: timing may now set flip_test and recrop
         name, pred, timed, history_dir, flip = (variant.name, variant.predictions, variant.timed, variant.history_dir,
                                                 variant.flip_test)
-        row = score(name, pred, arrays, scheme)
+        if mapping is not None:
+            pred = from_ibug68(pred, mapping).astype(np.float32)
+        row = score(name, pred, arrays, scheme, scored_points(mapping))
+        row["points"], row["from_ibug68"] = scored_points(mapping), mapping is not None
         row["train_loss"], row["val_loss"], row["best_epoch"] = (
             history_losses(history_dir) if history_dir is not None else (float("nan"), float("nan"), None)
         )

@@ -50,7 +50,8 @@ def _fmt(value, digits=2):
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
+def results_markdown(rows: list[dict], scheme, label: str, faces: int, notes=()) -> str:
+    """The tables of results.md; ``notes``: lines under the first table's (which rows are mapped points)."""
     lines = [f"# Results on `{label}` ({scheme.name}, {faces} face{'' if faces == 1 else 's'})", ""]
     main = [("model", "model", None), ("train loss", "train_loss", SIGNIFICANT), ("val loss", "val_loss", SIGNIFICANT),
             ("test MSE", "test_mse", SIGNIFICANT), ("NME %", "nme", 2)]
@@ -61,7 +62,7 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int) -> str:
              ("params", "params", None), (timing, "ms_per_face", 1)]
     lines += _table(rows, main)
     lines += ["", "Losses are the training objective at the best validation epoch (history.csv); test MSE is the seed's",
-              f"MSE on [0, 1] crop coordinates over visible points. {_normalisation(scheme)}", ""]
+              f"MSE on [0, 1] crop coordinates over visible points. {_normalisation(scheme)}", *notes, ""]
     if scheme.regions:  # a markup without regions (lapa106) had a table of model names only
         lines += ["## NME % per region", ""]
         lines += _table(rows, [("model", "model", None)] + [(r, f"nme_{r}", 2) for r in scheme.regions])

@@ -63,8 +63,9 @@ class DlibPredictor:
         """
         from tqdm import tqdm
 
-        if str(arrays["scheme"]) != "ibug68":
-            raise ValueError(f"dlib's predictor gives ibug68 points; this data is {arrays['scheme']}")
+        if str(arrays["scheme"]) != "ibug68" and get_scheme(str(arrays["scheme"])).ibug68 is None:  # else mapped
+            raise ValueError(f"dlib's predictor gives ibug68 points; this data is {arrays['scheme']} (its scheme does "
+                             "not say where its points lie in iBUG 68: \"ibug68\")")
         paths = arrays.get("path")
         out = np.zeros((len(arrays["landmarks"]), 68, 2), np.float32)
         missing = []  # photos the npz names that are not there: dlib gets the crop, and scores differently
