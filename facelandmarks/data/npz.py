@@ -294,7 +294,9 @@ def _with_ibug68(scheme: Scheme, base: Scheme, indices: list[int]) -> Scheme:
         said, got = (", ".join(map(str, g)) if g else "none" for g in (scheme.ibug68[new], picked[new]))
         raise ValueError(f"--points: {scheme.name}'s \"ibug68\" puts point {scheme.point_label(new)} at iBUG 68 {said}, "
                          f"but the points picked put it at {got} (pick those, or correct its \"ibug68\")")
-    return register_scheme(dataclasses.replace(scheme, ibug68=picked))
+    picked = dataclasses.replace(scheme, ibug68=picked)
+    register_scheme(picked)  # the one registered from its file learns it too
+    return picked
 
 
 MIN_MEASURED_FACES = 5

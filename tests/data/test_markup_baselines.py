@@ -180,3 +180,22 @@ def test_mixed9_declares_its_means():
     ibug = landmarks.get_scheme("ibug68")
     for i, group in enumerate(mixed9.ibug68):
         assert sorted(ibug.mirror[j] for j in group) == sorted(mixed9.ibug68[mixed9.mirror[i]])
+
+
+def test_select_points_from_ibug68_writes_the_mapping_a_scheme_file_lacks(face5_set, tmp_path):
+    """A scheme file of one's own without "ibug68", picked from iBUG 68 data: the npz says where its points lie, and
+    dlib scores on it in the same process (the scheme registered from the file learns it)."""
+    from facelandmarks.evaluation.evaluate import evaluate_runs
+
+    definition = json.loads((ROOT / "configs" / "schemes" / "face5.json").read_text())
+    definition.pop("ibug68")
+    definition["name"] = "mine5"
+    (tmp_path / "mine5.json").write_text(json.dumps(definition))
+    forget("mine5")
+    assert datagen.main(["select-points", "--data", str(face5_set / "ibug68.npz"), "--scheme", str(tmp_path / "mine5.json"),
+                         "--points", "45,36,30,54,48", "--out", str(tmp_path / "mine5.npz")]) == 0  # mirrored order
+    assert json.loads(str(np.load(tmp_path / "mine5.npz")["scheme_json"]))["ibug68"] == [45, 36, 30, 54, 48]
+    assert landmarks.get_scheme("mine5").ibug68 == ((45,), (36,), (30,), (54,), (48,))
+    rows = evaluate_runs([], tmp_path / "mine5.npz", tmp_path / "eval", baseline="dlib", timing=False, gallery_faces=1)
+    assert rows[0]["model"] == DLIB and rows[0]["nme"] > 0
+    forget("mine5")
