@@ -199,3 +199,29 @@ def test_select_points_from_ibug68_writes_the_mapping_a_scheme_file_lacks(face5_
     rows = evaluate_runs([], tmp_path / "mine5.npz", tmp_path / "eval", baseline="dlib", timing=False, gallery_faces=1)
     assert rows[0]["model"] == DLIB and rows[0]["nme"] > 0
     forget("mine5")
+
+
+def mixed9_from_68(p):
+    """mixed9's points as docs/own-landmarks.md made its data from 300-W's .pts (written out, not read from the scheme)."""
+    return np.stack([p[:, 36:42].mean(1), p[:, 42:48].mean(1), (p[:, 1] + p[:, 31]) / 2, (p[:, 15] + p[:, 35]) / 2,
+                     p[:, 36], p[:, 45], p[:, 30], p[:, 48], p[:, 54]], 1)
+
+
+def test_mixed9s_means_score_dlib_as_its_data_was_made(face5_set, by_hand, tmp_path):
+    """mixed9.json's "ibug68" (eye centres, cheeks: means) against the recipe its data was made with, on real faces."""
+    from facelandmarks.evaluation.evaluate import evaluate_runs
+    from facelandmarks.scheme_files import scheme_json
+
+    arrays = npz.load_npz(face5_set / "ibug68.npz", decode_images=False)
+    mixed9 = load_scheme(ROOT / "configs" / "schemes" / "mixed9.json", register=False)
+    gt = mixed9_from_68(arrays["landmarks"].astype(np.float64)).astype(np.float32)
+    arrays.update(landmarks=gt, visible=np.ones(gt.shape[:2], bool), scheme=np.array("mixed9"),
+                  scheme_json=np.array(scheme_json(mixed9)))
+    npz.save_npz(tmp_path / "mixed9.npz", arrays)
+    forget("mixed9")
+    rows = evaluate_runs([], tmp_path / "mixed9.npz", tmp_path / "eval", baseline="dlib", timing=False, gallery_faces=1)
+    pred = mixed9_from_68(by_hand["dlib"].astype(np.float64))
+    norm = np.linalg.norm(gt[:, 4].astype(np.float64) - gt[:, 5], axis=-1)  # the outer eye corners
+    expected = 100 * float((np.linalg.norm(pred - gt, axis=-1).mean(1) / norm).mean())
+    assert rows[0]["model"] == DLIB and abs(rows[0]["nme"] - expected) < 1e-6
+    forget("mixed9")
