@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from facelandmarks.cli import evaluate as evaluate_cli
 from facelandmarks.cli import train as train_cli
 from facelandmarks.data import npz
 from facelandmarks.data.faces import from_patch, to_patch
+from facelandmarks.evaluation.evaluate import evaluate_runs
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.runtimes import ExportError
 from facelandmarks.landmarks import REFINED_REGIONS, box_scheme, get_scheme
@@ -72,9 +72,11 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
     assert (pipelines / "boxes" / "model.keras").is_file()
     assert json.loads((pipelines / "boxes" / "config.json").read_text())["scheme"] == "ibug68/boxes"
 
+    # evaluate.py's evaluation with --flip-test --recrop --no-timing, its gallery one best and one worst face a row
+    # (six of each drew 180 faces for the 15 rows: most of the evaluation's time)
     out = tmp_path / "eval"
-    assert evaluate_cli.main([str(pipelines / "cascade"), str(pipelines / "regions"), "--data", str(tiny_ibug["test"]),
-                          "--out", str(out), "--no-timing", "--flip-test", "--recrop"]) == 0
+    evaluate_runs([pipelines / "cascade", pipelines / "regions"], tiny_ibug["test"], out, timing=False, gallery_faces=1,
+                  flip_test=True, recrop=True)
     with open(out / "results.csv", newline="") as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
     expected = ["cascade: stage 1 (scratch-tiny)", "cascade: stage 1 + cascade", "cascade: stage 1 + cascade (oracle boxes)",
