@@ -4,6 +4,7 @@ No face data: random-weight scratch CNNs stand in for trained runs, random crops
 """
 
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -248,11 +249,14 @@ def test_an_evaluation_killed_between_its_renames_leaves_one_set_never_a_mixed_o
     what is left is part of one set, never of two, and a whole set wherever results.csv is there; the next
     evaluation into --out (here one that fails: its run is missing) makes it whole, the new set once any of it
     showed. The user's own files in --out are never touched."""
+    # every evaluation draws its gallery with one best and one worst face: the set's files are what is checked; the
+    # 6 of each (empty panels past this set's 4 faces) took about a third of the test's time
+    evaluate = functools.partial(evaluate_runs, timing=False, gallery_faces=1)
     old_run, new_run = make_run(tmp_path / "old", seed=1), make_run(tmp_path / "new", seed=2)
     (old_run / "history.csv").write_text("epoch,loss,val_loss,val_nme\n0,0.03,0.02,9.0\n")
     data = make_test_set(tmp_path / "test.npz")
-    evaluate_runs([old_run], data, tmp_path / "old set", timing=False)
-    evaluate_runs([new_run], data, tmp_path / "new set", timing=False)
+    evaluate([old_run], data, tmp_path / "old set")
+    evaluate([new_run], data, tmp_path / "new set")
     old, new = _results(tmp_path / "old set"), _results(tmp_path / "new set")
     assert set(old) == set(RESULT_FILES) and set(new) == set(RESULT_FILES) - {"curves.png"}  # old curves: stale
     mine = {"notes.txt": b"mine", "results-2024.csv": b"mine too", ".results.txt": b"hidden, mine"}
@@ -264,7 +268,7 @@ def test_an_evaluation_killed_between_its_renames_leaves_one_set_never_a_mixed_o
         with monkeypatch.context() as patch:
             _killed_at(step, out, patch)
             try:
-                evaluate_runs([new_run], data, out, timing=False)
+                evaluate([new_run], data, out)
             except Killed:
                 killed = True
             else:
@@ -277,7 +281,7 @@ def test_an_evaluation_killed_between_its_renames_leaves_one_set_never_a_mixed_o
         assert parts_of, f"killed at step {step}: a mixed set {sorted(left)}"
         assert "results.csv" not in left or left in (old, new), f"killed at step {step}: results.csv of part of a set"
         with pytest.raises((OSError, ValueError)):
-            evaluate_runs([tmp_path / "missing"], data, out, timing=False)
+            evaluate([tmp_path / "missing"], data, out)
         repaired = _results(out)
         assert repaired in (old, new) and (repaired == new or left == old), f"step {step}"
         ours = {result_set.LOCK}  # the installs' lock file, empty, stays
