@@ -331,6 +331,8 @@ def scored_faces(path, faces=3):
         "box": np.tile(np.float32([0, 0, SIZE, SIZE]), (faces, 1))})
 
 
+# The evaluations below check their rows' names, losses and curves: each draws its gallery with one best and one
+# worst face a row (gallery_faces=1), not six of each
 def test_an_exported_pipelines_rows_name_their_runtime(run_dir, tmp_path):
     # a single model's rows said 'scratch (onnx)'; a pipeline's export ran unlabelled, as if through Keras
     from facelandmarks.evaluation.evaluate import evaluate_runs
@@ -338,9 +340,9 @@ def test_an_exported_pipelines_rows_name_their_runtime(run_dir, tmp_path):
     pipeline = cascade_of(run_dir, tmp_path / "cascade")
     export.export_run(pipeline, formats=("onnx",))  # into cascade/export, which runtime auto then runs
     data = scored_faces(tmp_path / "test.npz")
-    names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "out", timing=False, runtime="auto")]
+    names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "out", timing=False, gallery_faces=1, runtime="auto")]
     assert names[:2] == [f"cascade (onnx): stage 1 ({run_dir.name})", "cascade (onnx): stage 1 + cascade"]
-    keras_names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "k", timing=False, runtime="keras")]
+    keras_names = [r["model"] for r in evaluate_runs([pipeline], data, tmp_path / "k", timing=False, gallery_faces=1, runtime="keras")]
     assert keras_names[:2] == [f"cascade: stage 1 ({run_dir.name})", "cascade: stage 1 + cascade"]
 
 
@@ -358,7 +360,7 @@ def test_an_exported_pipelines_stage1_row_keeps_its_runs_name_losses_and_curve(r
     export.export_run(pipeline, formats=("onnx",))  # into cascade/export, which runtime auto then runs
     moved = shutil.copytree(pipeline / runtimes.EXPORT_DIR, tmp_path / "moved")  # an export on its own (--to)
     data = scored_faces(tmp_path / "test.npz")
-    rows = {label: evaluate_runs([folder], data, tmp_path / label, timing=False, runtime=runtime)[0]
+    rows = {label: evaluate_runs([folder], data, tmp_path / label, timing=False, gallery_faces=1, runtime=runtime)[0]
             for label, folder, runtime in (("keras", pipeline, "keras"), ("auto", pipeline, "auto"), ("moved", moved, "auto"))}
     assert [row["model"] for row in rows.values()] == [f"cascade: stage 1 ({run_dir.name})",
                                                        f"cascade (onnx): stage 1 ({run_dir.name})",
@@ -380,7 +382,7 @@ def test_a_models_export_evaluated_on_its_own_is_named_with_its_run_and_keeps_it
     export.export_run(run, formats=("onnx",))
     moved = export.export_run(run, tmp_path / "moved", formats=("onnx",))  # --to a folder of its own
     data = scored_faces(tmp_path / "test.npz")
-    rows = {label: evaluate_runs([folder], data, tmp_path / label, timing=False, runtime="auto")[0]
+    rows = {label: evaluate_runs([folder], data, tmp_path / label, timing=False, gallery_faces=1, runtime="auto")[0]
             for label, folder in (("run", run), ("export", run / runtimes.EXPORT_DIR), ("moved", moved))}
     assert [row["model"] for row in rows.values()] == [f"{run.name} (onnx)", f"{run.name}/export (onnx)", "moved (onnx)"]
     for label, row in rows.items():
@@ -400,7 +402,7 @@ def test_an_int8_exports_rows_say_so_and_a_float32_exports_keep_their_names(run_
     int8 = export.export_run(run, tmp_path / "int8", ("onnx",), "int8", calibration=data)
     pipeline = cascade_of(run, tmp_path / "cascade")
     export.export_run(pipeline, tmp_path / "cascade-int8", ("onnx",), "int8", calibration=data)
-    names = [r["model"] for r in evaluate_runs([run, int8, tmp_path / "cascade-int8"], data, tmp_path / "out", timing=False,
+    names = [r["model"] for r in evaluate_runs([run, int8, tmp_path / "cascade-int8"], data, tmp_path / "out", timing=False, gallery_faces=1,
                                                runtime="auto")]
     assert names[:3] == [f"{run.name} (onnx)", "int8 (onnx int8)", f"cascade-int8 (onnx int8): stage 1 ({run.name})"]
     assert names[3] == "cascade-int8 (onnx int8): stage 1 + cascade"
