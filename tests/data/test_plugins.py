@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import built_once
+
 pytestmark = [pytest.mark.data, pytest.mark.backend]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,18 +35,20 @@ def script(name: str, *args, cwd: Path, plugins_env: str | None = None) -> subpr
                           text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_with_plugin(tmp_path_factory, tiny_ibug):
     """A folder holding the doc's example file (my_models.py) and a run of its family and loss trained from there for
-    one epoch in a train.py process, as the doc's command does. Each test copies it into its own folder and goes on
-    there (the two tests each trained the same run: 6.6 s a process alone, TensorFlow)."""
-    folder = tmp_path_factory.mktemp("plugin_run")
-    (folder / "my_models.py").write_text(doc_plugin())
-    first = script("train.py", "tinycnn", "--plugins", "my_models.py", "--loss", "smooth_l1", "--loss-options",
-                   '{"beta": 0.05}', "--model-options", '{"filters": 8}', "--data", tiny_ibug["train"], "--run-dir",
-                   "run", "--epochs", "1", "--batch", "16", "--augment", "none", "--preview-every", "0", cwd=folder)
-    assert first.returncode == 0, first.stderr
-    return folder
+    one epoch in a train.py process, as the doc's command does: built once for the session, whichever pytest-xdist
+    process asks first (``built_once``). Each test copies it into its own folder and goes on there (the two tests each
+    trained the same run: 6.6 s a process alone, TensorFlow)."""
+    def build(folder):
+        (folder / "my_models.py").write_text(doc_plugin())
+        first = script("train.py", "tinycnn", "--plugins", "my_models.py", "--loss", "smooth_l1", "--loss-options",
+                       '{"beta": 0.05}', "--model-options", '{"filters": 8}', "--data", tiny_ibug["train"], "--run-dir",
+                       "run", "--epochs", "1", "--batch", "16", "--augment", "none", "--preview-every", "0", cwd=folder)
+        assert first.returncode == 0, first.stderr
+
+    return built_once(tmp_path_factory, "plugin_run", build)
 
 
 def copy_of(trained_with_plugin, tmp_path) -> Path:
