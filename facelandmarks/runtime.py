@@ -294,8 +294,8 @@ def tune_allocator() -> bool:
     Returns True when glibc took the settings; False on another C library, with ``FACELANDMARKS_MALLOC=0`` (or
     ``off``, ``false``, ``no``), or under JAX too late for its threads.
     """
-    if os.environ.get(MALLOC_ENV, "1").strip().lower() in ("0", "false", "no", "off"):  # as FACELANDMARKS_VERBOSE reads
-        return False
+    if _ALLOCATOR["left"] or os.environ.get(MALLOC_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False  # the variable read as FACELANDMARKS_VERBOSE is
     import ctypes
 
     try:  # the process's own symbols: glibc's mallopt when glibc is the C library (no library search per call)
@@ -319,7 +319,17 @@ def tune_allocator() -> bool:
     return took and not late
 
 
-_ALLOCATOR = {"before_jax": False, "noted": False}  # tune_allocator: taken under JAX before it computed; its note said
+_ALLOCATOR = {"before_jax": False, "noted": False, "left": False}  # tune_allocator: taken under JAX before it computed;
+# its note said; leave_allocator called
+
+
+def leave_allocator() -> None:
+    """Leave this process's allocator as glibc sets it: later ``tune_allocator`` calls (a script's main, every epoch,
+    ``Predictor.load``) change nothing and say nothing, as ``FACELANDMARKS_MALLOC=0`` would, without passing that on
+    to the processes it starts. For a program that runs many short computations in one process, where the tuning is
+    not worth it: the test suite under JAX (tests/conftest.py), whose in-process tests took 1.12-1.24x as long with
+    every thread in one arena (docs/results.md, Test-suite timings)."""
+    _ALLOCATOR["left"] = True
 
 
 def jax_started() -> bool:

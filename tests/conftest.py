@@ -29,10 +29,15 @@ DATA_DIR = Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")
 # benchmarks keep XLA's defaults. An XLA_FLAGS of your own replaces it.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
-# glibc tuned as the scripts tune it, before any backend computes (runtime.tune_allocator, which reads no backend): under
-# JAX, a script's main or a Predictor a test starts after another test computed would otherwise tune it too late for
-# JAX's threads, and its note ('note: runtime.tune_allocator: JAX has computed already ...') fell into that test's stderr
-runtime.tune_allocator()
+# glibc in each test process, set before any backend computes, so that a script's main or a Predictor that a test
+# starts after another test computed finds it decided (under JAX, tuning then came too late for JAX's threads, and its
+# note fell into that test's stderr). On TensorFlow tuned, as the scripts tune it. Under JAX left as glibc comes
+# (runtime.leave_allocator): one arena for every thread made the in-process tests 1.12-1.24x slower, which is worth it
+# for a training's big steps, not for a suite of tiny ones; the scripts the tests start are tuned as a user's are.
+if runtime.keras_backend() == "jax":
+    runtime.leave_allocator()
+else:
+    runtime.tune_allocator()
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection: only the tests that will run count

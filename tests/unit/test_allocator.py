@@ -152,6 +152,30 @@ def test_tuning_after_jax_has_computed_says_it_comes_too_late_once():
     assert "FACELANDMARKS_MALLOC=0" in notes[0] and "before JAX first computes" in notes[0], notes
 
 
+LEFT = textwrap.dedent("""
+    import os, subprocess, sys
+    import jax.numpy as jnp
+    from facelandmarks import runtime
+    runtime.leave_allocator()
+    jnp.ones(4).block_until_ready()
+    child = "from facelandmarks import runtime; print(runtime.tune_allocator())"
+    print(runtime.tune_allocator(), runtime.tune_allocator(), os.environ.get(runtime.MALLOC_ENV, "unset"),
+          subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout.strip())
+""")
+
+
+@pytest.mark.skipif(not GLIBC or importlib.util.find_spec("jax") is None, reason="glibc's arenas, XLA's threads")
+def test_a_process_that_leaves_its_allocator_is_not_tuned_later_and_its_children_still_are():
+    """leave_allocator (the test suite under JAX): every later tune_allocator returns False with no note, even after
+    JAX computed, and the processes it starts (the scripts a test runs) are tuned as a user's are."""
+    env = {**os.environ, runtime.MALLOC_ENV: "1", "KERAS_BACKEND": "jax"}
+    env.pop("LD_PRELOAD", None)
+    run = subprocess.run([sys.executable, "-c", LEFT], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False", "False", "1", "True"], run.stdout
+    assert "note:" not in run.stderr, run.stderr
+
+
 def test_forward_batch_keeps_the_largest_activation_under_the_mmap_threshold():
     assert forward_batch(None) == MAX_BATCH  # an export: its runtime manages its own memory
     assert forward_batch(65 * 65 * 96 * 4) == 16  # MobileNetV2 at 128 px: 1.6 MB in block_1_pad per face
