@@ -17,6 +17,7 @@ from facelandmarks.landmarks import REFINED_REGIONS, box_scheme, get_scheme
 from facelandmarks.pipelines.boxes import box_corners, boxes_from_corners, region_boxes
 from facelandmarks.pipelines.config import PipelineConfig
 
+from .conftest import built_once
 from .face_batches import read_muct_rows
 
 pytestmark = pytest.mark.data
@@ -42,18 +43,22 @@ REGIONS = ("left_eye", "mouth")  # two refiners per pipeline keep the test short
 
 @pytest.fixture(scope="module")
 def pipelines(tiny_run, tiny_ibug, tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipelines")
+    """Three pipeline runs (boxes, cascade, regions), trained by one test process of the session for both tests that
+    read them (module-scoped alone, each pytest-xdist process that ran one of them trained its own: 29 s)."""
     common = ["--data", str(tiny_ibug["train"]), "--epochs", "1", "--batch", "16", "--workers", "1", "--preview-every", "0"]
-    # the box net a scratch CNN, not the default resnet_scratch (which test_models.py trains and round-trips): what is
-    # checked here is the pipelines' glue; its epoch took 12 s more alone
-    assert train_cli.main(["boxes", *common, "--run-dir", str(root / "boxes"), "--val-fraction", "0.2", "--box-model",
-                           "scratch"]) == 0
-    assert train_cli.main(["cascade", "--stage1", str(tiny_run), *common, "--run-dir", str(root / "cascade"),
-                       "--copies", "1", "--patch-size", "24", "--regions", ",".join(REGIONS)]) == 0
-    assert train_cli.main(["regions", "--stage1", str(tiny_run), "--boxes", str(root / "boxes"), *common,
-                       "--run-dir", str(root / "regions"), "--copies", "1", "--patch-size", "24",
-                       "--regions", ",".join(REGIONS)]) == 0
-    return root
+
+    def build(root):
+        # the box net a scratch CNN, not the default resnet_scratch (which test_models.py trains and round-trips):
+        # what is checked here is the pipelines' glue; its epoch took 12 s more alone
+        assert train_cli.main(["boxes", *common, "--run-dir", str(root / "boxes"), "--val-fraction", "0.2",
+                               "--box-model", "scratch"]) == 0
+        assert train_cli.main(["cascade", "--stage1", str(tiny_run), *common, "--run-dir", str(root / "cascade"),
+                               "--copies", "1", "--patch-size", "24", "--regions", ",".join(REGIONS)]) == 0
+        assert train_cli.main(["regions", "--stage1", str(tiny_run), "--boxes", str(root / "boxes"), *common,
+                               "--run-dir", str(root / "regions"), "--copies", "1", "--patch-size", "24",
+                               "--regions", ",".join(REGIONS)]) == 0
+
+    return built_once(tmp_path_factory, "pipelines", build)
 
 
 # Not backend-marked, to keep CI short: the refiners are ordinary train.py runs (trained on both
