@@ -249,6 +249,18 @@ def test_prepare_killed_at_every_step_or_on_a_full_disk_leaves_one_whole_set(afw
           f"new ({tally['finished by a reader']} installs finished by a reader); files lost: 0; {time.time() - started:.0f} s")
 
 
+def hung(proc) -> str:
+    """What a run that did not end shows, for the failure line (its process group killed after): whether the main
+    process had ended (a worker left behind holds its stderr open), each process's state and kernel wait, and the
+    end of what it wrote. Seen once in a CI run (Ctrl-C at 5 s, 6 Dec 2026), not since in 24 runs alone or loaded."""
+    ended = proc.poll()
+    table = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,args", "-g", str(proc.pid)], capture_output=True,
+                           text=True).stdout
+    os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    return f"main process {'ended ' + str(ended) if ended is not None else 'still running'}; processes:\n{table}stderr: {err[-2000:]}"
+
+
 def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
     """Ctrl-C reaches the whole process group. Workers that took it too printed a traceback each, and one
     interrupted halfway through sending a result left the pool waiting for ever (one run in seven). Started with
@@ -266,8 +278,7 @@ def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
         try:
             _, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"prepare hung after Ctrl-C at {wait} s (SIGTERM {sigterm.name})")
+            pytest.fail(f"prepare hung after Ctrl-C at {wait} s (SIGTERM {sigterm.name}): {hung(proc)}")
         if proc.returncode == 0:
             continue  # finished before the signal: nothing to stop
         assert proc.returncode == 130 and "Traceback" not in err, err
@@ -282,8 +293,7 @@ def test_ctrl_c_stops_a_pool_of_workers_in_one_line(data_dir, tmp_path):
     try:
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("prepare hung after SIGTERM")
+        pytest.fail(f"prepare hung after SIGTERM: {hung(proc)}")
     assert proc.returncode == 143 and "Traceback" not in err, err  # 0: SIGTERM did not stop the run
     # (a SIGTERM while the pool starts may add the resource tracker's warning of its semaphores after it)
     assert "datagen.py prepare: terminated; previous outputs left as they were" in err.splitlines()
