@@ -109,6 +109,12 @@ def nme_per_face(pred, gt, visible, scheme, by: str = "corners", points=None) ->
     return mean / norm
 
 
+def of_points(visible, points=None) -> np.ndarray:
+    """``visible`` (N, K) kept only at the indices ``points`` (all where None): the points a row is scored on."""
+    visible = np.asarray(visible, bool)
+    return visible if points is None else visible & np.isin(np.arange(visible.shape[1]), list(points))
+
+
 def mean_offset(pred, gt, visible, scheme, points=None) -> tuple[float, float]:
     """(x, y) mean signed error over the scored faces' visible points (of ``points``, default all), in % of each
     face's normalising distance."""
@@ -116,7 +122,7 @@ def mean_offset(pred, gt, visible, scheme, points=None) -> tuple[float, float]:
     signed = np.asarray(pred, np.float64).reshape(gt.shape) - gt
     visible = np.asarray(visible, bool)
     norm = normalising_distance(gt, visible, scheme)
-    visible = visible if points is None else visible & np.isin(np.arange(gt.shape[1]), list(points))
+    visible = of_points(visible, points)
     counts = visible.sum(axis=1)
     scored = ~np.isnan(norm) & (counts > 0)
     if not scored.any():

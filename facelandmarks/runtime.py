@@ -319,15 +319,15 @@ def tune_allocator() -> bool:
     return took and not late
 
 
-_ALLOCATOR = {"before_jax": False, "noted": False, "left": False}  # tune_allocator: taken under JAX before it computed;
-# its note said; leave_allocator called
+# tune_allocator's state: taken under JAX before it computed; its note said; leave_allocator called
+_ALLOCATOR = {"before_jax": False, "noted": False, "left": False}
 
 
 def leave_allocator() -> None:
     """Leave this process's allocator as glibc sets it: later ``tune_allocator`` calls (a script's main, every epoch,
     ``Predictor.load``) change nothing and say nothing, as ``FACELANDMARKS_MALLOC=0`` would, without passing that on
     to the processes it starts. For a program that runs many short computations in one process, where the tuning is
-    not worth it: the test suite under JAX (tests/conftest.py), whose in-process tests took 1.12-1.24x as long with
+    not worth it: the test suite under JAX (tests/conftest.py), whose in-process tests took 1.17-1.22x as long with
     every thread in one arena (docs/results.md, Test-suite timings)."""
     _ALLOCATOR["left"] = True
 

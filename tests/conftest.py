@@ -32,7 +32,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llv
 # glibc in each test process, set before any backend computes, so that a script's main or a Predictor that a test
 # starts after another test computed finds it decided (under JAX, tuning then came too late for JAX's threads, and its
 # note fell into that test's stderr). On TensorFlow tuned, as the scripts tune it. Under JAX left as glibc comes
-# (runtime.leave_allocator): one arena for every thread made the in-process tests 1.12-1.24x slower, which is worth it
+# (runtime.leave_allocator): one arena for every thread made the in-process tests 1.17-1.22x slower, which is worth it
 # for a training's big steps, not for a suite of tiny ones; the scripts the tests start are tuned as a user's are.
 if runtime.keras_backend() == "jax":
     runtime.leave_allocator()

@@ -277,7 +277,7 @@ class LandmarkBatches(keras.utils.PyDataset):
         super().__init__(**kwargs)
         if batch_size > parts.faces and source is not None:
             raise npz.DatasetError(f"{source}: --batch {batch_size} is more than its {parts.faces} training faces{held_out}")
-        if batch_size > parts.faces:
+        if batch_size > parts.faces:  # no file to name: a program's own LandmarkBatches
             raise ValueError(f"batch size {batch_size} is larger than the {parts.faces} training faces (--batch)")
         self._pack = pack_targets
         self.parts, self.batch_size, self.augmenter = parts, batch_size, augmenter

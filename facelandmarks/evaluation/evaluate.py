@@ -53,8 +53,7 @@ def score(name: str, pred: np.ndarray, arrays: dict, scheme, points=None) -> dic
     and named with their count ("dlib (7 of 9 points)")."""
     row = {"model": name if points is None else f"{name} ({len(points)} of {scheme.num_points} points)"}
     row.update(metrics.summarize(pred, arrays["landmarks"], arrays["visible"], scheme, points=points))
-    visible = arrays["visible"] if points is None else arrays["visible"] & np.isin(np.arange(scheme.num_points), points)
-    row["test_mse"] = metrics.masked_mse(pred, arrays["landmarks"], visible)
+    row["test_mse"] = metrics.masked_mse(pred, arrays["landmarks"], metrics.of_points(arrays["visible"], points))
     if scheme.name == "muct76" and "name" in arrays:
         cameras = muct_cameras(arrays["name"])
         per_face = metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], scheme, points=points)
