@@ -9,6 +9,7 @@ selected and the data folder is missing, the session stops with one line naming 
 (never a silent skip); a test that asks for ``data_dir`` without the marker stops it too.
 """
 
+import gc
 import os
 from pathlib import Path
 
@@ -38,6 +39,12 @@ if runtime.keras_backend() == "jax":
     runtime.leave_allocator()
 else:
     runtime.tune_allocator()
+
+# Python's cyclic collector, less often: a test process holds TensorFlow's or JAX's millions of objects, which every
+# full collection walks again (0.3-0.4 s each), and the tests' thousands of small models made 20-25 of them and 4,000
+# young ones in 110 s of tests: 8-10 s a process. At these thresholds they took 3 s (docs/results.md#test-suite-timings).
+# Garbage is still collected, in fewer and larger passes.
+gc.set_threshold(50_000, 20, 100)
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection: only the tests that will run count
