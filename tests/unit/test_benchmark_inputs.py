@@ -24,6 +24,20 @@ def _bench(script: str, *args, cwd, env=None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def _main(script: str, *args, capfd, monkeypatch) -> subprocess.CompletedProcess:
+    """``script``'s main called in this process, its exit status and what it wrote to stdout and stderr, as
+    ``_bench`` gives them: for the refusals that come after Keras has loaded, which a process of their own spent 4 s of
+    TensorFlow's start-up on (an exception out of main fails the test, as a traceback in ``_one_line`` would)."""
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / script)])  # its parser names the script from argv[0]
+    capfd.readouterr()
+    try:
+        status = _module(Path(script).stem).main(list(map(str, args)))
+    except SystemExit as stop:
+        status = stop.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(script, status or 0, out, err)
+
+
 def _one_line(result, script: str, line: str, status: int = 2) -> None:
     assert result.returncode == status and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr  # not argparse's usage lines first
@@ -61,8 +75,8 @@ def test_crop_speed_without_its_samples_folder(files):
               f"{files['root'] / 'empty'}: no photo with a .pts file beside it (--samples)")
 
 
-@pytest.mark.slow  # Keras loads in several of its processes
-def test_predict_batches_refuses_a_bad_batch_list_count_npz_or_model(files):
+@pytest.mark.slow  # Keras loads
+def test_predict_batches_refuses_a_bad_batch_list_count_npz_or_model(files, capfd, monkeypatch):
     where = files["root"]
     _one_line(_bench("predict_batches.py", "--data", files["good"], "--batches", "8,x", cwd=where), "predict_batches.py",
               "argument --batches: '8,x': give comma-separated batch sizes >= 1")
@@ -70,25 +84,26 @@ def test_predict_batches_refuses_a_bad_batch_list_count_npz_or_model(files):
               "argument --batches: '0'")
     _one_line(_bench("predict_batches.py", "--data", files["good"], "--faces", "0", cwd=where), "predict_batches.py",
               "--faces and --repeats must be >= 1, got 0 and 2")
-    _one_line(_bench("predict_batches.py", "--data", files["text"], cwd=where), "predict_batches.py",
-              f"{files['text']}: not an npz file")
-    _one_line(_bench("predict_batches.py", "--data", files["good"], "--model", where / "no-run", cwd=where),
-              "predict_batches.py", f"{where / 'no-run'}: no such run directory")
+    # these two come after Keras has loaded: main in this process
+    _one_line(_main("predict_batches.py", "--data", files["text"], capfd=capfd, monkeypatch=monkeypatch),
+              "predict_batches.py", f"{files['text']}: not an npz file")
+    _one_line(_main("predict_batches.py", "--data", files["good"], "--model", where / "no-run", capfd=capfd,
+                    monkeypatch=monkeypatch), "predict_batches.py", f"{where / 'no-run'}: no such run directory")
 
 
-@pytest.mark.slow  # Keras loads in several of its processes
-def test_train_throughput_refuses_a_zero_count_an_unreadable_npz_or_an_unknown_model(files):
-    where = files["root"]
-    _one_line(_bench("train_throughput.py", "--data", files["good"], "--steps", "0", cwd=where), "train_throughput.py",
-              "--size, --batch and --rounds must be >= 1, --steps >= 2")
-    _one_line(_bench("train_throughput.py", "--data", files["good"], "--size", "16", "--steps", "2", "--warmup", "1",
-                     "--batch", "4", cwd=where), "train_throughput.py",
-              f"{files['good']}: 8 faces, fewer than --steps + --warmup batches of --batch (2 + 1 of 4) take")
-    _one_line(_bench("train_throughput.py", "--data", files["text"], cwd=where), "train_throughput.py",
-              f"{files['text']}: not an npz file")
-    _one_line(_bench("train_throughput.py", "--data", files["good"], "--model", "nosuch", "--size", "16", "--steps", "2", "--warmup", "0",
-                     "--batch", "2", cwd=where),
-              "train_throughput.py", "unknown model 'nosuch'")
+@pytest.mark.slow  # Keras loads
+def test_train_throughput_refuses_a_zero_count_an_unreadable_npz_or_an_unknown_model(files, capfd, monkeypatch):
+    # each comes after Keras has loaded: main in this process (the per-allocator test below runs it as a process)
+    def refused(*args, line):
+        _one_line(_main("train_throughput.py", "--data", *args, capfd=capfd, monkeypatch=monkeypatch),
+                  "train_throughput.py", line)
+
+    refused(files["good"], "--steps", "0", line="--size, --batch and --rounds must be >= 1, --steps >= 2")
+    refused(files["good"], "--size", "16", "--steps", "2", "--warmup", "1", "--batch", "4",
+            line=f"{files['good']}: 8 faces, fewer than --steps + --warmup batches of --batch (2 + 1 of 4) take")
+    refused(files["text"], line=f"{files['text']}: not an npz file")
+    refused(files["good"], "--model", "nosuch", "--size", "16", "--steps", "2", "--warmup", "0", "--batch", "2",
+            line="unknown model 'nosuch'")
 
 
 @pytest.mark.slow  # Keras loads in the measured process
@@ -178,9 +193,9 @@ def test_fit_check_reads_a_runs_config_json_as_train_py_does_and_tells_a_bad_one
 
 
 @pytest.mark.slow  # Keras loads
-def test_fit_check_tells_a_run_whose_data_is_not_where_its_config_json_says_in_one_line(tmp_path):
+def test_fit_check_tells_a_run_whose_data_is_not_where_its_config_json_says_in_one_line(tmp_path, capfd, monkeypatch):
     run = _run_config(tmp_path / "moved")  # its faces.npz is not there: a FileNotFoundError traceback
-    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py", f"{run / 'faces.npz'}: ")
+    _one_line(_main("fit_check.py", run, capfd=capfd, monkeypatch=monkeypatch), "fit_check.py", f"{run / 'faces.npz'}: ")
 
 
 def test_fit_check_refuses_a_features_model_in_one_line_with_status_2(tmp_path):
@@ -191,19 +206,20 @@ def test_fit_check_refuses_a_features_model_in_one_line_with_status_2(tmp_path):
 
 
 @pytest.mark.slow  # Keras loads
-def test_fit_check_tells_a_run_without_validation_or_with_sharded_data_in_one_line_with_status_2(files, tmp_path):
-    # each ended with exit status 1 and a line without the script's name
+def test_fit_check_tells_a_run_without_validation_or_with_sharded_data_in_one_line_with_status_2(files, tmp_path, capfd,
+                                                                                                  monkeypatch):
+    # each ended with exit status 1 and a line without the script's name (both after Keras has loaded: in this process)
     run = _run_config(tmp_path / "no-val", data=str(files["good"]), val_fraction=0.0)
-    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py",
+    _one_line(_main("fit_check.py", run, capfd=capfd, monkeypatch=monkeypatch), "fit_check.py",
               f"{run}: trained without validation data; nothing to compare with")
     manifest = npz.write_manifest(tmp_path / "faces_train.shards.json", [], "ibug68", (16, 16, 3))
     run = _run_config(tmp_path / "sharded", data=str(manifest), val=str(files["good"]))
-    _one_line(_bench("fit_check.py", run, cwd=tmp_path), "fit_check.py",
+    _one_line(_main("fit_check.py", run, capfd=capfd, monkeypatch=monkeypatch), "fit_check.py",
               f"{run}: sharded training data ({manifest}); fit_check needs an npz")
 
 
-@pytest.mark.slow  # a training and Keras loaded twice more
-def test_fit_check_prints_its_table_alone_on_stdout(files, tmp_path):
+@pytest.mark.slow  # a training and Keras loaded once more
+def test_fit_check_prints_its_table_alone_on_stdout(files, tmp_path, capfd, monkeypatch):
     # Keras's progress bars of the passes over the faces were printed into the table
     from facelandmarks.cli.train import main as train
 
@@ -217,7 +233,8 @@ def test_fit_check_prints_its_table_alone_on_stdout(files, tmp_path):
                                                "| faces | mode | NME % |"]
     assert "step" not in result.stdout and "step" in result.stderr
     # the training-mode rows (the mlp's dropout 0.5 on) changed between runs with one --seed: dropout was not seeded
-    again = _bench("fit_check.py", run, "--faces", "4", cwd=tmp_path)
+    # (the second run in this process, whose random state the training above and earlier tests moved)
+    again = _main("fit_check.py", run, "--faces", "4", capfd=capfd, monkeypatch=monkeypatch)
     assert again.returncode == 0, again.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 6 and [line for line in again.stdout.splitlines() if line.startswith("| ")] == table
