@@ -130,15 +130,18 @@ def test_cluster_speed_refuses_an_unreadable_npz_and_tells_a_failed_training_in_
     assert failed.stderr.splitlines()[0] == "training with 1 process(es), 2 epoch(s)..."  # minutes each: said before
 
 
-@pytest.mark.slow  # a training and a prediction, each loading Keras
-def test_train_throughput_and_predict_batches_show_their_progress(files):
-    # each ran minutes without a word before its table
-    timed = _bench("train_throughput.py", "--data", files["good"], "--model", "scratch", "--size", "16", "--batch", "2",
-                   "--steps", "2", "--warmup", "1", "--rounds", "1", "--workers", "1", "--augment", "none", cwd=files["root"])
+@pytest.mark.slow  # a training and a prediction
+def test_train_throughput_and_predict_batches_show_their_progress(files, capfd, monkeypatch):
+    # each ran minutes without a word before its table (each main in this process: the progress and the table are
+    # what is checked, not a process's start)
+    monkeypatch.chdir(files["root"])
+    timed = _main("train_throughput.py", "--data", files["good"], "--model", "scratch", "--size", "16", "--batch", "2",
+                  "--steps", "2", "--warmup", "1", "--rounds", "1", "--workers", "1", "--augment", "none", capfd=capfd,
+                  monkeypatch=monkeypatch)
     assert timed.returncode == 0, timed.stderr[-3000:]
     assert "| ratio pipeline / compute |" in timed.stdout and "rounds x modes: " in timed.stderr
-    batches = _bench("predict_batches.py", "--data", files["good"], "--faces", "8", "--batches", "4", "--repeats", "1",
-                     cwd=files["root"])
+    batches = _main("predict_batches.py", "--data", files["good"], "--faces", "8", "--batches", "4", "--repeats", "1",
+                    capfd=capfd, monkeypatch=monkeypatch)
     assert batches.returncode == 0, batches.stderr[-3000:]
     assert "| 4 |" in batches.stdout and "batch sizes: " in batches.stderr
 
