@@ -55,6 +55,7 @@ def main(argv=None):
     runtime.startup(args.verbose)  # Keras loads here, quietly: the registry builds models
     from facelandmarks.models import IMAGE, REGISTRY, build_model, describe_models, get_spec
     from facelandmarks.models.plugins import load_plugins
+    from facelandmarks.models.registry import shapes_only
 
     try:
         load_plugins(args.plugins)
@@ -97,9 +98,9 @@ def main(argv=None):
         if args.input_size is not None:
             shape = (args.input_size, args.input_size, shape[2])
         try:
-            model = build_model(args.summary, shape, num_points)
+            with shapes_only():  # no weights to initialise: the layers' shapes and counts are the summary
+                build_model(args.summary, shape, num_points).summary(expand_nested=False)
         except ValueError as err:  # an input too small for the model
             complain(f"models.py: --summary {args.summary}: {error_line(err)}")
             return 2
-        model.summary(expand_nested=False)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 from collections.abc import Callable
@@ -235,20 +236,26 @@ def describe_models(num_points: int = 68, progress: bool = False) -> list[dict]:
     return rows
 
 
-def count_params(name: str, input_shape, num_points: int) -> int:
-    """The parameters of model ``name`` built with its default options, counted from its variables' shapes.
+@contextlib.contextmanager
+def shapes_only():
+    """Models built inside hold variables of their shapes and no values, for counting and summaries.
 
-    Built in a stateless scope that leaves the variables uninitialised: on JAX each initialiser of a new shape
-    compiled an XLA program, and building the 11 models took 30 s (their parameters 1.5 s this way; TensorFlow
-    11 s -> 3 s). A builder may still read or set its weights there (Keras hands it the initialiser's values and
-    keeps what it sets aside): the count depends on the shapes alone. Clears Keras's session, the uninitialised
-    variables with it.
+    A stateless scope that leaves them uninitialised: on JAX each initialiser of a new shape compiled an XLA program,
+    and building the 11 models took 30 s (counting their parameters 1.5 s this way; TensorFlow 11 s -> 3 s). A
+    builder may still read or set its weights there (Keras hands it the initialiser's values and keeps what it sets
+    aside). Clears Keras's session after, the uninitialised variables with it: nothing built inside can train.
     """
     try:
         with keras.StatelessScope(initialize_variables=False):
-            return build_model(name, input_shape, num_points).count_params()
+            yield
     finally:
         keras.backend.clear_session()
+
+
+def count_params(name: str, input_shape, num_points: int) -> int:
+    """The parameters of model ``name`` built with its default options, counted from its variables' shapes."""
+    with shapes_only():
+        return build_model(name, input_shape, num_points).count_params()
 
 
 def rebuild_options(name: str, weights, given: dict) -> dict:

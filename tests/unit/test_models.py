@@ -207,6 +207,11 @@ def test_cli_help_and_summary(capsys):
     assert main(["--summary", "mlp", "--input-size", "32"]) == 0
     out = capsys.readouterr().out
     assert "mlp_landmarks" in out and "landmark_coordinates" in out
+    # built without initialising its weights (shapes_only): the counts of the model as training builds it
+    from facelandmarks.models import REGISTRY
+
+    params = build_model("mlp", (32, 32, REGISTRY["mlp"].default_input_shape[-1]), 68).count_params()
+    assert f"Total params: {params:,} " in out, out
 
 
 def test_cli_bad_sizes_are_one_line(capsys):
