@@ -60,8 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The arguments, each checked that can be without Keras (a traceback each, once)."""
+    args = parser.parse_args(argv)
+    if not Path(args.data).is_file():  # a traceback from the npz reader
+        parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
+    if min(args.size, args.batch, args.rounds) < 1 or args.steps < 2 or args.warmup < 0 or args.workers < 0:
+        parser.error("--size, --batch and --rounds must be >= 1, --steps >= 2, --warmup and --workers >= 0")
+    return args
+
+
 if __name__ == "__main__":
-    build_parser().parse_args()  # --help and a wrong flag answer before Keras loads
+    parse(build_parser(), sys.argv[1:])  # --help, a wrong flag or a bad count answer before Keras loads (4 s)
 
 runtime.startup()  # Keras and its backend without their start-up INFO lines (before any import that loads them)
 
@@ -140,11 +150,7 @@ def run_both(argv, allocators: str) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    if not Path(args.data).is_file():  # a traceback from the npz reader
-        parser.error(f"{args.data}: no such npz (prepare one with datagen.py, README's Workflow)")
-    if min(args.size, args.batch, args.rounds) < 1 or args.steps < 2 or args.warmup < 0 or args.workers < 0:
-        parser.error("--size, --batch and --rounds must be >= 1, --steps >= 2, --warmup and --workers >= 0")  # tracebacks
+    args = parse(parser, argv)
     if args.allocator in ("both", "all"):
         return run_both(argv, args.allocator)
     policy = set_precision(args.mixed_precision)

@@ -93,7 +93,14 @@ def test_predict_batches_refuses_a_bad_batch_list_count_npz_or_model(files, capf
 
 @pytest.mark.slow  # Keras loads
 def test_train_throughput_refuses_a_zero_count_an_unreadable_npz_or_an_unknown_model(files, capfd, monkeypatch):
-    # each comes after Keras has loaded: main in this process (the per-allocator test below runs it as a process)
+    # a bad count is answered before Keras loads (it took 4 s): a process that cannot import a backend says it
+    hide = ("import runpy, sys; sys.modules.update(keras=None, tensorflow=None, jax=None); sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    early = subprocess.run([sys.executable, "-c", hide, str(ROOT / "benchmarks" / "train_throughput.py"), "--data",
+                            str(files["good"]), "--steps", "0"], capture_output=True, text=True, timeout=120)
+    _one_line(early, "train_throughput.py", "--size, --batch and --rounds must be >= 1, --steps >= 2")
+
+    # the others come after Keras has loaded: main in this process (the per-allocator test below runs it as a process)
     def refused(*args, line):
         _one_line(_main("train_throughput.py", "--data", *args, capfd=capfd, monkeypatch=monkeypatch),
                   "train_throughput.py", line)
