@@ -124,11 +124,15 @@ def test_the_python_api_loads_keras_without_the_backends_start_up_lines(tmp_path
     (the test asked for oneDNN's on either backend, and failed on JAX)."""
     code = ("import sys; from facelandmarks import Predictor; model = Predictor.load(runtime='keras'); "
             "import facelandmarks.models, keras; "
-            "print(model.runtime, 'keras' in sys.modules, keras.backend.backend(), 'tensorflow' in sys.modules)")
+            "print(model.runtime, 'keras' in sys.modules, keras.backend.backend(), 'tensorflow' in sys.modules, "
+            "'jax' in sys.modules); import jax; print(float(jax.numpy.ones(2).sum()))")
     result = _run([sys.executable, "-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    runtime, loaded, backend, tensorflow = result.stdout.split()
+    runtime, loaded, backend, tensorflow, jax, summed = result.stdout.split()
     assert (runtime, loaded) == ("keras", "True")
+    # TensorFlow's import, which imports JAX for tf.lite where both are installed (0.45 s), ran without it; JAX
+    # imports and computes as ever after
+    assert (jax, summed) == ("True" if backend == "jax" else "False", "2.0")
     noise = [line for line in result.stderr.splitlines() if "I0000" in line or "absl::InitializeLog" in line]
     assert noise == []
     # nor that glibc's tuning came after JAX had computed: Predictor.load tunes it before its model computes
