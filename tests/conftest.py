@@ -41,7 +41,7 @@ else:
     runtime.tune_allocator()
 
 # Python's cyclic collector, less often: a test process holds TensorFlow's or JAX's millions of objects, which every
-# full collection walks again (0.3-0.4 s each), and the tests' thousands of small models made 20-25 of them and 4,000
+# full collection walks again (0.3-0.4 s each), and the tests' thousands of small models made 18-24 of them and 3,900-4,600
 # young ones in 110 s of tests: 8-10 s a process. At these thresholds they took 3 s (docs/results.md#test-suite-timings).
 # Garbage is still collected, in fewer and larger passes.
 gc.set_threshold(50_000, 20, 100)

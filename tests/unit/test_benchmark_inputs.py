@@ -100,7 +100,8 @@ def test_train_throughput_refuses_a_zero_count_an_unreadable_npz_or_an_unknown_m
                             str(files["good"]), "--steps", "0"], capture_output=True, text=True, timeout=120)
     _one_line(early, "train_throughput.py", "--size, --batch and --rounds must be >= 1, --steps >= 2")
 
-    # the others come after Keras has loaded: main in this process (the per-allocator test below runs it as a process)
+    # through main too, and the others, which come after Keras has loaded: main in this process (the per-allocator
+    # test below runs it as a process)
     def refused(*args, line):
         _one_line(_main("train_throughput.py", "--data", *args, capfd=capfd, monkeypatch=monkeypatch),
                   "train_throughput.py", line)
