@@ -165,7 +165,7 @@ def startup(verbose_flag: bool = False) -> None:
         for key in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL"):
             os.environ.pop(key, None)
     if verbose():
-        with _tensorflow_without_jax():
+        with _trimmed_keras_import():
             import keras  # noqa: F401
         tune_allocator()
         return
@@ -177,26 +177,52 @@ def startup(verbose_flag: bool = False) -> None:
 def _import_quietly(module: str) -> None:
     """Import ``module`` (Keras and its backend, or TensorFlow) with the backends' start-up lines filtered."""
     quiet_startup()
-    with filtered_fds((2,), keep=lambda line: not line.startswith(_STARTUP_NOISE)), _tensorflow_without_jax():
+    with filtered_fds((2,), keep=lambda line: not line.startswith(_STARTUP_NOISE)), _trimmed_keras_import():
         importlib.import_module(module)
 
 
 @contextlib.contextmanager
-def _tensorflow_without_jax():
-    """Under the TensorFlow backend, JAX hidden from the block (TensorFlow's import) where it is not loaded yet.
+def _trimmed_keras_import():
+    """Keras's import without two packages it pulls in that the toolkit does not use (a 2-core Intel Xeon with AVX-512:
+    ``import keras`` 3.13-3.34 -> 2.66-2.86 s without JAX, script start-up 2.52-2.65 -> 2.18-2.39 s without matplotlib).
 
-    Where both are installed, TensorFlow imports JAX for tf.lite's JAX converter, which the toolkit never uses:
-    0.45 s of each script's start (``import keras``: 3.13-3.34 s, 2.66-2.86 s so, on a 2-core Intel Xeon with
-    AVX-512). Keras's orbax callback then skips a shim for old JAX versions. JAX imports as ever after the block.
+    - JAX, under TensorFlow where it is not loaded yet: TensorFlow imports it for tf.lite's JAX converter.
+    - matplotlib, on either backend: ``keras.visualization`` imports pyplot for its two plotting functions, which get
+      stand-ins that import it when they draw (``_matplotlib_when_used``). Both import as ever after the block.
     """
-    hide = keras_backend() == "tensorflow" and "jax" not in sys.modules
-    if hide:
-        sys.modules["jax"] = None  # an import of it raises ImportError, which both catch
+    hidden = [n for n in ("jax", "matplotlib") if n not in sys.modules and (n == "matplotlib" or keras_backend() == "tensorflow")]
+    for name in hidden:
+        sys.modules[name] = None  # an import of it raises ImportError, which TensorFlow and Keras catch
     try:
         yield
     finally:
-        if hide and sys.modules.get("jax", ...) is None:  # still the placeholder
-            del sys.modules["jax"]
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:  # still the placeholder
+                del sys.modules[name]
+        if "matplotlib" in hidden:
+            _matplotlib_when_used()
+
+
+class _ImportedWhenUsed:
+    """A module imported at its first attribute lookup."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+def _matplotlib_when_used() -> None:
+    """``keras.visualization``'s modules, which found no matplotlib, get ones that import it when used (where it is
+    installed; a Keras that names them otherwise is left as it is)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    for module, attr, target in (("keras.src.visualization.plot_image_gallery", "plt", "matplotlib.pyplot"),
+                                 ("keras.src.visualization.plot_bounding_box_gallery", "patches", "matplotlib.patches")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and getattr(loaded, attr, ...) is None:
+            setattr(loaded, attr, _ImportedWhenUsed(target))
 
 
 def import_keras_quietly() -> None:

@@ -123,16 +123,21 @@ def test_the_python_api_loads_keras_without_the_backends_start_up_lines(tmp_path
     The lines FACELANDMARKS_VERBOSE lets through are TensorFlow's: on JAX, which loads no TensorFlow, there are none
     (the test asked for oneDNN's on either backend, and failed on JAX)."""
     code = ("import sys; from facelandmarks import Predictor; model = Predictor.load(runtime='keras'); "
-            "import facelandmarks.models, keras; "
+            "import facelandmarks.models, keras, numpy; "
             "print(model.runtime, 'keras' in sys.modules, keras.backend.backend(), 'tensorflow' in sys.modules, "
-            "'jax' in sys.modules); import jax; print(float(jax.numpy.ones(2).sum()))")
+            "'jax' in sys.modules, 'matplotlib' in sys.modules); import jax; print(float(jax.numpy.ones(2).sum())); "
+            "keras.visualization.plot_image_gallery(numpy.full((2, 8, 8, 3), 99.0), rows=1, cols=2, path='gallery.png')")
     result = _run([sys.executable, "-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    runtime, loaded, backend, tensorflow, jax, summed = result.stdout.split()
+    runtime, loaded, backend, tensorflow, jax, matplotlib, summed = result.stdout.split()
     assert (runtime, loaded) == ("keras", "True")
     # TensorFlow's import, which imports JAX for tf.lite where both are installed (0.45 s), ran without it; JAX
     # imports and computes as ever after
     assert (jax, summed) == ("True" if backend == "jax" else "False", "2.0")
+    # Keras's import, which imports matplotlib for keras.visualization (0.3-0.4 s), ran without it; Keras's plots
+    # import it when they draw
+    assert matplotlib == "False"
+    assert (tmp_path / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     noise = [line for line in result.stderr.splitlines() if "I0000" in line or "absl::InitializeLog" in line]
     assert noise == []
     # nor that glibc's tuning came after JAX had computed: Predictor.load tunes it before its model computes
