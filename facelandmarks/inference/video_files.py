@@ -6,11 +6,14 @@ slowing down in low light, a recorder dropping frames; MP4, Matroska and WebM al
 at uneven intervals, so frame number / fps is the wrong time there, and the wrong clock for the smoothing. OpenCV
 gives the container's time as ``CAP_PROP_POS_MSEC``; right after ``read()`` it is the time of the frame just read
 (0 for the first, measured with OpenCV 4.14's FFmpeg backend on AVI, MP4 and Matroska files:
-``tests/unit/test_video_times.py``; the MP4 is mp4v's, without B-frames: frames stored out of order, as in a phone's
-H.264, are unchecked, this OpenCV having no encoder for them), from the stream's start. A file's times are taken when
-its first frames have usable ones (finite, from 0, increasing within the first ``READ_AHEAD`` frames: some muxers, with
-an edit list, give the first two one time, 0, 0, 40 ms): a file without times (OpenCV then gives 0 for every frame)
-keeps frame number / fps. A camera's frames are timed by the wall clock.
+``tests/unit/test_video_times.py``; also where frames are stored out of display order, as a phone's H.264 stores its
+B-frames: OpenCV returns them in display order, each with its own time, checked on MPEG-2 with B-frames in MP4, MOV
+and Matroska, this OpenCV having no H.264 encoder), from the stream's start. An AVI stores no display times: for MJPG,
+MPEG-4 and XviD AVIs OpenCV's are frame number / rate, but for MPEG-1 or MPEG-2 in an AVI (a decoder that returns
+each frame a packet late) they run one frame late, the last frame's read as 0 and estimated (measured 7 Dec 2026,
+not corrected). A file's times are taken when its first frames have usable ones (finite, from 0, increasing within the
+first ``READ_AHEAD`` frames: some muxers, with an edit list, give the first two one time, 0, 0, 40 ms): a file without
+times (OpenCV then gives 0 for every frame) keeps frame number / fps. A camera's frames are timed by the wall clock.
 
 The frame rate (``CAP_PROP_FPS``) is the header's where the file has one, else FFmpeg's guess, which can be absurd: 1000
 for a Matroska file of one or two frames or without times (its time scale), 0 where it has none, or what a broken

@@ -493,15 +493,17 @@ def ebml(element_id: int, data) -> bytes:
     return element_id.to_bytes((element_id.bit_length() + 7) // 8, "big") + (len(data) | 1 << 7 * length).to_bytes(length, "big") + data
 
 
-def write_mkv(path, frames, times_ms, duration_ms: float, audio_until_ms: int = 0):
+def write_mkv(path, frames, times_ms, duration_ms: float, audio_until_ms: int = 0, codec="V_MJPEG", size=(200, 120)):
     """A Matroska file of MJPEG frames, in their order, shown at the given times (and silence, 8 kHz PCM, until ``audio_until_ms``), as
-    ffmpeg, OBS or a browser write one: it lists no frame count (OpenCV estimates one from its duration x frame rate)."""
-    height, width = frames[0].shape[:2]
-    video = ebml(0xAE, ebml(0xD7, 1) + ebml(0x73C5, 1) + ebml(0x83, 1) + ebml(0x86, "V_MJPEG")
+    ffmpeg, OBS or a browser write one: it lists no frame count (OpenCV estimates one from its duration x frame rate).
+    Frames given as bytes are stored as they are, pictures of ``codec`` of ``size`` (width, height)."""
+    width, height = size if isinstance(frames[0], bytes) else frames[0].shape[1::-1]
+    video = ebml(0xAE, ebml(0xD7, 1) + ebml(0x73C5, 1) + ebml(0x83, 1) + ebml(0x86, codec)
                  + ebml(0xE0, ebml(0xB0, width) + ebml(0xBA, height)))
     audio = ebml(0xAE, ebml(0xD7, 2) + ebml(0x73C5, 2) + ebml(0x83, 2) + ebml(0x86, "A_PCM/INT/LIT")
                  + ebml(0xE1, ebml(0xB5, 8000.0) + ebml(0x9F, 1) + ebml(0x6264, 16)))
-    blocks = heapq.merge([(t, 1, cv2.imencode(".jpg", f)[1].tobytes()) for f, t in zip(frames, times_ms)],  # in order
+    coded = [f if isinstance(f, bytes) else cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
+    blocks = heapq.merge([(t, 1, data) for data, t in zip(coded, times_ms)],  # in their order
                          [(t, 2, bytes(1600)) for t in range(0, audio_until_ms, 100)], key=lambda b: b[0])  # 100 ms of silence a block
     blocks = b"".join(ebml(0xA3, bytes([0x80 | track]) + struct.pack(">h", t) + b"\x80" + data) for t, track, data in blocks)
     info = ebml(0x2AD7B1, 1_000_000) + ebml(0x4489, float(duration_ms))  # milliseconds

@@ -1,10 +1,12 @@
 """The times a video's points file gives its frames, and the smoothing clock: a file's frames are shown at the times
 its container gives them (a phone's variable-rate MP4 or MKV slows down in low light), not at frame number / fps.
-The clips are real files OpenCV reads with FFmpeg: MJPG AVIs it writes, and Matroska files of MJPEG frames at chosen
-times (``write_mkv``)."""
+The clips are real files OpenCV reads with FFmpeg: MJPG AVIs it writes, Matroska files of MJPEG frames at chosen
+times (``write_mkv``), and MPEG-2 with B-frames, stored out of display order as a phone's H.264 stores them."""
 
+import re
 import struct
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -266,3 +268,80 @@ def test_a_camera_is_timed_by_the_wall_clock(tmp_path):
         t = frames.read()[1]
         assert start - after <= t <= time.perf_counter() - before
     assert frames.read() is None
+
+
+def stored_pictures(data: bytes) -> list[tuple[int, str, bytes]]:
+    """The coded pictures of the MPEG-2 video in ``data`` (a raw stream or any container), in the order they are
+    stored: (display index, picture type I / P / B, the picture with the sequence and GOP headers before it). A
+    picture's display index is its GOP's first plus its temporal reference (the 10 bits after its start code)."""
+    marks = [(m.start(), m.group()[3]) for m in re.finditer(b"\x00\x00\x01[\x00\xb3\xb8]", data)]  # picture, sequence, GOP
+    starts = [at for k, (at, _) in enumerate(marks) if k == 0 or marks[k - 1][1] == 0]  # headers begin their picture
+    pictures, gop = [], 0
+    for begin, end in zip(starts, starts[1:] + [len(data)]):
+        unit = data[begin:end]
+        gop = len(pictures) if b"\x00\x00\x01\xb8" in unit else gop
+        at = unit.index(b"\x00\x00\x01\x00") + 4
+        pictures.append((gop + (unit[at] << 2 | unit[at + 1] >> 6), "?IPB"[unit[at + 1] >> 3 & 7], unit))
+    return pictures
+
+
+def media_data(data: bytes) -> bytes:
+    """The payload of an MP4 or MOV file's mdat box (the coded frames; the sample tables after it hold other bytes)."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        if kind == b"mdat":
+            return data[at + 8:at + size]
+        at += size
+    raise AssertionError("no mdat box")
+
+
+def mpeg2_clip(path, count: int, fps: float = 25) -> Path:
+    """``count`` frames of the square moving 4 px a frame, in MPEG-2 (OpenCV's FFmpeg writer puts two B-frames
+    between its reference pictures; this OpenCV has no H.264 encoder); the container is the suffix's (.m2v: none)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mpg2"), fps, (200, 120))
+    assert writer.isOpened(), path
+    for k in range(count):
+        writer.write(frame((20 + 4 * k, 30)))
+    writer.release()
+    return Path(path)
+
+
+def square_columns(path) -> list[int]:
+    """The square's left edge in each frame OpenCV returns, in its order."""
+    return [int(np.argmax(image[40:60].mean(axis=(0, 2)) > 100)) for image in read_frames(path)]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_frames_stored_out_of_display_order_come_in_display_order_at_their_times(tmp_path, squares, suffix):
+    """What a phone's MP4 does (H.264 with B-frames): frames stored I0 P3 B1 B2 P6 ..., decoded in that order and shown
+    in display order. OpenCV returns them in display order, and right after read() POS_MSEC is the frame just
+    returned's time, so the points file gives each frame its time. Checked on MPEG-2 with B-frames in three
+    containers, at a constant 25 frames/s as OpenCV writes them."""
+    clip = mpeg2_clip(tmp_path / f"clip{suffix}", 24)
+    stored = stored_pictures(media_data(clip.read_bytes()) if suffix != ".mkv" else clip.read_bytes())
+    assert [shown for shown, _, _ in stored][:7] == [0, 3, 1, 2, 6, 4, 5]  # stored out of display order
+    assert sorted(shown for shown, _, _ in stored) == list(range(24)) and {kind for _, kind, _ in stored} == set("IPB")
+    assert square_columns(clip) == [20 + 4 * k for k in range(24)]  # returned in display order
+    assert container_times(clip) == pytest.approx([40 * k for k in range(24)])
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", redetect_every=5)
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert header["clock"] == "container" and not any("time_estimated" in line for line in lines)
+    assert [line["time"] for line in lines] == pytest.approx([0.04 * k for k in range(24)], abs=1e-4)
+
+
+def test_a_variable_rate_file_with_b_frames_gives_each_frame_its_own_time(tmp_path, squares):
+    """The same B-frames in a variable-rate Matroska file (each picture stored with its own display time, as a
+    phone's video slowing down in low light): the frames come in display order, each at its own time, and the points
+    are smoothed over those intervals."""
+    times = [0, 40, 120, 130, 300, 340, 600, 640, 680, 720, 900, 940, 980, 1020, 1100, 1140]
+    stored = stored_pictures(mpeg2_clip(tmp_path / "raw.m2v", len(times)).read_bytes())
+    assert [shown for shown, _, _ in stored] != sorted(shown for shown, _, _ in stored)
+    clip = tmp_path / "varied.mkv"
+    write_mkv(clip, [unit for _, _, unit in stored], [times[shown] for shown, _, _ in stored], 1180, codec="V_MPEG2")
+    assert square_columns(clip) == [20 + 4 * k for k in range(len(times))]
+    assert container_times(clip) == pytest.approx(times)
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", redetect_every=3)
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert header["clock"] == "container" and not any("time_estimated" in line for line in lines)
+    assert [line["time"] for line in lines] == pytest.approx(np.array(times) / 1e3, abs=1e-4)
