@@ -17,6 +17,18 @@ import numpy as np
 
 IBUG68_POINTS = 68
 
+# kaggle15's points (``landmarks.KAGGLE15_NAMES``' order; "left" is the subject's left, on the right of a frontal
+# photo: iBUG 68's 42-47 and 22-26) as iBUG 68 indices, a tuple the mean of those points: the built-in scheme's
+# ``ibug68`` (dlib and the shipped model scored on Kaggle's points), and how its crop box relation was measured on
+# iBUG 68 annotations (``scheme_files.kaggle15_from_ibug68``; the benchmark, and the tests on real faces)
+KAGGLE15_FROM_IBUG68 = (
+    (42, 43, 44, 45, 46, 47), (36, 37, 38, 39, 40, 41),  # left_eye_center, right_eye_center
+    (42,), (45,), (39,), (36,),  # left eye inner, outer; right eye inner, outer corner
+    (22,), (26,), (21,), (17,),  # left brow inner, outer end; right brow inner, outer end
+    (30,),  # nose tip
+    (54,), (48,), (51,), (57,),  # mouth left, right corner; top lip centre, bottom lip centre
+)
+
 
 def ibug68_of(value, points):
     """A scheme file's ``ibug68`` (``points``: the point names, or the count): per point a tuple of iBUG 68 indices

@@ -1,14 +1,13 @@
 """Landmark schemes: the one place that knows what each point index means.
 
-A scheme names a markup (``muct76``, ``ibug68``, ``wflw98``, ``kaggle15``) and
-gives everything the rest of the toolkit needs to treat its points correctly:
+A scheme names a markup (``muct76``, ``ibug68``, ``wflw98``, ``kaggle15``) and gives everything the rest of the toolkit
+needs to treat its points correctly:
 
 * ``mirror`` -- the index each point takes when the image is flipped
   horizontally (the subject's left eye corner becomes the right one);
 * ``norm_points`` -- the two outer eye corners whose distance normalises the
   error (NME); ``pupils`` where the markup has them;
-* ``regions`` -- named groups of points (jaw, brows, eyes, nose, mouth) used by
-  per-region metrics and the region refiners.
+* ``regions`` -- named groups of points (jaw, brows, eyes, nose, mouth) used by per-region metrics and the region refiners.
 
 Sides are named from the subject's point of view: ``right_eye`` is the eye that appears on the left of a frontal
 photograph.
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facelandmarks.ibug68_map import ibug68_entries, ibug68_of
+from facelandmarks.ibug68_map import KAGGLE15_FROM_IBUG68, ibug68_entries, ibug68_of
 
 NORMALIZE_MODES = ("points", "box")
 SCHEME_KEYS = ("name", "description", "points", "pairs", "normalize", "pupils", "regions", "ibug68")
@@ -256,6 +255,7 @@ KAGGLE15 = Scheme(
     },
     description="Kaggle facial keypoints, 15 points (eye centres normalise)",
     point_names=KAGGLE15_NAMES,
+    ibug68=KAGGLE15_FROM_IBUG68,  # dlib and 68-point models are scored on Kaggle's points
 )
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (MUCT76, IBUG68, WFLW98, KAGGLE15)}

@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 
 from facelandmarks.files import write_json_whole, write_text_whole
-from facelandmarks.ibug68_map import from_ibug68
+from facelandmarks.ibug68_map import KAGGLE15_FROM_IBUG68, from_ibug68
 from facelandmarks.landmarks import Scheme, get_scheme, is_builtin, register_scheme
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -49,20 +49,10 @@ LANDMARK_BOX = "landmark_box"  # the stored definition's key for the measured re
 # with dlib's crop 0.57, 0.82 with its own).  muct76 (101 MUCT photos: 1.019 / +0.033 / -0.103) matches iBUG 68's;
 # wflw98 had 4 sample faces (0.969 / -0.069 / -0.029, within iBUG 68's face-to-face spread): both keep iBUG 68's.
 BUILTIN_LANDMARK_BOXES: dict[str, tuple[float, float, float]] = {"kaggle15": (1.35, 0.0, 0.01)}
-# kaggle15's points (``landmarks.KAGGLE15_NAMES``' order; "left" is the subject's left, on the right of a frontal
-# photo: iBUG 68's 42-47 and 22-26) as iBUG 68 indices, a tuple the mean of those points: how its relation above was
-# measured on iBUG 68 annotations (``kaggle15_from_ibug68``; the benchmark, and the tests on real faces)
-KAGGLE15_FROM_IBUG68 = (
-    (42, 43, 44, 45, 46, 47), (36, 37, 38, 39, 40, 41),  # left_eye_center, right_eye_center
-    (42,), (45,), (39,), (36,),  # left eye inner, outer; right eye inner, outer corner
-    (22,), (26,), (21,), (17,),  # left brow inner, outer end; right brow inner, outer end
-    (30,),  # nose tip
-    (54,), (48,), (51,), (57,),  # mouth left, right corner; top lip centre, bottom lip centre
-)
 
 
 def kaggle15_from_ibug68(points):
-    """kaggle15's 15 points from iBUG 68's 68 (``(..., 68, 2)`` -> ``(..., 15, 2)``, float64)."""
+    """kaggle15's 15 points from iBUG 68's 68 (``(..., 68, 2)`` -> ``(..., 15, 2)``, float64; ``KAGGLE15_FROM_IBUG68``)."""
     return from_ibug68(points, KAGGLE15_FROM_IBUG68)
 
 

@@ -62,7 +62,7 @@ def by_hand(face5_set):
 
 def nme_by_hand(pred68, gt5, visible5, mapped, absent=()):
     """Mean over faces of the mean error of the points ``mapped`` to iBUG 68 (``mapped``: face5 point -> iBUG 68
-    index), by the outer eye corners' distance (face5's normalize), in %."""
+    index), by the distance of points 0 and 1 (face5's outer eye corners, kaggle15's eye centres), in %."""
     per_face = []
     for face in range(len(gt5)):
         norm = np.linalg.norm(gt5[face, 0].astype(np.float64) - gt5[face, 1])
@@ -98,6 +98,30 @@ def test_dlib_and_the_shipped_model_score_on_face5_points(face5_set, by_hand, tm
     markdown = (tmp_path / "eval" / "results.md").read_text()
     assert "Rows of iBUG 68 points (face5-run" not in markdown and "of 5 points" not in markdown
     assert f"Rows of iBUG 68 points (mobilenetv2-pip-128; {DLIB}; {DLIB}, +1 px) are scored on face5's points" in markdown
+
+
+def test_dlib_and_the_shipped_model_score_on_kaggle15_points(face5_set, by_hand, tmp_path):
+    """The built-in kaggle15 says where Kaggle's 15 points lie in iBUG 68 (eye centres the means of the six eye
+    points, the rest iBUG 68 points): dlib and the shipped model score on Kaggle data beside its runs. It said
+    nothing, and `--baseline dlib` was refused. Here the 300-W faces' points made Kaggle's."""
+    from facelandmarks.evaluation.evaluate import evaluate_runs
+    from facelandmarks.scheme_files import kaggle15_from_ibug68
+
+    ibug = npz.load_npz(face5_set / "ibug68.npz", decode_images=False)
+    kaggle = {**ibug, "landmarks": kaggle15_from_ibug68(ibug["landmarks"]).astype(np.float32),
+              "visible": np.ones((len(ibug["landmarks"]), 15), bool), "scheme": np.array("kaggle15")}
+    npz.save_npz(tmp_path / "kaggle15.npz", kaggle)
+    rows = evaluate_runs([SHIPPED], tmp_path / "kaggle15.npz", tmp_path / "eval", baseline="dlib", timing=False,
+                         gallery_faces=1)
+    by_name = {row["model"]: row for row in rows}
+    assert set(by_name) == {"mobilenetv2-pip-128", DLIB, f"{DLIB}, +1 px"}
+    for name, pred in ((DLIB, by_hand["dlib"]), ("mobilenetv2-pip-128", by_hand["shipped"])):
+        expected = nme_by_hand(kaggle15_from_ibug68(pred), kaggle["landmarks"], kaggle["visible"], {p: p for p in range(15)})
+        assert abs(by_name[name]["nme"] - expected) < 1e-6, name  # normalised by the eye centres, as kaggle15 is
+        assert 0 < by_name[name]["nme"] < 20
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    assert f"Rows of iBUG 68 points (mobilenetv2-pip-128; {DLIB}; {DLIB}, +1 px) are scored on kaggle15's points" in markdown
+    assert "left_eye_center 42+43+44+45+46+47" in markdown
 
 
 def test_a_point_ibug68_lacks_is_left_out_and_said_so(face5_set, by_hand, tmp_path):

@@ -161,3 +161,14 @@ def test_box_scheme_layout_and_mirror_indices():
     assert box_scheme("ibug68", ["left_eye", "right_eye"]).mirror == (5, 4, 7, 6, 1, 0, 3, 2)
     with pytest.raises(ValueError, match="scheme ibug68 has no region 'ears'"):
         box_scheme("ibug68", ["nose", "ears"])
+
+
+@pytest.mark.parametrize("name", [name for name in sorted(SCHEMES) if SCHEMES[name].ibug68 is not None])
+def test_a_builtin_schemes_ibug68_mirrors_as_both_markups_pair_their_points(name):
+    """Where a built-in markup says its points lie in iBUG 68 (kaggle15), a mirrored face's points are the mirrored
+    iBUG 68 points (or their means): the mapping agrees with both markups' pairs."""
+    scheme, ibug = SCHEMES[name], SCHEMES["ibug68"]
+    assert len(scheme.ibug68) == scheme.num_points
+    for i, group in enumerate(scheme.ibug68):
+        assert sorted(ibug.mirror[j] for j in group) == sorted(scheme.ibug68[scheme.mirror[i]]), scheme.point_label(i)
+    assert "kaggle15" in [name for name in SCHEMES if SCHEMES[name].ibug68 is not None]
