@@ -9,7 +9,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from facelandmarks import metrics
+from facelandmarks import metrics, pipelines  # noqa: F401 (pipelines registers pipeline runs: they load like single models)
 from facelandmarks.data import npz
 from facelandmarks.evaluation import result_set
 from facelandmarks.evaluation.tables import MUCT_CAMERAS, normaliser, read_history, results_markdown, write_csv
@@ -17,7 +17,6 @@ from facelandmarks.ibug68_map import from_ibug68, mapped_points
 from facelandmarks.inference.dlib_baseline import DlibPredictor
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.runtimes import EXPORT_DIR
-from facelandmarks.pipelines import PipelinePredictor  # pipeline runs load like single models
 
 
 def history_losses(run_dir: Path) -> tuple[float, float, int | None]:
@@ -234,11 +233,9 @@ def run_rows(run_dir: Path, arrays: dict, scheme, data_path, timing: bool, flip_
         hint = (" (its scheme could say where its points lie in iBUG 68: \"ibug68\", docs/own-landmarks.md)"
                 if predictor.scheme.name == "ibug68" else "")
         raise ValueError(f"{run_dir} predicts {predictor.scheme.name} points but {data_path} is {scheme.name}{hint}")
-    if mapping is not None and isinstance(predictor, PipelinePredictor):  # its oracle boxes need iBUG 68 truth
-        raise ValueError(f"{run_dir}: a pipeline of ibug68 points is scored on ibug68 data; give its stage 1 for "
-                         f"{scheme.name} data")
     images = arrays["images"]
-    variants = predictor.variants(run_dir, images, (arrays["landmarks"], arrays["visible"]), flip_test, recrop)
+    truth = None if mapping is not None else (arrays["landmarks"], arrays["visible"])  # a pipeline's oracle boxes: iBUG 68's
+    variants = predictor.variants(run_dir, images, truth, flip_test, recrop)
     out = []
     for variant in variants:  # every prediction is made: timing may now set flip_test and recrop
         name, pred, timed, history_dir, flip = (variant.name, variant.predictions, variant.timed, variant.history_dir,

@@ -369,7 +369,7 @@ class Predictor:
         """Parameters of everything that runs for one face."""
         return int(self.model.count_params())
 
-    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple, flip_test: bool = False,
+    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple | None, flip_test: bool = False,
                  recrop: bool = False) -> list[Variant]:
         """What an evaluation reports for this predictor: its predictions, with ``flip_test`` flipped too, and with
         ``recrop`` recropped too (after the flip test's row, with the flip test when that is on).

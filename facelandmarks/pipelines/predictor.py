@@ -167,10 +167,10 @@ class PipelinePredictor(Predictor):
         extras = list(self.refiners.values()) + ([self.box_net] if self.box_net is not None else [])
         return self.stage1.count_params() + sum(p.count_params() for p in extras)
 
-    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple, flip_test: bool = False,
+    def variants(self, run_dir: Path, images: np.ndarray, truth: tuple | None, flip_test: bool = False,
                  recrop: bool = False) -> list[Variant]:
-        """Stage 1 alone, stage 1 + refiners (from stage-1 boxes, the box net's, the true ones), and flip-test and
-        recrop rows (stage 1 alone and + refiners)."""
+        """Stage 1 alone, stage 1 + refiners (from stage-1 boxes, the box net's, the true ones: not without ``truth``
+        in the pipeline's markup), and flip-test and recrop rows (stage 1 alone and + refiners)."""
         name, kind = Path(run_dir).name, self.pipeline.kind
         if self.stage1.runtime_label:  # an export's rows are labelled, as a single model's are (int8: its stage 1's)
             name = f"{name} ({self.stage1.runtime_label})"
@@ -182,7 +182,8 @@ class PipelinePredictor(Predictor):
                Variant(f"{name}: stage 1 + {kind}", self.refine(images, coarse, "stage1"), self, None)]
         if self.box_net is not None:
             out.append(Variant(f"{name}: stage 1 + {kind} (box net)", self.refine(images, coarse, "boxes"), None, None))
-        out.append(Variant(f"{name}: stage 1 + {kind} (oracle boxes)", self.refine(images, coarse, "oracle", truth), None, None))
+        if truth is not None:
+            out.append(Variant(f"{name}: stage 1 + {kind} (oracle boxes)", self.refine(images, coarse, "oracle", truth), None, None))
         if flip_test:
             self.flip_test = True
             coarse = self.stage1.predict_crops(images)

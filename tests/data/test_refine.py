@@ -127,6 +127,32 @@ def test_pipelines_train_evaluate_and_predict_photos(pipelines, tiny_run, tiny_i
 
 
 @pytest.mark.slow
+def test_a_pipeline_of_ibug68_points_scores_on_data_that_says_where_its_points_lie_in_ibug68(pipelines, tiny_ibug, tmp_path):
+    """A 68-point pipeline on Kaggle data (kaggle15 says where its points lie in iBUG 68): each of its rows is scored
+    on the mapped points, as a single model's is, but the oracle boxes' row, which needs iBUG 68 truth. The whole
+    pipeline was refused ('give its stage 1 for kaggle15 data')."""
+    from facelandmarks import metrics
+    from facelandmarks.scheme_files import kaggle15_from_ibug68
+
+    arrays = npz.load_npz(tiny_ibug["test"], decode_images=False)
+    kaggle = {**arrays, "landmarks": kaggle15_from_ibug68(arrays["landmarks"]).astype(np.float32),
+              "visible": np.ones((len(arrays["landmarks"]), 15), bool), "scheme": np.array("kaggle15")}
+    npz.save_npz(tmp_path / "kaggle15.npz", kaggle)
+    rows = evaluate_runs([pipelines / "regions"], tmp_path / "kaggle15.npz", tmp_path / "eval", timing=False, gallery_faces=1)
+    by_name = {row["model"]: row for row in rows}
+    assert sorted(by_name) == ["regions: stage 1 (scratch-tiny)", "regions: stage 1 + regions",
+                               "regions: stage 1 + regions (box net)"]
+    crops = npz.load_npz(tiny_ibug["test"])["images"]
+    piped = Predictor.load(pipelines / "regions")
+    for name, pred in (("regions: stage 1 (scratch-tiny)", piped.stage1.predict_crops(crops)),
+                       ("regions: stage 1 + regions", piped.predict_crops(crops))):
+        per_face = metrics.nme_per_face(kaggle15_from_ibug68(pred), kaggle["landmarks"], kaggle["visible"], "kaggle15")
+        assert by_name[name]["nme"] == pytest.approx(100 * np.nanmean(per_face), abs=1e-4), name
+    assert by_name["regions: stage 1 + regions"]["nme"] != pytest.approx(by_name["regions: stage 1 (scratch-tiny)"]["nme"])
+    assert "are scored on kaggle15's points" in (tmp_path / "eval" / "results.md").read_text()
+
+
+@pytest.mark.slow
 def test_an_exported_pipeline_predicts_like_the_pipeline(pipelines, tiny_ibug, tmp_path):
     """Every stage exported into the pipeline's layout; ONNX Runtime then runs the whole pipeline."""
     from facelandmarks.inference.export import export_run
