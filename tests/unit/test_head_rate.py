@@ -112,7 +112,8 @@ def last_weights(run_dir) -> dict:
 ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's package, not another one's editable install
 
 
-def _in_python(code: str, *args: str) -> subprocess.CompletedProcess:
+def in_fresh_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -c code args`` in this checkout, its output captured (a strategy's training in a process of its own)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env=env)
 
@@ -137,7 +138,7 @@ def test_a_resumed_run_keeps_the_scaled_head_without_its_init_run(distribute, tm
         return resumed_run_check(distribute, tmp_path)
     code = ("import sys; from pathlib import Path; from tests.unit.test_head_rate import resumed_run_check; "
             "resumed_run_check(sys.argv[1], Path(sys.argv[2])); print('checked')")
-    done = _in_python(code, distribute, str(tmp_path))
+    done = in_fresh_python(code, distribute, str(tmp_path))
     assert done.returncode == 0 and done.stdout.split()[-1:] == ["checked"], \
         f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
@@ -174,7 +175,7 @@ def resumed_run_check(distribute: str, tmp_path: Path) -> None:
     assert any(not np.array_equal(ends["plain"][key], value) for key, value in ends["whole"].items())
     code = (f"import facelandmarks.models, keras; m = keras.models.load_model({str(tmp_path / 'whole' / SAVED_MODEL)!r}); "
             "print(type(m.optimizer).__name__, m.optimizer.rate_scale)")
-    done = _in_python(code)
+    done = in_fresh_python(code)
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.split() == ["HeadRateAdam", "10.0"]
 

@@ -1,5 +1,7 @@
 """Training without face data: the validation split (training runs on real faces: ``tests/data/test_train.py``)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -527,7 +529,7 @@ def test_scores_without_a_scored_face_are_null_in_summary_json(tmp_path, capsys)
 @pytest.mark.backend
 @pytest.mark.parametrize("distribute, workers", [("none", 1), ("none", 2), ("mirrored", 1), ("data-parallel", 1)])
 def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an_uninterrupted_one(
-        distribute, workers, tmp_path, capsys, monkeypatch):
+        distribute, workers, tmp_path):
     """The dropout layers' random state (Keras' SeedGenerator, which ``save_weights`` leaves out) is saved in
     ``state.json`` and restored: without it a resumed epoch 2 drew epoch 1's masks again and ended with other
     weights. Augmentation needs no saved state (each batch's draws are seeded by the seed, epoch and batch index);
@@ -536,23 +538,41 @@ def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an
     finished epochs took (it started the stream again), and the stream keeps its own epoch plans (the epoch callback
     changed them under tf.data's reading thread). With two workers, Keras on JAX drew the batch that builds the
     training step through its workers, which fetched the next ones meanwhile; it then fed those to the first epoch,
-    and each epoch's look-ahead to the next, and a resumed run began with its own epoch's instead."""
+    and each epoch's look-ahead to the next, and a resumed run began with its own epoch's instead.
+    The strategy's runs go in a process of their own (as in test_head_rate.py: TensorFlow's segmentation fault)."""
+    import keras
+
+    if distribute == "mirrored" and keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.distribute strategies are TensorFlow's")
+    if distribute == "data-parallel" and keras.backend.backend() != "jax":
+        pytest.skip("data-parallel is Keras's JAX distribution")
+    if distribute != "mirrored":
+        return resumed_dropout_check(distribute, workers, tmp_path)
+    from tests.unit.test_head_rate import in_fresh_python
+
+    done = in_fresh_python("import sys; from pathlib import Path; from tests.unit.test_train import resumed_dropout_check; "
+                           "resumed_dropout_check(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])); print('checked')",
+                           distribute, str(workers), str(tmp_path))
+    assert done.returncode == 0 and done.stdout.split()[-1:] == ["checked"], \
+        f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+
+
+def resumed_dropout_check(distribute: str, workers: int, tmp_path: Path) -> None:
+    """The test above in the process it runs in."""
+    import contextlib
     import csv
+    import io
 
     import h5py
     import keras
 
     from facelandmarks.data import npz
     from facelandmarks.models import build_model
+    from facelandmarks.training import fit as fit_module
     from facelandmarks.training.config import TrainConfig
-    from facelandmarks.training.fit import fit
     from facelandmarks.training.resume import restore_random_state
     from tests.unit.test_train_errors import faces
 
-    if distribute == "mirrored" and keras.backend.backend() != "tensorflow":
-        pytest.skip("tf.distribute strategies are TensorFlow's")
-    if distribute == "data-parallel" and keras.backend.backend() != "jax":
-        pytest.skip("data-parallel is Keras's JAX distribution")
     data = npz.save_npz(tmp_path / "faces.npz", faces(40))  # 30 training faces: a strategy's epoch of 3 steps ends mid-pass
 
     def config(run_dir, epochs):
@@ -571,13 +591,14 @@ def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an
             f["layers"].visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
         return found
 
-    from facelandmarks.training import fit as fit_module
-
     streams, pipeline = [], fit_module.tf_input_pipeline  # the faces' stream of a strategy, and where it starts
-    monkeypatch.setattr(fit_module, "tf_input_pipeline", lambda *a, **k: streams.append(k["skip"]) or pipeline(*a, **k))
-    fit(config("whole", 2), verbose=0)
-    fit(config("resumed", 1), verbose=0)
-    fit(config("resumed", 2), resume=True, verbose=0)
+    fit_module.tf_input_pipeline = lambda *a, **k: streams.append(k["skip"]) or pipeline(*a, **k)
+    try:
+        fit_module.fit(config("whole", 2), verbose=0)
+        fit_module.fit(config("resumed", 1), verbose=0)
+        fit_module.fit(config("resumed", 2), resume=True, verbose=0)
+    finally:
+        fit_module.tf_input_pipeline = pipeline
     assert losses("resumed") == losses("whole")
     assert streams == ([0, 0, 24] if distribute == "mirrored" else [])  # the resume skips epoch 1's 3 steps of 8 faces
     assert keras.distribution.distribution() is None  # data-parallel's was left set for whatever the process ran next
@@ -588,11 +609,11 @@ def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an
 
     # a state.json as the version before wrote it: no "random"
     model = build_model("mlp", input_shape=(16, 16, 3), num_points=68, weights="none", hidden_units=[16], dropout=0.5)
-    capsys.readouterr()
-    restore_random_state(model, tmp_path / "resumed", {"epoch": 0})
-    assert capsys.readouterr().err == (f"{tmp_path / 'resumed' / 'state.json'}: the random state of the dropout layers was "
-                                       "not saved (a run of an older version): from epoch 2 they drop other units than an "
-                                       "uninterrupted run would\n")
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        restore_random_state(model, tmp_path / "resumed", {"epoch": 0})
+    assert err.getvalue() == (f"{tmp_path / 'resumed' / 'state.json'}: the random state of the dropout layers was "
+                              "not saved (a run of an older version): from epoch 2 they drop other units than an "
+                              "uninterrupted run would\n")
 
 
 def _shard_set(tmp_path, counts):
