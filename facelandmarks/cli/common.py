@@ -191,7 +191,7 @@ def script_main(main):
     (``tolerate_closed_stdout``) and, while it runs, SIGTERM handled as Ctrl-C is (``Terminated``) where nothing
     else has claimed it; the previous handler is back when it returns (tests call ``main`` in their own process).
     A stop received while main ran gives the stop's status (143, 130) even where it was lost on its way (swallowed
-    by native code, or landing as main returned 0) and the line ``NAME.py: terminated``. A JAX process that a stop
+    by native code, or landing as main returned 0) and the line ``NAME.py: terminated``. A process that a stop
     ended, and any failing process of a multi-process JAX job, ends after its exit handlers (``leave_at_exit``)."""
 
     @functools.wraps(main)
@@ -240,7 +240,7 @@ def script_main(main):
         if lost and not status:  # a stop the run did not wind down from: its status
             word, status = stopped(as_raised(lost[-1]))
             complain(f"\n{name}: {word}")
-        if status and (in_jax_job() or (lost and _jax_loaded())):
+        if status and isinstance(status, int) and (in_jax_job() or lost):  # a stopped process skips the teardown
             leave_at_exit(status)
         return status
 
@@ -258,11 +258,6 @@ def in_jax_job() -> bool:
     return getattr(state, "client", None) is not None and (getattr(state, "num_processes", None) or 1) > 1
 
 
-def _jax_loaded() -> bool:
-    """Whether jaxlib's native library is (being) loaded: a module of it is, even of an import a stop cut short."""
-    return any(name == "jaxlib" or name.startswith("jaxlib.") for name in sys.modules)
-
-
 _EXIT_STATUS: list[int] = []  # set by leave_at_exit: the status the process ends with after its exit handlers
 
 
@@ -270,7 +265,12 @@ def leave_at_exit(status: int) -> None:
     """Have this process end with ``status`` as soon as its exit handlers (``atexit``) have run and its output is
     flushed, without the interpreter's clean-up after them; main returns ``status`` as before.
 
-    For a JAX process that a stop or an error ends, and any failing process of a multi-process JAX job:
+    For any process that a stop ends, and any failing process of a multi-process JAX job:
+
+    - A TensorFlow training stopped mid-epoch left the tf.data iterator of its batches (a Python generator, read ahead
+      by a prefetch thread) to the interpreter's teardown, where freeing it waited for that thread, which Python ends
+      when it asks for the GIL as Python finalizes: the process hung after its last line (once in a CI run, 7 Dec
+      2026: ``~PrefetchDatasetOp::Dataset::Iterator`` waiting under ``EagerTensor_dealloc``, py-spy's stack).
 
     - A stop landing in the first epoch's XLA compilation (or as jaxlib loads) left that compilation running in JAX's
       thread pool; the interpreter's final garbage collection then destroyed JAX's client under it and the process

@@ -211,6 +211,40 @@ def test_a_stop_python_swallowed_is_delivered_again_not_told_for_a_later_error(n
     assert (result.returncode, result.stdout, result.stderr) == (status, f"wound down: {word} {status}\n", "")
 
 
+# a stopped script's process ends after its exit handlers, without the interpreter's teardown, where a TensorFlow
+# training stopped mid-epoch once hung freeing its batches' tf.data iterator (leave_at_exit)
+STOPPED_THEN_TEARDOWN = """
+import atexit, os, signal, sys, time
+from facelandmarks.cli.common import script_main, stopped
+
+class Freed:
+    def __del__(self):
+        print("torn down", flush=True)
+
+held = Freed()  # freed as the interpreter tears its modules down
+atexit.register(lambda: print("exit handler", flush=True))
+
+@script_main
+def main(stop):
+    try:
+        if stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        return 0
+    except KeyboardInterrupt as err:
+        return stopped(err)[1]
+
+sys.exit(main(sys.argv[1] == "stop"))
+"""
+
+
+@pytest.mark.parametrize("stop, status, lines", [("stop", 143, ["exit handler"]), ("no", 0, ["exit handler", "torn down"])])
+def test_a_stopped_script_ends_after_its_exit_handlers_without_the_teardown(stop, status, lines):
+    result = subprocess.run([sys.executable, "-c", STOPPED_THEN_TEARDOWN, stop], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT, preexec_fn=ctrl_c_as_at_a_terminal)
+    assert (result.returncode, result.stdout.splitlines(), result.stderr) == (status, lines, "")
+
+
 def test_a_terminated_video_leaves_a_playable_overlay_of_every_frame_its_points_list(tmp_path):
     """``timeout`` or ``kill`` in the middle of a video: the overlay (mp4 writes its index last) is finished and
     renamed as after Ctrl-C, not left as an unplayable NAME.partial.mp4."""
