@@ -183,8 +183,8 @@ def _import_quietly(module: str) -> None:
 
 @contextlib.contextmanager
 def _trimmed_keras_import():
-    """Keras's import without two packages it pulls in that the toolkit does not use (a 2-core Intel Xeon with AVX-512:
-    ``import keras`` 3.13-3.34 -> 2.66-2.86 s without JAX, script start-up 2.52-2.65 -> 2.18-2.39 s without matplotlib).
+    """Keras's import without two packages it pulls in that the toolkit does not use (a 2-core Intel Xeon with AVX-512
+    and AMX: ``import keras`` 3.13-3.34 -> 2.66-2.86 s without JAX, start-up 2.52-2.65 -> 2.18-2.39 s without matplotlib).
 
     - JAX, under TensorFlow where it is not loaded yet: TensorFlow imports it for tf.lite's JAX converter.
     - matplotlib, on either backend: ``keras.visualization`` imports pyplot for its two plotting functions, which get

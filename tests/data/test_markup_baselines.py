@@ -100,6 +100,14 @@ def test_dlib_and_the_shipped_model_score_on_face5_points(face5_set, by_hand, tm
     assert f"Rows of iBUG 68 points (mobilenetv2-pip-128; {DLIB}; {DLIB}, +1 px) are scored on face5's points" in markdown
 
 
+def as_kaggle15(arrays: dict) -> dict:
+    """iBUG 68 faces with their points made Kaggle's 15 (``kaggle15_from_ibug68``), every one labelled."""
+    from facelandmarks.scheme_files import kaggle15_from_ibug68
+
+    return {**arrays, "landmarks": kaggle15_from_ibug68(arrays["landmarks"]).astype(np.float32),
+            "visible": np.ones((len(arrays["landmarks"]), 15), bool), "scheme": np.array("kaggle15")}
+
+
 def test_dlib_and_the_shipped_model_score_on_kaggle15_points(face5_set, by_hand, tmp_path):
     """The built-in kaggle15 says where Kaggle's 15 points lie in iBUG 68 (eye centres the means of the six eye
     points, the rest iBUG 68 points): dlib and the shipped model score on Kaggle data beside its runs. It said
@@ -107,9 +115,7 @@ def test_dlib_and_the_shipped_model_score_on_kaggle15_points(face5_set, by_hand,
     from facelandmarks.evaluation.evaluate import evaluate_runs
     from facelandmarks.scheme_files import kaggle15_from_ibug68
 
-    ibug = npz.load_npz(face5_set / "ibug68.npz", decode_images=False)
-    kaggle = {**ibug, "landmarks": kaggle15_from_ibug68(ibug["landmarks"]).astype(np.float32),
-              "visible": np.ones((len(ibug["landmarks"]), 15), bool), "scheme": np.array("kaggle15")}
+    kaggle = as_kaggle15(npz.load_npz(face5_set / "ibug68.npz", decode_images=False))
     npz.save_npz(tmp_path / "kaggle15.npz", kaggle)
     rows = evaluate_runs([SHIPPED], tmp_path / "kaggle15.npz", tmp_path / "eval", baseline="dlib", timing=False,
                          gallery_faces=1)

@@ -133,10 +133,9 @@ def test_a_pipeline_of_ibug68_points_scores_on_data_that_says_where_its_points_l
     pipeline was refused ('give its stage 1 for kaggle15 data')."""
     from facelandmarks import metrics
     from facelandmarks.scheme_files import kaggle15_from_ibug68
+    from tests.data.test_markup_baselines import as_kaggle15
 
-    arrays = npz.load_npz(tiny_ibug["test"], decode_images=False)
-    kaggle = {**arrays, "landmarks": kaggle15_from_ibug68(arrays["landmarks"]).astype(np.float32),
-              "visible": np.ones((len(arrays["landmarks"]), 15), bool), "scheme": np.array("kaggle15")}
+    kaggle = as_kaggle15(npz.load_npz(tiny_ibug["test"], decode_images=False))
     npz.save_npz(tmp_path / "kaggle15.npz", kaggle)
     rows = evaluate_runs([pipelines / "regions"], tmp_path / "kaggle15.npz", tmp_path / "eval", timing=False, gallery_faces=1)
     by_name = {row["model"]: row for row in rows}

@@ -113,9 +113,21 @@ ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's package, not 
 
 
 def in_fresh_python(code: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -c code args`` in this checkout, its output captured (a strategy's training in a process of its own)."""
+    """``python -c code args`` in this checkout, its output captured."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def check_in_fresh_process(check, *args) -> None:
+    """``check(*args)`` (a module-level function; str and int arguments) in a process of its own, as a user's
+    training runs: an assertion or a crash there fails the caller, with the process's output."""
+    # tests.unit.NAME from its file: pytest may have imported the module under another name ('unit.NAME')
+    module = ".".join(Path(sys.modules[check.__module__].__file__).relative_to(ROOT).with_suffix("").parts)
+    code = (f"import json, sys; from {module} import {check.__name__} as check; "
+            "check(*json.loads(sys.argv[1])); print('checked')")
+    done = in_fresh_python(code, json.dumps(args))
+    assert done.returncode == 0 and done.stdout.split()[-1:] == ["checked"], \
+        f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
 @pytest.mark.backend
@@ -135,15 +147,11 @@ def test_a_resumed_run_keeps_the_scaled_head_without_its_init_run(distribute, tm
     if distribute == "mirrored" and keras.backend.backend() != "tensorflow":
         pytest.skip("tf.distribute strategies are TensorFlow's")
     if distribute == "none":
-        return resumed_run_check(distribute, tmp_path)
-    code = ("import sys; from pathlib import Path; from tests.unit.test_head_rate import resumed_run_check; "
-            "resumed_run_check(sys.argv[1], Path(sys.argv[2])); print('checked')")
-    done = in_fresh_python(code, distribute, str(tmp_path))
-    assert done.returncode == 0 and done.stdout.split()[-1:] == ["checked"], \
-        f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        return resumed_run_check(distribute, str(tmp_path))
+    check_in_fresh_process(resumed_run_check, distribute, str(tmp_path))
 
 
-def resumed_run_check(distribute: str, tmp_path: Path) -> None:
+def resumed_run_check(distribute: str, tmp_path: str) -> None:
     """The test above in the process it runs in."""
     from facelandmarks.data import npz
     from facelandmarks.training.config import TrainConfig
@@ -151,6 +159,7 @@ def resumed_run_check(distribute: str, tmp_path: Path) -> None:
     from facelandmarks.training.resume import SAVED_MODEL
     from tests.unit.test_train_errors import faces
 
+    tmp_path = Path(tmp_path)
     arrays = faces(40)
     ibug = npz.save_npz(tmp_path / "ibug.npz", arrays)
     five = npz.save_npz(tmp_path / "five.npz", npz.select_points(arrays, Scheme.from_dict(FACE5), PICKED))

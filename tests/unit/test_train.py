@@ -547,17 +547,13 @@ def test_a_resumed_run_with_dropout_and_augmentation_ends_with_the_weights_of_an
     if distribute == "data-parallel" and keras.backend.backend() != "jax":
         pytest.skip("data-parallel is Keras's JAX distribution")
     if distribute != "mirrored":
-        return resumed_dropout_check(distribute, workers, tmp_path)
-    from tests.unit.test_head_rate import in_fresh_python
+        return resumed_dropout_check(distribute, workers, str(tmp_path))
+    from tests.unit.test_head_rate import check_in_fresh_process
 
-    done = in_fresh_python("import sys; from pathlib import Path; from tests.unit.test_train import resumed_dropout_check; "
-                           "resumed_dropout_check(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])); print('checked')",
-                           distribute, str(workers), str(tmp_path))
-    assert done.returncode == 0 and done.stdout.split()[-1:] == ["checked"], \
-        f"exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    check_in_fresh_process(resumed_dropout_check, distribute, workers, str(tmp_path))
 
 
-def resumed_dropout_check(distribute: str, workers: int, tmp_path: Path) -> None:
+def resumed_dropout_check(distribute: str, workers: int, tmp_path: str) -> None:
     """The test above in the process it runs in."""
     import contextlib
     import csv
@@ -573,6 +569,7 @@ def resumed_dropout_check(distribute: str, workers: int, tmp_path: Path) -> None
     from facelandmarks.training.resume import restore_random_state
     from tests.unit.test_train_errors import faces
 
+    tmp_path = Path(tmp_path)
     data = npz.save_npz(tmp_path / "faces.npz", faces(40))  # 30 training faces: a strategy's epoch of 3 steps ends mid-pass
 
     def config(run_dir, epochs):
