@@ -1,4 +1,6 @@
-"""Distributed training: a real two-process MultiWorkerMirroredStrategy cluster, JAX data parallelism, shards."""
+"""Distributed training on real faces: a two-process MultiWorkerMirroredStrategy cluster one of whose workers stops,
+JAX data parallelism, shards. (A whole cluster's run and its resume, and those of a job of two JAX processes, train on
+random images: ``tests/unit/test_multiworker.py``, ``tests/unit/test_distribute.py``.)"""
 
 import json
 import os
@@ -61,37 +63,6 @@ def summary_of(stdout):
     return json.loads(stdout[stdout.index("{"):])
 
 
-def test_two_worker_cluster_agrees_and_only_the_chief_writes(tiny_ibug, tmp_path):
-    run_dir = tmp_path / "run"
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    jobs = []
-    for index in range(2):
-        scratch = tmp_path / f"tmp{index}"
-        scratch.mkdir()
-        env = dict(os.environ, KERAS_BACKEND="tensorflow", TMPDIR=str(scratch), CUDA_VISIBLE_DEVICES="",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        jobs.append((train_command(tiny_ibug["train"], run_dir, "--distribute", "multiworker", "--max-faces", "64",
-                                   "--steps-per-epoch", "100"), env))
-    results = run_cluster(jobs, timeout=300)
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
-    # the run's lines, once, from the chief (every worker printed them)
-    for start in ("--max-faces 64: training on 64 of the ", "--steps-per-epoch 100: a pass over the training faces is "):
-        assert [sum(line.startswith(start) for line in out.splitlines()) for _, out, _ in results] == [1, 0], start
-    chief, worker = (summary_of(out) for _, out, _ in results)
-    assert chief["weights_sha1"] == worker["weights_sha1"], "workers ended with different weights"
-    assert chief["val_nme"] == worker["val_nme"]
-    for name in ("config.json", "best.weights.h5", "last.weights.h5", "model.keras", "history.csv", "summary.json"):
-        assert (run_dir / name).is_file(), name
-    # the other worker wrote into a private scratch folder and removed it
-    assert list((tmp_path / "tmp1").iterdir()) == []
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["distribute"] == "multiworker"
-    rows = (run_dir / "history.csv").read_text().strip().splitlines()
-    assert len(rows) == 3  # header + 2 epochs, written once
-
-
 def test_a_worker_that_stops_is_named_in_one_line_by_the_others(tiny_ibug, tmp_path):
     # worker 1 cannot read its data: worker 0 ended in the traceback of a collective op ('UnavailableError: ...
     # tasks are unhealthy'), never saying in one line that the other worker had gone
@@ -109,41 +80,6 @@ def test_a_worker_that_stops_is_named_in_one_line_by_the_others(tiny_ibug, tmp_p
         "train.py: --distribute multiworker: another process of this 2-process job stopped (/job:worker/replica:0/task:1), "
         "and this one cannot go on without it; its own output says why. Start every process again (with --resume once an "
         "epoch has finished)")
-
-
-def test_a_job_of_two_jax_processes_agrees_and_only_the_first_writes(tiny_ibug, tmp_path):
-    # several JAX processes joined by keras.distribution.initialize (docs/training.md#several-gpus-or-machines): Keras's
-    # auto-sharding refused the batches; once past it, predicting the validation faces failed reading the other
-    # process's devices, process 0 alone saving model.keras waited for the other for ever, and processes given
-    # different numbers of faces took different numbers of steps, the one with a step more waiting in it for ever
-    data = npz.load_npz(tiny_ibug["train"])
-    count = len(data["landmarks"]) // 16 * 16 - 1  # 8j faces for process 0, 8j - 1 for process 1: batches of 8
-    npz.save_npz(tmp_path / "faces.npz", npz.subset(data, np.arange(count)))
-    (tmp_path / "val.npz").write_bytes(Path(tiny_ibug["test"]).read_bytes())
-    run_dir, port = tmp_path / "run", free_ports(1)[0]
-    jobs = []
-    for index in range(2):
-        scratch = tmp_path / f"tmp{index}"
-        scratch.mkdir()
-        env = dict(os.environ, KERAS_BACKEND="jax", TMPDIR=str(scratch), CUDA_VISIBLE_DEVICES="",
-                   KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-                   KERAS_DISTRIBUTION_PROCESS_ID=str(index))
-        command = train_command(tmp_path / "faces.npz", run_dir, "--val", tmp_path / "val.npz", "--epochs", "1",
-                                "--distribute", "data-parallel")
-        jobs.append(([str(word) for word in command], env))
-    results = run_cluster(jobs, timeout=400)
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
-        assert "oneDNN" not in err, err[-2000:]  # TensorFlow's start-up lines, which keras.distribution.initialize let out
-    (_, out0, _), (_, out1, _) = results
-    steps = (count + 1) // 16  # each process's batches, process 1's last of 7 faces padded (it was left out)
-    assert f"{steps}/{steps} - " in out0, out0[-2000:]
-    first, second = summary_of(out0), summary_of(out1)
-    assert first["weights_sha1"] == second["weights_sha1"] and first["val_nme"] == second["val_nme"]
-    for name in ("config.json", "best.weights.h5", "last.weights.h5", "model.keras", "history.csv", "summary.json"):
-        assert (run_dir / name).is_file(), name
-    assert list((tmp_path / "tmp1").iterdir()) == []  # process 1 wrote into a scratch folder, removed at the end
-    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 2
 
 
 # train.py's main, printing the cluster distribute.setup made for the run (after Keras loads, as train.py loads it)

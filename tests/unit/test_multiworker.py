@@ -1,5 +1,5 @@
 """``--distribute multiworker`` in a real two-process TensorFlow cluster on 127.0.0.1, without face data (random
-images; the cluster on real faces: ``tests/data/test_distribute.py``)."""
+images; a worker that cannot read its faces: ``tests/data/test_distribute.py``)."""
 
 import csv
 import json
@@ -24,14 +24,17 @@ pytestmark = pytest.mark.slow
 
 
 def cluster_envs(tmp_path, workers=2):
-    """Each worker's environment: TF_CONFIG naming free ports on 127.0.0.1, TensorFlow on the CPU."""
+    """Each worker's environment: TF_CONFIG naming free ports on 127.0.0.1, TensorFlow on the CPU, a temporary folder
+    of its own (``tmp_path/tmp<index>``: where a worker other than the chief writes its copy of the run)."""
     sockets = [socket.socket() for _ in range(workers)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
     addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
     for s in sockets:
         s.close()
-    return [dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp_path),
+    for index in range(workers):
+        (tmp_path / f"tmp{index}").mkdir(exist_ok=True)
+    return [dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmp_path / f"tmp{index}"),
                  TF_CONFIG=json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}))
             for index in range(workers)]
 
@@ -53,11 +56,11 @@ def finish(processes, timeout):
                 p.wait()
 
 
-def train(data, run_dir, *extra):
+def train(data, run_dir, *extra, preview_every=0):
     return [sys.executable, str(ROOT / "train.py"), "mlp", "--data", str(data), "--run-dir", str(run_dir),
             "--val-fraction", "0.25", "--batch", "8", "--schedule", "constant", "--augment", "flip=0.5,noise=5",
-            "--model-options", '{"hidden_units": [16], "dropout": 0.5}', "--preview-every", "0", "--workers", "1",
-            "--distribute", "multiworker", *extra]
+            "--model-options", '{"hidden_units": [16], "dropout": 0.5}', "--preview-every", str(preview_every),
+            "--workers", "1", "--distribute", "multiworker", *extra]
 
 
 def run_cluster(tmp_path, command, timeout=240):
@@ -72,9 +75,22 @@ def test_a_resumed_multiworker_run_ends_with_the_weights_of_an_uninterrupted_one
     # splits among every replica of the cluster: a step of two workers took half of each worker's batch, so an epoch
     # trained on half the faces it counted, and a resumed run skipped the faces the finished epochs had counted, half
     # of them never trained on (its epoch 2 trained on other faces than the uninterrupted run's: other weights)
-    data = npz.save_npz(tmp_path / "faces.npz", faces(40))  # 15 training faces per worker: an epoch ends mid-pass
-    run_cluster(tmp_path, train(data, tmp_path / "whole", "--epochs", "2"))
-    run_cluster(tmp_path, train(data, tmp_path / "resumed", "--epochs", "1"))
+    # The uninterrupted run is also the check of a cluster's run: every worker ends with the same weights, the run's
+    # lines come once (from the chief; every worker printed them), and only the chief writes the run folder, the other
+    # worker into a private scratch folder that it removes. Each of its options is one the lines are checked for
+    data = npz.save_npz(tmp_path / "faces.npz", faces(40))  # 30 training faces, 28 kept: 14 per worker, an epoch ends mid-pass
+    options = ("--max-faces", "28", "--steps-per-epoch", "100")
+    (chief, worker) = run_cluster(tmp_path, train(data, tmp_path / "whole", "--epochs", "2", *options, preview_every=1))
+    for start in ("--max-faces 28: training on 28 of the ", "--steps-per-epoch 100: a pass over the training faces is "):
+        assert [sum(line.startswith(start) for line in out.splitlines()) for _, out, _ in (chief, worker)] == [1, 0], start
+    summaries = [json.loads(out[out.index("{"):]) for _, out, _ in (chief, worker)]
+    assert summaries[0]["weights_sha1"] == summaries[1]["weights_sha1"] and summaries[0]["val_nme"] == summaries[1]["val_nme"]
+    for name in ("config.json", "best.weights.h5", "last.weights.h5", "model.keras", "history.csv", "summary.json"):
+        assert (tmp_path / "whole" / name).is_file(), name
+    assert list((tmp_path / "whole" / "logs" / "previews").iterdir()), "the chief's previews (TensorBoard)"
+    assert list((tmp_path / "tmp1").iterdir()) == []
+    assert json.loads((tmp_path / "whole" / "config.json").read_text())["distribute"] == "multiworker"
+    run_cluster(tmp_path, train(data, tmp_path / "resumed", "--epochs", "1", *options, preview_every=1))
     (_, out, _), _ = run_cluster(tmp_path, train(data, tmp_path / "resumed", "--epochs", "2", "--resume"))
     assert "resuming" in out and "at epoch 2" in out, out[-2000:]
 
@@ -88,7 +104,7 @@ def test_a_resumed_multiworker_run_ends_with_the_weights_of_an_uninterrupted_one
             f.visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
         return found
 
-    assert len(history("whole")) == 2 and history("resumed") == history("whole")
+    assert len(history("whole")) == 2 and history("resumed") == history("whole")  # written once: no epoch twice
     whole, resumed = weights("whole"), weights("resumed")
     assert whole.keys() == resumed.keys() and any(name.startswith("optimizer") for name in whole)
     for name in whole:
