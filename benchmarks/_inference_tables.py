@@ -14,7 +14,7 @@ except ModuleNotFoundError:  # imported from the repository root
 
 
 def versions() -> str:
-    from facelandmarks.runtime import cpu_description
+    from facelandmarks.machine import cpu_description
 
     def version(*dists):
         found = [d for d in dists if list(metadata.distributions(name=d))]

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 
-from facelandmarks.runtime import MALLOC_ENV, tcmalloc_library
+from facelandmarks.machine import tcmalloc_library
+from facelandmarks.runtime import MALLOC_ENV
 
 
 def measure_per_allocator(script: str, argv: list, tcmalloc: bool = False) -> list | None:

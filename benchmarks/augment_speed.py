@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from facelandmarks.cli.common import OneLineParser
-from facelandmarks.runtime import cpu_description, startup
+from facelandmarks.machine import cpu_description
+from facelandmarks.runtime import startup
 
 ROOT = Path(__file__).resolve().parents[1]
 

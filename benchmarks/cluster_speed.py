@@ -25,7 +25,7 @@ import numpy as np
 
 from facelandmarks.cli.common import USER_ERRORS, OneLineParser, complain, error_line
 from facelandmarks.data import npz
-from facelandmarks.runtime import cpu_description
+from facelandmarks.machine import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -59,7 +59,7 @@ def main(argv=None) -> None:
     from facelandmarks.data.readers.ibug300w import read_pts
     from facelandmarks.data.records import AnnotationError
     from facelandmarks.inference.align import align_face
-    from facelandmarks.runtime import cpu_description
+    from facelandmarks.machine import cpu_description
 
     photos = sorted(p for p in args.samples.iterdir() if p.suffix.lower() in (".jpg", ".png", ".ppm")
                     and p.with_suffix(".pts").is_file())

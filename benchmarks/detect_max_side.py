@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     if args.side < MIN_DETECT_SIDE:
         parser.error(f"--side must be >= {MIN_DETECT_SIDE}, got {args.side}")
     from facelandmarks.data.readers import ibug300w, muct
-    from facelandmarks.runtime import cpu_description
+    from facelandmarks.machine import cpu_description
 
     readers = {"read_300w": ibug300w.read_300w, "read_muct": muct.read_muct}
     listed = {}

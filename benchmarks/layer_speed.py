@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from facelandmarks import runtime
+from facelandmarks import machine, runtime
 from facelandmarks.cli.common import OneLineParser
 
 # (name, layer kind, input height = width, input channels, output channels, stride)
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     print(f"forward + backward of single layers, MobileNetV2 at 128 px, batch {args.batch}, median of {args.steps} "
           f"steps after {args.warmup}; TensorFlow {'with' if args.tf_xla else 'without'} XLA; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(runtime.cpu_description())
+    print(machine.cpu_description())
     print("| layer | input -> channels | " + " | ".join(f"{b} ms" for b in backends)
           + (" | jax / tensorflow |" if set(backends) >= {"jax", "tensorflow"} else " |"))
     print("|---" * (2 + len(backends) + (set(backends) >= {"jax", "tensorflow"})) + "|")

@@ -25,7 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from facelandmarks.cli.common import OneLineParser
-from facelandmarks.runtime import cpu_description, startup
+from facelandmarks.machine import cpu_description
+from facelandmarks.runtime import startup
 
 
 def time_calls(predict, batch, warmup: int, repeats: int) -> list[float]:

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     from facelandmarks.data import faces
     from facelandmarks.inference.predictor import Predictor
-    from facelandmarks.runtime import cpu_description
+    from facelandmarks.machine import cpu_description
 
     try:
         photo = faces.as_photo(args.photo)

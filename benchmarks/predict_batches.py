@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks import runtime
+from facelandmarks import machine, runtime
 from facelandmarks.cli.common import OneLineParser
 from facelandmarks.data import npz
 from facelandmarks.inference.predictor import Predictor
@@ -40,7 +40,7 @@ def measure(predictor: Predictor, crops: np.ndarray, batch: int, repeats: int) -
     for _ in range(repeats):
         predictor.predict_crops(crops, batch_size=batch)
     seconds, end = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    share, faults = runtime.kernel_share_and_faults(start, end)
+    share, faults = machine.kernel_share_and_faults(start, end)
     return {"batch": batch, "faces_per_second": len(crops) * repeats / seconds, "kernel_share": share,
             "faults_per_face": faults / (len(crops) * repeats)}
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         if results is None:
             return 2  # measure_per_allocator said which run failed, in one line
         print(results[0][1]["title"])
-        print(runtime.cpu_description())
+        print(machine.cpu_description())
         print("| allocator, batch | faces/s | kernel share of CPU time | minor faults per face |")
         print("|---|---|---|---|")
         for label, result in results:
@@ -107,12 +107,12 @@ def main(argv=None) -> int:
 
     rows = [measure(predictor, crops, batch, args.repeats) for batch in tqdm(batches, desc="batch sizes", leave=False)]
     title = (f"{predictor.name} ({predictor.runtime}), {len(crops)} faces of {args.data}, flip test {args.flip_test}, "
-             f"{args.repeats} timed passes per batch size, allocator {runtime.preloaded_allocator()}")
+             f"{args.repeats} timed passes per batch size, allocator {machine.preloaded_allocator()}")
     if args.json:
         print(json.dumps({"title": title, "default": default, "rows": rows}))
         return 0
     print(title)
-    print(runtime.cpu_description())
+    print(machine.cpu_description())
     print("| batch | faces/s | kernel share of CPU time | minor faults per face |")
     print("|---|---|---|---|")
     table(rows, default)

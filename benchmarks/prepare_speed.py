@@ -189,7 +189,7 @@ def main(argv=None) -> int:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             for path in Path(tmp).glob(f"{config}_*"):
                 path.unlink()
-    from facelandmarks.runtime import cpu_description
+    from facelandmarks.machine import cpu_description
 
     print(f"\ndatagen.py prepare at {args.size} px, {args.workers or os.cpu_count()} worker(s); {cpu_description()}\n")
     header = ("datasets", "faces", "written", "fallback", "rows out", "images/s", "wall s",

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from facelandmarks import runtime
+from facelandmarks import machine, runtime
 from facelandmarks.cli.common import OneLineParser
 
 
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         print(f"done: {run}", file=sys.stderr)
     print(f"{args.model} at {args.size} px, batch {args.batch}, one constant batch (compute only), train_on_batch, "
           f"median of {args.steps} steps after {args.warmup}")
-    print(runtime.cpu_description())
+    print(machine.cpu_description())
     print("| run | XLA_FLAGS | jit_compile | images/s | warm-up s (compilation included) | loss after | peak memory MB |")
     print("|---|---|---|---|---|---|---|")
     for run, flags, result in rows:

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from facelandmarks import runtime
+from facelandmarks import machine, runtime
 from facelandmarks.cli.common import OneLineParser
 from facelandmarks.training.config import JIT_MODES
 
@@ -86,7 +86,6 @@ from facelandmarks.data.augment.config import AugmentConfig
 from facelandmarks.data.feeding import FaceParts, LandmarkBatches
 from facelandmarks.models import build_model
 from facelandmarks.models.losses import pack_targets
-from facelandmarks.runtime import cpu_description
 from facelandmarks.training import distribute
 from facelandmarks.training.callbacks import AllocatorSettings
 from facelandmarks.training.config import TrainConfig
@@ -121,7 +120,7 @@ class StepTimer(keras.callbacks.Callback):
         return batch_size * (len(t) - 1) / (t[-1] - t[0])
 
     def kernel_share_and_faults(self):
-        share, faults = runtime.kernel_share_and_faults(self.usage[self.warmup], self.usage[-1])
+        share, faults = machine.kernel_share_and_faults(self.usage[self.warmup], self.usage[-1])
         return share, faults / max(len(self.usage) - 1 - self.warmup, 1)
 
 
@@ -133,7 +132,7 @@ def run_both(argv, allocators: str) -> int:
     if rows is None:
         return 2  # measure_per_allocator said which run failed, in one line
     print(rows[0][1]["title"])
-    print(cpu_description())
+    print(machine.cpu_description())
     print("| allocator | mode | images/s | kernel share of CPU time | minor faults per step |")
     print("|---|---|---|---|---|")
     for label, result in rows:
@@ -198,8 +197,8 @@ def main(argv=None) -> int:
                    "kernel_share": float(np.median([u[0] for u in usage[mode]])),
                    "faults_per_step": float(np.median([u[1] for u in usage[mode]]))} for mode in results}}))
         return 0
-    print(f"{title}, allocator {runtime.preloaded_allocator()}")
-    print(cpu_description())
+    print(f"{title}, allocator {machine.preloaded_allocator()}")
+    print(machine.cpu_description())
     print("| mode | images/s (median of rounds) | rounds | kernel share of CPU time | minor faults per step |")
     print("|---|---|---|---|---|")
     for mode, values in results.items():

@@ -54,7 +54,7 @@ from facelandmarks.cli.common import OneLineParser, complain
 from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.video import REDETECT_EVERY, FaceTracker, run_on_video
 from facelandmarks.landmarks import is_builtin
-from facelandmarks.runtime import cpu_description
+from facelandmarks.machine import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_SIZE = (640, 480)

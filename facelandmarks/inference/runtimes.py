@@ -332,7 +332,7 @@ def int8_products_saturate(machine: str | None = None, flags: set | None = None)
     if (machine or platform.machine()).lower() not in X86:
         return False  # ARM's dot-product instructions add in 32 bits
     if flags is None:
-        from facelandmarks.runtime import cpu_flags
+        from facelandmarks.machine import cpu_flags
 
         flags = cpu_flags()[1]
         if not flags:

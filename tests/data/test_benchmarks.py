@@ -124,7 +124,7 @@ def test_crop_speed_times_every_annotated_sample_photo(data_dir):
 
 
 def test_augment_and_model_speed_name_the_cpu_they_timed(data_dir):
-    from facelandmarks.runtime import cpu_flags
+    from facelandmarks.machine import cpu_flags
 
     runs = {"augment_speed.py": ["--data-dir", str(data_dir), "--batch", "2", "--batches", "1", "--warmup", "0"],
             "model_speed.py": ["--models", "mlp", "--repeats", "1", "--warmup", "1"]}
