@@ -1,6 +1,6 @@
 """FaceTracker and run_on_video on real faces: fewer detections, re-detection every N frames and
 after the face jumps, points close to those of detecting on every frame, smoothed or not, the points file,
-and the aligned-face videos."""
+the aligned-face videos, and a camera (a stand-in for OpenCV's capture, giving real frames)."""
 
 import csv
 import signal
@@ -325,3 +325,83 @@ def test_evaluate_video_align_without_a_face_says_no_aligned_faces(predictor, tm
     assert evaluate.main(["--video", str(clip), "--out", str(out), "--align", "64"]) == 0
     said = capsys.readouterr().out
     assert "0 faces" in said and ", no aligned faces (no face found)" in said and "aligned faces in" not in said
+
+
+class FakeCamera:
+    """What OpenCV's capture of a camera gives, from frames in memory: a frame per read at the camera's pace, no frame
+    count and no container times, the rate its driver reports (0 where it reports none). After the frames the camera
+    is unplugged (read fails) or, with ``ctrl_c``, the user presses Ctrl-C during the next read, as one stops a camera."""
+
+    def __init__(self, frames, fps, interval=0.02, ctrl_c=False):
+        self.frames, self.fps, self.interval, self.ctrl_c, self.given = frames, fps, interval, ctrl_c, 0
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: -1.0}.get(prop, 0.0)
+
+    def read(self):
+        time.sleep(self.interval)
+        if self.given == len(self.frames):
+            if self.ctrl_c:
+                raise KeyboardInterrupt  # where Python's SIGINT handler raises it
+            return False, None
+        self.given += 1
+        return True, np.ascontiguousarray(self.frames[self.given - 1][..., ::-1])
+
+    def release(self):
+        pass
+
+
+def test_a_camera_is_marked_frame_by_frame_timed_by_the_clock_until_unplugged_or_stopped(data_dir, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """``--video 0`` reads a camera: frames timed by the wall clock (a camera gives no times), no frame count to check
+    against, the default outputs named after it; a camera reporting no frame rate gets the assumed one, said in one
+    line; Ctrl-C, the way a camera run ends, leaves a playable overlay of every frame the points list."""
+    from facelandmarks.cli import evaluate
+    from facelandmarks.inference.video_files import ASSUMED_FPS
+
+    frames, opened, real = pan_frames(data_dir, PHOTOS[0], 6)[0], [], cv2.VideoCapture
+    cameras = {1: FakeCamera(frames, fps=0.0), 2: FakeCamera(frames[:3], fps=30.0, ctrl_c=True)}
+
+    def capture(source, *args):
+        if isinstance(source, int):
+            opened.append(source)
+            return cameras.get(source) or type("Closed", (), {"isOpened": lambda self: False})()
+        return real(source, *args)
+
+    def overlay_frames(path):
+        check, count = real(str(path)), 0
+        while check.read()[0]:
+            count += 1
+        check.release()
+        return count
+
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main(["--video", "1"]) == 0
+    said = capsys.readouterr()
+    assert said.out.startswith("6 frames, 6 faces, ") and "-> out/camera1_landmarks.mp4, points in out/camera1_landmarks.jsonl" \
+        in said.out, said.out
+    assert said.err.strip() == (f"evaluate.py: note: camera 1: the frame rate it gives, 0 frames/s, is not a plausible one "
+                                f"(1-240 frames/s), so taken as unknown: its frames are timed by the clock; the overlay is "
+                                f"written at an assumed {ASSUMED_FPS:g} frames/s (the points file's header: fps_assumed)")
+    header, per_frame = read_video_landmarks(tmp_path / "out" / "camera1_landmarks.jsonl")
+    assert (header["source"], header["clock"], header["fps_assumed"], header["fps"]) == ("1", "wall", True, ASSUMED_FPS)
+    times = [frame["time"] for frame in per_frame]
+    # each frame read 0.02 s after the one before at least: its own time, not frame number / rate (0.04 s apart)
+    assert times[0] >= 0.0199 and all(later - earlier >= 0.0199 for earlier, later in zip(times, times[1:])), times
+    assert not any(frame.get("time_estimated") for frame in per_frame)
+    assert [len(frame["faces"]) for frame in per_frame] == [1] * 6
+    assert overlay_frames(tmp_path / "out" / "camera1_landmarks.mp4") == 6
+    # stopped with Ctrl-C after 3 frames: its line and status, an overlay of the 3 frames, nothing partial left
+    assert evaluate.main(["--video", "2", "--out", str(tmp_path / "stopped.mp4")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "evaluate.py: interrupted"
+    header, per_frame = read_video_landmarks(tmp_path / "stopped.jsonl")
+    assert header["fps_assumed"] is False and header["fps"] == 30.0 and len(per_frame) == 3
+    assert overlay_frames(tmp_path / "stopped.mp4") == 3 and not list(tmp_path.glob("*.partial*"))
+    # a camera that does not open: one line naming it, status 2
+    assert evaluate.main(["--video", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "evaluate.py: 3: cannot open camera"
+    assert opened == [1, 2, 3]
