@@ -1,10 +1,14 @@
 """The stops a script has received (SIGTERM, Ctrl-C), kept where any layer can look: the script's signal handlers
 (``cli.common``) record each one and raise it, and a training looks here as each step begins for one that native code
-swallowed (``training.callbacks.LostStop``).  Nothing here imports beyond the standard library."""
+swallowed (``training.callbacks.LostStop``); ``held`` makes a stop wait for the end of a block that must not be
+parted.  Nothing here imports beyond the standard library."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import threading
 
 
 class Terminated(KeyboardInterrupt):
@@ -31,3 +35,27 @@ def lost() -> KeyboardInterrupt | None:
     SIGTERM landing as the first step's compilation ends was lost there: the run trained to its end).  None while no
     script's main runs or none was received."""
     return as_raised(RECEIVED[-1]) if MAIN["runs"] and RECEIVED else None
+
+
+@contextlib.contextmanager
+def held():
+    """Within the block, a stop (Ctrl-C, SIGTERM) waits for the block's end and is handled there, as its handler
+    would have handled it when it came: for steps that are one in the files they write (a video's frame in the overlay
+    and in the points file, which a stop between them left one frame apart). In the main thread only, where Python
+    runs signal handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came, handlers = [], {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in handlers:
+        signal.signal(signum, lambda number, frame: came.append((number, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum, frame in came:
+            if callable(handler := handlers[signum]):
+                handler(signum, frame)  # the script's, or Python's Ctrl-C: raises here
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)  # SIGTERM's default: the process ends, now

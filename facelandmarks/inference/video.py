@@ -59,6 +59,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from facelandmarks import stops
 from facelandmarks.data import faces
 from facelandmarks.inference.aligned_video import AlignedVideos, check_aligned_outputs
 from facelandmarks.inference.predictor import FaceLandmarks, Predictor
@@ -381,12 +382,13 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
                     (note or (lambda text: print(text, file=sys.stderr)))(assumed_rate_note(source, timed))
             line = {"frame": tracker.frames - 1, "time": round(t, 4), **({"time_estimated": True} if timed.estimated else {}),
                     "detected": tracker.detections > detections, "faces": [f.to_json() for f in found]}
-            points_file.write(json.dumps(line) + "\n")
-            if chips is not None:
-                chips.write(image, found)  # before the points are drawn on it
-            for face in found:
-                image = draw_points(image, face.points, PREDICTION, radius=marker_radius(face.points))
-            writer.write(np.ascontiguousarray(image[..., ::-1]))
+            with stops.held():  # the frame in every file or in none: a stop waits until it is in all
+                points_file.write(json.dumps(line) + "\n")
+                if chips is not None:
+                    chips.write(image, found)  # before the points are drawn on it
+                for face in found:
+                    image = draw_points(image, face.points, PREDICTION, radius=marker_radius(face.points))
+                writer.write(np.ascontiguousarray(image[..., ::-1]))
     finally:
         capture.release()
         try:

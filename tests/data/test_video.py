@@ -405,3 +405,34 @@ def test_a_camera_is_marked_frame_by_frame_timed_by_the_clock_until_unplugged_or
     assert evaluate.main(["--video", "3"]) == 2
     assert capsys.readouterr().err.strip() == "evaluate.py: 3: cannot open camera"
     assert opened == [1, 2, 3]
+
+
+def test_a_stop_while_a_frame_is_written_leaves_it_in_every_file_or_in_none(data_dir, tmp_path, monkeypatch):
+    """SIGTERM between a frame's line in the points file and the frame in the overlay left the points file a frame
+    longer than the overlay (11 frames listed, 10 in the video: the clean-clone CI at 8e252d5). A real Ctrl-C now,
+    while the third frame's points are drawn: the stop waits until the frame is in every file, then ends the run."""
+    import os
+
+    from facelandmarks import drawing
+
+    clip = write_clip(tmp_path / "pan.mp4", pan_frames(data_dir, PHOTOS[0], 6)[0])
+    draw, drawn = drawing.draw_points, []
+
+    def drawn_with_a_stop(*args, **kwargs):
+        drawn.append(1)
+        if len(drawn) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler at once, here in the main thread
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(drawing, "draw_points", drawn_with_a_stop)
+    out = tmp_path / "out" / "pan_landmarks.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_on_video(None, clip, out, align=(64, 0.25))
+    assert len(drawn) == 3
+    _, per_frame = read_video_landmarks(out.with_suffix(".jsonl"))
+    capture, count = cv2.VideoCapture(str(out)), 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    chips = read_rgb_frames(aligned_path(out, 0))
+    assert len(per_frame) == count == len(chips) == 3 and not list(out.parent.glob("*.partial*"))
