@@ -42,11 +42,13 @@ def held():
     """Within the block, a stop (Ctrl-C, SIGTERM) waits for the block's end and is handled there, as its handler
     would have handled it when it came: for steps that are one in the files they write (a video's frame in the overlay
     and in the points file, which a stop between them left one frame apart). In the main thread only, where Python
-    runs signal handlers; elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    runs signal handlers; elsewhere, or where a handler was not set from Python (``getsignal`` gives None: it could not
+    be put back), the block runs as it is."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread() or None in handlers.values():
         yield
         return
-    came, handlers = [], {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    came = []
     for signum in handlers:
         signal.signal(signum, lambda number, frame: came.append((number, frame)))
     try:

@@ -371,13 +371,6 @@ def test_a_camera_is_marked_frame_by_frame_timed_by_the_clock_until_unplugged_or
             return cameras.get(source) or type("Closed", (), {"isOpened": lambda self: False})()
         return real(source, *args)
 
-    def overlay_frames(path):
-        check, count = real(str(path)), 0
-        while check.read()[0]:
-            count += 1
-        check.release()
-        return count
-
     monkeypatch.setattr(cv2, "VideoCapture", capture)
     monkeypatch.chdir(tmp_path)
     assert evaluate.main(["--video", "1"]) == 0
@@ -394,13 +387,13 @@ def test_a_camera_is_marked_frame_by_frame_timed_by_the_clock_until_unplugged_or
     assert times[0] >= 0.0199 and all(later - earlier >= 0.0199 for earlier, later in zip(times, times[1:])), times
     assert not any(frame.get("time_estimated") for frame in per_frame)
     assert [len(frame["faces"]) for frame in per_frame] == [1] * 6
-    assert overlay_frames(tmp_path / "out" / "camera1_landmarks.mp4") == 6
+    assert len(read_rgb_frames(tmp_path / "out" / "camera1_landmarks.mp4")) == 6
     # stopped with Ctrl-C after 3 frames: its line and status, an overlay of the 3 frames, nothing partial left
     assert evaluate.main(["--video", "2", "--out", str(tmp_path / "stopped.mp4")]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "evaluate.py: interrupted"
     header, per_frame = read_video_landmarks(tmp_path / "stopped.jsonl")
     assert header["fps_assumed"] is False and header["fps"] == 30.0 and len(per_frame) == 3
-    assert overlay_frames(tmp_path / "stopped.mp4") == 3 and not list(tmp_path.glob("*.partial*"))
+    assert len(read_rgb_frames(tmp_path / "stopped.mp4")) == 3 and not list(tmp_path.glob("*.partial*"))
     # a camera that does not open: one line naming it, status 2
     assert evaluate.main(["--video", "3"]) == 2
     assert capsys.readouterr().err.strip() == "evaluate.py: 3: cannot open camera"
@@ -430,9 +423,5 @@ def test_a_stop_while_a_frame_is_written_leaves_it_in_every_file_or_in_none(data
         run_on_video(None, clip, out, align=(64, 0.25))
     assert len(drawn) == 3
     _, per_frame = read_video_landmarks(out.with_suffix(".jsonl"))
-    capture, count = cv2.VideoCapture(str(out)), 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    chips = read_rgb_frames(aligned_path(out, 0))
-    assert len(per_frame) == count == len(chips) == 3 and not list(out.parent.glob("*.partial*"))
+    overlay, chips = read_rgb_frames(out), read_rgb_frames(aligned_path(out, 0))
+    assert len(per_frame) == len(overlay) == len(chips) == 3 and not list(out.parent.glob("*.partial*"))
