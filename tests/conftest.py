@@ -11,6 +11,7 @@ selected and the data folder is missing, the session stops with one line naming 
 
 import gc
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,13 @@ else:
 # young ones in 110 s of tests: 8-10 s a process. At these thresholds they took 3 s (docs/results.md#test-suite-timings).
 # Garbage is still collected, in fewer and larger passes.
 gc.set_threshold(50_000, 20, 100)
+
+
+# A shell starts a background job (`make test &` in a script, `nohup ... &`) with Ctrl-C ignored, and every process
+# keeps that for the ones it starts: the tests that stop a run with SIGINT, as a user's Ctrl-C does, would wait for a
+# stop that never comes (60 s each, then fail). The suite tests Ctrl-C, so it restores it for itself and its scripts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection: only the tests that will run count
