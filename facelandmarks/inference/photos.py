@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelandmarks import stops
 from facelandmarks.data import faces
 from facelandmarks.data.report import counted
 from facelandmarks.drawing import DETECTION, PREDICTION, draw_points, line_width, marker_radius, save_png
@@ -132,7 +133,8 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
         found = predictor.detect_and_predict(image)
         dropped = f" ({counted(detector.dropped, 'detection')} below min score {detector.min_score:g} dropped)" if detector.dropped else ""
         if not found:
-            gone = _remove(out_dir, earlier.pop(path.name, set()))
+            with stops.held():  # the photo's earlier results go whole
+                gone = _remove(out_dir, earlier.pop(path.name, set()))
             print(f"{path}: no face found{dropped}{gone}", file=sys.stderr)
             counts["no_face"] += 1
             continue
@@ -140,8 +142,9 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
                 "scheme": predictor.scheme.name, "min_score": faces.json_number(detector.min_score),
                 "dropped_below_min_score": detector.dropped, "detect_max_side": predictor.detect_max_side}
         aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
-        written = write_results(path, image, found, out_dir, info, crops, aligned)
-        gone = _remove(out_dir, earlier.pop(path.name, set()) - result_names(path, len(found), crops, bool(align)))
+        with stops.held():  # a stop waits until the photo's files are all of this run: none beside an earlier run's
+            written = write_results(path, image, found, out_dir, info, crops, aligned)
+            gone = _remove(out_dir, earlier.pop(path.name, set()) - result_names(path, len(found), crops, bool(align)))
         print(f"{path}: {counted(len(found), 'face')} -> {written}{dropped}{gone}")
         counts["done"] += 1
     if counts["unreadable"] == len(files):

@@ -159,3 +159,37 @@ def test_the_readmes_python_snippet_runs_as_printed_on_a_photo(data_dir, tmp_pat
     exec(compile(snippet, "README.md", "exec"), names)
     assert len(names["points"]) >= 1 and names["points"].shape[1:] == (68, 2)
     assert len(names["chips"]) == len(names["points"]) and names["chips"][0].image.shape == (112, 112, 3)
+
+
+def test_a_stop_while_a_photos_files_are_written_leaves_them_all_of_one_run(default_out, tmp_path, monkeypatch):
+    """A Ctrl-C as a photo's overlay was written, before its JSON, left the new overlay beside the JSON and face crops
+    of the run before, made with other options. The stop now waits until the photo's files are all of this run (the
+    earlier crops it does not write removed), then ends the run; the photos after it keep the earlier run's files."""
+    import os
+    import shutil
+    import signal
+    from pathlib import Path
+
+    from facelandmarks.inference import photos
+
+    folder, earlier = default_out  # breakingbad.jpg and einstein.jpg, marked with crops
+    out = shutil.copytree(earlier, tmp_path / "out")
+    first_overlay = output_name(folder / "breakingbad.jpg", "png")
+    save, saved = photos.save_png, []
+
+    def saved_with_a_stop(path, image):
+        save(path, image)
+        saved.append(Path(path).name)
+        if Path(path).name == first_overlay:
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler at once, here in the main thread
+
+    monkeypatch.setattr(photos, "save_png", saved_with_a_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_on_images(None, folder, out, flip_test=True)  # without crops now
+    assert saved == [first_overlay]
+    first = json.loads((out / output_name(folder / "breakingbad.jpg", "json")).read_text())
+    assert first["flip_test"] is True and "crops" not in first
+    assert not list(out.glob("breakingbad.jpg_face*.png"))
+    second = json.loads((out / output_name(folder / "einstein.jpg", "json")).read_text())
+    assert second["flip_test"] is False and all((out / name).is_file() for name in second["crops"])
+    assert not [p for p in out.iterdir() if ".partial" in p.name]

@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import built_once
 
-pytestmark = [pytest.mark.data, pytest.mark.backend]
+pytestmark = pytest.mark.data
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,6 +56,7 @@ def copy_of(trained_with_plugin, tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.backend  # the file's family and loss, in keras.ops, train and evaluate on JAX too
 def test_a_family_and_a_loss_of_your_own_file_train_resume_list_and_evaluate(trained_with_plugin, tmp_path, tiny_ibug):
     run = copy_of(trained_with_plugin, tmp_path) / "run"
     config = json.loads((run / "config.json").read_text())
@@ -76,6 +77,7 @@ def test_a_family_and_a_loss_of_your_own_file_train_resume_list_and_evaluate(tra
     assert (tmp_path / "results").is_dir()
 
 
+# (not backend-marked: where a run finds its plugin file is the same on either backend)
 def test_a_run_whose_plugin_moved_is_told_so_and_resumes_with_its_new_place(trained_with_plugin, tmp_path, tiny_ibug,
                                                                             monkeypatch, capfd):
     copy_of(trained_with_plugin, tmp_path)

@@ -20,7 +20,8 @@ from tests.unit.test_init_head import FACE5, PICKED
 from tests.unit.test_train_errors import TINY, faces
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.backend
+# Not backend-marked: what is tested here is the folders' swap (renames, kills, refusals), the same on either
+# backend; a ship on JAX, its float16 copy loaded and predicting, is tests/data/test_shipped.py's.
 
 # a subprocess ships runs[1] over runs[0]'s folder and is killed (os._exit) at one step
 KILLED = """
