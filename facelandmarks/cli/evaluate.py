@@ -33,8 +33,9 @@ exit status:
        cannot be written (checked before any work; such an error makes no folder), an option of another mode
        (--crops with --video), a video file (AVI, MP4, MOV) that ends before the frames its header lists (the
        frames read are kept; a Matroska/WebM file lists none: a note, status 0)
-  130  interrupted (Ctrl-C); a video's files are finished as they stand, and play; --data leaves the tables
-       and plots an earlier evaluation wrote into --out as they were (the new ones are moved in together)
+  130  interrupted (Ctrl-C); a video's files are finished as they stand, and play; --image finishes the photo
+       it writes (its overlay, JSON and crops all of this run) and says how many it marked; --data leaves the
+       tables and plots an earlier evaluation wrote into --out as they were (the new ones are moved in together)
   143  terminated (SIGTERM: kill, timeout): as Ctrl-C
 """
 
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
         return _run(args)
     except KeyboardInterrupt as err:
         word, status = stopped(err)
-        complain(f"\nevaluate.py: {word}")
+        complain(f"\nevaluate.py: {word}" + (f" {err.progress}" if hasattr(err, "progress") else ""))
         return status
     except USER_ERRORS as err:
         complain(f"evaluate.py: {error_line(err, (args.data,))}")

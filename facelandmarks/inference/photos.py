@@ -123,30 +123,34 @@ def run_on_images(run_dir, target, out_dir, flip_test=False, min_score=None, cro
     remove_left_by_kills(out_dir)  # the partial files of an earlier run killed mid-write
     earlier = earlier_results(out_dir)
     counts = {"done": 0, "no_face": 0, "unreadable": 0}
-    for path in files:
-        try:
-            image = _read(path)
-        except ValueError as err:
-            print(f"{err}; skipped", file=sys.stderr)
-            counts["unreadable"] += 1
-            continue
-        found = predictor.detect_and_predict(image)
-        dropped = f" ({counted(detector.dropped, 'detection')} below min score {detector.min_score:g} dropped)" if detector.dropped else ""
-        if not found:
-            with stops.held():  # the photo's earlier results go whole
-                gone = _remove(out_dir, earlier.pop(path.name, set()))
-            print(f"{path}: no face found{dropped}{gone}", file=sys.stderr)
-            counts["no_face"] += 1
-            continue
-        info = {"model": str(model), "runtime": predictor.runtime, "flip_test": flip_test, "recrop": recrop,
-                "scheme": predictor.scheme.name, "min_score": faces.json_number(detector.min_score),
-                "dropped_below_min_score": detector.dropped, "detect_max_side": predictor.detect_max_side}
-        aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
-        with stops.held():  # a stop waits until the photo's files are all of this run: none beside an earlier run's
-            written = write_results(path, image, found, out_dir, info, crops, aligned)
-            gone = _remove(out_dir, earlier.pop(path.name, set()) - result_names(path, len(found), crops, bool(align)))
-        print(f"{path}: {counted(len(found), 'face')} -> {written}{dropped}{gone}")
-        counts["done"] += 1
+    try:
+        for path in files:
+            try:
+                image = _read(path)
+            except ValueError as err:
+                print(f"{err}; skipped", file=sys.stderr)
+                counts["unreadable"] += 1
+                continue
+            found = predictor.detect_and_predict(image)
+            dropped = f" ({counted(detector.dropped, 'detection')} below min score {detector.min_score:g} dropped)" if detector.dropped else ""
+            if not found:
+                with stops.held():  # the photo's earlier results go whole, and it is counted
+                    gone = _remove(out_dir, earlier.pop(path.name, set()))
+                    print(f"{path}: no face found{dropped}{gone}", file=sys.stderr)
+                    counts["no_face"] += 1
+                continue
+            info = {"model": str(model), "runtime": predictor.runtime, "flip_test": flip_test, "recrop": recrop,
+                    "scheme": predictor.scheme.name, "min_score": faces.json_number(detector.min_score),
+                    "dropped_below_min_score": detector.dropped, "detect_max_side": predictor.detect_max_side}
+            aligned = [align_face(image, f.points, predictor.scheme, *align) for f in found] if align else None
+            with stops.held():  # a stop waits until the photo's files are all of this run: none beside an earlier run's
+                written = write_results(path, image, found, out_dir, info, crops, aligned)
+                gone = _remove(out_dir, earlier.pop(path.name, set()) - result_names(path, len(found), crops, bool(align)))
+                print(f"{path}: {counted(len(found), 'face')} -> {written}{dropped}{gone}")
+                counts["done"] += 1
+    except KeyboardInterrupt as stop:  # for the script's line: how far the run got, and that what it wrote is whole
+        stop.progress = f"after {sum(counts.values())} of {counted(len(files), 'photo')}; their results in {out_dir} are whole"
+        raise
     if counts["unreadable"] == len(files):
         images = counted(len(files), "image")
         raise ValueError(f"{targets[0]}: none of its {images} could be read" if len(targets) == 1

@@ -184,12 +184,35 @@ def test_a_stop_while_a_photos_files_are_written_leaves_them_all_of_one_run(defa
             os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler at once, here in the main thread
 
     monkeypatch.setattr(photos, "save_png", saved_with_a_stop)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stop:
         run_on_images(None, folder, out, flip_test=True)  # without crops now
     assert saved == [first_overlay]
+    assert stop.value.progress == f"after 1 of 2 photos; their results in {out} are whole"
     first = json.loads((out / output_name(folder / "breakingbad.jpg", "json")).read_text())
     assert first["flip_test"] is True and "crops" not in first
     assert not list(out.glob("breakingbad.jpg_face*.png"))
     second = json.loads((out / output_name(folder / "einstein.jpg", "json")).read_text())
     assert second["flip_test"] is False and all((out / name).is_file() for name in second["crops"])
     assert not [p for p in out.iterdir() if ".partial" in p.name]
+
+
+def test_a_stopped_photo_run_says_how_far_it_got_in_its_last_line(default_out, tmp_path, monkeypatch, capsys):
+    """evaluate.py --image's line after a stop says how many photos were marked and that their files are whole (a
+    KeyboardInterrupt raised where the second photo's overlay is saved: a real signal here would stop pytest too)."""
+    from pathlib import Path
+
+    from facelandmarks.cli.evaluate import main
+    from facelandmarks.inference import photos
+
+    folder, _ = default_out
+    save = photos.save_png
+
+    def stopped_at_the_second(path, image):
+        if Path(path).name.startswith("einstein"):
+            raise KeyboardInterrupt
+        save(path, image)
+
+    monkeypatch.setattr(photos, "save_png", stopped_at_the_second)
+    assert main(["--image", str(folder), "--out", str(tmp_path)]) == 130
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said == f"evaluate.py: interrupted after 1 of 2 photos; their results in {tmp_path} are whole"
