@@ -49,8 +49,8 @@ gc.set_threshold(50_000, 20, 100)
 
 
 # A shell starts a background job (`make test &` in a script, `nohup ... &`) with Ctrl-C ignored, and every process
-# keeps that for the ones it starts: the tests that stop a run with SIGINT, as a user's Ctrl-C does, would wait for a
-# stop that never comes (60 s each, then fail). The suite tests Ctrl-C, so it restores it for itself and its scripts.
+# keeps that for the ones it starts: the tests that stop a run with SIGINT, as a user's Ctrl-C does, never saw it stop
+# (and failed, one after waiting its 60 s). The suite tests Ctrl-C, so it restores it for itself and its scripts.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 

