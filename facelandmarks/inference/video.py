@@ -70,6 +70,7 @@ from facelandmarks.inference.video_files import (  # noqa: F401  (read_video_lan
     OVERLAY_SUFFIXES,
     TimedFrames,
     check_source,
+    is_avi,
     open_capture,
     partial_path,
     read_video_landmarks,
@@ -349,7 +350,7 @@ def run_on_video(run_dir, source, out_path, max_frames=None, flip_test=False, tr
         predictor.detector.min_score = min_score
     capture, camera = open_capture(source)
     listed = 0 if camera else max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-    timed = TimedFrames(capture, camera, capture.get(cv2.CAP_PROP_FPS))
+    timed = TimedFrames(capture, camera, capture.get(cv2.CAP_PROP_FPS), avi=not camera and is_avi(source))
     fps_in = timed.fps  # the header's, or ASSUMED_FPS where that is absurd
     tracker = FaceTracker(predictor, redetect_every if track else 1, smooth=smooth, fps=fps_in)
     writer = points_file = chips = None

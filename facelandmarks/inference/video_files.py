@@ -10,8 +10,10 @@ gives the container's time as ``CAP_PROP_POS_MSEC``; right after ``read()`` it i
 B-frames: OpenCV returns them in display order, each with its own time, checked on MPEG-2 with B-frames in MP4, MOV
 and Matroska, this OpenCV having no H.264 encoder), from the stream's start. An AVI stores no display times: for MJPG,
 MPEG-4 and XviD AVIs OpenCV's are frame number / rate, but for MPEG-1 or MPEG-2 in an AVI (a decoder that returns
-each frame a packet late) they run one frame late, the last frame's read as 0 and estimated (measured 7 Dec 2026,
-not corrected). A file's times are taken when its first frames have usable ones (finite, from 0, increasing within the
+each frame a packet late) each frame gets the next one's time (MPEG-2: 40, 80, ... ms at 25 frames/s; MPEG-1: 0, 80,
+120, ...) and the last frame 0 (measured 7 Dec 2026). So an AVI's times are taken only where its first two frames are
+0 and one frame (1 / rate) apart; otherwise it is timed at frame number / rate, which is what an AVI's times count.
+A file's times are taken when its first frames have usable ones (finite, from 0, increasing within the
 first ``READ_AHEAD`` frames: some muxers, with an edit list, give the first two one time, 0, 0, 40 ms): a file without
 times (OpenCV then gives 0 for every frame) keeps frame number / fps. A camera's frames are timed by the wall clock.
 
@@ -104,10 +106,11 @@ class TimedFrames:
     ``FaceTracker.update`` would take it; ``estimated`` says whether the frame just returned got such a time.
     ``frames`` counts the frames returned; ``end_ms`` is where the last of them ends by the container's times, its
     time plus the interval before it (twice its time for one frame), whichever clock the times came from.
+    ``avi``: the file is an AVI (``is_avi``), whose times are taken only if its first two are 0 and 1 / rate.
     """
 
-    def __init__(self, capture: cv2.VideoCapture, camera: bool, fps: float):
-        self.capture, self.camera, self.file_fps = capture, camera, float(fps)
+    def __init__(self, capture: cv2.VideoCapture, camera: bool, fps: float, avi: bool = False):
+        self.capture, self.camera, self.file_fps, self.avi = capture, camera, float(fps), avi
         self.fps_assumed = not FPS_RANGE[0] <= self.file_fps <= FPS_RANGE[1]  # also NaN
         self.fps = ASSUMED_FPS if self.fps_assumed else self.file_fps
         self.clock = "wall" if camera else None
@@ -133,7 +136,8 @@ class TimedFrames:
         usable = all(math.isfinite(t) and t >= 0 for t in times) and (len(times) == 1 or times[-1] > ms)
         step = 1e3 / self.file_fps if self.file_fps else math.inf  # ms from frame to frame at the capture's rate
         counted = self.fps_assumed and len(times) == 2 and math.isclose(times[1] - times[0], step, rel_tol=0.01)
-        return "container" if usable and not counted else "frames/fps"
+        late = self.avi and not (times[0] == 0 and (len(times) == 1 or math.isclose(times[1], step, rel_tol=0.01)))
+        return "container" if usable and not counted and not late else "frames/fps"
 
     def read(self) -> tuple[np.ndarray, float] | None:
         """The next frame (BGR, as read) and its time in seconds; None at the end."""
@@ -160,15 +164,24 @@ class TimedFrames:
         return 2 * self._shown[1] - self._shown[0]
 
 
+def is_avi(path) -> bool:
+    """Whether a file is an AVI (RIFF of form ``AVI ``), by its first bytes; False for a camera index or no file."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(12)
+    except OSError:
+        return False
+    return head[:4] == b"RIFF" and head[8:12] == b"AVI "
+
+
 def counts_its_frames(path) -> bool:
     """Whether a video file's header counts its frames, the count OpenCV then gives: an AVI, an MP4 or MOV (not
     fragmented). Others (Matroska, WebM, a fragmented MP4, MPEG-TS) list none, and OpenCV's is their duration x
     frame rate, the duration the longest track's: a sound track running on, or a varying rate, makes it more."""
+    if is_avi(path):
+        return True
     with open(path, "rb") as file:
-        head, boxes = file.read(12), set()
-        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-            return True
-        file.seek(0)
+        boxes = set()
         while len(box := file.read(8)) == 8 and (size := int.from_bytes(box[:4], "big")) != 0:  # 0: to the end
             size = int.from_bytes(file.read(8), "big") - 8 if size == 1 else size  # a 64-bit size follows
             if size < 8:

@@ -296,10 +296,11 @@ def media_data(data: bytes) -> bytes:
     raise AssertionError("no mdat box")
 
 
-def mpeg2_clip(path, count: int, fps: float = 25) -> Path:
+def mpeg2_clip(path, count: int, fps: float = 25, codec: str = "mpg2") -> Path:
     """``count`` frames of the square moving 4 px a frame, in MPEG-2 (OpenCV's FFmpeg writer puts two B-frames
-    between its reference pictures; this OpenCV has no H.264 encoder); the container is the suffix's (.m2v: none)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mpg2"), fps, (200, 120))
+    between its reference pictures; this OpenCV has no H.264 encoder), or MPEG-1 with ``codec="mpg1"``; the container
+    is the suffix's (.m2v: none)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (200, 120))
     assert writer.isOpened(), path
     for k in range(count):
         writer.write(frame((20 + 4 * k, 30)))
@@ -345,3 +346,20 @@ def test_a_variable_rate_file_with_b_frames_gives_each_frame_its_own_time(tmp_pa
     header, lines = read_video_landmarks(tmp_path / "out.jsonl")
     assert header["clock"] == "container" and not any("time_estimated" in line for line in lines)
     assert [line["time"] for line in lines] == pytest.approx(np.array(times) / 1e3, abs=1e-4)
+
+
+@pytest.mark.parametrize("codec", ["mpg1", "mpg2"])
+def test_an_avi_of_mpeg_video_is_timed_by_its_frame_numbers(tmp_path, squares, codec):
+    """MPEG-1 or MPEG-2 in an AVI: OpenCV gives each frame the next one's time (its decoder returns a frame a packet
+    late) and the last frame 0. The points file gave frame k the time of frame k + 1 and marked the last estimated;
+    an AVI whose first two times are not 0 and one frame apart is now timed at frame number / rate, which is what an
+    AVI's times count (an AVI of MJPG keeps the container's: ``test_a_constant_rate_avi_keeps_frame_over_fps``)."""
+    clip = mpeg2_clip(tmp_path / "clip.avi", 10, codec=codec)
+    assert square_columns(clip) == [20 + 4 * k for k in range(10)]  # the frames come in order
+    shown = container_times(clip)
+    assert shown[1:-1] == pytest.approx([40 * (k + 1) for k in range(1, 9)]) and shown[-1] == 0  # one frame ahead
+    run_on_video(tmp_path, clip, tmp_path / "out.mp4", redetect_every=5)
+    header, lines = read_video_landmarks(tmp_path / "out.jsonl")
+    assert (header["clock"], header["fps"]) == ("frames/fps", 25.0)
+    assert not any("time_estimated" in line for line in lines)
+    assert [line["time"] for line in lines] == pytest.approx([0.04 * k for k in range(10)], abs=1e-4)
