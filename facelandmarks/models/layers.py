@@ -66,6 +66,36 @@ class NearestUpsampling2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class CentreZoom(keras.layers.Layer):
+    """The centre of square crops (N, S, S, C) enlarged to S px, in float32: what resizing them to ``larger`` px
+    (bilinear, pixel centres at half pixels, as OpenCV and ``tf.image.resize`` do) and cutting out the centre S x S
+    gives, computed as two gathers and a weighted sum along each axis. The same numbers in every backend and export
+    (``keras.layers.Resizing`` + ``CenterCrop`` put the ONNX export's points 10 crop px off)."""
+
+    def __init__(self, larger: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if isinstance(larger, bool) or not isinstance(larger, int) or larger < 1:
+            raise ValueError(f"larger must be a positive number of pixels, got {larger!r}")
+        self.larger = larger
+
+    def taps(self, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lower source pixel, upper source pixel, upper pixel's weight) of each of the ``side`` output pixels."""
+        source = (np.arange(side) + (self.larger - side) / 2 + 0.5) * side / self.larger - 0.5
+        low = np.clip(np.floor(source), 0, side - 1)
+        return low.astype("int32"), np.minimum(low + 1, side - 1).astype("int32"), (source - low).astype("float32")
+
+    def call(self, inputs):
+        side = int(inputs.shape[1])
+        start = (self.larger - side) // 2
+        x = ops.image.resize(ops.cast(inputs, "float32"), (self.larger, self.larger), interpolation="bilinear")
+        return x[:, start:start + side, start:start + side, :]
+
+    def get_config(self):
+        return {**super().get_config(), "larger": self.larger}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SoftArgmax2D(keras.layers.Layer):
     """Heatmap logits (N, H, W, K) -> expected position (N, K, 2) in normalised coordinates.
 
@@ -123,11 +153,18 @@ class PixelInPixelDecode(keras.layers.Layer):
     every cell with weight must place the point on its own -- the target-free
     counterpart of PIPNet's loss on the true cell.  It uses no target, so
     it needs no visibility mask; inference is unchanged.
+
+    ``zoom`` < 1: the network saw the centre ``zoom`` of the crop enlarged to the whole input
+    (``localisation.zoom_layers``), so the grid covers that part; the points are mapped back to the whole
+    crop, ``x zoom + (1 - zoom) / 2`` (the spread is taken before, in the grid's units).
     """
 
-    def __init__(self, max_offset: float | None = None, spread_weight: float = 0.0, **kwargs):
+    def __init__(self, max_offset: float | None = None, spread_weight: float = 0.0, zoom: float = 1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        if isinstance(zoom, bool) or not isinstance(zoom, (int, float)) or not 0 < zoom <= 1:
+            raise ValueError(f"zoom must be a number in (0, 1], got {zoom!r}")
+        self.zoom = float(zoom)
         if max_offset is not None and (isinstance(max_offset, bool) or not isinstance(max_offset, (int, float)) or max_offset <= 0):
             raise ValueError(f"max_offset must be None or a positive number of cells, got {max_offset!r}")
         self.max_offset = None if max_offset is None else float(max_offset)
@@ -151,6 +188,8 @@ class PixelInPixelDecode(keras.layers.Layer):
         if training and self.spread_weight > 0:
             spread = ops.sum(probs[..., None] * ops.abs(positions - points[:, :, None, :]), axis=2)  # (N, K, 2)
             self.add_loss(self.spread_weight * ops.mean(spread))
+        if self.zoom != 1.0:  # the grid covered the crop's centre: back to the whole crop's coordinates
+            points = points * self.zoom + (1.0 - self.zoom) / 2
         return points
 
     def compute_output_shape(self, input_shape):
@@ -158,4 +197,4 @@ class PixelInPixelDecode(keras.layers.Layer):
         return (scores_shape[0], scores_shape[3], 2)
 
     def get_config(self):
-        return {**super().get_config(), "max_offset": self.max_offset, "spread_weight": self.spread_weight}
+        return {**super().get_config(), "max_offset": self.max_offset, "spread_weight": self.spread_weight, "zoom": self.zoom}

@@ -1,5 +1,6 @@
 """The localisation heads (``mobilenetv2_heatmap``) without face data: shapes, decoding, gradients, saving, blocks."""
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ def _head_weights(model):
 def test_options_and_defaults():
     options = model_options(NAME)
     assert options["head"] == "pip" and options["stride"] is None
-    assert set(options) == {"normalization", "head", "stride", "channels", "head_convs", "max_offset", "spread_weight"}
+    assert set(options) == {"normalization", "head", "stride", "channels", "head_convs", "max_offset", "spread_weight", "zoom"}
+    assert options["zoom"] == 1.0
     with pytest.raises(ValueError, match="head must be one of .*got 'dense'"):
         build_model(NAME, (64, 64, 3), K, head="dense")
     with pytest.raises(ValueError, match=r"'pip' head's stride must be one of \[8, 16, 32\].*got 4"):
@@ -42,6 +44,35 @@ def test_options_and_defaults():
         build_model(NAME, (64, 64, 3), K, head="integral", spread_weight=1.0)
     with pytest.raises(ValueError, match="spread_weight must be a number >= 0, got -0.5"):
         build_model(NAME, (64, 64, 3), K, spread_weight=-0.5)
+    with pytest.raises(ValueError, match="zoom is an option of the 'pip' head"):
+        build_model(NAME, (64, 64, 3), K, head="integral", zoom=0.9)
+    for zoom in (0.4, 1.1, True, "0.9"):
+        with pytest.raises(ValueError, match=f"zoom must be a number from 0.5 to 1, got {zoom!r}"):
+            build_model(NAME, (64, 64, 3), K, zoom=zoom)
+
+
+def test_a_zoomed_model_sees_the_crops_centre_enlarged_and_returns_points_in_the_whole_crop(tmp_path):
+    """zoom 0.9: the network runs on the centre of the crop (64 px resized to 72, bilinear, its centre 64 cut), and
+    the points come back in the whole crop's coordinates: the same as the unzoomed model, with the same weights, on
+    that enlarged centre (cut here by OpenCV) with its points mapped back. The zoom has no weights of its own, so a
+    file of the unzoomed model loads into it; the .keras file keeps it."""
+    keras.utils.set_random_seed(3)
+    plain = build_model(NAME, (64, 64, 3), K)
+    rng = np.random.default_rng(5)  # output convolutions whose points move with the image (as built: all 0.5)
+    for name in ("pip_scores", "pip_offsets"):
+        plain.get_layer(name).set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in plain.get_layer(name).get_weights()])
+    zoomed = build_model(NAME, (64, 64, 3), K, zoom=0.9)
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    zoomed.load_weights(tmp_path / "plain.weights.h5")
+    assert zoomed.get_layer("landmarks").zoom == pytest.approx(64 / 72)  # 64 / 0.9 = 71.1: 72, 4 px each side
+    crops = _pixels(n=3, seed=4).astype(np.float32)
+    centres = np.stack([cv2.resize(c, (72, 72), interpolation=cv2.INTER_LINEAR)[4:68, 4:68] for c in crops])
+    expected = np.asarray(plain.predict_on_batch(centres)) * 64 / 72 + 4 / 72
+    points = np.asarray(zoomed.predict_on_batch(crops))
+    np.testing.assert_allclose(points, expected, atol=1e-5)
+    assert np.abs(points - np.asarray(plain.predict_on_batch(crops))).max() > 0.01  # it does not see the whole crop
+    zoomed.save(tmp_path / "zoomed.keras")
+    np.testing.assert_array_equal(np.asarray(load_model(tmp_path / "zoomed.keras").predict_on_batch(crops)), points)
 
 
 @pytest.mark.parametrize(
