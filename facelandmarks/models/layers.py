@@ -67,10 +67,10 @@ class NearestUpsampling2D(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CentreZoom(keras.layers.Layer):
-    """The centre of square crops (N, S, S, C) enlarged to S px, in float32: what resizing them to ``larger`` px
-    (bilinear, pixel centres at half pixels, as OpenCV and ``tf.image.resize`` do) and cutting out the centre S x S
-    gives, computed as two gathers and a weighted sum along each axis. The same numbers in every backend and export
-    (``keras.layers.Resizing`` + ``CenterCrop`` put the ONNX export's points 10 crop px off)."""
+    """The centre of square crops (N, S, S, C) enlarged to S px, in float32: the crops resized to ``larger`` px
+    (bilinear, pixel centres at half pixels, as OpenCV and ``tf.image.resize`` do) and their centre S x S sliced out.
+    The same numbers in Keras, ONNX Runtime and LiteRT (Keras's ``CenterCrop`` after ``Resizing`` put the ONNX
+    export's points 10 crop px off; its LiteRT export was exact)."""
 
     def __init__(self, larger: int, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -78,12 +78,6 @@ class CentreZoom(keras.layers.Layer):
         if isinstance(larger, bool) or not isinstance(larger, int) or larger < 1:
             raise ValueError(f"larger must be a positive number of pixels, got {larger!r}")
         self.larger = larger
-
-    def taps(self, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(lower source pixel, upper source pixel, upper pixel's weight) of each of the ``side`` output pixels."""
-        source = (np.arange(side) + (self.larger - side) / 2 + 0.5) * side / self.larger - 0.5
-        low = np.clip(np.floor(source), 0, side - 1)
-        return low.astype("int32"), np.minimum(low + 1, side - 1).astype("int32"), (source - low).astype("float32")
 
     def call(self, inputs):
         side = int(inputs.shape[1])
