@@ -34,7 +34,7 @@ from facelandmarks.training.checks import build_for_run, check_model, check_resu
 from facelandmarks.training.config import TrainConfig, _write_json_atomic
 from facelandmarks.training.distribute import pad_rows, predict_all
 from facelandmarks.training.head_rate import check_head_rate_layers, head_rate_layers, settle_head_lr_scale
-from facelandmarks.training.init import adopt_init_normalization, init_from_other_model, init_split_warning, init_weights
+from facelandmarks.training.init import adopt_init_constants, init_from_other_model, init_split_warning, init_weights
 from facelandmarks.training.init_head import head as _head
 from facelandmarks.training.init_head import nearest_faces, start_from_nearest
 from facelandmarks.training.init_head import restart_for_markup as _restart_for_markup
@@ -129,7 +129,7 @@ def fit(config: TrainConfig, resume: bool = False, verbose: int = 2) -> dict:
             check_resumed_data(config, scheme, list(sample.shape[1:]))
         config.scheme, config.num_points = scheme.name, scheme.num_points
         config.input_shape, config.input_kind = list(sample.shape[1:]), input_kind
-        if not resume and (line := adopt_init_normalization(config)):  # before config.json: it records the mode used
+        if not resume and (line := adopt_init_constants(config)):  # before config.json: it records the mode and zoom used
             print(line)
 
         with cluster.scope():

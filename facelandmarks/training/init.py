@@ -213,6 +213,33 @@ def init_split_warning(config, scheme: str, sources=None) -> str | None:
             f"or give --val)")
 
 
+def adopt_init_constants(config) -> str | None:
+    """``--init``: keep the pixel normalisation and the input zoom the weights were trained with (constants of the
+    model, not weights); the lines to print, or None."""
+    return "\n".join(line for line in (adopt_init_normalization(config), adopt_init_zoom(config)) if line) or None
+
+
+def adopt_init_zoom(config) -> str | None:
+    """``--init`` from a model whose input was zoomed (``mobilenetv2_heatmap``'s ``zoom``): a run of the same model and
+    head takes the zoom over, so the weights see faces at the size they learnt, unless its options name a zoom
+    themselves (then a warning where it differs). A line to print, or None."""
+    from facelandmarks.models.registry import model_options
+
+    before = init_run_config(config)
+    theirs = ((before or {}).get("model_options") or {}).get("zoom", 1.0)
+    if theirs == 1.0 or before.get("model") != config.model or "zoom" not in (defaults := model_options(config.model)):
+        return None
+    if config.model_options.get("head", defaults.get("head")) != (before.get("model_options") or {}).get("head", defaults.get("head")):
+        return None
+    if "zoom" in config.model_options:
+        ours = config.model_options["zoom"]
+        return None if ours == theirs else (
+            f"warning: --init {config.init} was trained with its input zoomed {theirs:g}, this run asks for {ours:g}: "
+            f"its weights will see faces at another size (leave zoom out to keep {theirs:g})")
+    config.model_options = {**config.model_options, "zoom": theirs}
+    return f"--init {config.init}: keeping its input zoom {theirs:g} (model option zoom; \"zoom\": 1.0 sees the whole crop)"
+
+
 def adopt_init_normalization(config) -> str | None:
     """``--init``: keep the pixel normalisation the weights were trained with; a line to print, or None.
 

@@ -134,6 +134,39 @@ def test_init_keeps_the_pixel_normalization_its_weights_were_trained_with(tmp_pa
     assert adopt_init_normalization(implicit) and implicit.model_options["normalization"] == "torch"
 
 
+def test_init_keeps_the_input_zoom_its_weights_were_trained_with(tmp_path):
+    """The shipped model sees the crop's centre enlarged (zoom 0.9); a run from it with the 2 Dec recipe's options
+    (no zoom) built a model that sees the whole crop, and its weights met faces smaller than they learnt."""
+    import json
+
+    from facelandmarks.training.config import TrainConfig
+    from facelandmarks.training.init import adopt_init_constants
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "config.json").write_text(json.dumps({"model": "mobilenetv2_heatmap", "weights": "none", "model_options": {
+        "head": "pip", "normalization": "torch", "zoom": 0.9}}))
+
+    def config(**kw):
+        return TrainConfig(**{"model": "mobilenetv2_heatmap", "data": "d.npz", "run_dir": "r", "init": str(shipped),
+                              "model_options": {"head": "pip", "normalization": "torch"}, **kw})
+
+    plain = config()
+    assert adopt_init_constants(plain) == f'--init {shipped}: keeping its input zoom 0.9 (model option zoom; "zoom": 1.0 sees the whole crop)'
+    assert plain.model_options == {"head": "pip", "normalization": "torch", "zoom": 0.9}
+    both = config(model_options={"head": "pip"})  # the normalisation and the zoom, one line each
+    assert adopt_init_constants(both).split("\n")[1].startswith(f"--init {shipped}: keeping its input zoom 0.9")
+    assert both.model_options == {"head": "pip", "normalization": "torch", "zoom": 0.9}
+    whole = config(model_options={"head": "pip", "normalization": "torch", "zoom": 1.0})  # asked for: kept, warned
+    assert adopt_init_constants(whole).startswith(f"warning: --init {shipped} was trained with its input zoomed 0.9, this run asks for 1")
+    assert whole.model_options["zoom"] == 1.0
+    assert adopt_init_constants(config(model_options={"head": "pip", "normalization": "torch", "zoom": 0.9})) is None
+    integral = config(model_options={"head": "integral", "normalization": "torch"})  # another head has no zoom
+    assert adopt_init_constants(integral) is None and "zoom" not in integral.model_options
+    regressor = config(model="mobilenetv2", model_options={"normalization": "torch"})  # another family: its backbone only
+    assert adopt_init_constants(regressor) is None and "zoom" not in regressor.model_options
+
+
 def test_a_jax_only_install_trains_without_tensorboard(tmp_path):
     """``pip install ".[jax]"`` has no TensorFlow: train.py says once that there are no TensorBoard logs and
     trains (a real process on the JAX backend, with TensorFlow made unimportable)."""
