@@ -54,8 +54,9 @@ MOBILENETV2_TAPS = {4: "block_3_expand_relu", 8: "block_6_expand_relu", 16: "blo
 
 def zoom_layers(x, zoom: float):
     """The centre of the crop ``x`` (N, S, S, C), ``zoom`` of its side, enlarged to S px: ``x`` resized to the even
-    number of pixels more than S nearest S / ``zoom`` (bilinear), its centre S x S cut (``layers.CentreZoom``). Returns (the layer's output,
-    the zoom it makes exactly, S / that size), which ``PixelInPixelDecode`` maps the points back with."""
+    number of pixels more than S nearest S / ``zoom`` (bilinear), its centre S x S cut (``layers.CentreZoom``).
+    Returns (the layer's output, the zoom it makes exactly: S / that size), which ``PixelInPixelDecode`` maps the
+    points back with."""
     side = int(x.shape[1])  # the registry takes square crops only
     larger = side + 2 * max(1, round((side / zoom - side) / 2))
     return CentreZoom(larger, name="zoom")(x), side / larger

@@ -215,21 +215,23 @@ def init_split_warning(config, scheme: str, sources=None) -> str | None:
 
 def adopt_init_constants(config) -> str | None:
     """``--init``: keep the pixel normalisation and the input zoom the weights were trained with (constants of the
-    model, not weights); the lines to print, or None."""
-    return "\n".join(line for line in (adopt_init_normalization(config), adopt_init_zoom(config)) if line) or None
+    model, not weights), read once from their run's ``config.json``; the lines to print, or None."""
+    if (before := init_run_config(config)) is None:
+        return None
+    return "\n".join(line for line in (adopt_init_normalization(config, before), adopt_init_zoom(config, before)) if line) or None
 
 
-def adopt_init_zoom(config) -> str | None:
-    """``--init`` from a model whose input was zoomed (``mobilenetv2_heatmap``'s ``zoom``): a run of the same model and
-    head takes the zoom over, so the weights see faces at the size they learnt, unless its options name a zoom
-    themselves (then a warning where it differs). A line to print, or None."""
+def adopt_init_zoom(config, before: dict) -> str | None:
+    """``--init`` from a model whose input was zoomed (``mobilenetv2_heatmap``'s ``zoom``; ``before``: its run's
+    config): a run of the same model and head takes the zoom over, so the weights see faces at the size they learnt,
+    unless its options name a zoom themselves (then a warning where it differs). A line to print, or None."""
     from facelandmarks.models.registry import model_options
 
-    before = init_run_config(config)
-    theirs = ((before or {}).get("model_options") or {}).get("zoom", 1.0)
+    options = before.get("model_options") or {}
+    theirs = options.get("zoom", 1.0)
     if theirs == 1.0 or before.get("model") != config.model or "zoom" not in (defaults := model_options(config.model)):
         return None
-    if config.model_options.get("head", defaults.get("head")) != (before.get("model_options") or {}).get("head", defaults.get("head")):
+    if config.model_options.get("head", defaults.get("head")) != options.get("head", defaults.get("head")):
         return None
     if "zoom" in config.model_options:
         ours = config.model_options["zoom"]
@@ -240,7 +242,7 @@ def adopt_init_zoom(config) -> str | None:
     return f"--init {config.init}: keeping its input zoom {theirs:g} (model option zoom; \"zoom\": 1.0 sees the whole crop)"
 
 
-def adopt_init_normalization(config) -> str | None:
+def adopt_init_normalization(config, before: dict | None = None) -> str | None:
     """``--init``: keep the pixel normalisation the weights were trained with; a line to print, or None.
 
     A backbone's normalisation is a constant of the model, not a weight, and 'auto' follows
@@ -248,8 +250,9 @@ def adopt_init_normalization(config) -> str | None:
     ``--init weights/mobilenetv2-pip-128`` without the backbone file would feed the shipped weights
     pixels scaled another way.  When the run the weights come from (its ``config.json``) used another
     mode, this run's ``model_options`` take it over, unless they name a mode themselves: then a warning.
+    ``before``: that config, where already read.
     """
-    if (before := init_run_config(config)) is None:
+    if before is None and (before := init_run_config(config)) is None:
         return None
     try:
         from facelandmarks.models.registry import rebuild_options
