@@ -196,6 +196,41 @@ def summarize(pred, gt, visible, scheme, thresholds=THRESHOLDS, points=None) -> 
     return out
 
 
+# Edges of the head-turn bins of the result tables (``head_turn``): frontal below 0.3, near profile from 0.7.
+TURN_EDGES = (0.3, 0.5, 0.7)
+
+
+def turn_points(scheme) -> tuple[int, int, int] | None:
+    """The points a face's head turn is read from, in ``scheme``'s numbering: iBUG 68's points 2 and 14 on the
+    outline of either cheek and 30, the nose tip; None where the scheme has none of them (its ``ibug68`` map gives
+    a point for each of the three in a scheme of your own)."""
+    scheme = _scheme(scheme)
+    if scheme.name == "ibug68":
+        return 2, 14, 30
+    where = list(scheme.ibug68 or ())
+    found = [where.index((i,)) if (i,) in where else None for i in (2, 14, 30)]
+    return None if None in found else tuple(found)
+
+
+def head_turn(gt, visible, scheme) -> np.ndarray:
+    """(N,) how far each annotated face is turned to the side, 0 (frontal) to 1 (profile): the nose tip's distance
+    from the middle of the two cheek points (``turn_points``) along the line through them, over half their
+    distance, capped at 1 (a profile's nose lies beyond the near cheek). Along that line, so a tilted head reads as
+    an upright one. NaN where one of the points is not annotated or the scheme has none of them."""
+    gt = np.asarray(gt, np.float64)
+    points = turn_points(scheme)
+    if points is None:
+        return np.full(len(gt), np.nan)
+    right, left, nose = (gt[:, i] for i in points)
+    across = left - right
+    span = np.sum(across * across, axis=-1)  # the cheeks' distance, squared
+    with np.errstate(invalid="ignore", divide="ignore"):
+        turn = np.abs(2 * np.sum((nose - (right + left) / 2) * across, axis=-1) / span)
+    turn = np.where(span > 0, np.minimum(turn, 1.0), 1.0)  # both cheeks on one spot: nothing but profile
+    seen = np.asarray(visible, bool)[:, list(points)].all(axis=1) & np.isfinite(gt[:, list(points)]).all(axis=(1, 2))
+    return np.where(seen, turn, np.nan)
+
+
 def masked_mse(pred, gt, visible) -> float:
     """The seed's loss on [0, 1] coordinates, over visible coordinates only."""
     pred = np.asarray(pred, np.float64).reshape(np.shape(gt))

@@ -53,13 +53,25 @@ def score(name: str, pred: np.ndarray, arrays: dict, scheme, points=None) -> dic
     row = {"model": name if points is None else f"{name} ({len(points)} of {scheme.num_points} points)"}
     row.update(metrics.summarize(pred, arrays["landmarks"], arrays["visible"], scheme, points=points))
     row["test_mse"] = metrics.masked_mse(pred, arrays["landmarks"], metrics.of_points(arrays["visible"], points))
+    per_face = metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], scheme, points=points)
     if scheme.name == "muct76" and "name" in arrays:
-        cameras = muct_cameras(arrays["name"])
-        per_face = metrics.nme_per_face(pred, arrays["landmarks"], arrays["visible"], scheme, points=points)
-        for cam in MUCT_CAMERAS:
-            chosen = (cameras == cam) & ~np.isnan(per_face)
-            row[f"nme_camera_{cam}"] = 100 * float(per_face[chosen].mean()) if chosen.any() else float("nan")
+        row.update(nme_of_groups(per_face, muct_cameras(arrays["name"]), MUCT_CAMERAS, "camera"))
+    turn = metrics.head_turn(arrays["landmarks"], arrays["visible"], scheme)
+    if not np.isnan(turn).all():  # the bins by head turn, as their numbers 0-3
+        bins = np.digitize(turn, metrics.TURN_EDGES).astype(str)
+        row.update(nme_of_groups(per_face, np.where(np.isnan(turn), "", bins), "0123", "turn"))
     return row
+
+
+def nme_of_groups(per_face: np.ndarray, group: np.ndarray, names, key: str) -> dict:
+    """``nme_<key>_<name>`` (%, NaN for a group without a scored face) and ``faces_<key>_<name>`` (how many were
+    scored) for each of ``names``, the faces whose ``group`` is that name."""
+    out = {}
+    for name in names:
+        chosen = (group == name) & ~np.isnan(per_face)
+        out[f"nme_{key}_{name}"] = 100 * float(per_face[chosen].mean()) if chosen.any() else float("nan")
+        out[f"faces_{key}_{name}"] = int(chosen.sum())
+    return out
 
 
 def select_faces(arrays: dict, where: list[str], data_path) -> dict:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facelandmarks.metrics import TURN_EDGES
+
 
 def read_history(path: Path) -> list[dict]:
     """The rows of a history.csv; none (and one line on stderr) when it is damaged: the scores do not need it."""
@@ -52,7 +54,7 @@ def _fmt(value, digits=2):
 
 def results_markdown(rows: list[dict], scheme, label: str, faces: int, notes=()) -> str:
     """The tables of results.md; ``notes``: lines under the first table's (which rows are mapped points)."""
-    lines = [f"# Results on `{label}` ({scheme.name}, {faces} face{'' if faces == 1 else 's'})", ""]
+    lines = [f"# Results on `{label}` ({scheme.name}, {_faces(faces)})", ""]
     main = [("model", "model", None), ("train loss", "train_loss", SIGNIFICANT), ("val loss", "val_loss", SIGNIFICANT),
             ("test MSE", "test_mse", SIGNIFICANT), ("NME %", "nme", 2)]
     if scheme.pupils is not None:
@@ -74,11 +76,28 @@ def results_markdown(rows: list[dict], scheme, label: str, faces: int, notes=())
     if any(f"nme_camera_{c}" in rows[0] for c in MUCT_CAMERAS):
         lines += ["", "## NME % per MUCT camera (a frontal, b/c turned, d above, e below)", ""]
         lines += _table(rows, [("model", "model", None)] + [(c, f"nme_camera_{c}", 2) for c in MUCT_CAMERAS])
+    if any("nme_turn_0" in row for row in rows):
+        lines += ["", "## NME % by head turn", ""]
+        lines += _table(rows, [("model", "model", None)] + _turn_columns(rows))
+        lines += ["", "Each face's turn read from its annotation: the nose tip's distance from the middle of the cheeks",
+                  "(iBUG points 2 and 14), over half their distance; 0 frontal, 1 profile (docs/evaluation.md#head-turn)."]
     # the first row that counted them: a row without the count (a baseline's, or one made by hand) stopped in a KeyError
     unscored = next((row["unscored"] for row in rows if row.get("unscored") is not None), 0)
     if unscored:
         lines += ["", f"{unscored} face{' was' if unscored == 1 else 's were'} without both normalising points: not scored."]
     return "\n".join(lines) + "\n"
+
+
+def _faces(count: int) -> str:
+    return f"{count} face{'' if count == 1 else 's'}"
+
+
+def _turn_columns(rows) -> list[tuple]:
+    """The head-turn table's columns: each bin's range with the faces the first row scored in it."""
+    first = next(row for row in rows if "nme_turn_0" in row)
+    edges = ("0", *map(str, TURN_EDGES), "1")
+    return [(f"{low}-{high} ({_faces(first[f'faces_turn_{i}'])})", f"nme_turn_{i}", 2)
+            for i, (low, high) in enumerate(zip(edges[:-1], edges[1:]))]
 
 
 def timing_column(rows: list[dict]) -> tuple[str, list[dict]]:

@@ -101,3 +101,61 @@ def test_rows_without_an_unscored_count_still_make_a_table():
     table = results_markdown(rows, scheme, "t.npz", 5)
     assert "| dlib |" in table and table.endswith("2 faces were without both normalising points: not scored.\n")
     assert "not scored" not in results_markdown(rows[:1], scheme, "t.npz", 5)
+
+
+def _turned_faces(turns, roll_degrees=0.0):
+    """iBUG 68 faces with every point at the centre but the cheeks (2, 14) and the nose tip (30): the nose
+    ``turn`` of half the cheeks' distance off their middle, the whole face rolled by ``roll_degrees``."""
+    faces = np.full((len(turns), 68, 2), 0.5)
+    angle = np.deg2rad(roll_degrees)
+    along = 0.2 * np.array([np.cos(angle), np.sin(angle)])  # half the cheeks' distance, rolled
+    faces[:, 2], faces[:, 14] = 0.5 - along, 0.5 + along
+    faces[:, 30] = 0.5 + np.asarray(turns)[:, None] * along + 0.1 * np.array([-np.sin(angle), np.cos(angle)])
+    return faces
+
+
+def test_head_turn_is_the_nose_offset_over_half_the_cheeks_distance_rolled_or_not():
+    from facelandmarks.metrics import head_turn
+
+    turns = [0.0, 0.25, -0.6, 0.9, 1.7]  # the nose beyond a cheek (1.7) is a profile, capped at 1
+    visible = np.ones((5, 68), bool)
+    for roll in (0.0, 35.0):
+        assert head_turn(_turned_faces(turns, roll), visible, "ibug68") == pytest.approx([0, 0.25, 0.6, 0.9, 1.0])
+    visible[1, 30] = False  # a face without its nose tip has no turn; faces without both cheeks neither
+    faces = _turned_faces(turns)
+    faces[2, 14] = np.nan
+    assert np.isnan(head_turn(faces, visible, "ibug68")).tolist() == [False, True, True, False, False]
+    assert np.isnan(head_turn(np.full((2, 15, 2), 0.5), np.ones((2, 15), bool), "kaggle15")).all()  # no cheeks
+
+
+def test_a_markup_of_your_own_gets_the_turn_from_its_ibug68_map():
+    from facelandmarks.landmarks import Scheme
+    from facelandmarks.metrics import head_turn, turn_points
+
+    own = Scheme(name="own", num_points=4, mirror=(1, 0, 2, 3), norm_points=(0, 1), pupils=None,
+                 ibug68=((14,), (2,), (30,), (27, 28)))
+    assert turn_points(own) == (1, 0, 2)
+    faces = _turned_faces([0.4])[:, [14, 2, 30, 27]]
+    assert head_turn(faces, np.ones((1, 4), bool), own) == pytest.approx([0.4])
+    assert turn_points(Scheme(name="no", num_points=2, mirror=(1, 0), norm_points=(0, 1), pupils=None,
+                              ibug68=((2,), (30,)))) is None
+
+
+def test_an_ibug68_test_set_gets_a_number_per_head_turn():
+    scheme = get_scheme("ibug68")
+    truth = _turned_faces([0.1, 0.2, 0.4, 0.8])
+    off = np.array([0.01, 0.03, 0.02, 0.05])[:, None, None]  # each face its own error, every point moved right
+    truth[:, 36], truth[:, 45] = truth[:, 2], truth[:, 14]  # the outer eye corners, which normalise: 0.4 apart
+    by_face = 100 * off[:, 0, 0] / 0.4
+    row = score("m", truth + off * [1, 0], {"landmarks": truth, "visible": np.ones((4, 68), bool)}, scheme)
+    assert [row[f"nme_turn_{i}"] for i in range(3)] == pytest.approx(
+        [(by_face[0] + by_face[1]) / 2, by_face[2], float("nan")], nan_ok=True)
+    assert row["nme_turn_3"] == pytest.approx(by_face[3])
+    assert [row[f"faces_turn_{i}"] for i in range(4)] == [2, 1, 0, 1]
+    table = results_markdown([row], scheme, "t.npz", 4)
+    assert "| model | 0-0.3 (2 faces) | 0.3-0.5 (1 face) | 0.5-0.7 (0 faces) | 0.7-1 (1 face) |" in table
+    assert f"| m | {row['nme_turn_0']:.2f} | {by_face[2]:.2f} | – | {by_face[3]:.2f} |" in table
+    # a markup without the points (MUCT has cameras instead) has no such table
+    muct = get_scheme("muct76")
+    plain = score("m", np.full((1, 76, 2), 0.5), {"landmarks": np.full((1, 76, 2), 0.5), "visible": np.ones((1, 76), bool)}, muct)
+    assert "nme_turn_0" not in plain and "by head turn" not in results_markdown([plain], muct, "t.npz", 1)
