@@ -57,9 +57,9 @@ def score(name: str, pred: np.ndarray, arrays: dict, scheme, points=None) -> dic
     if scheme.name == "muct76" and "name" in arrays:
         row.update(nme_of_groups(per_face, muct_cameras(arrays["name"]), MUCT_CAMERAS, "camera"))
     turn = metrics.head_turn(arrays["landmarks"], arrays["visible"], scheme)
-    if not np.isnan(turn).all():  # the bins by head turn, as their numbers 0-3
-        bins = np.digitize(turn, metrics.TURN_EDGES).astype(str)
-        row.update(nme_of_groups(per_face, np.where(np.isnan(turn), "", bins), "0123", "turn"))
+    if not np.isnan(turn).all():  # the bins by head turn, named by their numbers 0-3
+        bins = np.where(np.isnan(turn), "", np.digitize(turn, metrics.TURN_EDGES).astype(str))
+        row.update(nme_of_groups(per_face, bins, [str(i) for i in range(len(metrics.TURN_EDGES) + 1)], "turn"))
     return row
 
 
