@@ -17,7 +17,7 @@ from facelandmarks.inference import keras_settings, runtimes
 from facelandmarks.inference.model_input import activation_bytes, forward_batch, match_channels, resize_crops
 from facelandmarks.landmarks import get_scheme
 from facelandmarks.scheme_files import landmark_box_of
-from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model
+from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model, recropped
 
 
 @dataclass
@@ -116,17 +116,6 @@ def unrunnable(run_dir: Path, runtime: str) -> str | None:
     except runtimes.ExportError as err:
         return str(err)
     return None
-
-
-def recrop_boxes(points: np.ndarray, size: int, landmark_box=None) -> np.ndarray:
-    """(N, 4) square boxes, in the normalised coordinates of the ``size`` x ``size`` crops the (N, K, 2) ``points``
-    were predicted on, that dataset preparation would cut around those points for a face dlib missed (as if dlib
-    had found the face there: ``faces.crop_box_from_landmarks`` with ``landmark_box``, ``Predictor``'s).
-
-    On the shipped model's test faces a second pass on these crops, averaged with the first, gains what the flip
-    test gains (300-W 3.86 -> 3.77 % NME) and adds to it (3.76 -> 3.69); docs/results.md, "A second look".
-    """
-    return np.stack([faces.crop_box_from_landmarks(p * size - 0.5, None, landmark_box) for p in np.asarray(points, np.float64)]) / size
 
 
 def median_ms(call, repeats: int = 20, warmup: int = 3) -> float:
@@ -348,16 +337,7 @@ class Predictor:
         with ``recrop`` a second on the crops ``recrop_boxes`` cuts around the first one's points, mapped back and
         averaged with it."""
         points = self._forward(batch) if points is None else np.asarray(points, np.float32)
-        if not self.recrop:
-            return points
-        size = batch.shape[1]
-        ok = np.isfinite(points).all(axis=(1, 2))  # a face without finite points keeps its one pass
-        if not ok.any():
-            return points
-        boxes = recrop_boxes(points[ok], size, self.landmark_box)
-        out = points.copy()
-        out[ok] = (points[ok] + faces.from_patch(self._forward(faces.cut_patches(batch[ok], boxes, size)), boxes)) / 2
-        return out
+        return recropped(self._forward, batch, points, self.landmark_box) if self.recrop else points
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, K, 2) for a prepared batch; with ``flip_test`` the mirrored batch rides along."""

@@ -172,6 +172,7 @@ class TrainConfig:
                                  "become part of each training face's target (validation keeps the annotations)")
     teacher_weight: float = setting(0.8, "share of the teachers' points in the training targets with --teachers "
                                          "(0: the annotations alone, 1: the teachers' points alone)")
+    teacher_recrop: bool = setting(False, "each teacher predicts again on a crop cut around its first points (--recrop)")
     # filled in from the data when the run starts
     scheme: str | None = setting(None, "landmark scheme of the data", derived=True)
     num_points: int | None = setting(None, "landmarks per face", derived=True)

@@ -1,7 +1,8 @@
 """Distillation: trained models (teachers) supply part of each training face's target.
 
 ``train.py --teachers A,B --teacher-weight W`` predicts every training face with each teacher (a run
-folder or a shipped-model folder), with the flip test, averages the teachers, and trains on
+folder or a shipped-model folder), with the flip test (and a second look, ``--teacher-recrop``), averages the
+teachers, and trains on
 
     target = (1 - W) * annotation + W * teachers' mean
 
@@ -25,6 +26,7 @@ average.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +35,16 @@ from facelandmarks import metrics
 from facelandmarks.data import npz
 from facelandmarks.data.feeding import model_inputs, split_by_subject
 from facelandmarks.landmarks import get_scheme
+from facelandmarks.scheme_files import landmark_box_of
 from facelandmarks.training.config import ConfigError, TrainConfig, check_values, split_seed_of
-from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model
+from facelandmarks.training.runs import flip_averaged, read_run_config, rebuild_model, recropped
 
 
 def teacher_points(sources: list[str], images: np.ndarray, scheme: str, batch: int = 64,
-                   taught: list[np.ndarray] | None = None) -> np.ndarray:
+                   taught: list[np.ndarray] | None = None, recrop: bool = False) -> np.ndarray:
     """(N, K, 2) crop coordinates of ``images``: each teacher's flip-test points, averaged over the teachers.
+
+    ``recrop``: each teacher's points averaged with its second look, on the crop cut around them (``--recrop``'s).
 
     ``taught``, one boolean per face for each teacher, leaves a teacher out of the faces it is False for;
     a face no teacher teaches gets NaN.
@@ -50,15 +55,19 @@ def teacher_points(sources: list[str], images: np.ndarray, scheme: str, batch: i
         config = _teacher_config(source, scheme, images.shape[-1])
         mask = np.ones(len(images), bool) if taught is None else np.asarray(taught[number], bool)
         model = rebuild_model(Path(source), config)
+        forward = partial(flip_averaged, model.predict_on_batch, scheme=scheme)
         size, start = int(config["input_shape"][0]), time.time()
+        box = landmark_box_of(config.get("scheme_definition"), f"{source} (scheme_definition)", scheme) if recrop else None
         for first in range(0, len(images), batch):
             crops = model_inputs({"images": images[first:first + batch]}, size).astype(np.float32)
-            points = flip_averaged(model.predict_on_batch, crops, scheme)
+            points = forward(crops)
+            if recrop:
+                points = recropped(forward, crops, points, box)
             total[first:first + batch] += np.where(mask[first:first + batch, None, None], points, 0.0)
         count += mask
-        print(f"teacher {source}: {len(images)} training faces predicted with the flip test "
+        print(f"teacher {source}: {len(images)} training faces predicted with the flip test{' and recrop' if recrop else ''} "
               f"in {time.time() - start:.0f} s", flush=True)
-        del model
+        del model, forward  # forward holds the model too
     with np.errstate(invalid="ignore", divide="ignore"):
         return (total / count[:, None, None]).astype(np.float32)
 
@@ -138,7 +147,8 @@ def with_teacher_targets(config, train: dict) -> dict:
         if mask.any():
             print(f"teacher {source} held out {int(mask.sum())} of these faces (its validation people): it does not "
                   f"teach them", flush=True)
-    teachers = teacher_points(config.teachers, train["images"], scheme, taught=[~m for m in held_out])
+    teachers = teacher_points(config.teachers, train["images"], scheme, taught=[~m for m in held_out],
+                              recrop=config.teacher_recrop)
     untaught = int((~np.isfinite(teachers).all(axis=(1, 2))).sum())
     print(f"distillation: targets {1 - config.teacher_weight:g} x annotation + {config.teacher_weight:g} x the mean of "
           f"{len(config.teachers)} teacher(s), which is {_distance(teachers, train)} from the annotations"

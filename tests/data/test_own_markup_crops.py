@@ -62,10 +62,11 @@ def test_a_five_point_markup_is_boxed_as_its_faces_are_not_as_68_points_would_be
 def test_the_measured_box_travels_from_prepare_to_the_run_the_export_and_the_recrop(data_dir, tmp_path):
     from facelandmarks.data import faces
     from facelandmarks.inference import export
-    from facelandmarks.inference.predictor import Predictor, recrop_boxes
+    from facelandmarks.inference.predictor import Predictor
     from facelandmarks.scheme_files import landmark_box_of
     from facelandmarks.training.config import TrainConfig
     from facelandmarks.training.fit import fit
+    from facelandmarks.training.runs import recrop_boxes
 
     with open(tmp_path / "five.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

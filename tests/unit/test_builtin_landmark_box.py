@@ -65,7 +65,7 @@ def test_a_kaggle15_predictor_recrops_with_kaggle15s_box():
     shape[[13, 14]] = [[0.5, 0.5], [0.5, 0.7]]
     predictor = Predictor(FlatModel(shape), "kaggle15", recrop=True)
     crop = np.zeros((1, 48, 48, 3), np.uint8)
-    from facelandmarks.inference.predictor import recrop_boxes
+    from facelandmarks.training.runs import recrop_boxes
 
     points = predictor.model.predict_on_batch(crop)
     boxes = recrop_boxes(points, 48, predictor.landmark_box)

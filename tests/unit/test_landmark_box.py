@@ -13,10 +13,11 @@ import pytest
 
 from facelandmarks import landmarks
 from facelandmarks.data import faces, npz
-from facelandmarks.inference.predictor import Predictor, recrop_boxes
+from facelandmarks.inference.predictor import Predictor
 from facelandmarks.inference.video import FaceTracker
 from facelandmarks.landmarks import Scheme, register_scheme
 from facelandmarks.scheme_files import definition_to_store, landmark_box_of, register_definition, scheme_json
+from facelandmarks.training.runs import recrop_boxes
 
 FIVE = {"name": "unitboxfive", "points": ["right_eye", "left_eye", "nose", "right_mouth", "left_mouth"],
         "pairs": [["right_eye", "left_eye"], ["right_mouth", "left_mouth"]], "normalize": ["right_eye", "left_eye"]}

@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from facelandmarks.inference.predictor import Predictor, recrop_boxes
+from facelandmarks.inference.predictor import Predictor
 from facelandmarks.landmarks import get_scheme
+from facelandmarks.training.runs import recrop_boxes
 
 pytestmark = pytest.mark.backend  # soft-argmax in keras.ops: runs on JAX too
 

@@ -41,6 +41,26 @@ def test_teacher_points_are_the_teachers_flip_test_points_averaged(teachers):
                                atol=1e-5)
 
 
+
+@pytest.mark.backend
+def test_recrop_teachers_give_the_predictors_recropped_points(teachers, capsys):
+    """--teacher-recrop: each teacher's flip-test points averaged with its second look, as ``--recrop`` makes them
+    (the two teachers take 16- and 12-px crops of the same faces)."""
+    data, runs = teachers
+    images = npz.load_npz(data)["images"]
+    each = [Predictor.load(run, runtime="keras", flip_test=True, recrop=True).predict_crops(images) for run in runs]
+    plain = teacher_points([str(r) for r in runs], images, "ibug68")
+    recropped = teacher_points([str(r) for r in runs], images, "ibug68", recrop=True)
+    assert np.abs(recropped - plain).max() > 1e-3  # the second look moved them
+    np.testing.assert_allclose(recropped, (each[0] + each[1]) / 2, atol=1e-5)
+    assert "predicted with the flip test and recrop in" in capsys.readouterr().out
+    config = TrainConfig(model="mlp", data=str(data), run_dir="r", teachers=[str(runs[0])], teacher_weight=1.0,
+                         teacher_recrop=True)
+    train = npz.load_npz(data)
+    held_out = held_out_by(read_run_config(runs[0]), str(runs[0]), str(data), train["subject"])
+    taught = ~held_out
+    np.testing.assert_allclose(with_teacher_targets(config, train)["landmarks"][taught], each[0][taught], atol=1e-5)
+
 def test_blend_moves_visible_points_only():
     train = faces(3)
     train["visible"][0, :5] = False
