@@ -180,7 +180,11 @@ def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, inf
                   aligned: list[AlignedFace] | None = None) -> Path:
     """The overlay PNG (points and the detector's boxes, drawn in proportion to each face), the JSON of one
     photo (``info`` adds photo-level fields), with ``crops`` each face's enlarged crop and with ``aligned`` each
-    face's chip (its matrix and points in the JSON); returns the PNG's path."""
+    face's chip (its matrix and points in the JSON); returns the PNG's path.
+
+    An earlier run's JSON goes first and the new one is written last: a process killed in between (SIGKILL, which
+    cannot wait as ``stops.held`` makes Ctrl-C wait) leaves new files without a JSON, never beside an older one."""
+    (out_dir / output_name(path, "json")).unlink(missing_ok=True)
     overlay = image.copy()
     for face in found:  # boxes first: no line cuts through a point
         x0, y0, x1, y1 = (int(round(v)) for v in face.detection)

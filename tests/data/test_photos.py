@@ -192,6 +192,33 @@ def test_a_stop_while_a_photos_files_are_written_leaves_them_all_of_one_run(defa
     assert not [p for p in out.iterdir() if ".partial" in p.name]
 
 
+def test_a_kill_between_a_photos_files_leaves_no_older_json_beside_the_new_overlay(default_out, tmp_path, monkeypatch):
+    """SIGKILL cannot be waited for. A process that dies after a photo's new overlay, before its JSON (an exception
+    stands in for the kill here), leaves that overlay without a JSON, not beside the JSON of the run before, whose
+    points and options would not be the overlay's. The photos not reached keep the earlier run's files."""
+    folder, earlier = default_out
+    out = shutil.copytree(earlier, tmp_path / "out")
+    first_overlay = output_name(folder / "breakingbad.jpg", "png")
+    before = (out / first_overlay).read_bytes()
+    save = photos.save_png
+
+    def saved_then_killed(path, image):
+        save(path, image)
+        if Path(path).name == first_overlay:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(photos, "save_png", saved_then_killed)
+    with pytest.raises(SystemExit):
+        run_on_images(None, folder, out, flip_test=True)
+    assert (out / first_overlay).read_bytes() != before  # the new overlay: flip test points
+    assert not (out / output_name(folder / "breakingbad.jpg", "json")).exists()
+    second = json.loads((out / output_name(folder / "einstein.jpg", "json")).read_text())
+    assert second["flip_test"] is False
+    monkeypatch.setattr(photos, "save_png", save)  # the next run marks it whole again
+    assert run_on_images(None, folder, out, flip_test=True)["done"] == 2
+    assert json.loads((out / output_name(folder / "breakingbad.jpg", "json")).read_text())["flip_test"] is True
+
+
 def test_a_stopped_photo_run_says_how_far_it_got_in_its_last_line(default_out, tmp_path, monkeypatch, capsys):
     """evaluate.py --image's line after a stop says how many photos were marked and that their files are whole (a
     KeyboardInterrupt raised where the second photo's overlay is saved: a real signal here would stop pytest too)."""

@@ -55,16 +55,21 @@ def killed_writing(code: str, *args, limit: int | None = None) -> subprocess.Com
     return result
 
 
-def test_a_photos_json_killed_mid_write_leaves_the_earlier_one_whole(tmp_path):
+def test_a_photos_json_killed_mid_write_leaves_no_half_and_no_older_json(tmp_path):
     """evaluate.py --image wrote each photo's JSON in place: a kill mid-write left half a JSON (the earlier run's gone)
-    that json.load refused, under the name the overlay beside it promises."""
+    that json.load refused, under the name the overlay beside it promises. Written whole, the earlier run's JSON then
+    stayed beside this run's overlay: points and options the overlay does not show. Now the earlier JSON goes before
+    the new files are written, and a kill in the new one leaves no JSON (and no partial file taken for one)."""
     killed_writing(MARK, 32, "first", tmp_path)
     json_path, png = tmp_path / output_name(Path("x.jpg"), "json"), tmp_path / output_name(Path("x.jpg"), "png")
-    earlier, png_size = json.loads(json_path.read_text()), png.stat().st_size
-    assert png_size < json_path.stat().st_size // 2  # the kill lands in the JSON, after the overlay was written
+    assert json.loads(json_path.read_text())["run"] == "first"
+    assert png.stat().st_size < json_path.stat().st_size // 2  # the kill lands in the JSON, after the overlay was written
     killed_writing(MARK, 32, "second", tmp_path, limit=json_path.stat().st_size // 2)
-    assert json.loads(json_path.read_text()) == earlier
+    assert not json_path.exists()
+    assert [p.name for p in tmp_path.iterdir() if not files.is_partial(p.name)] == [png.name]
     assert cv2.imread(str(png)) is not None
+    killed_writing(MARK, 32, "third", tmp_path)  # the next run writes it whole
+    assert json.loads(json_path.read_text())["run"] == "third"
 
 
 def test_an_overlay_killed_mid_write_is_not_a_photo_to_mark_next_time(tmp_path, monkeypatch):
