@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -88,8 +90,12 @@ def grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     return out
 
 
-def save_png(path, image_rgb: np.ndarray) -> None:
-    """Write an RGB image as PNG, whole or not at all (raises with the path if OpenCV cannot write it)."""
+def save_png(path, image_rgb: np.ndarray, stale=None) -> None:
+    """Write an RGB image as PNG, whole or not at all (raises with the path if OpenCV cannot write it).  ``stale``, a
+    file that would not match the new image (its record), is removed once the image is written, before it replaces
+    the earlier one: a failed write leaves both as they were."""
     with written_whole(path) as partial:
         if not cv2.imwrite(str(partial), cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)):
             raise OSError(f"{path}: could not write PNG")
+        if stale is not None:
+            Path(stale).unlink(missing_ok=True)

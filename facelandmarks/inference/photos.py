@@ -182,9 +182,9 @@ def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, inf
     photo (``info`` adds photo-level fields), with ``crops`` each face's enlarged crop and with ``aligned`` each
     face's chip (its matrix and points in the JSON); returns the PNG's path.
 
-    An earlier run's JSON goes first and the new one is written last: a process killed in between (SIGKILL, which
-    cannot wait as ``stops.held`` makes Ctrl-C wait) leaves new files without a JSON, never beside an older one."""
-    (out_dir / output_name(path, "json")).unlink(missing_ok=True)
+    An earlier run's JSON goes once the new overlay is written, before it replaces the earlier one, and the new JSON
+    comes last: a process killed in between (SIGKILL, which cannot wait as ``stops.held`` makes Ctrl-C wait) leaves
+    new files without a JSON, never beside an older one; an overlay that cannot be written leaves both as they were."""
     overlay = image.copy()
     for face in found:  # boxes first: no line cuts through a point
         x0, y0, x1, y1 = (int(round(v)) for v in face.detection)
@@ -192,7 +192,7 @@ def write_results(path: Path, image: np.ndarray, found: list, out_dir: Path, inf
     for face in found:
         overlay = draw_points(overlay, face.points, PREDICTION, radius=marker_radius(face.points))
     png = out_dir / output_name(path, "png")
-    save_png(png, overlay)
+    save_png(png, overlay, stale=out_dir / output_name(path, "json"))
     record = {"image": str(path), **info, "width": image.shape[1], "height": image.shape[0],
               "faces": [f.to_json() for f in found]}
     if crops:

@@ -173,8 +173,8 @@ def test_a_stop_while_a_photos_files_are_written_leaves_them_all_of_one_run(defa
     first_overlay = output_name(folder / "breakingbad.jpg", "png")
     save, saved = photos.save_png, []
 
-    def saved_with_a_stop(path, image):
-        save(path, image)
+    def saved_with_a_stop(path, image, **options):
+        save(path, image, **options)
         saved.append(Path(path).name)
         if Path(path).name == first_overlay:
             os.kill(os.getpid(), signal.SIGINT)  # Python runs its handler at once, here in the main thread
@@ -202,8 +202,8 @@ def test_a_kill_between_a_photos_files_leaves_no_older_json_beside_the_new_overl
     before = (out / first_overlay).read_bytes()
     save = photos.save_png
 
-    def saved_then_killed(path, image):
-        save(path, image)
+    def saved_then_killed(path, image, **options):
+        save(path, image, **options)
         if Path(path).name == first_overlay:
             raise SystemExit("killed")
 
@@ -225,10 +225,10 @@ def test_a_stopped_photo_run_says_how_far_it_got_in_its_last_line(default_out, t
     folder, _ = default_out
     save = photos.save_png
 
-    def stopped_at_the_second(path, image):
+    def stopped_at_the_second(path, image, **options):
         if Path(path).name.startswith("einstein"):
             raise KeyboardInterrupt
-        save(path, image)
+        save(path, image, **options)
 
     monkeypatch.setattr(photos, "save_png", stopped_at_the_second)
     assert main(["--image", str(folder), "--out", str(tmp_path)]) == 130

@@ -72,6 +72,16 @@ def test_a_photos_json_killed_mid_write_leaves_no_half_and_no_older_json(tmp_pat
     assert json.loads(json_path.read_text())["run"] == "third"
 
 
+def test_an_overlay_that_cannot_be_written_leaves_the_earlier_overlay_and_json(tmp_path):
+    """The earlier JSON goes only once the new overlay is written: a write that fails in the overlay (here the kernel
+    ends it there) leaves the photo's earlier overlay and JSON as they were, a pair of one run."""
+    killed_writing(MARK, 32, "first", tmp_path)
+    json_path, png = tmp_path / output_name(Path("x.jpg"), "json"), tmp_path / output_name(Path("x.jpg"), "png")
+    earlier, overlay = json.loads(json_path.read_text()), png.read_bytes()
+    killed_writing(MARK, 32, "second", tmp_path, limit=len(overlay) // 2)
+    assert json.loads(json_path.read_text()) == earlier and png.read_bytes() == overlay
+
+
 def test_an_overlay_killed_mid_write_is_not_a_photo_to_mark_next_time(tmp_path, monkeypatch):
     """A photo folder marked into itself: the overlay a kill left half-written (hidden, beside the photo) was listed
     as a photo by the next run over the folder, and stayed there."""
