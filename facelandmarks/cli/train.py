@@ -132,6 +132,8 @@ def _resolved(argv) -> tuple[TrainConfig, bool, str | None]:
     requested_options = {**file_options, **typed_options}
     if saved:
         return _resumed(saved, requested, requested_options), True, None
+    if typed.get("teacher_recrop") and not requested.get("teachers"):  # typed: a shipped config.json keeps it, teachers gone
+        raise ConfigError("--teacher-recrop is the teachers' second look: give --teachers A,B,... (or leave it off)")
     return _new_run(requested, requested_options, trainer, options_class), False, read_from
 
 

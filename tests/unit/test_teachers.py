@@ -188,6 +188,21 @@ def test_bad_teachers_are_named_in_one_line(case, teachers, tmp_path, capsys):
         assert lines[0].startswith(f"train.py: {teacher}: "), lines[0]
 
 
+def test_teacher_recrop_typed_without_teachers_is_refused_in_one_line(tmp_path, capsys):
+    """--teacher-recrop without --teachers trained on the annotations alone, saying nothing: refused before the data
+    loads or the run folder is made. A config file may carry it without teachers (a shipped model's: --ship drops the
+    teachers), and so may a --config of one."""
+    code, lines = run_cli(train_cli.main, [*TINY, "--data", tmp_path / "none.npz", "--run-dir", tmp_path / "r",
+                                           "--teacher-recrop"], capsys)
+    assert (code, lines) == (2, ["train.py: --teacher-recrop is the teachers' second look: give --teachers A,B,... "
+                                 "(or leave it off)"])
+    assert not (tmp_path / "r").exists()
+    path = tmp_path / "shipped-like.json"
+    path.write_text(json.dumps({"model": "mlp", "data": "d.npz", "run_dir": "r", "teacher_recrop": True}))
+    config, _ = train_cli.resolve_config(["--config", str(path)])
+    assert config.teacher_recrop and not config.teachers
+
+
 def test_a_shipped_teachers_split_settings_are_checked_and_named(tmp_path):
     """A shipped model's config.json (no data, no run_dir) is no run's for TrainConfig.load: its split keys are
     checked alone, a bad one named with the file (a list was a TypeError traceback, a word a ValueError)."""
