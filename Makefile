@@ -46,8 +46,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml setup.py
 	$(BIN)/python -m pip install -q -c requirements.txt -e ".[tensorflow,jax,dev,onnx,litert,export]"
 	touch $@
 
-# The shipped model for ONNX Runtime and LiteRT (photos start without TensorFlow), exported again whenever its weights
-# are newer than the export: a pull that brings new weights into a checkout made before. An export of other weights
+# The shipped model for ONNX Runtime and LiteRT (photos start without TensorFlow), exported again whenever its weights,
+# its config or the environment are newer than the export: a pull that brings new weights into a checkout made before. An export of other weights
 # is never used (Keras runs instead), so without this a stale checkout would run slower, not wrong.
 $(SHIPPED_EXPORT): $(VENV)/.installed $(SHIPPED_MODEL)/best.weights.h5 $(SHIPPED_MODEL)/config.json
 	$(BIN)/python export.py

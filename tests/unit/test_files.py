@@ -58,8 +58,8 @@ def killed_writing(code: str, *args, limit: int | None = None) -> subprocess.Com
 def test_a_photos_json_killed_mid_write_leaves_no_half_and_no_older_json(tmp_path):
     """evaluate.py --image wrote each photo's JSON in place: a kill mid-write left half a JSON (the earlier run's gone)
     that json.load refused, under the name the overlay beside it promises. Written whole, the earlier run's JSON then
-    stayed beside this run's overlay: points and options the overlay does not show. Now the earlier JSON goes before
-    the new files are written, and a kill in the new one leaves no JSON (and no partial file taken for one)."""
+    stayed beside this run's overlay: points and options the overlay does not show. Now the earlier JSON goes once the
+    new overlay is written, and a kill in the new JSON leaves none (and no partial file taken for one)."""
     killed_writing(MARK, 32, "first", tmp_path)
     json_path, png = tmp_path / output_name(Path("x.jpg"), "json"), tmp_path / output_name(Path("x.jpg"), "png")
     assert json.loads(json_path.read_text())["run"] == "first"

@@ -46,8 +46,13 @@ def planned(folder: Path) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.strip() and not line.startswith("make")]
 
 
+def export_lines(commands: list[str]) -> list[int]:
+    """Where ``commands`` run ``python export.py`` (the shipped model, no arguments)."""
+    return [i for i, line in enumerate(commands) if re.search(r"python export\.py\s*$", line)]
+
+
 def exports(commands: list[str]) -> bool:
-    return any(re.search(r"python export\.py\s*$", line) for line in commands)
+    return bool(export_lines(commands))
 
 
 def test_an_up_to_date_checkout_does_nothing(tmp_path):
@@ -75,7 +80,7 @@ def test_a_checkout_without_an_export_exports_after_installing(tmp_path):
     commands = planned(folder)
     installs = [i for i, line in enumerate(commands) if "pip install" in line]
     assert installs and exports(commands), commands
-    assert installs[-1] < next(i for i, line in enumerate(commands) if re.search(r"export\.py\s*$", line))
+    assert installs[-1] < export_lines(commands)[0]
 
 
 def test_a_new_environment_exports_again(tmp_path):
